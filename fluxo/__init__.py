@@ -1,0 +1,80 @@
+"""Fluxo: durable functions for Python.
+
+Decorate the orchestrating function with ``@fluxo.workflow`` and the functions it
+calls with ``@fluxo.step``. Every step result is recorded in the run's history,
+so a run that resumes (after a crash, a deploy, a wait) replays recorded
+results instead of doing the work again.
+"""
+
+from fluxo._decorators import Step, Workflow, step, workflow
+from fluxo._engine import Engine, RunHandle
+from fluxo._errors import (
+    CodecError,
+    DecodeError,
+    DefinitionError,
+    EncodeError,
+    FluxoError,
+    NondeterminismError,
+    RunIdConflictError,
+    RunNotFinishedError,
+    RunNotFoundError,
+    RunStateError,
+    SequenceConflictError,
+    StepError,
+    StoreError,
+    StoreUnavailableError,
+    UnknownWorkflowError,
+    WorkflowCancelledError,
+    WorkflowFailedError,
+)
+from fluxo._executor import Cancelled, in_workflow, is_replaying, logger, now, random, uuid4
+from fluxo._retry import Retry
+from fluxo._worker import Worker
+from fluxo.codec import Codec, JSONCodec
+from fluxo.history import Event, RunInfo, RunStatus
+from fluxo.stores import Store, open_store
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Cancelled",
+    "Codec",
+    "CodecError",
+    "DecodeError",
+    "DefinitionError",
+    "EncodeError",
+    "Engine",
+    "Event",
+    "FluxoError",
+    "JSONCodec",
+    "NondeterminismError",
+    "Retry",
+    "RunHandle",
+    "RunIdConflictError",
+    "RunInfo",
+    "RunNotFinishedError",
+    "RunNotFoundError",
+    "RunStateError",
+    "RunStatus",
+    "SequenceConflictError",
+    "Step",
+    "StepError",
+    "Store",
+    "StoreError",
+    "StoreUnavailableError",
+    "UnknownWorkflowError",
+    "Worker",
+    "Workflow",
+    "WorkflowCancelledError",
+    "WorkflowFailedError",
+    "__version__",
+    "in_workflow",
+    "is_replaying",
+    "logger",
+    "now",
+    "open_store",
+    "random",
+    "step",
+    "uuid4",
+    "workflow",
+]

@@ -1,0 +1,299 @@
+"""``@workflow`` and ``@step``: turn plain functions into durable definitions.
+
+The decorators only define. They register nothing globally: an engine knows
+the workflows it is given, and a workflow finds its steps by calling them.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import inspect
+import threading
+import typing
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar, overload
+
+import msgspec
+from typing_extensions import ParamSpec
+
+from fluxo import _errors, _executor, _retry
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _check_function(fn: object, kind: str, name: str | None, aliases: Sequence[str]) -> str:
+    """Validate a decorated function and return its persisted name, reporting every problem."""
+    if not inspect.isfunction(fn):
+        raise _errors.DefinitionError(
+            f"@{kind} decorates a plain function defined with 'def', not {fn!r}"
+        )
+    problems: list[str] = []
+    qualname = fn.__qualname__
+    label = f"{kind} {fn.__qualname__!r}"
+    if fn.__name__ == "<lambda>" and name is None:
+        problems.append(
+            f"{label} is a lambda, which has no stable name; define it with 'def', "
+            "or pass name= so its history survives restarts"
+        )
+    elif "<locals>" in qualname and name is None:
+        problems.append(
+            f"{label} is defined inside a function, so its name is not stable across "
+            "processes; move it to module level, or pass name= so its history survives restarts"
+        )
+    if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+        problems.append(
+            f"{label} is 'async def'; this version of Fluxo runs sync functions only, "
+            "so define it with plain 'def'"
+        )
+    elif inspect.isgeneratorfunction(fn):
+        problems.append(f"{label} is a generator; a {kind} must return its result")
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        problems.append(f"{label}: name= must be a non-empty string, got {name!r}")
+    if isinstance(aliases, str) or not all(isinstance(a, str) and a for a in aliases):
+        problems.append(
+            f"{label}: aliases= must be a list of non-empty strings, got {aliases!r}"
+        )
+    if problems:
+        raise _errors.DefinitionError("\n".join(problems))
+    return name if name is not None else f"{fn.__module__}.{qualname}"
+
+
+class _Definition(Generic[P, R]):
+    """What workflows and steps share: the function, its names and its types."""
+
+    kind: typing.ClassVar[str] = ""
+
+    def __init__(self, fn: Callable[P, R], name: str, aliases: Sequence[str]) -> None:
+        functools.update_wrapper(self, fn, updated=())  # type: ignore[arg-type]
+        self.fn = fn
+        self.name = name
+        self.aliases: tuple[str, ...] = tuple(dict.fromkeys(a for a in aliases if a != name))
+        self.names = frozenset((name, *self.aliases))
+        self._hints: dict[str, Any] | None = None
+        self._hints_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<fluxo {self.kind} {self.name}>"
+
+    def _type_hints(self) -> dict[str, Any]:
+        hints = self._hints
+        if hints is None:
+            try:
+                hints = typing.get_type_hints(self.fn, include_extras=True)
+            except Exception as exc:
+                raise _errors.DefinitionError(
+                    f"cannot resolve the annotations of {self.kind} {self.name!r}: {exc}; "
+                    "make sure every annotation names a type importable at module level"
+                ) from exc
+            self._hints = hints
+        return hints
+
+    @property
+    def return_type(self) -> Any:
+        """The annotated return type (``typing.Any`` when not annotated)."""
+        return self._type_hints().get("return", Any)
+
+
+class Step(_Definition[P, R]):
+    """A function whose result is recorded once and replayed ever after.
+
+    Inside a workflow, calling a step runs it at most once per run (at least
+    once: a crash after its side effect and before its record re-runs it) and
+    returns the recorded result on replay. Outside a workflow it is a plain
+    function call, so unit tests of steps need nothing.
+    """
+
+    kind = "step"
+
+    def __init__(
+        self,
+        fn: Callable[P, R],
+        *,
+        name: str,
+        aliases: Sequence[str] = (),
+        retry: _retry.Retry,
+    ) -> None:
+        super().__init__(fn, name, aliases)
+        self.retry = retry
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        context = _executor.current_context()
+        if context is None:
+            return self.fn(*args, **kwargs)
+        result: R = context.call_step(self, args, kwargs)
+        return result
+
+
+class Workflow(_Definition[P, R]):
+    """An orchestrating function whose progress is durable.
+
+    Start it with ``engine.start(workflow, *args)`` or run it inline with
+    ``engine.run(workflow, *args)``. Called directly outside any engine, it is a
+    plain function call (its steps run as plain calls too).
+    """
+
+    kind = "workflow"
+
+    def __init__(self, fn: Callable[P, R], *, name: str, aliases: Sequence[str] = ()) -> None:
+        super().__init__(fn, name, aliases)
+        self.signature = inspect.signature(fn)
+        self.start_id: str | None = None
+        self._input_type: Any = None
+
+    def options(self, *, id: str | None = None) -> Workflow[P, R]:
+        """Return this workflow with start options bound, for ``engine.start``.
+
+        Args:
+            id: the run id. Starting twice with one id starts one run: the second
+                start returns a handle to the first.
+
+        Example:
+            >>> engine.start(checkout.options(id="order-17"), "o-17", 4200)
+        """
+        if id is not None and (not isinstance(id, str) or not id):
+            raise _errors.DefinitionError(f"a run id must be a non-empty string, not {id!r}")
+        bound = copy.copy(self)
+        bound.start_id = id
+        return bound
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        if _executor.current_context() is not None:
+            raise _errors.DefinitionError(
+                f"workflow {self.name!r} was called from inside another workflow; child "
+                "workflows are not supported by this version of Fluxo. Call its steps "
+                "directly, or start it from outside with engine.start()"
+            )
+        return self.fn(*args, **kwargs)
+
+    # Inputs travel as one object keyed by parameter name, decoded by annotation.
+
+    def input_type(self) -> Any:
+        """The msgspec type that decodes this workflow's encoded arguments."""
+        if self._input_type is None:
+            hints = self._type_hints()
+            fields: list[tuple[str, Any, Any]] = []
+            for param in self.signature.parameters.values():
+                annotation = hints.get(param.name, Any)
+                if param.kind is inspect.Parameter.VAR_POSITIONAL:
+                    annotation = list[annotation]  # type: ignore[valid-type]
+                elif param.kind is inspect.Parameter.VAR_KEYWORD:
+                    annotation = dict[str, annotation]  # type: ignore[valid-type]
+                fields.append(
+                    (param.name, annotation | msgspec.UnsetType, msgspec.UNSET)
+                )
+            self._input_type = msgspec.defstruct(
+                "WorkflowInput", fields, forbid_unknown_fields=False, omit_defaults=True
+            )
+        return self._input_type
+
+    def bind_input(self, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+        """Check arguments against the signature and pack them for encoding."""
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise _errors.DefinitionError(
+                f"workflow {self.name!r} called with arguments that do not fit its "
+                f"signature {self.name}{self.signature}: {exc}"
+            ) from None
+        return self.input_type()(**bound.arguments)
+
+    def unpack_input(self, packed: Any) -> tuple[list[Any], dict[str, Any]]:
+        """Turn decoded input back into ``(args, kwargs)`` for calling the function."""
+        args: list[Any] = []
+        kwargs: dict[str, Any] = {}
+        for param in self.signature.parameters.values():
+            value = getattr(packed, param.name)
+            if value is msgspec.UNSET:
+                continue
+            if param.kind is inspect.Parameter.VAR_POSITIONAL:
+                args.extend(value)
+            elif param.kind is inspect.Parameter.VAR_KEYWORD:
+                kwargs.update(value)
+            elif param.kind is inspect.Parameter.KEYWORD_ONLY:
+                kwargs[param.name] = value
+            else:
+                args.append(value)
+        return args, kwargs
+
+
+@overload
+def workflow(fn: Callable[P, R], /) -> Workflow[P, R]: ...
+
+
+@overload
+def workflow(
+    *, name: str | None = None, aliases: Sequence[str] = ()
+) -> Callable[[Callable[P, R]], Workflow[P, R]]: ...
+
+
+def workflow(
+    fn: Callable[P, R] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    aliases: Sequence[str] = (),
+) -> Workflow[P, R] | Callable[[Callable[P, R]], Workflow[P, R]]:
+    """Mark a function as a durable workflow. Works bare or called.
+
+    Args:
+        fn: the function (when used bare).
+        name: the persisted name; defaults to ``module.qualname``. Histories refer
+            to it, so keep it stable (or list the old one in ``aliases``).
+        aliases: former names, so runs started under them still resume.
+
+    Example:
+        >>> @fluxo.workflow
+        ... def checkout(order_id: str, cents: int) -> str:
+        ...     receipt = charge(order_id, cents)
+        ...     return receipt.id
+    """
+
+    def decorate(func: Callable[P, R]) -> Workflow[P, R]:
+        persisted = _check_function(func, "workflow", name, aliases)
+        return Workflow(func, name=persisted, aliases=aliases)
+
+    return decorate if fn is None else decorate(fn)
+
+
+@overload
+def step(fn: Callable[P, R], /) -> Step[P, R]: ...
+
+
+@overload
+def step(
+    *,
+    name: str | None = None,
+    aliases: Sequence[str] = (),
+    retry: _retry.Retry | int | None = None,
+) -> Callable[[Callable[P, R]], Step[P, R]]: ...
+
+
+def step(
+    fn: Callable[P, R] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    aliases: Sequence[str] = (),
+    retry: _retry.Retry | int | None = None,
+) -> Step[P, R] | Callable[[Callable[P, R]], Step[P, R]]:
+    """Mark a function as a durable step. Works bare or called.
+
+    Args:
+        fn: the function (when used bare).
+        name: the persisted name; defaults to ``module.qualname``.
+        aliases: former names, so recorded results under them still replay.
+        retry: a :class:`fluxo.Retry`, a number of attempts, or ``None`` (one attempt).
+
+    Example:
+        >>> @fluxo.step(retry=3)
+        ... def charge(order_id: str, cents: int) -> Receipt: ...
+    """
+    policy = _retry.coerce_retry(retry)
+
+    def decorate(func: Callable[P, R]) -> Step[P, R]:
+        persisted = _check_function(func, "step", name, aliases)
+        return Step(func, name=persisted, aliases=aliases, retry=policy)
+
+    return decorate if fn is None else decorate(fn)

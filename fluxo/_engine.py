@@ -1,0 +1,429 @@
+"""The engine: the user-facing facade over a store, a codec and a set of workflows."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from typing_extensions import ParamSpec
+
+from fluxo import _decorators, _errors, _executor, stores
+from fluxo import codec as _codec
+from fluxo import history as _history
+
+if TYPE_CHECKING:
+    from fluxo import _worker
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DEFAULT_LEASE = 30.0
+
+
+class RunHandle(Generic[R]):
+    """A reference to one run: its id, and how to wait for its result."""
+
+    def __init__(self, engine: Engine, run_id: str, return_type: Any = Any) -> None:
+        self.engine = engine
+        self.id = run_id
+        self._return_type = return_type
+
+    def __repr__(self) -> str:
+        return f"RunHandle({self.id!r})"
+
+    def status(self) -> _history.RunStatus:
+        """The run's current status."""
+        status: _history.RunStatus = self.engine.get_run(self.id).status
+        return status
+
+    def result(self, timeout: float | None = None) -> R:
+        """Wait for the run to finish and return its result.
+
+        Woken by the store when the run changes, not by fixed polling.
+
+        Raises:
+            WorkflowFailedError: the run failed (``NondeterminismError`` if its code
+                no longer matched its history).
+            WorkflowCancelledError: the run was cancelled.
+            RunNotFinishedError: ``timeout`` seconds passed first.
+        """
+        value: R = self.engine._wait_result(self.id, timeout, self._return_type)
+        return value
+
+    def cancel(self) -> _history.RunInfo:
+        """Ask the run to stop; see :meth:`Engine.cancel`."""
+        return self.engine.cancel(self.id)
+
+
+class Engine:
+    """Starts, runs and inspects durable workflows on one store.
+
+    Args:
+        store: a store URL (``"sqlite:///fluxo.db"``, ``"postgresql+psycopg://..."``,
+            ``"memory://"``) or a :class:`~fluxo.stores.Store` object.
+        workflows: every workflow this engine (and its workers) may run.
+        codec: how values are encoded; defaults to :class:`~fluxo.codec.JSONCodec`.
+        clock: seconds since the epoch; a test may pass a fake one.
+
+    Example:
+        >>> engine = fluxo.Engine("sqlite:///fluxo.db", workflows=[checkout])
+        >>> handle = engine.start(checkout.options(id="order-17"), "o-17", 4200)
+        >>> handle.result(timeout=30)
+    """
+
+    def __init__(
+        self,
+        store: str | stores.Store,
+        *,
+        workflows: Iterable[_decorators.Workflow[Any, Any]],
+        codec: _codec.Codec | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if isinstance(store, str):
+            self.store: stores.Store = stores.open_store(store)
+            self._owns_store = True
+        elif isinstance(store, stores.Store):
+            self.store = store
+            self._owns_store = False
+        else:
+            raise _errors.DefinitionError(
+                f"Engine() takes a store URL such as 'sqlite:///fluxo.db' or a Store object, "
+                f"not {store!r}"
+            )
+        self.codec: _codec.Codec = codec if codec is not None else _default_codec()
+        self.clock = clock
+        self._workflows: dict[str, _decorators.Workflow[Any, Any]] = {}
+        self._register(workflows)
+        self._closed = False
+        self.instance_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+    def _register(self, workflows: Iterable[_decorators.Workflow[Any, Any]]) -> None:
+        if isinstance(workflows, (str, bytes)) or not isinstance(workflows, Iterable):
+            raise _errors.DefinitionError(
+                f"workflows= takes a list of @fluxo.workflow functions, not {workflows!r}"
+            )
+        problems = []
+        for wf in workflows:
+            if not isinstance(wf, _decorators.Workflow):
+                problems.append(
+                    f"{wf!r} is not a workflow; decorate it with @fluxo.workflow"
+                    if callable(wf)
+                    else f"{wf!r} is not a workflow"
+                )
+                continue
+            for name in (wf.name, *wf.aliases):
+                other = self._workflows.get(name)
+                if other is not None and other.fn is not wf.fn:
+                    problems.append(
+                        f"two workflows are named {name!r} ({other.fn.__module__}."
+                        f"{other.fn.__qualname__} and {wf.fn.__module__}.{wf.fn.__qualname__}); "
+                        "give one of them another name= so their histories stay apart"
+                    )
+                self._workflows[name] = wf
+        if problems:
+            raise _errors.DefinitionError("\n".join(problems))
+
+    def __repr__(self) -> str:
+        return f"Engine({self.store!r}, workflows={sorted({w.name for w in self.workflows})})"
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the store if this engine opened it (from a URL). Idempotent."""
+        if not self._closed:
+            self._closed = True
+            if self._owns_store:
+                self.store.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise _errors.RunStateError(
+                "this Engine is closed; create a new Engine, or keep it open while you use it "
+                "(for example with 'with fluxo.Engine(...) as engine:')"
+            )
+
+    @property
+    def workflows(self) -> list[_decorators.Workflow[Any, Any]]:
+        """The workflows this engine knows, once each."""
+        return list({id(w): w for w in self._workflows.values()}.values())
+
+    @property
+    def workflow_names(self) -> frozenset[str]:
+        """Every name (and alias) of every known workflow."""
+        return frozenset(self._workflows)
+
+    def lookup(self, name: str) -> _decorators.Workflow[Any, Any]:
+        """Return the workflow with this name or alias, or raise ``UnknownWorkflowError``."""
+        try:
+            return self._workflows[name]
+        except KeyError:
+            raise _errors.UnknownWorkflowError(
+                f"this engine has no workflow named {name!r}; known: "
+                f"{sorted(self._workflows) or 'none'}. Add it to Engine(workflows=[...])"
+            ) from None
+
+    def _known(self, wf: _decorators.Workflow[Any, Any]) -> _decorators.Workflow[Any, Any]:
+        if not isinstance(wf, _decorators.Workflow):
+            raise _errors.DefinitionError(
+                f"{wf!r} is not a workflow; decorate it with @fluxo.workflow and pass it in "
+                "Engine(workflows=[...])"
+            )
+        registered = self._workflows.get(wf.name)
+        if registered is None or registered.fn is not wf.fn:
+            raise _errors.UnknownWorkflowError(
+                f"workflow {wf.name!r} is not registered with this engine; add it to "
+                "Engine(workflows=[...]) so workers can run it"
+            )
+        return wf
+
+    # -- starting ------------------------------------------------------------------------
+
+    def _create(
+        self,
+        wf: _decorators.Workflow[Any, Any],
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        *,
+        owner: str | None = None,
+        lease_until: float | None = None,
+    ) -> tuple[_history.RunInfo, bool]:
+        self._check_open()
+        wf = self._known(wf)
+        packed = wf.bind_input(args, kwargs)
+        try:
+            data = self.codec.encode(packed)
+        except TypeError as exc:
+            raise _errors.EncodeError(
+                f"the arguments of workflow {wf.name!r} cannot be encoded: {exc}; pass "
+                "JSON-friendly values (dataclasses, dicts, lists, str, numbers, datetimes...) "
+                "or configure a codec that handles them"
+            ) from exc
+        run_id = wf.start_id or uuid.uuid4().hex
+        return self.store.create_run(
+            run_id, wf.name, data, now=self.clock(), owner=owner, lease_until=lease_until
+        )
+
+    def start(
+        self, workflow: _decorators.Workflow[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> RunHandle[R]:
+        """Start a run for a worker to execute, and return its handle at once.
+
+        Idempotent on the run id (set with ``workflow.options(id=...)``): starting
+        again with a taken id returns a handle to the existing run. The arguments
+        are checked against the workflow's signature by type checkers and at run time.
+        """
+        run, created = self._create(workflow, args, kwargs)
+        log.debug("run %s of %s %s", run.id, run.workflow, "started" if created else "exists")
+        return RunHandle(self, run.id, workflow.return_type)
+
+    def run(
+        self, workflow: _decorators.Workflow[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> R:
+        """Start a run and execute it in this thread, returning its result.
+
+        Like :meth:`start` it is idempotent on the run id; if the run already
+        exists it is not executed again here, its result is awaited. If this
+        process dies mid-run, a worker takes it over when its lease expires.
+        """
+        lease = DEFAULT_LEASE
+        owner = f"{self.instance_id}:inline:{uuid.uuid4().hex[:8]}"
+        now = self.clock()
+        run, created = self._create(workflow, args, kwargs, owner=owner, lease_until=now + lease)
+        handle: RunHandle[R] = RunHandle(self, run.id, workflow.return_type)
+        if created:
+            from fluxo import _worker
+
+            with _worker.Heartbeat(self, owner, lease) as heartbeat:
+                self.execute_claimed(run.id, owner, heartbeat=heartbeat)
+        return handle.result()
+
+    def handle(self, run_id: str) -> RunHandle[Any]:
+        """Return a handle to an existing run (its result decodes by its workflow's type)."""
+        run = self.get_run(run_id)
+        wf = self._workflows.get(run.workflow)
+        return RunHandle(self, run_id, wf.return_type if wf is not None else Any)
+
+    # -- executing -----------------------------------------------------------------------
+
+    def execute_claimed(
+        self,
+        run_id: str,
+        owner: str,
+        *,
+        heartbeat: _worker.Heartbeat,
+        context_hook: Callable[[_executor.RunContext], None] | None = None,
+    ) -> _executor.Outcome:
+        """Execute a run whose lease ``owner`` holds, until it ends or must stop.
+
+        Used by workers and by :meth:`run`. ``heartbeat`` renews the lease while
+        the workflow runs; the lease is given back if execution stops early, so
+        another worker can take over.
+        """
+        state = self.store.load(run_id)
+        wf = self._workflows.get(state.run.workflow)
+        if wf is None:
+            self.store.release(owner, run_id, now=self.clock())
+            raise _errors.UnknownWorkflowError(
+                f"run {run_id!r} is of workflow {state.run.workflow!r}, which this engine "
+                "does not know; it was left for a worker that does"
+            )
+        context = _executor.RunContext(
+            state=state, workflow=wf, store=self.store, codec=self.codec, clock=self.clock
+        )
+        if context_hook is not None:
+            context_hook(context)
+        heartbeat.add(context)
+        try:
+            outcome = context.execute()
+        finally:
+            heartbeat.remove(context)
+        if outcome in (_executor.Outcome.LOST, _executor.Outcome.STOPPED):
+            self.store.release(owner, run_id, now=self.clock())
+        return outcome
+
+    def worker(
+        self,
+        *,
+        concurrency: int = 4,
+        lease: float = DEFAULT_LEASE,
+        idle_timeout: float = 1.0,
+        shutdown_timeout: float = 30.0,
+        worker_id: str | None = None,
+    ) -> _worker.Worker:
+        """Create a worker that claims and executes this engine's runs.
+
+        Run it with ``worker.run()`` (blocking, stops on SIGTERM/SIGINT), or in a
+        background thread with ``worker.start()`` / ``worker.stop()``; it is also a
+        context manager that starts and stops the thread. Any number of workers in
+        any number of processes can share one store.
+        """
+        from fluxo import _worker
+
+        return _worker.Worker(
+            self,
+            concurrency=concurrency,
+            lease=lease,
+            idle_timeout=idle_timeout,
+            shutdown_timeout=shutdown_timeout,
+            worker_id=worker_id,
+        )
+
+    # -- inspecting and steering ---------------------------------------------------------
+
+    def get_run(self, run_id: str) -> _history.RunInfo:
+        """The run's current record. Raises ``RunNotFoundError``."""
+        self._check_open()
+        return self.store.get_run(run_id)
+
+    def list_runs(
+        self,
+        *,
+        status: _history.RunStatus | str | Iterable[_history.RunStatus | str] | None = None,
+        workflow: str | _decorators.Workflow[Any, Any] | None = None,
+        limit: int = 100,
+    ) -> list[_history.RunInfo]:
+        """Runs matching every given filter, newest first."""
+        self._check_open()
+        statuses = None
+        if status is not None:
+            items = [status] if isinstance(status, (str, _history.RunStatus)) else list(status)
+            try:
+                statuses = [_history.RunStatus(s) for s in items]
+            except ValueError:
+                raise _errors.DefinitionError(
+                    f"unknown run status in {status!r}; use one of "
+                    f"{[s.value for s in _history.RunStatus]}"
+                ) from None
+        workflows = None
+        if workflow is not None:
+            workflows = [
+                *(
+                    workflow.names
+                    if isinstance(workflow, _decorators.Workflow)
+                    else [workflow]
+                )
+            ]
+        if not isinstance(limit, int) or limit < 1:
+            raise _errors.DefinitionError(f"limit must be a positive whole number, not {limit!r}")
+        return self.store.list_runs(statuses=statuses, workflows=workflows, limit=limit)
+
+    def history(self, run_id: str) -> list[_history.Event]:
+        """The run's full history, oldest event first. Raises ``RunNotFoundError``."""
+        self._check_open()
+        return list(self.store.load(run_id).events)
+
+    def cancel(self, run_id: str) -> _history.RunInfo:
+        """Ask a run to stop.
+
+        A run that has not begun ends ``cancelled`` without running; a running or
+        waiting run stops at its next durable call with ``fluxo.Cancelled`` (its
+        ``finally:`` blocks run, and may record cleanup steps) and ends ``cancelled``.
+
+        Raises:
+            RunStateError: the run already finished.
+            RunNotFoundError: no such run.
+        """
+        self._check_open()
+        run = self.store.request_cancel(run_id, now=self.clock())
+        if run.status.is_terminal:
+            raise _errors.RunStateError(
+                f"run {run_id!r} already finished ({run.status.value}); there is nothing to cancel"
+            )
+        return run
+
+    def retry(self, run_id: str) -> RunHandle[Any]:
+        """Resume a failed run from its history, for a worker to execute.
+
+        For example after fixing code that no longer matched the history
+        (``NondeterminismError``), or after fixing the cause of a step's final
+        failure: the failed step is attempted again with a fresh retry budget.
+        Raises ``RunStateError`` when the run has not failed.
+        """
+        self._check_open()
+        self.store.reopen(run_id, now=self.clock())
+        return self.handle(run_id)
+
+    def _wait_result(self, run_id: str, timeout: float | None, return_type: Any) -> Any:
+        self._check_open()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            run = self.store.get_run(run_id)
+            if run.status.is_terminal:
+                return self._outcome(run, return_type)
+            remaining = 30.0 if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                raise _errors.RunNotFinishedError(
+                    f"run {run_id!r} is still {run.status.value} after {timeout}s; wait longer, "
+                    "or check that a worker is running (engine.worker() or 'fluxo worker')"
+                )
+            self.store.wait_for_change(run_id, min(remaining, 30.0))
+
+    def _outcome(self, run: _history.RunInfo, return_type: Any) -> Any:
+        events = self.store.load(run.id).events
+        last = events[-1]
+        if isinstance(last, _history.WorkflowCompleted):
+            return self.codec.decode(last.data or b"null", return_type)
+        if isinstance(last, _history.WorkflowFailed):
+            info: _executor.ErrorInfo = self.codec.decode(last.data or b"{}", _executor.ErrorInfo)
+            raise _executor.workflow_error(run.id, info)
+        if isinstance(last, _history.WorkflowCancelled):
+            raise _errors.WorkflowCancelledError(run.id)
+        raise _errors.StoreError(
+            f"run {run.id!r} is {run.status.value} but its history ends with {last.kind!r}; "
+            "the store is inconsistent"
+        )
+
+
+def _default_codec() -> _codec.Codec:
+    return _codec.JSONCodec()

@@ -1,0 +1,277 @@
+"""Every exception Fluxo raises, rooted at :class:`FluxoError`.
+
+The tree::
+
+    FluxoError
+    ├── DefinitionError          a @workflow/@step or an Engine argument is unusable
+    ├── UnknownWorkflowError     a run names a workflow this engine was not given
+    ├── RunNotFoundError         no run has this id
+    ├── RunIdConflictError       the id is taken by a run of another workflow
+    ├── RunNotFinishedError      a run's result was asked for before it finished (timeout)
+    ├── RunStateError            the run is in a state that forbids the operation
+    ├── CodecError
+    │   ├── EncodeError          a value cannot be encoded (names the step and the type)
+    │   └── DecodeError          stored bytes do not decode to the annotated type
+    ├── NondeterminismError      the workflow code no longer matches its history
+    ├── StepError                a step failed for good (after its retries)
+    ├── WorkflowFailedError      a run ended failed; raised by ``handle.result()``
+    ├── WorkflowCancelledError   a run ended cancelled; raised by ``handle.result()``
+    └── StoreError
+        ├── StoreUnavailableError  the database or server cannot be reached
+        └── SequenceConflictError  another writer recorded this position first
+
+Control flow inside a workflow (suspension, cancellation) uses private
+``BaseException`` subclasses in ``fluxo._executor`` so that ``except Exception:``
+in user code cannot swallow it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+DETERMINISM_DOCS = "https://fluxo.dev/docs/determinism"
+
+
+class FluxoError(Exception):
+    """Base class of every Fluxo error."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or type(self).__name__).strip())
+
+
+class DefinitionError(FluxoError, TypeError):
+    """A workflow, step or engine definition is unusable."""
+
+
+class UnknownWorkflowError(FluxoError, LookupError):
+    """The run names a workflow this engine does not know."""
+
+
+class RunNotFoundError(FluxoError, LookupError):
+    """No run has this id."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"no run with id {run_id!r}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.run_id,))
+
+
+class RunIdConflictError(FluxoError):
+    """A run with this id already exists for another workflow."""
+
+    def __init__(self, run_id: str, existing: str, requested: str) -> None:
+        self.run_id = run_id
+        self.existing = existing
+        self.requested = requested
+        super().__init__(
+            f"run id {run_id!r} is taken by a run of workflow {existing!r}, so it cannot "
+            f"start workflow {requested!r}; choose another id"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.run_id, self.existing, self.requested))
+
+
+class RunNotFinishedError(FluxoError, TimeoutError):
+    """The run did not finish within the time given."""
+
+
+class RunStateError(FluxoError):
+    """The run's current status does not allow this operation."""
+
+
+class CodecError(FluxoError):
+    """A value could not be encoded or decoded."""
+
+
+class EncodeError(CodecError, TypeError):
+    """A value cannot be encoded by the codec."""
+
+
+class DecodeError(CodecError, ValueError):
+    """Stored bytes cannot be decoded to the expected type."""
+
+
+class NondeterminismError(FluxoError):
+    """The workflow code made a different durable call than its history records.
+
+    Attributes:
+        run_id: the run being replayed.
+        seq: the history position where code and history part ways.
+        expected: what the code called at that position, e.g. ``step shop.charge``.
+        recorded: what the history holds there, e.g. ``step shop.refund``.
+    """
+
+    def __init__(
+        self, run_id: str, seq: int, expected: str, recorded: str, hint: str = ""
+    ) -> None:
+        self.run_id = run_id
+        self.seq = seq
+        self.expected = expected
+        self.recorded = recorded
+        self.hint = hint
+        lines = [
+            f"run {run_id!r} no longer matches its history at position {seq}:",
+            f"  the code called: {expected}",
+            f"  the history has: {recorded}",
+        ]
+        if hint:
+            lines.append(hint)
+        lines.append(
+            "The history is kept unchanged. Restore the code path (or guard the change "
+            "with a version check), then resume the run with engine.retry(). "
+            f"See {DETERMINISM_DOCS}"
+        )
+        super().__init__("\n".join(lines))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.run_id, self.seq, self.expected, self.recorded, self.hint))
+
+
+class _RemoteError(FluxoError):
+    """An error recorded in a history, carried by type names rather than by class."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        type_name: str,
+        type_names: Sequence[str] = (),
+        error_message: str = "",
+        traceback: str = "",
+    ) -> None:
+        self.type_name = type_name
+        self.type_names = tuple(type_names) or (type_name,)
+        self.error_message = error_message
+        self.traceback = traceback
+        super().__init__(message)
+
+    def is_instance(self, cls: type[BaseException]) -> bool:
+        """Tell whether the original exception was an instance of ``cls``.
+
+        The original exception object is not kept (a history stores data, not
+        code), so the check compares the recorded class names of its MRO.
+        """
+        return f"{cls.__module__}.{cls.__qualname__}" in self.type_names
+
+
+class StepError(_RemoteError):
+    """A step failed for good: it raised on its last attempt.
+
+    Raised in the workflow in the same form live and on replay. Attributes:
+    ``step`` (the step name), ``type_name`` (the qualified class name of the
+    original exception), ``type_names`` (its MRO), ``error_message`` and
+    ``traceback`` (the original traceback as text) and ``attempts``.
+    """
+
+    def __init__(
+        self,
+        step: str,
+        *,
+        type_name: str,
+        type_names: Sequence[str] = (),
+        error_message: str = "",
+        traceback: str = "",
+        attempts: int = 1,
+    ) -> None:
+        self.step = step
+        self.attempts = attempts
+        tries = "attempt" if attempts == 1 else f"{attempts} attempts"
+        super().__init__(
+            f"step {step!r} failed after {tries}: {type_name}: {error_message}",
+            type_name=type_name,
+            type_names=type_names,
+            error_message=error_message,
+            traceback=traceback,
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_step_error, (self.step, self._fields(), self.attempts))
+
+    def _fields(self) -> dict[str, Any]:
+        return {
+            "type_name": self.type_name,
+            "type_names": list(self.type_names),
+            "error_message": self.error_message,
+            "traceback": self.traceback,
+        }
+
+
+def _rebuild_step_error(step: str, fields: dict[str, Any], attempts: int) -> StepError:
+    return StepError(step, attempts=attempts, **fields)
+
+
+class WorkflowFailedError(_RemoteError):
+    """The run ended failed. ``run_id`` names it; the cause is described by type name."""
+
+    def __init__(
+        self,
+        run_id: str,
+        *,
+        type_name: str,
+        type_names: Sequence[str] = (),
+        error_message: str = "",
+        traceback: str = "",
+    ) -> None:
+        self.run_id = run_id
+        super().__init__(
+            f"run {run_id!r} failed: {type_name}: {error_message}",
+            type_name=type_name,
+            type_names=type_names,
+            error_message=error_message,
+            traceback=traceback,
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _rebuild_workflow_failed,
+            (
+                self.run_id,
+                {
+                    "type_name": self.type_name,
+                    "type_names": list(self.type_names),
+                    "error_message": self.error_message,
+                    "traceback": self.traceback,
+                },
+            ),
+        )
+
+
+def _rebuild_workflow_failed(run_id: str, fields: dict[str, Any]) -> WorkflowFailedError:
+    return WorkflowFailedError(run_id, **fields)
+
+
+class WorkflowCancelledError(FluxoError):
+    """The run was cancelled."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"run {run_id!r} was cancelled")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.run_id,))
+
+
+class StoreError(FluxoError):
+    """The store failed to carry out an operation."""
+
+
+class StoreUnavailableError(StoreError, ConnectionError):
+    """The store's database or server cannot be reached."""
+
+
+class SequenceConflictError(StoreError):
+    """Another writer recorded events at this position first; this writer must stop."""
+
+    def __init__(self, run_id: str, seq: int) -> None:
+        self.run_id = run_id
+        self.seq = seq
+        super().__init__(
+            f"position {seq} of run {run_id!r} was already recorded by another writer"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.run_id, self.seq))

@@ -1,0 +1,581 @@
+"""The replay executor: runs a workflow function against its history.
+
+Each durable call (a step, ``fluxo.now()``...) takes the next position of the
+history. If the history already holds an event there, it must be the same kind
+of call with the same name, and its recorded outcome is returned; otherwise the
+call is done live, recorded, and its *recorded* form returned, so the live run
+sees exactly what every replay will see.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import enum
+import logging
+import random as _random
+import threading
+import traceback
+import uuid as _uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import msgspec
+
+from fluxo import _errors, codec, history
+
+if TYPE_CHECKING:
+    from fluxo import _decorators, stores
+
+log = logging.getLogger(__name__)
+
+_current: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
+    "fluxo_run_context", default=None
+)
+
+
+def current_context() -> RunContext | None:
+    """Return the context of the workflow running in this thread or task, if any."""
+    return _current.get()
+
+
+class _ControlFlow(BaseException):
+    """Unwinds a workflow. A ``BaseException`` so ``except Exception:`` cannot swallow it."""
+
+    def __init__(self, *args: object) -> None:
+        if type(self) is _ControlFlow:
+            raise TypeError("_ControlFlow is abstract")
+        super().__init__(*args)
+
+
+class _RunLost(_ControlFlow):
+    """Another writer owns the run now (lost race or lease): stop without writing."""
+
+
+class _Stopped(_ControlFlow):
+    """The worker is shutting down: stop at this durable call and give the run back."""
+
+
+class Cancelled(_ControlFlow):
+    """The run was cancelled. Raised at a durable call; ``finally:`` blocks still run.
+
+    Fluxo raises it; user code cannot construct it. It derives from
+    ``BaseException``, so ``except Exception:`` does not catch it.
+    """
+
+    def __init__(self, _token: object = None) -> None:
+        if _token is not _TOKEN:
+            raise TypeError("fluxo.Cancelled is raised by Fluxo and cannot be constructed")
+        super().__init__("the run was cancelled")
+
+
+_TOKEN = object()
+
+
+class ErrorInfo(msgspec.Struct, omit_defaults=True):
+    """How an exception is recorded in a history."""
+
+    type: str
+    message: str = ""
+    types: list[str] = msgspec.field(default_factory=list)
+    traceback: str = ""
+    attempt: int = 0
+    details: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+def error_info(exc: BaseException, attempt: int = 0) -> ErrorInfo:
+    """Describe ``exc`` by class names and text, since a history stores data, not code."""
+    types = [
+        codec.qualified_name(cls)
+        for cls in type(exc).__mro__
+        if cls not in (object, BaseException)
+    ]
+    details: dict[str, Any] = {}
+    if isinstance(exc, _errors.NondeterminismError):
+        details = {
+            "run_id": exc.run_id,
+            "seq": exc.seq,
+            "expected": exc.expected,
+            "recorded": exc.recorded,
+            "hint": exc.hint,
+        }
+    if isinstance(exc, (_errors.StepError, _errors.WorkflowFailedError)):
+        message = exc.error_message
+    else:
+        message = str(exc)
+    return ErrorInfo(
+        type=types[0],
+        message=message,
+        types=types,
+        traceback="".join(traceback.format_exception(exc)),
+        attempt=attempt,
+        details=details,
+    )
+
+
+def step_error(step: str, info: ErrorInfo) -> _errors.StepError:
+    """Build the exception a workflow sees for a step's final failure."""
+    return _errors.StepError(
+        step,
+        type_name=info.type,
+        type_names=info.types,
+        error_message=info.message,
+        traceback=info.traceback,
+        attempts=max(info.attempt, 1),
+    )
+
+
+def workflow_error(run_id: str, info: ErrorInfo) -> _errors.FluxoError:
+    """Build the exception ``handle.result()`` raises for a failed run."""
+    if info.type == codec.qualified_name(_errors.NondeterminismError) and info.details:
+        d = info.details
+        return _errors.NondeterminismError(
+            d.get("run_id", run_id), d["seq"], d["expected"], d["recorded"], d.get("hint", "")
+        )
+    return _errors.WorkflowFailedError(
+        run_id,
+        type_name=info.type,
+        type_names=info.types,
+        error_message=info.message,
+        traceback=info.traceback,
+    )
+
+
+class Outcome(enum.Enum):
+    """How one execution of a run ended."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    LOST = "lost"
+    """Another writer owns the run; this execution stopped without recording more."""
+    STOPPED = "stopped"
+    """The worker stopped it at a durable call to shut down; the run is intact."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Recorded:
+    seq: int
+    event: history.Event
+
+
+def _replay_script(events: Sequence[history.Event]) -> list[_Recorded]:
+    """The recorded durable calls, in order, that replay must meet again.
+
+    ``WorkflowStarted`` is not a call. A ``WorkflowFailed`` that an operator
+    retried (``RunRetried`` follows it) is skipped, and when the failure came
+    straight from a step's final failure, that step's attempts are dropped too,
+    so the step runs again with a fresh retry budget.
+    """
+    script: list[_Recorded] = []
+    last = len(events) - 1
+    for seq, event in enumerate(events):
+        if seq == 0 or isinstance(event, history.RunRetried):
+            continue
+        if (
+            isinstance(event, history.WorkflowFailed)
+            and seq < last
+            and isinstance(events[seq + 1], history.RunRetried)
+        ):
+            if script and isinstance(script[-1].event, history.StepFailed):
+                name = script[-1].event.name
+                while script and (
+                    isinstance(script[-1].event, (history.StepFailed, history.StepAttemptFailed))
+                    and script[-1].event.name == name
+                ):
+                    script.pop()
+            continue
+        script.append(_Recorded(seq, event))
+    return script
+
+
+class RunContext:
+    """The state of one execution of one run: its history cursor and its writer."""
+
+    def __init__(
+        self,
+        *,
+        state: history.RunState,
+        workflow: _decorators.Workflow[Any, Any],
+        store: stores.Store,
+        codec: codec.Codec,
+        clock: Callable[[], float],
+        sleep: Callable[[float], object] | None = None,
+    ) -> None:
+        self.run_id = state.run.id
+        self.workflow = workflow
+        self.store = store
+        self.codec = codec
+        self.clock = clock
+        self.started = state.events[0]
+        self._script = _replay_script(state.events)
+        self._pos = 0
+        self.next_seq = len(state.events)
+        self.cancel_requested = threading.Event()
+        if state.run.cancel_requested:
+            self.cancel_requested.set()
+        self.stop_requested = threading.Event()
+        self._sleep = sleep if sleep is not None else self.stop_requested.wait
+        self._cancel_delivered = False
+        self._nondeterminism: _errors.NondeterminismError | None = None
+        self._unwinding: _ControlFlow | None = None
+        self.result: bytes | None = None
+        self.error: ErrorInfo | None = None
+
+    # -- reading the history ---------------------------------------------------------
+
+    @property
+    def replaying(self) -> bool:
+        """True while the code is catching up with recorded history."""
+        return self._pos < len(self._script)
+
+    def _peek(self) -> _Recorded | None:
+        return self._script[self._pos] if self._pos < len(self._script) else None
+
+    def _diverged(self, expected: str, recorded: _Recorded | None, hint: str = "") -> NoReturn:
+        seq = recorded.seq if recorded is not None else self.next_seq
+        what = recorded.event.describe() if recorded is not None else "nothing (it ends here)"
+        self._nondeterminism = _errors.NondeterminismError(
+            self.run_id, seq, expected, what, hint
+        )
+        raise self._nondeterminism
+
+    def _match(
+        self, kinds: tuple[type[history.Event], ...], call: str, names: frozenset[str]
+    ) -> history.Event | None:
+        """Consume and return the next recorded event if it answers this call."""
+        recorded = self._peek()
+        if recorded is None:
+            return None
+        event = recorded.event
+        if isinstance(event, kinds) and event.name in names:
+            self._pos += 1
+            return event
+        self._diverged(call, recorded)
+
+    def _enter_durable_call(self) -> None:
+        """Checks every durable call makes before touching the history."""
+        if self._unwinding is not None:
+            raise self._unwinding
+        if self._nondeterminism is not None:
+            raise self._nondeterminism
+        if self.stop_requested.is_set():
+            self._unwinding = _Stopped()
+            raise self._unwinding
+        if self._cancel_delivered:
+            return
+        recorded = self._peek()
+        if recorded is not None:
+            if isinstance(recorded.event, history.CancelRequested):
+                self._pos += 1
+                self._cancel_delivered = True
+                raise Cancelled(_TOKEN)
+        elif self.cancel_requested.is_set():
+            self._record(history.CancelRequested())
+            self._cancel_delivered = True
+            raise Cancelled(_TOKEN)
+
+    # -- writing the history ---------------------------------------------------------
+
+    def _record(
+        self,
+        event: history.Event,
+        status: history.RunStatus | None = None,
+        ready_at: float | None = None,
+    ) -> None:
+        try:
+            self.store.append(
+                self.run_id,
+                self.next_seq,
+                (event,),
+                now=self.clock(),
+                status=status,
+                ready_at=ready_at,
+            )
+        except _errors.SequenceConflictError:
+            log.warning(
+                "run %s: position %d was recorded by another worker; this worker stops "
+                "executing the run",
+                self.run_id,
+                self.next_seq,
+                extra={"fluxo_run_id": self.run_id},
+            )
+            self._unwinding = _RunLost()
+            raise self._unwinding from None
+        self.next_seq += 1
+
+    # -- durable calls ---------------------------------------------------------------
+
+    def call_step(
+        self,
+        step: _decorators.Step[Any, Any],
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+    ) -> Any:
+        """Run ``step`` once for this run, or return its recorded outcome."""
+        self._enter_durable_call()
+        call = f"step {step.name}"
+        attempt = 0
+        while True:
+            event = self._match(
+                (history.StepCompleted, history.StepAttemptFailed, history.StepFailed),
+                call,
+                step.names,
+            )
+            if event is None:
+                break
+            if isinstance(event, history.StepCompleted):
+                return self._decode_result(step, event.data)
+            info = self._decode_error(event.data)
+            if isinstance(event, history.StepFailed):
+                raise step_error(step.name, info)
+            attempt += 1
+        return self._run_step_live(step, args, kwargs, attempt)
+
+    def _run_step_live(
+        self,
+        step: _decorators.Step[Any, Any],
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        attempt: int,
+    ) -> Any:
+        while True:
+            attempt += 1
+            token = _current.set(None)  # steps called by a step are plain calls
+            try:
+                value = step.fn(*args, **kwargs)
+            except Exception as exc:
+                if step.retry.should_retry(exc, attempt):
+                    info = error_info(exc, attempt)
+                    self._record(history.StepAttemptFailed(step.name, self._encode_error(info)))
+                    delay = step.retry.delay(attempt)
+                    log.info(
+                        "run %s: step %s attempt %d failed (%s: %s); retrying in %.3gs",
+                        self.run_id,
+                        step.name,
+                        attempt,
+                        info.type,
+                        info.message,
+                        delay,
+                        extra={"fluxo_run_id": self.run_id},
+                    )
+                    self._sleep(delay)
+                    self._enter_durable_call()
+                    continue
+                return self._fail_step(step, error_info(exc, attempt))
+            finally:
+                _current.reset(token)
+            try:
+                data = self.codec.encode(value)
+            except TypeError as exc:
+                err = _errors.EncodeError(
+                    f"step {step.name!r} returned a value of type "
+                    f"{type(value).__module__}.{type(value).__qualname__} that the codec "
+                    f"cannot encode ({exc}); return a dataclass, dict, list, str, number, "
+                    "datetime, UUID or another type the codec knows, or pass a codec that "
+                    "handles it"
+                )
+                return self._fail_step(step, error_info(err, attempt))
+            try:
+                result = self.codec.decode(data, step.return_type)
+            except _errors.DecodeError as exc:
+                err2 = _errors.DecodeError(
+                    f"step {step.name!r} returned a value that does not match its return "
+                    f"annotation: {exc}"
+                )
+                return self._fail_step(step, error_info(err2, attempt))
+            self._record(history.StepCompleted(step.name, data))
+            return result
+
+    def _fail_step(self, step: _decorators.Step[Any, Any], info: ErrorInfo) -> Any:
+        self._record(history.StepFailed(step.name, self._encode_error(info)))
+        raise step_error(step.name, info)
+
+    def record_value(self, name: str, produce: Callable[[], Any], type: Any) -> Any:
+        """Return a nondeterministic value, taken live once and replayed from history."""
+        self._enter_durable_call()
+        call = f"{history.ValueRecorded.kind} {name}"
+        event = self._match((history.ValueRecorded,), call, frozenset((name,)))
+        if event is not None:
+            return self.codec.decode(event.data or b"null", type)
+        data = self.codec.encode(produce())
+        self._record(history.ValueRecorded(name, data))
+        return self.codec.decode(data, type)
+
+    # -- codec helpers ---------------------------------------------------------------
+
+    def _decode_result(self, step: _decorators.Step[Any, Any], data: bytes | None) -> Any:
+        return self.codec.decode(data if data is not None else b"null", step.return_type)
+
+    def _encode_error(self, info: ErrorInfo) -> bytes:
+        return self.codec.encode(info)
+
+    def _decode_error(self, data: bytes | None) -> ErrorInfo:
+        if data is None:
+            return ErrorInfo(type="unknown", message="no error details were recorded")
+        decoded: ErrorInfo = self.codec.decode(data, ErrorInfo)
+        return decoded
+
+    # -- running the workflow --------------------------------------------------------
+
+    def execute(self) -> Outcome:
+        """Run the workflow function to its end or to the first point it must stop."""
+        token = _current.set(self)
+        try:
+            return self._execute()
+        finally:
+            _current.reset(token)
+
+    def _execute(self) -> Outcome:
+        wf = self.workflow
+        # A run cancelled before it ever ran ends without running user code.
+        if not self._script and self.next_seq == 1 and self.cancel_requested.is_set():
+            return self._finish_cancelled(record_request=True)
+        try:
+            packed = self.codec.decode(self.started.data or b"{}", wf.input_type())
+            args, kwargs = wf.unpack_input(packed)
+        except _errors.FluxoError as exc:
+            return self._finish_failed(exc)
+        try:
+            value = wf.fn(*args, **kwargs)
+        except Cancelled:
+            if self._nondeterminism is not None:
+                return self._finish_failed(self._nondeterminism)
+            if self.replaying:
+                return self._leftover("the workflow ended cancelled")
+            return self._finish_cancelled(record_request=False)
+        except _RunLost:
+            return Outcome.LOST
+        except _Stopped:
+            return Outcome.STOPPED
+        except Exception as exc:
+            if self._nondeterminism is not None:
+                return self._finish_failed(self._nondeterminism)
+            if self.replaying:
+                return self._leftover(f"the workflow raised {type(exc).__name__}: {exc}")
+            return self._finish_failed(exc)
+        if self._nondeterminism is not None:
+            return self._finish_failed(self._nondeterminism)
+        if self._unwinding is not None:
+            # user code swallowed a control-flow exception; honour it anyway
+            return Outcome.LOST if isinstance(self._unwinding, _RunLost) else Outcome.STOPPED
+        if self.replaying:
+            return self._leftover("the workflow returned")
+        try:
+            data = self.codec.encode(value)
+            self.codec.decode(data, wf.return_type)
+        except (TypeError, _errors.DecodeError) as exc:
+            err = _errors.EncodeError(
+                f"workflow {wf.name!r} returned a value of type "
+                f"{type(value).__module__}.{type(value).__qualname__} that cannot be recorded "
+                f"as its annotated return type ({exc})"
+            )
+            return self._finish_failed(err)
+        return self._finish(history.WorkflowCompleted(data=data), history.RunStatus.COMPLETED)
+
+    def _leftover(self, what: str) -> Outcome:
+        try:
+            self._diverged(what, self._peek())
+        except _errors.NondeterminismError as exc:
+            return self._finish_failed(exc)
+
+    def _finish(self, event: history.Event, status: history.RunStatus) -> Outcome:
+        try:
+            self._record(event, status=status, ready_at=None)
+        except _RunLost:
+            return Outcome.LOST
+        if isinstance(event, history.WorkflowCompleted):
+            self.result = event.data
+            return Outcome.COMPLETED
+        return Outcome.CANCELLED if status is history.RunStatus.CANCELLED else Outcome.FAILED
+
+    def _finish_failed(self, exc: BaseException) -> Outcome:
+        self.error = error_info(exc)
+        if isinstance(exc, _errors.NondeterminismError):
+            log.error("%s", exc, extra={"fluxo_run_id": self.run_id})
+        return self._finish(
+            history.WorkflowFailed(data=self._encode_error(self.error)), history.RunStatus.FAILED
+        )
+
+    def _finish_cancelled(self, *, record_request: bool) -> Outcome:
+        if record_request:
+            try:
+                self._record(history.CancelRequested())
+            except _RunLost:
+                return Outcome.LOST
+        return self._finish(history.WorkflowCancelled(), history.RunStatus.CANCELLED)
+
+
+# -- deterministic helpers ------------------------------------------------------------
+
+
+def now() -> datetime:
+    """The current time as an aware UTC datetime, recorded so replays see the same value.
+
+    Outside a workflow it is simply the current time.
+    """
+    context = _current.get()
+    if context is None:
+        return datetime.now(timezone.utc)
+    value: datetime = context.record_value(
+        "now", lambda: datetime.fromtimestamp(context.clock(), timezone.utc), datetime
+    )
+    return value
+
+
+def uuid4() -> _uuid.UUID:
+    """A random UUID, recorded so replays see the same value."""
+    context = _current.get()
+    if context is None:
+        return _uuid.uuid4()
+    value: _uuid.UUID = context.record_value("uuid4", _uuid.uuid4, _uuid.UUID)
+    return value
+
+
+def random() -> float:
+    """A random float in ``[0, 1)``, recorded so replays see the same value."""
+    context = _current.get()
+    if context is None:
+        return _random.random()
+    value: float = context.record_value("random", _random.random, float)
+    return value
+
+
+def in_workflow() -> bool:
+    """Tell whether the caller runs inside a workflow (and not inside a step)."""
+    return _current.get() is not None
+
+
+def is_replaying() -> bool:
+    """Tell whether the current workflow is replaying recorded history."""
+    context = _current.get()
+    return context is not None and context.replaying
+
+
+class _WorkflowLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """A logger for workflow code that stays quiet while history replays.
+
+    A resumed run re-executes its workflow from the top; without this, every
+    log line before the resume point would be written again.
+    """
+
+    def isEnabledFor(self, level: int) -> bool:
+        context = _current.get()
+        if context is not None and context.replaying:
+            return False
+        enabled: bool = self.logger.isEnabledFor(level)
+        return enabled
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        context = _current.get()
+        if context is not None:
+            extra = dict(kwargs.get("extra") or {})
+            extra.setdefault("fluxo_run_id", context.run_id)
+            extra.setdefault("fluxo_workflow", context.workflow.name)
+            kwargs["extra"] = extra
+        return msg, kwargs
+
+
+logger = _WorkflowLogger(logging.getLogger("fluxo.workflow"), {})
+"""Log from workflow code with this; it is silent while a run replays its history."""

@@ -1,0 +1,339 @@
+"""Workers: claim runnable runs under a lease, execute them, renew the lease.
+
+Workers are stateless and disposable. Everything a worker knows comes from the
+store, so any number of them, in any number of processes or machines, share
+one store; ``kill -9`` one and another finishes its runs when the leases expire.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+import time
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+from types import FrameType, TracebackType
+from typing import TYPE_CHECKING
+
+from fluxo import _errors, _executor, history
+
+if TYPE_CHECKING:
+    from fluxo import _engine
+
+log = logging.getLogger(__name__)
+
+
+class Heartbeat:
+    """Renews the leases of running workflows and delivers their cancellations.
+
+    One background thread per heartbeat renews every ``lease / 3`` seconds.
+    A run whose lease was lost is told to stop at its next durable call; a run
+    whose cancellation was requested is told to raise ``fluxo.Cancelled`` there.
+    """
+
+    def __init__(self, engine: _engine.Engine, owner: str, lease: float) -> None:
+        self.engine = engine
+        self.owner = owner
+        self.lease = lease
+        self._contexts: dict[str, _executor.RunContext] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> Heartbeat:
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._loop, name=f"fluxo-heartbeat-{self.owner}", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def add(self, context: _executor.RunContext) -> None:
+        """Start renewing this run's lease."""
+        with self._lock:
+            self._contexts[context.run_id] = context
+
+    def remove(self, context: _executor.RunContext) -> None:
+        """Stop renewing this run's lease."""
+        with self._lock:
+            self._contexts.pop(context.run_id, None)
+
+    def beat(self) -> None:
+        """Renew once now."""
+        with self._lock:
+            contexts = dict(self._contexts)
+        if not contexts:
+            return
+        try:
+            held = self.engine.store.renew(
+                self.owner, list(contexts), lease_until=self.engine.clock() + self.lease
+            )
+        except _errors.StoreError as exc:
+            log.warning("could not renew leases (%s); retrying at the next beat", exc)
+            return
+        for run_id, context in contexts.items():
+            if run_id not in held:
+                log.warning(
+                    "run %s: lease lost to another worker; stopping at its next durable call",
+                    run_id,
+                    extra={"fluxo_run_id": run_id},
+                )
+                context.stop_requested.set()
+            elif held[run_id]:
+                context.cancel_requested.set()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.lease / 3):
+            self.beat()
+
+
+class Worker:
+    """Claims runnable runs of its engine's workflows and executes them.
+
+    Create it with :meth:`Engine.worker`. ``run()`` blocks (SIGTERM or SIGINT
+    stop it gracefully); ``start()``/``stop()`` run it in a background thread,
+    which suits a web application; ``process_one()`` executes what is runnable
+    now and returns, which suits tests.
+    """
+
+    def __init__(
+        self,
+        engine: _engine.Engine,
+        *,
+        concurrency: int = 4,
+        lease: float = 30.0,
+        idle_timeout: float = 1.0,
+        shutdown_timeout: float = 30.0,
+        worker_id: str | None = None,
+    ) -> None:
+        problems = []
+        if not isinstance(concurrency, int) or concurrency < 1:
+            problems.append(f"concurrency must be a whole number >= 1, not {concurrency!r}")
+        if not isinstance(lease, (int, float)) or lease <= 0:
+            problems.append(f"lease must be a positive number of seconds, not {lease!r}")
+        if not isinstance(idle_timeout, (int, float)) or idle_timeout <= 0:
+            problems.append(f"idle_timeout must be a positive number, not {idle_timeout!r}")
+        if problems:
+            raise _errors.DefinitionError("invalid worker settings: " + "; ".join(problems))
+        self.engine = engine
+        self.concurrency = concurrency
+        self.lease = float(lease)
+        self.idle_timeout = float(idle_timeout)
+        self.shutdown_timeout = shutdown_timeout
+        self.id = worker_id or f"{engine.instance_id}:w{uuid.uuid4().hex[:6]}"
+        self._stopping = threading.Event()
+        self._inflight: dict[str, _executor.RunContext | None] = {}
+        self._futures: set[Future[None]] = set()
+        self._slots = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._heartbeat = Heartbeat(engine, self.id, self.lease)
+        self._warned_unknown: set[str] = set()
+        self._draining_expired = False
+        self.completed = 0
+
+    def __repr__(self) -> str:
+        return f"Worker({self.id!r}, concurrency={self.concurrency})"
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def __enter__(self) -> Worker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Run the worker in a background daemon thread."""
+        if self._thread is not None:
+            raise _errors.RunStateError(
+                "this worker is already started; call stop() first, or create another "
+                "with engine.worker()"
+            )
+        self._thread = threading.Thread(target=self._serve, name=f"fluxo-{self.id}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop claiming, let in-flight runs finish, and give back what is left.
+
+        Runs still executing after ``timeout`` (default ``shutdown_timeout``) are
+        told to stop at their next durable call and their leases are released.
+        """
+        if timeout is not None:
+            self.shutdown_timeout = timeout
+        self._stopping.set()
+        with self._slots:
+            self._slots.notify_all()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+            self._thread = None
+
+    def run(self, *, install_signal_handlers: bool = True) -> None:
+        """Serve until :meth:`stop`, SIGTERM or SIGINT. A second signal exits at once."""
+        previous: dict[signal.Signals, object] = {}
+        if install_signal_handlers and threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                previous[signum] = signal.signal(signum, self._on_signal)
+        try:
+            self._serve()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)  # type: ignore[arg-type]
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self._stopping.is_set():
+            log.warning("second signal: exiting now; unfinished runs resume after their leases")
+            raise SystemExit(1)
+        log.info("worker %s: %s received, shutting down", self.id, signal.Signals(signum).name)
+        self._stopping.set()
+        with self._slots:
+            self._slots.notify_all()
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        names = self.engine.workflow_names
+        log.info(
+            "worker %s serving %d workflow(s) with concurrency %d",
+            self.id,
+            len(self.engine.workflows),
+            self.concurrency,
+        )
+        self._report_unknown()
+        last_unknown_check = time.monotonic()
+        with (
+            self._heartbeat,
+            ThreadPoolExecutor(self.concurrency, thread_name_prefix=f"fluxo-{self.id}") as pool,
+        ):
+            while not self._stopping.is_set():
+                free = self._wait_for_slot()
+                if free == 0:
+                    continue
+                now = self.engine.clock()
+                try:
+                    runs = self.engine.store.claim(
+                        self.id, names, now=now, lease_until=now + self.lease, limit=free
+                    )
+                except _errors.StoreError as exc:
+                    log.error("worker %s: claim failed (%s); retrying", self.id, exc)
+                    self._stopping.wait(self.idle_timeout)
+                    continue
+                for run in runs:
+                    self._submit(pool, run.id)
+                if not runs:
+                    self.engine.store.wait_for_change(None, self.idle_timeout)
+                    if time.monotonic() - last_unknown_check > 60:
+                        self._report_unknown()
+                        last_unknown_check = time.monotonic()
+            self._drain()
+        log.info("worker %s stopped", self.id)
+
+    def _wait_for_slot(self) -> int:
+        with self._slots:
+            while len(self._inflight) >= self.concurrency and not self._stopping.is_set():
+                self._slots.wait(self.idle_timeout)
+            return 0 if self._stopping.is_set() else self.concurrency - len(self._inflight)
+
+    def _submit(self, pool: ThreadPoolExecutor, run_id: str) -> None:
+        with self._slots:
+            self._inflight[run_id] = None
+        future = pool.submit(self._execute, run_id)
+        self._futures.add(future)
+        future.add_done_callback(self._futures.discard)
+
+    def _execute(self, run_id: str) -> None:
+        def track(context: _executor.RunContext) -> None:
+            with self._slots:
+                self._inflight[run_id] = context
+            if self._stopping.is_set() and self._draining_expired:
+                context.stop_requested.set()
+
+        try:
+            outcome = self.engine.execute_claimed(
+                run_id, self.id, heartbeat=self._heartbeat, context_hook=track
+            )
+            log.debug("run %s: %s", run_id, outcome.value, extra={"fluxo_run_id": run_id})
+            self.completed += 1
+        except _errors.UnknownWorkflowError as exc:
+            log.warning("%s", exc)
+        except Exception:
+            log.exception(
+                "run %s: execution broke off; the run resumes when its lease expires",
+                run_id,
+                extra={"fluxo_run_id": run_id},
+            )
+            with contextlib.suppress(_errors.StoreError):
+                self.engine.store.release(self.id, run_id, now=self.engine.clock())
+        finally:
+            with self._slots:
+                self._inflight.pop(run_id, None)
+                self._slots.notify_all()
+
+    def _drain(self) -> None:
+        deadline = time.monotonic() + self.shutdown_timeout
+        with self._slots:
+            while self._inflight and time.monotonic() < deadline:
+                self._slots.wait(min(0.1, max(deadline - time.monotonic(), 0)))
+            if self._inflight:
+                self._draining_expired = True
+                log.warning(
+                    "worker %s: %d run(s) still executing after %.0fs; stopping them at their "
+                    "next durable call",
+                    self.id,
+                    len(self._inflight),
+                    self.shutdown_timeout,
+                )
+                for context in self._inflight.values():
+                    if context is not None:
+                        context.stop_requested.set()
+
+    def _report_unknown(self) -> None:
+        """Log, once per run, runnable runs of workflows this worker does not know."""
+        try:
+            runs = self.engine.store.list_runs(
+                statuses=[history.RunStatus.PENDING], limit=100
+            )
+        except _errors.StoreError:
+            return
+        for run in runs:
+            known = run.workflow in self.engine.workflow_names
+            if not known and run.id not in self._warned_unknown:
+                self._warned_unknown.add(run.id)
+                log.warning(
+                    "run %s is of workflow %r, which this worker does not know; leaving it "
+                    "for a worker that does (add the workflow to Engine(workflows=[...]))",
+                    run.id,
+                    run.workflow,
+                    extra={"fluxo_run_id": run.id},
+                )
+
+    def process_one(self) -> int:
+        """Claim and execute, in this thread, every run runnable now; return how many ran."""
+        count = 0
+        names = self.engine.workflow_names
+        with self._heartbeat:
+            while True:
+                now = self.engine.clock()
+                runs = self.engine.store.claim(
+                    self.id, names, now=now, lease_until=now + self.lease, limit=1
+                )
+                if not runs:
+                    return count
+                try:
+                    self.engine.execute_claimed(runs[0].id, self.id, heartbeat=self._heartbeat)
+                except _errors.UnknownWorkflowError as exc:
+                    log.warning("%s", exc)
+                count += 1

@@ -1,0 +1,115 @@
+"""Turning values into bytes and back.
+
+A :class:`Codec` encodes what workflows and steps take and return, and decodes
+it by the annotated type, so a step annotated ``-> Receipt`` hands the
+workflow a ``Receipt`` both live and on replay. The default, :class:`JSONCodec`,
+is built on msgspec and understands dataclasses, enums, datetimes, dates,
+times, UUIDs, Decimals, bytes, tuples, sets, TypedDicts, NamedTuples,
+``msgspec.Struct`` and (when installed) pydantic models.
+
+Codecs are pluggable: wrap the default to encrypt or compress, or supply
+another format. Pickle is never used: bytes read from a database must not be
+able to run code.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Any, Protocol, runtime_checkable
+
+import msgspec
+
+from fluxo import _errors
+
+
+@runtime_checkable
+class Codec(Protocol):
+    """Encodes values to bytes and decodes bytes to values of an expected type."""
+
+    def encode(self, value: Any) -> bytes:
+        """Return the bytes for ``value``; raise ``TypeError`` if it cannot be encoded."""
+        ...
+
+    def decode(self, data: bytes, type: Any = Any) -> Any:
+        """Return the value ``data`` holds, as ``type`` (``typing.Any``: as decoded)."""
+        ...
+
+
+def _pydantic_base() -> type[Any] | None:
+    # Only a program that already imported pydantic can hand us a pydantic model.
+    module = sys.modules.get("pydantic")
+    base = getattr(module, "BaseModel", None)
+    return base if isinstance(base, type) else None
+
+
+def _enc_hook(value: Any) -> Any:
+    base = _pydantic_base()
+    if base is not None and isinstance(value, base):
+        return value.model_dump(mode="json")
+    raise TypeError(f"Encoding objects of type {type(value).__qualname__} is unsupported")
+
+
+def _dec_hook(target: Any, value: Any) -> Any:
+    base = _pydantic_base()
+    if base is not None and isinstance(target, type) and issubclass(target, base):
+        return target.model_validate(value)  # type: ignore[attr-defined]
+    raise NotImplementedError(f"cannot decode {target!r}")
+
+
+class JSONCodec:
+    """The default codec: JSON via msgspec, decoded by type annotation.
+
+    Example:
+        >>> codec = JSONCodec()
+        >>> codec.decode(codec.encode((1, "a")), tuple[int, str])
+        (1, 'a')
+    """
+
+    def __init__(self) -> None:
+        self._encoder = msgspec.json.Encoder(enc_hook=_enc_hook, decimal_format="string")
+        self._decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return "JSONCodec()"
+
+    def encode(self, value: Any) -> bytes:
+        """Encode ``value`` as JSON."""
+        return self._encoder.encode(value)
+
+    def decode(self, data: bytes, type: Any = Any) -> Any:
+        """Decode JSON ``data`` as ``type``; raise ``DecodeError`` if it does not fit."""
+        decoder = self._decoders.get(type)
+        if decoder is None:
+            decoder = self._decoder_for(type)
+        try:
+            return decoder.decode(data)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise _errors.DecodeError(
+                f"stored value does not decode as {_type_name(type)}: {exc}"
+            ) from exc
+
+    def _decoder_for(self, type: Any) -> msgspec.json.Decoder[Any]:
+        try:
+            decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(type, dec_hook=_dec_hook)
+        except TypeError as exc:
+            raise _errors.DefinitionError(
+                f"the JSON codec cannot decode values annotated {_type_name(type)}: {exc}; "
+                "annotate with a dataclass, TypedDict, standard type or pydantic model, "
+                "or pass a codec that understands it"
+            ) from exc
+        with self._lock:
+            self._decoders[type] = decoder
+        return decoder
+
+
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, type):
+        return f"{tp.__module__}.{tp.__qualname__}"
+    return repr(tp)
+
+
+def qualified_name(tp: type[Any]) -> str:
+    """Return ``module.qualname`` for a class, as histories record type names."""
+    return f"{tp.__module__}.{tp.__qualname__}"

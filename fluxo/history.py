@@ -1,0 +1,205 @@
+"""The events of a run's history, and the run records stores keep beside them.
+
+A history is an append-only list of events; an event's position in the list is
+its sequence number, starting at 0 with :class:`WorkflowStarted`. Every event
+has the same persisted shape, ``(kind, name, data)``: a short kind string, a
+name (of the workflow, step or value) and an optional opaque payload produced
+by the codec. Stores persist exactly that shape, so they never import user
+types and a new event kind needs no schema change.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import ClassVar
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One entry of a history. Subclasses fix ``kind``; ``data`` is codec output."""
+
+    name: str = ""
+    data: bytes | None = None
+
+    kind: ClassVar[str] = ""
+
+    def describe(self) -> str:
+        """Return a short human description, used in nondeterminism reports."""
+        return f"{self.kind} {self.name}".rstrip()
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowStarted(Event):
+    """The run began: ``name`` is the workflow name, ``data`` its encoded arguments."""
+
+    kind: ClassVar[str] = "workflow_started"
+
+
+@dataclass(frozen=True, slots=True)
+class StepCompleted(Event):
+    """A step returned: ``data`` is its encoded result."""
+
+    kind: ClassVar[str] = "step_completed"
+
+
+@dataclass(frozen=True, slots=True)
+class StepAttemptFailed(Event):
+    """A step attempt raised and the step will be retried: ``data`` is the error."""
+
+    kind: ClassVar[str] = "step_attempt_failed"
+
+
+@dataclass(frozen=True, slots=True)
+class StepFailed(Event):
+    """A step raised on its last attempt: ``data`` is the error."""
+
+    kind: ClassVar[str] = "step_failed"
+
+
+@dataclass(frozen=True, slots=True)
+class ValueRecorded(Event):
+    """A nondeterministic value (``now``, ``uuid4``, ``random``) taken by the workflow."""
+
+    kind: ClassVar[str] = "value_recorded"
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRequested(Event):
+    """The run took delivery of a cancellation at this position (at a durable call)."""
+
+    kind: ClassVar[str] = "cancel_requested"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowCompleted(Event):
+    """The workflow returned: ``data`` is its encoded result."""
+
+    kind: ClassVar[str] = "workflow_completed"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowFailed(Event):
+    """The workflow raised: ``data`` is the error."""
+
+    kind: ClassVar[str] = "workflow_failed"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowCancelled(Event):
+    """The run finished unwinding after a cancellation."""
+
+    kind: ClassVar[str] = "workflow_cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class RunRetried(Event):
+    """An operator resumed a failed run (``engine.retry``); ``data`` is unused."""
+
+    kind: ClassVar[str] = "run_retried"
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.kind: cls
+    for cls in (
+        WorkflowStarted,
+        StepCompleted,
+        StepAttemptFailed,
+        StepFailed,
+        ValueRecorded,
+        CancelRequested,
+        WorkflowCompleted,
+        WorkflowFailed,
+        WorkflowCancelled,
+        RunRetried,
+    )
+}
+
+TERMINAL_EVENTS = (WorkflowCompleted, WorkflowFailed, WorkflowCancelled)
+
+
+def event_from_record(kind: str, name: str, data: bytes | None) -> Event:
+    """Rebuild an event from its persisted ``(kind, name, data)`` shape."""
+    try:
+        cls = EVENT_TYPES[kind]
+    except KeyError:
+        raise ValueError(
+            f"unknown history event kind {kind!r}; this history was written by a newer "
+            "Fluxo or is corrupted"
+        ) from None
+    return cls(name, data)
+
+
+class RunStatus(str, enum.Enum):
+    """Where a run stands. Terminal statuses never change again."""
+
+    PENDING = "pending"
+    """Created or woken, waiting for a worker to claim it."""
+    RUNNING = "running"
+    """Claimed by a worker (the lease tells until when)."""
+    WAITING = "waiting"
+    """Suspended until ``ready_at`` or until something wakes it."""
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        """Tell whether the run has finished for good."""
+        return self in _TERMINAL
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_TERMINAL = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
+ACTIVE_STATUSES = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING)
+
+
+def to_datetime(ts: float | None) -> datetime | None:
+    """Turn store seconds-since-epoch into an aware UTC datetime."""
+    return None if ts is None else datetime.fromtimestamp(ts, tz=timezone.utc)
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """A run's projection as the store keeps it. Times are seconds since the epoch (UTC).
+
+    ``ready_at`` is when the run may next be claimed (``None``: not before something
+    wakes it); ``lease_owner``/``lease_until`` tell which worker holds it;
+    ``cancel_requested`` is set by ``Store.request_cancel`` until the run finishes.
+    """
+
+    id: str
+    workflow: str
+    status: RunStatus
+    created_at: float
+    updated_at: float
+    ready_at: float | None = None
+    lease_owner: str | None = None
+    lease_until: float | None = None
+    cancel_requested: bool = False
+
+    @property
+    def created(self) -> datetime:
+        """``created_at`` as an aware UTC datetime."""
+        return datetime.fromtimestamp(self.created_at, tz=timezone.utc)
+
+    @property
+    def updated(self) -> datetime:
+        """``updated_at`` as an aware UTC datetime."""
+        return datetime.fromtimestamp(self.updated_at, tz=timezone.utc)
+
+
+@dataclass(frozen=True, slots=True)
+class RunState:
+    """A run and its full history, as one ``Store.load`` returns them."""
+
+    run: RunInfo
+    events: tuple[Event, ...]
+
+    @property
+    def next_seq(self) -> int:
+        """The sequence number the next appended event will take."""
+        return len(self.events)

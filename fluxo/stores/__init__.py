@@ -1,0 +1,177 @@
+"""The store contract and the URL-based store factory.
+
+A store persists runs and their histories. The contract is domain-level and
+small: payloads cross it as opaque bytes, every operation touches one run
+(except listing and claiming), and every method is safe to call from many
+threads, processes and machines at once. ``tests/stores`` is the executable
+specification; every store passes the same suite.
+
+Times are seconds since the epoch (UTC) taken from the engine's clock and
+passed in explicitly, so a test clock can drive a real store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Protocol, runtime_checkable
+
+from fluxo import _errors, history
+
+
+@runtime_checkable
+class Store(Protocol):
+    """What the engine and its workers need from a database."""
+
+    def create_run(
+        self,
+        run_id: str,
+        workflow: str,
+        input: bytes,
+        *,
+        now: float,
+        owner: str | None = None,
+        lease_until: float | None = None,
+    ) -> tuple[history.RunInfo, bool]:
+        """Create a run, ready at ``now``, whose history is ``[WorkflowStarted(workflow, input)]``.
+
+        With ``owner`` and ``lease_until``, the new run is created ``RUNNING`` and
+        leased to ``owner`` (``engine.run`` executes it inline this way; if that
+        process dies, a worker takes it over when the lease expires).
+
+        Idempotent on ``run_id``: if a run of the same workflow has the id, return
+        it with ``False`` and change nothing. Raises ``RunIdConflictError`` if a run
+        of another workflow has it. Returns ``(run, created)``.
+        """
+        ...
+
+    def append(
+        self,
+        run_id: str,
+        expected_seq: int,
+        events: Sequence[history.Event],
+        *,
+        now: float,
+        status: history.RunStatus | None = None,
+        ready_at: float | None = None,
+    ) -> None:
+        """Record ``events`` at positions ``expected_seq, expected_seq + 1, ...``, atomically.
+
+        Fenced: if any of those positions is already recorded, write nothing and
+        raise ``SequenceConflictError``. When ``status`` is given, the same atomic
+        write sets the run's status, ``ready_at`` and ``updated_at = now``, and
+        clears its lease. Raises ``RunNotFoundError`` for an unknown run.
+        """
+        ...
+
+    def load(self, run_id: str) -> history.RunState:
+        """Return the run and its whole history in one read. Raises ``RunNotFoundError``."""
+        ...
+
+    def get_run(self, run_id: str) -> history.RunInfo:
+        """Return the run without its history. Raises ``RunNotFoundError``."""
+        ...
+
+    def claim(
+        self,
+        worker_id: str,
+        workflows: Collection[str],
+        *,
+        now: float,
+        lease_until: float,
+        limit: int,
+    ) -> list[history.RunInfo]:
+        """Lease up to ``limit`` runnable runs of the given workflows to ``worker_id``.
+
+        Runnable: active status, ``ready_at <= now``, and no lease or an expired
+        one (``lease_until < now``). Claimed runs become ``RUNNING`` with the
+        lease set; the oldest ``ready_at`` goes first. Two concurrent claims never
+        return the same run.
+        """
+        ...
+
+    def renew(
+        self, worker_id: str, run_ids: Collection[str], *, lease_until: float
+    ) -> dict[str, bool]:
+        """Extend the leases ``worker_id`` still holds.
+
+        Returns the ids it still holds, each mapped to the run's ``cancel_requested``
+        flag, so a heartbeat also delivers cancellations to running workflows.
+        """
+        ...
+
+    def release(self, worker_id: str, run_id: str, *, now: float) -> None:
+        """Give back a lease ``worker_id`` holds, leaving the run ready to claim again.
+
+        A lease held by someone else, or none at all, is left as it is.
+        """
+        ...
+
+    def request_cancel(self, run_id: str, *, now: float) -> history.RunInfo:
+        """Set an active run's ``cancel_requested`` flag and, if it is waiting, make it ready.
+
+        The history is not touched: the executor records ``CancelRequested`` at the
+        run's next durable call, so the position is deterministic. Returns the run
+        as it now stands; a finished run is returned unchanged. Raises
+        ``RunNotFoundError``.
+        """
+        ...
+
+    def reopen(self, run_id: str, *, now: float) -> history.RunInfo:
+        """Append ``RunRetried`` to a failed run's history and make it ready to claim.
+
+        Atomic with the status check; clears ``cancel_requested``. Raises
+        ``RunStateError`` when the run has not failed, ``RunNotFoundError`` when
+        there is no such run.
+        """
+        ...
+
+    def list_runs(
+        self,
+        *,
+        statuses: Collection[history.RunStatus] | None = None,
+        workflows: Collection[str] | None = None,
+        limit: int = 100,
+    ) -> list[history.RunInfo]:
+        """Return runs matching every given filter, newest ``created_at`` first."""
+        ...
+
+    def wait_for_change(self, run_id: str | None, timeout: float) -> bool:
+        """Block until the run (or, with ``None``, any run) may have changed, or ``timeout``.
+
+        Returns ``True`` when woken by a change. Spurious wake-ups are allowed;
+        callers re-read what they wait for.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release connections and threads. Idempotent."""
+        ...
+
+
+def open_store(url: str) -> Store:
+    """Build the store a URL names.
+
+    * ``memory://``: an in-process store, lost when the process exits (tests, demos).
+    * ``sqlite:///path.db``: the embedded default (WAL).
+    * ``postgresql+psycopg://user@host/db`` (``postgresql://`` works too).
+    * ``mysql+pymysql://user@host/db``.
+    """
+    if not isinstance(url, str) or "://" not in url:
+        raise _errors.DefinitionError(
+            f"store URL {url!r} is not a URL; pass something like 'sqlite:///fluxo.db', "
+            "'postgresql+psycopg://localhost/app' or 'memory://', or a Store object"
+        )
+    scheme = url.split("://", 1)[0].split("+", 1)[0].lower()
+    if scheme == "memory":
+        from fluxo.stores import memory
+
+        return memory.MemoryStore()
+    if scheme in ("sqlite", "postgresql", "postgres", "mysql", "mariadb"):
+        from fluxo.stores import sql
+
+        store: Store = sql.SQLStore(url)
+        return store
+    raise _errors.DefinitionError(
+        f"no Fluxo store handles URLs starting {scheme!r}://; the schemes are memory, "
+        "sqlite, postgresql and mysql"
+    )

@@ -1,0 +1,237 @@
+"""An in-process store: the reference implementation of the contract, and the fastest.
+
+Everything lives in dictionaries behind one lock, so the store shows the
+engine's own overhead and serves tests. Nothing survives the process.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Collection, Sequence
+from dataclasses import replace
+
+from fluxo import _errors, history
+
+RunStatus = history.RunStatus
+
+
+class MemoryStore:
+    """The in-memory :class:`~fluxo.stores.Store`. Thread-safe; one process only."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._version = 0
+        self._runs: dict[str, history.RunInfo] = {}
+        self._events: dict[str, list[history.Event]] = {}
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"MemoryStore(runs={len(self._runs)})"
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise _errors.StoreError("this MemoryStore is closed; create a new one")
+
+    def _notify(self) -> None:
+        self._version += 1
+        self._changed.notify_all()
+
+    def _get(self, run_id: str) -> history.RunInfo:
+        try:
+            return self._runs[run_id]
+        except KeyError:
+            raise _errors.RunNotFoundError(run_id) from None
+
+    def create_run(
+        self,
+        run_id: str,
+        workflow: str,
+        input: bytes,
+        *,
+        now: float,
+        owner: str | None = None,
+        lease_until: float | None = None,
+    ) -> tuple[history.RunInfo, bool]:
+        with self._lock:
+            self._check_open()
+            existing = self._runs.get(run_id)
+            if existing is not None:
+                if existing.workflow != workflow:
+                    raise _errors.RunIdConflictError(run_id, existing.workflow, workflow)
+                return existing, False
+            run = history.RunInfo(
+                id=run_id,
+                workflow=workflow,
+                status=RunStatus.PENDING if owner is None else RunStatus.RUNNING,
+                created_at=now,
+                updated_at=now,
+                ready_at=now,
+                lease_owner=owner,
+                lease_until=lease_until if owner is not None else None,
+            )
+            self._runs[run_id] = run
+            self._events[run_id] = [history.WorkflowStarted(workflow, input)]
+            self._notify()
+            return run, True
+
+    def append(
+        self,
+        run_id: str,
+        expected_seq: int,
+        events: Sequence[history.Event],
+        *,
+        now: float,
+        status: history.RunStatus | None = None,
+        ready_at: float | None = None,
+    ) -> None:
+        with self._lock:
+            self._check_open()
+            run = self._get(run_id)
+            log = self._events[run_id]
+            if expected_seq != len(log):
+                raise _errors.SequenceConflictError(run_id, min(expected_seq, len(log)))
+            log.extend(events)
+            if status is not None:
+                self._runs[run_id] = replace(
+                    run,
+                    status=status,
+                    ready_at=ready_at,
+                    updated_at=now,
+                    lease_owner=None,
+                    lease_until=None,
+                )
+                self._notify()
+
+    def load(self, run_id: str) -> history.RunState:
+        with self._lock:
+            self._check_open()
+            return history.RunState(self._get(run_id), tuple(self._events[run_id]))
+
+    def get_run(self, run_id: str) -> history.RunInfo:
+        with self._lock:
+            self._check_open()
+            return self._get(run_id)
+
+    def claim(
+        self,
+        worker_id: str,
+        workflows: Collection[str],
+        *,
+        now: float,
+        lease_until: float,
+        limit: int,
+    ) -> list[history.RunInfo]:
+        with self._lock:
+            self._check_open()
+            ready = [
+                run
+                for run in self._runs.values()
+                if not run.status.is_terminal
+                and run.ready_at is not None
+                and run.ready_at <= now
+                and (run.lease_until is None or run.lease_until < now)
+                and run.workflow in workflows
+            ]
+            ready.sort(key=lambda r: (r.ready_at or 0.0, r.created_at))
+            claimed = []
+            for run in ready[:limit]:
+                leased = replace(
+                    run,
+                    status=RunStatus.RUNNING,
+                    lease_owner=worker_id,
+                    lease_until=lease_until,
+                    updated_at=now,
+                )
+                self._runs[run.id] = leased
+                claimed.append(leased)
+            return claimed
+
+    def renew(
+        self, worker_id: str, run_ids: Collection[str], *, lease_until: float
+    ) -> dict[str, bool]:
+        held = {}
+        with self._lock:
+            self._check_open()
+            for run_id in run_ids:
+                run = self._runs.get(run_id)
+                if run is not None and run.lease_owner == worker_id:
+                    self._runs[run_id] = replace(run, lease_until=lease_until)
+                    held[run_id] = run.cancel_requested
+        return held
+
+    def release(self, worker_id: str, run_id: str, *, now: float) -> None:
+        with self._lock:
+            self._check_open()
+            run = self._runs.get(run_id)
+            if run is None or run.lease_owner != worker_id:
+                return
+            status = RunStatus.PENDING if run.status is RunStatus.RUNNING else run.status
+            self._runs[run_id] = replace(
+                run, status=status, lease_owner=None, lease_until=None, updated_at=now
+            )
+            self._notify()
+
+    def request_cancel(self, run_id: str, *, now: float) -> history.RunInfo:
+        with self._lock:
+            self._check_open()
+            run = self._get(run_id)
+            if run.status.is_terminal:
+                return run
+            if run.status is RunStatus.WAITING:
+                run = replace(run, status=RunStatus.PENDING, ready_at=now)
+            run = replace(run, cancel_requested=True, updated_at=now)
+            self._runs[run_id] = run
+            self._notify()
+            return run
+
+    def reopen(self, run_id: str, *, now: float) -> history.RunInfo:
+        with self._lock:
+            self._check_open()
+            run = self._get(run_id)
+            if run.status is not RunStatus.FAILED:
+                raise _errors.RunStateError(
+                    f"run {run_id!r} is {run.status.value}, not failed; only a failed run "
+                    "can be retried"
+                )
+            self._events[run_id].append(history.RunRetried())
+            run = replace(
+                run,
+                status=RunStatus.PENDING,
+                ready_at=now,
+                updated_at=now,
+                lease_owner=None,
+                lease_until=None,
+                cancel_requested=False,
+            )
+            self._runs[run_id] = run
+            self._notify()
+            return run
+
+    def list_runs(
+        self,
+        *,
+        statuses: Collection[history.RunStatus] | None = None,
+        workflows: Collection[str] | None = None,
+        limit: int = 100,
+    ) -> list[history.RunInfo]:
+        with self._lock:
+            self._check_open()
+            runs = [
+                run
+                for run in self._runs.values()
+                if (statuses is None or run.status in statuses)
+                and (workflows is None or run.workflow in workflows)
+            ]
+        runs.sort(key=lambda r: r.created_at, reverse=True)
+        return runs[:limit]
+
+    def wait_for_change(self, run_id: str | None, timeout: float) -> bool:
+        with self._lock:
+            version = self._version
+            return self._changed.wait_for(lambda: self._version != version, timeout)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._notify()
