@@ -65,6 +65,11 @@ class _Definition(Generic[P, R]):
 
     kind: typing.ClassVar[str] = ""
 
+    # Copied from the function by functools.update_wrapper; declared for type checkers.
+    __name__: str
+    __qualname__: str
+    __wrapped__: Callable[P, R]
+
     def __init__(self, fn: Callable[P, R], name: str, aliases: Sequence[str]) -> None:
         functools.update_wrapper(self, fn, updated=())  # type: ignore[arg-type]
         self.fn = fn

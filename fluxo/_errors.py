@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-DETERMINISM_DOCS = "https://fluxo.dev/docs/determinism"
+DETERMINISM_DOCS = "docs/determinism.md in the Fluxo repository"
 
 
 class FluxoError(Exception):
@@ -179,7 +179,7 @@ class StepError(_RemoteError):
     ) -> None:
         self.step = step
         self.attempts = attempts
-        tries = "attempt" if attempts == 1 else f"{attempts} attempts"
+        tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
         super().__init__(
             f"step {step!r} failed after {tries}: {type_name}: {error_message}",
             type_name=type_name,

@@ -57,6 +57,14 @@ class _Stopped(_ControlFlow):
     """The worker is shutting down: stop at this durable call and give the run back."""
 
 
+class _StoreFailed(_Stopped):
+    """The store failed to record an event: stop, and let the run resume from its history.
+
+    Raised as control flow, so a workflow's ``except Exception:`` cannot swallow the
+    store's error and go on with a call that was never recorded.
+    """
+
+
 class Cancelled(_ControlFlow):
     """The run was cancelled. Raised at a durable call; ``finally:`` blocks still run.
 
@@ -100,18 +108,26 @@ def error_info(exc: BaseException, attempt: int = 0) -> ErrorInfo:
             "recorded": exc.recorded,
             "hint": exc.hint,
         }
-    if isinstance(exc, (_errors.StepError, _errors.WorkflowFailedError)):
+    if isinstance(exc, _errors.WorkflowFailedError):
         message = exc.error_message
     else:
-        message = str(exc)
+        try:
+            message = str(exc)
+        except Exception:
+            message = f"<{type(exc).__name__}: str() failed>"
     return ErrorInfo(
         type=types[0],
-        message=message,
+        message=_recordable(message),
         types=types,
-        traceback="".join(traceback.format_exception(exc)),
+        traceback=_recordable("".join(traceback.format_exception(exc))),
         attempt=attempt,
         details=details,
     )
+
+
+def _recordable(text: str) -> str:
+    """Escape what no codec can store (lone surrogates, as in undecodable file names)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def step_error(step: str, info: ErrorInfo) -> _errors.StepError:
@@ -160,13 +176,18 @@ class _Recorded:
     event: history.Event
 
 
-def _replay_script(events: Sequence[history.Event]) -> list[_Recorded]:
+def _replay_script(
+    events: Sequence[history.Event],
+    is_mismatch: Callable[[history.Event], bool] = lambda event: False,
+) -> list[_Recorded]:
     """The recorded durable calls, in order, that replay must meet again.
 
     ``WorkflowStarted`` is not a call. A ``WorkflowFailed`` that an operator
     retried (``RunRetried`` follows it) is skipped, and when the failure came
     straight from a step's final failure, that step's attempts are dropped too,
-    so the step runs again with a fresh retry budget.
+    so the step runs again with a fresh retry budget. A failure that
+    ``is_mismatch`` (a ``NondeterminismError``) did not come from the step: the
+    step's failure was settled history, and stays so.
     """
     script: list[_Recorded] = []
     last = len(events) - 1
@@ -178,7 +199,11 @@ def _replay_script(events: Sequence[history.Event]) -> list[_Recorded]:
             and seq < last
             and isinstance(events[seq + 1], history.RunRetried)
         ):
-            if script and isinstance(script[-1].event, history.StepFailed):
+            if (
+                script
+                and isinstance(script[-1].event, history.StepFailed)
+                and not is_mismatch(event)
+            ):
                 name = script[-1].event.name
                 while script and (
                     isinstance(script[-1].event, (history.StepFailed, history.StepAttemptFailed))
@@ -209,7 +234,7 @@ class RunContext:
         self.codec = codec
         self.clock = clock
         self.started = state.events[0]
-        self._script = _replay_script(state.events)
+        self._script = _replay_script(state.events, self._failed_by_mismatch)
         self._pos = 0
         self.next_seq = len(state.events)
         self.cancel_requested = threading.Event()
@@ -224,6 +249,14 @@ class RunContext:
         self.error: ErrorInfo | None = None
 
     # -- reading the history ---------------------------------------------------------
+
+    def _failed_by_mismatch(self, event: history.Event) -> bool:
+        """Tell whether a recorded ``WorkflowFailed`` was a ``NondeterminismError``."""
+        try:
+            info: ErrorInfo = self.codec.decode(event.data or b"{}", ErrorInfo)
+        except Exception:
+            return False
+        return info.type == codec.qualified_name(_errors.NondeterminismError)
 
     @property
     def replaying(self) -> bool:
@@ -303,6 +336,17 @@ class RunContext:
             )
             self._unwinding = _RunLost()
             raise self._unwinding from None
+        except _errors.StoreError as exc:
+            log.warning(
+                "run %s: could not record position %d (%s); this worker stops executing "
+                "the run, which resumes from its history",
+                self.run_id,
+                self.next_seq,
+                exc,
+                extra={"fluxo_run_id": self.run_id},
+            )
+            self._unwinding = _StoreFailed()
+            raise self._unwinding from exc
         self.next_seq += 1
 
     # -- durable calls ---------------------------------------------------------------
@@ -326,11 +370,14 @@ class RunContext:
             if event is None:
                 break
             if isinstance(event, history.StepCompleted):
-                return self._decode_result(step, event.data)
-            info = self._decode_error(event.data)
+                return self._decode_recorded(call, event.data, step.return_type)
+            info = self._decode_error(call, event.data)
             if isinstance(event, history.StepFailed):
                 raise step_error(step.name, info)
             attempt += 1
+            # Live, every retry passes this check after its back-off (where a cancellation
+            # may have been recorded); replay must meet the history in the same places.
+            self._enter_durable_call()
         return self._run_step_live(step, args, kwargs, attempt)
 
     def _run_step_live(
@@ -398,23 +445,37 @@ class RunContext:
         call = f"{history.ValueRecorded.kind} {name}"
         event = self._match((history.ValueRecorded,), call, frozenset((name,)))
         if event is not None:
-            return self.codec.decode(event.data or b"null", type)
+            return self._decode_recorded(call, event.data, type)
         data = self.codec.encode(produce())
         self._record(history.ValueRecorded(name, data))
         return self.codec.decode(data, type)
 
     # -- codec helpers ---------------------------------------------------------------
 
-    def _decode_result(self, step: _decorators.Step[Any, Any], data: bytes | None) -> Any:
-        return self.codec.decode(data if data is not None else b"null", step.return_type)
+    def _decode_recorded(self, call: str, data: bytes | None, type: Any) -> Any:
+        """Decode the payload of the event replay just matched.
+
+        One that no longer decodes (the annotation changed, or the history is
+        damaged) is a mismatch like any other: sticky, so ``except Exception:`` in
+        the workflow cannot turn it into a different branch than the live run took.
+        """
+        try:
+            return self.codec.decode(data if data is not None else b"null", type)
+        except Exception as exc:
+            self._diverged(
+                call,
+                self._script[self._pos - 1],
+                f"  its recorded payload does not decode ({exc}); the annotated type "
+                "changed, or the history is damaged",
+            )
 
     def _encode_error(self, info: ErrorInfo) -> bytes:
         return self.codec.encode(info)
 
-    def _decode_error(self, data: bytes | None) -> ErrorInfo:
+    def _decode_error(self, call: str, data: bytes | None) -> ErrorInfo:
         if data is None:
             return ErrorInfo(type="unknown", message="no error details were recorded")
-        decoded: ErrorInfo = self.codec.decode(data, ErrorInfo)
+        decoded: ErrorInfo = self._decode_recorded(call, data, ErrorInfo)
         return decoded
 
     # -- running the workflow --------------------------------------------------------
@@ -485,6 +546,8 @@ class RunContext:
             self._record(event, status=status, ready_at=None)
         except _RunLost:
             return Outcome.LOST
+        except _Stopped:
+            return Outcome.STOPPED
         if isinstance(event, history.WorkflowCompleted):
             self.result = event.data
             return Outcome.COMPLETED
@@ -504,6 +567,8 @@ class RunContext:
                 self._record(history.CancelRequested())
             except _RunLost:
                 return Outcome.LOST
+            except _Stopped:
+                return Outcome.STOPPED
         return self._finish(history.WorkflowCancelled(), history.RunStatus.CANCELLED)
 
 

@@ -7,7 +7,6 @@ one store; ``kill -9`` one and another finishes its runs when the leases expire.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import signal
 import threading
@@ -270,13 +269,14 @@ class Worker:
         except _errors.UnknownWorkflowError as exc:
             log.warning("%s", exc)
         except Exception:
+            # The lease is kept on purpose: it expires unrenewed, which spaces out the
+            # attempts. Releasing it would hand a run that cannot execute straight back
+            # to claim(), oldest first, in a hot loop that starves every other run.
             log.exception(
                 "run %s: execution broke off; the run resumes when its lease expires",
                 run_id,
                 extra={"fluxo_run_id": run_id},
             )
-            with contextlib.suppress(_errors.StoreError):
-                self.engine.store.release(self.id, run_id, now=self.engine.clock())
         finally:
             with self._slots:
                 self._inflight.pop(run_id, None)

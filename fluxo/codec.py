@@ -54,7 +54,12 @@ def _dec_hook(target: Any, value: Any) -> Any:
     base = _pydantic_base()
     if base is not None and isinstance(target, type) and issubclass(target, base):
         return target.model_validate(value)  # type: ignore[attr-defined]
-    raise NotImplementedError(f"cannot decode {target!r}")
+    # A TypeError becomes msgspec's ValidationError, so decode() raises DecodeError;
+    # NotImplementedError would escape msgspec untranslated.
+    raise TypeError(
+        f"the JSON codec does not know how to decode {_type_name(target)}; annotate with "
+        "a dataclass, TypedDict, standard type or pydantic model, or pass a codec that does"
+    )
 
 
 class JSONCodec:
@@ -75,8 +80,15 @@ class JSONCodec:
         return "JSONCodec()"
 
     def encode(self, value: Any) -> bytes:
-        """Encode ``value`` as JSON."""
-        return self._encoder.encode(value)
+        """Encode ``value`` as JSON; raise ``EncodeError`` (a ``TypeError``) if it cannot be."""
+        try:
+            return self._encoder.encode(value)
+        except (ValueError, OverflowError, RecursionError) as exc:
+            # e.g. a str holding a lone surrogate, or a self-referencing list: keep the
+            # contract that every unencodable value raises TypeError.
+            raise _errors.EncodeError(
+                f"cannot encode a value of type {_type_name(type(value))} as JSON: {exc}"
+            ) from exc
 
     def decode(self, data: bytes, type: Any = Any) -> Any:
         """Decode JSON ``data`` as ``type``; raise ``DecodeError`` if it does not fit."""

@@ -1,0 +1,124 @@
+"""Typing promises, checked by ``mypy --strict`` (``[tool.mypy] files`` lists this folder).
+
+Nothing here runs under pytest (the name does not start with ``test_``). Each
+``assert_type`` states what a type checker must infer. Each ``# type: ignore[code]``
+marks a call that must be an error: ``warn_unused_ignores`` makes mypy fail if the
+error goes away, so the ignore is the assertion.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from typing_extensions import assert_type
+
+import fluxo
+
+
+@dataclasses.dataclass
+class Receipt:
+    """What ``charge`` returns."""
+
+    id: str
+    cents: int
+
+
+@fluxo.step
+def charge(order_id: str, cents: int) -> Receipt:
+    """A bare step."""
+    return Receipt(order_id, cents)
+
+
+@fluxo.step(name="typing.notify", retry=3)
+def notify(message: str, *, loud: bool = False) -> None:
+    """A called step with a keyword-only parameter."""
+
+
+@fluxo.workflow
+def checkout(order_id: str, cents: int) -> str:
+    """A bare workflow."""
+    receipt = charge(order_id, cents)
+    assert_type(receipt, Receipt)
+    notify(receipt.id, loud=True)
+    return receipt.id
+
+
+@fluxo.workflow(name="typing.bulk", aliases=["typing.bulk_v0"])
+def bulk(*order_ids: str, dry_run: bool = False) -> list[Receipt]:
+    """A called workflow with variadic and keyword-only parameters."""
+    return [charge(order_id, 0) for order_id in order_ids]
+
+
+def decorators_keep_signatures() -> None:
+    """Steps and workflows keep their parameters and return types."""
+    as_step: fluxo.Step[[str, int], Receipt] = charge
+    as_callable: Callable[[str, int], Receipt] = charge
+    as_workflow: fluxo.Workflow[[str, int], str] = checkout.options(id="order-1")
+    del as_step, as_callable, as_workflow
+    assert_type(charge("o", 1), Receipt)
+    assert_type(notify("m"), None)
+    assert_type(checkout("o", 1), str)
+    assert_type(checkout.options(id="order-1")("o", 1), str)
+    wrong_step: fluxo.Step[[int], Receipt] = charge  # type: ignore[assignment]
+    wrong_result: Callable[[str, int], int] = charge  # type: ignore[assignment]
+    del wrong_step, wrong_result
+    assert_type(bulk("a", "b", dry_run=True), list[Receipt])
+    assert_type(checkout.name, str)
+    assert_type(checkout.__name__, str)
+    assert_type(charge.__qualname__, str)
+    wrapped: Callable[[str, int], Receipt] = charge.__wrapped__
+    del wrapped
+
+
+def wrong_calls_are_errors() -> None:
+    """Calls that do not fit the decorated function's signature."""
+    charge("o", "1")  # type: ignore[arg-type]
+    charge("o")  # type: ignore[call-arg]
+    notify("m", True)  # type: ignore[call-arg]
+    notify("m", loud="yes")  # type: ignore[arg-type]
+    checkout(1, 2)  # type: ignore[arg-type]
+    bulk("a", 2)  # type: ignore[arg-type]
+    checkout.options(id=7)  # type: ignore[arg-type]
+
+
+def engine_calls_are_checked(engine: fluxo.Engine) -> None:
+    """``engine.start``/``engine.run`` are checked against the workflow's signature."""
+    handle = engine.start(checkout, "o", 1)
+    assert_type(handle, fluxo.RunHandle[str])
+    assert_type(handle.result(), str)
+    assert_type(handle.result(timeout=1.5), str)
+    assert_type(handle.id, str)
+    assert_type(handle.status(), fluxo.RunStatus)
+    assert_type(engine.start(checkout.options(id="order-1"), "o", cents=1), fluxo.RunHandle[str])
+    assert_type(engine.start(bulk, "a", "b", dry_run=True).result(), list[Receipt])
+    assert_type(engine.run(checkout, "o", 1), str)
+    assert_type(engine.run(bulk), list[Receipt])
+    assert_type(engine.handle("run-1"), fluxo.RunHandle[Any])
+    assert_type(engine.get_run("run-1"), fluxo.RunInfo)
+    assert_type(engine.history("run-1"), list[fluxo.Event])
+    assert_type(engine.list_runs(status="failed", workflow=checkout), list[fluxo.RunInfo])
+    assert_type(engine.worker(concurrency=2), fluxo.Worker)
+
+    engine.start(checkout, "o", "1")  # type: ignore[arg-type]
+    engine.start(checkout, "o")  # type: ignore[call-arg]
+    engine.start(checkout, "o", 1, 2)  # type: ignore[call-arg]
+    engine.start(checkout, "o", 1, id="order-1")  # type: ignore[call-arg]
+    engine.run(checkout, order_id=1, cents=1)  # type: ignore[arg-type]
+    engine.start(bulk, 1)  # type: ignore[arg-type]
+    engine.start(charge, "o", 1)  # type: ignore[arg-type]
+    bad: int = engine.run(checkout, "o", 1)  # type: ignore[assignment]
+    del bad
+
+
+def deterministic_helpers() -> None:
+    """The helpers' return types."""
+    import uuid
+    from datetime import datetime
+
+    assert_type(fluxo.now(), datetime)
+    assert_type(fluxo.uuid4(), uuid.UUID)
+    assert_type(fluxo.random(), float)
+    assert_type(fluxo.in_workflow(), bool)
+    assert_type(fluxo.is_replaying(), bool)

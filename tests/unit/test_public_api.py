@@ -1,0 +1,199 @@
+"""The public surface of ``fluxo``: pinned, sorted, light to import, picklable errors."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import pickle
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+import fluxo
+from fluxo import _errors
+
+EXPECTED = [
+    "Cancelled",
+    "Codec",
+    "CodecError",
+    "DecodeError",
+    "DefinitionError",
+    "EncodeError",
+    "Engine",
+    "Event",
+    "FluxoError",
+    "JSONCodec",
+    "NondeterminismError",
+    "Retry",
+    "RunHandle",
+    "RunIdConflictError",
+    "RunInfo",
+    "RunNotFinishedError",
+    "RunNotFoundError",
+    "RunStateError",
+    "RunStatus",
+    "SequenceConflictError",
+    "Step",
+    "StepError",
+    "Store",
+    "StoreError",
+    "StoreUnavailableError",
+    "UnknownWorkflowError",
+    "Worker",
+    "Workflow",
+    "WorkflowCancelledError",
+    "WorkflowFailedError",
+    "__version__",
+    "in_workflow",
+    "is_replaying",
+    "logger",
+    "now",
+    "open_store",
+    "random",
+    "step",
+    "uuid4",
+    "workflow",
+]
+
+
+def test_all_is_pinned() -> None:
+    assert fluxo.__all__ == EXPECTED
+
+
+def test_all_is_sorted_and_unique() -> None:
+    assert fluxo.__all__ == sorted(fluxo.__all__)
+    assert len(set(fluxo.__all__)) == len(fluxo.__all__)
+
+
+def test_every_exported_name_exists() -> None:
+    for name in fluxo.__all__:
+        assert hasattr(fluxo, name), name
+
+
+def test_no_public_name_is_left_out_of_all() -> None:
+    public = {
+        name
+        for name, value in vars(fluxo).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+    }
+    assert public == set(fluxo.__all__) - {"__version__"}
+
+
+def test_version_matches_the_distribution() -> None:
+    assert fluxo.__version__ == importlib.metadata.version("fluxo")
+
+
+def test_the_package_ships_its_type_information() -> None:
+    assert (Path(fluxo.__file__).parent / "py.typed").is_file()
+
+
+def _modules_after(code: str) -> set[str]:
+    probe = f"{code}\nimport sys\nprint('\\n'.join(sorted(sys.modules)))"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    return set(result.stdout.split())
+
+
+DRIVERS = ["psycopg", "psycopg2", "pymysql", "MySQLdb", "redis", "pymongo", "asyncpg"]
+
+
+def test_import_fluxo_imports_no_database_driver() -> None:
+    loaded = _modules_after("import fluxo")
+    assert "fluxo" in loaded
+    for driver in DRIVERS:
+        assert driver not in loaded, f"import fluxo imported {driver}"
+    assert not any(m.startswith("sqlalchemy.dialects.") for m in loaded)
+    assert "pydantic" not in loaded  # only a program that uses pydantic imports it
+
+
+def test_an_in_memory_engine_imports_no_database_driver() -> None:
+    loaded = _modules_after(
+        "import fluxo\n"
+        "@fluxo.workflow(name='w')\n"
+        "def w() -> int:\n"
+        "    return 1\n"
+        "fluxo.Engine('memory://', workflows=[w]).run(w)"
+    )
+    for driver in DRIVERS:
+        assert driver not in loaded, f"an in-memory engine imported {driver}"
+
+
+# -- errors -----------------------------------------------------------------------------
+
+
+ERROR_CLASSES = [
+    getattr(fluxo, name)
+    for name in fluxo.__all__
+    if isinstance(getattr(fluxo, name), type) and issubclass(getattr(fluxo, name), Exception)
+]
+
+
+def test_every_error_derives_from_fluxo_error() -> None:
+    assert len(ERROR_CLASSES) == 17
+    for cls in ERROR_CLASSES:
+        assert issubclass(cls, fluxo.FluxoError), cls
+
+
+def test_errors_also_derive_from_the_builtin_they_resemble() -> None:
+    assert issubclass(fluxo.DefinitionError, TypeError)
+    assert issubclass(fluxo.EncodeError, TypeError)
+    assert issubclass(fluxo.DecodeError, ValueError)
+    assert issubclass(fluxo.RunNotFoundError, LookupError)
+    assert issubclass(fluxo.UnknownWorkflowError, LookupError)
+    assert issubclass(fluxo.RunNotFinishedError, TimeoutError)
+    assert issubclass(fluxo.StoreUnavailableError, ConnectionError)
+    assert issubclass(fluxo.SequenceConflictError, fluxo.StoreError)
+    assert issubclass(fluxo.EncodeError, fluxo.CodecError)
+
+
+def test_a_bare_error_uses_its_docstring() -> None:
+    assert str(fluxo.RunStateError()) == "The run's current status does not allow this operation."
+    assert str(fluxo.StoreError("boom")) == "boom"
+
+
+PICKLED = [
+    fluxo.NondeterminismError("r1", 3, "step a", "step_completed b", "hint"),
+    fluxo.StepError(
+        "shop.charge",
+        type_name="builtins.ValueError",
+        type_names=["builtins.ValueError", "builtins.Exception"],
+        error_message="declined",
+        traceback="Traceback...",
+        attempts=3,
+    ),
+    fluxo.WorkflowFailedError(
+        "r2", type_name="builtins.KeyError", type_names=["builtins.KeyError"], error_message="k"
+    ),
+    fluxo.RunIdConflictError("r3", "a", "b"),
+    fluxo.RunNotFoundError("r4"),
+    fluxo.WorkflowCancelledError("r5"),
+    fluxo.SequenceConflictError("r6", 9),
+    fluxo.DefinitionError("bad definition"),
+    fluxo.StoreUnavailableError("down"),
+]
+
+
+@pytest.mark.parametrize("error", PICKLED, ids=[type(e).__name__ for e in PICKLED])
+def test_errors_survive_pickling_with_their_attributes(error: Exception) -> None:
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is type(error)
+    assert str(copy) == str(error)
+    assert {k: v for k, v in vars(copy).items()} == {k: v for k, v in vars(error).items()}
+
+
+def test_remote_errors_compare_by_class_names() -> None:
+    error = fluxo.StepError(
+        "s",
+        type_name="builtins.ConnectionResetError",
+        type_names=["builtins.ConnectionResetError", "builtins.OSError", "builtins.Exception"],
+    )
+    assert error.is_instance(ConnectionResetError)
+    assert error.is_instance(OSError)
+    assert not error.is_instance(TimeoutError)
+    assert not error.is_instance(_errors.StepError)  # the original, not the wrapper
+    assert isinstance(error, _errors._RemoteError)
+    assert "s" in str(error)
+    assert "1 attempt" in str(error)

@@ -1,0 +1,527 @@
+"""What is particular to the SQL store (the contract itself is tested in tests/stores).
+
+URLs and drivers, the schema check, error translation, SQLite's settings, the cost
+of the hot path in statements and round trips, and waking waiters.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.pool import NullPool
+
+from fluxo import _errors, history
+from fluxo.stores import Store, _sql_migrate, sql
+
+T0 = 1_700_000_000.0
+STEP = history.StepCompleted("shop.charge", b'{"ok": true}')
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'fluxo.db'}"
+
+
+# -- URLs and drivers -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("postgres://u@h/db", "postgresql+psycopg://u@h/db"),
+        ("postgresql://u@h:5433/db", "postgresql+psycopg://u@h:5433/db"),
+        ("postgresql+psycopg://u@h/db", "postgresql+psycopg://u@h/db"),
+        ("mysql://root@h/db", "mysql+pymysql://root@h/db?charset=utf8mb4"),
+        ("mysql+pymysql://root@h/db?charset=utf8", "mysql+pymysql://root@h/db?charset=utf8"),
+        ("mariadb://root@h/db", "mariadb+pymysql://root@h/db?charset=utf8mb4"),
+        ("sqlite:///fluxo.db", "sqlite+pysqlite:///fluxo.db"),
+        ("sqlite://", "sqlite+pysqlite://"),
+    ],
+)
+def test_urls_get_fluxos_driver(given: str, expected: str) -> None:
+    assert sql.normalize_url(given).render_as_string(hide_password=False) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgresql+psycopg2://u@h/db", "psycopg"),
+        ("mysql+mysqldb://u@h/db", "pymysql"),
+        ("oracle://u@h/db", "sqlite, postgresql or mysql"),
+        ("not a url", "not a database URL"),
+    ],
+)
+def test_unusable_urls_are_definition_errors(url: str, message: str) -> None:
+    with pytest.raises(_errors.DefinitionError, match=message):
+        sql.SQLStore(url)
+
+
+def test_importing_the_store_loads_no_driver() -> None:
+    code = (
+        "import sys, fluxo, fluxo.stores.sql;"
+        "loaded = [m for m in ('psycopg', 'pymysql') if m in sys.modules];"
+        "assert not loaded, loaded"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("module", "url", "extra"),
+    [
+        ("psycopg", "postgresql://u@127.0.0.1/db", "fluxo[postgres]"),
+        ("pymysql", "mysql://u@127.0.0.1/db", "fluxo[mysql]"),
+    ],
+)
+def test_a_missing_driver_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, module: str, url: str, extra: str
+) -> None:
+    monkeypatch.setitem(sys.modules, module, None)
+
+    with pytest.raises(_errors.DefinitionError, match=re.escape(f"pip install '{extra}'")) as info:
+        sql.SQLStore(url)
+
+    assert isinstance(info.value.__cause__, ImportError)
+
+
+# -- unreachable databases ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://postgres@127.0.0.1:1/postgres",
+        "mysql://root@127.0.0.1:1/test",
+        "sqlite:////nonexistent-dir/fluxo/f.db",
+    ],
+)
+def test_an_unreachable_database_raises_store_unavailable_with_the_cause(url: str) -> None:
+    with pytest.raises(_errors.StoreUnavailableError) as info:
+        sql.SQLStore(url)
+
+    assert info.value.__cause__ is not None
+    assert "unavailable" in str(info.value)
+
+
+KILL_SESSIONS = {
+    "postgres": "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+    "WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    "mysql": None,  # one KILL per session, below
+}
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("mysql", marks=pytest.mark.mysql),
+    ],
+)
+def test_a_lost_connection_raises_store_unavailable_then_recovers(
+    request: pytest.FixtureRequest, kind: str
+) -> None:
+    url: str = request.getfixturevalue(f"clean_{kind}_url")
+    store = sql.SQLStore(url, engine_options={"pool_size": 1, "max_overflow": 0})
+    store.create_run("r1", "wf", b"[]", now=T0)
+    admin = sa.create_engine(sql.normalize_url(url), poolclass=NullPool)
+    with admin.connect() as conn:
+        if kind == "postgres":
+            conn.exec_driver_sql(str(KILL_SESSIONS["postgres"]))
+        else:
+            ids = conn.exec_driver_sql(
+                "SELECT id FROM information_schema.processlist "
+                "WHERE db = DATABASE() AND id <> CONNECTION_ID()"
+            ).scalars()
+            for session in list(ids):
+                conn.exec_driver_sql(f"KILL {int(session)}")
+    admin.dispose()
+    time.sleep(0.2)
+
+    with pytest.raises(_errors.StoreUnavailableError) as info:
+        store.get_run("r1")
+
+    assert info.value.__cause__ is not None
+    assert store.get_run("r1").workflow == "wf"  # the broken connection was replaced
+    store.close()
+
+
+# -- the schema -----------------------------------------------------------------
+
+
+def test_without_auto_migrate_a_new_database_asks_for_fluxo_db_upgrade(sqlite_url: str) -> None:
+    with pytest.raises(_errors.StoreError, match="fluxo db upgrade") as info:
+        sql.SQLStore(sqlite_url, auto_migrate=False)
+
+    assert "has no Fluxo tables" in str(info.value)
+    _sql_migrate.upgrade(sqlite_url)
+    sql.SQLStore(sqlite_url, auto_migrate=False).close()
+
+
+@pytest.mark.postgres
+def test_without_auto_migrate_a_new_postgres_database_asks_for_an_upgrade(
+    fresh_postgres_url: str,
+) -> None:
+    with pytest.raises(_errors.StoreError, match="fluxo db upgrade"):
+        sql.SQLStore(fresh_postgres_url, auto_migrate=False)
+    assert _sql_migrate.current(fresh_postgres_url) is None
+
+
+def test_tables_dropped_under_a_running_store_ask_for_an_upgrade(sqlite_url: str) -> None:
+    store = sql.SQLStore(sqlite_url)
+    engine = sa.create_engine(sqlite_url, poolclass=NullPool)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE fluxo_events")
+    engine.dispose()
+
+    with pytest.raises(_errors.StoreError, match="fluxo db upgrade"):
+        store.load("r1")
+    store.close()
+
+
+def test_auto_migrate_creates_the_tables_once(sqlite_url: str) -> None:
+    sql.SQLStore(sqlite_url).close()
+
+    assert _sql_migrate.current(sqlite_url) == "0001"
+    assert _sql_migrate.check(sqlite_url) == []
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+        pytest.param("mysql", id="mysql", marks=pytest.mark.mysql),
+    ]
+)
+def any_sql_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
+    if request.param == "sqlite":
+        return sqlite_url
+    url: str = request.getfixturevalue(f"clean_{request.param}_url")
+    return url
+
+
+def test_a_status_write_that_changes_nothing_is_not_a_conflict(any_sql_url: str) -> None:
+    # MySQL counts changed rows, not matched ones, unless the client asks otherwise.
+    store = sql.SQLStore(any_sql_url)
+    store.create_run("r1", "wf", b"[]", now=T0)
+    waiting = history.RunStatus.WAITING
+
+    store.append("r1", 1, [], now=T0, status=waiting, ready_at=None)
+    store.append("r1", 1, [], now=T0, status=waiting, ready_at=None)
+    store.append("r1", 1, [STEP, STEP], now=T0, status=waiting, ready_at=None)
+    store.release("w1", "r1", now=T0)
+
+    assert store.get_run("r1").status is waiting
+    store.close()
+
+
+# -- SQLite ---------------------------------------------------------------------
+
+
+def pragmas(store: sql.SQLStore) -> dict[str, object]:
+    raw = store.engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        found = {}
+        for name in ("journal_mode", "synchronous", "busy_timeout"):
+            cursor.execute(f"PRAGMA {name}")
+            found[name] = cursor.fetchone()[0]
+        return found
+    finally:
+        raw.close()
+
+
+def test_sqlite_files_use_wal_full_sync_and_a_busy_timeout(sqlite_url: str) -> None:
+    store = sql.SQLStore(sqlite_url)
+
+    assert pragmas(store) == {"journal_mode": "wal", "synchronous": 2, "busy_timeout": 30000}
+    store.close()
+
+
+def test_sqlite_synchronous_can_be_relaxed_in_the_url(sqlite_url: str) -> None:
+    store = sql.SQLStore(sqlite_url + "?synchronous=normal")
+
+    assert pragmas(store)["synchronous"] == 1
+    store.close()
+
+
+def test_a_bad_sqlite_synchronous_value_is_a_definition_error(sqlite_url: str) -> None:
+    with pytest.raises(_errors.DefinitionError, match="synchronous"):
+        sql.SQLStore(sqlite_url + "?synchronous=sometimes")
+
+
+def test_in_memory_sqlite_is_shared_by_threads() -> None:
+    store = sql.SQLStore("sqlite://")
+    store.create_run("r1", "wf", b"[]", now=T0)
+    errors: list[BaseException] = []
+
+    def write(worker: int) -> None:
+        for _ in range(50):
+            while True:
+                try:
+                    seq = store.load("r1").next_seq
+                    store.append("r1", seq, [history.StepCompleted(f"w{worker}")], now=T0)
+                    break
+                except _errors.SequenceConflictError:
+                    continue
+                except BaseException as exc:
+                    errors.append(exc)
+                    return
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    assert errors == []
+    assert len(store.load("r1").events) == 1 + 4 * 50
+    store.close()
+
+
+def test_the_hot_path_is_one_statement_without_a_transaction_on_sqlite(sqlite_url: str) -> None:
+    store = sql.SQLStore(sqlite_url, engine_options={"pool_size": 1, "max_overflow": 0})
+    store.create_run("r1", "wf", b"[]", now=T0)
+    raw = store.engine.raw_connection()
+    statements: list[str] = []
+    raw.dbapi_connection.set_trace_callback(statements.append)  # type: ignore[union-attr]
+    raw.close()
+
+    store.append("r1", 1, [STEP], now=T0)
+
+    assert len(statements) == 1
+    assert statements[0].startswith("INSERT INTO fluxo_events")
+    store.close()
+
+
+# -- PostgreSQL: round trips ------------------------------------------------------
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("status", [None, history.RunStatus.WAITING])
+def test_an_append_is_one_round_trip_on_postgres(
+    clean_postgres_url: str, tmp_path: Path, status: history.RunStatus | None
+) -> None:
+    store = sql.SQLStore(clean_postgres_url, engine_options={"pool_size": 1, "max_overflow": 0})
+    store.create_run("r1", "wf", b"[]", now=T0)
+    raw = store.engine.raw_connection()
+    pgconn = raw.dbapi_connection.pgconn  # type: ignore[union-attr]
+    raw.close()
+    trace = tmp_path / "libpq.trace"
+    with trace.open("w") as out:
+        pgconn.trace(out.fileno())
+        try:
+            store.append("r1", 1, [STEP], now=T0, status=status)
+        finally:
+            pgconn.untrace()
+
+    messages = [line.split("\t")[3] for line in trace.read_text().splitlines() if "\tF\t" in line]
+    assert messages.count("Sync") == 1, messages  # one exchange with the server
+    assert "Query" not in messages  # no BEGIN or COMMIT of its own
+    assert store.get_run("r1").status is (status or history.RunStatus.PENDING)
+    store.close()
+
+
+# -- engines ----------------------------------------------------------------------
+
+
+def test_a_given_engine_is_used_and_left_open(sqlite_url: str) -> None:
+    engine = sa.create_engine(sqlite_url)
+    store = sql.SQLStore(engine)
+    store.create_run("r1", "wf", b"[]", now=T0)
+    store.close()
+
+    with engine.connect() as conn:  # still usable, and transactional as before
+        conn.exec_driver_sql("UPDATE fluxo_runs SET workflow = 'other'")
+        conn.rollback()
+        assert conn.exec_driver_sql("SELECT workflow FROM fluxo_runs").scalar() == "wf"
+    engine.dispose()
+
+
+def test_engine_options_need_a_url(sqlite_url: str) -> None:
+    engine = sa.create_engine(sqlite_url)
+    with pytest.raises(_errors.DefinitionError, match="engine_options"):
+        sql.SQLStore(engine, engine_options={"pool_size": 2})
+    engine.dispose()
+
+
+def test_the_store_is_a_store_and_closes_idempotently(sqlite_url: str) -> None:
+    store = sql.SQLStore(sqlite_url)
+    assert isinstance(store, Store)
+    assert "fluxo.db" in repr(store)
+
+    store.close()
+    store.close()
+
+    assert "closed" in repr(store)
+    with pytest.raises(_errors.StoreError, match="closed"):
+        store.get_run("r1")
+
+
+def test_the_store_is_a_context_manager(sqlite_url: str) -> None:
+    with sql.SQLStore(sqlite_url) as store:
+        store.create_run("r1", "wf", b"[]", now=T0)
+    with pytest.raises(_errors.StoreError, match="closed"):
+        store.get_run("r1")
+
+
+# -- waking waiters ---------------------------------------------------------------
+
+
+def wait_in_thread(store: sql.SQLStore, run_id: str | None, timeout: float) -> list[object]:
+    result: list[object] = []
+
+    def wait() -> None:
+        start = time.monotonic()
+        woke = store.wait_for_change(run_id, timeout)
+        result.extend([woke, time.monotonic() - start])
+
+    thread = threading.Thread(target=wait, daemon=True)
+    thread.start()
+    result.append(thread)
+    return result
+
+
+def finish(waiter: list[object]) -> tuple[bool, float]:
+    thread = waiter[0]
+    assert isinstance(thread, threading.Thread)
+    thread.join(30)
+    woke, took = waiter[1], waiter[2]
+    assert isinstance(woke, bool)
+    assert isinstance(took, float)
+    return woke, took
+
+
+def test_a_write_through_the_same_store_wakes_waiters_at_once(sqlite_url: str) -> None:
+    store = sql.SQLStore(sqlite_url, poll_interval=10)
+    store.create_run("r1", "wf", b"[]", now=T0)
+    waiter = wait_in_thread(store, "r1", timeout=20)
+    time.sleep(0.1)
+
+    store.append("r1", 1, [STEP], now=T0 + 1, status=history.RunStatus.WAITING)
+
+    woke, took = finish(waiter)
+    assert woke
+    assert took < 2
+    store.close()
+
+
+@pytest.mark.parametrize("run_id", ["r1", None])
+def test_a_write_by_another_process_wakes_waiters_by_polling(
+    sqlite_url: str, run_id: str | None
+) -> None:
+    store = sql.SQLStore(sqlite_url, poll_interval=0.05)
+    other = sql.SQLStore(sqlite_url)  # as another process would, with its own pool
+    store.create_run("r1", "wf", b"[]", now=T0)
+    waiter = wait_in_thread(store, run_id, timeout=20)
+    time.sleep(0.2)
+
+    other.append("r1", 1, [STEP], now=T0 + 1, status=history.RunStatus.WAITING)
+
+    woke, took = finish(waiter)
+    assert woke
+    assert took < 5
+    store.close()
+    other.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("run_id", ["r1", None])
+def test_on_postgres_another_process_wakes_waiters_by_notify(
+    clean_postgres_url: str, run_id: str | None
+) -> None:
+    store = sql.SQLStore(clean_postgres_url, poll_interval=30)  # polling would be too late
+    other = sql.SQLStore(clean_postgres_url)
+    store.create_run("r1", "wf", b"[]", now=T0)
+    assert store.wait_for_change(run_id, 0.2) is False  # starts the listener; nothing yet
+    waiter = wait_in_thread(store, run_id, timeout=20)
+    time.sleep(0.2)
+
+    other.append("r1", 1, [STEP], now=T0 + 1, status=history.RunStatus.WAITING)
+
+    woke, took = finish(waiter)
+    assert woke
+    assert took < 2
+    store.close()
+    other.close()
+    assert not [t for t in threading.enumerate() if t.name == "fluxo-pg-listener"]
+
+
+@pytest.mark.postgres
+def test_every_status_change_on_postgres_is_announced(clean_postgres_url: str) -> None:
+    import psycopg
+
+    listener = psycopg.connect(
+        sql.normalize_url(clean_postgres_url)
+        .set(drivername="postgresql")
+        .render_as_string(hide_password=False),
+        autocommit=True,
+    )
+    listener.execute('LISTEN "fluxo_changes"')
+    store = sql.SQLStore(clean_postgres_url)
+    running = history.RunStatus.RUNNING
+
+    store.create_run("r1", "wf", b"[]", now=T0)
+    store.claim("w1", ["wf"], now=T0, lease_until=T0 + 30, limit=1)
+    store.release("w1", "r1", now=T0 + 1)
+    store.append("r1", 1, [STEP], now=T0 + 2, status=running)  # one event, one statement
+    store.append("r1", 2, [STEP, STEP], now=T0 + 3, status=running)  # a transaction
+    store.append("r1", 4, [], now=T0 + 4, status=history.RunStatus.FAILED)  # status only
+    store.reopen("r1", now=T0 + 5)
+    store.request_cancel("r1", now=T0 + 6)
+
+    payloads = [n.payload for n in listener.notifies(timeout=1.0)]
+    # create, release, three appends with a status, reopen, cancel (claims are not news)
+    assert payloads == ["r1"] * 7
+    listener.close()
+    store.close()
+
+
+def test_waiting_without_changes_times_out(sqlite_url: str) -> None:
+    store = sql.SQLStore(sqlite_url, poll_interval=0.05)
+    store.create_run("r1", "wf", b"[]", now=T0)
+
+    start = time.monotonic()
+    assert store.wait_for_change("r1", 0.3) is False
+    assert 0.25 < time.monotonic() - start < 3
+    assert store.wait_for_change(None, 0) is False
+    store.close()
+
+
+def test_closing_the_store_wakes_its_waiters(sqlite_url: str) -> None:
+    store = sql.SQLStore(sqlite_url, poll_interval=10)
+    waiter = wait_in_thread(store, None, timeout=20)
+    time.sleep(0.1)
+
+    store.close()
+
+    woke, took = finish(waiter)
+    assert woke
+    assert took < 2
+
+
+# -- forks ------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_opens_its_own_connections(sqlite_url: str) -> None:
+    store = sql.SQLStore(sqlite_url)
+    store.create_run("r1", "wf", b"[]", now=T0)
+    pid = os.fork()
+    if pid == 0:  # the child: use the inherited store, report by exit code, leave at once
+        code = 1
+        try:
+            store.append("r1", 1, [STEP], now=T0)
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert len(store.load("r1").events) == 2
+    store.close()

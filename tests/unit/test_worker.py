@@ -1,0 +1,390 @@
+"""Workers: draining runs, concurrency, graceful stop, leases, unknown workflows."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import fluxo
+from fluxo import _executor, _worker, history
+from fluxo.stores.memory import MemoryStore
+
+from .conftest import MakeEngine
+from .helpers import WAIT, Box, FakeClock, SpyStore, claim, execute, kinds
+
+Outcome = _executor.Outcome
+Status = fluxo.RunStatus
+
+CALLS: collections.Counter[str] = collections.Counter()
+GATE = {"entered": threading.Event(), "release": threading.Event()}
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    CALLS.clear()
+    GATE["entered"].clear()
+    GATE["release"].clear()
+
+
+def wait_until(predicate: Callable[[], bool], what: str) -> None:
+    """Poll for something another thread does; fail after a generous bound."""
+    deadline = time.monotonic() + WAIT
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+@fluxo.step
+def quick(n: int) -> int:
+    CALLS["quick"] += 1
+    return n * 10
+
+
+@fluxo.workflow
+def quick_flow(n: int) -> int:
+    return quick(n) + 1
+
+
+@fluxo.step
+def gated() -> str:
+    CALLS["gated"] += 1
+    GATE["entered"].set()
+    assert GATE["release"].wait(WAIT)
+    return "through"
+
+
+@fluxo.workflow
+def gated_flow() -> str:
+    value = gated()
+    quick(1)
+    return value
+
+
+# -- draining runs ----------------------------------------------------------------------
+
+
+def test_a_worker_drains_runs_with_the_concurrency_it_was_given(make_engine: MakeEngine) -> None:
+    barrier = threading.Barrier(2, timeout=WAIT)
+    lock = threading.Lock()
+    active = {"now": 0, "max": 0}
+
+    @fluxo.step(name="w.paired")
+    def paired() -> None:
+        with lock:
+            active["now"] += 1
+            active["max"] = max(active["max"], active["now"])
+        try:
+            barrier.wait()  # breaks (and fails the step) unless two runs overlap
+        finally:
+            with lock:
+                active["now"] -= 1
+
+    @fluxo.workflow(name="w.pairs")
+    def pairs(i: int) -> int:
+        paired()
+        return i
+
+    engine = make_engine(pairs)
+    handles = [engine.start(pairs, i) for i in range(6)]
+    with engine.worker(concurrency=2, idle_timeout=0.05) as worker:
+        assert [h.result(timeout=WAIT) for h in handles] == list(range(6))
+    assert active["max"] == 2
+    assert worker.completed == 6
+    assert {run.status for run in engine.list_runs()} == {Status.COMPLETED}
+
+
+def test_a_worker_picks_up_runs_started_while_it_serves(make_engine: MakeEngine) -> None:
+    engine = make_engine(quick_flow)
+    with engine.worker(concurrency=2, idle_timeout=0.05):
+        handles = [engine.start(quick_flow, n) for n in range(5)]
+        assert [h.result(timeout=WAIT) for h in handles] == [1, 11, 21, 31, 41]
+    assert CALLS["quick"] == 5
+
+
+def test_process_one_executes_what_is_runnable_now(make_engine: MakeEngine) -> None:
+    engine = make_engine(quick_flow)
+    worker = engine.worker()
+    assert worker.process_one() == 0
+    handles = [engine.start(quick_flow, n) for n in range(3)]
+    assert worker.process_one() == 3
+    assert [h.result(timeout=1) for h in handles] == [1, 11, 21]
+    assert worker.process_one() == 0
+    assert CALLS["quick"] == 3
+
+
+# -- stopping ---------------------------------------------------------------------------
+
+
+def test_stop_lets_the_run_in_flight_finish(make_engine: MakeEngine) -> None:
+    engine = make_engine(gated_flow, quick_flow)
+    first = engine.start(gated_flow)
+    worker = engine.worker(concurrency=1, idle_timeout=0.05)
+    worker.start()
+    assert GATE["entered"].wait(WAIT)
+    stopper = Box()
+    stopper.run(worker.stop)
+    assert worker._stopping.wait(WAIT)
+    later = engine.start(quick_flow, 1)
+    assert not stopper.done.wait(0.1)  # stop() waits for the run in flight
+    GATE["release"].set()
+    stopper.get()
+    assert first.result(timeout=1) == "through"
+    assert engine.get_run(later.id).status is Status.PENDING  # not claimed while stopping
+    assert CALLS == {"gated": 1, "quick": 1}
+
+
+def test_stop_past_its_timeout_hands_the_run_back_intact(
+    make_engine: MakeEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="fluxo._worker")
+    engine = make_engine(gated_flow)
+    handle = engine.start(gated_flow)
+    worker = engine.worker(concurrency=1, idle_timeout=0.05, shutdown_timeout=0.05)
+    worker.start()
+    assert GATE["entered"].wait(WAIT)
+    stopper = Box()
+    stopper.run(worker.stop)
+    wait_until(
+        lambda: any("still executing" in r.getMessage() for r in caplog.records),
+        "the shutdown timeout",
+    )
+    GATE["release"].set()  # the step finishes; the run stops at its next durable call
+    stopper.get()
+
+    run = engine.get_run(handle.id)
+    assert run.status is Status.PENDING
+    assert run.lease_owner is None
+    assert kinds(engine.history(handle.id)) == ["workflow_started", "step_completed"]
+    assert CALLS == {"gated": 1}
+
+    assert engine.worker().process_one() == 1
+    assert handle.result(timeout=1) == "through"
+    assert CALLS == {"gated": 1, "quick": 1}  # the recorded step did not run again
+
+
+def test_a_worker_cannot_be_started_twice(make_engine: MakeEngine) -> None:
+    engine = make_engine(quick_flow)
+    worker = engine.worker(idle_timeout=0.05)
+    with worker, pytest.raises(fluxo.RunStateError, match="already started"):
+        worker.start()
+
+
+def test_run_blocks_until_sigterm_and_restores_signal_handlers(make_engine: MakeEngine) -> None:
+    engine = make_engine(quick_flow)
+    handle = engine.start(quick_flow, 4)
+    worker = engine.worker(idle_timeout=0.05)
+    before = signal.getsignal(signal.SIGTERM)
+
+    def terminate_when_done() -> None:
+        handle.result(timeout=WAIT)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    killer = Box()
+    killer.run(terminate_when_done)
+    worker.run()  # returns once SIGTERM arrives
+    killer.get()
+    assert handle.result(timeout=1) == 41
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_run_without_signal_handlers_stops_on_stop(make_engine: MakeEngine) -> None:
+    engine = make_engine(quick_flow)
+    handle = engine.start(quick_flow, 2)
+    worker = engine.worker(idle_timeout=0.05)
+
+    def stop_when_done() -> None:
+        handle.result(timeout=WAIT)
+        worker.stop()
+
+    stopper = Box()
+    stopper.run(stop_when_done)
+    worker.run(install_signal_handlers=False)
+    stopper.get()
+    assert handle.result(timeout=1) == 21
+
+
+# -- settings ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("settings", "complaint"),
+    [
+        ({"concurrency": 0}, "concurrency"),
+        ({"concurrency": "2"}, "concurrency"),
+        ({"concurrency": 1.5}, "concurrency"),
+        ({"lease": 0}, "lease"),
+        ({"lease": -1}, "lease"),
+        ({"lease": "30"}, "lease"),
+        ({"idle_timeout": 0}, "idle_timeout"),
+        ({"idle_timeout": None}, "idle_timeout"),
+    ],
+)
+def test_invalid_settings_are_refused(
+    make_engine: MakeEngine, settings: dict[str, Any], complaint: str
+) -> None:
+    engine = make_engine(quick_flow)
+    with pytest.raises(fluxo.DefinitionError, match=complaint):
+        engine.worker(**settings)
+
+
+def test_every_invalid_setting_is_reported_at_once(make_engine: MakeEngine) -> None:
+    engine = make_engine(quick_flow)
+    with pytest.raises(fluxo.DefinitionError) as info:
+        engine.worker(concurrency=0, lease=0, idle_timeout=0)
+    message = str(info.value)
+    assert "concurrency" in message
+    assert "lease" in message
+    assert "idle_timeout" in message
+
+
+def test_worker_ids_are_unique_unless_given(make_engine: MakeEngine) -> None:
+    engine = make_engine(quick_flow)
+    assert engine.worker().id != engine.worker().id
+    assert engine.worker(worker_id="w-1").id == "w-1"
+    assert engine.instance_id in engine.worker().id
+
+
+# -- unknown workflows ------------------------------------------------------------------
+
+
+def test_a_run_of_an_unknown_workflow_is_left_alone_and_logged_once(
+    make_engine: MakeEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="fluxo._worker")
+    store = MemoryStore()
+    knows_gated = make_engine(gated_flow, store=store)
+    knows_quick = make_engine(quick_flow, store=store)
+    stranger = knows_gated.start(gated_flow)
+    mine = knows_quick.start(quick_flow, 3)
+
+    with knows_quick.worker(idle_timeout=0.05) as worker:
+        assert mine.result(timeout=WAIT) == 31
+    worker._report_unknown()  # a later periodic check does not repeat the warning
+
+    warnings = [r for r in caplog.records if stranger.id in r.getMessage()]
+    assert len(warnings) == 1
+    assert gated_flow.name in warnings[0].getMessage()
+    assert "Engine(workflows=[...])" in warnings[0].getMessage()
+    assert warnings[0].fluxo_run_id == stranger.id  # type: ignore[attr-defined]
+    run = store.get_run(stranger.id)
+    assert run.status is Status.PENDING
+    assert run.lease_owner is None
+    assert kinds(store.load(stranger.id).events) == ["workflow_started"]
+    assert CALLS["gated"] == 0
+    assert knows_quick.worker().process_one() == 0  # not claimable by this engine
+
+
+def test_executing_a_claimed_run_of_an_unknown_workflow_gives_it_back(
+    make_engine: MakeEngine,
+) -> None:
+    store = MemoryStore()
+    knows_gated = make_engine(gated_flow, store=store)
+    knows_quick = make_engine(quick_flow, store=store)
+    handle = knows_gated.start(gated_flow)
+    claim(knows_gated, handle.id, "confused-worker")
+    with pytest.raises(fluxo.UnknownWorkflowError, match=gated_flow.name):
+        execute(knows_quick, handle.id, "confused-worker", claimed=True)
+    run = store.get_run(handle.id)
+    assert run.status is Status.PENDING
+    assert run.lease_owner is None
+
+
+# -- leases -----------------------------------------------------------------------------
+
+
+def test_lease_renewal_keeps_a_long_step_from_being_stolen(
+    make_engine: MakeEngine, clock: FakeClock
+) -> None:
+    store = SpyStore(MemoryStore())
+    engine = make_engine(gated_flow, store=store)
+    handle = engine.start(gated_flow)
+    with engine.worker(lease=0.3, idle_timeout=0.05) as worker:
+        assert GATE["entered"].wait(WAIT)
+        for _ in range(4):  # 0.8 s of engine time pass: far beyond the first lease
+            clock.advance(0.2)
+            store.wait_renewals(2)  # the second surely read the advanced clock
+        run = store.get_run(handle.id)
+        assert run.lease_owner == worker.id
+        assert run.lease_until is not None
+        assert run.lease_until > clock()
+        stolen = store.claim(
+            "thief", [gated_flow.name], now=clock(), lease_until=clock() + 10, limit=1
+        )
+        assert stolen == []
+        GATE["release"].set()
+        assert handle.result(timeout=WAIT) == "through"
+    assert CALLS == {"gated": 1, "quick": 1}
+
+
+def test_a_heartbeat_that_finds_its_lease_taken_stops_the_run(
+    make_engine: MakeEngine, clock: FakeClock
+) -> None:
+    engine = make_engine(gated_flow)
+    handle = engine.start(gated_flow)
+    claim(engine, handle.id, "worker-a", lease=10)
+    heartbeat = _worker.Heartbeat(engine, "worker-a", 10)
+    outcome = Box()
+    outcome.run(
+        lambda: engine.execute_claimed(handle.id, "worker-a", heartbeat=heartbeat),
+    )
+    assert GATE["entered"].wait(WAIT)
+    clock.advance(11)
+    claim(engine, handle.id, "worker-b", lease=10)
+    heartbeat.beat()  # finds the lease gone: the run must stop at its next durable call
+    GATE["release"].set()
+    assert outcome.get() is Outcome.STOPPED
+    assert CALLS == {"gated": 1}  # quick() was not started
+    assert engine.get_run(handle.id).lease_owner == "worker-b"  # not released by A
+
+    assert execute(engine, handle.id, "worker-b", claimed=True) is Outcome.COMPLETED
+    assert handle.result(timeout=1) == "through"
+    assert CALLS == {"gated": 1, "quick": 1}
+    assert kinds(engine.history(handle.id)).count("step_completed") == 2
+
+
+class PoisonStore(SpyStore):
+    """A store that cannot load one run's history (written by a newer Fluxo, say)."""
+
+    def __init__(self, inner: fluxo.Store, poison: set[str]) -> None:
+        super().__init__(inner)
+        self.poison = poison
+        self.poisoned_loads = 0
+
+    def load(self, run_id: str) -> history.RunState:
+        if run_id in self.poison:
+            self.poisoned_loads += 1
+            raise ValueError("unknown history event kind 'from_the_future'")
+        return self.inner.load(run_id)
+
+
+def test_a_run_that_cannot_be_executed_does_not_stall_the_worker(
+    make_engine: MakeEngine, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="fluxo._worker")
+    poison: set[str] = set()
+    store = PoisonStore(MemoryStore(), poison)
+    engine = make_engine(quick_flow, store=store)
+    bad = engine.start(quick_flow, 0)
+    poison.add(bad.id)
+    clock.advance(1)
+    good = engine.start(quick_flow, 5)
+    with engine.worker(concurrency=1, idle_timeout=0.05):
+        assert good.result(timeout=WAIT) == 51
+    # The broken run was tried once and keeps its lease until it expires: no hot loop.
+    assert store.poisoned_loads == 1
+    assert store.get_run(bad.id).status is Status.RUNNING
+    assert any(
+        "execution broke off" in r.getMessage() and r.exc_info is not None for r in caplog.records
+    )
+    clock.advance(60)  # once the lease expires, another attempt is made
+    poison.clear()
+    assert engine.worker().process_one() == 1
+    assert bad.result(timeout=1) == 1
