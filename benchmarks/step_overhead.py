@@ -1,0 +1,198 @@
+"""Per-step cost of a Fluxo workflow on each store, next to the raw cost of the store.
+
+For every store it measures, in one run on one machine:
+
+* ``fluxo``: a workflow of N trivial steps executed by ``engine.run``; the cost
+  per step is the whole run divided by N (start and finish are amortized).
+* ``raw``: one INSERT + COMMIT of a comparable row through the same driver on the
+  same database, the floor for any durable step.
+* ``dbos``: the same workflow written for DBOS, on the same SQLite file directory
+  or the same PostgreSQL server, when ``dbos`` is installed (``pip install dbos``).
+
+It prints ratios, which travel across machines better than absolute times.
+
+    python benchmarks/step_overhead.py [--steps 500] [--repeats 5] [--stores memory,sqlite,postgres]
+
+PostgreSQL comes from ``FLUXO_BENCH_POSTGRES_URL`` (default: the local server,
+database ``postgres``); a scratch database ``fluxo_bench`` is created there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import fluxo
+
+
+@fluxo.step(name="bench.noop")
+def noop(i: int) -> int:
+    return i
+
+
+@fluxo.workflow(name="bench.many")
+def many(n: int) -> int:
+    total = 0
+    for i in range(n):
+        total += noop(i)
+    return total
+
+
+def median(samples: list[float]) -> float:
+    return statistics.median(samples)
+
+
+def fluxo_per_step(url: str, steps: int, repeats: int) -> float:
+    with fluxo.Engine(url, workflows=[many]) as engine:
+        engine.run(many, 10)  # warm up: schema, connections, caches
+        samples = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            assert engine.run(many, steps) == steps * (steps - 1) // 2
+            samples.append((time.perf_counter() - started) / steps)
+    return median(samples)
+
+
+PAYLOAD = b"123"
+
+
+def raw_sqlite_per_insert(path: str, inserts: int, repeats: int) -> float:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS raw_events (run_id TEXT, seq INTEGER, kind TEXT, name TEXT, "
+        "data BLOB, created_at REAL, PRIMARY KEY (run_id, seq))"
+    )
+    samples = []
+    for r in range(repeats):
+        started = time.perf_counter()
+        for i in range(inserts):
+            conn.execute("BEGIN")
+            conn.execute(
+                "INSERT INTO raw_events VALUES (?, ?, ?, ?, ?, ?)",
+                (f"r{r}", i, "step_completed", "bench.noop", PAYLOAD, time.time()),
+            )
+            conn.execute("COMMIT")
+        samples.append((time.perf_counter() - started) / inserts)
+    conn.close()
+    return median(samples)
+
+
+def raw_postgres_per_insert(url: str, inserts: int, repeats: int) -> float:
+    import psycopg
+
+    dsn = url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn) as conn:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS raw_events (run_id TEXT, seq INTEGER, kind TEXT, "
+            "name TEXT, data BYTEA, created_at DOUBLE PRECISION, PRIMARY KEY (run_id, seq))"
+        )
+        conn.execute("TRUNCATE raw_events")
+        conn.commit()
+        samples = []
+        for r in range(repeats):
+            started = time.perf_counter()
+            for i in range(inserts):
+                conn.execute(
+                    "INSERT INTO raw_events VALUES (%s, %s, %s, %s, %s, %s)",
+                    (f"r{r}", i, "step_completed", "bench.noop", PAYLOAD, time.time()),
+                )
+                conn.commit()
+            samples.append((time.perf_counter() - started) / inserts)
+        conn.execute("DROP TABLE raw_events")
+        conn.commit()
+    return median(samples)
+
+
+def dbos_per_step(url: str, steps: int, repeats: int) -> float | None:
+    if importlib.util.find_spec("dbos") is None:
+        return None
+    script = Path(__file__).with_name("_dbos_steps.py")
+    done = subprocess.run(
+        [sys.executable, str(script), url, str(steps), str(repeats)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    if done.returncode != 0:
+        print(f"  (dbos failed: {done.stderr.strip().splitlines()[-1:]})", file=sys.stderr)
+        return None
+    per_step: float = json.loads(done.stdout.strip().splitlines()[-1])["per_step"]
+    return per_step
+
+
+def recreate_postgres_database(admin_url: str, name: str) -> str:
+    import psycopg
+
+    dsn = admin_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = dsn.rsplit("/", 1)[0]
+    return f"{base}/{name}"
+
+
+def us(seconds: float) -> str:
+    return f"{seconds * 1e6:9.1f} us"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--stores", default="memory,sqlite,postgres")
+    parser.add_argument("--no-dbos", action="store_true", help="skip the DBOS comparison")
+    args = parser.parse_args()
+    stores = [s.strip() for s in args.stores.split(",") if s.strip()]
+    pg_admin = os.environ.get(
+        "FLUXO_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+    )
+    rows: list[tuple[str, str, str]] = []
+
+    def line(label: str, value: float | None, note: str = "") -> None:
+        shown = us(value) if value is not None else "        n/a"
+        rows.append((label, shown, note))
+        print(f"{label:<34}{shown}  {note}", flush=True)
+
+    print(f"steps per workflow: {args.steps}, repeats: {args.repeats} (medians)\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        if "memory" in stores:
+            mem = fluxo_per_step("memory://", args.steps, args.repeats)
+            line("memory: fluxo per step", mem, "(engine overhead; target <= 20 us)")
+        if "sqlite" in stores:
+            f = fluxo_per_step(f"sqlite:///{tmp}/fluxo.db", args.steps, args.repeats)
+            raw = raw_sqlite_per_insert(f"{tmp}/raw.db", args.steps, args.repeats)
+            line("sqlite: raw INSERT+COMMIT", raw, "(WAL, synchronous=FULL)")
+            line("sqlite: fluxo per step", f, f"= {f / raw:.2f}x raw (target <= 2x)")
+            if not args.no_dbos:
+                d = dbos_per_step(f"sqlite:///{tmp}/dbos.sqlite", args.steps, args.repeats)
+                if d is not None:
+                    line("sqlite: dbos per step", d, f"= {d / f:.2f}x fluxo")
+        if "postgres" in stores:
+            url = recreate_postgres_database(pg_admin, "fluxo_bench")
+            f = fluxo_per_step(
+                url.replace("postgresql://", "postgresql+psycopg://"), args.steps, args.repeats
+            )
+            raw = raw_postgres_per_insert(url, args.steps, args.repeats)
+            line("postgres: raw INSERT+COMMIT", raw, "(psycopg, same database)")
+            line("postgres: fluxo per step", f, f"= {f / raw:.2f}x raw (target <= 1.5x)")
+            if not args.no_dbos:
+                dbos_url = recreate_postgres_database(pg_admin, "fluxo_bench_dbos")
+                d = dbos_per_step(dbos_url, args.steps, args.repeats)
+                if d is not None:
+                    line("postgres: dbos per step", d, f"= {d / f:.2f}x fluxo (target >= 4x)")
+
+
+if __name__ == "__main__":
+    main()
