@@ -366,20 +366,37 @@ class Engine:
     def cancel(self, run_id: str) -> _history.RunInfo:
         """Ask a run to stop.
 
-        A run that has not begun ends ``cancelled`` without running; a running or
-        waiting run stops at its next durable call with ``fluxo.Cancelled`` (its
+        A run that has not begun ends ``cancelled`` at once, without running and
+        without needing a worker; a running or waiting run stops at its next durable call with ``fluxo.Cancelled`` (its
         ``finally:`` blocks run, and may record cleanup steps) and ends ``cancelled``.
 
         Raises:
-            RunStateError: the run already finished.
+            RunStateError: the run already completed or failed (cancelling a
+                cancelled run again is harmless).
             RunNotFoundError: no such run.
         """
         self._check_open()
         run = self.store.request_cancel(run_id, now=self.clock())
+        if run.status is _history.RunStatus.CANCELLED:
+            return run  # cancelling twice is harmless
         if run.status.is_terminal:
             raise _errors.RunStateError(
                 f"run {run_id!r} already finished ({run.status.value}); there is nothing to cancel"
             )
+        if run.status is _history.RunStatus.PENDING and run.lease_owner is None:
+            # Not begun: finish it here, fenced at position 1, so it needs no worker.
+            # If a worker got there first, the fence refuses and the flag delivers it.
+            try:
+                self.store.append(
+                    run_id,
+                    1,
+                    (_history.CancelRequested(), _history.WorkflowCancelled()),
+                    now=self.clock(),
+                    status=_history.RunStatus.CANCELLED,
+                )
+            except _errors.SequenceConflictError:
+                return run
+            return self.store.get_run(run_id)
         return run
 
     def retry(self, run_id: str) -> RunHandle[Any]:

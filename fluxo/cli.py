@@ -145,8 +145,13 @@ def check(url: str) -> None:
     """Exit non-zero when the database schema is not the newest."""
     from fluxo.stores import _sql_migrate
 
-    if not _sql_migrate.check(url):
-        raise _CLIError("the schema is behind; run 'fluxo db upgrade'")
+    problems = _sql_migrate.check(url)
+    if problems:
+        raise _CLIError(
+            "the database does not match this Fluxo's schema: "
+            + "; ".join(problems)
+            + ". Run 'fluxo db upgrade'"
+        )
     click.echo("schema is up to date")
 
 

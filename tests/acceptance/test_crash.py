@@ -31,9 +31,7 @@ def _worker(url: str, workdir: Path) -> subprocess.Popen[bytes]:
     env = dict(os.environ, FLUXO_CRASH_URL=url, FLUXO_CRASH_DIR=str(workdir))
     return subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "fluxo.cli",
+            str(Path(sys.executable).with_name("fluxo")),  # the installed console script
             "worker",
             "tests.acceptance.crashapp:make_engine",
             "--lease",
@@ -78,7 +76,7 @@ def test_sigkill_after_step_two_resumes_without_repeating(
         _wait(lambda: (tmp_path / "ledger.txt").read_text().count("step3") == 1, 30, "step 3")
     finally:
         os.kill(first.pid, signal.SIGKILL)
-        first.wait(10)
+        first.communicate(timeout=10)
     assert first.returncode == -signal.SIGKILL
     assert engine.get_run(run_id).status is fluxo.RunStatus.RUNNING
 

@@ -377,9 +377,20 @@ def test_cancelling_twice_is_harmless(make_engine: MakeEngine) -> None:
     engine = make_engine(greet)
     handle = engine.start(greet, "x")
     engine.cancel(handle.id)
-    engine.cancel(handle.id)
-    assert execute(engine, handle.id) is Outcome.CANCELLED
-    assert kinds(engine.history(handle.id)).count("cancel_requested") == 1
+    assert engine.cancel(handle.id).status is fluxo.RunStatus.CANCELLED
+    assert kinds(engine.history(handle.id)) == [
+        "workflow_started",
+        "cancel_requested",
+        "workflow_cancelled",
+    ]
+
+
+def test_cancelling_a_run_not_yet_begun_needs_no_worker(make_engine: MakeEngine) -> None:
+    engine = make_engine(greet)
+    handle = engine.start(greet, "x")
+    assert engine.cancel(handle.id).status is fluxo.RunStatus.CANCELLED
+    with pytest.raises(fluxo.WorkflowCancelledError):
+        handle.result(timeout=WAIT)
 
 
 BLOCKING = {"entered": threading.Event(), "release": threading.Event()}
