@@ -17,6 +17,8 @@ import fluxo
 
 @dataclass
 class Receipt:
+    """What the payment provider hands back."""
+
     id: str
     cents: int
 

@@ -52,9 +52,7 @@ def _check_function(fn: object, kind: str, name: str | None, aliases: Sequence[s
     if name is not None and (not isinstance(name, str) or not name.strip()):
         problems.append(f"{label}: name= must be a non-empty string, got {name!r}")
     if isinstance(aliases, str) or not all(isinstance(a, str) and a for a in aliases):
-        problems.append(
-            f"{label}: aliases= must be a list of non-empty strings, got {aliases!r}"
-        )
+        problems.append(f"{label}: aliases= must be a list of non-empty strings, got {aliases!r}")
     if problems:
         raise _errors.DefinitionError("\n".join(problems))
     return name if name is not None else f"{fn.__module__}.{qualname}"
@@ -185,9 +183,7 @@ class Workflow(_Definition[P, R]):
                     annotation = list[annotation]  # type: ignore[valid-type]
                 elif param.kind is inspect.Parameter.VAR_KEYWORD:
                     annotation = dict[str, annotation]  # type: ignore[valid-type]
-                fields.append(
-                    (param.name, annotation | msgspec.UnsetType, msgspec.UNSET)
-                )
+                fields.append((param.name, annotation | msgspec.UnsetType, msgspec.UNSET))
             self._input_type = msgspec.defstruct(
                 "WorkflowInput", fields, forbid_unknown_fields=False, omit_defaults=True
             )

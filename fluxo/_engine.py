@@ -227,9 +227,7 @@ class Engine:
         log.debug("run %s of %s %s", run.id, run.workflow, "started" if created else "exists")
         return RunHandle(self, run.id, workflow.return_type)
 
-    def run(
-        self, workflow: _decorators.Workflow[P, R], /, *args: P.args, **kwargs: P.kwargs
-    ) -> R:
+    def run(self, workflow: _decorators.Workflow[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Start a run and execute it in this thread, returning its result.
 
         Like :meth:`start` it is idempotent on the run id; if the run already
@@ -348,11 +346,7 @@ class Engine:
         workflows = None
         if workflow is not None:
             workflows = [
-                *(
-                    workflow.names
-                    if isinstance(workflow, _decorators.Workflow)
-                    else [workflow]
-                )
+                *(workflow.names if isinstance(workflow, _decorators.Workflow) else [workflow])
             ]
         if not isinstance(limit, int) or limit < 1:
             raise _errors.DefinitionError(f"limit must be a positive whole number, not {limit!r}")
@@ -367,8 +361,9 @@ class Engine:
         """Ask a run to stop.
 
         A run that has not begun ends ``cancelled`` at once, without running and
-        without needing a worker; a running or waiting run stops at its next durable call with ``fluxo.Cancelled`` (its
-        ``finally:`` blocks run, and may record cleanup steps) and ends ``cancelled``.
+        without needing a worker. A running or waiting run stops at its next
+        durable call with ``fluxo.Cancelled`` (its ``finally:`` blocks run, and may
+        record cleanup steps) and ends ``cancelled``.
 
         Raises:
             RunStateError: the run already completed or failed (cancelling a

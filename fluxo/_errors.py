@@ -105,9 +105,7 @@ class NondeterminismError(FluxoError):
         recorded: what the history holds there, e.g. ``step shop.refund``.
     """
 
-    def __init__(
-        self, run_id: str, seq: int, expected: str, recorded: str, hint: str = ""
-    ) -> None:
+    def __init__(self, run_id: str, seq: int, expected: str, recorded: str, hint: str = "") -> None:
         self.run_id = run_id
         self.seq = seq
         self.expected = expected
@@ -269,9 +267,7 @@ class SequenceConflictError(StoreError):
     def __init__(self, run_id: str, seq: int) -> None:
         self.run_id = run_id
         self.seq = seq
-        super().__init__(
-            f"position {seq} of run {run_id!r} was already recorded by another writer"
-        )
+        super().__init__(f"position {seq} of run {run_id!r} was already recorded by another writer")
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.run_id, self.seq))

@@ -95,9 +95,7 @@ class ErrorInfo(msgspec.Struct, omit_defaults=True):
 def error_info(exc: BaseException, attempt: int = 0) -> ErrorInfo:
     """Describe ``exc`` by class names and text, since a history stores data, not code."""
     types = [
-        codec.qualified_name(cls)
-        for cls in type(exc).__mro__
-        if cls not in (object, BaseException)
+        codec.qualified_name(cls) for cls in type(exc).__mro__ if cls not in (object, BaseException)
     ]
     details: dict[str, Any] = {}
     if isinstance(exc, _errors.NondeterminismError):
@@ -269,9 +267,7 @@ class RunContext:
     def _diverged(self, expected: str, recorded: _Recorded | None, hint: str = "") -> NoReturn:
         seq = recorded.seq if recorded is not None else self.next_seq
         what = recorded.event.describe() if recorded is not None else "nothing (it ends here)"
-        self._nondeterminism = _errors.NondeterminismError(
-            self.run_id, seq, expected, what, hint
-        )
+        self._nondeterminism = _errors.NondeterminismError(self.run_id, seq, expected, what, hint)
         raise self._nondeterminism
 
     def _match(

@@ -303,9 +303,7 @@ class Worker:
     def _report_unknown(self) -> None:
         """Log, once per run, runnable runs of workflows this worker does not know."""
         try:
-            runs = self.engine.store.list_runs(
-                statuses=[history.RunStatus.PENDING], limit=100
-            )
+            runs = self.engine.store.list_runs(statuses=[history.RunStatus.PENDING], limit=100)
         except _errors.StoreError:
             return
         for run in runs:

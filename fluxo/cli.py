@@ -98,9 +98,7 @@ def worker(
     )
     engine = load_engine(app)
     try:
-        engine.worker(
-            concurrency=concurrency, lease=lease, shutdown_timeout=shutdown_timeout
-        ).run()
+        engine.worker(concurrency=concurrency, lease=lease, shutdown_timeout=shutdown_timeout).run()
     finally:
         engine.close()
 

@@ -63,9 +63,7 @@ def _completed_steps(engine: fluxo.Engine, run_id: str) -> list[str]:
     ]
 
 
-def test_sigkill_after_step_two_resumes_without_repeating(
-    store_url: str, tmp_path: Path
-) -> None:
+def test_sigkill_after_step_two_resumes_without_repeating(store_url: str, tmp_path: Path) -> None:
     engine = fluxo.Engine(store_url, workflows=[crashapp.five_steps])
     run_id = f"crash-{os.getpid()}-{time.monotonic_ns()}"
     handle = engine.start(crashapp.five_steps.options(id=run_id), 4)

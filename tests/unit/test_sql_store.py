@@ -454,6 +454,23 @@ def test_on_postgres_another_process_wakes_waiters_by_notify(
 
 
 @pytest.mark.postgres
+def test_on_postgres_without_listen_waiters_fall_back_to_polling(clean_postgres_url: str) -> None:
+    store = sql.SQLStore(clean_postgres_url, poll_interval=0.1)
+    store._listener = None  # as while the listening connection is down
+    other = sql.SQLStore(clean_postgres_url)
+    waiter = wait_in_thread(store, None, timeout=20)
+    time.sleep(0.3)
+
+    other.create_run("r1", "wf", b"[]", now=T0 - 1000)  # an older clock: no timestamp helps
+
+    woke, took = finish(waiter)
+    assert woke
+    assert took < 5
+    store.close()
+    other.close()
+
+
+@pytest.mark.postgres
 def test_every_status_change_on_postgres_is_announced(clean_postgres_url: str) -> None:
     import psycopg
 

@@ -1,0 +1,370 @@
+"""How the SQL store connects: URLs, engines, and what differs between the drivers.
+
+The store runs on three DB-API drivers: ``psycopg`` 3 for PostgreSQL, ``pymysql``
+for MySQL and MariaDB, and the standard library's ``sqlite3``. Their connections
+are kept in autocommit mode; the store emits ``BEGIN`` (``BEGIN IMMEDIATE`` on
+SQLite) and ``COMMIT`` itself when an operation needs a transaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Final
+
+import sqlalchemy as sa
+from sqlalchemy import event as sa_event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import pool as sa_pool
+
+from fluxo import _errors
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine.interfaces import DBAPIConnection, Dialect
+
+DEFAULT_DRIVERS: Final = {
+    "postgresql": "psycopg",
+    "mysql": "pymysql",
+    "mariadb": "pymysql",
+    "sqlite": "pysqlite",
+}
+_EXTRAS: Final = {"postgresql": "postgres", "mysql": "mysql", "mariadb": "mysql"}
+_SQLITE_SYNCHRONOUS: Final = ("off", "normal", "full", "extra")
+_SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
+_CONNECT_TIMEOUT: Final = 10
+"""Seconds to wait for a server database to accept a connection."""
+_LISTEN_TICK: Final = 0.5
+"""How often, in seconds, the listener thread looks up from its connection."""
+_LISTEN_RETRY: Final = 2.0
+"""How long the listener waits before reconnecting after a failure."""
+
+logger = logging.getLogger(__name__)
+
+
+def normalize_url(url: str | sa.URL) -> sa.URL:
+    """Parse a store URL and pick Fluxo's driver where the URL names none.
+
+    ``postgres://`` and ``postgresql://`` become ``postgresql+psycopg://``;
+    ``mysql://`` becomes ``mysql+pymysql://`` (and gets ``charset=utf8mb4``);
+    ``mariadb://`` becomes ``mariadb+pymysql://``.
+
+    Raises:
+        DefinitionError: the URL is malformed or names a database or driver the
+            SQL store does not support.
+    """
+    try:
+        parsed = sa.make_url(url)
+    except (sa_exc.ArgumentError, ValueError) as exc:
+        raise _errors.DefinitionError(
+            f"{url!r} is not a database URL; pass something like 'sqlite:///fluxo.db' or "
+            "'postgresql://user@host/app'"
+        ) from exc
+    backend, _, driver = parsed.drivername.partition("+")
+    backend = backend.lower()
+    if backend == "postgres":
+        backend = "postgresql"
+    if backend not in DEFAULT_DRIVERS:
+        raise _errors.DefinitionError(
+            f"the SQL store does not handle {backend!r} URLs; use sqlite, postgresql or mysql"
+        )
+    driver = driver.lower() or DEFAULT_DRIVERS[backend]
+    if driver != DEFAULT_DRIVERS[backend]:
+        raise _errors.DefinitionError(
+            f"the SQL store runs {backend} through the {DEFAULT_DRIVERS[backend]!r} driver, "
+            f"not {driver!r}; write the URL as '{backend}+{DEFAULT_DRIVERS[backend]}://...' "
+            f"or '{backend}://...'"
+        )
+    parsed = parsed.set(drivername=f"{backend}+{driver}")
+    if backend in ("mysql", "mariadb") and "charset" not in parsed.query:
+        parsed = parsed.update_query_dict({"charset": "utf8mb4"})
+    return parsed
+
+
+def is_memory_sqlite(url: sa.URL) -> bool:
+    return url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
+
+
+def make_engine(url: str | sa.URL, **engine_options: Any) -> sa.Engine:
+    """Create the SQLAlchemy engine the SQL store runs on.
+
+    Connections are put in the driver's autocommit mode (the store opens its
+    transactions itself) and are not pinged or reset on checkout and return.
+    SQLite files get WAL, a 30 s busy timeout and ``synchronous=FULL``; add
+    ``?synchronous=normal`` to the URL to trade the last transactions on power
+    loss for speed. ``sqlite://`` is one in-memory database shared by the threads
+    of this process. MySQL sessions use ``READ COMMITTED``.
+
+    Args:
+        url: the database URL, normalized with :func:`normalize_url`.
+        **engine_options: passed to :func:`sqlalchemy.create_engine`, overriding
+            Fluxo's defaults (e.g. ``pool_size``); ``connect_args`` are merged
+            into Fluxo's.
+
+    Raises:
+        DefinitionError: the URL is unusable or its driver is not installed.
+    """
+    parsed = normalize_url(url)
+    backend = parsed.get_backend_name()
+    options: dict[str, Any] = {"pool_reset_on_return": None}
+    connect_args: dict[str, Any] = {}
+    synchronous = "full"
+    memory = False
+    if backend == "sqlite":
+        synchronous = str(parsed.query.get("synchronous", "full")).lower()
+        if synchronous not in _SQLITE_SYNCHRONOUS:
+            raise _errors.DefinitionError(
+                f"synchronous={synchronous!r} in the SQLite URL is not one of "
+                f"{', '.join(_SQLITE_SYNCHRONOUS)}"
+            )
+        parsed = parsed.difference_update_query(["synchronous"])
+        memory = is_memory_sqlite(parsed)
+        connect_args["check_same_thread"] = False  # pooled connections move between threads
+        if memory:
+            options["poolclass"] = sa_pool.StaticPool
+    elif "connect_timeout" not in parsed.query:
+        connect_args["connect_timeout"] = _CONNECT_TIMEOUT
+    options.update(engine_options)
+    options["connect_args"] = {**connect_args, **dict(engine_options.get("connect_args") or {})}
+    try:
+        engine = sa.create_engine(parsed, **options)
+    except ImportError as exc:
+        extra = _EXTRAS.get(backend, backend)
+        raise _errors.DefinitionError(
+            f"the {parsed.get_driver_name()!r} driver for {backend} is not installed; "
+            f"run: pip install 'fluxo[{extra}]'"
+        ) from exc
+
+    if backend == "sqlite":
+
+        def on_connect(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None  # we emit BEGIN IMMEDIATE ourselves
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_TIMEOUT_MS}")
+                if not memory:
+                    cursor.execute("PRAGMA journal_mode = WAL")
+                cursor.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+            finally:
+                cursor.close()
+
+    elif backend == "postgresql":
+
+        def on_connect(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.autocommit = True
+
+    else:
+
+        def on_connect(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            finally:
+                cursor.close()
+            dbapi_connection.autocommit(True)
+
+    sa_event.listen(engine, "connect", on_connect)
+    return engine
+
+
+class Driver:
+    """What differs between the three DB-API drivers the store runs on."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        name = "mysql" if dialect.name == "mariadb" else dialect.name
+        if (
+            name not in ("sqlite", "postgresql", "mysql")
+            or dialect.driver != (DEFAULT_DRIVERS[name])
+        ):
+            raise _errors.DefinitionError(
+                f"the SQL store runs on sqlite3, psycopg (PostgreSQL) or pymysql (MySQL), "
+                f"not on {dialect.name}+{dialect.driver}"
+            )
+        self.name = name
+        self.dbapi: Any = dialect.loaded_dbapi
+        self.begin_write = "BEGIN IMMEDIATE" if name == "sqlite" else "BEGIN"
+        self.decode_keys = name == "mysql"  # VARBINARY identifiers come back as bytes
+
+    def autocommit(self, dbapi_connection: DBAPIConnection) -> Callable[[], None] | None:
+        """Put a connection in autocommit mode; return how to undo that, if it changed."""
+        conn: Any = dbapi_connection
+        if self.name == "sqlite":
+            previous = conn.isolation_level
+            if previous is None:
+                return None
+            conn.isolation_level = None
+
+            def restore_sqlite() -> None:
+                conn.isolation_level = previous
+
+            return restore_sqlite
+        if self.name == "postgresql":
+            if conn.autocommit:
+                return None
+            conn.rollback()
+            conn.autocommit = True
+
+            def restore_pg() -> None:
+                conn.autocommit = False
+
+            return restore_pg
+        if conn.get_autocommit():
+            return None
+        conn.rollback()
+        conn.autocommit(True)
+
+        def restore_mysql() -> None:
+            conn.autocommit(False)
+
+        return restore_mysql
+
+    def _code(self, exc: BaseException) -> Any:
+        if self.name == "postgresql":
+            return getattr(exc, "sqlstate", None)
+        if self.name == "mysql":
+            args = getattr(exc, "args", ())
+            return args[0] if args else None
+        return getattr(exc, "sqlite_errorcode", None)
+
+    def is_unique_violation(self, exc: BaseException) -> bool:
+        """Tell whether a driver error is a primary key or unique violation."""
+        if not isinstance(exc, self.dbapi.IntegrityError):
+            return False
+        code = self._code(exc)
+        if self.name == "postgresql":
+            return bool(code == "23505")
+        if self.name == "mysql":
+            return bool(code == 1062)
+        return code in (1555, 2067) or "UNIQUE constraint failed" in str(exc)
+
+    def is_retryable(self, exc: BaseException) -> bool:
+        """Tell whether a driver error rolled back a transaction that may simply be rerun."""
+        code = self._code(exc)
+        if self.name == "postgresql":
+            return code in ("40P01", "40001")
+        if self.name == "mysql":
+            return code in (1213, 1205)
+        # SQLITE_BUSY (5) past the busy timeout's reach: SQLite returns it at once when
+        # waiting could deadlock, e.g. while another process turns a new file to WAL.
+        return code is not None and code & 0xFF == 5
+
+    def is_missing_table(self, exc: BaseException) -> bool:
+        """Tell whether a driver error says a table does not exist."""
+        code = self._code(exc)
+        if self.name == "postgresql":
+            return bool(code == "42P01")
+        if self.name == "mysql":
+            return bool(code == 1146)
+        return "no such table" in str(exc)
+
+    def is_unavailable(self, exc: BaseException) -> bool:
+        """Tell whether a driver error means the database cannot be reached or used now."""
+        return isinstance(exc, (self.dbapi.OperationalError, self.dbapi.InterfaceError))
+
+
+@contextmanager
+def autocommit(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """Check out a connection whose driver is in autocommit mode, restored afterwards.
+
+    Used by the migration helpers, which emit their own ``BEGIN`` and ``COMMIT``.
+    """
+    driver = Driver(engine.dialect)
+    with engine.connect() as conn:
+        dbapi_connection = conn.connection.dbapi_connection
+        assert dbapi_connection is not None
+        restore = driver.autocommit(dbapi_connection)
+        try:
+            yield conn
+        finally:
+            if restore is not None and not conn.invalidated:
+                restore()
+
+
+class PgListener:
+    """A thread that LISTENs on a PostgreSQL channel and reports every notification.
+
+    It holds one connection of its own, taken from the engine and detached from
+    its pool, and reconnects after a failure. While it is not listening,
+    :attr:`listening` is false and waiters must fall back to polling.
+
+    Args:
+        engine: a psycopg engine.
+        channel: the channel to LISTEN on.
+        on_notify: called in the thread with each payload, and with ``None``
+            after a reconnection (notifications may have been missed).
+    """
+
+    def __init__(
+        self, engine: sa.Engine, channel: str, on_notify: Callable[[str | None], None]
+    ) -> None:
+        self._engine = engine
+        self._channel = channel
+        self._on_notify = on_notify
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._stopping = threading.Event()
+
+    @property
+    def listening(self) -> bool:
+        """Tell whether notifications are being received right now."""
+        return self._ready.is_set()
+
+    def start(self, wait: float) -> bool:
+        """Start the thread unless it runs; wait up to ``wait`` s until it listens."""
+        with self._lock:
+            if self._stopping.is_set():
+                return False
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="fluxo-pg-listener", daemon=True
+                )
+                self._thread.start()
+        return self._ready.wait(wait)
+
+    def stop(self) -> None:
+        """Stop listening and close the connection. Idempotent."""
+        with self._lock:
+            self._stopping.set()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(5)
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: the thread and its connection stayed in the parent."""
+        self._lock = threading.Lock()
+        self._thread = None
+        self._ready = threading.Event()
+
+    def _run(self) -> None:
+        reconnected = False
+        while not self._stopping.is_set():
+            conn: Any = None
+            try:
+                pooled = self._engine.raw_connection()
+                pooled.detach()  # ours for good: the pool neither reuses nor resets it
+                conn = pooled.dbapi_connection
+                conn.autocommit = True
+                conn.execute(f'LISTEN "{self._channel}"')
+                self._ready.set()
+                if reconnected:
+                    self._on_notify(None)
+                while not self._stopping.is_set():
+                    for notification in conn.notifies(timeout=_LISTEN_TICK):
+                        self._on_notify(notification.payload)
+            except Exception as exc:
+                if not self._stopping.is_set():
+                    logger.warning(
+                        "listening for run changes on PostgreSQL failed (%s); waiters poll "
+                        "until it reconnects",
+                        exc,
+                    )
+            finally:
+                self._ready.clear()
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        conn.close()
+            reconnected = True
+            self._stopping.wait(_LISTEN_RETRY)

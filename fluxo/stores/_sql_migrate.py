@@ -1,0 +1,215 @@
+"""Fluxo's alembic migrations: find them, read a database's revision, upgrade it safely.
+
+The scripts live in the top-level ``migrations/`` folder of the repository, which
+the wheel installs as ``fluxo/_migrations``. No ``alembic.ini`` is involved: the
+alembic configuration is built here. The version table is
+:data:`~fluxo.stores._sql_schema.VERSION_TABLE`, so Fluxo's revisions never mix
+with those of the application sharing the database.
+
+An upgrade holds a lock while it reads the revision and migrates, so processes
+starting together on a new database do not race: ``pg_advisory_xact_lock`` on
+PostgreSQL, ``GET_LOCK`` on MySQL and the write lock of ``BEGIN IMMEDIATE`` on
+SQLite. Whoever comes second finds the database at head and does nothing.
+
+``fluxo db upgrade`` calls :func:`upgrade`; :func:`current` and :func:`check`
+serve ``fluxo db current`` and ``fluxo db check``.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+
+from fluxo import _errors
+from fluxo.stores import _sql_engine
+from fluxo.stores import _sql_schema as schema
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+_LOCK_KEY = zlib.crc32(b"fluxo.migrate")
+"""The PostgreSQL advisory lock key (advisory locks are per database)."""
+_MYSQL_LOCK_TIMEOUT = 600
+
+
+def migrations_dir() -> Path:
+    """Locate the alembic scripts: ``fluxo/_migrations`` in a wheel, else ``<repo>/migrations``.
+
+    Raises:
+        StoreError: neither folder exists (a broken installation).
+    """
+    package = Path(__file__).resolve().parent.parent  # the fluxo package
+    for candidate in (package / "_migrations", package.parent / "migrations"):
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise _errors.StoreError(
+        f"Fluxo's migration scripts are missing (looked in {package / '_migrations'} and "
+        f"{package.parent / 'migrations'}); reinstall Fluxo"
+    )
+
+
+def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
+    """Limit alembic's comparisons to Fluxo's tables, leaving the application's alone."""
+    return type_ != "table" or (name or "").startswith("fluxo_")
+
+
+def alembic_config(connection: sa.Connection | None = None, url: str | None = None) -> Config:
+    """Build the alembic configuration, optionally bound to a connection or a URL."""
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    if url is not None:
+        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    config.attributes["connection"] = connection
+    return config
+
+
+def head() -> str:
+    """The newest revision of the migration scripts."""
+    from alembic.script import ScriptDirectory
+
+    found = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert found is not None
+    return found
+
+
+@contextmanager
+def _engine(target: str | sa.URL | sa.Engine) -> Iterator[sa.Engine]:
+    if isinstance(target, sa.Engine):
+        yield target
+        return
+    engine = _sql_engine.make_engine(target, poolclass=sa.pool.NullPool)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def _translated(action: str, engine: sa.Engine) -> Iterator[None]:
+    url = engine.url.render_as_string(hide_password=True)
+    try:
+        yield
+    except sa_exc.OperationalError as exc:
+        raise _errors.StoreUnavailableError(
+            f"{action} failed: the database at {url} is unavailable: {str(exc.orig).strip()}"
+        ) from exc
+    except sa_exc.DBAPIError as exc:
+        raise _errors.StoreError(f"{action} failed on {url}: {exc.orig}") from exc
+
+
+def _revision(conn: sa.Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    context = MigrationContext.configure(conn, opts={"version_table": schema.VERSION_TABLE})
+    return context.get_current_revision()
+
+
+def current(target: str | sa.URL | sa.Engine) -> str | None:
+    """Return the database's Fluxo schema revision (``None``: no Fluxo tables yet).
+
+    Raises:
+        StoreUnavailableError: the database cannot be reached.
+    """
+    with (
+        _engine(target) as engine,
+        _translated("reading the schema revision", engine),
+        engine.connect() as conn,
+    ):
+        return _revision(conn)
+
+
+def upgrade(target: str | sa.URL | sa.Engine, revision: str = "head") -> None:
+    """Bring the database to ``revision`` under a lock; a no-op when it is there already.
+
+    Args:
+        target: a database URL or an engine on it.
+        revision: the alembic revision to reach.
+
+    Raises:
+        StoreUnavailableError: the database cannot be reached.
+        StoreError: the database has a revision this Fluxo does not know (a newer
+            Fluxo migrated it), or a migration failed.
+    """
+    from alembic import command
+    from alembic.util import CommandError
+
+    with _engine(target) as engine, _translated("migrating the Fluxo schema", engine):
+        kind = engine.dialect.name
+        with _sql_engine.autocommit(engine) as conn:
+            mysql_lock = None
+            if kind == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            elif kind == "postgresql":
+                conn.exec_driver_sql("BEGIN")
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_LOCK_KEY})")
+            else:
+                database = conn.exec_driver_sql("SELECT DATABASE()").scalar()
+                mysql_lock = f"fluxo.migrate.{zlib.crc32(str(database).encode())}"
+                got = conn.exec_driver_sql(
+                    "SELECT GET_LOCK(%s, %s)", (mysql_lock, _MYSQL_LOCK_TIMEOUT)
+                ).scalar()
+                if got != 1:
+                    raise _errors.StoreError(
+                        f"another process held the Fluxo migration lock {mysql_lock!r} for "
+                        f"{_MYSQL_LOCK_TIMEOUT} s; is a migration stuck?"
+                    )
+            try:
+                try:
+                    command.upgrade(alembic_config(conn), revision)
+                except CommandError as exc:
+                    raise _errors.StoreError(
+                        f"cannot migrate the Fluxo schema to {revision!r}: {exc}; if a newer "
+                        "Fluxo migrated this database, upgrade Fluxo here too"
+                    ) from exc
+                if mysql_lock is None:
+                    conn.exec_driver_sql("COMMIT")
+            except BaseException:
+                if mysql_lock is None and not conn.invalidated:
+                    conn.exec_driver_sql("ROLLBACK")
+                raise
+            finally:
+                if mysql_lock is not None and not conn.invalidated:
+                    conn.exec_driver_sql("SELECT RELEASE_LOCK(%s)", (mysql_lock,))
+            conn.commit()  # ends SQLAlchemy's own bookkeeping; the driver is in autocommit
+
+
+def check(target: str | sa.URL | sa.Engine) -> list[str]:
+    """List how the database differs from this Fluxo's schema; empty when it matches.
+
+    Reports a revision other than head, then every difference alembic's
+    autogenerate finds between the Fluxo tables and :data:`schema.metadata`.
+
+    Raises:
+        StoreUnavailableError: the database cannot be reached.
+    """
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    problems = []
+    expected = head()
+    with (
+        _engine(target) as engine,
+        _translated("checking the Fluxo schema", engine),
+        engine.connect() as conn,
+    ):
+        found = _revision(conn)
+        if found != expected:
+            problems.append(f"the database is at revision {found!r}, not {expected!r}")
+        context = MigrationContext.configure(
+            conn,
+            opts={
+                "version_table": schema.VERSION_TABLE,
+                "compare_type": True,
+                "include_name": include_name,
+            },
+        )
+        problems.extend(str(diff) for diff in compare_metadata(context, schema.metadata))
+    return problems

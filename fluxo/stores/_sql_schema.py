@@ -1,0 +1,93 @@
+"""The tables of the SQL store, as SQLAlchemy Core metadata.
+
+``migrations/versions`` mirrors this module exactly; ``tests/migrations`` proves
+that ``upgrade head`` leaves no difference between the two. A change here needs
+a new migration and a new :data:`HEAD_REVISION`.
+
+Two tables, both keyed by run id so that every operation on a run touches one
+key range (the property that lets the tables be partitioned or distributed by
+``run_id``):
+
+* ``fluxo_runs``: one row per run, the projection the engine claims and lists by.
+* ``fluxo_events``: the history. Its primary key ``(run_id, seq)`` is the fencing
+  invariant: a position is written once, and a second writer gets a unique
+  violation instead of overwriting.
+
+Times are seconds since the epoch (UTC) in double precision, as
+:class:`fluxo.history.RunInfo` carries them.
+
+On MySQL and MariaDB the identifier columns are ``VARBINARY``: every text
+collation there either folds case or ignores trailing spaces, and run ids,
+workflow names and worker ids must compare byte for byte, as on every other store.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+
+HEAD_REVISION = "0001"
+"""The alembic revision this code's tables correspond to (``migrations/versions``)."""
+
+VERSION_TABLE = "fluxo_alembic_version"
+"""Fluxo's alembic version table, named so it never collides with the host app's."""
+
+KEY_LENGTH = 255
+"""The longest run id, workflow name or worker id, in characters."""
+
+_MYSQL = ("mysql", "mariadb")
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+def _key() -> sa.types.TypeEngine[str]:
+    """An identifier column: compared byte for byte on every database."""
+    # 4 bytes per character is the most UTF-8 needs.
+    return sa.String(KEY_LENGTH).with_variant(mysql.VARBINARY(KEY_LENGTH * 4), *_MYSQL)
+
+
+def _time() -> sa.types.TypeEngine[float]:
+    return sa.Double()
+
+
+runs = sa.Table(
+    "fluxo_runs",
+    metadata,
+    sa.Column("id", _key(), primary_key=True),
+    sa.Column("workflow", _key(), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", _time(), nullable=False),
+    sa.Column("updated_at", _time(), nullable=False),
+    sa.Column("ready_at", _time(), nullable=True),
+    sa.Column("lease_owner", _key(), nullable=True),
+    sa.Column("lease_until", _time(), nullable=True),
+    sa.Column("cancel_requested", sa.Boolean(), nullable=False),
+    # claim: runnable runs in ready_at order (NULL, i.e. not ready, sorts out of range)
+    sa.Index(None, "ready_at"),
+    # list_runs: newest first, optionally by workflow or by status
+    sa.Index(None, "created_at"),
+    sa.Index(None, "workflow", "created_at"),
+    sa.Index(None, "status", "created_at"),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+    mysql_collate="utf8mb4_bin",
+)
+
+events = sa.Table(
+    "fluxo_events",
+    metadata,
+    sa.Column("run_id", _key(), primary_key=True),
+    sa.Column("seq", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("kind", sa.String(64), nullable=False),
+    sa.Column("name", sa.Text(), nullable=False),
+    sa.Column("data", sa.LargeBinary().with_variant(mysql.LONGBLOB(), *_MYSQL), nullable=True),
+    sa.Column("created_at", _time(), nullable=False),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+    mysql_collate="utf8mb4_bin",
+)

@@ -1,0 +1,404 @@
+"""The statements of the SQL store, built with SQLAlchemy Core and compiled once per dialect.
+
+Each statement is compiled to the driver's SQL and parameter style when the store
+is built, then run on a DB-API cursor, which skips SQLAlchemy's per-execution
+work on the hot path. Statements whose shape depends on how many values an
+``IN`` list holds are compiled on first use, for lists padded to a power of two.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from fluxo import history
+from fluxo.stores import _sql_schema as schema
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine.interfaces import Dialect
+
+RunStatus = history.RunStatus
+
+NOTIFY_CHANNEL = "fluxo_changes"
+"""The PostgreSQL channel every status change is announced on, with the run id as payload."""
+
+
+class Sql:
+    """One statement compiled for a dialect, with the driver's parameter style."""
+
+    __slots__ = ("defaults", "names", "text")
+
+    def __init__(self, statement: sa.ClauseElement, dialect: Dialect) -> None:
+        compiled = statement.compile(dialect=dialect)
+        self.text: str = compiled.string
+        self.defaults: dict[str, Any] = dict(compiled.params)
+        self.names: tuple[str, ...] | None = (
+            tuple(getattr(compiled, "positiontup", None) or ()) if dialect.positional else None
+        )
+
+    def args(self, values: Mapping[str, Any]) -> Sequence[Any] | dict[str, Any]:
+        merged = {**self.defaults, **values} if self.defaults else values
+        if self.names is None:
+            return dict(merged)
+        return tuple(merged[name] for name in self.names)
+
+
+_R = schema.runs
+_E = schema.events
+RUN_COLUMNS = (
+    _R.c.id,
+    _R.c.workflow,
+    _R.c.status,
+    _R.c.created_at,
+    _R.c.updated_at,
+    _R.c.ready_at,
+    _R.c.lease_owner,
+    _R.c.lease_until,
+    _R.c.cancel_requested,
+)
+_EVENT_COLUMNS = (_E.c.run_id, _E.c.seq, _E.c.kind, _E.c.name, _E.c.data, _E.c.created_at)
+_ACTIVE = tuple(status.value for status in history.ACTIVE_STATUSES)
+
+
+def _p(name: str, column: sa.Column[Any]) -> sa.BindParameter[Any]:
+    return sa.bindparam(name, type_=column.type)
+
+
+def _word(value: str) -> sa.ColumnElement[str]:
+    """A constant string rendered into the SQL (only ever our own status words)."""
+    assert value.isidentifier()
+    return sa.literal_column(f"'{value}'", sa.String())
+
+
+def _pg_notify(run_id: sa.ColumnElement[str]) -> sa.ColumnElement[Any]:
+    return sa.func.pg_notify(sa.literal_column(f"'{NOTIFY_CHANNEL}'"), run_id)
+
+
+def _keys(prefix: str, count: int) -> list[sa.BindParameter[Any]]:
+    return [sa.bindparam(f"{prefix}{i}", type_=_R.c.id.type) for i in range(count)]
+
+
+def bucket(values: Collection[str]) -> list[str]:
+    """The values padded to a power-of-two length, so few statement shapes get compiled."""
+    items = sorted(set(values))
+    size = 1 << (len(items) - 1).bit_length()
+    return items + [items[-1]] * (size - len(items))
+
+
+class Statements:
+    """Every statement of the store, compiled once for one dialect."""
+
+    def __init__(self, dialect: Dialect, kind: str) -> None:
+        self._dialect = dialect
+        self._kind = kind
+        self._shapes: dict[tuple[Any, ...], Sql] = {}
+        c = self.compile
+        run_id = _p("p_run_id", _R.c.id)
+        now = _p("p_now", _R.c.updated_at)
+
+        self.version = c(
+            sa.select(sa.column("version_num")).select_from(sa.table(schema.VERSION_TABLE))
+        )
+        self.get_run = c(sa.select(*RUN_COLUMNS).where(_R.c.id == run_id))
+        self.load = c(
+            sa.select(*RUN_COLUMNS, _E.c.kind, _E.c.name, _E.c.data)
+            .select_from(_R.outerjoin(_E, _E.c.run_id == _R.c.id))
+            .where(_R.c.id == run_id)
+            .order_by(_E.c.seq)
+        )
+        insert_run_values = {
+            "id": run_id,
+            "workflow": _p("p_workflow", _R.c.workflow),
+            "status": _p("p_status", _R.c.status),
+            "created_at": now,
+            "updated_at": now,
+            "ready_at": now,
+            "lease_owner": _p("p_owner", _R.c.lease_owner),
+            "lease_until": _p("p_lease_until", _R.c.lease_until),
+            "cancel_requested": sa.false(),
+        }
+        self.insert_run = c(_R.insert().values(insert_run_values))
+        event_params = (
+            run_id,
+            _p("p_seq", _E.c.seq),
+            _p("p_kind", _E.c.kind),
+            _p("p_name", _E.c.name),
+            _p("p_data", _E.c.data),
+            now,
+        )
+        self.insert_event = c(_E.insert().values(dict(zip(_E.c.keys(), event_params, strict=True))))
+        previous_exists = sa.exists(
+            sa.select(sa.literal_column("1")).where(
+                _E.c.run_id == run_id, _E.c.seq == _p("p_prev", _E.c.seq)
+            )
+        )
+        run_exists = sa.exists(sa.select(sa.literal_column("1")).where(_R.c.id == run_id))
+        after = _E.insert().from_select(
+            list(_E.c.keys()), sa.select(*event_params).where(previous_exists)
+        )
+        first = _E.insert().from_select(
+            list(_E.c.keys()), sa.select(*event_params).where(run_exists)
+        )
+        self.insert_event_after = c(after)
+        self.insert_event_first = c(first)
+        status_values = {
+            "status": _p("p_status", _R.c.status),
+            "ready_at": _p("p_ready_at", _R.c.ready_at),
+            "updated_at": now,
+            "lease_owner": sa.null(),
+            "lease_until": sa.null(),
+        }
+        self.set_status = c(
+            self._announce(_R.update().where(_R.c.id == run_id).values(status_values))
+        )
+        last_seq = sa.select(sa.func.max(_E.c.seq)).where(_E.c.run_id == run_id)
+        self.set_status_fenced = c(
+            self._announce(
+                _R.update()
+                .where(_R.c.id == run_id, last_seq.scalar_subquery() == _p("p_prev", _E.c.seq))
+                .values(status_values)
+            )
+        )
+        self.append_state = c(
+            sa.select(
+                sa.select(_R.c.id).where(_R.c.id == run_id).scalar_subquery(),
+                last_seq.scalar_subquery(),
+            )
+        )
+        if kind == "postgresql":
+            # One statement, so one round trip: the insert and the status change.
+            inserted = after.returning(_E.c.run_id).cte("fluxo_appended")
+            self.pg_append_with_status = c(
+                self._announce(
+                    _R.update()
+                    .where(_R.c.id == run_id, sa.exists(sa.select(inserted.c.run_id)))
+                    .values(status_values)
+                )
+            )
+            new_run = (
+                postgresql.insert(_R)
+                .values(insert_run_values)
+                .on_conflict_do_nothing(index_elements=[_R.c.id])
+                .returning(_R.c.id)
+                .cte("fluxo_new_run")
+            )
+            new_event = _E.insert().from_select(
+                list(_E.c.keys()),
+                sa.select(
+                    new_run.c.id,
+                    sa.literal_column("0", sa.Integer()),
+                    _p("p_kind", _E.c.kind),
+                    _p("p_workflow", _E.c.name),
+                    _p("p_data", _E.c.data),
+                    now,
+                ),
+            )
+            self.pg_create_run = c(
+                sa.select(new_run.c.id, _pg_notify(new_run.c.id)).add_cte(
+                    new_event.cte("fluxo_new_event")
+                )
+            )
+        release = (
+            _R.update()
+            .where(_R.c.id == run_id, _R.c.lease_owner == _p("p_worker", _R.c.lease_owner))
+            .ordered_values(
+                (
+                    _R.c.status,
+                    sa.case(
+                        (_R.c.status == _word("running"), _word("pending")),
+                        else_=_R.c.status,
+                    ),
+                ),
+                (_R.c.lease_owner, sa.null()),
+                (_R.c.lease_until, sa.null()),
+                (_R.c.updated_at, now),
+            )
+        )
+        self.release = c(self._announce(release))
+        waiting = _R.c.status == _word(RunStatus.WAITING.value)
+        cancel = (
+            _R.update()
+            .where(_R.c.id == run_id, _R.c.status.in_([_word(s) for s in _ACTIVE]))
+            # MySQL evaluates SET left to right: ready_at must read the old status.
+            .ordered_values(
+                (_R.c.ready_at, sa.case((waiting, now), else_=_R.c.ready_at)),
+                (
+                    _R.c.status,
+                    sa.case((waiting, _word(RunStatus.PENDING.value)), else_=_R.c.status),
+                ),
+                (_R.c.cancel_requested, sa.true()),
+                (_R.c.updated_at, now),
+            )
+        )
+        reopen = (
+            _R.update()
+            .where(_R.c.id == run_id, _R.c.status == _word(RunStatus.FAILED.value))
+            .values(
+                status=_word(RunStatus.PENDING.value),
+                ready_at=now,
+                updated_at=now,
+                lease_owner=sa.null(),
+                lease_until=sa.null(),
+                cancel_requested=sa.false(),
+            )
+        )
+        self.returning = dialect.update_returning
+        columns = RUN_COLUMNS if self.returning else ()
+        self.request_cancel = c(self._announce(cancel, *columns))
+        self.reopen = c(self._announce(reopen, *columns))
+        self.append_retried = c(
+            _E.insert().from_select(
+                list(_E.c.keys()),
+                sa.select(
+                    _E.c.run_id,
+                    sa.func.max(_E.c.seq) + 1,
+                    _p("p_kind", _E.c.kind),
+                    _p("p_name", _E.c.name),
+                    _p("p_data", _E.c.data),
+                    now,
+                )
+                .where(_E.c.run_id == run_id)
+                .group_by(_E.c.run_id),
+            )
+        )
+        # What changes when any run may have changed, read by waiters polling for the
+        # writes of other processes (the driver's own counters: no scan, no index).
+        self.any_change = {
+            "postgresql": "SELECT pg_current_wal_insert_lsn()",
+            "mysql": "SHOW GLOBAL STATUS WHERE Variable_name IN "
+            "('Handler_commit', 'Handler_delete', 'Handler_update', 'Handler_write')",
+            "sqlite": "PRAGMA data_version",
+        }[kind]
+        self.run_fingerprint = c(
+            sa.select(
+                _R.c.status,
+                _R.c.updated_at,
+                _R.c.ready_at,
+                _R.c.lease_owner,
+                _R.c.lease_until,
+                _R.c.cancel_requested,
+            ).where(_R.c.id == run_id)
+        )
+
+    def _announce(self, update: sa.Update, *columns: sa.ColumnElement[Any]) -> sa.Update:
+        """Return ``columns`` from an update of runs, and on PostgreSQL NOTIFY each run's id.
+
+        The notification is sent at commit, in the same statement as the change, so
+        waiters in other processes wake only once the change is visible.
+        """
+        if self._kind == "postgresql":
+            columns = (*columns, _pg_notify(_R.c.id))
+        return update.returning(*columns) if columns else update
+
+    def compile(self, statement: sa.ClauseElement) -> Sql:
+        return Sql(statement, self._dialect)
+
+    def shaped(self, key: tuple[Any, ...], build: Callable[[], sa.ClauseElement]) -> Sql:
+        """A statement whose shape depends on the length of its value lists, cached."""
+        found = self._shapes.get(key)
+        if found is None:
+            found = self._shapes[key] = self.compile(build())
+        return found
+
+    def _runnable(self, workflows: int) -> sa.ColumnElement[bool]:
+        now = _p("p_now", _R.c.updated_at)
+        return sa.and_(
+            _R.c.status.in_([_word(s) for s in _ACTIVE]),
+            _R.c.ready_at <= now,
+            sa.or_(_R.c.lease_until.is_(None), _R.c.lease_until < now),
+            _R.c.workflow.in_(_keys("p_wf", workflows)),
+        )
+
+    def claim_pg(self, workflows: int) -> Sql:
+        def build() -> sa.ClauseElement:
+            chosen = (
+                sa.select(_R.c.id)
+                .where(self._runnable(workflows))
+                .order_by(_R.c.ready_at, _R.c.created_at, _R.c.id)
+                .limit(sa.bindparam("p_limit", type_=sa.Integer()))
+                .with_for_update(skip_locked=True)
+                .cte("fluxo_claimed")
+            )
+            statement: sa.ClauseElement = (
+                _R.update()
+                .where(_R.c.id == chosen.c.id)
+                .values(self._lease_values())
+                .returning(*RUN_COLUMNS)
+            )
+            return statement
+
+        return self.shaped(("claim_pg", workflows), build)
+
+    def claim_select(self, workflows: int) -> Sql:
+        def build() -> sa.ClauseElement:
+            query = (
+                sa.select(*RUN_COLUMNS)
+                .where(self._runnable(workflows))
+                .order_by(_R.c.ready_at, _R.c.created_at, _R.c.id)
+                .limit(sa.bindparam("p_limit", type_=sa.Integer()))
+            )
+            if self._kind == "mysql":
+                query = query.with_for_update(skip_locked=True)
+            return query
+
+        return self.shaped(("claim_select", workflows), build)
+
+    def claim_update(self, runs: int) -> Sql:
+        def build() -> sa.ClauseElement:
+            statement: sa.ClauseElement = (
+                _R.update().where(_R.c.id.in_(_keys("p_id", runs))).values(self._lease_values())
+            )
+            return statement
+
+        return self.shaped(("claim_update", runs), build)
+
+    @staticmethod
+    def _lease_values() -> dict[str, Any]:
+        return {
+            "status": _word(RunStatus.RUNNING.value),
+            "lease_owner": _p("p_worker", _R.c.lease_owner),
+            "lease_until": _p("p_lease_until", _R.c.lease_until),
+            "updated_at": _p("p_now", _R.c.updated_at),
+        }
+
+    def renew(self, runs: int) -> Sql:
+        def build() -> sa.ClauseElement:
+            update = (
+                _R.update()
+                .where(
+                    _R.c.lease_owner == _p("p_worker", _R.c.lease_owner),
+                    _R.c.id.in_(_keys("p_id", runs)),
+                )
+                .values(lease_until=_p("p_lease_until", _R.c.lease_until))
+            )
+            statement: sa.ClauseElement = update
+            if self.returning:
+                statement = update.returning(_R.c.id, _R.c.cancel_requested)
+            return statement
+
+        return self.shaped(("renew", runs), build)
+
+    def held(self, runs: int) -> Sql:
+        def build() -> sa.ClauseElement:
+            return sa.select(_R.c.id, _R.c.cancel_requested).where(
+                _R.c.lease_owner == _p("p_worker", _R.c.lease_owner),
+                _R.c.id.in_(_keys("p_id", runs)),
+            )
+
+        return self.shaped(("held", runs), build)
+
+    def list_runs(self, statuses: int | None, workflows: int | None) -> Sql:
+        def build() -> sa.ClauseElement:
+            query = sa.select(*RUN_COLUMNS)
+            if statuses is not None:
+                query = query.where(_R.c.status.in_(_keys("p_status", statuses)))
+            if workflows is not None:
+                query = query.where(_R.c.workflow.in_(_keys("p_wf", workflows)))
+            return query.order_by(_R.c.created_at.desc(), _R.c.id).limit(
+                sa.bindparam("p_limit", type_=sa.Integer())
+            )
+
+        return self.shaped(("list", statuses, workflows), build)

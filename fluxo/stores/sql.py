@@ -1,0 +1,866 @@
+"""The SQL store: SQLite (the embedded default), PostgreSQL and MySQL/MariaDB.
+
+Statements are built once per database dialect with SQLAlchemy Core and compiled
+to the driver's SQL; each operation then runs them on a pooled DB-API connection
+in autocommit mode, opening a transaction (``BEGIN``, ``BEGIN IMMEDIATE`` on
+SQLite) only when it writes more than one statement. That keeps a durable step
+at its floor: ``append`` of one event is a single ``INSERT`` and its implicit
+commit, one round trip on a server database, with no read before it.
+
+Fencing: ``fluxo_events`` has the primary key ``(run_id, seq)``. An append
+inserts its first event only if the position before it exists (in the same
+statement), so a history has neither duplicates nor gaps; a unique violation
+becomes :class:`~fluxo._errors.SequenceConflictError`.
+
+Drivers: ``psycopg`` 3 for PostgreSQL (``pip install 'fluxo[postgres]'``),
+``pymysql`` for MySQL and MariaDB (``pip install 'fluxo[mysql]'``) and the
+standard library's ``sqlite3``. A driver is imported when the store is built,
+never by ``import fluxo``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable, Collection, Mapping, Sequence
+from contextlib import nullcontext
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+
+from fluxo import _errors, history
+from fluxo.stores import _sql_engine, _sql_statements
+from fluxo.stores import _sql_schema as schema
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine.interfaces import DBAPICursor
+
+__all__ = ["SQLStore", "make_engine", "normalize_url"]
+
+logger = logging.getLogger(__name__)
+
+RunStatus = history.RunStatus
+T = TypeVar("T")
+
+normalize_url = _sql_engine.normalize_url
+make_engine = _sql_engine.make_engine
+
+_LISTENER_START: Final = 2.0
+"""How long a first waiter waits for the PostgreSQL listener to connect before polling."""
+_RETRIES: Final = 6
+"""How often a transaction that lost a deadlock is run again before giving up."""
+
+
+# -- the store ------------------------------------------------------------------
+
+
+class _Missing(Exception):
+    """Raised inside a transaction to roll it back: a guarded write found nothing to do."""
+
+
+class _Duplicate(Exception):
+    """Raised inside a transaction to roll it back: the run already exists."""
+
+
+class SQLStore:
+    """The :class:`~fluxo.stores.Store` on SQLite, PostgreSQL or MySQL/MariaDB.
+
+    Thread-safe, and any number of processes and machines may share one database.
+
+    Example::
+
+        store = SQLStore("postgresql://app@db/app")         # psycopg 3
+        store = SQLStore("sqlite:///fluxo.db")              # WAL, one file
+        store = SQLStore("sqlite:///fluxo.db?synchronous=normal")
+        engine = fluxo.Engine(store, workflows=[checkout])
+
+    Args:
+        url: a database URL (see :func:`normalize_url`), or an existing
+            :class:`sqlalchemy.Engine` on psycopg, pymysql or sqlite3. The store
+            disposes an engine it created, never one it was given. A given engine
+            works best built by :func:`make_engine`: others get their connections
+            switched to autocommit for each operation.
+        auto_migrate: bring the database to the current schema now, under a
+            lock so that processes starting together do not race. With ``False``
+            the store only checks the schema and asks for ``fluxo db upgrade``.
+        engine_options: keyword arguments for :func:`sqlalchemy.create_engine`
+            (only with a URL).
+        poll_interval: how often, in seconds, :meth:`wait_for_change` looks for
+            changes made by other processes. Changes made through this store
+            wake waiters at once.
+
+    Raises:
+        DefinitionError: the URL is unusable or the driver is not installed.
+        StoreUnavailableError: the database cannot be reached.
+        StoreError: the schema is missing or outdated and ``auto_migrate`` is off.
+    """
+
+    def __init__(
+        self,
+        url: str | sa.URL | sa.Engine,
+        *,
+        auto_migrate: bool = True,
+        engine_options: Mapping[str, Any] | None = None,
+        poll_interval: float = 0.5,
+    ) -> None:
+        if isinstance(url, sa.Engine):
+            if engine_options:
+                raise _errors.DefinitionError(
+                    "engine_options apply only when SQLStore creates the engine from a URL; "
+                    "configure the engine you pass instead"
+                )
+            self._engine = url
+            self._owns_engine = False
+        else:
+            self._engine = _sql_engine.make_engine(url, **dict(engine_options or {}))
+            self._owns_engine = True
+        self._closed = False
+        try:
+            dialect = self._engine.dialect
+            self._driver = _sql_engine.Driver(dialect)
+            self._sql = _sql_statements.Statements(dialect, self._driver.name)
+            self._url = self._engine.url.render_as_string(hide_password=True)
+            self._poll_interval = max(0.01, poll_interval)
+            memory = self._driver.name == "sqlite" and _sql_engine.is_memory_sqlite(
+                self._engine.url
+            )
+            # One in-memory SQLite connection is shared: operations take turns on it.
+            self._serial: threading.Lock | None = threading.Lock() if memory else None
+            self._changed = threading.Condition()
+            self._version = 0
+            self._watch: Any = None  # SQLite: a connection reading PRAGMA data_version
+            self._watch_lock = threading.Lock()
+            self._listener: _sql_engine.PgListener | None = None
+            if self._driver.name == "postgresql":
+                self._listener = _sql_engine.PgListener(
+                    self._engine, _sql_statements.NOTIFY_CHANNEL, self._notified
+                )
+            self._prepare_schema(auto_migrate)
+        except BaseException:
+            if self._owns_engine:
+                self._engine.dispose()
+            raise
+        if self._owns_engine:
+            _dispose_in_forked_children(self)
+
+    def __repr__(self) -> str:
+        state = " closed" if self._closed else ""
+        return f"<SQLStore {self._url}{state}>"
+
+    @property
+    def engine(self) -> sa.Engine:
+        """The SQLAlchemy engine the store runs on."""
+        return self._engine
+
+    # -- plumbing ---------------------------------------------------------------
+
+    def _prepare_schema(self, auto_migrate: bool) -> None:
+        revision = self._revision()
+        if revision == schema.HEAD_REVISION:
+            return
+        if auto_migrate:
+            from fluxo.stores import _sql_migrate
+
+            _sql_migrate.upgrade(self._engine)
+            return
+        found = (
+            "has no Fluxo tables"
+            if revision is None
+            else f"has Fluxo schema revision {revision!r}, and this Fluxo needs "
+            f"{schema.HEAD_REVISION!r}"
+        )
+        raise _errors.StoreError(
+            f"the database at {self._url} {found}; run `fluxo db upgrade --url <url>` "
+            "(or create the store with auto_migrate=True)"
+        )
+
+    def _revision(self) -> str | None:
+        def read(cur: DBAPICursor) -> str | None:
+            try:
+                self._execute(cur, self._sql.version, {})
+            except self._driver.dbapi.Error as exc:
+                if self._driver.is_missing_table(exc):
+                    return None
+                raise
+            rows = cur.fetchall()
+            return str(rows[0][0]) if rows else None
+
+        return self._call("reading the schema version", read)
+
+    @staticmethod
+    def _execute(
+        cur: DBAPICursor, sql: _sql_statements.Sql, values: Mapping[str, Any]
+    ) -> DBAPICursor:
+        cur.execute(sql.text, sql.args(values))
+        return cur
+
+    def _call(
+        self, action: str, operation: Callable[[DBAPICursor], T], *, begin: str | None = None
+    ) -> T:
+        """Run ``operation`` on a pooled cursor, in a transaction if ``begin`` is given.
+
+        Driver errors are translated into Fluxo errors here, with the cause chained;
+        an operation that lost a deadlock is run again.
+        """
+        attempt = 0
+        while True:
+            if self._closed:
+                raise _errors.StoreError(f"this SQLStore ({self._url}) is closed; create a new one")
+            try:
+                with self._serial or nullcontext():
+                    return self._call_once(operation, begin)
+            except (sa_exc.DBAPIError, self._driver.dbapi.Error) as exc:
+                orig = _cause(exc)
+                attempt += 1
+                if attempt < _RETRIES and self._driver.is_retryable(orig):
+                    logger.debug("%s lost a deadlock; running it again", action)
+                    time.sleep(0.01 * 2**attempt)
+                    continue
+                raise self._translate(exc, action) from exc
+
+    def _call_once(self, operation: Callable[[DBAPICursor], T], begin: str | None) -> T:
+        conn = self._engine.raw_connection()
+        restore = None
+        cur: DBAPICursor | None = None
+        try:
+            if not self._owns_engine:  # ours are in autocommit from the start
+                restore = self._driver.autocommit(conn.dbapi_connection)  # type: ignore[arg-type]
+            # One cursor per connection, kept: a new one per call costs more than the
+            # statement on psycopg (its per-cursor adapter caches start empty).
+            cur = conn.info.get(_CURSOR)
+            if cur is None:
+                cur = conn.info[_CURSOR] = conn.cursor()
+            if begin is None:
+                return operation(cur)
+            cur.execute(begin)
+            try:
+                result = operation(cur)
+            except BaseException:
+                try:
+                    cur.execute("ROLLBACK")
+                except Exception:
+                    conn.invalidate()
+                raise
+            cur.execute("COMMIT")
+            return result
+        except self._driver.dbapi.Error as exc:
+            if conn.dbapi_connection is not None and self._engine.dialect.is_disconnect(
+                exc, conn.dbapi_connection, cur
+            ):
+                conn.invalidate(exc)
+            raise
+        finally:
+            if restore is not None and conn.dbapi_connection is not None:
+                restore()
+            conn.close()
+
+    def _translate(self, exc: BaseException, action: str) -> _errors.StoreError:
+        orig = _cause(exc)
+        if self._driver.is_missing_table(orig):
+            return _errors.StoreError(
+                f"{action} failed: the Fluxo tables are missing from the database at "
+                f"{self._url}; run `fluxo db upgrade --url <url>` ({orig})"
+            )
+        invalidated = isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
+        if invalidated or self._driver.is_unavailable(orig):
+            return _errors.StoreUnavailableError(
+                f"{action} failed: the {self._driver.name} database at {self._url} is "
+                f"unavailable: {str(orig).strip()}"
+            )
+        return _errors.StoreError(f"{action} failed on {self._url}: {type(orig).__name__}: {orig}")
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._version += 1
+            self._changed.notify_all()
+
+    def _run_from_row(self, row: Sequence[Any]) -> history.RunInfo:
+        run_id, workflow, lease_owner = row[0], row[1], row[6]
+        if self._driver.decode_keys:
+            run_id = run_id.decode()
+            workflow = workflow.decode()
+            if lease_owner is not None:
+                lease_owner = lease_owner.decode()
+        return history.RunInfo(
+            id=run_id,
+            workflow=workflow,
+            status=RunStatus(row[2]),
+            created_at=row[3],
+            updated_at=row[4],
+            ready_at=row[5],
+            lease_owner=lease_owner,
+            lease_until=row[7],
+            cancel_requested=bool(row[8]),
+        )
+
+    def _key(self, value: Any) -> str:
+        return value.decode() if self._driver.decode_keys else str(value)
+
+    # -- runs -------------------------------------------------------------------
+
+    def create_run(
+        self,
+        run_id: str,
+        workflow: str,
+        input: bytes,
+        *,
+        now: float,
+        owner: str | None = None,
+        lease_until: float | None = None,
+    ) -> tuple[history.RunInfo, bool]:
+        """See :meth:`fluxo.stores.Store.create_run`."""
+        run = history.RunInfo(
+            id=run_id,
+            workflow=workflow,
+            status=RunStatus.PENDING if owner is None else RunStatus.RUNNING,
+            created_at=now,
+            updated_at=now,
+            ready_at=now,
+            lease_owner=owner,
+            lease_until=lease_until if owner is not None else None,
+        )
+        values = {
+            "p_run_id": run_id,
+            "p_workflow": workflow,
+            "p_status": run.status.value,
+            "p_owner": run.lease_owner,
+            "p_lease_until": run.lease_until,
+            "p_now": now,
+            "p_seq": 0,
+            "p_kind": history.WorkflowStarted.kind,
+            "p_name": workflow,
+            "p_data": input,
+        }
+        if self._driver.name == "postgresql":
+
+            def create_pg(cur: DBAPICursor) -> bool:
+                return bool(self._execute(cur, self._sql.pg_create_run, values).fetchall())
+
+            created = self._call("starting a run", create_pg)
+        else:
+
+            def create(cur: DBAPICursor) -> bool:
+                try:
+                    self._execute(cur, self._sql.insert_run, values)
+                except self._driver.dbapi.IntegrityError as exc:
+                    if self._driver.is_unique_violation(exc):
+                        raise _Duplicate from exc
+                    raise
+                self._execute(cur, self._sql.insert_event, values)
+                return True
+
+            try:
+                created = self._call("starting a run", create, begin=self._driver.begin_write)
+            except _Duplicate:
+                created = False
+        if not created:
+            existing = self.get_run(run_id)
+            if existing.workflow != workflow:
+                raise _errors.RunIdConflictError(run_id, existing.workflow, workflow)
+            return existing, False
+        self._notify()
+        return run, True
+
+    def get_run(self, run_id: str) -> history.RunInfo:
+        """See :meth:`fluxo.stores.Store.get_run`."""
+
+        def read(cur: DBAPICursor) -> Sequence[Any]:
+            return self._execute(cur, self._sql.get_run, {"p_run_id": run_id}).fetchall()
+
+        rows = self._call("reading a run", read)
+        if not rows:
+            raise _errors.RunNotFoundError(run_id)
+        return self._run_from_row(rows[0])
+
+    def load(self, run_id: str) -> history.RunState:
+        """See :meth:`fluxo.stores.Store.load`."""
+
+        def read(cur: DBAPICursor) -> Sequence[Any]:
+            return self._execute(cur, self._sql.load, {"p_run_id": run_id}).fetchall()
+
+        rows = self._call("loading a run", read)
+        if not rows:
+            raise _errors.RunNotFoundError(run_id)
+        run = self._run_from_row(rows[0])
+        if rows[0][9] is None:  # a run without events: only a damaged database has one
+            return history.RunState(run, ())
+        make = history.event_from_record
+        return history.RunState(run, tuple(make(row[9], row[10], row[11]) for row in rows))
+
+    # -- append -----------------------------------------------------------------
+
+    def append(
+        self,
+        run_id: str,
+        expected_seq: int,
+        events: Sequence[history.Event],
+        *,
+        now: float,
+        status: history.RunStatus | None = None,
+        ready_at: float | None = None,
+    ) -> None:
+        """See :meth:`fluxo.stores.Store.append`."""
+        if expected_seq < 0:
+            self._append_refused(run_id, expected_seq)
+        if not events:
+            if status is not None:
+                self._append_status_only(run_id, expected_seq, now, status, ready_at)
+            else:
+                self._append_nothing(run_id, expected_seq)
+            return
+        first = events[0]
+        values: dict[str, Any] = {
+            "p_run_id": run_id,
+            "p_seq": expected_seq,
+            "p_prev": expected_seq - 1,
+            "p_kind": first.kind,
+            "p_name": first.name,
+            "p_data": first.data,
+            "p_now": now,
+        }
+        guarded = self._sql.insert_event_after if expected_seq else self._sql.insert_event_first
+        if status is not None:
+            values["p_status"] = status.value
+            values["p_ready_at"] = ready_at
+
+        def conflict(exc: BaseException) -> None:
+            if self._driver.is_unique_violation(exc):
+                raise _errors.SequenceConflictError(run_id, expected_seq) from exc
+
+        if len(events) == 1 and (status is None or self._driver.name == "postgresql"):
+            # The hot path: a single statement in autocommit, one round trip.
+            sql: _sql_statements.Sql | None = guarded
+            if status is not None and expected_seq:
+                sql = self._sql.pg_append_with_status
+            elif status is not None:
+                sql = None  # position 0 with a status: a conflict, found the long way
+
+            if sql is not None:
+
+                def single(cur: DBAPICursor) -> int:
+                    try:
+                        return int(self._execute(cur, sql, values).rowcount)
+                    except self._driver.dbapi.IntegrityError as exc:
+                        conflict(exc)
+                        raise
+
+                if self._call("recording history", single) != 1:
+                    self._append_refused(run_id, expected_seq)
+                if status is not None:
+                    self._notify()
+                return
+
+        def batch(cur: DBAPICursor) -> None:
+            try:
+                if self._execute(cur, guarded, values).rowcount != 1:
+                    raise _Missing
+                if len(events) > 1:
+                    rest = [
+                        self._sql.insert_event.args(
+                            {
+                                "p_run_id": run_id,
+                                "p_seq": expected_seq + i,
+                                "p_kind": event.kind,
+                                "p_name": event.name,
+                                "p_data": event.data,
+                                "p_now": now,
+                            }
+                        )
+                        for i, event in enumerate(events[1:], start=1)
+                    ]
+                    cur.executemany(self._sql.insert_event.text, rest)  # type: ignore[arg-type]
+            except self._driver.dbapi.IntegrityError as exc:
+                conflict(exc)
+                raise
+            if status is not None:
+                self._execute(cur, self._sql.set_status, values)
+
+        try:
+            self._call("recording history", batch, begin=self._driver.begin_write)
+        except _Missing:
+            self._append_refused(run_id, expected_seq)
+        if status is not None:
+            self._notify()
+
+    def _append_status_only(
+        self,
+        run_id: str,
+        expected_seq: int,
+        now: float,
+        status: history.RunStatus,
+        ready_at: float | None,
+    ) -> None:
+        values = {
+            "p_run_id": run_id,
+            "p_prev": expected_seq - 1,
+            "p_status": status.value,
+            "p_ready_at": ready_at,
+            "p_now": now,
+        }
+
+        def update(cur: DBAPICursor) -> int:
+            return int(self._execute(cur, self._sql.set_status_fenced, values).rowcount)
+
+        if self._call("changing a run's status", update) != 1:
+            self._append_refused(run_id, expected_seq)
+        self._notify()
+
+    def _append_nothing(self, run_id: str, expected_seq: int) -> None:
+        if self._history_length(run_id) != expected_seq:
+            self._append_refused(run_id, expected_seq)
+
+    def _history_length(self, run_id: str) -> int:
+        def read(cur: DBAPICursor) -> Sequence[Any]:
+            return self._execute(cur, self._sql.append_state, {"p_run_id": run_id}).fetchall()
+
+        found, last = self._call("reading a run", read)[0]
+        if found is None:
+            raise _errors.RunNotFoundError(run_id)
+        return 0 if last is None else int(last) + 1
+
+    def _append_refused(self, run_id: str, expected_seq: int) -> None:
+        """Raise what an append at ``expected_seq`` that wrote nothing ran into."""
+        length = self._history_length(run_id)
+        raise _errors.SequenceConflictError(run_id, min(expected_seq, length))
+
+    # -- claims and leases ------------------------------------------------------
+
+    def claim(
+        self,
+        worker_id: str,
+        workflows: Collection[str],
+        *,
+        now: float,
+        lease_until: float,
+        limit: int,
+    ) -> list[history.RunInfo]:
+        """See :meth:`fluxo.stores.Store.claim`."""
+        if limit <= 0 or not workflows:
+            return []
+        names = _sql_statements.bucket(workflows)
+        values: dict[str, Any] = {f"p_wf{i}": name for i, name in enumerate(names)}
+        values.update(p_worker=worker_id, p_now=now, p_lease_until=lease_until, p_limit=limit)
+
+        if self._driver.name == "postgresql":
+            sql = self._sql.claim_pg(len(names))
+
+            def claim_pg(cur: DBAPICursor) -> Sequence[Any]:
+                return self._execute(cur, sql, values).fetchall()
+
+            rows = self._call("claiming runs", claim_pg)
+            claimed = [self._run_from_row(row) for row in rows]
+        else:
+            select = self._sql.claim_select(len(names))
+
+            def claim(cur: DBAPICursor) -> list[history.RunInfo]:
+                found = [
+                    self._run_from_row(r) for r in self._execute(cur, select, values).fetchall()
+                ]
+                if not found:
+                    return []
+                ids = _sql_statements.bucket([run.id for run in found])
+                update = self._sql.claim_update(len(ids))
+                keys = {f"p_id{i}": run_id for i, run_id in enumerate(ids)}
+                self._execute(cur, update, {**values, **keys})
+                return [
+                    history.RunInfo(
+                        id=run.id,
+                        workflow=run.workflow,
+                        status=RunStatus.RUNNING,
+                        created_at=run.created_at,
+                        updated_at=now,
+                        ready_at=run.ready_at,
+                        lease_owner=worker_id,
+                        lease_until=lease_until,
+                        cancel_requested=run.cancel_requested,
+                    )
+                    for run in found
+                ]
+
+            claimed = self._call("claiming runs", claim, begin=self._driver.begin_write)
+        claimed.sort(key=lambda run: (run.ready_at or 0.0, run.created_at, run.id))
+        return claimed
+
+    def renew(
+        self, worker_id: str, run_ids: Collection[str], *, lease_until: float
+    ) -> dict[str, bool]:
+        """See :meth:`fluxo.stores.Store.renew`."""
+        if not run_ids:
+            return {}
+        ids = _sql_statements.bucket(run_ids)
+        values: dict[str, Any] = {f"p_id{i}": run_id for i, run_id in enumerate(ids)}
+        values.update(p_worker=worker_id, p_lease_until=lease_until)
+        update = self._sql.renew(len(ids))
+
+        if self._sql.returning:
+
+            def renew(cur: DBAPICursor) -> Sequence[Any]:
+                return self._execute(cur, update, values).fetchall()
+
+            rows = self._call("renewing leases", renew)
+        else:
+            held = self._sql.held(len(ids))
+
+            def renew_then_read(cur: DBAPICursor) -> Sequence[Any]:
+                self._execute(cur, update, values)
+                return self._execute(cur, held, values).fetchall()
+
+            rows = self._call("renewing leases", renew_then_read, begin="BEGIN")
+        return {self._key(row[0]): bool(row[1]) for row in rows}
+
+    def release(self, worker_id: str, run_id: str, *, now: float) -> None:
+        """See :meth:`fluxo.stores.Store.release`."""
+        values = {"p_run_id": run_id, "p_worker": worker_id, "p_now": now}
+
+        def release(cur: DBAPICursor) -> int:
+            return int(self._execute(cur, self._sql.release, values).rowcount)
+
+        if self._call("releasing a lease", release):
+            self._notify()
+
+    def request_cancel(self, run_id: str, *, now: float) -> history.RunInfo:
+        """See :meth:`fluxo.stores.Store.request_cancel`."""
+        values = {"p_run_id": run_id, "p_now": now}
+
+        def cancel(cur: DBAPICursor) -> tuple[int, Sequence[Any]]:
+            cur = self._execute(cur, self._sql.request_cancel, values)
+            if self._sql.returning:
+                rows = cur.fetchall()
+                return len(rows), rows
+            return int(cur.rowcount), ()
+
+        changed, rows = self._call("requesting cancellation", cancel)
+        if changed:
+            self._notify()
+        if rows:
+            return self._run_from_row(rows[0])
+        return self.get_run(run_id)
+
+    def reopen(self, run_id: str, *, now: float) -> history.RunInfo:
+        """See :meth:`fluxo.stores.Store.reopen`."""
+        values = {
+            "p_run_id": run_id,
+            "p_now": now,
+            "p_kind": history.RunRetried.kind,
+            "p_name": history.RunRetried().name,
+            "p_data": history.RunRetried().data,
+        }
+
+        def reopen(cur: DBAPICursor) -> Sequence[Any]:
+            cur = self._execute(cur, self._sql.reopen, values)
+            if self._sql.returning:
+                rows = cur.fetchall()
+                reopened = bool(rows)
+            else:
+                rows, reopened = (), cur.rowcount == 1
+            if not reopened:
+                raise _Missing
+            self._execute(cur, self._sql.append_retried, values)
+            if not rows:
+                rows = self._execute(cur, self._sql.get_run, values).fetchall()
+            return rows
+
+        try:
+            rows = self._call("retrying a run", reopen, begin=self._driver.begin_write)
+        except _Missing:
+            run = self.get_run(run_id)
+            raise _errors.RunStateError(
+                f"run {run_id!r} is {run.status.value}, not failed; only a failed run "
+                "can be retried"
+            ) from None
+        self._notify()
+        return self._run_from_row(rows[0])
+
+    def list_runs(
+        self,
+        *,
+        statuses: Collection[history.RunStatus] | None = None,
+        workflows: Collection[str] | None = None,
+        limit: int = 100,
+    ) -> list[history.RunInfo]:
+        """See :meth:`fluxo.stores.Store.list_runs`."""
+        if limit <= 0 or (statuses is not None and not statuses):
+            return []
+        if workflows is not None and not workflows:
+            return []
+        values: dict[str, Any] = {"p_limit": limit}
+        status_words = None
+        if statuses is not None:
+            status_words = _sql_statements.bucket([RunStatus(s).value for s in statuses])
+            values.update({f"p_status{i}": s for i, s in enumerate(status_words)})
+        names = None
+        if workflows is not None:
+            names = _sql_statements.bucket(workflows)
+            values.update({f"p_wf{i}": name for i, name in enumerate(names)})
+        sql = self._sql.list_runs(
+            None if status_words is None else len(status_words),
+            None if names is None else len(names),
+        )
+
+        def read(cur: DBAPICursor) -> Sequence[Any]:
+            return self._execute(cur, sql, values).fetchall()
+
+        return [self._run_from_row(row) for row in self._call("listing runs", read)]
+
+    # -- waiting ----------------------------------------------------------------
+
+    def wait_for_change(self, run_id: str | None, timeout: float) -> bool:
+        """See :meth:`fluxo.stores.Store.wait_for_change`.
+
+        Writes made through this store wake waiters at once. On PostgreSQL, writes
+        made by other processes wake them through ``LISTEN``/``NOTIFY`` (a thread
+        with its own connection, started by the first wait). Elsewhere, or while
+        that connection is down, a cheap query every ``poll_interval`` notices them.
+        """
+        with self._changed:
+            version = self._version
+        if timeout <= 0:
+            return False
+        deadline = time.monotonic() + timeout
+        listener = self._listener
+        if listener is not None and listener.start(wait=min(timeout, _LISTENER_START)):
+            baseline = _UNKNOWN  # taken if the listener fails and polling takes over
+        else:
+            baseline = self._fingerprint(run_id)
+
+        def woken() -> bool:
+            return self._version != version or self._closed
+
+        while True:
+            remaining = deadline - time.monotonic()
+            with self._changed:
+                if self._changed.wait_for(woken, min(max(remaining, 0.0), self._poll_interval)):
+                    return True
+            if remaining <= self._poll_interval:
+                return False
+            if listener is not None and listener.listening:
+                continue
+            current = self._fingerprint(run_id)
+            if baseline is _UNKNOWN:
+                baseline = current
+            elif current is not _UNKNOWN and current != baseline:
+                return True
+
+    def _notified(self, run_id: str | None) -> None:
+        """Called by the PostgreSQL listener for each change announced by any process."""
+        self._notify()
+
+    def _fingerprint(self, run_id: str | None) -> object:
+        """Something that differs once the run (or, for ``None``, any run) has changed.
+
+        A run's own row tells exactly. For any run, a counter of the database's:
+        ``PRAGMA data_version`` on SQLite (commits by other connections, so it is
+        read on a connection of its own), the WAL insert position on PostgreSQL
+        (when ``LISTEN`` is down) and the handler counters on MySQL. The last two
+        are server-wide: other databases' work wakes waiters spuriously, at most
+        once per ``poll_interval``.
+        """
+        if run_id is not None:
+
+            def read_run(cur: DBAPICursor) -> object:
+                values = {"p_run_id": run_id}
+                return tuple(self._execute(cur, self._sql.run_fingerprint, values).fetchall())
+
+            read = read_run
+        elif self._driver.name == "sqlite":
+            if self._serial is not None:
+                return None  # in memory: no other process can write
+            return self._sqlite_data_version()
+        else:
+
+            def read_any(cur: DBAPICursor) -> object:
+                cur.execute(self._sql.any_change)
+                return tuple(tuple(row) for row in cur.fetchall())
+
+            read = read_any
+        try:
+            return self._call("watching for changes", read)
+        except _errors.StoreError as exc:
+            logger.debug("cannot look for changes: %s", exc)
+            return _UNKNOWN
+
+    def _sqlite_data_version(self) -> object:
+        with self._watch_lock:
+            try:
+                if self._closed:
+                    return _UNKNOWN
+                if self._watch is None:
+                    pooled = self._engine.raw_connection()
+                    pooled.detach()  # kept apart: only its own reads, so it sees all commits
+                    self._watch = pooled.dbapi_connection
+                cursor = self._watch.cursor()
+                try:
+                    cursor.execute(self._sql.any_change)
+                    return tuple(cursor.fetchall())
+                finally:
+                    cursor.close()
+            except (sa_exc.DBAPIError, self._driver.dbapi.Error) as exc:
+                logger.debug("cannot look for changes: %s", exc)
+                self._close_watch()
+                return _UNKNOWN
+
+    def _close_watch(self) -> None:
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            with contextlib.suppress(Exception):
+                watch.close()
+
+    # -- lifecycle --------------------------------------------------------------
+
+    def close(self) -> None:
+        """Dispose of the connection pool (of an engine this store created). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._notify()
+        if self._listener is not None:
+            self._listener.stop()
+        with self._watch_lock:
+            self._close_watch()
+        if self._owns_engine:
+            self._engine.dispose()
+
+    def __enter__(self) -> SQLStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """The driver's exception behind one SQLAlchemy may have wrapped it in."""
+    if isinstance(exc, sa_exc.DBAPIError) and isinstance(exc.orig, BaseException):
+        return exc.orig
+    return exc
+
+
+_UNKNOWN: Final = object()
+_CURSOR: Final = "fluxo.cursor"
+"""Where a pooled connection keeps its cursor (``info`` is cleared on invalidation)."""
+
+
+_FORK_SAFE: weakref.WeakSet[SQLStore] = weakref.WeakSet()
+"""Stores whose pools a forked child must not share with its parent."""
+
+
+def _after_fork_in_child() -> None:
+    for store in list(_FORK_SAFE):
+        if not store._closed:
+            store.engine.dispose(close=False)
+            store._watch = None  # the parent's; never closed here
+            if store._listener is not None:
+                store._listener.forget_after_fork()
+
+
+def _dispose_in_forked_children(store: SQLStore) -> None:
+    """Make a forked child open its own connections instead of sharing the parent's."""
+    _FORK_SAFE.add(store)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

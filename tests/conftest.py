@@ -1,0 +1,182 @@
+"""Fixtures shared by every test tier: the database servers.
+
+``postgres_url`` and ``mysql_url`` each create one fresh database for the test
+session (``fluxo_test_<random>``, dropped at the end), so tests never meet other
+data on the server. The server comes from ``FLUXO_TEST_POSTGRES_URL`` /
+``FLUXO_TEST_MYSQL_URL`` (any database on the server: it is only used to create
+and drop the test databases), else from the local defaults below.
+
+A server that cannot be reached skips the tests that need it, or fails them when
+``CI=true``, where a missing server is a broken build, not a choice.
+
+Isolation within the session is cheap: :func:`reset_sql` deletes every row of
+the Fluxo tables, and ``clean_postgres_url`` / ``clean_mysql_url`` hand a test the
+session database so emptied. Tests that need a pristine database (no tables at
+all, as migration tests do) take ``fresh_postgres_url`` / ``fresh_mysql_url``: a
+database of their own, created and dropped around the test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.pool import NullPool
+
+POSTGRES_ENV = "FLUXO_TEST_POSTGRES_URL"
+MYSQL_ENV = "FLUXO_TEST_MYSQL_URL"
+POSTGRES_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+MYSQL_DEFAULT = "mysql+pymysql://root@127.0.0.1:3306/test"
+
+_FLUXO_TABLES = ("fluxo_events", "fluxo_runs")  # in the order their rows can be deleted
+
+
+def _normalized(url: str) -> sa.URL:
+    from fluxo.stores import sql
+
+    return sql.normalize_url(url)
+
+
+def _admin_engine(url: sa.URL) -> sa.Engine:
+    return sa.create_engine(
+        url,
+        poolclass=NullPool,
+        isolation_level="AUTOCOMMIT",
+        connect_args={"connect_timeout": 5},
+    )
+
+
+def _server_url(env: str, default: str, what: str) -> sa.URL:
+    """The server's admin URL, checked reachable; skip (or fail under CI) otherwise."""
+    url = _normalized(os.environ.get(env) or default)
+    engine = _admin_engine(url)
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+    except Exception as exc:
+        shown = url.render_as_string(hide_password=True)
+        message = f"{what} unreachable at {shown}: {str(exc).splitlines()[0]}; set {env}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    finally:
+        engine.dispose()
+    return url
+
+
+def create_database(server: sa.URL) -> str:
+    """Create an empty database named ``fluxo_test_<random>`` and return its URL."""
+    name = f"fluxo_test_{secrets.token_hex(6)}"
+    engine = _admin_engine(server)
+    try:
+        with engine.connect() as conn:
+            if server.get_backend_name() == "postgresql":
+                conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+            else:
+                conn.exec_driver_sql(
+                    f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+                )
+    finally:
+        engine.dispose()
+    return server.set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(url: str) -> None:
+    """Drop a database made by :func:`create_database`, closing its stray sessions."""
+    target = sa.make_url(url)
+    name = target.database
+    assert name, url
+    assert name.startswith("fluxo_test_"), name
+    if target.get_backend_name() == "postgresql":
+        server = target.set(database="postgres")
+        statement = f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+    else:
+        server = target.set(database="")
+        statement = f"DROP DATABASE IF EXISTS `{name}`"
+    engine = _admin_engine(server)
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql(statement)
+    finally:
+        engine.dispose()
+
+
+@contextlib.contextmanager
+def fresh_database(server: sa.URL) -> Iterator[str]:
+    """A new empty database on the server for the ``with`` block; dropped afterwards."""
+    url = create_database(server)
+    try:
+        yield url
+    finally:
+        drop_database(url)
+
+
+def reset_sql(url: str) -> None:
+    """Delete every row of the Fluxo tables at ``url`` (keeps the schema and its revision)."""
+    engine = sa.create_engine(_normalized(url), poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            names = set(sa.inspect(conn).get_table_names())
+            for table in _FLUXO_TABLES:
+                if table in names:
+                    conn.execute(sa.delete(sa.table(table)))
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> sa.URL:
+    """The PostgreSQL server's admin URL (skips, or fails under CI, if unreachable)."""
+    return _server_url(POSTGRES_ENV, POSTGRES_DEFAULT, "PostgreSQL")
+
+
+@pytest.fixture(scope="session")
+def mysql_server() -> sa.URL:
+    """The MySQL/MariaDB server's admin URL (skips, or fails under CI, if unreachable)."""
+    return _server_url(MYSQL_ENV, MYSQL_DEFAULT, "MySQL")
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server: sa.URL) -> Iterator[str]:
+    """A PostgreSQL database of this test session's own, dropped at the end."""
+    with fresh_database(postgres_server) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def mysql_url(mysql_server: sa.URL) -> Iterator[str]:
+    """A MySQL/MariaDB database of this test session's own, dropped at the end."""
+    with fresh_database(mysql_server) as url:
+        yield url
+
+
+@pytest.fixture
+def clean_postgres_url(postgres_url: str) -> str:
+    """The session's PostgreSQL database, with the Fluxo tables emptied for this test."""
+    reset_sql(postgres_url)
+    return postgres_url
+
+
+@pytest.fixture
+def clean_mysql_url(mysql_url: str) -> str:
+    """The session's MySQL/MariaDB database, with the Fluxo tables emptied for this test."""
+    reset_sql(mysql_url)
+    return mysql_url
+
+
+@pytest.fixture
+def fresh_postgres_url(postgres_server: sa.URL) -> Iterator[str]:
+    """A PostgreSQL database of this test's own (slower: for tests that need it empty)."""
+    with fresh_database(postgres_server) as url:
+        yield url
+
+
+@pytest.fixture
+def fresh_mysql_url(mysql_server: sa.URL) -> Iterator[str]:
+    """A MySQL/MariaDB database of this test's own (slower: for tests that need it empty)."""
+    with fresh_database(mysql_server) as url:
+        yield url

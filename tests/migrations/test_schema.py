@@ -1,0 +1,213 @@
+"""The alembic migrations build exactly the tables of ``fluxo.stores._sql_schema``.
+
+On SQLite, PostgreSQL and MySQL/MariaDB: ``upgrade head`` on an empty database
+leaves no difference alembic's autogenerate can find, the revision lands in
+``fluxo_alembic_version``, and stores starting together on a new database (threads
+or processes) all succeed, the migration running once.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.pool import NullPool
+
+from fluxo import _errors
+from fluxo.stores import _sql_migrate, _sql_schema, sql
+
+REPO = Path(__file__).resolve().parents[2]
+
+DATABASES = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+    pytest.param("mysql", id="mysql", marks=pytest.mark.mysql),
+]
+
+
+@pytest.fixture(params=DATABASES)
+def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database of the test's own."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'fluxo.db'}"
+    else:
+        url: str = request.getfixturevalue(f"fresh_{request.param}_url")
+        yield url
+
+
+def table_names(url: str) -> set[str]:
+    engine = sa.create_engine(sql.normalize_url(url), poolclass=NullPool)
+    try:
+        return set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_head_revision_constant_is_the_newest_script() -> None:
+    assert _sql_migrate.head() == _sql_schema.HEAD_REVISION
+
+
+def test_the_scripts_are_found_in_the_repository() -> None:
+    assert _sql_migrate.migrations_dir() == REPO / "migrations"
+
+
+def test_upgrade_head_leaves_no_difference_from_the_metadata(empty_url: str) -> None:
+    assert _sql_migrate.current(empty_url) is None
+
+    _sql_migrate.upgrade(empty_url)
+
+    assert _sql_migrate.check(empty_url) == []
+    assert _sql_migrate.current(empty_url) == _sql_schema.HEAD_REVISION
+
+
+def test_the_version_table_is_fluxos_own(empty_url: str) -> None:
+    _sql_migrate.upgrade(empty_url)
+
+    names = table_names(empty_url)
+    assert _sql_schema.VERSION_TABLE == "fluxo_alembic_version"
+    assert names == {"fluxo_alembic_version", "fluxo_runs", "fluxo_events"}
+    assert "alembic_version" not in names
+
+
+def test_check_reports_a_database_without_the_tables(empty_url: str) -> None:
+    problems = _sql_migrate.check(empty_url)
+
+    assert any("revision None" in problem for problem in problems)
+    assert any("fluxo_runs" in problem for problem in problems)
+
+
+def test_upgrade_at_head_is_a_no_op_and_keeps_data(empty_url: str) -> None:
+    store = sql.SQLStore(empty_url)
+    store.create_run("r1", "wf", b"[]", now=1.0)
+    store.close()
+
+    _sql_migrate.upgrade(empty_url)
+    store = sql.SQLStore(empty_url)
+
+    assert store.get_run("r1").workflow == "wf"
+    store.close()
+
+
+def test_the_applications_own_tables_and_alembic_table_are_left_alone(empty_url: str) -> None:
+    engine = sa.create_engine(sql.normalize_url(empty_url), poolclass=NullPool)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
+        conn.exec_driver_sql("INSERT INTO alembic_version VALUES ('abc123')")
+        conn.exec_driver_sql("CREATE TABLE app_users (id INTEGER PRIMARY KEY)")
+    try:
+        _sql_migrate.upgrade(empty_url)
+
+        assert _sql_migrate.check(empty_url) == []
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").all() == [
+                ("abc123",)
+            ]
+    finally:
+        engine.dispose()
+
+
+def test_downgrade_to_base_removes_the_tables(tmp_path: Path) -> None:
+    from alembic import command
+
+    url = f"sqlite:///{tmp_path / 'fluxo.db'}"
+    _sql_migrate.upgrade(url)
+
+    command.downgrade(_sql_migrate.alembic_config(url=url), "base")
+
+    assert table_names(url) == {"fluxo_alembic_version"}
+    assert _sql_migrate.current(url) is None
+    _sql_migrate.upgrade(url)
+    assert _sql_migrate.check(url) == []
+
+
+def test_a_revision_from_a_newer_fluxo_is_reported(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fluxo.db'}"
+    _sql_migrate.upgrade(url)
+    engine = sa.create_engine(url, poolclass=NullPool)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE fluxo_alembic_version SET version_num = '9999'")
+    engine.dispose()
+
+    with pytest.raises(_errors.StoreError, match="newer Fluxo"):
+        sql.SQLStore(url)
+    with pytest.raises(_errors.StoreError, match="'9999'"):
+        sql.SQLStore(url, auto_migrate=False)
+
+
+# -- starting together --------------------------------------------------------
+
+STARTERS = 6
+
+
+def test_stores_starting_together_in_threads_all_succeed(empty_url: str) -> None:
+    barrier = threading.Barrier(STARTERS)
+    errors: list[BaseException] = []
+    stores: list[sql.SQLStore] = []
+    lock = threading.Lock()
+
+    def start() -> None:
+        try:
+            barrier.wait(timeout=30)
+            store = sql.SQLStore(empty_url)
+            with lock:
+                stores.append(store)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(STARTERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    try:
+        assert errors == []
+        assert len(stores) == STARTERS
+        assert _sql_migrate.check(empty_url) == []
+        stores[0].create_run("r1", "wf", b"[]", now=1.0)
+        assert stores[-1].get_run("r1").workflow == "wf"
+    finally:
+        for store in stores:
+            store.close()
+
+
+STARTER_SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    from fluxo.stores import sql
+    url, start_at = sys.argv[1], float(sys.argv[2])
+    while time.time() < start_at:
+        time.sleep(0.001)
+    store = sql.SQLStore(url)
+    store.close()
+    print("ok")
+    """
+)
+
+
+@pytest.mark.slow
+def test_stores_starting_together_in_processes_all_succeed(empty_url: str) -> None:
+    start_at = time.time() + 3.0  # after every interpreter has imported Fluxo
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", STARTER_SCRIPT, empty_url, str(start_at)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+        )
+        for _ in range(4)
+    ]
+    outputs = [process.communicate(timeout=120) for process in processes]
+
+    for process, (out, err) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, err
+        assert out.strip() == "ok"
+    assert _sql_migrate.check(empty_url) == []
