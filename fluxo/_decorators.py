@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar, overload
 import msgspec
 from typing_extensions import ParamSpec
 
-from fluxo import _errors, _executor, _retry
+from fluxo import _errors, _executor, _retry, stores
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -51,6 +51,12 @@ def _check_function(fn: object, kind: str, name: str | None, aliases: Sequence[s
         problems.append(f"{label} is a generator; a {kind} must return its result")
     if name is not None and (not isinstance(name, str) or not name.strip()):
         problems.append(f"{label}: name= must be a non-empty string, got {name!r}")
+    persisted = name if isinstance(name, str) else f"{fn.__module__}.{qualname}"
+    if len(persisted) > stores.MAX_ID_LENGTH:
+        problems.append(
+            f"{label}: its name is {len(persisted)} characters long; stores keep at most "
+            f"{stores.MAX_ID_LENGTH}, so pass a shorter name="
+        )
     if isinstance(aliases, str) or not all(isinstance(a, str) and a for a in aliases):
         problems.append(f"{label}: aliases= must be a list of non-empty strings, got {aliases!r}")
     if problems:
@@ -155,8 +161,11 @@ class Workflow(_Definition[P, R]):
         Example:
             >>> engine.start(checkout.options(id="order-17"), "o-17", 4200)
         """
-        if id is not None and (not isinstance(id, str) or not id):
-            raise _errors.DefinitionError(f"a run id must be a non-empty string, not {id!r}")
+        limit = stores.MAX_ID_LENGTH
+        if id is not None and (not isinstance(id, str) or not id or len(id) > limit):
+            raise _errors.DefinitionError(
+                f"a run id must be a non-empty string of at most {limit} characters, not {id!r}"
+            )
         bound = copy.copy(self)
         bound.start_id = id
         return bound

@@ -410,6 +410,7 @@ class Engine:
         self._check_open()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            token = self.store.change_token(run_id)
             run = self.store.get_run(run_id)
             if run.status.is_terminal:
                 return self._outcome(run, return_type)
@@ -419,7 +420,7 @@ class Engine:
                     f"run {run_id!r} is still {run.status.value} after {timeout}s; wait longer, "
                     "or check that a worker is running (engine.worker() or 'fluxo worker')"
                 )
-            self.store.wait_for_change(run_id, min(remaining, 30.0))
+            self.store.wait_for_change(run_id, min(remaining, 30.0), since=token)
 
     def _outcome(self, run: _history.RunInfo, return_type: Any) -> Any:
         events = self.store.load(run.id).events

@@ -7,7 +7,9 @@ threads, processes and machines at once. ``tests/stores`` is the executable
 specification; every store passes the same suite.
 
 Times are seconds since the epoch (UTC) taken from the engine's clock and
-passed in explicitly, so a test clock can drive a real store.
+passed in explicitly, so a test clock can drive a real store. Run ids, workflow
+names and worker ids are at most 255 characters (``MAX_ID_LENGTH``); the engine
+checks this before anything reaches a store.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from collections.abc import Collection, Sequence
 from typing import Protocol, runtime_checkable
 
 from fluxo import _errors, history
+
+MAX_ID_LENGTH = 255
+"""The longest run id, workflow name or worker id every store accepts."""
 
 
 @runtime_checkable
@@ -56,8 +61,9 @@ class Store(Protocol):
     ) -> None:
         """Record ``events`` at positions ``expected_seq, expected_seq + 1, ...``, atomically.
 
-        Fenced: if any of those positions is already recorded, write nothing and
-        raise ``SequenceConflictError``. When ``status`` is given, the same atomic
+        Fenced: ``expected_seq`` must equal the current length of the history. If
+        any of those positions is already recorded (or would leave a gap), write
+        nothing and raise ``SequenceConflictError``. When ``status`` is given, the same atomic
         write sets the run's status, ``ready_at`` and ``updated_at = now``, and
         clears its lease. Raises ``RunNotFoundError`` for an unknown run.
         """
@@ -135,9 +141,19 @@ class Store(Protocol):
         """Return runs matching every given filter, newest ``created_at`` first."""
         ...
 
-    def wait_for_change(self, run_id: str | None, timeout: float) -> bool:
+    def change_token(self, run_id: str | None) -> object:
+        """Return an opaque mark of "now" for ``wait_for_change(since=...)``.
+
+        Take it *before* reading the state you may wait on: a change that lands
+        between that read and the wait then still wakes the wait at once.
+        """
+        ...
+
+    def wait_for_change(self, run_id: str | None, timeout: float, since: object = None) -> bool:
         """Block until the run (or, with ``None``, any run) may have changed, or ``timeout``.
 
+        With ``since`` (a :meth:`change_token`), a change made after the token was
+        taken returns at once; without it, only changes after the call count.
         Returns ``True`` when woken by a change. Spurious wake-ups are allowed;
         callers re-read what they wait for.
         """

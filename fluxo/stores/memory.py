@@ -226,10 +226,16 @@ class MemoryStore:
         runs.sort(key=lambda r: r.created_at, reverse=True)
         return runs[:limit]
 
-    def wait_for_change(self, run_id: str | None, timeout: float) -> bool:
+    def change_token(self, run_id: str | None) -> object:
         with self._lock:
-            version = self._version
-            return self._changed.wait_for(lambda: self._version != version, timeout)
+            return self._version
+
+    def wait_for_change(self, run_id: str | None, timeout: float, since: object = None) -> bool:
+        with self._lock:
+            version = since if isinstance(since, int) else self._version
+            return self._changed.wait_for(
+                lambda: self._version != version or self._closed, max(timeout, 0.0)
+            )
 
     def close(self) -> None:
         with self._lock:

@@ -709,7 +709,16 @@ class SQLStore:
 
     # -- waiting ----------------------------------------------------------------
 
-    def wait_for_change(self, run_id: str | None, timeout: float) -> bool:
+    def change_token(self, run_id: str | None) -> object:
+        """See :meth:`fluxo.stores.Store.change_token`."""
+        with self._changed:
+            version = self._version
+        listener = self._listener
+        if listener is not None and listener.start(wait=_LISTENER_START):
+            return (version, _UNKNOWN)  # notifications from now on bump the version
+        return (version, self._fingerprint(run_id))
+
+    def wait_for_change(self, run_id: str | None, timeout: float, since: object = None) -> bool:
         """See :meth:`fluxo.stores.Store.wait_for_change`.
 
         Writes made through this store wake waiters at once. On PostgreSQL, writes
@@ -717,16 +726,25 @@ class SQLStore:
         with its own connection, started by the first wait). Elsewhere, or while
         that connection is down, a cheap query every ``poll_interval`` notices them.
         """
-        with self._changed:
-            version = self._version
+        if isinstance(since, tuple) and len(since) == 2:
+            version, baseline = since
+        else:
+            with self._changed:
+                version = self._version
+            baseline = None
+        if self._version != version:
+            return True
         if timeout <= 0:
             return False
         deadline = time.monotonic() + timeout
         listener = self._listener
         if listener is not None and listener.start(wait=min(timeout, _LISTENER_START)):
-            baseline = _UNKNOWN  # taken if the listener fails and polling takes over
-        else:
+            if baseline is None:
+                baseline = _UNKNOWN  # taken if the listener fails and polling takes over
+        elif baseline is None or baseline is _UNKNOWN:
             baseline = self._fingerprint(run_id)
+        elif self._fingerprint(run_id) != baseline:
+            return True
 
         def woken() -> bool:
             return self._version != version or self._closed

@@ -170,6 +170,41 @@ def test_a_run_created_through_another_instance_wakes_a_waiter(store, open_store
     assert waiter.outcome() is True
 
 
+@pytest.mark.parametrize("run_id", [None, "r1"])
+def test_a_change_after_the_token_wakes_a_later_wait_at_once(store, runs, run_id):
+    runs.start("r1")
+    runs.claim_one("r1", now=T0)
+    token = store.change_token(run_id)
+    store.append(
+        "r1", 1, [history.WorkflowCompleted("", b"1")], now=T0 + 1, status=RunStatus.COMPLETED
+    )
+    started = time.monotonic()
+    assert store.wait_for_change(run_id, WAKE_TIMEOUT, since=token) is True
+    assert time.monotonic() - started < WAKE_TIMEOUT / 2
+
+
+def test_a_token_with_no_change_since_still_waits(store, runs):
+    runs.start("r1")
+    token = store.change_token("r1")
+    assert store.wait_for_change("r1", 0.2, since=token) is False
+
+
+@pytest.mark.parametrize("run_id", [None, "r1"])
+def test_a_change_through_another_instance_after_the_token_is_not_missed(
+    store, runs, open_store, run_id
+):
+    if open_store.shares_instances:
+        pytest.skip("this store has a single instance per data set")
+    runs.start("r1")
+    runs.claim_one("r1", now=T0)
+    other = open_store()
+    token = other.change_token(run_id)
+    store.append(
+        "r1", 1, [history.WorkflowCompleted("", b"1")], now=T0 + 1, status=RunStatus.COMPLETED
+    )
+    assert other.wait_for_change(run_id, WAKE_TIMEOUT, since=token) is True
+
+
 @pytest.mark.parametrize("change", ["create", "finish"])
 def test_a_change_stamped_by_a_slower_clock_wakes_a_waiter_on_another_instance(
     store, runs, open_store, change

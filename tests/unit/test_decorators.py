@@ -345,3 +345,18 @@ def test_a_workflow_called_inside_a_workflow_fails_the_run_clearly(
 
 def test_steps_keep_their_retry_policy_object_frozen() -> None:
     assert wfs.charge.retry is _retry.NO_RETRY
+
+
+def test_a_name_longer_than_stores_keep_is_refused() -> None:
+    def long_one() -> None:
+        return None
+
+    with pytest.raises(fluxo.DefinitionError, match="at most 255"):
+        fluxo.step(name="s" * 256)(long_one)
+    assert fluxo.step(name="s" * 255)(long_one).name == "s" * 255
+
+
+def test_a_run_id_longer_than_stores_keep_is_refused() -> None:
+    with pytest.raises(fluxo.DefinitionError, match="at most 255 characters"):
+        wfs.checkout.options(id="r" * 256)
+    assert wfs.checkout.options(id="r" * 255).start_id == "r" * 255

@@ -530,17 +530,12 @@ class RacyStore(SpyStore):
             finish()
         return run
 
-    def wait_for_change(self, run_id: str | None, timeout: float) -> bool:
-        woke = self.inner.wait_for_change(run_id, timeout)
+    def wait_for_change(self, run_id: str | None, timeout: float, since: object = None) -> bool:
+        woke = self.inner.wait_for_change(run_id, timeout, since)
         self.waits.append(woke)
         return woke
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="design: Store.wait_for_change has no 'since' token, so a change between "
-    "result()'s read and its wait is missed and the wait runs to its timeout (up to 30 s)",
-)
 def test_result_is_not_slowed_by_a_change_between_its_read_and_its_wait(
     make_engine: MakeEngine,
 ) -> None:
