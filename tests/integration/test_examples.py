@@ -1,0 +1,36 @@
+"""Every program in examples/ runs, as the README tells users to run it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parents[2]
+
+
+def run_quickstart(db: Path) -> str:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "quickstart.py"), str(db)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_quickstart_runs_once_then_replays_from_its_history(tmp_path: Path) -> None:
+    db = tmp_path / "quickstart.db"
+
+    first = run_quickstart(db)
+    assert "run order-17: starting" in first
+    assert "charging 4200 cents for 17" in first
+    assert "result: rcpt-17  (status: completed)" in first
+    assert "4: workflow_completed" in first
+
+    second = run_quickstart(db)
+    assert "already recorded" in second
+    assert "charging" not in second  # the card is not charged twice
+    assert "result: rcpt-17  (status: completed)" in second
