@@ -20,6 +20,8 @@ from fluxo._errors import (
     RunNotFoundError,
     RunStateError,
     SequenceConflictError,
+    SignalError,
+    SignalTimeout,
     StepError,
     StoreError,
     StoreUnavailableError,
@@ -27,7 +29,21 @@ from fluxo._errors import (
     WorkflowCancelledError,
     WorkflowFailedError,
 )
-from fluxo._executor import Cancelled, in_workflow, is_replaying, logger, now, random, uuid4
+from fluxo._executor import (
+    Cancelled,
+    deprecate_patch,
+    in_workflow,
+    is_replaying,
+    logger,
+    now,
+    patched,
+    random,
+    signal,
+    sleep,
+    sleep_until,
+    uuid4,
+    wait_for_signal,
+)
 from fluxo._retry import Retry
 from fluxo._worker import Worker
 from fluxo.codec import Codec, JSONCodec
@@ -57,6 +73,8 @@ __all__ = [
     "RunStateError",
     "RunStatus",
     "SequenceConflictError",
+    "SignalError",
+    "SignalTimeout",
     "Step",
     "StepError",
     "Store",
@@ -68,13 +86,19 @@ __all__ = [
     "WorkflowCancelledError",
     "WorkflowFailedError",
     "__version__",
+    "deprecate_patch",
     "in_workflow",
     "is_replaying",
     "logger",
     "now",
     "open_store",
+    "patched",
     "random",
+    "signal",
+    "sleep",
+    "sleep_until",
     "step",
     "uuid4",
+    "wait_for_signal",
     "workflow",
 ]

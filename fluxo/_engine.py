@@ -231,8 +231,10 @@ class Engine:
         """Start a run and execute it in this thread, returning its result.
 
         Like :meth:`start` it is idempotent on the run id; if the run already
-        exists it is not executed again here, its result is awaited. If this
-        process dies mid-run, a worker takes it over when its lease expires.
+        exists it is not executed again here, its result is awaited. Timers and
+        signal waits are recorded durably and waited out in this thread. If this
+        process dies mid-run, a worker takes it over when its lease expires (or,
+        while it waits, when the wait is over).
         """
         lease = DEFAULT_LEASE
         owner = f"{self.instance_id}:inline:{uuid.uuid4().hex[:8]}"
@@ -243,7 +245,7 @@ class Engine:
             from fluxo import _worker
 
             with _worker.Heartbeat(self, owner, lease) as heartbeat:
-                self.execute_claimed(run.id, owner, heartbeat=heartbeat)
+                self.execute_claimed(run.id, owner, heartbeat=heartbeat, hold_window=float("inf"))
         return handle.result()
 
     def handle(self, run_id: str) -> RunHandle[Any]:
@@ -260,13 +262,16 @@ class Engine:
         owner: str,
         *,
         heartbeat: _worker.Heartbeat,
+        hold_window: float = 0.0,
         context_hook: Callable[[_executor.RunContext], None] | None = None,
     ) -> _executor.Outcome:
         """Execute a run whose lease ``owner`` holds, until it ends or must stop.
 
         Used by workers and by :meth:`run`. ``heartbeat`` renews the lease while
         the workflow runs; the lease is given back if execution stops early, so
-        another worker can take over.
+        another worker can take over. Waits no longer than ``hold_window`` seconds
+        are held in this thread (after being recorded), so the run resumes without
+        replaying its history.
         """
         state = self.store.load(run_id)
         wf = self._workflows.get(state.run.workflow)
@@ -277,7 +282,12 @@ class Engine:
                 "does not know; it was left for a worker that does"
             )
         context = _executor.RunContext(
-            state=state, workflow=wf, store=self.store, codec=self.codec, clock=self.clock
+            state=state,
+            workflow=wf,
+            store=self.store,
+            codec=self.codec,
+            clock=self.clock,
+            hold=_executor.Hold(owner, heartbeat.lease, hold_window, heartbeat),
         )
         if context_hook is not None:
             context_hook(context)
@@ -298,13 +308,16 @@ class Engine:
         idle_timeout: float = 1.0,
         shutdown_timeout: float = 30.0,
         worker_id: str | None = None,
+        sticky: float = 5.0,
     ) -> _worker.Worker:
         """Create a worker that claims and executes this engine's runs.
 
         Run it with ``worker.run()`` (blocking, stops on SIGTERM/SIGINT), or in a
         background thread with ``worker.start()`` / ``worker.stop()``; it is also a
         context manager that starts and stops the thread. Any number of workers in
-        any number of processes can share one store.
+        any number of processes can share one store. A wait (timer or signal) of at
+        most ``sticky`` seconds is held in the worker's thread after it is recorded,
+        so the run resumes without replaying its history.
         """
         from fluxo import _worker
 
@@ -315,6 +328,7 @@ class Engine:
             idle_timeout=idle_timeout,
             shutdown_timeout=shutdown_timeout,
             worker_id=worker_id,
+            sticky=sticky,
         )
 
     # -- inspecting and steering ---------------------------------------------------------
@@ -393,6 +407,31 @@ class Engine:
                 return run
             return self.store.get_run(run_id)
         return run
+
+    def signal(self, run_id: str, name: str, payload: Any = None) -> None:
+        """Send the signal ``name`` with ``payload`` to a run.
+
+        The signal is stored before the run is woken, and kept until the workflow
+        consumes it with ``fluxo.wait_for_signal(name)``, even if it was sent
+        before the workflow started waiting. Signals with one name are consumed
+        in the order they were sent, each exactly once.
+
+        Raises:
+            RunNotFoundError: no such run.
+            RunStateError: the run has finished; nothing would ever read the signal.
+            EncodeError: the payload cannot be encoded.
+        """
+        self._check_open()
+        if not isinstance(name, str) or not name:
+            raise _errors.DefinitionError(f"a signal name must be a non-empty string, not {name!r}")
+        try:
+            data = self.codec.encode(payload)
+        except TypeError as exc:
+            raise _errors.EncodeError(
+                f"the payload of signal {name!r} cannot be encoded: {exc}; send JSON-friendly "
+                "values (dataclasses, dicts, lists, str, numbers, datetimes...)"
+            ) from exc
+        self.store.send_signal(run_id, name, data, now=self.clock())
 
     def retry(self, run_id: str) -> RunHandle[Any]:
         """Resume a failed run from its history, for a worker to execute.

@@ -14,6 +14,8 @@ The tree::
     │   └── DecodeError          stored bytes do not decode to the annotated type
     ├── NondeterminismError      the workflow code no longer matches its history
     ├── StepError                a step failed for good (after its retries)
+    ├── SignalTimeout            wait_for_signal's timeout passed first
+    ├── SignalError              fluxo.signal() could not deliver (no such run, finished)
     ├── WorkflowFailedError      a run ended failed; raised by ``handle.result()``
     ├── WorkflowCancelledError   a run ended cancelled; raised by ``handle.result()``
     └── StoreError
@@ -200,6 +202,23 @@ class StepError(_RemoteError):
 
 def _rebuild_step_error(step: str, fields: dict[str, Any], attempts: int) -> StepError:
     return StepError(step, attempts=attempts, **fields)
+
+
+class SignalTimeout(FluxoError, TimeoutError):
+    """``fluxo.wait_for_signal`` reached its timeout before the signal arrived."""
+
+    def __init__(self, name: str, timeout: float | None = None) -> None:
+        self.name = name
+        self.timeout = timeout
+        after = f" within {timeout:g}s" if timeout is not None else ""
+        super().__init__(f"signal {name!r} did not arrive{after}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.name, self.timeout))
+
+
+class SignalError(FluxoError):
+    """A workflow's signal to another run could not be delivered."""
 
 
 class WorkflowFailedError(_RemoteError):

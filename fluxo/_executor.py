@@ -9,16 +9,18 @@ sees exactly what every replay will see.
 
 from __future__ import annotations
 
+import collections
 import contextvars
 import enum
 import logging
 import random as _random
 import threading
+import time
 import traceback
 import uuid as _uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import msgspec
@@ -51,6 +53,10 @@ class _ControlFlow(BaseException):
 
 class _RunLost(_ControlFlow):
     """Another writer owns the run now (lost race or lease): stop without writing."""
+
+
+class _Suspended(_ControlFlow):
+    """The run waits (timer or signal); its wait and wake-up time are recorded."""
 
 
 class _Stopped(_ControlFlow):
@@ -166,6 +172,36 @@ class Outcome(enum.Enum):
     """Another writer owns the run; this execution stopped without recording more."""
     STOPPED = "stopped"
     """The worker stopped it at a durable call to shut down; the run is intact."""
+    SUSPENDED = "suspended"
+    """The run waits for a timer or a signal; whichever worker is free resumes it."""
+
+
+STICKY_GRACE = 2.0
+"""Seconds a timer held in a worker's thread is reserved for that worker after it fires.
+
+While a worker holds a short wait in its thread, the run's ``ready_at`` is the fire
+time plus this grace, so other workers leave it alone; if the holder dies, the run
+resumes at most this much late. A timer never fires early."""
+
+DURABLE_BACKOFF = 2.0
+"""Step retry back-offs longer than this many seconds wait on a durable timer."""
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """How an execution may hold a short wait in its thread instead of unwinding.
+
+    Attributes:
+        owner: the lease owner (worker id) that takes the run back after the wait.
+        lease: the lease length when it does.
+        window: the longest wait, in seconds, held in the thread (0: never hold).
+        heartbeat: renews the lease while the run executes (``add``/``remove``).
+    """
+
+    owner: str
+    lease: float
+    window: float
+    heartbeat: Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +261,7 @@ class RunContext:
         codec: codec.Codec,
         clock: Callable[[], float],
         sleep: Callable[[float], object] | None = None,
+        hold: Hold | None = None,
     ) -> None:
         self.run_id = state.run.id
         self.workflow = workflow
@@ -235,6 +272,10 @@ class RunContext:
         self._script = _replay_script(state.events, self._failed_by_mismatch)
         self._pos = 0
         self.next_seq = len(state.events)
+        self.hold = hold
+        self.holding = False
+        self._pending: dict[str, collections.deque[bytes]] = {}
+        self._refresh_signals(state.signals)
         self.cancel_requested = threading.Event()
         if state.run.cancel_requested:
             self.cancel_requested.set()
@@ -292,6 +333,10 @@ class RunContext:
         if self.stop_requested.is_set():
             self._unwinding = _Stopped()
             raise self._unwinding
+        self._cancel_point()
+
+    def _cancel_point(self) -> None:
+        """Deliver a cancellation here: the one recorded at this position, or a new one."""
         if self._cancel_delivered:
             return
         recorded = self._peek()
@@ -313,11 +358,19 @@ class RunContext:
         status: history.RunStatus | None = None,
         ready_at: float | None = None,
     ) -> None:
+        self._record_many((event,), status, ready_at)
+
+    def _record_many(
+        self,
+        events: Sequence[history.Event],
+        status: history.RunStatus | None = None,
+        ready_at: float | None = None,
+    ) -> None:
         try:
             self.store.append(
                 self.run_id,
                 self.next_seq,
-                (event,),
+                events,
                 now=self.clock(),
                 status=status,
                 ready_at=ready_at,
@@ -343,7 +396,7 @@ class RunContext:
             )
             self._unwinding = _StoreFailed()
             raise self._unwinding from exc
-        self.next_seq += 1
+        self.next_seq += len(events)
 
     # -- durable calls ---------------------------------------------------------------
 
@@ -371,10 +424,33 @@ class RunContext:
             if isinstance(event, history.StepFailed):
                 raise step_error(step.name, info)
             attempt += 1
-            # Live, every retry passes this check after its back-off (where a cancellation
-            # may have been recorded); replay must meet the history in the same places.
-            self._enter_durable_call()
+            self._backoff(step, attempt, live=False)
         return self._run_step_live(step, args, kwargs, attempt)
+
+    def _backoff(self, step: _decorators.Step[Any, Any], attempt: int, *, live: bool) -> None:
+        """Wait between failed attempt ``attempt`` and the next, as the live run did.
+
+        A long back-off is a durable timer (a crash during it loses nothing, and the
+        worker is free meanwhile); a short one waits in the thread, and is skipped
+        on replay. Either way a cancellation may be delivered here.
+        """
+        delay = step.retry.delay(attempt)
+        recorded = self._peek()
+        timer = f"retry {step.name}"
+        if (
+            recorded is not None
+            and isinstance(recorded.event, history.TimerStarted)
+            and recorded.event.name == timer
+        ):
+            self._timer(timer, delay)
+            return
+        if recorded is None and delay > DURABLE_BACKOFF:
+            self._enter_durable_call()
+            self._timer(timer, delay)
+            return
+        if live:
+            self._sleep(delay)
+        self._enter_durable_call()
 
     def _run_step_live(
         self,
@@ -393,6 +469,7 @@ class RunContext:
                     info = error_info(exc, attempt)
                     self._record(history.StepAttemptFailed(step.name, self._encode_error(info)))
                     delay = step.retry.delay(attempt)
+                    # a cancellation arriving now is delivered after the back-off
                     log.info(
                         "run %s: step %s attempt %d failed (%s: %s); retrying in %.3gs",
                         self.run_id,
@@ -403,8 +480,7 @@ class RunContext:
                         delay,
                         extra={"fluxo_run_id": self.run_id},
                     )
-                    self._sleep(delay)
-                    self._enter_durable_call()
+                    self._backoff(step, attempt, live=True)
                     continue
                 return self._fail_step(step, error_info(exc, attempt))
             finally:
@@ -445,6 +521,205 @@ class RunContext:
         data = self.codec.encode(produce())
         self._record(history.ValueRecorded(name, data))
         return self.codec.decode(data, type)
+
+    # -- waiting -------------------------------------------------------------------------
+
+    def _timer(self, name: str, delay: float | None, fire_at: float | None = None) -> None:
+        """A durable timer: returns once it has fired, recording its start and firing."""
+        call = f"timer {name}"
+        names = frozenset((name,))
+        started = self._match((history.TimerStarted,), call, names)
+        if started is not None:
+            fire_at = float(self._decode_recorded(call, started.data, float))
+            self._cancel_point()
+            if self._match((history.TimerFired,), call, names) is not None:
+                return
+            unrecorded: list[history.Event] = []
+        else:
+            if fire_at is None:
+                fire_at = self.clock() + (delay or 0.0)
+            unrecorded = [history.TimerStarted(name, self.codec.encode(fire_at))]
+        while True:
+            if not unrecorded:
+                self._cancel_point()
+            if self.clock() >= fire_at:
+                self._record_many([*unrecorded, history.TimerFired(name)])
+                return
+            self._suspend(unrecorded, fire_at, timer=True)
+            unrecorded = []
+
+    def sleep_until(self, fire_at: float) -> None:
+        """``fluxo.sleep_until``: a durable timer that fires at ``fire_at`` (epoch seconds)."""
+        self._enter_durable_call()
+        self._timer("sleep", None, fire_at)
+
+    def wait_for_signal(self, name: str, timeout: float | None, type: Any) -> Any:
+        """``fluxo.wait_for_signal``: the payload of the oldest unconsumed signal ``name``."""
+        self._enter_durable_call()
+        call = f"wait_for_signal {name}"
+        names = frozenset((name,))
+        event = self._match((history.SignalReceived, history.SignalWaitStarted), call, names)
+        if isinstance(event, history.SignalReceived):
+            return self._receive(call, event, type)
+        unrecorded: list[history.Event] = []
+        if event is not None:
+            deadline = self._decode_recorded(call, event.data, float | None)
+            self._cancel_point()
+            outcome = self._match((history.SignalReceived, history.SignalTimedOut), call, names)
+            if isinstance(outcome, history.SignalReceived):
+                return self._receive(call, outcome, type)
+            if outcome is not None:
+                raise _errors.SignalTimeout(name, timeout)
+        else:
+            deadline = None if timeout is None else self.clock() + timeout
+            if not self._pending.get(name):
+                unrecorded = [history.SignalWaitStarted(name, self.codec.encode(deadline))]
+        while True:
+            if not unrecorded:
+                self._cancel_point()
+            queue = self._pending.get(name)
+            if queue:
+                payload = queue[0]
+                self._record_many([*unrecorded, history.SignalReceived(name, payload)])
+                queue.popleft()
+                return self._decode_recorded_payload(call, payload, type)
+            if deadline is not None and self.clock() >= deadline:
+                self._record_many([*unrecorded, history.SignalTimedOut(name)])
+                raise _errors.SignalTimeout(name, timeout)
+            self._suspend(unrecorded, deadline, timer=False)
+            unrecorded = []
+
+    def _receive(self, call: str, event: history.Event, type: Any) -> Any:
+        queue = self._pending.get(event.name)
+        if queue:
+            queue.popleft()  # replay consumes the signal the live run consumed
+        return self._decode_recorded(call, event.data, type)
+
+    def _decode_recorded_payload(self, call: str, data: bytes, type: Any) -> Any:
+        try:
+            return self.codec.decode(data, type)
+        except _errors.DecodeError as exc:
+            raise _errors.DecodeError(f"{call}: the signal's payload does not fit: {exc}") from exc
+
+    def _refresh_signals(self, signals: Sequence[history.Signal]) -> None:
+        """Rebuild the queues of unconsumed signals from everything sent to the run."""
+        pending: dict[str, collections.deque[bytes]] = {}
+        for signal in signals:
+            pending.setdefault(signal.name, collections.deque()).append(signal.payload)
+        consumed: dict[str, int] = {}
+        for recorded in self._script[: self._pos]:
+            if isinstance(recorded.event, history.SignalReceived):
+                consumed[recorded.event.name] = consumed.get(recorded.event.name, 0) + 1
+        for name, count in consumed.items():
+            queue = pending.get(name)
+            for _ in range(min(count, len(queue or ()))):
+                queue.popleft()  # type: ignore[union-attr]
+        self._pending = pending
+
+    def send_signal(self, run_id: str, name: str, payload: Any) -> None:
+        """``fluxo.signal`` from a workflow: sent exactly once, whatever crashes in between."""
+        self._enter_durable_call()
+        target = f"{run_id}/{name}"
+        call = f"signal {target}"
+        event = self._match((history.SignalSent,), call, frozenset((target,)))
+        if event is not None:
+            if event.data is not None:
+                raise _errors.SignalError(self._decode_error(call, event.data).message)
+            return
+        data = self.codec.encode(payload)
+        key = f"{self.run_id}:{self.next_seq}"  # the same key if a crash makes us send again
+        try:
+            self.store.send_signal(run_id, name, data, now=self.clock(), key=key)
+        except (_errors.RunNotFoundError, _errors.RunStateError) as exc:
+            self._record(history.SignalSent(target, self._encode_error(error_info(exc))))
+            raise _errors.SignalError(str(exc)) from None
+        self._record(history.SignalSent(target))
+
+    def patched(self, change: str) -> bool:
+        """``fluxo.patched``: True for runs that reach this point under the new code."""
+        self._enter_durable_call()
+        recorded = self._peek()
+        if recorded is not None:
+            event = recorded.event
+            if isinstance(event, history.PatchMarker) and event.name == change:
+                self._pos += 1
+                return True
+            return False  # recorded before the change existed: keep the old branch
+        self._record(history.PatchMarker(change))
+        return True
+
+    def deprecate_patch(self, change: str) -> None:
+        """``fluxo.deprecate_patch``: accept an old marker of ``change`` where one is recorded."""
+        self._enter_durable_call()
+        recorded = self._peek()
+        if (
+            recorded is not None
+            and isinstance(recorded.event, history.PatchMarker)
+            and recorded.event.name == change
+        ):
+            self._pos += 1
+
+    def _suspend(self, events: list[history.Event], wake_at: float | None, *, timer: bool) -> None:
+        """Record the wait and the wake-up, then hold it in this thread or unwind.
+
+        Returns only when this thread took the run back (the wait may be over, or
+        something arrived); the caller checks again. Otherwise raises ``_Suspended``.
+        """
+        now = self.clock()
+        hold = self.hold
+        held_until: float | None = None
+        if hold is not None and hold.window > 0:
+            if timer:
+                if wake_at is not None and wake_at - now <= hold.window:
+                    held_until = wake_at
+            else:
+                held_until = (
+                    now + hold.window if wake_at is None else min(wake_at, now + hold.window)
+                )
+        ready_at = wake_at
+        if timer and held_until is not None and wake_at is not None:
+            ready_at = wake_at + STICKY_GRACE  # reserved for us; others step in if we die
+        self._record_many(events, history.RunStatus.WAITING, ready_at)
+        if hold is None or held_until is None or not self._hold(hold, held_until):
+            self._unwinding = _Suspended()
+            raise self._unwinding
+
+    def _hold(self, hold: Hold, until: float) -> bool:
+        """Wait in the thread until ``until`` or a wake-up, then take the run back."""
+        hold.heartbeat.remove(self)
+        self.holding = True
+        try:
+            return self._hold_and_reclaim(hold, until)
+        finally:
+            self.holding = False
+
+    def _hold_and_reclaim(self, hold: Hold, until: float) -> bool:
+        while True:
+            token = self.store.change_token(self.run_id)
+            run = self.store.get_run(self.run_id)
+            now = self.clock()
+            woken = run.wake_requested or run.cancel_requested
+            if woken or now >= until or run.lease_owner is not None or run.status.is_terminal:
+                break
+            if self.stop_requested.is_set():
+                return False
+            self.store.wait_for_change(self.run_id, min(until - now, 1.0), since=token)
+        if self.stop_requested.is_set() or not (woken or now >= until):
+            return False
+        claimed = self.store.claim_run(
+            hold.owner, self.run_id, now=now, lease_until=now + hold.lease
+        )
+        if claimed is None:
+            return False  # another worker resumed it
+        state = self.store.load(self.run_id)
+        if len(state.events) != self.next_seq:
+            self.store.release(hold.owner, self.run_id, now=self.clock())
+            return False
+        self._refresh_signals(state.signals)
+        if claimed.cancel_requested:
+            self.cancel_requested.set()
+        hold.heartbeat.add(self)
+        return True
 
     # -- codec helpers ---------------------------------------------------------------
 
@@ -502,6 +777,8 @@ class RunContext:
             if self.replaying:
                 return self._leftover("the workflow ended cancelled")
             return self._finish_cancelled(record_request=False)
+        except _Suspended:
+            return Outcome.SUSPENDED
         except _RunLost:
             return Outcome.LOST
         except _Stopped:
@@ -516,6 +793,8 @@ class RunContext:
             return self._finish_failed(self._nondeterminism)
         if self._unwinding is not None:
             # user code swallowed a control-flow exception; honour it anyway
+            if isinstance(self._unwinding, _Suspended):
+                return Outcome.SUSPENDED
             return Outcome.LOST if isinstance(self._unwinding, _RunLost) else Outcome.STOPPED
         if self.replaying:
             return self._leftover("the workflow returned")
@@ -540,6 +819,8 @@ class RunContext:
     def _finish(self, event: history.Event, status: history.RunStatus) -> Outcome:
         try:
             self._record(event, status=status, ready_at=None)
+        except _Suspended:
+            return Outcome.SUSPENDED
         except _RunLost:
             return Outcome.LOST
         except _Stopped:
@@ -601,6 +882,116 @@ def random() -> float:
         return _random.random()
     value: float = context.record_value("random", _random.random, float)
     return value
+
+
+def _seconds(value: timedelta | float, what: str) -> float:
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    raise _errors.DefinitionError(f"{what} takes a timedelta or a number of seconds, not {value!r}")
+
+
+def sleep(duration: timedelta | float) -> None:
+    """Wait durably: the fire time is recorded and the worker is free meanwhile.
+
+    The run resumes on whichever worker is alive at the fire time, never before
+    it; if none is, as soon as one is. Outside a workflow it is ``time.sleep``.
+
+    Args:
+        duration: a ``timedelta`` or a number of seconds.
+    """
+    seconds = _seconds(duration, "fluxo.sleep()")
+    context = _current.get()
+    if context is None:
+        time.sleep(max(seconds, 0.0))
+        return
+    context.sleep_until(context.clock() + seconds)
+
+
+def sleep_until(when: datetime) -> None:
+    """Wait durably until ``when`` (an aware datetime). See :func:`sleep`."""
+    if not isinstance(when, datetime) or when.tzinfo is None:
+        raise _errors.DefinitionError(
+            f"fluxo.sleep_until() takes a timezone-aware datetime, not {when!r}; "
+            "for example datetime(2030, 1, 1, tzinfo=timezone.utc)"
+        )
+    context = _current.get()
+    if context is None:
+        time.sleep(max(when.timestamp() - time.time(), 0.0))
+        return
+    context.sleep_until(when.timestamp())
+
+
+def wait_for_signal(name: str, *, timeout: timedelta | float | None = None, type: Any = Any) -> Any:
+    """Wait durably for the signal ``name`` and return its payload, decoded as ``type``.
+
+    A signal sent before the workflow reaches this call is kept and returned at
+    once. Several signals with one name are returned in the order they were
+    sent, each exactly once.
+
+    Raises:
+        SignalTimeout: ``timeout`` passed first. The deadline is recorded, so it
+            holds across crashes and restarts.
+    """
+    if not isinstance(name, str) or not name:
+        raise _errors.DefinitionError(f"a signal name must be a non-empty string, not {name!r}")
+    seconds = None if timeout is None else _seconds(timeout, "wait_for_signal(timeout=)")
+    context = _current.get()
+    if context is None:
+        raise _errors.DefinitionError(
+            "fluxo.wait_for_signal() waits inside a workflow; outside one there is no run "
+            "to receive a signal"
+        )
+    return context.wait_for_signal(name, seconds, type)
+
+
+def signal(run_id: str, name: str, payload: Any = None) -> None:
+    """Send a signal to another run from a workflow, exactly once.
+
+    Raises:
+        SignalError: the target run does not exist or has finished (recorded, so
+            replay raises it again).
+    """
+    context = _current.get()
+    if context is None:
+        raise _errors.DefinitionError(
+            "fluxo.signal() sends from inside a workflow; elsewhere use engine.signal()"
+        )
+    context.send_signal(run_id, name, payload)
+
+
+def patched(change: str) -> bool:
+    """Tell whether this run takes the new branch of a code change named ``change``.
+
+    Runs that passed this point before the change was deployed replay the old
+    branch (``False``); every run that reaches it under the new code takes the
+    new one (``True``), recorded so it replays the same way. Outside a workflow:
+    ``True``.
+
+    Example:
+        >>> if fluxo.patched("send-sms"):
+        ...     send_sms(order_id)
+        ... else:
+        ...     send_email(order_id)
+    """
+    if not isinstance(change, str) or not change:
+        raise _errors.DefinitionError(f"a patch id must be a non-empty string, not {change!r}")
+    context = _current.get()
+    return True if context is None else context.patched(change)
+
+
+def deprecate_patch(change: str) -> None:
+    """Mark a patch whose old branch no run needs any more.
+
+    Once every run that took the old branch has finished, replace
+    ``if fluxo.patched(x): new() else: old()`` by ``fluxo.deprecate_patch(x); new()``.
+    Runs that recorded the marker still replay; new runs record nothing. When
+    those runs have finished too, remove the call.
+    """
+    context = _current.get()
+    if context is not None:
+        context.deprecate_patch(change)
 
 
 def in_workflow() -> bool:

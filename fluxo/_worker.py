@@ -116,8 +116,11 @@ class Worker:
         idle_timeout: float = 1.0,
         shutdown_timeout: float = 30.0,
         worker_id: str | None = None,
+        sticky: float = 5.0,
     ) -> None:
         problems = []
+        if not isinstance(sticky, (int, float)) or sticky < 0:
+            problems.append(f"sticky must be a number of seconds >= 0, not {sticky!r}")
         if not isinstance(concurrency, int) or concurrency < 1:
             problems.append(f"concurrency must be a whole number >= 1, not {concurrency!r}")
         if not isinstance(lease, (int, float)) or lease <= 0:
@@ -130,6 +133,7 @@ class Worker:
         self.concurrency = concurrency
         self.lease = float(lease)
         self.idle_timeout = float(idle_timeout)
+        self.sticky = float(sticky)
         self.shutdown_timeout = shutdown_timeout
         self.id = worker_id or f"{engine.instance_id}:w{uuid.uuid4().hex[:6]}"
         self._stopping = threading.Event()
@@ -223,6 +227,7 @@ class Worker:
                     continue
                 now = self.engine.clock()
                 try:
+                    token = self.engine.store.change_token(None)
                     runs = self.engine.store.claim(
                         self.id, names, now=now, lease_until=now + self.lease, limit=free
                     )
@@ -233,12 +238,24 @@ class Worker:
                 for run in runs:
                     self._submit(pool, run.id)
                 if not runs:
-                    self.engine.store.wait_for_change(None, self.idle_timeout)
+                    self._idle(names, token)
                     if time.monotonic() - last_unknown_check > 60:
                         self._report_unknown()
                         last_unknown_check = time.monotonic()
             self._drain()
         log.info("worker %s stopped", self.id)
+
+    def _idle(self, names: frozenset[str], token: object) -> None:
+        """Sleep until the store reports a change or the next timer is due."""
+        wait = self.idle_timeout
+        try:
+            due = self.engine.store.next_wake(names, now=self.engine.clock())
+        except _errors.StoreError as exc:
+            log.warning("worker %s: cannot read the next wake-up (%s)", self.id, exc)
+            due = None
+        if due is not None:
+            wait = min(wait, max(due - self.engine.clock(), 0.005))
+        self.engine.store.wait_for_change(None, wait, since=token)
 
     def _wait_for_slot(self) -> int:
         with self._slots:
@@ -262,7 +279,11 @@ class Worker:
 
         try:
             outcome = self.engine.execute_claimed(
-                run_id, self.id, heartbeat=self._heartbeat, context_hook=track
+                run_id,
+                self.id,
+                heartbeat=self._heartbeat,
+                hold_window=self.sticky,
+                context_hook=track,
             )
             log.debug("run %s: %s", run_id, outcome.value, extra={"fluxo_run_id": run_id})
             self.completed += 1
@@ -286,6 +307,9 @@ class Worker:
         deadline = time.monotonic() + self.shutdown_timeout
         with self._slots:
             while self._inflight and time.monotonic() < deadline:
+                for context in self._inflight.values():
+                    if context is not None and context.holding:
+                        context.stop_requested.set()  # its wait is recorded: give it back
                 self._slots.wait(min(0.1, max(deadline - time.monotonic(), 0)))
             if self._inflight:
                 self._draining_expired = True

@@ -66,6 +66,55 @@ class ValueRecorded(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class TimerStarted(Event):
+    """A durable timer was set: ``data`` is its fire time (epoch seconds, JSON)."""
+
+    kind: ClassVar[str] = "timer_started"
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFired(Event):
+    """The timer set by the preceding ``TimerStarted`` of the same name fired."""
+
+    kind: ClassVar[str] = "timer_fired"
+
+
+@dataclass(frozen=True, slots=True)
+class SignalWaitStarted(Event):
+    """The workflow began waiting for signal ``name``: ``data`` is its deadline or null."""
+
+    kind: ClassVar[str] = "signal_wait_started"
+
+
+@dataclass(frozen=True, slots=True)
+class SignalReceived(Event):
+    """The workflow consumed the oldest pending signal ``name``: ``data`` is its payload."""
+
+    kind: ClassVar[str] = "signal_received"
+
+
+@dataclass(frozen=True, slots=True)
+class SignalTimedOut(Event):
+    """The wait for signal ``name`` reached its deadline first."""
+
+    kind: ClassVar[str] = "signal_timed_out"
+
+
+@dataclass(frozen=True, slots=True)
+class SignalSent(Event):
+    """The workflow sent a signal: ``name`` is ``target-run-id/signal-name``."""
+
+    kind: ClassVar[str] = "signal_sent"
+
+
+@dataclass(frozen=True, slots=True)
+class PatchMarker(Event):
+    """The run took the new branch of ``fluxo.patched(name)``."""
+
+    kind: ClassVar[str] = "patch_marker"
+
+
+@dataclass(frozen=True, slots=True)
 class CancelRequested(Event):
     """The run took delivery of a cancellation at this position (at a durable call)."""
 
@@ -108,6 +157,13 @@ EVENT_TYPES: dict[str, type[Event]] = {
         StepAttemptFailed,
         StepFailed,
         ValueRecorded,
+        TimerStarted,
+        TimerFired,
+        SignalWaitStarted,
+        SignalReceived,
+        SignalTimedOut,
+        SignalSent,
+        PatchMarker,
         CancelRequested,
         WorkflowCompleted,
         WorkflowFailed,
@@ -168,7 +224,9 @@ class RunInfo:
 
     ``ready_at`` is when the run may next be claimed (``None``: not before something
     wakes it); ``lease_owner``/``lease_until`` tell which worker holds it;
-    ``cancel_requested`` is set by ``Store.request_cancel`` until the run finishes.
+    ``cancel_requested`` is set by ``Store.request_cancel`` until the run finishes;
+    ``wake_requested`` is set by a signal or a cancellation and cleared by a claim, so
+    a run that suspends after something arrived is made ready again at once.
     """
 
     id: str
@@ -180,6 +238,7 @@ class RunInfo:
     lease_owner: str | None = None
     lease_until: float | None = None
     cancel_requested: bool = False
+    wake_requested: bool = False
 
     @property
     def created(self) -> datetime:
@@ -193,11 +252,26 @@ class RunInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class Signal:
+    """A message sent to a run. ``id`` orders all signals of all runs of one store."""
+
+    id: int
+    name: str
+    payload: bytes
+    sent_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class RunState:
-    """A run and its full history, as one ``Store.load`` returns them."""
+    """A run, its full history and every signal sent to it, as one ``Store.load`` returns them.
+
+    Signals are never deleted: which ones the run consumed is told by its history
+    (each ``SignalReceived`` consumes the oldest remaining signal of its name).
+    """
 
     run: RunInfo
     events: tuple[Event, ...]
+    signals: tuple[Signal, ...] = ()
 
     @property
     def next_seq(self) -> int:

@@ -63,14 +63,20 @@ class Store(Protocol):
 
         Fenced: ``expected_seq`` must equal the current length of the history. If
         any of those positions is already recorded (or would leave a gap), write
-        nothing and raise ``SequenceConflictError``. When ``status`` is given, the same atomic
-        write sets the run's status, ``ready_at`` and ``updated_at = now``, and
-        clears its lease. Raises ``RunNotFoundError`` for an unknown run.
+        nothing and raise ``SequenceConflictError``. When ``status`` is given, the same
+        atomic write sets the run's status, ``ready_at`` and ``updated_at = now``, and
+        clears its lease. One exception keeps wake-ups from being lost: when
+        ``status`` is ``WAITING`` and the run's ``wake_requested`` or
+        ``cancel_requested`` flag is set, the run is made ``PENDING`` with
+        ``ready_at = now`` instead. Raises ``RunNotFoundError`` for an unknown run.
         """
         ...
 
     def load(self, run_id: str) -> history.RunState:
-        """Return the run and its whole history in one read. Raises ``RunNotFoundError``."""
+        """Return the run, its whole history and all its signals (oldest first) in one read.
+
+        Raises ``RunNotFoundError``.
+        """
         ...
 
     def get_run(self, run_id: str) -> history.RunInfo:
@@ -90,8 +96,45 @@ class Store(Protocol):
 
         Runnable: active status, ``ready_at <= now``, and no lease or an expired
         one (``lease_until < now``). Claimed runs become ``RUNNING`` with the
-        lease set; the oldest ``ready_at`` goes first. Two concurrent claims never
-        return the same run.
+        lease set and ``wake_requested`` cleared; the oldest ``ready_at`` goes
+        first. Two concurrent claims never return the same run.
+        """
+        ...
+
+    def claim_run(
+        self, worker_id: str, run_id: str, *, now: float, lease_until: float
+    ) -> history.RunInfo | None:
+        """Lease one particular active run to ``worker_id``, whatever its ``ready_at``.
+
+        Used by a worker that held a short wait in its thread to take its run back.
+        Succeeds (returning the run, now ``RUNNING`` and leased, with ``wake_requested``
+        cleared) when the run is active and has no live lease of another worker;
+        otherwise returns ``None`` and changes nothing.
+        """
+        ...
+
+    def next_wake(self, workflows: Collection[str], *, now: float) -> float | None:
+        """When the next run of these workflows becomes claimable, or ``None`` if none will.
+
+        Looks at active runs with a ``ready_at``; a run whose lease is still live
+        counts at ``max(ready_at, lease_until)``. A result ``<= now`` means a claim
+        would find something now.
+        """
+        ...
+
+    def send_signal(
+        self, run_id: str, name: str, payload: bytes, *, now: float, key: str | None = None
+    ) -> bool:
+        """Store a signal for an active run and wake it, atomically.
+
+        The signal is kept until the run consumes it. The run's ``wake_requested``
+        flag is set and, if it is ``WAITING``, it becomes ``PENDING`` with
+        ``ready_at = now``. ``key`` makes sending idempotent: a second signal with
+        the same key to the same run is dropped and ``False`` returned.
+
+        Raises:
+            RunNotFoundError: no such run.
+            RunStateError: the run has finished, so nothing would ever read the signal.
         """
         ...
 
@@ -113,10 +156,12 @@ class Store(Protocol):
         ...
 
     def request_cancel(self, run_id: str, *, now: float) -> history.RunInfo:
-        """Set an active run's ``cancel_requested`` flag and, if it is waiting, make it ready.
+        """Flag an active run as cancelled (and woken), and make it ready if it waits.
 
-        The history is not touched: the executor records ``CancelRequested`` at the
-        run's next durable call, so the position is deterministic. Returns the run
+        Sets ``cancel_requested`` and ``wake_requested``; a ``WAITING`` run becomes
+        ``PENDING`` with ``ready_at = now``. The history is not touched: the
+        executor records ``CancelRequested`` at the run's next durable call, so
+        the position is deterministic. Returns the run
         as it now stands; a finished run is returned unchanged. Raises
         ``RunNotFoundError``.
         """

@@ -24,6 +24,9 @@ class MemoryStore:
         self._version = 0
         self._runs: dict[str, history.RunInfo] = {}
         self._events: dict[str, list[history.Event]] = {}
+        self._signals: dict[str, list[history.Signal]] = {}
+        self._signal_keys: dict[str, set[str]] = {}
+        self._signal_id = 0
         self._closed = False
 
     def __repr__(self) -> str:
@@ -93,6 +96,8 @@ class MemoryStore:
                 raise _errors.SequenceConflictError(run_id, min(expected_seq, len(log)))
             log.extend(events)
             if status is not None:
+                if status is RunStatus.WAITING and (run.wake_requested or run.cancel_requested):
+                    status, ready_at = RunStatus.PENDING, now  # something arrived meanwhile
                 self._runs[run_id] = replace(
                     run,
                     status=status,
@@ -106,7 +111,11 @@ class MemoryStore:
     def load(self, run_id: str) -> history.RunState:
         with self._lock:
             self._check_open()
-            return history.RunState(self._get(run_id), tuple(self._events[run_id]))
+            return history.RunState(
+                self._get(run_id),
+                tuple(self._events[run_id]),
+                tuple(self._signals.get(run_id, ())),
+            )
 
     def get_run(self, run_id: str) -> history.RunInfo:
         with self._lock:
@@ -136,16 +145,73 @@ class MemoryStore:
             ready.sort(key=lambda r: (r.ready_at or 0.0, r.created_at))
             claimed = []
             for run in ready[:limit]:
-                leased = replace(
-                    run,
-                    status=RunStatus.RUNNING,
-                    lease_owner=worker_id,
-                    lease_until=lease_until,
-                    updated_at=now,
-                )
-                self._runs[run.id] = leased
-                claimed.append(leased)
+                claimed.append(self._lease(run, worker_id, now, lease_until))
             return claimed
+
+    def _lease(
+        self, run: history.RunInfo, worker_id: str, now: float, lease_until: float
+    ) -> history.RunInfo:
+        leased = replace(
+            run,
+            status=RunStatus.RUNNING,
+            lease_owner=worker_id,
+            lease_until=lease_until,
+            updated_at=now,
+            wake_requested=False,
+        )
+        self._runs[run.id] = leased
+        return leased
+
+    def claim_run(
+        self, worker_id: str, run_id: str, *, now: float, lease_until: float
+    ) -> history.RunInfo | None:
+        with self._lock:
+            self._check_open()
+            run = self._runs.get(run_id)
+            if run is None or run.status.is_terminal:
+                return None
+            held = run.lease_until is not None and run.lease_until >= now
+            if held and run.lease_owner != worker_id:
+                return None
+            return self._lease(run, worker_id, now, lease_until)
+
+    def next_wake(self, workflows: Collection[str], *, now: float) -> float | None:
+        with self._lock:
+            self._check_open()
+            times = [
+                max(run.ready_at, run.lease_until or run.ready_at)
+                for run in self._runs.values()
+                if not run.status.is_terminal
+                and run.ready_at is not None
+                and run.workflow in workflows
+            ]
+        return min(times, default=None)
+
+    def send_signal(
+        self, run_id: str, name: str, payload: bytes, *, now: float, key: str | None = None
+    ) -> bool:
+        with self._lock:
+            self._check_open()
+            run = self._get(run_id)
+            if run.status.is_terminal:
+                raise _errors.RunStateError(
+                    f"run {run_id!r} has finished ({run.status.value}); a signal sent to it "
+                    "would never be read"
+                )
+            if key is not None:
+                keys = self._signal_keys.setdefault(run_id, set())
+                if key in keys:
+                    return False
+                keys.add(key)
+            self._signal_id += 1
+            self._signals.setdefault(run_id, []).append(
+                history.Signal(self._signal_id, name, payload, now)
+            )
+            if run.status is RunStatus.WAITING:
+                run = replace(run, status=RunStatus.PENDING, ready_at=now)
+            self._runs[run_id] = replace(run, wake_requested=True, updated_at=now)
+            self._notify()
+            return True
 
     def renew(
         self, worker_id: str, run_ids: Collection[str], *, lease_until: float
@@ -180,7 +246,7 @@ class MemoryStore:
                 return run
             if run.status is RunStatus.WAITING:
                 run = replace(run, status=RunStatus.PENDING, ready_at=now)
-            run = replace(run, cancel_requested=True, updated_at=now)
+            run = replace(run, cancel_requested=True, wake_requested=True, updated_at=now)
             self._runs[run_id] = run
             self._notify()
             return run

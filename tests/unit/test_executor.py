@@ -1268,7 +1268,8 @@ def test_a_cancellation_during_a_retry_backoff_replays(
 ) -> None:
     """Cancelled between two attempts, then crashed in cleanup: replay must agree."""
 
-    @fluxo.step(name="ex.retried", retry=fluxo.Retry(max_attempts=3, initial=5))
+    # A back-off short enough to wait in the thread (longer ones are durable timers).
+    @fluxo.step(name="ex.retried", retry=fluxo.Retry(max_attempts=3, initial=1))
     def retried() -> None:
         calls["retried"] += 1
         raise ConnectionError("down")

@@ -35,6 +35,8 @@ EXPECTED = [
     "RunStateError",
     "RunStatus",
     "SequenceConflictError",
+    "SignalError",
+    "SignalTimeout",
     "Step",
     "StepError",
     "Store",
@@ -46,14 +48,20 @@ EXPECTED = [
     "WorkflowCancelledError",
     "WorkflowFailedError",
     "__version__",
+    "deprecate_patch",
     "in_workflow",
     "is_replaying",
     "logger",
     "now",
     "open_store",
+    "patched",
     "random",
+    "signal",
+    "sleep",
+    "sleep_until",
     "step",
     "uuid4",
+    "wait_for_signal",
     "workflow",
 ]
 
@@ -132,7 +140,7 @@ ERROR_CLASSES = [
 
 
 def test_every_error_derives_from_fluxo_error() -> None:
-    assert len(ERROR_CLASSES) == 17
+    assert len(ERROR_CLASSES) == 19
     for cls in ERROR_CLASSES:
         assert issubclass(cls, fluxo.FluxoError), cls
 
