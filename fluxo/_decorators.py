@@ -213,15 +213,19 @@ class Workflow(_Definition[P, R]):
         """Turn decoded input back into ``(args, kwargs)`` for calling the function."""
         args: list[Any] = []
         kwargs: dict[str, Any] = {}
+        skipped = False  # once a positional parameter is left out, the rest go by name
         for param in self.signature.parameters.values():
             value = getattr(packed, param.name)
             if value is msgspec.UNSET:
+                skipped = skipped or param.kind is not inspect.Parameter.VAR_POSITIONAL
                 continue
             if param.kind is inspect.Parameter.VAR_POSITIONAL:
                 args.extend(value)
             elif param.kind is inspect.Parameter.VAR_KEYWORD:
                 kwargs.update(value)
-            elif param.kind is inspect.Parameter.KEYWORD_ONLY:
+            elif param.kind is inspect.Parameter.KEYWORD_ONLY or (
+                skipped and param.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+            ):
                 kwargs[param.name] = value
             else:
                 args.append(value)

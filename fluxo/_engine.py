@@ -49,8 +49,9 @@ class RunHandle(Generic[R]):
         Woken by the store when the run changes, not by fixed polling.
 
         Raises:
-            WorkflowFailedError: the run failed (``NondeterminismError`` if its code
-                no longer matched its history).
+            WorkflowFailedError: the run failed.
+            NondeterminismError: the run failed because its code no longer matched
+                its history (fix the code, then ``engine.retry``).
             WorkflowCancelledError: the run was cancelled.
             RunNotFinishedError: ``timeout`` seconds passed first.
         """
@@ -241,12 +242,33 @@ class Engine:
         now = self.clock()
         run, created = self._create(workflow, args, kwargs, owner=owner, lease_until=now + lease)
         handle: RunHandle[R] = RunHandle(self, run.id, workflow.return_type)
-        if created:
-            from fluxo import _worker
+        if not created:
+            return handle.result()
+        from fluxo import _worker
 
-            with _worker.Heartbeat(self, owner, lease) as heartbeat:
-                self.execute_claimed(run.id, owner, heartbeat=heartbeat, hold_window=float("inf"))
-        return handle.result()
+        contexts: list[_executor.RunContext] = []
+        with _worker.Heartbeat(self, owner, lease) as heartbeat:
+            outcome = self.execute_claimed(
+                run.id,
+                owner,
+                heartbeat=heartbeat,
+                hold_window=float("inf"),
+                context_hook=contexts.append,
+            )
+        context = contexts[0]
+        if outcome is _executor.Outcome.COMPLETED:
+            value: R = self.codec.decode(context.result or b"null", workflow.return_type)
+            return value
+        if outcome is _executor.Outcome.FAILED and context.error is not None:
+            raise _executor.workflow_error(run.id, context.error)
+        if outcome is _executor.Outcome.CANCELLED:
+            raise _errors.WorkflowCancelledError(run.id)
+        if outcome is _executor.Outcome.BROKEN:
+            raise _errors.StoreUnavailableError(
+                f"run {run.id!r} stopped because the store failed ({context.store_error}); "
+                "it is intact, and a worker resumes it from its history when its lease expires"
+            ) from context.store_error
+        return handle.result()  # another worker took it over: wait for that worker
 
     def handle(self, run_id: str) -> RunHandle[Any]:
         """Return a handle to an existing run (its result decodes by its workflow's type)."""
@@ -296,6 +318,8 @@ class Engine:
             outcome = context.execute()
         finally:
             heartbeat.remove(context)
+        # A store failure keeps the lease: it expires unrenewed, which spaces out the
+        # attempts instead of handing the run straight back to claim() in a hot loop.
         if outcome in (_executor.Outcome.LOST, _executor.Outcome.STOPPED):
             self.store.release(owner, run_id, now=self.clock())
         return outcome
@@ -463,7 +487,8 @@ class Engine:
 
     def _outcome(self, run: _history.RunInfo, return_type: Any) -> Any:
         events = self.store.load(run.id).events
-        last = events[-1]
+        # The last terminal event: a retry may have appended RunRetried after it.
+        last = next((e for e in reversed(events) if isinstance(e, _TERMINAL_EVENTS)), events[-1])
         if isinstance(last, _history.WorkflowCompleted):
             return self.codec.decode(last.data or b"null", return_type)
         if isinstance(last, _history.WorkflowFailed):
@@ -475,6 +500,13 @@ class Engine:
             f"run {run.id!r} is {run.status.value} but its history ends with {last.kind!r}; "
             "the store is inconsistent"
         )
+
+
+_TERMINAL_EVENTS = (
+    _history.WorkflowCompleted,
+    _history.WorkflowFailed,
+    _history.WorkflowCancelled,
+)
 
 
 def _default_codec() -> _codec.Codec:

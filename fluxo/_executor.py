@@ -174,6 +174,8 @@ class Outcome(enum.Enum):
     """The worker stopped it at a durable call to shut down; the run is intact."""
     SUSPENDED = "suspended"
     """The run waits for a timer or a signal; whichever worker is free resumes it."""
+    BROKEN = "broken"
+    """The store failed to record; the run resumes from its history when its lease expires."""
 
 
 STICKY_GRACE = 2.0
@@ -260,7 +262,6 @@ class RunContext:
         store: stores.Store,
         codec: codec.Codec,
         clock: Callable[[], float],
-        sleep: Callable[[float], object] | None = None,
         hold: Hold | None = None,
     ) -> None:
         self.run_id = state.run.id
@@ -274,13 +275,14 @@ class RunContext:
         self.next_seq = len(state.events)
         self.hold = hold
         self.holding = False
+        self.store_error: _errors.StoreError | None = None
         self._pending: dict[str, collections.deque[bytes]] = {}
         self._refresh_signals(state.signals)
         self.cancel_requested = threading.Event()
         if state.run.cancel_requested:
             self.cancel_requested.set()
         self.stop_requested = threading.Event()
-        self._sleep = sleep if sleep is not None else self.stop_requested.wait
+        self._sleep: Callable[[float], object] = self.stop_requested.wait
         self._cancel_delivered = False
         self._nondeterminism: _errors.NondeterminismError | None = None
         self._unwinding: _ControlFlow | None = None
@@ -375,7 +377,7 @@ class RunContext:
                 status=status,
                 ready_at=ready_at,
             )
-        except _errors.SequenceConflictError:
+        except (_errors.SequenceConflictError, _errors.RunNotFoundError):
             log.warning(
                 "run %s: position %d was recorded by another worker; this worker stops "
                 "executing the run",
@@ -394,6 +396,7 @@ class RunContext:
                 exc,
                 extra={"fluxo_run_id": self.run_id},
             )
+            self.store_error = exc
             self._unwinding = _StoreFailed()
             raise self._unwinding from exc
         self.next_seq += len(events)
@@ -459,55 +462,76 @@ class RunContext:
         kwargs: Mapping[str, Any],
         attempt: int,
     ) -> Any:
+        try:
+            return_type = step.return_type  # resolved before the side effect, not after
+        except _errors.DefinitionError as exc:
+            self._fail_step(step, error_info(exc, attempt + 1))
         while True:
             attempt += 1
+            failure: ErrorInfo | None = None
             token = _current.set(None)  # steps called by a step are plain calls
             try:
                 value = step.fn(*args, **kwargs)
             except Exception as exc:
-                if step.retry.should_retry(exc, attempt):
-                    info = error_info(exc, attempt)
-                    self._record(history.StepAttemptFailed(step.name, self._encode_error(info)))
-                    delay = step.retry.delay(attempt)
-                    # a cancellation arriving now is delivered after the back-off
-                    log.info(
-                        "run %s: step %s attempt %d failed (%s: %s); retrying in %.3gs",
-                        self.run_id,
-                        step.name,
-                        attempt,
-                        info.type,
-                        info.message,
-                        delay,
-                        extra={"fluxo_run_id": self.run_id},
-                    )
-                    self._backoff(step, attempt, live=True)
-                    continue
-                return self._fail_step(step, error_info(exc, attempt))
+                failure = error_info(exc, attempt)
+                retrying = step.retry.should_retry(exc, attempt)
             finally:
                 _current.reset(token)
-            try:
-                data = self.codec.encode(value)
-            except TypeError as exc:
-                err = _errors.EncodeError(
+            if failure is not None:
+                # Raised outside the except block, so the live StepError carries no
+                # __context__ that a replay could not give it.
+                if not retrying:
+                    self._fail_step(step, failure)
+                self._record(history.StepAttemptFailed(step.name, self._encode_error(failure)))
+                log.info(
+                    "run %s: step %s attempt %d failed (%s: %s); retrying in %.3gs",
+                    self.run_id,
+                    step.name,
+                    attempt,
+                    failure.type,
+                    failure.message,
+                    step.retry.delay(attempt),
+                    extra={"fluxo_run_id": self.run_id},
+                )
+                self._backoff(step, attempt, live=True)
+                continue
+            data, result, problem = self._encode_result(step, value, return_type)
+            if problem is not None:
+                self._fail_step(step, error_info(problem, attempt))
+            self._record(history.StepCompleted(step.name, data))
+            return result
+
+    def _encode_result(
+        self, step: _decorators.Step[Any, Any], value: Any, return_type: Any
+    ) -> tuple[bytes, Any, _errors.FluxoError | None]:
+        """Encode a step's result and decode it back as the workflow will see it."""
+        try:
+            data = self.codec.encode(value)
+        except Exception as exc:
+            return (
+                b"",
+                None,
+                _errors.EncodeError(
                     f"step {step.name!r} returned a value of type "
                     f"{type(value).__module__}.{type(value).__qualname__} that the codec "
                     f"cannot encode ({exc}); return a dataclass, dict, list, str, number, "
                     "datetime, UUID or another type the codec knows, or pass a codec that "
                     "handles it"
-                )
-                return self._fail_step(step, error_info(err, attempt))
-            try:
-                result = self.codec.decode(data, step.return_type)
-            except _errors.DecodeError as exc:
-                err2 = _errors.DecodeError(
+                ),
+            )
+        try:
+            return data, self.codec.decode(data, return_type), None
+        except Exception as exc:
+            return (
+                data,
+                None,
+                _errors.DecodeError(
                     f"step {step.name!r} returned a value that does not match its return "
                     f"annotation: {exc}"
-                )
-                return self._fail_step(step, error_info(err2, attempt))
-            self._record(history.StepCompleted(step.name, data))
-            return result
+                ),
+            )
 
-    def _fail_step(self, step: _decorators.Step[Any, Any], info: ErrorInfo) -> Any:
+    def _fail_step(self, step: _decorators.Step[Any, Any], info: ErrorInfo) -> NoReturn:
         self._record(history.StepFailed(step.name, self._encode_error(info)))
         raise step_error(step.name, info)
 
@@ -771,31 +795,12 @@ class RunContext:
             return self._finish_failed(exc)
         try:
             value = wf.fn(*args, **kwargs)
-        except Cancelled:
-            if self._nondeterminism is not None:
-                return self._finish_failed(self._nondeterminism)
-            if self.replaying:
-                return self._leftover("the workflow ended cancelled")
-            return self._finish_cancelled(record_request=False)
-        except _Suspended:
-            return Outcome.SUSPENDED
-        except _RunLost:
-            return Outcome.LOST
-        except _Stopped:
-            return Outcome.STOPPED
-        except Exception as exc:
-            if self._nondeterminism is not None:
-                return self._finish_failed(self._nondeterminism)
-            if self.replaying:
-                return self._leftover(f"the workflow raised {type(exc).__name__}: {exc}")
-            return self._finish_failed(exc)
+        except (_ControlFlow, Exception) as exc:
+            return self._ended_by(exc)
+        if self._unwinding is not None:
+            return self._unwound()  # user code swallowed control flow; honour it anyway
         if self._nondeterminism is not None:
             return self._finish_failed(self._nondeterminism)
-        if self._unwinding is not None:
-            # user code swallowed a control-flow exception; honour it anyway
-            if isinstance(self._unwinding, _Suspended):
-                return Outcome.SUSPENDED
-            return Outcome.LOST if isinstance(self._unwinding, _RunLost) else Outcome.STOPPED
         if self.replaying:
             return self._leftover("the workflow returned")
         try:
@@ -810,6 +815,32 @@ class RunContext:
             return self._finish_failed(err)
         return self._finish(history.WorkflowCompleted(data=data), history.RunStatus.COMPLETED)
 
+    def _ended_by(self, exc: BaseException) -> Outcome:
+        """Settle a run whose workflow function raised ``exc``."""
+        if self._unwinding is not None:
+            # Suspension, a lost lease or a shutdown is under way: whatever user code
+            # raised while unwinding (a finally: that failed), record nothing.
+            return self._unwound()
+        if self._nondeterminism is not None:
+            return self._finish_failed(self._nondeterminism)
+        if isinstance(exc, Cancelled):
+            if self.replaying:
+                return self._leftover("the workflow ended cancelled")
+            return self._finish_cancelled(record_request=False)
+        if self.replaying:
+            return self._leftover(f"the workflow raised {type(exc).__name__}: {exc}")
+        return self._finish_failed(exc)
+
+    def _unwound(self) -> Outcome:
+        unwinding = self._unwinding
+        if isinstance(unwinding, _Suspended):
+            return Outcome.SUSPENDED
+        if isinstance(unwinding, _RunLost):
+            return Outcome.LOST
+        if isinstance(unwinding, _StoreFailed):
+            return Outcome.BROKEN
+        return Outcome.STOPPED
+
     def _leftover(self, what: str) -> Outcome:
         try:
             self._diverged(what, self._peek())
@@ -819,12 +850,8 @@ class RunContext:
     def _finish(self, event: history.Event, status: history.RunStatus) -> Outcome:
         try:
             self._record(event, status=status, ready_at=None)
-        except _Suspended:
-            return Outcome.SUSPENDED
-        except _RunLost:
-            return Outcome.LOST
-        except _Stopped:
-            return Outcome.STOPPED
+        except _ControlFlow:
+            return self._unwound()
         if isinstance(event, history.WorkflowCompleted):
             self.result = event.data
             return Outcome.COMPLETED
@@ -842,10 +869,8 @@ class RunContext:
         if record_request:
             try:
                 self._record(history.CancelRequested())
-            except _RunLost:
-                return Outcome.LOST
-            except _Stopped:
-                return Outcome.STOPPED
+            except _ControlFlow:
+                return self._unwound()
         return self._finish(history.WorkflowCancelled(), history.RunStatus.CANCELLED)
 
 

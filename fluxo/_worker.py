@@ -8,6 +8,7 @@ one store; ``kill -9`` one and another finishes its runs when the leases expire.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -65,9 +66,10 @@ class Heartbeat:
             self._contexts[context.run_id] = context
 
     def remove(self, context: _executor.RunContext) -> None:
-        """Stop renewing this run's lease."""
+        """Stop renewing this run's lease (if ``context`` is still the one renewed)."""
         with self._lock:
-            self._contexts.pop(context.run_id, None)
+            if self._contexts.get(context.run_id) is context:
+                del self._contexts[context.run_id]
 
     def beat(self) -> None:
         """Renew once now."""
@@ -125,6 +127,10 @@ class Worker:
             problems.append(f"concurrency must be a whole number >= 1, not {concurrency!r}")
         if not isinstance(lease, (int, float)) or lease <= 0:
             problems.append(f"lease must be a positive number of seconds, not {lease!r}")
+        if not isinstance(shutdown_timeout, (int, float)) or shutdown_timeout < 0:
+            problems.append(
+                f"shutdown_timeout must be a number of seconds >= 0, not {shutdown_timeout!r}"
+            )
         if not isinstance(idle_timeout, (int, float)) or idle_timeout <= 0:
             problems.append(f"idle_timeout must be a positive number, not {idle_timeout!r}")
         if problems:
@@ -199,7 +205,8 @@ class Worker:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self._stopping.is_set():
             log.warning("second signal: exiting now; unfinished runs resume after their leases")
-            raise SystemExit(1)
+            logging.shutdown()
+            os._exit(1)  # not SystemExit: that would wait for the running steps
         log.info("worker %s: %s received, shutting down", self.id, signal.Signals(signum).name)
         self._stopping.set()
         with self._slots:

@@ -172,8 +172,6 @@ EVENT_TYPES: dict[str, type[Event]] = {
     )
 }
 
-TERMINAL_EVENTS = (WorkflowCompleted, WorkflowFailed, WorkflowCancelled)
-
 
 def event_from_record(kind: str, name: str, data: bytes | None) -> Event:
     """Rebuild an event from its persisted ``(kind, name, data)`` shape."""
@@ -211,11 +209,6 @@ class RunStatus(str, enum.Enum):
 
 _TERMINAL = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
 ACTIVE_STATUSES = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING)
-
-
-def to_datetime(ts: float | None) -> datetime | None:
-    """Turn store seconds-since-epoch into an aware UTC datetime."""
-    return None if ts is None else datetime.fromtimestamp(ts, tz=timezone.utc)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@
 that ``upgrade head`` leaves no difference between the two. A change here needs
 a new migration and a new :data:`HEAD_REVISION`.
 
-Two tables, both keyed by run id so that every operation on a run touches one
+Three tables, all keyed by run id so that every operation on a run touches one
 key range (the property that lets the tables be partitioned or distributed by
 ``run_id``):
 
@@ -12,6 +12,9 @@ key range (the property that lets the tables be partitioned or distributed by
 * ``fluxo_events``: the history. Its primary key ``(run_id, seq)`` is the fencing
   invariant: a position is written once, and a second writer gets a unique
   violation instead of overwriting.
+* ``fluxo_signals``: the signals sent to runs, never deleted (the history tells
+  which ones a run consumed). ``id`` orders them; ``(run_id, dedupe_key)`` is
+  unique, so a signal sent twice with one key is stored once.
 
 Times are seconds since the epoch (UTC) in double precision, as
 :class:`fluxo.history.RunInfo` carries them.
@@ -26,7 +29,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
 """The alembic revision this code's tables correspond to (``migrations/versions``)."""
 
 VERSION_TABLE = "fluxo_alembic_version"
@@ -41,6 +44,7 @@ metadata = sa.MetaData(
     naming_convention={
         "ix": "ix_%(table_name)s_%(column_0_N_name)s",
         "pk": "pk_%(table_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
     }
 )
 
@@ -55,6 +59,10 @@ def _time() -> sa.types.TypeEngine[float]:
     return sa.Double()
 
 
+def _blob() -> sa.types.TypeEngine[bytes]:
+    return sa.LargeBinary().with_variant(mysql.LONGBLOB(), *_MYSQL)
+
+
 runs = sa.Table(
     "fluxo_runs",
     metadata,
@@ -67,6 +75,7 @@ runs = sa.Table(
     sa.Column("lease_owner", _key(), nullable=True),
     sa.Column("lease_until", _time(), nullable=True),
     sa.Column("cancel_requested", sa.Boolean(), nullable=False),
+    sa.Column("wake_requested", sa.Boolean(), nullable=False, server_default=sa.false()),
     # claim: runnable runs in ready_at order (NULL, i.e. not ready, sorts out of range)
     sa.Index(None, "ready_at"),
     # list_runs: newest first, optionally by workflow or by status
@@ -85,8 +94,32 @@ events = sa.Table(
     sa.Column("seq", sa.Integer(), primary_key=True, autoincrement=False),
     sa.Column("kind", sa.String(64), nullable=False),
     sa.Column("name", sa.Text(), nullable=False),
-    sa.Column("data", sa.LargeBinary().with_variant(mysql.LONGBLOB(), *_MYSQL), nullable=True),
+    sa.Column("data", _blob(), nullable=True),
     sa.Column("created_at", _time(), nullable=False),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+    mysql_collate="utf8mb4_bin",
+)
+
+signals = sa.Table(
+    "fluxo_signals",
+    metadata,
+    # INTEGER PRIMARY KEY is what makes SQLite number rows itself.
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("run_id", _key(), nullable=False),
+    sa.Column("name", sa.Text(), nullable=False),
+    sa.Column("payload", _blob(), nullable=False),
+    sa.Column("sent_at", _time(), nullable=False),
+    sa.Column("dedupe_key", _key(), nullable=True),
+    # send_signal with a key: a second signal with the same key is refused (NULLs differ)
+    sa.UniqueConstraint("run_id", "dedupe_key"),
+    # load: a run's signals, oldest first
+    sa.Index(None, "run_id", "id"),
     mysql_engine="InnoDB",
     mysql_charset="utf8mb4",
     mysql_collate="utf8mb4_bin",

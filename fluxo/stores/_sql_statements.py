@@ -48,6 +48,7 @@ class Sql:
 
 _R = schema.runs
 _E = schema.events
+_S = schema.signals
 RUN_COLUMNS = (
     _R.c.id,
     _R.c.workflow,
@@ -58,9 +59,12 @@ RUN_COLUMNS = (
     _R.c.lease_owner,
     _R.c.lease_until,
     _R.c.cancel_requested,
+    _R.c.wake_requested,
 )
 _EVENT_COLUMNS = (_E.c.run_id, _E.c.seq, _E.c.kind, _E.c.name, _E.c.data, _E.c.created_at)
 _ACTIVE = tuple(status.value for status in history.ACTIVE_STATUSES)
+LOAD_RUN = 6
+"""Where the run's columns start in a row of :attr:`Statements.load`."""
 
 
 def _p(name: str, column: sa.Column[Any]) -> sa.BindParameter[Any]:
@@ -79,6 +83,23 @@ def _pg_notify(run_id: sa.ColumnElement[str]) -> sa.ColumnElement[Any]:
 
 def _keys(prefix: str, count: int) -> list[sa.BindParameter[Any]]:
     return [sa.bindparam(f"{prefix}{i}", type_=_R.c.id.type) for i in range(count)]
+
+
+def _status_values(*, waiting: bool) -> dict[str, Any]:
+    """What ``append`` with a status sets; ``waiting``: yield to a wake-up that arrived."""
+    status: sa.ColumnElement[Any] = _p("p_status", _R.c.status)
+    ready_at: sa.ColumnElement[Any] = _p("p_ready_at", _R.c.ready_at)
+    if waiting:
+        woken = sa.or_(_R.c.wake_requested, _R.c.cancel_requested)
+        status = sa.case((woken, _word(RunStatus.PENDING.value)), else_=status)
+        ready_at = sa.case((woken, _p("p_now", _R.c.updated_at)), else_=ready_at)
+    return {
+        "status": status,
+        "ready_at": ready_at,
+        "updated_at": _p("p_now", _R.c.updated_at),
+        "lease_owner": sa.null(),
+        "lease_until": sa.null(),
+    }
 
 
 def bucket(values: Collection[str]) -> list[str]:
@@ -103,12 +124,33 @@ class Statements:
             sa.select(sa.column("version_num")).select_from(sa.table(schema.VERSION_TABLE))
         )
         self.get_run = c(sa.select(*RUN_COLUMNS).where(_R.c.id == run_id))
-        self.load = c(
-            sa.select(*RUN_COLUMNS, _E.c.kind, _E.c.name, _E.c.data)
+        # The run with its events (part 0), then its signals (part 1): one statement,
+        # so one round trip and one snapshot. Rows: part, position, kind or NULL, name,
+        # data or payload, sent_at or NULL, then the run's columns (NULL for signals).
+        run_and_events = (
+            sa.select(
+                sa.literal_column("0", sa.Integer()).label("part"),
+                _E.c.seq.label("ord"),
+                _E.c.kind,
+                _E.c.name,
+                _E.c.data,
+                sa.null().label("sent_at"),
+                *RUN_COLUMNS,
+            )
             .select_from(_R.outerjoin(_E, _E.c.run_id == _R.c.id))
             .where(_R.c.id == run_id)
-            .order_by(_E.c.seq)
         )
+        signal_rows = sa.select(
+            sa.literal_column("1", sa.Integer()),
+            _S.c.id,
+            sa.null(),
+            _S.c.name,
+            _S.c.payload,
+            _S.c.sent_at,
+            *(sa.null() for _ in RUN_COLUMNS),
+        ).where(_S.c.run_id == run_id)
+        loaded = sa.union_all(run_and_events, signal_rows)
+        self.load = c(loaded.order_by(loaded.selected_columns.part, loaded.selected_columns.ord))
         insert_run_values = {
             "id": run_id,
             "workflow": _p("p_workflow", _R.c.workflow),
@@ -119,6 +161,7 @@ class Statements:
             "lease_owner": _p("p_owner", _R.c.lease_owner),
             "lease_until": _p("p_lease_until", _R.c.lease_until),
             "cancel_requested": sa.false(),
+            "wake_requested": sa.false(),
         }
         self.insert_run = c(_R.insert().values(insert_run_values))
         event_params = (
@@ -144,23 +187,23 @@ class Statements:
         )
         self.insert_event_after = c(after)
         self.insert_event_first = c(first)
-        status_values = {
-            "status": _p("p_status", _R.c.status),
-            "ready_at": _p("p_ready_at", _R.c.ready_at),
-            "updated_at": now,
-            "lease_owner": sa.null(),
-            "lease_until": sa.null(),
-        }
-        self.set_status = c(
-            self._announce(_R.update().where(_R.c.id == run_id).values(status_values))
+        # Each status write comes in two forms, indexed by "is the new status WAITING":
+        # the second turns WAITING into PENDING, ready now, when a signal or a
+        # cancellation arrived meanwhile, so no wake-up is lost (and no read is needed).
+        status_values = (_status_values(waiting=False), _status_values(waiting=True))
+        self.set_status = tuple(
+            c(self._announce(_R.update().where(_R.c.id == run_id).values(v))) for v in status_values
         )
         last_seq = sa.select(sa.func.max(_E.c.seq)).where(_E.c.run_id == run_id)
-        self.set_status_fenced = c(
-            self._announce(
-                _R.update()
-                .where(_R.c.id == run_id, last_seq.scalar_subquery() == _p("p_prev", _E.c.seq))
-                .values(status_values)
+        self.set_status_fenced = tuple(
+            c(
+                self._announce(
+                    _R.update()
+                    .where(_R.c.id == run_id, last_seq.scalar_subquery() == _p("p_prev", _E.c.seq))
+                    .values(v)
+                )
             )
+            for v in status_values
         )
         self.append_state = c(
             sa.select(
@@ -171,12 +214,15 @@ class Statements:
         if kind == "postgresql":
             # One statement, so one round trip: the insert and the status change.
             inserted = after.returning(_E.c.run_id).cte("fluxo_appended")
-            self.pg_append_with_status = c(
-                self._announce(
-                    _R.update()
-                    .where(_R.c.id == run_id, sa.exists(sa.select(inserted.c.run_id)))
-                    .values(status_values)
+            self.pg_append_with_status = tuple(
+                c(
+                    self._announce(
+                        _R.update()
+                        .where(_R.c.id == run_id, sa.exists(sa.select(inserted.c.run_id)))
+                        .values(v)
+                    )
                 )
+                for v in status_values
             )
             new_run = (
                 postgresql.insert(_R)
@@ -230,6 +276,7 @@ class Statements:
                     sa.case((waiting, _word(RunStatus.PENDING.value)), else_=_R.c.status),
                 ),
                 (_R.c.cancel_requested, sa.true()),
+                (_R.c.wake_requested, sa.true()),
                 (_R.c.updated_at, now),
             )
         )
@@ -280,8 +327,93 @@ class Statements:
                 _R.c.lease_owner,
                 _R.c.lease_until,
                 _R.c.cancel_requested,
+                _R.c.wake_requested,
             ).where(_R.c.id == run_id)
         )
+        self._signals(run_id, now)
+        self._claim_run(run_id, now)
+
+    def _signals(self, run_id: sa.BindParameter[str], now: sa.BindParameter[float]) -> None:
+        """``send_signal``: store the signal, then wake the run (never one without the other).
+
+        On PostgreSQL one statement does it all: it locks the run's row, inserts the
+        signal if the run is active and the key is new, wakes the run if a signal
+        was inserted, and returns ``(status, new signal id, runs woken)`` (no row:
+        no such run). Elsewhere a transaction runs the parts one by one.
+        """
+        waiting = _R.c.status == _word(RunStatus.WAITING.value)
+        # MySQL evaluates SET left to right: ready_at must read the old status.
+        wake = (
+            (_R.c.ready_at, sa.case((waiting, now), else_=_R.c.ready_at)),
+            (_R.c.status, sa.case((waiting, _word(RunStatus.PENDING.value)), else_=_R.c.status)),
+            (_R.c.wake_requested, sa.true()),
+            (_R.c.updated_at, now),
+        )
+        signal_params = (
+            _p("p_name", _S.c.name),
+            _p("p_payload", _S.c.payload),
+            now,
+            _p("p_key", _S.c.dedupe_key),
+        )
+        signal_columns = ["run_id", "name", "payload", "sent_at", "dedupe_key"]
+        if self._kind == "postgresql":
+            run = (
+                sa.select(_R.c.id, _R.c.status)
+                .where(_R.c.id == run_id)
+                .with_for_update()
+                .cte("fluxo_signal_run")
+            )
+            inserted = (
+                postgresql.insert(_S)
+                .from_select(
+                    signal_columns,
+                    sa.select(run.c.id, *signal_params).where(
+                        run.c.status.in_([_word(s) for s in _ACTIVE])
+                    ),
+                )
+                .on_conflict_do_nothing(index_elements=[_S.c.run_id, _S.c.dedupe_key])
+                .returning(_S.c.id)
+                .cte("fluxo_signal_new")
+            )
+            woken = self._announce(
+                _R.update()
+                .where(_R.c.id == run_id, sa.exists(sa.select(inserted.c.id)))
+                .ordered_values(*wake)
+            ).cte("fluxo_signal_woken")
+            self.pg_send_signal = self.compile(
+                sa.select(
+                    run.c.status,
+                    sa.select(inserted.c.id).scalar_subquery(),
+                    sa.select(sa.func.count()).select_from(woken).scalar_subquery(),
+                ).select_from(run)
+            )
+            return
+        locked = sa.select(_R.c.status).where(_R.c.id == run_id)
+        if self._kind == "mysql":
+            locked = locked.with_for_update()
+        self.signal_run_status = self.compile(locked)
+        self.insert_signal = self.compile(
+            _S.insert().values(dict(zip(signal_columns, (run_id, *signal_params), strict=True)))
+        )
+        self.wake_for_signal = self.compile(
+            _R.update().where(_R.c.id == run_id).ordered_values(*wake)
+        )
+
+    def _claim_run(self, run_id: sa.BindParameter[str], now: sa.BindParameter[float]) -> None:
+        """``claim_run``: lease one active run unless another worker's lease is live."""
+        worker = _p("p_worker", _R.c.lease_owner)
+        update = (
+            _R.update()
+            .where(
+                _R.c.id == run_id,
+                _R.c.status.in_([_word(s) for s in _ACTIVE]),
+                sa.or_(
+                    _R.c.lease_until.is_(None), _R.c.lease_until < now, _R.c.lease_owner == worker
+                ),
+            )
+            .values(self._lease_values())
+        )
+        self.claim_run = self.compile(update.returning(*RUN_COLUMNS) if self.returning else update)
 
     def _announce(self, update: sa.Update, *columns: sa.ColumnElement[Any]) -> sa.Update:
         """Return ``columns`` from an update of runs, and on PostgreSQL NOTIFY each run's id.
@@ -362,6 +494,7 @@ class Statements:
             "lease_owner": _p("p_worker", _R.c.lease_owner),
             "lease_until": _p("p_lease_until", _R.c.lease_until),
             "updated_at": _p("p_now", _R.c.updated_at),
+            "wake_requested": sa.false(),
         }
 
     def renew(self, runs: int) -> Sql:
@@ -402,3 +535,42 @@ class Statements:
             )
 
         return self.shaped(("list", statuses, workflows), build)
+
+    def next_wake(self, workflows: int) -> Sql:
+        """The earliest time a run of the workflows becomes claimable (``NULL``: never).
+
+        A run counts at its ``ready_at``, or at its ``lease_until`` while that lease
+        is live and ends later. Read through the ``ready_at`` index, not by a scan of
+        every active run: the first run in ``ready_at`` order without a live lease
+        bounds the answer (``bound``), since no run counts before its ``ready_at``;
+        only the runs up to it (in practice the ones being worked on) are looked at.
+        Without such a run the bound is the largest ``ready_at`` of all.
+        """
+
+        def build() -> sa.ClauseElement:
+            now = _p("p_now", _R.c.updated_at)
+            active = sa.and_(
+                _R.c.status.in_([_word(s) for s in _ACTIVE]),
+                _R.c.workflow.in_(_keys("p_wf", workflows)),
+            )
+            live = _R.c.lease_until >= now
+            first_free = (
+                sa.select(_R.c.ready_at)
+                .where(
+                    active,
+                    _R.c.ready_at.is_not(None),
+                    sa.or_(_R.c.lease_until.is_(None), _R.c.lease_until < now),
+                )
+                .order_by(_R.c.ready_at)
+                .limit(1)
+                .scalar_subquery()
+            )
+            latest = sa.select(sa.func.max(_R.c.ready_at)).scalar_subquery()
+            bound = sa.func.coalesce(first_free, latest)
+            counts_at = sa.case(
+                (sa.and_(live, _R.c.lease_until > _R.c.ready_at), _R.c.lease_until),
+                else_=_R.c.ready_at,
+            )
+            return sa.select(sa.func.min(counts_at)).where(active, _R.c.ready_at <= bound)
+
+        return self.shaped(("next_wake", workflows), build)

@@ -52,6 +52,8 @@ make_engine = _sql_engine.make_engine
 
 _LISTENER_START: Final = 2.0
 """How long a first waiter waits for the PostgreSQL listener to connect before polling."""
+_MIN_POLL_INTERVAL: Final = 1.0
+"""The shortest ``poll_interval``: polling is the fallback, never the way waiters wake."""
 _RETRIES: Final = 6
 """How often a transaction that lost a deadlock is run again before giving up."""
 
@@ -64,7 +66,21 @@ class _Missing(Exception):
 
 
 class _Duplicate(Exception):
-    """Raised inside a transaction to roll it back: the run already exists."""
+    """Raised inside a transaction to roll it back: the run (or the signal) already exists."""
+
+
+class _Finished(Exception):
+    """Raised inside a transaction to roll it back: the run has finished."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+def _finished(run_id: str, status: str) -> _errors.RunStateError:
+    return _errors.RunStateError(
+        f"run {run_id!r} has finished ({status}); a signal sent to it would never be read"
+    )
 
 
 class SQLStore:
@@ -91,8 +107,9 @@ class SQLStore:
         engine_options: keyword arguments for :func:`sqlalchemy.create_engine`
             (only with a URL).
         poll_interval: how often, in seconds, :meth:`wait_for_change` looks for
-            changes made by other processes. Changes made through this store
-            wake waiters at once.
+            changes made by other processes (at least 1 s; on PostgreSQL only
+            while ``LISTEN`` is down). Changes made through this store wake
+            waiters at once.
 
     Raises:
         DefinitionError: the URL is unusable or the driver is not installed.
@@ -106,7 +123,7 @@ class SQLStore:
         *,
         auto_migrate: bool = True,
         engine_options: Mapping[str, Any] | None = None,
-        poll_interval: float = 0.5,
+        poll_interval: float = 1.0,
     ) -> None:
         if isinstance(url, sa.Engine):
             if engine_options:
@@ -125,7 +142,7 @@ class SQLStore:
             self._driver = _sql_engine.Driver(dialect)
             self._sql = _sql_statements.Statements(dialect, self._driver.name)
             self._url = self._engine.url.render_as_string(hide_password=True)
-            self._poll_interval = max(0.01, poll_interval)
+            self._poll_interval = max(_MIN_POLL_INTERVAL, poll_interval)
             memory = self._driver.name == "sqlite" and _sql_engine.is_memory_sqlite(
                 self._engine.url
             )
@@ -296,6 +313,7 @@ class SQLStore:
             lease_owner=lease_owner,
             lease_until=row[7],
             cancel_requested=bool(row[8]),
+            wake_requested=bool(row[9]),
         )
 
     def _key(self, value: Any) -> str:
@@ -383,14 +401,21 @@ class SQLStore:
         def read(cur: DBAPICursor) -> Sequence[Any]:
             return self._execute(cur, self._sql.load, {"p_run_id": run_id}).fetchall()
 
+        # One statement: the run and its events (part 0), then its signals (part 1).
         rows = self._call("loading a run", read)
-        if not rows:
+        if not rows or rows[0][0] != 0:
             raise _errors.RunNotFoundError(run_id)
-        run = self._run_from_row(rows[0])
-        if rows[0][9] is None:  # a run without events: only a damaged database has one
-            return history.RunState(run, ())
+        run = self._run_from_row(rows[0][_sql_statements.LOAD_RUN :])
         make = history.event_from_record
-        return history.RunState(run, tuple(make(row[9], row[10], row[11]) for row in rows))
+        events: list[history.Event] = []
+        signals: list[history.Signal] = []
+        for part, position, kind, name, data, sent_at, *_ in rows:
+            if part == 0:
+                if kind is not None:  # None: a run without events (a damaged database)
+                    events.append(make(kind, name, data))
+            else:
+                signals.append(history.Signal(int(position), name, bytes(data), sent_at))
+        return history.RunState(run, tuple(events), tuple(signals))
 
     # -- append -----------------------------------------------------------------
 
@@ -424,6 +449,7 @@ class SQLStore:
             "p_now": now,
         }
         guarded = self._sql.insert_event_after if expected_seq else self._sql.insert_event_first
+        waiting = status is RunStatus.WAITING
         if status is not None:
             values["p_status"] = status.value
             values["p_ready_at"] = ready_at
@@ -436,7 +462,7 @@ class SQLStore:
             # The hot path: a single statement in autocommit, one round trip.
             sql: _sql_statements.Sql | None = guarded
             if status is not None and expected_seq:
-                sql = self._sql.pg_append_with_status
+                sql = self._sql.pg_append_with_status[waiting]
             elif status is not None:
                 sql = None  # position 0 with a status: a conflict, found the long way
 
@@ -478,7 +504,7 @@ class SQLStore:
                 conflict(exc)
                 raise
             if status is not None:
-                self._execute(cur, self._sql.set_status, values)
+                self._execute(cur, self._sql.set_status[waiting], values)
 
         try:
             self._call("recording history", batch, begin=self._driver.begin_write)
@@ -503,8 +529,10 @@ class SQLStore:
             "p_now": now,
         }
 
+        sql = self._sql.set_status_fenced[status is RunStatus.WAITING]
+
         def update(cur: DBAPICursor) -> int:
-            return int(self._execute(cur, self._sql.set_status_fenced, values).rowcount)
+            return int(self._execute(cur, sql, values).rowcount)
 
         if self._call("changing a run's status", update) != 1:
             self._append_refused(run_id, expected_seq)
@@ -578,6 +606,7 @@ class SQLStore:
                         lease_owner=worker_id,
                         lease_until=lease_until,
                         cancel_requested=run.cancel_requested,
+                        wake_requested=False,
                     )
                     for run in found
                 ]
@@ -585,6 +614,100 @@ class SQLStore:
             claimed = self._call("claiming runs", claim, begin=self._driver.begin_write)
         claimed.sort(key=lambda run: (run.ready_at or 0.0, run.created_at, run.id))
         return claimed
+
+    def claim_run(
+        self, worker_id: str, run_id: str, *, now: float, lease_until: float
+    ) -> history.RunInfo | None:
+        """See :meth:`fluxo.stores.Store.claim_run`."""
+        values = {
+            "p_run_id": run_id,
+            "p_worker": worker_id,
+            "p_now": now,
+            "p_lease_until": lease_until,
+        }
+
+        if self._sql.returning:
+
+            def claim(cur: DBAPICursor) -> Sequence[Any]:
+                return self._execute(cur, self._sql.claim_run, values).fetchall()
+
+            rows = self._call("claiming a run", claim)
+        else:
+
+            def claim_then_read(cur: DBAPICursor) -> Sequence[Any]:
+                if self._execute(cur, self._sql.claim_run, values).rowcount != 1:
+                    return ()
+                return self._execute(cur, self._sql.get_run, values).fetchall()
+
+            rows = self._call("claiming a run", claim_then_read, begin=self._driver.begin_write)
+        return self._run_from_row(rows[0]) if rows else None
+
+    def next_wake(self, workflows: Collection[str], *, now: float) -> float | None:
+        """See :meth:`fluxo.stores.Store.next_wake`."""
+        if not workflows:
+            return None
+        names = _sql_statements.bucket(workflows)
+        values: dict[str, Any] = {f"p_wf{i}": name for i, name in enumerate(names)}
+        values["p_now"] = now
+        sql = self._sql.next_wake(len(names))
+
+        def read(cur: DBAPICursor) -> Sequence[Any]:
+            return self._execute(cur, sql, values).fetchall()
+
+        found = self._call("looking for the next wake-up", read)[0][0]
+        return None if found is None else float(found)
+
+    def send_signal(
+        self, run_id: str, name: str, payload: bytes, *, now: float, key: str | None = None
+    ) -> bool:
+        """See :meth:`fluxo.stores.Store.send_signal`."""
+        values = {
+            "p_run_id": run_id,
+            "p_name": name,
+            "p_payload": payload,
+            "p_now": now,
+            "p_key": key,
+        }
+        if self._driver.name == "postgresql":
+
+            def send_pg(cur: DBAPICursor) -> Sequence[Any]:
+                return self._execute(cur, self._sql.pg_send_signal, values).fetchall()
+
+            rows = self._call("sending a signal", send_pg)
+            if not rows:
+                raise _errors.RunNotFoundError(run_id)
+            status, signal_id, _woken = rows[0]
+            if signal_id is None and RunStatus(status).is_terminal:
+                raise _finished(run_id, status)
+            sent = signal_id is not None
+        else:
+
+            def send(cur: DBAPICursor) -> bool:
+                rows = self._execute(cur, self._sql.signal_run_status, values).fetchall()
+                if not rows:
+                    raise _Missing
+                if RunStatus(rows[0][0]).is_terminal:
+                    raise _Finished(rows[0][0])
+                try:
+                    self._execute(cur, self._sql.insert_signal, values)
+                except self._driver.dbapi.IntegrityError as exc:
+                    if self._driver.is_unique_violation(exc):
+                        raise _Duplicate from exc
+                    raise
+                self._execute(cur, self._sql.wake_for_signal, values)
+                return True
+
+            try:
+                sent = self._call("sending a signal", send, begin=self._driver.begin_write)
+            except _Missing:
+                raise _errors.RunNotFoundError(run_id) from None
+            except _Finished as finished:
+                raise _finished(run_id, finished.status) from None
+            except _Duplicate:
+                sent = False
+        if sent:
+            self._notify()
+        return sent
 
     def renew(
         self, worker_id: str, run_ids: Collection[str], *, lease_until: float

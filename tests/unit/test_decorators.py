@@ -360,3 +360,14 @@ def test_a_run_id_longer_than_stores_keep_is_refused() -> None:
     with pytest.raises(fluxo.DefinitionError, match="at most 255 characters"):
         wfs.checkout.options(id="r" * 256)
     assert wfs.checkout.options(id="r" * 255).start_id == "r" * 255
+
+
+@fluxo.workflow(name="dec.defaults")
+def with_defaults(order_id: str, cents: int = 100, currency: str = "EUR") -> str:
+    return f"{order_id}:{cents}:{currency}"
+
+
+def test_a_skipped_default_does_not_shift_later_arguments(make_engine: MakeEngine) -> None:
+    engine = make_engine(with_defaults)
+    assert engine.run(with_defaults, "o1", currency="USD") == "o1:100:USD"
+    assert engine.run(with_defaults, "o2", 5) == "o2:5:EUR"

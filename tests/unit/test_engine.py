@@ -545,3 +545,13 @@ def test_result_is_not_slowed_by_a_change_between_its_read_and_its_wait(
     store.finish_on_read = lambda: execute(engine, handle.id)
     assert handle.result(timeout=0.3) == "hello racy!"
     assert False not in store.waits  # no wait ran into its timeout
+
+
+def test_run_raises_a_store_failure_instead_of_waiting_forever(make_engine: MakeEngine) -> None:
+    class DownAfterStart(SpyStore):
+        def append(self, *args: Any, **kwargs: Any) -> None:
+            raise fluxo.StoreUnavailableError("the database went away")
+
+    engine = make_engine(greet, store=DownAfterStart(fluxo.open_store("memory://")))
+    with pytest.raises(fluxo.StoreUnavailableError, match="resumes it from its history"):
+        engine.run(greet, "x")

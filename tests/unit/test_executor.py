@@ -1503,7 +1503,7 @@ class FlakyStore(SpyStore):
 
 @pytest.mark.parametrize("swallow", [False, True], ids=["propagating", "swallowed"])
 def test_a_failed_record_stops_the_execution_instead_of_failing_the_run(
-    make_engine: MakeEngine, calls: Calls, swallow: bool
+    make_engine: MakeEngine, calls: Calls, swallow: bool, clock: FakeClock
 ) -> None:
     store = FlakyStore(fluxo.open_store("memory://"))
 
@@ -1527,13 +1527,14 @@ def test_a_failed_record_stops_the_execution_instead_of_failing_the_run(
     engine = make_engine(flow, store=store)
     handle = engine.start(flow)
     store.down_for = {1}  # recording count(1) fails
-    assert execute(engine, handle.id, "a") is Outcome.STOPPED
+    assert execute(engine, handle.id, "a") is Outcome.BROKEN
     assert calls == {"count1": 1}  # count(2) was not run live on top of the gap
     run = engine.get_run(handle.id)
-    assert run.status is Status.PENDING  # handed back, not failed
-    assert run.lease_owner is None
+    assert run.status is Status.RUNNING  # not failed; the lease is kept, not handed back,
+    assert run.lease_owner == "a"  # so a broken store is not retried in a hot loop
     assert kinds(engine.history(handle.id)) == ["workflow_started"]
 
+    clock.advance(31)  # the lease expires unrenewed
     assert execute(engine, handle.id, "b") is Outcome.COMPLETED
     assert handle.result(timeout=1) == [1, 2]
     assert named(engine.history(handle.id))[1:3] == [
@@ -1543,7 +1544,7 @@ def test_a_failed_record_stops_the_execution_instead_of_failing_the_run(
 
 
 def test_a_failed_final_record_leaves_the_run_to_resume(
-    make_engine: MakeEngine, calls: Calls
+    make_engine: MakeEngine, calls: Calls, clock: FakeClock
 ) -> None:
     store = FlakyStore(fluxo.open_store("memory://"))
 
@@ -1559,8 +1560,91 @@ def test_a_failed_final_record_leaves_the_run_to_resume(
     engine = make_engine(finish, store=store)
     handle = engine.start(finish)
     store.down_for = {2}  # the step is recorded; the completion is not
-    assert execute(engine, handle.id, "a") is Outcome.STOPPED
-    assert engine.get_run(handle.id).status is Status.PENDING
+    assert execute(engine, handle.id, "a") is Outcome.BROKEN
+    assert engine.get_run(handle.id).status is Status.RUNNING  # leased until it expires
+    clock.advance(31)
     assert execute(engine, handle.id, "b") is Outcome.COMPLETED
     assert handle.result(timeout=1) == "done"
     assert calls == {"once": 1}
+
+
+def test_a_finally_that_raises_during_a_store_failure_does_not_fail_the_run(
+    make_engine: MakeEngine, calls: Calls, clock: FakeClock
+) -> None:
+    store = FlakyStore(fluxo.open_store("memory://"))
+
+    @fluxo.step(name="unwind.work")
+    def work() -> str:
+        calls["work"] += 1
+        return "ok"
+
+    @fluxo.workflow(name="unwind.flow")
+    def flow() -> str:
+        try:
+            return work()
+        finally:
+            raise ValueError("cleanup broke while unwinding")
+
+    engine = make_engine(flow, store=store)
+    handle = engine.start(flow)
+    store.down_for = {1}
+    assert execute(engine, handle.id, "a") is Outcome.BROKEN
+    assert engine.get_run(handle.id).status is Status.RUNNING  # not failed
+    assert kinds(engine.history(handle.id)) == ["workflow_started"]
+
+
+def test_an_unresolvable_step_annotation_fails_the_step_before_its_side_effect(
+    make_engine: MakeEngine, calls: Calls
+) -> None:
+    @fluxo.step(name="annot.charge")
+    def charge() -> NoSuchType:  # type: ignore[name-defined]  # noqa: F821
+        calls["charged"] += 1
+        return None
+
+    @fluxo.workflow(name="annot.flow")
+    def flow() -> str:
+        try:
+            charge()
+        except fluxo.StepError:
+            return "fallback"
+        return "charged"
+
+    engine = make_engine(flow)
+    handle = engine.start(flow)
+    assert execute(engine, handle.id) is Outcome.COMPLETED
+    assert handle.result(timeout=1) == "fallback"
+    assert calls == {}  # the card was never charged
+    failed = [e for e in engine.history(handle.id) if isinstance(e, history.StepFailed)]
+    assert len(failed) == 1  # recorded, so replay and retry agree
+
+
+def test_a_step_failure_has_no_hidden_context_live_or_on_replay(
+    make_engine: MakeEngine, clock: FakeClock
+) -> None:
+    seen: list[object] = []
+
+    @fluxo.step(name="ctx.boom")
+    def boom() -> None:
+        raise KeyError("missing")
+
+    @fluxo.step(name="ctx.pause")
+    def pause() -> None:
+        raise SimulatedCrash
+
+    @fluxo.workflow(name="ctx.flow")
+    def flow() -> str:
+        try:
+            boom()
+        except fluxo.StepError as exc:
+            seen.append(exc.__context__)
+        pause()
+        return "done"
+
+    engine = make_engine(flow)
+    handle = engine.start(flow)
+    with pytest.raises(SimulatedCrash):
+        execute(engine, handle.id)
+    engine.store.release("tester", handle.id, now=clock())
+    with pytest.raises(SimulatedCrash):
+        execute(engine, handle.id)
+    assert seen == [None, None]

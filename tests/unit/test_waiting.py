@@ -144,7 +144,7 @@ def test_sleep_until_takes_an_aware_datetime(make_engine: MakeEngine, clock: Fak
 
 def test_sleep_until_refuses_a_naive_datetime() -> None:
     with pytest.raises(fluxo.DefinitionError, match="timezone-aware"):
-        fluxo.sleep_until(datetime(2030, 1, 1))  # noqa: DTZ001
+        fluxo.sleep_until(datetime(2030, 1, 1))
 
 
 def test_sleep_refuses_a_bad_duration() -> None:
