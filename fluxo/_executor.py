@@ -277,6 +277,7 @@ class RunContext:
         self.holding = False
         self.store_error: _errors.StoreError | None = None
         self._pending: dict[str, collections.deque[bytes]] = {}
+        self._consumed: dict[str, int] = {}  # signals taken so far, replayed or live
         self._refresh_signals(state.signals)
         self.cancel_requested = threading.Event()
         if state.run.cancel_requested:
@@ -606,6 +607,7 @@ class RunContext:
                 payload = queue[0]
                 self._record_many([*unrecorded, history.SignalReceived(name, payload)])
                 queue.popleft()
+                self._consumed[name] = self._consumed.get(name, 0) + 1
                 return self._decode_recorded_payload(call, payload, type)
             if deadline is not None and self.clock() >= deadline:
                 self._record_many([*unrecorded, history.SignalTimedOut(name)])
@@ -614,6 +616,7 @@ class RunContext:
             unrecorded = []
 
     def _receive(self, call: str, event: history.Event, type: Any) -> Any:
+        self._consumed[event.name] = self._consumed.get(event.name, 0) + 1
         queue = self._pending.get(event.name)
         if queue:
             queue.popleft()  # replay consumes the signal the live run consumed
@@ -630,11 +633,7 @@ class RunContext:
         pending: dict[str, collections.deque[bytes]] = {}
         for signal in signals:
             pending.setdefault(signal.name, collections.deque()).append(signal.payload)
-        consumed: dict[str, int] = {}
-        for recorded in self._script[: self._pos]:
-            if isinstance(recorded.event, history.SignalReceived):
-                consumed[recorded.event.name] = consumed.get(recorded.event.name, 0) + 1
-        for name, count in consumed.items():
+        for name, count in self._consumed.items():
             queue = pending.get(name)
             for _ in range(min(count, len(queue or ()))):
                 queue.popleft()  # type: ignore[union-attr]
@@ -722,7 +721,8 @@ class RunContext:
             token = self.store.change_token(self.run_id)
             run = self.store.get_run(self.run_id)
             now = self.clock()
-            woken = run.wake_requested or run.cancel_requested
+            # Our own worker may have claimed it for us (its loop leaves held runs alone).
+            woken = run.wake_requested or run.cancel_requested or run.lease_owner == hold.owner
             if woken or now >= until or run.lease_owner is not None or run.status.is_terminal:
                 break
             if self.stop_requested.is_set():

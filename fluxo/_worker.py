@@ -243,6 +243,10 @@ class Worker:
                     self._stopping.wait(self.idle_timeout)
                     continue
                 for run in runs:
+                    with self._slots:
+                        held = self._inflight.get(run.id)
+                    if held is not None and held.holding:
+                        continue  # its thread holds the wait and takes the run back itself
                     self._submit(pool, run.id)
                 if not runs:
                     self._idle(names, token)

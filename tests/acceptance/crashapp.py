@@ -66,3 +66,22 @@ def five_steps(x: int) -> str:
 def make_engine() -> fluxo.Engine:
     """Build the engine from the store URL the test hands over in the environment."""
     return fluxo.Engine(os.environ["FLUXO_CRASH_URL"], workflows=[five_steps])
+
+
+@fluxo.step
+def stamp(label: str) -> float:
+    now = time.time()
+    _ledger(f"{label} {now!r}")
+    return now
+
+
+@fluxo.workflow
+def nap_three_seconds() -> float:
+    stamp("before")
+    fluxo.sleep(3)
+    return stamp("after")
+
+
+def make_timer_engine() -> fluxo.Engine:
+    """The engine for the timer crash test."""
+    return fluxo.Engine(os.environ["FLUXO_CRASH_URL"], workflows=[nap_three_seconds])

@@ -531,3 +531,21 @@ def test_engine_run_waits_out_a_sleep_in_the_calling_thread(make_engine: MakeEng
     engine = make_engine(nap, clock=time.time)
     assert engine.run(nap, 0.2) == "BEFOREAFTER"
     assert BODY == ["nap"]
+
+
+def test_a_held_wait_never_consumes_a_signal_twice(make_engine: MakeEngine) -> None:
+    engine = make_engine(two_signals, clock=time.time)
+    handle = engine.start(two_signals)
+
+    def waits() -> int:
+        return kinds(engine.history(handle.id)).count("signal_wait_started")
+
+    with engine.worker(concurrency=2, sticky=10):
+        for value, count in ((1, 1), (2, 2)):
+            deadline = time.monotonic() + WAIT
+            while waits() < count:
+                assert time.monotonic() < deadline
+                time.sleep(0.005)
+            engine.signal(handle.id, "n", value)
+        assert handle.result(timeout=WAIT) == [1, 2]
+    assert kinds(engine.history(handle.id)).count("signal_received") == 2
