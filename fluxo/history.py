@@ -246,7 +246,7 @@ class RunInfo:
 
 @dataclass(frozen=True, slots=True)
 class Signal:
-    """A message sent to a run. ``id`` orders all signals of all runs of one store."""
+    """A message sent to a run. ``id`` orders the signals of one run (oldest first)."""
 
     id: int
     name: str

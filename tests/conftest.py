@@ -32,7 +32,8 @@ MYSQL_ENV = "FLUXO_TEST_MYSQL_URL"
 POSTGRES_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 MYSQL_DEFAULT = "mysql+pymysql://root@127.0.0.1:3306/test"
 
-_FLUXO_TABLES = ("fluxo_events", "fluxo_runs")  # in the order their rows can be deleted
+# in the order their rows can be deleted
+_FLUXO_TABLES = ("fluxo_signals", "fluxo_events", "fluxo_runs")
 
 
 def _normalized(url: str) -> sa.URL:

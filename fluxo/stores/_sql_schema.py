@@ -38,6 +38,13 @@ VERSION_TABLE = "fluxo_alembic_version"
 KEY_LENGTH = 255
 """The longest run id, workflow name or worker id, in characters."""
 
+SIGNAL_KEY_LENGTH = 512
+"""The longest ``send_signal`` key, in characters: room for a run id and a position.
+
+On MySQL the unique ``(run_id, dedupe_key)`` index then takes 1020 + 2048 bytes, just
+within InnoDB's 3072.
+"""
+
 _MYSQL = ("mysql", "mariadb")
 
 metadata = sa.MetaData(
@@ -49,10 +56,10 @@ metadata = sa.MetaData(
 )
 
 
-def _key() -> sa.types.TypeEngine[str]:
+def _key(length: int = KEY_LENGTH) -> sa.types.TypeEngine[str]:
     """An identifier column: compared byte for byte on every database."""
     # 4 bytes per character is the most UTF-8 needs.
-    return sa.String(KEY_LENGTH).with_variant(mysql.VARBINARY(KEY_LENGTH * 4), *_MYSQL)
+    return sa.String(length).with_variant(mysql.VARBINARY(length * 4), *_MYSQL)
 
 
 def _time() -> sa.types.TypeEngine[float]:
@@ -115,7 +122,7 @@ signals = sa.Table(
     sa.Column("name", sa.Text(), nullable=False),
     sa.Column("payload", _blob(), nullable=False),
     sa.Column("sent_at", _time(), nullable=False),
-    sa.Column("dedupe_key", _key(), nullable=True),
+    sa.Column("dedupe_key", _key(SIGNAL_KEY_LENGTH), nullable=True),
     # send_signal with a key: a second signal with the same key is refused (NULLs differ)
     sa.UniqueConstraint("run_id", "dedupe_key"),
     # load: a run's signals, oldest first

@@ -328,6 +328,8 @@ class Statements:
                 _R.c.lease_until,
                 _R.c.cancel_requested,
                 _R.c.wake_requested,
+                # a signal can leave the run's row as it was: its newest signal tells
+                sa.select(sa.func.max(_S.c.id)).where(_S.c.run_id == run_id).scalar_subquery(),
             ).where(_R.c.id == run_id)
         )
         self._signals(run_id, now)
@@ -542,9 +544,11 @@ class Statements:
         A run counts at its ``ready_at``, or at its ``lease_until`` while that lease
         is live and ends later. Read through the ``ready_at`` index, not by a scan of
         every active run: the first run in ``ready_at`` order without a live lease
-        bounds the answer (``bound``), since no run counts before its ``ready_at``;
-        only the runs up to it (in practice the ones being worked on) are looked at.
-        Without such a run the bound is the largest ``ready_at`` of all.
+        bounds the answer, since no run counts before its ``ready_at``, so only the
+        runs up to it (in practice, the ones being worked on) are looked at. Without
+        such a run the bound is the largest ``ready_at`` of all. The bound is a
+        one-row derived table, not a subquery in ``WHERE``: MariaDB then reads it
+        first and ranges over the index up to it, instead of scanning the table.
         """
 
         def build() -> sa.ClauseElement:
@@ -553,7 +557,6 @@ class Statements:
                 _R.c.status.in_([_word(s) for s in _ACTIVE]),
                 _R.c.workflow.in_(_keys("p_wf", workflows)),
             )
-            live = _R.c.lease_until >= now
             first_free = (
                 sa.select(_R.c.ready_at)
                 .where(
@@ -563,14 +566,19 @@ class Statements:
                 )
                 .order_by(_R.c.ready_at)
                 .limit(1)
+                .correlate(None)
                 .scalar_subquery()
             )
-            latest = sa.select(sa.func.max(_R.c.ready_at)).scalar_subquery()
-            bound = sa.func.coalesce(first_free, latest)
-            counts_at = sa.case(
-                (sa.and_(live, _R.c.lease_until > _R.c.ready_at), _R.c.lease_until),
-                else_=_R.c.ready_at,
+            latest = sa.select(sa.func.max(_R.c.ready_at)).correlate(None).scalar_subquery()
+            bound = sa.select(sa.func.coalesce(first_free, latest).label("bound")).subquery(
+                "fluxo_bound"
             )
-            return sa.select(sa.func.min(counts_at)).where(active, _R.c.ready_at <= bound)
+            live_and_later = sa.and_(_R.c.lease_until >= now, _R.c.lease_until > _R.c.ready_at)
+            counts_at = sa.case((live_and_later, _R.c.lease_until), else_=_R.c.ready_at)
+            return (
+                sa.select(sa.func.min(counts_at))
+                .select_from(_R.join(bound, _R.c.ready_at <= bound.c.bound))
+                .where(active)
+            )
 
         return self.shaped(("next_wake", workflows), build)

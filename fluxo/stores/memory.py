@@ -179,7 +179,9 @@ class MemoryStore:
         with self._lock:
             self._check_open()
             times = [
-                max(run.ready_at, run.lease_until or run.ready_at)
+                max(run.ready_at, run.lease_until)
+                if run.lease_until is not None and run.lease_until >= now  # a live lease
+                else run.ready_at
                 for run in self._runs.values()
                 if not run.status.is_terminal
                 and run.ready_at is not None

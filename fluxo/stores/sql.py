@@ -12,6 +12,13 @@ inserts its first event only if the position before it exists (in the same
 statement), so a history has neither duplicates nor gaps; a unique violation
 becomes :class:`~fluxo._errors.SequenceConflictError`.
 
+Signals: ``send_signal`` stores the signal and wakes its run in one transaction
+(one statement on PostgreSQL) that holds the run's row lock, so the signals of a
+run take ids in the order they commit, and ``load`` reads the run, its history
+and its signals in one statement. An ``append`` that suspends a run (``WAITING``)
+yields to a wake-up that arrived meanwhile within its own ``UPDATE`` (a ``CASE``
+on ``wake_requested`` and ``cancel_requested``): still no read before the write.
+
 Drivers: ``psycopg`` 3 for PostgreSQL (``pip install 'fluxo[postgres]'``),
 ``pymysql`` for MySQL and MariaDB (``pip install 'fluxo[mysql]'``) and the
 standard library's ``sqlite3``. A driver is imported when the store is built,

@@ -154,6 +154,7 @@ def test_sigkill_during_a_sleep_resumes_on_a_later_worker(store_url: str, tmp_pa
     # "at once": the second worker found the run overdue and resumed it straight away
     # (the generous bound only guards against waiting for a lease or a poll).
     assert after - fire_at < 10 + 5
+    engine.close()
 
 
 def test_a_worker_up_throughout_resumes_a_sleep_at_its_fire_time(
@@ -169,3 +170,4 @@ def test_a_worker_up_throughout_resumes_a_sleep_at_its_fire_time(
         out, _ = worker.communicate(timeout=30)
     assert worker.returncode == 0, out.decode()
     assert after >= _fire_time(engine, handle.id)  # never early; lateness: see benchmarks
+    engine.close()

@@ -2,8 +2,9 @@
 
 On SQLite, PostgreSQL and MySQL/MariaDB: ``upgrade head`` on an empty database
 leaves no difference alembic's autogenerate can find, the revision lands in
-``fluxo_alembic_version``, and stores starting together on a new database (threads
-or processes) all succeed, the migration running once.
+``fluxo_alembic_version``, a database written by an older revision keeps its data
+through the upgrade, and stores starting together on a new database (threads or
+processes) all succeed, the migration running once.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from fluxo import _errors
+from fluxo import _errors, history
 from fluxo.stores import _sql_migrate, _sql_schema, sql
 
 REPO = Path(__file__).resolve().parents[2]
@@ -72,7 +73,7 @@ def test_the_version_table_is_fluxos_own(empty_url: str) -> None:
 
     names = table_names(empty_url)
     assert _sql_schema.VERSION_TABLE == "fluxo_alembic_version"
-    assert names == {"fluxo_alembic_version", "fluxo_runs", "fluxo_events"}
+    assert names == {"fluxo_alembic_version", "fluxo_runs", "fluxo_events", "fluxo_signals"}
     assert "alembic_version" not in names
 
 
@@ -93,6 +94,102 @@ def test_upgrade_at_head_is_a_no_op_and_keeps_data(empty_url: str) -> None:
 
     assert store.get_run("r1").workflow == "wf"
     store.close()
+
+
+# -- upgrading a database in use ---------------------------------------------
+
+RUNS_AT_0001 = [
+    # id, status, ready_at, lease_owner, lease_until, cancel_requested
+    ("pending-1", "pending", 10.0, None, None, False),
+    ("running-1", "running", 10.0, "w1", 40.0, False),
+    ("waiting-1", "waiting", None, None, None, True),
+    ("done-1", "completed", None, None, None, False),
+]
+
+
+def write_at_0001(url: str) -> None:
+    """Fill a database at revision 0001 the way Fluxo 0001 wrote it (no store of today)."""
+    _sql_migrate.upgrade(url, "0001")
+    engine = sa.create_engine(sql.normalize_url(url), poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            for run_id, status, ready_at, owner, lease_until, cancel in RUNS_AT_0001:
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO fluxo_runs (id, workflow, status, created_at, updated_at, "
+                        "ready_at, lease_owner, lease_until, cancel_requested) VALUES (:id, 'wf', "
+                        ":status, 1.0, 2.0, :ready_at, :owner, :lease_until, :cancel)"
+                    ),
+                    {
+                        "id": run_id,
+                        "status": status,
+                        "ready_at": ready_at,
+                        "owner": owner,
+                        "lease_until": lease_until,
+                        "cancel": cancel,
+                    },
+                )
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO fluxo_events (run_id, seq, kind, name, data, created_at) "
+                        "VALUES (:id, 0, 'workflow_started', 'wf', :data, 1.0)"
+                    ),
+                    {"id": run_id, "data": b"[]"},
+                )
+    finally:
+        engine.dispose()
+
+
+def test_a_database_at_0001_with_runs_upgrades_and_keeps_them(empty_url: str) -> None:
+    write_at_0001(empty_url)
+    assert _sql_migrate.current(empty_url) == "0001"
+
+    _sql_migrate.upgrade(empty_url)
+
+    assert _sql_migrate.current(empty_url) == _sql_schema.HEAD_REVISION
+    assert _sql_migrate.check(empty_url) == []
+    store = sql.SQLStore(empty_url, auto_migrate=False)
+    try:
+        for run_id, status, ready_at, owner, lease_until, cancel in RUNS_AT_0001:
+            state = store.load(run_id)
+            run = state.run
+            assert (run.id, run.workflow, run.status.value) == (run_id, "wf", status)
+            assert (run.created_at, run.updated_at, run.ready_at) == (1.0, 2.0, ready_at)
+            assert (run.lease_owner, run.lease_until) == (owner, lease_until)
+            assert (run.cancel_requested, run.wake_requested) == (cancel, False)
+            assert state.events == (history.WorkflowStarted("wf", b"[]"),)
+            assert state.signals == ()
+        # The new parts work on the old runs.
+        assert store.send_signal("waiting-1", "go", b"1", now=50.0) is True
+        assert store.get_run("waiting-1").status is history.RunStatus.PENDING
+        assert [s.name for s in store.load("waiting-1").signals] == ["go"]
+    finally:
+        store.close()
+
+
+def test_downgrade_to_0001_keeps_the_runs_and_upgrades_again(empty_url: str) -> None:
+    from alembic import command
+
+    write_at_0001(empty_url)
+    _sql_migrate.upgrade(empty_url)
+
+    command.downgrade(_sql_migrate.alembic_config(url=empty_url), "0001")
+
+    assert _sql_migrate.current(empty_url) == "0001"
+    assert "fluxo_signals" not in table_names(empty_url)
+    engine = sa.create_engine(sql.normalize_url(empty_url), poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            ids = conn.exec_driver_sql("SELECT id FROM fluxo_runs").scalars().all()
+    finally:
+        engine.dispose()
+    assert sorted(_text(i) for i in ids) == sorted(run[0] for run in RUNS_AT_0001)
+    _sql_migrate.upgrade(empty_url)
+    assert _sql_migrate.check(empty_url) == []
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def test_the_applications_own_tables_and_alembic_table_are_left_alone(empty_url: str) -> None:

@@ -114,6 +114,43 @@ def test_a_cancellation_request_to_a_running_run_wakes_a_waiter(store, runs):
     assert waiter.outcome() is True
 
 
+@pytest.mark.parametrize("run_id", [None, "r1"])
+def test_a_signal_wakes_a_waiter(store, runs, run_id):
+    runs.start("r1")
+    runs.wait("r1", ready_at=None)
+    waiter = Waiter(store, run_id)
+
+    store.send_signal("r1", "go", b"1", now=T0 + 1)
+
+    assert waiter.outcome() is True
+
+
+def test_a_signal_to_a_running_run_wakes_a_waiter(store, runs):
+    runs.start("r1")
+    runs.claim_one("r1", now=T0)
+    waiter = Waiter(store, "r1")
+
+    store.send_signal("r1", "go", b"1", now=T0 + 1)
+
+    assert waiter.outcome() is True
+
+
+@pytest.mark.parametrize("run_id", [None, "r1"])
+def test_a_signal_through_another_instance_wakes_a_waiter(store, runs, open_store, run_id):
+    if open_store.shares_instances:
+        pytest.skip("this store has a single instance per data set")
+    runs.start("r1")
+    runs.claim_one("r1", now=T0)
+    store.send_signal("r1", "first", b"1", now=T0 + 1)
+    other = open_store()
+    waiter = Waiter(other, run_id)
+
+    # The run's row stays as it was (already flagged, same clock): only the signal is new.
+    store.send_signal("r1", "second", b"2", now=T0 + 1)
+
+    assert waiter.outcome() is True
+
+
 def test_reopening_a_run_wakes_a_waiter(store, runs):
     runs.start("r1")
     runs.finish("r1", RunStatus.FAILED, now=T0)

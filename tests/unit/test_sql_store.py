@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
 from fluxo import _errors, history
-from fluxo.stores import Store, _sql_migrate, sql
+from fluxo.stores import Store, _sql_migrate, _sql_schema, sql
 
 T0 = 1_700_000_000.0
 STEP = history.StepCompleted("shop.charge", b'{"ok": true}')
@@ -188,7 +188,7 @@ def test_tables_dropped_under_a_running_store_ask_for_an_upgrade(sqlite_url: str
 def test_auto_migrate_creates_the_tables_once(sqlite_url: str) -> None:
     sql.SQLStore(sqlite_url).close()
 
-    assert _sql_migrate.current(sqlite_url) == "0001"
+    assert _sql_migrate.current(sqlite_url) == _sql_schema.HEAD_REVISION
     assert _sql_migrate.check(sqlite_url) == []
 
 
