@@ -28,6 +28,7 @@ from fluxo._errors import (
     UnknownWorkflowError,
     WorkflowCancelledError,
     WorkflowFailedError,
+    WorkflowTimeoutError,
 )
 from fluxo._executor import (
     Cancelled,
@@ -85,6 +86,7 @@ __all__ = [
     "Workflow",
     "WorkflowCancelledError",
     "WorkflowFailedError",
+    "WorkflowTimeoutError",
     "__version__",
     "deprecate_patch",
     "in_workflow",

@@ -12,6 +12,7 @@ import inspect
 import threading
 import typing
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any, Generic, TypeVar, overload
 
 import msgspec
@@ -149,14 +150,21 @@ class Workflow(_Definition[P, R]):
         super().__init__(fn, name, aliases)
         self.signature = inspect.signature(fn)
         self.start_id: str | None = None
+        self.start_timeout: float | None = None
         self._input_type: Any = None
 
-    def options(self, *, id: str | None = None) -> Workflow[P, R]:
+    def options(
+        self, *, id: str | None = None, timeout: timedelta | float | None = None
+    ) -> Workflow[P, R]:
         """Return this workflow with start options bound, for ``engine.start``.
 
         Args:
             id: the run id. Starting twice with one id starts one run: the second
                 start returns a handle to the first.
+            timeout: a deadline for the whole run, from its start. A run still
+                going then is cancelled at its next durable call (its ``finally:``
+                blocks run) and ends ``cancelled``; ``handle.result()`` raises
+                ``WorkflowTimeoutError``.
 
         Example:
             >>> engine.start(checkout.options(id="order-17"), "o-17", 4200)
@@ -166,8 +174,16 @@ class Workflow(_Definition[P, R]):
             raise _errors.DefinitionError(
                 f"a run id must be a non-empty string of at most {limit} characters, not {id!r}"
             )
+        seconds: float | None = None
+        if timeout is not None:
+            seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0:
+                raise _errors.DefinitionError(
+                    f"timeout= takes a positive timedelta or number of seconds, not {timeout!r}"
+                )
         bound = copy.copy(self)
         bound.start_id = id
+        bound.start_timeout = None if seconds is None else float(seconds)
         return bound
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:

@@ -211,8 +211,16 @@ class Engine:
                 "or configure a codec that handles them"
             ) from exc
         run_id = wf.start_id or uuid.uuid4().hex
+        now = self.clock()
+        deadline = None if wf.start_timeout is None else now + wf.start_timeout
         return self.store.create_run(
-            run_id, wf.name, data, now=self.clock(), owner=owner, lease_until=lease_until
+            run_id,
+            wf.name,
+            data,
+            now=now,
+            owner=owner,
+            lease_until=lease_until,
+            deadline=deadline,
         )
 
     def start(
@@ -262,7 +270,7 @@ class Engine:
         if outcome is _executor.Outcome.FAILED and context.error is not None:
             raise _executor.workflow_error(run.id, context.error)
         if outcome is _executor.Outcome.CANCELLED:
-            raise _errors.WorkflowCancelledError(run.id)
+            raise _cancelled_error(run.id, context.cancel_reason)
         if outcome is _executor.Outcome.BROKEN:
             raise _errors.StoreUnavailableError(
                 f"run {run.id!r} stopped because the store failed ({context.store_error}); "
@@ -495,7 +503,7 @@ class Engine:
             info: _executor.ErrorInfo = self.codec.decode(last.data or b"{}", _executor.ErrorInfo)
             raise _executor.workflow_error(run.id, info)
         if isinstance(last, _history.WorkflowCancelled):
-            raise _errors.WorkflowCancelledError(run.id)
+            raise _cancelled_error(run.id, last.name)
         raise _errors.StoreError(
             f"run {run.id!r} is {run.status.value} but its history ends with {last.kind!r}; "
             "the store is inconsistent"
@@ -507,6 +515,12 @@ _TERMINAL_EVENTS = (
     _history.WorkflowFailed,
     _history.WorkflowCancelled,
 )
+
+
+def _cancelled_error(run_id: str, reason: str) -> _errors.WorkflowCancelledError:
+    if reason == "deadline":
+        return _errors.WorkflowTimeoutError(run_id)
+    return _errors.WorkflowCancelledError(run_id)
 
 
 def _default_codec() -> _codec.Codec:

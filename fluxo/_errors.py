@@ -18,6 +18,7 @@ The tree::
     ├── SignalError              fluxo.signal() could not deliver (no such run, finished)
     ├── WorkflowFailedError      a run ended failed; raised by ``handle.result()``
     ├── WorkflowCancelledError   a run ended cancelled; raised by ``handle.result()``
+    │   └── WorkflowTimeoutError  ... because it passed its deadline (``timeout=``)
     └── StoreError
         ├── StoreUnavailableError  the database or server cannot be reached
         └── SequenceConflictError  another writer recorded this position first
@@ -270,6 +271,14 @@ class WorkflowCancelledError(FluxoError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.run_id,))
+
+
+class WorkflowTimeoutError(WorkflowCancelledError, TimeoutError):
+    """The run passed its deadline (``workflow.options(timeout=...)``) and was cancelled."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(run_id)
+        self.args = (f"run {run_id!r} passed its deadline and was cancelled",)
 
 
 class StoreError(FluxoError):

@@ -276,6 +276,8 @@ class RunContext:
         self.hold = hold
         self.holding = False
         self.store_error: _errors.StoreError | None = None
+        self.deadline = state.run.deadline
+        self.cancel_reason = ""
         self._pending: dict[str, collections.deque[bytes]] = {}
         self._consumed: dict[str, int] = {}  # signals taken so far, replayed or live
         self._refresh_signals(state.signals)
@@ -347,11 +349,21 @@ class RunContext:
             if isinstance(recorded.event, history.CancelRequested):
                 self._pos += 1
                 self._cancel_delivered = True
+                self.cancel_reason = recorded.event.name or "cancelled"
                 raise Cancelled(_TOKEN)
-        elif self.cancel_requested.is_set():
-            self._record(history.CancelRequested())
+        elif reason := self._cancel_due():
+            self._record(history.CancelRequested(reason))
             self._cancel_delivered = True
+            self.cancel_reason = reason
             raise Cancelled(_TOKEN)
+
+    def _cancel_due(self) -> str:
+        """Why the run must stop now: ``"cancelled"``, ``"deadline"``, or ``""``."""
+        if self.cancel_requested.is_set():
+            return "cancelled"
+        if self.deadline is not None and self.clock() >= self.deadline:
+            return "deadline"
+        return ""
 
     # -- writing the history ---------------------------------------------------------
 
@@ -702,6 +714,10 @@ class RunContext:
         ready_at = wake_at
         if timer and held_until is not None and wake_at is not None:
             ready_at = wake_at + STICKY_GRACE  # reserved for us; others step in if we die
+        if self.deadline is not None and (ready_at is None or self.deadline < ready_at):
+            ready_at = self.deadline  # woken to be cancelled at the run's deadline
+            if held_until is not None:
+                held_until = min(held_until, self.deadline)
         self._record_many(events, history.RunStatus.WAITING, ready_at)
         if hold is None or held_until is None or not self._hold(hold, held_until):
             self._unwinding = _Suspended()
@@ -785,8 +801,9 @@ class RunContext:
 
     def _execute(self) -> Outcome:
         wf = self.workflow
-        # A run cancelled before it ever ran ends without running user code.
-        if not self._script and self.next_seq == 1 and self.cancel_requested.is_set():
+        # A run cancelled (or past its deadline) before it ever ran ends without
+        # running user code.
+        if not self._script and self.next_seq == 1 and self._cancel_due():
             return self._finish_cancelled(record_request=True)
         try:
             packed = self.codec.decode(self.started.data or b"{}", wf.input_type())
@@ -867,11 +884,15 @@ class RunContext:
 
     def _finish_cancelled(self, *, record_request: bool) -> Outcome:
         if record_request:
+            self.cancel_reason = self._cancel_due()
             try:
-                self._record(history.CancelRequested())
+                self._record(history.CancelRequested(self.cancel_reason))
             except _ControlFlow:
                 return self._unwound()
-        return self._finish(history.WorkflowCancelled(), history.RunStatus.CANCELLED)
+        return self._finish(
+            history.WorkflowCancelled(self.cancel_reason or "cancelled"),
+            history.RunStatus.CANCELLED,
+        )
 
 
 # -- deterministic helpers ------------------------------------------------------------

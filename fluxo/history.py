@@ -219,7 +219,8 @@ class RunInfo:
     wakes it); ``lease_owner``/``lease_until`` tell which worker holds it;
     ``cancel_requested`` is set by ``Store.request_cancel`` until the run finishes;
     ``wake_requested`` is set by a signal or a cancellation and cleared by a claim, so
-    a run that suspends after something arrived is made ready again at once.
+    a run that suspends after something arrived is made ready again at once;
+    ``deadline`` is when the run is cancelled if it has not finished (set at creation).
     """
 
     id: str
@@ -232,6 +233,7 @@ class RunInfo:
     lease_until: float | None = None
     cancel_requested: bool = False
     wake_requested: bool = False
+    deadline: float | None = None
 
     @property
     def created(self) -> datetime:

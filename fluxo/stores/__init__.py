@@ -36,8 +36,11 @@ class Store(Protocol):
         now: float,
         owner: str | None = None,
         lease_until: float | None = None,
+        deadline: float | None = None,
     ) -> tuple[history.RunInfo, bool]:
         """Create a run, ready at ``now``, whose history is ``[WorkflowStarted(workflow, input)]``.
+
+        ``deadline`` is stored on the run as given (the executor enforces it).
 
         With ``owner`` and ``lease_until``, the new run is created ``RUNNING`` and
         leased to ``owner`` (``engine.run`` executes it inline this way; if that

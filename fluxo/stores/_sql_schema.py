@@ -83,6 +83,8 @@ runs = sa.Table(
     sa.Column("lease_until", _time(), nullable=True),
     sa.Column("cancel_requested", sa.Boolean(), nullable=False),
     sa.Column("wake_requested", sa.Boolean(), nullable=False, server_default=sa.false()),
+    # when the run is cancelled if it has not finished (NULL: never); set at creation
+    sa.Column("deadline", _time(), nullable=True),
     # claim: runnable runs in ready_at order (NULL, i.e. not ready, sorts out of range)
     sa.Index(None, "ready_at"),
     # list_runs: newest first, optionally by workflow or by status

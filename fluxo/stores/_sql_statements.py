@@ -60,6 +60,7 @@ RUN_COLUMNS = (
     _R.c.lease_until,
     _R.c.cancel_requested,
     _R.c.wake_requested,
+    _R.c.deadline,
 )
 _EVENT_COLUMNS = (_E.c.run_id, _E.c.seq, _E.c.kind, _E.c.name, _E.c.data, _E.c.created_at)
 _ACTIVE = tuple(status.value for status in history.ACTIVE_STATUSES)
@@ -162,6 +163,7 @@ class Statements:
             "lease_until": _p("p_lease_until", _R.c.lease_until),
             "cancel_requested": sa.false(),
             "wake_requested": sa.false(),
+            "deadline": _p("p_deadline", _R.c.deadline),
         }
         self.insert_run = c(_R.insert().values(insert_run_values))
         event_params = (

@@ -55,6 +55,7 @@ class MemoryStore:
         now: float,
         owner: str | None = None,
         lease_until: float | None = None,
+        deadline: float | None = None,
     ) -> tuple[history.RunInfo, bool]:
         with self._lock:
             self._check_open()
@@ -72,6 +73,7 @@ class MemoryStore:
                 ready_at=now,
                 lease_owner=owner,
                 lease_until=lease_until if owner is not None else None,
+                deadline=deadline,
             )
             self._runs[run_id] = run
             self._events[run_id] = [history.WorkflowStarted(workflow, input)]

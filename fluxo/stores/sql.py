@@ -321,6 +321,7 @@ class SQLStore:
             lease_until=row[7],
             cancel_requested=bool(row[8]),
             wake_requested=bool(row[9]),
+            deadline=row[10],
         )
 
     def _key(self, value: Any) -> str:
@@ -337,6 +338,7 @@ class SQLStore:
         now: float,
         owner: str | None = None,
         lease_until: float | None = None,
+        deadline: float | None = None,
     ) -> tuple[history.RunInfo, bool]:
         """See :meth:`fluxo.stores.Store.create_run`."""
         run = history.RunInfo(
@@ -348,6 +350,7 @@ class SQLStore:
             ready_at=now,
             lease_owner=owner,
             lease_until=lease_until if owner is not None else None,
+            deadline=deadline,
         )
         values = {
             "p_run_id": run_id,
@@ -355,6 +358,7 @@ class SQLStore:
             "p_status": run.status.value,
             "p_owner": run.lease_owner,
             "p_lease_until": run.lease_until,
+            "p_deadline": deadline,
             "p_now": now,
             "p_seq": 0,
             "p_kind": history.WorkflowStarted.kind,
@@ -614,6 +618,7 @@ class SQLStore:
                         lease_until=lease_until,
                         cancel_requested=run.cancel_requested,
                         wake_requested=False,
+                        deadline=run.deadline,
                     )
                     for run in found
                 ]

@@ -1,4 +1,4 @@
-"""Signals: the fluxo_signals table and fluxo_runs.wake_requested.
+"""Signals and deadlines: fluxo_signals, fluxo_runs.wake_requested and fluxo_runs.deadline.
 
 Revision ID: 0002
 Revises: 0001
@@ -6,6 +6,8 @@ Create Date: 2025-02-01
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -17,10 +19,14 @@ branch_labels = None
 depends_on = None
 
 MYSQL = ("mysql", "mariadb")
-TABLE_OPTIONS = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
+TABLE_OPTIONS: dict[str, Any] = {
+    "mysql_engine": "InnoDB",
+    "mysql_charset": "utf8mb4",
+    "mysql_collate": "utf8mb4_bin",
+}
 
 
-def key(length: int = 255) -> sa.types.TypeEngine:
+def key(length: int = 255) -> sa.types.TypeEngine[str]:
     # identifiers compare byte for byte: VARBINARY on MySQL/MariaDB (4 bytes a character)
     return sa.String(length).with_variant(mysql.VARBINARY(length * 4), *MYSQL)
 
@@ -31,6 +37,8 @@ def upgrade() -> None:
         "fluxo_runs",
         sa.Column("wake_requested", sa.Boolean(), nullable=False, server_default=sa.false()),
     )
+    # Existing runs get none: they were started without one.
+    op.add_column("fluxo_runs", sa.Column("deadline", sa.Double(), nullable=True))
     op.create_table(
         "fluxo_signals",
         # INTEGER PRIMARY KEY is what makes SQLite number rows itself.
@@ -42,7 +50,9 @@ def upgrade() -> None:
         ),
         sa.Column("run_id", key(), nullable=False),
         sa.Column("name", sa.Text(), nullable=False),
-        sa.Column("payload", sa.LargeBinary().with_variant(mysql.LONGBLOB(), *MYSQL), nullable=False),
+        sa.Column(
+            "payload", sa.LargeBinary().with_variant(mysql.LONGBLOB(), *MYSQL), nullable=False
+        ),
         sa.Column("sent_at", sa.Double(), nullable=False),
         sa.Column("dedupe_key", key(512), nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_fluxo_signals"),
@@ -56,4 +66,5 @@ def downgrade() -> None:
     op.drop_index("ix_fluxo_signals_run_id_id", table_name="fluxo_signals")
     op.drop_table("fluxo_signals")
     with op.batch_alter_table("fluxo_runs") as batch:
+        batch.drop_column("deadline")
         batch.drop_column("wake_requested")

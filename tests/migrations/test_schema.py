@@ -157,12 +157,15 @@ def test_a_database_at_0001_with_runs_upgrades_and_keeps_them(empty_url: str) ->
             assert (run.created_at, run.updated_at, run.ready_at) == (1.0, 2.0, ready_at)
             assert (run.lease_owner, run.lease_until) == (owner, lease_until)
             assert (run.cancel_requested, run.wake_requested) == (cancel, False)
+            assert run.deadline is None
             assert state.events == (history.WorkflowStarted("wf", b"[]"),)
             assert state.signals == ()
         # The new parts work on the old runs.
         assert store.send_signal("waiting-1", "go", b"1", now=50.0) is True
         assert store.get_run("waiting-1").status is history.RunStatus.PENDING
         assert [s.name for s in store.load("waiting-1").signals] == ["go"]
+        run, _ = store.create_run("new-1", "wf", b"[]", now=60.0, deadline=90.5)
+        assert store.get_run("new-1").deadline == run.deadline == 90.5
     finally:
         store.close()
 

@@ -110,6 +110,96 @@ def test_create_run_again_returns_the_run_as_it_stands_and_changes_nothing(store
     assert store.load("r1") == before
 
 
+DEADLINE = T0 + 3600.123456789
+"""A deadline with a fraction no float32 or rounding to microseconds would keep."""
+
+
+def test_a_run_created_without_a_deadline_has_none(store):
+    run, _ = store.create_run("r1", "wf", b"[]", now=T0)
+
+    assert run.deadline is None
+    assert store.get_run("r1").deadline is None
+    assert store.load("r1").run.deadline is None
+    assert [r.deadline for r in store.list_runs()] == [None]
+    (claimed,) = store.claim("w1", ["wf"], now=T0, lease_until=T0 + 30, limit=1)
+    assert claimed.deadline is None
+
+
+def test_create_run_keeps_the_deadline_exactly(store):
+    run, created = store.create_run("r1", "wf", b"[]", now=T0, deadline=DEADLINE)
+
+    assert created is True
+    assert run.deadline == DEADLINE
+    assert store.get_run("r1") == run
+    assert store.load("r1").run == run
+    assert store.list_runs() == [run]
+    assert store.list_runs(workflows=["wf"], statuses=[RunStatus.PENDING]) == [run]
+
+
+def test_the_deadline_stays_with_the_run_through_every_change(store, runs):
+    store.create_run("r1", "wf", b"[]", now=T0, deadline=DEADLINE)
+
+    (claimed,) = store.claim("w1", ["wf"], now=T0 + 1, lease_until=T0 + 31, limit=1)
+    assert claimed.deadline == DEADLINE
+    assert claimed == store.get_run("r1")
+    runs.wait("r1", now=T0 + 2, ready_at=T0 + 5)
+    assert store.get_run("r1").deadline == DEADLINE
+    cancelled = store.request_cancel("r1", now=T0 + 3)
+    assert cancelled.deadline == DEADLINE
+    assert cancelled == store.get_run("r1")
+    taken = store.claim_run("w2", "r1", now=T0 + 4, lease_until=T0 + 34)
+    assert taken is not None
+    assert taken.deadline == DEADLINE
+    assert taken == store.get_run("r1")
+    runs.finish("r1", RunStatus.FAILED, now=T0 + 5)
+    reopened = store.reopen("r1", now=T0 + 6)
+    assert reopened.deadline == DEADLINE
+    assert reopened == store.load("r1").run
+    assert [r.deadline for r in store.list_runs()] == [DEADLINE]
+
+
+def test_a_run_created_leased_keeps_its_deadline(store):
+    run, _ = store.create_run(
+        "r1", "wf", b"[]", now=T0, owner="inline-1", lease_until=T0 + 30, deadline=DEADLINE
+    )
+
+    assert (run.status, run.lease_owner, run.deadline) == (RunStatus.RUNNING, "inline-1", DEADLINE)
+    assert store.get_run("r1") == run
+    assert store.load("r1").run == run
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [(DEADLINE, T0 + 60), (DEADLINE, None), (None, DEADLINE)],
+    ids=["another", "none-after-one", "one-after-none"],
+)
+def test_create_run_again_keeps_the_first_deadline(store, first, second):
+    created, _ = store.create_run("r1", "wf", b"[]", now=T0, deadline=first)
+
+    again, was_created = store.create_run("r1", "wf", b"[]", now=T0 + 1, deadline=second)
+
+    assert was_created is False
+    assert again == created
+    assert again.deadline == first
+    assert store.get_run("r1").deadline == first
+    assert store.load("r1").run.deadline == first
+
+
+def test_runs_keep_their_own_deadlines(store):
+    store.create_run("a", "wf", b"[]", now=T0, deadline=T0 + 10)
+    store.create_run("b", "wf", b"[]", now=T0 + 1)
+    store.create_run("c", "wf", b"[]", now=T0 + 2, deadline=T0 + 5)
+
+    assert [(r.id, r.deadline) for r in store.list_runs()] == [
+        ("c", T0 + 5),
+        ("b", None),
+        ("a", T0 + 10),
+    ]
+    claimed = store.claim("w1", ["wf"], now=T0 + 2, lease_until=T0 + 32, limit=5)
+    assert [(r.id, r.deadline) for r in claimed] == [("a", T0 + 10), ("b", None), ("c", T0 + 5)]
+    assert claimed == [store.get_run(r.id) for r in claimed]
+
+
 @pytest.mark.parametrize("status", [RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED])
 def test_create_run_does_not_restart_a_finished_run(store, runs, status):
     runs.start("r1")

@@ -440,9 +440,9 @@ def test_cancelling_a_running_workflow_runs_its_cleanup(make_engine: MakeEngine)
     assert named(engine.history(handle.id)) == [
         ("workflow_started", cancellable.name),
         ("step_completed", blocking_step.name),
-        ("cancel_requested", ""),
+        ("cancel_requested", "cancelled"),
         ("step_completed", cleanup_step.name),
-        ("workflow_cancelled", ""),
+        ("workflow_cancelled", "cancelled"),
     ]
     run = engine.get_run(handle.id)
     assert run.status is Status.CANCELLED

@@ -47,6 +47,7 @@ EXPECTED = [
     "Workflow",
     "WorkflowCancelledError",
     "WorkflowFailedError",
+    "WorkflowTimeoutError",
     "__version__",
     "deprecate_patch",
     "in_workflow",
@@ -140,7 +141,7 @@ ERROR_CLASSES = [
 
 
 def test_every_error_derives_from_fluxo_error() -> None:
-    assert len(ERROR_CLASSES) == 19
+    assert len(ERROR_CLASSES) == 20
     for cls in ERROR_CLASSES:
         assert issubclass(cls, fluxo.FluxoError), cls
 

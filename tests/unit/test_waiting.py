@@ -19,7 +19,7 @@ from fluxo import _executor, history
 from fluxo._executor import Outcome
 
 from .conftest import MakeEngine
-from .helpers import WAIT, FakeClock, execute, kinds
+from .helpers import WAIT, FakeClock, execute, kinds, named
 
 Status = fluxo.RunStatus
 BODY: list[str] = []
@@ -549,3 +549,45 @@ def test_a_held_wait_never_consumes_a_signal_twice(make_engine: MakeEngine) -> N
             engine.signal(handle.id, "n", value)
         assert handle.result(timeout=WAIT) == [1, 2]
     assert kinds(engine.history(handle.id)).count("signal_received") == 2
+
+
+# -- deadlines -----------------------------------------------------------------------
+
+
+def test_a_run_past_its_deadline_is_cancelled_at_its_next_durable_call(
+    make_engine: MakeEngine, clock: FakeClock
+) -> None:
+    engine = make_engine(stubborn_sleeper)
+    handle = engine.start(stubborn_sleeper.options(timeout=timedelta(minutes=5)))
+    assert engine.get_run(handle.id).deadline == clock() + 300
+    assert execute(engine, handle.id) is Outcome.SUSPENDED
+    assert engine.get_run(handle.id).ready_at == clock() + 300  # woken at the deadline
+
+    clock.advance(300)
+    assert execute(engine, handle.id) is Outcome.CANCELLED
+    with pytest.raises(fluxo.WorkflowTimeoutError):
+        handle.result(timeout=WAIT)
+    with pytest.raises(fluxo.WorkflowCancelledError):  # a timeout is a cancellation
+        handle.result(timeout=WAIT)
+    recorded = named(engine.history(handle.id))
+    assert ("cancel_requested", "deadline") in recorded
+    assert recorded[-2:] == [("step_completed", "w.cleanup"), ("workflow_cancelled", "deadline")]
+
+
+def test_a_run_never_started_before_its_deadline_does_not_run(
+    make_engine: MakeEngine, clock: FakeClock
+) -> None:
+    engine = make_engine(nap)
+    handle = engine.start(nap.options(timeout=1), 0)
+    clock.advance(2)
+    assert execute(engine, handle.id) is Outcome.CANCELLED
+    assert BODY == []
+    with pytest.raises(fluxo.WorkflowTimeoutError):
+        handle.result(timeout=WAIT)
+
+
+def test_timeout_must_be_positive() -> None:
+    with pytest.raises(fluxo.DefinitionError, match="positive"):
+        nap.options(timeout=0)
+    with pytest.raises(fluxo.DefinitionError, match="positive"):
+        nap.options(timeout="soon")  # type: ignore[arg-type]
