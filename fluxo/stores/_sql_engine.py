@@ -36,7 +36,7 @@ _SQLITE_SYNCHRONOUS: Final = ("off", "normal", "full", "extra")
 _SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
 _CONNECT_TIMEOUT: Final = 10
 """Seconds to wait for a server database to accept a connection."""
-_LISTEN_TICK: Final = 0.5
+_LISTEN_TICK: Final = 5.0  # only to notice stop(); stop() also wakes it with a NOTIFY
 """How often, in seconds, the listener thread looks up from its connection."""
 _LISTEN_RETRY: Final = 2.0
 """How long the listener waits before reconnecting after a failure."""
@@ -330,7 +330,23 @@ class PgListener:
             self._stopping.set()
             thread = self._thread
         if thread is not None and thread is not threading.current_thread():
-            thread.join(5)
+            if thread.is_alive():
+                self._wake_listener()
+            thread.join(_LISTEN_TICK + 1)
+
+    def _wake_listener(self) -> None:
+        """Send one notification on our channel, so the listener sees stop() at once."""
+        try:
+            pooled = self._engine.raw_connection()
+            try:
+                cursor = pooled.cursor()
+                cursor.execute("SELECT pg_notify(%s, '')", (self._channel,))
+                cursor.close()
+                pooled.commit()
+            finally:
+                pooled.close()
+        except Exception as exc:  # the listener then notices within one tick
+            logger.debug("could not wake the PostgreSQL listener: %s", exc)
 
     def forget_after_fork(self) -> None:
         """In a forked child: the thread and its connection stayed in the parent."""
@@ -353,6 +369,8 @@ class PgListener:
                     self._on_notify(None)
                 while not self._stopping.is_set():
                     for notification in conn.notifies(timeout=_LISTEN_TICK):
+                        if self._stopping.is_set():
+                            break
                         self._on_notify(notification.payload)
             except Exception as exc:
                 if not self._stopping.is_set():
