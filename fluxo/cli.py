@@ -80,13 +80,24 @@ def cli(ctx: click.Context, verbose: bool) -> None:
     help="Seconds in-flight runs get to finish on SIGTERM/SIGINT.",
 )
 @click.option(
+    "--sticky",
+    default=5.0,
+    show_default=True,
+    help="Longest wait (seconds) held in a worker thread, so the run resumes without replay.",
+)
+@click.option(
     "--log-level",
     default="INFO",
     show_default=True,
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
 )
-def worker(
-    app: str, concurrency: int, lease: float, shutdown_timeout: float, log_level: str
+def worker(  # noqa: PLR0917 (click passes every option by position)
+    app: str,
+    concurrency: int,
+    lease: float,
+    shutdown_timeout: float,
+    sticky: float,
+    log_level: str,
 ) -> None:
     """Run a worker for the engine APP ('module:attribute', or $FLUXO_APP).
 
@@ -98,7 +109,12 @@ def worker(
     )
     engine = load_engine(app)
     try:
-        engine.worker(concurrency=concurrency, lease=lease, shutdown_timeout=shutdown_timeout).run()
+        engine.worker(
+            concurrency=concurrency,
+            lease=lease,
+            shutdown_timeout=shutdown_timeout,
+            sticky=sticky,
+        ).run()
     finally:
         engine.close()
 
