@@ -225,6 +225,9 @@ def test_run_without_signal_handlers_stops_on_stop(make_engine: MakeEngine) -> N
         ({"lease": "30"}, "lease"),
         ({"idle_timeout": 0}, "idle_timeout"),
         ({"idle_timeout": None}, "idle_timeout"),
+        ({"sticky": -1}, "sticky"),
+        ({"sticky": "5"}, "sticky"),
+        ({"shutdown_timeout": -1}, "shutdown_timeout"),
     ],
 )
 def test_invalid_settings_are_refused(
