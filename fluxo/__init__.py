@@ -7,6 +7,20 @@ results instead of doing the work again.
 """
 
 from fluxo._decorators import Step, Workflow, step, workflow
+from fluxo._durable import (
+    deprecate_patch,
+    in_workflow,
+    is_replaying,
+    logger,
+    now,
+    patched,
+    random,
+    signal,
+    sleep,
+    sleep_until,
+    uuid4,
+    wait_for_signal,
+)
 from fluxo._engine import Engine, RunHandle
 from fluxo._errors import (
     CodecError,
@@ -30,21 +44,7 @@ from fluxo._errors import (
     WorkflowFailedError,
     WorkflowTimeoutError,
 )
-from fluxo._executor import (
-    Cancelled,
-    deprecate_patch,
-    in_workflow,
-    is_replaying,
-    logger,
-    now,
-    patched,
-    random,
-    signal,
-    sleep,
-    sleep_until,
-    uuid4,
-    wait_for_signal,
-)
+from fluxo._executor import Cancelled
 from fluxo._retry import Retry
 from fluxo._worker import Worker
 from fluxo.codec import Codec, JSONCodec

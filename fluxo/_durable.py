@@ -1,0 +1,198 @@
+"""The functions workflow code calls: time, randomness, waiting, signals, patches, logging.
+
+Each one is a durable call when made inside a workflow (recorded once, replayed
+ever after, see ``fluxo._executor``) and a plain equivalent outside one, so
+workflow code can be unit-tested as ordinary Python.
+"""
+
+from __future__ import annotations
+
+import logging
+import random as _random
+import time
+import uuid as _uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from fluxo import _errors, _executor
+
+
+def now() -> datetime:
+    """The current time as an aware UTC datetime, recorded so replays see the same value.
+
+    Outside a workflow it is simply the current time.
+    """
+    context = _executor.current_context()
+    if context is None:
+        return datetime.now(timezone.utc)
+    value: datetime = context.record_value(
+        "now", lambda: datetime.fromtimestamp(context.clock(), timezone.utc), datetime
+    )
+    return value
+
+
+def uuid4() -> _uuid.UUID:
+    """A random UUID, recorded so replays see the same value."""
+    context = _executor.current_context()
+    if context is None:
+        return _uuid.uuid4()
+    value: _uuid.UUID = context.record_value("uuid4", _uuid.uuid4, _uuid.UUID)
+    return value
+
+
+def random() -> float:
+    """A random float in ``[0, 1)``, recorded so replays see the same value."""
+    context = _executor.current_context()
+    if context is None:
+        return _random.random()
+    value: float = context.record_value("random", _random.random, float)
+    return value
+
+
+def _seconds(value: timedelta | float, what: str) -> float:
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    raise _errors.DefinitionError(f"{what} takes a timedelta or a number of seconds, not {value!r}")
+
+
+def sleep(duration: timedelta | float) -> None:
+    """Wait durably: the fire time is recorded and the worker is free meanwhile.
+
+    The run resumes on whichever worker is alive at the fire time, never before
+    it; if none is, as soon as one is. Outside a workflow it is ``time.sleep``.
+
+    Args:
+        duration: a ``timedelta`` or a number of seconds.
+    """
+    seconds = _seconds(duration, "fluxo.sleep()")
+    context = _executor.current_context()
+    if context is None:
+        time.sleep(max(seconds, 0.0))
+        return
+    context.sleep_until(context.clock() + seconds)
+
+
+def sleep_until(when: datetime) -> None:
+    """Wait durably until ``when`` (an aware datetime). See :func:`sleep`."""
+    if not isinstance(when, datetime) or when.tzinfo is None:
+        raise _errors.DefinitionError(
+            f"fluxo.sleep_until() takes a timezone-aware datetime, not {when!r}; "
+            "for example datetime(2030, 1, 1, tzinfo=timezone.utc)"
+        )
+    context = _executor.current_context()
+    if context is None:
+        time.sleep(max(when.timestamp() - time.time(), 0.0))
+        return
+    context.sleep_until(when.timestamp())
+
+
+def wait_for_signal(name: str, *, timeout: timedelta | float | None = None, type: Any = Any) -> Any:
+    """Wait durably for the signal ``name`` and return its payload, decoded as ``type``.
+
+    A signal sent before the workflow reaches this call is kept and returned at
+    once. Several signals with one name are returned in the order they were
+    sent, each exactly once.
+
+    Raises:
+        SignalTimeout: ``timeout`` passed first. The deadline is recorded, so it
+            holds across crashes and restarts.
+    """
+    if not isinstance(name, str) or not name:
+        raise _errors.DefinitionError(f"a signal name must be a non-empty string, not {name!r}")
+    seconds = None if timeout is None else _seconds(timeout, "wait_for_signal(timeout=)")
+    context = _executor.current_context()
+    if context is None:
+        raise _errors.DefinitionError(
+            "fluxo.wait_for_signal() waits inside a workflow; outside one there is no run "
+            "to receive a signal"
+        )
+    return context.wait_for_signal(name, seconds, type)
+
+
+def signal(run_id: str, name: str, payload: Any = None) -> None:
+    """Send a signal to another run from a workflow, exactly once.
+
+    Raises:
+        SignalError: the target run does not exist or has finished (recorded, so
+            replay raises it again).
+    """
+    context = _executor.current_context()
+    if context is None:
+        raise _errors.DefinitionError(
+            "fluxo.signal() sends from inside a workflow; elsewhere use engine.signal()"
+        )
+    context.send_signal(run_id, name, payload)
+
+
+def patched(change: str) -> bool:
+    """Tell whether this run takes the new branch of a code change named ``change``.
+
+    Runs that passed this point before the change was deployed replay the old
+    branch (``False``); every run that reaches it under the new code takes the
+    new one (``True``), recorded so it replays the same way. Outside a workflow:
+    ``True``.
+
+    Example:
+        >>> if fluxo.patched("send-sms"):
+        ...     send_sms(order_id)
+        ... else:
+        ...     send_email(order_id)
+    """
+    if not isinstance(change, str) or not change:
+        raise _errors.DefinitionError(f"a patch id must be a non-empty string, not {change!r}")
+    context = _executor.current_context()
+    return True if context is None else context.patched(change)
+
+
+def deprecate_patch(change: str) -> None:
+    """Mark a patch whose old branch no run needs any more.
+
+    Once every run that took the old branch has finished, replace
+    ``if fluxo.patched(x): new() else: old()`` by ``fluxo.deprecate_patch(x); new()``.
+    Runs that recorded the marker still replay; new runs record nothing. When
+    those runs have finished too, remove the call.
+    """
+    context = _executor.current_context()
+    if context is not None:
+        context.deprecate_patch(change)
+
+
+def in_workflow() -> bool:
+    """Tell whether the caller runs inside a workflow (and not inside a step)."""
+    return _executor.current_context() is not None
+
+
+def is_replaying() -> bool:
+    """Tell whether the current workflow is replaying recorded history."""
+    context = _executor.current_context()
+    return context is not None and context.replaying
+
+
+class _WorkflowLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """A logger for workflow code that stays quiet while history replays.
+
+    A resumed run re-executes its workflow from the top; without this, every
+    log line before the resume point would be written again.
+    """
+
+    def isEnabledFor(self, level: int) -> bool:
+        context = _executor.current_context()
+        if context is not None and context.replaying:
+            return False
+        enabled: bool = self.logger.isEnabledFor(level)
+        return enabled
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        context = _executor.current_context()
+        if context is not None:
+            extra = dict(kwargs.get("extra") or {})
+            extra.setdefault("fluxo_run_id", context.run_id)
+            extra.setdefault("fluxo_workflow", context.workflow.name)
+            kwargs["extra"] = extra
+        return msg, kwargs
+
+
+logger = _WorkflowLogger(logging.getLogger("fluxo.workflow"), {})
+"""Log from workflow code with this; it is silent while a run replays its history."""
