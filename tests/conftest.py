@@ -19,6 +19,7 @@ database of their own, created and dropped around the test.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import secrets
 from collections.abc import Iterator
@@ -26,6 +27,13 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
+
+# The Redis and MongoDB servers' fixtures live in modules of their own.
+pytest_plugins = [
+    name
+    for name in ("tests._redis_fixtures", "tests._mongo_fixtures")
+    if importlib.util.find_spec(name) is not None
+]
 
 POSTGRES_ENV = "FLUXO_TEST_POSTGRES_URL"
 MYSQL_ENV = "FLUXO_TEST_MYSQL_URL"

@@ -235,7 +235,17 @@ def open_store(url: str) -> Store:
 
         store: Store = sql.SQLStore(url)
         return store
+    if scheme in ("redis", "rediss"):
+        from fluxo.stores import redis
+
+        redis_store: Store = redis.RedisStore(url)
+        return redis_store
+    if scheme in ("mongodb", "mongodb+srv"):
+        from fluxo.stores import mongo
+
+        mongo_store: Store = mongo.MongoStore(url)
+        return mongo_store
     raise _errors.DefinitionError(
         f"no Fluxo store handles URLs starting {scheme!r}://; the schemes are memory, "
-        "sqlite, postgresql and mysql"
+        "sqlite, postgresql, mysql, redis and mongodb"
     )

@@ -11,6 +11,7 @@ tables are emptied before each test.
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -32,6 +33,8 @@ STORE_PARAMS = [
     pytest.param("sqlite", id="sqlite"),
     pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
     pytest.param("mysql", id="mysql", marks=pytest.mark.mysql),
+    pytest.param("redis", id="redis", marks=pytest.mark.redis),
+    pytest.param("mongo", id="mongo", marks=pytest.mark.mongo),
 ]
 
 
@@ -49,7 +52,13 @@ def store_url(store_kind: str, request: pytest.FixtureRequest, tmp_path: Any) ->
         return None
     if store_kind == "sqlite":
         return f"sqlite:///{tmp_path / 'fluxo.db'}"
-    # The session's database on the server, its Fluxo tables emptied for this test.
+    # The session's database on the server, emptied for this test (Redis: a fresh key
+    # prefix; MongoDB: a fresh database name).
+    if (
+        store_kind in ("redis", "mongo")
+        and importlib.util.find_spec(f"fluxo.stores.{store_kind}") is None
+    ):
+        pytest.skip(f"fluxo.stores.{store_kind} is not written yet")
     url: str = request.getfixturevalue(f"clean_{store_kind}_url")
     return url
 
@@ -78,9 +87,9 @@ class StoreOpener:
             if not self.opened:
                 self.opened.append(MemoryStore())
             return self.opened[0]
-        from fluxo.stores import sql
+        import fluxo
 
-        store = sql.SQLStore(self.url)
+        store = fluxo.open_store(self.url)  # the URL picks the backend (and its isolation)
         self.opened.append(store)
         return store
 

@@ -1,0 +1,779 @@
+"""The MongoDB store: one document per run, histories fenced without transactions.
+
+Collections (created with their indexes on first use):
+
+* ``runs``: one document per run, ``_id`` = run id. Besides the run's fields it
+  holds the *tail* of its history (the events not yet moved to ``events``), the
+  tail of its signals, the dedupe keys of its signals and the counters
+  ``next_seq`` (the history's length) and ``sig_next`` (the next signal id).
+* ``events``: one document per event, unique on ``(run_id, seq)``.
+* ``signals``: one document per signal, unique on ``(run_id, id)`` and, where a
+  dedupe key was given, on ``(run_id, key)``.
+
+Atomicity without multi-document transactions: every write that the contract
+makes atomic is one single-document update of the run's document. ``append`` is
+one ``find_one_and_update`` filtered on ``next_seq == expected_seq`` that pushes
+the events onto the tail, advances ``next_seq`` and applies the status, all at
+once: that conditional update is the fence, and a reader can never see a status
+without its events. ``send_signal`` likewise pushes the signal onto the run's
+signal tail and wakes the run in the same update.
+
+So that a run's document stays small, a full tail is *flushed*: its events are
+inserted into ``events`` (duplicates ignored: the unique ``(run_id, seq)`` index
+makes the flush idempotent and guards against two versions of one position),
+and only then does a second conditional update drop them from the tail and
+advance ``ev_base``. A reader takes the run document first and then the events
+below its ``ev_base``, which are immutable once there, so it always sees one
+consistent history. A crash between the two writes of a flush leaves events in
+both places, which readers never look at twice and the next flush finishes.
+Signals are flushed the same way into ``signals``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+from fluxo import _errors, history
+
+if TYPE_CHECKING:
+    import pymongo
+    from pymongo.collection import Collection as MongoCollection
+
+try:
+    import pymongo
+    from bson.binary import Binary
+    from pymongo import ReturnDocument
+    from pymongo.errors import BulkWriteError, ConnectionFailure, DuplicateKeyError, PyMongoError
+except ImportError:  # pragma: no cover - depends on the installation
+    _DRIVER_MISSING = True
+else:
+    _DRIVER_MISSING = False
+
+RunStatus = history.RunStatus
+Doc = dict[str, Any]
+T = TypeVar("T")
+
+DEFAULT_DATABASE = "fluxo"
+DEFAULT_SERVER_SELECTION_TIMEOUT_MS = 5000
+
+TAIL_EVENTS = 64
+"""Flush a run's history tail into ``events`` once it holds this many events..."""
+TAIL_BYTES = 1 << 20
+"""...or this many bytes of event data."""
+TAIL_SIGNALS = 64
+"""Flush a run's signal tail into ``signals`` once it holds this many signals."""
+
+POLL_INTERVAL = 1.0
+"""How often ``wait_for_change`` looks for changes made by other processes."""
+
+_ACTIVE = [status.value for status in history.ACTIVE_STATUSES]
+_DUPLICATE_KEY = 11000
+_CAS_ATTEMPTS = 1000
+
+# Every field but the tails: what RunInfo needs.
+_INFO_PROJECTION = {"ev_tail": 0, "sig_tail": 0, "sig_keys": 0}
+
+
+class _Changes:
+    """A process-wide change counter for one database, shared by its store instances."""
+
+    def __init__(self) -> None:
+        self.condition = threading.Condition()
+        self.version = 0
+
+    def bump(self) -> None:
+        with self.condition:
+            self.version += 1
+            self.condition.notify_all()
+
+
+_changes_lock = threading.Lock()
+_changes: weakref.WeakValueDictionary[tuple[str, str], _Changes] = weakref.WeakValueDictionary()
+
+
+def _changes_for(key: tuple[str, str]) -> _Changes:
+    with _changes_lock:
+        found = _changes.get(key)
+        if found is None:
+            found = _changes[key] = _Changes()
+        return found
+
+
+def _now_status(doc: Mapping[str, Any]) -> RunStatus:
+    return RunStatus(doc["status"])
+
+
+def _info(doc: Mapping[str, Any]) -> history.RunInfo:
+    return history.RunInfo(
+        id=doc["_id"],
+        workflow=doc["workflow"],
+        status=RunStatus(doc["status"]),
+        created_at=doc["created_at"],
+        updated_at=doc["updated_at"],
+        ready_at=doc.get("ready_at"),
+        lease_owner=doc.get("lease_owner"),
+        lease_until=doc.get("lease_until"),
+        cancel_requested=bool(doc.get("cancel_requested", False)),
+        wake_requested=bool(doc.get("wake_requested", False)),
+        deadline=doc.get("deadline"),
+    )
+
+
+def _event_entry(event: history.Event) -> Doc:
+    return {
+        "k": event.kind,
+        "n": event.name,
+        "d": None if event.data is None else Binary(bytes(event.data)),
+    }
+
+
+def _event(entry: Mapping[str, Any]) -> history.Event:
+    data = entry.get("d")
+    return history.event_from_record(entry["k"], entry["n"], None if data is None else bytes(data))
+
+
+def _signal(entry: Mapping[str, Any]) -> history.Signal:
+    return history.Signal(int(entry["i"]), entry["n"], bytes(entry["p"]), entry["t"])
+
+
+def _size(events: Sequence[history.Event]) -> int:
+    return sum(len(e.data or b"") + len(e.name) + 32 for e in events)
+
+
+def _parse_url(url: str, database: str | None) -> tuple[str, bool]:
+    """The database name, and whether the URL sets its own server selection timeout."""
+    parts = urlsplit(url)
+    name = database or parts.path.lstrip("/") or DEFAULT_DATABASE
+    options = {key.lower() for key in parse_qs(parts.query)}
+    return name, "serverselectiontimeoutms" in options
+
+
+class MongoStore:
+    """The MongoDB :class:`~fluxo.stores.Store`. Thread-safe; share one per process."""
+
+    def __init__(self, url: str, *, database: str | None = None) -> None:
+        if _DRIVER_MISSING:
+            raise _errors.DefinitionError(
+                "the MongoDB store needs the pymongo driver; install it with "
+                "pip install 'fluxo[mongo]'"
+            )
+        name, has_timeout = _parse_url(url, database)
+        options: dict[str, Any] = {"tz_aware": False}
+        if not has_timeout:
+            options["serverSelectionTimeoutMS"] = DEFAULT_SERVER_SELECTION_TIMEOUT_MS
+        self._url = url
+        self._name = name
+        try:
+            self._client: pymongo.MongoClient[Doc] = pymongo.MongoClient(url, **options)
+        except ConnectionFailure as exc:  # pragma: no cover - the client connects lazily
+            raise _errors.StoreUnavailableError(f"cannot reach MongoDB: {exc}") from exc
+        except PyMongoError as exc:
+            raise _errors.DefinitionError(f"bad MongoDB URL {url!r}: {exc}") from exc
+        db = self._client[name]
+        self._runs: MongoCollection[Doc] = db["runs"]
+        self._events: MongoCollection[Doc] = db["events"]
+        self._signals: MongoCollection[Doc] = db["signals"]
+        self._changes = _changes_for((urlsplit(url).netloc, name))
+        self._ready = False
+        self._ready_lock = threading.Lock()
+        self._closed = False
+        self._watcher: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        return f"MongoStore(database={self._name!r})"
+
+    # -- plumbing -------------------------------------------------------------
+
+    @contextmanager
+    def _op(self) -> Iterator[None]:
+        """Check the store is open, make the indexes once, and translate driver errors."""
+        if self._closed:
+            raise _errors.StoreError("this MongoStore is closed; create a new one")
+        try:
+            if not self._ready:
+                self._ensure_indexes()
+            yield
+        except ConnectionFailure as exc:
+            raise _errors.StoreUnavailableError(f"MongoDB is unavailable: {exc}") from exc
+
+    def _ensure_indexes(self) -> None:
+        with self._ready_lock:
+            if self._ready:
+                return
+            self._events.create_index([("run_id", 1), ("seq", 1)], unique=True)
+            self._signals.create_index([("run_id", 1), ("id", 1)], unique=True)
+            self._signals.create_index(
+                [("run_id", 1), ("key", 1)],
+                unique=True,
+                partialFilterExpression={"key": {"$exists": True}},
+            )
+            self._runs.create_index([("status", 1), ("ready_at", 1), ("created_at", 1)])
+            self._runs.create_index([("created_at", -1)])
+            self._ready = True
+
+    def _notify(self) -> None:
+        self._changes.bump()
+
+    def _missing_or(self, run_id: str, check: Callable[[Doc], T]) -> T:
+        doc = self._runs.find_one({"_id": run_id}, _INFO_PROJECTION)
+        if doc is None:
+            raise _errors.RunNotFoundError(run_id)
+        return check(doc)
+
+    # -- runs -----------------------------------------------------------------
+
+    def create_run(
+        self,
+        run_id: str,
+        workflow: str,
+        input: bytes,
+        *,
+        now: float,
+        owner: str | None = None,
+        lease_until: float | None = None,
+        deadline: float | None = None,
+    ) -> tuple[history.RunInfo, bool]:
+        started = [history.WorkflowStarted(workflow, input)]
+        doc: Doc = {
+            "_id": run_id,
+            "workflow": workflow,
+            "status": (RunStatus.PENDING if owner is None else RunStatus.RUNNING).value,
+            "created_at": now,
+            "updated_at": now,
+            "ready_at": now,
+            "lease_owner": owner,
+            "lease_until": lease_until if owner is not None else None,
+            "cancel_requested": False,
+            "wake_requested": False,
+            "deadline": deadline,
+            "next_seq": 1,
+            "ev_base": 0,
+            "ev_tail": [_event_entry(e) for e in started],
+            "tail_bytes": _size(started),
+            "sig_next": 1,
+            "sig_base": 1,
+            "sig_tail": [],
+            "sig_keys": [],
+        }
+        with self._op():
+            try:
+                self._runs.insert_one(doc)
+            except DuplicateKeyError:
+                existing = self._runs.find_one({"_id": run_id}, _INFO_PROJECTION)
+                if existing is None:  # pragma: no cover - runs are never deleted
+                    raise _errors.StoreError(f"run {run_id!r} vanished while created") from None
+                if existing["workflow"] != workflow:
+                    raise _errors.RunIdConflictError(
+                        run_id, existing["workflow"], workflow
+                    ) from None
+                return _info(existing), False
+        self._notify()
+        return _info(doc), True
+
+    def append(
+        self,
+        run_id: str,
+        expected_seq: int,
+        events: Sequence[history.Event],
+        *,
+        now: float,
+        status: history.RunStatus | None = None,
+        ready_at: float | None = None,
+    ) -> None:
+        count = len(events)
+        push: Doc = {
+            "$push": {"ev_tail": {"$each": [_event_entry(e) for e in events]}},
+            "$inc": {"next_seq": count, "tail_bytes": _size(events)},
+        }
+        fence: Doc = {"_id": run_id, "next_seq": expected_seq}
+        projection = {"next_seq": 1, "ev_base": 1, "tail_bytes": 1}
+        with self._op():
+            for _ in range(_CAS_ATTEMPTS):
+                if status is None:
+                    attempts: list[tuple[Doc, Doc]] = [(fence, push)]
+                else:
+                    attempts = self._status_updates(fence, push, now, status, ready_at)
+                for where, update in attempts:
+                    after = self._runs.find_one_and_update(
+                        where,
+                        update,
+                        projection=projection,
+                        return_document=ReturnDocument.AFTER,
+                    )
+                    if after is not None:
+                        break
+                else:
+                    current = self._runs.find_one({"_id": run_id}, {"next_seq": 1})
+                    if current is None:
+                        raise _errors.RunNotFoundError(run_id)
+                    if current["next_seq"] != expected_seq:
+                        raise _errors.SequenceConflictError(
+                            run_id, min(expected_seq, current["next_seq"])
+                        )
+                    continue  # a flag changed between the two attempts: try again
+                break
+            else:  # pragma: no cover - would take a thousand lost races
+                raise _errors.StoreError(f"could not append to run {run_id!r}: too much contention")
+            if (
+                after["next_seq"] - after["ev_base"] >= TAIL_EVENTS
+                or after["tail_bytes"] >= TAIL_BYTES
+            ):
+                self._flush_events(run_id)
+        if status is not None:
+            self._notify()
+
+    @staticmethod
+    def _status_updates(
+        fence: Doc, push: Doc, now: float, status: RunStatus, ready_at: float | None
+    ) -> list[tuple[Doc, Doc]]:
+        """The conditional updates that append with a status, tried in order."""
+        lease = {"lease_owner": None, "lease_until": None, "updated_at": now}
+        plain = {**push, "$set": {"status": status.value, "ready_at": ready_at, **lease}}
+        if status is not RunStatus.WAITING:
+            return [(fence, plain)]
+        quiet = {**fence, "wake_requested": {"$ne": True}, "cancel_requested": {"$ne": True}}
+        woken = {**fence, "$or": [{"wake_requested": True}, {"cancel_requested": True}]}
+        made_ready = {**push, "$set": {"status": RunStatus.PENDING.value, "ready_at": now, **lease}}
+        return [(quiet, plain), (woken, made_ready)]
+
+    def _flush_events(self, run_id: str) -> None:
+        """Move the run's history tail into ``events`` (see the module docstring)."""
+        doc = self._runs.find_one({"_id": run_id}, {"ev_tail": 1, "ev_base": 1, "next_seq": 1})
+        if doc is None or not doc["ev_tail"]:
+            return
+        base: int = doc["ev_base"]
+        rows = [
+            {"run_id": run_id, "seq": base + i, **entry} for i, entry in enumerate(doc["ev_tail"])
+        ]
+        self._insert_ignoring_duplicates(self._events, rows)
+        self._runs.update_one(
+            {"_id": run_id, "ev_base": base, "next_seq": doc["next_seq"]},
+            {"$set": {"ev_base": doc["next_seq"], "ev_tail": [], "tail_bytes": 0}},
+        )
+
+    def _flush_signals(self, run_id: str) -> None:
+        """Move the run's signal tail into ``signals``."""
+        doc = self._runs.find_one({"_id": run_id}, {"sig_tail": 1, "sig_base": 1, "sig_next": 1})
+        if doc is None or not doc["sig_tail"]:
+            return
+        rows = []
+        for entry in doc["sig_tail"]:
+            row = {
+                "run_id": run_id,
+                "id": entry["i"],
+                "name": entry["n"],
+                "payload": entry["p"],
+                "sent_at": entry["t"],
+            }
+            if entry.get("k") is not None:
+                row["key"] = entry["k"]
+            rows.append(row)
+        self._insert_ignoring_duplicates(self._signals, rows)
+        self._runs.update_one(
+            {"_id": run_id, "sig_base": doc["sig_base"], "sig_next": doc["sig_next"]},
+            {"$set": {"sig_base": doc["sig_next"], "sig_tail": []}},
+        )
+
+    @staticmethod
+    def _insert_ignoring_duplicates(collection: MongoCollection[Doc], rows: list[Doc]) -> None:
+        try:
+            collection.insert_many(rows, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(error.get("code") != _DUPLICATE_KEY for error in errors) or not errors:
+                raise
+
+    def load(self, run_id: str) -> history.RunState:
+        with self._op():
+            doc = self._runs.find_one({"_id": run_id})
+            if doc is None:
+                raise _errors.RunNotFoundError(run_id)
+            events: list[history.Event] = []
+            if doc["ev_base"] > 0:
+                flushed = self._events.find(
+                    {"run_id": run_id, "seq": {"$lt": doc["ev_base"]}}, sort=[("seq", 1)]
+                )
+                events.extend(_event(row) for row in flushed)
+                if len(events) != doc["ev_base"]:  # pragma: no cover - corruption
+                    raise _errors.StoreError(f"the history of run {run_id!r} has a gap")
+            events.extend(_event(entry) for entry in doc["ev_tail"])
+            signals: list[history.Signal] = []
+            if doc["sig_base"] > 1:
+                rows = self._signals.find(
+                    {"run_id": run_id, "id": {"$lt": doc["sig_base"]}}, sort=[("id", 1)]
+                )
+                signals.extend(
+                    history.Signal(int(r["id"]), r["name"], bytes(r["payload"]), r["sent_at"])
+                    for r in rows
+                )
+            signals.extend(_signal(entry) for entry in doc["sig_tail"])
+        return history.RunState(_info(doc), tuple(events), tuple(signals))
+
+    def get_run(self, run_id: str) -> history.RunInfo:
+        with self._op():
+            doc = self._runs.find_one({"_id": run_id}, _INFO_PROJECTION)
+        if doc is None:
+            raise _errors.RunNotFoundError(run_id)
+        return _info(doc)
+
+    # -- claims and leases ----------------------------------------------------
+
+    @staticmethod
+    def _no_live_lease(now: float) -> Doc:
+        return {"$or": [{"lease_until": None}, {"lease_until": {"$lt": now}}]}
+
+    def claim(
+        self,
+        worker_id: str,
+        workflows: Collection[str],
+        *,
+        now: float,
+        lease_until: float,
+        limit: int,
+    ) -> list[history.RunInfo]:
+        claimed: list[history.RunInfo] = []
+        if limit <= 0 or not workflows:
+            return claimed
+        runnable: Doc = {
+            "status": {"$in": _ACTIVE},
+            "ready_at": {"$lte": now},
+            **self._no_live_lease(now),
+        }
+        where: Doc = {**runnable, "workflow": {"$in": list(workflows)}}
+        update = {"$set": self._lease_fields(worker_id, now, lease_until)}
+        order = [("ready_at", 1), ("created_at", 1), ("_id", 1)]
+        with self._op():
+            # Read a page of candidates, then lease each with a conditional update on
+            # its id that re-checks it is still runnable: of two racing claimers only
+            # one update matches. A page lost to other claimers is simply read again.
+            while len(claimed) < limit:
+                wanted = limit - len(claimed)
+                candidates = list(self._runs.find(where, {"_id": 1}, sort=order, limit=wanted))
+                if not candidates:
+                    break
+                for candidate in candidates:
+                    doc = self._runs.find_one_and_update(
+                        {"_id": candidate["_id"], **runnable},
+                        update,
+                        projection=_INFO_PROJECTION,
+                        return_document=ReturnDocument.AFTER,
+                    )
+                    if doc is not None:
+                        claimed.append(_info(doc))
+        claimed.sort(key=lambda run: (run.ready_at or 0.0, run.created_at, run.id))
+        return claimed
+
+    @staticmethod
+    def _lease_fields(worker_id: str, now: float, lease_until: float) -> Doc:
+        return {
+            "status": RunStatus.RUNNING.value,
+            "lease_owner": worker_id,
+            "lease_until": lease_until,
+            "updated_at": now,
+            "wake_requested": False,
+        }
+
+    def claim_run(
+        self, worker_id: str, run_id: str, *, now: float, lease_until: float
+    ) -> history.RunInfo | None:
+        where: Doc = {
+            "_id": run_id,
+            "status": {"$in": _ACTIVE},
+            "$or": [
+                {"lease_until": None},
+                {"lease_until": {"$lt": now}},
+                {"lease_owner": worker_id},
+            ],
+        }
+        with self._op():
+            doc = self._runs.find_one_and_update(
+                where,
+                {"$set": self._lease_fields(worker_id, now, lease_until)},
+                projection=_INFO_PROJECTION,
+                return_document=ReturnDocument.AFTER,
+            )
+        return None if doc is None else _info(doc)
+
+    def next_wake(self, workflows: Collection[str], *, now: float) -> float | None:
+        if not workflows:
+            return None
+        base: Doc = {
+            "status": {"$in": _ACTIVE},
+            "workflow": {"$in": list(workflows)},
+            "ready_at": {"$ne": None},
+        }
+        times: list[float] = []
+        with self._op():
+            free = self._runs.find_one(
+                {**base, **self._no_live_lease(now)},
+                {"ready_at": 1},
+                sort=[("ready_at", 1)],
+            )
+            if free is not None:
+                times.append(free["ready_at"])
+            leased = self._runs.find(
+                {**base, "lease_until": {"$gte": now}}, {"ready_at": 1, "lease_until": 1}
+            )
+            times.extend(max(doc["ready_at"], doc["lease_until"]) for doc in leased)
+        return min(times, default=None)
+
+    def renew(
+        self, worker_id: str, run_ids: Collection[str], *, lease_until: float
+    ) -> dict[str, bool]:
+        ids = list(dict.fromkeys(run_ids))
+        if not ids:
+            return {}
+        mine: Doc = {"_id": {"$in": ids}, "lease_owner": worker_id}
+        with self._op():
+            self._runs.update_many(mine, {"$set": {"lease_until": lease_until}})
+            # A lease just extended cannot be claimed by another worker, so what is
+            # still ours now is what the update extended (less any run released since).
+            docs = list(self._runs.find(mine, {"cancel_requested": 1}))
+        return {doc["_id"]: bool(doc.get("cancel_requested", False)) for doc in docs}
+
+    def release(self, worker_id: str, run_id: str, *, now: float) -> None:
+        free = {"lease_owner": None, "lease_until": None, "updated_at": now}
+        with self._op():
+            done = self._runs.update_one(
+                {"_id": run_id, "lease_owner": worker_id, "status": RunStatus.RUNNING.value},
+                {"$set": {**free, "status": RunStatus.PENDING.value}},
+            )
+            if done.matched_count == 0:
+                done = self._runs.update_one(
+                    {
+                        "_id": run_id,
+                        "lease_owner": worker_id,
+                        "status": {"$ne": RunStatus.RUNNING.value},
+                    },
+                    {"$set": free},
+                )
+        if done.matched_count:
+            self._notify()
+
+    # -- signals and control ----------------------------------------------------
+
+    def send_signal(
+        self, run_id: str, name: str, payload: bytes, *, now: float, key: str | None = None
+    ) -> bool:
+        with self._op():
+            for _ in range(_CAS_ATTEMPTS):
+                doc = self._runs.find_one(
+                    {"_id": run_id}, {"status": 1, "sig_next": 1, "sig_base": 1, "sig_keys": 1}
+                )
+                if doc is None:
+                    raise _errors.RunNotFoundError(run_id)
+                status = _now_status(doc)
+                if status.is_terminal:
+                    raise _errors.RunStateError(
+                        f"run {run_id!r} has finished ({status.value}); a signal sent to it "
+                        "would never be read"
+                    )
+                if key is not None and key in doc["sig_keys"]:
+                    return False
+                signal_id: int = doc["sig_next"]
+                entry: Doc = {"i": signal_id, "n": name, "p": Binary(bytes(payload)), "t": now}
+                fields: Doc = {"wake_requested": True, "updated_at": now}
+                if status is RunStatus.WAITING:
+                    fields.update(status=RunStatus.PENDING.value, ready_at=now)
+                update: Doc = {
+                    "$push": {"sig_tail": entry},
+                    "$inc": {"sig_next": 1},
+                    "$set": fields,
+                }
+                if key is not None:
+                    entry["k"] = key
+                    update["$push"]["sig_keys"] = key
+                done = self._runs.update_one(
+                    {"_id": run_id, "sig_next": signal_id, "status": status.value}, update
+                )
+                if done.matched_count:
+                    break
+            else:  # pragma: no cover - would take a thousand lost races
+                raise _errors.StoreError(f"could not signal run {run_id!r}: too much contention")
+            if signal_id - doc["sig_base"] + 1 >= TAIL_SIGNALS:
+                self._flush_signals(run_id)
+        self._notify()
+        return True
+
+    def request_cancel(self, run_id: str, *, now: float) -> history.RunInfo:
+        flags = {"cancel_requested": True, "wake_requested": True, "updated_at": now}
+        with self._op():
+            for _ in range(_CAS_ATTEMPTS):
+                doc = self._runs.find_one_and_update(
+                    {"_id": run_id, "status": RunStatus.WAITING.value},
+                    {"$set": {**flags, "status": RunStatus.PENDING.value, "ready_at": now}},
+                    projection=_INFO_PROJECTION,
+                    return_document=ReturnDocument.AFTER,
+                )
+                if doc is None:
+                    doc = self._runs.find_one_and_update(
+                        {
+                            "_id": run_id,
+                            "status": {"$in": [RunStatus.PENDING.value, RunStatus.RUNNING.value]},
+                        },
+                        {"$set": flags},
+                        projection=_INFO_PROJECTION,
+                        return_document=ReturnDocument.AFTER,
+                    )
+                if doc is not None:
+                    break
+                doc = self._runs.find_one({"_id": run_id}, _INFO_PROJECTION)
+                if doc is None:
+                    raise _errors.RunNotFoundError(run_id)
+                if _now_status(doc).is_terminal:
+                    return _info(doc)
+            else:  # pragma: no cover - would take a thousand lost races
+                raise _errors.StoreError(f"could not cancel run {run_id!r}: too much contention")
+        self._notify()
+        return _info(doc)
+
+    def reopen(self, run_id: str, *, now: float) -> history.RunInfo:
+        retried = [history.RunRetried()]
+        with self._op():
+            doc = self._runs.find_one_and_update(
+                {"_id": run_id, "status": RunStatus.FAILED.value},
+                {
+                    "$push": {"ev_tail": {"$each": [_event_entry(e) for e in retried]}},
+                    "$inc": {"next_seq": 1, "tail_bytes": _size(retried)},
+                    "$set": {
+                        "status": RunStatus.PENDING.value,
+                        "ready_at": now,
+                        "updated_at": now,
+                        "lease_owner": None,
+                        "lease_until": None,
+                        "cancel_requested": False,
+                    },
+                },
+                projection=_INFO_PROJECTION,
+                return_document=ReturnDocument.AFTER,
+            )
+            if doc is None:
+
+                def refuse(found: Doc) -> history.RunInfo:
+                    raise _errors.RunStateError(
+                        f"run {run_id!r} is {found['status']}, not failed; only a failed run "
+                        "can be retried"
+                    )
+
+                return self._missing_or(run_id, refuse)
+            if doc["next_seq"] - doc["ev_base"] >= TAIL_EVENTS or doc["tail_bytes"] >= TAIL_BYTES:
+                self._flush_events(run_id)
+        self._notify()
+        return _info(doc)
+
+    def list_runs(
+        self,
+        *,
+        statuses: Collection[history.RunStatus] | None = None,
+        workflows: Collection[str] | None = None,
+        limit: int = 100,
+    ) -> list[history.RunInfo]:
+        if limit <= 0:
+            return []
+        where: Doc = {}
+        if statuses is not None:
+            where["status"] = {"$in": [RunStatus(s).value for s in statuses]}
+        if workflows is not None:
+            where["workflow"] = {"$in": list(workflows)}
+        with self._op():
+            docs = list(
+                self._runs.find(
+                    where,
+                    _INFO_PROJECTION,
+                    sort=[("created_at", -1), ("_id", 1)],
+                    limit=limit,
+                )
+            )
+        return [_info(doc) for doc in docs]
+
+    # -- change notification ----------------------------------------------------
+
+    def _fingerprint(self, run_id: str | None) -> object:
+        """A cheap summary of the data that changes whenever a run does."""
+        if run_id is not None:
+            doc = self._runs.find_one({"_id": run_id}, _INFO_PROJECTION)
+            return None if doc is None else tuple(sorted(doc.items()))
+        latest = self._runs.find_one({}, {"updated_at": 1}, sort=[("updated_at", -1)])
+        count = self._runs.estimated_document_count()
+        return (count, None if latest is None else (latest["_id"], latest["updated_at"]))
+
+    def _start_watching(self) -> None:
+        """Start following the ``runs`` change stream, if not yet (see :meth:`_watch`)."""
+        if self._watcher is not None or self._closed:
+            return
+        with self._ready_lock:
+            if self._watcher is None:
+                self._watcher = threading.Thread(
+                    target=self._watch, name=f"fluxo-mongo-watch-{self._name}", daemon=True
+                )
+                self._watcher.start()
+
+    def _watch(self) -> None:
+        """Turn the changes other processes make into wake-ups of this process's waiters.
+
+        Every write to a run's document is a change the contract may wake a waiter
+        for, so following the ``runs`` collection's change stream is enough. A
+        server without change streams (a standalone ``mongod``) refuses the watch:
+        waiters then rely on :meth:`wait_for_change`'s poll alone.
+        """
+        try:
+            with self._runs.watch(max_await_time_ms=500) as stream:
+                while not self._closed and stream.alive:
+                    if stream.try_next() is not None:
+                        self._notify()
+        except Exception:  # closed underneath us, or no change streams: the poll remains
+            return
+
+    def change_token(self, run_id: str | None) -> object:
+        self._start_watching()
+        version = self._changes.version
+        if self._closed:
+            return (version, None)
+        with self._op():
+            return (version, self._fingerprint(run_id))
+
+    def wait_for_change(self, run_id: str | None, timeout: float, since: object = None) -> bool:
+        self._start_watching()
+        deadline = time.monotonic() + max(timeout, 0.0)
+        if isinstance(since, tuple) and len(since) == 2:
+            version, fingerprint = since
+            if self._closed:
+                return True
+            with self._op():
+                if self._fingerprint(run_id) != fingerprint:
+                    return True
+        else:
+            version = self._changes.version
+            if self._closed:
+                return True
+            with self._op():
+                fingerprint = self._fingerprint(run_id)
+        condition = self._changes.condition
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            with condition:
+                if condition.wait_for(
+                    lambda: self._changes.version != version or self._closed,
+                    min(remaining, POLL_INTERVAL),
+                ):
+                    return True
+            if time.monotonic() >= deadline:
+                return False
+            with self._op():
+                if self._fingerprint(run_id) != fingerprint:
+                    return True
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._client.close()
+        self._notify()
