@@ -73,9 +73,24 @@ def fresh_url(kind: str, tmp: str) -> str:
         base = os.environ.get("FLUXO_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
         return f"{base}?prefix=fluxoscale-{tag}"
     if kind == "mongo":
-        base = os.environ.get("FLUXO_BENCH_MONGO_URL", "mongodb://127.0.0.1:27017")
+        base = os.environ.get("FLUXO_BENCH_MONGO_URL") or _secantus(tmp)
         return f"{base.rstrip('/')}/fluxo_scale_{tag}"
     raise SystemExit(f"unknown store {kind!r}")
+
+
+_SECANTUS: list[object] = []
+
+
+def _secantus(tmp: str) -> str:
+    """Start SecantusDB (MongoDB's wire protocol, a test-only dependency) in this process."""
+    from secantus import SecantusDBServer  # type: ignore[import-untyped]
+
+    if not _SECANTUS:
+        server = SecantusDBServer(host="127.0.0.1", port=0, storage_path=f"{tmp}/secantus")
+        server.start()
+        _SECANTUS.append(server)
+    host, port = _SECANTUS[0].address  # type: ignore[attr-defined]
+    return f"mongodb://{host}:{port}"
 
 
 def audit(engine: fluxo.Engine, run_ids: list[str]) -> str:
@@ -134,7 +149,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2000)
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--stores", default="sqlite,postgres,mysql,redis")
+    parser.add_argument("--stores", default="sqlite,postgres,mysql,redis,mongo")
     args = parser.parse_args()
     counts = [int(n) for n in args.workers.split(",")]
     with tempfile.TemporaryDirectory() as tmp:

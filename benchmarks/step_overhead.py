@@ -114,6 +114,50 @@ def raw_postgres_per_insert(url: str, inserts: int, repeats: int) -> float:
     return median(samples)
 
 
+def raw_redis_per_op(url: str, inserts: int, repeats: int) -> float:
+    """One RPUSH round trip: the floor for a durable step on Redis."""
+    import redis
+
+    client = redis.Redis.from_url(url.split("?", 1)[0])
+    key = "fluxo-bench:raw"
+    samples = []
+    for _ in range(repeats):
+        client.delete(key)
+        started = time.perf_counter()
+        for _ in range(inserts):
+            client.rpush(key, PAYLOAD)
+        samples.append((time.perf_counter() - started) / inserts)
+    client.delete(key)
+    client.close()
+    return median(samples)
+
+
+def raw_mongo_per_op(url: str, inserts: int, repeats: int) -> float:
+    """One insert_one: the floor for a durable step on MongoDB."""
+    import pymongo
+
+    client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(url)
+    collection = client.get_default_database()["raw_events"]
+    samples = []
+    for r in range(repeats):
+        started = time.perf_counter()
+        for i in range(inserts):
+            collection.insert_one({"run_id": f"r{r}", "seq": i, "data": PAYLOAD})
+        samples.append((time.perf_counter() - started) / inserts)
+    client.close()
+    return median(samples)
+
+
+def start_secantus(path: str) -> str:
+    """SecantusDB (MongoDB's wire protocol; a test-only dependency) in this process."""
+    from secantus import SecantusDBServer  # type: ignore[import-untyped]
+
+    server = SecantusDBServer(host="127.0.0.1", port=0, storage_path=path)
+    server.start()
+    host, port = server.address
+    return f"mongodb://{host}:{port}"
+
+
 def dbos_per_step(url: str, steps: int, repeats: int) -> float | None:
     if importlib.util.find_spec("dbos") is None:
         return None
@@ -151,7 +195,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--stores", default="memory,sqlite,postgres")
+    parser.add_argument("--stores", default="memory,sqlite,postgres,redis,mongo")
     parser.add_argument("--no-dbos", action="store_true", help="skip the DBOS comparison")
     args = parser.parse_args()
     stores = [s.strip() for s in args.stores.split(",") if s.strip()]
@@ -192,6 +236,18 @@ def main() -> None:
                 d = dbos_per_step(dbos_url, args.steps, args.repeats)
                 if d is not None:
                     line("postgres: dbos per step", d, f"= {d / f:.2f}x fluxo (target >= 4x)")
+        if "redis" in stores:
+            base = os.environ.get("FLUXO_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+            f = fluxo_per_step(f"{base}?prefix=fluxo-bench-{os.getpid()}", args.steps, args.repeats)
+            raw = raw_redis_per_op(base, args.steps, args.repeats)
+            line("redis: raw RPUSH", raw, "(redis-py, same server)")
+            line("redis: fluxo per step", f, f"= {f / raw:.2f}x raw")
+        if "mongo" in stores:
+            base = os.environ.get("FLUXO_BENCH_MONGO_URL") or start_secantus(f"{tmp}/secantus")
+            f = fluxo_per_step(f"{base.rstrip('/')}/fluxo_bench", args.steps, args.repeats)
+            raw = raw_mongo_per_op(f"{base.rstrip('/')}/fluxo_bench_raw", args.steps, args.repeats)
+            line("mongo: raw insert_one", raw, "(pymongo, same server)")
+            line("mongo: fluxo per step", f, f"= {f / raw:.2f}x raw")
 
 
 if __name__ == "__main__":

@@ -271,6 +271,7 @@ class RunContext:
         self.next_seq = len(state.events)
         self.hold = hold
         self.holding = False
+        self.lease_released = False
         self.store_error: _errors.StoreError | None = None
         self.deadline = state.run.deadline
         self.cancel_reason = ""
@@ -409,6 +410,8 @@ class RunContext:
             self._unwinding = _StoreFailed()
             raise self._unwinding from exc
         self.next_seq += len(events)
+        if status is not None:
+            self.lease_released = True  # a status write clears the lease
 
     # -- durable calls ---------------------------------------------------------------
 
@@ -752,6 +755,7 @@ class RunContext:
             self.store.release(hold.owner, self.run_id, now=self.clock())
             return False
         self._refresh_signals(state.signals)
+        self.lease_released = False
         if claimed.cancel_requested:
             self.cancel_requested.set()
         hold.heartbeat.add(self)

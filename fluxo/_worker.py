@@ -85,6 +85,8 @@ class Heartbeat:
             log.warning("could not renew leases (%s); retrying at the next beat", exc)
             return
         for run_id, context in contexts.items():
+            if context.lease_released:
+                continue  # it finished or suspended since the snapshot: nothing was lost
             if run_id not in held:
                 log.warning(
                     "run %s: lease lost to another worker; stopping at its next durable call",
