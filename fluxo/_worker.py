@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+_FINISHED = (_executor.Outcome.COMPLETED, _executor.Outcome.FAILED, _executor.Outcome.CANCELLED)
+
+
 class Heartbeat:
     """Renews the leases of running workflows and delivers their cancellations.
 
@@ -153,6 +156,7 @@ class Worker:
         self._warned_unknown: set[str] = set()
         self._draining_expired = False
         self.completed = 0
+        """How many runs this worker finished (completed, failed or cancelled)."""
 
     def __repr__(self) -> str:
         return f"Worker({self.id!r}, concurrency={self.concurrency})"
@@ -299,7 +303,8 @@ class Worker:
                 context_hook=track,
             )
             log.debug("run %s: %s", run_id, outcome.value, extra={"fluxo_run_id": run_id})
-            self.completed += 1
+            if outcome in _FINISHED:
+                self.completed += 1  # runs this worker brought to an end
         except _errors.UnknownWorkflowError as exc:
             log.warning("%s", exc)
         except Exception:

@@ -391,3 +391,21 @@ def test_a_run_that_cannot_be_executed_does_not_stall_the_worker(
     poison.clear()
     assert engine.worker().process_one() == 1
     assert bad.result(timeout=1) == 1
+
+
+def test_completed_counts_only_runs_the_worker_finished(make_engine: MakeEngine) -> None:
+    engine = make_engine(quick_flow, waits_forever, clock=time.time)
+    finished = engine.start(quick_flow, 1)
+    waiting = engine.start(waits_forever)
+    with engine.worker(concurrency=2, sticky=0) as worker:
+        finished.result(timeout=WAIT)
+        deadline = time.monotonic() + WAIT
+        while waiting.status() is not fluxo.RunStatus.WAITING:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    assert worker.completed == 1  # the suspended run was executed but not finished
+
+
+@fluxo.workflow(name="worker.waits_forever")
+def waits_forever() -> None:
+    fluxo.wait_for_signal("never")
