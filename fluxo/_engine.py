@@ -303,29 +303,31 @@ class Engine:
         are held in this thread (after being recorded), so the run resumes without
         replaying its history.
         """
-        state = self.store.load(run_id)
-        wf = self._workflows.get(state.run.workflow)
-        if wf is None:
-            self.store.release(owner, run_id, now=self.clock())
-            raise _errors.UnknownWorkflowError(
-                f"run {run_id!r} is of workflow {state.run.workflow!r}, which this engine "
-                "does not know; it was left for a worker that does"
+        outcome = _executor.Outcome.RESTART
+        while outcome is _executor.Outcome.RESTART:  # only when a context_hook asks for it
+            state = self.store.load(run_id)
+            wf = self._workflows.get(state.run.workflow)
+            if wf is None:
+                self.store.release(owner, run_id, now=self.clock())
+                raise _errors.UnknownWorkflowError(
+                    f"run {run_id!r} is of workflow {state.run.workflow!r}, which this engine "
+                    "does not know; it was left for a worker that does"
+                )
+            context = _executor.RunContext(
+                state=state,
+                workflow=wf,
+                store=self.store,
+                codec=self.codec,
+                clock=self.clock,
+                hold=_executor.Hold(owner, heartbeat.lease, hold_window, heartbeat),
             )
-        context = _executor.RunContext(
-            state=state,
-            workflow=wf,
-            store=self.store,
-            codec=self.codec,
-            clock=self.clock,
-            hold=_executor.Hold(owner, heartbeat.lease, hold_window, heartbeat),
-        )
-        if context_hook is not None:
-            context_hook(context)
-        heartbeat.add(context)
-        try:
-            outcome = context.execute()
-        finally:
-            heartbeat.remove(context)
+            if context_hook is not None:
+                context_hook(context)
+            heartbeat.add(context)
+            try:
+                outcome = context.execute()
+            finally:
+                heartbeat.remove(context)
         # A store failure keeps the lease: it expires unrenewed, which spaces out the
         # attempts instead of handing the run straight back to claim() in a hot loop.
         if outcome in (_executor.Outcome.LOST, _executor.Outcome.STOPPED):

@@ -32,6 +32,15 @@ _current: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
     "fluxo_run_context", default=None
 )
 
+StepRunner = Callable[["_decorators.Step[Any, Any]", Sequence[Any], Mapping[str, Any]], Any]
+"""Calls a step's function for one live attempt: ``(step, args, kwargs) -> result``."""
+
+
+def _call_step_function(
+    step: _decorators.Step[Any, Any], args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> Any:
+    return step.fn(*args, **kwargs)
+
 
 def current_context() -> RunContext | None:
     """Return the context of the workflow running in this thread or task, if any."""
@@ -65,6 +74,14 @@ class _StoreFailed(_Stopped):
     Raised as control flow, so a workflow's ``except Exception:`` cannot swallow the
     store's error and go on with a call that was never recorded.
     """
+
+
+class _ReplayEnd(_ControlFlow):
+    """``replay_only``: the code went past the recorded history, which it matched."""
+
+
+class _Restart(_ControlFlow):
+    """``restart_after_record``: a position was recorded; execute again from the top."""
 
 
 class Cancelled(_ControlFlow):
@@ -172,6 +189,10 @@ class Outcome(enum.Enum):
     """The run waits for a timer or a signal; whichever worker is free resumes it."""
     BROKEN = "broken"
     """The store failed to record; the run resumes from its history when its lease expires."""
+    REPLAYED = "replayed"
+    """``replay_only``: the code matched the whole recorded history (and ran no step)."""
+    RESTART = "restart"
+    """``restart_after_record``: a position was recorded; the run must be executed again."""
 
 
 STICKY_GRACE = 2.0
@@ -282,7 +303,14 @@ class RunContext:
         if state.run.cancel_requested:
             self.cancel_requested.set()
         self.stop_requested = threading.Event()
-        self._sleep: Callable[[float], object] = self.stop_requested.wait
+        self.pause: Callable[[float], object] = self.stop_requested.wait
+        """Waits a short retry back-off (a virtual clock replaces it in tests)."""
+        self.step_runner: StepRunner = _call_step_function
+        """Calls a step's function live (a test environment replaces it to stub steps)."""
+        self.replay_only = False
+        """Check the code against the recorded history only: run no step, record nothing."""
+        self.restart_after_record = False
+        """Stop after every recorded position, so each durable call is replayed once."""
         self._cancel_delivered = False
         self._nondeterminism: _errors.NondeterminismError | None = None
         self._unwinding: _ControlFlow | None = None
@@ -372,12 +400,19 @@ class RunContext:
     ) -> None:
         self._record_many((event,), status, ready_at)
 
+    def _go_live(self) -> None:
+        """Called before anything with an effect: ``replay_only`` stops here."""
+        if self.replay_only:
+            self._unwinding = _ReplayEnd()
+            raise self._unwinding
+
     def _record_many(
         self,
         events: Sequence[history.Event],
         status: history.RunStatus | None = None,
         ready_at: float | None = None,
     ) -> None:
+        self._go_live()
         try:
             self.store.append(
                 self.run_id,
@@ -412,6 +447,9 @@ class RunContext:
         self.next_seq += len(events)
         if status is not None:
             self.lease_released = True  # a status write clears the lease
+        elif self.restart_after_record:
+            self._unwinding = _Restart()
+            raise self._unwinding
 
     # -- durable calls ---------------------------------------------------------------
 
@@ -440,6 +478,7 @@ class RunContext:
                 raise step_error(step.name, info)
             attempt += 1
             self._backoff(step, attempt, live=False)
+        self._go_live()
         return self._run_step_live(step, args, kwargs, attempt)
 
     def _backoff(self, step: _decorators.Step[Any, Any], attempt: int, *, live: bool) -> None:
@@ -464,7 +503,7 @@ class RunContext:
             self._timer(timer, delay)
             return
         if live:
-            self._sleep(delay)
+            self.pause(delay)
         self._enter_durable_call()
 
     def _run_step_live(
@@ -483,7 +522,7 @@ class RunContext:
             failure: ErrorInfo | None = None
             token = _current.set(None)  # steps called by a step are plain calls
             try:
-                value = step.fn(*args, **kwargs)
+                value = self.step_runner(step, args, kwargs)
             except Exception as exc:
                 failure = error_info(exc, attempt)
                 retrying = step.retry.should_retry(exc, attempt)
@@ -660,6 +699,7 @@ class RunContext:
             if event.data is not None:
                 raise _errors.SignalError(self._decode_error(call, event.data).message)
             return
+        self._go_live()
         data = self.codec.encode(payload)
         key = f"{self.run_id}:{self.next_seq}"  # the same key if a crash makes us send again
         try:
@@ -809,6 +849,10 @@ class RunContext:
             packed = self.codec.decode(self.started.data or b"{}", wf.input_type())
             args, kwargs = wf.unpack_input(packed)
         except _errors.FluxoError as exc:
+            if self.replay_only:
+                self._nondeterminism = _errors.NondeterminismError(
+                    self.run_id, 0, f"workflow {wf.name}", "its recorded input", f"  {exc}"
+                )
             return self._finish_failed(exc)
         try:
             value = wf.fn(*args, **kwargs)
@@ -818,6 +862,8 @@ class RunContext:
             return self._unwound()  # user code swallowed control flow; honour it anyway
         if self._nondeterminism is not None:
             return self._finish_failed(self._nondeterminism)
+        if self._recorded_end(history.WorkflowCompleted):
+            return Outcome.REPLAYED
         if self.replaying:
             return self._leftover("the workflow returned")
         try:
@@ -841,15 +887,32 @@ class RunContext:
         if self._nondeterminism is not None:
             return self._finish_failed(self._nondeterminism)
         if isinstance(exc, Cancelled):
+            if self._recorded_end(history.WorkflowCancelled):
+                return Outcome.REPLAYED
             if self.replaying:
                 return self._leftover("the workflow ended cancelled")
             return self._finish_cancelled(record_request=False)
+        if self._recorded_end(history.WorkflowFailed):
+            return Outcome.REPLAYED
         if self.replaying:
             return self._leftover(f"the workflow raised {type(exc).__name__}: {exc}")
         return self._finish_failed(exc)
 
+    def _recorded_end(self, kind: type[history.Event]) -> bool:
+        """``replay_only``: the history ends the way the code just ended; consume it."""
+        if not self.replay_only or self._pos != len(self._script) - 1:
+            return False
+        if not isinstance(self._script[self._pos].event, kind):
+            return False
+        self._pos += 1
+        return True
+
     def _unwound(self) -> Outcome:
         unwinding = self._unwinding
+        if isinstance(unwinding, _ReplayEnd):
+            return Outcome.REPLAYED
+        if isinstance(unwinding, _Restart):
+            return Outcome.RESTART
         if isinstance(unwinding, _Suspended):
             return Outcome.SUSPENDED
         if isinstance(unwinding, _RunLost):
@@ -865,6 +928,8 @@ class RunContext:
             return self._finish_failed(exc)
 
     def _finish(self, event: history.Event, status: history.RunStatus) -> Outcome:
+        if self.replay_only and self._nondeterminism is not None:
+            return Outcome.FAILED  # reported through self.error; nothing is recorded
         try:
             self._record(event, status=status, ready_at=None)
         except _ControlFlow:
@@ -876,7 +941,7 @@ class RunContext:
 
     def _finish_failed(self, exc: BaseException) -> Outcome:
         self.error = error_info(exc)
-        if isinstance(exc, _errors.NondeterminismError):
+        if isinstance(exc, _errors.NondeterminismError) and not self.replay_only:
             log.error("%s", exc, extra={"fluxo_run_id": self.run_id})
         return self._finish(
             history.WorkflowFailed(data=self._encode_error(self.error)), history.RunStatus.FAILED

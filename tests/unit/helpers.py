@@ -75,7 +75,7 @@ def no_sleep(sleeps: list[float]) -> Callable[[_executor.RunContext], None]:
     """A context hook that records retry back-off waits instead of sleeping them."""
 
     def hook(context: _executor.RunContext) -> None:
-        context._sleep = sleeps.append
+        context.pause = sleeps.append
 
     return hook
 

@@ -1293,7 +1293,7 @@ def test_a_cancellation_during_a_retry_backoff_replays(
             engine.cancel(handle.id)
             context.cancel_requested.set()
 
-        context._sleep = sleep
+        context.pause = sleep
 
     with pytest.raises(SimulatedCrash):
         execute(engine, handle.id, hook=cancel_while_sleeping)
