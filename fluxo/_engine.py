@@ -306,6 +306,10 @@ class Engine:
         outcome = _executor.Outcome.RESTART
         while outcome is _executor.Outcome.RESTART:  # only when a context_hook asks for it
             state = self.store.load(run_id)
+            if state.run.status.is_terminal:
+                # Our lease expired and the worker it passed from finished the run
+                # between our claim and this load: there is nothing left to do.
+                return _executor.Outcome.LOST
             wf = self._workflows.get(state.run.workflow)
             if wf is None:
                 self.store.release(owner, run_id, now=self.clock())

@@ -224,6 +224,36 @@ def test_a_run_whose_lease_is_held_is_not_resumed_early(
     assert engine.get_run(handle.id).status is fluxo.RunStatus.COMPLETED
 
 
+def test_a_run_finished_by_the_worker_whose_lease_expired_is_left_alone(
+    make_engine: MakeEngine, clock: FakeClock, store_url: str
+) -> None:
+    """A slow worker finishes the run after a second worker claimed it, before it loaded.
+
+    The second worker then loads a finished history. It must not replay it and record
+    a failure over the result (found by the scale-out benchmark under heavy load).
+    """
+
+    @fluxo.step(name="ex.slow")
+    def slow(x: int) -> int:
+        return x + 1
+
+    @fluxo.workflow(name="ex.overtaken")
+    def overtaken(x: int) -> int:
+        return slow(slow(x))
+
+    engine = make_engine(overtaken, store=store_url)
+    handle = engine.start(overtaken, 1)
+    claim(engine, handle.id, "w1", lease=10)
+    clock.advance(11)
+    claim(engine, handle.id, "w2", lease=10)  # w1's lease expired
+    assert execute(engine, handle.id, "w1", claimed=True) is Outcome.COMPLETED
+    before = engine.history(handle.id)
+    assert execute(engine, handle.id, "w2", claimed=True) is Outcome.LOST
+    assert engine.history(handle.id) == before
+    assert engine.get_run(handle.id).status is fluxo.RunStatus.COMPLETED
+    assert handle.result(timeout=1) == 3
+
+
 # -- changed code is detected (invariant 7) ---------------------------------------------
 
 
