@@ -262,11 +262,15 @@ class RunState:
 
     Signals are never deleted: which ones the run consumed is told by its history
     (each ``SignalReceived`` consumes the oldest remaining signal of its name).
+    ``recorded_at`` tells when each event was recorded: the ``now`` (seconds since
+    the epoch) of the ``create_run``, ``append`` or ``reopen`` that wrote it, one
+    entry per event, in the order of ``events``.
     """
 
     run: RunInfo
     events: tuple[Event, ...]
     signals: tuple[Signal, ...] = ()
+    recorded_at: tuple[float, ...] = ()
 
     @property
     def next_seq(self) -> int:

@@ -78,7 +78,8 @@ class Store(Protocol):
     def load(self, run_id: str) -> history.RunState:
         """Return the run, its whole history and all its signals (oldest first) in one read.
 
-        Raises ``RunNotFoundError``.
+        ``recorded_at`` holds, for each event, the ``now`` of the call that wrote it
+        (``create_run``, ``append`` or ``reopen``). Raises ``RunNotFoundError``.
         """
         ...
 
@@ -184,9 +185,17 @@ class Store(Protocol):
         *,
         statuses: Collection[history.RunStatus] | None = None,
         workflows: Collection[str] | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
         limit: int = 100,
     ) -> list[history.RunInfo]:
-        """Return runs matching every given filter, newest ``created_at`` first."""
+        """Return up to ``limit`` runs matching every given filter, newest ``created_at`` first.
+
+        ``statuses`` and ``workflows`` keep the runs with one of the given values (an
+        empty collection matches nothing). ``created_after`` keeps the runs created at
+        or after that time, ``created_before`` those created strictly before it, so
+        consecutive ranges ``[t0, t1)``, ``[t1, t2)`` list each run once.
+        """
         ...
 
     def change_token(self, run_id: str | None) -> object:

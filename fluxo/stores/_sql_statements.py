@@ -127,7 +127,8 @@ class Statements:
         self.get_run = c(sa.select(*RUN_COLUMNS).where(_R.c.id == run_id))
         # The run with its events (part 0), then its signals (part 1): one statement,
         # so one round trip and one snapshot. Rows: part, position, kind or NULL, name,
-        # data or payload, sent_at or NULL, then the run's columns (NULL for signals).
+        # data or payload, the event's created_at or the signal's sent_at, then the
+        # run's columns (NULL for signals).
         run_and_events = (
             sa.select(
                 sa.literal_column("0", sa.Integer()).label("part"),
@@ -135,7 +136,7 @@ class Statements:
                 _E.c.kind,
                 _E.c.name,
                 _E.c.data,
-                sa.null().label("sent_at"),
+                _E.c.created_at.label("at"),
                 *RUN_COLUMNS,
             )
             .select_from(_R.outerjoin(_E, _E.c.run_id == _R.c.id))
@@ -527,18 +528,30 @@ class Statements:
 
         return self.shaped(("held", runs), build)
 
-    def list_runs(self, statuses: int | None, workflows: int | None) -> Sql:
+    def list_runs(
+        self, statuses: int | None, workflows: int | None, *, after: bool, before: bool
+    ) -> Sql:
+        """Runs by status and workflow (``IN`` lists of these lengths) and creation time.
+
+        ``after`` and ``before`` add the bounds ``created_at >= p_after`` and
+        ``created_at < p_before``, which the ``created_at`` indexes serve as a range.
+        """
+
         def build() -> sa.ClauseElement:
             query = sa.select(*RUN_COLUMNS)
             if statuses is not None:
                 query = query.where(_R.c.status.in_(_keys("p_status", statuses)))
             if workflows is not None:
                 query = query.where(_R.c.workflow.in_(_keys("p_wf", workflows)))
+            if after:
+                query = query.where(_R.c.created_at >= _p("p_after", _R.c.created_at))
+            if before:
+                query = query.where(_R.c.created_at < _p("p_before", _R.c.created_at))
             return query.order_by(_R.c.created_at.desc(), _R.c.id).limit(
                 sa.bindparam("p_limit", type_=sa.Integer())
             )
 
-        return self.shaped(("list", statuses, workflows), build)
+        return self.shaped(("list", statuses, workflows, after, before), build)
 
     def next_wake(self, workflows: int) -> Sql:
         """The earliest time a run of the workflows becomes claimable (``NULL``: never).

@@ -24,6 +24,7 @@ class MemoryStore:
         self._version = 0
         self._runs: dict[str, history.RunInfo] = {}
         self._events: dict[str, list[history.Event]] = {}
+        self._recorded_at: dict[str, list[float]] = {}
         self._signals: dict[str, list[history.Signal]] = {}
         self._signal_keys: dict[str, set[str]] = {}
         self._signal_id = 0
@@ -77,6 +78,7 @@ class MemoryStore:
             )
             self._runs[run_id] = run
             self._events[run_id] = [history.WorkflowStarted(workflow, input)]
+            self._recorded_at[run_id] = [now]
             self._notify()
             return run, True
 
@@ -97,6 +99,7 @@ class MemoryStore:
             if expected_seq != len(log):
                 raise _errors.SequenceConflictError(run_id, min(expected_seq, len(log)))
             log.extend(events)
+            self._recorded_at[run_id].extend([now] * len(events))
             if status is not None:
                 if status is RunStatus.WAITING and (run.wake_requested or run.cancel_requested):
                     status, ready_at = RunStatus.PENDING, now  # something arrived meanwhile
@@ -117,6 +120,7 @@ class MemoryStore:
                 self._get(run_id),
                 tuple(self._events[run_id]),
                 tuple(self._signals.get(run_id, ())),
+                tuple(self._recorded_at[run_id]),
             )
 
     def get_run(self, run_id: str) -> history.RunInfo:
@@ -265,6 +269,7 @@ class MemoryStore:
                     "can be retried"
                 )
             self._events[run_id].append(history.RunRetried())
+            self._recorded_at[run_id].append(now)
             run = replace(
                 run,
                 status=RunStatus.PENDING,
@@ -283,6 +288,8 @@ class MemoryStore:
         *,
         statuses: Collection[history.RunStatus] | None = None,
         workflows: Collection[str] | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
         limit: int = 100,
     ) -> list[history.RunInfo]:
         with self._lock:
@@ -292,6 +299,8 @@ class MemoryStore:
                 for run in self._runs.values()
                 if (statuses is None or run.status in statuses)
                 and (workflows is None or run.workflow in workflows)
+                and (created_after is None or run.created_at >= created_after)
+                and (created_before is None or run.created_at < created_before)
             ]
         runs.sort(key=lambda r: r.created_at, reverse=True)
         return runs[:limit]

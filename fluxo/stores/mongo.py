@@ -6,7 +6,8 @@ Collections (created with their indexes on first use):
   holds the *tail* of its history (the events not yet moved to ``events``), the
   tail of its signals, the dedupe keys of its signals and the counters
   ``next_seq`` (the history's length) and ``sig_next`` (the next signal id).
-* ``events``: one document per event, unique on ``(run_id, seq)``.
+* ``events``: one document per event, unique on ``(run_id, seq)``. Events carry
+  the time they were recorded, on the tail as in ``events``.
 * ``signals``: one document per signal, unique on ``(run_id, id)`` and, where a
   dedupe key was given, on ``(run_id, key)``.
 
@@ -125,11 +126,12 @@ def _info(doc: Mapping[str, Any]) -> history.RunInfo:
     )
 
 
-def _event_entry(event: history.Event) -> Doc:
+def _event_entry(event: history.Event, now: float) -> Doc:
     return {
         "k": event.kind,
         "n": event.name,
         "d": None if event.data is None else Binary(bytes(event.data)),
+        "t": now,
     }
 
 
@@ -254,7 +256,7 @@ class MongoStore:
             "deadline": deadline,
             "next_seq": 1,
             "ev_base": 0,
-            "ev_tail": [_event_entry(e) for e in started],
+            "ev_tail": [_event_entry(e, now) for e in started],
             "tail_bytes": _size(started),
             "sig_next": 1,
             "sig_base": 1,
@@ -288,7 +290,7 @@ class MongoStore:
     ) -> None:
         count = len(events)
         push: Doc = {
-            "$push": {"ev_tail": {"$each": [_event_entry(e) for e in events]}},
+            "$push": {"ev_tail": {"$each": [_event_entry(e, now) for e in events]}},
             "$inc": {"next_seq": count, "tail_bytes": _size(events)},
         }
         fence: Doc = {"_id": run_id, "next_seq": expected_seq}
@@ -394,15 +396,20 @@ class MongoStore:
             doc = self._runs.find_one({"_id": run_id})
             if doc is None:
                 raise _errors.RunNotFoundError(run_id)
-            events: list[history.Event] = []
+            entries: list[Doc] = []
             if doc["ev_base"] > 0:
-                flushed = self._events.find(
-                    {"run_id": run_id, "seq": {"$lt": doc["ev_base"]}}, sort=[("seq", 1)]
+                entries.extend(
+                    self._events.find(
+                        {"run_id": run_id, "seq": {"$lt": doc["ev_base"]}}, sort=[("seq", 1)]
+                    )
                 )
-                events.extend(_event(row) for row in flushed)
-                if len(events) != doc["ev_base"]:  # pragma: no cover - corruption
+                if len(entries) != doc["ev_base"]:  # pragma: no cover - corruption
                     raise _errors.StoreError(f"the history of run {run_id!r} has a gap")
-            events.extend(_event(entry) for entry in doc["ev_tail"])
+            entries.extend(doc["ev_tail"])
+            events = [_event(entry) for entry in entries]
+            # An event kept without its time reports the run's creation, a lower bound.
+            created: float = doc["created_at"]
+            recorded_at: list[float] = [entry.get("t", created) for entry in entries]
             signals: list[history.Signal] = []
             if doc["sig_base"] > 1:
                 rows = self._signals.find(
@@ -413,7 +420,7 @@ class MongoStore:
                     for r in rows
                 )
             signals.extend(_signal(entry) for entry in doc["sig_tail"])
-        return history.RunState(_info(doc), tuple(events), tuple(signals))
+        return history.RunState(_info(doc), tuple(events), tuple(signals), tuple(recorded_at))
 
     def get_run(self, run_id: str) -> history.RunInfo:
         with self._op():
@@ -639,7 +646,7 @@ class MongoStore:
             doc = self._runs.find_one_and_update(
                 {"_id": run_id, "status": RunStatus.FAILED.value},
                 {
-                    "$push": {"ev_tail": {"$each": [_event_entry(e) for e in retried]}},
+                    "$push": {"ev_tail": {"$each": [_event_entry(e, now) for e in retried]}},
                     "$inc": {"next_seq": 1, "tail_bytes": _size(retried)},
                     "$set": {
                         "status": RunStatus.PENDING.value,
@@ -672,6 +679,8 @@ class MongoStore:
         *,
         statuses: Collection[history.RunStatus] | None = None,
         workflows: Collection[str] | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
         limit: int = 100,
     ) -> list[history.RunInfo]:
         if limit <= 0:
@@ -681,6 +690,13 @@ class MongoStore:
             where["status"] = {"$in": [RunStatus(s).value for s in statuses]}
         if workflows is not None:
             where["workflow"] = {"$in": list(workflows)}
+        created: Doc = {}
+        if created_after is not None:
+            created["$gte"] = created_after
+        if created_before is not None:
+            created["$lt"] = created_before
+        if created:
+            where["created_at"] = created
         with self._op():
             docs = list(
                 self._runs.find(

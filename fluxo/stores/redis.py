@@ -1,34 +1,94 @@
-"""A store on Redis (``redis://host:port/db?prefix=myapp``), built on Lua scripts.
+"""A store on Redis or Redis Cluster (``redis://host:port/db?prefix=myapp``), built on Lua scripts.
+
+Connecting. The URL names any node. Fluxo asks it ``INFO cluster`` on first use and
+talks to a Redis Cluster through :class:`redis.cluster.RedisCluster` when
+``cluster_enabled`` is 1, to a single server (or a primary with replicas)
+otherwise. The query parameter ``cluster=true`` or ``cluster=false`` skips the
+question. Both modes use the same keys and the same scripts, and every script
+call touches the keys of one hash slot, so one layout serves both.
 
 Layout. Every key starts with the prefix (``fluxo`` unless the URL's ``prefix``
-query parameter or the ``prefix=`` argument says otherwise). The keys of one run
-share the hash tag ``{run_id}``:
+query parameter or the ``prefix=`` argument says otherwise; it may not contain
+braces). The keys of one run share the hash tag ``{run_id}`` (a run id that is
+empty or contains ``}`` is tagged by its SHA-1 instead):
 
 * ``P:{id}:run``: a hash, the run's record (times as ``repr`` of the float, so
-  they round-trip exactly);
-* ``P:{id}:events``: a list, the history, one event per item;
+  they round-trip exactly), with the run's last signal id and its fence (below);
+* ``P:{id}:events``: a list, the history, one event per item, each with the time
+  it was recorded (below);
 * ``P:{id}:signals``: a list, the signals, oldest first;
-* ``P:{id}:signal_keys``: a set, the idempotency keys of the signals.
+* ``P:{id}:signal_keys``: a set, the idempotency keys of the signals;
+* ``P:{id}:fence``: the fence of a run that does not exist (yet), kept a day.
 
-Beside them, global indexes: ``P:ready:<workflow>`` (a sorted set of the active,
-unleased runs with a ``ready_at``, scored by it), ``P:leased:<workflow>`` (the
-leased runs, scored by ``lease_until``), ``P:created`` (every run, scored by
-``created_at``, for :meth:`RedisStore.list_runs`) and ``P:signal_id`` (the
-counter that numbers signals). Each operation is one Lua script (loaded once,
-called by SHA), so it is atomic; the hot path, appending events without a status
-change, is a single script call: one round trip.
+The indexes are split into ``BUCKETS`` (16) buckets; a run belongs to bucket
+``crc32(id) % 16``, the same on every client, and each bucket's keys share the
+hash tag ``{P#n}``:
 
-Events are stored as ``kind NUL name-length NUL name flag data``, where the flag
-is ``N`` for no data and ``D`` before the data bytes: binary-safe, byte-exact.
+* ``P:{P#n}:ready:<workflow>``: a sorted set of the active, unleased runs with a
+  ``ready_at``, scored by it;
+* ``P:{P#n}:leased:<workflow>``: the leased ones, scored by ``lease_until``, and
+  ``P:{P#n}:lready``, a hash of their ``ready_at``;
+* ``P:{P#n}:hints``: a sorted set of runs of any workflow that may be claimable
+  from the score on (see below);
+* ``P:{P#n}:gen``: a hash, each indexed run's generation, and ``P:{P#n}:seq``,
+  the counter that hands generations out;
+* ``P:{P#n}:created``: every run, scored by ``created_at``, for
+  :meth:`RedisStore.list_runs`, which reads a creation-time range as a score range.
 
-Redis Cluster. The per-run keys already share one slot. The scripts that change
-a run's status also update the global indexes, which live in other slots, so as
-written the store needs a single Redis node (or a primary with replicas). To
-shard, the indexes would be split into a fixed number of buckets, each tagged
-with its bucket (``P:ready:<workflow>:{b7}``) and a run's entry kept in the bucket
-of a hash of its id; the status change would then move the index entry in a
-second, idempotent step (or the index be rebuilt from the runs by a sweeper),
-and claims would visit the buckets in turn.
+This layout replaced one with global indexes (``P:ready:<workflow>`` and so on)
+and history items without their recording time; data written by that layout is
+not read by this one.
+
+Two steps. A run's record and its index entry live in different slots, so no
+script can change both. The record is the truth; the index only has to lead a
+claim to every run that is claimable. It is kept a superset, always, whatever
+crashes between the steps:
+
+1. *Mark.* Before a change that can make a run claimable sooner (create, a
+   suspension with a timer, a signal, a cancellation, a release, a retry), one
+   bucket script bumps the run's generation ``g`` and adds a hint no later than
+   the earliest time the run can then be claimed.
+2. *Change.* One run script validates and changes the record, and computes the
+   index entry the record now needs.
+3. *Settle.* One bucket script replaces the run's hint and entries with exactly
+   that entry (or removes them), only if the generation is still ``g``.
+
+A crash after step 1 leaves a hint that is early or points at nothing: a claim
+that meets it runs the run script (which claims the run if it is claimable) and
+settles the entry to what the record needs. A crash after step 2 leaves such a
+hint too, or, after a change that only makes the run claimable later (a lease
+taken or renewed, a run finished), an entry that is early: the same repair
+applies. Early entries cost a claim a wasted look, never a lost run.
+
+Races are settled by generations and fences. A settle writes what one run script
+saw; it must not undo a hint that a later change relies on. So every run script
+that precedes a settle with generation ``g`` raises the run's *fence* to ``g``,
+and a change that relies on its own hint (step 1) is refused, and retried with a
+new mark, when its ``g`` is not above the fence: some settle may be about to
+remove that hint. A settle applies only while the generation is the one its run
+script was given, so a mark made after that script read the record voids it.
+Changes that only postpone a run (claims, renewals, finishing) need no hint and
+read the generation without bumping it; a renewal or ``claim_run`` that would
+shorten a lease falls back to the marked path. The fence of a run that does not
+exist is kept for a day, and a create whose mark is over an hour old is retried,
+so a stalled client cannot slip past a settle that removed its hint.
+
+Costs. The hot path, appending events without a status change, is one script
+call: one round trip. A status change is three (mark or read, change, settle),
+except two for a create (its mark writes the entry the new run needs, so no
+settle follows) and for completing or cancelling a run (final states: its entries
+are dropped whatever their generation, so nothing is read first). A
+claim reads every bucket (one pipeline on a single server), runs the run script
+of each candidate, oldest ``ready_at`` first, and settles them. Signal ids follow
+each run's last one and otherwise the server's clock in microseconds, so they
+also order the signals of different runs (as far as the clocks of the cluster's
+nodes agree).
+
+Events are stored as ``recorded_at NUL kind NUL name-length NUL name flag data``,
+where ``recorded_at`` is the ``now`` of the call that appended the event (as
+``repr`` of the float), and the flag is ``N`` for no data and ``D`` before the
+data bytes: binary-safe, byte-exact. The time travels inside the item, so an
+append is still one script call.
 
 Durability. Redis acknowledges a write once it is in memory; what survives a
 crash of the server depends on its persistence settings:
@@ -47,24 +107,32 @@ unless ``WAIT`` or ``min-replicas-to-write`` is used. ``maxmemory-policy`` must 
 ``noeviction``: an evicted key is a lost run.
 
 Change notifications are pushed: every script that changes a run's status
-publishes the run id on ``P:changes``; a background thread (started on the first
+publishes the run id on ``P:changes`` (on a cluster, a publish reaches every
+node); a background thread (started on the first
 :meth:`RedisStore.wait_for_change` or :meth:`RedisStore.change_token`) listens
 and wakes the waiters of this process.
 """
 
 from __future__ import annotations
 
+import hashlib
+import heapq
+import itertools
+import random
 import threading
 import uuid
+import zlib
+from collections import defaultdict
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from fluxo import _errors, history
 
 try:
     import redis as _redis
+    import redis.cluster as _redis_cluster
     from redis import exceptions as _redis_errors
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise _errors.DefinitionError(
@@ -75,190 +143,431 @@ RunStatus = history.RunStatus
 
 DEFAULT_PREFIX = "fluxo"
 
+BUCKETS = 16
+"""How many buckets the indexes are split into. Part of the layout: never change it."""
+
+_FENCE_TTL_MS = 86_400_000
+_STALL_LIMIT = 3_600
+_MAX_TRIES = 100
+
 _T = TypeVar("_T")
+_U = TypeVar("_U")
 
-_ACTIVE = {status.value for status in history.ACTIVE_STATUSES}
+# -- Lua: scripts on the keys of one run ----------------------------------------
 
-# -- Lua ----------------------------------------------------------------------
-
-# Shared by every script: key names and the upkeep of the global indexes.
-_PRELUDE = """
-local P = ARGV[1]
-local function runkey(id) return P .. ':{' .. id .. '}:run' end
+# KEYS: run, events, signals, signal_keys, fence. ARGV[1]: the change channel.
+_RUN_PRELUDE = """
+local RUN, EVENTS, SIGNALS, SIGNAL_KEYS, FENCE = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local CHANNEL = ARGV[1]
+local FENCE_TTL_MS = %(fence_ttl_ms)d
 local function active(status)
   return status == 'pending' or status == 'running' or status == 'waiting'
 end
--- Put the run in the index its record calls for (ready, leased or none).
-local function reindex(id)
-  local key = runkey(id)
-  local f = redis.call('HMGET', key, 'wf', 'status', 'ready', 'lease')
-  local ready_key = P .. ':ready:' .. f[1]
-  local leased_key = P .. ':leased:' .. f[1]
-  redis.call('ZREM', ready_key, id)
-  redis.call('ZREM', leased_key, id)
-  if not active(f[2]) then return end
-  if f[4] then
-    redis.call('ZADD', leased_key, f[4], id)
-  elseif f[3] then
-    redis.call('ZADD', ready_key, f[3], id)
+local function changed(id)
+  redis.call('PUBLISH', CHANNEL, id)
+end
+-- The index entry the run needs: {kind, ready_at, lease_until, workflow}, kind ''
+-- (none: never claimable as it stands), 'r' (ready at ready_at) or 'l' (leased).
+local function need()
+  local f = redis.call('HMGET', RUN, 'status', 'ready', 'lease', 'wf')
+  if not f[1] then return {'', '', '', ''} end
+  if not active(f[1]) or not f[2] then return {'', '', '', f[4]} end
+  if f[3] then return {'l', f[2], f[3], f[4]} end
+  return {'r', f[2], '', f[4]}
+end
+-- When the run can next be claimed, as the index sees it: a number (math.huge:
+-- never) and its text.
+local function due(status, ready, lease)
+  if not status or not active(status) or not ready then return math.huge, '' end
+  if lease and tonumber(lease) > tonumber(ready) then return tonumber(lease), lease end
+  return tonumber(ready), ready
+end
+-- The highest index generation a settle may still apply (0: none).
+local function fence()
+  local at = redis.call('HGET', RUN, 'fence') or redis.call('GET', FENCE) or '0'
+  return tonumber(at)
+end
+-- A settle with generation g follows this script: no step relying on an older mark
+-- may change the run after it.
+local function raise_fence(g)
+  if g == '' then return end
+  local n = tonumber(g)
+  if redis.call('HEXISTS', RUN, 'wf') == 1 then
+    if n > tonumber(redis.call('HGET', RUN, 'fence') or '0') then
+      redis.call('HSET', RUN, 'fence', g)
+    end
+  elseif n > tonumber(redis.call('GET', FENCE) or '0') then
+    redis.call('SET', FENCE, g, 'PX', FENCE_TTL_MS)
   end
 end
-local function changed(id)
-  redis.call('PUBLISH', P .. ':changes', id)
+-- A change that may make the run claimable sooner needs a mark newer than every fence.
+local function stale(g)
+  return tonumber(g) <= fence()
 end
 """
 
-# ARGV: prefix, id, workflow, first event, now, owner, lease_until, deadline
-_CREATE_RUN = (
-    _PRELUDE
-    + """
-local id = ARGV[2]
-local key = runkey(id)
-local wf = redis.call('HGET', key, 'wf')
+# ARGV: channel, g, mark time, workflow, first event, now, owner, lease_until, deadline
+_CREATE_RUN = """
+local g = ARGV[2]
+local wf = redis.call('HGET', RUN, 'wf')
 if wf then
-  if wf ~= ARGV[3] then return {'conflict', wf} end
-  return {'exists', redis.call('HGETALL', key)}
+  raise_fence(g)
+  if wf ~= ARGV[4] then return {'conflict', wf, need()} end
+  return {'exists', redis.call('HGETALL', RUN), need()}
 end
-local now = ARGV[5]
+if stale(g) then return {'retry'} end
+local clock = redis.call('TIME')
+if tonumber(clock[1]) - tonumber(ARGV[3]) > %(stall_limit)d then return {'retry'} end
+local now = ARGV[6]
 local status = 'pending'
-if ARGV[6] ~= '' then status = 'running' end
-redis.call('HSET', key, 'wf', ARGV[3], 'status', status, 'created', now, 'updated', now,
-  'ready', now, 'cancel', '0', 'wake', '0')
-if ARGV[6] ~= '' then
-  redis.call('HSET', key, 'owner', ARGV[6])
-  if ARGV[7] ~= '' then redis.call('HSET', key, 'lease', ARGV[7]) end
+if ARGV[7] ~= '' then status = 'running' end
+redis.call('HSET', RUN, 'wf', ARGV[4], 'status', status, 'created', now, 'updated', now,
+  'ready', now, 'cancel', '0', 'wake', '0', 'fence', g)
+redis.call('DEL', FENCE)
+if ARGV[7] ~= '' then
+  redis.call('HSET', RUN, 'owner', ARGV[7])
+  if ARGV[8] ~= '' then redis.call('HSET', RUN, 'lease', ARGV[8]) end
 end
-if ARGV[8] ~= '' then redis.call('HSET', key, 'deadline', ARGV[8]) end
-redis.call('RPUSH', P .. ':{' .. id .. '}:events', ARGV[4])
-redis.call('ZADD', P .. ':created', now, id)
-reindex(id)
-changed(id)
-return {'created', redis.call('HGETALL', key)}
+if ARGV[9] ~= '' then redis.call('HSET', RUN, 'deadline', ARGV[9]) end
+redis.call('RPUSH', EVENTS, ARGV[5])
+changed(ARGV[10])
+return {'created', redis.call('HGETALL', RUN), need()}
 """
-)
 
-# ARGV: prefix, id, expected_seq, now, status or '', ready_at or '', events...
-_APPEND = (
-    _PRELUDE
-    + """
-local id = ARGV[2]
-local events = P .. ':{' .. id .. '}:events'
-local n = redis.call('LLEN', events)
-if n == 0 then return {1} end
-if tonumber(ARGV[3]) ~= n then return {2, n} end
-local i = 7
+# ARGV: channel, expected_seq, now, status or '', ready_at or '', g or '', checked,
+# id, events...
+_APPEND = """
+local status, g = ARGV[4], ARGV[6]
+local n = redis.call('LLEN', EVENTS)
+if n == 0 then
+  raise_fence(g)
+  return {1, need()}
+end
+if tonumber(ARGV[2]) ~= n then
+  raise_fence(g)
+  return {2, need(), n}
+end
+if status ~= '' and ARGV[7] == '1' and stale(g) then return {3} end
+local i = 9
 while i <= #ARGV do
   local last = math.min(i + 999, #ARGV)
-  redis.call('RPUSH', events, unpack(ARGV, i, last))
+  redis.call('RPUSH', EVENTS, unpack(ARGV, i, last))
   i = last + 1
 end
-local status = ARGV[5]
-if status ~= '' then
-  local key = runkey(id)
-  local now = ARGV[4]
-  local ready = ARGV[6]
+if status == '' then return {0} end
+local now = ARGV[3]
+local ready = ARGV[5]
+if status == 'waiting' then
+  local f = redis.call('HMGET', RUN, 'wake', 'cancel')
+  if f[1] == '1' or f[2] == '1' then
+    status = 'pending'
+    ready = now
+  end
+end
+redis.call('HSET', RUN, 'status', status, 'updated', now)
+if ready == '' then
+  redis.call('HDEL', RUN, 'ready')
+else
+  redis.call('HSET', RUN, 'ready', ready)
+end
+redis.call('HDEL', RUN, 'owner', 'lease')
+raise_fence(g)
+changed(ARGV[8])
+return {0, need()}
+"""
+
+# ARGV: channel, worker, now, lease_until, g, any workflow ('1'/'0'), workflows...
+_CLAIM_ONE = """
+local now = tonumber(ARGV[3])
+local g = ARGV[5]
+local f = redis.call('HMGET', RUN, 'wf', 'status', 'ready', 'lease')
+if not f[1] then
+  raise_fence(g)
+  return {'missing', need()}
+end
+local ok = active(f[2]) and f[3] and tonumber(f[3]) <= now
+  and (not f[4] or tonumber(f[4]) < now)
+if ok and ARGV[6] ~= '1' then
+  ok = false
+  for w = 7, #ARGV do
+    if ARGV[w] == f[1] then ok = true end
+  end
+end
+raise_fence(g)
+if not ok then return {'no', need()} end
+redis.call('HSET', RUN, 'status', 'running', 'owner', ARGV[2], 'lease', ARGV[4],
+  'updated', ARGV[3], 'wake', '0')
+return {'claimed', need(), redis.call('HGETALL', RUN)}
+"""
+
+# ARGV: channel, worker, now, lease_until, g or '', checked
+_CLAIM_RUN = """
+local worker, now = ARGV[2], tonumber(ARGV[3])
+local g = ARGV[5]
+local f = redis.call('HMGET', RUN, 'status', 'owner', 'lease', 'ready')
+if not f[1] or not active(f[1])
+  or (f[3] and tonumber(f[3]) >= now and f[2] ~= worker) then
+  raise_fence(g)
+  return {'no', need()}
+end
+if ARGV[6] == '1' then
+  if stale(g) then return {'retry'} end
+else
+  local after, after_s = due(f[1], f[4], ARGV[4])
+  if after < due(f[1], f[4], f[3]) then return {'cover', after_s} end
+end
+redis.call('HSET', RUN, 'status', 'running', 'owner', worker, 'lease', ARGV[4],
+  'updated', ARGV[3], 'wake', '0')
+raise_fence(g)
+return {'ok', need(), redis.call('HGETALL', RUN)}
+"""
+
+# ARGV: channel, worker, lease_until, g or '', checked
+_RENEW = """
+local g = ARGV[4]
+local f = redis.call('HMGET', RUN, 'owner', 'cancel', 'status', 'ready', 'lease')
+if f[1] ~= ARGV[2] then
+  raise_fence(g)
+  return {'no', need()}
+end
+if ARGV[5] == '1' then
+  if stale(g) then return {'retry'} end
+else
+  local after, after_s = due(f[3], f[4], ARGV[3])
+  if after < due(f[3], f[4], f[5]) then return {'cover', after_s} end
+end
+redis.call('HSET', RUN, 'lease', ARGV[3])
+raise_fence(g)
+return {'held', need(), f[2]}
+"""
+
+# ARGV: channel, worker, now, g, id
+_RELEASE = """
+local g = ARGV[4]
+local f = redis.call('HMGET', RUN, 'owner', 'status')
+if not f[1] or f[1] ~= ARGV[2] then
+  raise_fence(g)
+  return {'no', need()}
+end
+if stale(g) then return {'retry'} end
+if f[2] == 'running' then redis.call('HSET', RUN, 'status', 'pending') end
+redis.call('HDEL', RUN, 'owner', 'lease')
+redis.call('HSET', RUN, 'updated', ARGV[3])
+raise_fence(g)
+changed(ARGV[5])
+return {'ok', need()}
+"""
+
+# ARGV: channel, name-and-payload suffix, now, key or '', has key ('1'/'0'), g, id
+_SEND_SIGNAL = """
+local g = ARGV[6]
+local status = redis.call('HGET', RUN, 'status')
+if not status then
+  raise_fence(g)
+  return {1, need()}
+end
+if not active(status) then
+  raise_fence(g)
+  return {2, need(), status}
+end
+if stale(g) then return {4} end
+if ARGV[5] == '1' then
+  if redis.call('SADD', SIGNAL_KEYS, ARGV[4]) == 0 then
+    raise_fence(g)
+    return {3, need()}
+  end
+end
+-- Signal ids: after the run's last one, and otherwise the server's clock in
+-- microseconds, so that they also order the signals of different runs.
+local clock = redis.call('TIME')
+local id = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local last = tonumber(redis.call('HGET', RUN, 'sig') or '0')
+if id <= last then id = last + 1 end
+local sid = string.format('%%d', id)
+redis.call('RPUSH', SIGNALS, sid .. '\\0' .. ARGV[2])
+local now = ARGV[3]
+if status == 'waiting' then
+  redis.call('HSET', RUN, 'status', 'pending', 'ready', now)
+end
+redis.call('HSET', RUN, 'wake', '1', 'updated', now, 'sig', sid)
+raise_fence(g)
+changed(ARGV[7])
+return {0, need()}
+"""
+
+# ARGV: channel, now, g, id
+_REQUEST_CANCEL = """
+local g, now = ARGV[3], ARGV[2]
+local status = redis.call('HGET', RUN, 'status')
+if not status then
+  raise_fence(g)
+  return {1, need()}
+end
+if active(status) then
+  if stale(g) then return {2} end
   if status == 'waiting' then
-    local f = redis.call('HMGET', key, 'wake', 'cancel')
-    if f[1] == '1' or f[2] == '1' then
-      status = 'pending'
-      ready = now
-    end
+    redis.call('HSET', RUN, 'status', 'pending', 'ready', now)
   end
-  redis.call('HSET', key, 'status', status, 'updated', now)
-  if ready == '' then
-    redis.call('HDEL', key, 'ready')
-  else
-    redis.call('HSET', key, 'ready', ready)
-  end
-  redis.call('HDEL', key, 'owner', 'lease')
-  reindex(id)
-  changed(id)
+  redis.call('HSET', RUN, 'cancel', '1', 'wake', '1', 'updated', now)
+  changed(ARGV[4])
 end
-return {0}
+raise_fence(g)
+return {0, need(), redis.call('HGETALL', RUN)}
 """
-)
 
-# ARGV: prefix, worker, now, lease_until, limit, workflows...
-_CLAIM = (
-    _PRELUDE
-    + """
-local worker, now, lease_until = ARGV[2], ARGV[3], ARGV[4]
-local limit = tonumber(ARGV[5])
-local t = tonumber(now)
-local found = {}
-for w = 6, #ARGV do
-  local wf = ARGV[w]
-  local ready = redis.call('ZRANGEBYSCORE', P .. ':ready:' .. wf, '-inf', now,
-    'WITHSCORES', 'LIMIT', 0, limit)
-  for j = 1, #ready, 2 do
-    found[#found + 1] = {id = ready[j], at = tonumber(ready[j + 1])}
-  end
-  -- runs whose lease expired (lease_until < now)
-  local expired = redis.call('ZRANGEBYSCORE', P .. ':leased:' .. wf, '-inf', '(' .. now)
-  for j = 1, #expired do
-    local at = redis.call('HGET', runkey(expired[j]), 'ready')
-    if at and tonumber(at) <= t then
-      found[#found + 1] = {id = expired[j], at = tonumber(at)}
-    end
-  end
+# ARGV: channel, now, RunRetried event, g, id
+_REOPEN = """
+local g, now = ARGV[4], ARGV[2]
+local status = redis.call('HGET', RUN, 'status')
+if not status then
+  raise_fence(g)
+  return {1, need()}
 end
-for j = 1, #found do
-  found[j].created = tonumber(redis.call('HGET', runkey(found[j].id), 'created'))
+if status ~= 'failed' then
+  raise_fence(g)
+  return {2, need(), status}
 end
-table.sort(found, function(a, b)
-  if a.at ~= b.at then return a.at < b.at end
-  if a.created ~= b.created then return a.created < b.created end
-  return a.id < b.id
-end)
+if stale(g) then return {3} end
+redis.call('RPUSH', EVENTS, ARGV[3])
+redis.call('HSET', RUN, 'status', 'pending', 'ready', now, 'updated', now, 'cancel', '0')
+redis.call('HDEL', RUN, 'owner', 'lease')
+raise_fence(g)
+changed(ARGV[5])
+return {0, need(), redis.call('HGETALL', RUN)}
+"""
+
+# Read-only. KEYS: run, events, signals
+_LOAD = """
+return {redis.call('HGETALL', KEYS[1]), redis.call('LRANGE', KEYS[2], 0, -1),
+  redis.call('LRANGE', KEYS[3], 0, -1)}
+"""
+
+# -- Lua: scripts on the keys of one index bucket ---------------------------------
+
+# KEYS: hints, gen, seq, created. ARGV: lowest claim time or '', ids...
+_MARK = """
+local t = ARGV[1]
 local out = {}
-for j = 1, math.min(limit, #found) do
-  local id = found[j].id
-  local key = runkey(id)
-  redis.call('HSET', key, 'status', 'running', 'owner', worker, 'lease', lease_until,
-    'updated', now, 'wake', '0')
-  reindex(id)
-  out[#out + 1] = id
-  out[#out + 1] = redis.call('HGETALL', key)
+for i = 2, #ARGV do
+  local id = ARGV[i]
+  local g = redis.call('INCR', KEYS[3])
+  redis.call('HSET', KEYS[2], id, g)
+  if t ~= '' then
+    local hint = redis.call('ZSCORE', KEYS[1], id)
+    if not hint or tonumber(t) < tonumber(hint) then redis.call('ZADD', KEYS[1], t, id) end
+  end
+  out[#out + 1] = tostring(g)
 end
-return out
+return {redis.call('TIME')[1], out}
 """
-)
 
-# ARGV: prefix, worker, id, now, lease_until
-_CLAIM_RUN = (
-    _PRELUDE
-    + """
-local worker, id, now = ARGV[2], ARGV[3], ARGV[4]
-local key = runkey(id)
-local f = redis.call('HMGET', key, 'status', 'owner', 'lease')
-if not f[1] or not active(f[1]) then return false end
-if f[3] and tonumber(f[3]) >= tonumber(now) and f[2] ~= worker then return false end
-redis.call('HSET', key, 'status', 'running', 'owner', worker, 'lease', ARGV[5],
-  'updated', now, 'wake', '0')
-reindex(id)
-return redis.call('HGETALL', key)
+# The mark of a create, which knows the workflow: the entry the new run will need
+# goes straight into the workflow's index (no lower than an entry already there), so
+# a create that makes the run needs no settle.
+# KEYS: gen, seq, created, lready, ready, leased. ARGV: id, created_at, kind, ready, lease
+_MARK_CREATE = """
+local id, kind, ready = ARGV[1], ARGV[3], ARGV[4]
+local g = redis.call('INCR', KEYS[2])
+redis.call('HSET', KEYS[1], id, g)
+local fresh = redis.call('ZADD', KEYS[3], 'NX', ARGV[2], id)
+local function lower(key, score)
+  local at = redis.call('ZSCORE', key, id)
+  if not at or tonumber(score) < tonumber(at) then redis.call('ZADD', key, score, id) end
+end
+if kind == 'r' then
+  lower(KEYS[5], ready)
+else
+  lower(KEYS[6], ARGV[5])
+  local at = redis.call('HGET', KEYS[4], id)
+  if not at or tonumber(ready) < tonumber(at) then redis.call('HSET', KEYS[4], id, ready) end
+end
+return {redis.call('TIME')[1], tostring(g), fresh}
 """
-)
 
-# ARGV: prefix, now, workflows...
-_NEXT_WAKE = (
-    _PRELUDE
-    + """
-local t = tonumber(ARGV[2])
+# KEYS: hints, gen, created, lready, then ready and leased of each workflow named.
+# ARGV: groups of id, g ('*': whatever the generation), workflow number (0: none),
+# kind, ready_at, lease_until, missing ('1'/'0'), created_at or ''.
+_SETTLE = """
+local HINTS, GEN, CREATED, LREADY = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local done = 0
+for i = 1, #ARGV, 8 do
+  local id, g, w, kind = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
+  if ARGV[i + 7] ~= '' then redis.call('ZADD', CREATED, ARGV[i + 7], id) end
+  if g == '*' or (g ~= '' and redis.call('HGET', GEN, id) == g) then
+    done = done + 1
+    redis.call('ZREM', HINTS, id)
+    redis.call('HDEL', LREADY, id)
+    local ready, leased = nil, nil
+    if w > 0 then
+      ready, leased = KEYS[3 + 2 * w], KEYS[4 + 2 * w]
+      redis.call('ZREM', ready, id)
+      redis.call('ZREM', leased, id)
+    end
+    if kind == 'r' then
+      redis.call('ZADD', ready, ARGV[i + 4], id)
+    elseif kind == 'l' then
+      redis.call('ZADD', leased, ARGV[i + 5], id)
+      redis.call('HSET', LREADY, id, ARGV[i + 4])
+    else
+      redis.call('HDEL', GEN, id)
+      if ARGV[i + 6] == '1' then redis.call('ZREM', CREATED, id) end
+    end
+  end
+end
+return done
+"""
+
+# KEYS: hints, gen, created, lready, then ready and leased of each workflow.
+# ARGV: now, limit. Returns groups of workflow number (0: a hint), id, due, created, g.
+_PEEK = """
+local HINTS, GEN, CREATED, LREADY = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local now_s, limit = ARGV[1], tonumber(ARGV[2])
+local now = tonumber(now_s)
+local out = {}
+local full = 0
+local function add(w, id, at)
+  out[#out + 1] = w
+  out[#out + 1] = id
+  out[#out + 1] = at
+  out[#out + 1] = redis.call('ZSCORE', CREATED, id) or ''
+  out[#out + 1] = redis.call('HGET', GEN, id) or ''
+end
+local hints = redis.call('ZRANGEBYSCORE', HINTS, '-inf', now_s, 'WITHSCORES', 'LIMIT', 0, limit)
+if #hints == 2 * limit then full = 1 end
+for j = 1, #hints, 2 do add(0, hints[j], hints[j + 1]) end
+for w = 1, (#KEYS - 4) / 2 do
+  local ready = redis.call('ZRANGEBYSCORE', KEYS[3 + 2 * w], '-inf', now_s,
+    'WITHSCORES', 'LIMIT', 0, limit)
+  if #ready == 2 * limit then full = 1 end
+  for j = 1, #ready, 2 do add(w, ready[j], ready[j + 1]) end
+  -- runs whose lease expired (lease_until < now)
+  local expired = redis.call('ZRANGEBYSCORE', KEYS[4 + 2 * w], '-inf', '(' .. now_s)
+  for j = 1, #expired do
+    local at = redis.call('HGET', LREADY, expired[j])
+    if at and tonumber(at) <= now then add(w, expired[j], at) end
+  end
+end
+return {full, out}
+"""
+
+# KEYS: hints, lready, then ready and leased of each workflow. ARGV: now.
+_NEXT_WAKE = """
+local t = tonumber(ARGV[1])
 local best, best_s = nil, false
 local function consider(v, s)
   if best == nil or v < best then best, best_s = v, s end
 end
-for w = 3, #ARGV do
-  local wf = ARGV[w]
-  local first = redis.call('ZRANGE', P .. ':ready:' .. wf, 0, 0, 'WITHSCORES')
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if #first > 0 then consider(tonumber(first[2]), first[2]) end
+for w = 1, (#KEYS - 2) / 2 do
+  first = redis.call('ZRANGE', KEYS[1 + 2 * w], 0, 0, 'WITHSCORES')
   if #first > 0 then consider(tonumber(first[2]), first[2]) end
-  local leased = redis.call('ZRANGE', P .. ':leased:' .. wf, 0, -1, 'WITHSCORES')
+  local leased = redis.call('ZRANGE', KEYS[2 + 2 * w], 0, -1, 'WITHSCORES')
   for j = 1, #leased, 2 do
     local lease_s = leased[j + 1]
     local lease = tonumber(lease_s)
     if lease >= t and best ~= nil and lease >= best then break end
-    local ready_s = redis.call('HGET', runkey(leased[j]), 'ready')
+    local ready_s = redis.call('HGET', KEYS[2], leased[j])
     if ready_s then
       local ready = tonumber(ready_s)
       if lease >= t and lease > ready then
@@ -271,108 +580,6 @@ for w = 3, #ARGV do
 end
 return best_s
 """
-)
-
-# ARGV: prefix, id, name-and-payload suffix, now, key or '', has key ('1'/'0')
-_SEND_SIGNAL = (
-    _PRELUDE
-    + """
-local id = ARGV[2]
-local key = runkey(id)
-local status = redis.call('HGET', key, 'status')
-if not status then return {1} end
-if not active(status) then return {2, status} end
-if ARGV[6] == '1' then
-  if redis.call('SADD', P .. ':{' .. id .. '}:signal_keys', ARGV[5]) == 0 then return {3} end
-end
-local n = redis.call('INCR', P .. ':signal_id')
-redis.call('RPUSH', P .. ':{' .. id .. '}:signals', string.format('%d', n) .. '\\0' .. ARGV[3])
-local now = ARGV[4]
-if status == 'waiting' then
-  redis.call('HSET', key, 'status', 'pending', 'ready', now)
-end
-redis.call('HSET', key, 'wake', '1', 'updated', now)
-reindex(id)
-changed(id)
-return {0}
-"""
-)
-
-# ARGV: prefix, worker, lease_until, ids...
-_RENEW = (
-    _PRELUDE
-    + """
-local worker, lease_until = ARGV[2], ARGV[3]
-local out = {}
-for j = 4, #ARGV do
-  local id = ARGV[j]
-  local key = runkey(id)
-  local f = redis.call('HMGET', key, 'owner', 'cancel')
-  if f[1] and f[1] == worker then
-    redis.call('HSET', key, 'lease', lease_until)
-    reindex(id)
-    out[#out + 1] = id
-    out[#out + 1] = f[2]
-  end
-end
-return out
-"""
-)
-
-# ARGV: prefix, worker, id, now
-_RELEASE = (
-    _PRELUDE
-    + """
-local worker, id, now = ARGV[2], ARGV[3], ARGV[4]
-local key = runkey(id)
-local f = redis.call('HMGET', key, 'owner', 'status')
-if not f[1] or f[1] ~= worker then return 0 end
-if f[2] == 'running' then redis.call('HSET', key, 'status', 'pending') end
-redis.call('HDEL', key, 'owner', 'lease')
-redis.call('HSET', key, 'updated', now)
-reindex(id)
-changed(id)
-return 1
-"""
-)
-
-# ARGV: prefix, id, now
-_REQUEST_CANCEL = (
-    _PRELUDE
-    + """
-local id, now = ARGV[2], ARGV[3]
-local key = runkey(id)
-local status = redis.call('HGET', key, 'status')
-if not status then return false end
-if active(status) then
-  if status == 'waiting' then
-    redis.call('HSET', key, 'status', 'pending', 'ready', now)
-  end
-  redis.call('HSET', key, 'cancel', '1', 'wake', '1', 'updated', now)
-  reindex(id)
-  changed(id)
-end
-return redis.call('HGETALL', key)
-"""
-)
-
-# ARGV: prefix, id, now, RunRetried event
-_REOPEN = (
-    _PRELUDE
-    + """
-local id, now = ARGV[2], ARGV[3]
-local key = runkey(id)
-local status = redis.call('HGET', key, 'status')
-if not status then return {1} end
-if status ~= 'failed' then return {2, status} end
-redis.call('RPUSH', P .. ':{' .. id .. '}:events', ARGV[4])
-redis.call('HSET', key, 'status', 'pending', 'ready', now, 'updated', now, 'cancel', '0')
-redis.call('HDEL', key, 'owner', 'lease')
-reindex(id)
-changed(id)
-return {0, redis.call('HGETALL', key)}
-"""
-)
 
 
 # -- encoding -----------------------------------------------------------------
@@ -388,21 +595,42 @@ def _opt(value: float | None) -> str:
 
 
 def encode_event(event: history.Event) -> bytes:
-    """``kind NUL len(name) NUL name`` then ``N`` (no data) or ``D`` and the data."""
+    """``kind NUL len(name) NUL name`` then ``N`` (no data) or ``D`` and the data.
+
+    A history item is these bytes after ``recorded_at NUL`` (see :func:`decode_item`).
+    """
     name = event.name.encode("utf-8")
     head = b"%s\x00%d\x00%s" % (event.kind.encode("ascii"), len(name), name)
     return head + (b"N" if event.data is None else b"D" + event.data)
 
 
-def decode_event(raw: bytes) -> history.Event:
-    """Rebuild an event from :func:`encode_event`'s bytes."""
-    kind_end = raw.index(b"\x00")
+def decode_event(raw: bytes, start: int = 0) -> history.Event:
+    """Rebuild an event from :func:`encode_event`'s bytes, found in ``raw`` from ``start``."""
+    kind_end = raw.index(b"\x00", start)
     len_end = raw.index(b"\x00", kind_end + 1)
-    start = len_end + 1
-    end = start + int(raw[kind_end + 1 : len_end])
-    name = raw[start:end].decode("utf-8")
+    name_start = len_end + 1
+    end = name_start + int(raw[kind_end + 1 : len_end])
+    name = raw[name_start:end].decode("utf-8")
     data = None if raw[end : end + 1] == b"N" else raw[end + 1 :]
-    return history.event_from_record(raw[:kind_end].decode("ascii"), name, data)
+    return history.event_from_record(raw[start:kind_end].decode("ascii"), name, data)
+
+
+def _stamp(now: float) -> bytes:
+    """What precedes :func:`encode_event`'s bytes in a history item: ``recorded_at NUL``."""
+    return _num(now).encode("ascii") + b"\x00"
+
+
+def decode_item(raw: bytes) -> tuple[float, history.Event]:
+    """Rebuild a history item, ``recorded_at NUL`` and the event: its time and the event."""
+    at_end = raw.find(b"\x00")
+    try:
+        recorded_at = float(raw[: max(at_end, 0)])
+    except ValueError as exc:
+        raise _errors.StoreError(
+            "a history item in Redis has no recorded time: it was written by an older "
+            "layout of the Redis store, which this version does not read"
+        ) from exc
+    return recorded_at, decode_event(raw, at_end + 1)
 
 
 def _signal_suffix(name: str, payload: bytes, now: float) -> bytes:
@@ -455,41 +683,114 @@ def _run_info(run_id: str, fields: dict[bytes, bytes]) -> history.RunInfo:
     )
 
 
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
 def split_url(url: str, prefix: str | None = None) -> tuple[str, str]:
-    """Return the URL without its ``prefix`` query parameter, and the key prefix to use."""
+    """Return the URL without its ``prefix`` and ``cluster`` parameters, and the key prefix."""
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
     from_url = [value for key, value in query if key == "prefix"]
-    rest = [(key, value) for key, value in query if key != "prefix"]
+    rest = [(key, value) for key, value in query if key not in ("prefix", "cluster")]
     chosen = prefix if prefix is not None else (from_url[-1] if from_url else DEFAULT_PREFIX)
     if not chosen:
         raise _errors.DefinitionError("the Redis key prefix must not be empty")
+    if "{" in chosen or "}" in chosen:
+        raise _errors.DefinitionError(
+            f"the Redis key prefix {chosen!r} contains a brace; braces make Redis Cluster "
+            "hash tags, so pick a prefix without them"
+        )
     return urlunsplit(parts._replace(query=urlencode(rest))), chosen
+
+
+def cluster_option(url: str) -> bool | None:
+    """The URL's ``cluster`` parameter: ``True``, ``False``, or ``None`` to ask the server."""
+    values = [
+        v for k, v in parse_qsl(urlsplit(url).query, keep_blank_values=True) if k == "cluster"
+    ]
+    if not values:
+        return None
+    value = values[-1].strip().lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off"):
+        return False
+    raise _errors.DefinitionError(
+        f"the Redis URL parameter cluster={values[-1]!r} is neither true nor false"
+    )
+
+
+def bucket_of(run_id: str) -> int:
+    """The index bucket of a run: the same on every client."""
+    return zlib.crc32(run_id.encode("utf-8")) % BUCKETS
+
+
+class _Need(NamedTuple):
+    """The index entry a run's record calls for, as a run script reports it."""
+
+    kind: str  # '' (none), 'r' (ready) or 'l' (leased)
+    ready: str
+    lease: str
+    workflow: str
+
+
+def _need(raw: Sequence[Any]) -> _Need:
+    kind, ready, lease, workflow = (_text(value) for value in raw)
+    return _Need(kind, ready, lease, workflow)
+
+
+class _Candidate(NamedTuple):
+    """A run a bucket's index says may be claimable."""
+
+    at: float
+    created: float
+    run_id: str
+    bucket: int
+    workflow: str  # '' for a hint, whose workflow only the run's record tells
+    gen: str
+
+
+class _Settle(NamedTuple):
+    """One entry for the settle script of a bucket."""
+
+    run_id: str
+    gen: str
+    need: _Need
+    missing: bool = False
+    created: str = ""
+
+
+class _Cover(NamedTuple):
+    """A run script's answer: the change would make the run claimable sooner, at ``at``."""
+
+    at: str
 
 
 # -- the store ----------------------------------------------------------------
 
 
 class RedisStore:
-    """The Redis :class:`~fluxo.stores.Store`. Thread-safe; share one per process."""
+    """The Redis :class:`~fluxo.stores.Store`. Thread-safe; share one per process.
 
-    def __init__(self, url: str, *, prefix: str | None = None) -> None:
+    Args:
+        url: ``redis://`` or ``rediss://`` URL of a server or of any node of a cluster.
+        prefix: the key prefix (default: the URL's ``prefix`` parameter, else ``fluxo``).
+        cluster: ``True`` or ``False`` to choose the mode; ``None`` (the default) takes
+            the URL's ``cluster`` parameter, else asks the server.
+    """
+
+    def __init__(self, url: str, *, prefix: str | None = None, cluster: bool | None = None) -> None:
         self._url, self._prefix = split_url(url, prefix)
+        self._cluster_choice = cluster if cluster is not None else cluster_option(url)
         try:
-            self._client: Any = _redis.Redis.from_url(self._url)
+            self._single: Any = _redis.Redis.from_url(self._url)
         except ValueError as exc:
             raise _errors.DefinitionError(f"bad Redis URL {url!r}: {exc}") from exc
-        register = self._client.register_script
-        self._create_run = register(_CREATE_RUN)
-        self._append = register(_APPEND)
-        self._claim = register(_CLAIM)
-        self._claim_run = register(_CLAIM_RUN)
-        self._next_wake = register(_NEXT_WAKE)
-        self._send_signal = register(_SEND_SIGNAL)
-        self._renew = register(_RENEW)
-        self._release = register(_RELEASE)
-        self._request_cancel = register(_REQUEST_CANCEL)
-        self._reopen = register(_REOPEN)
+        self._client: Any = None
+        self._cluster = False
+        self._scripts: dict[str, Any] = {}
+        self._connect_lock = threading.Lock()
         self._channel = f"{self._prefix}:changes"
         self._stop_message = f"stop:{uuid.uuid4().hex}".encode()
         self._lock = threading.Lock()
@@ -502,10 +803,68 @@ class RedisStore:
     def __repr__(self) -> str:
         return f"RedisStore(prefix={self._prefix!r})"
 
+    @property
+    def cluster(self) -> bool:
+        """Tell whether the store talks to a Redis Cluster (asks the server on first use)."""
+        with self._guard():
+            self._connected()
+        return self._cluster
+
     # -- plumbing
 
+    def _connected(self) -> Any:
+        """The client, made on first use once the mode is known."""
+        client = self._client
+        if client is not None:
+            return client
+        with self._connect_lock:
+            if self._client is None:
+                cluster = self._cluster_choice
+                if cluster is None:
+                    try:
+                        info = self._single.info("cluster")
+                    except _redis_errors.ResponseError:
+                        info = {}  # INFO refused: no cluster can be assumed
+                    cluster = bool(int(info.get("cluster_enabled", 0)))
+                if cluster:
+                    try:
+                        client = _redis_cluster.RedisCluster.from_url(self._url)
+                    except ValueError as exc:
+                        raise _errors.DefinitionError(
+                            f"bad Redis Cluster URL {self._url!r}: {exc}"
+                        ) from exc
+                    except _redis_errors.RedisClusterException as exc:
+                        raise _errors.StoreUnavailableError(
+                            f"no Redis Cluster answers at {self._url!r} ({exc}); for a single "
+                            "server, drop cluster=true from the URL"
+                        ) from exc
+                else:
+                    client = self._single
+                self._scripts = {name: client.register_script(code) for name, code in _SCRIPTS}
+                self._cluster = cluster
+                self._client = client
+            return self._client
+
+    def _run_keys(self, run_id: str) -> list[str]:
+        """The keys of one run: run, events, signals, signal_keys, fence (one slot)."""
+        if run_id and "}" not in run_id:
+            base = f"{self._prefix}:{{{run_id}}}:"
+            return [base + what for what in _RUN_PARTS]
+        digest = hashlib.sha1(run_id.encode("utf-8")).hexdigest()
+        return [f"{self._prefix}:{{{digest}}}:{what}:{run_id}" for what in _RUN_PARTS]
+
     def _key(self, run_id: str, what: str) -> str:
-        return f"{self._prefix}:{{{run_id}}}:{what}"
+        return self._run_keys(run_id)[_RUN_PARTS.index(what)]
+
+    def _bucket_keys(self, bucket: int) -> dict[str, str]:
+        """The keys of one index bucket that do not depend on a workflow (one slot)."""
+        base = f"{self._prefix}:{{{self._prefix}#{bucket}}}:"
+        return {what: base + what for what in ("hints", "gen", "seq", "created", "lready")}
+
+    def _workflow_keys(self, bucket: int, workflow: str) -> list[str]:
+        """The ready and leased sets of one workflow in one bucket."""
+        base = f"{self._prefix}:{{{self._prefix}#{bucket}}}:"
+        return [f"{base}ready:{workflow}", f"{base}leased:{workflow}"]
 
     @contextmanager
     def _guard(self) -> Iterator[None]:
@@ -513,12 +872,123 @@ class RedisStore:
             raise _errors.StoreError("this RedisStore is closed; create a new one")
         try:
             yield
-        except (_redis_errors.ConnectionError, _redis_errors.TimeoutError) as exc:
+        except _UNAVAILABLE as exc:
             raise _errors.StoreUnavailableError(f"Redis is unavailable: {exc}") from exc
 
-    def _call(self, script: Callable[..., _T], args: Sequence[Any]) -> _T:
+    def _call(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         with self._guard():
-            return script(keys=[], args=[self._prefix, *args])
+            self._connected()
+            return self._scripts[name](keys=list(keys), args=list(args))
+
+    def _call_many(self, calls: Sequence[tuple[str, Sequence[str], Sequence[Any]]]) -> list[Any]:
+        """Run several scripts: in one pipeline on a single server, one by one on a cluster."""
+        if not calls:
+            return []
+        with self._guard():
+            client = self._connected()
+            if self._cluster or len(calls) == 1:
+                return [
+                    self._scripts[name](keys=list(keys), args=list(args))
+                    for name, keys, args in calls
+                ]
+            pipe = client.pipeline(transaction=False)
+            for name, keys, args in calls:
+                pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
+            results: list[Any] = pipe.execute(raise_on_error=False)
+            for i, (name, keys, args) in enumerate(calls):
+                if isinstance(results[i], _redis_errors.NoScriptError):
+                    # The server lost its scripts (a restart): this one never ran.
+                    results[i] = self._scripts[name](keys=list(keys), args=list(args))
+                elif isinstance(results[i], Exception):
+                    raise results[i]
+            return results
+
+    def _commands(self, build: Callable[[Any], object]) -> list[Any]:
+        """Run plain commands in one pipeline (per node on a cluster), in order."""
+        with self._guard():
+            pipe = self._connected().pipeline(transaction=False)
+            build(pipe)
+            results: list[Any] = pipe.execute()
+            return results
+
+    # -- the index: mark, read, settle
+
+    def _mark(self, run_id: str, lowest: str) -> tuple[str, str]:
+        """Step 1: bump the run's generation and hint at ``lowest``; returns it and the clock."""
+        keys = self._bucket_keys(bucket_of(run_id))
+        clock, gens = self._call(
+            "mark", [keys["hints"], keys["gen"], keys["seq"], keys["created"]], [lowest, run_id]
+        )
+        return _text(gens[0]), _text(clock)
+
+    def _generations(self, run_ids: Sequence[str]) -> dict[str, str]:
+        """The runs' generations as they stand ('' for a run without index entries)."""
+        by_bucket: dict[int, list[str]] = defaultdict(list)
+        for run_id in run_ids:
+            by_bucket[bucket_of(run_id)].append(run_id)
+        order = sorted(by_bucket)
+        replies = self._commands(
+            lambda pipe: [pipe.hmget(self._bucket_keys(b)["gen"], by_bucket[b]) for b in order]
+        )
+        gens: dict[str, str] = {}
+        for bucket, values in zip(order, replies, strict=True):
+            for run_id, value in zip(by_bucket[bucket], values, strict=True):
+                gens[run_id] = "" if value is None else _text(value)
+        return gens
+
+    def _settle(self, entries: Sequence[_Settle]) -> None:
+        """Step 3: make each run's entries what its record needs, if its generation holds."""
+        by_bucket: dict[int, list[_Settle]] = defaultdict(list)
+        for entry in entries:
+            if entry.gen or entry.created:
+                by_bucket[bucket_of(entry.run_id)].append(entry)
+        calls = []
+        for bucket, group in sorted(by_bucket.items()):
+            common = self._bucket_keys(bucket)
+            keys = [common["hints"], common["gen"], common["created"], common["lready"]]
+            numbers: dict[str, int] = {}
+            args: list[str] = []
+            for entry in group:
+                workflow = entry.need.workflow
+                if workflow and workflow not in numbers:
+                    numbers[workflow] = len(numbers) + 1
+                    keys.extend(self._workflow_keys(bucket, workflow))
+                args += [
+                    entry.run_id,
+                    entry.gen,
+                    str(numbers.get(workflow, 0)),
+                    entry.need.kind,
+                    entry.need.ready,
+                    entry.need.lease,
+                    "1" if entry.missing else "0",
+                    entry.created,
+                ]
+            calls.append(("settle", keys, args))
+        self._call_many(calls)
+
+    def _marked(
+        self,
+        run_id: str,
+        lowest: str,
+        change: Callable[[str, str], tuple[_T, _Need] | None],
+    ) -> _T:
+        """Mark, change, settle: for a change that may make the run claimable sooner.
+
+        ``change(g, clock)`` runs the run script; it returns ``None`` when the script
+        refused (a settle may be about to remove the hint), else the result and the
+        entry the run now needs.
+        """
+        for _ in range(_MAX_TRIES):
+            gen, clock = self._mark(run_id, lowest)
+            outcome = change(gen, clock)
+            if outcome is None:
+                continue
+            result, need = outcome
+            self._settle([_Settle(run_id, gen, need, missing=not need.workflow)])
+            return result
+        raise _errors.StoreUnavailableError(
+            f"run {run_id!r} changed under Fluxo {_MAX_TRIES} times in a row; try again"
+        )
 
     # -- runs and histories
 
@@ -533,21 +1003,38 @@ class RedisStore:
         lease_until: float | None = None,
         deadline: float | None = None,
     ) -> tuple[history.RunInfo, bool]:
-        outcome, value = self._call(
-            self._create_run,
-            [
-                run_id,
-                workflow,
-                encode_event(history.WorkflowStarted(workflow, input)),
-                _num(now),
-                owner or "",
-                _opt(lease_until) if owner else "",
-                _opt(deadline),
-            ],
+        keys = self._run_keys(run_id)
+        first = _stamp(now) + encode_event(history.WorkflowStarted(workflow, input))
+        lease = _opt(lease_until) if owner else ""
+        bucket = bucket_of(run_id)
+        common = self._bucket_keys(bucket)
+        mark_keys = [common[k] for k in ("gen", "seq", "created", "lready")]
+        mark_keys += self._workflow_keys(bucket, workflow)
+        mark_args = [run_id, _num(now), "l" if lease else "r", _num(now), lease]
+        for _ in range(_MAX_TRIES):
+            clock, gen, fresh = self._call("mark_create", mark_keys, mark_args)
+            gen, clock = _text(gen), _text(clock)
+            reply = self._call(
+                "create_run",
+                keys,
+                [
+                    *(self._channel, gen, clock, workflow, first, _num(now), owner or ""),
+                    *(lease, _opt(deadline), run_id),
+                ],
+            )
+            outcome = _text(reply[0])
+            if outcome == "retry":
+                continue  # a settle may be about to remove the entry just made
+            if outcome != "created" or fresh != 1:
+                # The index may hold what this mark guessed (or an older created_at).
+                created = "" if outcome == "conflict" else _text(_fields(reply[1])[b"created"])
+                self._settle([_Settle(run_id, gen, _need(reply[2]), created=created)])
+            if outcome == "conflict":
+                raise _errors.RunIdConflictError(run_id, _text(reply[1]), workflow)
+            return _run_info(run_id, _fields(reply[1])), outcome == "created"
+        raise _errors.StoreUnavailableError(
+            f"run {run_id!r} changed under Fluxo {_MAX_TRIES} times in a row; try again"
         )
-        if outcome == b"conflict":
-            raise _errors.RunIdConflictError(run_id, value.decode("utf-8"), workflow)
-        return _run_info(run_id, _fields(value)), outcome == b"created"
 
     def append(
         self,
@@ -559,45 +1046,109 @@ class RedisStore:
         status: history.RunStatus | None = None,
         ready_at: float | None = None,
     ) -> None:
-        result = self._call(
-            self._append,
-            [
-                run_id,
-                int(expected_seq),
-                _num(now),
-                "" if status is None else RunStatus(status).value,
-                _opt(ready_at),
-                *(encode_event(event) for event in events),
-            ],
-        )
+        keys = self._run_keys(run_id)
+        stamp = _stamp(now)
+        encoded = [stamp + encode_event(event) for event in events]
+        if status is None:  # the hot path: one script call
+            result = self._call(
+                "append",
+                keys,
+                [self._channel, int(expected_seq), _num(now), "", "", "", "0", run_id, *encoded],
+            )
+            self._append_result(run_id, expected_seq, result)
+            return
+        value = RunStatus(status).value
+        lowest = ""
+        if value == RunStatus.WAITING.value:
+            # a wake-up that arrived meanwhile makes it ready now instead
+            lowest = _num(now if ready_at is None else min(ready_at, now))
+        elif value in _ACTIVE and ready_at is not None:
+            lowest = _num(ready_at)
+
+        def change(gen: str, checked: bool) -> tuple[Any, _Need] | None:
+            reply = self._call(
+                "append",
+                keys,
+                [
+                    *(self._channel, int(expected_seq), _num(now), value, _opt(ready_at), gen),
+                    *("1" if checked else "0", run_id, *encoded),
+                ],
+            )
+            if reply[0] == 3:
+                return None
+            return reply, _need(reply[1])
+
+        if lowest:
+            result = self._marked(run_id, lowest, lambda gen, _clock: change(gen, True))
+        elif value in _FINAL:
+            # Completed and cancelled runs never change again: once the run script
+            # succeeded, whatever index entries the run has can go, generation or not.
+            outcome = change("", False)
+            assert outcome is not None
+            result, need = outcome
+            if result[0] == 0:
+                self._settle([_Settle(run_id, "*", need)])
+        else:  # failed, or without a ready_at: claimable no sooner than before
+            gen = self._generations([run_id])[run_id]
+            outcome = change(gen, False)
+            assert outcome is not None
+            result, need = outcome
+            if gen:
+                self._settle([_Settle(run_id, gen, need, missing=not need.workflow)])
+        self._append_result(run_id, expected_seq, result)
+
+    @staticmethod
+    def _append_result(run_id: str, expected_seq: int, result: Sequence[Any]) -> None:
         if result[0] == 1:
             raise _errors.RunNotFoundError(run_id)
         if result[0] == 2:
-            raise _errors.SequenceConflictError(run_id, min(expected_seq, int(result[1])))
+            raise _errors.SequenceConflictError(run_id, min(expected_seq, int(result[-1])))
 
     def load(self, run_id: str) -> history.RunState:
-        with self._guard():
-            pipe = self._client.pipeline(transaction=True)
-            pipe.hgetall(self._key(run_id, "run"))
-            pipe.lrange(self._key(run_id, "events"), 0, -1)
-            pipe.lrange(self._key(run_id, "signals"), 0, -1)
-            fields, events, signals = pipe.execute()
+        fields, events, signals = self._call("load", self._run_keys(run_id)[:3], [])
         if not fields:
             raise _errors.RunNotFoundError(run_id)
+        items = [decode_item(raw) for raw in events]
         return history.RunState(
-            _run_info(run_id, fields),
-            tuple(decode_event(raw) for raw in events),
+            _run_info(run_id, _fields(fields)),
+            tuple(event for _, event in items),
             tuple(decode_signal(raw) for raw in signals),
+            tuple(at for at, _ in items),
         )
 
     def get_run(self, run_id: str) -> history.RunInfo:
         with self._guard():
-            fields = self._client.hgetall(self._key(run_id, "run"))
+            fields = self._connected().hgetall(self._key(run_id, "run"))
         if not fields:
             raise _errors.RunNotFoundError(run_id)
         return _run_info(run_id, fields)
 
     # -- claims and leases
+
+    def _peek(self, names: Sequence[str], now: float, limit: int) -> tuple[list[_Candidate], bool]:
+        """Every bucket's candidates, oldest first, and whether some bucket had more."""
+        calls = []
+        for bucket in range(BUCKETS):
+            common = self._bucket_keys(bucket)
+            keys = [common["hints"], common["gen"], common["created"], common["lready"]]
+            for name in names:
+                keys.extend(self._workflow_keys(bucket, name))
+            calls.append(("peek", keys, [_num(now), limit]))
+        found: dict[str, _Candidate] = {}
+        more = False
+        for bucket, (full, flat) in enumerate(self._call_many(calls)):
+            more = more or full == 1
+            for i in range(0, len(flat), 5):
+                number = int(flat[i])
+                at = float(flat[i + 2])
+                created = float(flat[i + 3]) if flat[i + 3] else at
+                run_id = _text(flat[i + 1])
+                workflow = names[number - 1] if number else ""
+                candidate = _Candidate(at, created, run_id, bucket, workflow, _text(flat[i + 4]))
+                known = found.get(run_id)
+                if known is None or (candidate.at, not workflow) < (known.at, not known.workflow):
+                    found[run_id] = candidate
+        return sorted(found.values()), more
 
     def claim(
         self,
@@ -611,25 +1162,89 @@ class RedisStore:
         names = sorted(set(workflows))
         if limit <= 0 or not names:
             return []
-        rows = self._call(self._claim, [worker_id, _num(now), _num(lease_until), limit, *names])
-        return [
-            _run_info(rows[i].decode("utf-8"), _fields(rows[i + 1])) for i in range(0, len(rows), 2)
-        ]
+        claimed: list[history.RunInfo] = []
+        tried: set[str] = set()
+        for _ in range(4):
+            candidates, more = self._peek(names, now, limit)
+            queue = [c for c in candidates if c.run_id not in tried]
+            settles: list[_Settle] = []
+            while queue and len(claimed) < limit:
+                batch, queue = queue[: limit - len(claimed)], queue[limit - len(claimed) :]
+                calls = []
+                for c in batch:
+                    tried.add(c.run_id)
+                    wanted = ["1"] if c.workflow else ["0", *names]
+                    args = [self._channel, worker_id, _num(now), _num(lease_until), c.gen]
+                    calls.append(("claim_one", self._run_keys(c.run_id), args + wanted))
+                for c, reply in zip(batch, self._call_many(calls), strict=True):
+                    outcome, need = _text(reply[0]), _need(reply[1])
+                    if not need.workflow:
+                        need = need._replace(workflow=c.workflow)
+                    settles.append(_Settle(c.run_id, c.gen, need, outcome == "missing"))
+                    if outcome == "claimed":
+                        claimed.append(_run_info(c.run_id, _fields(reply[2])))
+            self._settle(settles)
+            if len(claimed) >= limit or not more:
+                break
+        return claimed
 
     def claim_run(
         self, worker_id: str, run_id: str, *, now: float, lease_until: float
     ) -> history.RunInfo | None:
-        row = self._call(self._claim_run, [worker_id, run_id, _num(now), _num(lease_until)])
-        if not row:
-            return None
-        return _run_info(run_id, _fields(row))
+        keys = self._run_keys(run_id)
+
+        def change(gen: str, checked: bool) -> Any:
+            reply = self._call(
+                "claim_run",
+                keys,
+                [
+                    self._channel,
+                    worker_id,
+                    _num(now),
+                    _num(lease_until),
+                    gen,
+                    "1" if checked else "0",
+                ],
+            )
+            outcome = _text(reply[0])
+            if outcome == "retry":
+                return None
+            if outcome == "cover":
+                return _Cover(_text(reply[1]))
+            run = _run_info(run_id, _fields(reply[2])) if outcome == "ok" else None
+            return run, _need(reply[1])
+
+        run: history.RunInfo | None = self._postponing(run_id, change)
+        return run
+
+    def _postponing(self, run_id: str, change: Callable[[str, bool], Any]) -> Any:
+        """Read, change, settle: for a change that makes the run claimable no sooner.
+
+        Should the change make it claimable sooner after all (a shorter lease), the
+        run script answers :class:`_Cover` and the change takes the marked path.
+        """
+        gen = self._generations([run_id])[run_id]
+        outcome = change(gen, False)
+        if isinstance(outcome, _Cover):
+            return self._marked(run_id, outcome.at, lambda g, _clock: change(g, True))
+        result, need = outcome
+        if gen:
+            self._settle([_Settle(run_id, gen, need, missing=not need.workflow)])
+        return result
 
     def next_wake(self, workflows: Collection[str], *, now: float) -> float | None:
         names = sorted(set(workflows))
         if not names:
             return None
-        value = self._call(self._next_wake, [_num(now), *names])
-        return None if value is None else float(value)
+        calls = []
+        for bucket in range(BUCKETS):
+            common = self._bucket_keys(bucket)
+            keys = [common["hints"], common["lready"]]
+            for name in names:
+                keys.extend(self._workflow_keys(bucket, name))
+            calls.append(("next_wake", keys, [_num(now)]))
+        times = [float(value) for value in self._call_many(calls) if value is not None]
+        return min(times, default=None)
 
     def renew(
         self, worker_id: str, run_ids: Collection[str], *, lease_until: float
@@ -637,84 +1252,187 @@ class RedisStore:
         ids = list(dict.fromkeys(run_ids))
         if not ids:
             return {}
-        flat = self._call(self._renew, [worker_id, _num(lease_until), *ids])
-        return {flat[i].decode("utf-8"): flat[i + 1] == b"1" for i in range(0, len(flat), 2)}
+        gens = self._generations(ids)
+        lease = _num(lease_until)
+        calls = [
+            ("renew", self._run_keys(run_id), [self._channel, worker_id, lease, gens[run_id], "0"])
+            for run_id in ids
+        ]
+        held: dict[str, bool] = {}
+        settles: list[_Settle] = []
+        for run_id, reply in zip(ids, self._call_many(calls), strict=True):
+            outcome = _text(reply[0])
+            if outcome == "cover":  # a shorter lease than before: rare, one at a time
+                if self._renew_one(run_id, worker_id, lease, _text(reply[1])):
+                    held[run_id] = self.get_run(run_id).cancel_requested
+                continue
+            if outcome == "held":
+                held[run_id] = reply[2] == b"1"
+            if gens[run_id]:
+                settles.append(_Settle(run_id, gens[run_id], _need(reply[1])))
+        self._settle(settles)
+        return held
+
+    def _renew_one(self, run_id: str, worker_id: str, lease: str, lowest: str) -> bool:
+        keys = self._run_keys(run_id)
+
+        def change(gen: str, _clock: str) -> tuple[bool, _Need] | None:
+            reply = self._call("renew", keys, [self._channel, worker_id, lease, gen, "1"])
+            if _text(reply[0]) == "retry":
+                return None
+            return _text(reply[0]) == "held", _need(reply[1])
+
+        return self._marked(run_id, lowest, change)
 
     def release(self, worker_id: str, run_id: str, *, now: float) -> None:
-        self._call(self._release, [worker_id, run_id, _num(now)])
+        keys = self._run_keys(run_id)
+
+        def change(gen: str, _clock: str) -> tuple[None, _Need] | None:
+            reply = self._call("release", keys, [self._channel, worker_id, _num(now), gen, run_id])
+            if _text(reply[0]) == "retry":
+                return None
+            return None, _need(reply[1])
+
+        self._marked(run_id, _num(now), change)
 
     # -- signals and control
 
     def send_signal(
         self, run_id: str, name: str, payload: bytes, *, now: float, key: str | None = None
     ) -> bool:
-        result = self._call(
-            self._send_signal,
-            [
-                run_id,
-                _signal_suffix(name, payload, now),
-                _num(now),
-                key or "",
-                "0" if key is None else "1",
-            ],
-        )
+        keys = self._run_keys(run_id)
+        suffix = _signal_suffix(name, payload, now)
+
+        def change(gen: str, _clock: str) -> tuple[Any, _Need] | None:
+            args = [self._channel, suffix, _num(now), key or "", "0" if key is None else "1"]
+            reply = self._call("send_signal", keys, [*args, gen, run_id])
+            if reply[0] == 4:
+                return None
+            return reply, _need(reply[1])
+
+        result = self._marked(run_id, _num(now), change)
         if result[0] == 1:
             raise _errors.RunNotFoundError(run_id)
         if result[0] == 2:
             raise _errors.RunStateError(
-                f"run {run_id!r} has finished ({result[1].decode()}); a signal sent to it "
+                f"run {run_id!r} has finished ({_text(result[2])}); a signal sent to it "
                 "would never be read"
             )
         return bool(result[0] == 0)
 
     def request_cancel(self, run_id: str, *, now: float) -> history.RunInfo:
-        row = self._call(self._request_cancel, [run_id, _num(now)])
-        if not row:
+        keys = self._run_keys(run_id)
+
+        def change(gen: str, _clock: str) -> tuple[Any, _Need] | None:
+            reply = self._call("request_cancel", keys, [self._channel, _num(now), gen, run_id])
+            if reply[0] == 2:
+                return None
+            return reply, _need(reply[1])
+
+        result = self._marked(run_id, _num(now), change)
+        if result[0] == 1:
             raise _errors.RunNotFoundError(run_id)
-        return _run_info(run_id, _fields(row))
+        return _run_info(run_id, _fields(result[2]))
 
     def reopen(self, run_id: str, *, now: float) -> history.RunInfo:
-        result = self._call(self._reopen, [run_id, _num(now), encode_event(history.RunRetried())])
+        keys = self._run_keys(run_id)
+        event = _stamp(now) + encode_event(history.RunRetried())
+
+        def change(gen: str, _clock: str) -> tuple[Any, _Need] | None:
+            reply = self._call("reopen", keys, [self._channel, _num(now), event, gen, run_id])
+            if reply[0] == 3:
+                return None
+            return reply, _need(reply[1])
+
+        result = self._marked(run_id, _num(now), change)
         if result[0] == 1:
             raise _errors.RunNotFoundError(run_id)
         if result[0] == 2:
             raise _errors.RunStateError(
-                f"run {run_id!r} is {result[1].decode()}, not failed; only a failed run "
+                f"run {run_id!r} is {_text(result[2])}, not failed; only a failed run "
                 "can be retried"
             )
-        return _run_info(run_id, _fields(result[1]))
+        return _run_info(run_id, _fields(result[2]))
+
+    def _records(self, run_ids: Sequence[str]) -> list[Any]:
+        """The records of these runs (an empty dict for a missing one), in one pipeline."""
+        return self._commands(
+            lambda pipe: [pipe.hgetall(self._key(run_id, "run")) for run_id in run_ids]
+        )
+
+    def _created_desc(
+        self, bucket: int, first: list[Any], page: int, high: str, low: str
+    ) -> Iterator[tuple[float, str]]:
+        """The runs of one bucket created in ``[low, high]``, newest first, a page at a time.
+
+        ``high`` and ``low`` are score bounds as ``ZREVRANGEBYSCORE`` takes them. Each
+        page starts at the last score seen, skipping the members of that score already
+        given, so runs created meanwhile do not shift the pages.
+        """
+        key = self._bucket_keys(bucket)["created"]
+        rows, skip = first, 0
+        while rows:
+            for member, score in rows:
+                yield -float(score), _text(member)
+            if len(rows) < page:
+                return
+            last = float(rows[-1][1])
+            same = sum(1 for _, score in rows if float(score) == last)
+            skip = skip + same if high == _num(last) else same
+            high = _num(last)
+            with self._guard():
+                rows = self._connected().zrevrangebyscore(
+                    key, high, low, start=skip, num=page, withscores=True
+                )
 
     def list_runs(
         self,
         *,
         statuses: Collection[history.RunStatus] | None = None,
         workflows: Collection[str] | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
         limit: int = 100,
     ) -> list[history.RunInfo]:
         wanted_status = None if statuses is None else {RunStatus(s) for s in statuses}
         wanted_wf = None if workflows is None else set(workflows)
         if limit <= 0 or wanted_status == set() or wanted_wf == set():
             return []
-        found: list[history.RunInfo] = []
+        low = "-inf" if created_after is None else _num(created_after)
+        high = "+inf" if created_before is None else "(" + _num(created_before)
         page = max(limit, 100)
-        start = 0
-        with self._guard():
-            while len(found) < limit:
-                ids = self._client.zrevrange(f"{self._prefix}:created", start, start + page - 1)
-                if not ids:
-                    break
-                start += len(ids)
-                pipe = self._client.pipeline(transaction=False)
-                for raw in ids:
-                    pipe.hgetall(self._key(raw.decode("utf-8"), "run"))
-                for raw, fields in zip(ids, pipe.execute(), strict=True):
-                    if not fields:
-                        continue
-                    run = _run_info(raw.decode("utf-8"), fields)
-                    if (wanted_status is None or run.status in wanted_status) and (
-                        wanted_wf is None or run.workflow in wanted_wf
-                    ):
-                        found.append(run)
+        firsts = self._commands(
+            lambda pipe: [
+                pipe.zrevrangebyscore(
+                    self._bucket_keys(b)["created"], high, low, start=0, num=page, withscores=True
+                )
+                for b in range(BUCKETS)
+            ]
+        )
+        newest_first = heapq.merge(
+            *(self._created_desc(b, firsts[b], page, high, low) for b in range(BUCKETS))
+        )
+        found: list[history.RunInfo] = []
+        seen: set[str] = set()
+        while len(found) < limit:
+            batch = _take(newest_first, page)
+            if not batch:
+                break
+            ids = list(dict.fromkeys(run_id for _, run_id in batch if run_id not in seen))
+            seen.update(ids)
+            rows = self._records(ids)
+            for run_id, fields in zip(ids, rows, strict=True):
+                if not fields:
+                    continue  # a create that never happened
+                run = _run_info(run_id, fields)
+                # The record is the truth: an index score a crash left behind may differ.
+                if (
+                    (wanted_status is None or run.status in wanted_status)
+                    and (wanted_wf is None or run.workflow in wanted_wf)
+                    and (created_after is None or run.created_at >= created_after)
+                    and (created_before is None or run.created_at < created_before)
+                ):
+                    found.append(run)
         found.sort(key=lambda r: r.created_at, reverse=True)
         return found[:limit]
 
@@ -733,8 +1451,9 @@ class RedisStore:
     def _listen(self) -> None:
         outage = False
         while not self._closed:
-            pubsub = self._client.pubsub()
+            pubsub: Any = None
             try:
+                pubsub = self._pubsub(outage)
                 pubsub.subscribe(self._channel)
                 while not self._closed:
                     message = pubsub.get_message(timeout=1.0)
@@ -750,7 +1469,7 @@ class RedisStore:
                         if message["data"] == self._stop_message:
                             break
                         self._bump()
-            except _redis_errors.RedisError:
+            except (_redis_errors.RedisError, _redis_errors.RedisClusterException):
                 # Messages may have been missed while disconnected: wake every waiter
                 # once (a spurious wake-up is allowed), then retry after a pause.
                 if not outage:
@@ -760,8 +1479,19 @@ class RedisStore:
                 with self._changed:
                     self._changed.wait_for(lambda: self._closed, 1.0)
             finally:
-                with suppress(_redis_errors.RedisError):
-                    pubsub.close()
+                if pubsub is not None:
+                    with suppress(_redis_errors.RedisError):
+                        pubsub.close()
+
+    def _pubsub(self, outage: bool) -> Any:
+        """A subscriber connection, to the URL's node (on a cluster a publish reaches them all).
+
+        After a failure on a cluster, to a primary picked at random instead.
+        """
+        if outage and self._client is not None and self._cluster:
+            node = random.choice(self._client.get_primaries())
+            return self._client.get_redis_connection(node).pubsub()
+        return self._single.pubsub()
 
     def _bump(self) -> None:
         with self._changed:
@@ -788,9 +1518,50 @@ class RedisStore:
             self._closed = True
             self._changed.notify_all()
             listener = self._listener
+        client = self._client
         if listener is not None:
             with suppress(_redis_errors.RedisError):
-                self._client.publish(self._channel, self._stop_message)
+                (client or self._single).publish(self._channel, self._stop_message)
             listener.join(3.0)
-        self._client.close()
-        self._client.connection_pool.disconnect()
+        if client is not None and self._cluster:
+            client.close()
+        self._single.close()
+        self._single.connection_pool.disconnect()
+
+
+def _take(items: Iterator[_U], count: int) -> list[_U]:
+    return list(itertools.islice(items, count))
+
+
+_RUN_PARTS = ("run", "events", "signals", "signal_keys", "fence")
+
+_UNAVAILABLE = (
+    _redis_errors.ConnectionError,
+    _redis_errors.TimeoutError,
+    _redis_errors.ClusterDownError,
+    _redis_errors.TryAgainError,
+    _redis_errors.SlotNotCoveredError,
+)
+
+_ACTIVE = {status.value for status in history.ACTIVE_STATUSES}
+_FINAL = {RunStatus.COMPLETED.value, RunStatus.CANCELLED.value}
+
+_PARAMS = {"fence_ttl_ms": _FENCE_TTL_MS, "stall_limit": _STALL_LIMIT}
+
+_SCRIPTS = (
+    ("create_run", (_RUN_PRELUDE + _CREATE_RUN) % _PARAMS),
+    ("append", (_RUN_PRELUDE + _APPEND) % _PARAMS),
+    ("claim_one", (_RUN_PRELUDE + _CLAIM_ONE) % _PARAMS),
+    ("claim_run", (_RUN_PRELUDE + _CLAIM_RUN) % _PARAMS),
+    ("renew", (_RUN_PRELUDE + _RENEW) % _PARAMS),
+    ("release", (_RUN_PRELUDE + _RELEASE) % _PARAMS),
+    ("send_signal", (_RUN_PRELUDE + _SEND_SIGNAL) % _PARAMS),
+    ("request_cancel", (_RUN_PRELUDE + _REQUEST_CANCEL) % _PARAMS),
+    ("reopen", (_RUN_PRELUDE + _REOPEN) % _PARAMS),
+    ("load", _LOAD),
+    ("mark", _MARK),
+    ("mark_create", _MARK_CREATE),
+    ("settle", _SETTLE),
+    ("peek", _PEEK),
+    ("next_wake", _NEXT_WAKE),
+)

@@ -419,14 +419,16 @@ class SQLStore:
         run = self._run_from_row(rows[0][_sql_statements.LOAD_RUN :])
         make = history.event_from_record
         events: list[history.Event] = []
+        recorded_at: list[float] = []
         signals: list[history.Signal] = []
-        for part, position, kind, name, data, sent_at, *_ in rows:
+        for part, position, kind, name, data, at, *_ in rows:
             if part == 0:
                 if kind is not None:  # None: a run without events (a damaged database)
                     events.append(make(kind, name, data))
+                    recorded_at.append(at)
             else:
-                signals.append(history.Signal(int(position), name, bytes(data), sent_at))
-        return history.RunState(run, tuple(events), tuple(signals))
+                signals.append(history.Signal(int(position), name, bytes(data), at))
+        return history.RunState(run, tuple(events), tuple(signals), tuple(recorded_at))
 
     # -- append -----------------------------------------------------------------
 
@@ -816,6 +818,8 @@ class SQLStore:
         *,
         statuses: Collection[history.RunStatus] | None = None,
         workflows: Collection[str] | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
         limit: int = 100,
     ) -> list[history.RunInfo]:
         """See :meth:`fluxo.stores.Store.list_runs`."""
@@ -832,9 +836,15 @@ class SQLStore:
         if workflows is not None:
             names = _sql_statements.bucket(workflows)
             values.update({f"p_wf{i}": name for i, name in enumerate(names)})
+        if created_after is not None:
+            values["p_after"] = created_after
+        if created_before is not None:
+            values["p_before"] = created_before
         sql = self._sql.list_runs(
             None if status_words is None else len(status_words),
             None if names is None else len(names),
+            after=created_after is not None,
+            before=created_before is not None,
         )
 
         def read(cur: DBAPICursor) -> Sequence[Any]:

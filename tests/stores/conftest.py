@@ -1,7 +1,8 @@
 """Fixtures of the store conformance suite: one ``store`` per backend, and small helpers.
 
 Every test that takes ``store`` (or ``open_store``) runs once per backend:
-``memory``, ``sqlite``, ``postgres`` and ``mysql``. The server ones skip (or fail
+``memory``, ``sqlite``, ``postgres``, ``mysql``, ``redis``, ``redis-cluster`` (the
+Redis store on a Redis Cluster) and ``mongo``. The server ones skip (or fail
 under CI) through the fixtures of ``tests/conftest.py``.
 
 Isolation: SQLite gets a fresh file per test. PostgreSQL and MySQL share one
@@ -34,6 +35,7 @@ STORE_PARAMS = [
     pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
     pytest.param("mysql", id="mysql", marks=pytest.mark.mysql),
     pytest.param("redis", id="redis", marks=pytest.mark.redis),
+    pytest.param("redis-cluster", id="redis-cluster", marks=pytest.mark.redis),
     pytest.param("mongo", id="mongo", marks=pytest.mark.mongo),
 ]
 
@@ -54,12 +56,11 @@ def store_url(store_kind: str, request: pytest.FixtureRequest, tmp_path: Any) ->
         return f"sqlite:///{tmp_path / 'fluxo.db'}"
     # The session's database on the server, emptied for this test (Redis: a fresh key
     # prefix; MongoDB: a fresh database name).
-    if (
-        store_kind in ("redis", "mongo")
-        and importlib.util.find_spec(f"fluxo.stores.{store_kind}") is None
-    ):
-        pytest.skip(f"fluxo.stores.{store_kind} is not written yet")
-    url: str = request.getfixturevalue(f"clean_{store_kind}_url")
+    # (redis-cluster: the Redis store on a Redis Cluster.)
+    module = store_kind.split("-", 1)[0]
+    if module in ("redis", "mongo") and importlib.util.find_spec(f"fluxo.stores.{module}") is None:
+        pytest.skip(f"fluxo.stores.{module} is not written yet")
+    url: str = request.getfixturevalue(f"clean_{store_kind.replace('-', '_')}_url")
     return url
 
 

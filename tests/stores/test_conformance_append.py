@@ -220,6 +220,135 @@ def test_a_worker_whose_lease_was_taken_over_cannot_write(store, runs):
     assert before.run.lease_owner == "w2"
 
 
+# -- when each event was recorded ---------------------------------------------
+
+
+@pytest.mark.parametrize("owner", [None, "inline-1"])
+def test_recorded_at_of_a_new_run_is_its_creation_time(store, owner):
+    now = T0 + 0.123456789
+    store.create_run("r1", "wf", b"[]", now=now, owner=owner, lease_until=now + 30)
+
+    state = store.load("r1")
+
+    assert state.recorded_at == (now,)
+
+
+def test_recorded_at_is_the_now_of_each_append(store, runs):
+    runs.start("r1")
+
+    store.append("r1", 1, [step("a")], now=T0 + 1.5)
+    store.append("r1", 2, [step("b"), step("c"), history.ValueRecorded("uuid", b"u")], now=T0 + 2)
+    store.append("r1", 5, [step("d")], now=T0 + 2.000001)
+
+    state = store.load("r1")
+    assert state.recorded_at == (T0, T0 + 1.5, T0 + 2, T0 + 2, T0 + 2, T0 + 2.000001)
+    assert len(state.recorded_at) == len(state.events)
+
+
+@pytest.mark.parametrize("count", [1, 3])
+@pytest.mark.parametrize(
+    "status", [RunStatus.PENDING, RunStatus.WAITING, RunStatus.COMPLETED, RunStatus.FAILED]
+)
+def test_recorded_at_of_an_append_that_changes_the_status(store, runs, status, count):
+    runs.start("r1")
+    runs.claim_one("r1", now=T0 + 1)
+
+    store.append(
+        "r1", 1, [step(str(i)) for i in range(count)], now=T0 + 7.25, status=status, ready_at=T0 + 9
+    )
+
+    state = store.load("r1")
+    assert state.run.status is status
+    assert state.recorded_at == (T0,) + (T0 + 7.25,) * count
+
+
+def test_recorded_at_of_a_wait_that_a_signal_turned_into_a_wake_up(store, runs):
+    runs.start("r1")
+    runs.claim_one("r1", now=T0 + 1)
+    store.send_signal("r1", "go", b"1", now=T0 + 2)
+
+    runs.wait("r1", now=T0 + 3)
+
+    state = store.load("r1")
+    assert state.run.status is RunStatus.PENDING
+    assert state.recorded_at == (T0, T0 + 3)
+
+
+def test_recorded_at_of_a_status_only_append_adds_nothing(store, runs):
+    runs.start("r1")
+    runs.record("r1", step("a"), now=T0 + 1)
+
+    store.append("r1", 2, [], now=T0 + 2, status=RunStatus.PENDING, ready_at=T0 + 60)
+
+    assert store.load("r1").recorded_at == (T0, T0 + 1)
+
+
+def test_recorded_at_of_a_retried_run_is_the_time_of_reopen(store, runs):
+    runs.start("r1")
+    runs.finish("r1", RunStatus.FAILED, now=T0 + 1)
+
+    store.reopen("r1", now=T0 + 50)
+    runs.record("r1", step("a"), now=T0 + 51)
+
+    state = store.load("r1")
+    assert [type(event) for event in state.events] == [
+        history.WorkflowStarted,
+        history.WorkflowFailed,
+        history.RunRetried,
+        history.StepCompleted,
+    ]
+    assert state.recorded_at == (T0, T0 + 1, T0 + 50, T0 + 51)
+
+
+def test_recorded_at_is_the_callers_now_even_from_a_clock_behind(store, runs):
+    runs.start("r1", now=T0 + 10)
+
+    runs.record("r1", step("a"), now=T0 + 4)  # another worker's clock, a little behind
+
+    assert store.load("r1").recorded_at == (T0 + 10, T0 + 4)
+
+
+def test_recorded_at_of_a_refused_append_is_not_kept(store, runs):
+    runs.start("r1")
+    runs.record("r1", step("a"), now=T0 + 1)
+
+    with pytest.raises(_errors.SequenceConflictError):
+        store.append("r1", 1, [step("x"), step("y")], now=T0 + 2, status=RunStatus.COMPLETED)
+    runs.record("r1", step("b"), now=T0 + 3)
+
+    assert store.load("r1").recorded_at == (T0, T0 + 1, T0 + 3)
+
+
+def test_recorded_at_of_a_long_history_matches_every_event(store, runs, open_store):
+    """Long enough that stores which move old events elsewhere have done so."""
+    runs.start("r1")
+    expected = [T0]
+    seq = 1
+    for k in range(1, 101):
+        batch = [step(f"{k}.{i}") for i in range(1 + k % 3)]
+        status = RunStatus.WAITING if k % 10 == 0 else None
+        store.append("r1", seq, batch, now=T0 + k / 8, status=status, ready_at=T0 + k)
+        seq += len(batch)
+        expected += [T0 + k / 8] * len(batch)
+
+    for reader in (store, open_store()):
+        state = reader.load("r1")
+        assert len(state.events) == len(state.recorded_at) == seq
+        assert state.recorded_at == tuple(expected)
+
+
+def test_recorded_at_survives_another_store_instance(store, runs, open_store):
+    runs.start("r1", now=T0 + 0.5)
+    runs.record("r1", step("a"), step("b"), now=T0 + 1.25)
+    runs.finish("r1", RunStatus.COMPLETED, now=T0 + 2.125)
+    written = store.load("r1")
+
+    reread = open_store().load("r1")
+
+    assert reread.recorded_at == (T0 + 0.5, T0 + 1.25, T0 + 1.25, T0 + 2.125)
+    assert reread == written
+
+
 # -- races --------------------------------------------------------------------
 
 WRITERS = 8

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import math
+
 import pytest
 
 from fluxo import _errors, history
@@ -288,3 +291,95 @@ def test_list_runs_returns_at_most_100_runs_by_default(store, runs):
 
 def test_list_runs_of_an_empty_store(store):
     assert store.list_runs() == []
+
+
+# -- list_runs by creation time -------------------------------------------------
+
+
+def ids(listed):
+    return [run.id for run in listed]
+
+
+def test_list_runs_created_after_is_inclusive(store, fleet):
+    assert ids(store.list_runs(created_after=T0 + 3)) == ["b5", "a4", "b3"]
+    assert ids(store.list_runs(created_after=T0 + 2.5)) == ["b5", "a4", "b3"]
+    assert ids(store.list_runs(created_after=T0)) == ["b5", "a4", "b3", "a2", "b1", "a0"]
+
+
+def test_list_runs_created_before_is_exclusive(store, fleet):
+    assert ids(store.list_runs(created_before=T0 + 2)) == ["b1", "a0"]
+    assert ids(store.list_runs(created_before=T0 + 2.5)) == ["a2", "b1", "a0"]
+    assert ids(store.list_runs(created_before=T0 + 6)) == ["b5", "a4", "b3", "a2", "b1", "a0"]
+
+
+def test_list_runs_in_a_created_range(store, fleet):
+    assert ids(store.list_runs(created_after=T0 + 1, created_before=T0 + 4)) == ["b3", "a2", "b1"]
+
+
+def test_consecutive_created_ranges_list_each_run_once(store, fleet):
+    bounds = [T0 - 1, T0 + 1, T0 + 2, T0 + 4, T0 + 10]
+
+    pages = [
+        ids(store.list_runs(created_after=start, created_before=end))
+        for start, end in itertools.pairwise(bounds)
+    ]
+
+    assert pages == [["a0"], ["b1"], ["b3", "a2"], ["b5", "a4"]]
+
+
+def test_list_runs_created_range_with_the_other_filters(store, fleet):
+    after, before = T0 + 1, T0 + 5
+    failed = [RunStatus.FAILED]
+
+    assert ids(store.list_runs(workflows=["shop.a"], created_after=after)) == ["a4", "a2"]
+    assert ids(store.list_runs(workflows=["shop.b"], created_before=before)) == ["b3", "b1"]
+    assert ids(store.list_runs(statuses=failed, created_after=T0 + 2)) == ["a4"]
+    assert ids(store.list_runs(statuses=failed, created_before=T0 + 4)) == ["b1"]
+    assert ids(
+        store.list_runs(
+            statuses=[RunStatus.FAILED, RunStatus.PENDING],
+            workflows=["shop.b"],
+            created_after=after,
+            created_before=before,
+        )
+    ) == ["b3", "b1"]
+    assert store.list_runs(statuses=[], created_after=after) == []
+    assert store.list_runs(workflows=[], created_before=before) == []
+
+
+def test_list_runs_created_range_respects_the_limit(store, fleet):
+    assert ids(store.list_runs(created_after=T0 + 1, limit=2)) == ["b5", "a4"]
+    assert ids(store.list_runs(created_before=T0 + 5, limit=2)) == ["a4", "b3"]
+    assert ids(store.list_runs(created_after=T0 + 1, created_before=T0 + 5, limit=3)) == [
+        "a4",
+        "b3",
+        "a2",
+    ]
+    assert store.list_runs(created_after=T0 + 1, limit=0) == []
+
+
+def test_list_runs_in_an_empty_created_range(store, fleet):
+    assert store.list_runs(created_after=T0 + 2, created_before=T0 + 2) == []
+    assert store.list_runs(created_after=T0 + 4, created_before=T0 + 1) == []
+    assert store.list_runs(created_after=T0 + 5.5) == []
+    assert store.list_runs(created_before=T0) == []
+
+
+def test_list_runs_created_bounds_are_exact_to_the_time_stored(store, runs):
+    first = T0 + 0.123456789
+    times = [first, math.nextafter(first, math.inf), T0 + 0.5]  # the first two: adjacent floats
+    for i, now in enumerate(times):
+        runs.start(f"r{i}", now=now)
+
+    assert ids(store.list_runs(created_after=times[1])) == ["r2", "r1"]
+    assert ids(store.list_runs(created_before=times[1])) == ["r0"]
+    assert ids(store.list_runs(created_after=times[0], created_before=times[1])) == ["r0"]
+
+
+def test_list_runs_created_range_ignores_later_changes(store, runs):
+    runs.start("old", now=T0)
+    runs.finish("old", RunStatus.COMPLETED, now=T0 + 100)
+    runs.start("new", now=T0 + 50)
+
+    assert ids(store.list_runs(created_after=T0 + 10)) == ["new"]
+    assert ids(store.list_runs(created_before=T0 + 10)) == ["old"]

@@ -230,7 +230,12 @@ def test_create_run_with_an_owner_creates_it_running_and_leased(store):
         lease_until=T0 + 30,
         cancel_requested=False,
     )
-    assert store.load("r1") == history.RunState(run, (history.WorkflowStarted("wf", b"[1]"),))
+    state = store.load("r1")
+    assert (state.run, state.events, state.signals) == (
+        run,
+        (history.WorkflowStarted("wf", b"[1]"),),
+        (),
+    )
 
 
 def test_a_run_created_leased_is_held_by_its_owner_until_the_lease_expires(store):
