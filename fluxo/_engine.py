@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from typing_extensions import ParamSpec
 
-from fluxo import _decorators, _errors, _executor, stores
+from fluxo import _decorators, _errors, _executor, _history_file, stores
 from fluxo import codec as _codec
 from fluxo import history as _history
 
@@ -380,10 +382,26 @@ class Engine:
         self,
         *,
         status: _history.RunStatus | str | Iterable[_history.RunStatus | str] | None = None,
-        workflow: str | _decorators.Workflow[Any, Any] | None = None,
+        workflow: str
+        | _decorators.Workflow[Any, Any]
+        | Iterable[str | _decorators.Workflow[Any, Any]]
+        | None = None,
+        created_after: datetime | float | None = None,
+        created_before: datetime | float | None = None,
         limit: int = 100,
     ) -> list[_history.RunInfo]:
-        """Runs matching every given filter, newest first."""
+        """Up to ``limit`` runs matching every given filter, newest first.
+
+        Args:
+            status: one status or several (a run matches any of them).
+            workflow: one workflow (a ``@workflow`` or a name) or several; a workflow
+                matches under its name and its aliases.
+            created_after: keep runs created at or after this time (an aware
+                datetime, or seconds since the epoch).
+            created_before: keep runs created before this time (excluded), so
+                consecutive ranges list each run once.
+            limit: the most runs returned.
+        """
         self._check_open()
         statuses = None
         if status is not None:
@@ -395,19 +413,59 @@ class Engine:
                     f"unknown run status in {status!r}; use one of "
                     f"{[s.value for s in _history.RunStatus]}"
                 ) from None
-        workflows = None
+        workflows: list[str] | None = None
         if workflow is not None:
-            workflows = [
-                *(workflow.names if isinstance(workflow, _decorators.Workflow) else [workflow])
-            ]
-        if not isinstance(limit, int) or limit < 1:
+            chosen = (
+                [workflow] if isinstance(workflow, (str, _decorators.Workflow)) else list(workflow)
+            )
+            workflows = []
+            for item in chosen:
+                if isinstance(item, _decorators.Workflow):
+                    workflows.extend(item.names)
+                elif isinstance(item, str):
+                    workflows.append(item)
+                else:
+                    raise _errors.DefinitionError(
+                        f"workflow= takes a workflow, a workflow name or a list of them, "
+                        f"not {item!r}"
+                    )
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
             raise _errors.DefinitionError(f"limit must be a positive whole number, not {limit!r}")
-        return self.store.list_runs(statuses=statuses, workflows=workflows, limit=limit)
+        window: dict[str, float] = {}  # passed only when given
+        if created_after is not None:
+            window["created_after"] = _epoch("created_after", created_after)
+        if created_before is not None:
+            window["created_before"] = _epoch("created_before", created_before)
+        if window.get("created_after", -math.inf) > window.get("created_before", math.inf):
+            raise _errors.DefinitionError(
+                f"created_after ({created_after!r}) is later than created_before "
+                f"({created_before!r}), so no run could match; swap them"
+            )
+        return self.store.list_runs(statuses=statuses, workflows=workflows, limit=limit, **window)
 
     def history(self, run_id: str) -> list[_history.Event]:
         """The run's full history, oldest event first. Raises ``RunNotFoundError``."""
         self._check_open()
         return list(self.store.load(run_id).events)
+
+    def export_history(self, run_id: str, *, readable: bool = False) -> dict[str, Any]:
+        """The run's history as a versioned JSON-ready document (docs/history-format.md).
+
+        Every payload is kept exactly as stored, so the document replays byte for
+        byte (``fluxo.testing.replay``, ``fluxo replay``). With ``readable=True``
+        each payload that this engine's codec decodes is also given, decoded,
+        under ``value``, for people to read; loading ignores ``value``.
+
+        Example:
+            >>> doc = engine.export_history("order-17")
+            >>> Path("order-17.json").write_text(json.dumps(doc, indent=2))
+
+        Raises:
+            RunNotFoundError: no such run.
+        """
+        self._check_open()
+        state = self.store.load(run_id)
+        return _history_file.to_document(state, readable_with=self.codec if readable else None)
 
     def cancel(self, run_id: str) -> _history.RunInfo:
         """Ask a run to stop.
@@ -521,6 +579,22 @@ _TERMINAL_EVENTS = (
     _history.WorkflowFailed,
     _history.WorkflowCancelled,
 )
+
+
+def _epoch(name: str, value: datetime | float) -> float:
+    """Seconds since the epoch for an aware datetime or a number, checked."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise _errors.DefinitionError(
+                f"{name} is a naive datetime ({value.isoformat()}); give it a time zone, "
+                "for example datetime(2030, 1, 1, tzinfo=timezone.utc)"
+            )
+        return value.timestamp()
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    raise _errors.DefinitionError(
+        f"{name} takes an aware datetime or seconds since the epoch, not {value!r}"
+    )
 
 
 def _cancelled_error(run_id: str, reason: str) -> _errors.WorkflowCancelledError:

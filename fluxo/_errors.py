@@ -13,6 +13,8 @@ The tree::
     │   ├── EncodeError          a value cannot be encoded (names the step and the type)
     │   └── DecodeError          stored bytes do not decode to the annotated type
     ├── NondeterminismError      the workflow code no longer matches its history
+    │   └── ReplayMismatchError  ... found by replaying a recorded history (with a diff)
+    ├── HistoryFormatError       an exported history document is malformed or too new
     ├── StepError                a step failed for good (after its retries)
     ├── SignalTimeout            wait_for_signal's timeout passed first
     ├── SignalError              fluxo.signal() could not deliver (no such run, finished)
@@ -130,6 +132,38 @@ class NondeterminismError(FluxoError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.run_id, self.seq, self.expected, self.recorded, self.hint))
+
+
+class ReplayMismatchError(NondeterminismError):
+    """A recorded history, replayed against today's code, no longer matches it.
+
+    Raised by :func:`fluxo.testing.replay`. Besides the attributes of
+    :class:`NondeterminismError` it has ``diff``, the readable report that is also
+    its message: the position, what the history recorded there, what the code
+    calls now, and a few matched positions around it.
+    """
+
+    def __init__(
+        self, run_id: str, seq: int, expected: str, recorded: str, hint: str = "", *, diff: str = ""
+    ) -> None:
+        super().__init__(run_id, seq, expected, recorded, hint)
+        self.diff = diff
+        if diff:
+            self.args = (diff,)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        fields = (self.run_id, self.seq, self.expected, self.recorded, self.hint)
+        return (_rebuild_replay_mismatch, (fields, self.diff))
+
+
+def _rebuild_replay_mismatch(
+    fields: tuple[str, int, str, str, str], diff: str
+) -> ReplayMismatchError:
+    return ReplayMismatchError(*fields, diff=diff)
+
+
+class HistoryFormatError(FluxoError, ValueError):
+    """A history document is not one Fluxo can load; the message names where and why."""
 
 
 class _RemoteError(FluxoError):

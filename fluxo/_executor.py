@@ -502,7 +502,9 @@ class RunContext:
             self._enter_durable_call()
             self._timer(timer, delay)
             return
-        if live:
+        # restart_after_record replays the failed attempt before the next one runs
+        # live, so the back-off is waited there, as the run would have without restarting.
+        if live or (self.restart_after_record and recorded is None):
             self.pause(delay)
         self._enter_durable_call()
 

@@ -1,29 +1,54 @@
-"""The ``fluxo`` command line: run workers and manage the SQL schema.
+"""The ``fluxo`` command line: workers, inspecting and steering runs, replay, the SQL schema.
 
 Environment variables (read here, never in the library core):
 
 * ``FLUXO_APP``: the engine to load, as ``module:attribute``.
-* ``FLUXO_STORE_URL``: the store URL for ``fluxo db`` commands.
+* ``FLUXO_STORE_URL``: the store URL.
+
+Errors print one line, ``Error: ...``, that says what to do. The exit status is 1,
+or 2 for a mistake in the command line itself (an unknown option, a bad value).
+``fluxo --verbose ...`` shows the traceback too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import json
 import logging
 import os
 import sys
-from collections.abc import Callable
-from typing import Any, TypeVar
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any, TypeVar
 
 import click
 
-from fluxo import _engine, _errors
+from fluxo import _cli_format as fmt
+from fluxo import _decorators, _engine, _errors, history
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+STORE_ENV = "FLUXO_STORE_URL"
+APP_ENV = "FLUXO_APP"
 
 
 class _CLIError(click.ClickException):
     """A one-line error for the user; the traceback only with --verbose."""
+
+
+def _when(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """Click callback for ``--since``/``--until``."""
+    if value is None:
+        return None
+    try:
+        return fmt.parse_time(value, time.time())
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+# -- loading engines -----------------------------------------------------------------------
 
 
 def load_engine(spec: str) -> _engine.Engine:
@@ -45,31 +70,146 @@ def load_engine(spec: str) -> _engine.Engine:
             f"cannot import {module_name!r}: {exc}; run fluxo from your project's directory "
             "or add it to PYTHONPATH"
         ) from exc
+    except _errors.FluxoError:
+        raise
+    except Exception as exc:
+        raise _CLIError(
+            f"importing {module_name!r} raised {type(exc).__name__}: {exc}; "
+            "fix it, or run `fluxo --verbose ...` for the traceback"
+        ) from exc
     try:
         target: Any = module
         for part in attr.split("."):
             target = getattr(target, part)
     except AttributeError:
         raise _CLIError(f"module {module_name!r} has no attribute {attr!r}") from None
+    if isinstance(target, (_decorators.Workflow, _decorators.Step)):
+        kind = "workflow" if isinstance(target, _decorators.Workflow) else "step"
+        raise _CLIError(
+            f"{spec!r} is a {kind}, not a fluxo.Engine; point APP at the engine that "
+            f"registers it ('{module_name}:engine', say) or at a function that returns one"
+        )
     if callable(target) and not isinstance(target, _engine.Engine):
-        target = target()
+        try:
+            target = target()
+        except _errors.FluxoError:
+            raise
+        except Exception as exc:
+            raise _CLIError(
+                f"calling {spec!r} raised {type(exc).__name__}: {exc}; "
+                "fix it, or run `fluxo --verbose ...` for the traceback"
+            ) from exc
     if not isinstance(target, _engine.Engine):
         raise _CLIError(f"{spec!r} is {type(target).__name__}, not a fluxo.Engine")
     return target
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _make_engine(store: str | None, app: str | None) -> _engine.Engine:
+    if store is None and app is None:
+        raise click.UsageError(
+            f"no store given: set {STORE_ENV} or pass --store URL "
+            f"(or {APP_ENV} / --app APP to use your app's engine)"
+        )
+    if app is None:
+        assert store is not None
+        return _engine.Engine(store, workflows=[])
+    engine = load_engine(app)
+    if store is None:
+        return engine
+    # --store picks the store; the app brings its workflows and codec.
+    workflows, codec, clock = engine.workflows, engine.codec, engine.clock
+    engine.close()
+    return _engine.Engine(store, workflows=workflows, codec=codec, clock=clock)
+
+
+@contextlib.contextmanager
+def _connect(store: str | None, app: str | None) -> Iterator[_engine.Engine]:
+    """Open the engine for a ``runs`` command, turning store errors into one-line advice."""
+    if store is not None:
+        where, check = fmt.redact_url(store), f"check {STORE_ENV} or --store"
+        reach = f"the store at {where}"
+    else:
+        where = reach = f"the store of app {app!r}"
+        check = f"check the store URL that app uses, or pass --store / set {STORE_ENV}"
+    try:
+        engine = _make_engine(store, app)
+        try:
+            yield engine
+        finally:
+            engine.close()
+    except _errors.RunNotFoundError as exc:
+        raise _CLIError(
+            f"no run {exc.run_id!r} in {where}; list runs with `fluxo runs list`"
+        ) from exc
+    except (_errors.StoreUnavailableError, ConnectionError) as exc:
+        raise _CLIError(f"cannot reach {reach}: {fmt.root_reason(exc)}; {check}") from exc
+
+
+def _target_options(fn: F) -> F:
+    """``--store`` and ``--app``, shared by the ``runs`` commands."""
+    fn = click.option(
+        "--app",
+        envvar=APP_ENV,
+        show_envvar=True,
+        metavar="APP",
+        help="Your engine, as 'module:attribute': its workflows and codec are used.",
+    )(fn)
+    decorated: F = click.option(
+        "--store",
+        envvar=STORE_ENV,
+        show_envvar=True,
+        metavar="URL",
+        help="The store URL; wins over the app's own store.",
+    )(fn)
+    return decorated
+
+
+def _echo_json(value: Any, out: IO[str] | None = None) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False), file=out)
+
+
+# -- the commands --------------------------------------------------------------------------
+
+
+class _Group(click.Group):
+    """The root group: Fluxo's errors become one-line messages (tracebacks with --verbose)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except _errors.StoreUnavailableError as exc:
+            raise _CLIError(
+                f"cannot reach the store: {fmt.root_reason(exc)}; check {STORE_ENV} or the URL "
+                "your app uses"
+            ) from exc
+        except _errors.FluxoError as exc:
+            raise _CLIError(fmt.one_line(str(exc))) from exc
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--verbose", "-v", is_flag=True, help="Show tracebacks on errors.")
 @click.pass_context
 def cli(ctx: click.Context, verbose: bool) -> None:
-    """Fluxo: durable functions for Python."""
+    """Fluxo: durable functions for Python.
+
+    FLUXO_APP names your engine, as 'module:attribute' (fluxo worker, replay,
+    runs). FLUXO_STORE_URL is the store URL (fluxo runs, fluxo db).
+    """
     ctx.ensure_object(dict)
     ctx.obj["verbose"] = verbose
 
 
 @cli.command()
-@click.argument("app", envvar="FLUXO_APP", metavar="APP")
+@click.argument("app", envvar=APP_ENV, metavar="APP")
 @click.option("--concurrency", "-c", default=4, show_default=True, help="Runs executed at once.")
+@click.option(
+    "--workflow",
+    "-w",
+    "only",
+    multiple=True,
+    metavar="NAME",
+    help="Run only this workflow's runs (repeatable); by default, all of the app's.",
+)
 @click.option(
     "--lease", default=30.0, show_default=True, help="Seconds a claimed run stays leased."
 )
@@ -85,6 +225,7 @@ def cli(ctx: click.Context, verbose: bool) -> None:
     show_default=True,
     help="Longest wait (seconds) held in a worker thread, so the run resumes without replay.",
 )
+@click.option("--worker-id", help="Name this worker in leases and logs (default: host:pid:random).")
 @click.option(
     "--log-level",
     default="INFO",
@@ -94,29 +235,267 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 def worker(  # noqa: PLR0917 (click passes every option by position)
     app: str,
     concurrency: int,
+    only: tuple[str, ...],
     lease: float,
     shutdown_timeout: float,
     sticky: float,
+    worker_id: str | None,
     log_level: str,
 ) -> None:
     """Run a worker for the engine APP ('module:attribute', or $FLUXO_APP).
 
     SIGTERM or SIGINT stop it gracefully: in-flight runs finish, or give their
-    lease back so another worker resumes them.
+    lease back so another worker resumes them. A second signal exits at once.
     """
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     engine = load_engine(app)
     try:
-        engine.worker(
+        serving = engine
+        if only:
+            missing = sorted(set(only) - engine.workflow_names)
+            if missing:
+                raise click.BadParameter(
+                    f"the app has no workflow named {', '.join(map(repr, missing))}; "
+                    f"its workflows are {', '.join(sorted(w.name for w in engine.workflows))}",
+                    param_hint="'--workflow'",
+                )
+            # An engine of the chosen workflows on the same store claims only their runs.
+            serving = _engine.Engine(
+                engine.store,
+                workflows=[engine.lookup(name) for name in only],
+                codec=engine.codec,
+                clock=engine.clock,
+            )
+        logging.basicConfig(
+            level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+        serving.worker(
             concurrency=concurrency,
             lease=lease,
             shutdown_timeout=shutdown_timeout,
             sticky=sticky,
+            worker_id=worker_id,
         ).run()
     finally:
         engine.close()
+
+
+@cli.group()
+def runs() -> None:
+    """Inspect and steer runs.
+
+    Which store: --store (or FLUXO_STORE_URL) is enough; values are then shown
+    as the JSON they are stored as. With --app (or FLUXO_APP) too, the app's
+    workflows and codec are used, on the --store store; with --app alone, on
+    the app's own store. An option on the command line wins over its
+    environment variable.
+    """
+
+
+@runs.command("list")
+@click.option(
+    "--status",
+    "-s",
+    "statuses",
+    multiple=True,
+    type=click.Choice([s.value for s in history.RunStatus], case_sensitive=False),
+    help="Only runs with this status (repeatable).",
+)
+@click.option(
+    "--workflow",
+    "-w",
+    "workflows",
+    multiple=True,
+    metavar="NAME",
+    help="Only runs of this workflow (repeatable).",
+)
+@click.option(
+    "--since",
+    callback=_when,
+    metavar="WHEN",
+    help="Only runs created at or after WHEN: ISO-8601 (UTC unless an offset is given) "
+    "or an age like 30m, 2h, 7d.",
+)
+@click.option("--until", callback=_when, metavar="WHEN", help="Only runs created before WHEN.")
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=50, show_default=True, help="The most runs."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array (for scripts).")
+@_target_options
+def list_runs(  # noqa: PLR0917 (click passes every option by position)
+    statuses: tuple[str, ...],
+    workflows: tuple[str, ...],
+    since: float | None,
+    until: float | None,
+    limit: int,
+    as_json: bool,
+    store: str | None,
+    app: str | None,
+) -> None:
+    """List runs, newest first, as a table (or JSON with --json)."""
+    if since is not None and until is not None and since > until:
+        raise click.BadParameter(
+            f"--since ({fmt.iso(since)}) is later than --until ({fmt.iso(until)}); swap them",
+            param_hint="'--since'",
+        )
+    with _connect(store, app) as engine:
+        found = engine.list_runs(
+            status=[s.lower() for s in statuses] or None,
+            workflow=list(workflows) or None,
+            created_after=since,
+            created_before=until,
+            limit=limit + 1,  # one more, to tell whether --limit hid any
+        )
+    more, found = len(found) > limit, found[:limit]
+    if as_json:
+        _echo_json([fmt.run_record(run) for run in found])
+    elif not found:
+        click.echo("no runs match")
+    else:
+        rows = [
+            [
+                run.id,
+                run.workflow,
+                run.status.value,
+                fmt.iso(run.created_at),
+                fmt.iso(run.updated_at),
+            ]
+            for run in found
+        ]
+        click.echo(fmt.format_table(["ID", "WORKFLOW", "STATUS", "CREATED", "UPDATED"], rows))
+    if more:
+        click.echo(f"(the newest {limit} shown; pass --limit for more)", err=True)
+
+
+@runs.command()
+@click.argument("run_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON document (for scripts).")
+@_target_options
+def show(run_id: str, as_json: bool, store: str | None, app: str | None) -> None:
+    """Show a run: status, input, result or error, and the timeline of its history."""
+    with _connect(store, app) as engine:
+        doc = fmt.describe_run(engine.store.load(run_id), engine.codec)
+    if as_json:
+        _echo_json(doc)
+    else:
+        click.echo(fmt.render_run(doc))
+
+
+@runs.command("history")
+@click.argument("run_id", metavar="ID")
+@click.option(
+    "--output",
+    "-o",
+    type=click.File("w", lazy=True),
+    default="-",
+    help="Write to this file instead of standard output.",
+)
+@click.option(
+    "--readable",
+    is_flag=True,
+    help="Also give each payload decoded, for people to read (replay ignores it).",
+)
+@_target_options
+def history_command(
+    run_id: str, output: IO[str], readable: bool, store: str | None, app: str | None
+) -> None:
+    """Export a run's history as a JSON document, the input of `fluxo replay`."""
+    with _connect(store, app) as engine:
+        document = engine.export_history(run_id, readable=readable)
+    _echo_json(document, output)
+
+
+@runs.command()
+@click.argument("run_id", metavar="ID")
+@click.argument("name")
+@click.argument("payload", required=False)
+@click.option(
+    "--payload-file",
+    type=click.File("r"),
+    help="Read the JSON payload from this file ('-' for standard input).",
+)
+@_target_options
+def signal(  # noqa: PLR0917 (click passes every option by position)
+    run_id: str,
+    name: str,
+    payload: str | None,
+    payload_file: IO[str] | None,
+    store: str | None,
+    app: str | None,
+) -> None:
+    """Send signal NAME to run ID, with PAYLOAD as JSON text (none: null)."""
+    if payload is not None and payload_file is not None:
+        raise click.UsageError("give the payload as PAYLOAD or with --payload-file, not both")
+    text, hint = (payload, "PAYLOAD") if payload_file is None else (payload_file.read(), None)
+    try:
+        value = fmt.parse_payload(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=hint or "'--payload-file'") from None
+    with _connect(store, app) as engine:
+        engine.signal(run_id, name, value)
+    click.echo(f"signal {name!r} sent to run {run_id!r}")
+
+
+@runs.command()
+@click.argument("run_id", metavar="ID")
+@_target_options
+def cancel(run_id: str, store: str | None, app: str | None) -> None:
+    """Cancel a run: it stops at its next durable call (at once if it has not begun)."""
+    with _connect(store, app) as engine:
+        run = engine.cancel(run_id)
+    if run.status is history.RunStatus.CANCELLED:
+        click.echo(f"run {run_id!r} is cancelled")
+    else:
+        click.echo(
+            f"cancellation of run {run_id!r} requested; it is {run.status.value} and stops "
+            "at its next durable call"
+        )
+
+
+@runs.command()
+@click.argument("run_id", metavar="ID")
+@_target_options
+def retry(run_id: str, store: str | None, app: str | None) -> None:
+    """Resume a failed run from its history (after fixing the code or the cause)."""
+    with _connect(store, app) as engine:
+        engine.retry(run_id)
+    click.echo(f"run {run_id!r} is pending again; a worker resumes it from its history")
+
+
+@cli.command()
+@click.argument(
+    "paths",
+    nargs=-1,
+    required=True,
+    metavar="PATH...",
+    type=click.Path(exists=True, path_type=Path),
+)
+@click.option(
+    "--app",
+    envvar=APP_ENV,
+    show_envvar=True,
+    required=True,
+    metavar="APP",
+    help="Your engine, as 'module:attribute': the code to check.",
+)
+@click.pass_context
+def replay(ctx: click.Context, paths: tuple[Path, ...], app: str) -> None:
+    """Replay recorded histories against today's code; exit 1 if any does not match.
+
+    PATH is a history exported with `fluxo runs history`, or a folder of them
+    (every *.json below it). No step runs and nothing is recorded: this checks
+    that the code still makes the durable calls its histories recorded, so
+    runs in flight survive a deploy. Run it in CI over a folder of histories.
+    """
+    from fluxo import testing
+
+    engine = load_engine(app)
+    try:
+        report = testing.replay_all(list(paths), workflows=engine.workflows, codec=engine.codec)
+    finally:
+        engine.close()
+    click.echo(report.render(verbose=True))
+    if not report.ok:
+        ctx.exit(1)
 
 
 @cli.group()
@@ -127,39 +506,64 @@ def db() -> None:
 def _url_option(fn: F) -> F:
     decorated: F = click.option(
         "--url",
-        envvar="FLUXO_STORE_URL",
-        required=True,
-        help="The SQL store URL (or $FLUXO_STORE_URL).",
+        "--store",
+        "url",
+        envvar=STORE_ENV,
+        show_envvar=True,
+        metavar="URL",
+        help="The SQL store URL.",
     )(fn)
     return decorated
 
 
+@contextlib.contextmanager
+def _database(url: str | None) -> Iterator[str]:
+    if url is None:
+        raise click.UsageError(f"no database given: set {STORE_ENV} or pass --url URL")
+    scheme = url.partition("://")[0].split("+", 1)[0].lower()
+    if scheme not in ("sqlite", "postgresql", "postgres", "mysql", "mariadb"):
+        raise click.BadParameter(
+            f"{scheme!r} is not a SQL store; only the SQL stores have a schema to manage",
+            param_hint="'--url'",
+        )
+    try:
+        yield url
+    except _errors.StoreUnavailableError as exc:
+        raise _CLIError(
+            f"cannot reach the store at {fmt.redact_url(url)}: {fmt.root_reason(exc)}; "
+            f"check {STORE_ENV} or --url"
+        ) from exc
+
+
 @db.command()
 @_url_option
-def upgrade(url: str) -> None:
+def upgrade(url: str | None) -> None:
     """Bring the database schema to the newest version."""
     from fluxo.stores import _sql_migrate
 
-    _sql_migrate.upgrade(url)
-    click.echo(f"schema is at {_sql_migrate.current(url)}")
+    with _database(url) as checked:
+        _sql_migrate.upgrade(checked)
+        click.echo(f"schema is at {_sql_migrate.current(checked)}")
 
 
 @db.command()
 @_url_option
-def current(url: str) -> None:
+def current(url: str | None) -> None:
     """Print the schema version the database is at."""
     from fluxo.stores import _sql_migrate
 
-    click.echo(_sql_migrate.current(url) or "empty (run 'fluxo db upgrade')")
+    with _database(url) as checked:
+        click.echo(_sql_migrate.current(checked) or "empty (run 'fluxo db upgrade')")
 
 
 @db.command()
 @_url_option
-def check(url: str) -> None:
+def check(url: str | None) -> None:
     """Exit non-zero when the database schema is not the newest."""
     from fluxo.stores import _sql_migrate
 
-    problems = _sql_migrate.check(url)
+    with _database(url) as checked:
+        problems = _sql_migrate.check(checked)
     if problems:
         raise _CLIError(
             "the database does not match this Fluxo's schema: "
@@ -169,24 +573,40 @@ def check(url: str) -> None:
     click.echo("schema is up to date")
 
 
-def main() -> None:
-    """Run the command line, turning Fluxo errors into one-line messages."""
-    verbose = "--verbose" in sys.argv[1:] or "-v" in sys.argv[1:]
+def _wants_traceback(args: Sequence[str]) -> bool:
+    """Whether ``--verbose`` comes before the command name (where the option lives)."""
+    for arg in args:
+        if not arg.startswith("-"):
+            return False
+        if arg in ("-v", "--verbose"):
+            return True
+    return False
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the command line: errors print one line, and set the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    verbose = _wants_traceback(args)
     try:
-        cli.main(standalone_mode=False)
+        code = cli.main(args=args, prog_name="fluxo", standalone_mode=False)
     except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(1)
+        click.echo("Error: interrupted", err=True)
+        sys.exit(130)
+    except click.UsageError as exc:
+        where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        click.echo(f"Error: {fmt.one_line(exc.format_message())}{where}", err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
         if verbose:
             raise
-        exc.show()
+        click.echo(f"Error: {fmt.one_line(exc.format_message())}", err=True)
         sys.exit(exc.exit_code)
     except _errors.FluxoError as exc:
         if verbose:
             raise
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"Error: {fmt.one_line(str(exc))}", err=True)
         sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

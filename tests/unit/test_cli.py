@@ -3,14 +3,23 @@ tests/acceptance)."""
 
 from __future__ import annotations
 
+import json
+import math
+import sys
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 import fluxo
-from fluxo import cli
+from fluxo import _cli_format as fmt
+from fluxo import cli, history
+from fluxo.stores import memory
 from tests.unit import workflows
+
+from .helpers import T0, FakeClock
 
 engine = fluxo.Engine("memory://", workflows=[workflows.checkout])
 
@@ -23,7 +32,12 @@ not_an_engine = 42
 
 
 def invoke(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(cli.cli, list(args), catch_exceptions=False)
+    result = CliRunner().invoke(
+        cli.cli,
+        list(args),
+        catch_exceptions=False,
+        env={"FLUXO_STORE_URL": None, "FLUXO_APP": None},
+    )
     return result.exit_code, result.output
 
 
@@ -41,6 +55,8 @@ def test_help_lists_the_commands() -> None:
         ("tests.unit.nowhere:engine", "cannot import 'tests.unit.nowhere'"),
         ("tests.unit.test_cli:missing", "has no attribute 'missing'"),
         ("tests.unit.test_cli:not_an_engine", "is int, not a fluxo.Engine"),
+        ("tests.unit.test_cli:timed", "is a workflow, not a fluxo.Engine; point APP at the"),
+        ("tests.unit.test_cli:tick", "is a step, not a fluxo.Engine"),
     ],
 )
 def test_load_engine_explains_a_bad_app(spec: str, message: str) -> None:
@@ -80,3 +96,332 @@ def test_db_commands_read_the_url_from_the_environment(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/env.db"
     result = CliRunner().invoke(cli.cli, ["db", "upgrade"], env={"FLUXO_STORE_URL": url})
     assert result.exit_code == 0, result.output
+
+
+# -- parsing and formatting helpers --------------------------------------------------------
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc).timestamp()
+
+
+@pytest.mark.parametrize(
+    ("text", "ago"),
+    [
+        ("90s", 90),
+        ("30m", 30 * 60),
+        ("2h", 2 * 3600),
+        ("1.5h", 5400),
+        ("7d", 7 * 86400),
+        ("1w", 7 * 86400),
+        ("2H", 7200),
+        (" 0m ", 0),
+    ],
+)
+def test_parse_time_reads_an_age(text: str, ago: float) -> None:
+    assert fmt.parse_time(text, NOW) == NOW - ago
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-11-25", datetime(2026, 11, 25, tzinfo=timezone.utc)),
+        ("2026-11-25T10:30:00Z", datetime(2026, 11, 25, 10, 30, tzinfo=timezone.utc)),
+        ("2026-11-25T10:30:00z", datetime(2026, 11, 25, 10, 30, tzinfo=timezone.utc)),
+        ("2026-11-25T10:30", datetime(2026, 11, 25, 10, 30, tzinfo=timezone.utc)),  # UTC
+        ("2026-11-25T11:30:00+01:00", datetime(2026, 11, 25, 10, 30, tzinfo=timezone.utc)),
+        (
+            "2026-11-25T10:30:00.250Z",
+            datetime(2026, 11, 25, 10, 30, 0, 250000, tzinfo=timezone.utc),
+        ),
+    ],
+)
+def test_parse_time_reads_iso_8601(text: str, expected: datetime) -> None:
+    assert fmt.parse_time(text, NOW) == expected.timestamp()
+
+
+@pytest.mark.parametrize("text", ["yesterday", "", "5x", "-2h", "2 hours", "2026-13-01", "h"])
+def test_parse_time_explains_a_bad_value(text: str) -> None:
+    with pytest.raises(ValueError, match=r"is not a time; give an ISO-8601 time .* 30m, 2h or 7d"):
+        fmt.parse_time(text, NOW)
+
+
+def test_iso_is_utc_with_a_z() -> None:
+    assert fmt.iso(T0) == "2023-11-14T22:13:20Z"
+    assert fmt.iso(T0 + 0.25, precise=True) == "2023-11-14T22:13:20.250Z"
+    assert fmt.iso(None) is None
+    assert fmt.iso_short("2023-11-14T22:13:20.250Z") == "2023-11-14T22:13:20Z"
+    assert fmt.iso_short(None) == "-"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0, "0.000s"),
+        (0.0524, "0.052s"),
+        (59.9994, "59.999s"),
+        (247, "4m07s"),
+        (3 * 3600 + 125, "3h02m"),
+        (2 * 86400 + 5 * 3600 + 59, "2d05h"),
+        (-1.5, "-1.500s"),
+    ],
+)
+def test_format_duration(seconds: float, text: str) -> None:
+    assert fmt.format_duration(seconds) == text
+
+
+def test_format_table_aligns_columns() -> None:
+    table = fmt.format_table(["ID", "STATUS"], [["a-long-id", "ok"], ["b", ""]], indent="  ")
+    assert table.splitlines() == ["  ID         STATUS", "  a-long-id  ok", "  b"]
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "postgresql+psycopg://app:s3cret@db.example:5432/shop",
+            "postgresql+psycopg://app:***@db.example:5432/shop",
+        ),
+        ("postgresql://app@db/shop", "postgresql://app@db/shop"),
+        ("redis://:s3cret@cache:6379/0?prefix=shop", "redis://:***@cache:6379/0?prefix=shop"),
+        ("redis://:p%40ss@cache?prefix=x", "redis://:***@cache?prefix=x"),
+        ("mongodb://u:s3cret@h1:27017,h2:27017/shop", "mongodb://u:***@h1:27017,h2:27017/shop"),
+        ("mysql+pymysql://db/shop?password=s3cret&x=1", "mysql+pymysql://db/shop?password=***&x=1"),
+        ("sqlite:////var/lib/fluxo.db", "sqlite:////var/lib/fluxo.db"),
+        ("not a url", "not a url"),
+    ],
+)
+def test_redact_url_hides_passwords(url: str, shown: str) -> None:
+    assert fmt.redact_url(url) == shown
+
+
+def test_parse_payload() -> None:
+    assert fmt.parse_payload(None) is None
+    assert fmt.parse_payload("  ") is None
+    assert fmt.parse_payload('{"ok": true, "n": [1, 2]}') == {"ok": True, "n": [1, 2]}
+    assert fmt.parse_payload('"yes"') == "yes"
+    with pytest.raises(ValueError, match=r"not valid JSON \(Expecting value at line 1 column 1\)"):
+        fmt.parse_payload("yes")
+
+
+def test_one_line_and_where_verbose_counts() -> None:
+    assert fmt.one_line("first\n  second\n\n third ") == "first second third"
+    assert cli._wants_traceback(["-v", "runs", "list"])
+    assert cli._wants_traceback(["--verbose", "runs", "list"])
+    assert not cli._wants_traceback(["runs", "list", "-v"])  # no such option there
+    assert not cli._wants_traceback([])
+
+
+# -- runs commands on an in-memory app -----------------------------------------------------
+
+CLOCK = FakeClock()
+STORE = memory.MemoryStore()
+APP = "tests.unit.test_cli:memory_app"
+
+
+@fluxo.step
+def tick(seconds: float) -> float:
+    CLOCK.advance(seconds)
+    return seconds
+
+
+@fluxo.workflow
+def timed(first: float, second: float) -> float:
+    return tick(first) + tick(second)
+
+
+@fluxo.workflow
+def waits() -> str:
+    word: str = fluxo.wait_for_signal("go", type=str)
+    return word
+
+
+def memory_app() -> fluxo.Engine:
+    return fluxo.Engine(STORE, workflows=[timed, waits], clock=CLOCK)
+
+
+@pytest.fixture
+def app(monkeypatch: pytest.MonkeyPatch) -> Iterator[fluxo.Engine]:
+    """A fresh store and clock behind ``memory_app``, with a run of ``timed`` done."""
+    monkeypatch.setattr(sys.modules[__name__], "STORE", memory.MemoryStore())
+    monkeypatch.setattr(sys.modules[__name__], "CLOCK", FakeClock())
+    engine = memory_app()
+    engine.run(timed.options(id="t1"), 1.5, 0.25)
+    yield engine
+    engine.close()
+    STORE.close()
+
+
+def test_describe_run_times_each_event(app: fluxo.Engine) -> None:
+    doc = fmt.describe_run(app.store.load("t1"), app.codec)
+    assert doc["status"] == "completed"
+    assert doc["input"] == {"first": 1.5, "second": 0.25}
+    assert doc["result"] == 1.75
+    assert doc["started_at"] == "2023-11-14T22:13:20.000Z"
+    timeline = [(e["kind"], e["offset"], e["duration"], e["data"]) for e in doc["timeline"]]
+    assert timeline == [
+        ("workflow_started", 0.0, None, {"first": 1.5, "second": 0.25}),
+        ("step_completed", 1.5, 1.5, 1.5),
+        ("step_completed", 1.75, 0.25, 0.25),
+        ("workflow_completed", 1.75, 0.0, 1.75),
+    ]
+
+
+def test_describe_run_without_event_times(app: fluxo.Engine) -> None:
+    state = app.store.load("t1")
+    untimed = history.RunState(state.run, state.events, state.signals, ())
+    doc = fmt.describe_run(untimed, app.codec)
+    assert doc["started_at"] is None
+    assert all(e["offset"] is None and e["duration"] is None for e in doc["timeline"])
+    text = fmt.render_run(doc)
+    assert "history (4 events)" in text
+    first = next(line.split() for line in text.splitlines() if line.startswith("  0 "))
+    assert first[:2] == ["0", "workflow_started"]  # no times: blank AT and TOOK columns
+
+
+def test_runs_show_renders_the_timeline(app: fluxo.Engine) -> None:
+    code, out = invoke("runs", "show", "t1", "--app", APP)
+    assert code == 0, out
+    lines = out.splitlines()
+    assert lines[:5] == [
+        "run       t1",
+        "workflow  tests.unit.test_cli.timed",
+        "status    completed",
+        "created   2023-11-14T22:13:20Z",
+        "updated   2023-11-14T22:13:21Z",
+    ]
+    assert 'input     {"first": 1.5, "second": 0.25}' in lines
+    assert "result    1.75" in lines
+    assert "history (4 events, from 2023-11-14T22:13:20.000Z)" in lines
+    steps = [line.split() for line in lines if "step_completed" in line]
+    assert [s[:3] for s in steps] == [["1", "+1.500s", "1.500s"], ["2", "+1.750s", "0.250s"]]
+
+
+def test_runs_show_a_waiting_run_and_its_pending_signal(app: fluxo.Engine) -> None:
+    app.start(waits.options(id="w1"))
+    app.worker().process_one()
+    app.signal("w1", "go", "now")
+    app.cancel("w1")
+    code, out = invoke("runs", "show", "w1", "--app", APP)
+    assert code == 0, out
+    assert "status    pending" in out
+    assert 'signal    go "now" (sent 2023-11-14T22:13:21Z, not yet received)' in out
+    assert "cancel    requested; the run stops at its next durable call" in out
+    code, out = invoke("runs", "show", "w1", "--app", APP, "--json")
+    doc = json.loads(out)
+    assert doc["pending_signals"] == [
+        {"name": "go", "payload": "now", "sent_at": "2023-11-14T22:13:21.750Z"}
+    ]
+
+
+def test_runs_list_table(app: fluxo.Engine) -> None:
+    app.start(waits.options(id="w1"))
+    code, out = invoke("runs", "list", "--app", APP)
+    assert code == 0, out
+    assert out.splitlines() == [
+        "ID  WORKFLOW                   STATUS     CREATED               UPDATED",
+        "w1  tests.unit.test_cli.waits  pending    2023-11-14T22:13:21Z  2023-11-14T22:13:21Z",
+        "t1  tests.unit.test_cli.timed  completed  2023-11-14T22:13:20Z  2023-11-14T22:13:21Z",
+    ]
+
+
+def test_runs_list_says_when_the_limit_hides_runs(app: fluxo.Engine) -> None:
+    code, out = invoke("runs", "list", "--app", APP, "--limit", "1")
+    assert code == 0, out
+    assert "--limit" not in out  # the one run there is, shown
+    app.start(waits.options(id="w1"))
+    code, out = invoke("runs", "list", "--app", APP, "--limit", "1", "--json")
+    assert code == 0, out
+    assert "(the newest 1 shown; pass --limit for more)" in out
+    assert [run["id"] for run in json.loads(out.split("(the newest")[0])] == ["w1"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--since", "yesterday"), "Invalid value for '--since': 'yesterday' is not a time"),
+        (("--until", "5x"), "'5x' is not a time"),
+        (("--since", "1h", "--until", "2h"), "is later than --until"),
+        (("--status", "sleeping"), "'sleeping' is not one of"),
+        (("--limit", "0"), "Invalid value for '--limit'"),
+    ],
+)
+def test_runs_list_rejects_bad_options(
+    app: fluxo.Engine, args: tuple[str, ...], message: str
+) -> None:
+    code, out = invoke("runs", "list", "--app", APP, *args)
+    assert code == 2
+    assert message in out
+
+
+def test_runs_commands_need_a_store() -> None:
+    code, out = invoke("runs", "list")
+    assert code == 2
+    assert "no store given: set FLUXO_STORE_URL or pass --store URL" in out
+
+
+def test_runs_signal_checks_the_payload_before_connecting() -> None:
+    code, out = invoke("runs", "signal", "r", "go", "{nope", "--store", "redis://127.0.0.1:1")
+    assert code == 2
+    assert "Invalid value for PAYLOAD: not valid JSON" in out
+
+
+def test_worker_rejects_an_unknown_workflow() -> None:
+    code, out = invoke("worker", "tests.unit.test_cli:make", "--workflow", "nope")
+    assert code == 2
+    assert "the app has no workflow named 'nope'; its workflows are " in out
+
+
+def test_main_prints_usage_errors_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["runs", "list", "--zzz"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("Error: No such option")  # click words it by version
+    assert "--zzz" in err
+    assert err.endswith(" (see 'fluxo runs list --help')\n")
+    assert err.count("\n") == 1
+
+
+def test_main_prints_fluxo_errors_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["runs", "show", "x", "--store", "nowhere"])
+    assert exited.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Error: store URL 'nowhere' is not a URL")
+    assert err.count("\n") == 1
+
+
+# -- Engine.list_runs: the filters behind `fluxo runs list` --------------------------------
+
+
+def test_list_runs_by_creation_time(make_engine: object, clock: FakeClock) -> None:
+    engine = fluxo.Engine("memory://", workflows=[timed], clock=clock)
+    for name in ("a", "b", "c"):
+        engine.start(timed.options(id=name), 0, 0)
+        clock.advance(10)
+    ids = lambda **kw: [r.id for r in engine.list_runs(**kw)]  # noqa: E731
+    assert ids(created_after=T0 + 10) == ["c", "b"]
+    assert ids(created_before=T0 + 10) == ["a"]
+    middle = datetime.fromtimestamp(T0 + 10, tz=timezone.utc)
+    assert ids(created_after=middle, created_before=middle + timedelta(seconds=10)) == ["b"]
+    assert ids(workflow=[timed, "other"]) == ["c", "b", "a"]
+    engine.close()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"created_after": datetime(2026, 1, 1)}, "naive datetime"),
+        ({"created_before": True}, "an aware datetime or seconds since the epoch"),
+        ({"created_after": math.nan}, "an aware datetime or seconds since the epoch"),
+        ({"created_after": "2026-01-01"}, "an aware datetime or seconds since the epoch"),
+        ({"created_after": 20.0, "created_before": 10.0}, "is later than created_before"),
+        ({"workflow": [42]}, "workflow= takes a workflow, a workflow name or a list"),
+        ({"limit": True}, "limit must be a positive whole number"),
+    ],
+)
+def test_list_runs_explains_bad_filters(options: dict[str, object], message: str) -> None:
+    with (
+        fluxo.Engine("memory://", workflows=[timed]) as engine,
+        pytest.raises(fluxo.DefinitionError, match=message),
+    ):
+        engine.list_runs(**options)  # type: ignore[arg-type]

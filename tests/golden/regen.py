@@ -1,0 +1,202 @@
+"""Record the golden histories: run each workflow shape on SQLite and export its history.
+
+Run from the repository root::
+
+    python -m tests.golden.regen            # rewrites tests/golden/histories and broken/
+    python -m tests.golden.regen --out DIR  # writes them under DIR instead
+
+Only regenerate when adding a shape. The committed files stand for runs recorded
+by an earlier Fluxo; regenerating them after a change would hide exactly the
+breakage they are there to catch.
+
+Every run uses a fixed id and a fixed clock, so the files come out the same on
+every machine; absolute paths in recorded tracebacks are replaced by ``<repo>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import fluxo
+from fluxo import _executor
+from fluxo.testing import save_history
+from tests.unit.helpers import FakeClock, execute, no_sleep
+
+from . import workflows as wf
+
+HERE = Path(__file__).parent
+ROOT = HERE.parent.parent
+Outcome = _executor.Outcome
+
+# -- older versions of today's workflows: what some golden histories were recorded with
+
+
+@fluxo.workflow(name="golden.legacy")
+def legacy_v1(order_id: str) -> None:
+    """``golden.legacy`` while the ``sms`` patch was live."""
+    if fluxo.patched("sms"):
+        wf.send_sms(order_id)
+
+
+@fluxo.workflow(name="golden.checkout")
+def checkout_v0(order_id: str, cents: int) -> str:
+    """``golden.checkout`` before it reserved goods: today's code must reject its runs."""
+    receipt = wf.charge(order_id, cents)
+    wf.ship(order_id, "none")
+    return receipt.id
+
+
+# -- recording ------------------------------------------------------------------------
+
+
+class _Recorder:
+    """Runs one scenario per fresh SQLite database, on a fixed clock."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+
+    @contextlib.contextmanager
+    def engine(
+        self, name: str, workflow: fluxo.Workflow[Any, Any]
+    ) -> Iterator[tuple[fluxo.Engine, FakeClock]]:
+        clock = FakeClock()
+        url = f"sqlite:///{self.workdir / name}.db"
+        with fluxo.Engine(url, workflows=[workflow], clock=clock) as engine:
+            yield engine, clock
+
+    def checkout(self, engine: fluxo.Engine, clock: FakeClock) -> str:
+        handle = engine.start(wf.checkout.options(id="golden-checkout"), "o-1", 4200)
+        _expect(execute(engine, handle.id), Outcome.COMPLETED)
+        return handle.id
+
+    def flaky(self, engine: fluxo.Engine, clock: FakeClock) -> str:
+        wf.ATTEMPTS.clear()
+        handle = engine.start(wf.flaky.options(id="golden-flaky"), "inventory")
+        _expect(execute(engine, handle.id, hook=no_sleep([])), Outcome.COMPLETED)
+        return handle.id
+
+    def approval(self, engine: fluxo.Engine, clock: FakeClock) -> str:
+        handle = engine.start(wf.approval.options(id="golden-approval"), "o-2")
+        _expect(execute(engine, handle.id), Outcome.SUSPENDED)  # the one-hour timer
+        clock.advance(3600)
+        _expect(execute(engine, handle.id), Outcome.SUSPENDED)  # waiting for "approved"
+        engine.signal(handle.id, "approved", True)
+        _expect(execute(engine, handle.id), Outcome.SUSPENDED)  # waiting for "comment"
+        clock.advance(300)
+        _expect(execute(engine, handle.id), Outcome.COMPLETED)
+        return handle.id
+
+    def approval_waiting(self, engine: fluxo.Engine, clock: FakeClock) -> str:
+        handle = engine.start(wf.approval.options(id="golden-approval-waiting"), "o-3")
+        _expect(execute(engine, handle.id), Outcome.SUSPENDED)
+        clock.advance(3600)
+        _expect(execute(engine, handle.id), Outcome.SUSPENDED)
+        engine.signal(handle.id, "comment", "not yet consumed")
+        return handle.id  # in flight: the history ends waiting for "approved"
+
+    def cancellable(self, engine: fluxo.Engine, clock: FakeClock) -> str:
+        handle = engine.start(wf.cancellable.options(id="golden-cancellable"), "o-4")
+        _expect(execute(engine, handle.id), Outcome.SUSPENDED)
+        engine.cancel(handle.id)
+        _expect(execute(engine, handle.id), Outcome.CANCELLED)
+        return handle.id
+
+    def failing(self, engine: fluxo.Engine, clock: FakeClock) -> str:
+        handle = engine.start(wf.failing.options(id="golden-failing"), "missing")
+        _expect(execute(engine, handle.id), Outcome.FAILED)
+        return handle.id
+
+    def retried(self, engine: fluxo.Engine, clock: FakeClock) -> str:
+        wf.ATTEMPTS.clear()
+        handle = engine.start(wf.retried.options(id="golden-retried"), "o-5")
+        _expect(execute(engine, handle.id), Outcome.FAILED)
+        clock.advance(60)
+        engine.retry(handle.id)
+        _expect(execute(engine, handle.id), Outcome.COMPLETED)
+        return handle.id
+
+    def legacy(self, engine: fluxo.Engine, clock: FakeClock) -> str:
+        handle = engine.start(legacy_v1.options(id="golden-legacy"), "o-6")
+        _expect(execute(engine, handle.id), Outcome.COMPLETED)
+        return handle.id
+
+    def checkout_v0(self, engine: fluxo.Engine, clock: FakeClock) -> str:
+        handle = engine.start(checkout_v0.options(id="golden-checkout-v0"), "o-7", 990)
+        _expect(execute(engine, handle.id), Outcome.COMPLETED)
+        return handle.id
+
+
+def _expect(outcome: Outcome, expected: Outcome) -> None:
+    if outcome is not expected:
+        raise AssertionError(f"the recording run ended {outcome.value}, not {expected.value}")
+
+
+Scenario = Callable[[fluxo.Engine, FakeClock], str]
+
+HISTORIES: dict[str, tuple[str, fluxo.Workflow[Any, Any]]] = {
+    "checkout": ("checkout", wf.checkout),
+    "flaky": ("flaky", wf.flaky),
+    "approval": ("approval", wf.approval),
+    "approval-waiting": ("approval_waiting", wf.approval),
+    "cancellable": ("cancellable", wf.cancellable),
+    "failing": ("failing", wf.failing),
+    "retried": ("retried", wf.retried),
+    "legacy-patch": ("legacy", legacy_v1),
+}
+"""File stem under ``histories/`` -> (scenario method, workflow it records)."""
+
+
+def _portable(document: dict[str, Any]) -> dict[str, Any]:
+    """Replace the checkout's absolute path in recorded tracebacks by ``<repo>``."""
+    for event in document["events"]:
+        if isinstance(event.get("data"), str):
+            event["data"] = event["data"].replace(str(ROOT), "<repo>")
+    return document
+
+
+def _broken_by_edit(document: dict[str, Any]) -> dict[str, Any]:
+    """The checkout history with one step renamed by hand, as a damaged file would be."""
+    for event in document["events"]:
+        if event["name"] == "golden.charge":
+            event["name"] = "golden.charge_card"
+    document["run"]["id"] = "golden-checkout-edited"
+    return document
+
+
+def regenerate(out: Path = HERE) -> list[Path]:
+    """Record every golden history and write them under ``out``; return the files."""
+    written: list[Path] = []
+    (out / "histories").mkdir(parents=True, exist_ok=True)
+    (out / "broken").mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        recorder = _Recorder(Path(tmp))
+        docs: dict[str, dict[str, Any]] = {}
+        for stem, (method, workflow) in HISTORIES.items():
+            scenario: Scenario = getattr(recorder, method)
+            with recorder.engine(stem, workflow) as (engine, clock):
+                run_id = scenario(engine, clock)
+                docs[stem] = _portable(engine.export_history(run_id))
+            written.append(save_history(docs[stem], out / "histories" / f"{stem}.json"))
+        with recorder.engine("checkout-v0", checkout_v0) as (engine, clock):
+            old = _portable(engine.export_history(recorder.checkout_v0(engine, clock)))
+        written.append(save_history(old, out / "broken" / "checkout-older-version.json"))
+        edited = _broken_by_edit(_portable(docs["checkout"]))
+        written.append(save_history(edited, out / "broken" / "checkout-step-renamed.json"))
+    return written
+
+
+def main() -> None:
+    """Parse the command line and regenerate."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=HERE, help="where to write (default: here)")
+    for path in regenerate(parser.parse_args().out):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()
