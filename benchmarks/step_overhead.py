@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import fluxo
 
@@ -117,8 +118,12 @@ def raw_postgres_per_insert(url: str, inserts: int, repeats: int) -> float:
 def raw_redis_per_op(url: str, inserts: int, repeats: int) -> float:
     """One RPUSH round trip: the floor for a durable step on Redis."""
     import redis
+    import redis.cluster
 
-    client = redis.Redis.from_url(url.split("?", 1)[0])
+    client: Any = redis.Redis.from_url(url.split("?", 1)[0])
+    if client.info("cluster").get("cluster_enabled"):
+        client.close()
+        client = redis.cluster.RedisCluster.from_url(url.split("?", 1)[0])
     key = "fluxo-bench:raw"
     samples = []
     for _ in range(repeats):
