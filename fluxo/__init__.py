@@ -6,13 +6,15 @@ so a run that resumes (after a crash, a deploy, a wait) replays recorded
 results instead of doing the work again.
 """
 
-from fluxo._decorators import Step, Workflow, step, workflow
+from fluxo._decorators import Call, Step, Workflow, step, workflow
 from fluxo._durable import (
     deprecate_patch,
     in_workflow,
     is_replaying,
     logger,
+    map,
     now,
+    parallel,
     patched,
     random,
     signal,
@@ -37,6 +39,7 @@ from fluxo._errors import (
     SignalError,
     SignalTimeout,
     StepError,
+    StepTimeout,
     StoreError,
     StoreUnavailableError,
     UnknownWorkflowError,
@@ -46,6 +49,7 @@ from fluxo._errors import (
 )
 from fluxo._executor import Cancelled
 from fluxo._retry import Retry
+from fluxo._saga import CompensationError, Saga, saga
 from fluxo._worker import Worker
 from fluxo.codec import Codec, JSONCodec
 from fluxo.history import Event, RunInfo, RunStatus
@@ -54,9 +58,11 @@ from fluxo.stores import Store, open_store
 __version__ = "0.1.0"
 
 __all__ = [
+    "Call",
     "Cancelled",
     "Codec",
     "CodecError",
+    "CompensationError",
     "DecodeError",
     "DefinitionError",
     "EncodeError",
@@ -73,11 +79,13 @@ __all__ = [
     "RunNotFoundError",
     "RunStateError",
     "RunStatus",
+    "Saga",
     "SequenceConflictError",
     "SignalError",
     "SignalTimeout",
     "Step",
     "StepError",
+    "StepTimeout",
     "Store",
     "StoreError",
     "StoreUnavailableError",
@@ -92,10 +100,13 @@ __all__ = [
     "in_workflow",
     "is_replaying",
     "logger",
+    "map",
     "now",
     "open_store",
+    "parallel",
     "patched",
     "random",
+    "saga",
     "signal",
     "sleep",
     "sleep_until",

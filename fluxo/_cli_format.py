@@ -174,7 +174,13 @@ def _value(codec: _codec.Codec, data: bytes | None) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-_ERROR_KINDS = (history.StepAttemptFailed, history.StepFailed, history.WorkflowFailed)
+_ERROR_KINDS = (
+    history.StepAttemptFailed,
+    history.StepFailed,
+    history.BranchAttemptFailed,
+    history.BranchFailed,
+    history.WorkflowFailed,
+)
 _TIME_KINDS = (history.TimerStarted, history.SignalWaitStarted)
 _TERMINAL_KINDS = (history.WorkflowCompleted, history.WorkflowFailed, history.WorkflowCancelled)
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
+import math
 import threading
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, Generic, TypeVar, overload
 
@@ -113,6 +114,8 @@ class Step(_Definition[P, R]):
     once: a crash after its side effect and before its record re-runs it) and
     returns the recorded result on replay. Outside a workflow it is a plain
     function call, so unit tests of steps need nothing.
+
+    ``step.bind(*args)`` makes a :class:`Call` for :func:`fluxo.parallel`.
     """
 
     kind = "step"
@@ -124,9 +127,11 @@ class Step(_Definition[P, R]):
         name: str,
         aliases: Sequence[str] = (),
         retry: _retry.Retry,
+        timeout: float | None = None,
     ) -> None:
         super().__init__(fn, name, aliases)
         self.retry = retry
+        self.timeout = timeout
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         context = _executor.current_context()
@@ -134,6 +139,47 @@ class Step(_Definition[P, R]):
             return self.fn(*args, **kwargs)
         result: R = context.call_step(self, args, kwargs)
         return result
+
+    def bind(self, *args: P.args, **kwargs: P.kwargs) -> Call[R]:
+        """Return this step's call with these arguments, to run in :func:`fluxo.parallel`.
+
+        Nothing runs yet; the arguments are checked against the step's signature.
+
+        Example:
+            >>> a, b = fluxo.parallel(charge.bind(order_id, 4200), reserve.bind(order_id))
+        """
+        try:
+            inspect.signature(self.fn).bind(*args, **kwargs)
+        except TypeError as exc:
+            raise _errors.DefinitionError(
+                f"{self.name}.bind() got arguments that do not fit the step's signature "
+                f"{inspect.signature(self.fn)}: {exc}"
+            ) from None
+        return Call(self, args, kwargs)
+
+
+class Call(Generic[R]):
+    """One step call waiting to run as a branch of :func:`fluxo.parallel`.
+
+    Made by :meth:`Step.bind`; ``R`` is the step's return type, so
+    ``fluxo.parallel`` of calls of one type returns a ``list[R]``.
+
+    Attributes:
+        step: the step to call.
+        args: its positional arguments.
+        kwargs: its keyword arguments.
+    """
+
+    __slots__ = ("args", "kwargs", "step")
+
+    def __init__(self, step: Step[..., R], args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+        self.step = step
+        self.args = tuple(args)
+        self.kwargs = dict(kwargs)
+
+    def __repr__(self) -> str:
+        parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
+        return f"<fluxo call {self.step.name}({', '.join(parts)})>"
 
 
 class Workflow(_Definition[P, R]):
@@ -297,6 +343,7 @@ def step(
     name: str | None = None,
     aliases: Sequence[str] = (),
     retry: _retry.Retry | int | None = None,
+    timeout: timedelta | float | None = None,
 ) -> Callable[[Callable[P, R]], Step[P, R]]: ...
 
 
@@ -307,6 +354,7 @@ def step(
     name: str | None = None,
     aliases: Sequence[str] = (),
     retry: _retry.Retry | int | None = None,
+    timeout: timedelta | float | None = None,
 ) -> Step[P, R] | Callable[[Callable[P, R]], Step[P, R]]:
     """Mark a function as a durable step. Works bare or called.
 
@@ -315,15 +363,45 @@ def step(
         name: the persisted name; defaults to ``module.qualname``.
         aliases: former names, so recorded results under them still replay.
         retry: a :class:`fluxo.Retry`, a number of attempts, or ``None`` (one attempt).
+        timeout: the longest one attempt may take (a ``timedelta`` or seconds).
+            Each attempt then runs in a thread of its own; one still running at
+            the timeout is abandoned and fails with :class:`fluxo.StepTimeout`, a
+            failed attempt like any other, so ``retry=`` applies. Python cannot
+            kill a thread: the abandoned attempt goes on running in the
+            background until its function returns, and its result is thrown
+            away. The next attempt may overlap it, so a step with a timeout must
+            be safe to run twice at once (idempotent, with its own time limits
+            on the I/O it does). The timeout counts wall-clock time, also under
+            ``fluxo.testing``'s virtual clock. Outside a workflow the step is a
+            plain call, without a timeout.
 
     Example:
-        >>> @fluxo.step(retry=3)
+        >>> @fluxo.step(retry=3, timeout=timedelta(seconds=10))
         ... def charge(order_id: str, cents: int) -> Receipt: ...
     """
     policy = _retry.coerce_retry(retry)
+    limit = _timeout_seconds(timeout)
 
     def decorate(func: Callable[P, R]) -> Step[P, R]:
         persisted = _check_function(func, "step", name, aliases)
-        return Step(func, name=persisted, aliases=aliases, retry=policy)
+        return Step(func, name=persisted, aliases=aliases, retry=policy, timeout=limit)
 
     return decorate if fn is None else decorate(fn)
+
+
+def _timeout_seconds(timeout: timedelta | float | None) -> float | None:
+    """Check a step's ``timeout=`` and return it in seconds."""
+    if timeout is None:
+        return None
+    seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, (int, float))
+        or not math.isfinite(seconds)
+        or seconds <= 0
+    ):
+        raise _errors.DefinitionError(
+            f"@fluxo.step(timeout=...) takes a positive timedelta or number of seconds, "
+            f"not {timeout!r}; for example timeout=timedelta(seconds=30) or timeout=30"
+        )
+    return float(seconds)

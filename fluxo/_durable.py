@@ -11,10 +11,14 @@ import logging
 import random as _random
 import time
 import uuid as _uuid
+from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, TypeVar
 
-from fluxo import _errors, _executor
+from fluxo import _decorators, _errors, _executor
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def now() -> datetime:
@@ -157,6 +161,85 @@ def deprecate_patch(change: str) -> None:
     context = _executor.current_context()
     if context is not None:
         context.deprecate_patch(change)
+
+
+def parallel(*calls: _decorators.Call[R], max_concurrency: int | None = None) -> list[R]:
+    """Run step calls concurrently, durably, and return their results in call order.
+
+    Make each call with ``step.bind(*args)``. The block is one durable call: it
+    records which steps its branches call (so a changed fan-out is detected as
+    nondeterminism on replay), then each branch's outcome as it finishes, in
+    whatever order that is. A resumed run returns recorded outcomes and runs
+    only the branches that have none; replay never depends on which branch
+    finished first. Branches run on the engine's bounded pool of threads
+    (``Engine(parallel_threads=16)``) and each follows its step's ``retry=`` and
+    ``timeout=``; a branch's retry back-off waits in its thread.
+
+    When branches fail for good, the others still run to their end and are
+    recorded; then the failure of the lowest-index failed branch is raised, as
+    the :class:`fluxo.StepError` a plain call of that step would raise (the
+    other failures are in the run's history). A cancellation lets the running
+    branches finish, starts no more, and is raised at the block if some never
+    settled. Outside a workflow the calls run one after another, as plain calls.
+
+    Args:
+        calls: the branches, made with ``step.bind(...)``.
+        max_concurrency: the most branches of this block running at once
+            (default: as many as the engine's threads allow).
+
+    Example:
+        >>> receipt, slot = fluxo.parallel(charge.bind(order_id, 4200), reserve.bind(order_id))
+    """
+    for position, item in enumerate(calls):
+        if not isinstance(item, _decorators.Call):
+            hint = (
+                f"; pass {item.name}.bind(...) instead"
+                if isinstance(item, _decorators.Step)
+                else ""
+            )
+            raise _errors.DefinitionError(
+                f"fluxo.parallel() takes step calls made with step.bind(...), but argument "
+                f"{position} is {item!r}{hint}; for example "
+                "fluxo.parallel(charge.bind(order_id), reserve.bind(order_id))"
+            )
+    limit = _concurrency(max_concurrency, "fluxo.parallel()")
+    context = _executor.current_context()
+    if context is None:
+        return [call.step(*call.args, **call.kwargs) for call in calls]
+    result: list[R] = context.call_parallel(calls, limit)
+    return result
+
+
+def map(
+    step: _decorators.Step[[T], R], items: Iterable[T], *, max_concurrency: int | None = None
+) -> list[R]:
+    """Call ``step`` once per item, concurrently and durably; return the results in order.
+
+    ``fluxo.map(step, items)`` is ``fluxo.parallel(*(step.bind(i) for i in items))``:
+    one durable block with one branch per item. See :func:`parallel`.
+
+    Example:
+        >>> sizes = fluxo.map(resize, image_ids, max_concurrency=8)
+    """
+    if not isinstance(step, _decorators.Step):
+        raise _errors.DefinitionError(
+            f"fluxo.map() takes a @fluxo.step as its first argument, not {step!r}"
+        )
+    if isinstance(items, (str, bytes)) or not isinstance(items, Iterable):
+        raise _errors.DefinitionError(
+            f"fluxo.map() takes an iterable of items (a list, tuple, range...), not {items!r}"
+        )
+    return parallel(*(step.bind(item) for item in items), max_concurrency=max_concurrency)
+
+
+def _concurrency(value: int | None, what: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _errors.DefinitionError(
+            f"{what}: max_concurrency must be a whole number >= 1 or None, not {value!r}"
+        )
+    return value
 
 
 def in_workflow() -> bool:

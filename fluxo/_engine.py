@@ -74,6 +74,9 @@ class Engine:
         workflows: every workflow this engine (and its workers) may run.
         codec: how values are encoded; defaults to :class:`~fluxo.codec.JSONCodec`.
         clock: seconds since the epoch; a test may pass a fake one.
+        parallel_threads: the threads that run the branches of ``fluxo.parallel``
+            and ``fluxo.map``, shared by every run this engine (and its workers)
+            executes; branches beyond it wait for a free thread.
 
     Example:
         >>> engine = fluxo.Engine("sqlite:///fluxo.db", workflows=[checkout])
@@ -88,7 +91,9 @@ class Engine:
         workflows: Iterable[_decorators.Workflow[Any, Any]],
         codec: _codec.Codec | None = None,
         clock: Callable[[], float] = time.time,
+        parallel_threads: int = _executor.DEFAULT_PARALLEL_THREADS,
     ) -> None:
+        self.step_threads = _executor.StepThreads(parallel_threads)
         if isinstance(store, str):
             self.store: stores.Store = stores.open_store(store)
             self._owns_store = True
@@ -146,6 +151,7 @@ class Engine:
         """Close the store if this engine opened it (from a URL). Idempotent."""
         if not self._closed:
             self._closed = True
+            self.step_threads.close()
             if self._owns_store:
                 self.store.close()
 
@@ -326,6 +332,7 @@ class Engine:
                 codec=self.codec,
                 clock=self.clock,
                 hold=_executor.Hold(owner, heartbeat.lease, hold_window, heartbeat),
+                threads=self.step_threads,
             )
             if context_hook is not None:
                 context_hook(context)

@@ -16,6 +16,7 @@ The tree::
     │   └── ReplayMismatchError  ... found by replaying a recorded history (with a diff)
     ├── HistoryFormatError       an exported history document is malformed or too new
     ├── StepError                a step failed for good (after its retries)
+    ├── StepTimeout              a step attempt ran past its ``timeout=`` (then retried or failed)
     ├── SignalTimeout            wait_for_signal's timeout passed first
     ├── SignalError              fluxo.signal() could not deliver (no such run, finished)
     ├── WorkflowFailedError      a run ended failed; raised by ``handle.result()``
@@ -237,6 +238,28 @@ class StepError(_RemoteError):
 
 def _rebuild_step_error(step: str, fields: dict[str, Any], attempts: int) -> StepError:
     return StepError(step, attempts=attempts, **fields)
+
+
+class StepTimeout(FluxoError, TimeoutError):
+    """A step attempt ran longer than the step's ``timeout=``.
+
+    Raised inside the attempt's place, so it is a failed attempt like any other:
+    the step's retry policy decides whether another attempt follows, and a final
+    one reaches the workflow as a :class:`StepError` whose ``is_instance(StepTimeout)``
+    is true. The attempt's thread is abandoned, not stopped: Python cannot kill a
+    thread, so the step's function may still be running, and finish, afterwards.
+    """
+
+    def __init__(self, step: str, timeout: float) -> None:
+        self.step = step
+        self.timeout = timeout
+        super().__init__(
+            f"step {step!r} did not finish within its timeout of {timeout:g}s; its thread "
+            "was abandoned and may still be running"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.step, self.timeout))
 
 
 class SignalTimeout(FluxoError, TimeoutError):

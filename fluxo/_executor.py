@@ -10,9 +10,11 @@ sees exactly what every replay will see.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import contextvars
 import enum
 import logging
+import queue
 import threading
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -40,6 +42,49 @@ def _call_step_function(
     step: _decorators.Step[Any, Any], args: Sequence[Any], kwargs: Mapping[str, Any]
 ) -> Any:
     return step.fn(*args, **kwargs)
+
+
+DEFAULT_PARALLEL_THREADS = 16
+"""Threads an engine runs parallel branches on, unless ``Engine(parallel_threads=)`` says."""
+
+
+class StepThreads:
+    """The bounded pool of threads that runs the branches of parallel blocks.
+
+    One per engine, shared by every run the engine executes, so a worker runs at
+    most ``size`` branches at once whatever its runs fan out to. The threads are
+    started on first use.
+    """
+
+    def __init__(self, size: int = DEFAULT_PARALLEL_THREADS) -> None:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise _errors.DefinitionError(
+                f"parallel_threads must be a whole number >= 1, not {size!r}"
+            )
+        self.size = size
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Callable[..., None], /, *args: Any) -> concurrent.futures.Future[None]:
+        """Run ``fn(*args)`` on one of the threads (queued while all are busy)."""
+        with self._lock:
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(
+                    self.size, thread_name_prefix="fluxo-branch"
+                )
+            pool = self._pool
+        return pool.submit(fn, *args)
+
+    def close(self) -> None:
+        """Drop queued branches and let the threads end once their branch returns."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+_shared_threads = StepThreads()
+"""The pool of contexts made without one (tools; the replayer never runs a branch)."""
 
 
 def current_context() -> RunContext | None:
@@ -263,9 +308,74 @@ def _replay_script(
                     and script[-1].event.name == name
                 ):
                     script.pop()
+            elif script and not is_mismatch(event):
+                _forget_failed_branches(script)
             continue
         script.append(_Recorded(seq, event))
     return script
+
+
+def _forget_failed_branches(script: list[_Recorded]) -> None:
+    """Give the failed branches of a block that ends the script a fresh retry budget.
+
+    When a run failed right after a parallel block with a failed branch, an
+    operator's retry keeps the branches that completed and attempts the others
+    again, as it does for a single step's final failure.
+    """
+    start = len(script)
+    while start > 0 and isinstance(script[start - 1].event, history.BRANCH_KINDS):
+        start -= 1
+    if start == 0 or start == len(script):
+        return
+    if not isinstance(script[start - 1].event, history.ParallelStarted):
+        return
+    branches = script[start:]
+    if any(isinstance(r.event, history.BranchFailed) for r in branches):
+        script[start:] = [r for r in branches if isinstance(r.event, history.BranchCompleted)]
+
+
+class _Plan(msgspec.Struct, omit_defaults=True):
+    """The recorded shape of a parallel block: how many branches, calling which steps."""
+
+    count: int
+    steps: list[str] = msgspec.field(default_factory=list)
+
+
+_ATTEMPT_FAILED = "attempt_failed"
+_COMPLETED = "completed"
+_FAILED = "failed"
+_ABANDONED = "abandoned"
+_CRASHED = "crashed"
+
+
+@dataclass(frozen=True, slots=True)
+class _Report:
+    """What a branch's thread tells the workflow thread, which alone records."""
+
+    index: int
+    what: str
+    attempt: int
+    value: Any = None
+    error: ErrorInfo | None = None
+    crash: BaseException | None = None
+
+
+class _Block:
+    """One parallel block: its branches' outcomes so far, and what its threads share."""
+
+    def __init__(self, calls: Sequence[_decorators.Call[Any]]) -> None:
+        count = len(calls)
+        self.calls = calls
+        self.results: list[Any] = [None] * count
+        self.failures: dict[int, ErrorInfo] = {}
+        self.attempts = [0] * count
+        """Failed attempts recorded so far, per branch."""
+        self.settled = [False] * count
+        self.return_types: dict[int, Any] = {}
+        self.inbox: queue.SimpleQueue[_Report] = queue.SimpleQueue()
+        """Reports from the branch threads to the workflow thread, which alone records."""
+        self.interrupted = threading.Event()
+        """Set when the block stops early: branches between attempts give up."""
 
 
 class RunContext:
@@ -280,8 +390,10 @@ class RunContext:
         codec: codec.Codec,
         clock: Callable[[], float],
         hold: Hold | None = None,
+        threads: StepThreads | None = None,
     ) -> None:
         self.run_id = state.run.id
+        self.threads = threads if threads is not None else _shared_threads
         self.workflow = workflow
         self.store = store
         self.codec = codec
@@ -311,6 +423,8 @@ class RunContext:
         """Check the code against the recorded history only: run no step, record nothing."""
         self.restart_after_record = False
         """Stop after every recorded position, so each durable call is replayed once."""
+        self._in_block = False
+        self._restart_due = False
         self._cancel_delivered = False
         self._nondeterminism: _errors.NondeterminismError | None = None
         self._unwinding: _ControlFlow | None = None
@@ -448,6 +562,9 @@ class RunContext:
         if status is not None:
             self.lease_released = True  # a status write clears the lease
         elif self.restart_after_record:
+            if self._in_block:
+                self._restart_due = True  # once the branches still running are recorded
+                return
             self._unwinding = _Restart()
             raise self._unwinding
 
@@ -524,7 +641,7 @@ class RunContext:
             failure: ErrorInfo | None = None
             token = _current.set(None)  # steps called by a step are plain calls
             try:
-                value = self.step_runner(step, args, kwargs)
+                value = self._attempt(step, args, kwargs)
             except Exception as exc:
                 failure = error_info(exc, attempt)
                 retrying = step.retry.should_retry(exc, attempt)
@@ -587,6 +704,297 @@ class RunContext:
     def _fail_step(self, step: _decorators.Step[Any, Any], info: ErrorInfo) -> NoReturn:
         self._record(history.StepFailed(step.name, self._encode_error(info)))
         raise step_error(step.name, info)
+
+    def _attempt(
+        self, step: _decorators.Step[Any, Any], args: Sequence[Any], kwargs: Mapping[str, Any]
+    ) -> Any:
+        """Call a step's function for one attempt, within its ``timeout=`` if it has one.
+
+        A timed attempt runs in a daemon thread of its own. When the timeout passes
+        first the thread is abandoned (Python cannot stop it) and the attempt fails
+        with ``StepTimeout``; whatever the thread does later is ignored.
+        """
+        limit = step.timeout
+        if limit is None:
+            return self.step_runner(step, args, kwargs)
+        outcome: list[Any] = []
+        failure: list[BaseException] = []
+        finished = threading.Event()
+        runner = self.step_runner
+
+        def attempt() -> None:
+            _current.set(None)
+            try:
+                outcome.append(runner(step, args, kwargs))
+            except BaseException as exc:
+                failure.append(exc)
+            finally:
+                finished.set()
+
+        thread = threading.Thread(target=attempt, name=f"fluxo-step-{step.name}", daemon=True)
+        thread.start()
+        if not finished.wait(limit):
+            log.warning(
+                "run %s: step %s did not finish within %gs; its thread is abandoned",
+                self.run_id,
+                step.name,
+                limit,
+                extra={"fluxo_run_id": self.run_id},
+            )
+            raise _errors.StepTimeout(step.name, limit)
+        if failure:
+            raise failure[0]
+        return outcome[0]
+
+    # -- parallel blocks ---------------------------------------------------------------
+
+    def call_parallel(
+        self, calls: Sequence[_decorators.Call[Any]], max_concurrency: int | None
+    ) -> list[Any]:
+        """``fluxo.parallel``: run the calls as branches of one block; return their results.
+
+        The block takes one position, a ``ParallelStarted`` naming each branch's step.
+        Each branch's attempts and outcome are recorded, by this thread alone, as
+        they arrive, in whatever order the branches finish; events carry the branch
+        index, so replay reads them back by index and runs only the branches with
+        no outcome. Once every branch has one, the lowest-index failure is raised,
+        if any, else the results are returned in the order of ``calls``.
+        """
+        self._enter_durable_call()
+        count = len(calls)
+        if count == 0:
+            return []
+        steps = [c.step for c in calls]
+        uniform = all(s.name == steps[0].name for s in steps)
+        if uniform:
+            call = f"parallel of {count} x step {steps[0].name}"
+        else:
+            shown = ", ".join(s.name for s in steps[:5]) + (", ..." if count > 5 else "")
+            call = f"parallel of {count} steps ({shown})"
+        recorded = self._peek()
+        if recorded is not None:
+            self._match_plan(call, recorded, steps)
+        else:
+            plan = _Plan(count) if uniform else _Plan(count, [s.name for s in steps])
+            name = steps[0].name if uniform else ""
+            self._record(history.ParallelStarted(name, self.codec.encode(plan)))
+        block = _Block(calls)
+        left = count
+        while left:
+            recorded = self._peek()
+            if recorded is None or not isinstance(recorded.event, history.BRANCH_KINDS):
+                break
+            event = recorded.event
+            parsed = history.parse_branch_name(event.name)
+            if (
+                parsed is None
+                or parsed[1] >= count
+                or parsed[0] not in steps[parsed[1]].names
+                or block.settled[parsed[1]]
+            ):
+                self._diverged(call, recorded, "  the branch recorded here is not in this block")
+            self._pos += 1
+            index = parsed[1]
+            step = steps[index]
+            if isinstance(event, history.BranchCompleted):
+                block.results[index] = self._decode_recorded(
+                    f"step {step.name}", event.data, step.return_type
+                )
+            else:
+                info = self._decode_error(f"step {step.name}", event.data)
+                if isinstance(event, history.BranchAttemptFailed):
+                    block.attempts[index] += 1
+                    continue
+                block.failures[index] = info
+            block.settled[index] = True
+            left -= 1
+        if left:
+            if self._peek() is not None:
+                self._cancel_point()  # a cancellation was delivered while branches ran
+                self._diverged(call, self._peek(), "  the block's branches end early here")
+            self._run_branches(block, max_concurrency)
+        if block.failures:
+            first = min(block.failures)
+            raise step_error(steps[first].name, block.failures[first])
+        return block.results
+
+    def _match_plan(
+        self, call: str, recorded: _Recorded, steps: Sequence[_decorators.Step[Any, Any]]
+    ) -> None:
+        """Consume the recorded start of a block, which must have these branches."""
+        event = recorded.event
+        if not isinstance(event, history.ParallelStarted):
+            self._diverged(call, recorded)
+        try:
+            plan: _Plan = self.codec.decode(event.data or b"{}", _Plan)
+        except Exception as exc:
+            self._diverged(call, recorded, f"  its recorded plan does not decode ({exc})")
+        names = plan.steps or [event.name] * plan.count
+        if len(names) != len(steps) or any(
+            n not in s.names for n, s in zip(names, steps, strict=True)
+        ):
+            shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+            self._diverged(
+                call,
+                recorded,
+                f"  the history's block has {len(names)} branches ({shown})",
+            )
+        self._pos += 1
+
+    def _run_branches(self, block: _Block, max_concurrency: int | None) -> None:
+        """Run the unsettled branches live on the engine's threads and record their outcomes.
+
+        Stops early, starting no more branches, when the run is cancelled (the
+        running ones finish and are recorded, then ``Cancelled`` is raised here),
+        when the worker stops or loses the lease (nothing more is recorded; running
+        branches are abandoned) and, under ``restart_after_record``, after the first
+        record (the running ones are recorded, then the run executes again).
+        """
+        self._go_live()
+        waiting = collections.deque(i for i, done in enumerate(block.settled) if not done)
+        unsettled = len(waiting)
+        limit = min(max_concurrency or self.threads.size, unsettled)
+        running: dict[int, concurrent.futures.Future[None]] = {}
+        cancel = False
+        self._in_block = True
+        try:
+            while True:
+                if self.stop_requested.is_set():
+                    self._unwinding = _Stopped()
+                    raise self._unwinding
+                if not cancel and not self._cancel_delivered and self._cancel_due():
+                    cancel = True
+                if cancel or self._restart_due:
+                    block.interrupted.set()
+                    waiting.clear()
+                    for index, future in list(running.items()):
+                        if future.cancel():  # queued, never started: stays unsettled
+                            del running[index]
+                while waiting and len(running) < limit:
+                    index = waiting.popleft()
+                    try:
+                        block.return_types[index] = block.calls[index].step.return_type
+                    except _errors.DefinitionError as exc:  # resolved before any side effect
+                        attempt = block.attempts[index] + 1
+                        block.inbox.put(_Report(index, _FAILED, attempt, error=error_info(exc)))
+                        continue
+                    running[index] = self.threads.submit(
+                        self._run_branch, block, index, block.attempts[index]
+                    )
+                if not running and block.inbox.empty():
+                    break
+                try:
+                    reports = [block.inbox.get(timeout=0.05)]
+                except queue.Empty:
+                    continue
+                while True:
+                    try:
+                        reports.append(block.inbox.get_nowait())
+                    except queue.Empty:
+                        break
+                if self.stop_requested.is_set():
+                    continue  # stops at the top of the loop, recording nothing more
+                events: list[history.Event] = []
+                for report in reports:
+                    if report.what == _CRASHED:
+                        if events:
+                            self._record_many(events)
+                        assert report.crash is not None
+                        raise report.crash
+                    event = self._branch_event(block, report)
+                    if event is not None:
+                        events.append(event)
+                    if report.what != _ATTEMPT_FAILED:
+                        running.pop(report.index, None)
+                if events:
+                    self._record_many(events)
+        finally:
+            self._in_block = False
+            block.interrupted.set()
+            for future in running.values():
+                future.cancel()
+        if self._restart_due:
+            self._unwinding = _Restart()
+            raise self._unwinding
+        if cancel and not all(block.settled):
+            # Some branches never settled: deliver the cancellation here, where replay
+            # meets it too. When all did, the next durable call delivers it.
+            self._cancel_point()
+
+    def _branch_event(self, block: _Block, report: _Report) -> history.Event | None:
+        """Turn a branch's report into the event that records it (none when abandoned)."""
+        index = report.index
+        step = block.calls[index].step
+        name = history.branch_name(step.name, index)
+        if report.what == _ABANDONED:
+            return None
+        if report.what == _COMPLETED:
+            data, result, problem = self._encode_result(
+                step, report.value, block.return_types[index]
+            )
+            if problem is None:
+                block.results[index] = result
+                block.settled[index] = True
+                return history.BranchCompleted(name, data)
+            info = error_info(problem, report.attempt)
+        else:
+            assert report.error is not None
+            info = report.error
+        if report.what == _ATTEMPT_FAILED:
+            log.info(
+                "run %s: step %s (branch %d) attempt %d failed (%s: %s); retrying in %.3gs",
+                self.run_id,
+                step.name,
+                index,
+                report.attempt,
+                info.type,
+                info.message,
+                step.retry.delay(report.attempt),
+                extra={"fluxo_run_id": self.run_id},
+            )
+            return history.BranchAttemptFailed(name, self._encode_error(info))
+        block.failures[index] = info
+        block.settled[index] = True
+        return history.BranchFailed(name, self._encode_error(info))
+
+    def _run_branch(self, block: _Block, index: int, attempt: int) -> None:
+        """One branch, in a thread of the pool: its attempts, retries and back-offs.
+
+        It records nothing itself: it reports each outcome to the workflow thread.
+        Back-offs wait here, in the branch's thread (a durable timer cannot suspend
+        one branch of a block), and end early, abandoning the branch, when the
+        block is interrupted.
+        """
+        call = block.calls[index]
+        step = call.step
+        try:
+            while True:
+                attempt += 1
+                failure: ErrorInfo | None = None
+                try:
+                    value = self._attempt(step, call.args, call.kwargs)
+                except Exception as exc:
+                    failure = error_info(exc, attempt)
+                    retrying = step.retry.should_retry(exc, attempt)
+                if failure is None:
+                    block.inbox.put(_Report(index, _COMPLETED, attempt, value=value))
+                    return
+                if not retrying:
+                    block.inbox.put(_Report(index, _FAILED, attempt, error=failure))
+                    return
+                block.inbox.put(_Report(index, _ATTEMPT_FAILED, attempt, error=failure))
+                if not self._branch_backoff(block, step.retry.delay(attempt)):
+                    block.inbox.put(_Report(index, _ABANDONED, attempt))
+                    return
+        except BaseException as exc:  # the process is going down (or a test says so)
+            block.inbox.put(_Report(index, _CRASHED, attempt, crash=exc))
+
+    def _branch_backoff(self, block: _Block, delay: float) -> bool:
+        """Wait a branch's back-off; False when the block was interrupted meanwhile."""
+        if self.pause == self.stop_requested.wait:
+            return not block.interrupted.wait(delay)
+        self.pause(delay)  # a test environment's virtual clock
+        return not block.interrupted.is_set()
 
     def record_value(self, name: str, produce: Callable[[], Any], type: Any) -> Any:
         """Return a nondeterministic value, taken live once and replayed from history."""

@@ -59,6 +59,56 @@ class StepFailed(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class ParallelStarted(Event):
+    """A ``fluxo.parallel``/``fluxo.map`` block began: its branch events follow.
+
+    ``name`` is the step of every branch when they all call one step, else empty;
+    ``data`` is the plan: ``{"count": n}``, plus ``"steps"`` (each branch's step
+    name, in order) when the branches call different steps.
+    """
+
+    kind: ClassVar[str] = "parallel_started"
+
+
+@dataclass(frozen=True, slots=True)
+class BranchCompleted(Event):
+    """A branch of a parallel block returned: ``name`` is ``step#index``, ``data`` its result."""
+
+    kind: ClassVar[str] = "branch_completed"
+
+
+@dataclass(frozen=True, slots=True)
+class BranchAttemptFailed(Event):
+    """A branch's attempt raised and it will be retried: ``name`` is ``step#index``."""
+
+    kind: ClassVar[str] = "branch_attempt_failed"
+
+
+@dataclass(frozen=True, slots=True)
+class BranchFailed(Event):
+    """A branch raised on its last attempt: ``name`` is ``step#index``, ``data`` the error."""
+
+    kind: ClassVar[str] = "branch_failed"
+
+
+BRANCH_KINDS: tuple[type[Event], ...] = (BranchCompleted, BranchAttemptFailed, BranchFailed)
+"""The events recording branches of a parallel block, in any order after its start."""
+
+
+def branch_name(step: str, index: int) -> str:
+    """The ``name`` of a branch event: the step's name and the branch's index."""
+    return f"{step}#{index}"
+
+
+def parse_branch_name(name: str) -> tuple[str, int] | None:
+    """Split a branch event's ``name`` into the step name and index (``None``: malformed)."""
+    step, sep, index = name.rpartition("#")
+    if not sep or not index.isdigit() or not index.isascii():
+        return None
+    return step, int(index)
+
+
+@dataclass(frozen=True, slots=True)
 class ValueRecorded(Event):
     """A nondeterministic value (``now``, ``uuid4``, ``random``) taken by the workflow."""
 
@@ -156,6 +206,10 @@ EVENT_TYPES: dict[str, type[Event]] = {
         StepCompleted,
         StepAttemptFailed,
         StepFailed,
+        ParallelStarted,
+        BranchCompleted,
+        BranchAttemptFailed,
+        BranchFailed,
         ValueRecorded,
         TimerStarted,
         TimerFired,

@@ -120,6 +120,12 @@ class _Recorder:
         _expect(execute(engine, handle.id), Outcome.COMPLETED)
         return handle.id
 
+    def fanout(self, engine: fluxo.Engine, clock: FakeClock) -> str:
+        wf.ATTEMPTS.clear()
+        handle = engine.start(wf.fanout.options(id="golden-fanout"), ["a", "bb"])
+        _expect(execute(engine, handle.id, hook=no_sleep([])), Outcome.COMPLETED)
+        return handle.id
+
     def legacy(self, engine: fluxo.Engine, clock: FakeClock) -> str:
         handle = engine.start(legacy_v1.options(id="golden-legacy"), "o-6")
         _expect(execute(engine, handle.id), Outcome.COMPLETED)
@@ -147,6 +153,7 @@ HISTORIES: dict[str, tuple[str, fluxo.Workflow[Any, Any]]] = {
     "failing": ("failing", wf.failing),
     "retried": ("retried", wf.retried),
     "legacy-patch": ("legacy", legacy_v1),
+    "fanout": ("fanout", wf.fanout),
 }
 """File stem under ``histories/`` -> (scenario method, workflow it records)."""
 

@@ -146,5 +146,16 @@ def legacy(order_id: str) -> None:
     send_sms(order_id)
 
 
-WORKFLOWS = [checkout, flaky, approval, cancellable, failing, retried, legacy]
+@fluxo.workflow(name="golden.fanout")
+def fanout(keys: list[str]) -> int:
+    """A map whose branches retry, and a parallel block with a failed branch, handled."""
+    total = sum(fluxo.map(fetch, keys, max_concurrency=1))
+    try:
+        fluxo.parallel(reserve.bind("o-8"), lookup.bind("gone"), max_concurrency=1)
+    except fluxo.StepError:
+        total += 100
+    return total
+
+
+WORKFLOWS = [checkout, flaky, approval, cancellable, failing, retried, legacy, fanout]
 """Every workflow of the golden histories, as the replayer is given them."""

@@ -15,9 +15,11 @@ import fluxo
 from fluxo import _errors
 
 EXPECTED = [
+    "Call",
     "Cancelled",
     "Codec",
     "CodecError",
+    "CompensationError",
     "DecodeError",
     "DefinitionError",
     "EncodeError",
@@ -34,11 +36,13 @@ EXPECTED = [
     "RunNotFoundError",
     "RunStateError",
     "RunStatus",
+    "Saga",
     "SequenceConflictError",
     "SignalError",
     "SignalTimeout",
     "Step",
     "StepError",
+    "StepTimeout",
     "Store",
     "StoreError",
     "StoreUnavailableError",
@@ -53,10 +57,13 @@ EXPECTED = [
     "in_workflow",
     "is_replaying",
     "logger",
+    "map",
     "now",
     "open_store",
+    "parallel",
     "patched",
     "random",
+    "saga",
     "signal",
     "sleep",
     "sleep_until",
@@ -141,7 +148,7 @@ ERROR_CLASSES = [
 
 
 def test_every_error_derives_from_fluxo_error() -> None:
-    assert len(ERROR_CLASSES) == 20
+    assert len(ERROR_CLASSES) == 22
     for cls in ERROR_CLASSES:
         assert issubclass(cls, fluxo.FluxoError), cls
 
@@ -182,6 +189,7 @@ PICKLED = [
     fluxo.SequenceConflictError("r6", 9),
     fluxo.DefinitionError("bad definition"),
     fluxo.StoreUnavailableError("down"),
+    fluxo.StepTimeout("shop.charge", 2.5),
 ]
 
 

@@ -1,0 +1,240 @@
+"""Sagas: undo what a workflow did when it cannot finish.
+
+A saga is a block of workflow code in which each step that changes the world
+registers the step that undoes it. If the block fails, the registered steps run
+as ordinary durable steps, newest first, and the failure goes on up. Because a
+compensation is a step, it is recorded like any other: a run that crashes while
+compensating resumes with the compensations it had not finished, and the ones
+already recorded do not run again.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+from collections.abc import Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, TypeAlias
+
+from typing_extensions import ParamSpec
+
+from fluxo import _decorators, _durable, _errors, _executor
+
+P = ParamSpec("P")
+
+_Compensation: TypeAlias = tuple["_decorators.Step[Any, Any]", tuple[Any, ...], Mapping[str, Any]]
+"""A registered compensation: the step, and the arguments to call it with."""
+
+_innermost: contextvars.ContextVar[Saga | None] = contextvars.ContextVar("fluxo_saga", default=None)
+
+
+class CompensationError(_errors.FluxoError):
+    """A saga compensated after a failure, and some of its compensations failed too.
+
+    Raised in place of the saga's original failure, and chained to it (its
+    ``__cause__``), after every compensation has been tried.
+
+    Attributes:
+        error: the exception that made the saga compensate.
+        failures: what each failed compensation raised, in the order they ran
+            (a :class:`fluxo.StepError` inside a workflow).
+    """
+
+    def __init__(self, error: BaseException, failures: Sequence[BaseException]) -> None:
+        self.error = error
+        self.failures = list(failures)
+        count = len(failures)
+        lines = [
+            f"{count} compensation{'' if count == 1 else 's'} failed after "
+            f"{type(error).__name__}: {error}"
+        ]
+        lines += [f"  {type(failure).__name__}: {failure}" for failure in failures]
+        super().__init__("\n".join(lines))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.error, self.failures))
+
+
+class Saga:
+    """The compensations of one ``with fluxo.saga()`` block; see :func:`saga`."""
+
+    def __init__(self) -> None:
+        self._compensations: list[_Compensation] = []
+        self._state = "new"
+        self._context: _executor.RunContext | None = None
+        self._parent: Saga | None = None
+        self._token: contextvars.Token[Saga | None] | None = None
+
+    def __repr__(self) -> str:
+        count = len(self._compensations)
+        return f"<fluxo.Saga {self._state}, {count} compensation{'' if count == 1 else 's'}>"
+
+    def compensate_with(
+        self, step: _decorators.Step[P, Any], /, *args: P.args, **kwargs: P.kwargs
+    ) -> None:
+        """Register ``step(*args, **kwargs)`` to run if the saga's block fails.
+
+        Call it right after the step it undoes has succeeded. The arguments are
+        kept as given, not recorded: a resumed run registers them again as it
+        replays the block, from the same recorded results.
+
+        Raises:
+            DefinitionError: ``step`` is not a ``@fluxo.step``, the arguments do not
+                fit its signature, or the saga's ``with`` block is not running.
+        """
+        if not isinstance(step, _decorators.Step):
+            what = "a workflow" if isinstance(step, _decorators.Workflow) else repr(step)
+            raise _errors.DefinitionError(
+                f"saga.compensate_with() takes a @fluxo.step, not {what}: a compensation "
+                "is recorded like any step, so that a run resumed after a crash never "
+                "undoes the same thing twice"
+            )
+        if self._state != "open":
+            when = "before its with block began" if self._state == "new" else "after it ended"
+            raise _errors.DefinitionError(
+                f"saga.compensate_with() was called {when}; register compensations inside "
+                "the block: with fluxo.saga() as saga: ..."
+            )
+        try:
+            inspect.signature(step.fn).bind(*args, **kwargs)
+        except TypeError as exc:
+            raise _errors.DefinitionError(
+                f"compensation {step.name!r} registered with arguments that do not fit "
+                f"its signature {step.__name__}{_signature(step)}: {exc}"
+            ) from None
+        self._compensations.append((step, args, dict(kwargs)))
+
+    def __enter__(self) -> Saga:
+        if self._state != "new":
+            raise _errors.DefinitionError(
+                "a saga runs one with block; call fluxo.saga() again for another"
+            )
+        self._state = "open"
+        self._context = _executor.current_context()
+        self._parent = _innermost.get()
+        self._token = _innermost.set(self)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._token is not None:
+            _innermost.reset(self._token)
+            self._token = None
+        self._state = "closed"
+        compensations, self._compensations = self._compensations, []
+        if exc is None:
+            parent = self._parent
+            if parent is not None and parent._state == "open" and parent._context is self._context:
+                parent._compensations.extend(compensations)  # undone if the outer saga fails
+            return
+        if not _compensates_for(exc) or not compensations:
+            return
+        _durable.logger.info(
+            "saga: %s: %s; running %d compensation%s",
+            type(exc).__name__,
+            exc,
+            len(compensations),
+            "" if len(compensations) == 1 else "s",
+        )
+        failures, arrived = _compensate(reversed(compensations))
+        cancelled = arrived is not None or isinstance(exc, _executor.Cancelled)
+        if cancelled and failures:
+            # Cancellation stays control flow that no except Exception: can catch, so
+            # the failures are told here; each is in the history as a failed step.
+            _durable.logger.error(
+                "saga: the run was cancelled and %s", CompensationError(exc, failures)
+            )
+        if arrived is not None:
+            raise arrived
+        if failures and not cancelled:
+            raise CompensationError(exc, failures) from exc
+
+
+def _signature(step: _decorators.Step[Any, Any]) -> inspect.Signature:
+    """The step's signature as written, its annotations resolved where they can be."""
+    try:
+        return inspect.signature(step.fn, eval_str=True)
+    except Exception:
+        return inspect.signature(step.fn)
+
+
+def _compensates_for(exc: BaseException) -> bool:
+    """Tell whether a saga undoes its work when its block raises ``exc``.
+
+    An exception of the workflow's own, or a cancellation, ends the run, so the
+    saga compensates. A mismatch with the history is not a failure of the run
+    but of the code: nothing is undone, and the run resumes after a fix. Other
+    control flow (a wait, a shutdown, a crash) only pauses the run.
+    """
+    if isinstance(exc, _errors.NondeterminismError):
+        return False
+    return isinstance(exc, (Exception, _executor.Cancelled))
+
+
+def _compensate(
+    compensations: Iterable[_Compensation],
+) -> tuple[list[Exception], _executor.Cancelled | None]:
+    """Run each compensation once; return what failed, and a cancellation met on the way.
+
+    A cancellation that arrives while compensating does not stop it: the
+    compensation it interrupted is called again (it had not begun, or it waits
+    for a retry), and the rest follow.
+    """
+    failures: list[Exception] = []
+    cancelled: _executor.Cancelled | None = None
+    for step, args, kwargs in compensations:
+        while True:
+            try:
+                step(*args, **kwargs)
+            except _executor.Cancelled as exc:
+                if cancelled is not None:
+                    raise  # delivered once per execution; never loop on it
+                cancelled = exc
+                continue
+            except _errors.NondeterminismError:
+                raise
+            except Exception as exc:
+                _durable.logger.warning("saga: compensation %s failed: %s", step.name, exc)
+                failures.append(exc)
+            break
+    return failures, cancelled
+
+
+def saga() -> Saga:
+    """Open a saga: ``with fluxo.saga() as saga:``, then register compensations in it.
+
+    After each step that changes something, register the step that undoes it
+    with :meth:`Saga.compensate_with`. If the block raises, the registered
+    steps run newest first, each a recorded step (a resumed run skips the ones
+    already recorded), and then the exception goes on up. If it finishes
+    normally, nothing is undone; inside an enclosing saga of the same workflow,
+    its compensations join that saga's, to be undone if the enclosing block fails.
+
+    * A failing compensation does not stop the others. Once all have run, a
+      :class:`CompensationError` carrying the original failure and each
+      compensation failure is raised, chained to the original.
+    * ``fluxo.Cancelled`` (``engine.cancel()`` or a workflow timeout) compensates
+      too, and the run then ends cancelled. A cancellation that arrives while
+      compensating waits until every compensation has run. Compensation failures
+      during a cancellation are recorded in the history and logged; the run
+      still ends cancelled.
+    * A wait, a shutdown, a crash or a ``NondeterminismError`` undoes nothing:
+      the run is not over, it resumes later.
+    * Outside a workflow the compensations are plain calls, as steps are.
+
+    Example:
+        >>> @fluxo.workflow
+        ... def book_trip(trip: Trip) -> str:
+        ...     with fluxo.saga() as saga:
+        ...         flight = book_flight(trip)
+        ...         saga.compensate_with(cancel_flight, flight.id)
+        ...         hotel = book_hotel(trip)
+        ...         saga.compensate_with(cancel_hotel, hotel.id)
+        ...         charge(trip.customer, flight.cents + hotel.cents)  # raises: both undone
+        ...     return flight.id
+    """
+    return Saga()

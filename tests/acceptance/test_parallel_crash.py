@@ -1,0 +1,99 @@
+"""Kill -9 a real worker mid-fan-out; another finishes it, rerunning only unsettled branches."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import fluxo
+from fluxo import history
+from tests.acceptance import parallelapp
+from tests.acceptance.test_crash import _wait, _worker
+
+APP = "tests.acceptance.parallelapp:make_engine"
+
+
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("mongo", marks=pytest.mark.mongo),
+    ]
+)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The same crash scenario on every durable store: the URL picks the store."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/crash.db"
+    elif request.param == "postgres":
+        yield request.getfixturevalue("postgres_url")
+    else:
+        yield request.getfixturevalue(f"clean_{request.param}_url")
+
+
+def _settled(engine: fluxo.Engine, run_id: str) -> list[str]:
+    return sorted(
+        e.name.rsplit(".", 1)[-1]
+        for e in engine.history(run_id)
+        if isinstance(e, history.BranchCompleted)
+    )
+
+
+def _ledger(workdir: Path) -> list[str]:
+    path = workdir / "ledger.txt"
+    return path.read_text().split() if path.exists() else []
+
+
+def test_sigkill_mid_fan_out_reruns_only_the_unsettled_branches(
+    store_url: str, tmp_path: Path
+) -> None:
+    engine = fluxo.Engine(store_url, workflows=[parallelapp.fan_out])
+    run_id = f"fan-{os.getpid()}-{time.monotonic_ns()}"
+    handle = engine.start(parallelapp.fan_out.options(id=run_id), 5)
+
+    first = _worker(store_url, tmp_path, APP)
+    try:
+        _wait(
+            lambda: _settled(engine, run_id) == ["branch#0", "branch#1", "branch#3"],
+            30,
+            "branches 0, 1 and 3 to be recorded",
+        )
+        _wait(
+            lambda: {"branch2", "branch4"} <= set(_ledger(tmp_path)),
+            30,
+            "branches 2 and 4 to be running",
+        )
+    finally:
+        os.kill(first.pid, signal.SIGKILL)
+        first.communicate(timeout=10)
+    assert first.returncode == -signal.SIGKILL
+    assert engine.get_run(run_id).status is fluxo.RunStatus.RUNNING
+
+    (tmp_path / "release").touch()
+    second = _worker(store_url, tmp_path, APP)
+    try:
+        assert handle.result(timeout=60) == "sum:30"  # 0 + 1 + 4 + 9 + 16
+    finally:
+        second.send_signal(signal.SIGTERM)
+        out, _ = second.communicate(timeout=30)
+    assert second.returncode == 0, out.decode()
+
+    ledger = _ledger(tmp_path)
+    # Branches recorded before the kill never run again.
+    assert [ledger.count(f"branch{i}") for i in (0, 1, 3)] == [1, 1, 1]
+    # Branches running when the worker died are at-least-once: they ran once more.
+    assert [ledger.count(f"branch{i}") for i in (2, 4)] == [2, 2]
+    assert ledger.count("total") == 1
+    events = engine.history(run_id)
+    assert [e.kind for e in events[:2]] == ["workflow_started", "parallel_started"]
+    assert sorted(e.name.rsplit(".", 1)[-1] for e in events[2:7]) == [
+        f"branch#{i}" for i in range(5)
+    ]
+    assert [e.kind for e in events[2:7]] == ["branch_completed"] * 5
+    assert [e.kind for e in events[7:]] == ["step_completed", "workflow_completed"]
+    engine.close()
