@@ -8,6 +8,7 @@ results instead of doing the work again.
 
 from fluxo._decorators import Call, Step, Workflow, step, workflow
 from fluxo._durable import (
+    continue_as_new,
     deprecate_patch,
     in_workflow,
     is_replaying,
@@ -96,6 +97,7 @@ __all__ = [
     "WorkflowFailedError",
     "WorkflowTimeoutError",
     "__version__",
+    "continue_as_new",
     "deprecate_patch",
     "in_workflow",
     "is_replaying",

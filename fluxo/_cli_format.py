@@ -242,6 +242,9 @@ def describe_run(state: history.RunState, codec: _codec.Codec) -> dict[str, Any]
             and isinstance(last_end, history.WorkflowCancelled)
             else None
         ),
+        "continued_as": (
+            events[-1].name if events and isinstance(events[-1], history.ContinuedAsNew) else None
+        ),
         "pending_signals": pending,
         "started_at": iso(stamps[0], precise=True) if stamps else None,
         "timeline": timeline,
@@ -288,7 +291,9 @@ def render_run(doc: dict[str, Any]) -> str:
     if doc["cancel_requested"] and status not in ("completed", "failed", "cancelled"):
         lines.append("cancel    requested; the run stops at its next durable call")
     lines.append(f"input     {_compact(doc['input'], 200)}")
-    if status == "completed":
+    if doc.get("continued_as"):
+        lines.append(f"continued as new in run {doc['continued_as']}")
+    elif status == "completed":
         lines.append(f"result    {_compact(doc['result'], 200)}")
     error = doc["error"]
     if isinstance(error, dict):

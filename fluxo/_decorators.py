@@ -19,7 +19,7 @@ from typing import Any, Generic, TypeVar, overload
 import msgspec
 from typing_extensions import ParamSpec
 
-from fluxo import _errors, _executor, _retry, stores
+from fluxo import _errors, _executor, _retry, history, stores
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -219,6 +219,11 @@ class Workflow(_Definition[P, R]):
         if id is not None and (not isinstance(id, str) or not id or len(id) > limit):
             raise _errors.DefinitionError(
                 f"a run id must be a non-empty string of at most {limit} characters, not {id!r}"
+            )
+        if id is not None and history.CHAIN_SEPARATOR in id:
+            raise _errors.DefinitionError(
+                f"a run id may not contain {history.CHAIN_SEPARATOR!r} (got {id!r}): Fluxo names "
+                "the runs fluxo.continue_as_new() starts with it; use another character"
             )
         seconds: float | None = None
         if timeout is not None:

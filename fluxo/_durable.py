@@ -13,7 +13,7 @@ import time
 import uuid as _uuid
 from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from fluxo import _decorators, _errors, _executor
 
@@ -128,6 +128,43 @@ def signal(run_id: str, name: str, payload: Any = None) -> None:
             "fluxo.signal() sends from inside a workflow; elsewhere use engine.signal()"
         )
     context.send_signal(run_id, name, payload)
+
+
+def continue_as_new(*args: Any, **kwargs: Any) -> NoReturn:
+    """End this run and go on in a fresh run of the same workflow, with a fresh history.
+
+    For workflows that loop forever (poll every hour, for ever): each round calls
+    ``fluxo.continue_as_new(...)`` with the state the next round needs, so no
+    history grows without bound. The arguments are checked against the workflow's
+    signature and encoded like ``engine.start``'s. The current run ends
+    ``completed`` with a ``continued_as_new`` event naming the next run, whose id
+    is the first run's id followed by ``~1``, ``~2``... A deadline set with
+    ``workflow.options(timeout=)`` carries over: it bounds the whole chain.
+
+    Handles, ``engine.get_run()``, ``engine.cancel()`` and ``engine.signal()``
+    given the first id (or any id of the chain) follow it to its latest run;
+    ``engine.history()`` stays per run. It never returns: it unwinds the workflow
+    with a control-flow exception that ``except Exception:`` does not catch.
+
+    Example:
+        >>> @fluxo.workflow
+        ... def poll(cursor: int) -> None:
+        ...     cursor = fetch_new_items(cursor)
+        ...     fluxo.sleep(timedelta(hours=1))
+        ...     fluxo.continue_as_new(cursor)
+
+    Raises:
+        DefinitionError: called outside a workflow, or with arguments that do not
+            fit the workflow's signature.
+        EncodeError: the arguments cannot be encoded.
+    """
+    context = _executor.current_context()
+    if context is None:
+        raise _errors.DefinitionError(
+            "fluxo.continue_as_new() ends the current run of a workflow; outside one there "
+            "is no run to continue. Call the workflow again, or engine.start() it"
+        )
+    context.continue_as_new(args, kwargs)
 
 
 def patched(change: str) -> bool:

@@ -30,7 +30,11 @@ DEFAULT_LEASE = 30.0
 
 
 class RunHandle(Generic[R]):
-    """A reference to one run: its id, and how to wait for its result."""
+    """A reference to one run: its id, and how to wait for its result.
+
+    A run that called ``fluxo.continue_as_new`` goes on in the next run of its
+    chain; ``status()`` and ``result()`` follow the chain to its latest run.
+    """
 
     def __init__(self, engine: Engine, run_id: str, return_type: Any = Any) -> None:
         self.engine = engine
@@ -41,7 +45,7 @@ class RunHandle(Generic[R]):
         return f"RunHandle({self.id!r})"
 
     def status(self) -> _history.RunStatus:
-        """The run's current status."""
+        """The current status of the run (of the latest run of its chain)."""
         status: _history.RunStatus = self.engine.get_run(self.id).status
         return status
 
@@ -271,17 +275,31 @@ class Engine:
                 hold_window=float("inf"),
                 context_hook=contexts.append,
             )
-        context = contexts[0]
+            while outcome is _executor.Outcome.CONTINUED:
+                # Go on with the next run of the chain here, unless a worker took it.
+                next_id = _history.chain_next(contexts[-1].run_id)
+                now = self.clock()
+                if self.store.claim_run(owner, next_id, now=now, lease_until=now + lease) is None:
+                    return handle.result()
+                outcome = self.execute_claimed(
+                    next_id,
+                    owner,
+                    heartbeat=heartbeat,
+                    hold_window=float("inf"),
+                    context_hook=contexts.append,
+                )
+        context = contexts[-1]
+        run_id = context.run_id
         if outcome is _executor.Outcome.COMPLETED:
             value: R = self.codec.decode(context.result or b"null", workflow.return_type)
             return value
         if outcome is _executor.Outcome.FAILED and context.error is not None:
-            raise _executor.workflow_error(run.id, context.error)
+            raise _executor.workflow_error(run_id, context.error)
         if outcome is _executor.Outcome.CANCELLED:
-            raise _cancelled_error(run.id, context.cancel_reason)
+            raise _cancelled_error(run_id, context.cancel_reason)
         if outcome is _executor.Outcome.BROKEN:
             raise _errors.StoreUnavailableError(
-                f"run {run.id!r} stopped because the store failed ({context.store_error}); "
+                f"run {run_id!r} stopped because the store failed ({context.store_error}); "
                 "it is intact, and a worker resumes it from its history when its lease expires"
             ) from context.store_error
         return handle.result()  # another worker took it over: wait for that worker
@@ -380,10 +398,34 @@ class Engine:
 
     # -- inspecting and steering ---------------------------------------------------------
 
-    def get_run(self, run_id: str) -> _history.RunInfo:
-        """The run's current record. Raises ``RunNotFoundError``."""
+    def get_run(self, run_id: str, *, follow: bool = True) -> _history.RunInfo:
+        """The run's current record. Raises ``RunNotFoundError``.
+
+        A run that went on with ``fluxo.continue_as_new`` is followed to the
+        latest run of its chain, so ``get_run("poll")`` may return the record of
+        run ``"poll~12"``; its ``id`` tells which. With ``follow=False`` the
+        record of exactly ``run_id`` is returned (it is ``completed``, and its
+        history ends with ``continued_as_new`` naming the next run).
+        """
         self._check_open()
-        return self.store.get_run(run_id)
+        if not follow:
+            return self.store.get_run(run_id)
+        return self._latest(run_id)
+
+    def _latest(self, run_id: str) -> _history.RunInfo:
+        """The latest run of the chain ``run_id`` belongs to, from ``run_id`` on.
+
+        A run is followed only once it has ended ``completed`` and its successor
+        exists: the successor is created before the end is recorded, so a chain
+        in the middle of continuing still shows its current run.
+        """
+        run = self.store.get_run(run_id)
+        while run.status is _history.RunStatus.COMPLETED:
+            try:
+                run = self.store.get_run(_history.chain_next(run.id))
+            except _errors.RunNotFoundError:
+                break
+        return run
 
     def list_runs(
         self,
@@ -480,7 +522,8 @@ class Engine:
         A run that has not begun ends ``cancelled`` at once, without running and
         without needing a worker. A running or waiting run stops at its next
         durable call with ``fluxo.Cancelled`` (its ``finally:`` blocks run, and may
-        record cleanup steps) and ends ``cancelled``.
+        record cleanup steps) and ends ``cancelled``. For a chain of runs
+        (``fluxo.continue_as_new``), the latest run of the chain is cancelled.
 
         Raises:
             RunStateError: the run already completed or failed (cancelling a
@@ -488,7 +531,14 @@ class Engine:
             RunNotFoundError: no such run.
         """
         self._check_open()
-        run = self.store.request_cancel(run_id, now=self.clock())
+        run = self.store.request_cancel(self._latest(run_id).id, now=self.clock())
+        while run.status is _history.RunStatus.COMPLETED:
+            # It continued as new in the meantime: cancel the run it continued in.
+            latest = self._latest(run.id)
+            if latest.id == run.id:
+                break
+            run = self.store.request_cancel(latest.id, now=self.clock())
+        run_id = run.id
         if run.status is _history.RunStatus.CANCELLED:
             return run  # cancelling twice is harmless
         if run.status.is_terminal:
@@ -517,7 +567,9 @@ class Engine:
         The signal is stored before the run is woken, and kept until the workflow
         consumes it with ``fluxo.wait_for_signal(name)``, even if it was sent
         before the workflow started waiting. Signals with one name are consumed
-        in the order they were sent, each exactly once.
+        in the order they were sent, each exactly once. For a chain of runs
+        (``fluxo.continue_as_new``), the signal goes to the latest run of the
+        chain; signals a run had not consumed when it continued stay with it.
 
         Raises:
             RunNotFoundError: no such run.
@@ -534,7 +586,16 @@ class Engine:
                 f"the payload of signal {name!r} cannot be encoded: {exc}; send JSON-friendly "
                 "values (dataclasses, dicts, lists, str, numbers, datetimes...)"
             ) from exc
-        self.store.send_signal(run_id, name, data, now=self.clock())
+        target = self._latest(run_id).id
+        while True:
+            try:
+                self.store.send_signal(target, name, data, now=self.clock())
+                return
+            except _errors.RunStateError:
+                latest = self._latest(target).id  # it continued as new meanwhile?
+                if latest == target:
+                    raise
+                target = latest
 
     def retry(self, run_id: str) -> RunHandle[Any]:
         """Resume a failed run from its history, for a worker to execute.
@@ -552,8 +613,11 @@ class Engine:
         self._check_open()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            run_id = self._latest(run_id).id  # follow a chain of continue_as_new
             token = self.store.change_token(run_id)
-            run = self.store.get_run(run_id)
+            run = self._latest(run_id)
+            if run.id != run_id:
+                continue
             if run.status.is_terminal:
                 return self._outcome(run, return_type)
             remaining = 30.0 if deadline is None else deadline - time.monotonic()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import contextvars
 import enum
 import logging
@@ -23,10 +24,10 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import msgspec
 
-from fluxo import _errors, codec, history
+from fluxo import _errors, codec, history, stores
 
 if TYPE_CHECKING:
-    from fluxo import _decorators, stores
+    from fluxo import _decorators
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,10 @@ class _StoreFailed(_Stopped):
 
 class _ReplayEnd(_ControlFlow):
     """``replay_only``: the code went past the recorded history, which it matched."""
+
+
+class _Continued(_ControlFlow):
+    """``fluxo.continue_as_new``: the next run exists and this one is recorded as continued."""
 
 
 class _Restart(_ControlFlow):
@@ -238,6 +243,8 @@ class Outcome(enum.Enum):
     """``replay_only``: the code matched the whole recorded history (and ran no step)."""
     RESTART = "restart"
     """``restart_after_record``: a position was recorded; the run must be executed again."""
+    CONTINUED = "continued"
+    """``fluxo.continue_as_new``: the run ended, and the next run of its chain is ready."""
 
 
 STICKY_GRACE = 2.0
@@ -1143,6 +1150,79 @@ class RunContext:
         ):
             self._pos += 1
 
+    def continue_as_new(self, args: Sequence[Any], kwargs: dict[str, Any]) -> NoReturn:
+        """``fluxo.continue_as_new``: end this run and go on in a fresh one of its chain.
+
+        The next run is created first (idempotent on its id, which follows from
+        this run's), then ``ContinuedAsNew`` ends this run. A crash in between
+        leaves a created next run and an unfinished current one; resuming the
+        current one meets the same call, finds the next run created, and records
+        the end, so the chain neither breaks nor forks.
+        """
+        wf = self.workflow
+        next_id = history.chain_next(self.run_id)
+        if len(next_id) > stores.MAX_ID_LENGTH:
+            raise _errors.DefinitionError(
+                f"fluxo.continue_as_new(): the next run's id {next_id[:40]!r}... would be longer "
+                f"than {stores.MAX_ID_LENGTH} characters; start the workflow with a shorter id"
+            )
+        packed = wf.bind_input(args, kwargs)
+        try:
+            data = self.codec.encode(packed)
+        except TypeError as exc:
+            raise _errors.EncodeError(
+                f"fluxo.continue_as_new(): the arguments of workflow {wf.name!r} cannot be "
+                f"encoded: {exc}"
+            ) from exc
+        try:
+            self._enter_durable_call()
+        except Cancelled:
+            self._cancel_next(next_id)  # created by an execution that crashed before its end
+            raise
+        call = f"continue_as_new {next_id}"
+        if self._match((history.ContinuedAsNew,), call, frozenset((next_id,))) is not None:
+            self._unwinding = _ReplayEnd() if self.replay_only else _Continued()
+            raise self._unwinding
+        self._go_live()
+        try:
+            self.store.create_run(next_id, wf.name, data, now=self.clock(), deadline=self.deadline)
+        except _errors.RunIdConflictError as exc:
+            raise _errors.RunStateError(
+                f"fluxo.continue_as_new(): run {next_id!r} exists and belongs to workflow "
+                f"{exc.existing!r}; the chain cannot go on"
+            ) from None
+        except _errors.StoreError as exc:
+            self.store_error = exc
+            self._unwinding = _StoreFailed()
+            raise self._unwinding from exc
+        self._record(history.ContinuedAsNew(next_id), history.RunStatus.COMPLETED, None)
+        self._pass_on_cancel(next_id)
+        self._unwinding = _Continued()
+        raise self._unwinding
+
+    def _pass_on_cancel(self, next_id: str) -> None:
+        """Cancel the next run when this one was cancelled while it continued.
+
+        ``engine.cancel`` flags the latest run of a chain; a flag that landed on this
+        run just before its end was recorded would otherwise be lost. One that lands
+        after it finds this run finished and follows the chain by itself.
+        """
+        try:
+            cancelled = (
+                self.cancel_requested.is_set() or self.store.get_run(self.run_id).cancel_requested
+            )
+        except _errors.StoreError:
+            return  # best effort: the end is recorded either way
+        if cancelled:
+            self._cancel_next(next_id)
+
+    def _cancel_next(self, next_id: str) -> None:
+        if self.replay_only:
+            return
+        # Not created (the usual case), or the store is down: nothing to pass on.
+        with contextlib.suppress(_errors.RunNotFoundError, _errors.StoreError):
+            self.store.request_cancel(next_id, now=self.clock())
+
     def _suspend(self, events: list[history.Event], wake_at: float | None, *, timer: bool) -> None:
         """Record the wait and the wake-up, then hold it in this thread or unwind.
 
@@ -1323,6 +1403,8 @@ class RunContext:
             return Outcome.REPLAYED
         if isinstance(unwinding, _Restart):
             return Outcome.RESTART
+        if isinstance(unwinding, _Continued):
+            return Outcome.CONTINUED
         if isinstance(unwinding, _Suspended):
             return Outcome.SUSPENDED
         if isinstance(unwinding, _RunLost):

@@ -25,7 +25,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-_FINISHED = (_executor.Outcome.COMPLETED, _executor.Outcome.FAILED, _executor.Outcome.CANCELLED)
+_FINISHED = (
+    _executor.Outcome.COMPLETED,
+    _executor.Outcome.FAILED,
+    _executor.Outcome.CANCELLED,
+    _executor.Outcome.CONTINUED,
+)
 
 
 class Heartbeat:

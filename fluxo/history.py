@@ -193,6 +193,17 @@ class WorkflowCancelled(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class ContinuedAsNew(Event):
+    """The workflow called ``fluxo.continue_as_new``: ``name`` is the id of the next run.
+
+    It ends the run ``completed``; the logical workflow goes on in the run it names,
+    which was created before this event was recorded.
+    """
+
+    kind: ClassVar[str] = "continued_as_new"
+
+
+@dataclass(frozen=True, slots=True)
 class RunRetried(Event):
     """An operator resumed a failed run (``engine.retry``); ``data`` is unused."""
 
@@ -222,9 +233,25 @@ EVENT_TYPES: dict[str, type[Event]] = {
         WorkflowCompleted,
         WorkflowFailed,
         WorkflowCancelled,
+        ContinuedAsNew,
         RunRetried,
     )
 }
+
+
+CHAIN_SEPARATOR = "~"
+"""Joins a logical workflow id and a run's position in its chain: ``order-17~3``.
+
+User-given run ids may not contain it, and generated ones never do, so the id of
+every run ``fluxo.continue_as_new`` starts is unambiguous."""
+
+
+def chain_next(run_id: str) -> str:
+    """The id of the run that continues ``run_id``: ``a`` -> ``a~1`` -> ``a~2``..."""
+    root, sep, position = run_id.rpartition(CHAIN_SEPARATOR)
+    if sep and position.isdigit() and position.isascii():
+        return f"{root}{CHAIN_SEPARATOR}{int(position) + 1}"
+    return f"{run_id}{CHAIN_SEPARATOR}1"
 
 
 def event_from_record(kind: str, name: str, data: bytes | None) -> Event:

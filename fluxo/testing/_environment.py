@@ -262,7 +262,7 @@ class WorkflowEnvironment:
         run_id = _run_id(run)
         self.engine.cancel(run_id)
         self._settle()
-        return self.store.get_run(run_id)
+        return self.engine.get_run(run_id)
 
     # -- stubs -------------------------------------------------------------------------
 
@@ -425,14 +425,14 @@ class WorkflowEnvironment:
         limit = None if timeout is None else self._clock() + timeout
         while True:
             self._settle()
-            run = self.store.get_run(run_id)
+            run = self.engine.get_run(run_id)  # the latest run of a chain
             if run.status.is_terminal:
                 return
             due = self._next_due()
             if limit is not None and (due is None or due > limit):
                 self._clock.move_to(limit)
                 self._settle()
-                run = self.store.get_run(run_id)
+                run = self.engine.get_run(run_id)  # the latest run of a chain
                 if run.status.is_terminal:
                     return
                 raise _errors.RunNotFinishedError(

@@ -126,6 +126,11 @@ class _Recorder:
         _expect(execute(engine, handle.id, hook=no_sleep([])), Outcome.COMPLETED)
         return handle.id
 
+    def poll(self, engine: fluxo.Engine, clock: FakeClock) -> str:
+        handle = engine.start(wf.poll.options(id="golden-poll"), 0, 0)
+        _expect(execute(engine, handle.id), Outcome.CONTINUED)
+        return handle.id  # the first run of the chain: it ends continued_as_new
+
     def legacy(self, engine: fluxo.Engine, clock: FakeClock) -> str:
         handle = engine.start(legacy_v1.options(id="golden-legacy"), "o-6")
         _expect(execute(engine, handle.id), Outcome.COMPLETED)
@@ -154,6 +159,7 @@ HISTORIES: dict[str, tuple[str, fluxo.Workflow[Any, Any]]] = {
     "retried": ("retried", wf.retried),
     "legacy-patch": ("legacy", legacy_v1),
     "fanout": ("fanout", wf.fanout),
+    "poll-continued": ("poll", wf.poll),
 }
 """File stem under ``histories/`` -> (scenario method, workflow it records)."""
 

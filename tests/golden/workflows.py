@@ -157,5 +157,14 @@ def fanout(keys: list[str]) -> int:
     return total
 
 
-WORKFLOWS = [checkout, flaky, approval, cancellable, failing, retried, legacy, fanout]
+@fluxo.workflow(name="golden.poll")
+def poll(round: int, seen: int) -> int:
+    """A loop that goes on in a fresh run each round, so no history grows."""
+    if round >= 2:
+        return seen
+    seen += len(reserve(f"poll-{round}"))
+    fluxo.continue_as_new(round + 1, seen)
+
+
+WORKFLOWS = [checkout, flaky, approval, cancellable, failing, retried, legacy, fanout, poll]
 """Every workflow of the golden histories, as the replayer is given them."""

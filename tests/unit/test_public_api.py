@@ -53,6 +53,7 @@ EXPECTED = [
     "WorkflowFailedError",
     "WorkflowTimeoutError",
     "__version__",
+    "continue_as_new",
     "deprecate_patch",
     "in_workflow",
     "is_replaying",
