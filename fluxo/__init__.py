@@ -27,6 +27,7 @@ from fluxo._durable import (
 from fluxo._engine import Engine, RunHandle
 from fluxo._errors import (
     CodecError,
+    CompensationError,
     DecodeError,
     DefinitionError,
     EncodeError,
@@ -50,7 +51,7 @@ from fluxo._errors import (
 )
 from fluxo._executor import Cancelled
 from fluxo._retry import Retry
-from fluxo._saga import CompensationError, Saga, saga
+from fluxo._saga import Saga, saga
 from fluxo._worker import Worker
 from fluxo.codec import Codec, JSONCodec
 from fluxo.history import Event, RunInfo, RunStatus

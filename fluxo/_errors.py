@@ -17,6 +17,7 @@ The tree::
     ├── HistoryFormatError       an exported history document is malformed or too new
     ├── StepError                a step failed for good (after its retries)
     ├── StepTimeout              a step attempt ran past its ``timeout=`` (then retried or failed)
+    ├── CompensationError        a saga's compensations failed too (carries the original error)
     ├── SignalTimeout            wait_for_signal's timeout passed first
     ├── SignalError              fluxo.signal() could not deliver (no such run, finished)
     ├── WorkflowFailedError      a run ended failed; raised by ``handle.result()``
@@ -260,6 +261,33 @@ class StepTimeout(FluxoError, TimeoutError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.step, self.timeout))
+
+
+class CompensationError(FluxoError):
+    """A saga compensated after a failure, and some of its compensations failed too.
+
+    Raised in place of the saga's original failure, and chained to it (its
+    ``__cause__``), after every compensation has been tried.
+
+    Attributes:
+        error: the exception that made the saga compensate.
+        failures: what each failed compensation raised, in the order they ran
+            (a :class:`fluxo.StepError` inside a workflow).
+    """
+
+    def __init__(self, error: BaseException, failures: Sequence[BaseException]) -> None:
+        self.error = error
+        self.failures = list(failures)
+        count = len(failures)
+        lines = [
+            f"{count} compensation{'' if count == 1 else 's'} failed after "
+            f"{type(error).__name__}: {error}"
+        ]
+        lines += [f"  {type(failure).__name__}: {failure}" for failure in failures]
+        super().__init__("\n".join(lines))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.error, self.failures))
 
 
 class SignalTimeout(FluxoError, TimeoutError):

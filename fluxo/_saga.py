@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextvars
 import inspect
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any, TypeAlias
 
@@ -26,33 +26,6 @@ _Compensation: TypeAlias = tuple["_decorators.Step[Any, Any]", tuple[Any, ...], 
 """A registered compensation: the step, and the arguments to call it with."""
 
 _innermost: contextvars.ContextVar[Saga | None] = contextvars.ContextVar("fluxo_saga", default=None)
-
-
-class CompensationError(_errors.FluxoError):
-    """A saga compensated after a failure, and some of its compensations failed too.
-
-    Raised in place of the saga's original failure, and chained to it (its
-    ``__cause__``), after every compensation has been tried.
-
-    Attributes:
-        error: the exception that made the saga compensate.
-        failures: what each failed compensation raised, in the order they ran
-            (a :class:`fluxo.StepError` inside a workflow).
-    """
-
-    def __init__(self, error: BaseException, failures: Sequence[BaseException]) -> None:
-        self.error = error
-        self.failures = list(failures)
-        count = len(failures)
-        lines = [
-            f"{count} compensation{'' if count == 1 else 's'} failed after "
-            f"{type(error).__name__}: {error}"
-        ]
-        lines += [f"  {type(failure).__name__}: {failure}" for failure in failures]
-        super().__init__("\n".join(lines))
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.error, self.failures))
 
 
 class Saga:
@@ -146,12 +119,12 @@ class Saga:
             # Cancellation stays control flow that no except Exception: can catch, so
             # the failures are told here; each is in the history as a failed step.
             _durable.logger.error(
-                "saga: the run was cancelled and %s", CompensationError(exc, failures)
+                "saga: the run was cancelled and %s", _errors.CompensationError(exc, failures)
             )
         if arrived is not None:
             raise arrived
         if failures and not cancelled:
-            raise CompensationError(exc, failures) from exc
+            raise _errors.CompensationError(exc, failures) from exc
 
 
 def _signature(step: _decorators.Step[Any, Any]) -> inspect.Signature:
