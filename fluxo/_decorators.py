@@ -153,9 +153,17 @@ class Step(_Definition[P, R]):
         except TypeError as exc:
             raise _errors.DefinitionError(
                 f"{self.name}.bind() got arguments that do not fit the step's signature "
-                f"{inspect.signature(self.fn)}: {exc}"
+                f"{self.fn.__name__}{_written_signature(self.fn)}: {exc}"
             ) from None
         return Call(self, args, kwargs)
+
+
+def _written_signature(fn: Callable[..., Any]) -> inspect.Signature:
+    """``fn``'s signature as written, its string annotations resolved where they can be."""
+    try:
+        return inspect.signature(fn, eval_str=True)
+    except Exception:
+        return inspect.signature(fn)
 
 
 class Call(Generic[R]):

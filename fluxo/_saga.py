@@ -11,8 +11,7 @@ already recorded do not run again.
 from __future__ import annotations
 
 import contextvars
-import inspect
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, TypeAlias
 
@@ -22,7 +21,7 @@ from fluxo import _decorators, _durable, _errors, _executor
 
 P = ParamSpec("P")
 
-_Compensation: TypeAlias = tuple["_decorators.Step[Any, Any]", tuple[Any, ...], Mapping[str, Any]]
+_Compensation: TypeAlias = "_decorators.Call[Any]"
 """A registered compensation: the step, and the arguments to call it with."""
 
 _innermost: contextvars.ContextVar[Saga | None] = contextvars.ContextVar("fluxo_saga", default=None)
@@ -69,13 +68,12 @@ class Saga:
                 "the block: with fluxo.saga() as saga: ..."
             )
         try:
-            inspect.signature(step.fn).bind(*args, **kwargs)
-        except TypeError as exc:
+            call = step.bind(*args, **kwargs)
+        except _errors.DefinitionError as exc:
             raise _errors.DefinitionError(
-                f"compensation {step.name!r} registered with arguments that do not fit "
-                f"its signature {step.__name__}{_signature(step)}: {exc}"
+                f"compensation {step.name!r} registered with arguments that do not fit: {exc}"
             ) from None
-        self._compensations.append((step, args, dict(kwargs)))
+        self._compensations.append(call)
 
     def __enter__(self) -> Saga:
         if self._state != "new":
@@ -127,14 +125,6 @@ class Saga:
             raise _errors.CompensationError(exc, failures) from exc
 
 
-def _signature(step: _decorators.Step[Any, Any]) -> inspect.Signature:
-    """The step's signature as written, its annotations resolved where they can be."""
-    try:
-        return inspect.signature(step.fn, eval_str=True)
-    except Exception:
-        return inspect.signature(step.fn)
-
-
 def _compensates_for(exc: BaseException) -> bool:
     """Tell whether a saga undoes its work when its block raises ``exc``.
 
@@ -159,10 +149,11 @@ def _compensate(
     """
     failures: list[Exception] = []
     cancelled: _executor.Cancelled | None = None
-    for step, args, kwargs in compensations:
+    for call in compensations:
+        step = call.step
         while True:
             try:
-                step(*args, **kwargs)
+                step(*call.args, **call.kwargs)
             except _executor.Cancelled as exc:
                 if cancelled is not None:
                     raise  # delivered once per execution; never loop on it

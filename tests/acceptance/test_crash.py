@@ -7,34 +7,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 import fluxo
 from fluxo import history
 from tests.acceptance import crashapp
 
 LEASE = 2.0
-
-
-@pytest.fixture(
-    params=[
-        "sqlite",
-        pytest.param("postgres", marks=pytest.mark.postgres),
-        pytest.param("redis", marks=pytest.mark.redis),
-        pytest.param("mongo", marks=pytest.mark.mongo),
-    ]
-)
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """The same crash scenarios on every durable store: the URL picks the store."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/crash.db"
-    elif request.param == "postgres":
-        yield request.getfixturevalue("postgres_url")
-    else:
-        yield request.getfixturevalue(f"clean_{request.param}_url")
 
 
 def _worker(

@@ -5,10 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 import fluxo
 from fluxo import history
@@ -16,24 +13,6 @@ from tests.acceptance import parallelapp
 from tests.acceptance.test_crash import _wait, _worker
 
 APP = "tests.acceptance.parallelapp:make_engine"
-
-
-@pytest.fixture(
-    params=[
-        "sqlite",
-        pytest.param("postgres", marks=pytest.mark.postgres),
-        pytest.param("redis", marks=pytest.mark.redis),
-        pytest.param("mongo", marks=pytest.mark.mongo),
-    ]
-)
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """The same crash scenario on every durable store: the URL picks the store."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/crash.db"
-    elif request.param == "postgres":
-        yield request.getfixturevalue("postgres_url")
-    else:
-        yield request.getfixturevalue(f"clean_{request.param}_url")
 
 
 def _settled(engine: fluxo.Engine, run_id: str) -> list[str]:

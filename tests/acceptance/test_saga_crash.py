@@ -12,9 +12,7 @@ import pytest
 import fluxo
 from fluxo import history
 from tests.acceptance import sagaapp
-from tests.acceptance.test_crash import _wait, _worker, store_url
-
-__all__ = ["store_url"]  # the fixture: the same scenario on every durable store
+from tests.acceptance.test_crash import _wait, _worker
 
 APP = "tests.acceptance.sagaapp:make_engine"
 
