@@ -158,6 +158,42 @@ class SignalSent(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class ChildStarted(Event):
+    """The workflow started a child run: ``name`` is the child's run id.
+
+    ``data`` records the child's workflow, whether it was started detached, and
+    the error when the store refused to start it.
+    """
+
+    kind: ClassVar[str] = "child_started"
+
+
+@dataclass(frozen=True, slots=True)
+class ChildCompleted(Event):
+    """The child run ``name`` completed: ``data`` is its encoded result."""
+
+    kind: ClassVar[str] = "child_completed"
+
+
+@dataclass(frozen=True, slots=True)
+class ChildFailed(Event):
+    """The child run ``name`` failed: ``data`` is its error."""
+
+    kind: ClassVar[str] = "child_failed"
+
+
+@dataclass(frozen=True, slots=True)
+class ChildCancelled(Event):
+    """The child run ``name`` was cancelled: ``data`` is the reason (``"cancelled"``, ``"deadline"``)."""
+
+    kind: ClassVar[str] = "child_cancelled"
+
+
+CHILD_OUTCOMES: tuple[type[Event], ...] = (ChildCompleted, ChildFailed, ChildCancelled)
+"""The events recording how a child run ended, as its parent took delivery of it."""
+
+
+@dataclass(frozen=True, slots=True)
 class PatchMarker(Event):
     """The run took the new branch of ``fluxo.patched(name)``."""
 
@@ -228,6 +264,10 @@ EVENT_TYPES: dict[str, type[Event]] = {
         SignalReceived,
         SignalTimedOut,
         SignalSent,
+        ChildStarted,
+        ChildCompleted,
+        ChildFailed,
+        ChildCancelled,
         PatchMarker,
         CancelRequested,
         WorkflowCompleted,
@@ -252,6 +292,35 @@ def chain_next(run_id: str) -> str:
     if sep and position.isdigit() and position.isascii():
         return f"{root}{CHAIN_SEPARATOR}{int(position) + 1}"
     return f"{run_id}{CHAIN_SEPARATOR}1"
+
+
+def chain_root(run_id: str) -> str:
+    """The first run of the chain ``run_id`` belongs to: ``a~2`` -> ``a``, ``a`` -> ``a``."""
+    root, sep, position = run_id.rpartition(CHAIN_SEPARATOR)
+    if sep and position.isdigit() and position.isascii():
+        return root
+    return run_id
+
+
+def child_id(parent_id: str, seq: int) -> str:
+    """The id of the child run a workflow starts at position ``seq`` without giving one.
+
+    ``order-17`` starting a child at position 4 names it ``order-17~child-4``. The
+    separator cannot appear in a user-given id, so these ids never collide with one.
+    """
+    return f"{parent_id}{CHAIN_SEPARATOR}child-{seq}"
+
+
+SIGNAL_PREFIX = "fluxo:"
+"""Signal names Fluxo keeps for itself; user signal names may not start with it."""
+
+
+def child_signal_name(child_id: str) -> str:
+    """The signal a child run sends its parent when it ends: ``fluxo:child:<child id>``.
+
+    ``child_id`` is the id the parent gave it (the first run of the child's chain).
+    """
+    return f"{SIGNAL_PREFIX}child:{child_id}"
 
 
 def event_from_record(kind: str, name: str, data: bytes | None) -> Event:
@@ -301,7 +370,8 @@ class RunInfo:
     ``cancel_requested`` is set by ``Store.request_cancel`` until the run finishes;
     ``wake_requested`` is set by a signal or a cancellation and cleared by a claim, so
     a run that suspends after something arrived is made ready again at once;
-    ``deadline`` is when the run is cancelled if it has not finished (set at creation).
+    ``deadline`` is when the run is cancelled if it has not finished (set at creation);
+    ``parent`` is the id of the run that started this one as its child (set at creation).
     """
 
     id: str
@@ -315,6 +385,7 @@ class RunInfo:
     cancel_requested: bool = False
     wake_requested: bool = False
     deadline: float | None = None
+    parent: str | None = None
 
     @property
     def created(self) -> datetime:
