@@ -37,18 +37,23 @@ class Store(Protocol):
         owner: str | None = None,
         lease_until: float | None = None,
         deadline: float | None = None,
+        parent: str | None = None,
     ) -> tuple[history.RunInfo, bool]:
         """Create a run, ready at ``now``, whose history is ``[WorkflowStarted(workflow, input)]``.
 
         ``deadline`` is stored on the run as given (the executor enforces it).
+        ``parent``, the id of the run that starts this one as its child, is stored on
+        the run as given.
 
         With ``owner`` and ``lease_until``, the new run is created ``RUNNING`` and
         leased to ``owner`` (``engine.run`` executes it inline this way; if that
         process dies, a worker takes it over when the lease expires).
 
         Idempotent on ``run_id``: if a run of the same workflow has the id, return
-        it with ``False`` and change nothing. Raises ``RunIdConflictError`` if a run
-        of another workflow has it. Returns ``(run, created)``.
+        it unchanged with ``False`` and change nothing: it keeps the ``deadline``
+        and the ``parent`` it was created with, whatever this call passed. Raises
+        ``RunIdConflictError`` if a run of another workflow has it. Returns
+        ``(run, created)``.
         """
         ...
 

@@ -57,6 +57,7 @@ class MemoryStore:
         owner: str | None = None,
         lease_until: float | None = None,
         deadline: float | None = None,
+        parent: str | None = None,
     ) -> tuple[history.RunInfo, bool]:
         with self._lock:
             self._check_open()
@@ -75,6 +76,7 @@ class MemoryStore:
                 lease_owner=owner,
                 lease_until=lease_until if owner is not None else None,
                 deadline=deadline,
+                parent=parent,
             )
             self._runs[run_id] = run
             self._events[run_id] = [history.WorkflowStarted(workflow, input)]

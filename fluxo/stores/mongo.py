@@ -123,6 +123,7 @@ def _info(doc: Mapping[str, Any]) -> history.RunInfo:
         cancel_requested=bool(doc.get("cancel_requested", False)),
         wake_requested=bool(doc.get("wake_requested", False)),
         deadline=doc.get("deadline"),
+        parent=doc.get("parent"),
     )
 
 
@@ -240,6 +241,7 @@ class MongoStore:
         owner: str | None = None,
         lease_until: float | None = None,
         deadline: float | None = None,
+        parent: str | None = None,
     ) -> tuple[history.RunInfo, bool]:
         started = [history.WorkflowStarted(workflow, input)]
         doc: Doc = {
@@ -254,6 +256,7 @@ class MongoStore:
             "cancel_requested": False,
             "wake_requested": False,
             "deadline": deadline,
+            "parent": parent,
             "next_seq": 1,
             "ev_base": 0,
             "ev_tail": [_event_entry(e, now) for e in started],

@@ -206,7 +206,8 @@ local function stale(g)
 end
 """
 
-# ARGV: channel, g, mark time, workflow, first event, now, owner, lease_until, deadline
+# ARGV: channel, g, mark time, workflow, first event, now, owner, lease_until, deadline,
+# id, then the parent only when there is one
 _CREATE_RUN = """
 local g = ARGV[2]
 local wf = redis.call('HGET', RUN, 'wf')
@@ -229,6 +230,7 @@ if ARGV[7] ~= '' then
   if ARGV[8] ~= '' then redis.call('HSET', RUN, 'lease', ARGV[8]) end
 end
 if ARGV[9] ~= '' then redis.call('HSET', RUN, 'deadline', ARGV[9]) end
+if ARGV[11] then redis.call('HSET', RUN, 'parent', ARGV[11]) end
 redis.call('RPUSH', EVENTS, ARGV[5])
 changed(ARGV[10])
 return {'created', redis.call('HGETALL', RUN), need()}
@@ -667,7 +669,7 @@ def _opt_float(value: bytes | None) -> float | None:
 
 
 def _run_info(run_id: str, fields: dict[bytes, bytes]) -> history.RunInfo:
-    owner = fields.get(b"owner")
+    owner, parent = fields.get(b"owner"), fields.get(b"parent")
     return history.RunInfo(
         id=run_id,
         workflow=fields[b"wf"].decode("utf-8"),
@@ -680,6 +682,7 @@ def _run_info(run_id: str, fields: dict[bytes, bytes]) -> history.RunInfo:
         cancel_requested=fields.get(b"cancel") == b"1",
         wake_requested=fields.get(b"wake") == b"1",
         deadline=_opt_float(fields.get(b"deadline")),
+        parent=None if parent is None else parent.decode("utf-8"),
     )
 
 
@@ -1002,6 +1005,7 @@ class RedisStore:
         owner: str | None = None,
         lease_until: float | None = None,
         deadline: float | None = None,
+        parent: str | None = None,
     ) -> tuple[history.RunInfo, bool]:
         keys = self._run_keys(run_id)
         first = _stamp(now) + encode_event(history.WorkflowStarted(workflow, input))
@@ -1020,6 +1024,7 @@ class RedisStore:
                 [
                     *(self._channel, gen, clock, workflow, first, _num(now), owner or ""),
                     *(lease, _opt(deadline), run_id),
+                    *(() if parent is None else (parent,)),
                 ],
             )
             outcome = _text(reply[0])

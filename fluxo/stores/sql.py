@@ -304,12 +304,14 @@ class SQLStore:
             self._changed.notify_all()
 
     def _run_from_row(self, row: Sequence[Any]) -> history.RunInfo:
-        run_id, workflow, lease_owner = row[0], row[1], row[6]
+        run_id, workflow, lease_owner, parent = row[0], row[1], row[6], row[11]
         if self._driver.decode_keys:
             run_id = run_id.decode()
             workflow = workflow.decode()
             if lease_owner is not None:
                 lease_owner = lease_owner.decode()
+            if parent is not None:
+                parent = parent.decode()
         return history.RunInfo(
             id=run_id,
             workflow=workflow,
@@ -322,6 +324,7 @@ class SQLStore:
             cancel_requested=bool(row[8]),
             wake_requested=bool(row[9]),
             deadline=row[10],
+            parent=parent,
         )
 
     def _key(self, value: Any) -> str:
@@ -339,6 +342,7 @@ class SQLStore:
         owner: str | None = None,
         lease_until: float | None = None,
         deadline: float | None = None,
+        parent: str | None = None,
     ) -> tuple[history.RunInfo, bool]:
         """See :meth:`fluxo.stores.Store.create_run`."""
         run = history.RunInfo(
@@ -351,6 +355,7 @@ class SQLStore:
             lease_owner=owner,
             lease_until=lease_until if owner is not None else None,
             deadline=deadline,
+            parent=parent,
         )
         values = {
             "p_run_id": run_id,
@@ -359,6 +364,7 @@ class SQLStore:
             "p_owner": run.lease_owner,
             "p_lease_until": run.lease_until,
             "p_deadline": deadline,
+            "p_parent": parent,
             "p_now": now,
             "p_seq": 0,
             "p_kind": history.WorkflowStarted.kind,
@@ -621,6 +627,7 @@ class SQLStore:
                         cancel_requested=run.cancel_requested,
                         wake_requested=False,
                         deadline=run.deadline,
+                        parent=run.parent,
                     )
                     for run in found
                 ]

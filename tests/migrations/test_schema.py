@@ -158,6 +158,7 @@ def test_a_database_at_0001_with_runs_upgrades_and_keeps_them(empty_url: str) ->
             assert (run.lease_owner, run.lease_until) == (owner, lease_until)
             assert (run.cancel_requested, run.wake_requested) == (cancel, False)
             assert run.deadline is None
+            assert run.parent is None
             assert state.events == (history.WorkflowStarted("wf", b"[]"),)
             assert state.signals == ()
         # The new parts work on the old runs.
@@ -189,6 +190,90 @@ def test_downgrade_to_0001_keeps_the_runs_and_upgrades_again(empty_url: str) -> 
     assert sorted(_text(i) for i in ids) == sorted(run[0] for run in RUNS_AT_0001)
     _sql_migrate.upgrade(empty_url)
     assert _sql_migrate.check(empty_url) == []
+
+
+def write_at_0002(url: str) -> None:
+    """Fill a database at revision 0002: the runs of 0001, one with a deadline and a signal."""
+    write_at_0001(url)
+    _sql_migrate.upgrade(url, "0002")
+    engine = sa.create_engine(sql.normalize_url(url), poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE fluxo_runs SET deadline = 99.5 WHERE id = 'waiting-1'"))
+            conn.execute(
+                sa.text(
+                    "INSERT INTO fluxo_signals (run_id, name, payload, sent_at, dedupe_key) "
+                    "VALUES ('waiting-1', 'go', :payload, 3.0, NULL)"
+                ),
+                {"payload": b"1"},
+            )
+    finally:
+        engine.dispose()
+
+
+def test_a_database_at_0002_with_runs_upgrades_and_keeps_them(empty_url: str) -> None:
+    write_at_0002(empty_url)
+    assert _sql_migrate.current(empty_url) == "0002"
+
+    _sql_migrate.upgrade(empty_url)
+
+    assert _sql_migrate.current(empty_url) == _sql_schema.HEAD_REVISION
+    assert _sql_migrate.check(empty_url) == []
+    store = sql.SQLStore(empty_url, auto_migrate=False)
+    try:
+        for run_id, status, ready_at, owner, lease_until, cancel in RUNS_AT_0001:
+            state = store.load(run_id)
+            run = state.run
+            assert (run.id, run.workflow, run.status.value) == (run_id, "wf", status)
+            assert (run.created_at, run.updated_at, run.ready_at) == (1.0, 2.0, ready_at)
+            assert (run.lease_owner, run.lease_until) == (owner, lease_until)
+            assert (run.cancel_requested, run.wake_requested) == (cancel, False)
+            assert run.deadline == (99.5 if run_id == "waiting-1" else None)
+            assert run.parent is None
+            assert state.events == (history.WorkflowStarted("wf", b"[]"),)
+        assert [(s.name, s.payload) for s in store.load("waiting-1").signals] == [("go", b"1")]
+        assert [run.parent for run in store.list_runs()] == [None] * len(RUNS_AT_0001)
+        # The new column works next to the old runs.
+        run, _ = store.create_run("child-1", "wf", b"[]", now=60.0, parent="running-1")
+        assert store.get_run("child-1").parent == run.parent == "running-1"
+    finally:
+        store.close()
+
+
+def test_downgrade_to_0002_keeps_the_runs_and_upgrades_again(empty_url: str) -> None:
+    from alembic import command
+
+    write_at_0002(empty_url)
+    _sql_migrate.upgrade(empty_url)
+    store = sql.SQLStore(empty_url, auto_migrate=False)
+    store.create_run("child-1", "wf", b"[]", now=60.0, parent="running-1")
+    store.close()
+
+    command.downgrade(_sql_migrate.alembic_config(url=empty_url), "0002")
+
+    assert _sql_migrate.current(empty_url) == "0002"
+    engine = sa.create_engine(sql.normalize_url(empty_url), poolclass=NullPool)
+    try:
+        columns = {column["name"] for column in sa.inspect(engine).get_columns("fluxo_runs")}
+        with engine.connect() as conn:
+            rows = conn.exec_driver_sql("SELECT id, deadline FROM fluxo_runs").all()
+            signals = conn.exec_driver_sql("SELECT name FROM fluxo_signals").scalars().all()
+    finally:
+        engine.dispose()
+    assert "parent" not in columns
+    assert "deadline" in columns
+    assert sorted((_text(i), deadline) for i, deadline in rows) == sorted(
+        [(run[0], 99.5 if run[0] == "waiting-1" else None) for run in RUNS_AT_0001]
+        + [("child-1", None)]
+    )
+    assert [_text(name) for name in signals] == ["go"]
+    _sql_migrate.upgrade(empty_url)
+    assert _sql_migrate.check(empty_url) == []
+    store = sql.SQLStore(empty_url, auto_migrate=False)
+    try:
+        assert store.get_run("child-1").parent is None
+    finally:
+        store.close()
 
 
 def _text(value: object) -> str:

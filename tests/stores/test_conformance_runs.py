@@ -11,7 +11,7 @@ import random
 import pytest
 
 from fluxo import _errors, history
-from fluxo.stores import Store
+from fluxo.stores import MAX_ID_LENGTH, Store
 
 RunStatus = history.RunStatus
 
@@ -198,6 +198,116 @@ def test_runs_keep_their_own_deadlines(store):
     claimed = store.claim("w1", ["wf"], now=T0 + 2, lease_until=T0 + 32, limit=5)
     assert [(r.id, r.deadline) for r in claimed] == [("a", T0 + 10), ("b", None), ("c", T0 + 5)]
     assert claimed == [store.get_run(r.id) for r in claimed]
+
+
+PARENT = "parent-run-1"
+
+
+def test_a_run_created_without_a_parent_has_none(store):
+    run, _ = store.create_run("r1", "wf", b"[]", now=T0)
+
+    assert run.parent is None
+    assert store.get_run("r1").parent is None
+    assert store.load("r1").run.parent is None
+    assert [r.parent for r in store.list_runs()] == [None]
+    (claimed,) = store.claim("w1", ["wf"], now=T0, lease_until=T0 + 30, limit=1)
+    assert claimed.parent is None
+
+
+def test_create_run_keeps_the_parent(store):
+    run, created = store.create_run("r1", "wf", b"[]", now=T0, parent=PARENT)
+
+    assert created is True
+    assert run.parent == PARENT
+    assert store.get_run("r1") == run
+    assert store.load("r1").run == run
+    assert store.list_runs() == [run]
+    assert store.list_runs(workflows=["wf"], statuses=[RunStatus.PENDING]) == [run]
+
+
+def test_the_parent_stays_with_the_run_through_every_change(store, runs):
+    store.create_run("r1", "wf", b"[]", now=T0, parent=PARENT, deadline=DEADLINE)
+
+    (claimed,) = store.claim("w1", ["wf"], now=T0 + 1, lease_until=T0 + 31, limit=1)
+    assert claimed.parent == PARENT
+    assert claimed == store.get_run("r1")
+    runs.wait("r1", now=T0 + 2, ready_at=T0 + 5)
+    assert store.get_run("r1").parent == PARENT
+    cancelled = store.request_cancel("r1", now=T0 + 3)
+    assert cancelled.parent == PARENT
+    assert cancelled == store.get_run("r1")
+    taken = store.claim_run("w2", "r1", now=T0 + 4, lease_until=T0 + 34)
+    assert taken is not None
+    assert taken.parent == PARENT
+    assert taken == store.get_run("r1")
+    runs.finish("r1", RunStatus.FAILED, now=T0 + 5)
+    assert store.request_cancel("r1", now=T0 + 6).parent == PARENT
+    reopened = store.reopen("r1", now=T0 + 7)
+    assert reopened.parent == PARENT
+    assert reopened == store.load("r1").run
+    assert [(r.parent, r.deadline) for r in store.list_runs()] == [(PARENT, DEADLINE)]
+
+
+def test_a_run_created_leased_keeps_its_parent(store):
+    run, _ = store.create_run(
+        "r1", "wf", b"[]", now=T0, owner="inline-1", lease_until=T0 + 30, parent=PARENT
+    )
+
+    assert (run.status, run.lease_owner, run.parent) == (RunStatus.RUNNING, "inline-1", PARENT)
+    assert store.get_run("r1") == run
+    assert store.load("r1").run == run
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [(PARENT, "parent-run-2"), (PARENT, None), (None, PARENT)],
+    ids=["another", "none-after-one", "one-after-none"],
+)
+def test_create_run_again_keeps_the_first_parent(store, first, second):
+    created, _ = store.create_run("r1", "wf", b"[]", now=T0, parent=first)
+
+    again, was_created = store.create_run("r1", "wf", b"[]", now=T0 + 1, parent=second)
+
+    assert was_created is False
+    assert again == created
+    assert again.parent == first
+    assert store.get_run("r1").parent == first
+    assert store.load("r1").run.parent == first
+
+
+def test_runs_keep_their_own_parents(store):
+    store.create_run("a", "wf", b"[]", now=T0)
+    store.create_run("b", "wf", b"[]", now=T0 + 1, parent="a")
+    store.create_run("c", "wf", b"[]", now=T0 + 2, parent="b")
+
+    assert [(r.id, r.parent) for r in store.list_runs()] == [("c", "b"), ("b", "a"), ("a", None)]
+    claimed = store.claim("w1", ["wf"], now=T0 + 2, lease_until=T0 + 32, limit=5)
+    assert [(r.id, r.parent) for r in claimed] == [("a", None), ("b", "a"), ("c", "b")]
+    assert claimed == [store.get_run(r.id) for r in claimed]
+
+
+@pytest.mark.parametrize(
+    "parent",
+    ["🚀" * MAX_ID_LENGTH, "é" * (MAX_ID_LENGTH - 1) + "p", "订" * MAX_ID_LENGTH],
+    ids=["emoji", "latin", "cjk"],
+)
+def test_a_parent_id_of_255_characters_round_trips(store, parent):
+    run, _ = store.create_run("r1", "wf", b"[]", now=T0, parent=parent)
+
+    assert run.parent == parent
+    assert store.get_run("r1").parent == parent
+    assert store.load("r1").run.parent == parent
+    assert [r.parent for r in store.list_runs()] == [parent]
+    (claimed,) = store.claim("w1", ["wf"], now=T0, lease_until=T0 + 30, limit=1)
+    assert claimed.parent == parent
+
+
+def test_parent_ids_that_differ_only_in_case_or_trailing_space_stay_distinct(store):
+    parents = ["order-1", "Order-1", "order-1 "]
+    for i, parent in enumerate(parents):
+        store.create_run(f"r{i}", "wf", b"[]", now=T0 + i, parent=parent)
+
+    assert [store.get_run(f"r{i}").parent for i in range(len(parents))] == parents
 
 
 @pytest.mark.parametrize("status", [RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED])
