@@ -8,6 +8,7 @@ results instead of doing the work again.
 
 from fluxo._decorators import Call, Step, Workflow, step, workflow
 from fluxo._durable import (
+    ChildHandle,
     continue_as_new,
     deprecate_patch,
     in_workflow,
@@ -21,6 +22,7 @@ from fluxo._durable import (
     signal,
     sleep,
     sleep_until,
+    start_child,
     uuid4,
     wait_for_signal,
 )
@@ -62,6 +64,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Call",
     "Cancelled",
+    "ChildHandle",
     "Codec",
     "CodecError",
     "CompensationError",
@@ -113,6 +116,7 @@ __all__ = [
     "signal",
     "sleep",
     "sleep_until",
+    "start_child",
     "step",
     "uuid4",
     "wait_for_signal",

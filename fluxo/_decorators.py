@@ -205,12 +205,17 @@ class Workflow(_Definition[P, R]):
         self.signature = inspect.signature(fn)
         self.start_id: str | None = None
         self.start_timeout: float | None = None
+        self.start_detached = False
         self._input_type: Any = None
 
     def options(
-        self, *, id: str | None = None, timeout: timedelta | float | None = None
+        self,
+        *,
+        id: str | None = None,
+        timeout: timedelta | float | None = None,
+        detached: bool = False,
     ) -> Workflow[P, R]:
-        """Return this workflow with start options bound, for ``engine.start``.
+        """Return this workflow with start options bound, for ``engine.start`` or a child start.
 
         Args:
             id: the run id. Starting twice with one id starts one run: the second
@@ -219,9 +224,13 @@ class Workflow(_Definition[P, R]):
                 going then is cancelled at its next durable call (its ``finally:``
                 blocks run) and ends ``cancelled``; ``handle.result()`` raises
                 ``WorkflowTimeoutError``.
+            detached: for a child workflow (``fluxo.start_child`` in a workflow):
+                it is not cancelled when its parent is cancelled or ends, and so
+                may outlive it.
 
         Example:
             >>> engine.start(checkout.options(id="order-17"), "o-17", 4200)
+            >>> fluxo.start_child(send_receipt.options(detached=True), order_id)
         """
         limit = stores.MAX_ID_LENGTH
         if id is not None and (not isinstance(id, str) or not id or len(id) > limit):
@@ -240,18 +249,24 @@ class Workflow(_Definition[P, R]):
                 raise _errors.DefinitionError(
                     f"timeout= takes a positive timedelta or number of seconds, not {timeout!r}"
                 )
+        if not isinstance(detached, bool):
+            raise _errors.DefinitionError(f"detached= takes True or False, not {detached!r}")
         bound = copy.copy(self)
         bound.start_id = id
         bound.start_timeout = None if seconds is None else float(seconds)
+        bound.start_detached = detached
         return bound
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Called in a workflow: run as a child workflow and return its result.
+
+        ``child(x)`` is ``fluxo.start_child(child, x).result()``. Called anywhere
+        else (a test, a step), it is a plain call of the function.
+        """
         if _executor.current_context() is not None:
-            raise _errors.DefinitionError(
-                f"workflow {self.name!r} was called from inside another workflow; child "
-                "workflows are not supported by this version of Fluxo. Call its steps "
-                "directly, or start it from outside with engine.start()"
-            )
+            from fluxo import _durable
+
+            return _durable.start_child(self, *args, **kwargs).result()
         return self.fn(*args, **kwargs)
 
     # Inputs travel as one object keyed by parameter name, decoded by annotation.

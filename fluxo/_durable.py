@@ -13,12 +13,15 @@ import time
 import uuid as _uuid
 from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
-from typing import Any, NoReturn, TypeVar
+from typing import Any, Generic, NoReturn, TypeVar
+
+from typing_extensions import ParamSpec
 
 from fluxo import _decorators, _errors, _executor
 
 T = TypeVar("T")
 R = TypeVar("R")
+P = ParamSpec("P")
 
 
 def now() -> datetime:
@@ -103,8 +106,7 @@ def wait_for_signal(name: str, *, timeout: timedelta | float | None = None, type
         SignalTimeout: ``timeout`` passed first. The deadline is recorded, so it
             holds across crashes and restarts.
     """
-    if not isinstance(name, str) or not name:
-        raise _errors.DefinitionError(f"a signal name must be a non-empty string, not {name!r}")
+    _executor.check_signal_name(name)
     seconds = None if timeout is None else _seconds(timeout, "wait_for_signal(timeout=)")
     context = _executor.current_context()
     if context is None:
@@ -122,6 +124,7 @@ def signal(run_id: str, name: str, payload: Any = None) -> None:
         SignalError: the target run does not exist or has finished (recorded, so
             replay raises it again).
     """
+    _executor.check_signal_name(name)
     context = _executor.current_context()
     if context is None:
         raise _errors.DefinitionError(
@@ -165,6 +168,112 @@ def continue_as_new(*args: Any, **kwargs: Any) -> NoReturn:
             "is no run to continue. Call the workflow again, or engine.start() it"
         )
     context.continue_as_new(args, kwargs)
+
+
+class ChildHandle(Generic[R]):
+    """A child run started by :func:`start_child`, inside the workflow that started it.
+
+    Attributes:
+        id: the child's run id (``engine.get_run(id)``, ``fluxo.signal(id, ...)``).
+        workflow: the child's workflow name.
+        detached: whether it was started with ``.options(detached=True)``.
+    """
+
+    def __init__(
+        self,
+        context: _executor.RunContext,
+        run_id: str,
+        workflow: _decorators.Workflow[Any, R],
+        detached: bool,
+    ) -> None:
+        self.id = run_id
+        self.workflow = workflow.name
+        self.detached = detached
+        self._context = context
+        self._return_type = workflow.return_type
+        self._outcome: tuple[bool, Any] | None = None
+
+    def __repr__(self) -> str:
+        return f"ChildHandle({self.id!r}, workflow={self.workflow!r})"
+
+    def _own_context(self, what: str) -> _executor.RunContext:
+        context = _executor.current_context()
+        if context is not self._context:
+            raise _errors.DefinitionError(
+                f"ChildHandle.{what}() is called inside the workflow that started the child "
+                f"run {self.id!r}; elsewhere use engine.handle({self.id!r})"
+            )
+        return context
+
+    def result(self) -> R:
+        """Wait durably for the child to end and return its result.
+
+        The outcome is recorded in this run's history, so a replay returns (or
+        raises) it again without waiting. Calling it again returns the same.
+
+        Raises:
+            WorkflowFailedError: the child failed (its error type and message are kept).
+            WorkflowCancelledError: the child was cancelled (``WorkflowTimeoutError``
+                when its ``timeout=`` passed).
+        """
+        context = self._own_context("result")
+        if self._outcome is None:
+            try:
+                value = context.child_result(self.id, self._return_type)
+            except _errors.FluxoError as exc:
+                self._outcome = (False, exc)
+                raise
+            self._outcome = (True, value)
+        ok, value = self._outcome
+        if not ok:
+            raise value
+        result: R = value
+        return result
+
+    def cancel(self) -> None:
+        """Ask the child to stop, as ``engine.cancel`` would; ``result()`` tells how it ended."""
+        self._own_context("cancel").cancel_child(self.id)
+
+
+def start_child(
+    workflow: _decorators.Workflow[P, R], /, *args: P.args, **kwargs: P.kwargs
+) -> ChildHandle[R]:
+    """Start ``workflow`` as a child run of the current workflow; return its handle at once.
+
+    The child is a run of its own: its own history, executed by any worker. Its
+    id is the one given with ``workflow.options(id=...)``, else the parent's id
+    and the call's position (``order-17~child-4``), the same on every replay.
+    Wait for it with ``handle.result()``, whose outcome is recorded in the
+    parent's history. Calling a workflow in a workflow, ``child(x)``, is
+    ``start_child(child, x).result()``.
+
+    When the parent is cancelled, or ends without having awaited a child, the
+    child is cancelled too, unless it was started with
+    ``workflow.options(detached=True)``.
+
+    Example:
+        >>> shipping = fluxo.start_child(ship, order_id)
+        >>> receipt = charge(order_id)
+        >>> tracking = shipping.result()
+
+    Raises:
+        DefinitionError: called outside a workflow, or with arguments that do not
+            fit the workflow's signature.
+        RunStateError: the id given is taken by another run (recorded, so replay
+            raises it again).
+    """
+    if not isinstance(workflow, _decorators.Workflow):
+        raise _errors.DefinitionError(
+            f"fluxo.start_child() takes a @fluxo.workflow as its first argument, not {workflow!r}"
+        )
+    context = _executor.current_context()
+    if context is None:
+        raise _errors.DefinitionError(
+            "fluxo.start_child() starts a child run from inside a workflow; elsewhere use "
+            "engine.start()"
+        )
+    run_id, detached = context.start_child(workflow, args, kwargs)
+    return ChildHandle(context, run_id, workflow, detached)
 
 
 def patched(change: str) -> bool:

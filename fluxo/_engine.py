@@ -6,6 +6,7 @@ import logging
 import math
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -114,6 +115,9 @@ class Engine:
         self._workflows: dict[str, _decorators.Workflow[Any, Any]] = {}
         self._register(workflows)
         self._closed = False
+        self._inline_lock = threading.Lock()
+        self._inline_threads: set[threading.Thread] = set()
+        self._inline_contexts: set[_executor.RunContext] = set()
         self.instance_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     def _register(self, workflows: Iterable[_decorators.Workflow[Any, Any]]) -> None:
@@ -155,6 +159,12 @@ class Engine:
         """Close the store if this engine opened it (from a URL). Idempotent."""
         if not self._closed:
             self._closed = True
+            with self._inline_lock:
+                for context in self._inline_contexts:
+                    context.stop_requested.set()  # they give their runs back to workers
+                threads = list(self._inline_threads)
+            for thread in threads:
+                thread.join(timeout=5.0)
             self.step_threads.close()
             if self._owns_store:
                 self.store.close()
@@ -213,6 +223,12 @@ class Engine:
     ) -> tuple[_history.RunInfo, bool]:
         self._check_open()
         wf = self._known(wf)
+        if wf.start_detached:
+            raise _errors.DefinitionError(
+                f"{wf.name}.options(detached=True) is for child workflows started with "
+                "fluxo.start_child() inside a workflow; a run started by the engine has no "
+                "parent to detach from"
+            )
         packed = wf.bind_input(args, kwargs)
         try:
             data = self.codec.encode(packed)
@@ -253,41 +269,22 @@ class Engine:
 
         Like :meth:`start` it is idempotent on the run id; if the run already
         exists it is not executed again here, its result is awaited. Timers and
-        signal waits are recorded durably and waited out in this thread. If this
+        signal waits are recorded durably and waited out in this thread. Child
+        workflows it starts (``fluxo.start_child``) are executed in threads of
+        this process the same way, unless a worker takes them first. If this
         process dies mid-run, a worker takes it over when its lease expires (or,
         while it waits, when the wait is over).
         """
-        lease = DEFAULT_LEASE
         owner = f"{self.instance_id}:inline:{uuid.uuid4().hex[:8]}"
         now = self.clock()
-        run, created = self._create(workflow, args, kwargs, owner=owner, lease_until=now + lease)
+        run, created = self._create(
+            workflow, args, kwargs, owner=owner, lease_until=now + DEFAULT_LEASE
+        )
         handle: RunHandle[R] = RunHandle(self, run.id, workflow.return_type)
         if not created:
             return handle.result()
-        from fluxo import _worker
-
         contexts: list[_executor.RunContext] = []
-        with _worker.Heartbeat(self, owner, lease) as heartbeat:
-            outcome = self.execute_claimed(
-                run.id,
-                owner,
-                heartbeat=heartbeat,
-                hold_window=float("inf"),
-                context_hook=contexts.append,
-            )
-            while outcome is _executor.Outcome.CONTINUED:
-                # Go on with the next run of the chain here, unless a worker took it.
-                next_id = _history.chain_next(contexts[-1].run_id)
-                now = self.clock()
-                if self.store.claim_run(owner, next_id, now=now, lease_until=now + lease) is None:
-                    return handle.result()
-                outcome = self.execute_claimed(
-                    next_id,
-                    owner,
-                    heartbeat=heartbeat,
-                    hold_window=float("inf"),
-                    context_hook=contexts.append,
-                )
+        outcome = self._execute_inline(run.id, owner, contexts.append)
         context = contexts[-1]
         run_id = context.run_id
         if outcome is _executor.Outcome.COMPLETED:
@@ -303,6 +300,93 @@ class Engine:
                 "it is intact, and a worker resumes it from its history when its lease expires"
             ) from context.store_error
         return handle.result()  # another worker took it over: wait for that worker
+
+    def _execute_inline(
+        self,
+        run_id: str,
+        owner: str,
+        context_hook: Callable[[_executor.RunContext], None],
+    ) -> _executor.Outcome:
+        """Execute a run ``owner`` holds in this thread, and the rest of its chain.
+
+        Its waits are held in the thread. The child runs it starts are executed
+        in threads of their own in the same way, unless a worker takes them first.
+        Returns ``CONTINUED`` when a worker took over the chain.
+        """
+        from fluxo import _worker
+
+        def prepare(context: _executor.RunContext) -> None:
+            context.child_started = self._start_inline_child
+            context_hook(context)
+
+        with _worker.Heartbeat(self, owner, DEFAULT_LEASE) as heartbeat:
+            outcome = self.execute_claimed(
+                run_id, owner, heartbeat=heartbeat, hold_window=math.inf, context_hook=prepare
+            )
+            last = run_id
+            while outcome is _executor.Outcome.CONTINUED:
+                # Go on with the next run of the chain here, unless a worker took it.
+                last = _history.chain_next(last)
+                now = self.clock()
+                if (
+                    self.store.claim_run(owner, last, now=now, lease_until=now + DEFAULT_LEASE)
+                    is None
+                ):
+                    return outcome
+                outcome = self.execute_claimed(
+                    last, owner, heartbeat=heartbeat, hold_window=math.inf, context_hook=prepare
+                )
+        return outcome
+
+    def _start_inline_child(self, child_id: str, workflow: _decorators.Workflow[Any, Any]) -> None:
+        """Execute a child run that ``run()``'s workflow started, in a thread of this process.
+
+        Only a child this engine knows and can lease at once; otherwise a worker runs it.
+        If this process dies, the child's lease expires and a worker resumes it.
+        """
+        if self._closed or self._workflows.get(workflow.name) is None:
+            return
+        owner = f"{self.instance_id}:inline:{uuid.uuid4().hex[:8]}"
+        now = self.clock()
+        try:
+            claimed = self.store.claim_run(
+                owner, child_id, now=now, lease_until=now + DEFAULT_LEASE
+            )
+        except _errors.StoreError as exc:
+            log.warning("child run %s is left for a worker: %s", child_id, exc)
+            return
+        if claimed is None:
+            return  # a worker has it
+        thread = threading.Thread(
+            target=self._run_inline_child,
+            args=(child_id, owner),
+            name=f"fluxo-child-{child_id}",
+            daemon=True,
+        )
+        with self._inline_lock:
+            self._inline_threads.add(thread)
+        thread.start()
+
+    def _run_inline_child(self, child_id: str, owner: str) -> None:
+        mine: list[_executor.RunContext] = []
+
+        def track(context: _executor.RunContext) -> None:
+            mine.append(context)
+            with self._inline_lock:
+                self._inline_contexts.add(context)
+                if self._closed:
+                    context.stop_requested.set()
+
+        try:
+            self._execute_inline(child_id, owner, track)
+        except Exception:
+            log.exception(
+                "child run %s stopped executing in this process; a worker resumes it", child_id
+            )
+        finally:
+            with self._inline_lock:
+                self._inline_contexts.difference_update(mine)
+                self._inline_threads.discard(threading.current_thread())
 
     def handle(self, run_id: str) -> RunHandle[Any]:
         """Return a handle to an existing run (its result decodes by its workflow's type)."""
@@ -545,9 +629,10 @@ class Engine:
             raise _errors.RunStateError(
                 f"run {run_id!r} already finished ({run.status.value}); there is nothing to cancel"
             )
-        if run.status is _history.RunStatus.PENDING and run.lease_owner is None:
+        if run.status is _history.RunStatus.PENDING and run.lease_owner is None and not run.parent:
             # Not begun: finish it here, fenced at position 1, so it needs no worker.
             # If a worker got there first, the fence refuses and the flag delivers it.
+            # (A child run is left to the executor, which tells its parent how it ended.)
             try:
                 self.store.append(
                     run_id,
@@ -577,8 +662,7 @@ class Engine:
             EncodeError: the payload cannot be encoded.
         """
         self._check_open()
-        if not isinstance(name, str) or not name:
-            raise _errors.DefinitionError(f"a signal name must be a non-empty string, not {name!r}")
+        _executor.check_signal_name(name)
         try:
             data = self.codec.encode(payload)
         except TypeError as exc:

@@ -88,6 +88,18 @@ _shared_threads = StepThreads()
 """The pool of contexts made without one (tools; the replayer never runs a branch)."""
 
 
+def check_signal_name(name: object) -> str:
+    """Return ``name`` if it may name a user's signal, else raise ``DefinitionError``."""
+    if not isinstance(name, str) or not name:
+        raise _errors.DefinitionError(f"a signal name must be a non-empty string, not {name!r}")
+    if name.startswith(history.SIGNAL_PREFIX):
+        raise _errors.DefinitionError(
+            f"signal names starting with {history.SIGNAL_PREFIX!r} are Fluxo's own (child runs "
+            f"send their outcome under one); rename signal {name!r}"
+        )
+    return name
+
+
 def current_context() -> RunContext | None:
     """Return the context of the workflow running in this thread or task, if any."""
     return _current.get()
@@ -348,6 +360,37 @@ class _Plan(msgspec.Struct, omit_defaults=True):
     steps: list[str] = msgspec.field(default_factory=list)
 
 
+class ChildStart(msgspec.Struct, omit_defaults=True):
+    """What a ``child_started`` event records: the child's workflow and how it started.
+
+    ``error`` is set when the store refused to start it (its id was taken).
+    """
+
+    workflow: str
+    detached: bool = False
+    error: ErrorInfo | None = None
+
+
+class ChildOutcome(msgspec.Struct, omit_defaults=True):
+    """What a child run sends its parent as it ends: the payload of its signal.
+
+    ``kind`` is ``completed``, ``failed`` or ``cancelled``; ``data`` is what the
+    child's own end event holds (its encoded result, its error), or the encoded
+    reason of a cancellation. Encoded with msgspec's JSON, not the user codec: the
+    envelope is Fluxo's, the payload inside it the codec's.
+    """
+
+    kind: str
+    data: bytes | None = None
+
+
+_CHILD_EVENTS: dict[str, type[history.Event]] = {
+    "completed": history.ChildCompleted,
+    "failed": history.ChildFailed,
+    "cancelled": history.ChildCancelled,
+}
+
+
 _ATTEMPT_FAILED = "attempt_failed"
 _COMPLETED = "completed"
 _FAILED = "failed"
@@ -414,7 +457,12 @@ class RunContext:
         self.lease_released = False
         self.store_error: _errors.StoreError | None = None
         self.deadline = state.run.deadline
+        self.parent = state.run.parent
         self.cancel_reason = ""
+        self._children: dict[str, bool] = {}
+        """Child runs started and not yet awaited, each mapped to "was started detached"."""
+        self.child_started: Callable[[str, _decorators.Workflow[Any, Any]], None] | None = None
+        """Told of each child run this execution starts live (the engine may execute it)."""
         self._pending: dict[str, collections.deque[bytes]] = {}
         self._consumed: dict[str, int] = {}  # signals taken so far, replayed or live
         self._refresh_signals(state.signals)
@@ -496,11 +544,13 @@ class RunContext:
                 self._pos += 1
                 self._cancel_delivered = True
                 self.cancel_reason = recorded.event.name or "cancelled"
+                self._cancel_children()  # again: a crash may have come before it was done
                 raise Cancelled(_TOKEN)
         elif reason := self._cancel_due():
             self._record(history.CancelRequested(reason))
             self._cancel_delivered = True
             self.cancel_reason = reason
+            self._cancel_children()
             raise Cancelled(_TOKEN)
 
     def _cancel_due(self) -> str:
@@ -1126,6 +1176,229 @@ class RunContext:
             raise _errors.SignalError(str(exc)) from None
         self._record(history.SignalSent(target))
 
+    # -- child workflows -----------------------------------------------------------------
+
+    def start_child(
+        self,
+        wf: _decorators.Workflow[Any, Any],
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+    ) -> tuple[str, bool]:
+        """``fluxo.start_child``: start ``wf`` as a child run; return its id and "detached".
+
+        The child is created (idempotent on its id, with this run as its parent)
+        before ``ChildStarted`` is recorded, so a crash in between finds the same
+        child on resume, never a second one. Its id is the one given with
+        ``wf.options(id=)``, else this run's id and the call's position.
+        """
+        packed = wf.bind_input(args, kwargs)
+        try:
+            data = self.codec.encode(packed)
+        except TypeError as exc:
+            raise _errors.EncodeError(
+                f"the arguments of child workflow {wf.name!r} cannot be encoded: {exc}"
+            ) from exc
+        self._enter_durable_call()
+        call = f"start child workflow {wf.name}"
+        recorded = self._peek()
+        if recorded is not None:
+            return self._replay_child_start(call, recorded, wf)
+        self._go_live()
+        detached = wf.start_detached
+        child = wf.start_id or history.child_id(self.run_id, self.next_seq)
+        if len(child) > stores.MAX_ID_LENGTH:
+            raise _errors.DefinitionError(
+                f"the child run's id {child[:40]!r}... would be longer than "
+                f"{stores.MAX_ID_LENGTH} characters; give it a shorter one with "
+                f"{wf.name}.options(id=...)"
+            )
+        now = self.clock()
+        deadline = None if wf.start_timeout is None else now + wf.start_timeout
+        refused: _errors.RunStateError | None = None
+        try:
+            run, created = self.store.create_run(
+                child, wf.name, data, now=now, deadline=deadline, parent=self.run_id
+            )
+        except _errors.RunIdConflictError as exc:
+            refused = _errors.RunStateError(
+                f"cannot start child workflow {wf.name!r} as run {child!r}: a run of workflow "
+                f"{exc.existing!r} has that id; give the child another id"
+            )
+        except _errors.StoreError as exc:
+            self.store_error = exc
+            self._unwinding = _StoreFailed()
+            raise self._unwinding from exc
+        else:
+            if not created and run.parent != self.run_id:
+                refused = _errors.RunStateError(
+                    f"cannot start child workflow {wf.name!r} as run {child!r}: that run exists "
+                    "and was not started by this run; give the child another id"
+                )
+        if refused is not None:
+            start = ChildStart(wf.name, detached, error_info(refused))
+            self._record(history.ChildStarted(child, self.codec.encode(start)))
+            raise refused
+        self._children[child] = detached
+        if self.child_started is not None:
+            self.child_started(child, wf)  # it exists: it may run, whatever happens here next
+        self._record(history.ChildStarted(child, self.codec.encode(ChildStart(wf.name, detached))))
+        return child, detached
+
+    def _replay_child_start(
+        self, call: str, recorded: _Recorded, wf: _decorators.Workflow[Any, Any]
+    ) -> tuple[str, bool]:
+        event = recorded.event
+        if not isinstance(event, history.ChildStarted):
+            self._diverged(call, recorded)
+        self._pos += 1
+        start: ChildStart = self._decode_recorded(call, event.data, ChildStart)
+        if start.workflow not in wf.names:
+            self._diverged(call, recorded, f"  the history's child is of workflow {start.workflow}")
+        if wf.start_id is not None and wf.start_id != event.name:
+            self._diverged(
+                f"{call} as run {wf.start_id}", recorded, "  the history's child has another id"
+            )
+        if start.error is not None:
+            raise _errors.RunStateError(start.error.message)
+        self._children[event.name] = start.detached
+        return event.name, start.detached
+
+    def child_result(self, child: str, return_type: Any) -> Any:
+        """``ChildHandle.result()``: the child's outcome, waited for durably and recorded.
+
+        The child sends its outcome to this run as a signal as it ends; taking it
+        records ``ChildCompleted``/``ChildFailed``/``ChildCancelled`` here, so replay
+        reads it from this run's own history and needs nothing of the child's.
+        """
+        self._enter_durable_call()
+        call = f"result of child run {child}"
+        signal = history.child_signal_name(child)
+        event = self._match(history.CHILD_OUTCOMES, call, frozenset((child,)))
+        if event is not None:
+            self._consume(signal)
+        else:
+            self._go_live()
+            first = True
+            while True:
+                if not first:
+                    self._cancel_point()
+                first = False
+                queue = self._pending.get(signal)
+                if queue:
+                    event = self._child_event(child, queue[0])
+                    self._record(event)
+                    self._consume(signal)
+                    break
+                self._suspend([], None, timer=False)
+        self._children.pop(child, None)
+        if isinstance(event, history.ChildCompleted):
+            return self._decode_recorded(call, event.data, return_type)
+        if isinstance(event, history.ChildFailed):
+            info = self._decode_error(call, event.data)
+            if info.type == codec.qualified_name(_errors.NondeterminismError):
+                info.details = {}  # the child's mismatch, not this run's: a plain failure
+            raise workflow_error(child, info)
+        reason = self._decode_recorded(call, event.data, str)
+        if reason == "deadline":
+            raise _errors.WorkflowTimeoutError(child)
+        raise _errors.WorkflowCancelledError(child)
+
+    def _consume(self, signal: str) -> None:
+        self._consumed[signal] = self._consumed.get(signal, 0) + 1
+        queue = self._pending.get(signal)
+        if queue:
+            queue.popleft()
+
+    def _child_event(self, child: str, payload: bytes) -> history.Event:
+        """The event that records a child's outcome, from the signal it sent."""
+        try:
+            outcome = msgspec.json.decode(payload, type=ChildOutcome)
+            kind = _CHILD_EVENTS[outcome.kind]
+        except (msgspec.DecodeError, KeyError) as exc:
+            info = ErrorInfo(
+                type="fluxo.CorruptedOutcome",
+                message=f"child run {child!r} sent an outcome that does not decode ({exc})",
+            )
+            return history.ChildFailed(child, self._encode_error(info))
+        return kind(child, outcome.data)
+
+    def cancel_child(self, child: str) -> None:
+        """``ChildHandle.cancel()``: ask a child run to stop (idempotent, so not recorded)."""
+        self._enter_durable_call()
+        if self.replaying or self.replay_only:
+            return  # asked already: this run recorded more after asking
+        try:
+            self._cancel_chain(child)
+        except _errors.StoreError as exc:
+            self.store_error = exc
+            self._unwinding = _StoreFailed()
+            raise self._unwinding from exc
+
+    def _cancel_chain(self, run_id: str) -> None:
+        """Cancel a run, or the latest run of its chain if it continued as new."""
+        now = self.clock()
+        run = self.store.request_cancel(run_id, now=now)
+        while run.status is history.RunStatus.COMPLETED:
+            try:
+                run = self.store.request_cancel(history.chain_next(run.id), now=now)
+            except _errors.RunNotFoundError:
+                return
+
+    def _cancel_children(self) -> None:
+        """Cancel the children started without ``detached`` that this run has not awaited."""
+        if self.replay_only:
+            return
+        for child, detached in list(self._children.items()):
+            if detached:
+                continue
+            try:
+                self._cancel_chain(child)
+            except _errors.RunNotFoundError:
+                pass
+            except _errors.StoreError as exc:
+                self.store_error = exc
+                self._unwinding = _StoreFailed()
+                raise self._unwinding from exc
+
+    def _end_children(self) -> None:
+        """As the run ends: its children that are not detached end with it."""
+        attached = [child for child, detached in self._children.items() if not detached]
+        if attached and not self._cancel_delivered:
+            log.warning(
+                "run %s ends without waiting for its child runs %s; they are cancelled "
+                "(start a child with .options(detached=True) to let it outlive its parent)",
+                self.run_id,
+                ", ".join(attached),
+                extra={"fluxo_run_id": self.run_id},
+            )
+        self._cancel_children()
+
+    def _tell_parent(self, end: history.Event) -> None:
+        """Send this child run's outcome to its parent, before the end is recorded.
+
+        Keyed by the child's id, so the copy a resumed run sends again is dropped. A
+        parent that has finished no longer waits: nothing needs it then.
+        """
+        if self.parent is None:
+            return
+        if isinstance(end, history.WorkflowCompleted):
+            outcome = ChildOutcome("completed", end.data)
+        elif isinstance(end, history.WorkflowFailed):
+            outcome = ChildOutcome("failed", end.data)
+        else:
+            outcome = ChildOutcome("cancelled", self.codec.encode(end.name or "cancelled"))
+        name = history.child_signal_name(history.chain_root(self.run_id))
+        try:
+            self.store.send_signal(
+                self.parent, name, msgspec.json.encode(outcome), now=self.clock(), key=name
+            )
+        except (_errors.RunNotFoundError, _errors.RunStateError):
+            pass
+        except _errors.StoreError as exc:
+            self.store_error = exc
+            self._unwinding = _StoreFailed()
+            raise self._unwinding from exc
+
     def patched(self, change: str) -> bool:
         """``fluxo.patched``: True for runs that reach this point under the new code."""
         self._enter_durable_call()
@@ -1185,7 +1458,15 @@ class RunContext:
             raise self._unwinding
         self._go_live()
         try:
-            self.store.create_run(next_id, wf.name, data, now=self.clock(), deadline=self.deadline)
+            self._end_children()  # a run's children end with it, as they would at any end
+            self.store.create_run(
+                next_id,
+                wf.name,
+                data,
+                now=self.clock(),
+                deadline=self.deadline,
+                parent=self.parent,  # the chain is one child of the same parent
+            )
         except _errors.RunIdConflictError as exc:
             raise _errors.RunStateError(
                 f"fluxo.continue_as_new(): run {next_id!r} exists and belongs to workflow "
@@ -1423,6 +1704,11 @@ class RunContext:
         if self.replay_only and self._nondeterminism is not None:
             return Outcome.FAILED  # reported through self.error; nothing is recorded
         try:
+            if not self.replay_only:
+                # Both before the end is recorded: a crash in between redoes them, and
+                # each is idempotent.
+                self._end_children()
+                self._tell_parent(event)
             self._record(event, status=status, ready_at=None)
         except _ControlFlow:
             return self._unwound()

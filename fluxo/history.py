@@ -184,7 +184,7 @@ class ChildFailed(Event):
 
 @dataclass(frozen=True, slots=True)
 class ChildCancelled(Event):
-    """The child run ``name`` was cancelled: ``data`` is the reason (``"cancelled"``, ``"deadline"``)."""
+    """The child run ``name`` was cancelled: ``data`` is why (``"cancelled"``, ``"deadline"``)."""
 
     kind: ClassVar[str] = "child_cancelled"
 

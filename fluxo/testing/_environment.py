@@ -10,6 +10,7 @@ waits) or calls :meth:`WorkflowEnvironment.advance`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -446,6 +447,15 @@ class WorkflowEnvironment:
     def _waiting_for(self, run: _history.RunInfo) -> str:
         events = self.store.load(run.id).events
         last = events[-1] if events else None
+        children = [e.name for e in events if isinstance(e, _history.ChildStarted)]
+        awaited = {e.name for e in events if isinstance(e, _history.CHILD_OUTCOMES)}
+        for child_id in children:
+            if child_id in awaited:
+                continue
+            with contextlib.suppress(_errors.RunNotFoundError):
+                child = self.engine.get_run(child_id)
+                if not child.status.is_terminal:
+                    return f"its child run {child.id!r} is unfinished: {self._waiting_for(child)}"
         if isinstance(last, _history.SignalWaitStarted):
             return f"it waits for signal {last.name!r}"
         if isinstance(last, _history.TimerStarted):
@@ -483,6 +493,10 @@ class WorkflowEnvironment:
         context.step_runner = run_step
         context.pause = self._pause
         context.restart_after_record = self.always_replay
+        context.child_started = self._child_started
+
+    def _child_started(self, child_id: str, workflow: _decorators.Workflow[Any, Any]) -> None:
+        self._register(workflow)  # so the environment runs the child, as a worker would
 
     def _pause(self, seconds: float) -> None:
         self._clock.move_to(self._clock() + seconds)

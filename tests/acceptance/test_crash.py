@@ -17,7 +17,10 @@ LEASE = 2.0
 
 
 def _worker(
-    url: str, workdir: Path, app: str = "tests.acceptance.crashapp:make_engine"
+    url: str,
+    workdir: Path,
+    app: str = "tests.acceptance.crashapp:make_engine",
+    *options: str,
 ) -> subprocess.Popen[bytes]:
     env = dict(os.environ, FLUXO_CRASH_URL=url, FLUXO_CRASH_DIR=str(workdir))
     return subprocess.Popen(
@@ -29,6 +32,7 @@ def _worker(
             str(LEASE),
             "--concurrency",
             "2",
+            *options,
         ],
         env=env,
         cwd=Path(__file__).parents[2],

@@ -329,18 +329,15 @@ def test_engine_rejects_things_that_are_not_workflows(workflows: Any) -> None:
         fluxo.Engine("memory://", workflows=workflows)
 
 
-def test_a_workflow_called_inside_a_workflow_fails_the_run_clearly(
-    make_engine: MakeEngine,
-) -> None:
+def test_a_workflow_called_inside_a_workflow_runs_as_a_child(make_engine: MakeEngine) -> None:
     engine = make_engine(wfs.calls_a_workflow, wfs.checkout)
     handle = engine.start(wfs.calls_a_workflow)
-    assert execute(engine, handle.id).value == "failed"
-    with pytest.raises(fluxo.WorkflowFailedError) as info:
-        handle.result(timeout=1)
-    assert info.value.is_instance(fluxo.DefinitionError)
-    assert "called from inside another workflow" in info.value.error_message
-    assert wfs.checkout.name in info.value.error_message
-    assert "engine.start()" in info.value.error_message
+    assert execute(engine, handle.id).value == "suspended"  # waits for its child
+    child = engine.get_run(f"{handle.id}~child-1")
+    assert child.workflow == wfs.checkout.name
+    assert child.parent == handle.id
+    assert engine.worker().process_one() == 2  # the child, then the parent again
+    assert handle.result(timeout=1) == engine.handle(child.id).result(timeout=1)
 
 
 def test_steps_keep_their_retry_policy_object_frozen() -> None:

@@ -17,6 +17,7 @@ from fluxo import _errors
 EXPECTED = [
     "Call",
     "Cancelled",
+    "ChildHandle",
     "Codec",
     "CodecError",
     "CompensationError",
@@ -68,6 +69,7 @@ EXPECTED = [
     "signal",
     "sleep",
     "sleep_until",
+    "start_child",
     "step",
     "uuid4",
     "wait_for_signal",

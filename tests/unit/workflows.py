@@ -68,5 +68,5 @@ class Holder:
 
 @fluxo.workflow
 def calls_a_workflow() -> str:
-    """Calls another workflow as if it were a function: not supported."""
+    """Calls another workflow as if it were a function: it runs as a child run."""
     return checkout("o-1", 5)
