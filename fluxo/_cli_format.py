@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any, overload
 
-from fluxo import _errors, history
+from fluxo import _errors, _history_file, history
 from fluxo import codec as _codec
 
 _AGE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])", re.IGNORECASE)
@@ -179,6 +179,7 @@ _ERROR_KINDS = (
     history.StepFailed,
     history.BranchAttemptFailed,
     history.BranchFailed,
+    history.ChildFailed,
     history.WorkflowFailed,
 )
 _TIME_KINDS = (history.TimerStarted, history.SignalWaitStarted)
@@ -219,6 +220,9 @@ def describe_run(state: history.RunState, codec: _codec.Codec) -> dict[str, Any]
     for event in events:
         if isinstance(event, history.SignalReceived):
             consumed[event.name] = consumed.get(event.name, 0) + 1
+        elif isinstance(event, history.CHILD_OUTCOMES):  # took the signal the child sent
+            signal = history.child_signal_name(event.name)
+            consumed[signal] = consumed.get(signal, 0) + 1
     pending = []
     for sent in state.signals:
         if consumed.get(sent.name, 0) > 0:
@@ -227,12 +231,13 @@ def describe_run(state: history.RunState, codec: _codec.Codec) -> dict[str, Any]
             pending.append(
                 {
                     "name": sent.name,
-                    "payload": _value(codec, sent.payload),
+                    "payload": _signal_value(codec, sent),
                     "sent_at": iso(sent.sent_at, precise=True),
                 }
             )
     return {
         **run_record(run),
+        "parent": run.parent,
         "input": _value(codec, events[0].data) if events else None,
         "result": result,
         "error": error,
@@ -246,23 +251,106 @@ def describe_run(state: history.RunState, codec: _codec.Codec) -> dict[str, Any]
             events[-1].name if events and isinstance(events[-1], history.ContinuedAsNew) else None
         ),
         "pending_signals": pending,
+        "children": _children(events, codec),
         "started_at": iso(stamps[0], precise=True) if stamps else None,
         "timeline": timeline,
     }
 
 
-def _compact(value: Any, width: int = 60) -> str:
-    text = json.dumps(value, ensure_ascii=False)
+def _signal_value(codec: _codec.Codec, signal: history.Signal) -> Any:
+    """A signal's payload; a child's outcome as ``{"kind": ..., "data": <decoded>}``."""
+    outcome = _history_file.child_outcome(signal)
+    if outcome is None:
+        return _value(codec, signal.payload)
+    kind, data = outcome
+    return {"kind": kind, "data": _value(codec, data)}
+
+
+def _children(events: Sequence[history.Event], codec: _codec.Codec) -> list[dict[str, Any]]:
+    """The child runs a history started, each with how it ended as the run took delivery.
+
+    ``seq`` is the position of its ``child_started``; ``outcome`` is ``completed``,
+    ``failed`` or ``cancelled`` once the run awaited it (``data``: the result, the
+    error or the reason), ``refused`` when the store would not start it (``data``:
+    the error), else ``None``.
+    """
+    children: list[dict[str, Any]] = []
+    for seq, event in enumerate(events):
+        if isinstance(event, history.ChildStarted):
+            start = _value(codec, event.data)
+            start = start if isinstance(start, dict) else {}
+            refusal = start.get("error")
+            children.append(
+                {
+                    "id": event.name,
+                    "workflow": start.get("workflow"),
+                    "detached": bool(start.get("detached", False)),
+                    "seq": seq,
+                    "awaited": False,
+                    "outcome": None if refusal is None else "refused",
+                    "data": refusal,
+                }
+            )
+        elif isinstance(event, history.CHILD_OUTCOMES):
+            for child in reversed(children):
+                if child["id"] == event.name and child["outcome"] is None:
+                    child["awaited"] = True
+                    child["outcome"] = event.kind.removeprefix("child_")
+                    child["data"] = _value(codec, event.data)
+                    break
+    return children
+
+
+def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
+def _error_text(error: Any, width: int = 60) -> str:
+    """An encoded error's ``type: message`` on one line, cut to ``width``."""
+    if not isinstance(error, dict):
+        return _compact(error, width)
+    return _cut(f"{error.get('type', '?')}: {one_line(str(error.get('message', '')))}", width)
+
+
+def _cancel_reason(reason: Any) -> str:
+    return "passed its deadline" if reason == "deadline" else "on request"
+
+
+def _child_outcome(child: dict[str, Any], run_ended: bool) -> str:
+    """How a child run of ``render_run``'s table ended, as far as its parent knows."""
+    outcome, data = child["outcome"], child["data"]
+    if outcome == "completed":
+        text = f"completed: {_compact(data, 40)}"
+    elif outcome == "failed":
+        text = f"failed: {_error_text(data)}"
+    elif outcome == "cancelled":
+        text = f"cancelled {_cancel_reason(data)}"
+    elif outcome == "refused":
+        text = f"refused: {_error_text(data)}"
+    else:
+        text = "never awaited" if run_ended else "no outcome yet"
+    return f"{text} (detached)" if child["detached"] else text
+
+
+def _compact(value: Any, width: int = 60) -> str:
+    return _cut(json.dumps(value, ensure_ascii=False), width)
+
+
 def _detail(entry: dict[str, Any], width: int = 60) -> str:
-    data = entry["data"]
-    if entry["kind"] in {k.kind for k in _ERROR_KINDS} and isinstance(data, dict):
-        text = f"{data.get('type', '?')}: {one_line(str(data.get('message', '')))}"
-        return text if len(text) <= width else text[: width - 3] + "..."
-    if entry["kind"] in {k.kind for k in _TIME_KINDS} and isinstance(data, (int, float)):
+    data, kind = entry["data"], entry["kind"]
+    if kind in {k.kind for k in _ERROR_KINDS} and isinstance(data, dict):
+        return _error_text(data, width)
+    if kind in {k.kind for k in _TIME_KINDS} and isinstance(data, (int, float)):
         return f"until {iso(data)}"
+    if kind == history.ChildStarted.kind and isinstance(data, dict):
+        text = str(data.get("workflow", "?"))
+        if data.get("detached"):
+            text += ", detached"
+        if isinstance(data.get("error"), dict):
+            text += f", refused: {_error_text(data['error'], width)}"
+        return _cut(text, width)
+    if kind == history.ChildCancelled.kind:
+        return _cancel_reason(data)
     return "" if data is None else _compact(data, width)
 
 
@@ -271,17 +359,21 @@ def render_run(doc: dict[str, Any]) -> str:
     lines = [
         f"run       {doc['id']}",
         f"workflow  {doc['workflow']}",
+        *([f"parent    {doc['parent']}"] if doc.get("parent") else []),
         f"status    {doc['status']}",
         f"created   {iso_short(doc['created_at'])}",
         f"updated   {iso_short(doc['updated_at'])}",
     ]
     status = doc["status"]
+    children = doc.get("children", [])
     if status == "waiting":
         last = doc["timeline"][-1] if doc["timeline"] else {}
         what = {
             "timer_started": "for a timer",
             "signal_wait_started": f"for signal {last.get('name')!r}",
         }.get(last.get("kind", ""), "")
+        if not what:  # a wait for a child's outcome records nothing until it arrives
+            what = _awaited_children(children)
         until = f"until {iso_short(doc['ready_at'])}" if doc["ready_at"] else ""
         lines.append(f"waiting   {what} {until}".rstrip())
     if status == "running" and doc["lease_owner"]:
@@ -301,13 +393,20 @@ def render_run(doc: dict[str, Any]) -> str:
         lines.append(f"error     {error.get('type', '?')}: {message[0]}")
         lines.extend(f"          {line}" for line in message[1:])
     if status == "cancelled":
-        reason = "passed its deadline" if doc["cancel_reason"] == "deadline" else "on request"
-        lines.append(f"cancelled {reason}")
+        lines.append(f"cancelled {_cancel_reason(doc['cancel_reason'])}")
     for signal in doc["pending_signals"]:
         lines.append(
             f"signal    {signal['name']} {_compact(signal['payload'])} "
             f"(sent {iso_short(signal['sent_at'])}, not yet received)"
         )
+    if children:
+        ended = status in ("completed", "failed", "cancelled")
+        rows = [
+            [str(child["seq"]), child["id"], str(child["workflow"]), _child_outcome(child, ended)]
+            for child in children
+        ]
+        lines += ["", f"children ({len(children)} started)"]
+        lines.append(format_table(["SEQ", "RUN", "WORKFLOW", "OUTCOME"], rows, "  "))
     timeline = doc["timeline"]
     started = f", from {doc['started_at']}" if doc["started_at"] else ""
     lines += ["", f"history ({len(timeline)} events{started})"]
@@ -327,6 +426,16 @@ def render_run(doc: dict[str, Any]) -> str:
         lines += ["", "traceback (from the run's history):"]
         lines.extend("  " + line for line in str(error["traceback"]).rstrip().splitlines())
     return "\n".join(lines)
+
+
+def _awaited_children(children: Sequence[dict[str, Any]]) -> str:
+    """What a waiting run that recorded no wait waits for: one of its unawaited children."""
+    ids = [repr(child["id"]) for child in children if child["outcome"] is None]
+    if len(ids) == 1:
+        return f"for child run {ids[0]}"
+    if ids:
+        return f"for one of its child runs {', '.join(ids[:-1])} or {ids[-1]}"
+    return ""
 
 
 def iso_short(text: str | None) -> str:

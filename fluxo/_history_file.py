@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 
 import msgspec
 
-from fluxo import _errors
+from fluxo import _errors, _executor
 from fluxo import codec as _codec
 from fluxo import history as _history
 
@@ -42,6 +42,7 @@ _RUN_FIELDS: tuple[str, ...] = (
     "cancel_requested",
     "wake_requested",
     "deadline",
+    "parent",
 )
 
 
@@ -132,7 +133,7 @@ def to_document(
         item: dict[str, Any] = {"id": signal.id, "name": signal.name}
         item.update(_exact(signal.payload, "payload"))
         if readable_with is not None:
-            item.update(_readable(signal.payload, readable_with))
+            item.update(_readable_signal(signal, readable_with))
         item["sent_at"] = signal.sent_at
         signals.append(item)
     return {
@@ -159,6 +160,38 @@ def _readable(data: bytes, codec: _codec.Codec) -> dict[str, Any]:
         json.dumps(value, allow_nan=False)
     except Exception:
         return {}  # not decodable or not JSON-shaped: the exact view alone must do
+    return {"value": value}
+
+
+_CHILD_SIGNAL = _history.child_signal_name("")
+
+
+def child_outcome(signal: _history.Signal) -> tuple[str, bytes | None] | None:
+    """The outcome a child run sent its parent: ``(kind, data)``, if ``signal`` is one.
+
+    Such a signal (named ``fluxo:child:<child id>``) holds Fluxo's msgspec-JSON
+    envelope, not codec output: ``kind`` is ``completed``, ``failed`` or
+    ``cancelled``, and ``data`` the codec's bytes the matching ``child_*`` event
+    records. ``None``: another signal, or an envelope that does not decode.
+    """
+    if not signal.name.startswith(_CHILD_SIGNAL):
+        return None
+    try:
+        outcome = msgspec.json.decode(signal.payload, type=_executor.ChildOutcome)
+    except msgspec.DecodeError:  # ValidationError included
+        return None
+    return outcome.kind, outcome.data
+
+
+def _readable_signal(signal: _history.Signal, codec: _codec.Codec) -> dict[str, Any]:
+    outcome = child_outcome(signal)
+    if outcome is None:
+        return _readable(signal.payload, codec)
+    kind, data = outcome
+    value: dict[str, Any] = {"kind": kind}
+    inner = {} if data is None else _readable(data, codec)
+    if inner:
+        value["data"] = inner["value"]
     return {"value": value}
 
 
@@ -282,6 +315,7 @@ class _Reader:
             cancel_requested=flags["cancel_requested"],
             wake_requested=flags["wake_requested"],
             deadline=self.number("run", raw, "deadline"),
+            parent=self.text("run", raw, "parent") or None,
         )
 
     def event(self, index: int, raw: Any) -> tuple[_history.Event, float | None]:

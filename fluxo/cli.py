@@ -351,6 +351,7 @@ def list_runs(  # noqa: PLR0917 (click passes every option by position)
     elif not found:
         click.echo("no runs match")
     else:
+        headers = ["ID", "WORKFLOW", "STATUS", "CREATED", "UPDATED"]
         rows = [
             [
                 run.id,
@@ -361,7 +362,11 @@ def list_runs(  # noqa: PLR0917 (click passes every option by position)
             ]
             for run in found
         ]
-        click.echo(fmt.format_table(["ID", "WORKFLOW", "STATUS", "CREATED", "UPDATED"], rows))
+        if any(run.parent for run in found):  # only then: most runs are nobody's child
+            headers.append("PARENT")
+            for row, run in zip(rows, found, strict=True):
+                row.append(run.parent or "")
+        click.echo(fmt.format_table(headers, rows))
     if more:
         click.echo(f"(the newest {limit} shown; pass --limit for more)", err=True)
 

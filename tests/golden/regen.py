@@ -22,8 +22,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 import fluxo
-from fluxo import _executor
+from fluxo import _executor, history
 from fluxo.testing import save_history
 from tests.unit.helpers import FakeClock, execute, no_sleep
 
@@ -62,11 +64,11 @@ class _Recorder:
 
     @contextlib.contextmanager
     def engine(
-        self, name: str, workflow: fluxo.Workflow[Any, Any]
+        self, name: str, *workflows: fluxo.Workflow[Any, Any]
     ) -> Iterator[tuple[fluxo.Engine, FakeClock]]:
         clock = FakeClock()
         url = f"sqlite:///{self.workdir / name}.db"
-        with fluxo.Engine(url, workflows=[workflow], clock=clock) as engine:
+        with fluxo.Engine(url, workflows=list(workflows), clock=clock) as engine:
             yield engine, clock
 
     def checkout(self, engine: fluxo.Engine, clock: FakeClock) -> str:
@@ -131,6 +133,25 @@ class _Recorder:
         _expect(execute(engine, handle.id), Outcome.CONTINUED)
         return handle.id  # the first run of the chain: it ends continued_as_new
 
+    def children(self, engine: fluxo.Engine, clock: FakeClock) -> str:
+        handle = engine.start(wf.family.options(id="golden-children"), "o-9")
+        for run_id, outcome in (
+            (handle.id, Outcome.SUSPENDED),  # waiting for its checkout child
+            (f"{handle.id}~child-1", Outcome.COMPLETED),
+            (handle.id, Outcome.SUSPENDED),  # waiting for its failing child
+            (f"{handle.id}~child-3", Outcome.FAILED),
+            (handle.id, Outcome.SUSPENDED),  # cancelled its third child, waits for it to end
+            (f"{handle.id}~child-5", Outcome.CANCELLED),
+            (handle.id, Outcome.COMPLETED),  # starts a detached child and returns
+        ):
+            clock.advance(1)
+            _expect(execute(engine, run_id), outcome)
+        return handle.id
+
+    def child(self, engine: fluxo.Engine, clock: FakeClock) -> str:
+        self.children(engine, clock)
+        return "golden-children~child-3"  # the failed child: its run names its parent
+
     def legacy(self, engine: fluxo.Engine, clock: FakeClock) -> str:
         handle = engine.start(legacy_v1.options(id="golden-legacy"), "o-6")
         _expect(execute(engine, handle.id), Outcome.COMPLETED)
@@ -160,15 +181,33 @@ HISTORIES: dict[str, tuple[str, fluxo.Workflow[Any, Any]]] = {
     "legacy-patch": ("legacy", legacy_v1),
     "fanout": ("fanout", wf.fanout),
     "poll-continued": ("poll", wf.poll),
+    "children": ("children", wf.family),
+    "child-of-children": ("child", wf.failing),
 }
 """File stem under ``histories/`` -> (scenario method, workflow it records)."""
 
+CHILDREN: dict[str, tuple[fluxo.Workflow[Any, Any], ...]] = {
+    "children": (wf.checkout, wf.failing, wf.cancellable),
+    "child-of-children": (wf.family, wf.checkout, wf.cancellable),
+}
+"""File stem -> the other workflows its scenario runs (the parent and children)."""
+
 
 def _portable(document: dict[str, Any]) -> dict[str, Any]:
-    """Replace the checkout's absolute path in recorded tracebacks by ``<repo>``."""
+    """Replace the checkout's absolute path in recorded tracebacks by ``<repo>``.
+
+    A child run's outcome, signalled to its parent, carries the child's error inside
+    a msgspec envelope (its bytes as base64): it is unpacked, edited and packed again.
+    """
     for event in document["events"]:
         if isinstance(event.get("data"), str):
             event["data"] = event["data"].replace(str(ROOT), "<repo>")
+    for signal in document["signals"]:
+        if signal["name"].startswith(history.child_signal_name("")) and "payload" in signal:
+            outcome = msgspec.json.decode(signal["payload"], type=_executor.ChildOutcome)
+            if outcome.data is not None:
+                outcome.data = outcome.data.replace(str(ROOT).encode(), b"<repo>")
+            signal["payload"] = msgspec.json.encode(outcome).decode()
     return document
 
 
@@ -191,7 +230,7 @@ def regenerate(out: Path = HERE) -> list[Path]:
         docs: dict[str, dict[str, Any]] = {}
         for stem, (method, workflow) in HISTORIES.items():
             scenario: Scenario = getattr(recorder, method)
-            with recorder.engine(stem, workflow) as (engine, clock):
+            with recorder.engine(stem, workflow, *CHILDREN.get(stem, ())) as (engine, clock):
                 run_id = scenario(engine, clock)
                 docs[stem] = _portable(engine.export_history(run_id))
             written.append(save_history(docs[stem], out / "histories" / f"{stem}.json"))

@@ -166,5 +166,23 @@ def poll(round: int, seen: int) -> int:
     fluxo.continue_as_new(round + 1, seen)
 
 
-WORKFLOWS = [checkout, flaky, approval, cancellable, failing, retried, legacy, fanout, poll]
+@fluxo.workflow(name="golden.family")
+def family(order_id: str) -> str:
+    """Child runs: one called and completed, one failed, one cancelled, one detached."""
+    receipt = checkout(order_id, 1200)
+    try:
+        failing(order_id)
+    except fluxo.WorkflowFailedError as exc:
+        receipt += f" ({exc.type_name})"
+    waiting = fluxo.start_child(cancellable, order_id)
+    waiting.cancel()
+    try:
+        waiting.result()
+    except fluxo.WorkflowCancelledError:
+        receipt += " (cancelled)"
+    fluxo.start_child(checkout.options(detached=True), f"{order_id}-gift", 0)
+    return receipt
+
+
+WORKFLOWS = [checkout, flaky, approval, cancellable, failing, retried, legacy, fanout, poll, family]
 """Every workflow of the golden histories, as the replayer is given them."""

@@ -15,11 +15,11 @@ from click.testing import CliRunner
 
 import fluxo
 from fluxo import _cli_format as fmt
-from fluxo import cli, history
+from fluxo import _executor, cli, history
 from fluxo.stores import memory
 from tests.unit import workflows
 
-from .helpers import T0, FakeClock
+from .helpers import T0, FakeClock, execute
 
 engine = fluxo.Engine("memory://", workflows=[workflows.checkout])
 
@@ -234,8 +234,14 @@ def waits() -> str:
     return word
 
 
+@fluxo.workflow
+def delegates() -> str:
+    """Waits for its child, a run of ``waits``."""
+    return waits()
+
+
 def memory_app() -> fluxo.Engine:
-    return fluxo.Engine(STORE, workflows=[timed, waits], clock=CLOCK)
+    return fluxo.Engine(STORE, workflows=[timed, waits, delegates], clock=CLOCK)
 
 
 @pytest.fixture
@@ -320,6 +326,160 @@ def test_runs_list_table(app: fluxo.Engine) -> None:
         "ID  WORKFLOW                   STATUS     CREATED               UPDATED",
         "w1  tests.unit.test_cli.waits  pending    2023-11-14T22:13:21Z  2023-11-14T22:13:21Z",
         "t1  tests.unit.test_cli.timed  completed  2023-11-14T22:13:20Z  2023-11-14T22:13:21Z",
+    ]
+
+
+def test_runs_show_a_parent_waiting_for_its_child_and_the_child(app: fluxo.Engine) -> None:
+    app.start(delegates.options(id="p1"))
+    app.worker().process_one()
+    assert app.get_run("p1~child-1").status is fluxo.RunStatus.WAITING
+    code, out = invoke("runs", "show", "p1", "--app", APP)
+    assert code == 0, out
+    assert "status    waiting" in out
+    assert "waiting   for child run 'p1~child-1'" in out
+    assert "children (1 started)" in out
+    assert "  1    p1~child-1  tests.unit.test_cli.waits  no outcome yet" in out
+    started = next(line.split() for line in out.splitlines() if "child_started" in line)
+    assert started[-3:] == ["child_started", "p1~child-1", waits.name]
+    code, out = invoke("runs", "show", "p1~child-1", "--app", APP)
+    assert code == 0, out
+    assert out.splitlines()[:4] == [
+        "run       p1~child-1",
+        "workflow  tests.unit.test_cli.waits",
+        "parent    p1",
+        "status    waiting",
+    ]
+    assert "waiting   for signal 'go'" in out
+    assert "children" not in out
+
+
+def test_runs_show_a_child_outcome_not_yet_taken_then_taken(app: fluxo.Engine) -> None:
+    app.start(delegates.options(id="p1"))
+    app.worker().process_one()
+    app.signal("p1~child-1", "go", "now")
+    execute(app, "p1~child-1")  # the child only: the parent has not taken its outcome yet
+    code, out = invoke("runs", "show", "p1", "--app", APP)
+    assert code == 0, out
+    assert (
+        'signal    fluxo:child:p1~child-1 {"kind": "completed", "data": "now"} '
+        "(sent 2023-11-14T22:13:21Z, not yet received)"
+    ) in out
+    app.worker().process_one()
+    code, out = invoke("runs", "show", "p1", "--app", APP)
+    assert code == 0, out
+    assert 'result    "now"' in out
+    assert "not yet received" not in out  # taken, as child_completed records
+    assert '  1    p1~child-1  tests.unit.test_cli.waits  completed: "now"' in out
+    code, out = invoke("runs", "show", "p1", "--app", APP, "--json")
+    doc = json.loads(out)
+    assert doc["parent"] is None
+    assert doc["pending_signals"] == []
+    assert doc["children"] == [
+        {
+            "id": "p1~child-1",
+            "workflow": waits.name,
+            "detached": False,
+            "seq": 1,
+            "awaited": True,
+            "outcome": "completed",
+            "data": "now",
+        }
+    ]
+    code, out = invoke("runs", "show", "p1~child-1", "--app", APP, "--json")
+    assert json.loads(out)["parent"] == "p1"
+
+
+def test_runs_history_of_a_parent_and_its_child(app: fluxo.Engine) -> None:
+    app.start(delegates.options(id="p1"))
+    app.worker().process_one()
+    app.signal("p1~child-1", "go", "now")
+    app.worker().process_one()
+    code, out = invoke("runs", "history", "p1", "--app", APP, "--readable")
+    assert code == 0, out
+    document = json.loads(out)
+    assert document["run"]["parent"] is None
+    assert [(e["kind"], e.get("value")) for e in document["events"]] == [
+        ("workflow_started", {}),
+        ("child_started", {"workflow": waits.name}),
+        ("child_completed", "now"),
+        ("workflow_completed", "now"),
+    ]
+    assert [(s["name"], s["value"]) for s in document["signals"]] == [
+        ("fluxo:child:p1~child-1", {"kind": "completed", "data": "now"})
+    ]
+    code, out = invoke("runs", "history", "p1~child-1", "--app", APP)
+    assert code == 0, out
+    assert json.loads(out)["run"]["parent"] == "p1"
+
+
+def _child_start(
+    workflow: str, *, detached: bool = False, error: _executor.ErrorInfo | None = None
+) -> bytes:
+    return fluxo.JSONCodec().encode(_executor.ChildStart(workflow, detached, error))
+
+
+def test_describe_and_render_every_child_event() -> None:
+    codec = fluxo.JSONCodec()
+    refusal = _executor.ErrorInfo("fluxo._errors.RunStateError", "id taken")
+    failure = _executor.ErrorInfo("builtins.ValueError", "bad input\nsecond line")
+    events = (
+        history.WorkflowStarted("fam", codec.encode({"n": 1})),
+        history.ChildStarted("fam~child-1", _child_start("kid")),
+        history.ChildFailed("fam~child-1", codec.encode(failure)),
+        history.ChildStarted("taken", _child_start("kid", error=refusal)),
+        history.ChildStarted("fam~child-4", _child_start("kid", detached=True)),
+        history.ChildCancelled("fam~child-4", codec.encode("deadline")),
+        history.ChildStarted("fam~child-6", _child_start("kid")),
+        history.ChildStarted("fam~child-7", _child_start("kid", detached=True)),
+    )
+    run = history.RunInfo("fam", "family", history.RunStatus.WAITING, T0, T0, parent="root")
+    doc = fmt.describe_run(history.RunState(run, events), codec)
+    assert doc["parent"] == "root"
+    assert [(c["id"], c["awaited"], c["outcome"], c["detached"]) for c in doc["children"]] == [
+        ("fam~child-1", True, "failed", False),
+        ("taken", False, "refused", False),
+        ("fam~child-4", True, "cancelled", True),
+        ("fam~child-6", False, None, False),
+        ("fam~child-7", False, None, True),
+    ]
+    text = fmt.render_run(doc)
+    assert "parent    root" in text
+    assert "waiting   for one of its child runs 'fam~child-6' or 'fam~child-7'" in text
+    table = text.split("children (5 started)\n")[1].splitlines()
+    rows = [line.split(None, 3)[1:] for line in table]
+    assert rows[1:6] == [
+        ["fam~child-1", "kid", "failed: builtins.ValueError: bad input second line"],
+        ["taken", "kid", "refused: fluxo._errors.RunStateError: id taken"],
+        ["fam~child-4", "kid", "cancelled passed its deadline (detached)"],
+        ["fam~child-6", "kid", "no outcome yet"],
+        ["fam~child-7", "kid", "no outcome yet (detached)"],
+    ]
+    details = {(entry["kind"], entry["name"]): fmt._detail(entry) for entry in doc["timeline"][1:]}
+    assert details == {
+        ("child_started", "fam~child-1"): "kid",
+        ("child_failed", "fam~child-1"): "builtins.ValueError: bad input second line",
+        ("child_started", "taken"): "kid, refused: fluxo._errors.RunStateError: id taken",
+        ("child_started", "fam~child-4"): "kid, detached",
+        ("child_cancelled", "fam~child-4"): "passed its deadline",
+        ("child_started", "fam~child-6"): "kid",
+        ("child_started", "fam~child-7"): "kid, detached",
+    }
+
+
+def test_runs_list_shows_parents_when_a_run_has_one(app: fluxo.Engine) -> None:
+    app.start(delegates.options(id="p1"))
+    app.worker().process_one()
+    code, out = invoke("runs", "list", "--app", APP)
+    assert code == 0, out
+    assert [line.rstrip() for line in out.splitlines()] == [
+        "ID          WORKFLOW                       STATUS     CREATED               UPDATED"
+        "               PARENT",
+        "p1          tests.unit.test_cli.delegates  waiting    2023-11-14T22:13:21Z"
+        "  2023-11-14T22:13:21Z",
+        "p1~child-1  tests.unit.test_cli.waits      waiting    2023-11-14T22:13:21Z"
+        "  2023-11-14T22:13:21Z  p1",
+        "t1          tests.unit.test_cli.timed      completed  2023-11-14T22:13:20Z"
+        "  2023-11-14T22:13:21Z",
     ]
 
 

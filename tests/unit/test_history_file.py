@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 import fluxo
-from fluxo import _history_file, history
+from fluxo import _executor, _history_file, history
 from fluxo.testing import (
     History,
     HistoryFormatError,
@@ -43,6 +45,7 @@ def _state() -> history.RunState:
         ready_at=1_700_000_100.0,
         cancel_requested=True,
         deadline=1_700_009_999.0,
+        parent="order-0",
     )
     events = (
         history.WorkflowStarted("shop.checkout", b'{"order_id":"o-1"}'),
@@ -160,6 +163,103 @@ def test_export_history_of_an_unknown_run(make_engine: MakeEngine) -> None:
         engine.export_history("nope")
 
 
+def test_the_runs_parent_round_trips_and_a_document_without_it_loads() -> None:
+    document = _history_file.to_document(_state())
+    assert document["run"]["parent"] == "order-0"
+    assert History.from_document(_through_json(document)).run.parent == "order-0"
+    document["run"]["parent"] = None  # a run nobody started as a child
+    assert History.from_document(document).run.parent is None
+    del document["run"]["parent"]  # written before runs had parents
+    loaded = History.from_document(document)
+    assert loaded.run.parent is None
+    assert loaded.to_state().run == dataclasses.replace(_state().run, parent=None)
+
+
+CODEC = fluxo.JSONCodec()
+FAILURE = _executor.ErrorInfo("builtins.ValueError", "bad input", attempt=1)
+
+
+def _outcome(kind: str, data: bytes | None) -> bytes:
+    return msgspec.json.encode(_executor.ChildOutcome(kind, data))
+
+
+def _family() -> history.RunState:
+    """A parent that started four children: completed, failed, cancelled, refused."""
+    refused = _executor.ErrorInfo("fluxo._errors.RunStateError", "that id is taken")
+    events = (
+        history.WorkflowStarted("family", b"{}"),
+        history.ChildStarted("p~child-1", CODEC.encode(_executor.ChildStart("kid"))),
+        history.ChildCompleted("p~child-1", CODEC.encode({"ok": True})),
+        history.ChildStarted("p~child-3", CODEC.encode(_executor.ChildStart("kid", detached=True))),
+        history.ChildFailed("p~child-3", CODEC.encode(FAILURE)),
+        history.ChildStarted("p~child-5", CODEC.encode(_executor.ChildStart("kid"))),
+        history.ChildCancelled("p~child-5", CODEC.encode("deadline")),
+        history.ChildStarted("taken", CODEC.encode(_executor.ChildStart("kid", error=refused))),
+    )
+    signals = (
+        history.Signal(1, "fluxo:child:p~child-1", _outcome("completed", b'{"ok":true}'), 1.0),
+        history.Signal(2, "fluxo:child:p~child-3", _outcome("failed", CODEC.encode(FAILURE)), 2.0),
+        history.Signal(3, "fluxo:child:p~child-5", _outcome("cancelled", b'"deadline"'), 3.0),
+        history.Signal(4, "fluxo:child:odd", b'"not an envelope"', 4.0),
+        history.Signal(5, "fluxo:child:worse", b"\xff", 5.0),
+        history.Signal(6, "fluxo:child:empty", _outcome("completed", None), 6.0),
+    )
+    run = history.RunInfo("p", "family", history.RunStatus.COMPLETED, 0.0, 7.0)
+    return history.RunState(run, events, signals)
+
+
+def test_child_events_and_outcome_signals_round_trip() -> None:
+    state = _family()
+    document = _through_json(_history_file.to_document(state, readable_with=CODEC))
+    assert History.from_document(document).to_state() == state
+    assert [e["kind"] for e in document["events"][1:3]] == ["child_started", "child_completed"]
+
+
+def test_the_readable_view_of_child_events_and_outcome_signals() -> None:
+    document = _history_file.to_document(_family(), readable_with=CODEC)
+    values = [event.get("value") for event in document["events"][1:]]
+    assert values == [
+        {"workflow": "kid"},  # the ChildStart record; detached is left out when false
+        {"ok": True},  # the child's result
+        {"workflow": "kid", "detached": True},
+        {"type": "builtins.ValueError", "message": "bad input", "attempt": 1},  # its error
+        {"workflow": "kid"},
+        "deadline",  # why it was cancelled
+        {
+            "workflow": "kid",
+            "error": {"type": "fluxo._errors.RunStateError", "message": "that id is taken"},
+        },
+    ]
+    signals = {signal["name"]: signal for signal in document["signals"]}
+    # Fluxo's envelope is msgspec JSON around the codec's bytes: both are decoded.
+    assert signals["fluxo:child:p~child-1"]["value"] == {"kind": "completed", "data": {"ok": True}}
+    assert signals["fluxo:child:p~child-3"]["value"] == {
+        "kind": "failed",
+        "data": {"type": "builtins.ValueError", "message": "bad input", "attempt": 1},
+    }
+    assert signals["fluxo:child:p~child-5"]["value"] == {"kind": "cancelled", "data": "deadline"}
+    assert signals["fluxo:child:empty"]["value"] == {"kind": "completed"}
+    # Not an envelope: shown as any other payload is, or not at all.
+    assert signals["fluxo:child:odd"]["value"] == "not an envelope"
+    assert "value" not in signals["fluxo:child:worse"]
+    assert signals["fluxo:child:p~child-1"]["payload"] == (
+        '{"kind":"completed","data":"eyJvayI6dHJ1ZX0="}'  # the exact view: as stored
+    )
+
+
+def test_an_outcome_the_codec_cannot_decode_shows_its_kind_alone() -> None:
+    class Opaque:
+        def encode(self, value: Any) -> bytes:
+            return CODEC.encode(value)
+
+        def decode(self, data: bytes, type: Any = Any) -> Any:
+            raise fluxo.DecodeError("sealed")
+
+    document = _history_file.to_document(_family(), readable_with=Opaque())
+    assert all("value" not in event for event in document["events"])
+    assert document["signals"][0]["value"] == {"kind": "completed"}
+
+
 def test_a_history_without_recording_times_loads() -> None:
     document = _history_file.to_document(_state())
     for event in document["events"]:
@@ -212,6 +312,7 @@ BAD = [
     ("run id", _set(["run", "id"], ""), "run.id: must be a non-empty string"),
     ("status", _set(["run", "status"], "sleeping"), "run.status: 'sleeping' is not a run status"),
     ("created_at", _set(["run", "created_at"], "yesterday"), "run.created_at: must be a number"),
+    ("parent", _set(["run", "parent"], 17), "run.parent: must be a string, not 17"),
     ("no events", _set(["events"], []), "events: must be a non-empty list"),
     ("event type", _set(["events", 2], "step"), "events[2]: must be an object, not a string"),
     ("kind", _set(["events", 2, "kind"], "step_done"), "events[2].kind: unknown event kind"),
