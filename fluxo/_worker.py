@@ -154,6 +154,8 @@ class Worker:
         self.id = worker_id or f"{engine.instance_id}:w{uuid.uuid4().hex[:6]}"
         self._stopping = threading.Event()
         self._inflight: dict[str, _executor.RunContext | None] = {}
+        self._reclaimed: set[str] = set()
+        """Runs the claim loop leased to us while one of our threads executed them."""
         self._futures: set[Future[None]] = set()
         self._slots = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -255,9 +257,12 @@ class Worker:
                     continue
                 for run in runs:
                     with self._slots:
-                        held = self._inflight.get(run.id)
-                    if held is not None and held.holding:
-                        continue  # its thread holds the wait and takes the run back itself
+                        if run.id in self._inflight:
+                            # One of our threads still executes it: it holds the wait and
+                            # takes the run back itself, or it is unwinding and runs it
+                            # again once done (_execute). Never two executions at once.
+                            self._reclaimed.add(run.id)
+                            continue
                     self._submit(pool, run.id)
                 if not runs:
                     self._idle(names, token)
@@ -300,16 +305,19 @@ class Worker:
                 context.stop_requested.set()
 
         try:
-            outcome = self.engine.execute_claimed(
-                run_id,
-                self.id,
-                heartbeat=self._heartbeat,
-                hold_window=self.sticky,
-                context_hook=track,
-            )
-            log.debug("run %s: %s", run_id, outcome.value, extra={"fluxo_run_id": run_id})
-            if outcome in _FINISHED:
-                self.completed += 1  # runs this worker brought to an end
+            while True:
+                outcome = self.engine.execute_claimed(
+                    run_id,
+                    self.id,
+                    heartbeat=self._heartbeat,
+                    hold_window=self.sticky,
+                    context_hook=track,
+                )
+                log.debug("run %s: %s", run_id, outcome.value, extra={"fluxo_run_id": run_id})
+                if outcome in _FINISHED:
+                    self.completed += 1  # runs this worker brought to an end
+                if not self._claimed_meanwhile(run_id, outcome):
+                    break
         except _errors.UnknownWorkflowError as exc:
             log.warning("%s", exc)
         except Exception:
@@ -325,6 +333,24 @@ class Worker:
             with self._slots:
                 self._inflight.pop(run_id, None)
                 self._slots.notify_all()
+
+    def _claimed_meanwhile(self, run_id: str, outcome: _executor.Outcome) -> bool:
+        """Tell whether the claim loop leased this run to us while we were executing it.
+
+        That happens when the run became ready just as its execution suspended: the
+        run is then ours to execute again. When the execution took the run back
+        itself (a held wait), its later suspension cleared that lease: nothing to do.
+        """
+        with self._slots:
+            if run_id not in self._reclaimed:
+                return False
+            self._reclaimed.discard(run_id)
+        if outcome is not _executor.Outcome.SUSPENDED or self._stopping.is_set():
+            return False
+        try:
+            return self.engine.store.get_run(run_id).lease_owner == self.id
+        except _errors.StoreError:
+            return False  # the lease expires and the run is claimed again
 
     def _drain(self) -> None:
         deadline = time.monotonic() + self.shutdown_timeout
