@@ -157,6 +157,7 @@ def run_record(run: history.RunInfo) -> dict[str, Any]:
         "deadline": iso(run.deadline, precise=True),
         "lease_owner": run.lease_owner,
         "cancel_requested": run.cancel_requested,
+        "parent": run.parent,
     }
 
 

@@ -461,6 +461,8 @@ class RunContext:
         self.cancel_reason = ""
         self._children: dict[str, bool] = {}
         """Child runs started and not yet awaited, each mapped to "was started detached"."""
+        self._started: set[str] = set()
+        """Every child run this run started, awaited or not."""
         self.child_started: Callable[[str, _decorators.Workflow[Any, Any]], None] | None = None
         """Told of each child run this execution starts live (the engine may execute it)."""
         self._pending: dict[str, collections.deque[bytes]] = {}
@@ -1212,6 +1214,16 @@ class RunContext:
                 f"{stores.MAX_ID_LENGTH} characters; give it a shorter one with "
                 f"{wf.name}.options(id=...)"
             )
+        started = self.codec.encode(ChildStart(wf.name, detached))  # before the child exists
+        if child in self._started:
+            raise self._refuse_child(
+                child,
+                wf,
+                detached,
+                _errors.RunStateError(
+                    f"this run already started a child run {child!r}; give each child its own id"
+                ),
+            )
         now = self.clock()
         deadline = None if wf.start_timeout is None else now + wf.start_timeout
         refused: _errors.RunStateError | None = None
@@ -1235,14 +1247,25 @@ class RunContext:
                     "and was not started by this run; give the child another id"
                 )
         if refused is not None:
-            start = ChildStart(wf.name, detached, error_info(refused))
-            self._record(history.ChildStarted(child, self.codec.encode(start)))
-            raise refused
+            raise self._refuse_child(child, wf, detached, refused)
         self._children[child] = detached
+        self._started.add(child)
         if self.child_started is not None:
             self.child_started(child, wf)  # it exists: it may run, whatever happens here next
-        self._record(history.ChildStarted(child, self.codec.encode(ChildStart(wf.name, detached))))
+        self._record(history.ChildStarted(child, started))
         return child, detached
+
+    def _refuse_child(
+        self,
+        child: str,
+        wf: _decorators.Workflow[Any, Any],
+        detached: bool,
+        refused: _errors.RunStateError,
+    ) -> _errors.RunStateError:
+        """Record that a child could not be started, so replay raises the same; return it."""
+        start = ChildStart(wf.name, detached, error_info(refused))
+        self._record(history.ChildStarted(child, self.codec.encode(start)))
+        return refused
 
     def _replay_child_start(
         self, call: str, recorded: _Recorded, wf: _decorators.Workflow[Any, Any]
@@ -1261,6 +1284,7 @@ class RunContext:
         if start.error is not None:
             raise _errors.RunStateError(start.error.message)
         self._children[event.name] = start.detached
+        self._started.add(event.name)
         return event.name, start.detached
 
     def child_result(self, child: str, return_type: Any) -> Any:

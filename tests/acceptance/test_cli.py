@@ -175,7 +175,9 @@ def test_runs_list_json_has_stable_keys(runs: Runs) -> None:
         "deadline",
         "lease_owner",
         "cancel_requested",
+        "parent",
     ]
+    assert records[2]["parent"] is None
     assert records[2]["workflow"] == GREET
     assert records[2]["created_at"].endswith("Z")
 

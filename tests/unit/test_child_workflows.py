@@ -153,6 +153,17 @@ leaked: list[fluxo.ChildHandle[int]] = []
 
 
 @fluxo.workflow
+def repeating_parent(child_id: str) -> list[str]:
+    """Starts two children under one given id: the second start is refused."""
+    outcomes = [str(child.options(id=child_id)(1))]
+    try:
+        outcomes.append(str(child.options(id=child_id)(2)))
+    except fluxo.RunStateError as exc:
+        outcomes.append(f"refused: {exc}")
+    return outcomes
+
+
+@fluxo.workflow
 def leaky_parent(n: int) -> str:
     handle = fluxo.start_child(child, n)
     leaked.append(handle)  # a handle must not leave its workflow; a test shows why
@@ -184,6 +195,7 @@ WORKFLOWS = [
     grandparent,
     catching_parent,
     leaky_parent,
+    repeating_parent,
 ]
 
 
@@ -282,6 +294,18 @@ def test_a_taken_id_is_refused_and_the_refusal_replays(make_engine: MakeEngine) 
         "workflow_completed",
     ]
     replay(engine.export_history("cp1"), workflows=[catching_parent])  # raises on a mismatch
+
+
+def test_one_id_for_two_children_of_one_run_is_refused(make_engine: MakeEngine) -> None:
+    engine = make_engine(*WORKFLOWS)
+    handle = engine.start(repeating_parent.options(id="rp"), "twice")
+    work(engine)
+    assert handle.result(timeout=0) == [
+        "3",
+        "refused: this run already started a child run 'twice'; give each child its own id",
+    ]
+    assert ran == ["double 1"]
+    replay(engine.export_history("rp"), workflows=[repeating_parent])  # raises on a mismatch
 
 
 def test_a_failed_child_raises_workflow_failed_error_in_its_parent(

@@ -409,3 +409,76 @@ def test_completed_counts_only_runs_the_worker_finished(make_engine: MakeEngine)
 @fluxo.workflow(name="worker.waits_forever")
 def waits_forever() -> None:
     fluxo.wait_for_signal("never")
+
+
+loop_claimed = threading.Event()
+"""Set once the worker's claim loop has claimed the held run (see RacingStore)."""
+steps_run: list[str] = []
+
+
+@fluxo.step
+def after_the_signal() -> str:
+    steps_run.append("after")
+    loop_claimed.wait(WAIT)  # the loop is now deciding what to do with its claim
+    time.sleep(0.1)
+    return "done"
+
+
+@fluxo.workflow
+def waits_then_steps() -> str:
+    fluxo.wait_for_signal("go")
+    return after_the_signal()
+
+
+class RacingStore:
+    """A memory store on which the claim loop claims a held run just as its holder takes it back.
+
+    The loop's ``claim`` answers only once the holder's ``claim_run`` has returned,
+    so the loop acts on its claim while the holder already executes the run again.
+    """
+
+    def __init__(self) -> None:
+        self.inner = MemoryStore()
+        self.claimed = threading.Event()
+        self.taken_back = threading.Event()
+        self.loads = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def load(self, run_id: str) -> history.RunState:
+        self.loads += 1
+        return self.inner.load(run_id)
+
+    def claim(self, *args: Any, **kwargs: Any) -> list[history.RunInfo]:
+        runs = self.inner.claim(*args, **kwargs)
+        if runs and self.loads == 1:  # the held run, woken by its signal
+            self.claimed.set()
+            self.taken_back.wait(WAIT)
+            loop_claimed.set()
+        return runs
+
+    def claim_run(self, *args: Any, **kwargs: Any) -> history.RunInfo | None:
+        self.claimed.wait(WAIT)
+        try:
+            return self.inner.claim_run(*args, **kwargs)
+        finally:
+            self.taken_back.set()
+
+
+def test_a_held_run_claimed_by_its_own_worker_meanwhile_executes_once(
+    make_engine: MakeEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    loop_claimed.clear()
+    steps_run.clear()
+    store = RacingStore()
+    engine = make_engine(waits_then_steps, store=store, clock=time.time)  # type: ignore[arg-type]
+    handle = engine.start(waits_then_steps.options(id="held"))
+    with caplog.at_level(logging.WARNING), engine.worker(concurrency=2, sticky=5):
+        wait_until(lambda: engine.get_run("held").status is fluxo.RunStatus.WAITING, "the wait")
+        engine.signal("held", "go")
+        assert handle.result(timeout=WAIT) == "done"
+    assert store.claimed.is_set()  # the race did happen
+    assert steps_run == ["after"]  # one execution went on, not two
+    assert store.loads == 3  # the first execution, its holder's reload, result()
+    assert "recorded by another worker" not in caplog.text
