@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -158,13 +159,14 @@ class Engine:
     def close(self) -> None:
         """Close the store if this engine opened it (from a URL). Idempotent."""
         if not self._closed:
-            self._closed = True
             with self._inline_lock:
+                self._closed = True  # no inline child starts after this
                 for context in self._inline_contexts:
                     context.stop_requested.set()  # they give their runs back to workers
                 threads = list(self._inline_threads)
+            deadline = time.monotonic() + 5.0
             for thread in threads:
-                thread.join(timeout=5.0)
+                thread.join(timeout=max(deadline - time.monotonic(), 0.0))
             self.step_threads.close()
             if self._owns_store:
                 self.store.close()
@@ -364,6 +366,10 @@ class Engine:
             daemon=True,
         )
         with self._inline_lock:
+            if self._closed:  # closed meanwhile: leave the child to a worker
+                with contextlib.suppress(_errors.StoreError):
+                    self.store.release(owner, child_id, now=self.clock())
+                return
             self._inline_threads.add(thread)
         thread.start()
 

@@ -382,6 +382,10 @@ class ChildOutcome(msgspec.Struct, omit_defaults=True):
 
     kind: str
     data: bytes | None = None
+    run: str = ""
+    """The run that sent it: the child, or the latest run of its chain."""
+    retries: int = 0
+    """How many times an operator had retried that run (``engine.retry``) when it ended."""
 
 
 _CHILD_EVENTS: dict[str, type[history.Event]] = {
@@ -389,6 +393,9 @@ _CHILD_EVENTS: dict[str, type[history.Event]] = {
     "failed": history.ChildFailed,
     "cancelled": history.ChildCancelled,
 }
+
+
+_ENDS = (history.WorkflowCompleted, history.WorkflowFailed, history.WorkflowCancelled)
 
 
 _ATTEMPT_FAILED = "attempt_failed"
@@ -458,6 +465,7 @@ class RunContext:
         self.store_error: _errors.StoreError | None = None
         self.deadline = state.run.deadline
         self.parent = state.run.parent
+        self.retries = sum(isinstance(e, history.RunRetried) for e in state.events)
         self.cancel_reason = ""
         self._children: dict[str, bool] = {}
         """Child runs started and not yet awaited, each mapped to "was started detached"."""
@@ -483,6 +491,8 @@ class RunContext:
         self._in_block = False
         self._restart_due = False
         self._cancel_delivered = False
+        self._cancel_seq = 0
+        """The position that recorded the cancellation, once delivered."""
         self._nondeterminism: _errors.NondeterminismError | None = None
         self._unwinding: _ControlFlow | None = None
         self.result: bytes | None = None
@@ -544,11 +554,13 @@ class RunContext:
         if recorded is not None:
             if isinstance(recorded.event, history.CancelRequested):
                 self._pos += 1
+                self._cancel_seq = recorded.seq
                 self._cancel_delivered = True
                 self.cancel_reason = recorded.event.name or "cancelled"
                 self._cancel_children()  # again: a crash may have come before it was done
                 raise Cancelled(_TOKEN)
         elif reason := self._cancel_due():
+            self._cancel_seq = self.next_seq
             self._record(history.CancelRequested(reason))
             self._cancel_delivered = True
             self.cancel_reason = reason
@@ -1200,7 +1212,15 @@ class RunContext:
             raise _errors.EncodeError(
                 f"the arguments of child workflow {wf.name!r} cannot be encoded: {exc}"
             ) from exc
-        self._enter_durable_call()
+        try:
+            self._enter_durable_call()
+        except Cancelled:
+            # The cancellation took this call's position, which names the child an
+            # execution that crashed before recording its start may have created.
+            self._cancel_unrecorded_child(
+                wf.start_id or history.child_id(self.run_id, self._cancel_seq)
+            )
+            raise
         call = f"start child workflow {wf.name}"
         recorded = self._peek()
         if recorded is not None:
@@ -1255,6 +1275,20 @@ class RunContext:
         self._record(history.ChildStarted(child, started))
         return child, detached
 
+    def _cancel_unrecorded_child(self, child: str) -> None:
+        """Cancel ``child`` if an execution of this run created it, then crashed unrecorded."""
+        if self.replay_only:
+            return
+        try:
+            if self.store.get_run(child).parent == self.run_id:
+                self._cancel_chain(child)
+        except _errors.RunNotFoundError:
+            pass  # the usual case: it was never created
+        except _errors.StoreError as exc:
+            self.store_error = exc
+            self._unwinding = _StoreFailed()
+            raise self._unwinding from exc
+
     def _refuse_child(
         self,
         child: str,
@@ -1307,9 +1341,8 @@ class RunContext:
                 if not first:
                     self._cancel_point()
                 first = False
-                queue = self._pending.get(signal)
-                if queue:
-                    event = self._child_event(child, queue[0])
+                event = self._child_outcome(child, signal)
+                if event is not None:
                     self._record(event)
                     self._consume(signal)
                     break
@@ -1333,18 +1366,68 @@ class RunContext:
         if queue:
             queue.popleft()
 
-    def _child_event(self, child: str, payload: bytes) -> history.Event:
-        """The event that records a child's outcome, from the signal it sent."""
+    def _child_outcome(self, child: str, signal: str) -> history.Event | None:
+        """How the child ended, if it has: the event to record, or None while it runs.
+
+        The child's latest outcome signal is the fast answer; the child run itself
+        is the truth. It is read to settle what a signal cannot tell: an outcome
+        that never arrived (it reached this run while it had failed, and an
+        operator retried it since), a failure that a retry of the child may have
+        superseded, and a sender that lost its run to another worker.
+        """
+        queue = self._pending.get(signal)
         try:
-            outcome = msgspec.json.decode(payload, type=ChildOutcome)
-            kind = _CHILD_EVENTS[outcome.kind]
-        except (msgspec.DecodeError, KeyError) as exc:
-            info = ErrorInfo(
-                type="fluxo.CorruptedOutcome",
-                message=f"child run {child!r} sent an outcome that does not decode ({exc})",
-            )
-            return history.ChildFailed(child, self._encode_error(info))
-        return kind(child, outcome.data)
+            if not queue:
+                run = self._latest_run(child)
+                return self._ended_child(child, run.id) if run.status.is_terminal else None
+            try:
+                outcome = msgspec.json.decode(queue[-1], type=ChildOutcome)
+                kind = _CHILD_EVENTS[outcome.kind]
+            except (msgspec.DecodeError, KeyError) as exc:
+                info = ErrorInfo(
+                    type="fluxo.CorruptedOutcome",
+                    message=f"child run {child!r} sent an outcome that does not decode ({exc})",
+                )
+                return history.ChildFailed(child, self._encode_error(info))
+            sender = outcome.run or child
+            run = self.store.get_run(sender)
+            if run.status.is_terminal:
+                if run.status.value == outcome.kind:
+                    return kind(child, outcome.data)
+                return self._ended_child(child, sender)  # it ended otherwise: the truth
+            if kind is not history.ChildFailed:
+                return kind(child, outcome.data)  # sent just before its end was recorded
+            # A failure, and the run is going again: retried since (that failure is
+            # superseded), or just about to record it.
+            events = self.store.load(sender).events
+            retries = sum(isinstance(e, history.RunRetried) for e in events)
+            return kind(child, outcome.data) if retries == outcome.retries else None
+        except _errors.RunNotFoundError:
+            return None  # not created yet: its parent crashed and starts it again
+        except _errors.StoreError as exc:
+            self.store_error = exc
+            self._unwinding = _StoreFailed()
+            raise self._unwinding from exc
+
+    def _latest_run(self, run_id: str) -> history.RunInfo:
+        """The run, or the latest run of its chain if it continued as new."""
+        run = self.store.get_run(run_id)
+        while run.status is history.RunStatus.COMPLETED:
+            try:
+                run = self.store.get_run(history.chain_next(run.id))
+            except _errors.RunNotFoundError:
+                break
+        return run
+
+    def _ended_child(self, child: str, run_id: str) -> history.Event:
+        """The outcome of a finished child run, read from its own history."""
+        events = self.store.load(run_id).events
+        end = next((e for e in reversed(events) if isinstance(e, _ENDS)), events[-1])
+        if isinstance(end, history.WorkflowCompleted):
+            return history.ChildCompleted(child, end.data)
+        if isinstance(end, history.WorkflowFailed):
+            return history.ChildFailed(child, end.data)
+        return history.ChildCancelled(child, self.codec.encode(end.name or "cancelled"))
 
     def cancel_child(self, child: str) -> None:
         """``ChildHandle.cancel()``: ask a child run to stop (idempotent, so not recorded)."""
@@ -1405,16 +1488,19 @@ class RunContext:
         """
         if self.parent is None:
             return
+        run, retries = self.run_id, self.retries
         if isinstance(end, history.WorkflowCompleted):
-            outcome = ChildOutcome("completed", end.data)
+            outcome = ChildOutcome("completed", end.data, run, retries)
         elif isinstance(end, history.WorkflowFailed):
-            outcome = ChildOutcome("failed", end.data)
+            outcome = ChildOutcome("failed", end.data, run, retries)
         else:
-            outcome = ChildOutcome("cancelled", self.codec.encode(end.name or "cancelled"))
-        name = history.child_signal_name(history.chain_root(self.run_id))
+            reason = self.codec.encode(end.name or "cancelled")
+            outcome = ChildOutcome("cancelled", reason, run, retries)
+        name = history.child_signal_name(history.chain_root(run))
+        key = f"{history.SIGNAL_PREFIX}{run}:{retries}"  # once per run and operator retry
         try:
             self.store.send_signal(
-                self.parent, name, msgspec.json.encode(outcome), now=self.clock(), key=name
+                self.parent, name, msgspec.json.encode(outcome), now=self.clock(), key=key
             )
         except (_errors.RunNotFoundError, _errors.RunStateError):
             pass
@@ -1548,7 +1634,8 @@ class RunContext:
         ready_at = wake_at
         if timer and held_until is not None and wake_at is not None:
             ready_at = wake_at + STICKY_GRACE  # reserved for us; others step in if we die
-        if self.deadline is not None and (ready_at is None or self.deadline < ready_at):
+        due = self.deadline is not None and not self._cancel_delivered
+        if due and self.deadline is not None and (ready_at is None or self.deadline < ready_at):
             ready_at = self.deadline  # woken to be cancelled at the run's deadline
             if held_until is not None:
                 held_until = min(held_until, self.deadline)
@@ -1572,7 +1659,8 @@ class RunContext:
             run = self.store.get_run(self.run_id)
             now = self.clock()
             # Our own worker may have claimed it for us (its loop leaves held runs alone).
-            woken = run.wake_requested or run.cancel_requested or run.lease_owner == hold.owner
+            cancel = run.cancel_requested and not self._cancel_delivered
+            woken = run.wake_requested or cancel or run.lease_owner == hold.owner
             if woken or now >= until or run.lease_owner is not None or run.status.is_terminal:
                 break
             if self.stop_requested.is_set():
@@ -1730,8 +1818,10 @@ class RunContext:
         try:
             if not self.replay_only:
                 # Both before the end is recorded: a crash in between redoes them, and
-                # each is idempotent.
-                self._end_children()
+                # each is idempotent. A run failed by a mismatch is meant to be fixed
+                # and retried (engine.retry): its children go on meanwhile.
+                if self._nondeterminism is None:
+                    self._end_children()
                 self._tell_parent(event)
             self._record(event, status=status, ready_at=None)
         except _ControlFlow:
@@ -1750,10 +1840,13 @@ class RunContext:
         )
 
     def _finish_cancelled(self, *, record_request: bool) -> Outcome:
-        if record_request:
+        if record_request:  # cancelled before any durable call was recorded
             self.cancel_reason = self._cancel_due()
+            self._cancel_seq = self.next_seq
             try:
                 self._record(history.CancelRequested(self.cancel_reason))
+                # An execution that crashed at once may have created its first child.
+                self._cancel_unrecorded_child(history.child_id(self.run_id, self._cancel_seq))
             except _ControlFlow:
                 return self._unwound()
         return self._finish(

@@ -316,8 +316,8 @@ class Worker:
                 log.debug("run %s: %s", run_id, outcome.value, extra={"fluxo_run_id": run_id})
                 if outcome in _FINISHED:
                     self.completed += 1  # runs this worker brought to an end
-                if not self._claimed_meanwhile(run_id, outcome):
-                    break
+                if not self._execute_again(run_id):
+                    return  # and the run has left _inflight
         except _errors.UnknownWorkflowError as exc:
             log.warning("%s", exc)
         except Exception:
@@ -329,28 +329,36 @@ class Worker:
                 run_id,
                 extra={"fluxo_run_id": run_id},
             )
-        finally:
-            with self._slots:
-                self._inflight.pop(run_id, None)
-                self._slots.notify_all()
-
-    def _claimed_meanwhile(self, run_id: str, outcome: _executor.Outcome) -> bool:
-        """Tell whether the claim loop leased this run to us while we were executing it.
-
-        That happens when the run became ready just as its execution suspended: the
-        run is then ours to execute again. When the execution took the run back
-        itself (a held wait), its later suspension cleared that lease: nothing to do.
-        """
         with self._slots:
-            if run_id not in self._reclaimed:
-                return False
+            self._inflight.pop(run_id, None)
             self._reclaimed.discard(run_id)
-        if outcome is not _executor.Outcome.SUSPENDED or self._stopping.is_set():
-            return False
-        try:
-            return self.engine.store.get_run(run_id).lease_owner == self.id
-        except _errors.StoreError:
-            return False  # the lease expires and the run is claimed again
+            self._slots.notify_all()
+
+    def _execute_again(self, run_id: str) -> bool:
+        """After an execution: True when the run is ours to execute again, else let it go.
+
+        The claim loop may have leased the run to us while this thread executed it
+        (it became ready just as the execution suspended); the loop left it to this
+        thread, which executes it again. When the execution took the run back itself
+        (a held wait), its later status write cleared that lease: nothing to do. The
+        run leaves ``_inflight`` in the same step as the last look at ``_reclaimed``,
+        so a claim made after that is executed by the loop, never dropped.
+        """
+        while True:
+            with self._slots:
+                if run_id not in self._reclaimed:
+                    self._inflight.pop(run_id, None)
+                    self._slots.notify_all()
+                    return False
+                self._reclaimed.discard(run_id)
+            try:
+                mine = self.engine.store.get_run(run_id).lease_owner == self.id
+                if mine and not self._stopping.is_set():
+                    return True  # a run that ended meanwhile ends at once (LOST)
+                if mine:
+                    self.engine.store.release(self.id, run_id, now=self.engine.clock())
+            except _errors.StoreError as exc:
+                log.warning("run %s: %s; its lease expires and it is claimed again", run_id, exc)
 
     def _drain(self) -> None:
         deadline = time.monotonic() + self.shutdown_timeout

@@ -74,9 +74,12 @@ class Store(Protocol):
         nothing and raise ``SequenceConflictError``. When ``status`` is given, the same
         atomic write sets the run's status, ``ready_at`` and ``updated_at = now``, and
         clears its lease. One exception keeps wake-ups from being lost: when
-        ``status`` is ``WAITING`` and the run's ``wake_requested`` or
-        ``cancel_requested`` flag is set, the run is made ``PENDING`` with
-        ``ready_at = now`` instead. Raises ``RunNotFoundError`` for an unknown run.
+        ``status`` is ``WAITING`` and the run's ``wake_requested`` flag is set (a
+        signal or a cancellation arrived since it was claimed), the run is made
+        ``PENDING`` with ``ready_at = now`` instead. ``cancel_requested`` alone does
+        not: once a claim has taken the wake-up, the executor knows of the
+        cancellation, and a cancelled run may still wait in its ``finally:`` blocks.
+        Raises ``RunNotFoundError`` for an unknown run.
         """
         ...
 

@@ -92,7 +92,7 @@ def _status_values(*, waiting: bool) -> dict[str, Any]:
     status: sa.ColumnElement[Any] = _p("p_status", _R.c.status)
     ready_at: sa.ColumnElement[Any] = _p("p_ready_at", _R.c.ready_at)
     if waiting:
-        woken = sa.or_(_R.c.wake_requested, _R.c.cancel_requested)
+        woken = _R.c.wake_requested
         status = sa.case((woken, _word(RunStatus.PENDING.value)), else_=status)
         ready_at = sa.case((woken, _p("p_now", _R.c.updated_at)), else_=ready_at)
     return {

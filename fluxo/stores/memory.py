@@ -103,7 +103,7 @@ class MemoryStore:
             log.extend(events)
             self._recorded_at[run_id].extend([now] * len(events))
             if status is not None:
-                if status is RunStatus.WAITING and (run.wake_requested or run.cancel_requested):
+                if status is RunStatus.WAITING and run.wake_requested:
                     status, ready_at = RunStatus.PENDING, now  # something arrived meanwhile
                 self._runs[run_id] = replace(
                     run,

@@ -342,8 +342,8 @@ class MongoStore:
         plain = {**push, "$set": {"status": status.value, "ready_at": ready_at, **lease}}
         if status is not RunStatus.WAITING:
             return [(fence, plain)]
-        quiet = {**fence, "wake_requested": {"$ne": True}, "cancel_requested": {"$ne": True}}
-        woken = {**fence, "$or": [{"wake_requested": True}, {"cancel_requested": True}]}
+        quiet = {**fence, "wake_requested": {"$ne": True}}
+        woken = {**fence, "wake_requested": True}
         made_ready = {**push, "$set": {"status": RunStatus.PENDING.value, "ready_at": now, **lease}}
         return [(quiet, plain), (woken, made_ready)]
 

@@ -260,8 +260,7 @@ if status == '' then return {0} end
 local now = ARGV[3]
 local ready = ARGV[5]
 if status == 'waiting' then
-  local f = redis.call('HMGET', RUN, 'wake', 'cancel')
-  if f[1] == '1' or f[2] == '1' then
+  if redis.call('HGET', RUN, 'wake') == '1' then
     status = 'pending'
     ready = now
   end

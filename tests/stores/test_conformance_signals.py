@@ -382,13 +382,19 @@ def test_suspending_after_a_cancellation_request_makes_the_run_ready_now(store, 
 
 
 @pytest.mark.parametrize("count", EVENT_COUNTS)
-def test_a_cancellation_request_keeps_waking_a_run_after_claims(store, runs, count):
+def test_a_cancellation_request_wakes_a_run_until_a_claim_takes_it(store, runs, count):
+    """A cancelled run that waits in its cleanup (after the claim told it) does wait."""
     runs.start("r1")
     store.request_cancel("r1", now=T0)
-    runs.claim_one("r1", "w1", now=T0 + 1)  # clears wake_requested, not cancel_requested
+    claimed = runs.claim_one("r1", "w1", now=T0 + 1)  # clears wake_requested, not cancel_requested
+    assert claimed.cancel_requested is True
 
     suspend(store, "r1", count, now=T0 + 2, ready_at=None)
 
+    run = store.get_run("r1")
+    assert (run.status, run.ready_at, run.cancel_requested) == (RunStatus.WAITING, None, True)
+    assert claimable(store, now=T0 + 2) == []
+    store.send_signal("r1", "go", b"1", now=T0 + 3)  # what the cleanup waits for
     assert store.get_run("r1").status is RunStatus.PENDING
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any
@@ -604,3 +605,185 @@ def test_a_child_id_that_would_be_too_long_is_refused(make_engine: MakeEngine) -
     work(engine)
     with pytest.raises(fluxo.WorkflowFailedError, match="shorter one"):
         handle.result(timeout=0)
+
+
+# -- retries, orphans and cleanup ------------------------------------------------------
+
+broken = {"on": True}
+
+
+@fluxo.step
+def flaky_step() -> str:
+    if broken["on"]:
+        raise RuntimeError("not yet")
+    return "fixed"
+
+
+@fluxo.workflow
+def outliving_parent(signal: str) -> str:
+    """Starts a detached child, then fails until fixed; awaits the child after."""
+    handle = fluxo.start_child(waiting_child.options(id="outliver", detached=True), signal)
+    fixed = flaky_step()
+    return f"{fixed} {handle.result()}"
+
+
+@fluxo.workflow
+def retried_child(x: int) -> str:
+    return flaky_step()
+
+
+@fluxo.workflow
+def patient_parent(x: int) -> str:
+    """Starts its child, and awaits it only once told to."""
+    handle = fluxo.start_child(retried_child, x)
+    fluxo.wait_for_signal("later")
+    return handle.result()
+
+
+@fluxo.workflow
+def tidy_child(signal: str) -> str:
+    """Waits for ``signal``; cancelled, it waits for ``tidied`` before it ends."""
+    try:
+        return str(fluxo.wait_for_signal(signal, type=str))
+    finally:
+        fluxo.wait_for_signal("tidied")
+
+
+@fluxo.workflow
+def cleaning_parent(signal: str) -> str:
+    """Cancelled, it waits in its finally: block for its child to end."""
+    handle = fluxo.start_child(tidy_child, signal)
+    try:
+        return handle.result()
+    finally:
+        with contextlib.suppress(fluxo.WorkflowCancelledError):
+            handle.result()
+
+
+@fluxo.workflow
+def late_starter(x: int) -> str:
+    double(x)
+    return waiting_child("go")
+
+
+WORKFLOWS.extend(
+    [outliving_parent, retried_child, patient_parent, tidy_child, cleaning_parent, late_starter]
+)
+
+
+@pytest.fixture
+def fixable() -> Any:
+    broken["on"] = True
+    yield broken
+    broken["on"] = True
+
+
+def test_a_retried_parent_gets_the_outcome_its_child_sent_while_it_had_failed(
+    make_engine: MakeEngine, fixable: dict[str, bool]
+) -> None:
+    engine = make_engine(*WORKFLOWS)
+    handle = engine.start(outliving_parent.options(id="op"), "go")
+    work(engine)
+    assert engine.get_run("op").status is fluxo.RunStatus.FAILED
+    engine.signal("outliver", "go", "child done")  # its outcome reaches a failed parent
+    work(engine)
+    assert engine.get_run("outliver").status is fluxo.RunStatus.COMPLETED
+    fixable["on"] = False
+    engine.retry("op")
+    work(engine)
+    assert handle.result(timeout=0) == "fixed child done"
+
+
+def test_a_parent_gets_the_outcome_of_its_child_retried_by_an_operator(
+    make_engine: MakeEngine, fixable: dict[str, bool]
+) -> None:
+    engine = make_engine(*WORKFLOWS)
+    handle = engine.start(patient_parent.options(id="pp"), 1)
+    work(engine)
+    assert engine.get_run("pp~child-1").status is fluxo.RunStatus.FAILED  # not yet awaited
+    fixable["on"] = False
+    engine.retry("pp~child-1")
+    work(engine)
+    engine.signal("pp", "later")
+    work(engine)
+    assert handle.result(timeout=0) == "fixed"
+    signals = engine.store.load("pp").signals
+    assert [s.name for s in signals] == ["fluxo:child:pp~child-1"] * 2 + ["later"]
+
+
+def test_a_cancelled_parent_waits_for_its_child_without_spinning(
+    make_engine: MakeEngine, shared_store: fluxo.Store
+) -> None:
+    class Counting:
+        def __init__(self, inner: fluxo.Store) -> None:
+            self.inner = inner
+            self.loads = 0
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+        def load(self, run_id: str) -> Any:
+            self.loads += run_id == "cp"
+            return self.inner.load(run_id)
+
+    store = Counting(shared_store)
+    engine = make_engine(*WORKFLOWS, store=store)  # type: ignore[arg-type]
+    handle = engine.start(cleaning_parent.options(id="cp"), "go")
+    work(engine)
+    engine.cancel("cp")
+    work(engine)  # returns: both wait, the child for "tidied", the parent for the child
+    assert engine.get_run("cp").status is fluxo.RunStatus.WAITING
+    assert engine.get_run("cp~child-1").status is fluxo.RunStatus.WAITING
+    assert store.loads <= 3
+    engine.signal("cp~child-1", "tidied")
+    work(engine)
+    with pytest.raises(fluxo.WorkflowCancelledError):
+        handle.result(timeout=0)
+    assert kinds(engine.history("cp"))[-3:] == [
+        "cancel_requested",
+        "child_cancelled",
+        "workflow_cancelled",
+    ]
+
+
+def test_a_parent_failed_by_a_mismatch_keeps_its_children_for_the_retry(
+    make_engine: MakeEngine,
+) -> None:
+    engine = make_engine(*WORKFLOWS)
+    engine.start(awaiting_parent.options(id="ap"), "go")
+    work(engine)
+
+    @fluxo.workflow(name=awaiting_parent.name)
+    def changed(signal: str) -> str:
+        double(1)  # not in the history
+        return "changed"
+
+    other = make_engine(changed, waiting_child, store=engine.store)
+    engine.store.request_cancel("ap", now=engine.clock())  # wake it up under the new code
+    other.worker().process_one()
+    assert engine.get_run("ap").status is fluxo.RunStatus.FAILED
+    assert engine.get_run("ap~child-1").status is fluxo.RunStatus.WAITING
+
+
+def test_a_child_created_by_a_crashed_execution_is_cancelled_with_its_parent(
+    make_engine: MakeEngine, clock: FakeClock, shared_store: fluxo.Store
+) -> None:
+    def before_child_started(what: str, run_id: str, events: Any = ()) -> bool:
+        return what == "append" and any(isinstance(e, history.ChildStarted) for e in events)
+
+    for workflow, run_id, child_id in (
+        (awaiting_parent, "first", "first~child-1"),  # nothing recorded before the crash
+        (late_starter, "later", "later~child-2"),  # a step recorded before it
+    ):
+        crashing = CrashOnce(shared_store, before_child_started)
+        engine = make_engine(*WORKFLOWS, store=crashing)  # type: ignore[arg-type]
+        handle = engine.start(workflow.options(id=run_id), "go" if run_id == "first" else 1)
+        with pytest.raises(SimulatedCrash):
+            execute(engine, run_id, "doomed", lease=5)
+        assert engine.get_run(child_id).parent == run_id
+        engine.cancel(run_id)
+        clock.advance(6)
+        work(engine)
+        with pytest.raises(fluxo.WorkflowCancelledError):
+            handle.result(timeout=0)
+        assert engine.get_run(child_id).status is fluxo.RunStatus.CANCELLED
