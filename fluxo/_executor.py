@@ -1639,21 +1639,30 @@ class RunContext:
             ready_at = self.deadline  # woken to be cancelled at the run's deadline
             if held_until is not None:
                 held_until = min(held_until, self.deadline)
+        # The thread takes the run back at the end of the hold only when the wait has
+        # something to do then (a timer fires, a timeout or the deadline passes). A
+        # hold that only ran out of window lets go, freeing the worker's slot: the
+        # run waits in the store, and whatever wakes it makes it claimable.
+        due_at = min((t for t in (wake_at, ready_at) if t is not None), default=None)
+        reclaim = held_until is not None and due_at is not None and held_until >= due_at
         self._record_many(events, history.RunStatus.WAITING, ready_at)
-        if hold is None or held_until is None or not self._hold(hold, held_until):
+        if hold is None or held_until is None or not self._hold(hold, held_until, reclaim):
             self._unwinding = _Suspended()
             raise self._unwinding
 
-    def _hold(self, hold: Hold, until: float) -> bool:
-        """Wait in the thread until ``until`` or a wake-up, then take the run back."""
+    def _hold(self, hold: Hold, until: float, reclaim: bool) -> bool:
+        """Wait in the thread until ``until`` or a wake-up, then take the run back.
+
+        Without ``reclaim``, reaching ``until`` with nothing arrived gives up instead.
+        """
         hold.heartbeat.remove(self)
         self.holding = True
         try:
-            return self._hold_and_reclaim(hold, until)
+            return self._hold_and_reclaim(hold, until, reclaim)
         finally:
             self.holding = False
 
-    def _hold_and_reclaim(self, hold: Hold, until: float) -> bool:
+    def _hold_and_reclaim(self, hold: Hold, until: float, reclaim: bool) -> bool:
         while True:
             token = self.store.change_token(self.run_id)
             run = self.store.get_run(self.run_id)
@@ -1665,8 +1674,9 @@ class RunContext:
                 break
             if self.stop_requested.is_set():
                 return False
-            self.store.wait_for_change(self.run_id, min(until - now, 1.0), since=token)
-        if self.stop_requested.is_set() or not (woken or now >= until):
+            # Short slices: the worker may ask this thread to let go (stop_requested).
+            self.store.wait_for_change(self.run_id, min(until - now, 0.25), since=token)
+        if self.stop_requested.is_set() or not (woken or (reclaim and now >= until)):
             return False
         claimed = self.store.claim_run(
             hold.owner, self.run_id, now=now, lease_until=now + hold.lease

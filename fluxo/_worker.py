@@ -110,6 +110,10 @@ class Heartbeat:
             self.beat()
 
 
+PREEMPT_AFTER = 0.1
+"""Seconds a worker with every slot busy waits before it makes a held wait let go."""
+
+
 class Worker:
     """Claims runnable runs of its engine's workflows and executes them.
 
@@ -285,10 +289,36 @@ class Worker:
         self.engine.store.wait_for_change(None, wait, since=token)
 
     def _wait_for_slot(self) -> int:
-        with self._slots:
-            while len(self._inflight) >= self.concurrency and not self._stopping.is_set():
-                self._slots.wait(self.idle_timeout)
-            return 0 if self._stopping.is_set() else self.concurrency - len(self._inflight)
+        while True:
+            with self._slots:
+                full = len(self._inflight) >= self.concurrency and not self._stopping.is_set()
+                if full:
+                    self._slots.wait(min(self.idle_timeout, PREEMPT_AFTER))
+                full = len(self._inflight) >= self.concurrency and not self._stopping.is_set()
+                if not full:
+                    return 0 if self._stopping.is_set() else self.concurrency - len(self._inflight)
+                holders = [c for c in self._inflight.values() if c is not None and c.holding]
+            if holders:
+                self._preempt(holders)
+
+    def _preempt(self, holders: list[_executor.RunContext]) -> None:
+        """Every slot is busy and some hold a wait: let one go if other work is due.
+
+        A held wait only saves its run a replay later; a run that is due now (a
+        child its parent waits for, a fired timer, a new run) should not wait for
+        the hold to run out. The released run waits in the store as any other.
+        """
+        try:
+            due = self.engine.store.next_wake(self.engine.workflow_names, now=self.engine.clock())
+        except _errors.StoreError:
+            return
+        if due is None or due > self.engine.clock():
+            return
+        context = holders[0]
+        log.debug(
+            "worker %s: every slot is busy; run %s stops holding its wait", self.id, context.run_id
+        )
+        context.stop_requested.set()
 
     def _submit(self, pool: ThreadPoolExecutor, run_id: str) -> None:
         with self._slots:

@@ -787,3 +787,10 @@ def test_a_child_created_by_a_crashed_execution_is_cancelled_with_its_parent(
         with pytest.raises(fluxo.WorkflowCancelledError):
             handle.result(timeout=0)
         assert engine.get_run(child_id).status is fluxo.RunStatus.CANCELLED
+
+
+def test_a_worker_of_one_slot_runs_a_parent_and_its_children(make_engine: MakeEngine) -> None:
+    engine = make_engine(*WORKFLOWS, clock=time.time)
+    with engine.worker(concurrency=1, sticky=600):  # the parent's holds must let go
+        assert engine.start(fan_out, 3).result(timeout=30) == [5, 3, 1]
+        assert engine.start(parent, 1).result(timeout=30) == [3, 5, 5]

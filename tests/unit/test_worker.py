@@ -482,3 +482,37 @@ def test_a_held_run_claimed_by_its_own_worker_meanwhile_executes_once(
     assert steps_run == ["after"]  # one execution went on, not two
     assert store.loads == 3  # the first execution, its holder's reload, result()
     assert "recorded by another worker" not in caplog.text
+
+
+@fluxo.workflow
+def signal_waiter() -> str:
+    return str(fluxo.wait_for_signal("go"))
+
+
+@fluxo.workflow
+def prompt() -> int:
+    return 1
+
+
+def test_a_held_signal_wait_lets_go_of_its_slot_when_its_window_ends(
+    make_engine: MakeEngine,
+) -> None:
+    engine = make_engine(signal_waiter, prompt, clock=time.time)
+    handle = engine.start(signal_waiter)
+    with engine.worker(concurrency=2, sticky=0.2) as worker:
+        wait_until(lambda: handle.status() is fluxo.RunStatus.WAITING, "the wait")
+        wait_until(lambda: not worker._inflight, "the hold to end")  # and not renewed
+        engine.signal(handle.id, "go", "late")
+        assert handle.result(timeout=WAIT) == "late"
+
+
+def test_a_busy_worker_makes_a_held_wait_let_go_for_a_run_that_is_due(
+    make_engine: MakeEngine,
+) -> None:
+    engine = make_engine(signal_waiter, prompt, clock=time.time)
+    waiting = engine.start(signal_waiter)
+    with engine.worker(concurrency=1, sticky=600):  # a hold that would outlast the test
+        wait_until(lambda: waiting.status() is fluxo.RunStatus.WAITING, "the wait")
+        assert engine.start(prompt).result(timeout=WAIT) == 1
+        engine.signal(waiting.id, "go", "still served")
+        assert waiting.result(timeout=WAIT) == "still served"
