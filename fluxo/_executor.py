@@ -461,6 +461,8 @@ class RunContext:
         self.next_seq = len(state.events)
         self.hold = hold
         self.holding = False
+        self.holding_timer = False
+        """What the held wait is: a timer's run is reserved to this thread until it fires."""
         self.lease_released = False
         self.store_error: _errors.StoreError | None = None
         self.deadline = state.run.deadline
@@ -1646,6 +1648,7 @@ class RunContext:
         due_at = min((t for t in (wake_at, ready_at) if t is not None), default=None)
         reclaim = held_until is not None and due_at is not None and held_until >= due_at
         self._record_many(events, history.RunStatus.WAITING, ready_at)
+        self.holding_timer = timer
         if hold is None or held_until is None or not self._hold(hold, held_until, reclaim):
             self._unwinding = _Suspended()
             raise self._unwinding

@@ -297,7 +297,13 @@ class Worker:
                 full = len(self._inflight) >= self.concurrency and not self._stopping.is_set()
                 if not full:
                     return 0 if self._stopping.is_set() else self.concurrency - len(self._inflight)
-                holders = [c for c in self._inflight.values() if c is not None and c.holding]
+                # Not a timer: its run is reserved to the holder until it fires (STICKY_GRACE),
+                # so letting it go would make it late. Timer holds end when they fire.
+                holders = [
+                    c
+                    for c in self._inflight.values()
+                    if c is not None and c.holding and not c.holding_timer
+                ]
             if holders:
                 self._preempt(holders)
 
