@@ -463,6 +463,8 @@ class RunContext:
         self.holding = False
         self.holding_timer = False
         """What the held wait is: a timer's run is reserved to this thread until it fires."""
+        self.let_go = threading.Event()
+        """Set by the worker: end the held (signal or child) wait now, freeing the thread."""
         self.lease_released = False
         self.store_error: _errors.StoreError | None = None
         self.deadline = state.run.deadline
@@ -1219,9 +1221,10 @@ class RunContext:
         except Cancelled:
             # The cancellation took this call's position, which names the child an
             # execution that crashed before recording its start may have created.
-            self._cancel_unrecorded_child(
-                wf.start_id or history.child_id(self.run_id, self._cancel_seq)
-            )
+            if not wf.start_detached:
+                self._cancel_unrecorded_child(
+                    wf.start_id or history.child_id(self.run_id, self._cancel_seq)
+                )
             raise
         call = f"start child workflow {wf.name}"
         recorded = self._peek()
@@ -1659,11 +1662,16 @@ class RunContext:
         Without ``reclaim``, reaching ``until`` with nothing arrived gives up instead.
         """
         hold.heartbeat.remove(self)
+        self.let_go.clear()
         self.holding = True
         try:
             return self._hold_and_reclaim(hold, until, reclaim)
         finally:
             self.holding = False
+
+    def _let_go(self) -> bool:
+        """The worker wants this thread for another run (never a timer's: it is reserved)."""
+        return self.let_go.is_set() and not self.holding_timer
 
     def _hold_and_reclaim(self, hold: Hold, until: float, reclaim: bool) -> bool:
         while True:
@@ -1675,11 +1683,13 @@ class RunContext:
             woken = run.wake_requested or cancel or run.lease_owner == hold.owner
             if woken or now >= until or run.lease_owner is not None or run.status.is_terminal:
                 break
-            if self.stop_requested.is_set():
+            if self.stop_requested.is_set() or self._let_go():
                 return False
-            # Short slices: the worker may ask this thread to let go (stop_requested).
-            self.store.wait_for_change(self.run_id, min(until - now, 0.25), since=token)
+            # Slices: the worker may ask this thread to let go meanwhile.
+            self.store.wait_for_change(self.run_id, min(until - now, 0.5), since=token)
         if self.stop_requested.is_set() or not (woken or (reclaim and now >= until)):
+            return False
+        if not woken and self._let_go():
             return False
         claimed = self.store.claim_run(
             hold.owner, self.run_id, now=now, lease_until=now + hold.lease
@@ -1858,8 +1868,10 @@ class RunContext:
             self._cancel_seq = self.next_seq
             try:
                 self._record(history.CancelRequested(self.cancel_reason))
-                # An execution that crashed at once may have created its first child.
+                # An execution that crashed at once may have created its first child,
+                # or the next run of its chain.
                 self._cancel_unrecorded_child(history.child_id(self.run_id, self._cancel_seq))
+                self._cancel_next(history.chain_next(self.run_id))
             except _ControlFlow:
                 return self._unwound()
         return self._finish(

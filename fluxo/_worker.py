@@ -248,6 +248,8 @@ class Worker:
             while not self._stopping.is_set():
                 free = self._wait_for_slot()
                 if free == 0:
+                    if not self._stopping.is_set():
+                        self._take_a_held_slot(pool, names)
                     continue
                 now = self.engine.clock()
                 try:
@@ -289,42 +291,56 @@ class Worker:
         self.engine.store.wait_for_change(None, wait, since=token)
 
     def _wait_for_slot(self) -> int:
-        while True:
-            with self._slots:
-                full = len(self._inflight) >= self.concurrency and not self._stopping.is_set()
-                if full:
-                    self._slots.wait(min(self.idle_timeout, PREEMPT_AFTER))
-                full = len(self._inflight) >= self.concurrency and not self._stopping.is_set()
-                if not full:
-                    return 0 if self._stopping.is_set() else self.concurrency - len(self._inflight)
-                # Not a timer: its run is reserved to the holder until it fires (STICKY_GRACE),
-                # so letting it go would make it late. Timer holds end when they fire.
-                holders = [
+        """Free slots; 0 when every slot stayed busy for a moment (or the worker stops)."""
+        with self._slots:
+            if len(self._inflight) >= self.concurrency and not self._stopping.is_set():
+                self._slots.wait(min(self.idle_timeout, PREEMPT_AFTER))
+            if self._stopping.is_set():
+                return 0
+            return max(self.concurrency - len(self._inflight), 0)
+
+    def _take_a_held_slot(self, pool: ThreadPoolExecutor, names: frozenset[str]) -> None:
+        """Every slot is busy: give one that only holds a wait to a run that is due.
+
+        If a slot holds a signal or child wait and another run is due, claim that
+        run and make the hold let go, so the run takes its slot. A held wait only
+        saves its run a replay later; a run that is due now (a child its parent
+        waits for, a new run) should not wait for the hold to run out. A timer's
+        hold is left alone: its run is reserved to the holder until it fires.
+        Claiming first means only the worker that won the run makes a hold let go,
+        and that a run of ours that was just woken is taken back by its own thread.
+        """
+        with self._slots:
+            holder = next(
+                (
                     c
                     for c in self._inflight.values()
                     if c is not None and c.holding and not c.holding_timer
-                ]
-            if holders:
-                self._preempt(holders)
-
-    def _preempt(self, holders: list[_executor.RunContext]) -> None:
-        """Every slot is busy and some hold a wait: let one go if other work is due.
-
-        A held wait only saves its run a replay later; a run that is due now (a
-        child its parent waits for, a fired timer, a new run) should not wait for
-        the hold to run out. The released run waits in the store as any other.
-        """
+                ),
+                None,
+            )
+        if holder is None:
+            return
+        now = self.engine.clock()
         try:
-            due = self.engine.store.next_wake(self.engine.workflow_names, now=self.engine.clock())
+            due = self.engine.store.next_wake(names, now=now)
+            if due is None or due > now:
+                return
+            runs = self.engine.store.claim(
+                self.id, names, now=now, lease_until=now + self.lease, limit=1
+            )
         except _errors.StoreError:
             return
-        if due is None or due > self.engine.clock():
-            return
-        context = holders[0]
-        log.debug(
-            "worker %s: every slot is busy; run %s stops holding its wait", self.id, context.run_id
-        )
-        context.stop_requested.set()
+        for run in runs:
+            with self._slots:
+                if run.id in self._inflight:
+                    self._reclaimed.add(run.id)  # ours, woken: its thread takes it back
+                    continue
+            log.debug(
+                "worker %s: run %s takes the slot of held run %s", self.id, run.id, holder.run_id
+            )
+            self._submit(pool, run.id)  # queued until the hold lets go of its thread
+            holder.let_go.set()
 
     def _submit(self, pool: ThreadPoolExecutor, run_id: str) -> None:
         with self._slots:

@@ -516,3 +516,31 @@ def test_a_busy_worker_makes_a_held_wait_let_go_for_a_run_that_is_due(
         assert engine.start(prompt).result(timeout=WAIT) == 1
         engine.signal(waiting.id, "go", "still served")
         assert waiting.result(timeout=WAIT) == "still served"
+
+
+def test_only_the_worker_that_claims_a_due_run_makes_a_hold_let_go(
+    make_engine: MakeEngine,
+) -> None:
+    store = MemoryStore()
+    engines = [make_engine(signal_waiter, prompt, store=store, clock=time.time) for _ in range(3)]
+    workers = [engine.worker(concurrency=1, sticky=600) for engine in engines]
+    for worker in workers:
+        worker.start()
+    try:
+        waiting = [engines[0].start(signal_waiter) for _ in range(3)]
+        wait_until(
+            lambda: (
+                sum(c is not None and c.holding for w in workers for c in w._inflight.values()) == 3
+            ),
+            "every worker to hold a wait",
+        )
+        assert engines[0].start(prompt).result(timeout=WAIT) == 1
+        let_go = [c.let_go.is_set() for w in workers for c in w._inflight.values() if c]
+        assert sum(let_go) == 0  # the one that let go has left; the others still hold
+        assert sum(c is not None and c.holding for w in workers for c in w._inflight.values()) == 2
+        for handle in waiting:
+            engines[0].signal(handle.id, "go", "x")
+        assert [h.result(timeout=WAIT) for h in waiting] == ["x"] * 3
+    finally:
+        for worker in workers:
+            worker.stop()
