@@ -299,6 +299,24 @@ class Workflow(_Definition[P, R]):
             ) from None
         return self.input_type()(**bound.arguments)
 
+    def encode_input(
+        self, codec: Any, args: Sequence[Any], kwargs: dict[str, Any], what: str = ""
+    ) -> bytes:
+        """Check arguments against the signature and encode them as a run's input.
+
+        ``what`` prefixes the error (``"fluxo.continue_as_new(): "``...).
+        """
+        packed = self.bind_input(args, kwargs)
+        try:
+            data: bytes = codec.encode(packed)
+        except TypeError as exc:
+            raise _errors.EncodeError(
+                f"{what}the arguments of workflow {self.name!r} cannot be encoded: {exc}; "
+                "pass JSON-friendly values (dataclasses, dicts, lists, str, numbers, "
+                "datetimes...) or configure a codec that handles them"
+            ) from exc
+        return data
+
     def unpack_input(self, packed: Any) -> tuple[list[Any], dict[str, Any]]:
         """Turn decoded input back into ``(args, kwargs)`` for calling the function."""
         args: list[Any] = []

@@ -231,15 +231,7 @@ class Engine:
                 "fluxo.start_child() inside a workflow; a run started by the engine has no "
                 "parent to detach from"
             )
-        packed = wf.bind_input(args, kwargs)
-        try:
-            data = self.codec.encode(packed)
-        except TypeError as exc:
-            raise _errors.EncodeError(
-                f"the arguments of workflow {wf.name!r} cannot be encoded: {exc}; pass "
-                "JSON-friendly values (dataclasses, dicts, lists, str, numbers, datetimes...) "
-                "or configure a codec that handles them"
-            ) from exc
+        data = wf.encode_input(self.codec, args, kwargs)
         run_id = wf.start_id or uuid.uuid4().hex
         now = self.clock()
         deadline = None if wf.start_timeout is None else now + wf.start_timeout
@@ -503,19 +495,8 @@ class Engine:
         return self._latest(run_id)
 
     def _latest(self, run_id: str) -> _history.RunInfo:
-        """The latest run of the chain ``run_id`` belongs to, from ``run_id`` on.
-
-        A run is followed only once it has ended ``completed`` and its successor
-        exists: the successor is created before the end is recorded, so a chain
-        in the middle of continuing still shows its current run.
-        """
-        run = self.store.get_run(run_id)
-        while run.status is _history.RunStatus.COMPLETED:
-            try:
-                run = self.store.get_run(_history.chain_next(run.id))
-            except _errors.RunNotFoundError:
-                break
-        return run
+        """The latest run of the chain ``run_id`` belongs to (see ``stores.latest_run``)."""
+        return stores.latest_run(self.store, run_id)
 
     def list_runs(
         self,

@@ -1209,13 +1209,7 @@ class RunContext:
         child on resume, never a second one. Its id is the one given with
         ``wf.options(id=)``, else this run's id and the call's position.
         """
-        packed = wf.bind_input(args, kwargs)
-        try:
-            data = self.codec.encode(packed)
-        except TypeError as exc:
-            raise _errors.EncodeError(
-                f"the arguments of child workflow {wf.name!r} cannot be encoded: {exc}"
-            ) from exc
+        data = wf.encode_input(self.codec, args, kwargs, "fluxo.start_child(): ")
         try:
             self._enter_durable_call()
         except Cancelled:
@@ -1383,7 +1377,7 @@ class RunContext:
         queue = self._pending.get(signal)
         try:
             if not queue:
-                run = self._latest_run(child)
+                run = stores.latest_run(self.store, child)
                 return self._ended_child(child, run.id) if run.status.is_terminal else None
             try:
                 outcome = msgspec.json.decode(queue[-1], type=ChildOutcome)
@@ -1413,16 +1407,6 @@ class RunContext:
             self.store_error = exc
             self._unwinding = _StoreFailed()
             raise self._unwinding from exc
-
-    def _latest_run(self, run_id: str) -> history.RunInfo:
-        """The run, or the latest run of its chain if it continued as new."""
-        run = self.store.get_run(run_id)
-        while run.status is history.RunStatus.COMPLETED:
-            try:
-                run = self.store.get_run(history.chain_next(run.id))
-            except _errors.RunNotFoundError:
-                break
-        return run
 
     def _ended_child(self, child: str, run_id: str) -> history.Event:
         """The outcome of a finished child run, read from its own history."""
@@ -1554,14 +1538,7 @@ class RunContext:
                 f"fluxo.continue_as_new(): the next run's id {next_id[:40]!r}... would be longer "
                 f"than {stores.MAX_ID_LENGTH} characters; start the workflow with a shorter id"
             )
-        packed = wf.bind_input(args, kwargs)
-        try:
-            data = self.codec.encode(packed)
-        except TypeError as exc:
-            raise _errors.EncodeError(
-                f"fluxo.continue_as_new(): the arguments of workflow {wf.name!r} cannot be "
-                f"encoded: {exc}"
-            ) from exc
+        data = wf.encode_input(self.codec, args, kwargs, "fluxo.continue_as_new(): ")
         try:
             self._enter_durable_call()
         except Cancelled:

@@ -229,6 +229,23 @@ class Store(Protocol):
         ...
 
 
+def latest_run(store: Store, run_id: str) -> history.RunInfo:
+    """The run ``run_id``, or the latest run of its chain if it continued as new.
+
+    A run is followed only once it has ended ``completed`` and its successor
+    exists: the successor is created before the end is recorded, so a chain in
+    the middle of continuing still shows its current run. Raises
+    ``RunNotFoundError`` when ``run_id`` does not exist.
+    """
+    run = store.get_run(run_id)
+    while run.status is history.RunStatus.COMPLETED:
+        try:
+            run = store.get_run(history.chain_next(run.id))
+        except _errors.RunNotFoundError:
+            break
+    return run
+
+
 def open_store(url: str) -> Store:
     """Build the store a URL names.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import threading
 from collections.abc import Callable, Collection, Iterable
 from typing import Any
@@ -122,6 +123,24 @@ class SpyStore:
             )
         assert ok, "no renewal reported the cancellation"
         self.wait_renewals(1, timeout)
+
+
+class CountingStore:
+    """A store that forwards everything to another one and counts history reads."""
+
+    def __init__(self, inner: fluxo.Store) -> None:
+        self.inner = inner
+        self.loads = 0
+        self.loads_of: collections.Counter[str] = collections.Counter()
+        """The reads of each run's history."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def load(self, run_id: str) -> history.RunState:
+        self.loads += 1
+        self.loads_of[run_id] += 1
+        return self.inner.load(run_id)
 
 
 class Box:

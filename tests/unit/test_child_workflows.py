@@ -14,7 +14,7 @@ from fluxo import _executor, history
 from fluxo.testing import WorkflowEnvironment, replay
 
 from .conftest import MakeEngine
-from .helpers import FakeClock, SimulatedCrash, execute, kinds, named
+from .helpers import CountingStore, FakeClock, SimulatedCrash, execute, kinds, named
 
 ran: list[str] = []
 
@@ -714,19 +714,7 @@ def test_a_parent_gets_the_outcome_of_its_child_retried_by_an_operator(
 def test_a_cancelled_parent_waits_for_its_child_without_spinning(
     make_engine: MakeEngine, shared_store: fluxo.Store
 ) -> None:
-    class Counting:
-        def __init__(self, inner: fluxo.Store) -> None:
-            self.inner = inner
-            self.loads = 0
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self.inner, name)
-
-        def load(self, run_id: str) -> Any:
-            self.loads += run_id == "cp"
-            return self.inner.load(run_id)
-
-    store = Counting(shared_store)
+    store = CountingStore(shared_store)
     engine = make_engine(*WORKFLOWS, store=store)  # type: ignore[arg-type]
     handle = engine.start(cleaning_parent.options(id="cp"), "go")
     work(engine)
@@ -734,7 +722,7 @@ def test_a_cancelled_parent_waits_for_its_child_without_spinning(
     work(engine)  # returns: both wait, the child for "tidied", the parent for the child
     assert engine.get_run("cp").status is fluxo.RunStatus.WAITING
     assert engine.get_run("cp~child-1").status is fluxo.RunStatus.WAITING
-    assert store.loads <= 3
+    assert store.loads_of["cp"] <= 3
     engine.signal("cp~child-1", "tidied")
     work(engine)
     with pytest.raises(fluxo.WorkflowCancelledError):

@@ -6,13 +6,11 @@ more as the history grows. These tests pin what must hold at any speed.
 
 from __future__ import annotations
 
-from typing import Any
-
 import fluxo
 from fluxo import _executor, history
 
 from .conftest import MakeEngine
-from .helpers import FakeClock, execute
+from .helpers import CountingStore, FakeClock, execute
 
 STEPS = 10_000
 
@@ -29,21 +27,6 @@ def steps_then_sleep(n: int) -> int:
         total += noop(i)
     fluxo.sleep(60)
     return total + noop(-1)
-
-
-class CountingStore:
-    """A store that forwards everything to another one and counts history reads."""
-
-    def __init__(self, inner: fluxo.Store) -> None:
-        self.inner = inner
-        self.loads = 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def load(self, run_id: str) -> Any:
-        self.loads += 1
-        return self.inner.load(run_id)
 
 
 def test_ten_thousand_steps_complete_and_a_resume_reads_the_history_once(
