@@ -581,6 +581,12 @@ class RunContext:
 
     # -- writing the history ---------------------------------------------------------
 
+    def _store_failed(self, exc: _errors.StoreError) -> NoReturn:
+        """Stop at a store failure: the run resumes from its history (``Outcome.BROKEN``)."""
+        self.store_error = exc
+        self._unwinding = _StoreFailed()
+        raise self._unwinding from exc
+
     def _record(
         self,
         event: history.Event,
@@ -630,9 +636,7 @@ class RunContext:
                 exc,
                 extra={"fluxo_run_id": self.run_id},
             )
-            self.store_error = exc
-            self._unwinding = _StoreFailed()
-            raise self._unwinding from exc
+            self._store_failed(exc)
         self.next_seq += len(events)
         if status is not None:
             self.lease_released = True  # a status write clears the lease
@@ -1256,9 +1260,7 @@ class RunContext:
                 f"{exc.existing!r} has that id; give the child another id"
             )
         except _errors.StoreError as exc:
-            self.store_error = exc
-            self._unwinding = _StoreFailed()
-            raise self._unwinding from exc
+            self._store_failed(exc)
         else:
             if not created and run.parent != self.run_id:
                 refused = _errors.RunStateError(
@@ -1284,9 +1286,7 @@ class RunContext:
         except _errors.RunNotFoundError:
             pass  # the usual case: it was never created
         except _errors.StoreError as exc:
-            self.store_error = exc
-            self._unwinding = _StoreFailed()
-            raise self._unwinding from exc
+            self._store_failed(exc)
 
     def _refuse_child(
         self,
@@ -1335,17 +1335,11 @@ class RunContext:
             self._consume(signal)
         else:
             self._go_live()
-            first = True
-            while True:
-                if not first:
-                    self._cancel_point()
-                first = False
-                event = self._child_outcome(child, signal)
-                if event is not None:
-                    self._record(event)
-                    self._consume(signal)
-                    break
+            while (event := self._child_outcome(child, signal)) is None:
                 self._suspend([], None, timer=False)
+                self._cancel_point()
+            self._record(event)
+            self._consume(signal)
         self._children.pop(child, None)
         if isinstance(event, history.ChildCompleted):
             return self._decode_recorded(call, event.data, return_type)
@@ -1404,9 +1398,7 @@ class RunContext:
         except _errors.RunNotFoundError:
             return None  # not created yet: its parent crashed and starts it again
         except _errors.StoreError as exc:
-            self.store_error = exc
-            self._unwinding = _StoreFailed()
-            raise self._unwinding from exc
+            self._store_failed(exc)
 
     def _ended_child(self, child: str, run_id: str) -> history.Event:
         """The outcome of a finished child run, read from its own history."""
@@ -1426,9 +1418,7 @@ class RunContext:
         try:
             self._cancel_chain(child)
         except _errors.StoreError as exc:
-            self.store_error = exc
-            self._unwinding = _StoreFailed()
-            raise self._unwinding from exc
+            self._store_failed(exc)
 
     def _cancel_chain(self, run_id: str) -> None:
         """Cancel a run, or the latest run of its chain if it continued as new."""
@@ -1452,9 +1442,7 @@ class RunContext:
             except _errors.RunNotFoundError:
                 pass
             except _errors.StoreError as exc:
-                self.store_error = exc
-                self._unwinding = _StoreFailed()
-                raise self._unwinding from exc
+                self._store_failed(exc)
 
     def _end_children(self) -> None:
         """As the run ends: its children that are not detached end with it."""
@@ -1472,8 +1460,9 @@ class RunContext:
     def _tell_parent(self, end: history.Event) -> None:
         """Send this child run's outcome to its parent, before the end is recorded.
 
-        Keyed by the child's id, so the copy a resumed run sends again is dropped. A
-        parent that has finished no longer waits: nothing needs it then.
+        Keyed by this run and its operator retries, so the copy a resumed run sends
+        again is dropped, while a retried run's new outcome is not. A parent that
+        has finished no longer waits: nothing needs it then.
         """
         if self.parent is None:
             return
@@ -1494,9 +1483,7 @@ class RunContext:
         except (_errors.RunNotFoundError, _errors.RunStateError):
             pass
         except _errors.StoreError as exc:
-            self.store_error = exc
-            self._unwinding = _StoreFailed()
-            raise self._unwinding from exc
+            self._store_failed(exc)
 
     def patched(self, change: str) -> bool:
         """``fluxo.patched``: True for runs that reach this point under the new code."""
@@ -1565,9 +1552,7 @@ class RunContext:
                 f"{exc.existing!r}; the chain cannot go on"
             ) from None
         except _errors.StoreError as exc:
-            self.store_error = exc
-            self._unwinding = _StoreFailed()
-            raise self._unwinding from exc
+            self._store_failed(exc)
         self._record(history.ContinuedAsNew(next_id), history.RunStatus.COMPLETED, None)
         self._pass_on_cancel(next_id)
         self._unwinding = _Continued()
@@ -1616,11 +1601,11 @@ class RunContext:
         ready_at = wake_at
         if timer and held_until is not None and wake_at is not None:
             ready_at = wake_at + STICKY_GRACE  # reserved for us; others step in if we die
-        due = self.deadline is not None and not self._cancel_delivered
-        if due and self.deadline is not None and (ready_at is None or self.deadline < ready_at):
-            ready_at = self.deadline  # woken to be cancelled at the run's deadline
+        deadline = None if self._cancel_delivered else self.deadline  # delivered: no wake
+        if deadline is not None and (ready_at is None or deadline < ready_at):
+            ready_at = deadline  # woken to be cancelled at the run's deadline
             if held_until is not None:
-                held_until = min(held_until, self.deadline)
+                held_until = min(held_until, deadline)
         # The thread takes the run back at the end of the hold only when the wait has
         # something to do then (a timer fires, a timeout or the deadline passes). A
         # hold that only ran out of window lets go, freeing the worker's slot: the

@@ -261,15 +261,7 @@ class Worker:
                     log.error("worker %s: claim failed (%s); retrying", self.id, exc)
                     self._stopping.wait(self.idle_timeout)
                     continue
-                for run in runs:
-                    with self._slots:
-                        if run.id in self._inflight:
-                            # One of our threads still executes it: it holds the wait and
-                            # takes the run back itself, or it is unwinding and runs it
-                            # again once done (_execute). Never two executions at once.
-                            self._reclaimed.add(run.id)
-                            continue
-                    self._submit(pool, run.id)
+                self._dispatch(pool, runs)
                 if not runs:
                     self._idle(names, token)
                     if time.monotonic() - last_unknown_check > 60:
@@ -331,16 +323,26 @@ class Worker:
             )
         except _errors.StoreError:
             return
+        if self._dispatch(pool, runs):  # queued until the hold lets go of its thread
+            log.debug("worker %s: run %s takes the slot of a held wait", self.id, runs[0].id)
+            holder.let_go.set()
+
+    def _dispatch(self, pool: ThreadPoolExecutor, runs: list[history.RunInfo]) -> int:
+        """Execute claimed runs on the pool; return how many were submitted.
+
+        A run one of our threads still executes is not submitted again: that thread
+        holds the wait and takes the run back itself, or is unwinding and runs it
+        again once done (``_execute_again``). Never two executions at once.
+        """
+        submitted = 0
         for run in runs:
             with self._slots:
                 if run.id in self._inflight:
-                    self._reclaimed.add(run.id)  # ours, woken: its thread takes it back
+                    self._reclaimed.add(run.id)
                     continue
-            log.debug(
-                "worker %s: run %s takes the slot of held run %s", self.id, run.id, holder.run_id
-            )
-            self._submit(pool, run.id)  # queued until the hold lets go of its thread
-            holder.let_go.set()
+            self._submit(pool, run.id)
+            submitted += 1
+        return submitted
 
     def _submit(self, pool: ThreadPoolExecutor, run_id: str) -> None:
         with self._slots:

@@ -140,6 +140,20 @@ def write_at_0001(url: str) -> None:
         engine.dispose()
 
 
+def assert_runs_kept(store: sql.SQLStore, deadlines: dict[str, float]) -> None:
+    """The runs ``write_at_0001`` wrote read back unchanged, with no parent."""
+    for run_id, status, ready_at, owner, lease_until, cancel in RUNS_AT_0001:
+        state = store.load(run_id)
+        run = state.run
+        assert (run.id, run.workflow, run.status.value) == (run_id, "wf", status)
+        assert (run.created_at, run.updated_at, run.ready_at) == (1.0, 2.0, ready_at)
+        assert (run.lease_owner, run.lease_until) == (owner, lease_until)
+        assert (run.cancel_requested, run.wake_requested) == (cancel, False)
+        assert run.deadline == deadlines.get(run_id)
+        assert run.parent is None
+        assert state.events == (history.WorkflowStarted("wf", b"[]"),)
+
+
 def test_a_database_at_0001_with_runs_upgrades_and_keeps_them(empty_url: str) -> None:
     write_at_0001(empty_url)
     assert _sql_migrate.current(empty_url) == "0001"
@@ -150,17 +164,8 @@ def test_a_database_at_0001_with_runs_upgrades_and_keeps_them(empty_url: str) ->
     assert _sql_migrate.check(empty_url) == []
     store = sql.SQLStore(empty_url, auto_migrate=False)
     try:
-        for run_id, status, ready_at, owner, lease_until, cancel in RUNS_AT_0001:
-            state = store.load(run_id)
-            run = state.run
-            assert (run.id, run.workflow, run.status.value) == (run_id, "wf", status)
-            assert (run.created_at, run.updated_at, run.ready_at) == (1.0, 2.0, ready_at)
-            assert (run.lease_owner, run.lease_until) == (owner, lease_until)
-            assert (run.cancel_requested, run.wake_requested) == (cancel, False)
-            assert run.deadline is None
-            assert run.parent is None
-            assert state.events == (history.WorkflowStarted("wf", b"[]"),)
-            assert state.signals == ()
+        assert_runs_kept(store, deadlines={})
+        assert all(store.load(run_id).signals == () for run_id, *_ in RUNS_AT_0001)
         # The new parts work on the old runs.
         assert store.send_signal("waiting-1", "go", b"1", now=50.0) is True
         assert store.get_run("waiting-1").status is history.RunStatus.PENDING
@@ -221,16 +226,7 @@ def test_a_database_at_0002_with_runs_upgrades_and_keeps_them(empty_url: str) ->
     assert _sql_migrate.check(empty_url) == []
     store = sql.SQLStore(empty_url, auto_migrate=False)
     try:
-        for run_id, status, ready_at, owner, lease_until, cancel in RUNS_AT_0001:
-            state = store.load(run_id)
-            run = state.run
-            assert (run.id, run.workflow, run.status.value) == (run_id, "wf", status)
-            assert (run.created_at, run.updated_at, run.ready_at) == (1.0, 2.0, ready_at)
-            assert (run.lease_owner, run.lease_until) == (owner, lease_until)
-            assert (run.cancel_requested, run.wake_requested) == (cancel, False)
-            assert run.deadline == (99.5 if run_id == "waiting-1" else None)
-            assert run.parent is None
-            assert state.events == (history.WorkflowStarted("wf", b"[]"),)
+        assert_runs_kept(store, deadlines={"waiting-1": 99.5})
         assert [(s.name, s.payload) for s in store.load("waiting-1").signals] == [("go", b"1")]
         assert [run.parent for run in store.list_runs()] == [None] * len(RUNS_AT_0001)
         # The new column works next to the old runs.
