@@ -10,11 +10,12 @@ import copy
 import functools
 import inspect
 import math
+import reprlib
 import threading
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, Literal, TypeVar, overload
 
 import msgspec
 from typing_extensions import ParamSpec
@@ -23,6 +24,9 @@ from fluxo import _errors, _executor, _retry, history, stores
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+IfExists = Literal["check", "return"]
+"""What a start with a taken run id does; see :meth:`Workflow.options`."""
 
 
 def _check_function(fn: object, kind: str, name: str | None, aliases: Sequence[str]) -> str:
@@ -206,6 +210,7 @@ class Workflow(_Definition[P, R]):
         self.start_id: str | None = None
         self.start_timeout: float | None = None
         self.start_detached = False
+        self.start_if_exists: IfExists = "check"
         self._input_type: Any = None
 
     def options(
@@ -214,12 +219,17 @@ class Workflow(_Definition[P, R]):
         id: str | None = None,
         timeout: timedelta | float | None = None,
         detached: bool = False,
+        if_exists: IfExists = "check",
     ) -> Workflow[P, R]:
         """Return this workflow with start options bound, for ``engine.start`` or a child start.
 
         Args:
             id: the run id. Starting twice with one id starts one run: the second
-                start returns a handle to the first.
+                start returns a handle to the first, when it passes the same
+                arguments (compared as bound to the signature, so ``f(1, b=2)``
+                is ``f(1, 2)``, and a default passed is the default left out).
+                Other arguments raise :class:`fluxo.RunIdConflictError` naming them
+                (see ``if_exists``).
             timeout: a deadline for the whole run, from its start. A run still
                 going then is cancelled at its next durable call (its ``finally:``
                 blocks run) and ends ``cancelled``; ``handle.result()`` raises
@@ -227,6 +237,10 @@ class Workflow(_Definition[P, R]):
             detached: for a child workflow (``fluxo.start_child`` in a workflow):
                 it is not cancelled when its parent is cancelled or ends, and so
                 may outlive it.
+            if_exists: what a start does when a run with this ``id`` exists:
+                ``"check"`` (the default) returns it if it was started with the same
+                arguments and raises ``RunIdConflictError`` if not; ``"return"``
+                returns it whatever its arguments were.
 
         Example:
             >>> engine.start(checkout.options(id="order-17"), "o-17", 4200)
@@ -251,10 +265,17 @@ class Workflow(_Definition[P, R]):
                 )
         if not isinstance(detached, bool):
             raise _errors.DefinitionError(f"detached= takes True or False, not {detached!r}")
+        if if_exists not in typing.get_args(IfExists):
+            raise _errors.DefinitionError(
+                f"if_exists= takes 'check' (return an existing run started with the same "
+                f"arguments, refuse other arguments) or 'return' (return an existing run "
+                f"whatever its arguments), not {if_exists!r}"
+            )
         bound = copy.copy(self)
         bound.start_id = id
         bound.start_timeout = None if seconds is None else float(seconds)
         bound.start_detached = detached
+        bound.start_if_exists = if_exists
         return bound
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -317,6 +338,56 @@ class Workflow(_Definition[P, R]):
             ) from exc
         return data
 
+    def input_conflict(
+        self, store: stores.Store, codec: Any, run: history.RunInfo, data: bytes
+    ) -> _errors.RunIdConflictError | None:
+        """The conflict if ``run``, found under a start's id, was started with other arguments.
+
+        ``data`` is the start's encoded input. One read of the existing run, made
+        only when a start finds its id taken.
+        """
+        started = store.load(run.id).events[0]
+        differences = self.input_differences(codec, started.data or b"{}", data)
+        if differences is None:
+            return None
+        return _errors.RunIdConflictError(
+            run.id,
+            run.workflow,
+            run.workflow,
+            arguments=list(differences),
+            detail="\n".join(differences.values()),
+        )
+
+    def input_differences(self, codec: Any, stored: bytes, given: bytes) -> dict[str, str] | None:
+        """Compare two encoded inputs of this workflow, as bound to its signature.
+
+        Returns ``None`` when they are the same arguments, else one line per
+        argument that differs, by parameter name (empty when ``stored`` no longer
+        decodes, so they cannot be compared by name). An argument left out is its
+        default, so passing the default and leaving it out are the same.
+        """
+        if stored == given:
+            return None
+        try:
+            old = codec.decode(stored, self.input_type())
+            new = codec.decode(given, self.input_type())
+        except Exception:  # a stored input the code no longer decodes: cannot compare
+            return {}
+        differences: dict[str, str] = {}
+        for param in self.signature.parameters.values():
+            before = _argument(param, getattr(old, param.name, msgspec.UNSET))
+            after = _argument(param, getattr(new, param.name, msgspec.UNSET))
+            try:
+                same = bool(before == after)
+            except Exception:  # an __eq__ that raises: they are not known to be equal
+                same = False
+            if not same:
+                differences[param.name] = (
+                    f"  {param.name}: {_short(before)} (the existing run) "
+                    f"!= {_short(after)} (given)"
+                )
+        return differences or None
+
     def unpack_input(self, packed: Any) -> tuple[list[Any], dict[str, Any]]:
         """Turn decoded input back into ``(args, kwargs)`` for calling the function."""
         args: list[Any] = []
@@ -338,6 +409,27 @@ class Workflow(_Definition[P, R]):
             else:
                 args.append(value)
         return args, kwargs
+
+
+def _argument(param: inspect.Parameter, value: Any) -> Any:
+    """The value a parameter takes: its decoded argument, or its default when left out."""
+    if value is not msgspec.UNSET:
+        return value
+    if param.kind is inspect.Parameter.VAR_POSITIONAL:
+        return []
+    if param.kind is inspect.Parameter.VAR_KEYWORD:
+        return {}
+    return value if param.default is inspect.Parameter.empty else param.default
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 60
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = 6
+
+
+def _short(value: Any) -> str:
+    """``repr(value)``, shortened to fit on a line of an error message."""
+    return "(not given)" if value is msgspec.UNSET else _SHORT.repr(value)
 
 
 @overload

@@ -6,7 +6,7 @@ The tree::
     ├── DefinitionError          a @workflow/@step or an Engine argument is unusable
     ├── UnknownWorkflowError     a run names a workflow this engine was not given
     ├── RunNotFoundError         no run has this id
-    ├── RunIdConflictError       the id is taken by a run of another workflow
+    ├── RunIdConflictError       the id is taken by a run of another workflow or arguments
     ├── RunNotFinishedError      a run's result was asked for before it finished (timeout)
     ├── RunStateError            the run is in a state that forbids the operation
     ├── CodecError
@@ -67,19 +67,60 @@ class RunNotFoundError(FluxoError, LookupError):
 
 
 class RunIdConflictError(FluxoError):
-    """A run with this id already exists for another workflow."""
+    """A run with this id already exists, of another workflow or with other arguments.
 
-    def __init__(self, run_id: str, existing: str, requested: str) -> None:
+    Attributes:
+        run_id: the id asked for.
+        existing: the workflow of the run that has the id.
+        requested: the workflow asked for.
+        arguments: the names of the arguments that differ from the existing run's,
+            when the workflows are the same (empty when they could not be told apart
+            by name: the stored input no longer decodes).
+        detail: each differing argument as ``name: stored ... != given ...``.
+    """
+
+    def __init__(
+        self,
+        run_id: str,
+        existing: str,
+        requested: str,
+        *,
+        arguments: Sequence[str] = (),
+        detail: str = "",
+    ) -> None:
         self.run_id = run_id
         self.existing = existing
         self.requested = requested
-        super().__init__(
-            f"run id {run_id!r} is taken by a run of workflow {existing!r}, so it cannot "
-            f"start workflow {requested!r}; choose another id"
-        )
+        self.arguments = tuple(arguments)
+        self.detail = detail
+        if existing != requested:
+            message = (
+                f"run id {run_id!r} is taken by a run of workflow {existing!r}, so it cannot "
+                f"start workflow {requested!r}; choose another id"
+            )
+        else:
+            names = ", ".join(self.arguments) or "its arguments"
+            verb = "differs" if len(self.arguments) == 1 else "differ"
+            message = (
+                f"run id {run_id!r} is taken by a run of workflow {existing!r} started with "
+                f"other arguments ({names} {verb}), so starting it again would return a result "
+                "of other arguments; "
+                "choose another id, or pass .options(id=..., if_exists='return') to get the "
+                "existing run whatever its arguments"
+            )
+            if detail:
+                message = f"{message}\n{detail}"
+        super().__init__(message)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.run_id, self.existing, self.requested))
+        fields = (self.run_id, self.existing, self.requested)
+        return (_rebuild_run_id_conflict, (fields, self.arguments, self.detail))
+
+
+def _rebuild_run_id_conflict(
+    fields: tuple[str, str, str], arguments: tuple[str, ...], detail: str
+) -> RunIdConflictError:
+    return RunIdConflictError(*fields, arguments=arguments, detail=detail)
 
 
 class RunNotFinishedError(FluxoError, TimeoutError):

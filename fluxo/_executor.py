@@ -1267,6 +1267,8 @@ class RunContext:
                     f"cannot start child workflow {wf.name!r} as run {child!r}: that run exists "
                     "and was not started by this run; give the child another id"
                 )
+            elif not created and wf.start_if_exists == "check":
+                self._check_created_input(wf, run, data, f"{call} as run {child}")
         if refused is not None:
             raise self._refuse_child(child, wf, detached, refused)
         self._children[child] = detached
@@ -1275,6 +1277,33 @@ class RunContext:
             self.child_started(child, wf)  # it exists: it may run, whatever happens here next
         self._record(history.ChildStarted(child, started))
         return child, detached
+
+    def _check_created_input(
+        self, wf: _decorators.Workflow[Any, Any], run: history.RunInfo, data: bytes, call: str
+    ) -> None:
+        """Fail the run by a mismatch if an earlier execution created ``run`` with other input.
+
+        Only an execution of this run that crashed before recording the start (of a
+        child, or of the next run of its chain) creates the run a live call finds:
+        the code then computed other arguments than that execution did, as changed
+        or nondeterministic code does. The run fails with a ``NondeterminismError``
+        naming them, and its history stays intact for a fix and ``engine.retry``.
+        """
+        try:
+            conflict = wf.input_conflict(self.store, self.codec, run, data)
+        except _errors.StoreError as exc:
+            self._store_failed(exc)
+        if conflict is None:
+            return
+        self._nondeterminism = _errors.NondeterminismError(
+            self.run_id,
+            self.next_seq,
+            f"{call}, with the arguments the code computes now",
+            f"nothing, but an execution of this run that crashed before recording it "
+            f"created run {run.id!r} with other arguments",
+            conflict.detail,
+        )
+        raise self._nondeterminism
 
     def _cancel_unrecorded_child(self, child: str) -> None:
         """Cancel ``child`` if an execution of this run created it, then crashed unrecorded."""
@@ -1538,7 +1567,7 @@ class RunContext:
         self._go_live()
         try:
             self._end_children()  # a run's children end with it, as they would at any end
-            self.store.create_run(
+            run, created = self.store.create_run(
                 next_id,
                 wf.name,
                 data,
@@ -1546,6 +1575,8 @@ class RunContext:
                 deadline=self.deadline,
                 parent=self.parent,  # the chain is one child of the same parent
             )
+            if not created:
+                self._check_created_input(wf, run, data, call)
         except _errors.RunIdConflictError as exc:
             raise _errors.RunStateError(
                 f"fluxo.continue_as_new(): run {next_id!r} exists and belongs to workflow "

@@ -187,6 +187,7 @@ PICKLED = [
         "r2", type_name="builtins.KeyError", type_names=["builtins.KeyError"], error_message="k"
     ),
     fluxo.RunIdConflictError("r3", "a", "b"),
+    fluxo.RunIdConflictError("r3", "a", "a", arguments=["cents"], detail="  cents: 1 != 2"),
     fluxo.RunNotFoundError("r4"),
     fluxo.WorkflowCancelledError("r5"),
     fluxo.SequenceConflictError("r6", 9),
@@ -196,7 +197,9 @@ PICKLED = [
 ]
 
 
-@pytest.mark.parametrize("error", PICKLED, ids=[type(e).__name__ for e in PICKLED])
+@pytest.mark.parametrize(
+    "error", PICKLED, ids=[f"{type(e).__name__}-{i}" for i, e in enumerate(PICKLED)]
+)
 def test_errors_survive_pickling_with_their_attributes(error: Exception) -> None:
     copy = pickle.loads(pickle.dumps(error))
     assert type(copy) is type(error)
