@@ -20,7 +20,7 @@ from typing import Any, Generic, Literal, TypeVar, overload
 import msgspec
 from typing_extensions import ParamSpec
 
-from fluxo import _errors, _executor, _retry, history, stores
+from fluxo import _errors, _executor, _retry, codec, history, stores
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -29,8 +29,15 @@ IfExists = Literal["check", "return"]
 """What a start with a taken run id does; see :meth:`Workflow.options`."""
 
 
-def _check_function(fn: object, kind: str, name: str | None, aliases: Sequence[str]) -> str:
-    """Validate a decorated function and return its persisted name, reporting every problem."""
+def _check_function(
+    fn: object, kind: str, name: str | None, aliases: Sequence[str], check_types: bool
+) -> tuple[str, bool]:
+    """Validate a decorated function, reporting every problem at once.
+
+    Returns its persisted name, and whether its annotations were checked against
+    the JSON codec (not when ``check_types`` is off, nor while a forward
+    reference does not resolve yet: then they are checked when first resolved).
+    """
     if not inspect.isfunction(fn):
         raise _errors.DefinitionError(
             f"@{kind} decorates a plain function defined with 'def', not {fn!r}"
@@ -65,9 +72,61 @@ def _check_function(fn: object, kind: str, name: str | None, aliases: Sequence[s
         )
     if isinstance(aliases, str) or not all(isinstance(a, str) and a for a in aliases):
         problems.append(f"{label}: aliases= must be a list of non-empty strings, got {aliases!r}")
+    if not isinstance(check_types, bool):
+        problems.append(f"{label}: check_types= takes True or False, got {check_types!r}")
+    checked = False
+    if check_types is True:
+        found = _annotation_problems(fn, kind, f"{kind} {persisted!r}", _JSON)
+        checked = found is not None
+        problems.extend(found or ())
     if problems:
         raise _errors.DefinitionError("\n".join(problems))
-    return name if name is not None else f"{fn.__module__}.{qualname}"
+    return (name if name is not None else f"{fn.__module__}.{qualname}"), checked
+
+
+_JSON = codec.JSONCodec()
+"""The codec annotations are checked against at decoration: the default one."""
+_JSON_CHECK = codec.JSONCodec.check_type
+
+
+def _annotation_problems(
+    fn: Callable[..., Any],
+    kind: str,
+    label: str,
+    checker: Any,
+    hints: dict[str, Any] | None = None,
+) -> list[str] | None:
+    """What ``checker.check_type`` refuses among the annotations Fluxo decodes by.
+
+    A workflow's parameters and result, and a step's result: a step's arguments
+    are never stored, so any annotation does for them. ``None`` when the
+    annotations do not resolve yet (a forward reference to a later class).
+    """
+    if hints is None:
+        try:
+            hints = typing.get_type_hints(fn, include_extras=True)
+        except Exception:
+            return None
+    annotated: list[tuple[str, Any]] = []
+    if kind == "workflow":
+        annotated += [
+            (f"parameter {param.name!r}", hints[param.name])
+            for param in inspect.signature(fn).parameters.values()
+            if param.name in hints
+        ]
+    if "return" in hints:
+        annotated.append(("return annotation", hints["return"]))
+    problems = []
+    for what, annotation in annotated:
+        why = checker.check_type(annotation)
+        if why:
+            problems.append(
+                f"{label}: its {what} ({inspect.formatannotation(annotation)}) cannot be "
+                f"decoded: {why}. Annotate it with a dataclass, TypedDict or JSON type "
+                "(str, int, list[...], typing.Any...), or, if your Engine(codec=...) decodes "
+                f"it, decorate with @fluxo.{kind}(check_types=False)"
+            )
+    return problems
 
 
 class _Definition(Generic[P, R]):
@@ -80,12 +139,22 @@ class _Definition(Generic[P, R]):
     __qualname__: str
     __wrapped__: Callable[P, R]
 
-    def __init__(self, fn: Callable[P, R], name: str, aliases: Sequence[str]) -> None:
+    def __init__(
+        self,
+        fn: Callable[P, R],
+        name: str,
+        aliases: Sequence[str],
+        check_types: bool = True,
+        json_checked: bool = False,
+    ) -> None:
         functools.update_wrapper(self, fn, updated=())  # type: ignore[arg-type]
         self.fn = fn
         self.name = name
         self.aliases: tuple[str, ...] = tuple(dict.fromkeys(a for a in aliases if a != name))
         self.names = frozenset((name, *self.aliases))
+        self.check_types = check_types
+        self.json_checked = json_checked
+        """Its annotations passed the JSON codec's check when it was decorated."""
         self._hints: dict[str, Any] | None = None
         self._hints_lock = threading.Lock()
 
@@ -102,8 +171,30 @@ class _Definition(Generic[P, R]):
                     f"cannot resolve the annotations of {self.kind} {self.name!r}: {exc}; "
                     "make sure every annotation names a type importable at module level"
                 ) from exc
+            if self.check_types and not self.json_checked:
+                # Not resolvable when it was decorated: checked now, at first use.
+                problems = self._problems(_JSON, hints) or []
+                if problems:
+                    raise _errors.DefinitionError("\n".join(problems))
+                self.json_checked = True
             self._hints = hints
         return hints
+
+    def _problems(self, checker: Any, hints: dict[str, Any] | None = None) -> list[str] | None:
+        label = f"{self.kind} {self.name!r}"
+        return _annotation_problems(self.fn, self.kind, label, checker, hints)
+
+    def codec_problems(self, codec: Any) -> list[str]:
+        """What ``codec.check_type`` refuses among this definition's annotations.
+
+        Nothing when the codec has no ``check_type``, when it is the JSON codec
+        that already checked them at decoration, or when the annotations do not
+        resolve yet.
+        """
+        check = getattr(type(codec), "check_type", None)
+        if check is None or (self.json_checked and check is _JSON_CHECK):
+            return []
+        return self._problems(codec) or []
 
     @property
     def return_type(self) -> Any:
@@ -132,8 +223,10 @@ class Step(_Definition[P, R]):
         aliases: Sequence[str] = (),
         retry: _retry.Retry,
         timeout: float | None = None,
+        check_types: bool = True,
+        json_checked: bool = False,
     ) -> None:
-        super().__init__(fn, name, aliases)
+        super().__init__(fn, name, aliases, check_types, json_checked)
         self.retry = retry
         self.timeout = timeout
 
@@ -204,8 +297,16 @@ class Workflow(_Definition[P, R]):
 
     kind = "workflow"
 
-    def __init__(self, fn: Callable[P, R], *, name: str, aliases: Sequence[str] = ()) -> None:
-        super().__init__(fn, name, aliases)
+    def __init__(
+        self,
+        fn: Callable[P, R],
+        *,
+        name: str,
+        aliases: Sequence[str] = (),
+        check_types: bool = True,
+        json_checked: bool = False,
+    ) -> None:
+        super().__init__(fn, name, aliases, check_types, json_checked)
         self.signature = inspect.signature(fn)
         self.start_id: str | None = None
         self.start_timeout: float | None = None
@@ -438,7 +539,7 @@ def workflow(fn: Callable[P, R], /) -> Workflow[P, R]: ...
 
 @overload
 def workflow(
-    *, name: str | None = None, aliases: Sequence[str] = ()
+    *, name: str | None = None, aliases: Sequence[str] = (), check_types: bool = True
 ) -> Callable[[Callable[P, R]], Workflow[P, R]]: ...
 
 
@@ -448,6 +549,7 @@ def workflow(
     *,
     name: str | None = None,
     aliases: Sequence[str] = (),
+    check_types: bool = True,
 ) -> Workflow[P, R] | Callable[[Callable[P, R]], Workflow[P, R]]:
     """Mark a function as a durable workflow. Works bare or called.
 
@@ -456,6 +558,11 @@ def workflow(
         name: the persisted name; defaults to ``module.qualname``. Histories refer
             to it, so keep it stable (or list the old one in ``aliases``).
         aliases: former names, so runs started under them still resume.
+        check_types: refuse, now, parameter and return annotations the default
+            JSON codec cannot decode (``object``, a plain class, ``Callable``...),
+            naming each. Pass ``False`` when the ``Engine``'s own codec decodes
+            them; an Engine whose codec has a ``check_type`` method checks its
+            workflows with it instead.
 
     Example:
         >>> @fluxo.workflow
@@ -465,8 +572,10 @@ def workflow(
     """
 
     def decorate(func: Callable[P, R]) -> Workflow[P, R]:
-        persisted = _check_function(func, "workflow", name, aliases)
-        return Workflow(func, name=persisted, aliases=aliases)
+        persisted, checked = _check_function(func, "workflow", name, aliases, check_types)
+        return Workflow(
+            func, name=persisted, aliases=aliases, check_types=check_types, json_checked=checked
+        )
 
     return decorate if fn is None else decorate(fn)
 
@@ -482,6 +591,7 @@ def step(
     aliases: Sequence[str] = (),
     retry: _retry.Retry | int | None = None,
     timeout: timedelta | float | None = None,
+    check_types: bool = True,
 ) -> Callable[[Callable[P, R]], Step[P, R]]: ...
 
 
@@ -493,6 +603,7 @@ def step(
     aliases: Sequence[str] = (),
     retry: _retry.Retry | int | None = None,
     timeout: timedelta | float | None = None,
+    check_types: bool = True,
 ) -> Step[P, R] | Callable[[Callable[P, R]], Step[P, R]]:
     """Mark a function as a durable step. Works bare or called.
 
@@ -512,6 +623,10 @@ def step(
             on the I/O it does). The timeout counts wall-clock time, also under
             ``fluxo.testing``'s virtual clock. Outside a workflow the step is a
             plain call, without a timeout.
+        check_types: refuse, now, a return annotation the default JSON codec
+            cannot decode (``object``, a plain class...). Pass ``False`` when the
+            ``Engine``'s own codec decodes it. The parameters are not checked: a
+            step's arguments are never stored.
 
     Example:
         >>> @fluxo.step(retry=3, timeout=timedelta(seconds=10))
@@ -521,8 +636,16 @@ def step(
     limit = _timeout_seconds(timeout)
 
     def decorate(func: Callable[P, R]) -> Step[P, R]:
-        persisted = _check_function(func, "step", name, aliases)
-        return Step(func, name=persisted, aliases=aliases, retry=policy, timeout=limit)
+        persisted, checked = _check_function(func, "step", name, aliases, check_types)
+        return Step(
+            func,
+            name=persisted,
+            aliases=aliases,
+            retry=policy,
+            timeout=limit,
+            check_types=check_types,
+            json_checked=checked,
+        )
 
     return decorate if fn is None else decorate(fn)
 

@@ -144,6 +144,7 @@ class Engine:
                         "give one of them another name= so their histories stay apart"
                     )
                 self._workflows[name] = wf
+            problems += wf.codec_problems(self.codec)
         if problems:
             raise _errors.DefinitionError("\n".join(problems))
 
