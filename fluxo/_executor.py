@@ -172,11 +172,27 @@ class ErrorInfo(msgspec.Struct, omit_defaults=True):
     attempt: int = 0
     details: dict[str, Any] = msgspec.field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Read names recorded by older versions as they are recorded now.
+        self.type = _errors.read_type_name(self.type)
+        self.types = [_errors.read_type_name(name) for name in self.types]
+
+
+_MISMATCH = "fluxo.NondeterminismError"
+"""How a history names a failure by a mismatch between code and history."""
+
 
 def error_info(exc: BaseException, attempt: int = 0) -> ErrorInfo:
-    """Describe ``exc`` by class names and text, since a history stores data, not code."""
-    types = [
-        codec.qualified_name(cls) for cls in type(exc).__mro__ if cls not in (object, BaseException)
+    """Describe ``exc`` by class names and text, since a history stores data, not code.
+
+    Fluxo's own exceptions by their public names (``fluxo.StepError``), leaving out
+    its private base classes; others by ``module.qualname``.
+    """
+    cls = type(exc)
+    types = [_errors.type_name(cls)] + [
+        _errors.type_name(base)
+        for base in cls.__mro__[1:]
+        if base not in (object, BaseException) and not _errors.is_private(base)
     ]
     details: dict[str, Any] = {}
     if isinstance(exc, _errors.NondeterminismError):
@@ -223,7 +239,7 @@ def step_error(step: str, info: ErrorInfo) -> _errors.StepError:
 
 def workflow_error(run_id: str, info: ErrorInfo) -> _errors.FluxoError:
     """Build the exception ``handle.result()`` raises for a failed run."""
-    if info.type == codec.qualified_name(_errors.NondeterminismError) and info.details:
+    if info.type == _MISMATCH and info.details:
         d = info.details
         return _errors.NondeterminismError(
             d.get("run_id", run_id), d["seq"], d["expected"], d["recorded"], d.get("hint", "")
@@ -510,7 +526,7 @@ class RunContext:
             info: ErrorInfo = self.codec.decode(event.data or b"{}", ErrorInfo)
         except Exception:
             return False
-        return info.type == codec.qualified_name(_errors.NondeterminismError)
+        return info.type == _MISMATCH
 
     @property
     def replaying(self) -> bool:
@@ -1374,7 +1390,7 @@ class RunContext:
             return self._decode_recorded(call, event.data, return_type)
         if isinstance(event, history.ChildFailed):
             info = self._decode_error(call, event.data)
-            if info.type == codec.qualified_name(_errors.NondeterminismError):
+            if info.type == _MISMATCH:
                 info.details = {}  # the child's mismatch, not this run's: a plain failure
             raise workflow_error(child, info)
         reason = self._decode_recorded(call, event.data, str)

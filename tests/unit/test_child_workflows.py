@@ -181,7 +181,7 @@ def offset_parent(n: int) -> int:
 
 
 BOOM = (
-    "fluxo._errors.StepError: step 'tests.unit.test_child_workflows.boom' failed after "
+    "fluxo.StepError: step 'tests.unit.test_child_workflows.boom' failed after "
     "1 attempt: builtins.ValueError: %s"
 )
 """How ``tolerant_parent`` reports its child's failure."""

@@ -449,7 +449,7 @@ def test_describe_and_render_every_child_event() -> None:
     rows = [line.split(None, 3)[1:] for line in table]
     assert rows[1:6] == [
         ["fam~child-1", "kid", "failed: builtins.ValueError: bad input second line"],
-        ["taken", "kid", "refused: fluxo._errors.RunStateError: id taken"],
+        ["taken", "kid", "refused: fluxo.RunStateError: id taken"],
         ["fam~child-4", "kid", "cancelled passed its deadline (detached)"],
         ["fam~child-6", "kid", "no outcome yet"],
         ["fam~child-7", "kid", "no outcome yet (detached)"],
@@ -458,7 +458,7 @@ def test_describe_and_render_every_child_event() -> None:
     assert details == {
         ("child_started", "fam~child-1"): "kid",
         ("child_failed", "fam~child-1"): "builtins.ValueError: bad input second line",
-        ("child_started", "taken"): "kid, refused: fluxo._errors.RunStateError: id taken",
+        ("child_started", "taken"): "kid, refused: fluxo.RunStateError: id taken",
         ("child_started", "fam~child-4"): "kid, detached",
         ("child_cancelled", "fam~child-4"): "passed its deadline",
         ("child_started", "fam~child-6"): "kid",
