@@ -10,9 +10,12 @@ import copy
 import functools
 import inspect
 import math
+import pathlib
 import reprlib
+import sys
 import threading
 import typing
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, Generic, Literal, TypeVar, overload
@@ -64,7 +67,7 @@ def _check_function(
         problems.append(f"{label} is a generator; a {kind} must return its result")
     if name is not None and (not isinstance(name, str) or not name.strip()):
         problems.append(f"{label}: name= must be a non-empty string, got {name!r}")
-    persisted = name if isinstance(name, str) else f"{fn.__module__}.{qualname}"
+    persisted = name if isinstance(name, str) else f"{_module_name(fn, label)}.{qualname}"
     if len(persisted) > stores.MAX_ID_LENGTH:
         problems.append(
             f"{label}: its name is {len(persisted)} characters long; stores keep at most "
@@ -81,7 +84,47 @@ def _check_function(
         problems.extend(found or ())
     if problems:
         raise _errors.DefinitionError("\n".join(problems))
-    return (name if name is not None else f"{fn.__module__}.{qualname}"), checked
+    return persisted, checked
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` of the first caller outside this module: the decorated line."""
+    level, frame = 1, sys._getframe(1)
+    while frame.f_back is not None and frame.f_code.co_filename == __file__:
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _module_name(fn: Callable[..., Any], label: str) -> str:
+    """The module a default name starts with: the one ``fluxo worker`` would import.
+
+    A script run as ``python app.py`` or ``python -m app`` is the module
+    ``__main__``, but a worker started with ``fluxo worker app:engine`` imports it
+    as ``app``: both must give a run's workflow the same name, so ``__main__`` is
+    named after the module it can be imported as. When that cannot be told (an
+    interactive session, ``python -c``), a warning says to pass ``name=``.
+    """
+    module = fn.__module__
+    if module != "__main__":
+        return module
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name and spec.name != "__main__":
+        return str(spec.name)  # python -m app
+    path = getattr(main, "__file__", None)
+    if path and sys.path:
+        script = pathlib.Path(path).resolve()
+        root = pathlib.Path(sys.path[0] or ".").resolve()
+        if script.suffix == ".py" and script.parent == root and script.stem.isidentifier():
+            return script.stem  # python app.py: importable as app from its directory
+    warnings.warn(
+        f"{label} is defined in __main__ ({path or 'an interactive session'}), so it is "
+        f"named {module}.{fn.__qualname__}; `fluxo worker` imports your code as a module, "
+        "under another name, and would not know its runs. Define it in a module file, "
+        "or pass name=",
+        stacklevel=_caller_level(),
+    )
+    return module
 
 
 _JSON = codec.JSONCodec()

@@ -447,9 +447,10 @@ class Worker:
                 self._warned_unknown.add(run.id)
                 log.warning(
                     "run %s is of workflow %r, which this worker does not know; leaving it "
-                    "for a worker that does (add the workflow to Engine(workflows=[...]))",
+                    "for a worker that does (%s)",
                     run.id,
                     run.workflow,
+                    _unknown_hint(run.workflow),
                     extra={"fluxo_run_id": run.id},
                 )
 
@@ -470,3 +471,15 @@ class Worker:
                 except _errors.UnknownWorkflowError as exc:
                     log.warning("%s", exc)
                 count += 1
+
+
+def _unknown_hint(workflow: str) -> str:
+    """How to make a worker know ``workflow``."""
+    if workflow.startswith("__main__."):
+        return (
+            "the name was given in a script run without a module name, such as "
+            "`python -c` or an interactive session, where this worker imports the code "
+            f"under another; give the workflow name={workflow.partition('.')[2]!r} or "
+            f"aliases=[{workflow!r}], or define it in a module file"
+        )
+    return "add the workflow to Engine(workflows=[...])"

@@ -285,6 +285,18 @@ def test_a_run_of_an_unknown_workflow_is_left_alone_and_logged_once(
     assert knows_quick.worker().process_one() == 0  # not claimable by this engine
 
 
+def test_a_run_named_in_main_is_explained(
+    make_engine: MakeEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="fluxo._worker")
+    engine = make_engine(quick_flow)
+    engine.store.create_run("from-repl", "__main__.checkout", b"{}", now=engine.clock())
+    engine.worker()._report_unknown()
+    (warning,) = [r.getMessage() for r in caplog.records if "from-repl" in r.getMessage()]
+    assert "give the workflow name='checkout' or aliases=['__main__.checkout']" in warning
+    assert "Engine(workflows=[...])" not in warning
+
+
 def test_executing_a_claimed_run_of_an_unknown_workflow_gives_it_back(
     make_engine: MakeEngine,
 ) -> None:
