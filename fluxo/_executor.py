@@ -466,6 +466,7 @@ class RunContext:
         threads: StepThreads | None = None,
     ) -> None:
         self.run_id = state.run.id
+        self.created_at = state.run.created_at
         self.threads = threads if threads is not None else _shared_threads
         self.workflow = workflow
         self.store = store

@@ -3,6 +3,7 @@ tests/acceptance)."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import math
 import sys
@@ -410,6 +411,32 @@ def test_runs_history_of_a_parent_and_its_child(app: fluxo.Engine) -> None:
     code, out = invoke("runs", "history", "p1~child-1", "--app", APP)
     assert code == 0, out
     assert json.loads(out)["run"]["parent"] == "p1"
+
+
+def test_runs_history_output_makes_its_folders(app: fluxo.Engine, tmp_path: Path) -> None:
+    app.start(delegates.options(id="p1"))
+    target = tmp_path / "new" / "deeper" / "p1.json"
+    code, out = invoke("runs", "history", "p1", "--app", APP, "-o", str(target))
+    assert code == 0, out
+    assert out == ""
+    assert json.loads(target.read_text())["run"]["id"] == "p1"
+
+
+def test_runs_history_output_that_cannot_be_written_says_so(
+    app: fluxo.Engine, tmp_path: Path
+) -> None:
+    app.start(delegates.options(id="p1"))
+    (tmp_path / "file").write_text("")
+    code, out = invoke("runs", "history", "p1", "--app", APP, "-o", str(tmp_path / "file" / "x"))
+    assert code == 1
+    assert f"cannot write {tmp_path / 'file' / 'x'}" in out
+
+
+def test_version_is_the_installed_packages() -> None:
+    code, out = invoke("--version")
+    assert code == 0
+    assert out == f"fluxo {importlib.metadata.version('fluxo')}\n"
+    assert importlib.metadata.version("fluxo") == fluxo.__version__
 
 
 def _child_start(

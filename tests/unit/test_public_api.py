@@ -220,3 +220,18 @@ def test_remote_errors_compare_by_class_names() -> None:
     assert isinstance(error, _errors._RemoteError)
     assert "s" in str(error)
     assert "1 attempt" in str(error)
+
+
+def test_the_license_file_is_the_licence_pyproject_declares() -> None:
+    tomllib = pytest.importorskip("tomllib")
+    root = Path(__file__).parents[2]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "Apache-2.0"
+    text = (root / "LICENSE").read_text()
+    assert "Apache License\n                           Version 2.0, January 2004" in text
+    assert "END OF TERMS AND CONDITIONS" in text
+    urls = project["urls"]
+    assert set(urls) == {"Homepage", "Documentation", "Changelog", "Issues"}
+    assert all(url.startswith(urls["Homepage"]) for url in urls.values())
+    assert urls["Changelog"].endswith("/CHANGELOG.md")
+    assert (root / "CHANGELOG.md").read_text().startswith("# Changelog")
