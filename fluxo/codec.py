@@ -29,7 +29,14 @@ from fluxo import _errors
 
 @runtime_checkable
 class Codec(Protocol):
-    """Encodes values to bytes and decodes bytes to values of an expected type."""
+    """Encodes values to bytes and decodes bytes to values of an expected type.
+
+    A codec may also have ``check_type(type) -> str | None``, saying why it cannot
+    decode values annotated ``type`` (``None`` when it can): an ``Engine`` with
+    such a codec checks its workflows' annotations with it when it is created
+    (see :meth:`JSONCodec.check_type`). It is optional, so it is not part of the
+    protocol's required methods.
+    """
 
     def encode(self, value: Any) -> bytes:
         """Return the bytes for ``value``; raise ``TypeError`` if it cannot be encoded."""
