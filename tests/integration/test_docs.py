@@ -175,7 +175,7 @@ def state_diagram() -> tuple[set[str], list[str]]:
     states: set[str] = set()
     labels: list[str] = []
     for line in blocks[0].splitlines()[1:]:
-        if not line.strip():
+        if not line.strip() or line.split()[0] == "direction":
             continue
         found = TRANSITION.match(line)
         assert found, f"not a transition: {line!r}"
@@ -189,16 +189,30 @@ def test_the_state_diagram_shows_exactly_the_run_statuses() -> None:
     assert states == {status.value for status in fluxo.RunStatus}
 
 
-def test_the_state_diagram_names_only_real_fields_operations_and_events() -> None:
-    """Every snake_case word of a transition is a RunInfo field, a Store method or an event kind."""
+def table_rows(header: str) -> list[list[str]]:
+    """The cells of the architecture page's table whose header row starts with ``header``."""
+    text = (DOCS / "architecture.md").read_text()
+    table = text[text.index(header) :].split("\n\n", 1)[0].splitlines()[2:]
+    return [[cell.strip() for cell in row.strip("|").split("|")] for row in table]
+
+
+def test_every_transition_of_the_state_diagram_is_explained() -> None:
     _, labels = state_diagram()
+    rows = table_rows("| | what happens |")
+    assert sorted(label.strip() for label in labels if label) == [row[0] for row in rows]
+
+
+def test_the_pages_tables_name_only_real_fields_operations_and_events() -> None:
+    """Every snake_case name in the tables is a RunInfo field, a Store method or an event kind."""
     known = (
         {field.name for field in dataclasses.fields(fluxo.RunInfo)}
         | {name for name in dir(stores.Store) if not name.startswith("_")}
         | set(fluxo.history.EVENT_TYPES)
     )
-    named = {word for label in labels for word in re.findall(r"\b[a-z]+(?:_[a-z]+)+\b", label)}
-    assert named, "the transitions name no operation"
+    cells = [row[2] for row in table_rows("| | what happens |")]
+    cells += [" ".join(row[:3]) for row in table_rows("| field | set by |")]
+    named = {word for cell in cells for word in re.findall(r"`([a-z]+(?:_[a-z]+)*)`", cell)}
+    assert {"create_run", "claim", "append", "reopen", "wake_requested"} <= named
     assert named <= known, named - known
 
 
