@@ -23,6 +23,7 @@ class Receipt:
     cents: int
 
 
+# --8<-- [start:workflow]
 @fluxo.step(retry=3)
 def charge(order_id: str, cents: int) -> Receipt:
     print(f"  charging {cents} cents for {order_id}")
@@ -46,6 +47,9 @@ def checkout(order_id: str, cents: int) -> str:
     reserve_stock(order_id)
     send_confirmation(order_id, receipt)
     return receipt.id
+
+
+# --8<-- [end:workflow]
 
 
 def main(db_path: str = "fluxo-quickstart.db") -> str:
