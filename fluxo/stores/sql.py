@@ -312,10 +312,11 @@ class SQLStore:
                 lease_owner = lease_owner.decode()
             if parent is not None:
                 parent = parent.decode()
+        status, damage = history.parse_status(row[2])
         return history.RunInfo(
             id=run_id,
             workflow=workflow,
-            status=RunStatus(row[2]),
+            status=status,
             created_at=row[3],
             updated_at=row[4],
             ready_at=row[5],
@@ -325,6 +326,7 @@ class SQLStore:
             wake_requested=bool(row[9]),
             deadline=row[10],
             parent=parent,
+            damage=damage,
         )
 
     def _key(self, value: Any) -> str:
@@ -423,18 +425,20 @@ class SQLStore:
         if not rows or rows[0][0] != 0:
             raise _errors.RunNotFoundError(run_id)
         run = self._run_from_row(rows[0][_sql_statements.LOAD_RUN :])
-        make = history.event_from_record
-        events: list[history.Event] = []
+        records: list[tuple[int, str, str, bytes | None]] = []
         recorded_at: list[float] = []
         signals: list[history.Signal] = []
         for part, position, kind, name, data, at, *_ in rows:
             if part == 0:
                 if kind is not None:  # None: a run without events (a damaged database)
-                    events.append(make(kind, name, data))
+                    records.append((position, kind, name, None if data is None else bytes(data)))
                     recorded_at.append(at)
             else:
                 signals.append(history.Signal(int(position), name, bytes(data), at))
-        return history.RunState(run, tuple(events), tuple(signals), tuple(recorded_at))
+        events = history.read_events(run_id, records)
+        if run.damage is not None:
+            raise _errors.HistoryCorruptError(run_id, None, run.damage, len(events))
+        return history.RunState(run, events, tuple(signals), tuple(recorded_at))
 
     # -- append -----------------------------------------------------------------
 
@@ -698,7 +702,7 @@ class SQLStore:
             if not rows:
                 raise _errors.RunNotFoundError(run_id)
             status, signal_id, _woken = rows[0]
-            if signal_id is None and RunStatus(status).is_terminal:
+            if signal_id is None and history.parse_status(status)[0].is_terminal:
                 raise _finished(run_id, status)
             sent = signal_id is not None
         else:
@@ -707,7 +711,7 @@ class SQLStore:
                 rows = self._execute(cur, self._sql.signal_run_status, values).fetchall()
                 if not rows:
                     raise _Missing
-                if RunStatus(rows[0][0]).is_terminal:
+                if history.parse_status(rows[0][0])[0].is_terminal:
                     raise _Finished(rows[0][0])
                 try:
                     self._execute(cur, self._sql.insert_signal, values)
