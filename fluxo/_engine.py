@@ -279,6 +279,8 @@ class Engine:
             return handle.result()
         contexts: list[_executor.RunContext] = []
         outcome = self._execute_inline(run.id, owner, contexts.append)
+        if not contexts:
+            return handle.result()  # its history did not load (HistoryCorruptError)
         context = contexts[-1]
         run_id = context.run_id
         if outcome is _executor.Outcome.COMPLETED:
@@ -413,7 +415,10 @@ class Engine:
         """
         outcome = _executor.Outcome.RESTART
         while outcome is _executor.Outcome.RESTART:  # only when a context_hook asks for it
-            state = self.store.load(run_id)
+            try:
+                state = self.store.load(run_id)
+            except _errors.HistoryCorruptError as exc:
+                return _executor.fail_damaged(self.store, self.codec, self.clock, owner, exc)
             if state.run.status.is_terminal:
                 # Our lease expired and the worker it passed from finished the run
                 # between our claim and this load: there is nothing left to do.

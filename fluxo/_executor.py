@@ -259,6 +259,66 @@ class Outcome(enum.Enum):
     """``fluxo.continue_as_new``: the run ended, and the next run of its chain is ready."""
 
 
+def tell_parent(
+    store: stores.Store, parent: str, outcome: ChildOutcome, *, now: float, key: str
+) -> None:
+    """Send a child run's outcome to its parent, which wakes it; idempotent on ``key``.
+
+    A parent that has finished (or is gone) no longer waits: nothing needs it then.
+    """
+    name = history.child_signal_name(history.chain_root(outcome.run))
+    with contextlib.suppress(_errors.RunNotFoundError, _errors.RunStateError):
+        store.send_signal(parent, name, msgspec.json.encode(outcome), now=now, key=key)
+
+
+def fail_damaged(
+    store: stores.Store,
+    codec: codec.Codec,
+    clock: Callable[[], float],
+    owner: str,
+    damage: _errors.HistoryCorruptError,
+) -> Outcome:
+    """Fail, once, a run ``owner`` claimed whose stored history cannot be replayed.
+
+    Records ``WorkflowFailed`` carrying the error where the stored history ends
+    (``damage.next_seq``), with the status ``FAILED``, so no worker claims the run
+    again; the damaged rows stay as they are, for an operator to look at. Its parent,
+    if it has one, is told, as for any failure. Returns ``FAILED``; ``LOST`` when
+    another writer got there first; ``BROKEN`` when the store could not take even
+    that write: the lease is kept, and its expiry spaces out the next attempt.
+    """
+    run_id = damage.run_id
+    log.error("%s; the run is failed", damage, extra={"fluxo_run_id": run_id})
+    data = codec.encode(error_info(damage))
+    try:
+        run = store.get_run(run_id)
+        if run.lease_owner != owner or run.status.is_terminal:
+            return Outcome.LOST
+        if run.parent is not None:
+            # Keyed by the position: a damaged run failed again after a retry tells again.
+            key = f"{history.SIGNAL_PREFIX}{run_id}:damaged:{damage.next_seq}"
+            outcome = ChildOutcome("failed", data, run_id)
+            tell_parent(store, run.parent, outcome, now=clock(), key=key)
+        store.append(
+            run_id,
+            damage.next_seq,
+            [history.WorkflowFailed(data=data)],
+            now=clock(),
+            status=history.RunStatus.FAILED,
+        )
+    except (_errors.SequenceConflictError, _errors.RunNotFoundError):
+        return Outcome.LOST
+    except _errors.StoreError as exc:
+        log.warning(
+            "run %s: could not record its failure (%s); trying again when its lease expires",
+            run_id,
+            exc,
+            extra={"fluxo_run_id": run_id},
+        )
+        return Outcome.BROKEN
+    return Outcome.FAILED
+
+
 STICKY_GRACE = 2.0
 """Seconds a timer held in a worker's thread is reserved for that worker after it fires.
 
@@ -1392,7 +1452,10 @@ class RunContext:
                 return kind(child, outcome.data)  # sent just before its end was recorded
             # A failure, and the run is going again: retried since (that failure is
             # superseded), or just about to record it.
-            events = self.store.load(sender).events
+            try:
+                events = self.store.load(sender).events
+            except _errors.HistoryCorruptError:
+                return kind(child, outcome.data)  # a damaged run is failed as it is
             retries = sum(isinstance(e, history.RunRetried) for e in events)
             return kind(child, outcome.data) if retries == outcome.retries else None
         except _errors.RunNotFoundError:
@@ -1402,7 +1465,10 @@ class RunContext:
 
     def _ended_child(self, child: str, run_id: str) -> history.Event:
         """The outcome of a finished child run, read from its own history."""
-        events = self.store.load(run_id).events
+        try:
+            events = self.store.load(run_id).events
+        except _errors.HistoryCorruptError as exc:  # failed for it, if it ran since
+            return history.ChildFailed(child, self._encode_error(error_info(exc)))
         end = next((e for e in reversed(events) if isinstance(e, _ENDS)), events[-1])
         if isinstance(end, history.WorkflowCompleted):
             return history.ChildCompleted(child, end.data)
@@ -1461,8 +1527,7 @@ class RunContext:
         """Send this child run's outcome to its parent, before the end is recorded.
 
         Keyed by this run and its operator retries, so the copy a resumed run sends
-        again is dropped, while a retried run's new outcome is not. A parent that
-        has finished no longer waits: nothing needs it then.
+        again is dropped, while a retried run's new outcome is not.
         """
         if self.parent is None:
             return
@@ -1474,14 +1539,9 @@ class RunContext:
         else:
             reason = self.codec.encode(end.name or "cancelled")
             outcome = ChildOutcome("cancelled", reason, run, retries)
-        name = history.child_signal_name(history.chain_root(run))
         key = f"{history.SIGNAL_PREFIX}{run}:{retries}"  # once per run and operator retry
         try:
-            self.store.send_signal(
-                self.parent, name, msgspec.json.encode(outcome), now=self.clock(), key=key
-            )
-        except (_errors.RunNotFoundError, _errors.RunStateError):
-            pass
+            tell_parent(self.store, self.parent, outcome, now=self.clock(), key=key)
         except _errors.StoreError as exc:
             self._store_failed(exc)
 
@@ -1658,8 +1718,11 @@ class RunContext:
         )
         if claimed is None:
             return False  # another worker resumed it
-        state = self.store.load(self.run_id)
-        if len(state.events) != self.next_seq:
+        try:
+            state = self.store.load(self.run_id)
+        except _errors.HistoryCorruptError:
+            state = None  # damaged meanwhile: the worker that claims it next fails it
+        if state is None or len(state.events) != self.next_seq:
             self.store.release(hold.owner, self.run_id, now=self.clock())
             return False
         self._refresh_signals(state.signals)
@@ -1716,7 +1779,10 @@ class RunContext:
         try:
             packed = self.codec.decode(self.started.data or b"{}", wf.input_type())
             args, kwargs = wf.unpack_input(packed)
-        except _errors.FluxoError as exc:
+        except Exception as error:  # a custom codec's own errors too: the input never decodes
+            exc = error
+            if not isinstance(exc, _errors.FluxoError):
+                exc = _errors.DecodeError(f"the run's recorded input does not decode: {exc!r}")
             if self.replay_only:
                 self._nondeterminism = _errors.NondeterminismError(
                     self.run_id, 0, f"workflow {wf.name}", "its recorded input", f"  {exc}"

@@ -642,7 +642,9 @@ def _split_item(raw: bytes) -> tuple[float, str, str, bytes | None]:
     return (recorded_at, *_split_event(raw, at_end + 1))
 
 
-def _read_history(run_id: str, items: Sequence[bytes]) -> tuple[tuple[history.Event, ...], list[float]]:
+def _read_history(
+    run_id: str, items: Sequence[bytes]
+) -> tuple[tuple[history.Event, ...], list[float]]:
     """A run's history and recording times from its list's items, checked."""
     rows: list[tuple[int, str, str, bytes | None]] = []
     times: list[float] = []

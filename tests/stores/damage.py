@@ -139,4 +139,3 @@ def damage_for(store: Store) -> Damage:
     if module == "fluxo.stores.mongo":
         return _MongoDamage(store)
     raise AssertionError(f"no damage helper for {store!r}")
-
