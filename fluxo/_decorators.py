@@ -61,6 +61,10 @@ def _check_function(fn: object, kind: str, name: str | None, aliases: Sequence[s
         )
     if isinstance(aliases, str) or not all(isinstance(a, str) and a for a in aliases):
         problems.append(f"{label}: aliases= must be a list of non-empty strings, got {aliases!r}")
+    else:
+        for what, value in [("name=", name), *(("an alias", a) for a in aliases)]:
+            if isinstance(value, str) and (problem := history.name_problem(value)):
+                problems.append(f"{label}: " + history.name_rule(what, value, problem))
     if problems:
         raise _errors.DefinitionError("\n".join(problems))
     return name if name is not None else f"{fn.__module__}.{qualname}"
@@ -237,6 +241,8 @@ class Workflow(_Definition[P, R]):
             raise _errors.DefinitionError(
                 f"a run id must be a non-empty string of at most {limit} characters, not {id!r}"
             )
+        if id is not None:
+            history.check_name("the run id", id)
         if id is not None and history.CHAIN_SEPARATOR in id:
             raise _errors.DefinitionError(
                 f"a run id may not contain {history.CHAIN_SEPARATOR!r} (got {id!r}): Fluxo names "

@@ -495,6 +495,7 @@ class Engine:
         history ends with ``continued_as_new`` naming the next run).
         """
         self._check_open()
+        _check_run_id(run_id)
         if not follow:
             return self.store.get_run(run_id)
         return self._latest(run_id)
@@ -571,6 +572,7 @@ class Engine:
     def history(self, run_id: str) -> list[_history.Event]:
         """The run's full history, oldest event first. Raises ``RunNotFoundError``."""
         self._check_open()
+        _check_run_id(run_id)
         return list(self.store.load(run_id).events)
 
     def export_history(self, run_id: str, *, readable: bool = False) -> dict[str, Any]:
@@ -589,6 +591,7 @@ class Engine:
             RunNotFoundError: no such run.
         """
         self._check_open()
+        _check_run_id(run_id)
         state = self.store.load(run_id)
         return _history_file.to_document(state, readable_with=self.codec if readable else None)
 
@@ -607,6 +610,7 @@ class Engine:
             RunNotFoundError: no such run.
         """
         self._check_open()
+        _check_run_id(run_id)
         run = self.store.request_cancel(self._latest(run_id).id, now=self.clock())
         while run.status is _history.RunStatus.COMPLETED:
             # It continued as new in the meantime: cancel the run it continued in.
@@ -654,6 +658,7 @@ class Engine:
             EncodeError: the payload cannot be encoded.
         """
         self._check_open()
+        _check_run_id(run_id)
         _executor.check_signal_name(name)
         try:
             data = self.codec.encode(payload)
@@ -682,6 +687,7 @@ class Engine:
         Raises ``RunStateError`` when the run has not failed.
         """
         self._check_open()
+        _check_run_id(run_id)
         self.store.reopen(run_id, now=self.clock())
         return self.handle(run_id)
 
@@ -742,6 +748,13 @@ def _epoch(name: str, value: datetime | float) -> float:
     raise _errors.DefinitionError(
         f"{name} takes an aware datetime or seconds since the epoch, not {value!r}"
     )
+
+
+def _check_run_id(run_id: object) -> None:
+    """Refuse a run id no run can have, before it reaches a store (NUL fails PostgreSQL)."""
+    if not isinstance(run_id, str):
+        raise _errors.DefinitionError(f"a run id is a string, not {run_id!r}")
+    _history.check_name("the run id", run_id)
 
 
 def _cancelled_error(run_id: str, reason: str) -> _errors.WorkflowCancelledError:

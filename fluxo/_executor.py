@@ -97,7 +97,7 @@ def check_signal_name(name: object) -> str:
             f"signal names starting with {history.SIGNAL_PREFIX!r} are Fluxo's own (child runs "
             f"send their outcome under one); rename signal {name!r}"
         )
-    return name
+    return history.check_name("the signal name", name)
 
 
 def current_context() -> RunContext | None:
@@ -132,6 +132,10 @@ class _StoreFailed(_Stopped):
     Raised as control flow, so a workflow's ``except Exception:`` cannot swallow the
     store's error and go on with a call that was never recorded.
     """
+
+
+class _Rejected(_ControlFlow):
+    """The store refused, for good, what the run had to record: the run fails instead."""
 
 
 class _ReplayEnd(_ControlFlow):
@@ -250,7 +254,10 @@ class Outcome(enum.Enum):
     SUSPENDED = "suspended"
     """The run waits for a timer or a signal; whichever worker is free resumes it."""
     BROKEN = "broken"
-    """The store failed to record; the run resumes from its history when its lease expires."""
+    """The store failed to record; the run resumes from its history when its lease expires.
+
+    Only for transient failures: when the store refuses the data itself
+    (``StoreRejectedError``), the run fails instead (``FAILED``)."""
     REPLAYED = "replayed"
     """``replay_only``: the code matched the whole recorded history (and ran no step)."""
     RESTART = "restart"
@@ -318,6 +325,9 @@ def fail_damaged(
         return Outcome.BROKEN
     return Outcome.FAILED
 
+
+_REASON_LIMIT = 2000
+"""The most characters of a store's refusal a run's recorded failure quotes."""
 
 STICKY_GRACE = 2.0
 """Seconds a timer held in a worker's thread is reserved for that worker after it fires.
@@ -559,6 +569,8 @@ class RunContext:
         """The position that recorded the cancellation, once delivered."""
         self._nondeterminism: _errors.NondeterminismError | None = None
         self._unwinding: _ControlFlow | None = None
+        self._rejected = False
+        """The store refused a record for good, and the run is being failed for it."""
         self.result: bytes | None = None
         self.error: ErrorInfo | None = None
 
@@ -642,9 +654,15 @@ class RunContext:
     # -- writing the history ---------------------------------------------------------
 
     def _store_failed(self, exc: _errors.StoreError) -> NoReturn:
-        """Stop at a store failure: the run resumes from its history (``Outcome.BROKEN``)."""
+        """Stop at a store failure: the run resumes from its history (``Outcome.BROKEN``).
+
+        When the store refused the data itself (``StoreRejectedError``), resuming would
+        meet the same refusal, so the run unwinds to fail instead (``_finish_rejected``);
+        if even its failure is refused, it stops as for any other store failure.
+        """
         self.store_error = exc
-        self._unwinding = _StoreFailed()
+        rejected = isinstance(exc, _errors.StoreRejectedError) and not self._rejected
+        self._unwinding = _Rejected() if rejected else _StoreFailed()
         raise self._unwinding from exc
 
     def _record(
@@ -688,14 +706,15 @@ class RunContext:
             self._unwinding = _RunLost()
             raise self._unwinding from None
         except _errors.StoreError as exc:
-            log.warning(
-                "run %s: could not record position %d (%s); this worker stops executing "
-                "the run, which resumes from its history",
-                self.run_id,
-                self.next_seq,
-                exc,
-                extra={"fluxo_run_id": self.run_id},
-            )
+            if not isinstance(exc, _errors.StoreRejectedError):
+                log.warning(
+                    "run %s: could not record position %d (%s); this worker stops executing "
+                    "the run, which resumes from its history",
+                    self.run_id,
+                    self.next_seq,
+                    exc,
+                    extra={"fluxo_run_id": self.run_id},
+                )
             self._store_failed(exc)
         self.next_seq += len(events)
         if status is not None:
@@ -1256,6 +1275,8 @@ class RunContext:
         except (_errors.RunNotFoundError, _errors.RunStateError) as exc:
             self._record(history.SignalSent(target, self._encode_error(error_info(exc))))
             raise _errors.SignalError(str(exc)) from None
+        except _errors.StoreError as exc:
+            self._store_failed(exc)
         self._record(history.SignalSent(target))
 
     # -- child workflows -----------------------------------------------------------------
@@ -1855,7 +1876,23 @@ class RunContext:
             return Outcome.LOST
         if isinstance(unwinding, _StoreFailed):
             return Outcome.BROKEN
+        if isinstance(unwinding, _Rejected):
+            return self._finish_rejected()
         return Outcome.STOPPED
+
+    def _finish_rejected(self) -> Outcome:
+        """Fail the run whose record the store refused for good, once, where it stopped."""
+        self._rejected = True
+        self._unwinding = None
+        reason = _recordable(str(self.store_error))
+        if len(reason) > _REASON_LIMIT:
+            reason = reason[:_REASON_LIMIT] + "..."
+        error = _errors.StoreRejectedError(
+            f"run {self.run_id!r} stopped at position {self.next_seq}: the store refused "
+            f"what the run had to record there, and would refuse it again ({reason})"
+        )
+        log.error("%s; the run is failed", error, extra={"fluxo_run_id": self.run_id})
+        return self._finish_failed(error)
 
     def _leftover(self, what: str) -> Outcome:
         try:

@@ -49,8 +49,15 @@ if TYPE_CHECKING:
 try:
     import pymongo
     from bson.binary import Binary
+    from bson.errors import BSONError
     from pymongo import ReturnDocument
-    from pymongo.errors import BulkWriteError, ConnectionFailure, DuplicateKeyError, PyMongoError
+    from pymongo.errors import (
+        BulkWriteError,
+        ConnectionFailure,
+        DuplicateKeyError,
+        OperationFailure,
+        PyMongoError,
+    )
 except ImportError:  # pragma: no cover - depends on the installation
     _DRIVER_MISSING = True
 else:
@@ -75,6 +82,8 @@ POLL_INTERVAL = 1.0
 
 _ACTIVE = [status.value for status in history.ACTIVE_STATUSES]
 _DUPLICATE_KEY = 11000
+_REJECTED = frozenset({2, 10334, 17419, 17420})
+"""Server error codes that refuse the data itself (BadValue, documents over 16 MB)."""
 _CAS_ATTEMPTS = 1000
 
 # Every field but the tails: what RunInfo needs.
@@ -221,6 +230,12 @@ class MongoStore:
             yield
         except ConnectionFailure as exc:
             raise _errors.StoreUnavailableError(f"MongoDB is unavailable: {exc}") from exc
+        except (BSONError, UnicodeEncodeError) as exc:  # DocumentTooLarge is one
+            raise _errors.StoreRejectedError(f"MongoDB cannot store this value: {exc}") from exc
+        except OperationFailure as exc:
+            if exc.code in _REJECTED:
+                raise _errors.StoreRejectedError(f"MongoDB refused the write: {exc}") from exc
+            raise _errors.StoreError(f"MongoDB failed: {exc}") from exc
 
     def _ensure_indexes(self) -> None:
         with self._ready_lock:

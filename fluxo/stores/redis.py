@@ -595,12 +595,20 @@ def _opt(value: float | None) -> str:
     return "" if value is None else _num(value)
 
 
+def _utf8(text: str) -> bytes:
+    """``text`` as UTF-8; ``StoreRejectedError`` for text no store can hold (a lone surrogate)."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise _errors.StoreRejectedError(f"Redis cannot store this text: {exc}") from exc
+
+
 def encode_event(event: history.Event) -> bytes:
     """``kind NUL len(name) NUL name`` then ``N`` (no data) or ``D`` and the data.
 
     A history item is these bytes after ``recorded_at NUL`` (see :func:`_split_item`).
     """
-    name = event.name.encode("utf-8")
+    name = _utf8(event.name)
     head = b"%s\x00%d\x00%s" % (event.kind.encode("ascii"), len(name), name)
     return head + (b"N" if event.data is None else b"D" + event.data)
 
@@ -660,7 +668,7 @@ def _read_history(
 
 def _signal_suffix(name: str, payload: bytes, now: float) -> bytes:
     """What follows ``id NUL`` in a stored signal: ``sent_at NUL len NUL name payload``."""
-    encoded = name.encode("utf-8")
+    encoded = _utf8(name)
     return b"%s\x00%d\x00%s%s" % (_num(now).encode("ascii"), len(encoded), encoded, payload)
 
 
@@ -761,7 +769,7 @@ def cluster_option(url: str) -> bool | None:
 
 def bucket_of(run_id: str) -> int:
     """The index bucket of a run: the same on every client."""
-    return zlib.crc32(run_id.encode("utf-8")) % BUCKETS
+    return zlib.crc32(_utf8(run_id)) % BUCKETS
 
 
 class _Need(NamedTuple):
@@ -888,7 +896,7 @@ class RedisStore:
         if run_id and "}" not in run_id:
             base = f"{self._prefix}:{{{run_id}}}:"
             return [base + what for what in _RUN_PARTS]
-        digest = hashlib.sha1(run_id.encode("utf-8")).hexdigest()
+        digest = hashlib.sha1(_utf8(run_id)).hexdigest()
         return [f"{self._prefix}:{{{digest}}}:{what}:{run_id}" for what in _RUN_PARTS]
 
     def _key(self, run_id: str, what: str) -> str:
@@ -912,6 +920,12 @@ class RedisStore:
             yield
         except _UNAVAILABLE as exc:
             raise _errors.StoreUnavailableError(f"Redis is unavailable: {exc}") from exc
+        except _redis_errors.ResponseError as exc:
+            if str(exc).startswith(_BUSY):  # the server may recover: back off and try again
+                raise _errors.StoreUnavailableError(f"Redis is unavailable: {exc}") from exc
+            raise _errors.StoreRejectedError(f"Redis refused the command: {exc}") from exc
+        except (UnicodeEncodeError, _redis_errors.DataError) as exc:
+            raise _errors.StoreRejectedError(f"Redis cannot store this value: {exc}") from exc
 
     def _call(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         with self._guard():
@@ -1579,6 +1593,9 @@ def _take(items: Iterator[_U], count: int) -> list[_U]:
 
 
 _RUN_PARTS = ("run", "events", "signals", "signal_keys", "fence")
+
+_BUSY = ("OOM", "BUSY", "LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
+"""Error replies of a server that cannot take writes now, but may soon."""
 
 _UNAVAILABLE = (
     _redis_errors.ConnectionError,

@@ -272,3 +272,70 @@ def test_a_corrupt_outcome_signal_fails_the_wait_once(make_engine: MakeEngine) -
     assert store.loads_of["p"] == 1
     assert engine.handle("p").result(timeout=0) == "the child failed: fluxo.CorruptedOutcome"
     store.inner.close()
+
+
+class RefusingStore(WatchedStore):
+    """A watched store that refuses, for good, to record events of the names it is given."""
+
+    def __init__(self, inner: fluxo.Store, *refused: str) -> None:
+        super().__init__(inner)
+        self.refused = set(refused)
+
+    def append(self, run_id: str, expected_seq: int, events: Any, **kwargs: Any) -> None:
+        if any(e.kind in self.refused or e.name in self.refused for e in events):
+            raise fluxo.StoreRejectedError("value too long for type character varying(10)")
+        self.inner.append(run_id, expected_seq, events, **kwargs)
+
+
+STEPS: list[str] = []
+
+
+@fluxo.step(name="poison.refused")
+def refused_step() -> str:
+    STEPS.append("refused")
+    return "a result the store refuses"
+
+
+@fluxo.workflow(name="poison.refusing")
+def refusing() -> str:
+    try:
+        return refused_step()
+    except Exception:  # the refusal is not the workflow's to swallow
+        return "swallowed"
+
+
+def test_a_record_the_store_refuses_fails_the_run_once(
+    make_engine: MakeEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    STEPS.clear()
+    store = RefusingStore(fluxo.open_store("memory://"), "poison.refused")
+    engine = make_engine(refusing, store=store)
+    engine.start(refusing.options(id="r1"))
+
+    with caplog.at_level(logging.WARNING):
+        serve_window(engine, store, lambda: store.inner.get_run("r1").status.is_terminal)
+
+    assert STEPS == ["refused"]
+    assert store.loads_of["r1"] == 1
+    with pytest.raises(fluxo.WorkflowFailedError, match="refused") as caught:
+        engine.handle("r1").result(timeout=0)
+    assert caught.value.is_instance(fluxo.StoreRejectedError)
+    assert "position 1" in caught.value.error_message
+    assert "character varying(10)" in caught.value.error_message
+    logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(logged) == 1
+    assert "refused" in logged[0]
+
+
+def test_a_run_whose_failure_is_refused_too_waits_for_its_lease(make_engine: MakeEngine) -> None:
+    STEPS.clear()
+    store = RefusingStore(fluxo.open_store("memory://"), "poison.refused", "workflow_failed")
+    engine = make_engine(refusing, store=store)
+    engine.start(refusing.options(id="r1"))
+
+    serve_window(engine, store, lambda: store.loads_of["r1"] >= 1)
+
+    assert STEPS == ["refused"]
+    assert store.loads_of["r1"] == 1
+    assert store.claimed == ["r1"]
+    assert store.inner.get_run("r1").status is Status.RUNNING  # leased, until it expires
