@@ -191,10 +191,11 @@ class HistoryCorruptError(FluxoError, ValueError):
         self.seq = seq
         self.problem = problem
         self.next_seq = next_seq
-        where = "its record" if seq is None else f"position {seq}"
+        what = "record" if seq is None else "history"
+        where = "" if seq is None else f" at position {seq}"
         super().__init__(
-            f"the stored history of run {run_id!r} is damaged at {where}: {problem}; "
-            "Fluxo cannot replay it (see docs/history-format.md, 'Damaged histories')"
+            f"the stored {what} of run {run_id!r} is damaged{where}: {problem}; Fluxo "
+            "cannot replay it (see docs/history-format.md, 'Damaged histories')"
         )
 
     def __reduce__(self) -> tuple[Any, ...]:

@@ -458,6 +458,24 @@ class ChildOutcome(msgspec.Struct, omit_defaults=True):
     """How many times an operator had retried that run (``engine.retry``) when it ended."""
 
 
+class Rejection(msgspec.Struct):
+    """What a ``signal_rejected`` event records: why the payload did not fit, and the payload.
+
+    Encoded with msgspec's JSON (the payload as base64), like :class:`ChildOutcome`:
+    the envelope is Fluxo's, the payload inside it the codec's.
+    """
+
+    error: str
+    payload: bytes
+
+
+_WAIT_KINDS: dict[bool, tuple[type[history.Event], ...]] = {
+    False: (history.SignalReceived, history.SignalRejected, history.SignalWaitStarted),
+    True: (history.SignalReceived, history.SignalRejected, history.SignalTimedOut),
+}
+"""What a signal wait may have recorded next, before and after its ``SignalWaitStarted``."""
+
+
 _CHILD_EVENTS: dict[str, type[history.Event]] = {
     "completed": history.ChildCompleted,
     "failed": history.ChildFailed,
@@ -1197,54 +1215,82 @@ class RunContext:
         self._timer("sleep", None, fire_at)
 
     def wait_for_signal(self, name: str, timeout: float | None, type: Any) -> Any:
-        """``fluxo.wait_for_signal``: the payload of the oldest unconsumed signal ``name``."""
+        """``fluxo.wait_for_signal``: the payload of the oldest unconsumed signal ``name``.
+
+        A signal whose payload does not decode as ``type`` is skipped: consumed,
+        recorded as ``SignalRejected`` and logged, and the wait goes on. A message
+        from outside cannot fail the run. Replay skips what the history rejected,
+        and also a recorded ``SignalReceived`` whose payload does not decode (older
+        Fluxo failed the run there; ``engine.retry`` then resumes it waiting).
+        """
         self._enter_durable_call()
         call = f"wait_for_signal {name}"
-        names = frozenset((name,))
-        event = self._match((history.SignalReceived, history.SignalWaitStarted), call, names)
-        if isinstance(event, history.SignalReceived):
-            return self._receive(call, event, type)
-        unrecorded: list[history.Event] = []
-        if event is not None:
-            deadline = self._decode_recorded(call, event.data, float | None)
-            self._cancel_point()
-            outcome = self._match((history.SignalReceived, history.SignalTimedOut), call, names)
-            if isinstance(outcome, history.SignalReceived):
-                return self._receive(call, outcome, type)
-            if outcome is not None:
+        started = False  # a SignalWaitStarted is recorded, which holds the deadline
+        deadline: float | None = None
+        skipped = ""  # why replay skipped a received signal, for a mismatch after it
+        while (recorded := self._peek()) is not None:
+            event = recorded.event
+            kinds = _WAIT_KINDS[started]
+            if not isinstance(event, kinds) or event.name != name:
+                self._diverged(call, recorded, skipped)
+            self._pos += 1
+            if isinstance(event, history.SignalReceived):
+                self._consume(name)
+                try:
+                    return self.codec.decode(event.data or b"null", type)
+                except _errors.DefinitionError:
+                    raise
+                except Exception as exc:
+                    skipped = f"  the signal at position {recorded.seq} was skipped: {exc}"
+            elif isinstance(event, history.SignalRejected):
+                self._consume(name)
+            elif isinstance(event, history.SignalWaitStarted):
+                deadline = self._decode_recorded(call, event.data, float | None)
+                started = True
+            else:
                 raise _errors.SignalTimeout(name, timeout)
-        else:
+            self._cancel_point()
+        if not started:
             deadline = None if timeout is None else self.clock() + timeout
-            if not self._pending.get(name):
-                unrecorded = [history.SignalWaitStarted(name, self.codec.encode(deadline))]
+        unrecorded: list[history.Event] = []
         while True:
-            if not unrecorded:
-                self._cancel_point()
             queue = self._pending.get(name)
             if queue:
                 payload = queue[0]
+                try:
+                    value = self.codec.decode(payload, type)
+                except _errors.DefinitionError:
+                    raise  # the annotation, not the payload: no signal could fit it
+                except Exception as exc:
+                    self._reject(name, payload, exc)  # (nothing is unrecorded here)
+                    self._cancel_point()
+                    continue
                 self._record_many([*unrecorded, history.SignalReceived(name, payload)])
-                queue.popleft()
-                self._consumed[name] = self._consumed.get(name, 0) + 1
-                return self._decode_recorded_payload(call, payload, type)
+                self._consume(name)
+                return value
+            if not started:
+                unrecorded = [history.SignalWaitStarted(name, self.codec.encode(deadline))]
+                started = True
             if deadline is not None and self.clock() >= deadline:
                 self._record_many([*unrecorded, history.SignalTimedOut(name)])
                 raise _errors.SignalTimeout(name, timeout)
             self._suspend(unrecorded, deadline, timer=False)
             unrecorded = []
+            self._cancel_point()
 
-    def _receive(self, call: str, event: history.Event, type: Any) -> Any:
-        self._consumed[event.name] = self._consumed.get(event.name, 0) + 1
-        queue = self._pending.get(event.name)
-        if queue:
-            queue.popleft()  # replay consumes the signal the live run consumed
-        return self._decode_recorded(call, event.data, type)
-
-    def _decode_recorded_payload(self, call: str, data: bytes, type: Any) -> Any:
-        try:
-            return self.codec.decode(data, type)
-        except _errors.DecodeError as exc:
-            raise _errors.DecodeError(f"{call}: the signal's payload does not fit: {exc}") from exc
+    def _reject(self, name: str, payload: bytes, exc: Exception) -> None:
+        """Skip the oldest pending signal ``name``, whose payload does not fit: record, log."""
+        reason = _recordable(str(exc))
+        self._record(history.SignalRejected(name, msgspec.json.encode(Rejection(reason, payload))))
+        self._consume(name)
+        log.warning(
+            "run %s: skipped signal %r: its payload does not fit the wait (%s); waiting for "
+            "the next one",
+            self.run_id,
+            name,
+            reason,
+            extra={"fluxo_run_id": self.run_id},
+        )
 
     def _refresh_signals(self, signals: Sequence[history.Signal]) -> None:
         """Rebuild the queues of unconsumed signals from everything sent to the run."""
