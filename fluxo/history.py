@@ -424,17 +424,17 @@ def read_events(
             ``next_seq`` is the position after the last stored row.
     """
     rows = list(records)
-    end = max((row[0] for row in rows), default=-1) + 1
-    if next_seq is not None:
-        end = max(end, next_seq)
+    end = max((row[0] for row in rows if isinstance(row[0], int)), default=-1) + 1
+    end = max(end, 0 if next_seq is None else next_seq)
     events: list[Event] = []
     for expected, (seq, kind, name, data) in enumerate(rows):
         if seq != expected:
-            problem = (
-                f"position {expected} is missing (the next stored one is {seq})"
-                if seq > expected
-                else f"position {seq} is stored twice"
-            )
+            if not isinstance(seq, int) or seq < 0:
+                problem = f"a row has the impossible position {seq!r}"
+            elif seq > expected:
+                problem = f"position {expected} is missing (the next stored one is {seq})"
+            else:
+                problem = f"position {seq} is stored twice"
             raise _errors.HistoryCorruptError(run_id, expected, problem, end)
         try:
             event = event_from_record(kind, name, data, run_id=run_id, seq=seq)
