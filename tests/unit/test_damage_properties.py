@@ -9,6 +9,7 @@ loop (each execution below is counted).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import decimal
@@ -54,8 +55,12 @@ def test_reading_arbitrary_rows_gives_a_history_or_history_corrupt_error(
     try:
         events = history.read_events("r", records, next_seq=next_seq)
     except fluxo.HistoryCorruptError as exc:
-        assert exc.run_id == "r"
-        assert exc.next_seq >= 0
+        damage: fluxo.HistoryCorruptError | None = exc
+    else:
+        damage = None
+    if damage is not None:
+        assert damage.run_id == "r"
+        assert damage.next_seq >= 0
         return
     assert [type(e).kind for e in events] == [kind for _, kind, _, _ in records]
     assert isinstance(events[0], history.WorkflowStarted)
@@ -88,9 +93,8 @@ def _settled(store: fluxo.Store, run_id: str) -> None:
     """After execution: the run loads, or loading it says what is damaged."""
     try:
         state = store.load(run_id)
-    except fluxo.HistoryCorruptError as exc:
-        assert exc.run_id == run_id
-        assert store.get_run(run_id).status is fluxo.RunStatus.FAILED
+    except fluxo.HistoryCorruptError:
+        assert store.get_run(run_id).status is fluxo.RunStatus.FAILED  # failed once, for it
         return
     assert state.run.status is not fluxo.RunStatus.RUNNING  # nothing broke off mid-run
 
@@ -195,10 +199,8 @@ TYPES = [
 def test_the_json_codec_decodes_arbitrary_bytes_or_raises_decode_error(
     data: bytes, type_: Any
 ) -> None:
-    try:
+    with contextlib.suppress(fluxo.DecodeError):
         fluxo.JSONCodec().decode(data, type_)
-    except fluxo.DecodeError:
-        pass
 
 
 @given(
@@ -214,7 +216,5 @@ def test_the_json_codec_decodes_any_json_value_or_raises_decode_error(
     value: Any, type_: Any
 ) -> None:
     codec = fluxo.JSONCodec()
-    try:
+    with contextlib.suppress(fluxo.DecodeError):
         codec.decode(codec.encode(value), type_)
-    except fluxo.DecodeError:
-        pass
