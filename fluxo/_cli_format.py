@@ -269,7 +269,7 @@ def _event_value(codec: _codec.Codec, event: history.Event) -> Any:
     rejected = _history_file.rejection(event)
     if rejected is None:
         return _value(codec, event.data)
-    return {"error": rejected.error, "payload": _value(codec, rejected.payload)}
+    return {"error": rejected.error, "payload": _value(codec, rejected.payload)}  # None: too big
 
 
 def _signal_value(codec: _codec.Codec, signal: history.Signal) -> Any:

@@ -458,15 +458,21 @@ class ChildOutcome(msgspec.Struct, omit_defaults=True):
     """How many times an operator had retried that run (``engine.retry``) when it ended."""
 
 
-class Rejection(msgspec.Struct):
+class Rejection(msgspec.Struct, omit_defaults=True):
     """What a ``signal_rejected`` event records: why the payload did not fit, and the payload.
 
     Encoded with msgspec's JSON (the payload as base64), like :class:`ChildOutcome`:
-    the envelope is Fluxo's, the payload inside it the codec's.
+    the envelope is Fluxo's, the payload inside it the codec's. A payload over
+    ``REJECTED_PAYLOAD_LIMIT`` bytes is left out (the signal keeps it): a copy of a
+    large message must not make the record itself too large for the store.
     """
 
     error: str
-    payload: bytes
+    payload: bytes | None = None
+
+
+REJECTED_PAYLOAD_LIMIT = 64 << 10
+"""The largest payload a ``signal_rejected`` event copies."""
 
 
 _WAIT_KINDS: dict[bool, tuple[type[history.Event], ...]] = {
@@ -1280,8 +1286,9 @@ class RunContext:
 
     def _reject(self, name: str, payload: bytes, exc: Exception) -> None:
         """Skip the oldest pending signal ``name``, whose payload does not fit: record, log."""
-        reason = _recordable(str(exc))
-        self._record(history.SignalRejected(name, msgspec.json.encode(Rejection(reason, payload))))
+        reason = _recordable(str(exc))[:_REASON_LIMIT]
+        copy = payload if len(payload) <= REJECTED_PAYLOAD_LIMIT else None
+        self._record(history.SignalRejected(name, msgspec.json.encode(Rejection(reason, copy))))
         self._consume(name)
         log.warning(
             "run %s: skipped signal %r: its payload does not fit the wait (%s); waiting for "

@@ -199,3 +199,17 @@ def test_a_received_signal_that_no_longer_decodes_mid_history_is_a_mismatch(
         replay(document, workflows=[greet_then_count])
     assert "was skipped" in str(caught.value)
     assert caught.value.seq == 2
+
+
+def test_a_large_rejected_payload_is_not_copied_into_the_history(make_engine: MakeEngine) -> None:
+    engine = make_engine(greet)
+    engine.start(greet.options(id="r1"))
+    engine.signal("r1", "go", list(range(_executor.REJECTED_PAYLOAD_LIMIT)))
+    engine.signal("r1", "go", "small")
+
+    assert execute(engine, "r1") is Outcome.COMPLETED
+
+    rejected = engine.history("r1")[1]
+    recorded = msgspec.json.decode(rejected.data or b"", type=_executor.Rejection)
+    assert recorded.payload is None
+    assert "Expected `str`, got `array`" in recorded.error
