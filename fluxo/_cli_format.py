@@ -324,7 +324,8 @@ def _error_text(error: Any, width: int = 60) -> str:
     """An encoded error's ``type: message`` on one line, cut to ``width``."""
     if not isinstance(error, dict):
         return _compact(error, width)
-    return _cut(f"{error.get('type', '?')}: {one_line(str(error.get('message', '')))}", width)
+    kind = _errors.read_type_name(str(error.get("type", "?")))
+    return _cut(f"{kind}: {one_line(str(error.get('message', '')))}", width)
 
 
 def _cancel_reason(reason: Any) -> str:

@@ -10,23 +10,37 @@ import copy
 import functools
 import inspect
 import math
+import pathlib
+import reprlib
+import sys
 import threading
 import typing
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, Literal, TypeVar, overload
 
 import msgspec
 from typing_extensions import ParamSpec
 
-from fluxo import _errors, _executor, _retry, history, stores
+from fluxo import _errors, _executor, _retry, codec, history, stores
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
+IfExists = Literal["check", "return"]
+"""What a start with a taken run id does; see :meth:`Workflow.options`."""
 
-def _check_function(fn: object, kind: str, name: str | None, aliases: Sequence[str]) -> str:
-    """Validate a decorated function and return its persisted name, reporting every problem."""
+
+def _check_function(
+    fn: object, kind: str, name: str | None, aliases: Sequence[str], check_types: bool
+) -> tuple[str, bool]:
+    """Validate a decorated function, reporting every problem at once.
+
+    Returns its persisted name, and whether its annotations were checked against
+    the JSON codec (not when ``check_types`` is off, nor while a forward
+    reference does not resolve yet: then they are checked when first resolved).
+    """
     if not inspect.isfunction(fn):
         raise _errors.DefinitionError(
             f"@{kind} decorates a plain function defined with 'def', not {fn!r}"
@@ -53,7 +67,7 @@ def _check_function(fn: object, kind: str, name: str | None, aliases: Sequence[s
         problems.append(f"{label} is a generator; a {kind} must return its result")
     if name is not None and (not isinstance(name, str) or not name.strip()):
         problems.append(f"{label}: name= must be a non-empty string, got {name!r}")
-    persisted = name if isinstance(name, str) else f"{fn.__module__}.{qualname}"
+    persisted = name if isinstance(name, str) else f"{_module_name(fn, label)}.{qualname}"
     if len(persisted) > stores.MAX_ID_LENGTH:
         problems.append(
             f"{label}: its name is {len(persisted)} characters long; stores keep at most "
@@ -65,9 +79,101 @@ def _check_function(fn: object, kind: str, name: str | None, aliases: Sequence[s
         for what, value in [("name=", name), *(("an alias", a) for a in aliases)]:
             if isinstance(value, str) and (problem := history.name_problem(value)):
                 problems.append(f"{label}: " + history.name_rule(what, value, problem))
+    if not isinstance(check_types, bool):
+        problems.append(f"{label}: check_types= takes True or False, got {check_types!r}")
+    checked = False
+    if check_types is True:
+        found = _annotation_problems(fn, kind, f"{kind} {persisted!r}", _JSON)
+        checked = found is not None
+        problems.extend(found or ())
     if problems:
         raise _errors.DefinitionError("\n".join(problems))
-    return name if name is not None else f"{fn.__module__}.{qualname}"
+    return persisted, checked
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` of the first caller outside this module: the decorated line."""
+    level, frame = 1, sys._getframe(1)
+    while frame.f_back is not None and frame.f_code.co_filename == __file__:
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _module_name(fn: Callable[..., Any], label: str) -> str:
+    """The module a default name starts with: the one ``fluxo worker`` would import.
+
+    A script run as ``python app.py`` or ``python -m app`` is the module
+    ``__main__``, but a worker started with ``fluxo worker app:engine`` imports it
+    as ``app``: both must give a run's workflow the same name, so ``__main__`` is
+    named after the module it can be imported as. When that cannot be told (an
+    interactive session, ``python -c``), a warning says to pass ``name=``.
+    """
+    module = fn.__module__
+    if module != "__main__":
+        return module
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name and spec.name != "__main__":
+        return str(spec.name)  # python -m app
+    path = getattr(main, "__file__", None)
+    if path and sys.path:
+        script = pathlib.Path(path).resolve()
+        root = pathlib.Path(sys.path[0] or ".").resolve()
+        if script.suffix == ".py" and script.parent == root and script.stem.isidentifier():
+            return script.stem  # python app.py: importable as app from its directory
+    warnings.warn(
+        f"{label} is defined in __main__ ({path or 'an interactive session'}), so it is "
+        f"named {module}.{fn.__qualname__}; `fluxo worker` imports your code as a module, "
+        "under another name, and would not know its runs. Define it in a module file, "
+        "or pass name=",
+        stacklevel=_caller_level(),
+    )
+    return module
+
+
+_JSON = codec.JSONCodec()
+"""The codec annotations are checked against at decoration: the default one."""
+_JSON_CHECK = codec.JSONCodec.check_type
+
+
+def _annotation_problems(
+    fn: Callable[..., Any],
+    kind: str,
+    label: str,
+    checker: Any,
+    hints: dict[str, Any] | None = None,
+) -> list[str] | None:
+    """What ``checker.check_type`` refuses among the annotations Fluxo decodes by.
+
+    A workflow's parameters and result, and a step's result: a step's arguments
+    are never stored, so any annotation does for them. ``None`` when the
+    annotations do not resolve yet (a forward reference to a later class).
+    """
+    if hints is None:
+        try:
+            hints = typing.get_type_hints(fn, include_extras=True)
+        except Exception:
+            return None
+    annotated: list[tuple[str, Any]] = []
+    if kind == "workflow":
+        annotated += [
+            (f"parameter {param.name!r}", hints[param.name])
+            for param in inspect.signature(fn).parameters.values()
+            if param.name in hints
+        ]
+    if "return" in hints:
+        annotated.append(("return annotation", hints["return"]))
+    problems = []
+    for what, annotation in annotated:
+        why = checker.check_type(annotation)
+        if why:
+            problems.append(
+                f"{label}: its {what} ({inspect.formatannotation(annotation)}) cannot be "
+                f"decoded: {why}. Annotate it with a dataclass, TypedDict or JSON type "
+                "(str, int, list[...], typing.Any...), or, if your Engine(codec=...) decodes "
+                f"it, decorate with @fluxo.{kind}(check_types=False)"
+            )
+    return problems
 
 
 class _Definition(Generic[P, R]):
@@ -80,12 +186,22 @@ class _Definition(Generic[P, R]):
     __qualname__: str
     __wrapped__: Callable[P, R]
 
-    def __init__(self, fn: Callable[P, R], name: str, aliases: Sequence[str]) -> None:
+    def __init__(
+        self,
+        fn: Callable[P, R],
+        name: str,
+        aliases: Sequence[str],
+        check_types: bool = True,
+        json_checked: bool = False,
+    ) -> None:
         functools.update_wrapper(self, fn, updated=())  # type: ignore[arg-type]
         self.fn = fn
         self.name = name
         self.aliases: tuple[str, ...] = tuple(dict.fromkeys(a for a in aliases if a != name))
         self.names = frozenset((name, *self.aliases))
+        self.check_types = check_types
+        self.json_checked = json_checked
+        """Its annotations passed the JSON codec's check when it was decorated."""
         self._hints: dict[str, Any] | None = None
         self._hints_lock = threading.Lock()
 
@@ -102,8 +218,30 @@ class _Definition(Generic[P, R]):
                     f"cannot resolve the annotations of {self.kind} {self.name!r}: {exc}; "
                     "make sure every annotation names a type importable at module level"
                 ) from exc
+            if self.check_types and not self.json_checked:
+                # Not resolvable when it was decorated: checked now, at first use.
+                problems = self._problems(_JSON, hints) or []
+                if problems:
+                    raise _errors.DefinitionError("\n".join(problems))
+                self.json_checked = True
             self._hints = hints
         return hints
+
+    def _problems(self, checker: Any, hints: dict[str, Any] | None = None) -> list[str] | None:
+        label = f"{self.kind} {self.name!r}"
+        return _annotation_problems(self.fn, self.kind, label, checker, hints)
+
+    def codec_problems(self, codec: Any) -> list[str]:
+        """What ``codec.check_type`` refuses among this definition's annotations.
+
+        Nothing when the codec has no ``check_type``, when it is the JSON codec
+        that already checked them at decoration, or when the annotations do not
+        resolve yet.
+        """
+        check = getattr(type(codec), "check_type", None)
+        if check is None or (self.json_checked and check is _JSON_CHECK):
+            return []
+        return self._problems(codec) or []
 
     @property
     def return_type(self) -> Any:
@@ -132,8 +270,10 @@ class Step(_Definition[P, R]):
         aliases: Sequence[str] = (),
         retry: _retry.Retry,
         timeout: float | None = None,
+        check_types: bool = True,
+        json_checked: bool = False,
     ) -> None:
-        super().__init__(fn, name, aliases)
+        super().__init__(fn, name, aliases, check_types, json_checked)
         self.retry = retry
         self.timeout = timeout
 
@@ -204,12 +344,21 @@ class Workflow(_Definition[P, R]):
 
     kind = "workflow"
 
-    def __init__(self, fn: Callable[P, R], *, name: str, aliases: Sequence[str] = ()) -> None:
-        super().__init__(fn, name, aliases)
+    def __init__(
+        self,
+        fn: Callable[P, R],
+        *,
+        name: str,
+        aliases: Sequence[str] = (),
+        check_types: bool = True,
+        json_checked: bool = False,
+    ) -> None:
+        super().__init__(fn, name, aliases, check_types, json_checked)
         self.signature = inspect.signature(fn)
         self.start_id: str | None = None
         self.start_timeout: float | None = None
         self.start_detached = False
+        self.start_if_exists: IfExists = "check"
         self._input_type: Any = None
 
     def options(
@@ -218,12 +367,17 @@ class Workflow(_Definition[P, R]):
         id: str | None = None,
         timeout: timedelta | float | None = None,
         detached: bool = False,
+        if_exists: IfExists = "check",
     ) -> Workflow[P, R]:
         """Return this workflow with start options bound, for ``engine.start`` or a child start.
 
         Args:
             id: the run id. Starting twice with one id starts one run: the second
-                start returns a handle to the first.
+                start returns a handle to the first, when it passes the same
+                arguments (compared as bound to the signature, so ``f(1, b=2)``
+                is ``f(1, 2)``, and a default passed is the default left out).
+                Other arguments raise :class:`fluxo.RunIdConflictError` naming them
+                (see ``if_exists``).
             timeout: a deadline for the whole run, from its start. A run still
                 going then is cancelled at its next durable call (its ``finally:``
                 blocks run) and ends ``cancelled``; ``handle.result()`` raises
@@ -231,6 +385,10 @@ class Workflow(_Definition[P, R]):
             detached: for a child workflow (``fluxo.start_child`` in a workflow):
                 it is not cancelled when its parent is cancelled or ends, and so
                 may outlive it.
+            if_exists: what a start does when a run with this ``id`` exists:
+                ``"check"`` (the default) returns it if it was started with the same
+                arguments and raises ``RunIdConflictError`` if not; ``"return"``
+                returns it whatever its arguments were.
 
         Example:
             >>> engine.start(checkout.options(id="order-17"), "o-17", 4200)
@@ -257,10 +415,17 @@ class Workflow(_Definition[P, R]):
                 )
         if not isinstance(detached, bool):
             raise _errors.DefinitionError(f"detached= takes True or False, not {detached!r}")
+        if if_exists not in typing.get_args(IfExists):
+            raise _errors.DefinitionError(
+                f"if_exists= takes 'check' (return an existing run started with the same "
+                f"arguments, refuse other arguments) or 'return' (return an existing run "
+                f"whatever its arguments), not {if_exists!r}"
+            )
         bound = copy.copy(self)
         bound.start_id = id
         bound.start_timeout = None if seconds is None else float(seconds)
         bound.start_detached = detached
+        bound.start_if_exists = if_exists
         return bound
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -323,6 +488,56 @@ class Workflow(_Definition[P, R]):
             ) from exc
         return data
 
+    def input_conflict(
+        self, store: stores.Store, codec: Any, run: history.RunInfo, data: bytes
+    ) -> _errors.RunIdConflictError | None:
+        """The conflict if ``run``, found under a start's id, was started with other arguments.
+
+        ``data`` is the start's encoded input. One read of the existing run, made
+        only when a start finds its id taken.
+        """
+        started = store.load(run.id).events[0]
+        differences = self.input_differences(codec, started.data or b"{}", data)
+        if differences is None:
+            return None
+        return _errors.RunIdConflictError(
+            run.id,
+            run.workflow,
+            run.workflow,
+            arguments=list(differences),
+            detail="\n".join(differences.values()),
+        )
+
+    def input_differences(self, codec: Any, stored: bytes, given: bytes) -> dict[str, str] | None:
+        """Compare two encoded inputs of this workflow, as bound to its signature.
+
+        Returns ``None`` when they are the same arguments, else one line per
+        argument that differs, by parameter name (empty when ``stored`` no longer
+        decodes, so they cannot be compared by name). An argument left out is its
+        default, so passing the default and leaving it out are the same.
+        """
+        if stored == given:
+            return None
+        try:
+            old = codec.decode(stored, self.input_type())
+            new = codec.decode(given, self.input_type())
+        except Exception:  # a stored input the code no longer decodes: cannot compare
+            return {}
+        differences: dict[str, str] = {}
+        for param in self.signature.parameters.values():
+            before = _argument(param, getattr(old, param.name, msgspec.UNSET))
+            after = _argument(param, getattr(new, param.name, msgspec.UNSET))
+            try:
+                same = bool(before == after)
+            except Exception:  # an __eq__ that raises: they are not known to be equal
+                same = False
+            if not same:
+                differences[param.name] = (
+                    f"  {param.name}: {_short(before)} (the existing run) "
+                    f"!= {_short(after)} (given)"
+                )
+        return differences or None
+
     def unpack_input(self, packed: Any) -> tuple[list[Any], dict[str, Any]]:
         """Turn decoded input back into ``(args, kwargs)`` for calling the function."""
         args: list[Any] = []
@@ -346,13 +561,34 @@ class Workflow(_Definition[P, R]):
         return args, kwargs
 
 
+def _argument(param: inspect.Parameter, value: Any) -> Any:
+    """The value a parameter takes: its decoded argument, or its default when left out."""
+    if value is not msgspec.UNSET:
+        return value
+    if param.kind is inspect.Parameter.VAR_POSITIONAL:
+        return []
+    if param.kind is inspect.Parameter.VAR_KEYWORD:
+        return {}
+    return value if param.default is inspect.Parameter.empty else param.default
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 60
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = 6
+
+
+def _short(value: Any) -> str:
+    """``repr(value)``, shortened to fit on a line of an error message."""
+    return "(not given)" if value is msgspec.UNSET else _SHORT.repr(value)
+
+
 @overload
 def workflow(fn: Callable[P, R], /) -> Workflow[P, R]: ...
 
 
 @overload
 def workflow(
-    *, name: str | None = None, aliases: Sequence[str] = ()
+    *, name: str | None = None, aliases: Sequence[str] = (), check_types: bool = True
 ) -> Callable[[Callable[P, R]], Workflow[P, R]]: ...
 
 
@@ -362,6 +598,7 @@ def workflow(
     *,
     name: str | None = None,
     aliases: Sequence[str] = (),
+    check_types: bool = True,
 ) -> Workflow[P, R] | Callable[[Callable[P, R]], Workflow[P, R]]:
     """Mark a function as a durable workflow. Works bare or called.
 
@@ -370,6 +607,11 @@ def workflow(
         name: the persisted name; defaults to ``module.qualname``. Histories refer
             to it, so keep it stable (or list the old one in ``aliases``).
         aliases: former names, so runs started under them still resume.
+        check_types: refuse, now, parameter and return annotations the default
+            JSON codec cannot decode (``object``, a plain class, ``Callable``...),
+            naming each. Pass ``False`` when the ``Engine``'s own codec decodes
+            them; an Engine whose codec has a ``check_type`` method checks its
+            workflows with it instead.
 
     Example:
         >>> @fluxo.workflow
@@ -379,8 +621,10 @@ def workflow(
     """
 
     def decorate(func: Callable[P, R]) -> Workflow[P, R]:
-        persisted = _check_function(func, "workflow", name, aliases)
-        return Workflow(func, name=persisted, aliases=aliases)
+        persisted, checked = _check_function(func, "workflow", name, aliases, check_types)
+        return Workflow(
+            func, name=persisted, aliases=aliases, check_types=check_types, json_checked=checked
+        )
 
     return decorate if fn is None else decorate(fn)
 
@@ -396,6 +640,7 @@ def step(
     aliases: Sequence[str] = (),
     retry: _retry.Retry | int | None = None,
     timeout: timedelta | float | None = None,
+    check_types: bool = True,
 ) -> Callable[[Callable[P, R]], Step[P, R]]: ...
 
 
@@ -407,6 +652,7 @@ def step(
     aliases: Sequence[str] = (),
     retry: _retry.Retry | int | None = None,
     timeout: timedelta | float | None = None,
+    check_types: bool = True,
 ) -> Step[P, R] | Callable[[Callable[P, R]], Step[P, R]]:
     """Mark a function as a durable step. Works bare or called.
 
@@ -426,6 +672,10 @@ def step(
             on the I/O it does). The timeout counts wall-clock time, also under
             ``fluxo.testing``'s virtual clock. Outside a workflow the step is a
             plain call, without a timeout.
+        check_types: refuse, now, a return annotation the default JSON codec
+            cannot decode (``object``, a plain class...). Pass ``False`` when the
+            ``Engine``'s own codec decodes it. The parameters are not checked: a
+            step's arguments are never stored.
 
     Example:
         >>> @fluxo.step(retry=3, timeout=timedelta(seconds=10))
@@ -435,8 +685,16 @@ def step(
     limit = _timeout_seconds(timeout)
 
     def decorate(func: Callable[P, R]) -> Step[P, R]:
-        persisted = _check_function(func, "step", name, aliases)
-        return Step(func, name=persisted, aliases=aliases, retry=policy, timeout=limit)
+        persisted, checked = _check_function(func, "step", name, aliases, check_types)
+        return Step(
+            func,
+            name=persisted,
+            aliases=aliases,
+            retry=policy,
+            timeout=limit,
+            check_types=check_types,
+            json_checked=checked,
+        )
 
     return decorate if fn is None else decorate(fn)
 

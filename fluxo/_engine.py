@@ -144,6 +144,7 @@ class Engine:
                         "give one of them another name= so their histories stay apart"
                     )
                 self._workflows[name] = wf
+            problems += wf.codec_problems(self.codec)
         if problems:
             raise _errors.DefinitionError("\n".join(problems))
 
@@ -235,7 +236,7 @@ class Engine:
         run_id = wf.start_id or uuid.uuid4().hex
         now = self.clock()
         deadline = None if wf.start_timeout is None else now + wf.start_timeout
-        return self.store.create_run(
+        run, created = self.store.create_run(
             run_id,
             wf.name,
             data,
@@ -244,6 +245,11 @@ class Engine:
             lease_until=lease_until,
             deadline=deadline,
         )
+        if not created and wf.start_if_exists == "check":
+            conflict = wf.input_conflict(self.store, self.codec, run, data)
+            if conflict is not None:
+                raise conflict
+        return run, created
 
     def start(
         self, workflow: _decorators.Workflow[P, R], /, *args: P.args, **kwargs: P.kwargs
@@ -251,8 +257,11 @@ class Engine:
         """Start a run for a worker to execute, and return its handle at once.
 
         Idempotent on the run id (set with ``workflow.options(id=...)``): starting
-        again with a taken id returns a handle to the existing run. The arguments
-        are checked against the workflow's signature by type checkers and at run time.
+        again with a taken id and the same arguments returns a handle to the
+        existing run; other arguments raise ``RunIdConflictError`` naming them,
+        unless the workflow was given ``.options(id=..., if_exists="return")``.
+        The arguments are checked against the workflow's signature by type
+        checkers and at run time.
         """
         run, created = self._create(workflow, args, kwargs)
         log.debug("run %s of %s %s", run.id, run.workflow, "started" if created else "exists")
@@ -261,8 +270,9 @@ class Engine:
     def run(self, workflow: _decorators.Workflow[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Start a run and execute it in this thread, returning its result.
 
-        Like :meth:`start` it is idempotent on the run id; if the run already
-        exists it is not executed again here, its result is awaited. Timers and
+        Like :meth:`start` it is idempotent on the run id (and refuses other
+        arguments for a taken id the same way); if the run already exists it is
+        not executed again here, its result is awaited. Timers and
         signal waits are recorded durably and waited out in this thread. Child
         workflows it starts (``fluxo.start_child``) are executed in threads of
         this process the same way, unless a worker takes them first. If this

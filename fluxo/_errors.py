@@ -6,7 +6,7 @@ The tree::
     ├── DefinitionError          a @workflow/@step or an Engine argument is unusable
     ├── UnknownWorkflowError     a run names a workflow this engine was not given
     ├── RunNotFoundError         no run has this id
-    ├── RunIdConflictError       the id is taken by a run of another workflow
+    ├── RunIdConflictError       the id is taken by a run of another workflow or arguments
     ├── RunNotFinishedError      a run's result was asked for before it finished (timeout)
     ├── RunStateError            the run is in a state that forbids the operation
     ├── CodecError
@@ -36,6 +36,7 @@ in user code cannot swallow it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -69,19 +70,60 @@ class RunNotFoundError(FluxoError, LookupError):
 
 
 class RunIdConflictError(FluxoError):
-    """A run with this id already exists for another workflow."""
+    """A run with this id already exists, of another workflow or with other arguments.
 
-    def __init__(self, run_id: str, existing: str, requested: str) -> None:
+    Attributes:
+        run_id: the id asked for.
+        existing: the workflow of the run that has the id.
+        requested: the workflow asked for.
+        arguments: the names of the arguments that differ from the existing run's,
+            when the workflows are the same (empty when they could not be told apart
+            by name: the stored input no longer decodes).
+        detail: each differing argument as ``name: stored ... != given ...``.
+    """
+
+    def __init__(
+        self,
+        run_id: str,
+        existing: str,
+        requested: str,
+        *,
+        arguments: Sequence[str] = (),
+        detail: str = "",
+    ) -> None:
         self.run_id = run_id
         self.existing = existing
         self.requested = requested
-        super().__init__(
-            f"run id {run_id!r} is taken by a run of workflow {existing!r}, so it cannot "
-            f"start workflow {requested!r}; choose another id"
-        )
+        self.arguments = tuple(arguments)
+        self.detail = detail
+        if existing != requested:
+            message = (
+                f"run id {run_id!r} is taken by a run of workflow {existing!r}, so it cannot "
+                f"start workflow {requested!r}; choose another id"
+            )
+        else:
+            names = ", ".join(self.arguments) or "its arguments"
+            verb = "differs" if len(self.arguments) == 1 else "differ"
+            message = (
+                f"run id {run_id!r} is taken by a run of workflow {existing!r} started with "
+                f"other arguments ({names} {verb}), so starting it again would return a result "
+                "of other arguments; "
+                "choose another id, or pass .options(id=..., if_exists='return') to get the "
+                "existing run whatever its arguments"
+            )
+            if detail:
+                message = f"{message}\n{detail}"
+        super().__init__(message)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.run_id, self.existing, self.requested))
+        fields = (self.run_id, self.existing, self.requested)
+        return (_rebuild_run_id_conflict, (fields, self.arguments, self.detail))
+
+
+def _rebuild_run_id_conflict(
+    fields: tuple[str, str, str], arguments: tuple[str, ...], detail: str
+) -> RunIdConflictError:
+    return RunIdConflictError(*fields, arguments=arguments, detail=detail)
 
 
 class RunNotFinishedError(FluxoError, TimeoutError):
@@ -214,8 +256,8 @@ class _RemoteError(FluxoError):
         error_message: str = "",
         traceback: str = "",
     ) -> None:
-        self.type_name = type_name
-        self.type_names = tuple(type_names) or (type_name,)
+        self.type_name = read_type_name(type_name)
+        self.type_names = tuple(map(read_type_name, type_names)) or (self.type_name,)
         self.error_message = error_message
         self.traceback = traceback
         super().__init__(message)
@@ -226,7 +268,7 @@ class _RemoteError(FluxoError):
         The original exception object is not kept (a history stores data, not
         code), so the check compares the recorded class names of its MRO.
         """
-        return f"{cls.__module__}.{cls.__qualname__}" in self.type_names
+        return type_name(cls) in self.type_names
 
 
 class StepError(_RemoteError):
@@ -426,3 +468,85 @@ class SequenceConflictError(StoreError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.run_id, self.seq))
+
+
+# -- the names histories record for exception classes -----------------------------------
+
+LEGACY_TYPE_NAMES: dict[str, str] = {
+    f"fluxo._errors.{name}": f"fluxo.{name}"
+    for name in (
+        "CodecError",
+        "CompensationError",
+        "DecodeError",
+        "DefinitionError",
+        "EncodeError",
+        "FluxoError",
+        "NondeterminismError",
+        "RunIdConflictError",
+        "RunNotFinishedError",
+        "RunNotFoundError",
+        "RunStateError",
+        "SequenceConflictError",
+        "SignalError",
+        "SignalTimeout",
+        "StepError",
+        "StepTimeout",
+        "StoreError",
+        "StoreUnavailableError",
+        "UnknownWorkflowError",
+        "WorkflowCancelledError",
+        "WorkflowFailedError",
+        "WorkflowTimeoutError",
+    )
+} | {
+    "fluxo._errors.HistoryFormatError": "fluxo.testing.HistoryFormatError",
+    "fluxo._errors.ReplayMismatchError": "fluxo.testing.ReplayMismatchError",
+    "fluxo._executor.Cancelled": "fluxo.Cancelled",
+}
+"""The private paths Fluxo 0.1 recorded for its own exceptions, and their public names.
+
+Histories recorded since then hold the public names; these are read as them, so a
+run recorded before behaves as one recorded now (docs/history-format.md).
+"""
+
+
+def type_name(cls: type[BaseException]) -> str:
+    """The name a history records for an exception class.
+
+    ``module.qualname``, except for Fluxo's own exceptions, which are recorded by
+    the public name they are imported by (``fluxo.StepError``), so moving them
+    between private modules changes no history.
+    """
+    return _public_names().get(cls) or f"{cls.__module__}.{cls.__qualname__}"
+
+
+def is_private(cls: type[BaseException]) -> bool:
+    """True for a class of Fluxo's internals that has no public name (a base class)."""
+    module = cls.__module__
+    return (module == "fluxo" or module.startswith("fluxo.")) and cls not in _public_names()
+
+
+def read_type_name(name: str) -> str:
+    """A recorded exception type name as Fluxo names that class today."""
+    return LEGACY_TYPE_NAMES.get(name) or _current_paths().get(name) or name
+
+
+@functools.cache
+def _public_names() -> dict[type[BaseException], str]:
+    """Every exception class ``fluxo`` and ``fluxo.testing`` export, by its public name."""
+    import fluxo
+    import fluxo.testing
+
+    names: dict[type[BaseException], str] = {}
+    for module in (fluxo.testing, fluxo):  # a class both export is named after fluxo
+        for attr in module.__all__:
+            obj = getattr(module, attr)
+            if isinstance(obj, type) and issubclass(obj, BaseException):
+                names[obj] = f"{module.__name__}.{attr}"
+    return names
+
+
+@functools.cache
+def _current_paths() -> dict[str, str]:
+    """Each public exception's ``module.qualname`` today, by its public name."""
+    return {f"{cls.__module__}.{cls.__qualname__}": name for cls, name in _public_names().items()}

@@ -176,11 +176,27 @@ class ErrorInfo(msgspec.Struct, omit_defaults=True):
     attempt: int = 0
     details: dict[str, Any] = msgspec.field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Read names recorded by older versions as they are recorded now.
+        self.type = _errors.read_type_name(self.type)
+        self.types = [_errors.read_type_name(name) for name in self.types]
+
+
+_MISMATCH = "fluxo.NondeterminismError"
+"""How a history names a failure by a mismatch between code and history."""
+
 
 def error_info(exc: BaseException, attempt: int = 0) -> ErrorInfo:
-    """Describe ``exc`` by class names and text, since a history stores data, not code."""
-    types = [
-        codec.qualified_name(cls) for cls in type(exc).__mro__ if cls not in (object, BaseException)
+    """Describe ``exc`` by class names and text, since a history stores data, not code.
+
+    Fluxo's own exceptions by their public names (``fluxo.StepError``), leaving out
+    its private base classes; others by ``module.qualname``.
+    """
+    cls = type(exc)
+    types = [_errors.type_name(cls)] + [
+        _errors.type_name(base)
+        for base in cls.__mro__[1:]
+        if base not in (object, BaseException) and not _errors.is_private(base)
     ]
     details: dict[str, Any] = {}
     if isinstance(exc, _errors.NondeterminismError):
@@ -227,7 +243,7 @@ def step_error(step: str, info: ErrorInfo) -> _errors.StepError:
 
 def workflow_error(run_id: str, info: ErrorInfo) -> _errors.FluxoError:
     """Build the exception ``handle.result()`` raises for a failed run."""
-    if info.type == codec.qualified_name(_errors.NondeterminismError) and info.details:
+    if info.type == _MISMATCH and info.details:
         d = info.details
         return _errors.NondeterminismError(
             d.get("run_id", run_id), d["seq"], d["expected"], d["recorded"], d.get("hint", "")
@@ -544,6 +560,7 @@ class RunContext:
         threads: StepThreads | None = None,
     ) -> None:
         self.run_id = state.run.id
+        self.created_at = state.run.created_at
         self.threads = threads if threads is not None else _shared_threads
         self.workflow = workflow
         self.store = store
@@ -606,7 +623,7 @@ class RunContext:
             info: ErrorInfo = self.codec.decode(event.data or b"{}", ErrorInfo)
         except Exception:
             return False
-        return info.type == codec.qualified_name(_errors.NondeterminismError)
+        return info.type == _MISMATCH
 
     @property
     def replaying(self) -> bool:
@@ -1401,6 +1418,8 @@ class RunContext:
                     f"cannot start child workflow {wf.name!r} as run {child!r}: that run exists "
                     "and was not started by this run; give the child another id"
                 )
+            elif not created and wf.start_if_exists == "check":
+                self._check_created_input(wf, run, data, f"{call} as run {child}")
         if refused is not None:
             raise self._refuse_child(child, wf, detached, refused)
         self._children[child] = detached
@@ -1409,6 +1428,33 @@ class RunContext:
             self.child_started(child, wf)  # it exists: it may run, whatever happens here next
         self._record(history.ChildStarted(child, started))
         return child, detached
+
+    def _check_created_input(
+        self, wf: _decorators.Workflow[Any, Any], run: history.RunInfo, data: bytes, call: str
+    ) -> None:
+        """Fail the run by a mismatch if an earlier execution created ``run`` with other input.
+
+        Only an execution of this run that crashed before recording the start (of a
+        child, or of the next run of its chain) creates the run a live call finds:
+        the code then computed other arguments than that execution did, as changed
+        or nondeterministic code does. The run fails with a ``NondeterminismError``
+        naming them, and its history stays intact for a fix and ``engine.retry``.
+        """
+        try:
+            conflict = wf.input_conflict(self.store, self.codec, run, data)
+        except _errors.StoreError as exc:
+            self._store_failed(exc)
+        if conflict is None:
+            return
+        self._nondeterminism = _errors.NondeterminismError(
+            self.run_id,
+            self.next_seq,
+            f"{call}, with the arguments the code computes now",
+            f"nothing, but an execution of this run that crashed before recording it "
+            f"created run {run.id!r} with other arguments",
+            conflict.detail,
+        )
+        raise self._nondeterminism
 
     def _cancel_unrecorded_child(self, child: str) -> None:
         """Cancel ``child`` if an execution of this run created it, then crashed unrecorded."""
@@ -1479,7 +1525,7 @@ class RunContext:
             return self._decode_recorded(call, event.data, return_type)
         if isinstance(event, history.ChildFailed):
             info = self._decode_error(call, event.data)
-            if info.type == codec.qualified_name(_errors.NondeterminismError):
+            if info.type == _MISMATCH:
                 info.details = {}  # the child's mismatch, not this run's: a plain failure
             raise workflow_error(child, info)
         reason = self._decode_recorded(call, event.data, str)
@@ -1672,7 +1718,7 @@ class RunContext:
         self._go_live()
         try:
             self._end_children()  # a run's children end with it, as they would at any end
-            self.store.create_run(
+            run, created = self.store.create_run(
                 next_id,
                 wf.name,
                 data,
@@ -1680,6 +1726,8 @@ class RunContext:
                 deadline=self.deadline,
                 parent=self.parent,  # the chain is one child of the same parent
             )
+            if not created:
+                self._check_created_input(wf, run, data, call)
         except _errors.RunIdConflictError as exc:
             raise _errors.RunStateError(
                 f"fluxo.continue_as_new(): run {next_id!r} exists and belongs to workflow "

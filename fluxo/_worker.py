@@ -357,7 +357,10 @@ class Worker:
         future.add_done_callback(self._futures.discard)
 
     def _execute(self, run_id: str) -> None:
+        latest: list[_executor.RunContext] = []
+
         def track(context: _executor.RunContext) -> None:
+            latest[:] = [context]
             with self._slots:
                 self._inflight[run_id] = context
             if self._stopping.is_set() and self._draining_expired:
@@ -375,6 +378,8 @@ class Worker:
                 log.debug("run %s: %s", run_id, outcome.value, extra={"fluxo_run_id": run_id})
                 if outcome in _FINISHED:
                     self.completed += 1  # runs this worker brought to an end
+                    if latest:  # none: a damaged history, failed (and logged) unexecuted
+                        self._log_finished(latest[0], outcome)
                 if not self._execute_again(run_id):
                     return  # and the run has left _inflight
         except _errors.UnknownWorkflowError as exc:
@@ -392,6 +397,22 @@ class Worker:
             self._inflight.pop(run_id, None)
             self._reclaimed.discard(run_id)
             self._slots.notify_all()
+
+    def _log_finished(self, context: _executor.RunContext, outcome: _executor.Outcome) -> None:
+        """Log at INFO a run this worker ended: its id, workflow, and age (since created)."""
+        age = max(self.engine.clock() - context.created_at, 0.0)
+        error = context.error
+        log.info(
+            "run %s of %s %s %.3fs after it was created%s",
+            context.run_id,
+            context.workflow.name,
+            outcome.value,
+            age,
+            f" ({error.type}: {error.message.splitlines()[0] if error.message else ''})"
+            if outcome is _executor.Outcome.FAILED and error is not None
+            else "",
+            extra={"fluxo_run_id": context.run_id, "fluxo_workflow": context.workflow.name},
+        )
 
     def _execute_again(self, run_id: str) -> bool:
         """After an execution: True when the run is ours to execute again, else let it go.
@@ -452,9 +473,10 @@ class Worker:
                 self._warned_unknown.add(run.id)
                 log.warning(
                     "run %s is of workflow %r, which this worker does not know; leaving it "
-                    "for a worker that does (add the workflow to Engine(workflows=[...]))",
+                    "for a worker that does (%s)",
                     run.id,
                     run.workflow,
+                    _unknown_hint(run.workflow),
                     extra={"fluxo_run_id": run.id},
                 )
 
@@ -475,3 +497,15 @@ class Worker:
                 except _errors.UnknownWorkflowError as exc:
                     log.warning("%s", exc)
                 count += 1
+
+
+def _unknown_hint(workflow: str) -> str:
+    """How to make a worker know ``workflow``."""
+    if workflow.startswith("__main__."):
+        return (
+            "the name was given in a script run without a module name, such as "
+            "`python -c` or an interactive session, where this worker imports the code "
+            f"under another; give the workflow name={workflow.partition('.')[2]!r} or "
+            f"aliases=[{workflow!r}], or define it in a module file"
+        )
+    return "add the workflow to Engine(workflows=[...])"

@@ -187,6 +187,7 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="fluxo", prog_name="fluxo", message="%(prog)s %(version)s")
 @click.option("--verbose", "-v", is_flag=True, help="Show tracebacks on errors.")
 @click.pass_context
 def cli(ctx: click.Context, verbose: bool) -> None:
@@ -393,9 +394,9 @@ def show(run_id: str, as_json: bool, store: str | None, app: str | None) -> None
 @click.option(
     "--output",
     "-o",
-    type=click.File("w", lazy=True),
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
     default="-",
-    help="Write to this file instead of standard output.",
+    help="Write to this file (its folders are made) instead of standard output.",
 )
 @click.option(
     "--readable",
@@ -404,12 +405,20 @@ def show(run_id: str, as_json: bool, store: str | None, app: str | None) -> None
 )
 @_target_options
 def history_command(
-    run_id: str, output: IO[str], readable: bool, store: str | None, app: str | None
+    run_id: str, output: Path, readable: bool, store: str | None, app: str | None
 ) -> None:
     """Export a run's history as a JSON document, the input of `fluxo replay`."""
     with _connect(store, app) as engine:
         document = engine.export_history(run_id, readable=readable)
-    _echo_json(document, output)
+    if str(output) == "-":
+        _echo_json(document)
+        return
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with output.open("w", encoding="utf-8") as file:
+            _echo_json(document, file)
+    except OSError as exc:
+        raise _CLIError(f"cannot write {output}: {exc.strerror or exc}") from exc
 
 
 @runs.command()

@@ -14,18 +14,29 @@ able to run code.
 
 from __future__ import annotations
 
+import builtins
 import sys
 import threading
+import typing
+from collections.abc import Iterator
 from typing import Any, Protocol, runtime_checkable
 
 import msgspec
+import msgspec.inspect
 
 from fluxo import _errors
 
 
 @runtime_checkable
 class Codec(Protocol):
-    """Encodes values to bytes and decodes bytes to values of an expected type."""
+    """Encodes values to bytes and decodes bytes to values of an expected type.
+
+    A codec may also have ``check_type(type) -> str | None``, saying why it cannot
+    decode values annotated ``type`` (``None`` when it can): an ``Engine`` with
+    such a codec checks its workflows' annotations with it when it is created
+    (see :meth:`JSONCodec.check_type`). It is optional, so it is not part of the
+    protocol's required methods.
+    """
 
     def encode(self, value: Any) -> bytes:
         """Return the bytes for ``value``; raise ``TypeError`` if it cannot be encoded."""
@@ -102,6 +113,42 @@ class JSONCodec:
                 f"stored value does not decode as {_type_name(type)}: {exc}"
             ) from exc
 
+    def check_type(self, type: Any) -> str | None:
+        """Tell why values annotated ``type`` cannot be decoded, or ``None`` when they can.
+
+        Fluxo calls it when a workflow or step is decorated, for each annotation it
+        decodes by, and when an ``Engine`` whose codec has this method registers
+        its workflows (a codec without it is not checked). ``typing.Any`` is
+        decoded as the JSON holds it; ``object`` says nothing to decode to, and a
+        class that is not a dataclass, TypedDict, NamedTuple, ``msgspec.Struct``,
+        enum or pydantic model cannot be rebuilt from JSON.
+        """
+        if type in _NEVER:
+            return None  # a function that never returns has no value to decode
+        try:
+            info = msgspec.inspect.type_info(type)
+        except TypeError as exc:
+            return f"the JSON codec cannot decode it ({exc})"
+        pydantic = _pydantic_base()
+        for cls, where in _custom_classes(info, "", set()):
+            if (
+                pydantic is not None
+                and isinstance(cls, builtins.type)
+                and issubclass(cls, pydantic)
+            ):
+                continue
+            inside = f" (in {where})" if where else ""
+            if cls is object:
+                return (
+                    f"object{inside} names no type to decode JSON to; annotate it with "
+                    "typing.Any to take whatever JSON value was stored"
+                )
+            return (
+                f"{_type_name(cls)}{inside} is not a type the JSON codec can rebuild: it is not "
+                "a dataclass, TypedDict, NamedTuple, msgspec.Struct, enum or pydantic model"
+            )
+        return None
+
     def _decoder_for(self, type: Any) -> msgspec.json.Decoder[Any]:
         try:
             decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(type, dec_hook=_dec_hook)
@@ -114,6 +161,32 @@ class JSONCodec:
         with self._lock:
             self._decoders[type] = decoder
         return decoder
+
+
+_NEVER: tuple[Any, ...] = (typing.NoReturn, getattr(typing, "Never", typing.NoReturn))
+
+
+def _custom_classes(
+    node: msgspec.inspect.Type, where: str, seen: set[int]
+) -> Iterator[tuple[Any, str]]:
+    """The classes msgspec would hand to a decode hook, anywhere in ``node``, with their place."""
+    if id(node) in seen:  # a recursive type
+        return
+    seen.add(id(node))
+    if isinstance(node, msgspec.inspect.CustomType):
+        yield node.cls, where
+        return
+    for name in ("item_type", "key_type", "value_type", "type"):
+        child = getattr(node, name, None)
+        if isinstance(child, msgspec.inspect.Type):
+            yield from _custom_classes(child, where, seen)
+    for name in ("item_types", "types"):
+        for child in getattr(node, name, ()):
+            yield from _custom_classes(child, where, seen)
+    owner = getattr(node, "cls", None)
+    for field in getattr(node, "fields", ()):
+        place = f"field {getattr(owner, '__qualname__', owner)}.{field.name}"
+        yield from _custom_classes(field.type, place, seen)
 
 
 def _type_name(tp: Any) -> str:

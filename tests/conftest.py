@@ -28,6 +28,25 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
+TEST_TIMEOUT = 120
+"""Seconds after which pytest-timeout, a development plugin, stops a stuck test.
+
+Set here rather than as the ``timeout`` ini option, which a plain ``pytest`` (the
+one a user installs to run ``examples/``) refuses as unknown.
+"""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Give each test :data:`TEST_TIMEOUT` when pytest-timeout is there and not told otherwise."""
+    if not config.pluginmanager.hasplugin("timeout"):
+        return
+    if config.getoption("timeout", None) is not None or config.getini("timeout"):
+        return  # --timeout or -o timeout=... decides
+    for item in items:
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(TEST_TIMEOUT))
+
+
 # The Redis and MongoDB servers' fixtures live in modules of their own.
 pytest_plugins = [
     name

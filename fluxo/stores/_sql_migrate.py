@@ -17,6 +17,7 @@ serve ``fluxo db current`` and ``fluxo db check``.
 
 from __future__ import annotations
 
+import logging
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +30,8 @@ from sqlalchemy import exc as sa_exc
 from fluxo import _errors
 from fluxo.stores import _sql_engine
 from fluxo.stores import _sql_schema as schema
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -106,10 +109,11 @@ def _translated(action: str, engine: sa.Engine) -> Iterator[None]:
 
 
 def _revision(conn: sa.Connection) -> str | None:
-    from alembic.runtime.migration import MigrationContext
+    with _quiet_alembic():
+        from alembic.runtime.migration import MigrationContext
 
-    context = MigrationContext.configure(conn, opts={"version_table": schema.VERSION_TABLE})
-    return context.get_current_revision()
+        context = MigrationContext.configure(conn, opts={"version_table": schema.VERSION_TABLE})
+        return context.get_current_revision()
 
 
 def current(target: str | sa.URL | sa.Engine) -> str | None:
@@ -138,8 +142,9 @@ def upgrade(target: str | sa.URL | sa.Engine, revision: str = "head") -> None:
         StoreError: the database has a revision this Fluxo does not know (a newer
             Fluxo migrated it), or a migration failed.
     """
-    from alembic import command
-    from alembic.util import CommandError
+    with _quiet_alembic():  # importing it sets up its plugins, and says so
+        from alembic import command
+        from alembic.util import CommandError
 
     with _engine(target) as engine, _translated("migrating the Fluxo schema", engine):
         kind = engine.dialect.name
@@ -163,7 +168,10 @@ def upgrade(target: str | sa.URL | sa.Engine, revision: str = "head") -> None:
                     )
             try:
                 try:
-                    command.upgrade(alembic_config(conn), revision)
+                    before = _revision(conn)
+                    with _quiet_alembic():
+                        command.upgrade(alembic_config(conn), revision)
+                    after = _revision(conn)
                 except CommandError as exc:
                     raise _errors.StoreError(
                         f"cannot migrate the Fluxo schema to {revision!r}: {exc}; if a newer "
@@ -179,6 +187,26 @@ def upgrade(target: str | sa.URL | sa.Engine, revision: str = "head") -> None:
                 if mysql_lock is not None and not conn.invalidated:
                     conn.exec_driver_sql("SELECT RELEASE_LOCK(%s)", (mysql_lock,))
             conn.commit()  # ends SQLAlchemy's own bookkeeping; the driver is in autocommit
+        if after != before:
+            log.info("migrated the Fluxo schema from %s to %s", before or "nothing", after)
+
+
+@contextmanager
+def _quiet_alembic() -> Iterator[None]:
+    """Keep alembic's set-up lines ("Context impl SQLiteImpl."...) out of the app's log.
+
+    Fluxo says in one line of its own what a migration did. A program that set a
+    level on the ``alembic`` logger configured alembic's logging: it is left as is.
+    """
+    logger = logging.getLogger("alembic")
+    if logger.level != logging.NOTSET:
+        yield
+        return
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(logging.NOTSET)
 
 
 def check(target: str | sa.URL | sa.Engine) -> list[str]:
@@ -190,8 +218,9 @@ def check(target: str | sa.URL | sa.Engine) -> list[str]:
     Raises:
         StoreUnavailableError: the database cannot be reached.
     """
-    from alembic.autogenerate import compare_metadata
-    from alembic.runtime.migration import MigrationContext
+    with _quiet_alembic():
+        from alembic.autogenerate import compare_metadata
+        from alembic.runtime.migration import MigrationContext
 
     problems = []
     expected = head()

@@ -399,7 +399,7 @@ def _awaiting_retry(state: _history.RunState, codec: _codec.Codec) -> _history.R
         info: _executor.ErrorInfo = codec.decode(last.data or b"{}", _executor.ErrorInfo)
     except Exception:
         return state
-    if info.type != _codec.qualified_name(_errors.NondeterminismError):
+    if info.type != _errors.type_name(_errors.NondeterminismError):
         return state
     return _history.RunState(
         state.run, state.events[:-1], state.signals, state.recorded_at[: len(state.events) - 1]

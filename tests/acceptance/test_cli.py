@@ -246,7 +246,7 @@ def test_runs_show_gives_the_error_of_a_failed_run(runs: Runs) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "status    failed" in result.stdout
-    assert "error     fluxo._errors.StepError: " in result.stdout
+    assert "error     fluxo.StepError: " in result.stdout
     assert "no supplier has nails" in result.stdout
     assert "step_failed" in result.stdout
     assert "traceback (from the run's history):" in result.stdout

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 import fluxo
+from fluxo import _executor
 from fluxo.testing import load_history, replay, replay_all
 
 from . import regen
@@ -100,3 +101,15 @@ def test_regenerated_histories_replay_too(tmp_path: Path) -> None:
         False,
         False,
     ]
+
+
+def test_errors_recorded_under_private_paths_read_by_their_public_names() -> None:
+    """Fluxo 0.1 recorded its errors as ``fluxo._errors.X``; they read as ``fluxo.X``."""
+    end = load_history(HERE / "histories" / "failing.json").events[-1]
+    assert end.data is not None
+    assert b'"type":"fluxo._errors.StepError"' in end.data
+    info = fluxo.JSONCodec().decode(end.data, _executor.ErrorInfo)
+    failed = _executor.workflow_error("golden-failing", info)
+    assert failed.type_name == "fluxo.StepError"
+    assert failed.is_instance(fluxo.StepError)
+    assert failed.is_instance(fluxo.FluxoError)

@@ -56,7 +56,8 @@ def decorators_keep_signatures() -> None:
     as_step: fluxo.Step[[str, int], Receipt] = charge
     as_callable: Callable[[str, int], Receipt] = charge
     as_workflow: fluxo.Workflow[[str, int], str] = checkout.options(id="order-1")
-    del as_step, as_callable, as_workflow
+    returning: fluxo.Workflow[[str, int], str] = checkout.options(id="o", if_exists="return")
+    del as_step, as_callable, as_workflow, returning
     assert_type(charge("o", 1), Receipt)
     assert_type(notify("m"), None)
     assert_type(checkout("o", 1), str)
@@ -81,6 +82,7 @@ def wrong_calls_are_errors() -> None:
     checkout(1, 2)  # type: ignore[arg-type]
     bulk("a", 2)  # type: ignore[arg-type]
     checkout.options(id=7)  # type: ignore[arg-type]
+    checkout.options(id="o", if_exists="always")  # type: ignore[arg-type]
 
 
 def engine_calls_are_checked(engine: fluxo.Engine) -> None:

@@ -171,8 +171,17 @@ def leaky_parent(n: int) -> str:
     return repr(handle)
 
 
+OFFSET = {"child": 0}
+"""What ``offset_parent`` adds to its child's argument: a test changes it as code would."""
+
+
+@fluxo.workflow
+def offset_parent(n: int) -> int:
+    return child.options(id="kid")(n + OFFSET["child"])
+
+
 BOOM = (
-    "fluxo._errors.StepError: step 'tests.unit.test_child_workflows.boom' failed after "
+    "fluxo.StepError: step 'tests.unit.test_child_workflows.boom' failed after "
     "1 attempt: builtins.ValueError: %s"
 )
 """How ``tolerant_parent`` reports its child's failure."""
@@ -197,6 +206,7 @@ WORKFLOWS = [
     catching_parent,
     leaky_parent,
     repeating_parent,
+    offset_parent,
 ]
 
 
@@ -470,6 +480,40 @@ def test_a_crash_between_creating_and_recording_the_child_starts_it_once(
     assert handle.result(timeout=0) == [5, 7, 7]
     assert sorted(r.id for r in engine.list_runs()) == ["p", "p~child-1", "p~child-3"]
     assert ran == ["double 2", "double 3"]
+
+
+def test_a_child_a_crashed_execution_created_with_other_arguments_is_a_mismatch(
+    make_engine: MakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = make_engine(*WORKFLOWS)
+    # As if an execution of the code of yesterday (offset 97) created the child, then crashed.
+    engine.store.create_run("kid", child.name, b'{"x":99}', now=0.0, parent="p")
+    handle = engine.start(offset_parent.options(id="p"), 2)
+    assert execute(engine, "p") is _executor.Outcome.FAILED
+    with pytest.raises(fluxo.NondeterminismError) as info:
+        handle.result(timeout=0)
+    assert "run 'kid' with other arguments" in str(info.value)
+    assert "x: 99 (the existing run) != 2 (given)" in str(info.value)
+    assert kinds(engine.history("p")) == ["workflow_started", "workflow_failed"]
+    monkeypatch.setitem(OFFSET, "child", 97)  # the fix: yesterday's code back
+    engine.retry("p")
+    while work(engine):
+        pass
+    assert handle.result(timeout=0) == 199
+    assert ran == ["double 99"]  # the child that existed, run once
+    assert sorted(run.id for run in engine.list_runs()) == ["kid", "p"]
+
+
+def test_a_child_a_crashed_execution_created_with_the_same_arguments_is_used(
+    make_engine: MakeEngine,
+) -> None:
+    engine = make_engine(*WORKFLOWS)
+    engine.store.create_run("kid", child.name, b'{"x":2}', now=0.0, parent="p")
+    handle = engine.start(offset_parent.options(id="p"), 2)
+    while work(engine):
+        pass
+    assert handle.result(timeout=0) == 5
+    assert sorted(run.id for run in engine.list_runs()) == ["kid", "p"]
 
 
 def test_a_child_that_crashes_after_telling_its_parent_tells_it_once(

@@ -3,6 +3,7 @@ tests/acceptance)."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import math
 import sys
@@ -412,6 +413,32 @@ def test_runs_history_of_a_parent_and_its_child(app: fluxo.Engine) -> None:
     assert json.loads(out)["run"]["parent"] == "p1"
 
 
+def test_runs_history_output_makes_its_folders(app: fluxo.Engine, tmp_path: Path) -> None:
+    app.start(delegates.options(id="p1"))
+    target = tmp_path / "new" / "deeper" / "p1.json"
+    code, out = invoke("runs", "history", "p1", "--app", APP, "-o", str(target))
+    assert code == 0, out
+    assert out == ""
+    assert json.loads(target.read_text())["run"]["id"] == "p1"
+
+
+def test_runs_history_output_that_cannot_be_written_says_so(
+    app: fluxo.Engine, tmp_path: Path
+) -> None:
+    app.start(delegates.options(id="p1"))
+    (tmp_path / "file").write_text("")
+    code, out = invoke("runs", "history", "p1", "--app", APP, "-o", str(tmp_path / "file" / "x"))
+    assert code == 1
+    assert f"cannot write {tmp_path / 'file' / 'x'}" in out
+
+
+def test_version_is_the_installed_packages() -> None:
+    code, out = invoke("--version")
+    assert code == 0
+    assert out == f"fluxo {importlib.metadata.version('fluxo')}\n"
+    assert importlib.metadata.version("fluxo") == fluxo.__version__
+
+
 def _child_start(
     workflow: str, *, detached: bool = False, error: _executor.ErrorInfo | None = None
 ) -> bytes:
@@ -449,7 +476,7 @@ def test_describe_and_render_every_child_event() -> None:
     rows = [line.split(None, 3)[1:] for line in table]
     assert rows[1:6] == [
         ["fam~child-1", "kid", "failed: builtins.ValueError: bad input second line"],
-        ["taken", "kid", "refused: fluxo._errors.RunStateError: id taken"],
+        ["taken", "kid", "refused: fluxo.RunStateError: id taken"],
         ["fam~child-4", "kid", "cancelled passed its deadline (detached)"],
         ["fam~child-6", "kid", "no outcome yet"],
         ["fam~child-7", "kid", "no outcome yet (detached)"],
@@ -458,7 +485,7 @@ def test_describe_and_render_every_child_event() -> None:
     assert details == {
         ("child_started", "fam~child-1"): "kid",
         ("child_failed", "fam~child-1"): "builtins.ValueError: bad input second line",
-        ("child_started", "taken"): "kid, refused: fluxo._errors.RunStateError: id taken",
+        ("child_started", "taken"): "kid, refused: fluxo.RunStateError: id taken",
         ("child_started", "fam~child-4"): "kid, detached",
         ("child_cancelled", "fam~child-4"): "passed its deadline",
         ("child_started", "fam~child-6"): "kid",

@@ -231,6 +231,26 @@ def test_a_crash_between_creating_the_next_run_and_recording_the_end(
     assert len(engine.history("crashy~1")) == 3  # its step ran once: no second next run
 
 
+def test_a_next_run_a_crashed_execution_created_with_other_arguments_is_a_mismatch(
+    make_engine: MakeEngine, clock: FakeClock
+) -> None:
+    engine = make_engine(tally)
+    # As if an execution whose step answered otherwise created the next run, then crashed.
+    engine.store.create_run("c~1", tally.name, b'{"n":2,"total":4}', now=clock() + 1)
+    handle = engine.start(tally.options(id="c"), 3)
+    assert execute(engine, "c") is _executor.Outcome.FAILED
+    with pytest.raises(fluxo.NondeterminismError) as info:
+        handle.result(timeout=0)
+    assert "continue_as_new c~1" in str(info.value)
+    assert "total: 4 (the existing run) != 3 (given)" in str(info.value)
+    assert kinds(engine.history("c")) == [
+        "workflow_started",
+        "step_completed",
+        "workflow_failed",
+    ]
+    assert engine.get_run("c~1", follow=False).status is fluxo.RunStatus.PENDING
+
+
 def test_a_cancel_that_lands_while_the_run_continues_reaches_the_next_run(
     make_engine: MakeEngine, clock: FakeClock
 ) -> None:

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+import decimal
+import enum
 import functools
 import inspect
-from typing import Any
+import io
+import typing
+import uuid
+from collections.abc import Callable
+from datetime import date, datetime, timedelta
+from typing import Any, Literal, NamedTuple, TypedDict
 
+import msgspec
+import pydantic
 import pytest
 
 import fluxo
@@ -368,3 +378,225 @@ def test_a_skipped_default_does_not_shift_later_arguments(make_engine: MakeEngin
     engine = make_engine(with_defaults)
     assert engine.run(with_defaults, "o1", currency="USD") == "o1:100:USD"
     assert engine.run(with_defaults, "o2", 5) == "o2:5:EUR"
+
+
+# -- annotations the codec must decode ---------------------------------------------------
+
+
+class Plain:
+    """A class the JSON codec cannot rebuild: not a dataclass, struct or model."""
+
+    def __init__(self, x: int) -> None:
+        self.x = x
+
+
+@dataclasses.dataclass
+class Holds:
+    note: object
+
+
+@dataclasses.dataclass
+class Tree:
+    label: str
+    children: list[Tree]
+
+
+class Colour(enum.Enum):
+    RED = "red"
+
+
+class Point(TypedDict):
+    x: int
+
+
+class Pair(NamedTuple):
+    a: int
+    b: str
+
+
+class Struct(msgspec.Struct):
+    n: int
+
+
+class Model(pydantic.BaseModel):
+    name: str
+
+
+def annotated(kind: str, **annotations: Any) -> Any:
+    """A function whose parameters and result carry ``annotations`` (``returns`` for -> ...)."""
+
+    def fn(*args: Any, **kwargs: Any) -> None: ...
+
+    params = [
+        inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        for name in annotations
+        if name != "returns"
+    ]
+    fn.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    fn.__annotations__ = {
+        ("return" if name == "returns" else name): tp for name, tp in annotations.items()
+    }
+    return fn
+
+
+REFUSED = {
+    "object": (object, "names no type to decode JSON to"),
+    "plain-class": (Plain, "test_decorators.Plain is not a type the JSON codec can rebuild"),
+    "callable": (Callable[[int], int], "collections.abc.Callable is not a type"),
+    "file": (typing.IO[str], "typing.IO is not a type"),
+    "text-file": (io.TextIOWrapper, "TextIOWrapper is not a type"),
+    "list-of-object": (list[object], "names no type"),
+    "field": (Holds, "object (in field Holds.note)"),
+    "union": (int | Plain, "the JSON codec cannot decode it (Type unions"),
+    "class": (type[int], "builtins.type is not a type"),
+}
+
+
+@pytest.mark.parametrize(("annotation", "why"), REFUSED.values(), ids=REFUSED)
+def test_a_workflow_parameter_the_codec_cannot_decode_is_refused_when_decorated(
+    annotation: Any, why: str
+) -> None:
+    with pytest.raises(fluxo.DefinitionError) as info:
+        fluxo.workflow(name="shop.take")(annotated("workflow", order_id=str, thing=annotation))
+    message = str(info.value)
+    assert message.startswith("workflow 'shop.take': its parameter 'thing' (")
+    assert why in message
+    assert "Annotate it with a dataclass, TypedDict or JSON type" in message
+    assert "@fluxo.workflow(check_types=False)" in message
+    assert "order_id" not in message
+
+
+@pytest.mark.parametrize(("annotation", "why"), REFUSED.values(), ids=REFUSED)
+def test_a_return_annotation_the_codec_cannot_decode_is_refused(annotation: Any, why: str) -> None:
+    for decorator in (fluxo.workflow, fluxo.step):
+        with pytest.raises(fluxo.DefinitionError, match="its return annotation") as info:
+            decorator(name="shop.give")(annotated("x", returns=annotation))
+        assert why in str(info.value)
+
+
+ACCEPTED = {
+    "any": Any,
+    "dataclass": wfs.Receipt,
+    "recursive": Tree,
+    "enum": Colour,
+    "datetime": datetime,
+    "date": date,
+    "timedelta": timedelta,
+    "uuid": uuid.UUID,
+    "decimal": decimal.Decimal,
+    "bytes": bytes,
+    "tuple": tuple[int, str],
+    "typeddict": Point,
+    "namedtuple": Pair,
+    "struct": Struct,
+    "pydantic": Model,
+    "nested": dict[str, list[wfs.Receipt | None]],
+    "literal": Literal["a", "b"],
+    "optional-model": Model | None,
+    "none": None,
+}
+
+
+@pytest.mark.parametrize("annotation", ACCEPTED.values(), ids=ACCEPTED)
+def test_annotations_the_codec_decodes_are_accepted(annotation: Any) -> None:
+    fluxo.workflow(name="shop.w")(annotated("workflow", value=annotation, returns=annotation))
+    fluxo.step(name="shop.s")(annotated("step", returns=annotation))
+
+
+def test_a_workflow_that_never_returns_is_accepted() -> None:
+    fluxo.workflow(name="shop.forever")(annotated("workflow", returns=typing.NoReturn))
+
+
+def test_a_steps_parameters_are_not_checked_since_they_are_never_stored() -> None:
+    fluxo.step(name="shop.s")(annotated("step", callback=Callable[[], None], thing=object))
+
+
+def test_every_annotation_problem_is_reported_at_once() -> None:
+    fn = annotated("workflow", a=object, b=int, c=Plain, returns=Callable[[], int])
+    with pytest.raises(fluxo.DefinitionError) as info:
+        fluxo.workflow(aliases="old")(fn)
+    lines = str(info.value).splitlines()
+    assert len(lines) == 5
+    assert "defined inside a function" in lines[0]
+    assert "aliases=" in lines[1]
+    assert [line.split(": its ")[1].split(" (")[0] for line in lines[2:]] == [
+        "parameter 'a'",
+        "parameter 'c'",
+        "return annotation",
+    ]
+
+
+class PlainCodec:
+    """A codec that can carry ``Plain`` values, without a ``check_type``."""
+
+    def __init__(self) -> None:
+        self.encoder = msgspec.json.Encoder(enc_hook=lambda value: {"x": value.x})
+
+    def encode(self, value: Any) -> bytes:
+        return self.encoder.encode(value)
+
+    def decode(self, data: bytes, type: Any = Any) -> Any:
+        return msgspec.json.decode(data, type=type, dec_hook=lambda _, value: Plain(**value))
+
+
+class CheckingCodec(PlainCodec):
+    """The same, telling Fluxo which types it decodes."""
+
+    def check_type(self, type: Any) -> str | None:
+        return None if type in (Plain, int) else f"{type!r} is not Plain or int"
+
+
+def plain_workflow() -> fluxo.Workflow[[Plain], int]:
+    @fluxo.workflow(name="shop.plain", check_types=False)
+    def take_plain(value: Plain) -> int:
+        return value.x
+
+    return take_plain
+
+
+def test_a_custom_codec_is_not_blocked(make_engine: MakeEngine) -> None:
+    wf = plain_workflow()
+    engine = make_engine(wf, codec=PlainCodec())
+    assert engine.run(wf, Plain(7)) == 7
+    engine = make_engine(wf, codec=CheckingCodec())
+    assert engine.run(wf, Plain(8)) == 8
+
+
+def test_an_engine_checks_its_workflows_with_its_codec(make_engine: MakeEngine) -> None:
+    with pytest.raises(fluxo.DefinitionError, match=r"'value' .*Plain is not") as info:
+        make_engine(plain_workflow())  # the default JSON codec
+    assert "check_types=False" in str(info.value)
+
+    @fluxo.workflow(name="shop.text")
+    def text(value: str) -> str:
+        return value
+
+    with pytest.raises(fluxo.DefinitionError, match=r"its parameter 'value'.*not Plain or int"):
+        make_engine(text, codec=CheckingCodec())
+
+
+@pytest.mark.parametrize("check", ["yes", None, 1])
+def test_check_types_takes_a_bool(check: Any) -> None:
+    with pytest.raises(fluxo.DefinitionError, match="check_types= takes True or False"):
+        fluxo.workflow(name="shop.w", check_types=check)(annotated("workflow"))
+
+
+def test_a_forward_reference_is_checked_once_it_resolves(
+    make_engine: MakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    @fluxo.workflow(name="shop.later")
+    def later(value: LaterType) -> int:  # type: ignore[name-defined]  # noqa: F821
+        return 1
+
+    @fluxo.step(name="shop.later_step")
+    def later_step() -> LaterType:  # type: ignore[name-defined]  # noqa: F821
+        ...
+
+    # Decorated while LaterType does not exist yet: nothing to check, nothing refused.
+    monkeypatch.setitem(globals(), "LaterType", Plain)
+    with pytest.raises(fluxo.DefinitionError, match="its parameter 'value'"):
+        make_engine(later)
+    with pytest.raises(fluxo.DefinitionError, match="its return annotation"):
+        later_step.return_type
+    monkeypatch.setitem(globals(), "LaterType", Tree)
+    assert make_engine(later).run(later, Tree("x", [])) == 1

@@ -93,13 +93,13 @@ def test_start_returns_a_handle_and_a_worker_runs_it(make_engine: MakeEngine) ->
 def test_start_is_idempotent_on_the_run_id(store_url: str, make_engine: MakeEngine) -> None:
     engine = make_engine(greet, store=store_url)
     first = engine.start(greet.options(id="greet-1"), "ada")
-    second = engine.start(greet.options(id="greet-1"), "someone else")
+    second = engine.start(greet.options(id="greet-1"), "ada")
     assert first.id == second.id == "greet-1"
     assert len(engine.list_runs()) == 1
-    assert engine.history("greet-1")[0].data == b'{"name":"ada"}'  # the first input wins
+    assert engine.history("greet-1") == [history.WorkflowStarted(greet.name, b'{"name":"ada"}')]
     with engine.worker(idle_timeout=0.05):
         assert second.result(timeout=WAIT) == "hello ada!"
-    third = engine.start(greet.options(id="greet-1"), "again")
+    third = engine.start(greet.options(id="greet-1"), name="ada")
     assert third.result(timeout=1) == "hello ada!"
     assert CALLS["greet"] == 1
     assert kinds(engine.history("greet-1")) == [
@@ -121,6 +121,100 @@ def test_a_run_id_taken_by_another_workflow_conflicts(
     assert info.value.requested == other_greet.name
     assert "choose another id" in str(info.value)
     assert [run.workflow for run in engine.list_runs()] == [greet.name]
+
+
+def test_a_taken_run_id_with_other_arguments_conflicts_and_names_them(
+    store_url: str, make_engine: MakeEngine
+) -> None:
+    engine = make_engine(greet, store=store_url)
+    engine.start(greet.options(id="greet-1"), "ada")
+    for start in (engine.start, engine.run):
+        with pytest.raises(fluxo.RunIdConflictError) as info:
+            start(greet.options(id="greet-1"), "bob", "?")
+        error = info.value
+        assert (error.run_id, error.existing, error.requested) == (
+            "greet-1",
+            greet.name,
+            greet.name,
+        )
+        assert error.arguments == ("name", "punctuation")
+        assert "name: 'ada' (the existing run) != 'bob' (given)" in str(error)
+        assert "punctuation: '!' (the existing run) != '?' (given)" in str(error)
+        assert "if_exists='return'" in str(error)
+    assert engine.history("greet-1") == [history.WorkflowStarted(greet.name, b'{"name":"ada"}')]
+    assert CALLS["greet"] == 0
+
+
+def test_the_conflict_shortens_long_values(make_engine: MakeEngine) -> None:
+    engine = make_engine(greet)
+    engine.start(greet.options(id="long"), "a" * 10_000)
+    with pytest.raises(fluxo.RunIdConflictError) as info:
+        engine.start(greet.options(id="long"), "b" * 10_000)
+    assert info.value.arguments == ("name",)
+    assert len(str(info.value)) < 600
+
+
+def test_if_exists_return_returns_the_existing_run_whatever_its_arguments(
+    make_engine: MakeEngine,
+) -> None:
+    engine = make_engine(greet)
+    first = engine.start(greet.options(id="greet-1"), "ada")
+    again = engine.start(greet.options(id="greet-1", if_exists="return"), "bob")
+    assert again.id == first.id
+    assert execute(engine, first.id) is Outcome.COMPLETED
+    assert engine.run(greet.options(id="greet-1", if_exists="return"), "eve") == "hello ada!"
+    assert CALLS["greet"] == 1
+    assert engine.history("greet-1")[0].data == b'{"name":"ada"}'
+
+
+@pytest.mark.parametrize("value", ["always", None, True])
+def test_if_exists_takes_check_or_return(value: Any) -> None:
+    with pytest.raises(fluxo.DefinitionError, match="if_exists= takes 'check'"):
+        greet.options(id="x", if_exists=value)
+
+
+@fluxo.workflow
+def add(a: int, b: int = 2, *rest: int, scale: int = 1, **labels: str) -> int:
+    return (a + b + sum(rest)) * scale
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        (((1, 2), {}), ((1,), {"b": 2})),  # positional or by name: one call
+        (((1,), {}), ((1, 2), {"scale": 1})),  # a default passed is a default left out
+        (((1, 2, 3), {"x": "y"}), ((1, 2, 3), {"x": "y", "scale": 1})),
+    ],
+    ids=["by-name", "defaults", "varargs"],
+)
+def test_the_same_call_written_differently_is_the_same_start(
+    make_engine: MakeEngine,
+    first: tuple[tuple[Any, ...], dict[str, Any]],
+    second: tuple[tuple[Any, ...], dict[str, Any]],
+) -> None:
+    engine = make_engine(add)
+    one = engine.start(add.options(id="sum"), *first[0], **first[1])
+    two = engine.start(add.options(id="sum"), *second[0], **second[1])
+    assert one.id == two.id
+    assert len(engine.list_runs()) == 1
+
+
+def test_varargs_and_keywords_that_differ_are_named(make_engine: MakeEngine) -> None:
+    engine = make_engine(add)
+    engine.start(add.options(id="sum"), 1, 2, 3, x="y")
+    with pytest.raises(fluxo.RunIdConflictError) as info:
+        engine.start(add.options(id="sum"), 1, 2, 4, x="z", scale=3)
+    assert info.value.arguments == ("rest", "scale", "labels")
+
+
+def test_a_conflict_whose_stored_input_no_longer_decodes_says_the_arguments_differ(
+    make_engine: MakeEngine,
+) -> None:
+    engine = make_engine(greet)
+    engine.store.create_run("old", greet.name, b'{"name": 17}', now=0.0)  # an older signature
+    with pytest.raises(fluxo.RunIdConflictError, match="its arguments differ") as info:
+        engine.start(greet.options(id="old"), "ada")
+    assert info.value.arguments == ()
 
 
 def test_run_ids_are_generated_and_unique(make_engine: MakeEngine) -> None:
@@ -227,7 +321,7 @@ def test_run_executes_in_this_thread_and_returns_the_result(make_engine: MakeEng
 def test_run_with_a_taken_id_does_not_execute_again(make_engine: MakeEngine) -> None:
     engine = make_engine(greet)
     assert engine.run(greet.options(id="once"), "a") == "hello a!"
-    assert engine.run(greet.options(id="once"), "b") == "hello a!"
+    assert engine.run(greet.options(id="once"), "a") == "hello a!"
     assert CALLS["greet"] == 1
 
 

@@ -20,7 +20,9 @@ from typing import Any
 import pytest
 
 import fluxo
-from fluxo import _executor, history
+import fluxo.testing
+from fluxo import _errors, _executor, history
+from fluxo.testing import ReplayMismatchError
 
 from .conftest import MakeEngine
 from .helpers import (
@@ -772,9 +774,9 @@ class Unencodable:
 @pytest.mark.parametrize(
     ("value", "type_name", "error_type"),
     [
-        (Unencodable(), f"{__name__}.Unencodable", "fluxo._errors.EncodeError"),
-        ({"key": object()}, "builtins.dict", "fluxo._errors.EncodeError"),
-        ("lone \udc80 surrogate", "builtins.str", "fluxo._errors.EncodeError"),
+        (Unencodable(), f"{__name__}.Unencodable", "fluxo.EncodeError"),
+        ({"key": object()}, "builtins.dict", "fluxo.EncodeError"),
+        ("lone \udc80 surrogate", "builtins.str", "fluxo.EncodeError"),
     ],
     ids=["custom-class", "nested-object", "lone-surrogate"],
 )
@@ -1678,3 +1680,92 @@ def test_a_step_failure_has_no_hidden_context_live_or_on_replay(
     with pytest.raises(SimulatedCrash):
         execute(engine, handle.id)
     assert seen == [None, None]
+
+
+# -- the names histories record for exception classes -----------------------------------
+
+
+def test_fluxos_errors_are_recorded_by_their_public_names() -> None:
+    info = _executor.error_info(fluxo.StepError("s", type_name="builtins.ValueError"))
+    assert info.type == "fluxo.StepError"
+    assert info.types == ["fluxo.StepError", "fluxo.FluxoError", "builtins.Exception"]
+    mismatch = _executor.error_info(ReplayMismatchError("r", 1, "a", "b"))
+    assert mismatch.types == [
+        "fluxo.testing.ReplayMismatchError",
+        "fluxo.NondeterminismError",
+        "fluxo.FluxoError",
+        "builtins.Exception",
+    ]
+    assert _executor.error_info(PaymentDeclinedError("no")).type == (
+        f"{__name__}.PaymentDeclinedError"
+    )
+
+
+@pytest.mark.parametrize("module", [fluxo, fluxo.testing], ids=["fluxo", "fluxo.testing"])
+def test_every_exported_error_is_recorded_by_the_name_it_is_imported_by(module: Any) -> None:
+    exported = {
+        name: obj
+        for name in module.__all__
+        if isinstance(obj := getattr(module, name), type) and issubclass(obj, BaseException)
+    }
+    assert exported
+    for name, cls in exported.items():
+        owner = "fluxo" if getattr(fluxo, name, None) is cls else module.__name__
+        assert _errors.type_name(cls) == f"{owner}.{name}"
+
+
+def test_every_legacy_name_reads_as_a_class_fluxo_exports() -> None:
+    for old, new in _errors.LEGACY_TYPE_NAMES.items():
+        module, _, name = new.rpartition(".")
+        cls = getattr(fluxo if module == "fluxo" else fluxo.testing, name)
+        assert _errors.type_name(cls) == new
+        assert _errors.read_type_name(old) == new
+        assert old.startswith(("fluxo._errors.", "fluxo._executor."))
+    assert _errors.read_type_name("builtins.ValueError") == "builtins.ValueError"
+
+
+LEGACY_STEP_ERROR = (
+    b'{"type":"fluxo._errors.StepError","message":"step failed","types":['
+    b'"fluxo._errors.StepError","fluxo._errors._RemoteError","fluxo._errors.FluxoError",'
+    b'"builtins.Exception"]}'
+)
+"""A step error as Fluxo 0.1 recorded it, by its private module path."""
+
+
+def test_errors_recorded_under_private_paths_read_as_public_names() -> None:
+    info = fluxo.JSONCodec().decode(LEGACY_STEP_ERROR, _executor.ErrorInfo)
+    assert info.type == "fluxo.StepError"
+    assert info.types[0] == "fluxo.StepError"
+    assert "fluxo.FluxoError" in info.types
+    failed = _executor.workflow_error("r", info)
+    assert failed.type_name == "fluxo.StepError"
+    assert failed.is_instance(fluxo.StepError)
+    assert failed.is_instance(fluxo.FluxoError)
+    made = fluxo.StepError("s", type_name="fluxo._errors.StepTimeout")
+    assert made.is_instance(fluxo.StepTimeout)
+
+
+def test_a_run_failed_by_a_mismatch_recorded_under_the_private_path_is_still_one(
+    make_engine: MakeEngine, clock: FakeClock
+) -> None:
+    @fluxo.workflow(name="legacy.flow")
+    def flow() -> str:
+        return "fixed"
+
+    engine = make_engine(flow)
+    engine.store.create_run("old", flow.name, b"{}", now=clock())
+    recorded = (
+        b'{"type":"fluxo._errors.NondeterminismError","message":"m","types":'
+        b'["fluxo._errors.NondeterminismError"],"details":{"run_id":"old","seq":1,'
+        b'"expected":"step a","recorded":"step b","hint":""}}'
+    )
+    engine.store.append(
+        "old",
+        1,
+        [history.WorkflowFailed(data=recorded)],
+        now=clock(),
+        status=fluxo.RunStatus.FAILED,
+    )
+    with pytest.raises(fluxo.NondeterminismError) as info:
+        engine.handle("old").result(timeout=0)
+    assert (info.value.seq, info.value.expected, info.value.recorded) == (1, "step a", "step b")

@@ -227,7 +227,7 @@ def test_the_readable_view_of_child_events_and_outcome_signals() -> None:
         "deadline",  # why it was cancelled
         {
             "workflow": "kid",
-            "error": {"type": "fluxo._errors.RunStateError", "message": "that id is taken"},
+            "error": {"type": "fluxo.RunStateError", "message": "that id is taken"},
         },
     ]
     signals = {signal["name"]: signal for signal in document["signals"]}

@@ -426,7 +426,7 @@ def test_an_unhandled_branch_failure_fails_the_run(make_engine: MakeEngine) -> N
     assert execute(engine, handle.id) is Outcome.FAILED
     with pytest.raises(fluxo.WorkflowFailedError) as failed:
         handle.result(timeout=1)
-    assert failed.value.type_name == "fluxo._errors.StepError"
+    assert failed.value.type_name == "fluxo.StepError"
     assert len(branch_events(engine, handle.id)) == 4
 
 
@@ -530,7 +530,7 @@ def test_an_unencodable_branch_result_fails_that_branch(make_engine: MakeEngine)
     engine = make_engine(odds)
     handle = engine.start(odds)
     assert execute(engine, handle.id) is Outcome.COMPLETED
-    assert handle.result(timeout=1) == "fluxo._errors.EncodeError"
+    assert handle.result(timeout=1) == "fluxo.EncodeError"
     failed = [e for e in branch_events(engine, handle.id) if e.kind == "branch_failed"]
     assert [e.name for e in failed] == ["par.odd#1"]
 

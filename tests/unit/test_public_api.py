@@ -194,6 +194,7 @@ PICKLED = [
         "r2", type_name="builtins.KeyError", type_names=["builtins.KeyError"], error_message="k"
     ),
     fluxo.RunIdConflictError("r3", "a", "b"),
+    fluxo.RunIdConflictError("r3", "a", "a", arguments=["cents"], detail="  cents: 1 != 2"),
     fluxo.RunNotFoundError("r4"),
     fluxo.WorkflowCancelledError("r5"),
     fluxo.SequenceConflictError("r6", 9),
@@ -206,7 +207,9 @@ PICKLED = [
 ]
 
 
-@pytest.mark.parametrize("error", PICKLED, ids=[type(e).__name__ for e in PICKLED])
+@pytest.mark.parametrize(
+    "error", PICKLED, ids=[f"{type(e).__name__}-{i}" for i, e in enumerate(PICKLED)]
+)
 def test_errors_survive_pickling_with_their_attributes(error: Exception) -> None:
     copy = pickle.loads(pickle.dumps(error))
     assert type(copy) is type(error)
@@ -227,3 +230,18 @@ def test_remote_errors_compare_by_class_names() -> None:
     assert isinstance(error, _errors._RemoteError)
     assert "s" in str(error)
     assert "1 attempt" in str(error)
+
+
+def test_the_license_file_is_the_licence_pyproject_declares() -> None:
+    tomllib = pytest.importorskip("tomllib")
+    root = Path(__file__).parents[2]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "Apache-2.0"
+    text = (root / "LICENSE").read_text()
+    assert "Apache License\n                           Version 2.0, January 2004" in text
+    assert "END OF TERMS AND CONDITIONS" in text
+    urls = project["urls"]
+    assert set(urls) == {"Homepage", "Documentation", "Changelog", "Issues"}
+    assert all(url.startswith(urls["Homepage"]) for url in urls.values())
+    assert urls["Changelog"].endswith("/CHANGELOG.md")
+    assert (root / "CHANGELOG.md").read_text().startswith("# Changelog")

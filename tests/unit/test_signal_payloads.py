@@ -116,7 +116,7 @@ def test_a_wait_that_only_met_bad_signals_still_times_out(
 
 
 @fluxo.workflow(name="sp.unknowable")
-def unknowable() -> object:
+def unknowable() -> Any:
     # The JSON codec refuses this annotation itself: no payload could ever fit it.
     return fluxo.wait_for_signal("go", type=list[int] | tuple[str, ...])
 

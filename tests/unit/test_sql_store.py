@@ -6,6 +6,7 @@ of the hot path in statements and round trips, and waking waiters.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
@@ -190,6 +191,37 @@ def test_auto_migrate_creates_the_tables_once(sqlite_url: str) -> None:
 
     assert _sql_migrate.current(sqlite_url) == _sql_schema.HEAD_REVISION
     assert _sql_migrate.check(sqlite_url) == []
+
+
+def test_the_first_migration_logs_one_line_of_fluxos_own(tmp_path: Path) -> None:
+    code = (
+        "import logging, fluxo\n"
+        "logging.basicConfig(level=logging.INFO, format='%(name)s: %(message)s')\n"
+        "fluxo.Engine('sqlite:///fluxo.db', workflows=[]).close()\n"
+        "fluxo.Engine('sqlite:///fluxo.db', workflows=[]).close()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == (
+        f"fluxo.stores._sql_migrate: migrated the Fluxo schema from nothing to "
+        f"{_sql_schema.HEAD_REVISION}\n"
+    )
+
+
+def test_alembic_logging_a_program_configured_is_left_alone(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="alembic")  # the program asked for alembic's lines
+    sql.SQLStore(sqlite_url).close()
+    assert any(r.name.startswith("alembic") for r in caplog.records)
+    assert logging.getLogger("alembic").level == logging.INFO
 
 
 @pytest.fixture(

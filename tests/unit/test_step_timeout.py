@@ -106,7 +106,7 @@ def test_a_timed_out_step_fails_with_step_timeout(
     events = engine.history(handle.id)
     assert kinds(events) == ["workflow_started", "step_failed", "workflow_completed"]
     info = engine.codec.decode(events[1].data or b"", Any)
-    assert info["type"] == "fluxo._errors.StepTimeout"
+    assert info["type"] == "fluxo.StepTimeout"
 
 
 def test_a_timeout_is_a_failed_attempt_that_retries(
@@ -158,7 +158,7 @@ def test_a_parallel_branch_times_out_on_its_own(
     engine = make_engine(fan)
     handle = engine.start(fan)
     assert execute(engine, handle.id) is Outcome.COMPLETED
-    assert handle.result(timeout=1) == "to.branch: fluxo._errors.StepTimeout"
+    assert handle.result(timeout=1) == "to.branch: fluxo.StepTimeout"
     outcomes = {
         e.name: e.kind for e in engine.history(handle.id) if isinstance(e, history.BRANCH_KINDS)
     }

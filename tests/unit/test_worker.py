@@ -285,6 +285,47 @@ def test_a_run_of_an_unknown_workflow_is_left_alone_and_logged_once(
     assert knows_quick.worker().process_one() == 0  # not claimable by this engine
 
 
+@fluxo.workflow(name="worker.refuses")
+def refuses(reason: str) -> None:
+    raise ValueError(reason)
+
+
+def test_each_run_a_worker_ends_is_logged_at_info_with_its_age(
+    make_engine: MakeEngine, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="fluxo._worker")
+    engine = make_engine(quick_flow, refuses)
+    done = engine.start(quick_flow.options(id="done"), 1)
+    failed = engine.start(refuses.options(id="failed"), "no\nmore")
+    clock.advance(2.5)
+    with engine.worker(idle_timeout=0.05):
+        assert done.result(timeout=WAIT) == 11
+        with pytest.raises(fluxo.WorkflowFailedError):
+            failed.result(timeout=WAIT)
+    ended = {
+        r.fluxo_run_id: r.getMessage()  # type: ignore[attr-defined]
+        for r in caplog.records
+        if r.levelno == logging.INFO and "after it was created" in r.getMessage()
+    }
+    assert ended == {
+        "done": f"run done of {quick_flow.name} completed 2.500s after it was created",
+        "failed": "run failed of worker.refuses failed 2.500s after it was created "
+        "(builtins.ValueError: no)",
+    }
+
+
+def test_a_run_named_in_main_is_explained(
+    make_engine: MakeEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="fluxo._worker")
+    engine = make_engine(quick_flow)
+    engine.store.create_run("from-repl", "__main__.checkout", b"{}", now=engine.clock())
+    engine.worker()._report_unknown()
+    (warning,) = [r.getMessage() for r in caplog.records if "from-repl" in r.getMessage()]
+    assert "give the workflow name='checkout' or aliases=['__main__.checkout']" in warning
+    assert "Engine(workflows=[...])" not in warning
+
+
 def test_executing_a_claimed_run_of_an_unknown_workflow_gives_it_back(
     make_engine: MakeEngine,
 ) -> None:
