@@ -252,10 +252,7 @@ def test_a_damaged_child_fails_once_and_its_parent_hears_of_it(make_engine: Make
     serve_window(engine, store, lambda: store.inner.get_run("p").status.is_terminal)
 
     assert store.loads_of["kid"] == 1
-    assert (
-        engine.handle("p").result(timeout=0)
-        == "the child failed: fluxo.HistoryCorruptError"
-    )
+    assert engine.handle("p").result(timeout=0) == "the child failed: fluxo.HistoryCorruptError"
     store.inner.close()
 
 
