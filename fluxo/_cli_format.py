@@ -158,7 +158,13 @@ def run_record(run: history.RunInfo) -> dict[str, Any]:
         "lease_owner": run.lease_owner,
         "cancel_requested": run.cancel_requested,
         "parent": run.parent,
+        "damage": run.damage,
     }
+
+
+def status_text(run: history.RunInfo) -> str:
+    """The STATUS cell of ``runs list``: the status, or ``damaged`` when the record is."""
+    return run.status.value if run.damage is None else "damaged"
 
 
 def _value(codec: _codec.Codec, data: bytes | None) -> Any:
@@ -208,7 +214,7 @@ def describe_run(state: history.RunState, codec: _codec.Codec) -> dict[str, Any]
                 "recorded_at": iso(at, precise=True),
                 "offset": None if at is None else round(at - stamps[0], 6),
                 "duration": None if at is None or seq == 0 else round(at - stamps[seq - 1], 6),
-                "data": _value(codec, event.data),
+                "data": _event_value(codec, event),
             }
         )
     last_end = next((e for e in reversed(events) if isinstance(e, _TERMINAL_KINDS)), None)
@@ -219,7 +225,7 @@ def describe_run(state: history.RunState, codec: _codec.Codec) -> dict[str, Any]
         error = _value(codec, last_end.data)
     consumed: dict[str, int] = {}
     for event in events:
-        if isinstance(event, history.SignalReceived):
+        if isinstance(event, (history.SignalReceived, history.SignalRejected)):
             consumed[event.name] = consumed.get(event.name, 0) + 1
         elif isinstance(event, history.CHILD_OUTCOMES):  # took the signal the child sent
             signal = history.child_signal_name(event.name)
@@ -256,6 +262,14 @@ def describe_run(state: history.RunState, codec: _codec.Codec) -> dict[str, Any]
         "started_at": iso(stamps[0], precise=True) if stamps else None,
         "timeline": timeline,
     }
+
+
+def _event_value(codec: _codec.Codec, event: history.Event) -> Any:
+    """An event's data; a skipped signal's as ``{"error": ..., "payload": <decoded>}``."""
+    rejected = _history_file.rejection(event)
+    if rejected is None:
+        return _value(codec, event.data)
+    return {"error": rejected.error, "payload": _value(codec, rejected.payload)}  # None: too big
 
 
 def _signal_value(codec: _codec.Codec, signal: history.Signal) -> Any:
@@ -353,6 +367,8 @@ def _detail(entry: dict[str, Any], width: int = 60) -> str:
         return _cut(text, width)
     if kind == history.ChildCancelled.kind:
         return _cancel_reason(data)
+    if kind == history.SignalRejected.kind and isinstance(data, dict):
+        return _cut(f"skipped: {one_line(str(data.get('error', '')))}", width)
     return "" if data is None else _compact(data, width)
 
 

@@ -75,6 +75,10 @@ def _check_function(
         )
     if isinstance(aliases, str) or not all(isinstance(a, str) and a for a in aliases):
         problems.append(f"{label}: aliases= must be a list of non-empty strings, got {aliases!r}")
+    else:
+        for what, value in [("name=", name), *(("an alias", a) for a in aliases)]:
+            if isinstance(value, str) and (problem := history.name_problem(value)):
+                problems.append(f"{label}: " + history.name_rule(what, value, problem))
     if not isinstance(check_types, bool):
         problems.append(f"{label}: check_types= takes True or False, got {check_types!r}")
     checked = False
@@ -395,6 +399,8 @@ class Workflow(_Definition[P, R]):
             raise _errors.DefinitionError(
                 f"a run id must be a non-empty string of at most {limit} characters, not {id!r}"
             )
+        if id is not None:
+            history.check_name("the run id", id)
         if id is not None and history.CHAIN_SEPARATOR in id:
             raise _errors.DefinitionError(
                 f"a run id may not contain {history.CHAIN_SEPARATOR!r} (got {id!r}): Fluxo names "

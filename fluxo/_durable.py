@@ -17,7 +17,7 @@ from typing import Any, Generic, NoReturn, TypeVar
 
 from typing_extensions import ParamSpec
 
-from fluxo import _decorators, _errors, _executor
+from fluxo import _decorators, _errors, _executor, history
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -125,6 +125,9 @@ def signal(run_id: str, name: str, payload: Any = None) -> None:
             replay raises it again).
     """
     _executor.check_signal_name(name)
+    if not isinstance(run_id, str) or not run_id:
+        raise _errors.DefinitionError(f"fluxo.signal() takes a run id string, not {run_id!r}")
+    history.check_name("the run id", run_id)
     context = _executor.current_context()
     if context is None:
         raise _errors.DefinitionError(
@@ -290,10 +293,15 @@ def patched(change: str) -> bool:
         ... else:
         ...     send_email(order_id)
     """
-    if not isinstance(change, str) or not change:
-        raise _errors.DefinitionError(f"a patch id must be a non-empty string, not {change!r}")
+    _check_patch(change)
     context = _executor.current_context()
     return True if context is None else context.patched(change)
+
+
+def _check_patch(change: object) -> None:
+    if not isinstance(change, str) or not change:
+        raise _errors.DefinitionError(f"a patch id must be a non-empty string, not {change!r}")
+    history.check_name("the patch id", change)
 
 
 def deprecate_patch(change: str) -> None:
@@ -304,6 +312,7 @@ def deprecate_patch(change: str) -> None:
     Runs that recorded the marker still replay; new runs record nothing. When
     those runs have finished too, remove the call.
     """
+    _check_patch(change)
     context = _executor.current_context()
     if context is not None:
         context.deprecate_patch(change)

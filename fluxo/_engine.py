@@ -289,6 +289,8 @@ class Engine:
             return handle.result()
         contexts: list[_executor.RunContext] = []
         outcome = self._execute_inline(run.id, owner, contexts.append)
+        if not contexts:
+            return handle.result()  # its history did not load (HistoryCorruptError)
         context = contexts[-1]
         run_id = context.run_id
         if outcome is _executor.Outcome.COMPLETED:
@@ -423,7 +425,10 @@ class Engine:
         """
         outcome = _executor.Outcome.RESTART
         while outcome is _executor.Outcome.RESTART:  # only when a context_hook asks for it
-            state = self.store.load(run_id)
+            try:
+                state = self.store.load(run_id)
+            except _errors.HistoryCorruptError as exc:
+                return _executor.fail_damaged(self.store, self.codec, self.clock, owner, exc)
             if state.run.status.is_terminal:
                 # Our lease expired and the worker it passed from finished the run
                 # between our claim and this load: there is nothing left to do.
@@ -500,6 +505,7 @@ class Engine:
         history ends with ``continued_as_new`` naming the next run).
         """
         self._check_open()
+        _check_run_id(run_id)
         if not follow:
             return self.store.get_run(run_id)
         return self._latest(run_id)
@@ -576,6 +582,7 @@ class Engine:
     def history(self, run_id: str) -> list[_history.Event]:
         """The run's full history, oldest event first. Raises ``RunNotFoundError``."""
         self._check_open()
+        _check_run_id(run_id)
         return list(self.store.load(run_id).events)
 
     def export_history(self, run_id: str, *, readable: bool = False) -> dict[str, Any]:
@@ -594,6 +601,7 @@ class Engine:
             RunNotFoundError: no such run.
         """
         self._check_open()
+        _check_run_id(run_id)
         state = self.store.load(run_id)
         return _history_file.to_document(state, readable_with=self.codec if readable else None)
 
@@ -612,6 +620,7 @@ class Engine:
             RunNotFoundError: no such run.
         """
         self._check_open()
+        _check_run_id(run_id)
         run = self.store.request_cancel(self._latest(run_id).id, now=self.clock())
         while run.status is _history.RunStatus.COMPLETED:
             # It continued as new in the meantime: cancel the run it continued in.
@@ -659,6 +668,7 @@ class Engine:
             EncodeError: the payload cannot be encoded.
         """
         self._check_open()
+        _check_run_id(run_id)
         _executor.check_signal_name(name)
         try:
             data = self.codec.encode(payload)
@@ -687,6 +697,7 @@ class Engine:
         Raises ``RunStateError`` when the run has not failed.
         """
         self._check_open()
+        _check_run_id(run_id)
         self.store.reopen(run_id, now=self.clock())
         return self.handle(run_id)
 
@@ -747,6 +758,13 @@ def _epoch(name: str, value: datetime | float) -> float:
     raise _errors.DefinitionError(
         f"{name} takes an aware datetime or seconds since the epoch, not {value!r}"
     )
+
+
+def _check_run_id(run_id: object) -> None:
+    """Refuse a run id no run can have, before it reaches a store (NUL fails PostgreSQL)."""
+    if not isinstance(run_id, str):
+        raise _errors.DefinitionError(f"a run id is a string, not {run_id!r}")
+    _history.check_name("the run id", run_id)
 
 
 def _cancelled_error(run_id: str, reason: str) -> _errors.WorkflowCancelledError:

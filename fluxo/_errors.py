@@ -15,6 +15,7 @@ The tree::
     ├── NondeterminismError      the workflow code no longer matches its history
     │   └── ReplayMismatchError  ... found by replaying a recorded history (with a diff)
     ├── HistoryFormatError       an exported history document is malformed or too new
+    ├── HistoryCorruptError      a stored history (or run record) is damaged: cannot replay
     ├── StepError                a step failed for good (after its retries)
     ├── StepTimeout              a step attempt ran past its ``timeout=`` (then retried or failed)
     ├── CompensationError        a saga's compensations failed too (carries the original error)
@@ -24,7 +25,8 @@ The tree::
     ├── WorkflowCancelledError   a run ended cancelled; raised by ``handle.result()``
     │   └── WorkflowTimeoutError  ... because it passed its deadline (``timeout=``)
     └── StoreError
-        ├── StoreUnavailableError  the database or server cannot be reached
+        ├── StoreUnavailableError  the database or server cannot be reached (transient)
+        ├── StoreRejectedError     the store refuses this data for good (too large...)
         └── SequenceConflictError  another writer recorded this position first
 
 Control flow inside a workflow (suspension, cancellation) uses private
@@ -208,6 +210,38 @@ def _rebuild_replay_mismatch(
 
 class HistoryFormatError(FluxoError, ValueError):
     """A history document is not one Fluxo can load; the message names where and why."""
+
+
+class HistoryCorruptError(FluxoError, ValueError):
+    """A run's stored history, or its stored record, is damaged: Fluxo cannot replay it.
+
+    Raised by ``Store.load`` when a position is missing or repeated, an event's kind
+    is unknown (written by a newer Fluxo, or damaged) or a row does not parse, and
+    when the run's own record (its status) is damaged. Not a ``StoreError``: the
+    store works, and trying again cannot help, so the engine fails the run once
+    instead of backing off and retrying it.
+
+    Attributes:
+        run_id: the damaged run.
+        seq: the history position of the damage (``None``: the run's record).
+        problem: what is wrong there.
+        next_seq: the position after the last stored event, where an append goes.
+    """
+
+    def __init__(self, run_id: str, seq: int | None, problem: str, next_seq: int = 0) -> None:
+        self.run_id = run_id
+        self.seq = seq
+        self.problem = problem
+        self.next_seq = next_seq
+        what = "record" if seq is None else "history"
+        where = "" if seq is None else f" at position {seq}"
+        super().__init__(
+            f"the stored {what} of run {run_id!r} is damaged{where}: {problem}; Fluxo "
+            "cannot replay it (see docs/history-format.md, 'Damaged histories')"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.run_id, self.seq, self.problem, self.next_seq))
 
 
 class _RemoteError(FluxoError):
@@ -414,6 +448,14 @@ class StoreError(FluxoError):
 
 class StoreUnavailableError(StoreError, ConnectionError):
     """The store's database or server cannot be reached."""
+
+
+class StoreRejectedError(StoreError):
+    """The store refused to hold this data (too large, or text it cannot store).
+
+    Permanent, unlike :class:`StoreUnavailableError`: trying the same write again
+    fails again, so a run whose event the store refuses is failed, not resumed.
+    """
 
 
 class SequenceConflictError(StoreError):

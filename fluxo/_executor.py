@@ -97,7 +97,7 @@ def check_signal_name(name: object) -> str:
             f"signal names starting with {history.SIGNAL_PREFIX!r} are Fluxo's own (child runs "
             f"send their outcome under one); rename signal {name!r}"
         )
-    return name
+    return history.check_name("the signal name", name)
 
 
 def current_context() -> RunContext | None:
@@ -132,6 +132,10 @@ class _StoreFailed(_Stopped):
     Raised as control flow, so a workflow's ``except Exception:`` cannot swallow the
     store's error and go on with a call that was never recorded.
     """
+
+
+class _Rejected(_ControlFlow):
+    """The store refused, for good, what the run had to record: the run fails instead."""
 
 
 class _ReplayEnd(_ControlFlow):
@@ -266,7 +270,10 @@ class Outcome(enum.Enum):
     SUSPENDED = "suspended"
     """The run waits for a timer or a signal; whichever worker is free resumes it."""
     BROKEN = "broken"
-    """The store failed to record; the run resumes from its history when its lease expires."""
+    """The store failed to record; the run resumes from its history when its lease expires.
+
+    Only for transient failures: when the store refuses the data itself
+    (``StoreRejectedError``), the run fails instead (``FAILED``)."""
     REPLAYED = "replayed"
     """``replay_only``: the code matched the whole recorded history (and ran no step)."""
     RESTART = "restart"
@@ -274,6 +281,69 @@ class Outcome(enum.Enum):
     CONTINUED = "continued"
     """``fluxo.continue_as_new``: the run ended, and the next run of its chain is ready."""
 
+
+def tell_parent(
+    store: stores.Store, parent: str, outcome: ChildOutcome, *, now: float, key: str
+) -> None:
+    """Send a child run's outcome to its parent, which wakes it; idempotent on ``key``.
+
+    A parent that has finished (or is gone) no longer waits: nothing needs it then.
+    """
+    name = history.child_signal_name(history.chain_root(outcome.run))
+    with contextlib.suppress(_errors.RunNotFoundError, _errors.RunStateError):
+        store.send_signal(parent, name, msgspec.json.encode(outcome), now=now, key=key)
+
+
+def fail_damaged(
+    store: stores.Store,
+    codec: codec.Codec,
+    clock: Callable[[], float],
+    owner: str,
+    damage: _errors.HistoryCorruptError,
+) -> Outcome:
+    """Fail, once, a run ``owner`` claimed whose stored history cannot be replayed.
+
+    Records ``WorkflowFailed`` carrying the error where the stored history ends
+    (``damage.next_seq``), with the status ``FAILED``, so no worker claims the run
+    again; the damaged rows stay as they are, for an operator to look at. Its parent,
+    if it has one, is told, as for any failure. Returns ``FAILED``; ``LOST`` when
+    another writer got there first; ``BROKEN`` when the store could not take even
+    that write: the lease is kept, and its expiry spaces out the next attempt.
+    """
+    run_id = damage.run_id
+    log.error("%s; the run is failed", damage, extra={"fluxo_run_id": run_id})
+    data = codec.encode(error_info(damage))
+    try:
+        run = store.get_run(run_id)
+        if run.lease_owner != owner or run.status.is_terminal:
+            return Outcome.LOST
+        if run.parent is not None:
+            # Keyed by the position: a damaged run failed again after a retry tells again.
+            key = f"{history.SIGNAL_PREFIX}{run_id}:damaged:{damage.next_seq}"
+            outcome = ChildOutcome("failed", data, run_id)
+            tell_parent(store, run.parent, outcome, now=clock(), key=key)
+        store.append(
+            run_id,
+            damage.next_seq,
+            [history.WorkflowFailed(data=data)],
+            now=clock(),
+            status=history.RunStatus.FAILED,
+        )
+    except (_errors.SequenceConflictError, _errors.RunNotFoundError):
+        return Outcome.LOST
+    except _errors.StoreError as exc:
+        log.warning(
+            "run %s: could not record its failure (%s); trying again when its lease expires",
+            run_id,
+            exc,
+            extra={"fluxo_run_id": run_id},
+        )
+        return Outcome.BROKEN
+    return Outcome.FAILED
+
+
+_REASON_LIMIT = 2000
+"""The most characters of a store's refusal a run's recorded failure quotes."""
 
 STICKY_GRACE = 2.0
 """Seconds a timer held in a worker's thread is reserved for that worker after it fires.
@@ -404,6 +474,30 @@ class ChildOutcome(msgspec.Struct, omit_defaults=True):
     """How many times an operator had retried that run (``engine.retry``) when it ended."""
 
 
+class Rejection(msgspec.Struct, omit_defaults=True):
+    """What a ``signal_rejected`` event records: why the payload did not fit, and the payload.
+
+    Encoded with msgspec's JSON (the payload as base64), like :class:`ChildOutcome`:
+    the envelope is Fluxo's, the payload inside it the codec's. A payload over
+    ``REJECTED_PAYLOAD_LIMIT`` bytes is left out (the signal keeps it): a copy of a
+    large message must not make the record itself too large for the store.
+    """
+
+    error: str
+    payload: bytes | None = None
+
+
+REJECTED_PAYLOAD_LIMIT = 64 << 10
+"""The largest payload a ``signal_rejected`` event copies."""
+
+
+_WAIT_KINDS: dict[bool, tuple[type[history.Event], ...]] = {
+    False: (history.SignalReceived, history.SignalRejected, history.SignalWaitStarted),
+    True: (history.SignalReceived, history.SignalRejected, history.SignalTimedOut),
+}
+"""What a signal wait may have recorded next, before and after its ``SignalWaitStarted``."""
+
+
 _CHILD_EVENTS: dict[str, type[history.Event]] = {
     "completed": history.ChildCompleted,
     "failed": history.ChildFailed,
@@ -516,6 +610,8 @@ class RunContext:
         """The position that recorded the cancellation, once delivered."""
         self._nondeterminism: _errors.NondeterminismError | None = None
         self._unwinding: _ControlFlow | None = None
+        self._rejected = False
+        """The store refused a record for good, and the run is being failed for it."""
         self.result: bytes | None = None
         self.error: ErrorInfo | None = None
 
@@ -599,9 +695,15 @@ class RunContext:
     # -- writing the history ---------------------------------------------------------
 
     def _store_failed(self, exc: _errors.StoreError) -> NoReturn:
-        """Stop at a store failure: the run resumes from its history (``Outcome.BROKEN``)."""
+        """Stop at a store failure: the run resumes from its history (``Outcome.BROKEN``).
+
+        When the store refused the data itself (``StoreRejectedError``), resuming would
+        meet the same refusal, so the run unwinds to fail instead (``_finish_rejected``);
+        if even its failure is refused, it stops as for any other store failure.
+        """
         self.store_error = exc
-        self._unwinding = _StoreFailed()
+        rejected = isinstance(exc, _errors.StoreRejectedError) and not self._rejected
+        self._unwinding = _Rejected() if rejected else _StoreFailed()
         raise self._unwinding from exc
 
     def _record(
@@ -645,14 +747,15 @@ class RunContext:
             self._unwinding = _RunLost()
             raise self._unwinding from None
         except _errors.StoreError as exc:
-            log.warning(
-                "run %s: could not record position %d (%s); this worker stops executing "
-                "the run, which resumes from its history",
-                self.run_id,
-                self.next_seq,
-                exc,
-                extra={"fluxo_run_id": self.run_id},
-            )
+            if not isinstance(exc, _errors.StoreRejectedError):
+                log.warning(
+                    "run %s: could not record position %d (%s); this worker stops executing "
+                    "the run, which resumes from its history",
+                    self.run_id,
+                    self.next_seq,
+                    exc,
+                    extra={"fluxo_run_id": self.run_id},
+                )
             self._store_failed(exc)
         self.next_seq += len(events)
         if status is not None:
@@ -1135,54 +1238,83 @@ class RunContext:
         self._timer("sleep", None, fire_at)
 
     def wait_for_signal(self, name: str, timeout: float | None, type: Any) -> Any:
-        """``fluxo.wait_for_signal``: the payload of the oldest unconsumed signal ``name``."""
+        """``fluxo.wait_for_signal``: the payload of the oldest unconsumed signal ``name``.
+
+        A signal whose payload does not decode as ``type`` is skipped: consumed,
+        recorded as ``SignalRejected`` and logged, and the wait goes on. A message
+        from outside cannot fail the run. Replay skips what the history rejected,
+        and also a recorded ``SignalReceived`` whose payload does not decode (older
+        Fluxo failed the run there; ``engine.retry`` then resumes it waiting).
+        """
         self._enter_durable_call()
         call = f"wait_for_signal {name}"
-        names = frozenset((name,))
-        event = self._match((history.SignalReceived, history.SignalWaitStarted), call, names)
-        if isinstance(event, history.SignalReceived):
-            return self._receive(call, event, type)
-        unrecorded: list[history.Event] = []
-        if event is not None:
-            deadline = self._decode_recorded(call, event.data, float | None)
-            self._cancel_point()
-            outcome = self._match((history.SignalReceived, history.SignalTimedOut), call, names)
-            if isinstance(outcome, history.SignalReceived):
-                return self._receive(call, outcome, type)
-            if outcome is not None:
+        started = False  # a SignalWaitStarted is recorded, which holds the deadline
+        deadline: float | None = None
+        skipped = ""  # why replay skipped a received signal, for a mismatch after it
+        while (recorded := self._peek()) is not None:
+            event = recorded.event
+            kinds = _WAIT_KINDS[started]
+            if not isinstance(event, kinds) or event.name != name:
+                self._diverged(call, recorded, skipped)
+            self._pos += 1
+            if isinstance(event, history.SignalReceived):
+                self._consume(name)
+                try:
+                    return self.codec.decode(event.data or b"null", type)
+                except _errors.DefinitionError:
+                    raise
+                except Exception as exc:
+                    skipped = f"  the signal at position {recorded.seq} was skipped: {exc}"
+            elif isinstance(event, history.SignalRejected):
+                self._consume(name)
+            elif isinstance(event, history.SignalWaitStarted):
+                deadline = self._decode_recorded(call, event.data, float | None)
+                started = True
+            else:
                 raise _errors.SignalTimeout(name, timeout)
-        else:
+            self._cancel_point()
+        if not started:
             deadline = None if timeout is None else self.clock() + timeout
-            if not self._pending.get(name):
-                unrecorded = [history.SignalWaitStarted(name, self.codec.encode(deadline))]
+        unrecorded: list[history.Event] = []
         while True:
-            if not unrecorded:
-                self._cancel_point()
             queue = self._pending.get(name)
             if queue:
                 payload = queue[0]
+                try:
+                    value = self.codec.decode(payload, type)
+                except _errors.DefinitionError:
+                    raise  # the annotation, not the payload: no signal could fit it
+                except Exception as exc:
+                    self._reject(name, payload, exc)  # (nothing is unrecorded here)
+                    self._cancel_point()
+                    continue
                 self._record_many([*unrecorded, history.SignalReceived(name, payload)])
-                queue.popleft()
-                self._consumed[name] = self._consumed.get(name, 0) + 1
-                return self._decode_recorded_payload(call, payload, type)
+                self._consume(name)
+                return value
+            if not started:
+                unrecorded = [history.SignalWaitStarted(name, self.codec.encode(deadline))]
+                started = True
             if deadline is not None and self.clock() >= deadline:
                 self._record_many([*unrecorded, history.SignalTimedOut(name)])
                 raise _errors.SignalTimeout(name, timeout)
             self._suspend(unrecorded, deadline, timer=False)
             unrecorded = []
+            self._cancel_point()
 
-    def _receive(self, call: str, event: history.Event, type: Any) -> Any:
-        self._consumed[event.name] = self._consumed.get(event.name, 0) + 1
-        queue = self._pending.get(event.name)
-        if queue:
-            queue.popleft()  # replay consumes the signal the live run consumed
-        return self._decode_recorded(call, event.data, type)
-
-    def _decode_recorded_payload(self, call: str, data: bytes, type: Any) -> Any:
-        try:
-            return self.codec.decode(data, type)
-        except _errors.DecodeError as exc:
-            raise _errors.DecodeError(f"{call}: the signal's payload does not fit: {exc}") from exc
+    def _reject(self, name: str, payload: bytes, exc: Exception) -> None:
+        """Skip the oldest pending signal ``name``, whose payload does not fit: record, log."""
+        reason = _recordable(str(exc))[:_REASON_LIMIT]
+        copy = payload if len(payload) <= REJECTED_PAYLOAD_LIMIT else None
+        self._record(history.SignalRejected(name, msgspec.json.encode(Rejection(reason, copy))))
+        self._consume(name)
+        log.warning(
+            "run %s: skipped signal %r: its payload does not fit the wait (%s); waiting for "
+            "the next one",
+            self.run_id,
+            name,
+            reason,
+            extra={"fluxo_run_id": self.run_id},
+        )
 
     def _refresh_signals(self, signals: Sequence[history.Signal]) -> None:
         """Rebuild the queues of unconsumed signals from everything sent to the run."""
@@ -1213,6 +1345,8 @@ class RunContext:
         except (_errors.RunNotFoundError, _errors.RunStateError) as exc:
             self._record(history.SignalSent(target, self._encode_error(error_info(exc))))
             raise _errors.SignalError(str(exc)) from None
+        except _errors.StoreError as exc:
+            self._store_failed(exc)
         self._record(history.SignalSent(target))
 
     # -- child workflows -----------------------------------------------------------------
@@ -1438,7 +1572,10 @@ class RunContext:
                 return kind(child, outcome.data)  # sent just before its end was recorded
             # A failure, and the run is going again: retried since (that failure is
             # superseded), or just about to record it.
-            events = self.store.load(sender).events
+            try:
+                events = self.store.load(sender).events
+            except _errors.HistoryCorruptError:
+                return kind(child, outcome.data)  # a damaged run is failed as it is
             retries = sum(isinstance(e, history.RunRetried) for e in events)
             return kind(child, outcome.data) if retries == outcome.retries else None
         except _errors.RunNotFoundError:
@@ -1448,7 +1585,10 @@ class RunContext:
 
     def _ended_child(self, child: str, run_id: str) -> history.Event:
         """The outcome of a finished child run, read from its own history."""
-        events = self.store.load(run_id).events
+        try:
+            events = self.store.load(run_id).events
+        except _errors.HistoryCorruptError as exc:  # failed for it, if it ran since
+            return history.ChildFailed(child, self._encode_error(error_info(exc)))
         end = next((e for e in reversed(events) if isinstance(e, _ENDS)), events[-1])
         if isinstance(end, history.WorkflowCompleted):
             return history.ChildCompleted(child, end.data)
@@ -1507,8 +1647,7 @@ class RunContext:
         """Send this child run's outcome to its parent, before the end is recorded.
 
         Keyed by this run and its operator retries, so the copy a resumed run sends
-        again is dropped, while a retried run's new outcome is not. A parent that
-        has finished no longer waits: nothing needs it then.
+        again is dropped, while a retried run's new outcome is not.
         """
         if self.parent is None:
             return
@@ -1520,14 +1659,9 @@ class RunContext:
         else:
             reason = self.codec.encode(end.name or "cancelled")
             outcome = ChildOutcome("cancelled", reason, run, retries)
-        name = history.child_signal_name(history.chain_root(run))
         key = f"{history.SIGNAL_PREFIX}{run}:{retries}"  # once per run and operator retry
         try:
-            self.store.send_signal(
-                self.parent, name, msgspec.json.encode(outcome), now=self.clock(), key=key
-            )
-        except (_errors.RunNotFoundError, _errors.RunStateError):
-            pass
+            tell_parent(self.store, self.parent, outcome, now=self.clock(), key=key)
         except _errors.StoreError as exc:
             self._store_failed(exc)
 
@@ -1706,8 +1840,11 @@ class RunContext:
         )
         if claimed is None:
             return False  # another worker resumed it
-        state = self.store.load(self.run_id)
-        if len(state.events) != self.next_seq:
+        try:
+            state = self.store.load(self.run_id)
+        except _errors.HistoryCorruptError:
+            state = None  # damaged meanwhile: the worker that claims it next fails it
+        if state is None or len(state.events) != self.next_seq:
             self.store.release(hold.owner, self.run_id, now=self.clock())
             return False
         self._refresh_signals(state.signals)
@@ -1764,7 +1901,10 @@ class RunContext:
         try:
             packed = self.codec.decode(self.started.data or b"{}", wf.input_type())
             args, kwargs = wf.unpack_input(packed)
-        except _errors.FluxoError as exc:
+        except Exception as error:  # a custom codec's own errors too: the input never decodes
+            exc = error
+            if not isinstance(exc, _errors.FluxoError):
+                exc = _errors.DecodeError(f"the run's recorded input does not decode: {exc!r}")
             if self.replay_only:
                 self._nondeterminism = _errors.NondeterminismError(
                     self.run_id, 0, f"workflow {wf.name}", "its recorded input", f"  {exc}"
@@ -1837,7 +1977,23 @@ class RunContext:
             return Outcome.LOST
         if isinstance(unwinding, _StoreFailed):
             return Outcome.BROKEN
+        if isinstance(unwinding, _Rejected):
+            return self._finish_rejected()
         return Outcome.STOPPED
+
+    def _finish_rejected(self) -> Outcome:
+        """Fail the run whose record the store refused for good, once, where it stopped."""
+        self._rejected = True
+        self._unwinding = None
+        reason = _recordable(str(self.store_error))
+        if len(reason) > _REASON_LIMIT:
+            reason = reason[:_REASON_LIMIT] + "..."
+        error = _errors.StoreRejectedError(
+            f"run {self.run_id!r} stopped at position {self.next_seq}: the store refused "
+            f"what the run had to record there, and would refuse it again ({reason})"
+        )
+        log.error("%s; the run is failed", error, extra={"fluxo_run_id": self.run_id})
+        return self._finish_failed(error)
 
     def _leftover(self, what: str) -> Outcome:
         try:

@@ -183,6 +183,16 @@ def child_outcome(signal: _history.Signal) -> tuple[str, bytes | None] | None:
     return outcome.kind, outcome.data
 
 
+def rejection(event: _history.Event) -> _executor.Rejection | None:
+    """What a ``signal_rejected`` event records (why, and the payload), if ``event`` is one."""
+    if not isinstance(event, _history.SignalRejected):
+        return None
+    try:
+        return msgspec.json.decode(event.data or b"", type=_executor.Rejection)
+    except msgspec.DecodeError:  # ValidationError included
+        return None
+
+
 def _readable_signal(signal: _history.Signal, codec: _codec.Codec) -> dict[str, Any]:
     outcome = child_outcome(signal)
     if outcome is None:

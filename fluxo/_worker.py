@@ -147,6 +147,11 @@ class Worker:
             )
         if not isinstance(idle_timeout, (int, float)) or idle_timeout <= 0:
             problems.append(f"idle_timeout must be a positive number, not {idle_timeout!r}")
+        if worker_id is not None:
+            if not isinstance(worker_id, str) or not worker_id:
+                problems.append(f"worker_id must be a non-empty string, not {worker_id!r}")
+            elif (problem := history.name_problem(worker_id)) is not None:
+                problems.append(history.name_rule("worker_id", worker_id, problem))
         if problems:
             raise _errors.DefinitionError("invalid worker settings: " + "; ".join(problems))
         self.engine = engine
@@ -373,7 +378,8 @@ class Worker:
                 log.debug("run %s: %s", run_id, outcome.value, extra={"fluxo_run_id": run_id})
                 if outcome in _FINISHED:
                     self.completed += 1  # runs this worker brought to an end
-                    self._log_finished(latest[0], outcome)
+                    if latest:  # none: a damaged history, failed (and logged) unexecuted
+                        self._log_finished(latest[0], outcome)
                 if not self._execute_again(run_id):
                     return  # and the run has left _inflight
         except _errors.UnknownWorkflowError as exc:

@@ -357,7 +357,7 @@ def list_runs(  # noqa: PLR0917 (click passes every option by position)
             [
                 run.id,
                 run.workflow,
-                run.status.value,
+                fmt.status_text(run),
                 fmt.iso(run.created_at),
                 fmt.iso(run.updated_at),
             ]
@@ -368,6 +368,9 @@ def list_runs(  # noqa: PLR0917 (click passes every option by position)
             for row, run in zip(rows, found, strict=True):
                 row.append(run.parent or "")
         click.echo(fmt.format_table(headers, rows))
+        for run in found:
+            if run.damage is not None:
+                click.echo(f"run {run.id}: its stored record is damaged: {run.damage}", err=True)
     if more:
         click.echo(f"(the newest {limit} shown; pass --limit for more)", err=True)
 

@@ -11,9 +11,13 @@ types and a new event kind needs no schema change.
 from __future__ import annotations
 
 import enum
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import ClassVar
+
+from fluxo import _errors
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +148,18 @@ class SignalReceived(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class SignalRejected(Event):
+    """The wait for signal ``name`` skipped the oldest pending one: its payload did not fit.
+
+    ``data`` is Fluxo's JSON envelope ``{"error": ..., "payload": ...}`` (see
+    ``fluxo._executor.Rejection``): why the payload did not decode to the wait's
+    ``type=``, and the payload itself. The signal is consumed; the wait goes on.
+    """
+
+    kind: ClassVar[str] = "signal_rejected"
+
+
+@dataclass(frozen=True, slots=True)
 class SignalTimedOut(Event):
     """The wait for signal ``name`` reached its deadline first."""
 
@@ -262,6 +278,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         TimerFired,
         SignalWaitStarted,
         SignalReceived,
+        SignalRejected,
         SignalTimedOut,
         SignalSent,
         ChildStarted,
@@ -323,16 +340,120 @@ def child_signal_name(child_id: str) -> str:
     return f"{SIGNAL_PREFIX}child:{child_id}"
 
 
-def event_from_record(kind: str, name: str, data: bytes | None) -> Event:
-    """Rebuild an event from its persisted ``(kind, name, data)`` shape."""
-    try:
-        cls = EVENT_TYPES[kind]
-    except KeyError:
-        raise ValueError(
-            f"unknown history event kind {kind!r}; this history was written by a newer "
-            "Fluxo or is corrupted"
-        ) from None
-    return cls(name, data)
+_UNSTORABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+"""Characters no name or id may hold: control characters (NUL first) and lone surrogates."""
+
+
+def name_problem(value: str) -> str | None:
+    """What makes ``value`` unfit to name a run, workflow, step, signal or worker, if anything.
+
+    Names and ids are stored as text on every store. PostgreSQL's text cannot hold
+    NUL; no store can encode a lone surrogate as UTF-8; and control characters
+    break logs and the command line's tables. Returns ``None`` for a fit name.
+    """
+    found = _UNSTORABLE.search(value)
+    if found is None:
+        return None
+    code = ord(found[0])
+    if 0xD800 <= code <= 0xDFFF:
+        return f"holds a lone surrogate (U+{code:04X}) at index {found.start()}"
+    return f"holds the control character U+{code:04X} at index {found.start()}"
+
+
+def check_name(what: str, value: str) -> str:
+    """Return ``value`` if it may name ``what`` (see :func:`name_problem`), else raise.
+
+    Raises:
+        DefinitionError: naming the value, what holds it and the rule.
+    """
+    problem = name_problem(value)
+    if problem is not None:
+        raise _errors.DefinitionError(name_rule(what, value, problem))
+    return value
+
+
+def name_rule(what: str, value: str, problem: str) -> str:
+    """The message for a name :func:`name_problem` refuses: the value, the problem, the rule."""
+    return (
+        f"{what} {value!r} {problem}; names and ids may not contain control characters "
+        "(such as NUL) or lone surrogates, which stores cannot hold"
+    )
+
+
+def event_from_record(
+    kind: str, name: str, data: bytes | None, *, run_id: str = "", seq: int = 0
+) -> Event:
+    """Rebuild an event from its persisted ``(kind, name, data)`` shape.
+
+    Raises:
+        HistoryCorruptError: the kind is unknown (the history was written by a newer
+            Fluxo, or is damaged), or the name or data has the wrong type.
+    """
+    cls = EVENT_TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        problem = f"unknown event kind {kind!r} (written by a newer Fluxo, or damaged)"
+    elif not isinstance(name, str):
+        problem = f"the {kind} event's name is not text but {type(name).__name__}"
+    elif data is not None and not isinstance(data, bytes):
+        problem = f"the {kind} event's data is not bytes but {type(data).__name__}"
+    else:
+        return cls(name, data)
+    raise _errors.HistoryCorruptError(run_id, seq, problem, seq + 1)
+
+
+def read_events(
+    run_id: str,
+    records: Iterable[tuple[int, str, str, bytes | None]],
+    *,
+    next_seq: int | None = None,
+) -> tuple[Event, ...]:
+    """Rebuild a stored history from its ``(seq, kind, name, data)`` rows, checked.
+
+    Every store's ``load`` builds its history here, so each one refuses damage the
+    same way: positions must run 0, 1, 2... without a gap or a repeat, every kind
+    must be known, and the first event must be ``workflow_started``.
+
+    Args:
+        run_id: the run, named by the error.
+        records: the rows in position order.
+        next_seq: where the store appends next, when it keeps that apart from the
+            rows (MongoDB); it must equal the number of rows.
+
+    Raises:
+        HistoryCorruptError: naming the first damaged position and the problem. Its
+            ``next_seq`` is the position after the last stored row.
+    """
+    rows = list(records)
+    end = max((row[0] for row in rows if isinstance(row[0], int)), default=-1) + 1
+    end = max(end, 0 if next_seq is None else next_seq)
+    events: list[Event] = []
+    for expected, (seq, kind, name, data) in enumerate(rows):
+        if seq != expected:
+            if not isinstance(seq, int) or seq < 0:
+                problem = f"a row has the impossible position {seq!r}"
+            elif seq > expected:
+                problem = f"position {expected} is missing (the next stored one is {seq})"
+            else:
+                problem = f"position {seq} is stored twice"
+            raise _errors.HistoryCorruptError(run_id, expected, problem, end)
+        try:
+            event = event_from_record(kind, name, data, run_id=run_id, seq=seq)
+        except _errors.HistoryCorruptError as exc:
+            raise _errors.HistoryCorruptError(run_id, seq, exc.problem, end) from None
+        if seq == 0 and not isinstance(event, WorkflowStarted):
+            problem = f"the history starts with {kind!r}, not {WorkflowStarted.kind!r}"
+            raise _errors.HistoryCorruptError(run_id, seq, problem, end)
+        events.append(event)
+    if not events:
+        raise _errors.HistoryCorruptError(run_id, 0, "the history is empty", end)
+    if next_seq is not None and next_seq != len(events):
+        problem = (
+            f"the run counts {next_seq} events but {len(events)} are stored"
+            if next_seq > len(events)
+            else f"{len(events)} events are stored but the run counts {next_seq}"
+        )
+        raise _errors.HistoryCorruptError(run_id, min(next_seq, len(events)), problem, end)
+    return tuple(events)
 
 
 class RunStatus(str, enum.Enum):
@@ -359,6 +480,20 @@ class RunStatus(str, enum.Enum):
 
 _TERMINAL = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
 ACTIVE_STATUSES = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING)
+_STATUSES = {status.value: status for status in RunStatus}
+
+
+def parse_status(raw: object) -> tuple[RunStatus, str | None]:
+    """A stored status, and ``None``; or, for one Fluxo does not know, FAILED and the damage.
+
+    A run whose stored status is damaged is never claimed (no store claims a status
+    it does not know), so it reads as failed, with :attr:`RunInfo.damage` saying why.
+    """
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    status = _STATUSES.get(text) if isinstance(text, str) else None
+    if status is not None:
+        return status, None
+    return RunStatus.FAILED, f"its stored status {text!r} is not one Fluxo knows"
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,6 +507,10 @@ class RunInfo:
     a run that suspends after something arrived is made ready again at once;
     ``deadline`` is when the run is cancelled if it has not finished (set at creation);
     ``parent`` is the id of the run that started this one as its child (set at creation).
+    ``damage`` is ``None`` unless the store's record of the run is damaged (its
+    stored status is unknown, a field does not parse): it then says what is wrong,
+    ``status`` reads ``FAILED`` and the other fields are what could be read. No
+    worker claims such a run, and ``Store.load`` raises ``HistoryCorruptError``.
     """
 
     id: str
@@ -386,6 +525,7 @@ class RunInfo:
     wake_requested: bool = False
     deadline: float | None = None
     parent: str | None = None
+    damage: str | None = None
 
     @property
     def created(self) -> datetime:

@@ -8,8 +8,15 @@ specification; every store passes the same suite.
 
 Times are seconds since the epoch (UTC) taken from the engine's clock and
 passed in explicitly, so a test clock can drive a real store. Run ids, workflow
-names and worker ids are at most 255 characters (``MAX_ID_LENGTH``); the engine
-checks this before anything reaches a store.
+names and worker ids are at most 255 characters (``MAX_ID_LENGTH``), and no name
+or id holds a control character or a lone surrogate (``history.name_problem``); the
+engine checks both before anything reaches a store.
+
+Errors: a store raises ``StoreUnavailableError`` when it cannot be reached (the
+engine tries again later) and ``StoreRejectedError`` when it refuses the data
+itself, for good (too large, text it cannot hold); either way it wrote nothing.
+Damage found in stored data is ``HistoryCorruptError`` from ``load`` and
+``RunInfo.damage`` from ``get_run`` and ``list_runs``, never a raw exception.
 """
 
 from __future__ import annotations
@@ -87,12 +94,18 @@ class Store(Protocol):
         """Return the run, its whole history and all its signals (oldest first) in one read.
 
         ``recorded_at`` holds, for each event, the ``now`` of the call that wrote it
-        (``create_run``, ``append`` or ``reopen``). Raises ``RunNotFoundError``.
+        (``create_run``, ``append`` or ``reopen``). Raises ``RunNotFoundError``, and
+        ``HistoryCorruptError`` when the stored history is damaged (checked with
+        ``history.read_events``: positions from 0 without gaps, known kinds) or the
+        run's record is (``RunInfo.damage``).
         """
         ...
 
     def get_run(self, run_id: str) -> history.RunInfo:
-        """Return the run without its history. Raises ``RunNotFoundError``."""
+        """Return the run without its history. Raises ``RunNotFoundError``.
+
+        A damaged record is returned with ``damage`` set (see ``history.RunInfo``).
+        """
         ...
 
     def claim(
@@ -202,7 +215,9 @@ class Store(Protocol):
         ``statuses`` and ``workflows`` keep the runs with one of the given values (an
         empty collection matches nothing). ``created_after`` keeps the runs created at
         or after that time, ``created_before`` those created strictly before it, so
-        consecutive ranges ``[t0, t1)``, ``[t1, t2)`` list each run once.
+        consecutive ranges ``[t0, t1)``, ``[t1, t2)`` list each run once. A run whose
+        stored status is damaged is listed (with ``damage`` set) but matches no
+        ``statuses`` filter.
         """
         ...
 

@@ -259,6 +259,21 @@ class Driver:
             return bool(code == 1146)
         return "no such table" in str(exc)
 
+    def is_rejected(self, exc: BaseException) -> bool:
+        """Tell whether a driver error refuses the data itself: writing it again fails again.
+
+        A value too long or out of range, text the database cannot store (NUL on
+        PostgreSQL), or a value past the database's limits.
+        """
+        if isinstance(exc, self.dbapi.DataError):
+            return True
+        code = self._code(exc)
+        if self.name == "postgresql":
+            return isinstance(code, str) and code[:2] in ("22", "54")
+        if self.name == "mysql":
+            return code in (1153, 1301)  # a packet, or a value, over the server's limit
+        return code is not None and code & 0xFF == 18  # SQLITE_TOOBIG
+
     def is_unavailable(self, exc: BaseException) -> bool:
         """Tell whether a driver error means the database cannot be reached or used now."""
         return isinstance(exc, (self.dbapi.OperationalError, self.dbapi.InterfaceError))

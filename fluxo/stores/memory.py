@@ -13,6 +13,7 @@ from dataclasses import replace
 from fluxo import _errors, history
 
 RunStatus = history.RunStatus
+_EVENT_CLASSES = frozenset(history.EVENT_TYPES.values())
 
 
 class MemoryStore:
@@ -118,12 +119,20 @@ class MemoryStore:
     def load(self, run_id: str) -> history.RunState:
         with self._lock:
             self._check_open()
-            return history.RunState(
-                self._get(run_id),
-                tuple(self._events[run_id]),
-                tuple(self._signals.get(run_id, ())),
-                tuple(self._recorded_at[run_id]),
+            run = self._get(run_id)
+            events = tuple(self._events[run_id])
+            signals = tuple(self._signals.get(run_id, ()))
+            recorded_at = tuple(self._recorded_at[run_id])
+        # A list has no gaps; what a damaged one can still hold is checked as elsewhere.
+        if (
+            not events
+            or type(events[0]) is not history.WorkflowStarted
+            or not _EVENT_CLASSES.issuperset(map(type, events))  # C speed: no loop in Python
+        ):
+            events = history.read_events(
+                run_id, ((seq, e.kind, e.name, e.data) for seq, e in enumerate(events))
             )
+        return history.RunState(run, events, signals, recorded_at)
 
     def get_run(self, run_id: str) -> history.RunInfo:
         with self._lock:

@@ -49,8 +49,15 @@ if TYPE_CHECKING:
 try:
     import pymongo
     from bson.binary import Binary
+    from bson.errors import BSONError
     from pymongo import ReturnDocument
-    from pymongo.errors import BulkWriteError, ConnectionFailure, DuplicateKeyError, PyMongoError
+    from pymongo.errors import (
+        BulkWriteError,
+        ConnectionFailure,
+        DuplicateKeyError,
+        OperationFailure,
+        PyMongoError,
+    )
 except ImportError:  # pragma: no cover - depends on the installation
     _DRIVER_MISSING = True
 else:
@@ -75,6 +82,8 @@ POLL_INTERVAL = 1.0
 
 _ACTIVE = [status.value for status in history.ACTIVE_STATUSES]
 _DUPLICATE_KEY = 11000
+_REJECTED = frozenset({2, 10334, 17419, 17420})
+"""Server error codes that refuse the data itself (BadValue, documents over 16 MB)."""
 _CAS_ATTEMPTS = 1000
 
 # Every field but the tails: what RunInfo needs.
@@ -106,24 +115,40 @@ def _changes_for(key: tuple[str, str]) -> _Changes:
         return found
 
 
-def _now_status(doc: Mapping[str, Any]) -> RunStatus:
-    return RunStatus(doc["status"])
-
-
 def _info(doc: Mapping[str, Any]) -> history.RunInfo:
+    """The run in its document; a damaged field is named in ``damage``, never raised."""
+    status, damage = history.parse_status(doc.get("status"))
+    problems = [] if damage is None else [damage]
+
+    def time(key: str, required: bool = False) -> float | None:
+        value = doc.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if value is not None or required:
+            problems.append(f"its stored {key} {value!r} is not a time")
+        return None
+
+    def text(key: str) -> str | None:
+        value = doc.get(key)
+        if value is None or isinstance(value, str):
+            return value
+        problems.append(f"its stored {key} {value!r} is not text")
+        return str(value)
+
     return history.RunInfo(
         id=doc["_id"],
-        workflow=doc["workflow"],
-        status=RunStatus(doc["status"]),
-        created_at=doc["created_at"],
-        updated_at=doc["updated_at"],
-        ready_at=doc.get("ready_at"),
-        lease_owner=doc.get("lease_owner"),
-        lease_until=doc.get("lease_until"),
+        workflow=text("workflow") or "",
+        status=status,
+        created_at=time("created_at", True) or 0.0,
+        updated_at=time("updated_at", True) or 0.0,
+        ready_at=time("ready_at"),
+        lease_owner=text("lease_owner"),
+        lease_until=time("lease_until"),
         cancel_requested=bool(doc.get("cancel_requested", False)),
         wake_requested=bool(doc.get("wake_requested", False)),
-        deadline=doc.get("deadline"),
-        parent=doc.get("parent"),
+        deadline=time("deadline"),
+        parent=text("parent"),
+        damage="; ".join(problems) or None,
     )
 
 
@@ -136,9 +161,10 @@ def _event_entry(event: history.Event, now: float) -> Doc:
     }
 
 
-def _event(entry: Mapping[str, Any]) -> history.Event:
+def _record(seq: int, entry: Mapping[str, Any]) -> tuple[int, Any, Any, Any]:
+    """An event entry as ``(seq, kind, name, data)`` for ``history.read_events`` to check."""
     data = entry.get("d")
-    return history.event_from_record(entry["k"], entry["n"], None if data is None else bytes(data))
+    return seq, entry.get("k"), entry.get("n"), bytes(data) if isinstance(data, bytes) else data
 
 
 def _signal(entry: Mapping[str, Any]) -> history.Signal:
@@ -204,6 +230,12 @@ class MongoStore:
             yield
         except ConnectionFailure as exc:
             raise _errors.StoreUnavailableError(f"MongoDB is unavailable: {exc}") from exc
+        except (BSONError, UnicodeEncodeError) as exc:  # DocumentTooLarge is one
+            raise _errors.StoreRejectedError(f"MongoDB cannot store this value: {exc}") from exc
+        except OperationFailure as exc:
+            if exc.code in _REJECTED:
+                raise _errors.StoreRejectedError(f"MongoDB refused the write: {exc}") from exc
+            raise _errors.StoreError(f"MongoDB failed: {exc}") from exc
 
     def _ensure_indexes(self) -> None:
         with self._ready_lock:
@@ -399,31 +431,42 @@ class MongoStore:
             doc = self._runs.find_one({"_id": run_id})
             if doc is None:
                 raise _errors.RunNotFoundError(run_id)
-            entries: list[Doc] = []
-            if doc["ev_base"] > 0:
-                entries.extend(
-                    self._events.find(
-                        {"run_id": run_id, "seq": {"$lt": doc["ev_base"]}}, sort=[("seq", 1)]
-                    )
-                )
-                if len(entries) != doc["ev_base"]:  # pragma: no cover - corruption
-                    raise _errors.StoreError(f"the history of run {run_id!r} has a gap")
-            entries.extend(doc["ev_tail"])
-            events = [_event(entry) for entry in entries]
-            # An event kept without its time reports the run's creation, a lower bound.
-            created: float = doc["created_at"]
-            recorded_at: list[float] = [entry.get("t", created) for entry in entries]
-            signals: list[history.Signal] = []
-            if doc["sig_base"] > 1:
-                rows = self._signals.find(
-                    {"run_id": run_id, "id": {"$lt": doc["sig_base"]}}, sort=[("id", 1)]
-                )
-                signals.extend(
-                    history.Signal(int(r["id"]), r["name"], bytes(r["payload"]), r["sent_at"])
-                    for r in rows
-                )
-            signals.extend(_signal(entry) for entry in doc["sig_tail"])
-        return history.RunState(_info(doc), tuple(events), tuple(signals), tuple(recorded_at))
+            try:
+                return self._state(run_id, doc)
+            except _errors.HistoryCorruptError:
+                raise
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise _errors.HistoryCorruptError(
+                    run_id, None, f"its document does not parse ({exc!r})", 0
+                ) from None
+
+    def _state(self, run_id: str, doc: Doc) -> history.RunState:
+        """The run, history and signals of ``load``, from the run's document and the rest."""
+        base: int = doc["ev_base"]
+        flushed = list(
+            self._events.find({"run_id": run_id, "seq": {"$lt": base}}, sort=[("seq", 1)])
+            if base > 0
+            else ()
+        )
+        records = [_record(row["seq"], row) for row in flushed]
+        records += [_record(base + i, entry) for i, entry in enumerate(doc["ev_tail"])]
+        events = history.read_events(run_id, records, next_seq=doc["next_seq"])
+        run = _info(doc)
+        if run.damage is not None:
+            raise _errors.HistoryCorruptError(run_id, None, run.damage, len(events))
+        # An event kept without its time reports the run's creation, a lower bound.
+        recorded_at = [entry.get("t", run.created_at) for entry in (*flushed, *doc["ev_tail"])]
+        signals: list[history.Signal] = []
+        if doc["sig_base"] > 1:
+            rows = self._signals.find(
+                {"run_id": run_id, "id": {"$lt": doc["sig_base"]}}, sort=[("id", 1)]
+            )
+            signals.extend(
+                history.Signal(int(r["id"]), r["name"], bytes(r["payload"]), r["sent_at"])
+                for r in rows
+            )
+        signals.extend(_signal(entry) for entry in doc["sig_tail"])
+        return history.RunState(run, events, tuple(signals), tuple(recorded_at))
 
     def get_run(self, run_id: str) -> history.RunInfo:
         with self._op():
@@ -578,7 +621,7 @@ class MongoStore:
                 )
                 if doc is None:
                     raise _errors.RunNotFoundError(run_id)
-                status = _now_status(doc)
+                status, _ = history.parse_status(doc.get("status"))
                 if status.is_terminal:
                     raise _errors.RunStateError(
                         f"run {run_id!r} has finished ({status.value}); a signal sent to it "
@@ -636,7 +679,7 @@ class MongoStore:
                 doc = self._runs.find_one({"_id": run_id}, _INFO_PROJECTION)
                 if doc is None:
                     raise _errors.RunNotFoundError(run_id)
-                if _now_status(doc).is_terminal:
+                if history.parse_status(doc.get("status"))[0].is_terminal:
                     return _info(doc)
             else:  # pragma: no cover - would take a thousand lost races
                 raise _errors.StoreError(f"could not cancel run {run_id!r}: too much contention")

@@ -595,25 +595,41 @@ def _opt(value: float | None) -> str:
     return "" if value is None else _num(value)
 
 
+def _utf8(text: str) -> bytes:
+    """``text`` as UTF-8; ``StoreRejectedError`` for text no store can hold (a lone surrogate)."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise _errors.StoreRejectedError(f"Redis cannot store this text: {exc}") from exc
+
+
 def encode_event(event: history.Event) -> bytes:
     """``kind NUL len(name) NUL name`` then ``N`` (no data) or ``D`` and the data.
 
-    A history item is these bytes after ``recorded_at NUL`` (see :func:`decode_item`).
+    A history item is these bytes after ``recorded_at NUL`` (see :func:`_split_item`).
     """
-    name = event.name.encode("utf-8")
+    name = _utf8(event.name)
     head = b"%s\x00%d\x00%s" % (event.kind.encode("ascii"), len(name), name)
     return head + (b"N" if event.data is None else b"D" + event.data)
 
 
-def decode_event(raw: bytes, start: int = 0) -> history.Event:
-    """Rebuild an event from :func:`encode_event`'s bytes, found in ``raw`` from ``start``."""
-    kind_end = raw.index(b"\x00", start)
-    len_end = raw.index(b"\x00", kind_end + 1)
-    name_start = len_end + 1
-    end = name_start + int(raw[kind_end + 1 : len_end])
-    name = raw[name_start:end].decode("utf-8")
-    data = None if raw[end : end + 1] == b"N" else raw[end + 1 :]
-    return history.event_from_record(raw[start:kind_end].decode("ascii"), name, data)
+def _split_event(raw: bytes, start: int) -> tuple[str, str, bytes | None]:
+    """The kind, name and data in :func:`encode_event`'s bytes; ``ValueError`` if damaged."""
+    try:
+        kind_end = raw.index(b"\x00", start)
+        len_end = raw.index(b"\x00", kind_end + 1)
+        length = int(raw[kind_end + 1 : len_end])
+        end = len_end + 1 + length
+        flag = raw[end : end + 1]
+        if length < 0 or flag not in (b"N", b"D") or (flag == b"N" and len(raw) > end + 1):
+            raise ValueError
+        return (
+            raw[start:kind_end].decode("ascii"),
+            raw[len_end + 1 : end].decode("utf-8"),
+            None if flag == b"N" else raw[end + 1 :],
+        )
+    except ValueError:  # UnicodeDecodeError is one
+        raise ValueError(f"its stored bytes do not parse as an event: {raw[:60]!r}") from None
 
 
 def _stamp(now: float) -> bytes:
@@ -621,22 +637,38 @@ def _stamp(now: float) -> bytes:
     return _num(now).encode("ascii") + b"\x00"
 
 
-def decode_item(raw: bytes) -> tuple[float, history.Event]:
-    """Rebuild a history item, ``recorded_at NUL`` and the event: its time and the event."""
+def _split_item(raw: bytes) -> tuple[float, str, str, bytes | None]:
+    """A history item's time, kind, name and data; ``ValueError`` if it is damaged."""
     at_end = raw.find(b"\x00")
     try:
         recorded_at = float(raw[: max(at_end, 0)])
-    except ValueError as exc:
-        raise _errors.StoreError(
-            "a history item in Redis has no recorded time: it was written by an older "
+    except ValueError:
+        raise ValueError(
+            "the item has no recorded time: it is damaged, or was written by an older "
             "layout of the Redis store, which this version does not read"
-        ) from exc
-    return recorded_at, decode_event(raw, at_end + 1)
+        ) from None
+    return (recorded_at, *_split_event(raw, at_end + 1))
+
+
+def _read_history(
+    run_id: str, items: Sequence[bytes]
+) -> tuple[tuple[history.Event, ...], list[float]]:
+    """A run's history and recording times from its list's items, checked."""
+    rows: list[tuple[int, str, str, bytes | None]] = []
+    times: list[float] = []
+    for seq, raw in enumerate(items):
+        try:
+            at, kind, name, data = _split_item(raw)
+        except ValueError as exc:
+            raise _errors.HistoryCorruptError(run_id, seq, str(exc), len(items)) from None
+        rows.append((seq, kind, name, data))
+        times.append(at)
+    return history.read_events(run_id, rows), times
 
 
 def _signal_suffix(name: str, payload: bytes, now: float) -> bytes:
     """What follows ``id NUL`` in a stored signal: ``sent_at NUL len NUL name payload``."""
-    encoded = name.encode("utf-8")
+    encoded = _utf8(name)
     return b"%s\x00%d\x00%s%s" % (_num(now).encode("ascii"), len(encoded), encoded, payload)
 
 
@@ -663,25 +695,37 @@ def _fields(flat: Any) -> dict[bytes, bytes]:
     return dict(zip(items[::2], items[1::2], strict=True))
 
 
-def _opt_float(value: bytes | None) -> float | None:
-    return None if value is None else float(value)
-
-
 def _run_info(run_id: str, fields: dict[bytes, bytes]) -> history.RunInfo:
-    owner, parent = fields.get(b"owner"), fields.get(b"parent")
+    """The run in its record; a damaged field is named in ``damage``, never raised."""
+    status, damage = history.parse_status(fields.get(b"status"))
+    problems = [] if damage is None else [damage]
+
+    def time(key: bytes, required: bool = False) -> float | None:
+        value = fields.get(key)
+        try:
+            return None if value is None and not required else float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            problems.append(f"its stored {key.decode()} {value!r} is not a time")
+            return None
+
+    def text(key: bytes) -> str | None:
+        value = fields.get(key)
+        return None if value is None else value.decode("utf-8", "replace")
+
     return history.RunInfo(
         id=run_id,
-        workflow=fields[b"wf"].decode("utf-8"),
-        status=RunStatus(fields[b"status"].decode("ascii")),
-        created_at=float(fields[b"created"]),
-        updated_at=float(fields[b"updated"]),
-        ready_at=_opt_float(fields.get(b"ready")),
-        lease_owner=None if owner is None else owner.decode("utf-8"),
-        lease_until=_opt_float(fields.get(b"lease")),
+        workflow=text(b"wf") or "",
+        status=status,
+        created_at=time(b"created", True) or 0.0,
+        updated_at=time(b"updated", True) or 0.0,
+        ready_at=time(b"ready"),
+        lease_owner=text(b"owner"),
+        lease_until=time(b"lease"),
         cancel_requested=fields.get(b"cancel") == b"1",
         wake_requested=fields.get(b"wake") == b"1",
-        deadline=_opt_float(fields.get(b"deadline")),
-        parent=None if parent is None else parent.decode("utf-8"),
+        deadline=time(b"deadline"),
+        parent=text(b"parent"),
+        damage="; ".join(problems) or None,
     )
 
 
@@ -725,7 +769,7 @@ def cluster_option(url: str) -> bool | None:
 
 def bucket_of(run_id: str) -> int:
     """The index bucket of a run: the same on every client."""
-    return zlib.crc32(run_id.encode("utf-8")) % BUCKETS
+    return zlib.crc32(_utf8(run_id)) % BUCKETS
 
 
 class _Need(NamedTuple):
@@ -852,7 +896,7 @@ class RedisStore:
         if run_id and "}" not in run_id:
             base = f"{self._prefix}:{{{run_id}}}:"
             return [base + what for what in _RUN_PARTS]
-        digest = hashlib.sha1(run_id.encode("utf-8")).hexdigest()
+        digest = hashlib.sha1(_utf8(run_id)).hexdigest()
         return [f"{self._prefix}:{{{digest}}}:{what}:{run_id}" for what in _RUN_PARTS]
 
     def _key(self, run_id: str, what: str) -> str:
@@ -876,6 +920,12 @@ class RedisStore:
             yield
         except _UNAVAILABLE as exc:
             raise _errors.StoreUnavailableError(f"Redis is unavailable: {exc}") from exc
+        except _redis_errors.ResponseError as exc:
+            if str(exc).startswith(_BUSY):  # the server may recover: back off and try again
+                raise _errors.StoreUnavailableError(f"Redis is unavailable: {exc}") from exc
+            raise _errors.StoreRejectedError(f"Redis refused the command: {exc}") from exc
+        except (UnicodeEncodeError, _redis_errors.DataError) as exc:
+            raise _errors.StoreRejectedError(f"Redis cannot store this value: {exc}") from exc
 
     def _call(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         with self._guard():
@@ -1112,13 +1162,17 @@ class RedisStore:
         fields, events, signals = self._call("load", self._run_keys(run_id)[:3], [])
         if not fields:
             raise _errors.RunNotFoundError(run_id)
-        items = [decode_item(raw) for raw in events]
-        return history.RunState(
-            _run_info(run_id, _fields(fields)),
-            tuple(event for _, event in items),
-            tuple(decode_signal(raw) for raw in signals),
-            tuple(at for at, _ in items),
-        )
+        run = _run_info(run_id, _fields(fields))
+        loaded, recorded_at = _read_history(run_id, events)
+        if run.damage is not None:
+            raise _errors.HistoryCorruptError(run_id, None, run.damage, len(loaded))
+        try:
+            sent = tuple(decode_signal(raw) for raw in signals)
+        except ValueError as exc:
+            raise _errors.HistoryCorruptError(
+                run_id, None, f"a stored signal does not parse ({exc})", len(loaded)
+            ) from None
+        return history.RunState(run, loaded, sent, tuple(recorded_at))
 
     def get_run(self, run_id: str) -> history.RunInfo:
         with self._guard():
@@ -1398,7 +1452,7 @@ class RedisStore:
         created_before: float | None = None,
         limit: int = 100,
     ) -> list[history.RunInfo]:
-        wanted_status = None if statuses is None else {RunStatus(s) for s in statuses}
+        wanted_status = None if statuses is None else {RunStatus(s).value for s in statuses}
         wanted_wf = None if workflows is None else set(workflows)
         if limit <= 0 or wanted_status == set() or wanted_wf == set():
             return []
@@ -1431,7 +1485,8 @@ class RedisStore:
                 run = _run_info(run_id, fields)
                 # The record is the truth: an index score a crash left behind may differ.
                 if (
-                    (wanted_status is None or run.status in wanted_status)
+                    # by the stored word: a damaged status matches no filter, as elsewhere
+                    (wanted_status is None or _text(fields.get(b"status")) in wanted_status)
                     and (wanted_wf is None or run.workflow in wanted_wf)
                     and (created_after is None or run.created_at >= created_after)
                     and (created_before is None or run.created_at < created_before)
@@ -1538,6 +1593,9 @@ def _take(items: Iterator[_U], count: int) -> list[_U]:
 
 
 _RUN_PARTS = ("run", "events", "signals", "signal_keys", "fence")
+
+_BUSY = ("OOM", "BUSY", "LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
+"""Error replies of a server that cannot take writes now, but may soon."""
 
 _UNAVAILABLE = (
     _redis_errors.ConnectionError,

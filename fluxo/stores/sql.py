@@ -61,6 +61,10 @@ _LISTENER_START: Final = 2.0
 """How long a first waiter waits for the PostgreSQL listener to connect before polling."""
 _MIN_POLL_INTERVAL: Final = 1.0
 """The shortest ``poll_interval``: polling is the fallback, never the way waiters wake."""
+_LARGE: Final = 1 << 20
+"""Bytes past which a MySQL write is checked against the server's ``max_allowed_packet``."""
+_PACKET_SLACK: Final = 64 << 10
+"""Room in a MySQL packet for a statement's SQL and its other values."""
 _RETRIES: Final = 6
 """How often a transaction that lost a deadlock is run again before giving up."""
 
@@ -150,6 +154,7 @@ class SQLStore:
             self._sql = _sql_statements.Statements(dialect, self._driver.name)
             self._url = self._engine.url.render_as_string(hide_password=True)
             self._poll_interval = max(_MIN_POLL_INTERVAL, poll_interval)
+            self._max_packet: int | None = None  # MySQL's max_allowed_packet, read when needed
             memory = self._driver.name == "sqlite" and _sql_engine.is_memory_sqlite(
                 self._engine.url
             )
@@ -238,6 +243,11 @@ class SQLStore:
             try:
                 with self._serial or nullcontext():
                     return self._call_once(operation, begin)
+            except UnicodeEncodeError as exc:  # a lone surrogate: no database stores it
+                raise _errors.StoreRejectedError(
+                    f"{action} failed: the {self._driver.name} database at {self._url} cannot "
+                    f"store this text: {exc}"
+                ) from exc
             except (sa_exc.DBAPIError, self._driver.dbapi.Error) as exc:
                 orig = _cause(exc)
                 attempt += 1
@@ -291,12 +301,38 @@ class SQLStore:
                 f"{self._url}; run `fluxo db upgrade --url <url>` ({orig})"
             )
         invalidated = isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
+        if not invalidated and self._driver.is_rejected(orig):
+            return _errors.StoreRejectedError(
+                f"{action} failed: the {self._driver.name} database at {self._url} refused the "
+                f"data: {type(orig).__name__}: {str(orig).strip()}"
+            )
         if invalidated or self._driver.is_unavailable(orig):
             return _errors.StoreUnavailableError(
                 f"{action} failed: the {self._driver.name} database at {self._url} is "
                 f"unavailable: {str(orig).strip()}"
             )
         return _errors.StoreError(f"{action} failed on {self._url}: {type(orig).__name__}: {orig}")
+
+    def _check_size(self, action: str, size: int) -> None:
+        """Refuse, for good, a MySQL write larger than the server takes in one statement.
+
+        MySQL answers one by dropping the connection, which would look like an outage
+        (``StoreUnavailableError``) and be tried again for ever.
+        """
+        if size < _LARGE or self._driver.name != "mysql":
+            return  # (append asks only on MySQL: the sum of its sizes is not free)
+        if self._max_packet is None:
+
+            def read(cur: DBAPICursor) -> int:
+                cur.execute("SELECT @@max_allowed_packet")
+                return int(cur.fetchall()[0][0])
+
+            self._max_packet = self._call("reading max_allowed_packet", read)
+        if size + _PACKET_SLACK > self._max_packet:
+            raise _errors.StoreRejectedError(
+                f"{action} failed: {size} bytes are more than the MySQL server at {self._url} "
+                f"takes in one statement (max_allowed_packet = {self._max_packet})"
+            )
 
     def _notify(self) -> None:
         with self._changed:
@@ -312,10 +348,11 @@ class SQLStore:
                 lease_owner = lease_owner.decode()
             if parent is not None:
                 parent = parent.decode()
+        status, damage = history.parse_status(row[2])
         return history.RunInfo(
             id=run_id,
             workflow=workflow,
-            status=RunStatus(row[2]),
+            status=status,
             created_at=row[3],
             updated_at=row[4],
             ready_at=row[5],
@@ -325,6 +362,7 @@ class SQLStore:
             wake_requested=bool(row[9]),
             deadline=row[10],
             parent=parent,
+            damage=damage,
         )
 
     def _key(self, value: Any) -> str:
@@ -345,6 +383,7 @@ class SQLStore:
         parent: str | None = None,
     ) -> tuple[history.RunInfo, bool]:
         """See :meth:`fluxo.stores.Store.create_run`."""
+        self._check_size("starting a run", len(input))
         run = history.RunInfo(
             id=run_id,
             workflow=workflow,
@@ -423,18 +462,20 @@ class SQLStore:
         if not rows or rows[0][0] != 0:
             raise _errors.RunNotFoundError(run_id)
         run = self._run_from_row(rows[0][_sql_statements.LOAD_RUN :])
-        make = history.event_from_record
-        events: list[history.Event] = []
+        records: list[tuple[int, str, str, bytes | None]] = []
         recorded_at: list[float] = []
         signals: list[history.Signal] = []
         for part, position, kind, name, data, at, *_ in rows:
             if part == 0:
                 if kind is not None:  # None: a run without events (a damaged database)
-                    events.append(make(kind, name, data))
+                    records.append((position, kind, name, None if data is None else bytes(data)))
                     recorded_at.append(at)
             else:
                 signals.append(history.Signal(int(position), name, bytes(data), at))
-        return history.RunState(run, tuple(events), tuple(signals), tuple(recorded_at))
+        events = history.read_events(run_id, records)
+        if run.damage is not None:
+            raise _errors.HistoryCorruptError(run_id, None, run.damage, len(events))
+        return history.RunState(run, events, tuple(signals), tuple(recorded_at))
 
     # -- append -----------------------------------------------------------------
 
@@ -451,6 +492,8 @@ class SQLStore:
         """See :meth:`fluxo.stores.Store.append`."""
         if expected_seq < 0:
             self._append_refused(run_id, expected_seq)
+        if self._driver.name == "mysql":
+            self._check_size("recording history", sum(len(e.data or b"") for e in events))
         if not events:
             if status is not None:
                 self._append_status_only(run_id, expected_seq, now, status, ready_at)
@@ -682,6 +725,7 @@ class SQLStore:
         self, run_id: str, name: str, payload: bytes, *, now: float, key: str | None = None
     ) -> bool:
         """See :meth:`fluxo.stores.Store.send_signal`."""
+        self._check_size("sending a signal", len(payload))
         values = {
             "p_run_id": run_id,
             "p_name": name,
@@ -698,7 +742,7 @@ class SQLStore:
             if not rows:
                 raise _errors.RunNotFoundError(run_id)
             status, signal_id, _woken = rows[0]
-            if signal_id is None and RunStatus(status).is_terminal:
+            if signal_id is None and history.parse_status(status)[0].is_terminal:
                 raise _finished(run_id, status)
             sent = signal_id is not None
         else:
@@ -707,7 +751,7 @@ class SQLStore:
                 rows = self._execute(cur, self._sql.signal_run_status, values).fetchall()
                 if not rows:
                     raise _Missing
-                if RunStatus(rows[0][0]).is_terminal:
+                if history.parse_status(rows[0][0])[0].is_terminal:
                     raise _Finished(rows[0][0])
                 try:
                     self._execute(cur, self._sql.insert_signal, values)

@@ -93,6 +93,19 @@ class _Recorder:
         _expect(execute(engine, handle.id), Outcome.COMPLETED)
         return handle.id
 
+    def approval_rejected(self, engine: fluxo.Engine, clock: FakeClock) -> str:
+        handle = engine.start(wf.approval.options(id="golden-approval-rejected"), "o-5")
+        _expect(execute(engine, handle.id), Outcome.SUSPENDED)  # the one-hour timer
+        clock.advance(3600)
+        _expect(execute(engine, handle.id), Outcome.SUSPENDED)  # waiting for "approved"
+        engine.signal(handle.id, "approved", "yes please")  # not a bool: skipped
+        _expect(execute(engine, handle.id), Outcome.SUSPENDED)  # still waiting
+        engine.signal(handle.id, "approved", True)
+        _expect(execute(engine, handle.id), Outcome.SUSPENDED)  # waiting for "comment"
+        clock.advance(300)
+        _expect(execute(engine, handle.id), Outcome.COMPLETED)
+        return handle.id
+
     def approval_waiting(self, engine: fluxo.Engine, clock: FakeClock) -> str:
         handle = engine.start(wf.approval.options(id="golden-approval-waiting"), "o-3")
         _expect(execute(engine, handle.id), Outcome.SUSPENDED)
@@ -175,6 +188,7 @@ HISTORIES: dict[str, tuple[str, fluxo.Workflow[Any, Any]]] = {
     "flaky": ("flaky", wf.flaky),
     "approval": ("approval", wf.approval),
     "approval-waiting": ("approval_waiting", wf.approval),
+    "approval-rejected": ("approval_rejected", wf.approval),
     "cancellable": ("cancellable", wf.cancellable),
     "failing": ("failing", wf.failing),
     "retried": ("retried", wf.retried),

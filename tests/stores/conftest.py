@@ -237,3 +237,11 @@ def unexpected(outcomes: Sequence[Outcome], *allowed: type[BaseException]) -> li
 def unexpected_fixture() -> Callable[..., list[BaseException]]:
     """``unexpected(outcomes, *allowed)``: the errors of a race of other types."""
     return unexpected
+
+
+@pytest.fixture
+def damage(store: Store) -> Any:
+    """Breaks the store's data through its backend's raw client (see ``damage.py``)."""
+    from tests.stores.damage import damage_for
+
+    return damage_for(store)

@@ -612,3 +612,53 @@ def test_list_runs_explains_bad_filters(options: dict[str, object], message: str
         pytest.raises(fluxo.DefinitionError, match=message),
     ):
         engine.list_runs(**options)  # type: ignore[arg-type]
+
+
+def test_runs_list_and_show_report_damage_in_one_line(tmp_path: Path) -> None:
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path}/damaged.db"
+    store = fluxo.open_store(url)
+    for run_id in ("gap", "odd", "fine"):
+        store.create_run(run_id, "some.workflow", b"[]", now=T0)
+        store.append(run_id, 1, [history.StepCompleted("a", b"1")], now=T0)
+    store.close()
+    with sqlite3.connect(tmp_path / "damaged.db") as db:
+        db.execute("DELETE FROM fluxo_events WHERE run_id = 'gap' AND seq = 0")
+        db.execute("UPDATE fluxo_runs SET status = 'exploded' WHERE id = 'odd'")
+
+    code, out = invoke("runs", "list", "--store", url)
+    assert code == 0, out
+    rows = {line.split()[0]: line.split()[2] for line in out.splitlines()[1:4]}
+    assert rows == {"gap": "pending", "odd": "damaged", "fine": "pending"}
+    assert "run odd: its stored record is damaged: its stored status 'exploded'" in out
+    code, out = invoke("runs", "list", "--store", url, "--json")
+    damage = {run["id"]: run["damage"] for run in json.loads(out.split("\nrun odd")[0])}
+    assert damage["fine"] is None
+    assert "'exploded'" in damage["odd"]
+
+    for run_id, problem in (("gap", "position 0 is missing"), ("odd", "'exploded'")):
+        code, out = invoke("runs", "show", run_id, "--store", url)
+        assert code == 1
+        assert len(out.strip().splitlines()) == 1, out
+        assert out.startswith("Error: the stored ")
+        assert f"run '{run_id}' is damaged" in out
+        assert problem in out
+        assert "Traceback" not in out
+
+
+def test_runs_show_a_skipped_signal(app: fluxo.Engine) -> None:
+    app.start(waits.options(id="w1"))
+    app.worker().process_one()
+    app.signal("w1", "go", {"not": "a string"})
+    app.worker().process_one()
+
+    code, out = invoke("runs", "show", "w1", "--app", APP)
+
+    assert code == 0, out
+    line = next(line for line in out.splitlines() if "signal_rejected" in line)
+    assert "skipped: stored value does not decode as builtins.str" in line
+    code, out = invoke("runs", "show", "w1", "--app", APP, "--json")
+    rejected = next(e for e in json.loads(out)["timeline"] if e["kind"] == "signal_rejected")
+    assert rejected["data"]["payload"] == {"not": "a string"}
+    assert json.loads(out)["pending_signals"] == []

@@ -1215,10 +1215,10 @@ def test_an_unknown_event_kind_fails_the_run_cleanly(
     run_id = _crashed_run(engine, alien)
     _corrupt(engine.store, run_id, 1, AlienEvent("x", b"{}"))
     assert resume(engine, clock, run_id) is Outcome.FAILED
-    with pytest.raises(fluxo.NondeterminismError) as info:
+    with pytest.raises(fluxo.HistoryCorruptError) as info:
         engine.handle(run_id).result(timeout=1)
     assert info.value.seq == 1
-    assert "alien_event" in info.value.recorded
+    assert "alien_event" in info.value.problem
     assert calls["known"] == 1
 
 

@@ -27,6 +27,7 @@ EXPECTED = [
     "Engine",
     "Event",
     "FluxoError",
+    "HistoryCorruptError",
     "JSONCodec",
     "NondeterminismError",
     "Retry",
@@ -46,6 +47,7 @@ EXPECTED = [
     "StepTimeout",
     "Store",
     "StoreError",
+    "StoreRejectedError",
     "StoreUnavailableError",
     "UnknownWorkflowError",
     "Worker",
@@ -151,7 +153,7 @@ ERROR_CLASSES = [
 
 
 def test_every_error_derives_from_fluxo_error() -> None:
-    assert len(ERROR_CLASSES) == 22
+    assert len(ERROR_CLASSES) == 24
     for cls in ERROR_CLASSES:
         assert issubclass(cls, fluxo.FluxoError), cls
 
@@ -166,6 +168,11 @@ def test_errors_also_derive_from_the_builtin_they_resemble() -> None:
     assert issubclass(fluxo.StoreUnavailableError, ConnectionError)
     assert issubclass(fluxo.SequenceConflictError, fluxo.StoreError)
     assert issubclass(fluxo.EncodeError, fluxo.CodecError)
+    assert issubclass(fluxo.StoreRejectedError, fluxo.StoreError)
+    assert not issubclass(fluxo.StoreRejectedError, fluxo.StoreUnavailableError)
+    # Damage is not a store failure to back off from and try again: trying cannot help.
+    assert issubclass(fluxo.HistoryCorruptError, ValueError)
+    assert not issubclass(fluxo.HistoryCorruptError, fluxo.StoreError)
 
 
 def test_a_bare_error_uses_its_docstring() -> None:
@@ -194,6 +201,9 @@ PICKLED = [
     fluxo.DefinitionError("bad definition"),
     fluxo.StoreUnavailableError("down"),
     fluxo.StepTimeout("shop.charge", 2.5),
+    fluxo.HistoryCorruptError("r7", 3, "position 3 is missing", 5),
+    fluxo.HistoryCorruptError("r8", None, "its stored status 'x' is not one Fluxo knows"),
+    fluxo.StoreRejectedError("too large"),
 ]
 
 

@@ -1,0 +1,136 @@
+"""Store conformance: damaged data is reported, never raised raw, and the rest keeps working.
+
+A history with a missing position, an unknown event kind or an unreadable item
+makes ``load`` raise ``HistoryCorruptError`` naming the run, the position and the
+problem, with ``next_seq`` where the engine appends the run's failure. A run whose
+stored status is unknown is listed and read with ``damage`` set, never claimed,
+and matches no status filter. Each test damages the data through the backend's
+raw client (``damage.py``).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from fluxo import _errors, history
+
+RunStatus = history.RunStatus
+
+T0 = 1_700_000_000.0
+
+
+def _three_events(store, runs, run_id="r1"):
+    runs.start(run_id)
+    store.append(
+        run_id, 1, [history.StepCompleted("a", b"1"), history.StepCompleted("b", b"2")], now=T0
+    )
+
+
+def _corrupt(store, run_id):
+    with pytest.raises(_errors.HistoryCorruptError) as caught:
+        store.load(run_id)
+    error = caught.value
+    assert error.run_id == run_id
+    assert isinstance(error, _errors.FluxoError)
+    assert not isinstance(error, _errors.StoreError)  # trying again cannot help
+    return error
+
+
+def test_an_unknown_event_kind_is_reported_with_its_position(store, runs, damage):
+    _three_events(store, runs)
+    damage.set_kind("r1", 1, "from_the_future")
+
+    error = _corrupt(store, "r1")
+
+    assert error.seq == 1
+    assert "from_the_future" in error.problem
+    assert error.next_seq == 3
+    assert "'r1'" in str(error)
+    assert "position 1" in str(error)
+
+
+def test_a_missing_position_is_reported_where_positions_are_stored(store, runs, damage):
+    if not damage.positional:
+        pytest.skip("a list store: a deleted item shortens the history (replay reports it)")
+    _three_events(store, runs)
+    damage.drop_event("r1", 1)
+
+    error = _corrupt(store, "r1")
+
+    assert error.seq in (1, 2)  # the gap, or the count that no longer matches
+    assert error.next_seq == 3
+
+
+def test_a_history_that_lost_its_start_is_reported(store, runs, damage):
+    _three_events(store, runs)
+    damage.drop_event("r1", 0)
+
+    error = _corrupt(store, "r1")
+
+    assert error.seq == 0
+
+
+def test_the_failure_of_a_damaged_run_can_be_recorded_where_next_seq_says(store, runs, damage):
+    _three_events(store, runs)
+    damage.set_kind("r1", 2, "from_the_future")
+    error = _corrupt(store, "r1")
+
+    store.append(
+        "r1",
+        error.next_seq,
+        [history.WorkflowFailed("", b'{"type": "fluxo.HistoryCorruptError"}')],
+        now=T0,
+        status=RunStatus.FAILED,
+    )
+
+    assert store.get_run("r1").status is RunStatus.FAILED
+    assert _corrupt(store, "r1").seq == 2  # the damage stays; nothing is overwritten
+
+
+def test_a_damaged_history_leaves_every_other_run_working(store, runs, damage):
+    _three_events(store, runs, "bad")
+    _three_events(store, runs, "good")
+    damage.set_kind("bad", 1, "from_the_future")
+
+    _corrupt(store, "bad")
+
+    assert len(store.load("good").events) == 3
+    assert {run.id for run in store.list_runs()} == {"bad", "good"}
+    assert store.get_run("bad").damage is None  # its record is intact
+
+
+def test_an_unknown_status_is_listed_as_damage_and_never_claimed(store, runs, damage):
+    if not damage.keeps_status_text:
+        pytest.skip("this store keeps statuses as RunStatus objects")
+    runs.start("bad")
+    runs.start("good", now=T0 + 1)
+    damage.set_status("bad", "exploded")
+
+    run = store.get_run("bad")
+    assert run.status is RunStatus.FAILED
+    assert "'exploded'" in (run.damage or "")
+    listed = {run.id: run for run in store.list_runs()}
+    assert listed["bad"].damage == run.damage
+    assert listed["good"].damage is None
+    for status in RunStatus:
+        assert "bad" not in {r.id for r in store.list_runs(statuses=[status])}
+    claimed = store.claim("w1", ["wf"], now=T0 + 10, lease_until=T0 + 40, limit=10)
+    assert [r.id for r in claimed] == ["good"]
+    assert store.claim_run("w1", "bad", now=T0 + 10, lease_until=T0 + 40) is None
+    error = _corrupt(store, "bad")
+    assert error.seq is None
+    assert "'exploded'" in error.problem
+    with pytest.raises(_errors.RunStateError):
+        store.send_signal("bad", "go", b"1", now=T0)
+
+
+def test_an_unreadable_history_item_is_reported(store_kind, store, runs, damage):
+    if not hasattr(damage, "set_item"):
+        pytest.skip("only a store of raw bytes per event can hold an unreadable one")
+    _three_events(store, runs)
+    damage.set_item("r1", 1, b"\x00\xff\xfe not an event")
+
+    error = _corrupt(store, "r1")
+
+    assert error.seq == 1
+    assert error.next_seq == 3
