@@ -402,6 +402,7 @@ class Engine:
         heartbeat: _worker.Heartbeat,
         hold_window: float = 0.0,
         context_hook: Callable[[_executor.RunContext], None] | None = None,
+        slots: _executor.HoldSlots | None = None,
     ) -> _executor.Outcome:
         """Execute a run whose lease ``owner`` holds, until it ends or must stop.
 
@@ -409,14 +410,15 @@ class Engine:
         the workflow runs; the lease is given back if execution stops early, so
         another worker can take over. Waits no longer than ``hold_window`` seconds
         are held in this thread (after being recorded), so the run resumes without
-        replaying its history.
+        replaying its history; ``slots``, a worker's, lends the held waits its
+        execution slots. A run whose lease another worker took is left alone, and
+        one whose lease ran out is executed only once leased afresh: never two
+        executions at once.
         """
         outcome = _executor.Outcome.RESTART
         while outcome is _executor.Outcome.RESTART:  # only when a context_hook asks for it
-            state = self.store.load(run_id)
-            if state.run.status.is_terminal:
-                # Our lease expired and the worker it passed from finished the run
-                # between our claim and this load: there is nothing left to do.
+            state = self._load_leased(run_id, owner, heartbeat.lease)
+            if state is None:
                 return _executor.Outcome.LOST
             wf = self._workflows.get(state.run.workflow)
             if wf is None:
@@ -431,7 +433,7 @@ class Engine:
                 store=self.store,
                 codec=self.codec,
                 clock=self.clock,
-                hold=_executor.Hold(owner, heartbeat.lease, hold_window, heartbeat),
+                hold=_executor.Hold(owner, heartbeat.lease, hold_window, heartbeat, slots),
                 threads=self.step_threads,
             )
             if context_hook is not None:
@@ -446,6 +448,24 @@ class Engine:
         if outcome in (_executor.Outcome.LOST, _executor.Outcome.STOPPED):
             self.store.release(owner, run_id, now=self.clock())
         return outcome
+
+    def _load_leased(self, run_id: str, owner: str, lease: float) -> _history.RunState | None:
+        """The run's state, if ``owner`` holds a live lease on it; None: leave the run alone."""
+        state = self.store.load(run_id)
+        run = state.run
+        if run.status.is_terminal or run.lease_owner != owner:
+            # Our lease passed to another worker between our claim and this load (and
+            # maybe that worker finished the run): it is theirs now.
+            return None
+        now = self.clock()
+        if run.lease_until is not None and run.lease_until >= now:
+            return state
+        # Our lease ran out before the execution began: another worker may claim the
+        # run at any moment. Lease it afresh (only if nobody did), then read it again.
+        if self.store.claim_run(owner, run_id, now=now, lease_until=now + lease) is None:
+            return None
+        state = self.store.load(run_id)
+        return state if state.run.lease_owner == owner else None
 
     def worker(
         self,

@@ -506,41 +506,56 @@ def test_a_held_signal_wait_lets_go_of_its_slot_when_its_window_ends(
         assert handle.result(timeout=WAIT) == "late"
 
 
-def test_a_busy_worker_makes_a_held_wait_let_go_for_a_run_that_is_due(
-    make_engine: MakeEngine,
-) -> None:
-    engine = make_engine(signal_waiter, prompt, clock=time.time)
-    waiting = engine.start(signal_waiter)
-    with engine.worker(concurrency=1, sticky=600):  # a hold that would outlast the test
-        wait_until(lambda: waiting.status() is fluxo.RunStatus.WAITING, "the wait")
-        assert engine.start(prompt).result(timeout=WAIT) == 1
-        engine.signal(waiting.id, "go", "still served")
-        assert waiting.result(timeout=WAIT) == "still served"
+BODIES: collections.Counter[int] = collections.Counter()
+"""How often the body of ``counted_waiter(i)`` began: once, plus once per replay."""
 
 
-def test_only_the_worker_that_claims_a_due_run_makes_a_hold_let_go(
+@fluxo.step
+def after_go(i: int, value: str) -> str:
+    CALLS[f"after_go {i}"] += 1
+    return f"{i}:{value}"
+
+
+@fluxo.workflow
+def counted_waiter(i: int) -> str:
+    BODIES[i] += 1
+    return after_go(i, str(fluxo.wait_for_signal("go")))
+
+
+def holding(worker: _worker.Worker) -> int:
+    """How many waits the worker holds now."""
+    return sum(entry.state == _worker._HOLDING for entry in list(worker._inflight.values()))
+
+
+def test_a_held_wait_leaves_its_slot_to_a_run_that_is_due(make_engine: MakeEngine) -> None:
+    BODIES.clear()
+    engine = make_engine(counted_waiter, prompt, clock=time.time)
+    waiting = engine.start(counted_waiter, 0)
+    with engine.worker(concurrency=1, sticky=600) as worker:  # a hold that outlasts the test
+        wait_until(lambda: holding(worker) == 1, "the wait to be held")
+        assert engine.start(prompt).result(timeout=WAIT) == 1  # ran in the one slot
+        assert holding(worker) == 1  # and the wait still holds: it never had the slot
+        engine.signal(waiting.id, "go", "held")
+        assert waiting.result(timeout=WAIT) == "0:held"
+    assert BODIES == {0: 1}  # it went on in its thread: no replay
+    assert CALLS["after_go 0"] == 1
+
+
+def test_a_worker_holds_at_most_concurrency_waits_and_parks_the_others(
     make_engine: MakeEngine,
 ) -> None:
-    store = MemoryStore()
-    engines = [make_engine(signal_waiter, prompt, store=store, clock=time.time) for _ in range(3)]
-    workers = [engine.worker(concurrency=1, sticky=600) for engine in engines]
-    for worker in workers:
-        worker.start()
-    try:
-        waiting = [engines[0].start(signal_waiter) for _ in range(3)]
+    BODIES.clear()
+    engine = make_engine(counted_waiter, clock=time.time)
+    handles = [engine.start(counted_waiter, i) for i in range(6)]
+    with engine.worker(concurrency=2, sticky=600) as worker:
         wait_until(
-            lambda: (
-                sum(c is not None and c.holding for w in workers for c in w._inflight.values()) == 3
-            ),
-            "every worker to hold a wait",
+            lambda: all(h.status() is fluxo.RunStatus.WAITING for h in handles), "every wait"
         )
-        assert engines[0].start(prompt).result(timeout=WAIT) == 1
-        let_go = [c.let_go.is_set() for w in workers for c in w._inflight.values() if c]
-        assert sum(let_go) == 0  # the one that let go has left; the others still hold
-        assert sum(c is not None and c.holding for w in workers for c in w._inflight.values()) == 2
-        for handle in waiting:
-            engines[0].signal(handle.id, "go", "x")
-        assert [h.result(timeout=WAIT) for h in waiting] == ["x"] * 3
-    finally:
-        for worker in workers:
-            worker.stop()
+        wait_until(lambda: len(worker._inflight) == 2, "the unheld waits to unwind")
+        assert holding(worker) == 2
+        for i, handle in enumerate(handles):
+            engine.signal(handle.id, "go", str(i))
+        assert [h.result(timeout=WAIT) for h in handles] == [f"{i}:{i}" for i in range(6)]
+    assert all(CALLS[f"after_go {i}"] == 1 for i in range(6))  # each step ran once
+    assert sorted(BODIES.values()).count(1) <= 2  # only held waits went on without replay
+    assert set(BODIES.values()) <= {1, 2}
