@@ -483,8 +483,11 @@ class Engine:
         background thread with ``worker.start()`` / ``worker.stop()``; it is also a
         context manager that starts and stops the thread. Any number of workers in
         any number of processes can share one store. A wait (timer or signal) of at
-        most ``sticky`` seconds is held in the worker's thread after it is recorded,
-        so the run resumes without replaying its history.
+        most ``sticky`` seconds is held in a thread of the worker after it is
+        recorded, so the run resumes without replaying its history; a held wait
+        takes none of the ``concurrency`` execution slots, and at most
+        ``concurrency`` waits are held at once. The worker claims runs only for its
+        free slots, so it never holds more leases than it executes.
         """
         from fluxo import _worker
 

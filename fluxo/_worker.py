@@ -242,6 +242,10 @@ class Worker:
         self._inflight: dict[str, _Entry] = {}
         self._reclaimed: set[str] = set()
         """Runs the claim loop leased to us while one of our threads had them."""
+        self._claiming = False
+        """A claim is in flight, for every slot that was free when it began."""
+        self._wanting: set[str] = set()
+        """Held waits woken during a claim in flight: its dispatch gives them slots first."""
         self._futures: set[Future[None]] = set()
         self._slots = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -329,7 +333,7 @@ class Worker:
             ThreadPoolExecutor(threads, thread_name_prefix=f"fluxo-{self.id}") as pool,
         ):
             while not self._stopping.is_set():
-                free = self._free_slots()
+                free = self._begin_claim()
                 if free == 0:
                     continue  # stopping
                 now = self.engine.clock()
@@ -339,6 +343,7 @@ class Worker:
                         self.id, names, now=now, lease_until=now + self.lease, limit=free
                     )
                 except _errors.StoreError as exc:
+                    self._dispatch(pool, [])  # ends the claim
                     log.error("worker %s: claim failed (%s); retrying", self.id, exc)
                     self._stopping.wait(self.idle_timeout)
                     continue
@@ -368,24 +373,31 @@ class Worker:
     def _count(self, state: str) -> int:
         return sum(entry.state == state for entry in self._inflight.values())
 
-    def _free_slots(self) -> int:
-        """Wait until some execution slots are free; how many (0 when stopping)."""
+    def _begin_claim(self) -> int:
+        """Wait until execution slots are free; how many a claim may fill (0: stopping).
+
+        Until the claim's dispatch, those slots are the claim's: a held wait woken
+        meanwhile waits for the dispatch, which serves it first.
+        """
         with self._slots:
             while not self._stopping.is_set():
                 free = self.concurrency - self._count(_EXECUTING)
                 if free > 0:
+                    self._claiming = True
                     return free
                 self._slots.wait(self.idle_timeout)
             return 0
 
     def _dispatch(self, pool: ThreadPoolExecutor, runs: list[history.RunInfo]) -> None:
-        """Start the claimed runs at once, each in a free slot; give back any left over.
+        """Start the claimed runs at once, each in a free slot, and end the claim.
 
         A run one of our threads still has is not started again: a thread that
         holds its wait takes the slot and goes on, one that is unwinding executes
-        it again once done (``_execute_again``). Never two executions at once. A
-        held wait woken meanwhile may have taken a slot the claim counted on: the
-        run left without one is released at once, for any worker to claim.
+        it again once done (``_execute_again``). Never two executions at once.
+        Held waits woken during the claim get their slots first; a claimed run
+        left without one is released at once (before those waits take their runs
+        back), for any worker to claim, so the worker never holds more leases
+        than it has slots.
         """
         started: list[str] = []
         left_over: list[str] = []
@@ -394,21 +406,34 @@ class Worker:
                 entry = self._inflight.get(run.id)
                 if entry is not None and entry.state == _EXECUTING:
                     self._reclaimed.add(run.id)  # its thread has it, or runs it again
-                elif self._count(_EXECUTING) >= self.concurrency:
+                elif entry is not None:  # held or letting go: that thread goes on with it
+                    entry.state = _EXECUTING
+                    self._reclaimed.add(run.id)
+                    self._wanting.discard(run.id)
+            for run in runs:
+                if run.id in self._inflight:
+                    continue
+                wanted = sum(self._inflight[i].state == _HOLDING for i in self._wanting)
+                if self._count(_EXECUTING) + wanted >= self.concurrency:
                     left_over.append(run.id)
-                elif entry is None:
+                else:
                     self._inflight[run.id] = _Entry()
                     self._heartbeat.track(run.id)  # renewed from now on
                     started.append(run.id)
-                else:  # held or letting go: that thread goes on with it, in this slot
-                    entry.state = _EXECUTING
-                    self._reclaimed.add(run.id)
-            self._slots.notify_all()
         for run_id in left_over:
             try:
                 self.engine.store.release(self.id, run_id, now=self.engine.clock())
             except _errors.StoreError as exc:
                 log.warning("run %s: %s; its lease expires and it is claimed again", run_id, exc)
+        with self._slots:
+            for run_id in sorted(self._wanting):
+                entry = self._inflight.get(run_id)
+                free = self.concurrency - self._count(_EXECUTING)
+                if entry is not None and entry.state == _HOLDING and free > 0:
+                    entry.state = _EXECUTING
+            self._wanting.clear()
+            self._claiming = False
+            self._slots.notify_all()
         for run_id in started:
             future = pool.submit(self._execute, run_id)
             self._futures.add(future)
@@ -435,13 +460,18 @@ class Worker:
             entry = self._inflight.get(run_id)
             if entry is None:
                 return False
-            if entry.state == _HOLDING:
-                free = self.concurrency - self._count(_EXECUTING)
-                if resume and free > 0 and not self._stopping.is_set():
+            if resume and entry.state == _HOLDING and not self._stopping.is_set():
+                if self._claiming:  # the free slots are the claim's: its dispatch decides
+                    self._wanting.add(run_id)
+                    self._slots.wait_for(
+                        lambda: run_id not in self._wanting or self._stopping.is_set()
+                    )
+                    self._wanting.discard(run_id)
+                elif self._count(_EXECUTING) < self.concurrency:
                     entry.state = _EXECUTING
-                else:
-                    entry.state = _LEAVING
-                    self._slots.notify_all()
+            if entry.state == _HOLDING:
+                entry.state = _LEAVING
+                self._slots.notify_all()
             return entry.state == _EXECUTING and not self._stopping.is_set()
 
     # -- executing -----------------------------------------------------------------------
