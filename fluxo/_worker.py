@@ -337,17 +337,21 @@ class Worker:
                 if free == 0:
                     continue  # stopping
                 now = self.engine.clock()
+                runs: list[history.RunInfo] = []
+                failure: _errors.StoreError | None = None
                 try:
                     token = self.engine.store.change_token(None)
                     runs = self.engine.store.claim(
                         self.id, names, now=now, lease_until=now + self.lease, limit=free
                     )
                 except _errors.StoreError as exc:
-                    self._dispatch(pool, [])  # ends the claim
-                    log.error("worker %s: claim failed (%s); retrying", self.id, exc)
+                    failure = exc
+                finally:
+                    self._dispatch(pool, runs)  # starts them, and ends the claim in any case
+                if failure is not None:
+                    log.error("worker %s: claim failed (%s); retrying", self.id, failure)
                     self._stopping.wait(self.idle_timeout)
                     continue
-                self._dispatch(pool, runs)
                 if not runs:
                     self._idle(names, token)
                     if time.monotonic() - last_unknown_check > 60:
