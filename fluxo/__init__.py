@@ -28,6 +28,7 @@ from fluxo._durable import (
 )
 from fluxo._engine import Engine, RunHandle
 from fluxo._errors import (
+    CancelPendingError,
     CodecError,
     CompensationError,
     DecodeError,
@@ -65,6 +66,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Call",
+    "CancelPendingError",
     "Cancelled",
     "ChildHandle",
     "Codec",

@@ -414,6 +414,7 @@ class Engine:
         heartbeat: _worker.Heartbeat,
         hold_window: float = 0.0,
         context_hook: Callable[[_executor.RunContext], None] | None = None,
+        slots: _executor.HoldSlots | None = None,
     ) -> _executor.Outcome:
         """Execute a run whose lease ``owner`` holds, until it ends or must stop.
 
@@ -421,17 +422,18 @@ class Engine:
         the workflow runs; the lease is given back if execution stops early, so
         another worker can take over. Waits no longer than ``hold_window`` seconds
         are held in this thread (after being recorded), so the run resumes without
-        replaying its history.
+        replaying its history; ``slots``, a worker's, lends the held waits its
+        execution slots. A run whose lease another worker took is left alone, and
+        one whose lease ran out is executed only once leased afresh: never two
+        executions at once.
         """
         outcome = _executor.Outcome.RESTART
         while outcome is _executor.Outcome.RESTART:  # only when a context_hook asks for it
             try:
-                state = self.store.load(run_id)
+                state = self._load_leased(run_id, owner, heartbeat.lease)
             except _errors.HistoryCorruptError as exc:
                 return _executor.fail_damaged(self.store, self.codec, self.clock, owner, exc)
-            if state.run.status.is_terminal:
-                # Our lease expired and the worker it passed from finished the run
-                # between our claim and this load: there is nothing left to do.
+            if state is None:
                 return _executor.Outcome.LOST
             wf = self._workflows.get(state.run.workflow)
             if wf is None:
@@ -446,7 +448,7 @@ class Engine:
                 store=self.store,
                 codec=self.codec,
                 clock=self.clock,
-                hold=_executor.Hold(owner, heartbeat.lease, hold_window, heartbeat),
+                hold=_executor.Hold(owner, heartbeat.lease, hold_window, heartbeat, slots),
                 threads=self.step_threads,
             )
             if context_hook is not None:
@@ -461,6 +463,24 @@ class Engine:
         if outcome in (_executor.Outcome.LOST, _executor.Outcome.STOPPED):
             self.store.release(owner, run_id, now=self.clock())
         return outcome
+
+    def _load_leased(self, run_id: str, owner: str, lease: float) -> _history.RunState | None:
+        """The run's state, if ``owner`` holds a live lease on it; None: leave the run alone."""
+        state = self.store.load(run_id)
+        run = state.run
+        if run.status.is_terminal or run.lease_owner != owner:
+            # Our lease passed to another worker between our claim and this load (and
+            # maybe that worker finished the run): it is theirs now.
+            return None
+        now = self.clock()
+        if run.lease_until is not None and run.lease_until >= now:
+            return state
+        # Our lease ran out before the execution began: another worker may claim the
+        # run at any moment. Lease it afresh (only if nobody did), then read it again.
+        if self.store.claim_run(owner, run_id, now=now, lease_until=now + lease) is None:
+            return None
+        state = self.store.load(run_id)
+        return state if state.run.lease_owner == owner else None
 
     def worker(
         self,
@@ -478,8 +498,11 @@ class Engine:
         background thread with ``worker.start()`` / ``worker.stop()``; it is also a
         context manager that starts and stops the thread. Any number of workers in
         any number of processes can share one store. A wait (timer or signal) of at
-        most ``sticky`` seconds is held in the worker's thread after it is recorded,
-        so the run resumes without replaying its history.
+        most ``sticky`` seconds is held in a thread of the worker after it is
+        recorded, so the run resumes without replaying its history; a held wait
+        takes none of the ``concurrency`` execution slots, and at most
+        ``concurrency`` waits are held at once. The worker claims runs only for its
+        free slots, so it never holds more leases than it executes.
         """
         from fluxo import _worker
 

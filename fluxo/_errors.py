@@ -9,6 +9,7 @@ The tree::
     ├── RunIdConflictError       the id is taken by a run of another workflow or arguments
     ├── RunNotFinishedError      a run's result was asked for before it finished (timeout)
     ├── RunStateError            the run is in a state that forbids the operation
+    │   └── CancelPendingError   a store refused to record an end: the run's cancellation is pending
     ├── CodecError
     │   ├── EncodeError          a value cannot be encoded (names the step and the type)
     │   └── DecodeError          stored bytes do not decode to the annotated type
@@ -132,6 +133,24 @@ class RunNotFinishedError(FluxoError, TimeoutError):
 
 class RunStateError(FluxoError):
     """The run's current status does not allow this operation."""
+
+
+class CancelPendingError(RunStateError):
+    """The store refused to record events: a cancellation of the run is pending.
+
+    Raised by ``Store.append(..., unless_cancel_requested=True)`` when the run's
+    ``cancel_requested`` flag is set; nothing was written. The executor then
+    records the cancellation at that position instead of the run's end.
+    """
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(
+            f"run {run_id!r} has a pending cancellation, so its end was not recorded as asked"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.run_id,))
 
 
 class CodecError(FluxoError):

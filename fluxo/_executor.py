@@ -17,10 +17,11 @@ import enum
 import logging
 import queue
 import threading
+import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import msgspec
 
@@ -356,6 +357,27 @@ DURABLE_BACKOFF = 2.0
 """Step retry back-offs longer than this many seconds wait on a durable timer."""
 
 
+class HoldSlots(Protocol):
+    """How a worker lends its execution slots to the waits its threads hold.
+
+    A held wait gives its execution slot back while it holds (the worker may
+    refuse the hold when it holds as many as it allows), and asks for a slot again
+    when it is woken: it goes on in its thread only if it gets one.
+    """
+
+    def enter_hold(self, run_id: str) -> bool:
+        """Trade the run's execution slot for a hold place; False: unwind instead."""
+        ...
+
+    def leave_hold(self, run_id: str, *, resume: bool) -> bool:
+        """Give the hold place up; True when the run has an execution slot again.
+
+        With ``resume`` the run takes a free slot if there is one; without, it only
+        keeps one the worker gave it meanwhile (by claiming the run for it).
+        """
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class Hold:
     """How an execution may hold a short wait in its thread instead of unwinding.
@@ -365,12 +387,26 @@ class Hold:
         lease: the lease length when it does.
         window: the longest wait, in seconds, held in the thread (0: never hold).
         heartbeat: renews the lease while the run executes (``add``/``remove``).
+        slots: the worker's execution slots, or None (``engine.run``: no limit).
     """
 
     owner: str
     lease: float
     window: float
     heartbeat: Any
+    slots: HoldSlots | None = None
+
+
+class _Flag(threading.Event):
+    """A run's cancel or stop flag: setting it also wakes the run's short back-offs."""
+
+    def __init__(self, attention: threading.Event) -> None:
+        super().__init__()
+        self._attention = attention
+
+    def set(self) -> None:
+        super().set()
+        self._attention.set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -572,11 +608,9 @@ class RunContext:
         self.next_seq = len(state.events)
         self.hold = hold
         self.holding = False
-        self.holding_timer = False
-        """What the held wait is: a timer's run is reserved to this thread until it fires."""
-        self.let_go = threading.Event()
-        """Set by the worker: end the held (signal or child) wait now, freeing the thread."""
         self.lease_released = False
+        self.lease_epoch = 0
+        """How many times this execution took its run back after a held wait."""
         self.store_error: _errors.StoreError | None = None
         self.deadline = state.run.deadline
         self.parent = state.run.parent
@@ -591,11 +625,14 @@ class RunContext:
         self._pending: dict[str, collections.deque[bytes]] = {}
         self._consumed: dict[str, int] = {}  # signals taken so far, replayed or live
         self._refresh_signals(state.signals)
-        self.cancel_requested = threading.Event()
+        self._attention = threading.Event()
+        self.cancel_requested: threading.Event = _Flag(self._attention)
+        """Set when the run's cancellation is known (at load, by the heartbeat)."""
         if state.run.cancel_requested:
             self.cancel_requested.set()
-        self.stop_requested = threading.Event()
-        self.pause: Callable[[float], object] = self.stop_requested.wait
+        self.stop_requested: threading.Event = _Flag(self._attention)
+        """Set to stop at the next durable call (shutdown, lost lease)."""
+        self.pause: Callable[[float], object] = self._wait_interruptibly
         """Waits a short retry back-off (a virtual clock replaces it in tests)."""
         self.step_runner: StepRunner = _call_step_function
         """Calls a step's function live (a test environment replaces it to stub steps)."""
@@ -684,6 +721,18 @@ class RunContext:
             self._cancel_children()
             raise Cancelled(_TOKEN)
 
+    def _wait_interruptibly(self, seconds: float) -> None:
+        """Wait a short back-off; end it early when the run must stop or is cancelled."""
+        deadline = time.monotonic() + seconds
+        while not self.stop_requested.is_set() and not (
+            self.cancel_requested.is_set() and not self._cancel_delivered
+        ):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._attention.wait(remaining)
+            self._attention.clear()  # the flags, set before it, are looked at again
+
     def _cancel_due(self) -> str:
         """Why the run must stop now: ``"cancelled"``, ``"deadline"``, or ``""``."""
         if self.cancel_requested.is_set():
@@ -711,8 +760,12 @@ class RunContext:
         event: history.Event,
         status: history.RunStatus | None = None,
         ready_at: float | None = None,
+        *,
+        unless_cancel_requested: bool = False,
     ) -> None:
-        self._record_many((event,), status, ready_at)
+        self._record_many(
+            (event,), status, ready_at, unless_cancel_requested=unless_cancel_requested
+        )
 
     def _go_live(self) -> None:
         """Called before anything with an effect: ``replay_only`` stops here."""
@@ -725,8 +778,18 @@ class RunContext:
         events: Sequence[history.Event],
         status: history.RunStatus | None = None,
         ready_at: float | None = None,
+        *,
+        unless_cancel_requested: bool = False,
     ) -> None:
+        """Append ``events`` at the next position (raises ``CancelPendingError`` as is)."""
         self._go_live()
+        # Passed only when asked for, so that store wrappers written before it still work.
+        guard = {"unless_cancel_requested": True} if unless_cancel_requested else {}
+        if status is not None:
+            # A status write clears the lease. Said before the write, so that a heartbeat
+            # reading the run meanwhile does not take the cleared lease for a lost one
+            # (if the write fails, the execution stops anyway).
+            self.lease_released = True
         try:
             self.store.append(
                 self.run_id,
@@ -735,7 +798,11 @@ class RunContext:
                 now=self.clock(),
                 status=status,
                 ready_at=ready_at,
+                **guard,
             )
+        except _errors.CancelPendingError:
+            self.lease_released = False  # refused: nothing changed, the lease is still ours
+            raise
         except (_errors.SequenceConflictError, _errors.RunNotFoundError):
             log.warning(
                 "run %s: position %d was recorded by another worker; this worker stops "
@@ -758,9 +825,7 @@ class RunContext:
                 )
             self._store_failed(exc)
         self.next_seq += len(events)
-        if status is not None:
-            self.lease_released = True  # a status write clears the lease
-        elif self.restart_after_record:
+        if status is None and self.restart_after_record:
             if self._in_block:
                 self._restart_due = True  # once the branches still running are recorded
                 return
@@ -1190,7 +1255,7 @@ class RunContext:
 
     def _branch_backoff(self, block: _Block, delay: float) -> bool:
         """Wait a branch's back-off; False when the block was interrupted meanwhile."""
-        if self.pause == self.stop_requested.wait:
+        if self.pause == self._wait_interruptibly:
             return not block.interrupted.wait(delay)
         self.pause(delay)  # a test environment's virtual clock
         return not block.interrupted.is_set()
@@ -1568,6 +1633,8 @@ class RunContext:
                 if run.status.value == outcome.kind:
                     return kind(child, outcome.data)
                 return self._ended_child(child, sender)  # it ended otherwise: the truth
+            if kind is history.ChildCompleted and run.cancel_requested:
+                return self._completion_if_kept(child, sender, outcome)
             if kind is not history.ChildFailed:
                 return kind(child, outcome.data)  # sent just before its end was recorded
             # A failure, and the run is going again: retried since (that failure is
@@ -1582,6 +1649,22 @@ class RunContext:
             return None  # not created yet: its parent crashed and starts it again
         except _errors.StoreError as exc:
             self._store_failed(exc)
+
+    def _completion_if_kept(
+        self, child: str, sender: str, outcome: ChildOutcome
+    ) -> history.Event | None:
+        """A child sent "completed" and has a pending cancellation: will its end stand?
+
+        Only if the child saw its cancellation (caught ``fluxo.Cancelled``, so its
+        history holds ``cancel_requested``). Otherwise the store refuses to record
+        the completion and the child ends cancelled, telling this run again: wait.
+        """
+        state = self.store.load(sender)
+        if state.run.status.is_terminal:
+            return self._ended_child(child, sender)
+        if any(isinstance(e, history.CancelRequested) for e in state.events):
+            return history.ChildCompleted(child, outcome.data)
+        return None
 
     def _ended_child(self, child: str, run_id: str) -> history.Event:
         """The outcome of a finished child run, read from its own history."""
@@ -1643,11 +1726,13 @@ class RunContext:
             )
         self._cancel_children()
 
-    def _tell_parent(self, end: history.Event) -> None:
+    def _tell_parent(self, end: history.Event, *, again: bool = False) -> None:
         """Send this child run's outcome to its parent, before the end is recorded.
 
         Keyed by this run and its operator retries, so the copy a resumed run sends
-        again is dropped, while a retried run's new outcome is not.
+        again is dropped, while a retried run's new outcome is not. ``again``: the
+        cancellation that replaces a completion the store refused to record (the
+        completion was sent already), under a key of its own.
         """
         if self.parent is None:
             return
@@ -1660,6 +1745,8 @@ class RunContext:
             reason = self.codec.encode(end.name or "cancelled")
             outcome = ChildOutcome("cancelled", reason, run, retries)
         key = f"{history.SIGNAL_PREFIX}{run}:{retries}"  # once per run and operator retry
+        if again:
+            key += ":cancelled"
         try:
             tell_parent(self.store, self.parent, outcome, now=self.clock(), key=key)
         except _errors.StoreError as exc:
@@ -1735,26 +1822,34 @@ class RunContext:
             ) from None
         except _errors.StoreError as exc:
             self._store_failed(exc)
-        self._record(history.ContinuedAsNew(next_id), history.RunStatus.COMPLETED, None)
-        self._pass_on_cancel(next_id)
+        end = history.ContinuedAsNew(next_id)
+        if self._cancel_delivered and self.cancel_requested.is_set():
+            self._pass_on_cancel(next_id)  # it caught fluxo.Cancelled: the chain stays cancelled
+        try:
+            self._record(
+                end,
+                history.RunStatus.COMPLETED,
+                None,
+                unless_cancel_requested=not self._cancel_delivered,
+            )
+        except _errors.CancelPendingError:
+            # engine.cancel flags the latest run of a chain: this one, until its end is
+            # recorded. The chain goes on cancelled: the next run ends before it begins.
+            self._pass_on_cancel(next_id)
+            self._record(end, history.RunStatus.COMPLETED, None)
         self._unwinding = _Continued()
         raise self._unwinding
 
     def _pass_on_cancel(self, next_id: str) -> None:
-        """Cancel the next run when this one was cancelled while it continued.
+        """Cancel the next run of the chain before this run's end is recorded.
 
-        ``engine.cancel`` flags the latest run of a chain; a flag that landed on this
-        run just before its end was recorded would otherwise be lost. One that lands
-        after it finds this run finished and follows the chain by itself.
+        Before, so that a crash in between leaves this run to resume and pass the
+        cancellation on again; a store failure stops the run the same way.
         """
         try:
-            cancelled = (
-                self.cancel_requested.is_set() or self.store.get_run(self.run_id).cancel_requested
-            )
-        except _errors.StoreError:
-            return  # best effort: the end is recorded either way
-        if cancelled:
-            self._cancel_next(next_id)
+            self.store.request_cancel(next_id, now=self.clock())
+        except _errors.StoreError as exc:
+            self._store_failed(exc)
 
     def _cancel_next(self, next_id: str) -> None:
         if self.replay_only:
@@ -1795,7 +1890,6 @@ class RunContext:
         due_at = min((t for t in (wake_at, ready_at) if t is not None), default=None)
         reclaim = held_until is not None and due_at is not None and held_until >= due_at
         self._record_many(events, history.RunStatus.WAITING, ready_at)
-        self.holding_timer = timer
         if hold is None or held_until is None or not self._hold(hold, held_until, reclaim):
             self._unwinding = _Suspended()
             raise self._unwinding
@@ -1804,18 +1898,23 @@ class RunContext:
         """Wait in the thread until ``until`` or a wake-up, then take the run back.
 
         Without ``reclaim``, reaching ``until`` with nothing arrived gives up instead.
+        The wait gives the worker's execution slot back while it holds, and goes on
+        in this thread only if it gets one again (``HoldSlots``); the worker may
+        also refuse the hold, when it holds as many waits as it allows.
         """
+        slots = hold.slots
+        if slots is not None and not slots.enter_hold(self.run_id):
+            return False
         hold.heartbeat.remove(self)
-        self.let_go.clear()
         self.holding = True
+        resumed = False
         try:
-            return self._hold_and_reclaim(hold, until, reclaim)
+            resumed = self._hold_and_reclaim(hold, until, reclaim)
+            return resumed
         finally:
             self.holding = False
-
-    def _let_go(self) -> bool:
-        """The worker wants this thread for another run (never a timer's: it is reserved)."""
-        return self.let_go.is_set() and not self.holding_timer
+            if slots is not None and not resumed:
+                slots.leave_hold(self.run_id, resume=False)
 
     def _hold_and_reclaim(self, hold: Hold, until: float, reclaim: bool) -> bool:
         while True:
@@ -1827,13 +1926,20 @@ class RunContext:
             woken = run.wake_requested or cancel or run.lease_owner == hold.owner
             if woken or now >= until or run.lease_owner is not None or run.status.is_terminal:
                 break
-            if self.stop_requested.is_set() or self._let_go():
+            if self.stop_requested.is_set():
                 return False
-            # Slices: the worker may ask this thread to let go meanwhile.
+            # Slices: a stopping worker asks this thread to let go meanwhile.
             self.store.wait_for_change(self.run_id, min(until - now, 0.5), since=token)
         if self.stop_requested.is_set() or not (woken or (reclaim and now >= until)):
             return False
-        if not woken and self._let_go():
+        if run.status.is_terminal or run.lease_owner not in (None, hold.owner):
+            return False  # another worker has it
+        if hold.slots is not None and not hold.slots.leave_hold(self.run_id, resume=True):
+            # Every slot of the worker is busy: the run goes back to the store, where
+            # any worker resumes it. One that is still reserved for this thread (a
+            # timer's grace) is made ready now.
+            if run.ready_at is not None and run.ready_at > now:
+                self._make_ready(hold)
             return False
         claimed = self.store.claim_run(
             hold.owner, self.run_id, now=now, lease_until=now + hold.lease
@@ -1848,11 +1954,25 @@ class RunContext:
             self.store.release(hold.owner, self.run_id, now=self.clock())
             return False
         self._refresh_signals(state.signals)
+        self.lease_epoch += 1  # first: a heartbeat's read from before is then ignored
         self.lease_released = False
         if claimed.cancel_requested:
             self.cancel_requested.set()
         hold.heartbeat.add(self)
         return True
+
+    def _make_ready(self, hold: Hold) -> None:
+        """Make the held run claimable now: its wait is over, and this thread lets go.
+
+        Its ``ready_at`` still reserves it to this worker (``STICKY_GRACE``): the run
+        is leased, then made ``pending`` and ready now in a fenced write that
+        records nothing and gives the lease back.
+        """
+        now = self.clock()
+        lease_until = now + hold.lease
+        leased = self.store.claim_run(hold.owner, self.run_id, now=now, lease_until=lease_until)
+        if leased is not None:
+            self._record_many((), history.RunStatus.PENDING, now)
 
     # -- codec helpers ---------------------------------------------------------------
 
@@ -1918,7 +2038,7 @@ class RunContext:
             return self._unwound()  # user code swallowed control flow; honour it anyway
         if self._nondeterminism is not None:
             return self._finish_failed(self._nondeterminism)
-        if self._recorded_end(history.WorkflowCompleted):
+        if self._recorded_end(history.WorkflowCompleted) or self._recorded_late_cancel():
             return Outcome.REPLAYED
         if self.replaying:
             return self._leftover("the workflow returned")
@@ -1963,6 +2083,22 @@ class RunContext:
         self._pos += 1
         return True
 
+    def _recorded_late_cancel(self) -> bool:
+        """``replay_only``: the function returned, and the history ends cancelled right here.
+
+        That is how a run ends that was cancelled after its function returned and
+        before its completion was recorded (see ``_cancelled_at_the_end``).
+        """
+        if not self.replay_only or self._pos != len(self._script) - 2:
+            return False
+        request, end = (r.event for r in self._script[self._pos :])
+        if not isinstance(request, history.CancelRequested):
+            return False
+        if not isinstance(end, history.WorkflowCancelled):
+            return False
+        self._pos += 2
+        return True
+
     def _unwound(self) -> Outcome:
         unwinding = self._unwinding
         if isinstance(unwinding, _ReplayEnd):
@@ -2004,6 +2140,9 @@ class RunContext:
     def _finish(self, event: history.Event, status: history.RunStatus) -> Outcome:
         if self.replay_only and self._nondeterminism is not None:
             return Outcome.FAILED  # reported through self.error; nothing is recorded
+        # A completion is refused while a cancellation the function never saw is
+        # pending; one that it saw (and caught) lets it complete.
+        guarded = isinstance(event, history.WorkflowCompleted) and not self._cancel_delivered
         try:
             if not self.replay_only:
                 # Both before the end is recorded: a crash in between redoes them, and
@@ -2012,13 +2151,44 @@ class RunContext:
                 if self._nondeterminism is None:
                     self._end_children()
                 self._tell_parent(event)
-            self._record(event, status=status, ready_at=None)
+            self._record(event, status=status, ready_at=None, unless_cancel_requested=guarded)
+        except _errors.CancelPendingError:
+            return self._cancelled_at_the_end()
         except _ControlFlow:
             return self._unwound()
         if isinstance(event, history.WorkflowCompleted):
             self.result = event.data
             return Outcome.COMPLETED
         return Outcome.CANCELLED if status is history.RunStatus.CANCELLED else Outcome.FAILED
+
+    def _cancelled_at_the_end(self) -> Outcome:
+        """End the run cancelled: it was cancelled after its function returned.
+
+        The store refused to record the completion because a cancellation was
+        accepted first (``engine.cancel`` returned for a running run), so the run
+        ends as if the function had been cancelled at its next durable call: the
+        cancellation and the end are recorded at this position, in one write, and
+        the parent is told (its children were already cancelled by ``_finish``).
+        """
+        self.cancel_reason = "cancelled"
+        self._cancel_seq = self.next_seq
+        self._cancel_delivered = True
+        end = history.WorkflowCancelled(self.cancel_reason)
+        log.info(
+            "run %s: cancelled after its workflow returned, before its completion was recorded",
+            self.run_id,
+            extra={"fluxo_run_id": self.run_id},
+        )
+        try:
+            self._tell_parent(end, again=True)
+            self._record_many(
+                (history.CancelRequested(self.cancel_reason), end),
+                status=history.RunStatus.CANCELLED,
+                ready_at=None,
+            )
+        except _ControlFlow:
+            return self._unwound()
+        return Outcome.CANCELLED
 
     def _finish_failed(self, exc: BaseException) -> Outcome:
         self.error = error_info(exc)

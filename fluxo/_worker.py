@@ -33,12 +33,21 @@ _FINISHED = (
 )
 
 
+CHECK_INTERVAL = 0.5
+"""Seconds between a heartbeat's reads of the cancel flags of the runs it executes."""
+
+
 class Heartbeat:
     """Renews the leases of running workflows and delivers their cancellations.
 
-    One background thread per heartbeat renews every ``lease / 3`` seconds.
-    A run whose lease was lost is told to stop at its next durable call; a run
-    whose cancellation was requested is told to raise ``fluxo.Cancelled`` there.
+    One background thread per heartbeat renews every ``lease / 3`` seconds, and
+    in between, about every ``CHECK_INTERVAL`` seconds while runs execute, reads
+    their records (``Store.get_runs``, one cheap read, no write). A run whose
+    cancellation was requested is told to raise ``fluxo.Cancelled`` at its next
+    durable call; a run whose lease was lost is told to stop there.
+
+    A worker also hands it the runs it claimed (``track``), so their leases are
+    renewed from the moment of the claim, before their execution has begun.
     """
 
     def __init__(self, engine: _engine.Engine, owner: str, lease: float) -> None:
@@ -46,6 +55,7 @@ class Heartbeat:
         self.owner = owner
         self.lease = lease
         self._contexts: dict[str, _executor.RunContext] = {}
+        self._claimed: set[str] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -69,49 +79,111 @@ class Heartbeat:
             self._thread.join()
 
     def add(self, context: _executor.RunContext) -> None:
-        """Start renewing this run's lease."""
+        """Start renewing this run's lease and watching its record."""
         with self._lock:
             self._contexts[context.run_id] = context
 
     def remove(self, context: _executor.RunContext) -> None:
-        """Stop renewing this run's lease (if ``context`` is still the one renewed)."""
+        """Stop watching this run (if ``context`` is still the one watched)."""
         with self._lock:
             if self._contexts.get(context.run_id) is context:
                 del self._contexts[context.run_id]
 
+    def track(self, run_id: str) -> None:
+        """Renew the lease of a run just claimed, until :meth:`forget`."""
+        with self._lock:
+            self._claimed.add(run_id)
+
+    def forget(self, run_id: str) -> None:
+        """Stop renewing a claimed run's lease (its thread is done with it)."""
+        with self._lock:
+            self._claimed.discard(run_id)
+
+    def _snapshot(self) -> list[tuple[str, _executor.RunContext, int]]:
+        with self._lock:
+            return [(i, c, c.lease_epoch) for i, c in self._contexts.items()]
+
     def beat(self) -> None:
         """Renew once now."""
+        snapshot = self._snapshot()
         with self._lock:
-            contexts = dict(self._contexts)
-        if not contexts:
+            ids = {run_id for run_id, _, _ in snapshot} | self._claimed
+        if not ids:
             return
         try:
             held = self.engine.store.renew(
-                self.owner, list(contexts), lease_until=self.engine.clock() + self.lease
+                self.owner, list(ids), lease_until=self.engine.clock() + self.lease
             )
         except _errors.StoreError as exc:
             log.warning("could not renew leases (%s); retrying at the next beat", exc)
             return
-        for run_id, context in contexts.items():
-            if context.lease_released:
-                continue  # it finished or suspended since the snapshot: nothing was lost
-            if run_id not in held:
+        self._tell(snapshot, {run_id: (run_id in held, held.get(run_id, False)) for run_id in ids})
+
+    def check(self) -> None:
+        """Read the records of the runs executing now; tell them of cancellations."""
+        snapshot = self._snapshot()
+        if not snapshot:
+            return
+        try:
+            runs = self.engine.store.get_runs([run_id for run_id, _, _ in snapshot])
+        except _errors.StoreError as exc:
+            log.debug("could not look for cancellations (%s); looking again soon", exc)
+            return
+        found = {}
+        for run_id, _, _ in snapshot:
+            run = runs.get(run_id)
+            ours = run is not None and run.lease_owner == self.owner
+            found[run_id] = (ours, run is not None and run.cancel_requested)
+        self._tell(snapshot, found)
+
+    def _tell(
+        self,
+        snapshot: list[tuple[str, _executor.RunContext, int]],
+        found: dict[str, tuple[bool, bool]],
+    ) -> None:
+        """Pass what a read found, ``run id -> (still ours, cancel requested)``, on."""
+        for run_id, context, epoch in snapshot:
+            if context.lease_released or context.lease_epoch != epoch:
+                continue  # it finished, suspended or took its run back since the snapshot
+            ours, cancelled = found.get(run_id, (True, False))
+            if not ours:
                 log.warning(
                     "run %s: lease lost to another worker; stopping at its next durable call",
                     run_id,
                     extra={"fluxo_run_id": run_id},
                 )
                 context.stop_requested.set()
-            elif held[run_id]:
+            elif cancelled:
                 context.cancel_requested.set()
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.lease / 3):
-            self.beat()
+        every = self.lease / 3
+        tick = min(CHECK_INTERVAL, every)
+        renew_at = time.monotonic() + every
+        while not self._stop.wait(tick):
+            if time.monotonic() + tick / 2 >= renew_at:  # the tick nearest the renewal
+                renew_at = time.monotonic() + every
+                self.beat()
+            else:
+                self.check()
 
 
-PREEMPT_AFTER = 0.1
-"""Seconds a worker with every slot busy waits before it makes a held wait let go."""
+_EXECUTING = "executing"
+"""The run has one of the worker's execution slots (claimed for it, running or unwinding)."""
+_HOLDING = "holding"
+"""The run's thread holds a recorded wait, without an execution slot."""
+_LEAVING = "leaving"
+"""The run's thread lets go of it (a hold that ended): no slot, no hold place."""
+
+
+class _Entry:
+    """What the worker knows of a run one of its threads has."""
+
+    __slots__ = ("context", "state")
+
+    def __init__(self) -> None:
+        self.state = _EXECUTING
+        self.context: _executor.RunContext | None = None
 
 
 class Worker:
@@ -121,6 +193,14 @@ class Worker:
     stop it gracefully); ``start()``/``stop()`` run it in a background thread,
     which suits a web application; ``process_one()`` executes what is runnable
     now and returns, which suits tests.
+
+    It has ``concurrency`` execution slots and claims runs only for free ones,
+    so it never holds more leases than it executes; a claimed run starts at once.
+    A wait of at most ``sticky`` seconds is held in a thread of its own after it
+    is recorded, without taking a slot, so the run goes on without replaying its
+    history; at most ``concurrency`` waits are held at once (``holds``), the
+    others unwind. A held wait that is woken goes on if a slot is free, else it
+    lets go and its run, back in the store, is resumed by whichever worker is free.
     """
 
     def __init__(
@@ -156,15 +236,21 @@ class Worker:
             raise _errors.DefinitionError("invalid worker settings: " + "; ".join(problems))
         self.engine = engine
         self.concurrency = concurrency
+        self.holds = concurrency if sticky > 0 else 0
+        """The most waits held at once, each in a thread of its own."""
         self.lease = float(lease)
         self.idle_timeout = float(idle_timeout)
         self.sticky = float(sticky)
         self.shutdown_timeout = shutdown_timeout
         self.id = worker_id or f"{engine.instance_id}:w{uuid.uuid4().hex[:6]}"
         self._stopping = threading.Event()
-        self._inflight: dict[str, _executor.RunContext | None] = {}
+        self._inflight: dict[str, _Entry] = {}
         self._reclaimed: set[str] = set()
-        """Runs the claim loop leased to us while one of our threads executed them."""
+        """Runs the claim loop leased to us while one of our threads had them."""
+        self._claiming = False
+        """A claim is in flight, for every slot that was free when it began."""
+        self._wanting: set[str] = set()
+        """Held waits woken during a claim in flight: its dispatch gives them slots first."""
         self._futures: set[Future[None]] = set()
         self._slots = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -246,27 +332,31 @@ class Worker:
         )
         self._report_unknown()
         last_unknown_check = time.monotonic()
+        threads = self.concurrency + self.holds
         with (
             self._heartbeat,
-            ThreadPoolExecutor(self.concurrency, thread_name_prefix=f"fluxo-{self.id}") as pool,
+            ThreadPoolExecutor(threads, thread_name_prefix=f"fluxo-{self.id}") as pool,
         ):
             while not self._stopping.is_set():
-                free = self._wait_for_slot()
+                free = self._begin_claim()
                 if free == 0:
-                    if not self._stopping.is_set():
-                        self._take_a_held_slot(pool, names)
-                    continue
+                    continue  # stopping
                 now = self.engine.clock()
+                runs: list[history.RunInfo] = []
+                failure: _errors.StoreError | None = None
                 try:
                     token = self.engine.store.change_token(None)
                     runs = self.engine.store.claim(
                         self.id, names, now=now, lease_until=now + self.lease, limit=free
                     )
                 except _errors.StoreError as exc:
-                    log.error("worker %s: claim failed (%s); retrying", self.id, exc)
+                    failure = exc
+                finally:
+                    self._dispatch(pool, runs)  # starts them, and ends the claim in any case
+                if failure is not None:
+                    log.error("worker %s: claim failed (%s); retrying", self.id, failure)
                     self._stopping.wait(self.idle_timeout)
                     continue
-                self._dispatch(pool, runs)
                 if not runs:
                     self._idle(names, token)
                     if time.monotonic() - last_unknown_check > 60:
@@ -287,74 +377,113 @@ class Worker:
             wait = min(wait, max(due - self.engine.clock(), 0.005))
         self.engine.store.wait_for_change(None, wait, since=token)
 
-    def _wait_for_slot(self) -> int:
-        """Free slots; 0 when every slot stayed busy for a moment (or the worker stops)."""
-        with self._slots:
-            if len(self._inflight) >= self.concurrency and not self._stopping.is_set():
-                self._slots.wait(min(self.idle_timeout, PREEMPT_AFTER))
-            if self._stopping.is_set():
-                return 0
-            return max(self.concurrency - len(self._inflight), 0)
+    # -- execution slots -----------------------------------------------------------------
 
-    def _take_a_held_slot(self, pool: ThreadPoolExecutor, names: frozenset[str]) -> None:
-        """Every slot is busy: give one that only holds a wait to a run that is due.
+    def _count(self, state: str) -> int:
+        return sum(entry.state == state for entry in self._inflight.values())
 
-        If a slot holds a signal or child wait and another run is due, claim that
-        run and make the hold let go, so the run takes its slot. A held wait only
-        saves its run a replay later; a run that is due now (a child its parent
-        waits for, a new run) should not wait for the hold to run out. A timer's
-        hold is left alone: its run is reserved to the holder until it fires.
-        Claiming first means only the worker that won the run makes a hold let go,
-        and that a run of ours that was just woken is taken back by its own thread.
+    def _begin_claim(self) -> int:
+        """Wait until execution slots are free; how many a claim may fill (0: stopping).
+
+        Until the claim's dispatch, those slots are the claim's: a held wait woken
+        meanwhile waits for the dispatch, which serves it first.
         """
         with self._slots:
-            holder = next(
-                (
-                    c
-                    for c in self._inflight.values()
-                    if c is not None and c.holding and not c.holding_timer
-                ),
-                None,
-            )
-        if holder is None:
-            return
-        now = self.engine.clock()
-        try:
-            due = self.engine.store.next_wake(names, now=now)
-            if due is None or due > now:
-                return
-            runs = self.engine.store.claim(
-                self.id, names, now=now, lease_until=now + self.lease, limit=1
-            )
-        except _errors.StoreError:
-            return
-        if self._dispatch(pool, runs):  # queued until the hold lets go of its thread
-            log.debug("worker %s: run %s takes the slot of a held wait", self.id, runs[0].id)
-            holder.let_go.set()
+            while not self._stopping.is_set():
+                free = self.concurrency - self._count(_EXECUTING)
+                if free > 0:
+                    self._claiming = True
+                    return free
+                self._slots.wait(self.idle_timeout)
+            return 0
 
-    def _dispatch(self, pool: ThreadPoolExecutor, runs: list[history.RunInfo]) -> int:
-        """Execute claimed runs on the pool; return how many were submitted.
+    def _dispatch(self, pool: ThreadPoolExecutor, runs: list[history.RunInfo]) -> None:
+        """Start the claimed runs at once, each in a free slot, and end the claim.
 
-        A run one of our threads still executes is not submitted again: that thread
-        holds the wait and takes the run back itself, or is unwinding and runs it
-        again once done (``_execute_again``). Never two executions at once.
+        A run one of our threads still has is not started again: a thread that
+        holds its wait takes the slot and goes on, one that is unwinding executes
+        it again once done (``_execute_again``). Never two executions at once.
+        Held waits woken during the claim get their slots first; a claimed run
+        left without one is released at once (before those waits take their runs
+        back), for any worker to claim, so the worker never holds more leases
+        than it has slots.
         """
-        submitted = 0
-        for run in runs:
-            with self._slots:
-                if run.id in self._inflight:
+        started: list[str] = []
+        left_over: list[str] = []
+        with self._slots:
+            for run in runs:
+                entry = self._inflight.get(run.id)
+                if entry is not None and entry.state == _EXECUTING:
+                    self._reclaimed.add(run.id)  # its thread has it, or runs it again
+                elif entry is not None:  # held or letting go: that thread goes on with it
+                    entry.state = _EXECUTING
                     self._reclaimed.add(run.id)
+                    self._wanting.discard(run.id)
+            for run in runs:
+                if run.id in self._inflight:
                     continue
-            self._submit(pool, run.id)
-            submitted += 1
-        return submitted
-
-    def _submit(self, pool: ThreadPoolExecutor, run_id: str) -> None:
+                wanted = sum(self._inflight[i].state == _HOLDING for i in self._wanting)
+                if self._count(_EXECUTING) + wanted >= self.concurrency:
+                    left_over.append(run.id)
+                else:
+                    self._inflight[run.id] = _Entry()
+                    self._heartbeat.track(run.id)  # renewed from now on
+                    started.append(run.id)
+        for run_id in left_over:
+            try:
+                self.engine.store.release(self.id, run_id, now=self.engine.clock())
+            except _errors.StoreError as exc:
+                log.warning("run %s: %s; its lease expires and it is claimed again", run_id, exc)
         with self._slots:
-            self._inflight[run_id] = None
-        future = pool.submit(self._execute, run_id)
-        self._futures.add(future)
-        future.add_done_callback(self._futures.discard)
+            for run_id in sorted(self._wanting):
+                entry = self._inflight.get(run_id)
+                free = self.concurrency - self._count(_EXECUTING)
+                if entry is not None and entry.state == _HOLDING and free > 0:
+                    entry.state = _EXECUTING
+            self._wanting.clear()
+            self._claiming = False
+            self._slots.notify_all()
+        for run_id in started:
+            future = pool.submit(self._execute, run_id)
+            self._futures.add(future)
+            future.add_done_callback(self._futures.discard)
+
+    def enter_hold(self, run_id: str) -> bool:
+        """:class:`~fluxo._executor.HoldSlots`: hold the run's wait, freeing its slot."""
+        with self._slots:
+            entry = self._inflight.get(run_id)
+            if (
+                entry is None
+                or self._stopping.is_set()
+                or run_id in self._reclaimed  # claimed for us meanwhile: it is due now
+                or self._count(_HOLDING) >= self.holds
+            ):
+                return False
+            entry.state = _HOLDING
+            self._slots.notify_all()
+            return True
+
+    def leave_hold(self, run_id: str, *, resume: bool) -> bool:
+        """:class:`~fluxo._executor.HoldSlots`: end the hold; True if the run has a slot."""
+        with self._slots:
+            entry = self._inflight.get(run_id)
+            if entry is None:
+                return False
+            if resume and entry.state == _HOLDING and not self._stopping.is_set():
+                if self._claiming:  # the free slots are the claim's: its dispatch decides
+                    self._wanting.add(run_id)
+                    self._slots.wait_for(
+                        lambda: run_id not in self._wanting or self._stopping.is_set()
+                    )
+                    self._wanting.discard(run_id)
+                elif self._count(_EXECUTING) < self.concurrency:
+                    entry.state = _EXECUTING
+            if entry.state == _HOLDING:
+                entry.state = _LEAVING
+                self._slots.notify_all()
+            return entry.state == _EXECUTING and not self._stopping.is_set()
+
+    # -- executing -----------------------------------------------------------------------
 
     def _execute(self, run_id: str) -> None:
         latest: list[_executor.RunContext] = []
@@ -362,7 +491,9 @@ class Worker:
         def track(context: _executor.RunContext) -> None:
             latest[:] = [context]
             with self._slots:
-                self._inflight[run_id] = context
+                entry = self._inflight.get(run_id)
+                if entry is not None:
+                    entry.context = context
             if self._stopping.is_set() and self._draining_expired:
                 context.stop_requested.set()
 
@@ -374,6 +505,7 @@ class Worker:
                     heartbeat=self._heartbeat,
                     hold_window=self.sticky,
                     context_hook=track,
+                    slots=self,
                 )
                 log.debug("run %s: %s", run_id, outcome.value, extra={"fluxo_run_id": run_id})
                 if outcome in _FINISHED:
@@ -393,9 +525,14 @@ class Worker:
                 run_id,
                 extra={"fluxo_run_id": run_id},
             )
+        self._leave(run_id)
+
+    def _leave(self, run_id: str) -> None:
+        """The thread is done with the run: its slot (or hold place) and lease renewal end."""
         with self._slots:
             self._inflight.pop(run_id, None)
             self._reclaimed.discard(run_id)
+            self._heartbeat.forget(run_id)
             self._slots.notify_all()
 
     def _log_finished(self, context: _executor.RunContext, outcome: _executor.Outcome) -> None:
@@ -419,15 +556,17 @@ class Worker:
 
         The claim loop may have leased the run to us while this thread executed it
         (it became ready just as the execution suspended); the loop left it to this
-        thread, which executes it again. When the execution took the run back itself
-        (a held wait), its later status write cleared that lease: nothing to do. The
-        run leaves ``_inflight`` in the same step as the last look at ``_reclaimed``,
-        so a claim made after that is executed by the loop, never dropped.
+        thread, which executes it again, in the slot the claim gave it. When the
+        execution took the run back itself (a held wait), its later status write
+        cleared that lease: nothing to do. The run leaves ``_inflight`` in the same
+        step as the last look at ``_reclaimed``, so a claim made after that is
+        executed by the loop, never dropped.
         """
         while True:
             with self._slots:
                 if run_id not in self._reclaimed:
                     self._inflight.pop(run_id, None)
+                    self._heartbeat.forget(run_id)
                     self._slots.notify_all()
                     return False
                 self._reclaimed.discard(run_id)
@@ -444,9 +583,9 @@ class Worker:
         deadline = time.monotonic() + self.shutdown_timeout
         with self._slots:
             while self._inflight and time.monotonic() < deadline:
-                for context in self._inflight.values():
-                    if context is not None and context.holding:
-                        context.stop_requested.set()  # its wait is recorded: give it back
+                for entry in self._inflight.values():
+                    if entry.context is not None and entry.context.holding:
+                        entry.context.stop_requested.set()  # its wait is recorded: give it back
                 self._slots.wait(min(0.1, max(deadline - time.monotonic(), 0)))
             if self._inflight:
                 self._draining_expired = True
@@ -457,9 +596,9 @@ class Worker:
                     len(self._inflight),
                     self.shutdown_timeout,
                 )
-                for context in self._inflight.values():
-                    if context is not None:
-                        context.stop_requested.set()
+                for entry in self._inflight.values():
+                    if entry.context is not None:
+                        entry.context.stop_requested.set()
 
     def _report_unknown(self) -> None:
         """Log, once per run, runnable runs of workflows this worker does not know."""

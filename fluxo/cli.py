@@ -224,7 +224,8 @@ def cli(ctx: click.Context, verbose: bool) -> None:
     "--sticky",
     default=5.0,
     show_default=True,
-    help="Longest wait (seconds) held in a worker thread, so the run resumes without replay.",
+    help="Longest wait (seconds) held in a worker thread, so the run resumes without replay "
+    "(at most --concurrency waits held at once; a held wait takes no slot).",
 )
 @click.option("--worker-id", help="Name this worker in leases and logs (default: host:pid:random).")
 @click.option(

@@ -73,6 +73,7 @@ class Store(Protocol):
         now: float,
         status: history.RunStatus | None = None,
         ready_at: float | None = None,
+        unless_cancel_requested: bool = False,
     ) -> None:
         """Record ``events`` at positions ``expected_seq, expected_seq + 1, ...``, atomically.
 
@@ -86,6 +87,13 @@ class Store(Protocol):
         ``PENDING`` with ``ready_at = now`` instead. ``cancel_requested`` alone does
         not: once a claim has taken the wake-up, the executor knows of the
         cancellation, and a cancelled run may still wait in its ``finally:`` blocks.
+
+        With ``unless_cancel_requested``, the write is also refused, writing
+        nothing, when the run's ``cancel_requested`` flag is set, checked in the
+        same atomic operation: ``CancelPendingError`` is raised (after the fence:
+        a taken position still raises ``SequenceConflictError``). The executor
+        records a run's completion this way, so that a cancellation accepted by
+        ``request_cancel`` before the end is recorded is never lost.
         Raises ``RunNotFoundError`` for an unknown run.
         """
         ...
@@ -105,6 +113,15 @@ class Store(Protocol):
         """Return the run without its history. Raises ``RunNotFoundError``.
 
         A damaged record is returned with ``damage`` set (see ``history.RunInfo``).
+        """
+        ...
+
+    def get_runs(self, run_ids: Collection[str]) -> dict[str, history.RunInfo]:
+        """Return these runs without their histories, by id, in one cheap read.
+
+        Ids of runs that do not exist are left out. It only reads, so a worker may
+        call it often: its heartbeat looks for cancellations of the runs it
+        executes about twice a second this way.
         """
         ...
 

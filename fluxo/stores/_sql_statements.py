@@ -216,6 +216,12 @@ class Statements:
                 last_seq.scalar_subquery(),
             )
         )
+        # append(unless_cancel_requested=True): the run's row, locked for the rest of
+        # the transaction, so a cancellation is either seen here or waits for the end.
+        locked = sa.select(_R.c.cancel_requested).where(_R.c.id == run_id)
+        if kind != "sqlite":  # SQLite's BEGIN IMMEDIATE already keeps writers out
+            locked = locked.with_for_update()
+        self.lock_run = c(locked)
         if kind == "postgresql":
             # One statement, so one round trip: the insert and the status change.
             inserted = after.returning(_E.c.run_id).cte("fluxo_appended")
@@ -224,6 +230,33 @@ class Statements:
                     self._announce(
                         _R.update()
                         .where(_R.c.id == run_id, sa.exists(sa.select(inserted.c.run_id)))
+                        .values(v)
+                    )
+                )
+                for v in status_values
+            )
+            # The same, refused when a cancellation is pending: the run's row is locked
+            # first (a concurrent request_cancel commits before, or waits until after).
+            run_row = (
+                sa.select(_R.c.id, _R.c.cancel_requested)
+                .where(_R.c.id == run_id)
+                .with_for_update()
+                .cte("fluxo_end_run")
+            )
+            no_cancel = ~sa.exists(sa.select(run_row.c.id).where(run_row.c.cancel_requested))
+            checked = (
+                _E.insert()
+                .from_select(
+                    list(_E.c.keys()), sa.select(*event_params).where(previous_exists, no_cancel)
+                )
+                .returning(_E.c.run_id)
+                .cte("fluxo_appended_unless_cancelled")
+            )
+            self.pg_append_unless_cancelled = tuple(
+                c(
+                    self._announce(
+                        _R.update()
+                        .where(_R.c.id == run_id, sa.exists(sa.select(checked.c.run_id)))
                         .values(v)
                     )
                 )
@@ -520,6 +553,12 @@ class Statements:
             return statement
 
         return self.shaped(("renew", runs), build)
+
+    def get_runs(self, runs: int) -> Sql:
+        def build() -> sa.ClauseElement:
+            return sa.select(*RUN_COLUMNS).where(_R.c.id.in_(_keys("p_id", runs)))
+
+        return self.shaped(("get_runs", runs), build)
 
     def held(self, runs: int) -> Sql:
         def build() -> sa.ClauseElement:

@@ -94,6 +94,7 @@ class MemoryStore:
         now: float,
         status: history.RunStatus | None = None,
         ready_at: float | None = None,
+        unless_cancel_requested: bool = False,
     ) -> None:
         with self._lock:
             self._check_open()
@@ -101,6 +102,8 @@ class MemoryStore:
             log = self._events[run_id]
             if expected_seq != len(log):
                 raise _errors.SequenceConflictError(run_id, min(expected_seq, len(log)))
+            if unless_cancel_requested and run.cancel_requested:
+                raise _errors.CancelPendingError(run_id)
             log.extend(events)
             self._recorded_at[run_id].extend([now] * len(events))
             if status is not None:
@@ -138,6 +141,11 @@ class MemoryStore:
         with self._lock:
             self._check_open()
             return self._get(run_id)
+
+    def get_runs(self, run_ids: Collection[str]) -> dict[str, history.RunInfo]:
+        with self._lock:
+            self._check_open()
+            return {i: self._runs[i] for i in run_ids if i in self._runs}
 
     def claim(
         self,

@@ -322,6 +322,7 @@ class MongoStore:
         now: float,
         status: history.RunStatus | None = None,
         ready_at: float | None = None,
+        unless_cancel_requested: bool = False,
     ) -> None:
         count = len(events)
         push: Doc = {
@@ -329,6 +330,8 @@ class MongoStore:
             "$inc": {"next_seq": count, "tail_bytes": _size(events)},
         }
         fence: Doc = {"_id": run_id, "next_seq": expected_seq}
+        if unless_cancel_requested:
+            fence["cancel_requested"] = {"$ne": True}  # checked in the same single update
         projection = {"next_seq": 1, "ev_base": 1, "tail_bytes": 1}
         with self._op():
             for _ in range(_CAS_ATTEMPTS):
@@ -346,13 +349,17 @@ class MongoStore:
                     if after is not None:
                         break
                 else:
-                    current = self._runs.find_one({"_id": run_id}, {"next_seq": 1})
+                    current = self._runs.find_one(
+                        {"_id": run_id}, {"next_seq": 1, "cancel_requested": 1}
+                    )
                     if current is None:
                         raise _errors.RunNotFoundError(run_id)
                     if current["next_seq"] != expected_seq:
                         raise _errors.SequenceConflictError(
                             run_id, min(expected_seq, current["next_seq"])
                         )
+                    if unless_cancel_requested and current.get("cancel_requested"):
+                        raise _errors.CancelPendingError(run_id)
                     continue  # a flag changed between the two attempts: try again
                 break
             else:  # pragma: no cover - would take a thousand lost races
@@ -474,6 +481,14 @@ class MongoStore:
         if doc is None:
             raise _errors.RunNotFoundError(run_id)
         return _info(doc)
+
+    def get_runs(self, run_ids: Collection[str]) -> dict[str, history.RunInfo]:
+        ids = list(dict.fromkeys(run_ids))
+        if not ids:
+            return {}
+        with self._op():
+            docs = list(self._runs.find({"_id": {"$in": ids}}, _INFO_PROJECTION))
+        return {doc["_id"]: _info(doc) for doc in docs}
 
     # -- claims and leases ----------------------------------------------------
 

@@ -237,7 +237,7 @@ return {'created', redis.call('HGETALL', RUN), need()}
 """
 
 # ARGV: channel, expected_seq, now, status or '', ready_at or '', g or '', checked,
-# id, events...
+# id, unless cancel requested ('1'/'0'), events...
 _APPEND = """
 local status, g = ARGV[4], ARGV[6]
 local n = redis.call('LLEN', EVENTS)
@@ -250,7 +250,11 @@ if tonumber(ARGV[2]) ~= n then
   return {2, need(), n}
 end
 if status ~= '' and ARGV[7] == '1' and stale(g) then return {3} end
-local i = 9
+if ARGV[9] == '1' and redis.call('HGET', RUN, 'cancel') == '1' then
+  raise_fence(g)
+  return {4, need()}
+end
+local i = 10
 while i <= #ARGV do
   local last = math.min(i + 999, #ARGV)
   redis.call('RPUSH', EVENTS, unpack(ARGV, i, last))
@@ -1099,15 +1103,20 @@ class RedisStore:
         now: float,
         status: history.RunStatus | None = None,
         ready_at: float | None = None,
+        unless_cancel_requested: bool = False,
     ) -> None:
         keys = self._run_keys(run_id)
         stamp = _stamp(now)
         encoded = [stamp + encode_event(event) for event in events]
+        unless = "1" if unless_cancel_requested else "0"
         if status is None:  # the hot path: one script call
             result = self._call(
                 "append",
                 keys,
-                [self._channel, int(expected_seq), _num(now), "", "", "", "0", run_id, *encoded],
+                [
+                    *(self._channel, int(expected_seq), _num(now), "", "", "", "0", run_id),
+                    *(unless, *encoded),
+                ],
             )
             self._append_result(run_id, expected_seq, result)
             return
@@ -1125,7 +1134,7 @@ class RedisStore:
                 keys,
                 [
                     *(self._channel, int(expected_seq), _num(now), value, _opt(ready_at), gen),
-                    *("1" if checked else "0", run_id, *encoded),
+                    *("1" if checked else "0", run_id, unless, *encoded),
                 ],
             )
             if reply[0] == 3:
@@ -1157,6 +1166,8 @@ class RedisStore:
             raise _errors.RunNotFoundError(run_id)
         if result[0] == 2:
             raise _errors.SequenceConflictError(run_id, min(expected_seq, int(result[-1])))
+        if result[0] == 4:
+            raise _errors.CancelPendingError(run_id)
 
     def load(self, run_id: str) -> history.RunState:
         fields, events, signals = self._call("load", self._run_keys(run_id)[:3], [])
@@ -1180,6 +1191,17 @@ class RedisStore:
         if not fields:
             raise _errors.RunNotFoundError(run_id)
         return _run_info(run_id, fields)
+
+    def get_runs(self, run_ids: Collection[str]) -> dict[str, history.RunInfo]:
+        ids = list(dict.fromkeys(run_ids))
+        if not ids:
+            return {}
+        rows = self._records(ids)  # one pipeline: one round trip (per node on a cluster)
+        return {
+            run_id: _run_info(run_id, fields)
+            for run_id, fields in zip(ids, rows, strict=True)
+            if fields
+        }
 
     # -- claims and leases
 

@@ -80,6 +80,10 @@ class _Duplicate(Exception):
     """Raised inside a transaction to roll it back: the run (or the signal) already exists."""
 
 
+class _CancelPending(Exception):
+    """Raised inside a transaction to roll it back: the run's cancellation is pending."""
+
+
 class _Finished(Exception):
     """Raised inside a transaction to roll it back: the run has finished."""
 
@@ -451,6 +455,20 @@ class SQLStore:
             raise _errors.RunNotFoundError(run_id)
         return self._run_from_row(rows[0])
 
+    def get_runs(self, run_ids: Collection[str]) -> dict[str, history.RunInfo]:
+        """See :meth:`fluxo.stores.Store.get_runs`."""
+        if not run_ids:
+            return {}
+        ids = _sql_statements.bucket(run_ids)
+        values = {f"p_id{i}": run_id for i, run_id in enumerate(ids)}
+        sql = self._sql.get_runs(len(ids))
+
+        def read(cur: DBAPICursor) -> Sequence[Any]:
+            return self._execute(cur, sql, values).fetchall()
+
+        runs = (self._run_from_row(row) for row in self._call("reading runs", read))
+        return {run.id: run for run in runs}
+
     def load(self, run_id: str) -> history.RunState:
         """See :meth:`fluxo.stores.Store.load`."""
 
@@ -488,12 +506,18 @@ class SQLStore:
         now: float,
         status: history.RunStatus | None = None,
         ready_at: float | None = None,
+        unless_cancel_requested: bool = False,
     ) -> None:
         """See :meth:`fluxo.stores.Store.append`."""
         if expected_seq < 0:
             self._append_refused(run_id, expected_seq)
         if self._driver.name == "mysql":
             self._check_size("recording history", sum(len(e.data or b"") for e in events))
+        if unless_cancel_requested:
+            self._append_unless_cancelled(
+                run_id, expected_seq, events, now=now, status=status, ready_at=ready_at
+            )
+            return
         if not events:
             if status is not None:
                 self._append_status_only(run_id, expected_seq, now, status, ready_at)
@@ -572,6 +596,108 @@ class SQLStore:
             self._call("recording history", batch, begin=self._driver.begin_write)
         except _Missing:
             self._append_refused(run_id, expected_seq)
+        if status is not None:
+            self._notify()
+
+    def _append_unless_cancelled(
+        self,
+        run_id: str,
+        expected_seq: int,
+        events: Sequence[history.Event],
+        *,
+        now: float,
+        status: history.RunStatus | None,
+        ready_at: float | None,
+    ) -> None:
+        """``append(unless_cancel_requested=True)``: refused while a cancellation is pending.
+
+        On PostgreSQL one event with a status (a run's end) is one statement that
+        locks the run's row first. Otherwise a transaction locks the row, writes
+        under the fence, and rolls back if the run's ``cancel_requested`` is set.
+        """
+        waiting = status is RunStatus.WAITING
+        values: dict[str, Any] = {
+            "p_run_id": run_id,
+            "p_seq": expected_seq,
+            "p_prev": expected_seq - 1,
+            "p_now": now,
+            "p_status": None if status is None else status.value,
+            "p_ready_at": ready_at,
+        }
+        if events:
+            values.update(p_kind=events[0].kind, p_name=events[0].name, p_data=events[0].data)
+
+        def conflict(exc: BaseException) -> None:
+            if self._driver.is_unique_violation(exc):
+                raise _errors.SequenceConflictError(run_id, expected_seq) from exc
+
+        if (
+            self._driver.name == "postgresql"
+            and len(events) == 1
+            and status is not None
+            and expected_seq > 0
+        ):
+            sql = self._sql.pg_append_unless_cancelled[waiting]
+
+            def single(cur: DBAPICursor) -> int:
+                try:
+                    return int(self._execute(cur, sql, values).rowcount)
+                except self._driver.dbapi.IntegrityError as exc:
+                    conflict(exc)
+                    raise
+
+            if self._call("recording history", single) != 1:
+                if self.get_run(run_id).cancel_requested and (
+                    self._history_length(run_id) == expected_seq
+                ):
+                    raise _errors.CancelPendingError(run_id)
+                self._append_refused(run_id, expected_seq)
+            self._notify()
+            return
+
+        def checked(cur: DBAPICursor) -> None:
+            row = self._execute(cur, self._sql.lock_run, values).fetchall()
+            if not row:
+                raise _Missing
+            try:
+                if events:
+                    sql = self._sql.insert_event_after if expected_seq else None
+                    first = sql or self._sql.insert_event_first
+                    if self._execute(cur, first, values).rowcount != 1:
+                        raise _Missing
+                    rest = [
+                        self._sql.insert_event.args(
+                            {
+                                "p_run_id": run_id,
+                                "p_seq": expected_seq + i,
+                                "p_kind": event.kind,
+                                "p_name": event.name,
+                                "p_data": event.data,
+                                "p_now": now,
+                            }
+                        )
+                        for i, event in enumerate(events[1:], start=1)
+                    ]
+                    if rest:
+                        cur.executemany(self._sql.insert_event.text, rest)  # type: ignore[arg-type]
+                else:
+                    last = self._execute(cur, self._sql.append_state, values).fetchall()[0][1]
+                    if (0 if last is None else int(last) + 1) != expected_seq:
+                        raise _Missing
+            except self._driver.dbapi.IntegrityError as exc:
+                conflict(exc)
+                raise
+            if row[0][0]:
+                raise _CancelPending
+            if status is not None:
+                self._execute(cur, self._sql.set_status[waiting], values)
+
+        try:
+            self._call("recording history", checked, begin=self._driver.begin_write)
+        except _Missing:
+            self._append_refused(run_id, expected_seq)
+        except _CancelPending:
+            raise _errors.CancelPendingError(run_id) from None
         if status is not None:
             self._notify()
 

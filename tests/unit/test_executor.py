@@ -233,6 +233,8 @@ def test_a_run_finished_by_the_worker_whose_lease_expired_is_left_alone(
 
     The second worker then loads a finished history. It must not replay it and record
     a failure over the result (found by the scale-out benchmark under heavy load).
+    The slow worker had loaded the run while its lease was live (a worker does not
+    begin a run whose lease passed to another).
     """
 
     @fluxo.step(name="ex.slow")
@@ -246,9 +248,12 @@ def test_a_run_finished_by_the_worker_whose_lease_expired_is_left_alone(
     engine = make_engine(overtaken, store=store_url)
     handle = engine.start(overtaken, 1)
     claim(engine, handle.id, "w1", lease=10)
-    clock.advance(11)
-    claim(engine, handle.id, "w2", lease=10)  # w1's lease expired
-    assert execute(engine, handle.id, "w1", claimed=True) is Outcome.COMPLETED
+
+    def lose_the_lease(context: _executor.RunContext) -> None:
+        clock.advance(11)
+        claim(engine, handle.id, "w2", lease=10)  # w1's lease expired after its load
+
+    assert execute(engine, handle.id, "w1", claimed=True, hook=lose_the_lease) is Outcome.COMPLETED
     before = engine.history(handle.id)
     assert execute(engine, handle.id, "w2", claimed=True) is Outcome.LOST
     assert engine.history(handle.id) == before

@@ -16,6 +16,7 @@ from fluxo import _errors
 
 EXPECTED = [
     "Call",
+    "CancelPendingError",
     "Cancelled",
     "ChildHandle",
     "Codec",
@@ -153,7 +154,7 @@ ERROR_CLASSES = [
 
 
 def test_every_error_derives_from_fluxo_error() -> None:
-    assert len(ERROR_CLASSES) == 24
+    assert len(ERROR_CLASSES) == 25
     for cls in ERROR_CLASSES:
         assert issubclass(cls, fluxo.FluxoError), cls
 
@@ -167,6 +168,7 @@ def test_errors_also_derive_from_the_builtin_they_resemble() -> None:
     assert issubclass(fluxo.RunNotFinishedError, TimeoutError)
     assert issubclass(fluxo.StoreUnavailableError, ConnectionError)
     assert issubclass(fluxo.SequenceConflictError, fluxo.StoreError)
+    assert issubclass(fluxo.CancelPendingError, fluxo.RunStateError)
     assert issubclass(fluxo.EncodeError, fluxo.CodecError)
     assert issubclass(fluxo.StoreRejectedError, fluxo.StoreError)
     assert not issubclass(fluxo.StoreRejectedError, fluxo.StoreUnavailableError)
@@ -198,6 +200,7 @@ PICKLED = [
     fluxo.RunNotFoundError("r4"),
     fluxo.WorkflowCancelledError("r5"),
     fluxo.SequenceConflictError("r6", 9),
+    fluxo.CancelPendingError("r7"),
     fluxo.DefinitionError("bad definition"),
     fluxo.StoreUnavailableError("down"),
     fluxo.StepTimeout("shop.charge", 2.5),

@@ -283,10 +283,10 @@ def test_a_workflow_signals_another_run_exactly_once(make_engine: MakeEngine) ->
     def crash_after_sending(context: _executor.RunContext) -> None:
         real = context._record_many
 
-        def record_many(events: Any, status: Any = None, ready_at: Any = None) -> None:
+        def record_many(events: Any, status: Any = None, ready_at: Any = None, **kw: Any) -> None:
             if any(isinstance(e, history.SignalSent) for e in events):
                 raise Crash("the process died after sending, before recording")
-            real(events, status, ready_at)
+            real(events, status, ready_at, **kw)
 
         context._record_many = record_many  # type: ignore[method-assign]
 

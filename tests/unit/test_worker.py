@@ -472,17 +472,19 @@ def waits_then_steps() -> str:
 
 
 class RacingStore:
-    """A memory store on which the claim loop claims a held run just as its holder takes it back.
+    """A memory store on which the claim loop claims a held run just as its holder wants it back.
 
-    The loop's ``claim`` answers only once the holder's ``claim_run`` has returned,
-    so the loop acts on its claim while the holder already executes the run again.
+    The holder, woken by the run's signal, is kept from going on until the loop has
+    claimed the run; the loop's ``claim`` answers only once the holder waits for a
+    slot (the claim in flight has them all), so the loop dispatches its claim of
+    the run while the holder still holds it.
     """
 
     def __init__(self) -> None:
         self.inner = MemoryStore()
         self.claimed = threading.Event()
-        self.taken_back = threading.Event()
         self.loads = 0
+        self.worker: _worker.Worker | None = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -491,20 +493,21 @@ class RacingStore:
         self.loads += 1
         return self.inner.load(run_id)
 
+    def get_run(self, run_id: str) -> history.RunInfo:
+        run = self.inner.get_run(run_id)
+        if run.wake_requested:  # the holder, woken: the loop claims first
+            self.claimed.wait(WAIT)
+        return run
+
     def claim(self, *args: Any, **kwargs: Any) -> list[history.RunInfo]:
         runs = self.inner.claim(*args, **kwargs)
         if runs and self.loads == 1:  # the held run, woken by its signal
             self.claimed.set()
-            self.taken_back.wait(WAIT)
+            worker = self.worker
+            assert worker is not None
+            wait_until(lambda: "held" in worker._wanting, "the holder to want its slot")
             loop_claimed.set()
         return runs
-
-    def claim_run(self, *args: Any, **kwargs: Any) -> history.RunInfo | None:
-        self.claimed.wait(WAIT)
-        try:
-            return self.inner.claim_run(*args, **kwargs)
-        finally:
-            self.taken_back.set()
 
 
 def test_a_held_run_claimed_by_its_own_worker_meanwhile_executes_once(
@@ -515,7 +518,8 @@ def test_a_held_run_claimed_by_its_own_worker_meanwhile_executes_once(
     store = RacingStore()
     engine = make_engine(waits_then_steps, store=store, clock=time.time)  # type: ignore[arg-type]
     handle = engine.start(waits_then_steps.options(id="held"))
-    with caplog.at_level(logging.WARNING), engine.worker(concurrency=2, sticky=5):
+    store.worker = engine.worker(concurrency=2, sticky=5)
+    with caplog.at_level(logging.WARNING), store.worker:
         wait_until(lambda: engine.get_run("held").status is fluxo.RunStatus.WAITING, "the wait")
         engine.signal("held", "go")
         assert handle.result(timeout=WAIT) == "done"
@@ -547,41 +551,185 @@ def test_a_held_signal_wait_lets_go_of_its_slot_when_its_window_ends(
         assert handle.result(timeout=WAIT) == "late"
 
 
-def test_a_busy_worker_makes_a_held_wait_let_go_for_a_run_that_is_due(
-    make_engine: MakeEngine,
-) -> None:
-    engine = make_engine(signal_waiter, prompt, clock=time.time)
-    waiting = engine.start(signal_waiter)
-    with engine.worker(concurrency=1, sticky=600):  # a hold that would outlast the test
-        wait_until(lambda: waiting.status() is fluxo.RunStatus.WAITING, "the wait")
-        assert engine.start(prompt).result(timeout=WAIT) == 1
-        engine.signal(waiting.id, "go", "still served")
-        assert waiting.result(timeout=WAIT) == "still served"
+BODIES: collections.Counter[int] = collections.Counter()
+"""How often the body of ``counted_waiter(i)`` began: once, plus once per replay."""
 
 
-def test_only_the_worker_that_claims_a_due_run_makes_a_hold_let_go(
+@fluxo.step
+def after_go(i: int, value: str) -> str:
+    CALLS[f"after_go {i}"] += 1
+    return f"{i}:{value}"
+
+
+@fluxo.workflow
+def counted_waiter(i: int) -> str:
+    BODIES[i] += 1
+    return after_go(i, str(fluxo.wait_for_signal("go")))
+
+
+def holding(worker: _worker.Worker) -> int:
+    """How many waits the worker holds now."""
+    return sum(entry.state == _worker._HOLDING for entry in list(worker._inflight.values()))
+
+
+def test_a_held_wait_leaves_its_slot_to_a_run_that_is_due(make_engine: MakeEngine) -> None:
+    BODIES.clear()
+    engine = make_engine(counted_waiter, prompt, clock=time.time)
+    waiting = engine.start(counted_waiter, 0)
+    with engine.worker(concurrency=1, sticky=600) as worker:  # a hold that outlasts the test
+        wait_until(lambda: holding(worker) == 1, "the wait to be held")
+        assert engine.start(prompt).result(timeout=WAIT) == 1  # ran in the one slot
+        assert holding(worker) == 1  # and the wait still holds: it never had the slot
+        engine.signal(waiting.id, "go", "held")
+        assert waiting.result(timeout=WAIT) == "0:held"
+    assert BODIES == {0: 1}  # it went on in its thread: no replay
+    assert CALLS["after_go 0"] == 1
+
+
+def test_a_worker_holds_at_most_concurrency_waits_and_parks_the_others(
     make_engine: MakeEngine,
 ) -> None:
-    store = MemoryStore()
-    engines = [make_engine(signal_waiter, prompt, store=store, clock=time.time) for _ in range(3)]
-    workers = [engine.worker(concurrency=1, sticky=600) for engine in engines]
-    for worker in workers:
-        worker.start()
-    try:
-        waiting = [engines[0].start(signal_waiter) for _ in range(3)]
+    BODIES.clear()
+    engine = make_engine(counted_waiter, clock=time.time)
+    handles = [engine.start(counted_waiter, i) for i in range(6)]
+    with engine.worker(concurrency=2, sticky=600) as worker:
         wait_until(
-            lambda: (
-                sum(c is not None and c.holding for w in workers for c in w._inflight.values()) == 3
-            ),
-            "every worker to hold a wait",
+            lambda: all(h.status() is fluxo.RunStatus.WAITING for h in handles), "every wait"
         )
-        assert engines[0].start(prompt).result(timeout=WAIT) == 1
-        let_go = [c.let_go.is_set() for w in workers for c in w._inflight.values() if c]
-        assert sum(let_go) == 0  # the one that let go has left; the others still hold
-        assert sum(c is not None and c.holding for w in workers for c in w._inflight.values()) == 2
-        for handle in waiting:
-            engines[0].signal(handle.id, "go", "x")
-        assert [h.result(timeout=WAIT) for h in waiting] == ["x"] * 3
-    finally:
-        for worker in workers:
-            worker.stop()
+        wait_until(lambda: len(worker._inflight) == 2, "the unheld waits to unwind")
+        assert holding(worker) == 2
+        for i, handle in enumerate(handles):
+            engine.signal(handle.id, "go", str(i))
+        assert [h.result(timeout=WAIT) for h in handles] == [f"{i}:{i}" for i in range(6)]
+    assert all(CALLS[f"after_go {i}"] == 1 for i in range(6))  # each step ran once
+    assert sorted(BODIES.values()).count(1) <= 2  # only held waits went on without replay
+    assert set(BODIES.values()) <= {1, 2}
+
+
+# -- leases from the claim on ------------------------------------------------------------
+
+
+class StealOnClaim:
+    """A store on which a worker's lease runs out between its claim and its execution.
+
+    ``thief`` (when given) then claims the run, as another worker would.
+    """
+
+    def __init__(self, inner: fluxo.Store, clock: FakeClock, lease: float, thief: str | None):
+        self.inner = inner
+        self.clock = clock
+        self.lease = lease
+        self.thief = thief
+        self.done = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def claim(self, worker_id: str, workflows: Any, **kwargs: Any) -> list[history.RunInfo]:
+        runs = self.inner.claim(worker_id, workflows, **kwargs)
+        if runs and not self.done:
+            self.done = True
+            self.clock.advance(self.lease + 1)
+            if self.thief is not None:
+                now = self.clock()
+                stolen = self.inner.claim(
+                    self.thief, workflows, now=now, lease_until=now + 30, limit=1
+                )
+                assert [r.id for r in stolen] == [runs[0].id]
+        return runs
+
+
+def test_a_run_whose_lease_passed_to_another_worker_before_it_began_is_not_executed(
+    make_engine: MakeEngine, clock: FakeClock
+) -> None:
+    store = StealOnClaim(MemoryStore(), clock, lease=30, thief="thief")
+    engine = make_engine(quick_flow, store=store)  # type: ignore[arg-type]
+    handle = engine.start(quick_flow, 2)
+
+    assert engine.worker(lease=30).process_one() == 1
+
+    assert CALLS == {}  # not executed: the run is the thief's now
+    assert engine.get_run(handle.id).lease_owner == "thief"
+    assert execute(engine, handle.id, "thief", claimed=True) is Outcome.COMPLETED
+    assert handle.result(timeout=1) == 21
+    assert CALLS == {"quick": 1}  # the step ran once, never twice at once
+
+
+def test_a_run_whose_lease_ran_out_unclaimed_is_leased_afresh_and_executed(
+    make_engine: MakeEngine, clock: FakeClock
+) -> None:
+    store = StealOnClaim(MemoryStore(), clock, lease=30, thief=None)
+    engine = make_engine(quick_flow, store=store)  # type: ignore[arg-type]
+    handle = engine.start(quick_flow, 2)
+
+    assert engine.worker(lease=30).process_one() == 1
+
+    assert handle.result(timeout=1) == 21
+    assert CALLS == {"quick": 1}
+
+
+class SlowLoad(SpyStore):
+    """A store whose history reads wait until the test lets them through."""
+
+    def __init__(self, inner: fluxo.Store) -> None:
+        super().__init__(inner)
+        self.loading = threading.Event()
+        self.go = threading.Event()
+
+    def load(self, run_id: str) -> history.RunState:
+        self.loading.set()
+        assert self.go.wait(WAIT)
+        return self.inner.load(run_id)
+
+
+def test_a_claimed_run_is_renewed_from_its_claim_before_its_execution_begins(
+    make_engine: MakeEngine, clock: FakeClock
+) -> None:
+    store = SlowLoad(MemoryStore())
+    engine = make_engine(quick_flow, store=store)
+    handle = engine.start(quick_flow, 1)
+    with engine.worker(lease=0.3, idle_timeout=0.05) as worker:
+        assert store.loading.wait(WAIT)  # claimed; its history is still being read
+        for _ in range(4):  # 0.8 s of engine time pass: far beyond the first lease
+            clock.advance(0.2)
+            store.wait_renewals(2)
+        run = store.get_run(handle.id)
+        assert (run.lease_owner, run.status) == (worker.id, fluxo.RunStatus.RUNNING)
+        assert run.lease_until is not None
+        assert run.lease_until > clock()
+        store.go.set()
+        assert handle.result(timeout=WAIT) == 11
+    assert CALLS == {"quick": 1}
+
+
+# -- a held timer that fires while every slot is busy ------------------------------------
+
+
+@fluxo.workflow
+def short_nap() -> int:
+    fluxo.sleep(60)
+    return quick(4)
+
+
+def test_a_held_timer_that_fires_with_every_slot_busy_makes_its_run_ready_at_once(
+    make_engine: MakeEngine, clock: FakeClock
+) -> None:
+    engine = make_engine(short_nap, gated_flow)
+    napping = engine.start(short_nap)
+    with engine.worker(concurrency=1, sticky=600, lease=600, idle_timeout=0.05) as worker:
+        wait_until(lambda: holding(worker) == 1, "the timer to be held")
+        fire_at = clock() + 60
+        assert engine.get_run(napping.id).ready_at == fire_at + _executor.STICKY_GRACE
+        busy = engine.start(gated_flow)
+        assert GATE["entered"].wait(WAIT)  # the one slot is busy
+        clock.advance(61)  # the timer fires; the grace that reserves it has not passed
+        wait_until(lambda: holding(worker) == 0, "the hold to let go")
+        run = engine.get_run(napping.id)
+        assert run.status is fluxo.RunStatus.PENDING
+        assert run.lease_owner is None
+        assert run.ready_at is not None
+        assert run.ready_at <= clock() < fire_at + _executor.STICKY_GRACE  # ready now
+        GATE["release"].set()
+        assert busy.result(timeout=WAIT) == "through"
+        assert napping.result(timeout=WAIT) == 40
+    assert kinds(engine.history(napping.id)).count("timer_fired") == 1
