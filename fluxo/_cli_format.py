@@ -94,21 +94,6 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: 
     return "\n".join(lines)
 
 
-def redact_url(url: str) -> str:
-    """The URL with its password (in the user part or a ``password=`` query) hidden."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    match = re.match(r"([^/?#]*)(.*)", rest, re.DOTALL)
-    assert match is not None  # the pattern matches any text
-    netloc, tail = match[1], match[2]
-    userinfo, at, hosts = netloc.rpartition("@")
-    if at and ":" in userinfo:
-        netloc = f"{userinfo.split(':', 1)[0]}:***@{hosts}"
-    tail = re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", tail)
-    return f"{scheme}://{netloc}{tail}"
-
-
 def parse_payload(text: str | None) -> Any:
     """A signal payload from JSON text; no text means ``null``.
 

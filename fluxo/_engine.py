@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from typing_extensions import ParamSpec
 
-from fluxo import _decorators, _errors, _executor, _history_file, stores
+from fluxo import _decorators, _errors, _executor, _history_file, _redact, stores
 from fluxo import codec as _codec
 from fluxo import history as _history
 
@@ -109,7 +109,7 @@ class Engine:
         else:
             raise _errors.DefinitionError(
                 f"Engine() takes a store URL such as 'sqlite:///fluxo.db' or a Store object, "
-                f"not {store!r}"
+                f"not {_redact.redact(repr(store))}"
             )
         self.codec: _codec.Codec = codec if codec is not None else _default_codec()
         self.clock = clock
@@ -148,7 +148,8 @@ class Engine:
             raise _errors.DefinitionError("\n".join(problems))
 
     def __repr__(self) -> str:
-        return f"Engine({self.store!r}, workflows={sorted({w.name for w in self.workflows})})"
+        store = _redact.redact(repr(self.store))
+        return f"Engine({store}, workflows={sorted({w.name for w in self.workflows})})"
 
     def __enter__(self) -> Engine:
         return self

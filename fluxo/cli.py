@@ -19,6 +19,7 @@ import logging
 import os
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -26,7 +27,7 @@ from typing import IO, Any, TypeVar
 import click
 
 from fluxo import _cli_format as fmt
-from fluxo import _decorators, _engine, _errors, history
+from fluxo import _decorators, _engine, _errors, _redact, history
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -36,6 +37,13 @@ APP_ENV = "FLUXO_APP"
 
 class _CLIError(click.ClickException):
     """A one-line error for the user; the traceback only with --verbose."""
+
+
+class _RedactingFormatter(logging.Formatter):
+    """Log lines (tracebacks included) with every password in them masked."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return _redact.redact(super().format(record))
 
 
 def _when(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
@@ -126,7 +134,7 @@ def _make_engine(store: str | None, app: str | None) -> _engine.Engine:
 def _connect(store: str | None, app: str | None) -> Iterator[_engine.Engine]:
     """Open the engine for a ``runs`` command, turning store errors into one-line advice."""
     if store is not None:
-        where, check = fmt.redact_url(store), f"check {STORE_ENV} or --store"
+        where, check = _redact.redact_value(store), f"check {STORE_ENV} or --store"
         reach = f"the store at {where}"
     else:
         where = reach = f"the store of app {app!r}"
@@ -265,9 +273,9 @@ def worker(  # noqa: PLR0917 (click passes every option by position)
                 codec=engine.codec,
                 clock=engine.clock,
             )
-        logging.basicConfig(
-            level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+        handler = logging.StreamHandler()
+        handler.setFormatter(_RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.basicConfig(level=log_level.upper(), handlers=[handler])
         serving.worker(
             concurrency=concurrency,
             lease=lease,
@@ -535,7 +543,7 @@ def _database(url: str | None) -> Iterator[str]:
         yield url
     except _errors.StoreUnavailableError as exc:
         raise _CLIError(
-            f"cannot reach the store at {fmt.redact_url(url)}: {fmt.root_reason(exc)}; "
+            f"cannot reach the store at {_redact.redact_value(url)}: {fmt.root_reason(exc)}; "
             f"check {STORE_ENV} or --url"
         ) from exc
 
@@ -599,19 +607,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(130)
     except click.UsageError as exc:
         where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
-        click.echo(f"Error: {fmt.one_line(exc.format_message())}{where}", err=True)
-        sys.exit(exc.exit_code)
+        _fail(fmt.one_line(exc.format_message()) + where, exc.exit_code)
     except click.ClickException as exc:
-        if verbose:
-            raise
-        click.echo(f"Error: {fmt.one_line(exc.format_message())}", err=True)
-        sys.exit(exc.exit_code)
+        _fail(fmt.one_line(exc.format_message()), exc.exit_code, exc if verbose else None)
     except _errors.FluxoError as exc:
-        if verbose:
-            raise
-        click.echo(f"Error: {fmt.one_line(str(exc))}", err=True)
-        sys.exit(1)
+        _fail(fmt.one_line(str(exc)), 1, exc if verbose else None)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str, code: int, traced: BaseException | None = None) -> None:
+    """Print the error (after its traceback, with --verbose), passwords masked, and exit."""
+    if traced is not None:
+        click.echo(_redact.redact("".join(traceback.format_exception(traced))).rstrip(), err=True)
+    click.echo(f"Error: {_redact.redact(message)}", err=True)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Protocol, runtime_checkable
 
-from fluxo import _errors, history
+from fluxo import _errors, _redact, history
 
 MAX_ID_LENGTH = 255
 """The longest run id, workflow name or worker id every store accepts."""
@@ -255,9 +255,11 @@ def open_store(url: str) -> Store:
     * ``mysql+pymysql://user@host/db``.
     """
     if not isinstance(url, str) or "://" not in url:
+        shown = repr(_redact.redact_value(url)) if isinstance(url, str) else repr(url)
         raise _errors.DefinitionError(
-            f"store URL {url!r} is not a URL; pass something like 'sqlite:///fluxo.db', "
-            "'postgresql+psycopg://localhost/app' or 'memory://', or a Store object"
+            f"store URL {_redact.redact(shown)} is not a URL; pass something like "
+            "'sqlite:///fluxo.db', 'postgresql+psycopg://localhost/app' or 'memory://', "
+            "or a Store object"
         )
     scheme = url.split("://", 1)[0].split("+", 1)[0].lower()
     if scheme == "memory":

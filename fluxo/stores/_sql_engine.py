@@ -20,7 +20,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import pool as sa_pool
 
-from fluxo import _errors
+from fluxo import _errors, _redact
 
 if TYPE_CHECKING:
     from sqlalchemy.engine.interfaces import DBAPIConnection, Dialect
@@ -58,10 +58,13 @@ def normalize_url(url: str | sa.URL) -> sa.URL:
     try:
         parsed = sa.make_url(url)
     except (sa_exc.ArgumentError, ValueError) as exc:
+        text = url if isinstance(url, str) else repr(url)
+        secrets = _redact.secrets_of(text)
         raise _errors.DefinitionError(
-            f"{url!r} is not a database URL; pass something like 'sqlite:///fluxo.db' or "
-            "'postgresql://user@host/app'"
-        ) from exc
+            f"{_redact.redact_value(text)!r} is not a database URL "
+            f"({_redact.redact(str(exc), secrets)}); pass something like "
+            "'sqlite:///fluxo.db' or 'postgresql://user@host/app'"
+        ) from _redact.cause(exc, secrets)
     backend, _, driver = parsed.drivername.partition("+")
     backend = backend.lower()
     if backend == "postgres":
@@ -81,6 +84,17 @@ def normalize_url(url: str | sa.URL) -> sa.URL:
     if backend in ("mysql", "mariadb") and "charset" not in parsed.query:
         parsed = parsed.update_query_dict({"charset": "utf8mb4"})
     return parsed
+
+
+def url_secrets(url: sa.URL) -> tuple[str, ...]:
+    """The passwords a parsed URL holds (its password, and any ``password=`` in its query)."""
+    found = _redact.secrets_of(url.render_as_string(hide_password=False))
+    return found if url.password is None else (str(url.password), *found)
+
+
+def redacted(url: sa.URL) -> str:
+    """The URL as messages show it: every password masked."""
+    return _redact.redact(url.render_as_string(hide_password=True), url_secrets(url))
 
 
 def is_memory_sqlite(url: sa.URL) -> bool:
@@ -136,6 +150,11 @@ def make_engine(url: str | sa.URL, **engine_options: Any) -> sa.Engine:
             f"the {parsed.get_driver_name()!r} driver for {backend} is not installed; "
             f"run: pip install 'fluxo[{extra}]'"
         ) from exc
+    except (sa_exc.ArgumentError, ValueError) as exc:
+        secrets = url_secrets(parsed)
+        raise _errors.DefinitionError(
+            f"the database URL {redacted(parsed)} is unusable: {_redact.redact(str(exc), secrets)}"
+        ) from _redact.cause(exc, secrets)
 
     if backend == "sqlite":
 

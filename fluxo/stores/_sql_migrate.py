@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
-from fluxo import _errors
+from fluxo import _errors, _redact
 from fluxo.stores import _sql_engine
 from fluxo.stores import _sql_schema as schema
 
@@ -94,15 +94,20 @@ def _engine(target: str | sa.URL | sa.Engine) -> Iterator[sa.Engine]:
 
 @contextmanager
 def _translated(action: str, engine: sa.Engine) -> Iterator[None]:
-    url = engine.url.render_as_string(hide_password=True)
+    url = _sql_engine.redacted(engine.url)
+    secrets = _sql_engine.url_secrets(engine.url)
     try:
         yield
     except sa_exc.OperationalError as exc:
+        reason = _redact.redact(str(exc.orig).strip(), secrets)
         raise _errors.StoreUnavailableError(
-            f"{action} failed: the database at {url} is unavailable: {str(exc.orig).strip()}"
-        ) from exc
+            f"{action} failed: the database at {url} is unavailable: {reason}"
+        ) from _redact.cause(exc, secrets)
     except sa_exc.DBAPIError as exc:
-        raise _errors.StoreError(f"{action} failed on {url}: {exc.orig}") from exc
+        reason = _redact.redact(str(exc.orig), secrets)
+        raise _errors.StoreError(f"{action} failed on {url}: {reason}") from _redact.cause(
+            exc, secrets
+        )
 
 
 def _revision(conn: sa.Connection) -> str | None:

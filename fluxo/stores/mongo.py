@@ -40,7 +40,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-from fluxo import _errors, history
+from fluxo import _errors, _redact, history
 
 if TYPE_CHECKING:
     import pymongo
@@ -166,18 +166,23 @@ class MongoStore:
                 "the MongoDB store needs the pymongo driver; install it with "
                 "pip install 'fluxo[mongo]'"
             )
-        name, has_timeout = _parse_url(url, database)
-        options: dict[str, Any] = {"tz_aware": False}
-        if not has_timeout:
-            options["serverSelectionTimeoutMS"] = DEFAULT_SERVER_SELECTION_TIMEOUT_MS
-        self._url = url
-        self._name = name
+        self._secrets = _redact.secrets_of(url)
         try:
+            name, has_timeout = _parse_url(url, database)
+            options: dict[str, Any] = {"tz_aware": False}
+            if not has_timeout:
+                options["serverSelectionTimeoutMS"] = DEFAULT_SERVER_SELECTION_TIMEOUT_MS
             self._client: pymongo.MongoClient[Doc] = pymongo.MongoClient(url, **options)
         except ConnectionFailure as exc:  # pragma: no cover - the client connects lazily
-            raise _errors.StoreUnavailableError(f"cannot reach MongoDB: {exc}") from exc
-        except PyMongoError as exc:
-            raise _errors.DefinitionError(f"bad MongoDB URL {url!r}: {exc}") from exc
+            raise _errors.StoreUnavailableError(
+                f"cannot reach MongoDB: {self._shown(str(exc))}"
+            ) from _redact.cause(exc, self._secrets)
+        except (PyMongoError, ValueError) as exc:  # pymongo raises ValueError for some URLs
+            raise _errors.DefinitionError(
+                f"bad MongoDB URL {self._shown(repr(url))}: {self._shown(str(exc))}"
+            ) from _redact.cause(exc, self._secrets)
+        self._url = url
+        self._name = name
         db = self._client[name]
         self._runs: MongoCollection[Doc] = db["runs"]
         self._events: MongoCollection[Doc] = db["events"]
@@ -191,6 +196,10 @@ class MongoStore:
     def __repr__(self) -> str:
         return f"MongoStore(database={self._name!r})"
 
+    def _shown(self, text: str) -> str:
+        """``text`` as a message may show it: the URL's password masked."""
+        return _redact.redact(text, self._secrets)
+
     # -- plumbing -------------------------------------------------------------
 
     @contextmanager
@@ -203,7 +212,9 @@ class MongoStore:
                 self._ensure_indexes()
             yield
         except ConnectionFailure as exc:
-            raise _errors.StoreUnavailableError(f"MongoDB is unavailable: {exc}") from exc
+            raise _errors.StoreUnavailableError(
+                f"MongoDB is unavailable: {self._shown(str(exc))}"
+            ) from _redact.cause(exc, self._secrets)
 
     def _ensure_indexes(self) -> None:
         with self._ready_lock:

@@ -128,7 +128,7 @@ from contextlib import contextmanager, suppress
 from typing import Any, NamedTuple, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from fluxo import _errors, history
+from fluxo import _errors, _redact, history
 
 try:
     import redis as _redis
@@ -783,12 +783,15 @@ class RedisStore:
     """
 
     def __init__(self, url: str, *, prefix: str | None = None, cluster: bool | None = None) -> None:
+        self._secrets = _redact.secrets_of(url)
         self._url, self._prefix = split_url(url, prefix)
         self._cluster_choice = cluster if cluster is not None else cluster_option(url)
         try:
             self._single: Any = _redis.Redis.from_url(self._url)
         except ValueError as exc:
-            raise _errors.DefinitionError(f"bad Redis URL {url!r}: {exc}") from exc
+            raise _errors.DefinitionError(
+                f"bad Redis URL {self._shown(repr(url))}: {self._shown(str(exc))}"
+            ) from _redact.cause(exc, self._secrets)
         self._client: Any = None
         self._cluster = False
         self._scripts: dict[str, Any] = {}
@@ -804,6 +807,10 @@ class RedisStore:
 
     def __repr__(self) -> str:
         return f"RedisStore(prefix={self._prefix!r})"
+
+    def _shown(self, text: str) -> str:
+        """``text`` as a message may show it: the URL's password masked."""
+        return _redact.redact(text, self._secrets)
 
     @property
     def cluster(self) -> bool:
@@ -833,13 +840,15 @@ class RedisStore:
                         client = _redis_cluster.RedisCluster.from_url(self._url)
                     except ValueError as exc:
                         raise _errors.DefinitionError(
-                            f"bad Redis Cluster URL {self._url!r}: {exc}"
-                        ) from exc
+                            f"bad Redis Cluster URL {self._shown(repr(self._url))}: "
+                            f"{self._shown(str(exc))}"
+                        ) from _redact.cause(exc, self._secrets)
                     except _redis_errors.RedisClusterException as exc:
                         raise _errors.StoreUnavailableError(
-                            f"no Redis Cluster answers at {self._url!r} ({exc}); for a single "
-                            "server, drop cluster=true from the URL"
-                        ) from exc
+                            f"no Redis Cluster answers at {self._shown(repr(self._url))} "
+                            f"({self._shown(str(exc))}); for a single server, drop "
+                            "cluster=true from the URL"
+                        ) from _redact.cause(exc, self._secrets)
                 else:
                     client = self._single
                 self._scripts = {name: client.register_script(code) for name, code in _SCRIPTS}
@@ -875,7 +884,9 @@ class RedisStore:
         try:
             yield
         except _UNAVAILABLE as exc:
-            raise _errors.StoreUnavailableError(f"Redis is unavailable: {exc}") from exc
+            raise _errors.StoreUnavailableError(
+                f"Redis is unavailable: {self._shown(str(exc))}"
+            ) from _redact.cause(exc, self._secrets)
 
     def _call(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         with self._guard():

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
-from fluxo import _errors, history
+from fluxo import _errors, _redact, history
 from fluxo.stores import _sql_engine, _sql_statements
 from fluxo.stores import _sql_schema as schema
 
@@ -148,7 +148,8 @@ class SQLStore:
             dialect = self._engine.dialect
             self._driver = _sql_engine.Driver(dialect)
             self._sql = _sql_statements.Statements(dialect, self._driver.name)
-            self._url = self._engine.url.render_as_string(hide_password=True)
+            self._secrets = _sql_engine.url_secrets(self._engine.url)
+            self._url = _sql_engine.redacted(self._engine.url)
             self._poll_interval = max(_MIN_POLL_INTERVAL, poll_interval)
             memory = self._driver.name == "sqlite" and _sql_engine.is_memory_sqlite(
                 self._engine.url
@@ -245,7 +246,8 @@ class SQLStore:
                     logger.debug("%s lost a deadlock; running it again", action)
                     time.sleep(0.01 * 2**attempt)
                     continue
-                raise self._translate(exc, action) from exc
+                error = _redact.scrubbed(self._translate(exc, action), self._secrets)
+                raise error from _redact.cause(exc, self._secrets)
 
     def _call_once(self, operation: Callable[[DBAPICursor], T], begin: str | None) -> T:
         conn = self._engine.raw_connection()
