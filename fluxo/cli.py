@@ -27,7 +27,7 @@ from typing import IO, Any, TypeVar
 import click
 
 from fluxo import _cli_format as fmt
-from fluxo import _decorators, _engine, _errors, _redact, history
+from fluxo import _decorators, _engine, _errors, _redact, history, stores
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -120,14 +120,23 @@ def _make_engine(store: str | None, app: str | None) -> _engine.Engine:
         )
     if app is None:
         assert store is not None
-        return _engine.Engine(store, workflows=[])
+        return _engine.Engine(_open(store), workflows=[])
     engine = load_engine(app)
     if store is None:
         return engine
     # --store picks the store; the app brings its workflows and codec.
     workflows, codec, clock = engine.workflows, engine.codec, engine.clock
     engine.close()
-    return _engine.Engine(store, workflows=workflows, codec=codec, clock=clock)
+    return _engine.Engine(_open(store), workflows=workflows, codec=codec, clock=clock)
+
+
+def _open(url: str) -> stores.Store:
+    """The store at ``url``, as the ``runs`` commands use it: they never migrate a schema.
+
+    So a mistyped URL gets no tables (nor a new SQLite file): the command says
+    "no Fluxo tables at ...; run `fluxo db upgrade`" instead.
+    """
+    return stores.open_store(url, auto_migrate=False)
 
 
 @contextlib.contextmanager
@@ -145,6 +154,8 @@ def _connect(store: str | None, app: str | None) -> Iterator[_engine.Engine]:
             yield engine
         finally:
             engine.close()
+            if store is not None:
+                engine.store.close()  # opened here, so not the engine's to close
     except _errors.RunNotFoundError as exc:
         raise _CLIError(
             f"no run {exc.run_id!r} in {where}; list runs with `fluxo runs list`"

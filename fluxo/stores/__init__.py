@@ -246,13 +246,18 @@ def latest_run(store: Store, run_id: str) -> history.RunInfo:
     return run
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, *, auto_migrate: bool = True) -> Store:
     """Build the store a URL names.
 
     * ``memory://``: an in-process store, lost when the process exits (tests, demos).
     * ``sqlite:///path.db``: the embedded default (WAL).
     * ``postgresql+psycopg://user@host/db`` (``postgresql://`` works too).
     * ``mysql+pymysql://user@host/db``.
+    * ``redis://host:port/db?prefix=app`` and ``mongodb://host/db``.
+
+    ``auto_migrate`` is passed to the SQL store (see
+    :class:`~fluxo.stores.sql.SQLStore`); the command line opens stores with
+    ``False``, so that only ``fluxo db upgrade`` changes a schema.
     """
     if not isinstance(url, str) or "://" not in url:
         shown = repr(_redact.redact_value(url)) if isinstance(url, str) else repr(url)
@@ -269,7 +274,7 @@ def open_store(url: str) -> Store:
     if scheme in ("sqlite", "postgresql", "postgres", "mysql", "mariadb"):
         from fluxo.stores import sql
 
-        store: Store = sql.SQLStore(url)
+        store: Store = sql.SQLStore(url, auto_migrate=auto_migrate)
         return store
     if scheme in ("redis", "rediss"):
         from fluxo.stores import redis

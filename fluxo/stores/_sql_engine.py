@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import sqlalchemy as sa
@@ -101,6 +103,39 @@ def is_memory_sqlite(url: sa.URL) -> bool:
     return url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
 
 
+def sqlite_file(url: sa.URL) -> str | None:
+    """The database file a SQLite URL names; ``None`` for another database or in memory.
+
+    Also ``None`` for a URL that is an SQLite URI (``?uri=true``): its file is the
+    user's to manage.
+    """
+    if url.get_backend_name() != "sqlite" or is_memory_sqlite(url) or "uri" in url.query:
+        return None
+    return os.path.abspath(str(url.database))
+
+
+def create_sqlite_file(path: str) -> bool:
+    """Create an empty SQLite database file readable by its owner only, unless it exists.
+
+    It holds every input and result of every run, so it is made ``0600`` (the
+    ``-wal`` and ``-shm`` files SQLite adds take the same mode); a file that
+    exists keeps its mode. Returns whether the file was created.
+
+    Raises:
+        StoreUnavailableError: the file cannot be created (no such folder, no permission).
+    """
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        raise _errors.StoreUnavailableError(
+            f"the SQLite database {path} is unavailable: it cannot be created ({exc.strerror})"
+        ) from exc
+    os.close(descriptor)
+    return True
+
+
 def make_engine(url: str | sa.URL, **engine_options: Any) -> sa.Engine:
     """Create the SQLAlchemy engine the SQL store runs on.
 
@@ -155,6 +190,16 @@ def make_engine(url: str | sa.URL, **engine_options: Any) -> sa.Engine:
         raise _errors.DefinitionError(
             f"the database URL {redacted(parsed)} is unusable: {_redact.redact(str(exc), secrets)}"
         ) from _redact.cause(exc, secrets)
+
+    if backend == "sqlite" and sqlite_file(parsed) is not None:
+        # Never create the file on connecting: create_sqlite_file does, with its mode,
+        # when the store first writes. Reading a database that is not there fails.
+        def read_write(_dialect: Any, _record: Any, cargs: list[Any], cparams: Any) -> None:
+            if "uri" not in cparams:
+                cargs[0] = f"{Path(cargs[0]).as_uri()}?mode=rw"
+                cparams["uri"] = True
+
+        sa_event.listen(engine, "do_connect", read_write)
 
     if backend == "sqlite":
 

@@ -17,6 +17,7 @@ serve ``fluxo db current`` and ``fluxo db check``.
 
 from __future__ import annotations
 
+import os
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -81,7 +82,18 @@ def head() -> str:
 
 
 @contextmanager
-def _engine(target: str | sa.URL | sa.Engine) -> Iterator[sa.Engine]:
+def _engine(target: str | sa.URL | sa.Engine, *, create: bool = False) -> Iterator[sa.Engine]:
+    """An engine on ``target``; for a SQLite file that does not exist, ``create`` makes it.
+
+    Without ``create`` such a file is not made: the engine reads an empty database.
+    """
+    url = target.url if isinstance(target, sa.Engine) else _sql_engine.normalize_url(target)
+    path = _sql_engine.sqlite_file(url)
+    if path is not None and not os.path.exists(path):
+        if create:
+            _sql_engine.create_sqlite_file(path)
+        elif not isinstance(target, sa.Engine):
+            target = "sqlite://"
     if isinstance(target, sa.Engine):
         yield target
         return
@@ -120,6 +132,8 @@ def _revision(conn: sa.Connection) -> str | None:
 def current(target: str | sa.URL | sa.Engine) -> str | None:
     """Return the database's Fluxo schema revision (``None``: no Fluxo tables yet).
 
+    A SQLite file that does not exist has none, and is not created.
+
     Raises:
         StoreUnavailableError: the database cannot be reached.
     """
@@ -134,6 +148,9 @@ def current(target: str | sa.URL | sa.Engine) -> str | None:
 def upgrade(target: str | sa.URL | sa.Engine, revision: str = "head") -> None:
     """Bring the database to ``revision`` under a lock; a no-op when it is there already.
 
+    A SQLite file that does not exist is created first, readable by its owner
+    only (``0600``).
+
     Args:
         target: a database URL or an engine on it.
         revision: the alembic revision to reach.
@@ -146,7 +163,10 @@ def upgrade(target: str | sa.URL | sa.Engine, revision: str = "head") -> None:
     from alembic import command
     from alembic.util import CommandError
 
-    with _engine(target) as engine, _translated("migrating the Fluxo schema", engine):
+    with (
+        _engine(target, create=True) as engine,
+        _translated("migrating the Fluxo schema", engine),
+    ):
         kind = engine.dialect.name
         with _sql_engine.autocommit(engine) as conn:
             mysql_lock = None

@@ -1,6 +1,7 @@
 """The MongoDB store: one document per run, histories fenced without transactions.
 
-Collections (created with their indexes on first use):
+Collections (created with their indexes by the first ``create_run`` or ``claim``;
+nothing else creates them, so reading a database without them creates nothing):
 
 * ``runs``: one document per run, ``_id`` = run id. Besides the run's fields it
   holds the *tail* of its history (the events not yet moved to ``events``), the
@@ -203,12 +204,17 @@ class MongoStore:
     # -- plumbing -------------------------------------------------------------
 
     @contextmanager
-    def _op(self) -> Iterator[None]:
-        """Check the store is open, make the indexes once, and translate driver errors."""
+    def _op(self, *, create: bool = False) -> Iterator[None]:
+        """Check the store is open, translate driver errors, and with ``create`` make indexes.
+
+        Only ``create_run`` and ``claim`` (and a flush, which needs the unique
+        indexes) make the collections and their indexes: a read, or a write to a run
+        that cannot exist yet, leaves a database without them as it is.
+        """
         if self._closed:
             raise _errors.StoreError("this MongoStore is closed; create a new one")
         try:
-            if not self._ready:
+            if create and not self._ready:
                 self._ensure_indexes()
             yield
         except ConnectionFailure as exc:
@@ -217,6 +223,8 @@ class MongoStore:
             ) from _redact.cause(exc, self._secrets)
 
     def _ensure_indexes(self) -> None:
+        if self._ready:
+            return
         with self._ready_lock:
             if self._ready:
                 return
@@ -277,7 +285,7 @@ class MongoStore:
             "sig_tail": [],
             "sig_keys": [],
         }
-        with self._op():
+        with self._op(create=True):
             try:
                 self._runs.insert_one(doc)
             except DuplicateKeyError:
@@ -360,6 +368,7 @@ class MongoStore:
 
     def _flush_events(self, run_id: str) -> None:
         """Move the run's history tail into ``events`` (see the module docstring)."""
+        self._ensure_indexes()  # the unique (run_id, seq) index makes a flush safe
         doc = self._runs.find_one({"_id": run_id}, {"ev_tail": 1, "ev_base": 1, "next_seq": 1})
         if doc is None or not doc["ev_tail"]:
             return
@@ -375,6 +384,7 @@ class MongoStore:
 
     def _flush_signals(self, run_id: str) -> None:
         """Move the run's signal tail into ``signals``."""
+        self._ensure_indexes()
         doc = self._runs.find_one({"_id": run_id}, {"sig_tail": 1, "sig_base": 1, "sig_next": 1})
         if doc is None or not doc["sig_tail"]:
             return
@@ -469,7 +479,7 @@ class MongoStore:
         where: Doc = {**runnable, "workflow": {"$in": list(workflows)}}
         update = {"$set": self._lease_fields(worker_id, now, lease_until)}
         order = [("ready_at", 1), ("created_at", 1), ("_id", 1)]
-        with self._op():
+        with self._op(create=True):
             # Read a page of candidates, then lease each with a conditional update on
             # its id that re-checks it is still runnable: of two racing claimers only
             # one update matches. A page lost to other claimers is simply read again.

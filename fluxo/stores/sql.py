@@ -28,6 +28,7 @@ never by ``import fluxo``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import threading
@@ -108,9 +109,13 @@ class SQLStore:
             disposes an engine it created, never one it was given. A given engine
             works best built by :func:`make_engine`: others get their connections
             switched to autocommit for each operation.
-        auto_migrate: bring the database to the current schema now, under a
-            lock so that processes starting together do not race. With ``False``
-            the store only checks the schema and asks for ``fluxo db upgrade``.
+        auto_migrate: let the store migrate its tables, under a lock so that
+            processes starting together do not race: an older Fluxo schema is
+            upgraded now, and the tables of an empty database (or the file of a
+            new SQLite database, made ``0600``) are created by the first
+            :meth:`create_run` or :meth:`claim`, never by anything else, so a
+            mistyped URL gets no tables from a read. With ``False`` the store
+            only checks the schema and asks for ``fluxo db upgrade``.
         engine_options: keyword arguments for :func:`sqlalchemy.create_engine`
             (only with a URL).
         poll_interval: how often, in seconds, :meth:`wait_for_change` looks for
@@ -122,6 +127,8 @@ class SQLStore:
         DefinitionError: the URL is unusable or the driver is not installed.
         StoreUnavailableError: the database cannot be reached.
         StoreError: the schema is missing or outdated and ``auto_migrate`` is off.
+            With it on, an operation other than ``create_run`` and ``claim`` on a
+            database without the Fluxo tables raises it: "no Fluxo tables at ...".
     """
 
     def __init__(
@@ -165,7 +172,11 @@ class SQLStore:
                 self._listener = _sql_engine.PgListener(
                     self._engine, _sql_statements.NOTIFY_CHANNEL, self._notified
                 )
-            self._prepare_schema(auto_migrate)
+            self._file = _sql_engine.sqlite_file(self._engine.url)
+            self._auto_migrate = auto_migrate
+            self._schema_lock = threading.Lock()
+            self._ready = False  # the tables are known to be at HEAD_REVISION
+            self._prepare_schema()
         except BaseException:
             if self._owns_engine:
                 self._engine.dispose()
@@ -184,25 +195,72 @@ class SQLStore:
 
     # -- plumbing ---------------------------------------------------------------
 
-    def _prepare_schema(self, auto_migrate: bool) -> None:
-        revision = self._revision()
-        if revision == schema.HEAD_REVISION:
-            return
-        if auto_migrate:
-            from fluxo.stores import _sql_migrate
+    def _prepare_schema(self) -> None:
+        """Check the schema as the store opens; upgrade an older Fluxo schema (auto_migrate).
 
-            _sql_migrate.upgrade(self._engine)
-            return
-        found = (
-            "has no Fluxo tables"
-            if revision is None
-            else f"has Fluxo schema revision {revision!r}, and this Fluxo needs "
-            f"{schema.HEAD_REVISION!r}"
-        )
-        raise _errors.StoreError(
-            f"the database at {self._url} {found}; run `fluxo db upgrade --url <url>` "
-            "(or create the store with auto_migrate=True)"
-        )
+        A database without the Fluxo tables (or a SQLite file that does not exist,
+        which is not created here) is left as it is: see :meth:`_require_schema`.
+        """
+        if self._file is not None and not os.path.exists(self._file):
+            folder = os.path.dirname(self._file)
+            if not os.path.isdir(folder):
+                raise _errors.StoreUnavailableError(
+                    f"the sqlite database at {self._url} is unavailable: the folder {folder} "
+                    "does not exist"
+                ) from FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), folder)
+            revision = None
+        else:
+            revision = self._revision()
+        if revision == schema.HEAD_REVISION:
+            self._ready = True
+        elif not self._auto_migrate:
+            raise _errors.StoreError(self._schema_problem(revision))
+        elif revision is not None or self._serial is not None:
+            self._migrate()  # Fluxo's own tables, or a database in memory: nobody's typo
+
+    def _require_schema(self, *, create: bool) -> None:
+        """Make sure the tables are at head before an operation; cheap once they are.
+
+        Callers check ``self._ready`` first, so an operation on a ready store costs
+        no round trip. Otherwise the revision is read again (another process may
+        have migrated meanwhile). Only ``create`` operations (``create_run`` and
+        ``claim``, with ``auto_migrate``) create or upgrade the tables; the others,
+        which read or change runs that cannot exist yet, raise instead.
+        """
+        with self._schema_lock:
+            if self._ready:
+                return
+            if self._closed:
+                raise _errors.StoreError(f"this SQLStore ({self._url}) is closed; create a new one")
+            missing = self._file is not None and not os.path.exists(self._file)
+            revision = None if missing else self._revision()
+            if revision == schema.HEAD_REVISION:
+                self._ready = True
+            elif create and self._auto_migrate:
+                self._migrate()
+            else:
+                raise _errors.StoreError(self._schema_problem(revision))
+
+    def _migrate(self) -> None:
+        """Create (a SQLite file ``0600``, then) the tables, or upgrade them, under a lock."""
+        from fluxo.stores import _sql_migrate
+
+        if self._file is not None:
+            _sql_engine.create_sqlite_file(self._file)
+        _sql_migrate.upgrade(self._engine)
+        self._ready = True
+
+    def _schema_problem(self, revision: str | None) -> str:
+        """What is wrong with the schema at ``revision`` (``None``: no Fluxo tables)."""
+        if revision is not None:
+            return (
+                f"the database at {self._url} has Fluxo schema revision {revision!r}, and this "
+                f"Fluxo needs {schema.HEAD_REVISION!r}; run `fluxo db upgrade`"
+            )
+        problem = f"no Fluxo tables at {self._url}; run `fluxo db upgrade`"
+        if self._auto_migrate:
+            problem += " (or start a run or a worker on this store, which creates them)"
+        return problem
 
     def _revision(self) -> str | None:
         def read(cur: DBAPICursor) -> str | None:
@@ -347,6 +405,8 @@ class SQLStore:
         parent: str | None = None,
     ) -> tuple[history.RunInfo, bool]:
         """See :meth:`fluxo.stores.Store.create_run`."""
+        if not self._ready:
+            self._require_schema(create=True)
         run = history.RunInfo(
             id=run_id,
             workflow=workflow,
@@ -405,6 +465,8 @@ class SQLStore:
 
     def get_run(self, run_id: str) -> history.RunInfo:
         """See :meth:`fluxo.stores.Store.get_run`."""
+        if not self._ready:
+            self._require_schema(create=False)
 
         def read(cur: DBAPICursor) -> Sequence[Any]:
             return self._execute(cur, self._sql.get_run, {"p_run_id": run_id}).fetchall()
@@ -416,6 +478,8 @@ class SQLStore:
 
     def load(self, run_id: str) -> history.RunState:
         """See :meth:`fluxo.stores.Store.load`."""
+        if not self._ready:
+            self._require_schema(create=False)
 
         def read(cur: DBAPICursor) -> Sequence[Any]:
             return self._execute(cur, self._sql.load, {"p_run_id": run_id}).fetchall()
@@ -451,6 +515,8 @@ class SQLStore:
         ready_at: float | None = None,
     ) -> None:
         """See :meth:`fluxo.stores.Store.append`."""
+        if not self._ready:
+            self._require_schema(create=False)
         if expected_seq < 0:
             self._append_refused(run_id, expected_seq)
         if not events:
@@ -589,6 +655,8 @@ class SQLStore:
         limit: int,
     ) -> list[history.RunInfo]:
         """See :meth:`fluxo.stores.Store.claim`."""
+        if not self._ready:
+            self._require_schema(create=True)
         if limit <= 0 or not workflows:
             return []
         names = _sql_statements.bucket(workflows)
@@ -642,6 +710,8 @@ class SQLStore:
         self, worker_id: str, run_id: str, *, now: float, lease_until: float
     ) -> history.RunInfo | None:
         """See :meth:`fluxo.stores.Store.claim_run`."""
+        if not self._ready:
+            self._require_schema(create=False)
         values = {
             "p_run_id": run_id,
             "p_worker": worker_id,
@@ -667,6 +737,8 @@ class SQLStore:
 
     def next_wake(self, workflows: Collection[str], *, now: float) -> float | None:
         """See :meth:`fluxo.stores.Store.next_wake`."""
+        if not self._ready:
+            self._require_schema(create=False)
         if not workflows:
             return None
         names = _sql_statements.bucket(workflows)
@@ -684,6 +756,8 @@ class SQLStore:
         self, run_id: str, name: str, payload: bytes, *, now: float, key: str | None = None
     ) -> bool:
         """See :meth:`fluxo.stores.Store.send_signal`."""
+        if not self._ready:
+            self._require_schema(create=False)
         values = {
             "p_run_id": run_id,
             "p_name": name,
@@ -736,6 +810,8 @@ class SQLStore:
         self, worker_id: str, run_ids: Collection[str], *, lease_until: float
     ) -> dict[str, bool]:
         """See :meth:`fluxo.stores.Store.renew`."""
+        if not self._ready:
+            self._require_schema(create=False)
         if not run_ids:
             return {}
         ids = _sql_statements.bucket(run_ids)
@@ -761,6 +837,8 @@ class SQLStore:
 
     def release(self, worker_id: str, run_id: str, *, now: float) -> None:
         """See :meth:`fluxo.stores.Store.release`."""
+        if not self._ready:
+            self._require_schema(create=False)
         values = {"p_run_id": run_id, "p_worker": worker_id, "p_now": now}
 
         def release(cur: DBAPICursor) -> int:
@@ -771,6 +849,8 @@ class SQLStore:
 
     def request_cancel(self, run_id: str, *, now: float) -> history.RunInfo:
         """See :meth:`fluxo.stores.Store.request_cancel`."""
+        if not self._ready:
+            self._require_schema(create=False)
         values = {"p_run_id": run_id, "p_now": now}
 
         def cancel(cur: DBAPICursor) -> tuple[int, Sequence[Any]]:
@@ -789,6 +869,8 @@ class SQLStore:
 
     def reopen(self, run_id: str, *, now: float) -> history.RunInfo:
         """See :meth:`fluxo.stores.Store.reopen`."""
+        if not self._ready:
+            self._require_schema(create=False)
         values = {
             "p_run_id": run_id,
             "p_now": now,
@@ -832,6 +914,8 @@ class SQLStore:
         limit: int = 100,
     ) -> list[history.RunInfo]:
         """See :meth:`fluxo.stores.Store.list_runs`."""
+        if not self._ready:
+            self._require_schema(create=False)
         if limit <= 0 or (statuses is not None and not statuses):
             return []
         if workflows is not None and not workflows:
