@@ -48,6 +48,11 @@ def parse_time(text: str, now: float) -> float:
     return moment.timestamp()
 
 
+def is_age(text: str) -> bool:
+    """Tell whether ``--since``-style text is an age (``30m``, ``7d``) rather than a time."""
+    return _AGE.fullmatch(text.strip()) is not None
+
+
 @overload
 def iso(seconds: float, *, precise: bool = False) -> str: ...
 

@@ -21,6 +21,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -483,6 +484,88 @@ def retry(run_id: str, store: str | None, app: str | None) -> None:
     with _connect(store, app) as engine:
         engine.retry(run_id)
     click.echo(f"run {run_id!r} is pending again; a worker resumes it from its history")
+
+
+def _age(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    """Click callback for ``--older-than``: an age (a ``timedelta``) or a time (a ``datetime``)."""
+    if value is None:
+        return None
+    now = time.time()
+    try:
+        moment = fmt.parse_time(value, now)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+    if fmt.is_age(value):
+        return timedelta(seconds=now - moment)
+    if moment > now:
+        raise click.BadParameter(f"{value!r} is in the future", ctx, param)
+    return datetime.fromtimestamp(moment, timezone.utc)
+
+
+@runs.command()
+@click.option(
+    "--older-than",
+    required=True,
+    callback=_age,
+    metavar="AGE",
+    help="Delete runs that finished this long ago or more: an age like 30d, 12h or 2w, "
+    "or an ISO-8601 time (UTC unless it has an offset).",
+)
+@click.option(
+    "--status",
+    "-s",
+    "statuses",
+    multiple=True,
+    type=click.Choice([s.value for s in history.RunStatus if s.is_terminal], case_sensitive=False),
+    help="Only runs that ended with this status (repeatable); by default any.",
+)
+@click.option(
+    "--workflow",
+    "-w",
+    "workflows",
+    multiple=True,
+    metavar="NAME",
+    help="Only runs of this workflow (repeatable).",
+)
+@click.option(
+    "--batch",
+    type=click.IntRange(min=1, max=_engine.MAX_BATCH),
+    default=1000,
+    show_default=True,
+    help="The most runs deleted per transaction.",
+)
+@click.option("--dry-run", is_flag=True, help="Delete nothing; say how many runs would go.")
+@_target_options
+def purge(  # noqa: PLR0917 (click passes every option by position)
+    older_than: timedelta | datetime,
+    statuses: tuple[str, ...],
+    workflows: tuple[str, ...],
+    batch: int,
+    dry_run: bool,
+    store: str | None,
+    app: str | None,
+) -> None:
+    """Delete finished runs, with their histories, once they are old enough.
+
+    Deletes in batches, each a short transaction, until none is left. A run
+    that has not finished is never deleted, nor a child whose parent is running
+    or failed, nor a run of a continue_as_new chain that is still going. With
+    --dry-run the count covers a first pass: a finished chain counts its latest
+    run only.
+    """
+    with _connect(store, app) as engine:
+        count = engine.purge(
+            older_than=older_than,
+            status=[s.lower() for s in statuses] or None,
+            workflow=list(workflows) or None,
+            batch=batch,
+            dry_run=dry_run,
+        )
+    runs_word = "run" if count == 1 else "runs"
+    if dry_run:
+        click.echo(f"{count} finished {runs_word} would be deleted (dry run: nothing deleted)")
+    else:
+        click.echo(f"deleted {count} finished {runs_word}")
 
 
 @cli.command()

@@ -22,6 +22,9 @@ from fluxo import _errors, _redact, history
 MAX_ID_LENGTH = 255
 """The longest run id, workflow name or worker id every store accepts."""
 
+KEEPING_PARENTS = frozenset({*history.ACTIVE_STATUSES, history.RunStatus.FAILED})
+"""The statuses of a parent run that keep :meth:`Store.purge` from deleting its children."""
+
 
 @runtime_checkable
 class Store(Protocol):
@@ -203,6 +206,42 @@ class Store(Protocol):
         empty collection matches nothing). ``created_after`` keeps the runs created at
         or after that time, ``created_before`` those created strictly before it, so
         consecutive ranges ``[t0, t1)``, ``[t1, t2)`` list each run once.
+        """
+        ...
+
+    def purge(
+        self,
+        *,
+        finished_before: float,
+        statuses: Collection[history.RunStatus],
+        workflows: Collection[str] | None = None,
+        limit: int,
+        dry_run: bool = False,
+    ) -> int:
+        """Delete up to ``limit`` finished runs, each with its history and signals; return how many.
+
+        A run is deleted when all of these hold:
+
+        * it has finished (completed, failed or cancelled) with one of ``statuses``:
+          a run that has not finished is never deleted, whatever ``statuses`` says;
+        * it was created and last updated (it finished) before ``finished_before``;
+        * its workflow is one of ``workflows`` (``None``: any);
+        * it has no parent, or its parent is gone or ended completed or cancelled:
+          a parent that is active, or failed (a failed run can be retried, and then
+          reads its children), keeps its children;
+        * it did not continue as new, or the run it continued in is gone: a chain
+          goes from its latest run backwards, so following it from its first id
+          (:func:`latest_run`) never breaks, and no run of a chain that is still
+          going is deleted.
+
+        Each run goes with its events and signals at once: a reader finds it whole
+        or not at all, also when the store fails half way. No long lock is held:
+        each call is a batch of its own (one short transaction on the SQL stores).
+        A run that this call's deletions make deletable (the previous run of a
+        chain) is left to the next call: call again until it returns 0.
+
+        With ``dry_run`` nothing is deleted, and the number this call would have
+        deleted is returned.
         """
         ...
 

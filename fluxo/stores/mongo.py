@@ -35,13 +35,14 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 import weakref
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-from fluxo import _errors, _redact, history
+from fluxo import _errors, _redact, history, stores
 
 if TYPE_CHECKING:
     import pymongo
@@ -80,6 +81,10 @@ _CAS_ATTEMPTS = 1000
 
 # Every field but the tails: what RunInfo needs.
 _INFO_PROJECTION = {"ev_tail": 0, "sig_tail": 0, "sig_keys": 0}
+# A run being purged is gone for readers (see MongoStore.purge).
+_LIVE: Doc = {"purging": {"$exists": False}}
+_FINISHED = [status.value for status in RunStatus if status.is_terminal]
+_PURGE_PAGE = 500
 
 
 class _Changes:
@@ -237,13 +242,14 @@ class MongoStore:
             )
             self._runs.create_index([("status", 1), ("ready_at", 1), ("created_at", 1)])
             self._runs.create_index([("created_at", -1)])
+            self._runs.create_index([("purging", 1)], sparse=True)
             self._ready = True
 
     def _notify(self) -> None:
         self._changes.bump()
 
     def _missing_or(self, run_id: str, check: Callable[[Doc], T]) -> T:
-        doc = self._runs.find_one({"_id": run_id}, _INFO_PROJECTION)
+        doc = self._runs.find_one({"_id": run_id, **_LIVE}, _INFO_PROJECTION)
         if doc is None:
             raise _errors.RunNotFoundError(run_id)
         return check(doc)
@@ -286,17 +292,24 @@ class MongoStore:
             "sig_keys": [],
         }
         with self._op(create=True):
-            try:
-                self._runs.insert_one(doc)
-            except DuplicateKeyError:
-                existing = self._runs.find_one({"_id": run_id}, _INFO_PROJECTION)
-                if existing is None:  # pragma: no cover - runs are never deleted
-                    raise _errors.StoreError(f"run {run_id!r} vanished while created") from None
-                if existing["workflow"] != workflow:
-                    raise _errors.RunIdConflictError(
-                        run_id, existing["workflow"], workflow
-                    ) from None
-                return _info(existing), False
+            for _ in range(_CAS_ATTEMPTS):
+                try:
+                    self._runs.insert_one(doc)
+                    break
+                except DuplicateKeyError:
+                    existing = self._runs.find_one({"_id": run_id}, _INFO_PROJECTION)
+                    if existing is None:  # purged meanwhile: the id is free again
+                        continue
+                    if "purging" in existing:  # a purge that stopped half way: finish it
+                        self._erase([run_id])
+                        continue
+                    if existing["workflow"] != workflow:
+                        raise _errors.RunIdConflictError(
+                            run_id, existing["workflow"], workflow
+                        ) from None
+                    return _info(existing), False
+            else:  # pragma: no cover - would take a thousand lost races
+                raise _errors.StoreError(f"could not create run {run_id!r}: too much contention")
         self._notify()
         return _info(doc), True
 
@@ -417,7 +430,7 @@ class MongoStore:
 
     def load(self, run_id: str) -> history.RunState:
         with self._op():
-            doc = self._runs.find_one({"_id": run_id})
+            doc = self._runs.find_one({"_id": run_id, **_LIVE})
             if doc is None:
                 raise _errors.RunNotFoundError(run_id)
             entries: list[Doc] = []
@@ -448,7 +461,7 @@ class MongoStore:
 
     def get_run(self, run_id: str) -> history.RunInfo:
         with self._op():
-            doc = self._runs.find_one({"_id": run_id}, _INFO_PROJECTION)
+            doc = self._runs.find_one({"_id": run_id, **_LIVE}, _INFO_PROJECTION)
         if doc is None:
             raise _errors.RunNotFoundError(run_id)
         return _info(doc)
@@ -595,7 +608,8 @@ class MongoStore:
         with self._op():
             for _ in range(_CAS_ATTEMPTS):
                 doc = self._runs.find_one(
-                    {"_id": run_id}, {"status": 1, "sig_next": 1, "sig_base": 1, "sig_keys": 1}
+                    {"_id": run_id, **_LIVE},
+                    {"status": 1, "sig_next": 1, "sig_base": 1, "sig_keys": 1},
                 )
                 if doc is None:
                     raise _errors.RunNotFoundError(run_id)
@@ -654,7 +668,7 @@ class MongoStore:
                     )
                 if doc is not None:
                     break
-                doc = self._runs.find_one({"_id": run_id}, _INFO_PROJECTION)
+                doc = self._runs.find_one({"_id": run_id, **_LIVE}, _INFO_PROJECTION)
                 if doc is None:
                     raise _errors.RunNotFoundError(run_id)
                 if _now_status(doc).is_terminal:
@@ -668,7 +682,7 @@ class MongoStore:
         retried = [history.RunRetried()]
         with self._op():
             doc = self._runs.find_one_and_update(
-                {"_id": run_id, "status": RunStatus.FAILED.value},
+                {"_id": run_id, "status": RunStatus.FAILED.value, **_LIVE},
                 {
                     "$push": {"ev_tail": {"$each": [_event_entry(e, now) for e in retried]}},
                     "$inc": {"next_seq": 1, "tail_bytes": _size(retried)},
@@ -721,6 +735,7 @@ class MongoStore:
             created["$lt"] = created_before
         if created:
             where["created_at"] = created
+        where.update(_LIVE)
         with self._op():
             docs = list(
                 self._runs.find(
@@ -731,6 +746,105 @@ class MongoStore:
                 )
             )
         return [_info(doc) for doc in docs]
+
+    # -- retention ---------------------------------------------------------------
+
+    def purge(
+        self,
+        *,
+        finished_before: float,
+        statuses: Collection[history.RunStatus],
+        workflows: Collection[str] | None = None,
+        limit: int,
+        dry_run: bool = False,
+    ) -> int:
+        """See :meth:`fluxo.stores.Store.purge`.
+
+        Without transactions, a run goes in three steps: one update marks the runs
+        chosen ``purging`` (checking again that they finished as wanted), which
+        makes them gone for every reader and for ``reopen``; then their events and
+        signals are deleted, then the marked documents. A purge that stops half way
+        leaves marked documents, which the next purge (or a ``create_run`` of the
+        same id) finishes first.
+        """
+        wanted = sorted({RunStatus(s).value for s in statuses} & set(_FINISHED))
+        if limit <= 0 or not wanted or (workflows is not None and not workflows):
+            return 0
+        finished: Doc = {
+            "status": {"$in": wanted},
+            "created_at": {"$lt": finished_before},
+            "updated_at": {"$lt": finished_before},
+            **_LIVE,
+        }
+        if workflows is not None:
+            finished["workflow"] = {"$in": list(workflows)}
+        with self._op():
+            if not dry_run:
+                left = [
+                    doc["_id"]
+                    for doc in self._runs.find({"purging": {"$exists": True}}, {"_id": 1})
+                ]
+                if left:
+                    self._erase(left)
+            chosen: list[str] = []
+            cursor = self._runs.find(
+                finished, {"_id": 1, "parent": 1, "status": 1}, batch_size=_PURGE_PAGE
+            )
+            try:
+                page: list[Doc] = []
+                for doc in cursor:
+                    page.append(doc)
+                    if len(page) == _PURGE_PAGE:
+                        chosen += self._deletable(page)[: limit - len(chosen)]
+                        page = []
+                        if len(chosen) >= limit:
+                            break
+                chosen += self._deletable(page)[: limit - len(chosen)]
+            finally:
+                cursor.close()
+            if dry_run or not chosen:
+                return len(chosen)
+            token = uuid.uuid4().hex
+            self._runs.update_many(
+                {**finished, "_id": {"$in": chosen}}, {"$set": {"purging": token}}
+            )
+            marked = [
+                doc["_id"] for doc in self._runs.find({"_id": {"$in": chosen}, "purging": token})
+            ]
+            if marked:
+                self._erase(marked)
+        return len(marked)
+
+    def _deletable(self, docs: Sequence[Doc]) -> list[str]:
+        """The ids of the runs a purge may delete, of these finished ones (in order)."""
+        parents = sorted({doc["parent"] for doc in docs if doc.get("parent") is not None})
+        keeping = [status.value for status in stores.KEEPING_PARENTS]
+        holding = {
+            doc["_id"]
+            for doc in self._runs.find(
+                {"_id": {"$in": parents}, "status": {"$in": keeping}}, {"_id": 1}
+            )
+        }
+        successors = {
+            history.chain_next(doc["_id"]): doc["_id"]
+            for doc in docs
+            if doc["status"] == RunStatus.COMPLETED.value
+        }
+        going_on = {
+            successors[doc["_id"]]
+            for doc in self._runs.find({"_id": {"$in": list(successors)}}, {"_id": 1})
+        }
+        return [
+            doc["_id"]
+            for doc in docs
+            if doc["_id"] not in going_on and doc.get("parent") not in holding
+        ]
+
+    def _erase(self, run_ids: list[str]) -> None:
+        """Delete the events, signals and documents of runs marked ``purging``."""
+        self._events.delete_many({"run_id": {"$in": run_ids}})
+        self._signals.delete_many({"run_id": {"$in": run_ids}})
+        self._runs.delete_many({"_id": {"$in": run_ids}, "purging": {"$exists": True}})
 
     # -- change notification ----------------------------------------------------
 

@@ -62,6 +62,9 @@ _LISTENER_START: Final = 2.0
 """How long a first waiter waits for the PostgreSQL listener to connect before polling."""
 _MIN_POLL_INTERVAL: Final = 1.0
 """The shortest ``poll_interval``: polling is the fallback, never the way waiters wake."""
+_PURGE_CHUNK: Final = 256
+"""How many runs one ``DELETE`` of a purge names (a batch takes several)."""
+_FINISHED: Final = frozenset(status.value for status in RunStatus if status.is_terminal)
 _RETRIES: Final = 6
 """How often a transaction that lost a deadlock is run again before giving up."""
 
@@ -944,6 +947,62 @@ class SQLStore:
             return self._execute(cur, sql, values).fetchall()
 
         return [self._run_from_row(row) for row in self._call("listing runs", read)]
+
+    def purge(
+        self,
+        *,
+        finished_before: float,
+        statuses: Collection[history.RunStatus],
+        workflows: Collection[str] | None = None,
+        limit: int,
+        dry_run: bool = False,
+    ) -> int:
+        """See :meth:`fluxo.stores.Store.purge`.
+
+        One transaction per call: on PostgreSQL a single statement chooses the
+        runs (``FOR UPDATE SKIP LOCKED``: a run a writer holds is left for the next
+        call) and deletes them with their events and signals; elsewhere the runs
+        are chosen (locked on MySQL; SQLite writers take turns) and deleted, with
+        theirs, by lists of ids.
+        """
+        if not self._ready:
+            self._require_schema(create=False)
+        words = sorted({RunStatus(s).value for s in statuses} & _FINISHED)
+        if limit <= 0 or not words or (workflows is not None and not workflows):
+            return 0
+        status_words = _sql_statements.bucket(words)
+        values: dict[str, Any] = {f"p_status{i}": word for i, word in enumerate(status_words)}
+        values.update(p_before=finished_before, p_limit=limit)
+        names = None
+        if workflows is not None:
+            names = _sql_statements.bucket(workflows)
+            values.update({f"p_wf{i}": name for i, name in enumerate(names)})
+        count = None if names is None else len(names)
+
+        if self._driver.name == "postgresql" and not dry_run:
+            sql = self._sql.pg_purge(len(status_words), count)
+
+            def purge_pg(cur: DBAPICursor) -> int:
+                return len(self._execute(cur, sql, values).fetchall())
+
+            return self._call("purging runs", purge_pg)
+
+        choose = self._sql.purge(len(status_words), count, lock=not dry_run)
+
+        def purge(cur: DBAPICursor) -> int:
+            ids = [row[0] for row in self._execute(cur, choose, values).fetchall()]
+            if dry_run:
+                return len(ids)
+            for start in range(0, len(ids), _PURGE_CHUNK):
+                chunk = _sql_statements.bucket(ids[start : start + _PURGE_CHUNK])
+                keys = {f"p_id{i}": run_id for i, run_id in enumerate(chunk)}
+                for delete in self._sql.purge_delete(len(chunk)):
+                    self._execute(cur, delete, keys)
+            return len(ids)
+
+        return self._call(
+            "purging runs", purge, begin=None if dry_run else self._driver.begin_write
+        )
 
     # -- waiting ----------------------------------------------------------------
 

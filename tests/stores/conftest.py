@@ -131,10 +131,16 @@ class Runs:
         self.store = store
 
     def start(
-        self, run_id: str, workflow: str = "wf", *, now: float = T0, input: bytes = b"[]"
+        self,
+        run_id: str,
+        workflow: str = "wf",
+        *,
+        now: float = T0,
+        input: bytes = b"[]",
+        parent: str | None = None,
     ) -> history.RunInfo:
         """Create a run and check it is new."""
-        run, created = self.store.create_run(run_id, workflow, input, now=now)
+        run, created = self.store.create_run(run_id, workflow, input, now=now, parent=parent)
         assert created, f"run {run_id!r} already existed"
         return run
 
