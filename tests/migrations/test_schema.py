@@ -176,6 +176,17 @@ def test_a_database_at_0001_with_runs_upgrades_and_keeps_them(empty_url: str) ->
         store.close()
 
 
+def test_a_store_opening_an_older_fluxo_schema_upgrades_it(empty_url: str) -> None:
+    write_at_0002(empty_url)
+
+    store = sql.SQLStore(empty_url)
+    try:
+        assert _sql_migrate.current(empty_url) == _sql_schema.HEAD_REVISION
+        assert_runs_kept(store, deadlines={"waiting-1": 99.5})
+    finally:
+        store.close()
+
+
 def test_downgrade_to_0001_keeps_the_runs_and_upgrades_again(empty_url: str) -> None:
     from alembic import command
 

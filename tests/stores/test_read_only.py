@@ -158,6 +158,7 @@ def test_writes_to_a_run_that_cannot_exist_create_no_tables(location: Location) 
             lambda: engine.store.claim_run("w1", "order-17", now=1.0, lease_until=2.0),
             lambda: engine.store.renew("w1", ["order-17"], lease_until=2.0),
             lambda: engine.store.release("w1", "order-17", now=1.0),
+            lambda: engine.purge(older_than=0),
         ):
             refused_or_empty(location.kind, call)
 
@@ -175,6 +176,7 @@ def test_writes_to_a_run_that_cannot_exist_create_no_tables(location: Location) 
         ("runs", "signal", "order-17", "go", "1"),
         ("runs", "cancel", "order-17"),
         ("runs", "retry", "order-17"),
+        ("runs", "purge", "--older-than", "30d"),
     ],
 )
 def test_commands_create_nothing_and_say_why(
@@ -191,10 +193,13 @@ def test_commands_create_nothing_and_say_why(
     elif command[:2] == ("runs", "list"):
         assert exited.value.code == 0
         assert "no runs match" in out or out.strip() == "[]"
+    elif command[:2] == ("runs", "purge"):
+        assert exited.value.code == 0
+        assert out == "deleted 0 finished runs\n"
     else:
         assert exited.value.code == 1
         assert "no run 'order-17'" in err
-    if location.kind in SQL or command[1] in ("list", "show", "history"):
+    if location.kind in SQL or command[1] in ("list", "show", "history", "purge"):
         assert location.footprint() == set()
 
 
