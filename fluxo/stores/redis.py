@@ -1500,14 +1500,12 @@ class RedisStore:
         oldest_first = heapq.merge(
             *(self._created_before(b, finished_before, page) for b in range(BUCKETS))
         )
-        chosen: list[history.RunInfo] = []
-        seen: set[str] = set()
+        chosen: dict[str, history.RunInfo] = {}
         while len(chosen) < limit:
             batch = _take(oldest_first, page)
             if not batch:
                 break
-            ids = list(dict.fromkeys(run_id for _, run_id in batch if run_id not in seen))
-            seen.update(ids)
+            ids = [run_id for _, run_id in batch if run_id not in chosen]
             found = []
             for run_id, fields in zip(ids, self._records(ids), strict=True):
                 if not fields:
@@ -1520,10 +1518,12 @@ class RedisStore:
                 ):
                     found.append(run)
             kept = self._kept(found)
-            chosen += [run for run in found if run.id not in kept][: limit - len(chosen)]
+            for run in found:
+                if run.id not in kept and len(chosen) < limit:
+                    chosen[run.id] = run
         if dry_run or not chosen:
             return len(chosen)
-        return self._delete(chosen, finished_before, wanted)
+        return self._delete(list(chosen.values()), finished_before, wanted)
 
     def _created_before(self, bucket: int, before: float, page: int) -> Iterator[tuple[float, str]]:
         """The runs of one bucket created before ``before``, oldest first, a page at a time."""

@@ -153,19 +153,33 @@ def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
 
 @pytest.mark.parametrize("url", BAD_URLS)
 @pytest.mark.parametrize("verbose", [False, True], ids=["plain", "verbose"])
-def test_runs_list_never_shows_the_password(
-    url: str, verbose: bool, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("runs", "list", "--store"),
+        ("runs", "purge", "--older-than", "1d", "--store"),
+        ("db", "upgrade", "--url"),
+    ],
+    ids=["runs-list", "runs-purge", "db-upgrade"],
+)
+def test_commands_never_show_the_password(
+    url: str,
+    verbose: bool,
+    command: tuple[str, ...],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("FLUXO_STORE_URL", raising=False)
     monkeypatch.delenv("FLUXO_APP", raising=False)
 
     flags = ["--verbose"] if verbose else []
-    code, output = run([*flags, "runs", "list", "--store", url], capsys)
+    code, output = run([*flags, *command, url], capsys)
 
     assert code != 0
     assert "Error: " in output
     assert PASSWORD not in output
-    assert ("Traceback" in output) is verbose
+    if command[0] == "runs":
+        assert ("Traceback" in output) is verbose
 
 
 @pytest.mark.parametrize("url", BAD_URLS)
