@@ -801,6 +801,8 @@ class Engine:
             raise _executor.workflow_error(run.id, info)
         if isinstance(last, _history.WorkflowCancelled):
             raise _cancelled_error(run.id, last.name)
+        if isinstance(last, _history.ContinuedAsNew):
+            raise _errors.RunNotFoundError(last.name)  # the chain went on in a run purged since
         raise _errors.StoreError(
             f"run {run.id!r} is {run.status.value} but its history ends with {last.kind!r}; "
             "the store is inconsistent"

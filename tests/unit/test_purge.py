@@ -214,6 +214,23 @@ def test_a_chain_that_is_still_going_is_kept_whole(
     assert ids(engine) == []
 
 
+def test_a_chain_whose_latest_run_was_purged_alone_says_so(
+    make_engine: MakeEngine, clock: FakeClock
+) -> None:
+    engine = make_engine(rounds)
+    engine.start(rounds.options(id="poll"), 1)
+    execute(engine, "poll")
+    assert engine.cancel("poll").status is fluxo.RunStatus.CANCELLED  # poll~1, not begun
+    clock.advance(2 * DAY)
+
+    # Only cancelled runs: the chain's completed first run stays.
+    assert engine.purge(older_than=timedelta(days=1), status="cancelled") == 1
+
+    assert engine.get_run("poll").id == "poll"
+    with pytest.raises(fluxo.RunNotFoundError, match="poll~1"):
+        engine.handle("poll").result(timeout=0)
+
+
 def test_a_child_stays_while_its_failed_parent_may_be_retried(
     make_engine: MakeEngine, clock: FakeClock
 ) -> None:
