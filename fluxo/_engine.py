@@ -566,6 +566,8 @@ class Engine:
         * a run that continued as new, while the run it continued in exists: a
           chain goes from its latest run backwards, once that one has finished
           before the cutoff, so ``get_run(first_id)`` never follows a broken chain.
+          With ``status``, a chain whose latest run goes keeps its earlier
+          (completed) runs; its handle then raises ``RunNotFoundError``.
 
         Example:
             >>> engine.purge(older_than=timedelta(days=30))  # every finished run
