@@ -55,9 +55,9 @@ def checkout(order_id: str, cents: int) -> str:
 def main(db_path: str = "fluxo-quickstart.db") -> str:
     with fluxo.Engine(f"sqlite:///{db_path}", workflows=[checkout]) as engine:
         run_id = "order-17"
-        known = engine.list_runs(workflow=checkout)
+        handle = engine.start(checkout.options(id=run_id), "17", 4200)  # idempotent on the id
+        known = handle.status() is fluxo.RunStatus.COMPLETED
         print("run order-17:", "already recorded, replaying" if known else "starting")
-        handle = engine.start(checkout.options(id=run_id), "17", 4200)
         with engine.worker(concurrency=2):
             result = handle.result(timeout=30)
         print(f"result: {result}  (status: {handle.status().value})")

@@ -48,6 +48,11 @@ def parse_time(text: str, now: float) -> float:
     return moment.timestamp()
 
 
+def is_age(text: str) -> bool:
+    """Tell whether ``--since``-style text is an age (``30m``, ``7d``) rather than a time."""
+    return _AGE.fullmatch(text.strip()) is not None
+
+
 @overload
 def iso(seconds: float, *, precise: bool = False) -> str: ...
 
@@ -92,21 +97,6 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: 
         for line in (headers, *rows)
     ]
     return "\n".join(lines)
-
-
-def redact_url(url: str) -> str:
-    """The URL with its password (in the user part or a ``password=`` query) hidden."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    match = re.match(r"([^/?#]*)(.*)", rest, re.DOTALL)
-    assert match is not None  # the pattern matches any text
-    netloc, tail = match[1], match[2]
-    userinfo, at, hosts = netloc.rpartition("@")
-    if at and ":" in userinfo:
-        netloc = f"{userinfo.split(':', 1)[0]}:***@{hosts}"
-    tail = re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", tail)
-    return f"{scheme}://{netloc}{tail}"
 
 
 def parse_payload(text: str | None) -> Any:

@@ -11,12 +11,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from typing_extensions import ParamSpec
 
-from fluxo import _decorators, _errors, _executor, _history_file, stores
+from fluxo import _decorators, _errors, _executor, _history_file, _redact, stores
 from fluxo import codec as _codec
 from fluxo import history as _history
 
@@ -109,7 +109,7 @@ class Engine:
         else:
             raise _errors.DefinitionError(
                 f"Engine() takes a store URL such as 'sqlite:///fluxo.db' or a Store object, "
-                f"not {store!r}"
+                f"not {_redact.redact(repr(store))}"
             )
         self.codec: _codec.Codec = codec if codec is not None else _default_codec()
         self.clock = clock
@@ -149,7 +149,8 @@ class Engine:
             raise _errors.DefinitionError("\n".join(problems))
 
     def __repr__(self) -> str:
-        return f"Engine({self.store!r}, workflows={sorted({w.name for w in self.workflows})})"
+        store = _redact.redact(repr(self.store))
+        return f"Engine({store}, workflows={sorted({w.name for w in self.workflows})})"
 
     def __enter__(self) -> Engine:
         return self
@@ -562,32 +563,8 @@ class Engine:
             limit: the most runs returned.
         """
         self._check_open()
-        statuses = None
-        if status is not None:
-            items = [status] if isinstance(status, (str, _history.RunStatus)) else list(status)
-            try:
-                statuses = [_history.RunStatus(s) for s in items]
-            except ValueError:
-                raise _errors.DefinitionError(
-                    f"unknown run status in {status!r}; use one of "
-                    f"{[s.value for s in _history.RunStatus]}"
-                ) from None
-        workflows: list[str] | None = None
-        if workflow is not None:
-            chosen = (
-                [workflow] if isinstance(workflow, (str, _decorators.Workflow)) else list(workflow)
-            )
-            workflows = []
-            for item in chosen:
-                if isinstance(item, _decorators.Workflow):
-                    workflows.extend(item.names)
-                elif isinstance(item, str):
-                    workflows.append(item)
-                else:
-                    raise _errors.DefinitionError(
-                        f"workflow= takes a workflow, a workflow name or a list of them, "
-                        f"not {item!r}"
-                    )
+        statuses = None if status is None else _statuses(status)
+        workflows = None if workflow is None else _workflow_names(workflow)
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
             raise _errors.DefinitionError(f"limit must be a positive whole number, not {limit!r}")
         window: dict[str, float] = {}  # passed only when given
@@ -601,6 +578,122 @@ class Engine:
                 f"({created_before!r}), so no run could match; swap them"
             )
         return self.store.list_runs(statuses=statuses, workflows=workflows, limit=limit, **window)
+
+    def purge(
+        self,
+        *,
+        older_than: timedelta | datetime | float,
+        status: _history.RunStatus | str | Iterable[_history.RunStatus | str] | None = None,
+        workflow: str
+        | _decorators.Workflow[Any, Any]
+        | Iterable[str | _decorators.Workflow[Any, Any]]
+        | None = None,
+        batch: int = 1000,
+        dry_run: bool = False,
+    ) -> int:
+        """Delete the runs that finished before a cutoff, with their histories and signals.
+
+        Finished runs are otherwise kept for ever. ``older_than`` is required, so
+        that nothing is purged by accident. The runs go in batches of ``batch``,
+        each a short transaction of its own (a script per run on Redis), until
+        none is left; returns how many went. Never deleted:
+
+        * a run that has not finished;
+        * a child run whose parent is active or failed (a failed run can be
+          retried, and then reads its children): it goes once the parent ends
+          otherwise, or is purged itself;
+        * a run that continued as new, while the run it continued in exists: a
+          chain goes from its latest run backwards, once that one has finished
+          before the cutoff, so ``get_run(first_id)`` never follows a broken chain.
+          With ``status``, a chain whose latest run goes keeps its earlier
+          (completed) runs; its handle then raises ``RunNotFoundError``.
+
+        Example:
+            >>> engine.purge(older_than=timedelta(days=30))  # every finished run
+            >>> engine.purge(older_than=timedelta(days=7), status="completed", workflow=poll)
+
+        Args:
+            older_than: how long ago a run must have finished: a ``timedelta`` or a
+                number of seconds, counted back from now, or an aware ``datetime``
+                before which it finished.
+            status: only runs that ended with this status, or one of these
+                (``completed``, ``failed``, ``cancelled``); by default any of them.
+            workflow: only runs of this workflow (a ``@workflow``, with its aliases,
+                or a name), or of one of these.
+            batch: the most runs deleted in one transaction, 1 to 10,000.
+            dry_run: delete nothing; return how many runs a first pass would delete
+                (a finished chain counts its latest run only, since its earlier runs
+                go after it).
+
+        Raises:
+            DefinitionError: an argument is unusable, or names a status that is not
+                finished.
+        """
+        self._check_open()
+        cutoff = self._cutoff(older_than)
+        if status is None:
+            statuses = list(_FINISHED)
+        else:
+            statuses = _statuses(status)
+            active = [s.value for s in statuses if not s.is_terminal]
+            if active:
+                raise _errors.DefinitionError(
+                    f"purge deletes finished runs only, and {', '.join(map(repr, active))} is "
+                    "not finished; pick among 'completed', 'failed' and 'cancelled' (cancel a "
+                    "run to purge it once it has ended)"
+                )
+        workflows = None if workflow is None else _workflow_names(workflow)
+        if not isinstance(batch, int) or isinstance(batch, bool) or not 0 < batch <= MAX_BATCH:
+            raise _errors.DefinitionError(
+                f"batch must be a whole number from 1 to {MAX_BATCH:,}, not {batch!r}"
+            )
+        if dry_run:
+            return self.store.purge(
+                finished_before=cutoff,
+                statuses=statuses,
+                workflows=workflows,
+                limit=_COUNT_ALL,
+                dry_run=True,
+            )
+        total = 0
+        while True:
+            deleted = self.store.purge(
+                finished_before=cutoff, statuses=statuses, workflows=workflows, limit=batch
+            )
+            if deleted == 0:
+                break
+            total += deleted
+            log.debug("purge: %d runs deleted (%d so far)", deleted, total)
+        log.info("purge: %d finished runs deleted", total)
+        return total
+
+    def _cutoff(self, older_than: timedelta | datetime | float) -> float:
+        """The time before which a run must have finished to be purged."""
+        now = self.clock()
+        if isinstance(older_than, datetime):
+            moment = _epoch("older_than", older_than)
+            if moment > now:
+                raise _errors.DefinitionError(
+                    f"older_than ({older_than.isoformat()}) is in the future, so every finished "
+                    "run would go; pass a moment in the past or an age such as "
+                    "timedelta(days=30)"
+                )
+            return moment
+        if isinstance(older_than, timedelta):
+            age = older_than.total_seconds()
+        elif isinstance(older_than, (int, float)) and not isinstance(older_than, bool):
+            age = float(older_than)
+        else:
+            raise _errors.DefinitionError(
+                "older_than takes an age (a timedelta, or seconds) or an aware datetime, "
+                f"not {older_than!r}"
+            )
+        if not math.isfinite(age) or age < 0:
+            raise _errors.DefinitionError(
+                f"older_than must be an age of zero or more, not {older_than!r}; for example "
+                "timedelta(days=30)"
+            )
+        return now - age
 
     def history(self, run_id: str) -> list[_history.Event]:
         """The run's full history, oldest event first. Raises ``RunNotFoundError``."""
@@ -754,10 +847,55 @@ class Engine:
             raise _executor.workflow_error(run.id, info)
         if isinstance(last, _history.WorkflowCancelled):
             raise _cancelled_error(run.id, last.name)
+        if isinstance(last, _history.ContinuedAsNew):
+            raise _errors.RunNotFoundError(last.name)  # the chain went on in a run purged since
         raise _errors.StoreError(
             f"run {run.id!r} is {run.status.value} but its history ends with {last.kind!r}; "
             "the store is inconsistent"
         )
+
+
+MAX_BATCH = 10_000
+"""The most runs :meth:`Engine.purge` deletes in one transaction."""
+_COUNT_ALL = 2**31 - 1
+"""The limit of a dry run: every run (within what an SQL ``LIMIT`` takes)."""
+_FINISHED = tuple(status for status in _history.RunStatus if status.is_terminal)
+
+
+def _statuses(
+    status: _history.RunStatus | str | Iterable[_history.RunStatus | str],
+) -> list[_history.RunStatus]:
+    """One status or several, checked."""
+    single = isinstance(status, (str, _history.RunStatus)) or not isinstance(status, Iterable)
+    items = [status] if single else list(status)
+    try:
+        return [_history.RunStatus(s) for s in items]
+    except ValueError:
+        raise _errors.DefinitionError(
+            f"unknown run status in {status!r}; use one of {[s.value for s in _history.RunStatus]}"
+        ) from None
+
+
+def _workflow_names(
+    workflow: str | _decorators.Workflow[Any, Any] | Iterable[str | _decorators.Workflow[Any, Any]],
+) -> list[str]:
+    """The names (and aliases) of one workflow or several, given as objects or names."""
+    chosen: list[Any] = (
+        list(workflow)
+        if isinstance(workflow, Iterable) and not isinstance(workflow, str)
+        else [workflow]
+    )
+    names: list[str] = []
+    for item in chosen:
+        if isinstance(item, _decorators.Workflow):
+            names.extend(item.names)
+        elif isinstance(item, str):
+            names.append(item)
+        else:
+            raise _errors.DefinitionError(
+                f"workflow= takes a workflow, a workflow name or a list of them, not {item!r}"
+            )
+    return names
 
 
 _TERMINAL_EVENTS = (

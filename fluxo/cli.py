@@ -19,14 +19,16 @@ import logging
 import os
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import click
 
 from fluxo import _cli_format as fmt
-from fluxo import _decorators, _engine, _errors, history
+from fluxo import _decorators, _engine, _errors, _redact, history, stores
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -36,6 +38,13 @@ APP_ENV = "FLUXO_APP"
 
 class _CLIError(click.ClickException):
     """A one-line error for the user; the traceback only with --verbose."""
+
+
+class _RedactingFormatter(logging.Formatter):
+    """Log lines (tracebacks included) with every password in them masked."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return _redact.redact(super().format(record))
 
 
 def _when(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
@@ -112,21 +121,30 @@ def _make_engine(store: str | None, app: str | None) -> _engine.Engine:
         )
     if app is None:
         assert store is not None
-        return _engine.Engine(store, workflows=[])
+        return _engine.Engine(_open(store), workflows=[])
     engine = load_engine(app)
     if store is None:
         return engine
     # --store picks the store; the app brings its workflows and codec.
     workflows, codec, clock = engine.workflows, engine.codec, engine.clock
     engine.close()
-    return _engine.Engine(store, workflows=workflows, codec=codec, clock=clock)
+    return _engine.Engine(_open(store), workflows=workflows, codec=codec, clock=clock)
+
+
+def _open(url: str) -> stores.Store:
+    """The store at ``url``, as the ``runs`` commands use it: they never migrate a schema.
+
+    So a mistyped URL gets no tables (nor a new SQLite file): the command says
+    "no Fluxo tables at ...; run `fluxo db upgrade`" instead.
+    """
+    return stores.open_store(url, auto_migrate=False)
 
 
 @contextlib.contextmanager
 def _connect(store: str | None, app: str | None) -> Iterator[_engine.Engine]:
     """Open the engine for a ``runs`` command, turning store errors into one-line advice."""
     if store is not None:
-        where, check = fmt.redact_url(store), f"check {STORE_ENV} or --store"
+        where, check = _redact.redact_value(store), f"check {STORE_ENV} or --store"
         reach = f"the store at {where}"
     else:
         where = reach = f"the store of app {app!r}"
@@ -137,6 +155,8 @@ def _connect(store: str | None, app: str | None) -> Iterator[_engine.Engine]:
             yield engine
         finally:
             engine.close()
+            if store is not None:
+                engine.store.close()  # opened here, so not the engine's to close
     except _errors.RunNotFoundError as exc:
         raise _CLIError(
             f"no run {exc.run_id!r} in {where}; list runs with `fluxo runs list`"
@@ -267,9 +287,9 @@ def worker(  # noqa: PLR0917 (click passes every option by position)
                 codec=engine.codec,
                 clock=engine.clock,
             )
-        logging.basicConfig(
-            level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+        handler = logging.StreamHandler()
+        handler.setFormatter(_RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.basicConfig(level=log_level.upper(), handlers=[handler])
         serving.worker(
             concurrency=concurrency,
             lease=lease,
@@ -479,6 +499,88 @@ def retry(run_id: str, store: str | None, app: str | None) -> None:
     click.echo(f"run {run_id!r} is pending again; a worker resumes it from its history")
 
 
+def _age(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    """Click callback for ``--older-than``: an age (a ``timedelta``) or a time (a ``datetime``)."""
+    if value is None:
+        return None
+    now = time.time()
+    try:
+        moment = fmt.parse_time(value, now)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+    if fmt.is_age(value):
+        return timedelta(seconds=now - moment)
+    if moment > now:
+        raise click.BadParameter(f"{value!r} is in the future", ctx, param)
+    return datetime.fromtimestamp(moment, timezone.utc)
+
+
+@runs.command()
+@click.option(
+    "--older-than",
+    required=True,
+    callback=_age,
+    metavar="AGE",
+    help="Delete runs that finished this long ago or more: an age like 30d, 12h or 2w, "
+    "or an ISO-8601 time (UTC unless it has an offset).",
+)
+@click.option(
+    "--status",
+    "-s",
+    "statuses",
+    multiple=True,
+    type=click.Choice([s.value for s in history.RunStatus if s.is_terminal], case_sensitive=False),
+    help="Only runs that ended with this status (repeatable); by default any.",
+)
+@click.option(
+    "--workflow",
+    "-w",
+    "workflows",
+    multiple=True,
+    metavar="NAME",
+    help="Only runs of this workflow (repeatable).",
+)
+@click.option(
+    "--batch",
+    type=click.IntRange(min=1, max=_engine.MAX_BATCH),
+    default=1000,
+    show_default=True,
+    help="The most runs deleted per transaction.",
+)
+@click.option("--dry-run", is_flag=True, help="Delete nothing; say how many runs would go.")
+@_target_options
+def purge(  # noqa: PLR0917 (click passes every option by position)
+    older_than: timedelta | datetime,
+    statuses: tuple[str, ...],
+    workflows: tuple[str, ...],
+    batch: int,
+    dry_run: bool,
+    store: str | None,
+    app: str | None,
+) -> None:
+    """Delete finished runs, with their histories, once they are old enough.
+
+    Deletes in batches, each a short transaction, until none is left. A run
+    that has not finished is never deleted, nor a child whose parent is running
+    or failed, nor a run of a continue_as_new chain that is still going. With
+    --dry-run the count covers a first pass: a finished chain counts its latest
+    run only.
+    """
+    with _connect(store, app) as engine:
+        count = engine.purge(
+            older_than=older_than,
+            status=[s.lower() for s in statuses] or None,
+            workflow=list(workflows) or None,
+            batch=batch,
+            dry_run=dry_run,
+        )
+    runs_word = "run" if count == 1 else "runs"
+    if dry_run:
+        click.echo(f"{count} finished {runs_word} would be deleted (dry run: nothing deleted)")
+    else:
+        click.echo(f"deleted {count} finished {runs_word}")
+
+
 @cli.command()
 @click.argument(
     "paths",
@@ -548,7 +650,7 @@ def _database(url: str | None) -> Iterator[str]:
         yield url
     except _errors.StoreUnavailableError as exc:
         raise _CLIError(
-            f"cannot reach the store at {fmt.redact_url(url)}: {fmt.root_reason(exc)}; "
+            f"cannot reach the store at {_redact.redact_value(url)}: {fmt.root_reason(exc)}; "
             f"check {STORE_ENV} or --url"
         ) from exc
 
@@ -612,19 +714,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(130)
     except click.UsageError as exc:
         where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
-        click.echo(f"Error: {fmt.one_line(exc.format_message())}{where}", err=True)
-        sys.exit(exc.exit_code)
+        _fail(fmt.one_line(exc.format_message()) + where, exc.exit_code)
     except click.ClickException as exc:
-        if verbose:
-            raise
-        click.echo(f"Error: {fmt.one_line(exc.format_message())}", err=True)
-        sys.exit(exc.exit_code)
+        _fail(fmt.one_line(exc.format_message()), exc.exit_code, exc if verbose else None)
     except _errors.FluxoError as exc:
-        if verbose:
-            raise
-        click.echo(f"Error: {fmt.one_line(str(exc))}", err=True)
-        sys.exit(1)
+        _fail(fmt.one_line(str(exc)), 1, exc if verbose else None)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str, code: int, traced: BaseException | None = None) -> None:
+    """Print the error (after its traceback, with --verbose), passwords masked, and exit."""
+    if traced is not None:
+        click.echo(_redact.redact("".join(traceback.format_exception(traced))).rstrip(), err=True)
+    click.echo(f"Error: {_redact.redact(message)}", err=True)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

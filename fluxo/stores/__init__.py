@@ -24,10 +24,13 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Protocol, runtime_checkable
 
-from fluxo import _errors, history
+from fluxo import _errors, _redact, history
 
 MAX_ID_LENGTH = 255
 """The longest run id, workflow name or worker id every store accepts."""
+
+KEEPING_PARENTS = frozenset({*history.ACTIVE_STATUSES, history.RunStatus.FAILED})
+"""The statuses of a parent run that keep :meth:`Store.purge` from deleting its children."""
 
 
 @runtime_checkable
@@ -238,6 +241,42 @@ class Store(Protocol):
         """
         ...
 
+    def purge(
+        self,
+        *,
+        finished_before: float,
+        statuses: Collection[history.RunStatus],
+        workflows: Collection[str] | None = None,
+        limit: int,
+        dry_run: bool = False,
+    ) -> int:
+        """Delete up to ``limit`` finished runs, each with its history and signals; return how many.
+
+        A run is deleted when all of these hold:
+
+        * it has finished (completed, failed or cancelled) with one of ``statuses``:
+          a run that has not finished is never deleted, whatever ``statuses`` says;
+        * it was created and last updated (it finished) before ``finished_before``;
+        * its workflow is one of ``workflows`` (``None``: any);
+        * it has no parent, or its parent is gone or ended completed or cancelled:
+          a parent that is active, or failed (a failed run can be retried, and then
+          reads its children), keeps its children;
+        * it did not continue as new, or the run it continued in is gone: a chain
+          goes from its latest run backwards, so following it from its first id
+          (:func:`latest_run`) never breaks, and no run of a chain that is still
+          going is deleted.
+
+        Each run goes with its events and signals at once: a reader finds it whole
+        or not at all, also when the store fails half way. No long lock is held:
+        each call is a batch of its own (one short transaction on the SQL stores).
+        A run that this call's deletions make deletable (the previous run of a
+        chain) is left to the next call: call again until it returns 0.
+
+        With ``dry_run`` nothing is deleted, and the number this call would have
+        deleted is returned.
+        """
+        ...
+
     def change_token(self, run_id: str | None) -> object:
         """Return an opaque mark of "now" for ``wait_for_change(since=...)``.
 
@@ -278,18 +317,25 @@ def latest_run(store: Store, run_id: str) -> history.RunInfo:
     return run
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, *, auto_migrate: bool = True) -> Store:
     """Build the store a URL names.
 
     * ``memory://``: an in-process store, lost when the process exits (tests, demos).
     * ``sqlite:///path.db``: the embedded default (WAL).
     * ``postgresql+psycopg://user@host/db`` (``postgresql://`` works too).
     * ``mysql+pymysql://user@host/db``.
+    * ``redis://host:port/db?prefix=app`` and ``mongodb://host/db``.
+
+    ``auto_migrate`` is passed to the SQL store (see
+    :class:`~fluxo.stores.sql.SQLStore`); the command line opens stores with
+    ``False``, so that only ``fluxo db upgrade`` changes a schema.
     """
     if not isinstance(url, str) or "://" not in url:
+        shown = repr(_redact.redact_value(url)) if isinstance(url, str) else repr(url)
         raise _errors.DefinitionError(
-            f"store URL {url!r} is not a URL; pass something like 'sqlite:///fluxo.db', "
-            "'postgresql+psycopg://localhost/app' or 'memory://', or a Store object"
+            f"store URL {_redact.redact(shown)} is not a URL; pass something like "
+            "'sqlite:///fluxo.db', 'postgresql+psycopg://localhost/app' or 'memory://', "
+            "or a Store object"
         )
     scheme = url.split("://", 1)[0].split("+", 1)[0].lower()
     if scheme == "memory":
@@ -299,7 +345,7 @@ def open_store(url: str) -> Store:
     if scheme in ("sqlite", "postgresql", "postgres", "mysql", "mariadb"):
         from fluxo.stores import sql
 
-        store: Store = sql.SQLStore(url)
+        store: Store = sql.SQLStore(url, auto_migrate=auto_migrate)
         return store
     if scheme in ("redis", "rediss"):
         from fluxo.stores import redis

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import sqlalchemy as sa
@@ -20,7 +22,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import pool as sa_pool
 
-from fluxo import _errors
+from fluxo import _errors, _redact
 
 if TYPE_CHECKING:
     from sqlalchemy.engine.interfaces import DBAPIConnection, Dialect
@@ -58,10 +60,13 @@ def normalize_url(url: str | sa.URL) -> sa.URL:
     try:
         parsed = sa.make_url(url)
     except (sa_exc.ArgumentError, ValueError) as exc:
+        text = url if isinstance(url, str) else repr(url)
+        secrets = _redact.secrets_of(text)
         raise _errors.DefinitionError(
-            f"{url!r} is not a database URL; pass something like 'sqlite:///fluxo.db' or "
-            "'postgresql://user@host/app'"
-        ) from exc
+            f"{_redact.redact_value(text)!r} is not a database URL "
+            f"({_redact.redact(str(exc), secrets)}); pass something like "
+            "'sqlite:///fluxo.db' or 'postgresql://user@host/app'"
+        ) from _redact.cause(exc, secrets)
     backend, _, driver = parsed.drivername.partition("+")
     backend = backend.lower()
     if backend == "postgres":
@@ -83,8 +88,52 @@ def normalize_url(url: str | sa.URL) -> sa.URL:
     return parsed
 
 
+def url_secrets(url: sa.URL) -> tuple[str, ...]:
+    """The passwords a parsed URL holds (its password, and any ``password=`` in its query)."""
+    found = _redact.secrets_of(url.render_as_string(hide_password=False))
+    return found if url.password is None else (str(url.password), *found)
+
+
+def redacted(url: sa.URL) -> str:
+    """The URL as messages show it: every password masked."""
+    return _redact.redact(url.render_as_string(hide_password=True), url_secrets(url))
+
+
 def is_memory_sqlite(url: sa.URL) -> bool:
     return url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
+
+
+def sqlite_file(url: sa.URL) -> str | None:
+    """The database file a SQLite URL names; ``None`` for another database or in memory.
+
+    Also ``None`` for a URL that is an SQLite URI (``?uri=true``): its file is the
+    user's to manage.
+    """
+    if url.get_backend_name() != "sqlite" or is_memory_sqlite(url) or "uri" in url.query:
+        return None
+    return os.path.abspath(str(url.database))
+
+
+def create_sqlite_file(path: str) -> bool:
+    """Create an empty SQLite database file readable by its owner only, unless it exists.
+
+    It holds every input and result of every run, so it is made ``0600`` (the
+    ``-wal`` and ``-shm`` files SQLite adds take the same mode); a file that
+    exists keeps its mode. Returns whether the file was created.
+
+    Raises:
+        StoreUnavailableError: the file cannot be created (no such folder, no permission).
+    """
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        raise _errors.StoreUnavailableError(
+            f"the SQLite database {path} is unavailable: it cannot be created ({exc.strerror})"
+        ) from exc
+    os.close(descriptor)
+    return True
 
 
 def make_engine(url: str | sa.URL, **engine_options: Any) -> sa.Engine:
@@ -136,6 +185,21 @@ def make_engine(url: str | sa.URL, **engine_options: Any) -> sa.Engine:
             f"the {parsed.get_driver_name()!r} driver for {backend} is not installed; "
             f"run: pip install 'fluxo[{extra}]'"
         ) from exc
+    except (sa_exc.ArgumentError, ValueError) as exc:
+        secrets = url_secrets(parsed)
+        raise _errors.DefinitionError(
+            f"the database URL {redacted(parsed)} is unusable: {_redact.redact(str(exc), secrets)}"
+        ) from _redact.cause(exc, secrets)
+
+    if backend == "sqlite" and sqlite_file(parsed) is not None:
+        # Never create the file on connecting: create_sqlite_file does, with its mode,
+        # when the store first writes. Reading a database that is not there fails.
+        def read_write(_dialect: Any, _record: Any, cargs: list[Any], cparams: Any) -> None:
+            if "uri" not in cparams:
+                cargs[0] = f"{Path(cargs[0]).as_uri()}?mode=rw"
+                cparams["uri"] = True
+
+        sa_event.listen(engine, "do_connect", read_write)
 
     if backend == "sqlite":
 

@@ -18,6 +18,7 @@ serve ``fluxo db current`` and ``fluxo db check``.
 from __future__ import annotations
 
 import logging
+import os
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
-from fluxo import _errors
+from fluxo import _errors, _redact
 from fluxo.stores import _sql_engine
 from fluxo.stores import _sql_schema as schema
 
@@ -84,7 +85,18 @@ def head() -> str:
 
 
 @contextmanager
-def _engine(target: str | sa.URL | sa.Engine) -> Iterator[sa.Engine]:
+def _engine(target: str | sa.URL | sa.Engine, *, create: bool = False) -> Iterator[sa.Engine]:
+    """An engine on ``target``; for a SQLite file that does not exist, ``create`` makes it.
+
+    Without ``create`` such a file is not made: the engine reads an empty database.
+    """
+    url = target.url if isinstance(target, sa.Engine) else _sql_engine.normalize_url(target)
+    path = _sql_engine.sqlite_file(url)
+    if path is not None and not os.path.exists(path):
+        if create:
+            _sql_engine.create_sqlite_file(path)
+        elif not isinstance(target, sa.Engine):
+            target = "sqlite://"
     if isinstance(target, sa.Engine):
         yield target
         return
@@ -97,15 +109,20 @@ def _engine(target: str | sa.URL | sa.Engine) -> Iterator[sa.Engine]:
 
 @contextmanager
 def _translated(action: str, engine: sa.Engine) -> Iterator[None]:
-    url = engine.url.render_as_string(hide_password=True)
+    url = _sql_engine.redacted(engine.url)
+    secrets = _sql_engine.url_secrets(engine.url)
     try:
         yield
     except sa_exc.OperationalError as exc:
+        reason = _redact.redact(str(exc.orig).strip(), secrets)
         raise _errors.StoreUnavailableError(
-            f"{action} failed: the database at {url} is unavailable: {str(exc.orig).strip()}"
-        ) from exc
+            f"{action} failed: the database at {url} is unavailable: {reason}"
+        ) from _redact.cause(exc, secrets)
     except sa_exc.DBAPIError as exc:
-        raise _errors.StoreError(f"{action} failed on {url}: {exc.orig}") from exc
+        reason = _redact.redact(str(exc.orig), secrets)
+        raise _errors.StoreError(f"{action} failed on {url}: {reason}") from _redact.cause(
+            exc, secrets
+        )
 
 
 def _revision(conn: sa.Connection) -> str | None:
@@ -118,6 +135,8 @@ def _revision(conn: sa.Connection) -> str | None:
 
 def current(target: str | sa.URL | sa.Engine) -> str | None:
     """Return the database's Fluxo schema revision (``None``: no Fluxo tables yet).
+
+    A SQLite file that does not exist has none, and is not created.
 
     Raises:
         StoreUnavailableError: the database cannot be reached.
@@ -133,6 +152,9 @@ def current(target: str | sa.URL | sa.Engine) -> str | None:
 def upgrade(target: str | sa.URL | sa.Engine, revision: str = "head") -> None:
     """Bring the database to ``revision`` under a lock; a no-op when it is there already.
 
+    A SQLite file that does not exist is created first, readable by its owner
+    only (``0600``).
+
     Args:
         target: a database URL or an engine on it.
         revision: the alembic revision to reach.
@@ -146,7 +168,10 @@ def upgrade(target: str | sa.URL | sa.Engine, revision: str = "head") -> None:
         from alembic import command
         from alembic.util import CommandError
 
-    with _engine(target) as engine, _translated("migrating the Fluxo schema", engine):
+    with (
+        _engine(target, create=True) as engine,
+        _translated("migrating the Fluxo schema", engine),
+    ):
         kind = engine.dialect.name
         with _sql_engine.autocommit(engine) as conn:
             mysql_lock = None

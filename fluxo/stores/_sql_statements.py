@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from fluxo import history
+from fluxo import history, stores
 from fluxo.stores import _sql_schema as schema
 
 if TYPE_CHECKING:
@@ -638,3 +638,103 @@ class Statements:
             )
 
         return self.shaped(("next_wake", workflows), build)
+
+    def purge(self, statuses: int, workflows: int | None, *, lock: bool) -> Sql:
+        """The ids of up to ``p_limit`` runs :meth:`fluxo.stores.Store.purge` may delete.
+
+        Finished with one of the statuses (an ``IN`` list of ``statuses`` values),
+        created and updated before ``p_before``, of one of the workflows (when
+        ``workflows`` is not ``None``), not kept by their parent, and not continued
+        in a run that still exists (their ``continued_as_new`` event names it). The
+        ``(status, created_at)`` index finds them. ``lock`` locks the rows chosen,
+        skipping those another transaction holds (not on SQLite, whose writers take
+        turns anyway).
+        """
+
+        def build() -> sa.ClauseElement:
+            query = self._purgeable(statuses, workflows)
+            if lock and self._kind == "mysql":
+                query = query.with_for_update(skip_locked=True)
+            return query
+
+        return self.shaped(("purge", statuses, workflows, lock), build)
+
+    def pg_purge(self, statuses: int, workflows: int | None) -> Sql:
+        """PostgreSQL: choose, lock and delete a batch of runs with their events and signals.
+
+        One statement, so one round trip and one implicit transaction; it returns
+        the ids of the runs deleted.
+        """
+
+        def build() -> sa.ClauseElement:
+            chosen = (
+                self._purgeable(statuses, workflows)
+                .with_for_update(skip_locked=True, of=_R)
+                .cte("fluxo_purged")
+            )
+            events = (
+                _E.delete()
+                .where(_E.c.run_id == chosen.c.id)
+                .returning(_E.c.run_id)
+                .cte("fluxo_purged_events")
+            )
+            signals = (
+                _S.delete()
+                .where(_S.c.run_id == chosen.c.id)
+                .returning(_S.c.run_id)
+                .cte("fluxo_purged_signals")
+            )
+            statement: sa.ClauseElement = (
+                _R.delete()
+                .where(_R.c.id == chosen.c.id)
+                .returning(_R.c.id)
+                .add_cte(events, signals)
+            )
+            return statement
+
+        return self.shaped(("pg_purge", statuses, workflows), build)
+
+    def purge_delete(self, runs: int) -> tuple[Sql, Sql, Sql]:
+        """Delete the signals, the events and the records of runs (an ``IN`` list of ids)."""
+
+        def build(table: sa.Table, column: sa.Column[Any]) -> Callable[[], sa.ClauseElement]:
+            def statement() -> sa.ClauseElement:
+                deleted: sa.ClauseElement = table.delete().where(column.in_(_keys("p_id", runs)))
+                return deleted
+
+            return statement
+
+        return (
+            self.shaped(("purge_signals", runs), build(_S, _S.c.run_id)),
+            self.shaped(("purge_events", runs), build(_E, _E.c.run_id)),
+            self.shaped(("purge_runs", runs), build(_R, _R.c.id)),
+        )
+
+    @staticmethod
+    def _purgeable(statuses: int, workflows: int | None) -> sa.Select[Any]:
+        before = _p("p_before", _R.c.updated_at)
+        parent = _R.alias("fluxo_parent")
+        successor = _R.alias("fluxo_successor")
+        kept_by_parent = sa.exists(
+            sa.select(sa.literal_column("1"))
+            .select_from(parent)
+            .where(
+                parent.c.id == _R.c.parent,
+                parent.c.status.in_([_word(s.value) for s in sorted(stores.KEEPING_PARENTS)]),
+            )
+        )
+        continued = sa.exists(
+            sa.select(sa.literal_column("1"))
+            .select_from(_E.join(successor, successor.c.id == _E.c.name))
+            .where(_E.c.run_id == _R.c.id, _E.c.kind == _word(history.ContinuedAsNew.kind))
+        )
+        query = sa.select(_R.c.id).where(
+            _R.c.status.in_(_keys("p_status", statuses)),
+            _R.c.created_at < before,
+            _R.c.updated_at < before,
+            ~kept_by_parent,
+            ~continued,
+        )
+        if workflows is not None:
+            query = query.where(_R.c.workflow.in_(_keys("p_wf", workflows)))
+        return query.limit(sa.bindparam("p_limit", type_=sa.Integer()))

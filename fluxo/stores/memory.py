@@ -10,10 +10,11 @@ import threading
 from collections.abc import Collection, Sequence
 from dataclasses import replace
 
-from fluxo import _errors, history
+from fluxo import _errors, history, stores
 
 RunStatus = history.RunStatus
 _EVENT_CLASSES = frozenset(history.EVENT_TYPES.values())
+_FINISHED = frozenset(status for status in RunStatus if status.is_terminal)
 
 
 class MemoryStore:
@@ -323,6 +324,41 @@ class MemoryStore:
             ]
         runs.sort(key=lambda r: r.created_at, reverse=True)
         return runs[:limit]
+
+    def purge(
+        self,
+        *,
+        finished_before: float,
+        statuses: Collection[history.RunStatus],
+        workflows: Collection[str] | None = None,
+        limit: int,
+        dry_run: bool = False,
+    ) -> int:
+        wanted = {RunStatus(s) for s in statuses} & _FINISHED
+        with self._lock:
+            self._check_open()
+            chosen: list[str] = []
+            for run in self._runs.values():
+                if len(chosen) >= limit:
+                    break
+                parent = None if run.parent is None else self._runs.get(run.parent)
+                if (
+                    run.status in wanted
+                    and max(run.created_at, run.updated_at) < finished_before
+                    and (workflows is None or run.workflow in workflows)
+                    and (parent is None or parent.status not in stores.KEEPING_PARENTS)
+                    and not (
+                        run.status is RunStatus.COMPLETED
+                        and history.chain_next(run.id) in self._runs
+                    )
+                ):
+                    chosen.append(run.id)
+            if not dry_run:
+                for run_id in chosen:
+                    del self._runs[run_id], self._events[run_id], self._recorded_at[run_id]
+                    self._signals.pop(run_id, None)
+                    self._signal_keys.pop(run_id, None)
+            return len(chosen)
 
     def change_token(self, run_id: str | None) -> object:
         with self._lock:

@@ -1,6 +1,7 @@
 """The MongoDB store: one document per run, histories fenced without transactions.
 
-Collections (created with their indexes on first use):
+Collections (created with their indexes by the first ``create_run`` or ``claim``;
+nothing else creates them, so reading a database without them creates nothing):
 
 * ``runs``: one document per run, ``_id`` = run id. Besides the run's fields it
   holds the *tail* of its history (the events not yet moved to ``events``), the
@@ -34,13 +35,14 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 import weakref
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-from fluxo import _errors, history
+from fluxo import _errors, _redact, history, stores
 
 if TYPE_CHECKING:
     import pymongo
@@ -88,6 +90,10 @@ _CAS_ATTEMPTS = 1000
 
 # Every field but the tails: what RunInfo needs.
 _INFO_PROJECTION = {"ev_tail": 0, "sig_tail": 0, "sig_keys": 0}
+# A run being purged is gone for readers (see MongoStore.purge).
+_LIVE: Doc = {"purging": {"$exists": False}}
+_FINISHED = [status.value for status in RunStatus if status.is_terminal]
+_PURGE_PAGE = 500
 
 
 class _Changes:
@@ -192,18 +198,23 @@ class MongoStore:
                 "the MongoDB store needs the pymongo driver; install it with "
                 "pip install 'fluxo[mongo]'"
             )
-        name, has_timeout = _parse_url(url, database)
-        options: dict[str, Any] = {"tz_aware": False}
-        if not has_timeout:
-            options["serverSelectionTimeoutMS"] = DEFAULT_SERVER_SELECTION_TIMEOUT_MS
-        self._url = url
-        self._name = name
+        self._secrets = _redact.secrets_of(url)
         try:
+            name, has_timeout = _parse_url(url, database)
+            options: dict[str, Any] = {"tz_aware": False}
+            if not has_timeout:
+                options["serverSelectionTimeoutMS"] = DEFAULT_SERVER_SELECTION_TIMEOUT_MS
             self._client: pymongo.MongoClient[Doc] = pymongo.MongoClient(url, **options)
         except ConnectionFailure as exc:  # pragma: no cover - the client connects lazily
-            raise _errors.StoreUnavailableError(f"cannot reach MongoDB: {exc}") from exc
-        except PyMongoError as exc:
-            raise _errors.DefinitionError(f"bad MongoDB URL {url!r}: {exc}") from exc
+            raise _errors.StoreUnavailableError(
+                f"cannot reach MongoDB: {self._shown(str(exc))}"
+            ) from _redact.cause(exc, self._secrets)
+        except (PyMongoError, ValueError) as exc:  # pymongo raises ValueError for some URLs
+            raise _errors.DefinitionError(
+                f"bad MongoDB URL {self._shown(repr(url))}: {self._shown(str(exc))}"
+            ) from _redact.cause(exc, self._secrets)
+        self._url = url
+        self._name = name
         db = self._client[name]
         self._runs: MongoCollection[Doc] = db["runs"]
         self._events: MongoCollection[Doc] = db["events"]
@@ -217,27 +228,46 @@ class MongoStore:
     def __repr__(self) -> str:
         return f"MongoStore(database={self._name!r})"
 
+    def _shown(self, text: str) -> str:
+        """``text`` as a message may show it: the URL's password masked."""
+        return _redact.redact(text, self._secrets)
+
     # -- plumbing -------------------------------------------------------------
 
     @contextmanager
-    def _op(self) -> Iterator[None]:
-        """Check the store is open, make the indexes once, and translate driver errors."""
+    def _op(self, *, create: bool = False) -> Iterator[None]:
+        """Check the store is open, translate driver errors, and with ``create`` make indexes.
+
+        Only ``create_run`` and ``claim`` (and a flush, which needs the unique
+        indexes) make the collections and their indexes: a read, or a write to a run
+        that cannot exist yet, leaves a database without them as it is.
+        """
         if self._closed:
             raise _errors.StoreError("this MongoStore is closed; create a new one")
         try:
-            if not self._ready:
+            if create and not self._ready:
                 self._ensure_indexes()
             yield
         except ConnectionFailure as exc:
-            raise _errors.StoreUnavailableError(f"MongoDB is unavailable: {exc}") from exc
+            raise _errors.StoreUnavailableError(
+                f"MongoDB is unavailable: {self._shown(str(exc))}"
+            ) from _redact.cause(exc, self._secrets)
         except (BSONError, UnicodeEncodeError) as exc:  # DocumentTooLarge is one
-            raise _errors.StoreRejectedError(f"MongoDB cannot store this value: {exc}") from exc
+            raise _errors.StoreRejectedError(
+                f"MongoDB cannot store this value: {self._shown(str(exc))}"
+            ) from _redact.cause(exc, self._secrets)
         except OperationFailure as exc:
-            if exc.code in _REJECTED:
-                raise _errors.StoreRejectedError(f"MongoDB refused the write: {exc}") from exc
-            raise _errors.StoreError(f"MongoDB failed: {exc}") from exc
+            error: type[_errors.StoreError] = (
+                _errors.StoreRejectedError if exc.code in _REJECTED else _errors.StoreError
+            )
+            verb = "refused the write" if exc.code in _REJECTED else "failed"
+            raise error(f"MongoDB {verb}: {self._shown(str(exc))}") from _redact.cause(
+                exc, self._secrets
+            )
 
     def _ensure_indexes(self) -> None:
+        if self._ready:
+            return
         with self._ready_lock:
             if self._ready:
                 return
@@ -250,13 +280,14 @@ class MongoStore:
             )
             self._runs.create_index([("status", 1), ("ready_at", 1), ("created_at", 1)])
             self._runs.create_index([("created_at", -1)])
+            self._runs.create_index([("purging", 1)], sparse=True)
             self._ready = True
 
     def _notify(self) -> None:
         self._changes.bump()
 
     def _missing_or(self, run_id: str, check: Callable[[Doc], T]) -> T:
-        doc = self._runs.find_one({"_id": run_id}, _INFO_PROJECTION)
+        doc = self._runs.find_one({"_id": run_id, **_LIVE}, _INFO_PROJECTION)
         if doc is None:
             raise _errors.RunNotFoundError(run_id)
         return check(doc)
@@ -298,18 +329,25 @@ class MongoStore:
             "sig_tail": [],
             "sig_keys": [],
         }
-        with self._op():
-            try:
-                self._runs.insert_one(doc)
-            except DuplicateKeyError:
-                existing = self._runs.find_one({"_id": run_id}, _INFO_PROJECTION)
-                if existing is None:  # pragma: no cover - runs are never deleted
-                    raise _errors.StoreError(f"run {run_id!r} vanished while created") from None
-                if existing["workflow"] != workflow:
-                    raise _errors.RunIdConflictError(
-                        run_id, existing["workflow"], workflow
-                    ) from None
-                return _info(existing), False
+        with self._op(create=True):
+            for _ in range(_CAS_ATTEMPTS):
+                try:
+                    self._runs.insert_one(doc)
+                    break
+                except DuplicateKeyError:
+                    existing = self._runs.find_one({"_id": run_id}, _INFO_PROJECTION)
+                    if existing is None:  # purged meanwhile: the id is free again
+                        continue
+                    if "purging" in existing:  # a purge that stopped half way: finish it
+                        self._erase([run_id])
+                        continue
+                    if existing["workflow"] != workflow:
+                        raise _errors.RunIdConflictError(
+                            run_id, existing["workflow"], workflow
+                        ) from None
+                    return _info(existing), False
+            else:  # pragma: no cover - would take a thousand lost races
+                raise _errors.StoreError(f"could not create run {run_id!r}: too much contention")
         self._notify()
         return _info(doc), True
 
@@ -388,6 +426,7 @@ class MongoStore:
 
     def _flush_events(self, run_id: str) -> None:
         """Move the run's history tail into ``events`` (see the module docstring)."""
+        self._ensure_indexes()  # the unique (run_id, seq) index makes a flush safe
         doc = self._runs.find_one({"_id": run_id}, {"ev_tail": 1, "ev_base": 1, "next_seq": 1})
         if doc is None or not doc["ev_tail"]:
             return
@@ -403,6 +442,7 @@ class MongoStore:
 
     def _flush_signals(self, run_id: str) -> None:
         """Move the run's signal tail into ``signals``."""
+        self._ensure_indexes()
         doc = self._runs.find_one({"_id": run_id}, {"sig_tail": 1, "sig_base": 1, "sig_next": 1})
         if doc is None or not doc["sig_tail"]:
             return
@@ -435,7 +475,7 @@ class MongoStore:
 
     def load(self, run_id: str) -> history.RunState:
         with self._op():
-            doc = self._runs.find_one({"_id": run_id})
+            doc = self._runs.find_one({"_id": run_id, **_LIVE})
             if doc is None:
                 raise _errors.RunNotFoundError(run_id)
             try:
@@ -477,7 +517,7 @@ class MongoStore:
 
     def get_run(self, run_id: str) -> history.RunInfo:
         with self._op():
-            doc = self._runs.find_one({"_id": run_id}, _INFO_PROJECTION)
+            doc = self._runs.find_one({"_id": run_id, **_LIVE}, _INFO_PROJECTION)
         if doc is None:
             raise _errors.RunNotFoundError(run_id)
         return _info(doc)
@@ -487,7 +527,7 @@ class MongoStore:
         if not ids:
             return {}
         with self._op():
-            docs = list(self._runs.find({"_id": {"$in": ids}}, _INFO_PROJECTION))
+            docs = list(self._runs.find({"_id": {"$in": ids}, **_LIVE}, _INFO_PROJECTION))
         return {doc["_id"]: _info(doc) for doc in docs}
 
     # -- claims and leases ----------------------------------------------------
@@ -516,7 +556,7 @@ class MongoStore:
         where: Doc = {**runnable, "workflow": {"$in": list(workflows)}}
         update = {"$set": self._lease_fields(worker_id, now, lease_until)}
         order = [("ready_at", 1), ("created_at", 1), ("_id", 1)]
-        with self._op():
+        with self._op(create=True):
             # Read a page of candidates, then lease each with a conditional update on
             # its id that re-checks it is still runnable: of two racing claimers only
             # one update matches. A page lost to other claimers is simply read again.
@@ -632,7 +672,8 @@ class MongoStore:
         with self._op():
             for _ in range(_CAS_ATTEMPTS):
                 doc = self._runs.find_one(
-                    {"_id": run_id}, {"status": 1, "sig_next": 1, "sig_base": 1, "sig_keys": 1}
+                    {"_id": run_id, **_LIVE},
+                    {"status": 1, "sig_next": 1, "sig_base": 1, "sig_keys": 1},
                 )
                 if doc is None:
                     raise _errors.RunNotFoundError(run_id)
@@ -691,7 +732,7 @@ class MongoStore:
                     )
                 if doc is not None:
                     break
-                doc = self._runs.find_one({"_id": run_id}, _INFO_PROJECTION)
+                doc = self._runs.find_one({"_id": run_id, **_LIVE}, _INFO_PROJECTION)
                 if doc is None:
                     raise _errors.RunNotFoundError(run_id)
                 if history.parse_status(doc.get("status"))[0].is_terminal:
@@ -705,7 +746,7 @@ class MongoStore:
         retried = [history.RunRetried()]
         with self._op():
             doc = self._runs.find_one_and_update(
-                {"_id": run_id, "status": RunStatus.FAILED.value},
+                {"_id": run_id, "status": RunStatus.FAILED.value, **_LIVE},
                 {
                     "$push": {"ev_tail": {"$each": [_event_entry(e, now) for e in retried]}},
                     "$inc": {"next_seq": 1, "tail_bytes": _size(retried)},
@@ -758,6 +799,7 @@ class MongoStore:
             created["$lt"] = created_before
         if created:
             where["created_at"] = created
+        where.update(_LIVE)
         with self._op():
             docs = list(
                 self._runs.find(
@@ -768,6 +810,105 @@ class MongoStore:
                 )
             )
         return [_info(doc) for doc in docs]
+
+    # -- retention ---------------------------------------------------------------
+
+    def purge(
+        self,
+        *,
+        finished_before: float,
+        statuses: Collection[history.RunStatus],
+        workflows: Collection[str] | None = None,
+        limit: int,
+        dry_run: bool = False,
+    ) -> int:
+        """See :meth:`fluxo.stores.Store.purge`.
+
+        Without transactions, a run goes in three steps: one update marks the runs
+        chosen ``purging`` (checking again that they finished as wanted), which
+        makes them gone for every reader and for ``reopen``; then their events and
+        signals are deleted, then the marked documents. A purge that stops half way
+        leaves marked documents, which the next purge (or a ``create_run`` of the
+        same id) finishes first.
+        """
+        wanted = sorted({RunStatus(s).value for s in statuses} & set(_FINISHED))
+        if limit <= 0 or not wanted or (workflows is not None and not workflows):
+            return 0
+        finished: Doc = {
+            "status": {"$in": wanted},
+            "created_at": {"$lt": finished_before},
+            "updated_at": {"$lt": finished_before},
+            **_LIVE,
+        }
+        if workflows is not None:
+            finished["workflow"] = {"$in": list(workflows)}
+        with self._op():
+            if not dry_run:
+                left = [
+                    doc["_id"]
+                    for doc in self._runs.find({"purging": {"$exists": True}}, {"_id": 1})
+                ]
+                if left:
+                    self._erase(left)
+            chosen: list[str] = []
+            cursor = self._runs.find(
+                finished, {"_id": 1, "parent": 1, "status": 1}, batch_size=_PURGE_PAGE
+            )
+            try:
+                page: list[Doc] = []
+                for doc in cursor:
+                    page.append(doc)
+                    if len(page) == _PURGE_PAGE:
+                        chosen += self._deletable(page)[: limit - len(chosen)]
+                        page = []
+                        if len(chosen) >= limit:
+                            break
+                chosen += self._deletable(page)[: limit - len(chosen)]
+            finally:
+                cursor.close()
+            if dry_run or not chosen:
+                return len(chosen)
+            token = uuid.uuid4().hex
+            self._runs.update_many(
+                {**finished, "_id": {"$in": chosen}}, {"$set": {"purging": token}}
+            )
+            marked = [
+                doc["_id"] for doc in self._runs.find({"_id": {"$in": chosen}, "purging": token})
+            ]
+            if marked:
+                self._erase(marked)
+        return len(marked)
+
+    def _deletable(self, docs: Sequence[Doc]) -> list[str]:
+        """The ids of the runs a purge may delete, of these finished ones (in order)."""
+        parents = sorted({doc["parent"] for doc in docs if doc.get("parent") is not None})
+        keeping = [status.value for status in stores.KEEPING_PARENTS]
+        holding = {
+            doc["_id"]
+            for doc in self._runs.find(
+                {"_id": {"$in": parents}, "status": {"$in": keeping}}, {"_id": 1}
+            )
+        }
+        successors = {
+            history.chain_next(doc["_id"]): doc["_id"]
+            for doc in docs
+            if doc["status"] == RunStatus.COMPLETED.value
+        }
+        going_on = {
+            successors[doc["_id"]]
+            for doc in self._runs.find({"_id": {"$in": list(successors)}}, {"_id": 1})
+        }
+        return [
+            doc["_id"]
+            for doc in docs
+            if doc["_id"] not in going_on and doc.get("parent") not in holding
+        ]
+
+    def _erase(self, run_ids: list[str]) -> None:
+        """Delete the events, signals and documents of runs marked ``purging``."""
+        self._events.delete_many({"run_id": {"$in": run_ids}})
+        self._signals.delete_many({"run_id": {"$in": run_ids}})
+        self._runs.delete_many({"_id": {"$in": run_ids}, "purging": {"$exists": True}})
 
     # -- change notification ----------------------------------------------------
 

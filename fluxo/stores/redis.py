@@ -128,7 +128,7 @@ from contextlib import contextmanager, suppress
 from typing import Any, NamedTuple, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from fluxo import _errors, history
+from fluxo import _errors, _redact, history, stores
 
 try:
     import redis as _redis
@@ -439,6 +439,28 @@ redis.call('HDEL', RUN, 'owner', 'lease')
 raise_fence(g)
 changed(ARGV[5])
 return {0, need(), redis.call('HGETALL', RUN)}
+"""
+
+# ARGV: channel, g, finished before, id, the statuses to delete...
+_PURGE_RUN = """
+local g = ARGV[2]
+local f = redis.call('HMGET', RUN, 'status', 'created', 'updated')
+if not f[1] then
+  raise_fence(g)
+  return {0, need()}
+end
+local wanted = false
+for i = 5, #ARGV do
+  if ARGV[i] == f[1] then wanted = true end
+end
+local before = tonumber(ARGV[3])
+if not wanted or tonumber(f[2]) >= before or tonumber(f[3]) >= before then
+  raise_fence(g)
+  return {0, need()}
+end
+redis.call('DEL', RUN, EVENTS, SIGNALS, SIGNAL_KEYS)
+raise_fence(g)
+return {1, need()}
 """
 
 # Read-only. KEYS: run, events, signals
@@ -831,12 +853,15 @@ class RedisStore:
     """
 
     def __init__(self, url: str, *, prefix: str | None = None, cluster: bool | None = None) -> None:
+        self._secrets = _redact.secrets_of(url)
         self._url, self._prefix = split_url(url, prefix)
         self._cluster_choice = cluster if cluster is not None else cluster_option(url)
         try:
             self._single: Any = _redis.Redis.from_url(self._url)
         except ValueError as exc:
-            raise _errors.DefinitionError(f"bad Redis URL {url!r}: {exc}") from exc
+            raise _errors.DefinitionError(
+                f"bad Redis URL {self._shown(repr(url))}: {self._shown(str(exc))}"
+            ) from _redact.cause(exc, self._secrets)
         self._client: Any = None
         self._cluster = False
         self._scripts: dict[str, Any] = {}
@@ -852,6 +877,10 @@ class RedisStore:
 
     def __repr__(self) -> str:
         return f"RedisStore(prefix={self._prefix!r})"
+
+    def _shown(self, text: str) -> str:
+        """``text`` as a message may show it: the URL's password masked."""
+        return _redact.redact(text, self._secrets)
 
     @property
     def cluster(self) -> bool:
@@ -881,13 +910,15 @@ class RedisStore:
                         client = _redis_cluster.RedisCluster.from_url(self._url)
                     except ValueError as exc:
                         raise _errors.DefinitionError(
-                            f"bad Redis Cluster URL {self._url!r}: {exc}"
-                        ) from exc
+                            f"bad Redis Cluster URL {self._shown(repr(self._url))}: "
+                            f"{self._shown(str(exc))}"
+                        ) from _redact.cause(exc, self._secrets)
                     except _redis_errors.RedisClusterException as exc:
                         raise _errors.StoreUnavailableError(
-                            f"no Redis Cluster answers at {self._url!r} ({exc}); for a single "
-                            "server, drop cluster=true from the URL"
-                        ) from exc
+                            f"no Redis Cluster answers at {self._shown(repr(self._url))} "
+                            f"({self._shown(str(exc))}); for a single server, drop "
+                            "cluster=true from the URL"
+                        ) from _redact.cause(exc, self._secrets)
                 else:
                     client = self._single
                 self._scripts = {name: client.register_script(code) for name, code in _SCRIPTS}
@@ -923,11 +954,14 @@ class RedisStore:
         try:
             yield
         except _UNAVAILABLE as exc:
-            raise _errors.StoreUnavailableError(f"Redis is unavailable: {exc}") from exc
+            raise _errors.StoreUnavailableError(
+                f"Redis is unavailable: {self._shown(str(exc))}"
+            ) from _redact.cause(exc, self._secrets)
         except _redis_errors.ResponseError as exc:
+            shown = self._shown(str(exc))
             if str(exc).startswith(_BUSY):  # the server may recover: back off and try again
-                raise _errors.StoreUnavailableError(f"Redis is unavailable: {exc}") from exc
-            raise _errors.StoreRejectedError(f"Redis refused the command: {exc}") from exc
+                raise _errors.StoreUnavailableError(f"Redis is unavailable: {shown}") from exc
+            raise _errors.StoreRejectedError(f"Redis refused the command: {shown}") from exc
         except (UnicodeEncodeError, _redis_errors.DataError) as exc:
             raise _errors.StoreRejectedError(f"Redis cannot store this value: {exc}") from exc
 
@@ -1517,6 +1551,142 @@ class RedisStore:
         found.sort(key=lambda r: r.created_at, reverse=True)
         return found[:limit]
 
+    # -- retention
+
+    def purge(
+        self,
+        *,
+        finished_before: float,
+        statuses: Collection[history.RunStatus],
+        workflows: Collection[str] | None = None,
+        limit: int,
+        dry_run: bool = False,
+    ) -> int:
+        """See :meth:`fluxo.stores.Store.purge`.
+
+        The runs created before ``finished_before`` are read oldest first from the
+        ``created`` index, a page at a time, until ``limit`` of them may go. Each
+        goes in one script on its own keys (which checks again that it has finished
+        as wanted); marking before and settling after take its index entries away,
+        as for any change of a run.
+        """
+        wanted = sorted({RunStatus(s).value for s in statuses} & _FINISHED)
+        names = None if workflows is None else set(workflows)
+        if limit <= 0 or not wanted or names == set():
+            return 0
+        page = min(max(limit, 100), 1000)
+        oldest_first = heapq.merge(
+            *(self._created_before(b, finished_before, page) for b in range(BUCKETS))
+        )
+        chosen: dict[str, history.RunInfo] = {}
+        while len(chosen) < limit:
+            batch = _take(oldest_first, page)
+            if not batch:
+                break
+            ids = [run_id for _, run_id in batch if run_id not in chosen]
+            found = []
+            for run_id, fields in zip(ids, self._records(ids), strict=True):
+                if not fields:
+                    continue
+                run = _run_info(run_id, fields)
+                if (
+                    run.status.value in wanted
+                    and max(run.created_at, run.updated_at) < finished_before
+                    and (names is None or run.workflow in names)
+                ):
+                    found.append(run)
+            kept = self._kept(found)
+            for run in found:
+                if run.id not in kept and len(chosen) < limit:
+                    chosen[run.id] = run
+        if dry_run or not chosen:
+            return len(chosen)
+        return self._delete(list(chosen.values()), finished_before, wanted)
+
+    def _created_before(self, bucket: int, before: float, page: int) -> Iterator[tuple[float, str]]:
+        """The runs of one bucket created before ``before``, oldest first, a page at a time."""
+        key = self._bucket_keys(bucket)["created"]
+        low, high, skip = "-inf", "(" + _num(before), 0
+        while True:
+            with self._guard():
+                rows = self._connected().zrangebyscore(
+                    key, low, high, start=skip, num=page, withscores=True
+                )
+            for member, score in rows:
+                yield float(score), _text(member)
+            if len(rows) < page:
+                return
+            last = float(rows[-1][1])
+            same = sum(1 for _, score in rows if float(score) == last)
+            skip = skip + same if low == _num(last) else same
+            low = _num(last)
+
+    def _kept(self, runs: Sequence[history.RunInfo]) -> set[str]:
+        """The ids of the runs a purge must keep: for their parent, or their chain."""
+        parents = sorted({run.parent for run in runs if run.parent is not None})
+        successors = {
+            run.id: history.chain_next(run.id) for run in runs if run.status is RunStatus.COMPLETED
+        }
+        nexts = list(successors.values())
+        replies = self._commands(
+            lambda pipe: [
+                *(pipe.hget(self._key(parent, "run"), "status") for parent in parents),
+                *(pipe.exists(self._key(run_id, "run")) for run_id in nexts),
+            ]
+        )
+        keeping = {s.value for s in stores.KEEPING_PARENTS}
+        holding = {
+            parent
+            for parent, status in zip(parents, replies[: len(parents)], strict=True)
+            if status is not None and _text(status) in keeping
+        }
+        going_on = {
+            run_id
+            for (run_id, _), exists in zip(successors.items(), replies[len(parents) :], strict=True)
+            if exists
+        }
+        return going_on | {run.id for run in runs if run.parent in holding}
+
+    def _delete(self, runs: Sequence[history.RunInfo], before: float, wanted: list[str]) -> int:
+        """Delete the runs whose record still says they may go; return how many went."""
+        by_bucket: dict[int, list[str]] = defaultdict(list)
+        for run in runs:
+            by_bucket[bucket_of(run.id)].append(run.id)
+        order = sorted(by_bucket)
+        marks = []
+        for bucket in order:
+            keys = self._bucket_keys(bucket)
+            marks.append(
+                (
+                    "mark",
+                    [keys["hints"], keys["gen"], keys["seq"], keys["created"]],
+                    ["", *by_bucket[bucket]],
+                )
+            )
+        gens: dict[str, str] = {}
+        for bucket, (_clock, values) in zip(order, self._call_many(marks), strict=True):
+            gens.update(zip(by_bucket[bucket], (_text(v) for v in values), strict=True))
+        calls = [
+            (
+                "purge_run",
+                self._run_keys(run.id),
+                [self._channel, gens[run.id], _num(before), run.id, *wanted],
+            )
+            for run in runs
+        ]
+        deleted = 0
+        settles = []
+        for run, reply in zip(runs, self._call_many(calls), strict=True):
+            need = _need(reply[1])
+            if reply[0] == 1:
+                deleted += 1
+                need = need._replace(workflow=run.workflow)
+                settles.append(_Settle(run.id, gens[run.id], need, missing=True))
+            else:
+                settles.append(_Settle(run.id, gens[run.id], need, missing=not need.workflow))
+        self._settle(settles)
+        return deleted
+
     # -- change notifications
 
     def _start_listener(self) -> None:
@@ -1628,6 +1798,7 @@ _UNAVAILABLE = (
 )
 
 _ACTIVE = {status.value for status in history.ACTIVE_STATUSES}
+_FINISHED = {status.value for status in RunStatus if status.is_terminal}
 _FINAL = {RunStatus.COMPLETED.value, RunStatus.CANCELLED.value}
 
 _PARAMS = {"fence_ttl_ms": _FENCE_TTL_MS, "stall_limit": _STALL_LIMIT}
@@ -1642,6 +1813,7 @@ _SCRIPTS = (
     ("send_signal", (_RUN_PRELUDE + _SEND_SIGNAL) % _PARAMS),
     ("request_cancel", (_RUN_PRELUDE + _REQUEST_CANCEL) % _PARAMS),
     ("reopen", (_RUN_PRELUDE + _REOPEN) % _PARAMS),
+    ("purge_run", (_RUN_PRELUDE + _PURGE_RUN) % _PARAMS),
     ("load", _LOAD),
     ("mark", _MARK),
     ("mark_create", _MARK_CREATE),

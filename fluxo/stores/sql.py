@@ -28,6 +28,7 @@ never by ``import fluxo``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import threading
@@ -40,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
-from fluxo import _errors, history
+from fluxo import _errors, _redact, history
 from fluxo.stores import _sql_engine, _sql_statements
 from fluxo.stores import _sql_schema as schema
 
@@ -65,6 +66,9 @@ _LARGE: Final = 1 << 20
 """Bytes past which a MySQL write is checked against the server's ``max_allowed_packet``."""
 _PACKET_SLACK: Final = 64 << 10
 """Room in a MySQL packet for a statement's SQL and its other values."""
+_PURGE_CHUNK: Final = 256
+"""How many runs one ``DELETE`` of a purge names (a batch takes several)."""
+_FINISHED: Final = frozenset(status.value for status in RunStatus if status.is_terminal)
 _RETRIES: Final = 6
 """How often a transaction that lost a deadlock is run again before giving up."""
 
@@ -116,9 +120,13 @@ class SQLStore:
             disposes an engine it created, never one it was given. A given engine
             works best built by :func:`make_engine`: others get their connections
             switched to autocommit for each operation.
-        auto_migrate: bring the database to the current schema now, under a
-            lock so that processes starting together do not race. With ``False``
-            the store only checks the schema and asks for ``fluxo db upgrade``.
+        auto_migrate: let the store migrate its tables, under a lock so that
+            processes starting together do not race: an older Fluxo schema is
+            upgraded now, and the tables of an empty database (or the file of a
+            new SQLite database, made ``0600``) are created by the first
+            :meth:`create_run` or :meth:`claim`, never by anything else, so a
+            mistyped URL gets no tables from a read. With ``False`` the store
+            only checks the schema and asks for ``fluxo db upgrade``.
         engine_options: keyword arguments for :func:`sqlalchemy.create_engine`
             (only with a URL).
         poll_interval: how often, in seconds, :meth:`wait_for_change` looks for
@@ -130,6 +138,8 @@ class SQLStore:
         DefinitionError: the URL is unusable or the driver is not installed.
         StoreUnavailableError: the database cannot be reached.
         StoreError: the schema is missing or outdated and ``auto_migrate`` is off.
+            With it on, an operation other than ``create_run`` and ``claim`` on a
+            database without the Fluxo tables raises it: "no Fluxo tables at ...".
     """
 
     def __init__(
@@ -156,7 +166,8 @@ class SQLStore:
             dialect = self._engine.dialect
             self._driver = _sql_engine.Driver(dialect)
             self._sql = _sql_statements.Statements(dialect, self._driver.name)
-            self._url = self._engine.url.render_as_string(hide_password=True)
+            self._secrets = _sql_engine.url_secrets(self._engine.url)
+            self._url = _sql_engine.redacted(self._engine.url)
             self._poll_interval = max(_MIN_POLL_INTERVAL, poll_interval)
             self._max_packet: int | None = None  # MySQL's max_allowed_packet, read when needed
             memory = self._driver.name == "sqlite" and _sql_engine.is_memory_sqlite(
@@ -173,7 +184,11 @@ class SQLStore:
                 self._listener = _sql_engine.PgListener(
                     self._engine, _sql_statements.NOTIFY_CHANNEL, self._notified
                 )
-            self._prepare_schema(auto_migrate)
+            self._file = _sql_engine.sqlite_file(self._engine.url)
+            self._auto_migrate = auto_migrate
+            self._schema_lock = threading.Lock()
+            self._ready = False  # the tables are known to be at HEAD_REVISION
+            self._prepare_schema()
         except BaseException:
             if self._owns_engine:
                 self._engine.dispose()
@@ -192,25 +207,72 @@ class SQLStore:
 
     # -- plumbing ---------------------------------------------------------------
 
-    def _prepare_schema(self, auto_migrate: bool) -> None:
-        revision = self._revision()
-        if revision == schema.HEAD_REVISION:
-            return
-        if auto_migrate:
-            from fluxo.stores import _sql_migrate
+    def _prepare_schema(self) -> None:
+        """Check the schema as the store opens; upgrade an older Fluxo schema (auto_migrate).
 
-            _sql_migrate.upgrade(self._engine)
-            return
-        found = (
-            "has no Fluxo tables"
-            if revision is None
-            else f"has Fluxo schema revision {revision!r}, and this Fluxo needs "
-            f"{schema.HEAD_REVISION!r}"
-        )
-        raise _errors.StoreError(
-            f"the database at {self._url} {found}; run `fluxo db upgrade --url <url>` "
-            "(or create the store with auto_migrate=True)"
-        )
+        A database without the Fluxo tables (or a SQLite file that does not exist,
+        which is not created here) is left as it is: see :meth:`_require_schema`.
+        """
+        if self._file is not None and not os.path.exists(self._file):
+            folder = os.path.dirname(self._file)
+            if not os.path.isdir(folder):
+                raise _errors.StoreUnavailableError(
+                    f"the sqlite database at {self._url} is unavailable: the folder {folder} "
+                    "does not exist"
+                ) from FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), folder)
+            revision = None
+        else:
+            revision = self._revision()
+        if revision == schema.HEAD_REVISION:
+            self._ready = True
+        elif not self._auto_migrate:
+            raise _errors.StoreError(self._schema_problem(revision))
+        elif revision is not None or self._serial is not None:
+            self._migrate()  # Fluxo's own tables, or a database in memory: nobody's typo
+
+    def _require_schema(self, *, create: bool) -> None:
+        """Make sure the tables are at head before an operation; cheap once they are.
+
+        Callers check ``self._ready`` first, so an operation on a ready store costs
+        no round trip. Otherwise the revision is read again (another process may
+        have migrated meanwhile). Only ``create`` operations (``create_run`` and
+        ``claim``, with ``auto_migrate``) create or upgrade the tables; the others,
+        which read or change runs that cannot exist yet, raise instead.
+        """
+        with self._schema_lock:
+            if self._ready:
+                return
+            if self._closed:
+                raise _errors.StoreError(f"this SQLStore ({self._url}) is closed; create a new one")
+            missing = self._file is not None and not os.path.exists(self._file)
+            revision = None if missing else self._revision()
+            if revision == schema.HEAD_REVISION:
+                self._ready = True
+            elif create and self._auto_migrate:
+                self._migrate()
+            else:
+                raise _errors.StoreError(self._schema_problem(revision))
+
+    def _migrate(self) -> None:
+        """Create (a SQLite file ``0600``, then) the tables, or upgrade them, under a lock."""
+        from fluxo.stores import _sql_migrate
+
+        if self._file is not None:
+            _sql_engine.create_sqlite_file(self._file)
+        _sql_migrate.upgrade(self._engine)
+        self._ready = True
+
+    def _schema_problem(self, revision: str | None) -> str:
+        """What is wrong with the schema at ``revision`` (``None``: no Fluxo tables)."""
+        if revision is not None:
+            return (
+                f"the database at {self._url} has Fluxo schema revision {revision!r}, and this "
+                f"Fluxo needs {schema.HEAD_REVISION!r}; run `fluxo db upgrade`"
+            )
+        problem = f"no Fluxo tables at {self._url}; run `fluxo db upgrade`"
+        if self._auto_migrate:
+            problem += " (or start a run or a worker on this store, which creates them)"
+        return problem
 
     def _revision(self) -> str | None:
         def read(cur: DBAPICursor) -> str | None:
@@ -259,7 +321,8 @@ class SQLStore:
                     logger.debug("%s lost a deadlock; running it again", action)
                     time.sleep(0.01 * 2**attempt)
                     continue
-                raise self._translate(exc, action) from exc
+                error = _redact.scrubbed(self._translate(exc, action), self._secrets)
+                raise error from _redact.cause(exc, self._secrets)
 
     def _call_once(self, operation: Callable[[DBAPICursor], T], begin: str | None) -> T:
         conn = self._engine.raw_connection()
@@ -387,6 +450,8 @@ class SQLStore:
         parent: str | None = None,
     ) -> tuple[history.RunInfo, bool]:
         """See :meth:`fluxo.stores.Store.create_run`."""
+        if not self._ready:
+            self._require_schema(create=True)
         self._check_size("starting a run", len(input))
         run = history.RunInfo(
             id=run_id,
@@ -446,6 +511,8 @@ class SQLStore:
 
     def get_run(self, run_id: str) -> history.RunInfo:
         """See :meth:`fluxo.stores.Store.get_run`."""
+        if not self._ready:
+            self._require_schema(create=False)
 
         def read(cur: DBAPICursor) -> Sequence[Any]:
             return self._execute(cur, self._sql.get_run, {"p_run_id": run_id}).fetchall()
@@ -459,6 +526,8 @@ class SQLStore:
         """See :meth:`fluxo.stores.Store.get_runs`."""
         if not run_ids:
             return {}
+        if not self._ready:
+            self._require_schema(create=False)
         ids = _sql_statements.bucket(run_ids)
         values = {f"p_id{i}": run_id for i, run_id in enumerate(ids)}
         sql = self._sql.get_runs(len(ids))
@@ -471,6 +540,8 @@ class SQLStore:
 
     def load(self, run_id: str) -> history.RunState:
         """See :meth:`fluxo.stores.Store.load`."""
+        if not self._ready:
+            self._require_schema(create=False)
 
         def read(cur: DBAPICursor) -> Sequence[Any]:
             return self._execute(cur, self._sql.load, {"p_run_id": run_id}).fetchall()
@@ -509,6 +580,8 @@ class SQLStore:
         unless_cancel_requested: bool = False,
     ) -> None:
         """See :meth:`fluxo.stores.Store.append`."""
+        if not self._ready:
+            self._require_schema(create=False)
         if expected_seq < 0:
             self._append_refused(run_id, expected_seq)
         if self._driver.name == "mysql":
@@ -756,6 +829,8 @@ class SQLStore:
         limit: int,
     ) -> list[history.RunInfo]:
         """See :meth:`fluxo.stores.Store.claim`."""
+        if not self._ready:
+            self._require_schema(create=True)
         if limit <= 0 or not workflows:
             return []
         names = _sql_statements.bucket(workflows)
@@ -809,6 +884,8 @@ class SQLStore:
         self, worker_id: str, run_id: str, *, now: float, lease_until: float
     ) -> history.RunInfo | None:
         """See :meth:`fluxo.stores.Store.claim_run`."""
+        if not self._ready:
+            self._require_schema(create=False)
         values = {
             "p_run_id": run_id,
             "p_worker": worker_id,
@@ -834,6 +911,8 @@ class SQLStore:
 
     def next_wake(self, workflows: Collection[str], *, now: float) -> float | None:
         """See :meth:`fluxo.stores.Store.next_wake`."""
+        if not self._ready:
+            self._require_schema(create=False)
         if not workflows:
             return None
         names = _sql_statements.bucket(workflows)
@@ -851,6 +930,8 @@ class SQLStore:
         self, run_id: str, name: str, payload: bytes, *, now: float, key: str | None = None
     ) -> bool:
         """See :meth:`fluxo.stores.Store.send_signal`."""
+        if not self._ready:
+            self._require_schema(create=False)
         self._check_size("sending a signal", len(payload))
         values = {
             "p_run_id": run_id,
@@ -904,6 +985,8 @@ class SQLStore:
         self, worker_id: str, run_ids: Collection[str], *, lease_until: float
     ) -> dict[str, bool]:
         """See :meth:`fluxo.stores.Store.renew`."""
+        if not self._ready:
+            self._require_schema(create=False)
         if not run_ids:
             return {}
         ids = _sql_statements.bucket(run_ids)
@@ -929,6 +1012,8 @@ class SQLStore:
 
     def release(self, worker_id: str, run_id: str, *, now: float) -> None:
         """See :meth:`fluxo.stores.Store.release`."""
+        if not self._ready:
+            self._require_schema(create=False)
         values = {"p_run_id": run_id, "p_worker": worker_id, "p_now": now}
 
         def release(cur: DBAPICursor) -> int:
@@ -939,6 +1024,8 @@ class SQLStore:
 
     def request_cancel(self, run_id: str, *, now: float) -> history.RunInfo:
         """See :meth:`fluxo.stores.Store.request_cancel`."""
+        if not self._ready:
+            self._require_schema(create=False)
         values = {"p_run_id": run_id, "p_now": now}
 
         def cancel(cur: DBAPICursor) -> tuple[int, Sequence[Any]]:
@@ -957,6 +1044,8 @@ class SQLStore:
 
     def reopen(self, run_id: str, *, now: float) -> history.RunInfo:
         """See :meth:`fluxo.stores.Store.reopen`."""
+        if not self._ready:
+            self._require_schema(create=False)
         values = {
             "p_run_id": run_id,
             "p_now": now,
@@ -1000,6 +1089,8 @@ class SQLStore:
         limit: int = 100,
     ) -> list[history.RunInfo]:
         """See :meth:`fluxo.stores.Store.list_runs`."""
+        if not self._ready:
+            self._require_schema(create=False)
         if limit <= 0 or (statuses is not None and not statuses):
             return []
         if workflows is not None and not workflows:
@@ -1028,6 +1119,62 @@ class SQLStore:
             return self._execute(cur, sql, values).fetchall()
 
         return [self._run_from_row(row) for row in self._call("listing runs", read)]
+
+    def purge(
+        self,
+        *,
+        finished_before: float,
+        statuses: Collection[history.RunStatus],
+        workflows: Collection[str] | None = None,
+        limit: int,
+        dry_run: bool = False,
+    ) -> int:
+        """See :meth:`fluxo.stores.Store.purge`.
+
+        One transaction per call: on PostgreSQL a single statement chooses the
+        runs (``FOR UPDATE SKIP LOCKED``: a run a writer holds is left for the next
+        call) and deletes them with their events and signals; elsewhere the runs
+        are chosen (locked on MySQL; SQLite writers take turns) and deleted, with
+        theirs, by lists of ids.
+        """
+        if not self._ready:
+            self._require_schema(create=False)
+        words = sorted({RunStatus(s).value for s in statuses} & _FINISHED)
+        if limit <= 0 or not words or (workflows is not None and not workflows):
+            return 0
+        status_words = _sql_statements.bucket(words)
+        values: dict[str, Any] = {f"p_status{i}": word for i, word in enumerate(status_words)}
+        values.update(p_before=finished_before, p_limit=limit)
+        names = None
+        if workflows is not None:
+            names = _sql_statements.bucket(workflows)
+            values.update({f"p_wf{i}": name for i, name in enumerate(names)})
+        count = None if names is None else len(names)
+
+        if self._driver.name == "postgresql" and not dry_run:
+            sql = self._sql.pg_purge(len(status_words), count)
+
+            def purge_pg(cur: DBAPICursor) -> int:
+                return len(self._execute(cur, sql, values).fetchall())
+
+            return self._call("purging runs", purge_pg)
+
+        choose = self._sql.purge(len(status_words), count, lock=not dry_run)
+
+        def purge(cur: DBAPICursor) -> int:
+            ids = [row[0] for row in self._execute(cur, choose, values).fetchall()]
+            if dry_run:
+                return len(ids)
+            for start in range(0, len(ids), _PURGE_CHUNK):
+                chunk = _sql_statements.bucket(ids[start : start + _PURGE_CHUNK])
+                keys = {f"p_id{i}": run_id for i, run_id in enumerate(chunk)}
+                for delete in self._sql.purge_delete(len(chunk)):
+                    self._execute(cur, delete, keys)
+            return len(ids)
+
+        return self._call(
+            "purging runs", purge, begin=None if dry_run else self._driver.begin_write
+        )
 
     # -- waiting ----------------------------------------------------------------
 

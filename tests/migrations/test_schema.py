@@ -3,8 +3,8 @@
 On SQLite, PostgreSQL and MySQL/MariaDB: ``upgrade head`` on an empty database
 leaves no difference alembic's autogenerate can find, the revision lands in
 ``fluxo_alembic_version``, a database written by an older revision keeps its data
-through the upgrade, and stores starting together on a new database (threads or
-processes) all succeed, the migration running once.
+through the upgrade, and stores starting their first runs together on a new
+database (threads or processes) all succeed, the migration running once.
 """
 
 from __future__ import annotations
@@ -176,6 +176,17 @@ def test_a_database_at_0001_with_runs_upgrades_and_keeps_them(empty_url: str) ->
         store.close()
 
 
+def test_a_store_opening_an_older_fluxo_schema_upgrades_it(empty_url: str) -> None:
+    write_at_0002(empty_url)
+
+    store = sql.SQLStore(empty_url)
+    try:
+        assert _sql_migrate.current(empty_url) == _sql_schema.HEAD_REVISION
+        assert_runs_kept(store, deadlines={"waiting-1": 99.5})
+    finally:
+        store.close()
+
+
 def test_downgrade_to_0001_keeps_the_runs_and_upgrades_again(empty_url: str) -> None:
     from alembic import command
 
@@ -333,16 +344,17 @@ def test_stores_starting_together_in_threads_all_succeed(empty_url: str) -> None
     stores: list[sql.SQLStore] = []
     lock = threading.Lock()
 
-    def start() -> None:
+    def start(number: int) -> None:
         try:
             barrier.wait(timeout=30)
             store = sql.SQLStore(empty_url)
             with lock:
                 stores.append(store)
+            store.create_run(f"first-{number}", "wf", b"[]", now=1.0)  # creates the tables
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=start) for _ in range(STARTERS)]
+    threads = [threading.Thread(target=start, args=(i,)) for i in range(STARTERS)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -352,6 +364,7 @@ def test_stores_starting_together_in_threads_all_succeed(empty_url: str) -> None
         assert errors == []
         assert len(stores) == STARTERS
         assert _sql_migrate.check(empty_url) == []
+        assert len(stores[0].list_runs()) == STARTERS
         stores[0].create_run("r1", "wf", b"[]", now=1.0)
         assert stores[-1].get_run("r1").workflow == "wf"
     finally:
@@ -367,6 +380,7 @@ STARTER_SCRIPT = textwrap.dedent(
     while time.time() < start_at:
         time.sleep(0.001)
     store = sql.SQLStore(url)
+    store.create_run(sys.argv[3], "wf", b"[]", now=1.0)  # the first run creates the tables
     store.close()
     print("ok")
     """
@@ -378,13 +392,13 @@ def test_stores_starting_together_in_processes_all_succeed(empty_url: str) -> No
     start_at = time.time() + 3.0  # after every interpreter has imported Fluxo
     processes = [
         subprocess.Popen(
-            [sys.executable, "-c", STARTER_SCRIPT, empty_url, str(start_at)],
+            [sys.executable, "-c", STARTER_SCRIPT, empty_url, str(start_at), f"first-{number}"],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             cwd=REPO,
         )
-        for _ in range(4)
+        for number in range(4)
     ]
     outputs = [process.communicate(timeout=120) for process in processes]
 

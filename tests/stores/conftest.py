@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from fluxo import history
-from fluxo.stores import Store
+from fluxo.stores import Store, _sql_migrate
 from fluxo.stores.memory import MemoryStore
 
 T0 = 1_700_000_000.0
@@ -53,14 +53,22 @@ def store_url(store_kind: str, request: pytest.FixtureRequest, tmp_path: Any) ->
     if store_kind == "memory":
         return None
     if store_kind == "sqlite":
-        return f"sqlite:///{tmp_path / 'fluxo.db'}"
-    # The session's database on the server, emptied for this test (Redis: a fresh key
-    # prefix; MongoDB: a fresh database name).
-    # (redis-cluster: the Redis store on a Redis Cluster.)
-    module = store_kind.split("-", 1)[0]
-    if module in ("redis", "mongo") and importlib.util.find_spec(f"fluxo.stores.{module}") is None:
-        pytest.skip(f"fluxo.stores.{module} is not written yet")
-    url: str = request.getfixturevalue(f"clean_{store_kind.replace('-', '_')}_url")
+        url = f"sqlite:///{tmp_path / 'fluxo.db'}"
+    else:
+        # The session's database on the server, emptied for this test (Redis: a fresh
+        # key prefix; MongoDB: a fresh database name).
+        # (redis-cluster: the Redis store on a Redis Cluster.)
+        module = store_kind.split("-", 1)[0]
+        if (
+            module in ("redis", "mongo")
+            and importlib.util.find_spec(f"fluxo.stores.{module}") is None
+        ):
+            pytest.skip(f"fluxo.stores.{module} is not written yet")
+        url = request.getfixturevalue(f"clean_{store_kind.replace('-', '_')}_url")
+    if store_kind in ("sqlite", "postgres", "mysql"):
+        # The SQL stores make their tables on the first run or claim; the contract
+        # is about a store that has them.
+        _sql_migrate.upgrade(url)
     return url
 
 
@@ -123,10 +131,16 @@ class Runs:
         self.store = store
 
     def start(
-        self, run_id: str, workflow: str = "wf", *, now: float = T0, input: bytes = b"[]"
+        self,
+        run_id: str,
+        workflow: str = "wf",
+        *,
+        now: float = T0,
+        input: bytes = b"[]",
+        parent: str | None = None,
     ) -> history.RunInfo:
         """Create a run and check it is new."""
-        run, created = self.store.create_run(run_id, workflow, input, now=now)
+        run, created = self.store.create_run(run_id, workflow, input, now=now, parent=parent)
         assert created, f"run {run_id!r} already existed"
         return run
 

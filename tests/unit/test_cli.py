@@ -174,26 +174,6 @@ def test_format_table_aligns_columns() -> None:
     assert table.splitlines() == ["  ID         STATUS", "  a-long-id  ok", "  b"]
 
 
-@pytest.mark.parametrize(
-    ("url", "shown"),
-    [
-        (
-            "postgresql+psycopg://app:s3cret@db.example:5432/shop",
-            "postgresql+psycopg://app:***@db.example:5432/shop",
-        ),
-        ("postgresql://app@db/shop", "postgresql://app@db/shop"),
-        ("redis://:s3cret@cache:6379/0?prefix=shop", "redis://:***@cache:6379/0?prefix=shop"),
-        ("redis://:p%40ss@cache?prefix=x", "redis://:***@cache?prefix=x"),
-        ("mongodb://u:s3cret@h1:27017,h2:27017/shop", "mongodb://u:***@h1:27017,h2:27017/shop"),
-        ("mysql+pymysql://db/shop?password=s3cret&x=1", "mysql+pymysql://db/shop?password=***&x=1"),
-        ("sqlite:////var/lib/fluxo.db", "sqlite:////var/lib/fluxo.db"),
-        ("not a url", "not a url"),
-    ],
-)
-def test_redact_url_hides_passwords(url: str, shown: str) -> None:
-    assert fmt.redact_url(url) == shown
-
-
 def test_parse_payload() -> None:
     assert fmt.parse_payload(None) is None
     assert fmt.parse_payload("  ") is None

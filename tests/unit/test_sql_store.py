@@ -9,10 +9,12 @@ from __future__ import annotations
 import logging
 import os
 import re
+import stat
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -160,7 +162,8 @@ def test_without_auto_migrate_a_new_database_asks_for_fluxo_db_upgrade(sqlite_ur
     with pytest.raises(_errors.StoreError, match="fluxo db upgrade") as info:
         sql.SQLStore(sqlite_url, auto_migrate=False)
 
-    assert "has no Fluxo tables" in str(info.value)
+    assert "no Fluxo tables at sqlite" in str(info.value)
+    assert not Path(sqlite_url.removeprefix("sqlite:///")).exists()
     _sql_migrate.upgrade(sqlite_url)
     sql.SQLStore(sqlite_url, auto_migrate=False).close()
 
@@ -176,6 +179,7 @@ def test_without_auto_migrate_a_new_postgres_database_asks_for_an_upgrade(
 
 def test_tables_dropped_under_a_running_store_ask_for_an_upgrade(sqlite_url: str) -> None:
     store = sql.SQLStore(sqlite_url)
+    store.create_run("r1", "wf", b"[]", now=T0)
     engine = sa.create_engine(sqlite_url, poolclass=NullPool)
     with engine.begin() as conn:
         conn.exec_driver_sql("DROP TABLE fluxo_events")
@@ -186,8 +190,12 @@ def test_tables_dropped_under_a_running_store_ask_for_an_upgrade(sqlite_url: str
     store.close()
 
 
-def test_auto_migrate_creates_the_tables_once(sqlite_url: str) -> None:
-    sql.SQLStore(sqlite_url).close()
+def test_auto_migrate_creates_the_tables_on_the_first_run(sqlite_url: str) -> None:
+    store = sql.SQLStore(sqlite_url)
+    assert _sql_migrate.current(sqlite_url) is None
+
+    store.create_run("r1", "wf", b"[]", now=T0)
+    store.close()
 
     assert _sql_migrate.current(sqlite_url) == _sql_schema.HEAD_REVISION
     assert _sql_migrate.check(sqlite_url) == []
@@ -271,13 +279,71 @@ def pragmas(store: sql.SQLStore) -> dict[str, object]:
 
 def test_sqlite_files_use_wal_full_sync_and_a_busy_timeout(sqlite_url: str) -> None:
     store = sql.SQLStore(sqlite_url)
+    store.create_run("r1", "wf", b"[]", now=T0)
 
     assert pragmas(store) == {"journal_mode": "wal", "synchronous": 2, "busy_timeout": 30000}
     store.close()
 
 
+@pytest.fixture
+def permissive_umask() -> Iterator[None]:
+    """The usual umask (group and others may read new files), whatever the test runner's."""
+    previous = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def modes(folder: Path) -> dict[str, int]:
+    return {path.name: stat.S_IMODE(path.stat().st_mode) for path in folder.iterdir()}
+
+
+@pytest.mark.usefixtures("permissive_umask")
+def test_a_new_sqlite_database_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    store = sql.SQLStore(f"sqlite:///{tmp_path / 'fluxo.db'}")
+    try:
+        store.create_run("r1", "wf", b'{"card": "4242"}', now=T0)
+
+        # while the store is open, SQLite keeps its WAL and shared-memory files
+        assert modes(tmp_path) == {"fluxo.db": 0o600, "fluxo.db-wal": 0o600, "fluxo.db-shm": 0o600}
+    finally:
+        store.close()
+
+
+@pytest.mark.usefixtures("permissive_umask")
+def test_fluxo_db_upgrade_creates_the_sqlite_file_readable_by_its_owner_only(
+    tmp_path: Path,
+) -> None:
+    _sql_migrate.upgrade(f"sqlite:///{tmp_path / 'fluxo.db'}")
+
+    assert modes(tmp_path)["fluxo.db"] == 0o600
+
+
+@pytest.mark.usefixtures("permissive_umask")
+def test_an_existing_sqlite_file_keeps_its_mode(tmp_path: Path) -> None:
+    path = tmp_path / "fluxo.db"
+    path.touch()
+    path.chmod(0o640)
+    store = sql.SQLStore(f"sqlite:///{path}")
+    try:
+        store.create_run("r1", "wf", b"[]", now=T0)
+    finally:
+        store.close()
+
+    assert modes(tmp_path)["fluxo.db"] == 0o640
+
+
+def test_a_sqlite_file_in_a_missing_folder_is_unavailable_and_not_created(tmp_path: Path) -> None:
+    with pytest.raises(_errors.StoreUnavailableError, match="does not exist"):
+        sql.SQLStore(f"sqlite:///{tmp_path / 'nowhere' / 'fluxo.db'}")
+
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_sqlite_synchronous_can_be_relaxed_in_the_url(sqlite_url: str) -> None:
     store = sql.SQLStore(sqlite_url + "?synchronous=normal")
+    store.create_run("r1", "wf", b"[]", now=T0)
 
     assert pragmas(store)["synchronous"] == 1
     store.close()

@@ -1,0 +1,222 @@
+"""No error or log line of Fluxo shows a password, whatever the URL it came in.
+
+The redaction function itself, then every store kind's unusable or unreachable URL
+through ``open_store``, ``Engine()`` and the command line (``fluxo runs list
+--store``, ``fluxo worker``, with and without ``--verbose``).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from pathlib import Path
+
+import pytest
+
+import fluxo
+from fluxo import _redact, cli
+from fluxo.stores import _sql_engine, sql
+
+PASSWORD = "S3cretPw"
+
+BAD_URLS = [
+    # unparseable: a port that is no number, a password with an unescaped "@" or "/"
+    f"postgresql+psycopg://u:{PASSWORD}@host:notaport/db",
+    f"postgresql://u:{PASSWORD}@db@host/db",
+    f"mysql+pymysql://u:{PASSWORD}@host:notaport/db",
+    f"sqlite://u:{PASSWORD}@host/x.db",
+    f"redis://:{PASSWORD}@host:x/0",
+    f"redis://u:{PASSWORD}@host:6379/0?socket_timeout=abc",
+    f"mongodb://u:{PASSWORD}@h1:x,h2/db",
+    f"mongodb://u:{PASSWORD}/x@h1/db",
+    f"postgresql://u@host:bad/db?password={PASSWORD}",
+    f"postgresql:u:{PASSWORD}@host/db",  # no "://"
+    # parseable, but nothing answers
+    f"postgresql+psycopg://u:{PASSWORD}@127.0.0.1:1/db",
+    f"mysql://u:{PASSWORD}@127.0.0.1:1/db",
+    f"postgresql://u@127.0.0.1:1/db?password={PASSWORD}",
+    f"redis://:{PASSWORD}@127.0.0.1:1/0",
+    f"mongodb://u:{PASSWORD}@127.0.0.1:1/db?serverSelectionTimeoutMS=200",
+]
+
+
+def all_text(exc: BaseException) -> str:
+    """What a traceback of ``exc`` prints, and the text of every exception it chains."""
+    parts = ["".join(traceback.format_exception(exc))]
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        parts.append(f"{current!s} {current!r}")
+        hidden = current.__suppress_context__
+        current = current.__cause__ or (None if hidden else current.__context__)
+    return "\n".join(parts)
+
+
+# -- the function ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        (
+            "postgresql+psycopg://app:s3cret@db.example:5432/shop",
+            "postgresql+psycopg://app:***@db.example:5432/shop",
+        ),
+        ("postgresql://app@db/shop", "postgresql://app@db/shop"),
+        ("redis://:s3cret@cache:6379/0?prefix=shop", "redis://:***@cache:6379/0?prefix=shop"),
+        ("redis://:p%40ss@cache?prefix=x", "redis://:***@cache?prefix=x"),
+        ("redis://cache:6379/0?prefix=x", "redis://cache:6379/0?prefix=x"),
+        ("mongodb://u:s3cret@h1:27017,h2:27017/shop", "mongodb://u:***@h1:27017,h2:27017/shop"),
+        ("mysql+pymysql://db/shop?password=s3cret&x=1", "mysql+pymysql://db/shop?password=***&x=1"),
+        ("sqlite:////var/lib/fluxo.db", "sqlite:////var/lib/fluxo.db"),
+        ("not a url", "not a url"),
+        # unparseable ones, inside a message
+        (
+            "'postgresql+psycopg://u:s3cret@host:notaport/db' is not a database URL",
+            "'postgresql+psycopg://u:***@host:notaport/db' is not a database URL",
+        ),
+        ("at postgresql://u:p@ss/w@host/db: failed", "at postgresql://u:***@host/db: failed"),
+        ("dsn host=db password=s3cret port=5432", "dsn host=db password=*** port=5432"),
+        (
+            "two: redis://:a1@h/0 and mongodb://u:b2@h/db",
+            "two: redis://:***@h/0 and mongodb://u:***@h/db",
+        ),
+    ],
+)
+def test_redact_masks_every_password_in_a_text(text: str, shown: str) -> None:
+    assert _redact.redact(text) == shown
+    assert _redact.redact(shown) == shown  # idempotent
+
+
+def test_known_secrets_are_masked_wherever_they_appear() -> None:
+    secrets = _redact.secrets_of("postgresql://u:p%40ssw0rd@h:x/db?password=other-one")
+
+    assert set(secrets) == {"p%40ssw0rd", "p@ssw0rd", "other-one"}
+    assert _redact.redact("auth failed for p@ssw0rd, other-one", secrets) == (
+        "auth failed for ***, ***"
+    )
+    assert _redact.redact("a b c", ["a"]) == "a b c"  # too short to mask outside a URL
+
+
+def test_a_value_without_a_scheme_is_masked_too() -> None:
+    assert PASSWORD not in _redact.redact_value(f"postgresql:u:{PASSWORD}@host/db")
+    assert _redact.redact_value("sqlite:///x.db") == "sqlite:///x.db"
+
+
+def test_a_cause_that_shows_a_secret_is_not_chained() -> None:
+    quiet, loud = ValueError("port 'x' is not a number"), ValueError(f"bad {PASSWORD}")
+
+    assert _redact.cause(quiet, [PASSWORD]) is quiet
+    assert _redact.cause(loud, [PASSWORD]) is None
+    assert _redact.cause(ValueError("at redis://:pw@h/0"), []) is None
+
+
+# -- the stores and the engine --------------------------------------------------------
+
+
+def touch(url: str, how: str) -> None:
+    """Open a store from ``url`` and use it (a Redis or MongoDB store connects on first use)."""
+    store = fluxo.open_store(url) if how == "open_store" else fluxo.Engine(url, workflows=[]).store
+    try:
+        store.list_runs()
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("url", BAD_URLS)
+@pytest.mark.parametrize("how", ["open_store", "Engine"])
+def test_open_store_and_engine_never_show_the_password(url: str, how: str) -> None:
+    with pytest.raises(fluxo.FluxoError) as info:
+        touch(url, how)
+
+    assert PASSWORD not in all_text(info.value), all_text(info.value)
+
+
+def test_the_sql_store_shows_its_url_without_passwords() -> None:
+    url = sql.normalize_url(f"postgresql://u:{PASSWORD}@db/shop?password={PASSWORD}x")
+
+    assert _sql_engine.redacted(url) == "postgresql+psycopg://u:***@db/shop?password=***"
+
+
+# -- the command line -----------------------------------------------------------------
+
+
+def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(args)
+    out, err = capsys.readouterr()
+    code = exited.value.code
+    return (code if isinstance(code, int) else 1), out + err
+
+
+@pytest.mark.parametrize("url", BAD_URLS)
+@pytest.mark.parametrize("verbose", [False, True], ids=["plain", "verbose"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("runs", "list", "--store"),
+        ("runs", "purge", "--older-than", "1d", "--store"),
+        ("db", "upgrade", "--url"),
+    ],
+    ids=["runs-list", "runs-purge", "db-upgrade"],
+)
+def test_commands_never_show_the_password(
+    url: str,
+    verbose: bool,
+    command: tuple[str, ...],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("FLUXO_STORE_URL", raising=False)
+    monkeypatch.delenv("FLUXO_APP", raising=False)
+
+    flags = ["--verbose"] if verbose else []
+    code, output = run([*flags, *command, url], capsys)
+
+    assert code != 0
+    assert "Error: " in output
+    assert PASSWORD not in output
+    if command[0] == "runs":
+        assert ("Traceback" in output) is verbose
+
+
+@pytest.mark.parametrize("url", BAD_URLS)
+def test_worker_never_shows_the_password(
+    url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (tmp_path / "badapp.py").write_text(
+        "import fluxo\n"
+        f"engine = fluxo.Engine({url!r}, workflows=[])\n"
+        "try:\n"
+        "    engine.store.list_runs()\n"
+        "finally:\n"
+        "    engine.close()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "badapp", raising=False)
+
+    code, output = run(["worker", "badapp:engine"], capsys)
+
+    assert code != 0
+    assert PASSWORD not in output, output
+
+
+def test_the_worker_log_masks_passwords() -> None:
+    formatter = cli._RedactingFormatter("%(levelname)s %(message)s")
+    try:
+        raise ConnectionError(f"lost postgresql://u:{PASSWORD}@db/shop")
+    except ConnectionError:
+        record = logging.LogRecord(
+            "fluxo", logging.ERROR, __file__, 1, "store %s failed", ("redis://:pw1234@h/0",), None
+        )
+        record.exc_info = sys.exc_info()
+    line = formatter.format(record)
+
+    assert "pw1234" not in line
+    assert PASSWORD not in line
+    assert "redis://:***@h/0" in line
