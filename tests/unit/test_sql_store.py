@@ -205,8 +205,10 @@ def test_the_first_migration_logs_one_line_of_fluxos_own(tmp_path: Path) -> None
     code = (
         "import logging, fluxo\n"
         "logging.basicConfig(level=logging.INFO, format='%(name)s: %(message)s')\n"
-        "fluxo.Engine('sqlite:///fluxo.db', workflows=[]).close()\n"
-        "fluxo.Engine('sqlite:///fluxo.db', workflows=[]).close()\n"
+        "for _ in range(2):\n"
+        "    store = fluxo.open_store('sqlite:///fluxo.db')\n"
+        "    store.claim('w', ['wf'], now=0.0, lease_until=1.0, limit=1)  # creates the tables\n"
+        "    store.close()\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code],
@@ -227,7 +229,9 @@ def test_alembic_logging_a_program_configured_is_left_alone(
     sqlite_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="alembic")  # the program asked for alembic's lines
-    sql.SQLStore(sqlite_url).close()
+    store = sql.SQLStore(sqlite_url)
+    store.claim("w", ["wf"], now=0.0, lease_until=1.0, limit=1)  # the first claim migrates
+    store.close()
     assert any(r.name.startswith("alembic") for r in caplog.records)
     assert logging.getLogger("alembic").level == logging.INFO
 
