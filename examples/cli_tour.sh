@@ -25,5 +25,6 @@ fluxo runs show order-1                   # status, input, result, and the timed
 fluxo runs retry order-2                  # after fixing the cause: resumes from the history
 fluxo runs history order-1 -o histories/order-1.json
 fluxo replay histories                    # exits 1 if today's code no longer matches
+fluxo runs purge --older-than 30d --dry-run  # finished runs 30 days old: none yet
 
 kill -TERM "$worker" && wait "$worker"

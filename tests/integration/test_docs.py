@@ -152,6 +152,7 @@ def test_the_cli_tour_runs_as_printed(tmp_path: Path) -> None:
     assert "order-3 cancelled" in out.splitlines()
     assert "run 'order-2' is pending again" in out
     assert "1 history replayed: 1 ok, 0 failed" in out
+    assert "0 finished runs would be deleted (dry run: nothing deleted)" in out.splitlines()
     assert (tmp_path / "histories" / "order-1.json").is_file()
 
 
