@@ -17,7 +17,7 @@ from typing import Any, Generic, NoReturn, TypeVar
 
 from typing_extensions import ParamSpec
 
-from fluxo import _decorators, _errors, _executor, history
+from fluxo import _decorators, _durations, _errors, _executor, _names
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -56,14 +56,6 @@ def random() -> float:
     return value
 
 
-def _seconds(value: timedelta | float, what: str) -> float:
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    raise _errors.DefinitionError(f"{what} takes a timedelta or a number of seconds, not {value!r}")
-
-
 def sleep(duration: timedelta | float) -> None:
     """Wait durably: the fire time is recorded and the worker is free meanwhile.
 
@@ -73,7 +65,7 @@ def sleep(duration: timedelta | float) -> None:
     Args:
         duration: a ``timedelta`` or a number of seconds.
     """
-    seconds = _seconds(duration, "fluxo.sleep()")
+    seconds = _durations.seconds(duration, "fluxo.sleep()")
     context = _executor.current_context()
     if context is None:
         time.sleep(max(seconds, 0.0))
@@ -106,8 +98,8 @@ def wait_for_signal(name: str, *, timeout: timedelta | float | None = None, type
         SignalTimeout: ``timeout`` passed first. The deadline is recorded, so it
             holds across crashes and restarts.
     """
-    _executor.check_signal_name(name)
-    seconds = None if timeout is None else _seconds(timeout, "wait_for_signal(timeout=)")
+    _names.check_signal_name(name)
+    seconds = None if timeout is None else _durations.seconds(timeout, "wait_for_signal(timeout=)")
     context = _executor.current_context()
     if context is None:
         raise _errors.DefinitionError(
@@ -124,10 +116,8 @@ def signal(run_id: str, name: str, payload: Any = None) -> None:
         SignalError: the target run does not exist or has finished (recorded, so
             replay raises it again).
     """
-    _executor.check_signal_name(name)
-    if not isinstance(run_id, str) or not run_id:
-        raise _errors.DefinitionError(f"fluxo.signal() takes a run id string, not {run_id!r}")
-    history.check_name("the run id", run_id)
+    _names.check_signal_name(name)
+    _names.check_target_run_id(run_id, "fluxo.signal()")
     context = _executor.current_context()
     if context is None:
         raise _errors.DefinitionError(
@@ -293,15 +283,9 @@ def patched(change: str) -> bool:
         ... else:
         ...     send_email(order_id)
     """
-    _check_patch(change)
+    _names.check_patch_id(change)
     context = _executor.current_context()
     return True if context is None else context.patched(change)
-
-
-def _check_patch(change: object) -> None:
-    if not isinstance(change, str) or not change:
-        raise _errors.DefinitionError(f"a patch id must be a non-empty string, not {change!r}")
-    history.check_name("the patch id", change)
 
 
 def deprecate_patch(change: str) -> None:
@@ -312,7 +296,7 @@ def deprecate_patch(change: str) -> None:
     Runs that recorded the marker still replay; new runs record nothing. When
     those runs have finished too, remove the call.
     """
-    _check_patch(change)
+    _names.check_patch_id(change)
     context = _executor.current_context()
     if context is not None:
         context.deprecate_patch(change)

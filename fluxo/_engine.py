@@ -16,7 +16,16 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from typing_extensions import ParamSpec
 
-from fluxo import _decorators, _errors, _executor, _history_file, _redact, stores
+from fluxo import (
+    _decorators,
+    _durations,
+    _errors,
+    _executor,
+    _history_file,
+    _names,
+    _redact,
+    stores,
+)
 from fluxo import codec as _codec
 from fluxo import history as _history
 
@@ -529,7 +538,7 @@ class Engine:
         history ends with ``continued_as_new`` naming the next run).
         """
         self._check_open()
-        _check_run_id(run_id)
+        _names.check_run_id(run_id)
         if not follow:
             return self.store.get_run(run_id)
         return self._latest(run_id)
@@ -679,11 +688,8 @@ class Engine:
                     "timedelta(days=30)"
                 )
             return moment
-        if isinstance(older_than, timedelta):
-            age = older_than.total_seconds()
-        elif isinstance(older_than, (int, float)) and not isinstance(older_than, bool):
-            age = float(older_than)
-        else:
+        age = _durations.to_seconds(older_than)
+        if age is None:
             raise _errors.DefinitionError(
                 "older_than takes an age (a timedelta, or seconds) or an aware datetime, "
                 f"not {older_than!r}"
@@ -698,7 +704,7 @@ class Engine:
     def history(self, run_id: str) -> list[_history.Event]:
         """The run's full history, oldest event first. Raises ``RunNotFoundError``."""
         self._check_open()
-        _check_run_id(run_id)
+        _names.check_run_id(run_id)
         return list(self.store.load(run_id).events)
 
     def export_history(self, run_id: str, *, readable: bool = False) -> dict[str, Any]:
@@ -717,7 +723,7 @@ class Engine:
             RunNotFoundError: no such run.
         """
         self._check_open()
-        _check_run_id(run_id)
+        _names.check_run_id(run_id)
         state = self.store.load(run_id)
         return _history_file.to_document(state, readable_with=self.codec if readable else None)
 
@@ -736,7 +742,7 @@ class Engine:
             RunNotFoundError: no such run.
         """
         self._check_open()
-        _check_run_id(run_id)
+        _names.check_run_id(run_id)
         run = self.store.request_cancel(self._latest(run_id).id, now=self.clock())
         while run.status is _history.RunStatus.COMPLETED:
             # It continued as new in the meantime: cancel the run it continued in.
@@ -784,8 +790,8 @@ class Engine:
             EncodeError: the payload cannot be encoded.
         """
         self._check_open()
-        _check_run_id(run_id)
-        _executor.check_signal_name(name)
+        _names.check_run_id(run_id)
+        _names.check_signal_name(name)
         try:
             data = self.codec.encode(payload)
         except TypeError as exc:
@@ -813,7 +819,7 @@ class Engine:
         Raises ``RunStateError`` when the run has not failed.
         """
         self._check_open()
-        _check_run_id(run_id)
+        _names.check_run_id(run_id)
         self.store.reopen(run_id, now=self.clock())
         return self.handle(run_id)
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import msgspec
 
-from fluxo import _errors, codec, history, stores
+from fluxo import _errors, _names, codec, history, stores
 
 if TYPE_CHECKING:
     from fluxo import _decorators
@@ -87,18 +87,6 @@ class StepThreads:
 
 _shared_threads = StepThreads()
 """The pool of contexts made without one (tools; the replayer never runs a branch)."""
-
-
-def check_signal_name(name: object) -> str:
-    """Return ``name`` if it may name a user's signal, else raise ``DefinitionError``."""
-    if not isinstance(name, str) or not name:
-        raise _errors.DefinitionError(f"a signal name must be a non-empty string, not {name!r}")
-    if name.startswith(history.SIGNAL_PREFIX):
-        raise _errors.DefinitionError(
-            f"signal names starting with {history.SIGNAL_PREFIX!r} are Fluxo's own (child runs "
-            f"send their outcome under one); rename signal {name!r}"
-        )
-    return history.check_name("the signal name", name)
 
 
 def current_context() -> RunContext | None:
@@ -1447,12 +1435,9 @@ class RunContext:
         self._go_live()
         detached = wf.start_detached
         child = wf.start_id or history.child_id(self.run_id, self.next_seq)
-        if len(child) > stores.MAX_ID_LENGTH:
-            raise _errors.DefinitionError(
-                f"the child run's id {child[:40]!r}... would be longer than "
-                f"{stores.MAX_ID_LENGTH} characters; give it a shorter one with "
-                f"{wf.name}.options(id=...)"
-            )
+        _names.check_new_id_length(
+            child, "the child run's id", f"give it a shorter one with {wf.name}.options(id=...)"
+        )
         started = self.codec.encode(ChildStart(wf.name, detached))  # before the child exists
         if child in self._started:
             raise self._refuse_child(
@@ -1787,11 +1772,11 @@ class RunContext:
         """
         wf = self.workflow
         next_id = history.chain_next(self.run_id)
-        if len(next_id) > stores.MAX_ID_LENGTH:
-            raise _errors.DefinitionError(
-                f"fluxo.continue_as_new(): the next run's id {next_id[:40]!r}... would be longer "
-                f"than {stores.MAX_ID_LENGTH} characters; start the workflow with a shorter id"
-            )
+        _names.check_new_id_length(
+            next_id,
+            "fluxo.continue_as_new(): the next run's id",
+            "start the workflow with a shorter id",
+        )
         data = wf.encode_input(self.codec, args, kwargs, "fluxo.continue_as_new(): ")
         try:
             self._enter_durable_call()

@@ -17,7 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING
 
-from fluxo import _errors, _executor, history
+from fluxo import _errors, _executor, _names, history
 
 if TYPE_CHECKING:
     from fluxo import _engine
@@ -227,11 +227,8 @@ class Worker:
             )
         if not isinstance(idle_timeout, (int, float)) or idle_timeout <= 0:
             problems.append(f"idle_timeout must be a positive number, not {idle_timeout!r}")
-        if worker_id is not None:
-            if not isinstance(worker_id, str) or not worker_id:
-                problems.append(f"worker_id must be a non-empty string, not {worker_id!r}")
-            elif (problem := history.name_problem(worker_id)) is not None:
-                problems.append(history.name_rule("worker_id", worker_id, problem))
+        if worker_id is not None and (problem := _names.worker_id_problem(worker_id)):
+            problems.append(problem)
         if problems:
             raise _errors.DefinitionError("invalid worker settings: " + "; ".join(problems))
         self.engine = engine

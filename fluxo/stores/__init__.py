@@ -24,9 +24,9 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Protocol, runtime_checkable
 
-from fluxo import _errors, _redact, history
+from fluxo import _errors, _names, _redact, history
 
-MAX_ID_LENGTH = 255
+MAX_ID_LENGTH = _names.MAX_ID_LENGTH
 """The longest run id, workflow name or worker id every store accepts."""
 
 KEEPING_PARENTS = frozenset({*history.ACTIVE_STATUSES, history.RunStatus.FAILED})

@@ -19,7 +19,7 @@ from typing import Any, TypeAlias, TypeVar
 
 from typing_extensions import ParamSpec
 
-from fluxo import _decorators, _durable, _engine, _errors, _executor, _worker, stores
+from fluxo import _decorators, _durations, _engine, _errors, _executor, _worker, stores
 from fluxo import codec as _codec
 from fluxo import history as _history
 from fluxo.testing import _stubs
@@ -69,7 +69,7 @@ class _DrivenHandle(_engine.RunHandle[R]):
             WorkflowFailedError, NondeterminismError, WorkflowCancelledError,
             WorkflowTimeoutError: as :meth:`fluxo.RunHandle.result`.
         """
-        seconds = None if timeout is None else _durable._seconds(timeout, "result(timeout=)")
+        seconds = None if timeout is None else _durations.seconds(timeout, "result(timeout=)")
         self._env._drive_until(self.id, seconds, "handle.result()")
         return super().result(timeout=0)
 
@@ -181,7 +181,7 @@ class WorkflowEnvironment:
         Args:
             duration: a ``timedelta`` or a number of seconds, not negative.
         """
-        seconds = _durable._seconds(duration, "advance()")
+        seconds = _durations.seconds(duration, "advance()")
         if seconds < 0:
             raise _errors.DefinitionError(
                 f"advance() moves time forward only; got {duration!r}. Virtual time never "
