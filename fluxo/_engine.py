@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from typing_extensions import ParamSpec
 
 from fluxo import (
-    _decorators,
+    _definitions,
     _durations,
     _errors,
     _executor,
@@ -103,7 +103,7 @@ class Engine:
         self,
         store: str | stores.Store,
         *,
-        workflows: Iterable[_decorators.Workflow[Any, Any]],
+        workflows: Iterable[_definitions.Workflow[Any, Any]],
         codec: _codec.Codec | None = None,
         clock: Callable[[], float] = time.time,
         parallel_threads: int = _executor.DEFAULT_PARALLEL_THREADS,
@@ -122,7 +122,7 @@ class Engine:
             )
         self.codec: _codec.Codec = codec if codec is not None else _default_codec()
         self.clock = clock
-        self._workflows: dict[str, _decorators.Workflow[Any, Any]] = {}
+        self._workflows: dict[str, _definitions.Workflow[Any, Any]] = {}
         self._register(workflows)
         self._closed = False
         self._inline_lock = threading.Lock()
@@ -130,14 +130,14 @@ class Engine:
         self._inline_contexts: set[_executor.RunContext] = set()
         self.instance_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
-    def _register(self, workflows: Iterable[_decorators.Workflow[Any, Any]]) -> None:
+    def _register(self, workflows: Iterable[_definitions.Workflow[Any, Any]]) -> None:
         if isinstance(workflows, (str, bytes)) or not isinstance(workflows, Iterable):
             raise _errors.DefinitionError(
                 f"workflows= takes a list of @fluxo.workflow functions, not {workflows!r}"
             )
         problems = []
         for wf in workflows:
-            if not isinstance(wf, _decorators.Workflow):
+            if not isinstance(wf, _definitions.Workflow):
                 problems.append(
                     f"{wf!r} is not a workflow; decorate it with @fluxo.workflow"
                     if callable(wf)
@@ -190,7 +190,7 @@ class Engine:
             )
 
     @property
-    def workflows(self) -> list[_decorators.Workflow[Any, Any]]:
+    def workflows(self) -> list[_definitions.Workflow[Any, Any]]:
         """The workflows this engine knows, once each."""
         return list({id(w): w for w in self._workflows.values()}.values())
 
@@ -199,7 +199,7 @@ class Engine:
         """Every name (and alias) of every known workflow."""
         return frozenset(self._workflows)
 
-    def lookup(self, name: str) -> _decorators.Workflow[Any, Any]:
+    def lookup(self, name: str) -> _definitions.Workflow[Any, Any]:
         """Return the workflow with this name or alias, or raise ``UnknownWorkflowError``."""
         try:
             return self._workflows[name]
@@ -209,8 +209,8 @@ class Engine:
                 f"{sorted(self._workflows) or 'none'}. Add it to Engine(workflows=[...])"
             ) from None
 
-    def _known(self, wf: _decorators.Workflow[Any, Any]) -> _decorators.Workflow[Any, Any]:
-        if not isinstance(wf, _decorators.Workflow):
+    def _known(self, wf: _definitions.Workflow[Any, Any]) -> _definitions.Workflow[Any, Any]:
+        if not isinstance(wf, _definitions.Workflow):
             raise _errors.DefinitionError(
                 f"{wf!r} is not a workflow; decorate it with @fluxo.workflow and pass it in "
                 "Engine(workflows=[...])"
@@ -227,7 +227,7 @@ class Engine:
 
     def _create(
         self,
-        wf: _decorators.Workflow[Any, Any],
+        wf: _definitions.Workflow[Any, Any],
         args: Sequence[Any],
         kwargs: dict[str, Any],
         *,
@@ -262,7 +262,7 @@ class Engine:
         return run, created
 
     def start(
-        self, workflow: _decorators.Workflow[P, R], /, *args: P.args, **kwargs: P.kwargs
+        self, workflow: _definitions.Workflow[P, R], /, *args: P.args, **kwargs: P.kwargs
     ) -> RunHandle[R]:
         """Start a run for a worker to execute, and return its handle at once.
 
@@ -277,7 +277,7 @@ class Engine:
         log.debug("run %s of %s %s", run.id, run.workflow, "started" if created else "exists")
         return RunHandle(self, run.id, workflow.return_type)
 
-    def run(self, workflow: _decorators.Workflow[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+    def run(self, workflow: _definitions.Workflow[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Start a run and execute it in this thread, returning its result.
 
         Like :meth:`start` it is idempotent on the run id (and refuses other
@@ -354,7 +354,7 @@ class Engine:
                 )
         return outcome
 
-    def _start_inline_child(self, child_id: str, workflow: _decorators.Workflow[Any, Any]) -> None:
+    def _start_inline_child(self, child_id: str, workflow: _definitions.Workflow[Any, Any]) -> None:
         """Execute a child run that ``run()``'s workflow started, in a thread of this process.
 
         Only a child this engine knows and can lease at once; otherwise a worker runs it.
@@ -552,8 +552,8 @@ class Engine:
         *,
         status: _history.RunStatus | str | Iterable[_history.RunStatus | str] | None = None,
         workflow: str
-        | _decorators.Workflow[Any, Any]
-        | Iterable[str | _decorators.Workflow[Any, Any]]
+        | _definitions.Workflow[Any, Any]
+        | Iterable[str | _definitions.Workflow[Any, Any]]
         | None = None,
         created_after: datetime | float | None = None,
         created_before: datetime | float | None = None,
@@ -594,8 +594,8 @@ class Engine:
         older_than: timedelta | datetime | float,
         status: _history.RunStatus | str | Iterable[_history.RunStatus | str] | None = None,
         workflow: str
-        | _decorators.Workflow[Any, Any]
-        | Iterable[str | _decorators.Workflow[Any, Any]]
+        | _definitions.Workflow[Any, Any]
+        | Iterable[str | _definitions.Workflow[Any, Any]]
         | None = None,
         batch: int = 1000,
         dry_run: bool = False,
@@ -883,7 +883,9 @@ def _statuses(
 
 
 def _workflow_names(
-    workflow: str | _decorators.Workflow[Any, Any] | Iterable[str | _decorators.Workflow[Any, Any]],
+    workflow: str
+    | _definitions.Workflow[Any, Any]
+    | Iterable[str | _definitions.Workflow[Any, Any]],
 ) -> list[str]:
     """The names (and aliases) of one workflow or several, given as objects or names."""
     chosen: list[Any] = (
@@ -893,7 +895,7 @@ def _workflow_names(
     )
     names: list[str] = []
     for item in chosen:
-        if isinstance(item, _decorators.Workflow):
+        if isinstance(item, _definitions.Workflow):
             names.extend(item.names)
         elif isinstance(item, str):
             names.append(item)

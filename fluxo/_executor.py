@@ -12,7 +12,6 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
-import contextvars
 import enum
 import logging
 import queue
@@ -25,23 +24,20 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import msgspec
 
-from fluxo import _errors, _names, codec, history, stores
+from fluxo import _errors, _names, _runtime, codec, history, stores
 
 if TYPE_CHECKING:
-    from fluxo import _decorators
+    from fluxo import _definitions
 
 log = logging.getLogger(__name__)
 
-_current: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
-    "fluxo_run_context", default=None
-)
 
-StepRunner = Callable[["_decorators.Step[Any, Any]", Sequence[Any], Mapping[str, Any]], Any]
+StepRunner = Callable[["_definitions.Step[Any, Any]", Sequence[Any], Mapping[str, Any]], Any]
 """Calls a step's function for one live attempt: ``(step, args, kwargs) -> result``."""
 
 
 def _call_step_function(
-    step: _decorators.Step[Any, Any], args: Sequence[Any], kwargs: Mapping[str, Any]
+    step: _definitions.Step[Any, Any], args: Sequence[Any], kwargs: Mapping[str, Any]
 ) -> Any:
     return step.fn(*args, **kwargs)
 
@@ -89,29 +85,15 @@ _shared_threads = StepThreads()
 """The pool of contexts made without one (tools; the replayer never runs a branch)."""
 
 
-def current_context() -> RunContext | None:
-    """Return the context of the workflow running in this thread or task, if any."""
-    return _current.get()
-
-
-class _ControlFlow(BaseException):
-    """Unwinds a workflow. A ``BaseException`` so ``except Exception:`` cannot swallow it."""
-
-    def __init__(self, *args: object) -> None:
-        if type(self) is _ControlFlow:
-            raise TypeError("_ControlFlow is abstract")
-        super().__init__(*args)
-
-
-class _RunLost(_ControlFlow):
+class _RunLost(_runtime.ControlFlow):
     """Another writer owns the run now (lost race or lease): stop without writing."""
 
 
-class _Suspended(_ControlFlow):
+class _Suspended(_runtime.ControlFlow):
     """The run waits (timer or signal); its wait and wake-up time are recorded."""
 
 
-class _Stopped(_ControlFlow):
+class _Stopped(_runtime.ControlFlow):
     """The worker is shutting down: stop at this durable call and give the run back."""
 
 
@@ -123,36 +105,20 @@ class _StoreFailed(_Stopped):
     """
 
 
-class _Rejected(_ControlFlow):
+class _Rejected(_runtime.ControlFlow):
     """The store refused, for good, what the run had to record: the run fails instead."""
 
 
-class _ReplayEnd(_ControlFlow):
+class _ReplayEnd(_runtime.ControlFlow):
     """``replay_only``: the code went past the recorded history, which it matched."""
 
 
-class _Continued(_ControlFlow):
+class _Continued(_runtime.ControlFlow):
     """``fluxo.continue_as_new``: the next run exists and this one is recorded as continued."""
 
 
-class _Restart(_ControlFlow):
+class _Restart(_runtime.ControlFlow):
     """``restart_after_record``: a position was recorded; execute again from the top."""
-
-
-class Cancelled(_ControlFlow):
-    """The run was cancelled. Raised at a durable call; ``finally:`` blocks still run.
-
-    Fluxo raises it; user code cannot construct it. It derives from
-    ``BaseException``, so ``except Exception:`` does not catch it.
-    """
-
-    def __init__(self, _token: object = None) -> None:
-        if _token is not _TOKEN:
-            raise TypeError("fluxo.Cancelled is raised by Fluxo and cannot be constructed")
-        super().__init__("the run was cancelled")
-
-
-_TOKEN = object()
 
 
 class ErrorInfo(msgspec.Struct, omit_defaults=True):
@@ -554,7 +520,7 @@ class _Report:
 class _Block:
     """One parallel block: its branches' outcomes so far, and what its threads share."""
 
-    def __init__(self, calls: Sequence[_decorators.Call[Any]]) -> None:
+    def __init__(self, calls: Sequence[_definitions.Call[Any]]) -> None:
         count = len(calls)
         self.calls = calls
         self.results: list[Any] = [None] * count
@@ -570,13 +536,16 @@ class _Block:
 
 
 class RunContext:
-    """The state of one execution of one run: its history cursor and its writer."""
+    """The state of one execution of one run: its history cursor and its writer.
+
+    It implements :class:`fluxo._runtime.Runtime`, the protocol workflow code calls.
+    """
 
     def __init__(
         self,
         *,
         state: history.RunState,
-        workflow: _decorators.Workflow[Any, Any],
+        workflow: _definitions.Workflow[Any, Any],
         store: stores.Store,
         codec: codec.Codec,
         clock: Callable[[], float],
@@ -608,7 +577,7 @@ class RunContext:
         """Child runs started and not yet awaited, each mapped to "was started detached"."""
         self._started: set[str] = set()
         """Every child run this run started, awaited or not."""
-        self.child_started: Callable[[str, _decorators.Workflow[Any, Any]], None] | None = None
+        self.child_started: Callable[[str, _definitions.Workflow[Any, Any]], None] | None = None
         """Told of each child run this execution starts live (the engine may execute it)."""
         self._pending: dict[str, collections.deque[bytes]] = {}
         self._consumed: dict[str, int] = {}  # signals taken so far, replayed or live
@@ -634,7 +603,7 @@ class RunContext:
         self._cancel_seq = 0
         """The position that recorded the cancellation, once delivered."""
         self._nondeterminism: _errors.NondeterminismError | None = None
-        self._unwinding: _ControlFlow | None = None
+        self._unwinding: _runtime.ControlFlow | None = None
         self._rejected = False
         """The store refused a record for good, and the run is being failed for it."""
         self.result: bytes | None = None
@@ -654,6 +623,15 @@ class RunContext:
     def replaying(self) -> bool:
         """True while the code is catching up with recorded history."""
         return self._pos < len(self._script)
+
+    @property
+    def workflow_name(self) -> str:
+        """The name of the run's workflow."""
+        return self.workflow.name
+
+    def now(self) -> float:
+        """The engine's clock (not recorded: ``fluxo.now()`` records it)."""
+        return self.clock()
 
     def _peek(self) -> _Recorded | None:
         return self._script[self._pos] if self._pos < len(self._script) else None
@@ -700,14 +678,14 @@ class RunContext:
                 self._cancel_delivered = True
                 self.cancel_reason = recorded.event.name or "cancelled"
                 self._cancel_children()  # again: a crash may have come before it was done
-                raise Cancelled(_TOKEN)
+                raise _runtime.cancellation()
         elif reason := self._cancel_due():
             self._cancel_seq = self.next_seq
             self._record(history.CancelRequested(reason))
             self._cancel_delivered = True
             self.cancel_reason = reason
             self._cancel_children()
-            raise Cancelled(_TOKEN)
+            raise _runtime.cancellation()
 
     def _wait_interruptibly(self, seconds: float) -> None:
         """Wait a short back-off; end it early when the run must stop or is cancelled."""
@@ -824,7 +802,7 @@ class RunContext:
 
     def call_step(
         self,
-        step: _decorators.Step[Any, Any],
+        step: _definitions.Step[Any, Any],
         args: Sequence[Any],
         kwargs: Mapping[str, Any],
     ) -> Any:
@@ -850,7 +828,7 @@ class RunContext:
         self._go_live()
         return self._run_step_live(step, args, kwargs, attempt)
 
-    def _backoff(self, step: _decorators.Step[Any, Any], attempt: int, *, live: bool) -> None:
+    def _backoff(self, step: _definitions.Step[Any, Any], attempt: int, *, live: bool) -> None:
         """Wait between failed attempt ``attempt`` and the next, as the live run did.
 
         A long back-off is a durable timer (a crash during it loses nothing, and the
@@ -879,7 +857,7 @@ class RunContext:
 
     def _run_step_live(
         self,
-        step: _decorators.Step[Any, Any],
+        step: _definitions.Step[Any, Any],
         args: Sequence[Any],
         kwargs: Mapping[str, Any],
         attempt: int,
@@ -891,14 +869,14 @@ class RunContext:
         while True:
             attempt += 1
             failure: ErrorInfo | None = None
-            token = _current.set(None)  # steps called by a step are plain calls
+            token = _runtime.enter(None)  # steps called by a step are plain calls
             try:
                 value = self._attempt(step, args, kwargs)
             except Exception as exc:
                 failure = error_info(exc, attempt)
                 retrying = step.retry.should_retry(exc, attempt)
             finally:
-                _current.reset(token)
+                _runtime.leave(token)
             if failure is not None:
                 # Raised outside the except block, so the live StepError carries no
                 # __context__ that a replay could not give it.
@@ -924,7 +902,7 @@ class RunContext:
             return result
 
     def _encode_result(
-        self, step: _decorators.Step[Any, Any], value: Any, return_type: Any
+        self, step: _definitions.Step[Any, Any], value: Any, return_type: Any
     ) -> tuple[bytes, Any, _errors.FluxoError | None]:
         """Encode a step's result and decode it back as the workflow will see it."""
         try:
@@ -953,12 +931,12 @@ class RunContext:
                 ),
             )
 
-    def _fail_step(self, step: _decorators.Step[Any, Any], info: ErrorInfo) -> NoReturn:
+    def _fail_step(self, step: _definitions.Step[Any, Any], info: ErrorInfo) -> NoReturn:
         self._record(history.StepFailed(step.name, self._encode_error(info)))
         raise step_error(step.name, info)
 
     def _attempt(
-        self, step: _decorators.Step[Any, Any], args: Sequence[Any], kwargs: Mapping[str, Any]
+        self, step: _definitions.Step[Any, Any], args: Sequence[Any], kwargs: Mapping[str, Any]
     ) -> Any:
         """Call a step's function for one attempt, within its ``timeout=`` if it has one.
 
@@ -975,7 +953,7 @@ class RunContext:
         runner = self.step_runner
 
         def attempt() -> None:
-            _current.set(None)
+            _runtime.enter(None)
             try:
                 outcome.append(runner(step, args, kwargs))
             except BaseException as exc:
@@ -1001,7 +979,7 @@ class RunContext:
     # -- parallel blocks ---------------------------------------------------------------
 
     def call_parallel(
-        self, calls: Sequence[_decorators.Call[Any]], max_concurrency: int | None
+        self, calls: Sequence[_definitions.Call[Any]], max_concurrency: int | None
     ) -> list[Any]:
         """``fluxo.parallel``: run the calls as branches of one block; return their results.
 
@@ -1071,7 +1049,7 @@ class RunContext:
         return block.results
 
     def _match_plan(
-        self, call: str, recorded: _Recorded, steps: Sequence[_decorators.Step[Any, Any]]
+        self, call: str, recorded: _Recorded, steps: Sequence[_definitions.Step[Any, Any]]
     ) -> None:
         """Consume the recorded start of a block, which must have these branches."""
         event = recorded.event
@@ -1406,7 +1384,7 @@ class RunContext:
 
     def start_child(
         self,
-        wf: _decorators.Workflow[Any, Any],
+        wf: _definitions.Workflow[Any, Any],
         args: Sequence[Any],
         kwargs: dict[str, Any],
     ) -> tuple[str, bool]:
@@ -1420,7 +1398,7 @@ class RunContext:
         data = wf.encode_input(self.codec, args, kwargs, "fluxo.start_child(): ")
         try:
             self._enter_durable_call()
-        except Cancelled:
+        except _runtime.Cancelled:
             # The cancellation took this call's position, which names the child an
             # execution that crashed before recording its start may have created.
             if not wf.start_detached:
@@ -1480,7 +1458,7 @@ class RunContext:
         return child, detached
 
     def _check_created_input(
-        self, wf: _decorators.Workflow[Any, Any], run: history.RunInfo, data: bytes, call: str
+        self, wf: _definitions.Workflow[Any, Any], run: history.RunInfo, data: bytes, call: str
     ) -> None:
         """Fail the run by a mismatch if an earlier execution created ``run`` with other input.
 
@@ -1521,7 +1499,7 @@ class RunContext:
     def _refuse_child(
         self,
         child: str,
-        wf: _decorators.Workflow[Any, Any],
+        wf: _definitions.Workflow[Any, Any],
         detached: bool,
         refused: _errors.RunStateError,
     ) -> _errors.RunStateError:
@@ -1531,7 +1509,7 @@ class RunContext:
         return refused
 
     def _replay_child_start(
-        self, call: str, recorded: _Recorded, wf: _decorators.Workflow[Any, Any]
+        self, call: str, recorded: _Recorded, wf: _definitions.Workflow[Any, Any]
     ) -> tuple[str, bool]:
         event = recorded.event
         if not isinstance(event, history.ChildStarted):
@@ -1780,7 +1758,7 @@ class RunContext:
         data = wf.encode_input(self.codec, args, kwargs, "fluxo.continue_as_new(): ")
         try:
             self._enter_durable_call()
-        except Cancelled:
+        except _runtime.Cancelled:
             self._cancel_next(next_id)  # created by an execution that crashed before its end
             raise
         call = f"continue_as_new {next_id}"
@@ -1991,11 +1969,11 @@ class RunContext:
 
     def execute(self) -> Outcome:
         """Run the workflow function to its end or to the first point it must stop."""
-        token = _current.set(self)
+        token = _runtime.enter(self)
         try:
             return self._execute()
         finally:
-            _current.reset(token)
+            _runtime.leave(token)
 
     def _execute(self) -> Outcome:
         wf = self.workflow
@@ -2017,7 +1995,7 @@ class RunContext:
             return self._finish_failed(exc)
         try:
             value = wf.fn(*args, **kwargs)
-        except (_ControlFlow, Exception) as exc:
+        except (_runtime.ControlFlow, Exception) as exc:
             return self._ended_by(exc)
         if self._unwinding is not None:
             return self._unwound()  # user code swallowed control flow; honour it anyway
@@ -2047,7 +2025,7 @@ class RunContext:
             return self._unwound()
         if self._nondeterminism is not None:
             return self._finish_failed(self._nondeterminism)
-        if isinstance(exc, Cancelled):
+        if isinstance(exc, _runtime.Cancelled):
             if self._recorded_end(history.WorkflowCancelled):
                 return Outcome.REPLAYED
             if self.replaying:
@@ -2139,7 +2117,7 @@ class RunContext:
             self._record(event, status=status, ready_at=None, unless_cancel_requested=guarded)
         except _errors.CancelPendingError:
             return self._cancelled_at_the_end()
-        except _ControlFlow:
+        except _runtime.ControlFlow:
             return self._unwound()
         if isinstance(event, history.WorkflowCompleted):
             self.result = event.data
@@ -2171,7 +2149,7 @@ class RunContext:
                 status=history.RunStatus.CANCELLED,
                 ready_at=None,
             )
-        except _ControlFlow:
+        except _runtime.ControlFlow:
             return self._unwound()
         return Outcome.CANCELLED
 
@@ -2193,7 +2171,7 @@ class RunContext:
                 # or the next run of its chain.
                 self._cancel_unrecorded_child(history.child_id(self.run_id, self._cancel_seq))
                 self._cancel_next(history.chain_next(self.run_id))
-            except _ControlFlow:
+            except _runtime.ControlFlow:
                 return self._unwound()
         return self._finish(
             history.WorkflowCancelled(self.cancel_reason or "cancelled"),

@@ -19,7 +19,7 @@ from typing import Any, TypeAlias, TypeVar
 
 from typing_extensions import ParamSpec
 
-from fluxo import _decorators, _durations, _engine, _errors, _executor, _worker, stores
+from fluxo import _definitions, _durations, _engine, _errors, _executor, _worker, stores
 from fluxo import codec as _codec
 from fluxo import history as _history
 from fluxo.testing import _stubs
@@ -115,7 +115,7 @@ class WorkflowEnvironment:
     def __init__(
         self,
         *,
-        workflows: Iterable[_decorators.Workflow[Any, Any]] = (),
+        workflows: Iterable[_definitions.Workflow[Any, Any]] = (),
         store: str | stores.Store = "memory://",
         always_replay: bool = True,
         start_time: datetime | None = None,
@@ -141,7 +141,7 @@ class WorkflowEnvironment:
         self._owner = f"{self.engine.instance_id}:test-environment"
         self._stubs: list[_stubs.Stub] = []
         self._calls: list[_stubs.StepCall] = []
-        self._seen_steps: dict[str, _decorators.Step[Any, Any]] = {}
+        self._seen_steps: dict[str, _definitions.Step[Any, Any]] = {}
         self._driving = False
         self._closed = False
 
@@ -205,7 +205,7 @@ class WorkflowEnvironment:
     # -- starting and steering runs ----------------------------------------------------
 
     def start(
-        self, workflow: _decorators.Workflow[P, R], /, *args: P.args, **kwargs: P.kwargs
+        self, workflow: _definitions.Workflow[P, R], /, *args: P.args, **kwargs: P.kwargs
     ) -> _engine.RunHandle[R]:
         """Start a run and execute it until it waits or ends; return its handle.
 
@@ -222,7 +222,7 @@ class WorkflowEnvironment:
         self._settle()
         return _DrivenHandle(self, handle.id, workflow.return_type)
 
-    def run(self, workflow: _decorators.Workflow[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+    def run(self, workflow: _definitions.Workflow[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Start a run and drive it to its end, skipping time; return its result.
 
         Raises as :meth:`fluxo.Engine.run` does (``WorkflowFailedError``,
@@ -346,7 +346,7 @@ class WorkflowEnvironment:
             calls = [c for c in calls if _stubs.is_step(c.step, step)]
         return list(calls)
 
-    def steps_run(self, run: Run | None = None) -> list[_decorators.Step[Any, Any]]:
+    def steps_run(self, run: Run | None = None) -> list[_definitions.Step[Any, Any]]:
         """The steps called live, in order, once per attempt: ``[reserve, charge]``.
 
         Args:
@@ -370,9 +370,9 @@ class WorkflowEnvironment:
             "once the current one waits or ends)"
         )
 
-    def _register(self, workflow: _decorators.Workflow[Any, Any]) -> None:
+    def _register(self, workflow: _definitions.Workflow[Any, Any]) -> None:
         if (
-            isinstance(workflow, _decorators.Workflow)
+            isinstance(workflow, _definitions.Workflow)
             and workflow.name in self.engine.workflow_names
             and self.engine.lookup(workflow.name).fn is workflow.fn
         ):
@@ -486,7 +486,7 @@ class WorkflowEnvironment:
         run_id = context.run_id
 
         def run_step(
-            step: _decorators.Step[Any, Any], args: Sequence[Any], kwargs: Mapping[str, Any]
+            step: _definitions.Step[Any, Any], args: Sequence[Any], kwargs: Mapping[str, Any]
         ) -> Any:
             return self._call_step(run_id, step, args, kwargs)
 
@@ -495,7 +495,7 @@ class WorkflowEnvironment:
         context.restart_after_record = self.always_replay
         context.child_started = self._child_started
 
-    def _child_started(self, child_id: str, workflow: _decorators.Workflow[Any, Any]) -> None:
+    def _child_started(self, child_id: str, workflow: _definitions.Workflow[Any, Any]) -> None:
         self._register(workflow)  # so the environment runs the child, as a worker would
 
     def _pause(self, seconds: float) -> None:
@@ -504,7 +504,7 @@ class WorkflowEnvironment:
     def _call_step(
         self,
         run_id: str,
-        step: _decorators.Step[Any, Any],
+        step: _definitions.Step[Any, Any],
         args: Sequence[Any],
         kwargs: Mapping[str, Any],
     ) -> Any:
@@ -534,9 +534,9 @@ class WorkflowEnvironment:
                 (step,) = self._resolve(f"env.stub({stub.target!r})", stub.target, unique=True)
                 stub.check_against(step)
 
-    def _resolve(self, label: str, name: str, *, unique: bool) -> list[_decorators.Step[Any, Any]]:
+    def _resolve(self, label: str, name: str, *, unique: bool) -> list[_definitions.Step[Any, Any]]:
         known = [*self._seen_steps.values()]
-        known += [s.target for s in self._stubs if isinstance(s.target, _decorators.Step)]
+        known += [s.target for s in self._stubs if isinstance(s.target, _definitions.Step)]
         steps = _stubs.reachable_steps(self.engine.workflows, known)
         return _stubs.resolve(label, name, steps, self.engine.workflow_names, unique=unique)
 

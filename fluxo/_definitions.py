@@ -1,7 +1,10 @@
-"""``@workflow`` and ``@step``: turn plain functions into durable definitions.
+"""Workflow and step definitions, and the ``@workflow`` and ``@step`` decorators that make them.
 
 The decorators only define. They register nothing globally: an engine knows
 the workflows it is given, and a workflow finds its steps by calling them.
+Called inside a workflow, a definition asks the current runtime
+(:mod:`fluxo._runtime`) to run it durably; called anywhere else, it is a plain
+call of its function.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any, Generic, Literal, TypeVar, overload
 import msgspec
 from typing_extensions import ParamSpec
 
-from fluxo import _durations, _errors, _executor, _names, _retry, codec, history, stores
+from fluxo import _durations, _errors, _names, _retry, _runtime, codec, history, stores
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -265,10 +268,10 @@ class Step(_Definition[P, R]):
         self.timeout = timeout
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        context = _executor.current_context()
-        if context is None:
+        runtime = _runtime.current()
+        if runtime is None:
             return self.fn(*args, **kwargs)
-        result: R = context.call_step(self, args, kwargs)
+        result: R = runtime.call_step(self, args, kwargs)
         return result
 
     def bind(self, *args: P.args, **kwargs: P.kwargs) -> Call[R]:
@@ -405,11 +408,12 @@ class Workflow(_Definition[P, R]):
         ``child(x)`` is ``fluxo.start_child(child, x).result()``. Called anywhere
         else (a test, a step), it is a plain call of the function.
         """
-        if _executor.current_context() is not None:
-            from fluxo import _durable
-
-            return _durable.start_child(self, *args, **kwargs).result()
-        return self.fn(*args, **kwargs)
+        runtime = _runtime.current()
+        if runtime is None:
+            return self.fn(*args, **kwargs)
+        child, _ = runtime.start_child(self, args, kwargs)
+        result: R = runtime.child_result(child, self.return_type)
+        return result
 
     # Inputs travel as one object keyed by parameter name, decoded by annotation.
 
