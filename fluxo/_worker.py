@@ -13,14 +13,15 @@ import signal
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from types import FrameType, TracebackType
-from typing import TYPE_CHECKING
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Protocol
 
-from fluxo import _errors, _executor, _names, history
+from fluxo import _errors, _executor, _leases, _names, _runner, history, stores
 
 if TYPE_CHECKING:
-    from fluxo import _engine
+    from fluxo import _definitions
 
 log = logging.getLogger(__name__)
 
@@ -33,139 +34,42 @@ _FINISHED = (
 )
 
 
-CHECK_INTERVAL = 0.5
-"""Seconds between a heartbeat's reads of the cancel flags of the runs it executes."""
+Heartbeat = _leases.Heartbeat
+"""The heartbeat a worker runs: it renews the worker's leases (see :mod:`fluxo._leases`)."""
 
 
-class Heartbeat:
-    """Renews the leases of running workflows and delivers their cancellations.
+class WorkerEngine(Protocol):
+    """What a worker needs of its engine: a :class:`fluxo.Engine`."""
 
-    One background thread per heartbeat renews every ``lease / 3`` seconds, and
-    in between, about every ``CHECK_INTERVAL`` seconds while runs execute, reads
-    their records (``Store.get_runs``, one cheap read, no write). A run whose
-    cancellation was requested is told to raise ``fluxo.Cancelled`` at its next
-    durable call; a run whose lease was lost is told to stop there.
+    @property
+    def store(self) -> stores.Store:
+        """The store the runs are in."""
+        ...
 
-    A worker also hands it the runs it claimed (``track``), so their leases are
-    renewed from the moment of the claim, before their execution has begun.
-    """
+    @property
+    def clock(self) -> Callable[[], float]:
+        """Seconds since the epoch."""
+        ...
 
-    def __init__(self, engine: _engine.Engine, owner: str, lease: float) -> None:
-        self.engine = engine
-        self.owner = owner
-        self.lease = lease
-        self._contexts: dict[str, _executor.RunContext] = {}
-        self._claimed: set[str] = set()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+    @property
+    def runner(self) -> _runner.Runner:
+        """Executes the runs the worker claims."""
+        ...
 
-    def __enter__(self) -> Heartbeat:
-        self._stop.clear()
-        self._thread = threading.Thread(
-            target=self._loop, name=f"fluxo-heartbeat-{self.owner}", daemon=True
-        )
-        self._thread.start()
-        return self
+    @property
+    def instance_id(self) -> str:
+        """Names this process in the worker's default id."""
+        ...
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+    @property
+    def workflows(self) -> list[_definitions.Workflow[Any, Any]]:
+        """The workflows the worker executes."""
+        ...
 
-    def add(self, context: _executor.RunContext) -> None:
-        """Start renewing this run's lease and watching its record."""
-        with self._lock:
-            self._contexts[context.run_id] = context
-
-    def remove(self, context: _executor.RunContext) -> None:
-        """Stop watching this run (if ``context`` is still the one watched)."""
-        with self._lock:
-            if self._contexts.get(context.run_id) is context:
-                del self._contexts[context.run_id]
-
-    def track(self, run_id: str) -> None:
-        """Renew the lease of a run just claimed, until :meth:`forget`."""
-        with self._lock:
-            self._claimed.add(run_id)
-
-    def forget(self, run_id: str) -> None:
-        """Stop renewing a claimed run's lease (its thread is done with it)."""
-        with self._lock:
-            self._claimed.discard(run_id)
-
-    def _snapshot(self) -> list[tuple[str, _executor.RunContext, int]]:
-        with self._lock:
-            return [(i, c, c.lease_epoch) for i, c in self._contexts.items()]
-
-    def beat(self) -> None:
-        """Renew once now."""
-        snapshot = self._snapshot()
-        with self._lock:
-            ids = {run_id for run_id, _, _ in snapshot} | self._claimed
-        if not ids:
-            return
-        try:
-            held = self.engine.store.renew(
-                self.owner, list(ids), lease_until=self.engine.clock() + self.lease
-            )
-        except _errors.StoreError as exc:
-            log.warning("could not renew leases (%s); retrying at the next beat", exc)
-            return
-        self._tell(snapshot, {run_id: (run_id in held, held.get(run_id, False)) for run_id in ids})
-
-    def check(self) -> None:
-        """Read the records of the runs executing now; tell them of cancellations."""
-        snapshot = self._snapshot()
-        if not snapshot:
-            return
-        try:
-            runs = self.engine.store.get_runs([run_id for run_id, _, _ in snapshot])
-        except _errors.StoreError as exc:
-            log.debug("could not look for cancellations (%s); looking again soon", exc)
-            return
-        found = {}
-        for run_id, _, _ in snapshot:
-            run = runs.get(run_id)
-            ours = run is not None and run.lease_owner == self.owner
-            found[run_id] = (ours, run is not None and run.cancel_requested)
-        self._tell(snapshot, found)
-
-    def _tell(
-        self,
-        snapshot: list[tuple[str, _executor.RunContext, int]],
-        found: dict[str, tuple[bool, bool]],
-    ) -> None:
-        """Pass what a read found, ``run id -> (still ours, cancel requested)``, on."""
-        for run_id, context, epoch in snapshot:
-            if context.lease_released or context.lease_epoch != epoch:
-                continue  # it finished, suspended or took its run back since the snapshot
-            ours, cancelled = found.get(run_id, (True, False))
-            if not ours:
-                log.warning(
-                    "run %s: lease lost to another worker; stopping at its next durable call",
-                    run_id,
-                    extra={"fluxo_run_id": run_id},
-                )
-                context.stop_requested.set()
-            elif cancelled:
-                context.cancel_requested.set()
-
-    def _loop(self) -> None:
-        every = self.lease / 3
-        tick = min(CHECK_INTERVAL, every)
-        renew_at = time.monotonic() + every
-        while not self._stop.wait(tick):
-            if time.monotonic() + tick / 2 >= renew_at:  # the tick nearest the renewal
-                renew_at = time.monotonic() + every
-                self.beat()
-            else:
-                self.check()
+    @property
+    def workflow_names(self) -> frozenset[str]:
+        """Their names and aliases: the runs the worker claims."""
+        ...
 
 
 _EXECUTING = "executing"
@@ -205,7 +109,7 @@ class Worker:
 
     def __init__(
         self,
-        engine: _engine.Engine,
+        engine: WorkerEngine,
         *,
         concurrency: int = 4,
         lease: float = 30.0,
@@ -251,7 +155,7 @@ class Worker:
         self._futures: set[Future[None]] = set()
         self._slots = threading.Condition()
         self._thread: threading.Thread | None = None
-        self._heartbeat = Heartbeat(engine, self.id, self.lease)
+        self._heartbeat = _leases.Heartbeat(engine.runner, self.id, self.lease)
         self._warned_unknown: set[str] = set()
         self._draining_expired = False
         self.completed = 0
@@ -446,7 +350,7 @@ class Worker:
             future.add_done_callback(self._futures.discard)
 
     def enter_hold(self, run_id: str) -> bool:
-        """:class:`~fluxo._executor.HoldSlots`: hold the run's wait, freeing its slot."""
+        """:class:`~fluxo._leases.HoldSlots`: hold the run's wait, freeing its slot."""
         with self._slots:
             entry = self._inflight.get(run_id)
             if (
@@ -461,7 +365,7 @@ class Worker:
             return True
 
     def leave_hold(self, run_id: str, *, resume: bool) -> bool:
-        """:class:`~fluxo._executor.HoldSlots`: end the hold; True if the run has a slot."""
+        """:class:`~fluxo._leases.HoldSlots`: end the hold; True if the run has a slot."""
         with self._slots:
             entry = self._inflight.get(run_id)
             if entry is None:
@@ -492,11 +396,11 @@ class Worker:
                 if entry is not None:
                     entry.context = context
             if self._stopping.is_set() and self._draining_expired:
-                context.stop_requested.set()
+                context.shared.stop_requested.set()
 
         try:
             while True:
-                outcome = self.engine.execute_claimed(
+                outcome = self.engine.runner.execute_claimed(
                     run_id,
                     self.id,
                     heartbeat=self._heartbeat,
@@ -581,8 +485,8 @@ class Worker:
         with self._slots:
             while self._inflight and time.monotonic() < deadline:
                 for entry in self._inflight.values():
-                    if entry.context is not None and entry.context.holding:
-                        entry.context.stop_requested.set()  # its wait is recorded: give it back
+                    if entry.context is not None and entry.context.shared.holding:
+                        entry.context.shared.stop_requested.set()  # its wait is recorded
                 self._slots.wait(min(0.1, max(deadline - time.monotonic(), 0)))
             if self._inflight:
                 self._draining_expired = True
@@ -595,7 +499,7 @@ class Worker:
                 )
                 for entry in self._inflight.values():
                     if entry.context is not None:
-                        entry.context.stop_requested.set()
+                        entry.context.shared.stop_requested.set()
 
     def _report_unknown(self) -> None:
         """Log, once per run, runnable runs of workflows this worker does not know."""
@@ -629,7 +533,9 @@ class Worker:
                 if not runs:
                     return count
                 try:
-                    self.engine.execute_claimed(runs[0].id, self.id, heartbeat=self._heartbeat)
+                    self.engine.runner.execute_claimed(
+                        runs[0].id, self.id, heartbeat=self._heartbeat
+                    )
                 except _errors.UnknownWorkflowError as exc:
                     log.warning("%s", exc)
                 count += 1

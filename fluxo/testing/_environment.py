@@ -19,7 +19,7 @@ from typing import Any, TypeAlias, TypeVar
 
 from typing_extensions import ParamSpec
 
-from fluxo import _definitions, _durations, _engine, _errors, _executor, _worker, stores
+from fluxo import _definitions, _durations, _engine, _errors, _executor, _leases, stores
 from fluxo import codec as _codec
 from fluxo import history as _history
 from fluxo.testing import _stubs
@@ -404,13 +404,11 @@ class WorkflowEnvironment:
                 )
                 if not claimed:
                     return
-                heartbeat = _worker.Heartbeat(self.engine, self._owner, _LEASE)  # never started
-                self.engine.execute_claimed(
-                    claimed[0].id,
-                    self._owner,
-                    heartbeat=heartbeat,
-                    hold_window=0.0,
-                    context_hook=self._prepare,
+                run_id = claimed[0].id
+                runner = self.engine.runner
+                heartbeat = _leases.Heartbeat(runner, self._owner, _LEASE)  # never started
+                runner.execute_claimed(
+                    run_id, self._owner, heartbeat=heartbeat, options=self._options(run_id)
                 )
         finally:
             self._driving = False
@@ -481,19 +479,20 @@ class WorkflowEnvironment:
             f"and no run is ready). {fix}"
         )
 
-    def _prepare(self, context: _executor.RunContext) -> None:
-        """Set up each execution: stubs and call records, virtual back-offs, replays."""
-        run_id = context.run_id
+    def _options(self, run_id: str) -> _executor.RunOptions:
+        """How the environment executes a run: stubs, call records, virtual time, replays."""
 
         def run_step(
             step: _definitions.Step[Any, Any], args: Sequence[Any], kwargs: Mapping[str, Any]
         ) -> Any:
             return self._call_step(run_id, step, args, kwargs)
 
-        context.step_runner = run_step
-        context.pause = self._pause
-        context.restart_after_record = self.always_replay
-        context.child_started = self._child_started
+        return _executor.RunOptions(
+            step_runner=run_step,
+            pause=self._pause,
+            restart_after_record=self.always_replay,
+            child_started=self._child_started,
+        )
 
     def _child_started(self, child_id: str, workflow: _definitions.Workflow[Any, Any]) -> None:
         self._register(workflow)  # so the environment runs the child, as a worker would

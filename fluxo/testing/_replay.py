@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast, overload
 
-from fluxo import _definitions, _errors, _executor, _history_file
+from fluxo import _definitions, _errors, _executor, _history_file, _payloads
 from fluxo import codec as _codec
 from fluxo import history as _history
 
@@ -347,8 +347,8 @@ def _replay_history(
         store=store if store is not None else cast("stores.Store", _SealedStore()),
         codec=codec,
         clock=time.time,
+        options=_executor.RunOptions(replay_only=True),
     )
-    context.replay_only = True
     try:
         outcome = context.execute()
     except _StoreTouched as touched:
@@ -360,9 +360,9 @@ def _replay_history(
         return
     # On a mismatch the executor keeps the error it raised, also when what failed was
     # decoding the recorded input (then context.error describes the decoding error).
-    error: Exception | None = context._nondeterminism
+    error: Exception | None = context.nondeterminism
     if error is None and context.error is not None:
-        error = _executor.workflow_error(loaded.run_id, context.error)
+        error = _payloads.workflow_error(loaded.run_id, context.error)
     if isinstance(error, _errors.NondeterminismError):
         raise _errors.ReplayMismatchError(
             error.run_id,
@@ -396,7 +396,7 @@ def _awaiting_retry(state: _history.RunState, codec: _codec.Codec) -> _history.R
     if not isinstance(last, _history.WorkflowFailed) or len(state.events) < 2:
         return state
     try:
-        info: _executor.ErrorInfo = codec.decode(last.data or b"{}", _executor.ErrorInfo)
+        info: _payloads.ErrorInfo = codec.decode(last.data or b"{}", _payloads.ErrorInfo)
     except Exception:
         return state
     if info.type != _errors.type_name(_errors.NondeterminismError):
