@@ -21,7 +21,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Protocol
 
-from fluxo import _errors, _executor, stores
+from fluxo import _errors, _executor, _watch, stores
 
 log = logging.getLogger(__name__)
 
@@ -54,24 +54,41 @@ class Heartbeat:
 
     A worker also hands it the runs it claimed (``track``), so their leases are
     renewed from the moment of the claim, before their execution has begun.
+
+    Its thread, ``fluxo-heartbeat-<owner>``, is watched (:mod:`fluxo._watch`): if
+    it dies, every execution it renewed is told to stop at its next durable call,
+    so none runs on without its lease, and so is every execution handed to it
+    afterwards; then ``on_death`` is told (a worker stops).
     """
 
-    def __init__(self, host: LeaseHost, owner: str, lease: float) -> None:
+    def __init__(
+        self,
+        host: LeaseHost,
+        owner: str,
+        lease: float,
+        *,
+        on_death: _watch.OnDeath | None = None,
+    ) -> None:
         self.host = host
         self.owner = owner
         self.lease = lease
+        self.on_death = on_death
+        self.death: BaseException | None = None
+        """What killed the heartbeat's thread, if it died."""
         self._runs: dict[str, _executor.SharedState] = {}
         self._claimed: set[str] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    @property
+    def thread_name(self) -> str:
+        """The name of the heartbeat's thread."""
+        return f"fluxo-heartbeat-{self.owner}"
+
     def __enter__(self) -> Heartbeat:
         self._stop.clear()
-        self._thread = threading.Thread(
-            target=self._loop, name=f"fluxo-heartbeat-{self.owner}", daemon=True
-        )
-        self._thread.start()
+        self._thread = _watch.start(self.thread_name, self._loop, self._died)
         return self
 
     def __exit__(
@@ -85,9 +102,30 @@ class Heartbeat:
             self._thread.join()
 
     def add(self, run_id: str, shared: _executor.SharedState) -> None:
-        """Start renewing this run's lease and watching its record for its execution."""
+        """Start renewing this run's lease and watching its record for its execution.
+
+        A heartbeat that died renews nothing: the execution is told to stop at once.
+        """
         with self._lock:
             self._runs[run_id] = shared
+            dead = self.death is not None
+        if dead:
+            shared.stop_requested.set()
+
+    def _died(self, name: str, exc: BaseException) -> None:
+        """The heartbeat's thread died: stop what it renewed, then tell the owner."""
+        with self._lock:
+            self.death = exc
+            executing = list(self._runs.items())
+        for run_id, shared in executing:
+            log.warning(
+                "run %s: its lease is no longer renewed; stopping at its next durable call",
+                run_id,
+                extra={"fluxo_run_id": run_id},
+            )
+            shared.stop_requested.set()
+        if self.on_death is not None:
+            self.on_death(name, exc)
 
     def remove(self, run_id: str, shared: _executor.SharedState) -> None:
         """Stop watching this run (if ``shared`` is still the execution watched)."""

@@ -267,6 +267,12 @@ class Runner:
                     context_hook=context_hook,
                     options=options,
                 )
+        if heartbeat.death is not None:
+            raise _errors.FluxoError(
+                f"run {run_id!r} stopped executing in this process: the thread that renews "
+                f"its lease, {heartbeat.thread_name}, died ({heartbeat.death!r}); the run is "
+                "intact, and a worker resumes it from its history"
+            ) from heartbeat.death
         return outcome
 
     def _start_inline_child(self, child_id: str, workflow: _definitions.Workflow[Any, Any]) -> None:

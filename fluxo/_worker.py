@@ -18,7 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from fluxo import _errors, _executor, _leases, _names, _runner, history, stores
+from fluxo import _errors, _executor, _leases, _names, _runner, _watch, history, stores
 
 if TYPE_CHECKING:
     from fluxo import _definitions
@@ -155,7 +155,11 @@ class Worker:
         self._futures: set[Future[None]] = set()
         self._slots = threading.Condition()
         self._thread: threading.Thread | None = None
-        self._heartbeat = _leases.Heartbeat(engine.runner, self.id, self.lease)
+        self._heartbeat = _leases.Heartbeat(
+            engine.runner, self.id, self.lease, on_death=self._thread_died
+        )
+        self._death: tuple[str, BaseException] | None = None
+        """The first of the worker's threads that died, and what killed it."""
         self._warned_unknown: set[str] = set()
         self._draining_expired = False
         self.completed = 0
@@ -180,14 +184,17 @@ class Worker:
                 "this worker is already started; call stop() first, or create another "
                 "with engine.worker()"
             )
-        self._thread = threading.Thread(target=self._serve, name=f"fluxo-{self.id}", daemon=True)
-        self._thread.start()
+        self._thread = _watch.start(f"fluxo-{self.id}", self._serve, self._thread_died)
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop claiming, let in-flight runs finish, and give back what is left.
 
         Runs still executing after ``timeout`` (default ``shutdown_timeout``) are
         told to stop at their next durable call and their leases are released.
+
+        Raises:
+            FluxoError: the worker had stopped already because one of its threads
+                died (its heartbeat, its claim loop); the log has the traceback.
         """
         if timeout is not None:
             self.shutdown_timeout = timeout
@@ -198,9 +205,17 @@ class Worker:
         if thread is not None and thread is not threading.current_thread():
             thread.join()
             self._thread = None
+        self._raise_if_died()
 
     def run(self, *, install_signal_handlers: bool = True) -> None:
-        """Serve until :meth:`stop`, SIGTERM or SIGINT. A second signal exits at once."""
+        """Serve until :meth:`stop`, SIGTERM or SIGINT. A second signal exits at once.
+
+        Raises:
+            FluxoError: one of the worker's threads died (its heartbeat, which renews
+                the leases): the worker logged it, stopped its runs at their next
+                durable call and gave their leases back, and stopped. Restart it
+                (a process supervisor does, on the exit status).
+        """
         previous: dict[signal.Signals, object] = {}
         if install_signal_handlers and threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
@@ -210,6 +225,44 @@ class Worker:
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)  # type: ignore[arg-type]
+        self._raise_if_died()
+
+    # -- watching its threads ------------------------------------------------------------
+
+    def _thread_died(self, name: str, exc: BaseException) -> None:
+        """One of the worker's threads died (logged already): stop executing, and stop.
+
+        The runs it executes stop at their next durable call and give their leases
+        back, at once: nobody may renew their leases any more. The worker claims
+        nothing more; ``run()`` and ``stop()`` raise once it has stopped.
+        """
+        with self._slots:
+            if self._death is None:
+                self._death = (name, exc)
+            self._draining_expired = True  # executions that begin from now on stop at once
+            for entry in self._inflight.values():
+                if entry.context is not None:
+                    entry.context.shared.stop_requested.set()
+            self._stopping.set()
+            self._slots.notify_all()
+        log.error(
+            "worker %s stops: its thread %s died; the runs it executes stop at their next "
+            "durable call and give their leases back",
+            self.id,
+            name,
+        )
+
+    def _execution_done(self, future: Future[None]) -> None:
+        """An execution thread's work ended; one that raised past its guards is a death."""
+        self._futures.discard(future)
+        exc = None if future.cancelled() else future.exception()
+        if exc is not None:
+            _watch.died(threading.current_thread().name, exc, self._thread_died)
+
+    def _raise_if_died(self) -> None:
+        if self._death is not None:
+            name, exc = self._death
+            raise _watch.death_error(f"worker {self.id}", name, exc) from exc
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self._stopping.is_set():
@@ -347,7 +400,7 @@ class Worker:
         for run_id in started:
             future = pool.submit(self._execute, run_id)
             self._futures.add(future)
-            future.add_done_callback(self._futures.discard)
+            future.add_done_callback(self._execution_done)
 
     def enter_hold(self, run_id: str) -> bool:
         """:class:`~fluxo._leases.HoldSlots`: hold the run's wait, freeing its slot."""
@@ -426,6 +479,9 @@ class Worker:
                 run_id,
                 extra={"fluxo_run_id": run_id},
             )
+        except BaseException:
+            self._leave(run_id)  # the thread's death is reported as its work ends
+            raise
         self._leave(run_id)
 
     def _leave(self, run_id: str) -> None:
@@ -539,6 +595,7 @@ class Worker:
                 except _errors.UnknownWorkflowError as exc:
                     log.warning("%s", exc)
                 count += 1
+                self._raise_if_died()
 
 
 def _unknown_hint(workflow: str) -> str:
