@@ -452,6 +452,10 @@ class RunStatus(str, enum.Enum):
 
 _TERMINAL = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
 ACTIVE_STATUSES = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING)
+KEEPING_PARENTS = frozenset({*ACTIVE_STATUSES, RunStatus.FAILED})
+"""The statuses of a parent run that keep ``Store.purge`` from deleting its children.
+
+An active parent reads its children; a failed one may be retried, and read them then."""
 _STATUSES = {status.value: status for status in RunStatus}
 
 

@@ -29,7 +29,7 @@ from fluxo import _errors, _names, _redact, history
 MAX_ID_LENGTH = _names.MAX_ID_LENGTH
 """The longest run id, workflow name or worker id every store accepts."""
 
-KEEPING_PARENTS = frozenset({*history.ACTIVE_STATUSES, history.RunStatus.FAILED})
+KEEPING_PARENTS = history.KEEPING_PARENTS
 """The statuses of a parent run that keep :meth:`Store.purge` from deleting its children."""
 
 

@@ -42,7 +42,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-from fluxo import _errors, _redact, history, stores
+from fluxo import _errors, _redact, history
 
 if TYPE_CHECKING:
     import pymongo
@@ -882,7 +882,7 @@ class MongoStore:
     def _deletable(self, docs: Sequence[Doc]) -> list[str]:
         """The ids of the runs a purge may delete, of these finished ones (in order)."""
         parents = sorted({doc["parent"] for doc in docs if doc.get("parent") is not None})
-        keeping = [status.value for status in stores.KEEPING_PARENTS]
+        keeping = [status.value for status in history.KEEPING_PARENTS]
         holding = {
             doc["_id"]
             for doc in self._runs.find(

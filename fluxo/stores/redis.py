@@ -128,7 +128,7 @@ from contextlib import contextmanager, suppress
 from typing import Any, NamedTuple, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from fluxo import _errors, _redact, history, stores
+from fluxo import _errors, _redact, history
 
 try:
     import redis as _redis
@@ -1634,7 +1634,7 @@ class RedisStore:
                 *(pipe.exists(self._key(run_id, "run")) for run_id in nexts),
             ]
         )
-        keeping = {s.value for s in stores.KEEPING_PARENTS}
+        keeping = {s.value for s in history.KEEPING_PARENTS}
         holding = {
             parent
             for parent, status in zip(parents, replies[: len(parents)], strict=True)
