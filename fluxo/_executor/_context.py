@@ -122,6 +122,10 @@ class RunContext:
             run_id=run.id, events=state.events, store=store, codec=codec, clock=clock
         )
         self._steps = _steps.Steps(self)
+        self.call_step = self._steps.call
+        """Run a step once for this run, or return its recorded outcome (``Steps.call``).
+
+        Bound straight to the part: it is every step's way in."""
         self._waits = _waits.Waits(self, state.signals)
         self._branches = _branches.Branches(self)
         self._children = _children.Children(self)
@@ -426,15 +430,6 @@ class RunContext:
             self._unwind(_control.Restart())
 
     # -- the durable calls (Runtime) -----------------------------------------------------
-
-    def call_step(
-        self,
-        step: _definitions.Step[Any, Any],
-        args: Sequence[Any],
-        kwargs: Mapping[str, Any],
-    ) -> Any:
-        """Run ``step`` once for this run, or return its recorded outcome."""
-        return self._steps.call(step, args, kwargs)
 
     def call_parallel(
         self, calls: Sequence[_definitions.Call[Any]], max_concurrency: int | None
