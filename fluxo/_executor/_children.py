@@ -98,9 +98,7 @@ class Children:
         _names.check_new_id_length(
             child, "the child run's id", f"give it a shorter one with {wf.name}.options(id=...)"
         )
-        started = ctx.codec.encode(
-            _payloads.ChildStart(wf.name, detached)
-        )  # before the child exists
+        started = ctx.codec.encode(_payloads.ChildStart(wf.name, detached))  # before it exists
         if child in self.started:
             raise self._refuse_child(
                 child,
