@@ -65,7 +65,7 @@ def normalize_url(url: str | sa.URL) -> sa.URL:
         raise _errors.DefinitionError(
             f"{_redact.redact_value(text)!r} is not a database URL "
             f"({_redact.redact(str(exc), secrets)}); pass something like "
-            "'sqlite:///fluxo.db' or 'postgresql://user@host/app'"
+            f"'sqlite:///fluxo.db' or 'postgresql://user@host/app'{_redact.escape_hint(text)}"
         ) from _redact.cause(exc, secrets)
     backend, _, driver = parsed.drivername.partition("+")
     backend = backend.lower()
