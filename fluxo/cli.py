@@ -694,11 +694,15 @@ def check(url: str | None) -> None:
 
     with _database(url) as checked:
         problems = _sql_migrate.check(checked)
+        shown = _redact.redact_value(checked)
+    if problems == [_sql_migrate.NO_SCHEMA]:
+        raise _CLIError(f"no Fluxo schema at {shown}; run `fluxo db upgrade`")
     if problems:
+        for problem in problems:
+            click.echo(f"  {problem}", err=True)
+        count = f"{len(problems)} difference{'s' if len(problems) > 1 else ''}"
         raise _CLIError(
-            "the database does not match this Fluxo's schema: "
-            + "; ".join(problems)
-            + ". Run 'fluxo db upgrade'"
+            f"the schema at {shown} is not this Fluxo's ({count} above); run `fluxo db upgrade`"
         )
     click.echo("schema is up to date")
 
