@@ -2018,13 +2018,14 @@ class RunContext:
         # running user code.
         if not self._script and self.next_seq == 1 and self._cancel_due():
             return self._finish_cancelled(record_request=True)
+        data = self.started.data or b"{}"
         try:
-            packed = self.codec.decode(self.started.data or b"{}", wf.input_type())
+            packed = self.codec.decode(data, wf.input_type())
             args, kwargs = wf.unpack_input(packed)
         except Exception as error:  # a custom codec's own errors too: the input never decodes
             exc = error
-            if not isinstance(exc, _errors.FluxoError):
-                exc = _errors.DecodeError(f"the run's recorded input does not decode: {exc!r}")
+            if isinstance(exc, _errors.DecodeError) or not isinstance(exc, _errors.FluxoError):
+                exc = _errors.DecodeError(wf.input_problem(self.codec, data, error))
             if self.replay_only:
                 self._nondeterminism = _errors.NondeterminismError(
                     self.run_id, 0, f"workflow {wf.name}", "its recorded input", f"  {exc}"
