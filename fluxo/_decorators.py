@@ -66,7 +66,7 @@ def _check_function(
     elif inspect.isgeneratorfunction(fn):
         problems.append(f"{label} is a generator; a {kind} must return its result")
     if name is not None and (not isinstance(name, str) or not name.strip()):
-        problems.append(f"{label}: name= must be a non-empty string, got {name!r}")
+        problems.append(f"{label}: name= must be a non-empty string, got {_errors.quoted(name)}")
     persisted = name if isinstance(name, str) else f"{_module_name(fn, label)}.{qualname}"
     if len(persisted) > stores.MAX_ID_LENGTH:
         problems.append(
@@ -74,7 +74,9 @@ def _check_function(
             f"{stores.MAX_ID_LENGTH}, so pass a shorter name="
         )
     if isinstance(aliases, str) or not all(isinstance(a, str) and a for a in aliases):
-        problems.append(f"{label}: aliases= must be a list of non-empty strings, got {aliases!r}")
+        problems.append(
+            f"{label}: aliases= must be a list of non-empty strings, got {_errors.quoted(aliases)}"
+        )
     else:
         for what, value in [("name=", name), *(("an alias", a) for a in aliases)]:
             if isinstance(value, str) and (problem := history.name_problem(value)):
@@ -397,14 +399,15 @@ class Workflow(_Definition[P, R]):
         limit = stores.MAX_ID_LENGTH
         if id is not None and (not isinstance(id, str) or not id or len(id) > limit):
             raise _errors.DefinitionError(
-                f"a run id must be a non-empty string of at most {limit} characters, not {id!r}"
+                f"a run id must be a non-empty string of at most {limit} characters, "
+                f"not {_errors.quoted(id)}"
             )
         if id is not None:
             history.check_name("the run id", id)
         if id is not None and history.CHAIN_SEPARATOR in id:
             raise _errors.DefinitionError(
-                f"a run id may not contain {history.CHAIN_SEPARATOR!r} (got {id!r}): Fluxo names "
-                "the runs fluxo.continue_as_new() starts with it; use another character"
+                f"a run id may not contain {history.CHAIN_SEPARATOR!r} (got {_errors.quoted(id)}): "
+                "Fluxo names the runs fluxo.continue_as_new() starts with it; use another character"
             )
         seconds: float | None = None
         if timeout is not None:

@@ -953,7 +953,7 @@ def _epoch(name: str, value: datetime | float) -> float:
 def _check_run_id(run_id: object) -> None:
     """Refuse a run id no run can have, before it reaches a store (NUL fails PostgreSQL)."""
     if not isinstance(run_id, str):
-        raise _errors.DefinitionError(f"a run id is a string, not {run_id!r}")
+        raise _errors.DefinitionError(f"a run id is a string, not {_errors.quoted(run_id)}")
     _history.check_name("the run id", run_id)
 
 

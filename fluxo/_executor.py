@@ -92,11 +92,13 @@ _shared_threads = StepThreads()
 def check_signal_name(name: object) -> str:
     """Return ``name`` if it may name a user's signal, else raise ``DefinitionError``."""
     if not isinstance(name, str) or not name:
-        raise _errors.DefinitionError(f"a signal name must be a non-empty string, not {name!r}")
+        raise _errors.DefinitionError(
+            f"a signal name must be a non-empty string, not {_errors.quoted(name)}"
+        )
     if name.startswith(history.SIGNAL_PREFIX):
         raise _errors.DefinitionError(
             f"signal names starting with {history.SIGNAL_PREFIX!r} are Fluxo's own (child runs "
-            f"send their outcome under one); rename signal {name!r}"
+            f"send their outcome under one); rename signal {_errors.quoted(name)}"
         )
     return history.check_name("the signal name", name)
 

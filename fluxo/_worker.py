@@ -229,7 +229,9 @@ class Worker:
             problems.append(f"idle_timeout must be a positive number, not {idle_timeout!r}")
         if worker_id is not None:
             if not isinstance(worker_id, str) or not worker_id:
-                problems.append(f"worker_id must be a non-empty string, not {worker_id!r}")
+                problems.append(
+                    f"worker_id must be a non-empty string, not {_errors.quoted(worker_id)}"
+                )
             elif (problem := history.name_problem(worker_id)) is not None:
                 problems.append(history.name_rule("worker_id", worker_id, problem))
         if problems:

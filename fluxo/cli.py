@@ -159,7 +159,7 @@ def _connect(store: str | None, app: str | None) -> Iterator[_engine.Engine]:
                 engine.store.close()  # opened here, so not the engine's to close
     except _errors.RunNotFoundError as exc:
         raise _CLIError(
-            f"no run {exc.run_id!r} in {where}; list runs with `fluxo runs list`"
+            f"no run {_errors.quoted(exc.run_id)} in {where}; list runs with `fluxo runs list`"
         ) from exc
     except (_errors.StoreUnavailableError, ConnectionError) as exc:
         raise _CLIError(f"cannot reach {reach}: {fmt.root_reason(exc)}; {check}") from exc

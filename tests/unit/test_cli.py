@@ -693,3 +693,11 @@ def test_runs_show_a_skipped_signal(app: fluxo.Engine) -> None:
     rejected = next(e for e in json.loads(out)["timeline"] if e["kind"] == "signal_rejected")
     assert rejected["data"]["payload"] == {"not": "a string"}
     assert json.loads(out)["pending_signals"] == []
+
+
+def test_a_long_run_id_is_quoted_short() -> None:
+    code, out = invoke("runs", "show", "L" * 5000, "--store", "memory://")
+
+    assert code == 1
+    assert "'... (5000 characters) in memory://" in out
+    assert len(out) < 300

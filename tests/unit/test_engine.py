@@ -733,3 +733,46 @@ def test_run_raises_a_store_failure_instead_of_waiting_forever(make_engine: Make
     engine = make_engine(greet, store=DownAfterStart(fluxo.open_store("memory://")))
     with pytest.raises(fluxo.StoreUnavailableError, match="resumes it from its history"):
         engine.run(greet, "x")
+
+
+LONG = "L" * 5000
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda engine: engine.start(greet.options(id=LONG), "x"),
+        lambda engine: engine.start(greet.options(id=LONG + "~"), "x"),
+        lambda engine: engine.get_run(LONG),
+        lambda engine: engine.signal(LONG, "go", 1),
+        lambda engine: engine.cancel(LONG),
+        lambda engine: engine.history(LONG + "\x00"),
+        lambda engine: engine.signal("r", LONG + "\x00", 1),
+        lambda engine: engine.signal("r", "fluxo:" + LONG, 1),
+        lambda engine: engine.worker(worker_id=LONG + "\x00"),
+        lambda engine: fluxo.workflow(name=LONG + "\x00")(greet.fn),
+        lambda engine: fluxo.step(name="ok", aliases=[LONG + "\x00"])(count.fn),
+    ],
+    ids=[
+        "options-id",
+        "options-id-separator",
+        "get_run",
+        "signal-run",
+        "cancel",
+        "control-character",
+        "signal-name",
+        "reserved-signal-name",
+        "worker-id",
+        "workflow-name",
+        "alias",
+    ],
+)
+def test_errors_quote_a_long_id_or_name_short(make_engine: MakeEngine, call: Any) -> None:
+    engine = make_engine(greet)
+
+    with pytest.raises(fluxo.FluxoError) as info:
+        call(engine)
+
+    message = str(info.value)
+    assert "LLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLL'... (500" in message  # the start, and the length
+    assert len(message) < 400, message
