@@ -584,5 +584,15 @@ def _public_names() -> dict[type[BaseException], str]:
 
 @functools.cache
 def _current_paths() -> dict[str, str]:
-    """Each public exception's ``module.qualname`` today, by its public name."""
-    return {f"{cls.__module__}.{cls.__qualname__}": name for cls, name in _public_names().items()}
+    """Each public exception's ``module.qualname`` today, by its public name.
+
+    Also the path of the private module that defines it (``fluxo._errors.StepError``):
+    ``fluxo`` presents its errors under its own name, and a history may hold either.
+    """
+    paths = {}
+    for cls, name in _public_names().items():
+        paths[f"{cls.__module__}.{cls.__qualname__}"] = name
+        defined = getattr(cls, "_fluxo_path", None)
+        if isinstance(defined, str):
+            paths[defined] = name
+    return paths
