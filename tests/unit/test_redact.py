@@ -32,6 +32,7 @@ BAD_URLS = [
     f"mongodb://u:{PASSWORD}/x@h1/db",
     f"postgresql://u@host:bad/db?password={PASSWORD}",
     f"postgresql:u:{PASSWORD}@host/db",  # no "://"
+    f"{PASSWORD}://u:{PASSWORD}@host/db",  # a scheme no store handles
     # parseable, but nothing answers
     f"postgresql+psycopg://u:{PASSWORD}@127.0.0.1:1/db",
     f"mysql://u:{PASSWORD}@127.0.0.1:1/db",
