@@ -108,8 +108,9 @@ def _engine(target: str | sa.URL | sa.Engine, *, create: bool = False) -> Iterat
 
 
 @contextmanager
-def _translated(action: str, engine: sa.Engine) -> Iterator[None]:
-    url = _sql_engine.redacted(engine.url)
+def _translated(action: str, engine: sa.Engine, target: str | sa.URL | sa.Engine) -> Iterator[None]:
+    """Turn the driver's errors into Fluxo's, naming ``target`` as the user gave it (masked)."""
+    url = _sql_engine.shown(engine.url if isinstance(target, sa.Engine) else target)
     secrets = _sql_engine.url_secrets(engine.url)
     try:
         yield
@@ -143,7 +144,7 @@ def current(target: str | sa.URL | sa.Engine) -> str | None:
     """
     with (
         _engine(target) as engine,
-        _translated("reading the schema revision", engine),
+        _translated("reading the schema revision", engine, target),
         engine.connect() as conn,
     ):
         return _revision(conn)
@@ -170,7 +171,7 @@ def upgrade(target: str | sa.URL | sa.Engine, revision: str = "head") -> None:
 
     with (
         _engine(target, create=True) as engine,
-        _translated("migrating the Fluxo schema", engine),
+        _translated("migrating the Fluxo schema", engine, target),
     ):
         kind = engine.dialect.name
         with _sql_engine.autocommit(engine) as conn:
@@ -256,7 +257,7 @@ def check(target: str | sa.URL | sa.Engine) -> list[str]:
     expected = head()
     with (
         _engine(target) as engine,
-        _translated("checking the Fluxo schema", engine),
+        _translated("checking the Fluxo schema", engine, target),
         engine.connect() as conn,
     ):
         found = _revision(conn)

@@ -73,9 +73,10 @@ def test_the_store_shows_its_url_as_given_with_the_password_masked() -> None:
         assert repr(store) == "<SQLStore sqlite://>"  # not sqlite+pysqlite://
     finally:
         store.close()
-    with pytest.raises(_errors.StoreUnavailableError) as info:
-        sql.SQLStore("postgresql://u:S3cretPw@127.0.0.1:1/db")
-    assert "at postgresql://u:***@127.0.0.1:1/db " in str(info.value)
+    for reach in (sql.SQLStore, _sql_migrate.current, _sql_migrate.upgrade):
+        with pytest.raises(_errors.StoreUnavailableError) as info:
+            reach("postgresql://u:S3cretPw@127.0.0.1:1/db")
+        assert "at postgresql://u:***@127.0.0.1:1/db " in str(info.value)
 
 
 @pytest.mark.mysql

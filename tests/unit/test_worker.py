@@ -857,6 +857,26 @@ def test_failing_lease_renewals_warn_once_then_once_a_minute(
     ]
 
 
+def test_failing_reads_of_the_next_wake_up_warn_once_then_once_a_minute(
+    make_engine: MakeEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = FlakyStore(MemoryStore(), "next_wake", failures=12)
+    engine = make_engine(quick_flow, store=store)
+    worker = engine.worker(worker_id="w", idle_timeout=0.01)
+    fake = FakeTime()
+    worker._wakes.clock = fake.clock
+    caplog.set_level(logging.INFO, logger="fluxo._worker")
+
+    for _ in range(13):  # an idle worker reads it about every idle_timeout
+        worker._idle(engine.workflow_names, store.change_token(None))
+        fake.wait(10.0)
+
+    warnings = lines(caplog, logging.WARNING, "next wake-up")
+    assert len(warnings) == 1 + 1  # at 0 s, and a reminder at 60 s
+    assert "still failing after 7 attempts" in warnings[1]
+    assert len(lines(caplog, logging.INFO, "next wake-up works again")) == 1
+
+
 class _Watched:
     """What the heartbeat reads of a running run's context."""
 
