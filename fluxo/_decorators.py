@@ -529,7 +529,7 @@ class Workflow(_Definition[P, R]):
     def _argument_problem(self, codec: Any, values: Mapping[str, Any]) -> str | None:
         """The first argument in ``values`` that does not decode as its parameter's type.
 
-        Described as ``n='12' (a str) where its signature says n: int (Expected ...)``.
+        Described as ``n='12' (str) where its signature says n: int (Expected ...)``.
         """
         hints = self._type_hints()
         for param in self.signature.parameters.values():
