@@ -37,7 +37,7 @@ _FINISHED = (
 CHECK_INTERVAL = 0.5
 """Seconds between a heartbeat's reads of the cancel flags of the runs it executes."""
 
-BACKOFF_CAP = 30.0
+BACKOFF_CAP = 10.0
 """The longest wait, in seconds, between two attempts of a background operation that fails."""
 
 REMIND_EVERY = 60.0

@@ -804,11 +804,13 @@ def test_failing_claims_back_off_and_are_logged_once_then_once_a_minute(
     worker.run(install_signal_handlers=False)
 
     assert store.calls == 41
-    assert fake.waits[:9] == [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
-    assert set(fake.waits[7:]) == {30.0}  # capped
+    cap = _worker.BACKOFF_CAP
+    assert fake.waits[:9] == [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, cap, cap, cap]
+    assert set(fake.waits[6:]) == {cap}  # capped
     failures = lines(caplog, logging.ERROR, "worker w: claim")
-    # The first failure at 0 s; then 40 failures over about 1,000 s: a reminder a minute.
-    assert len(failures) == 1 + 16
+    # The first failure at 0 s; then 40 failures over about 356 s: a reminder a minute.
+    assert sum(fake.waits[:40]) == pytest.approx(15.75 + 34 * cap)
+    assert len(failures) == 1 + 5
     assert failures[0] == (
         'worker w: claim failed (relation "fluxo_runs" does not exist); retrying with backoff'
     )
@@ -900,8 +902,8 @@ def test_failing_reads_of_running_runs_back_off(make_engine: MakeEngine) -> None
         heartbeat.check()
         fake.wait(_worker.CHECK_INTERVAL)
 
-    # 0.5, 1, 2, ... 16, then every 30 s: not 1,200 reads
-    assert 20 <= store.calls <= 30
+    # 0.5, 1, 2, 4, 8, then every BACKOFF_CAP (10 s): about 64, not 1,200 reads
+    assert 50 <= store.calls <= 70
 
 
 def test_failing_reads_for_unknown_workflows_are_logged_in_one_line_until_they_work(
