@@ -814,7 +814,7 @@ def test_failing_claims_back_off_and_are_logged_once_then_once_a_minute(
     assert failures[0] == (
         'worker w: claim failed (relation "fluxo_runs" does not exist); retrying with backoff'
     )
-    assert "still failing after 9 attempts" in failures[1]
+    assert "still failing after 12 attempts" in failures[1]
     assert all("\n" not in line and "LINE 3" not in line for line in failures)
     assert lines(caplog, logging.INFO, "worker w: claim") == [
         "worker w: claim works again after 40 failed attempts"
