@@ -30,17 +30,34 @@ The tree::
         ├── StoreRejectedError     the store refuses this data for good (too large...)
         └── SequenceConflictError  another writer recorded this position first
 
-Control flow inside a workflow (suspension, cancellation) uses private
-``BaseException`` subclasses in ``fluxo._executor`` so that ``except Exception:``
-in user code cannot swallow it.
+Control flow inside a workflow (suspension, cancellation) uses ``BaseException``
+subclasses (``fluxo._runtime.ControlFlow``) so that ``except Exception:`` in user
+code cannot swallow it.
 """
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 DETERMINISM_DOCS = "docs/determinism.md in the Fluxo repository"
+
+_LONG: Final = 60
+"""A string longer than this is shortened where a message quotes it (see :func:`quoted`)."""
+_QUOTED = reprlib.Repr()
+_QUOTED.maxstring = _QUOTED.maxother = _LONG
+
+
+def quoted(value: object) -> str:
+    """``repr(value)`` for a message: a long string as its first 40 characters and its length.
+
+    An id or name a user got wrong may be thousands of characters long; an error
+    quotes enough of it to recognize: ``'LLLL...'... (5000 characters)``.
+    """
+    if isinstance(value, str) and len(value) > _LONG:
+        return f"{value[:40]!r}... ({len(value)} characters)"
+    return _QUOTED.repr(value)
 
 
 class FluxoError(Exception):
@@ -63,7 +80,7 @@ class RunNotFoundError(FluxoError, LookupError):
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
-        super().__init__(f"no run with id {run_id!r}")
+        super().__init__(f"no run with id {quoted(run_id)}")
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.run_id,))
@@ -566,8 +583,12 @@ PUBLIC_TYPE_NAMES: dict[str, str] = {
 """Each exception ``fluxo`` and ``fluxo.testing`` export: where it is defined, and its public name.
 
 Written out as data, so that this module imports nothing of the package it is the
-root of; a test checks it against the exports (``tests/unit/test_executor.py``).
+root of; a test checks it against the exports (``tests/unit/test_runtime.py``).
+``fluxo`` presents these classes under its own name (their ``__module__`` is
+``fluxo``, so tracebacks say ``fluxo.StepError``), and a history may hold either.
 """
+
+_PUBLIC = frozenset(PUBLIC_TYPE_NAMES.values())
 
 
 def type_name(cls: type[BaseException]) -> str:
@@ -586,7 +607,8 @@ def is_private(cls: type[BaseException]) -> bool:
     module = cls.__module__
     if module != "fluxo" and not module.startswith("fluxo."):
         return False
-    return f"{module}.{cls.__qualname__}" not in PUBLIC_TYPE_NAMES
+    path = f"{module}.{cls.__qualname__}"
+    return path not in PUBLIC_TYPE_NAMES and path not in _PUBLIC
 
 
 def read_type_name(name: str) -> str:

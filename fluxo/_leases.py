@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from fluxo import _errors, _executor, _watch, stores
 
@@ -61,6 +61,9 @@ class Heartbeat:
     afterwards; then ``on_death`` is told (a worker stops).
     """
 
+    logger: ClassVar[logging.Logger] = log
+    """Where its lines go (a worker's heartbeat logs as the worker)."""
+
     def __init__(
         self,
         host: LeaseHost,
@@ -75,11 +78,22 @@ class Heartbeat:
         self.on_death = on_death
         self.death: BaseException | None = None
         """What killed the heartbeat's thread, if it died."""
-        self._runs: dict[str, _executor.SharedState] = {}
+        self._contexts: dict[str, _executor.SharedState] = {}
+        """The executions it renews, by run id: what it shares with each."""
         self._claimed: set[str] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.renewals = _watch.Trouble(
+            f"worker {owner}: renewing leases", level=logging.WARNING, logger=self.logger
+        )
+        self.checks = _watch.Trouble(
+            f"worker {owner}: reading the records of its runs",
+            level=logging.DEBUG,
+            first=CHECK_INTERVAL,
+            logger=self.logger,
+        )
+        self._check_after = 0.0  # while reads fail, the next one waits its backoff
 
     @property
     def thread_name(self) -> str:
@@ -107,7 +121,7 @@ class Heartbeat:
         A heartbeat that died renews nothing: the execution is told to stop at once.
         """
         with self._lock:
-            self._runs[run_id] = shared
+            self._contexts[run_id] = shared
             dead = self.death is not None
         if dead:
             shared.stop_requested.set()
@@ -116,9 +130,9 @@ class Heartbeat:
         """The heartbeat's thread died: stop what it renewed, then tell the owner."""
         with self._lock:
             self.death = exc
-            executing = list(self._runs.items())
+            executing = list(self._contexts.items())
         for run_id, shared in executing:
-            log.warning(
+            self.logger.warning(
                 "run %s: its lease is no longer renewed; stopping at its next durable call",
                 run_id,
                 extra={"fluxo_run_id": run_id},
@@ -130,8 +144,8 @@ class Heartbeat:
     def remove(self, run_id: str, shared: _executor.SharedState) -> None:
         """Stop watching this run (if ``shared`` is still the execution watched)."""
         with self._lock:
-            if self._runs.get(run_id) is shared:
-                del self._runs[run_id]
+            if self._contexts.get(run_id) is shared:
+                del self._contexts[run_id]
 
     def track(self, run_id: str) -> None:
         """Renew the lease of a run just claimed, until :meth:`forget`."""
@@ -145,7 +159,7 @@ class Heartbeat:
 
     def _snapshot(self) -> list[tuple[str, _executor.SharedState, int]]:
         with self._lock:
-            return [(i, s, s.lease_epoch) for i, s in self._runs.items()]
+            return [(i, s, s.lease_epoch) for i, s in self._contexts.items()]
 
     def beat(self) -> None:
         """Renew once now."""
@@ -158,20 +172,22 @@ class Heartbeat:
         try:
             held = host.store.renew(self.owner, list(ids), lease_until=host.clock() + self.lease)
         except _errors.StoreError as exc:
-            log.warning("could not renew leases (%s); retrying at the next beat", exc)
+            self.renewals.failed(exc)  # renewed again at the next beat, whatever the backoff
             return
+        self.renewals.succeeded()
         self._tell(snapshot, {run_id: (run_id in held, held.get(run_id, False)) for run_id in ids})
 
     def check(self) -> None:
         """Read the records of the runs executing now; tell them of cancellations."""
         snapshot = self._snapshot()
-        if not snapshot:
+        if not snapshot or self.checks.clock() < self._check_after:
             return
         try:
             runs = self.host.store.get_runs([run_id for run_id, _, _ in snapshot])
         except _errors.StoreError as exc:
-            log.debug("could not look for cancellations (%s); looking again soon", exc)
+            self._check_after = self.checks.clock() + self.checks.failed(exc)
             return
+        self.checks.succeeded()
         found = {}
         for run_id, _, _ in snapshot:
             run = runs.get(run_id)
@@ -190,7 +206,7 @@ class Heartbeat:
                 continue  # it finished, suspended or took its run back since the snapshot
             ours, cancelled = found.get(run_id, (True, False))
             if not ours:
-                log.warning(
+                self.logger.warning(
                     "run %s: lease lost to another worker; stopping at its next durable call",
                     run_id,
                     extra={"fluxo_run_id": run_id},

@@ -70,15 +70,15 @@ def check_name(what: str, value: str) -> str:
 def name_rule(what: str, value: str, problem: str) -> str:
     """The message for a name :func:`name_problem` refuses: the value, the problem, the rule."""
     return (
-        f"{what} {value!r} {problem}; names and ids may not contain control characters "
-        "(such as NUL) or lone surrogates, which stores cannot hold"
+        f"{what} {_errors.quoted(value)} {problem}; names and ids may not contain control "
+        "characters (such as NUL) or lone surrogates, which stores cannot hold"
     )
 
 
 def check_run_id(run_id: object) -> str:
     """Refuse a run id no run can have, before it reaches a store (NUL fails PostgreSQL)."""
     if not isinstance(run_id, str):
-        raise _errors.DefinitionError(f"a run id is a string, not {run_id!r}")
+        raise _errors.DefinitionError(f"a run id is a string, not {_errors.quoted(run_id)}")
     return check_name("the run id", run_id)
 
 
@@ -94,13 +94,13 @@ def check_start_id(run_id: object) -> str:
     if not isinstance(run_id, str) or not run_id or len(run_id) > MAX_ID_LENGTH:
         raise _errors.DefinitionError(
             f"a run id must be a non-empty string of at most {MAX_ID_LENGTH} characters, "
-            f"not {run_id!r}"
+            f"not {_errors.quoted(run_id)}"
         )
     check_name("the run id", run_id)
     if CHAIN_SEPARATOR in run_id:
         raise _errors.DefinitionError(
-            f"a run id may not contain {CHAIN_SEPARATOR!r} (got {run_id!r}): Fluxo names "
-            "the runs fluxo.continue_as_new() starts with it; use another character"
+            f"a run id may not contain {CHAIN_SEPARATOR!r} (got {_errors.quoted(run_id)}): "
+            "Fluxo names the runs fluxo.continue_as_new() starts with it; use another character"
         )
     return run_id
 
@@ -108,11 +108,13 @@ def check_start_id(run_id: object) -> str:
 def check_signal_name(name: object) -> str:
     """Return ``name`` if it may name a user's signal, else raise ``DefinitionError``."""
     if not isinstance(name, str) or not name:
-        raise _errors.DefinitionError(f"a signal name must be a non-empty string, not {name!r}")
+        raise _errors.DefinitionError(
+            f"a signal name must be a non-empty string, not {_errors.quoted(name)}"
+        )
     if name.startswith(SIGNAL_PREFIX):
         raise _errors.DefinitionError(
             f"signal names starting with {SIGNAL_PREFIX!r} are Fluxo's own (child runs "
-            f"send their outcome under one); rename signal {name!r}"
+            f"send their outcome under one); rename signal {_errors.quoted(name)}"
         )
     return check_name("the signal name", name)
 
@@ -127,7 +129,7 @@ def check_patch_id(change: object) -> str:
 def worker_id_problem(worker_id: object) -> str | None:
     """Why ``worker_id`` cannot name a worker, or None when it can."""
     if not isinstance(worker_id, str) or not worker_id:
-        return f"worker_id must be a non-empty string, not {worker_id!r}"
+        return f"worker_id must be a non-empty string, not {_errors.quoted(worker_id)}"
     problem = name_problem(worker_id)
     return None if problem is None else name_rule("worker_id", worker_id, problem)
 
@@ -142,14 +144,16 @@ def definition_name_problems(
     """
     problems = []
     if name is not None and (not isinstance(name, str) or not name.strip()):
-        problems.append(f"{label}: name= must be a non-empty string, got {name!r}")
+        problems.append(f"{label}: name= must be a non-empty string, got {_errors.quoted(name)}")
     if len(persisted) > MAX_ID_LENGTH:
         problems.append(
             f"{label}: its name is {len(persisted)} characters long; stores keep at most "
             f"{MAX_ID_LENGTH}, so pass a shorter name="
         )
     if isinstance(aliases, str) or not all(isinstance(a, str) and a for a in aliases):
-        problems.append(f"{label}: aliases= must be a list of non-empty strings, got {aliases!r}")
+        problems.append(
+            f"{label}: aliases= must be a list of non-empty strings, got {_errors.quoted(aliases)}"
+        )
     else:
         for what, value in [("name=", name), *(("an alias", a) for a in aliases)]:
             if isinstance(value, str) and (problem := name_problem(value)):

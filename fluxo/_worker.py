@@ -34,8 +34,27 @@ _FINISHED = (
 )
 
 
-Heartbeat = _leases.Heartbeat
-"""The heartbeat a worker runs: it renews the worker's leases (see :mod:`fluxo._leases`)."""
+CHECK_INTERVAL = _leases.CHECK_INTERVAL
+"""Seconds between a heartbeat's reads of the cancel flags of the runs it executes."""
+
+BACKOFF_CAP = _watch.BACKOFF_CAP
+"""The longest wait, in seconds, between two attempts of a background operation that fails."""
+
+REMIND_EVERY = _watch.REMIND_EVERY
+"""Seconds between two log lines saying that a background operation still fails."""
+
+Trouble = _watch.Trouble
+"""A background operation that may fail again and again (see :mod:`fluxo._watch`)."""
+
+
+class Heartbeat(_leases.Heartbeat):
+    """A worker's heartbeat: a :class:`fluxo._leases.Heartbeat` that logs as the worker.
+
+    Its lines (renewals that fail, leases lost) come from this module's logger,
+    with the worker's own, so one logger configuration covers a worker.
+    """
+
+    logger = log
 
 
 class WorkerEngine(Protocol):
@@ -155,12 +174,19 @@ class Worker:
         self._futures: set[Future[None]] = set()
         self._slots = threading.Condition()
         self._thread: threading.Thread | None = None
-        self._heartbeat = _leases.Heartbeat(
-            engine.runner, self.id, self.lease, on_death=self._thread_died
-        )
+        self._heartbeat = Heartbeat(engine.runner, self.id, self.lease, on_death=self._thread_died)
         self._death: tuple[str, BaseException] | None = None
         """The first of the worker's threads that died, and what killed it."""
         self._warned_unknown: set[str] = set()
+        self._claims = Trouble(f"worker {self.id}: claim", first=self.idle_timeout, logger=log)
+        self._wakes = Trouble(
+            f"worker {self.id}: reading the next wake-up", level=logging.WARNING, logger=log
+        )
+        self._unknowns = Trouble(
+            f"worker {self.id}: looking for runs of unknown workflows",
+            level=logging.WARNING,
+            logger=log,
+        )
         self._draining_expired = False
         self.completed = 0
         """How many runs this worker finished (completed, failed or cancelled)."""
@@ -308,9 +334,9 @@ class Worker:
                 finally:
                     self._dispatch(pool, runs)  # starts them, and ends the claim in any case
                 if failure is not None:
-                    log.error("worker %s: claim failed (%s); retrying", self.id, failure)
-                    self._stopping.wait(self.idle_timeout)
+                    self._pause(self._claims.failed(failure))
                     continue
+                self._claims.succeeded()
                 if not runs:
                     self._idle(names, token)
                     if time.monotonic() - last_unknown_check > 60:
@@ -319,14 +345,20 @@ class Worker:
             self._drain()
         log.info("worker %s stopped", self.id)
 
+    def _pause(self, seconds: float) -> None:
+        """Wait before the next claim after a failed one (``stop()`` ends it early)."""
+        self._stopping.wait(seconds)
+
     def _idle(self, names: frozenset[str], token: object) -> None:
         """Sleep until the store reports a change or the next timer is due."""
         wait = self.idle_timeout
         try:
             due = self.engine.store.next_wake(names, now=self.engine.clock())
         except _errors.StoreError as exc:
-            log.warning("worker %s: cannot read the next wake-up (%s)", self.id, exc)
+            self._wakes.failed(exc)  # the wait is idle_timeout at most, as it is anyway
             due = None
+        else:
+            self._wakes.succeeded()
         if due is not None:
             wait = min(wait, max(due - self.engine.clock(), 0.005))
         self.engine.store.wait_for_change(None, wait, since=token)
@@ -561,8 +593,10 @@ class Worker:
         """Log, once per run, runnable runs of workflows this worker does not know."""
         try:
             runs = self.engine.store.list_runs(statuses=[history.RunStatus.PENDING], limit=100)
-        except _errors.StoreError:
+        except _errors.StoreError as exc:
+            self._unknowns.failed(exc)  # looked for again in a minute, as always
             return
+        self._unknowns.succeeded()
         for run in runs:
             known = run.workflow in self.engine.workflow_names
             if not known and run.id not in self._warned_unknown:

@@ -39,13 +39,14 @@ class Ending:
         # running user code.
         if not cursor.script and cursor.next_seq == 1 and ctx._cancel_due():
             return self._finish_cancelled(record_request=True)
+        data = ctx.started.data or b"{}"
         try:
-            packed = ctx.codec.decode(ctx.started.data or b"{}", wf.input_type())
+            packed = ctx.codec.decode(data, wf.input_type())
             args, kwargs = wf.unpack_input(packed)
         except Exception as error:  # a custom codec's own errors too: the input never decodes
             exc = error
-            if not isinstance(exc, _errors.FluxoError):
-                exc = _errors.DecodeError(f"the run's recorded input does not decode: {exc!r}")
+            if isinstance(exc, _errors.DecodeError) or not isinstance(exc, _errors.FluxoError):
+                exc = _errors.DecodeError(wf.input_problem(ctx.codec, data, error))
             if ctx._replay_only:
                 cursor.nondeterminism = _errors.NondeterminismError(
                     ctx.run_id, 0, f"workflow {wf.name}", "its recorded input", f"  {exc}"

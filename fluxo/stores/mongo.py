@@ -212,6 +212,7 @@ class MongoStore:
         except (PyMongoError, ValueError) as exc:  # pymongo raises ValueError for some URLs
             raise _errors.DefinitionError(
                 f"bad MongoDB URL {self._shown(repr(url))}: {self._shown(str(exc))}"
+                f"{_redact.escape_hint(url)}"
             ) from _redact.cause(exc, self._secrets)
         self._url = url
         self._name = name

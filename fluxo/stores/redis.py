@@ -861,6 +861,7 @@ class RedisStore:
         except ValueError as exc:
             raise _errors.DefinitionError(
                 f"bad Redis URL {self._shown(repr(url))}: {self._shown(str(exc))}"
+                f"{_redact.escape_hint(url)}"
             ) from _redact.cause(exc, self._secrets)
         self._client: Any = None
         self._cluster = False

@@ -167,7 +167,7 @@ class SQLStore:
             self._driver = _sql_engine.Driver(dialect)
             self._sql = _sql_statements.Statements(dialect, self._driver.name)
             self._secrets = _sql_engine.url_secrets(self._engine.url)
-            self._url = _sql_engine.redacted(self._engine.url)
+            self._url = _sql_engine.shown(url.url if isinstance(url, sa.Engine) else url)
             self._poll_interval = max(_MIN_POLL_INTERVAL, poll_interval)
             self._max_packet: int | None = None  # MySQL's max_allowed_packet, read when needed
             memory = self._driver.name == "sqlite" and _sql_engine.is_memory_sqlite(
