@@ -151,7 +151,7 @@ class SignalRejected(Event):
     """The wait for signal ``name`` skipped the oldest pending one: its payload did not fit.
 
     ``data`` is Fluxo's JSON envelope ``{"error": ..., "payload": ...}`` (see
-    ``fluxo._executor.Rejection``): why the payload did not decode to the wait's
+    ``fluxo._payloads.Rejection``): why the payload did not decode to the wait's
     ``type=``, and the payload itself. The signal is consumed; the wait goes on.
     """
 
