@@ -16,7 +16,8 @@ import pytest
 
 import fluxo
 from fluxo import _redact, cli
-from fluxo.stores import _sql_engine, sql
+from fluxo.stores import sql
+from fluxo.stores.sql import _engine
 
 PASSWORD = "S3cretPw"
 
@@ -137,7 +138,7 @@ def test_open_store_and_engine_never_show_the_password(url: str, how: str) -> No
 def test_the_sql_store_shows_its_url_without_passwords() -> None:
     url = sql.normalize_url(f"postgresql://u:{PASSWORD}@db/shop?password={PASSWORD}x")
 
-    assert _sql_engine.redacted(url) == "postgresql+psycopg://u:***@db/shop?password=***"
+    assert _engine.redacted(url) == "postgresql+psycopg://u:***@db/shop?password=***"
 
 
 # -- the command line -----------------------------------------------------------------

@@ -16,6 +16,7 @@ import pytest
 
 from fluxo import _errors, history
 from fluxo.stores import redis as redis_store
+from fluxo.stores.redis import _store as redis_impl
 
 redis_cluster = pytest.importorskip("redis.cluster")
 
@@ -48,9 +49,9 @@ def mark_create(store: redis_store.RedisStore, run_id: str, now: float) -> tuple
     common = store._bucket_keys(bucket)
     keys = [common[k] for k in ("gen", "seq", "created", "lready")]
     keys += store._workflow_keys(bucket, "wf")
-    at = redis_store._num(now)
+    at = redis_impl._num(now)
     clock, gen, _ = store._call("mark_create", keys, [run_id, at, "r", at, ""])
-    return redis_store._text(gen), redis_store._text(clock)
+    return redis_impl._text(gen), redis_impl._text(clock)
 
 
 def claim_ids(store: redis_store.RedisStore, now: float = T0, limit: int = 10) -> list[str]:
@@ -165,10 +166,10 @@ def test_a_run_made_ready_without_its_settle_is_claimed(store):
     store.append("r1", 1, [history.ValueRecorded("t", b"{}")], now=T0, status=RunStatus.WAITING)
     assert index_members(store, "r1") == {}  # waiting for a signal: no entry
     # A signal's first two steps, then a crash before the settle.
-    gen, _ = store._mark("r1", redis_store._num(T0 + 1))
+    gen, _ = store._mark("r1", redis_impl._num(T0 + 1))
     keys = store._run_keys("r1")
-    suffix = redis_store._signal_suffix("s", b"1", T0 + 1)
-    args = [store._channel, suffix, redis_store._num(T0 + 1), "", "0", gen, "r1"]
+    suffix = redis_impl._signal_suffix("s", b"1", T0 + 1)
+    args = [store._channel, suffix, redis_impl._num(T0 + 1), "", "0", gen, "r1"]
     assert store._call("send_signal", keys, args)[0] == 0
 
     assert store.get_run("r1").status is RunStatus.PENDING
@@ -183,7 +184,7 @@ def test_a_run_finished_without_its_settle_leaves_an_entry_that_claims_clean(sto
     # The run script of a finishing append, then a crash before the settle.
     keys = store._run_keys("r1")
     event = redis_store.encode_event(history.WorkflowCompleted())
-    args = [store._channel, 1, redis_store._num(T0 + 1), "completed", "", "", "0", "r1", event]
+    args = [store._channel, 1, redis_impl._num(T0 + 1), "completed", "", "", "0", "r1", event]
     assert store._call("append", keys, args)[0] == 0
     assert index_members(store, "r1") == {"leased": T0 + 30}  # stale, early
 
@@ -195,7 +196,7 @@ def test_a_run_finished_without_its_settle_leaves_an_entry_that_claims_clean(sto
 
 def test_a_claim_after_a_lost_settle_takes_the_run_once(store):
     store.create_run("r1", "wf", b"[]", now=T0)
-    store._mark("r1", redis_store._num(T0))  # a hint as well as the ready entry
+    store._mark("r1", redis_impl._num(T0))  # a hint as well as the ready entry
 
     first = claim_ids(store, now=T0 + 1)
     second = claim_ids(store, now=T0 + 1)
@@ -210,21 +211,21 @@ def test_a_change_is_refused_when_a_settle_may_remove_its_hint(store):
     store.create_run("r1", "wf", b"[]", now=T0)
     store.append("r1", 1, [history.ValueRecorded("t", b"{}")], now=T0, status=RunStatus.WAITING)
     # A signal marks the run ...
-    gen, _ = store._mark("r1", redis_store._num(T0 + 1))
+    gen, _ = store._mark("r1", redis_impl._num(T0 + 1))
     # ... a claim meets the hint and reads the (old) record: waiting, nothing to claim ...
     candidates, _ = store._peek(["wf"], T0 + 1, 10)
     (candidate,) = [c for c in candidates if c.run_id == "r1"]
     keys = store._run_keys("r1")
-    claim_args = [store._channel, "w1", redis_store._num(T0 + 1), redis_store._num(T0 + 31)]
+    claim_args = [store._channel, "w1", redis_impl._num(T0 + 1), redis_impl._num(T0 + 31)]
     reply = store._call("claim_one", keys, [*claim_args, candidate.gen, "1"])
-    assert redis_store._text(reply[0]) == "no"
+    assert redis_impl._text(reply[0]) == "no"
     # ... so the signal's run script, relying on that hint, is refused,
-    suffix = redis_store._signal_suffix("s", b"1", T0 + 1)
-    signal_args = [store._channel, suffix, redis_store._num(T0 + 1), "", "0", gen, "r1"]
+    suffix = redis_impl._signal_suffix("s", b"1", T0 + 1)
+    signal_args = [store._channel, suffix, redis_impl._num(T0 + 1), "", "0", gen, "r1"]
     assert store._call("send_signal", keys, signal_args) == [4]
     # ... the claim's settle removes the hint,
-    need = redis_store._need(reply[1])
-    store._settle([redis_store._Settle("r1", candidate.gen, need)])
+    need = redis_impl._need(reply[1])
+    store._settle([redis_impl._Settle("r1", candidate.gen, need)])
     assert index_members(store, "r1") == {}
     # ... and the signal, retried in full, leaves the run claimable.
     assert store.send_signal("r1", "s", b"1", now=T0 + 1) is True
@@ -234,11 +235,11 @@ def test_a_change_is_refused_when_a_settle_may_remove_its_hint(store):
 def test_a_settle_voided_by_a_later_mark_changes_nothing(store):
     store.create_run("r1", "wf", b"[]", now=T0)
     store.append("r1", 1, [history.ValueRecorded("t", b"{}")], now=T0, status=RunStatus.WAITING)
-    old_gen, _ = store._mark("r1", redis_store._num(T0 + 1))
-    stale = redis_store._Need("", "", "", "wf")  # what a claim saw before the signal
+    old_gen, _ = store._mark("r1", redis_impl._num(T0 + 1))
+    stale = redis_impl._Need("", "", "", "wf")  # what a claim saw before the signal
     store.send_signal("r1", "s", b"1", now=T0 + 1)  # marks again: a newer generation
 
-    store._settle([redis_store._Settle("r1", old_gen, stale)])
+    store._settle([redis_impl._Settle("r1", old_gen, stale)])
 
     assert index_members(store, "r1") == {"ready": T0 + 1}
     assert claim_ids(store, now=T0 + 2) == ["r1"]
@@ -250,7 +251,7 @@ def test_a_create_racing_a_claim_that_cleans_its_hint_is_retried(store):
     assert claim_ids(store, now=T0) == []
     keys = store._run_keys("r1")
     first = redis_store.encode_event(history.WorkflowStarted("wf", b"[]"))
-    args = [store._channel, gen, clock, "wf", first, redis_store._num(T0), "", "", "", "r1"]
+    args = [store._channel, gen, clock, "wf", first, redis_impl._num(T0), "", "", "", "r1"]
 
     assert store._call("create_run", keys, args) == [b"retry"]
 

@@ -1,29 +1,4 @@
-"""The SQL store: SQLite (the embedded default), PostgreSQL and MySQL/MariaDB.
-
-Statements are built once per database dialect with SQLAlchemy Core and compiled
-to the driver's SQL; each operation then runs them on a pooled DB-API connection
-in autocommit mode, opening a transaction (``BEGIN``, ``BEGIN IMMEDIATE`` on
-SQLite) only when it writes more than one statement. That keeps a durable step
-at its floor: ``append`` of one event is a single ``INSERT`` and its implicit
-commit, one round trip on a server database, with no read before it.
-
-Fencing: ``fluxo_events`` has the primary key ``(run_id, seq)``. An append
-inserts its first event only if the position before it exists (in the same
-statement), so a history has neither duplicates nor gaps; a unique violation
-becomes :class:`~fluxo._errors.SequenceConflictError`.
-
-Signals: ``send_signal`` stores the signal and wakes its run in one transaction
-(one statement on PostgreSQL) that holds the run's row lock, so the signals of a
-run take ids in the order they commit, and ``load`` reads the run, its history
-and its signals in one statement. An ``append`` that suspends a run (``WAITING``)
-yields to a wake-up that arrived meanwhile within its own ``UPDATE`` (a ``CASE``
-on ``wake_requested`` and ``cancel_requested``): still no read before the write.
-
-Drivers: ``psycopg`` 3 for PostgreSQL (``pip install 'fluxo[postgres]'``),
-``pymysql`` for MySQL and MariaDB (``pip install 'fluxo[mysql]'``) and the
-standard library's ``sqlite3``. A driver is imported when the store is built,
-never by ``import fluxo``.
-"""
+"""The SQL store's class: every operation of the contract on one SQL database."""
 
 from __future__ import annotations
 
@@ -42,21 +17,16 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
 from fluxo import _errors, _redact, history
-from fluxo.stores import _sql_engine, _sql_statements
-from fluxo.stores import _sql_schema as schema
+from fluxo.stores.sql import _engine, _statements
+from fluxo.stores.sql import _schema as schema
 
 if TYPE_CHECKING:
     from sqlalchemy.engine.interfaces import DBAPICursor
-
-__all__ = ["SQLStore", "make_engine", "normalize_url"]
 
 logger = logging.getLogger(__name__)
 
 RunStatus = history.RunStatus
 T = TypeVar("T")
-
-normalize_url = _sql_engine.normalize_url
-make_engine = _sql_engine.make_engine
 
 _LISTENER_START: Final = 2.0
 """How long a first waiter waits for the PostgreSQL listener to connect before polling."""
@@ -159,32 +129,30 @@ class SQLStore:
             self._engine = url
             self._owns_engine = False
         else:
-            self._engine = _sql_engine.make_engine(url, **dict(engine_options or {}))
+            self._engine = _engine.make_engine(url, **dict(engine_options or {}))
             self._owns_engine = True
         self._closed = False
         try:
             dialect = self._engine.dialect
-            self._driver = _sql_engine.Driver(dialect)
-            self._sql = _sql_statements.Statements(dialect, self._driver.name)
-            self._secrets = _sql_engine.url_secrets(self._engine.url)
-            self._url = _sql_engine.redacted(self._engine.url)
+            self._driver = _engine.Driver(dialect)
+            self._sql = _statements.Statements(dialect, self._driver.name)
+            self._secrets = _engine.url_secrets(self._engine.url)
+            self._url = _engine.redacted(self._engine.url)
             self._poll_interval = max(_MIN_POLL_INTERVAL, poll_interval)
             self._max_packet: int | None = None  # MySQL's max_allowed_packet, read when needed
-            memory = self._driver.name == "sqlite" and _sql_engine.is_memory_sqlite(
-                self._engine.url
-            )
+            memory = self._driver.name == "sqlite" and _engine.is_memory_sqlite(self._engine.url)
             # One in-memory SQLite connection is shared: operations take turns on it.
             self._serial: threading.Lock | None = threading.Lock() if memory else None
             self._changed = threading.Condition()
             self._version = 0
             self._watch: Any = None  # SQLite: a connection reading PRAGMA data_version
             self._watch_lock = threading.Lock()
-            self._listener: _sql_engine.PgListener | None = None
+            self._listener: _engine.PgListener | None = None
             if self._driver.name == "postgresql":
-                self._listener = _sql_engine.PgListener(
-                    self._engine, _sql_statements.NOTIFY_CHANNEL, self._notified
+                self._listener = _engine.PgListener(
+                    self._engine, _statements.NOTIFY_CHANNEL, self._notified
                 )
-            self._file = _sql_engine.sqlite_file(self._engine.url)
+            self._file = _engine.sqlite_file(self._engine.url)
             self._auto_migrate = auto_migrate
             self._schema_lock = threading.Lock()
             self._ready = False  # the tables are known to be at HEAD_REVISION
@@ -255,11 +223,11 @@ class SQLStore:
 
     def _migrate(self) -> None:
         """Create (a SQLite file ``0600``, then) the tables, or upgrade them, under a lock."""
-        from fluxo.stores import _sql_migrate
+        from fluxo.stores.sql import _migrate
 
         if self._file is not None:
-            _sql_engine.create_sqlite_file(self._file)
-        _sql_migrate.upgrade(self._engine)
+            _engine.create_sqlite_file(self._file)
+        _migrate.upgrade(self._engine)
         self._ready = True
 
     def _schema_problem(self, revision: str | None) -> str:
@@ -288,9 +256,7 @@ class SQLStore:
         return self._call("reading the schema version", read)
 
     @staticmethod
-    def _execute(
-        cur: DBAPICursor, sql: _sql_statements.Sql, values: Mapping[str, Any]
-    ) -> DBAPICursor:
+    def _execute(cur: DBAPICursor, sql: _statements.Sql, values: Mapping[str, Any]) -> DBAPICursor:
         cur.execute(sql.text, sql.args(values))
         return cur
 
@@ -528,7 +494,7 @@ class SQLStore:
             return {}
         if not self._ready:
             self._require_schema(create=False)
-        ids = _sql_statements.bucket(run_ids)
+        ids = _statements.bucket(run_ids)
         values = {f"p_id{i}": run_id for i, run_id in enumerate(ids)}
         sql = self._sql.get_runs(len(ids))
 
@@ -550,7 +516,7 @@ class SQLStore:
         rows = self._call("loading a run", read)
         if not rows or rows[0][0] != 0:
             raise _errors.RunNotFoundError(run_id)
-        run = self._run_from_row(rows[0][_sql_statements.LOAD_RUN :])
+        run = self._run_from_row(rows[0][_statements.LOAD_RUN :])
         records: list[tuple[int, str, str, bytes | None]] = []
         recorded_at: list[float] = []
         signals: list[history.Signal] = []
@@ -619,7 +585,7 @@ class SQLStore:
 
         if len(events) == 1 and (status is None or self._driver.name == "postgresql"):
             # The hot path: a single statement in autocommit, one round trip.
-            sql: _sql_statements.Sql | None = guarded
+            sql: _statements.Sql | None = guarded
             if status is not None and expected_seq:
                 sql = self._sql.pg_append_with_status[waiting]
             elif status is not None:
@@ -833,7 +799,7 @@ class SQLStore:
             self._require_schema(create=True)
         if limit <= 0 or not workflows:
             return []
-        names = _sql_statements.bucket(workflows)
+        names = _statements.bucket(workflows)
         values: dict[str, Any] = {f"p_wf{i}": name for i, name in enumerate(names)}
         values.update(p_worker=worker_id, p_now=now, p_lease_until=lease_until, p_limit=limit)
 
@@ -854,7 +820,7 @@ class SQLStore:
                 ]
                 if not found:
                     return []
-                ids = _sql_statements.bucket([run.id for run in found])
+                ids = _statements.bucket([run.id for run in found])
                 update = self._sql.claim_update(len(ids))
                 keys = {f"p_id{i}": run_id for i, run_id in enumerate(ids)}
                 self._execute(cur, update, {**values, **keys})
@@ -915,7 +881,7 @@ class SQLStore:
             self._require_schema(create=False)
         if not workflows:
             return None
-        names = _sql_statements.bucket(workflows)
+        names = _statements.bucket(workflows)
         values: dict[str, Any] = {f"p_wf{i}": name for i, name in enumerate(names)}
         values["p_now"] = now
         sql = self._sql.next_wake(len(names))
@@ -989,7 +955,7 @@ class SQLStore:
             self._require_schema(create=False)
         if not run_ids:
             return {}
-        ids = _sql_statements.bucket(run_ids)
+        ids = _statements.bucket(run_ids)
         values: dict[str, Any] = {f"p_id{i}": run_id for i, run_id in enumerate(ids)}
         values.update(p_worker=worker_id, p_lease_until=lease_until)
         update = self._sql.renew(len(ids))
@@ -1098,11 +1064,11 @@ class SQLStore:
         values: dict[str, Any] = {"p_limit": limit}
         status_words = None
         if statuses is not None:
-            status_words = _sql_statements.bucket([RunStatus(s).value for s in statuses])
+            status_words = _statements.bucket([RunStatus(s).value for s in statuses])
             values.update({f"p_status{i}": s for i, s in enumerate(status_words)})
         names = None
         if workflows is not None:
-            names = _sql_statements.bucket(workflows)
+            names = _statements.bucket(workflows)
             values.update({f"p_wf{i}": name for i, name in enumerate(names)})
         if created_after is not None:
             values["p_after"] = created_after
@@ -1142,12 +1108,12 @@ class SQLStore:
         words = sorted({RunStatus(s).value for s in statuses} & _FINISHED)
         if limit <= 0 or not words or (workflows is not None and not workflows):
             return 0
-        status_words = _sql_statements.bucket(words)
+        status_words = _statements.bucket(words)
         values: dict[str, Any] = {f"p_status{i}": word for i, word in enumerate(status_words)}
         values.update(p_before=finished_before, p_limit=limit)
         names = None
         if workflows is not None:
-            names = _sql_statements.bucket(workflows)
+            names = _statements.bucket(workflows)
             values.update({f"p_wf{i}": name for i, name in enumerate(names)})
         count = None if names is None else len(names)
 
@@ -1166,7 +1132,7 @@ class SQLStore:
             if dry_run:
                 return len(ids)
             for start in range(0, len(ids), _PURGE_CHUNK):
-                chunk = _sql_statements.bucket(ids[start : start + _PURGE_CHUNK])
+                chunk = _statements.bucket(ids[start : start + _PURGE_CHUNK])
                 keys = {f"p_id{i}": run_id for i, run_id in enumerate(chunk)}
                 for delete in self._sql.purge_delete(len(chunk)):
                     self._execute(cur, delete, keys)
