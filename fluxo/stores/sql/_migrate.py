@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
-from fluxo import _errors, _redact
+from fluxo import _errors
+from fluxo.stores import _translate
 from fluxo.stores.sql import _engine
 from fluxo.stores.sql import _schema as schema
 
@@ -107,22 +108,20 @@ def _engine_for(target: str | sa.URL | sa.Engine, *, create: bool = False) -> It
         engine.dispose()
 
 
-@contextmanager
-def _translated(action: str, engine: sa.Engine) -> Iterator[None]:
+def _translated(action: str, engine: sa.Engine) -> _translate.Guard:
+    """Raise Fluxo's errors in place of the driver's while ``action`` runs on ``engine``."""
     url = _engine.redacted(engine.url)
-    secrets = _engine.url_secrets(engine.url)
-    try:
-        yield
-    except sa_exc.OperationalError as exc:
-        reason = _redact.redact(str(exc.orig).strip(), secrets)
-        raise _errors.StoreUnavailableError(
-            f"{action} failed: the database at {url} is unavailable: {reason}"
-        ) from _redact.cause(exc, secrets)
-    except sa_exc.DBAPIError as exc:
-        reason = _redact.redact(str(exc.orig), secrets)
-        raise _errors.StoreError(f"{action} failed on {url}: {reason}") from _redact.cause(
-            exc, secrets
-        )
+
+    def classify(exc: BaseException, action: str) -> _translate.Verdict | None:
+        if isinstance(exc, sa_exc.OperationalError):
+            return _errors.StoreUnavailableError, (
+                f"{action} failed: the database at {url} is unavailable: {str(exc.orig).strip()}"
+            )
+        if isinstance(exc, sa_exc.DBAPIError):
+            return _errors.StoreError, f"{action} failed on {url}: {exc.orig}"
+        return None
+
+    return _translate.Translator(classify, _engine.url_secrets(engine.url)).guard(action)
 
 
 def _revision(conn: sa.Connection) -> str | None:
