@@ -115,7 +115,7 @@ and wakes the waiters of this process.
 
 from __future__ import annotations
 
-from fluxo.stores.redis import _store
+from fluxo.stores.redis import _codec, _layout, _store
 
 __all__ = [
     "BUCKETS",
@@ -128,16 +128,16 @@ __all__ = [
     "split_url",
 ]
 
-BUCKETS = _store.BUCKETS
-DEFAULT_PREFIX = _store.DEFAULT_PREFIX
+BUCKETS = _layout.BUCKETS
+DEFAULT_PREFIX = _layout.DEFAULT_PREFIX
 RedisStore = _store.RedisStore
-bucket_of = _store.bucket_of
-cluster_option = _store.cluster_option
-decode_signal = _store.decode_signal
-encode_event = _store.encode_event
-split_url = _store.split_url
+bucket_of = _layout.bucket_of
+cluster_option = _layout.cluster_option
+decode_signal = _codec.decode_signal
+encode_event = _codec.encode_event
+split_url = _layout.split_url
 
-# Shown where users find them: fluxo.stores.redis.RedisStore, not the private module.
+# Shown where users find them: fluxo.stores.redis.RedisStore, not the private modules.
 for _value in (RedisStore, bucket_of, cluster_option, decode_signal, encode_event, split_url):
     _value.__module__ = __name__
 del _value
