@@ -33,7 +33,7 @@ Signals are flushed the same way into ``signals``.
 
 from __future__ import annotations
 
-from fluxo.stores.mongo import _store
+from fluxo.stores.mongo import _store, _tails, _watch
 
 __all__ = [
     "DEFAULT_DATABASE",
@@ -48,10 +48,10 @@ __all__ = [
 DEFAULT_DATABASE = _store.DEFAULT_DATABASE
 DEFAULT_SERVER_SELECTION_TIMEOUT_MS = _store.DEFAULT_SERVER_SELECTION_TIMEOUT_MS
 MongoStore = _store.MongoStore
-POLL_INTERVAL = _store.POLL_INTERVAL
-TAIL_BYTES = _store.TAIL_BYTES
-TAIL_EVENTS = _store.TAIL_EVENTS
-TAIL_SIGNALS = _store.TAIL_SIGNALS
+POLL_INTERVAL = _watch.POLL_INTERVAL
+TAIL_BYTES = _tails.TAIL_BYTES
+TAIL_EVENTS = _tails.TAIL_EVENTS
+TAIL_SIGNALS = _tails.TAIL_SIGNALS
 
 # Shown where users find it: fluxo.stores.mongo.MongoStore, not the private module.
 MongoStore.__module__ = __name__

@@ -83,6 +83,7 @@ class Listing:
         created_before: float | None = None,
         limit: int = 100,
     ) -> list[history.RunInfo]:
+        """See :meth:`fluxo.stores.Store.list_runs`."""
         wanted_status = None if statuses is None else {RunStatus(s).value for s in statuses}
         wanted_wf = None if workflows is None else set(workflows)
         if limit <= 0 or wanted_status == set() or wanted_wf == set():
