@@ -1,4 +1,4 @@
-"""What is particular to the SQL store (the contract itself is tested in tests/stores).
+"""What is particular to the SQL store (the contract itself is tested in tests/stores/conformance).
 
 URLs and drivers, the schema check, error translation, SQLite's settings, the cost
 of the hot path in statements and round trips, and waking waiters.

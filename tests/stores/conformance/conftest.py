@@ -257,6 +257,6 @@ def unexpected_fixture() -> Callable[..., list[BaseException]]:
 @pytest.fixture
 def damage(store: Store) -> Any:
     """Breaks the store's data through its backend's raw client (see ``damage.py``)."""
-    from tests.stores.damage import damage_for
+    from tests.stores.conformance.damage import damage_for
 
     return damage_for(store)
