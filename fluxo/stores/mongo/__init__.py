@@ -33,7 +33,13 @@ Signals are flushed the same way into ``signals``.
 
 from __future__ import annotations
 
-from fluxo.stores.mongo import _store, _tails, _watch
+from fluxo.stores.mongo._store import (
+    DEFAULT_DATABASE,
+    DEFAULT_SERVER_SELECTION_TIMEOUT_MS,
+    MongoStore,
+)
+from fluxo.stores.mongo._tails import TAIL_BYTES, TAIL_EVENTS, TAIL_SIGNALS
+from fluxo.stores.mongo._watch import POLL_INTERVAL
 
 __all__ = [
     "DEFAULT_DATABASE",
@@ -44,14 +50,6 @@ __all__ = [
     "TAIL_EVENTS",
     "TAIL_SIGNALS",
 ]
-
-DEFAULT_DATABASE = _store.DEFAULT_DATABASE
-DEFAULT_SERVER_SELECTION_TIMEOUT_MS = _store.DEFAULT_SERVER_SELECTION_TIMEOUT_MS
-MongoStore = _store.MongoStore
-POLL_INTERVAL = _watch.POLL_INTERVAL
-TAIL_BYTES = _tails.TAIL_BYTES
-TAIL_EVENTS = _tails.TAIL_EVENTS
-TAIL_SIGNALS = _tails.TAIL_SIGNALS
 
 # Shown where users find it: fluxo.stores.mongo.MongoStore, not the private module.
 MongoStore.__module__ = __name__

@@ -620,7 +620,15 @@ class MongoStore:
         limit: int,
         dry_run: bool = False,
     ) -> int:
-        """See :meth:`fluxo.stores.Store.purge`, and ``_purge`` for how, without transactions."""
+        """See :meth:`fluxo.stores.Store.purge`.
+
+        Without transactions, a run goes in three steps: one update marks the runs
+        chosen ``purging`` (checking again that they finished as wanted), which
+        makes them gone for every reader and for ``reopen``; then their events and
+        signals are deleted, then the marked documents. A purge that stops half way
+        leaves marked documents, which the next purge (or a ``create_run`` of the
+        same id) finishes first.
+        """
         wanted = sorted({RunStatus(s).value for s in statuses} & set(_documents.FINISHED))
         if limit <= 0 or not wanted or (workflows is not None and not workflows):
             return 0

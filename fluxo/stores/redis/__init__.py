@@ -115,7 +115,15 @@ and wakes the waiters of this process.
 
 from __future__ import annotations
 
-from fluxo.stores.redis import _codec, _layout, _store
+from fluxo.stores.redis._codec import decode_signal, encode_event
+from fluxo.stores.redis._layout import (
+    BUCKETS,
+    DEFAULT_PREFIX,
+    bucket_of,
+    cluster_option,
+    split_url,
+)
+from fluxo.stores.redis._store import RedisStore
 
 __all__ = [
     "BUCKETS",
@@ -127,15 +135,6 @@ __all__ = [
     "encode_event",
     "split_url",
 ]
-
-BUCKETS = _layout.BUCKETS
-DEFAULT_PREFIX = _layout.DEFAULT_PREFIX
-RedisStore = _store.RedisStore
-bucket_of = _layout.bucket_of
-cluster_option = _layout.cluster_option
-decode_signal = _codec.decode_signal
-encode_event = _codec.encode_event
-split_url = _layout.split_url
 
 # Shown where users find them: fluxo.stores.redis.RedisStore, not the private modules.
 for _value in (RedisStore, bucket_of, cluster_option, decode_signal, encode_event, split_url):

@@ -136,14 +136,7 @@ class Listing:
         limit: int,
         dry_run: bool = False,
     ) -> int:
-        """See :meth:`fluxo.stores.Store.purge`.
-
-        The runs created before ``finished_before`` are read oldest first from the
-        ``created`` index, a page at a time, until ``limit`` of them may go. Each
-        goes in one script on its own keys (which checks again that it has finished
-        as wanted); marking before and settling after take its index entries away,
-        as for any change of a run.
-        """
+        """See :meth:`fluxo.stores.Store.purge` (and ``RedisStore.purge`` for how)."""
         wanted = sorted({RunStatus(s).value for s in statuses} & _FINISHED)
         names = None if workflows is None else set(workflows)
         if limit <= 0 or not wanted or names == set():

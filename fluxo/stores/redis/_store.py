@@ -469,6 +469,14 @@ class RedisStore:
         limit: int,
         dry_run: bool = False,
     ) -> int:
+        """See :meth:`fluxo.stores.Store.purge`.
+
+        The runs created before ``finished_before`` are read oldest first from the
+        ``created`` index, a page at a time, until ``limit`` of them may go. Each
+        goes in one script on its own keys (which checks again that it has finished
+        as wanted); marking before and settling after take its index entries away,
+        as for any change of a run.
+        """
         return self._listing.purge(
             finished_before=finished_before,
             statuses=statuses,

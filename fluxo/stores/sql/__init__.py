@@ -27,13 +27,10 @@ never by ``import fluxo``.
 
 from __future__ import annotations
 
-from fluxo.stores.sql import _engine, _store
+from fluxo.stores.sql._engine import make_engine, normalize_url
+from fluxo.stores.sql._store import SQLStore
 
 __all__ = ["SQLStore", "make_engine", "normalize_url"]
-
-SQLStore = _store.SQLStore
-make_engine = _engine.make_engine
-normalize_url = _engine.normalize_url
 
 # Shown where users find them: fluxo.stores.sql.SQLStore, not the private module.
 for _value in (SQLStore, make_engine, normalize_url):
