@@ -79,33 +79,18 @@ class RedisStore:
         for _ in range(_index.MAX_TRIES):
             clock, gen, fresh = self._conn.call("mark_create", mark_keys, mark_args)
             gen, clock = _codec.text(gen), _codec.text(clock)
-            reply = self._conn.call(
-                "create_run",
-                keys,
-                [
-                    *(
-                        self._keys.channel,
-                        gen,
-                        clock,
-                        workflow,
-                        first,
-                        _codec.num(now),
-                        owner or "",
-                    ),
-                    *(lease, _codec.opt(deadline), run_id),
-                    *(() if parent is None else (parent,)),
-                ],
-            )
+            args = [self._keys.channel, gen, clock, workflow, first, _codec.num(now), owner or ""]
+            args += [lease, _codec.opt(deadline), run_id]
+            if parent is not None:
+                args.append(parent)
+            reply = self._conn.call("create_run", keys, args)
             outcome = _codec.text(reply[0])
             if outcome == "retry":
                 continue  # a settle may be about to remove the entry just made
             if outcome != "created" or fresh != 1:
                 # The index may hold what this mark guessed (or an older created_at).
-                created = (
-                    ""
-                    if outcome == "conflict"
-                    else _codec.text(_codec.fields(reply[1])[b"created"])
-                )
+                record = None if outcome == "conflict" else _codec.fields(reply[1])
+                created = "" if record is None else _codec.text(record[b"created"])
                 self._index.settle(
                     [_index.Settle(run_id, gen, _index.need(reply[2]), created=created)]
                 )
@@ -132,23 +117,8 @@ class RedisStore:
         encoded = [stamp + _codec.encode_event(event) for event in events]
         unless = "1" if unless_cancel_requested else "0"
         if status is None:  # the hot path: one script call
-            result = self._conn.call(
-                "append",
-                keys,
-                [
-                    *(
-                        self._keys.channel,
-                        int(expected_seq),
-                        _codec.num(now),
-                        "",
-                        "",
-                        "",
-                        "0",
-                        run_id,
-                    ),
-                    *(unless, *encoded),
-                ],
-            )
+            args = [self._keys.channel, int(expected_seq), _codec.num(now), "", "", "", "0"]
+            result = self._conn.call("append", keys, [*args, run_id, unless, *encoded])
             self._append_result(run_id, expected_seq, result)
             return
         value = RunStatus(status).value
@@ -160,21 +130,9 @@ class RedisStore:
             lowest = _codec.num(ready_at)
 
         def change(gen: str, checked: bool) -> tuple[Any, _index.Need] | None:
-            reply = self._conn.call(
-                "append",
-                keys,
-                [
-                    *(
-                        self._keys.channel,
-                        int(expected_seq),
-                        _codec.num(now),
-                        value,
-                        _codec.opt(ready_at),
-                        gen,
-                    ),
-                    *("1" if checked else "0", run_id, unless, *encoded),
-                ],
-            )
+            args = [self._keys.channel, int(expected_seq), _codec.num(now), value]
+            args += [_codec.opt(ready_at), gen, "1" if checked else "0"]
+            reply = self._conn.call("append", keys, [*args, run_id, unless, *encoded])
             if reply[0] == 3:
                 return None
             return reply, _index.need(reply[1])
