@@ -128,3 +128,20 @@ __all__ = [
     "wait_for_signal",
     "workflow",
 ]
+
+
+def _present_errors(module: str, names: list[str], namespace: dict[str, object]) -> None:
+    """Make tracebacks name exported errors as users import them (``fluxo.StepError``).
+
+    Not by the private module that defines them (``fluxo._errors.StepError``), as
+    httpx does for its own. The private path is kept in ``_fluxo_path``, so a
+    history that recorded it still reads (``fluxo._errors.read_type_name``).
+    """
+    for name in names:
+        obj = namespace[name]
+        if isinstance(obj, type) and issubclass(obj, BaseException) and obj.__module__ != module:
+            obj._fluxo_path = f"{obj.__module__}.{obj.__qualname__}"  # type: ignore[attr-defined]
+            obj.__module__ = module
+
+
+_present_errors(__name__, __all__, globals())

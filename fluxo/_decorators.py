@@ -23,7 +23,7 @@ from typing import Any, Generic, Literal, TypeVar, overload
 import msgspec
 from typing_extensions import ParamSpec
 
-from fluxo import _errors, _executor, _retry, codec, history, stores
+from fluxo import _errors, _executor, _inputs, _retry, codec, history, stores
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -66,7 +66,7 @@ def _check_function(
     elif inspect.isgeneratorfunction(fn):
         problems.append(f"{label} is a generator; a {kind} must return its result")
     if name is not None and (not isinstance(name, str) or not name.strip()):
-        problems.append(f"{label}: name= must be a non-empty string, got {name!r}")
+        problems.append(f"{label}: name= must be a non-empty string, got {_errors.quoted(name)}")
     persisted = name if isinstance(name, str) else f"{_module_name(fn, label)}.{qualname}"
     if len(persisted) > stores.MAX_ID_LENGTH:
         problems.append(
@@ -74,7 +74,9 @@ def _check_function(
             f"{stores.MAX_ID_LENGTH}, so pass a shorter name="
         )
     if isinstance(aliases, str) or not all(isinstance(a, str) and a for a in aliases):
-        problems.append(f"{label}: aliases= must be a list of non-empty strings, got {aliases!r}")
+        problems.append(
+            f"{label}: aliases= must be a list of non-empty strings, got {_errors.quoted(aliases)}"
+        )
     else:
         for what, value in [("name=", name), *(("an alias", a) for a in aliases)]:
             if isinstance(value, str) and (problem := history.name_problem(value)):
@@ -397,14 +399,15 @@ class Workflow(_Definition[P, R]):
         limit = stores.MAX_ID_LENGTH
         if id is not None and (not isinstance(id, str) or not id or len(id) > limit):
             raise _errors.DefinitionError(
-                f"a run id must be a non-empty string of at most {limit} characters, not {id!r}"
+                f"a run id must be a non-empty string of at most {limit} characters, "
+                f"not {_errors.quoted(id)}"
             )
         if id is not None:
             history.check_name("the run id", id)
         if id is not None and history.CHAIN_SEPARATOR in id:
             raise _errors.DefinitionError(
-                f"a run id may not contain {history.CHAIN_SEPARATOR!r} (got {id!r}): Fluxo names "
-                "the runs fluxo.continue_as_new() starts with it; use another character"
+                f"a run id may not contain {history.CHAIN_SEPARATOR!r} (got {_errors.quoted(id)}): "
+                "Fluxo names the runs fluxo.continue_as_new() starts with it; use another character"
             )
         seconds: float | None = None
         if timeout is not None:
@@ -446,14 +449,10 @@ class Workflow(_Definition[P, R]):
         """The msgspec type that decodes this workflow's encoded arguments."""
         if self._input_type is None:
             hints = self._type_hints()
-            fields: list[tuple[str, Any, Any]] = []
-            for param in self.signature.parameters.values():
-                annotation = hints.get(param.name, Any)
-                if param.kind is inspect.Parameter.VAR_POSITIONAL:
-                    annotation = list[annotation]  # type: ignore[valid-type]
-                elif param.kind is inspect.Parameter.VAR_KEYWORD:
-                    annotation = dict[str, annotation]  # type: ignore[valid-type]
-                fields.append((param.name, annotation | msgspec.UnsetType, msgspec.UNSET))
+            fields = [
+                (param.name, _inputs.field_type(param, hints) | msgspec.UnsetType, msgspec.UNSET)
+                for param in self.signature.parameters.values()
+            ]
             self._input_type = msgspec.defstruct(
                 "WorkflowInput", fields, forbid_unknown_fields=False, omit_defaults=True
             )
@@ -475,7 +474,16 @@ class Workflow(_Definition[P, R]):
     ) -> bytes:
         """Check arguments against the signature and encode them as a run's input.
 
+        The encoded input is decoded back as the workflow's arguments, as a worker
+        will decode it, so an argument that does not fit its annotation (``"12"``
+        or ``True`` for ``cents: int``) is refused here rather than failing the run.
         ``what`` prefixes the error (``"fluxo.continue_as_new(): "``...).
+
+        Raises:
+            DefinitionError: the arguments do not fit the signature (their number
+                or names).
+            EncodeError: an argument cannot be encoded, or does not decode back as
+                its parameter's annotated type.
         """
         packed = self.bind_input(args, kwargs)
         try:
@@ -486,7 +494,56 @@ class Workflow(_Definition[P, R]):
                 "pass JSON-friendly values (dataclasses, dicts, lists, str, numbers, "
                 "datetimes...) or configure a codec that handles them"
             ) from exc
+        try:
+            codec.decode(data, self.input_type())
+        except Exception as exc:  # a custom codec's own errors too
+            given = {name: getattr(packed, name) for name in self.signature.parameters}
+            found = self._argument_problem(codec, given)
+            raise _errors.EncodeError(
+                f"{what}workflow {self.name!r} "
+                + (
+                    f"got {found}; a run started so could never decode its input"
+                    if found is not None
+                    else f"got arguments that do not decode back as its signature "
+                    f"{self.name}{self.signature} says ({_inputs.reason(exc)})"
+                )
+            ) from None
         return data
+
+    def input_problem(self, codec: Any, data: bytes, error: BaseException) -> str:
+        """Why a run's recorded input ``data`` does not decode as this workflow's arguments.
+
+        ``error`` is what decoding it raised. Names the argument and the types when
+        the input still reads as a mapping of arguments; never the internal type
+        the arguments are decoded into.
+        """
+        reason = _inputs.reason(error)
+        try:
+            recorded = codec.decode(data)
+        except Exception:
+            recorded = None
+        found = self._argument_problem(codec, recorded) if isinstance(recorded, dict) else None
+        where = f"the recorded input of workflow {self.name!r} does not decode as its arguments"
+        return f"{where}: it has {found}" if found is not None else f"{where} ({reason})"
+
+    def _argument_problem(self, codec: Any, values: Mapping[str, Any]) -> str | None:
+        """The first argument in ``values`` that does not decode as its parameter's type.
+
+        Described as ``n='12' (str) where its signature says n: int (Expected ...)``.
+        """
+        hints = self._type_hints()
+        for param in self.signature.parameters.values():
+            value = values.get(param.name, msgspec.UNSET)
+            if value is msgspec.UNSET:
+                continue
+            expected = _inputs.field_type(param, hints)
+            problem = _inputs.decode_problem(codec, value, expected)
+            if problem is not None:
+                return (
+                    f"{param.name}={_short(value)} ({_inputs.type_name(type(value))}) where its "
+                    f"signature says {param.name}: {_inputs.type_name(expected)} ({problem})"
+                )
+        return None
 
     def input_conflict(
         self, store: stores.Store, codec: Any, run: history.RunInfo, data: bytes
@@ -521,17 +578,18 @@ class Workflow(_Definition[P, R]):
         try:
             old = codec.decode(stored, self.input_type())
             new = codec.decode(given, self.input_type())
-        except Exception:  # a stored input the code no longer decodes: cannot compare
-            return {}
+        except Exception:  # a stored input the code no longer decodes: compare as stored
+            try:
+                old, new = codec.decode(stored), codec.decode(given)
+            except Exception:
+                return {}
+            if not isinstance(old, dict) or not isinstance(new, dict):
+                return {}
         differences: dict[str, str] = {}
         for param in self.signature.parameters.values():
-            before = _argument(param, getattr(old, param.name, msgspec.UNSET))
-            after = _argument(param, getattr(new, param.name, msgspec.UNSET))
-            try:
-                same = bool(before == after)
-            except Exception:  # an __eq__ that raises: they are not known to be equal
-                same = False
-            if not same:
+            before = _argument(param, _inputs.field(old, param.name))
+            after = _argument(param, _inputs.field(new, param.name))
+            if not _inputs.same(codec, before, after):
                 differences[param.name] = (
                     f"  {param.name}: {_short(before)} (the existing run) "
                     f"!= {_short(after)} (given)"

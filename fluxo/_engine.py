@@ -748,7 +748,7 @@ class Engine:
         if run.status is _history.RunStatus.CANCELLED:
             return run  # cancelling twice is harmless
         if run.status.is_terminal:
-            raise _errors.RunStateError(
+            raise self._damage_error(run_id, "cancelled") or _errors.RunStateError(
                 f"run {run_id!r} already finished ({run.status.value}); there is nothing to cancel"
             )
         if run.status is _history.RunStatus.PENDING and run.lease_owner is None and not run.parent:
@@ -798,11 +798,14 @@ class Engine:
             try:
                 self.store.send_signal(target, name, data, now=self.clock())
                 return
-            except _errors.RunStateError:
-                latest = self._latest(target).id  # it continued as new meanwhile?
-                if latest == target:
+            except _errors.RunStateError as exc:
+                latest = self._latest(target)  # it continued as new meanwhile?
+                if latest.id != target:
+                    target = latest.id
+                    continue
+                if latest.damage is None:
                     raise
-                target = latest
+                raise self._damaged(latest, "signalled") from exc
 
     def retry(self, run_id: str) -> RunHandle[Any]:
         """Resume a failed run from its history, for a worker to execute.
@@ -814,8 +817,34 @@ class Engine:
         """
         self._check_open()
         _check_run_id(run_id)
-        self.store.reopen(run_id, now=self.clock())
+        try:
+            self.store.reopen(run_id, now=self.clock())
+        except _errors.RunStateError as exc:
+            damaged = self._damage_error(run_id, "retried")
+            if damaged is None:
+                raise
+            raise damaged from exc
         return self.handle(run_id)
+
+    def _damage_error(self, run_id: str, verb: str) -> _errors.RunStateError | None:
+        """The error for a run whose record is damaged, ``None`` if it is not.
+
+        Read only once a store refused an operation on the run: a damaged status
+        reads as ``failed``, so the store's own refusal would name the wrong state.
+        """
+        try:
+            run = self.store.get_run(run_id)
+        except _errors.FluxoError:
+            return None
+        return None if run.damage is None else self._damaged(run, verb)
+
+    @staticmethod
+    def _damaged(run: _history.RunInfo, verb: str) -> _errors.RunStateError:
+        return _errors.RunStateError(
+            f"run {run.id!r} cannot be {verb}: its record in the store is damaged "
+            f"({run.damage}), and Fluxo leaves it as it is: repair the record in the store "
+            "by hand, or delete it (see docs/history-format.md, 'Damaged histories')"
+        )
 
     def _wait_result(self, run_id: str, timeout: float | None, return_type: Any) -> Any:
         self._check_open()
@@ -924,7 +953,7 @@ def _epoch(name: str, value: datetime | float) -> float:
 def _check_run_id(run_id: object) -> None:
     """Refuse a run id no run can have, before it reaches a store (NUL fails PostgreSQL)."""
     if not isinstance(run_id, str):
-        raise _errors.DefinitionError(f"a run id is a string, not {run_id!r}")
+        raise _errors.DefinitionError(f"a run id is a string, not {_errors.quoted(run_id)}")
     _history.check_name("the run id", run_id)
 
 

@@ -38,10 +38,27 @@ in user code cannot swallow it.
 from __future__ import annotations
 
 import functools
+import reprlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 DETERMINISM_DOCS = "docs/determinism.md in the Fluxo repository"
+
+_LONG: Final = 60
+"""A string longer than this is shortened where a message quotes it (see :func:`quoted`)."""
+_QUOTED = reprlib.Repr()
+_QUOTED.maxstring = _QUOTED.maxother = _LONG
+
+
+def quoted(value: object) -> str:
+    """``repr(value)`` for a message: a long string as its first 40 characters and its length.
+
+    An id or name a user got wrong may be thousands of characters long; an error
+    quotes enough of it to recognize: ``'LLLL...'... (5000 characters)``.
+    """
+    if isinstance(value, str) and len(value) > _LONG:
+        return f"{value[:40]!r}... ({len(value)} characters)"
+    return _QUOTED.repr(value)
 
 
 class FluxoError(Exception):
@@ -64,7 +81,7 @@ class RunNotFoundError(FluxoError, LookupError):
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
-        super().__init__(f"no run with id {run_id!r}")
+        super().__init__(f"no run with id {quoted(run_id)}")
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.run_id,))
@@ -567,5 +584,15 @@ def _public_names() -> dict[type[BaseException], str]:
 
 @functools.cache
 def _current_paths() -> dict[str, str]:
-    """Each public exception's ``module.qualname`` today, by its public name."""
-    return {f"{cls.__module__}.{cls.__qualname__}": name for cls, name in _public_names().items()}
+    """Each public exception's ``module.qualname`` today, by its public name.
+
+    Also the path of the private module that defines it (``fluxo._errors.StepError``):
+    ``fluxo`` presents its errors under its own name, and a history may hold either.
+    """
+    paths = {}
+    for cls, name in _public_names().items():
+        paths[f"{cls.__module__}.{cls.__qualname__}"] = name
+        defined = getattr(cls, "_fluxo_path", None)
+        if isinstance(defined, str):
+            paths[defined] = name
+    return paths

@@ -92,11 +92,13 @@ _shared_threads = StepThreads()
 def check_signal_name(name: object) -> str:
     """Return ``name`` if it may name a user's signal, else raise ``DefinitionError``."""
     if not isinstance(name, str) or not name:
-        raise _errors.DefinitionError(f"a signal name must be a non-empty string, not {name!r}")
+        raise _errors.DefinitionError(
+            f"a signal name must be a non-empty string, not {_errors.quoted(name)}"
+        )
     if name.startswith(history.SIGNAL_PREFIX):
         raise _errors.DefinitionError(
             f"signal names starting with {history.SIGNAL_PREFIX!r} are Fluxo's own (child runs "
-            f"send their outcome under one); rename signal {name!r}"
+            f"send their outcome under one); rename signal {_errors.quoted(name)}"
         )
     return history.check_name("the signal name", name)
 
@@ -2018,13 +2020,14 @@ class RunContext:
         # running user code.
         if not self._script and self.next_seq == 1 and self._cancel_due():
             return self._finish_cancelled(record_request=True)
+        data = self.started.data or b"{}"
         try:
-            packed = self.codec.decode(self.started.data or b"{}", wf.input_type())
+            packed = self.codec.decode(data, wf.input_type())
             args, kwargs = wf.unpack_input(packed)
         except Exception as error:  # a custom codec's own errors too: the input never decodes
             exc = error
-            if not isinstance(exc, _errors.FluxoError):
-                exc = _errors.DecodeError(f"the run's recorded input does not decode: {exc!r}")
+            if isinstance(exc, _errors.DecodeError) or not isinstance(exc, _errors.FluxoError):
+                exc = _errors.DecodeError(wf.input_problem(self.codec, data, error))
             if self.replay_only:
                 self._nondeterminism = _errors.NondeterminismError(
                     self.run_id, 0, f"workflow {wf.name}", "its recorded input", f"  {exc}"

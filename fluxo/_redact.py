@@ -12,7 +12,10 @@ logged. It masks:
   (``redis://:pw@host``, ``mongodb://u:pw@h1,h2/db``);
 * ``password=``, ``passwd=`` and ``pwd=`` values (URL queries, libpq DSNs);
 * every occurrence of the secrets a caller knows (:func:`secrets_of` a URL), for
-  driver messages that quote a password without its URL around it.
+  driver messages that quote a password without its URL around it. A driver
+  that misreads a URL quotes a piece of its password (``redis://:pw/x@host``
+  reads as host ``""``, "port" ``pw``), so those secrets include the pieces
+  of the password between ``/ ? # : ; @``, when long enough to mean something.
 
 When in doubt it masks more (a URL whose path or query holds an ``@`` after a
 ``host:port`` loses what lies between): a message that says less is better than
@@ -37,6 +40,8 @@ message would make it unreadable, and so short a password protects nothing."""
 
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://(?P<rest>[^\s'\"`<>]*)")
 _PAIR = re.compile(r"(?i)\b(password|passwd|pwd)=([^&\s'\";]*)")
+_DELIMITERS = re.compile(r"[/?#:;@]")
+"""Where a URL parser that misreads a password cuts it: the pieces it may quote."""
 
 
 def _password_span(rest: str) -> tuple[int, int] | None:
@@ -90,10 +95,16 @@ def redact_value(text: str) -> str:
 
 
 def secrets_of(url: str) -> tuple[str, ...]:
-    """The passwords a URL (or any text) holds, as written and percent-decoded.
+    """The passwords a URL (or any text) holds, as written and percent-decoded, and their pieces.
 
     Used to mask them in messages that quote them without their URL, which
-    :func:`redact` alone would not recognize.
+    :func:`redact` alone would not recognize. A password is everything between
+    the ``:`` after ``scheme://`` (and an optional user) and the last ``@``, so
+    an unescaped ``/``, ``?``, ``#`` or ``@`` in it stays inside; the pieces it
+    splits into at those characters (and ``:`` and ``;``) are secrets too when
+    at least :data:`MIN_SECRET` long, as a driver that parsed the URL its own
+    way quotes one of them as a port, a host or a path. A value without
+    ``scheme://`` (``postgresql:u:pw@host/db``) is read the same way.
     """
     found: list[str] = []
     for match in _URL.finditer(url):
@@ -101,9 +112,35 @@ def secrets_of(url: str) -> tuple[str, ...]:
         span = _password_span(rest)
         if span is not None:
             found.append(rest[span[0] : span[1]])
+    if "://" not in url:
+        span = _password_span(url)
+        if span is not None:
+            found.append(url[span[0] : span[1]])
     found.extend(match[2] for match in _PAIR.finditer(url))
     found += [unquote(secret) for secret in found]
+    found += [
+        piece
+        for secret in found
+        for piece in _DELIMITERS.split(secret)
+        if len(piece) >= MIN_SECRET and piece != secret
+    ]
     return tuple(dict.fromkeys(secret for secret in found if secret and secret != MASK))
+
+
+def escape_hint(url: str) -> str:
+    """Advice for an unusable URL whose password holds a character a URL parser cuts at.
+
+    Returns ``""`` when the password (see :func:`secrets_of`) holds none of
+    ``/ ? # @``, else a clause to append to the error, which says how to write it.
+    """
+    rest = url.partition("://")[2] or url
+    span = _password_span(rest)
+    if span is None or not any(char in rest[span[0] : span[1]] for char in "/?#@"):
+        return ""
+    return (
+        "; a password holding / ? # or @ must be percent-encoded in the URL "
+        "(/ as %2F, ? as %3F, # as %23, @ as %40, % as %25)"
+    )
 
 
 def leaks(exc: BaseException, secrets: Iterable[str]) -> bool:

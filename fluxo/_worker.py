@@ -13,6 +13,7 @@ import signal
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING
@@ -35,6 +36,79 @@ _FINISHED = (
 
 CHECK_INTERVAL = 0.5
 """Seconds between a heartbeat's reads of the cancel flags of the runs it executes."""
+
+BACKOFF_CAP = 10.0
+"""The longest wait, in seconds, between two attempts of a background operation that fails."""
+
+REMIND_EVERY = 60.0
+"""Seconds between two log lines saying that a background operation still fails."""
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an error's text (a driver's may add ``LINE 3: ...`` and a caret)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+class Trouble:
+    """One background operation of a worker that may fail again and again (claims, renewals).
+
+    Invariant 10 of the design: a transient store error backs off, and nothing
+    logs the same line forever. The first failure is logged in one line at
+    ``level``; while failures go on, at most one reminder every
+    :data:`REMIND_EVERY` seconds says how many attempts failed; the first
+    success after them is logged once at INFO. :meth:`failed` returns how long
+    to wait before the next attempt: ``first``, doubled at each failure in a
+    row, at most :data:`BACKOFF_CAP`.
+
+    Args:
+        what: the operation, as log lines name it (``"worker w1: claiming runs"``).
+        level: the level of the failure lines.
+        first: the wait after the first failure, in seconds.
+        clock: a monotonic clock (replaceable in tests).
+    """
+
+    def __init__(
+        self,
+        what: str,
+        *,
+        level: int = logging.ERROR,
+        first: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.what = what
+        self.level = level
+        self.first = first
+        self.clock = clock
+        self.failures = 0
+        """Failures in a row (0: the last attempt succeeded)."""
+        self._logged_at = 0.0
+
+    def failed(self, exc: BaseException) -> float:
+        """Count a failure, log it if it is due, and return the wait before the next attempt."""
+        self.failures += 1
+        now = self.clock()
+        if self.failures == 1:
+            log.log(
+                self.level, "%s failed (%s); retrying with backoff", self.what, _first_line(exc)
+            )
+            self._logged_at = now
+        elif now - self._logged_at >= REMIND_EVERY:
+            log.log(
+                self.level,
+                "%s still failing after %d attempts (%s)",
+                self.what,
+                self.failures,
+                _first_line(exc),
+            )
+            self._logged_at = now
+        return float(min(self.first * 2.0 ** min(self.failures - 1, 32), BACKOFF_CAP))
+
+    def succeeded(self) -> None:
+        """Count a success: after failures, say once that the operation works again."""
+        if self.failures:
+            log.info("%s works again after %d failed attempts", self.what, self.failures)
+            self.failures = 0
 
 
 class Heartbeat:
@@ -59,6 +133,13 @@ class Heartbeat:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.renewals = Trouble(f"worker {owner}: renewing leases", level=logging.WARNING)
+        self.checks = Trouble(
+            f"worker {owner}: reading the records of its runs",
+            level=logging.DEBUG,
+            first=CHECK_INTERVAL,
+        )
+        self._check_after = 0.0  # while reads fail, the next one waits its backoff
 
     def __enter__(self) -> Heartbeat:
         self._stop.clear()
@@ -115,20 +196,22 @@ class Heartbeat:
                 self.owner, list(ids), lease_until=self.engine.clock() + self.lease
             )
         except _errors.StoreError as exc:
-            log.warning("could not renew leases (%s); retrying at the next beat", exc)
+            self.renewals.failed(exc)  # renewed again at the next beat, whatever the backoff
             return
+        self.renewals.succeeded()
         self._tell(snapshot, {run_id: (run_id in held, held.get(run_id, False)) for run_id in ids})
 
     def check(self) -> None:
         """Read the records of the runs executing now; tell them of cancellations."""
         snapshot = self._snapshot()
-        if not snapshot:
+        if not snapshot or self.checks.clock() < self._check_after:
             return
         try:
             runs = self.engine.store.get_runs([run_id for run_id, _, _ in snapshot])
         except _errors.StoreError as exc:
-            log.debug("could not look for cancellations (%s); looking again soon", exc)
+            self._check_after = self.checks.clock() + self.checks.failed(exc)
             return
+        self.checks.succeeded()
         found = {}
         for run_id, _, _ in snapshot:
             run = runs.get(run_id)
@@ -229,7 +312,9 @@ class Worker:
             problems.append(f"idle_timeout must be a positive number, not {idle_timeout!r}")
         if worker_id is not None:
             if not isinstance(worker_id, str) or not worker_id:
-                problems.append(f"worker_id must be a non-empty string, not {worker_id!r}")
+                problems.append(
+                    f"worker_id must be a non-empty string, not {_errors.quoted(worker_id)}"
+                )
             elif (problem := history.name_problem(worker_id)) is not None:
                 problems.append(history.name_rule("worker_id", worker_id, problem))
         if problems:
@@ -256,6 +341,11 @@ class Worker:
         self._thread: threading.Thread | None = None
         self._heartbeat = Heartbeat(engine, self.id, self.lease)
         self._warned_unknown: set[str] = set()
+        self._claims = Trouble(f"worker {self.id}: claim", first=self.idle_timeout)
+        self._wakes = Trouble(f"worker {self.id}: reading the next wake-up", level=logging.WARNING)
+        self._unknowns = Trouble(
+            f"worker {self.id}: looking for runs of unknown workflows", level=logging.WARNING
+        )
         self._draining_expired = False
         self.completed = 0
         """How many runs this worker finished (completed, failed or cancelled)."""
@@ -354,9 +444,9 @@ class Worker:
                 finally:
                     self._dispatch(pool, runs)  # starts them, and ends the claim in any case
                 if failure is not None:
-                    log.error("worker %s: claim failed (%s); retrying", self.id, failure)
-                    self._stopping.wait(self.idle_timeout)
+                    self._pause(self._claims.failed(failure))
                     continue
+                self._claims.succeeded()
                 if not runs:
                     self._idle(names, token)
                     if time.monotonic() - last_unknown_check > 60:
@@ -365,14 +455,20 @@ class Worker:
             self._drain()
         log.info("worker %s stopped", self.id)
 
+    def _pause(self, seconds: float) -> None:
+        """Wait before the next claim after a failed one (``stop()`` ends it early)."""
+        self._stopping.wait(seconds)
+
     def _idle(self, names: frozenset[str], token: object) -> None:
         """Sleep until the store reports a change or the next timer is due."""
         wait = self.idle_timeout
         try:
             due = self.engine.store.next_wake(names, now=self.engine.clock())
         except _errors.StoreError as exc:
-            log.warning("worker %s: cannot read the next wake-up (%s)", self.id, exc)
+            self._wakes.failed(exc)  # the wait is idle_timeout at most, as it is anyway
             due = None
+        else:
+            self._wakes.succeeded()
         if due is not None:
             wait = min(wait, max(due - self.engine.clock(), 0.005))
         self.engine.store.wait_for_change(None, wait, since=token)
@@ -604,8 +700,10 @@ class Worker:
         """Log, once per run, runnable runs of workflows this worker does not know."""
         try:
             runs = self.engine.store.list_runs(statuses=[history.RunStatus.PENDING], limit=100)
-        except _errors.StoreError:
+        except _errors.StoreError as exc:
+            self._unknowns.failed(exc)  # looked for again in a minute, as always
             return
+        self._unknowns.succeeded()
         for run in runs:
             known = run.workflow in self.engine.workflow_names
             if not known and run.id not in self._warned_unknown:

@@ -159,7 +159,7 @@ def _connect(store: str | None, app: str | None) -> Iterator[_engine.Engine]:
                 engine.store.close()  # opened here, so not the engine's to close
     except _errors.RunNotFoundError as exc:
         raise _CLIError(
-            f"no run {exc.run_id!r} in {where}; list runs with `fluxo runs list`"
+            f"no run {_errors.quoted(exc.run_id)} in {where}; list runs with `fluxo runs list`"
         ) from exc
     except (_errors.StoreUnavailableError, ConnectionError) as exc:
         raise _CLIError(f"cannot reach {reach}: {fmt.root_reason(exc)}; {check}") from exc
@@ -636,14 +636,24 @@ def _url_option(fn: F) -> F:
     return decorated
 
 
+_SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
+
+
 @contextlib.contextmanager
 def _database(url: str | None) -> Iterator[str]:
     if url is None:
         raise click.UsageError(f"no database given: set {STORE_ENV} or pass --url URL")
-    scheme = url.partition("://")[0].split("+", 1)[0].lower()
-    if scheme not in ("sqlite", "postgresql", "postgres", "mysql", "mariadb"):
+    scheme, sep, _ = url.partition("://")
+    if not sep:
         raise click.BadParameter(
-            f"{scheme!r} is not a SQL store; only the SQL stores have a schema to manage",
+            f"{_redact.redact_value(url)!r} is not a URL; pass something like "
+            "'sqlite:///fluxo.db' or 'postgresql://user@host/app'",
+            param_hint="'--url'",
+        )
+    if scheme.split("+", 1)[0].lower() not in _SQL_SCHEMES:
+        raise click.BadParameter(
+            f"{_redact.redact(scheme, _redact.secrets_of(url))!r} is not a SQL store; only the "
+            "SQL stores (sqlite, postgresql, mysql) have a schema to manage",
             param_hint="'--url'",
         )
     try:
@@ -684,11 +694,15 @@ def check(url: str | None) -> None:
 
     with _database(url) as checked:
         problems = _migrate.check(checked)
+        shown = _redact.redact_value(checked)
+    if problems == [_migrate.NO_SCHEMA]:
+        raise _CLIError(f"no Fluxo schema at {shown}; run `fluxo db upgrade`")
     if problems:
+        for problem in problems:
+            click.echo(f"  {problem}", err=True)
+        count = f"{len(problems)} difference{'s' if len(problems) > 1 else ''}"
         raise _CLIError(
-            "the database does not match this Fluxo's schema: "
-            + "; ".join(problems)
-            + ". Run 'fluxo db upgrade'"
+            f"the schema at {shown} is not this Fluxo's ({count} above); run `fluxo db upgrade`"
         )
     click.echo("schema is up to date")
 
@@ -703,10 +717,24 @@ def _wants_traceback(args: Sequence[str]) -> bool:
     return False
 
 
+def _url_secrets(args: Sequence[str]) -> tuple[str, ...]:
+    """The passwords of the store URLs of a command line (and of ``FLUXO_STORE_URL``).
+
+    Every message is masked with them too, whatever a driver made of the URL.
+    """
+    urls = [os.environ.get(STORE_ENV, "")]
+    for index, arg in enumerate(args):
+        name, equals, value = arg.partition("=")
+        if name in ("--store", "--url"):
+            urls.append(value if equals else "".join(args[index + 1 : index + 2]))
+    return tuple(secret for url in urls for secret in _redact.secrets_of(url))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the command line: errors print one line, and set the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
     verbose = _wants_traceback(args)
+    secrets = _url_secrets(args)
     try:
         code = cli.main(args=args, prog_name="fluxo", standalone_mode=False)
     except click.exceptions.Abort:
@@ -714,19 +742,31 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(130)
     except click.UsageError as exc:
         where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
-        _fail(fmt.one_line(exc.format_message()) + where, exc.exit_code)
+        _fail(fmt.one_line(exc.format_message()) + where, exc.exit_code, secrets=secrets)
     except click.ClickException as exc:
-        _fail(fmt.one_line(exc.format_message()), exc.exit_code, exc if verbose else None)
+        traced = exc if verbose else None
+        _fail(fmt.one_line(exc.format_message()), exc.exit_code, traced, secrets)
     except _errors.FluxoError as exc:
-        _fail(fmt.one_line(str(exc)), 1, exc if verbose else None)
+        _fail(fmt.one_line(str(exc)), 1, exc if verbose else None, secrets)
+    except Exception as exc:  # a bug (ours or a driver's): its traceback, passwords masked
+        _fail(
+            f"unexpected {type(exc).__name__}: {fmt.one_line(str(exc))} (the traceback "
+            "above shows where it was raised; if in Fluxo, please report it)",
+            1,
+            exc,
+            secrets,
+        )
     sys.exit(code if isinstance(code, int) else 0)
 
 
-def _fail(message: str, code: int, traced: BaseException | None = None) -> None:
+def _fail(
+    message: str, code: int, traced: BaseException | None = None, secrets: Sequence[str] = ()
+) -> None:
     """Print the error (after its traceback, with --verbose), passwords masked, and exit."""
     if traced is not None:
-        click.echo(_redact.redact("".join(traceback.format_exception(traced))).rstrip(), err=True)
-    click.echo(f"Error: {_redact.redact(message)}", err=True)
+        text = "".join(traceback.format_exception(traced))
+        click.echo(_redact.redact(text, secrets).rstrip(), err=True)
+    click.echo(f"Error: {_redact.redact(message, secrets)}", err=True)
     sys.exit(code)
 
 

@@ -190,7 +190,13 @@ def _custom_classes(
 
 
 def _type_name(tp: Any) -> str:
+    """A type as a message names it: ``builtins.int``, ``shop.Receipt``, ``list[int]``.
+
+    A record of Fluxo's internals is named as such, never by its private module.
+    """
     if isinstance(tp, type):
+        if tp.__module__.startswith("fluxo._"):
+            return f"Fluxo's {tp.__qualname__} record"
         return f"{tp.__module__}.{tp.__qualname__}"
     return repr(tp)
 

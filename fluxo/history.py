@@ -375,8 +375,8 @@ def check_name(what: str, value: str) -> str:
 def name_rule(what: str, value: str, problem: str) -> str:
     """The message for a name :func:`name_problem` refuses: the value, the problem, the rule."""
     return (
-        f"{what} {value!r} {problem}; names and ids may not contain control characters "
-        "(such as NUL) or lone surrogates, which stores cannot hold"
+        f"{what} {_errors.quoted(value)} {problem}; names and ids may not contain control "
+        "characters (such as NUL) or lone surrogates, which stores cannot hold"
     )
 
 

@@ -357,7 +357,8 @@ def open_store(url: str, *, auto_migrate: bool = True) -> Store:
 
         mongo_store: Store = mongo.MongoStore(url)
         return mongo_store
+    given = _redact.redact(url.split("://", 1)[0], _redact.secrets_of(url))  # as typed, masked
     raise _errors.DefinitionError(
-        f"no Fluxo store handles URLs starting {scheme!r}://; the schemes are memory, "
+        f"no Fluxo store handles URLs starting {given!r}://; the schemes are memory, "
         "sqlite, postgresql, mysql, redis and mongodb"
     )

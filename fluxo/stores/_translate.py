@@ -34,19 +34,28 @@ Classify = Callable[[BaseException, str], "Verdict | None"]
 """A backend's classification of an exception raised during ``action``; ``None``: not a driver's."""
 
 
-def wrapped(kind: type[E], message: str, exc: BaseException, secrets: Iterable[str] = ()) -> E:
+def wrapped(
+    kind: type[E],
+    message: str,
+    exc: BaseException,
+    secrets: Iterable[str] = (),
+    *,
+    advice: str = "",
+) -> E:
     """Build ``kind(message)`` for the driver's ``exc``: passwords masked, cause chained if safe.
 
-    Raising the result is ``raise kind(redact(message)) from cause(exc)``.
+    Raising the result is ``raise kind(redact(message) + advice) from cause(exc)``.
 
     Args:
         kind: the Fluxo error to build.
         message: its message; every password in it is masked.
         exc: the driver's exception it replaces.
         secrets: the passwords of the store's URL (:func:`fluxo._redact.secrets_of`).
+        advice: Fluxo's own words, holding no secret, added after the masking (which
+            could otherwise mask a word of them that a piece of a password matches).
     """
     secrets = tuple(secrets)
-    error = kind(_redact.redact(message, secrets))
+    error = kind(_redact.redact(message, secrets) + advice)
     error.__cause__ = _redact.cause(exc, secrets)
     error.__suppress_context__ = True
     return error

@@ -12,6 +12,7 @@ Example:
     ...     assert env.run(checkout, "o-17", 4200) == "r-1"
 """
 
+import fluxo
 from fluxo._errors import HistoryFormatError, ReplayMismatchError
 from fluxo._history_file import History
 from fluxo.testing._environment import WorkflowEnvironment
@@ -41,3 +42,5 @@ __all__ = [
     "replay_runs",
     "save_history",
 ]
+
+fluxo._present_errors(__name__, __all__, globals())

@@ -79,10 +79,59 @@ def test_the_version_table_is_fluxos_own(empty_url: str) -> None:
 
 
 def test_check_reports_a_database_without_the_tables(empty_url: str) -> None:
+    assert _migrate.check(empty_url) == [_migrate.NO_SCHEMA]
+
+
+def test_check_names_each_difference_in_one_readable_line(empty_url: str) -> None:
+    _migrate.upgrade(empty_url)
+    engine = sa.create_engine(sql.normalize_url(empty_url), poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE fluxo_signals")
+            conn.exec_driver_sql("CREATE TABLE fluxo_extra (x INTEGER)")
+            conn.exec_driver_sql("CREATE INDEX ix_extra ON fluxo_events (kind)")
+            conn.exec_driver_sql(f"UPDATE {_schema.VERSION_TABLE} SET version_num = '0002'")
+    finally:
+        engine.dispose()
+
     problems = _migrate.check(empty_url)
 
-    assert any("revision None" in problem for problem in problems)
-    assert any("fluxo_runs" in problem for problem in problems)
+    assert problems[0] == f"the schema revision is '0002', not {_schema.HEAD_REVISION!r}"
+    assert "table fluxo_signals is missing" in problems
+    assert "table fluxo_extra is not in this Fluxo's schema" in problems
+    assert "index ix_extra on fluxo_events is not in this Fluxo's schema" in problems
+    for problem in problems:
+        assert "\n" not in problem
+        assert "Table(" not in problem
+        assert "Column(" not in problem
+        assert len(problem) < 120
+
+
+@pytest.mark.parametrize(
+    ("diff", "line"),
+    [
+        (
+            ("modify_type", None, "fluxo_runs", "workflow", {}, sa.Text(), sa.String(255)),
+            "column fluxo_runs.workflow has type TEXT, not VARCHAR(255)",
+        ),
+        (
+            ("modify_nullable", None, "fluxo_runs", "ready_at", {}, False, True),
+            "column fluxo_runs.ready_at is NOT NULL, not nullable",
+        ),
+        (
+            ("add_column", None, "fluxo_runs", sa.Column("deadline", sa.Float())),
+            "column fluxo_runs.deadline is missing",
+        ),
+        (
+            ("remove_column", None, "fluxo_runs", sa.Column("extra", sa.Float())),
+            "column fluxo_runs.extra is not in this Fluxo's schema",
+        ),
+        (("something_new", None), "something new"),
+    ],
+)
+def test_each_kind_of_difference_reads_as_a_sentence(diff: tuple[object, ...], line: str) -> None:
+    assert _migrate.describe(diff) == line
+    assert _migrate.describe([diff, diff]) == f"{line}; {line}"
 
 
 def test_upgrade_at_head_is_a_no_op_and_keeps_data(empty_url: str) -> None:

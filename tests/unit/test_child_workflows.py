@@ -281,6 +281,29 @@ def test_the_test_environment_runs_children(store_url: str) -> None:
         assert env.run(impatient_parent, 60.0) == "timed out"
 
 
+@fluxo.workflow
+def mistyping_parent(x: str) -> str:
+    try:
+        fluxo.start_child(child, x)  # type: ignore[arg-type]
+    except fluxo.EncodeError as exc:
+        return str(exc)
+    return "started"
+
+
+def test_a_child_argument_of_another_type_is_refused_before_the_child_exists(
+    make_engine: MakeEngine,
+) -> None:
+    engine = make_engine(mistyping_parent, child)
+    handle = engine.start(mistyping_parent.options(id="mp"), "7")
+
+    work(engine)
+
+    message = handle.result(timeout=0)
+    assert message.startswith(f"fluxo.start_child(): workflow {child.name!r} got x='7' (str)")
+    assert "x: int" in message
+    assert [run.id for run in engine.list_runs()] == ["mp"]
+
+
 def test_a_given_child_id_is_used(make_engine: MakeEngine) -> None:
     engine = make_engine(*WORKFLOWS)
     handle = engine.start(named_parent.options(id="np"), "my-child")

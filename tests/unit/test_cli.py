@@ -93,6 +93,57 @@ def test_db_upgrade_current_and_check(tmp_path: Path) -> None:
     assert "up to date" in out
 
 
+def test_an_unexpected_error_prints_its_traceback_with_passwords_masked(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = "redis://:S3cretPw@127.0.0.1:1/0"
+
+    def broken(url: str, *, auto_migrate: bool = True) -> object:
+        raise AttributeError(f"a driver's bug, quoting {url} and S3cretPw")
+
+    monkeypatch.setattr(cli.stores, "open_store", broken)
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["runs", "list", "--store", url])
+
+    output = "".join(capsys.readouterr())
+    assert exited.value.code == 1
+    assert "Traceback" in output
+    assert "Error: unexpected AttributeError: a driver's bug" in output
+    assert "S3cretPw" not in output
+
+
+def test_db_check_of_a_database_without_fluxo_says_so_in_one_line(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/typo.db"
+
+    code, out = invoke("db", "check", "--url", url)
+
+    assert code == 1
+    assert out.strip() == f"Error: no Fluxo schema at {url}; run `fluxo db upgrade`"
+    assert not (tmp_path / "typo.db").exists()
+
+
+def test_db_check_lists_the_differences_one_per_line(tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{tmp_path}/old.db"
+    invoke("db", "upgrade", "--url", url)
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE fluxo_signals")
+    engine.dispose()
+
+    result = CliRunner().invoke(
+        cli.cli, ["db", "check", "--url", url], env={"FLUXO_STORE_URL": None}
+    )
+
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert "  table fluxo_signals is missing" in lines
+    assert "Table(" not in result.output
+    assert len(result.output) < 600
+    assert f"the schema at {url} is not this Fluxo's" in lines[-1]
+
+
 def test_db_commands_read_the_url_from_the_environment(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/env.db"
     result = CliRunner().invoke(cli.cli, ["db", "upgrade"], env={"FLUXO_STORE_URL": url})
@@ -642,3 +693,11 @@ def test_runs_show_a_skipped_signal(app: fluxo.Engine) -> None:
     rejected = next(e for e in json.loads(out)["timeline"] if e["kind"] == "signal_rejected")
     assert rejected["data"]["payload"] == {"not": "a string"}
     assert json.loads(out)["pending_signals"] == []
+
+
+def test_a_long_run_id_is_quoted_short() -> None:
+    code, out = invoke("runs", "show", "L" * 5000, "--store", "memory://")
+
+    assert code == 1
+    assert "'... (5000 characters) in memory://" in out
+    assert len(out) < 300

@@ -373,3 +373,13 @@ def test_a_custom_codec_replays_its_own_records(make_engine: MakeEngine, clock: 
     assert execute(engine, handle.id, "second").value == "completed"
     assert handle.result(timeout=1) == Money(3)
     assert calls == ["once", "once", "crash", "crash"]
+
+
+def test_a_record_of_fluxos_internals_is_not_named_by_its_private_module() -> None:
+    from fluxo import _executor
+
+    with pytest.raises(fluxo.DecodeError) as info:
+        fluxo.JSONCodec().decode(b'"garbage"', _executor.ErrorInfo)
+
+    assert "Fluxo's ErrorInfo record" in str(info.value)
+    assert "fluxo._" not in str(info.value)

@@ -304,6 +304,29 @@ def test_arguments_that_do_not_fit_fail_the_run_clearly(make_engine: MakeEngine)
     assert [run.id for run in engine.list_runs()] == ["bad"]
 
 
+@fluxo.workflow
+def mistyped(n: int) -> int:
+    if n == 0:
+        return 0
+    try:
+        fluxo.continue_as_new(str(n - 1))  # type: ignore[arg-type]
+    except fluxo.EncodeError as exc:
+        return len(str(exc))
+    return -1
+
+
+def test_arguments_of_another_type_are_refused_before_the_next_run_exists(
+    make_engine: MakeEngine,
+) -> None:
+    engine = make_engine(mistyped)
+    handle = engine.start(mistyped.options(id="typed"), 2)
+
+    execute(engine, "typed")
+
+    assert handle.result(timeout=0) > 0
+    assert [run.id for run in engine.list_runs()] == ["typed"]
+
+
 def test_outside_a_workflow_it_is_an_error() -> None:
     with pytest.raises(fluxo.DefinitionError, match="outside one there is no run"):
         fluxo.continue_as_new(1)

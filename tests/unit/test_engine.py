@@ -207,11 +207,22 @@ def test_varargs_and_keywords_that_differ_are_named(make_engine: MakeEngine) -> 
     assert info.value.arguments == ("rest", "scale", "labels")
 
 
-def test_a_conflict_whose_stored_input_no_longer_decodes_says_the_arguments_differ(
+def test_a_conflict_whose_stored_input_no_longer_decodes_names_the_arguments_as_stored(
     make_engine: MakeEngine,
 ) -> None:
     engine = make_engine(greet)
     engine.store.create_run("old", greet.name, b'{"name": 17}', now=0.0)  # an older signature
+    with pytest.raises(fluxo.RunIdConflictError, match="name differs") as info:
+        engine.start(greet.options(id="old"), "ada")
+    assert info.value.arguments == ("name",)
+    assert "name: 17 (the existing run) != 'ada' (given)" in str(info.value)
+
+
+def test_a_conflict_whose_stored_input_is_no_mapping_says_the_arguments_differ(
+    make_engine: MakeEngine,
+) -> None:
+    engine = make_engine(greet)
+    engine.store.create_run("old", greet.name, b"[17]", now=0.0)
     with pytest.raises(fluxo.RunIdConflictError, match="its arguments differ") as info:
         engine.start(greet.options(id="old"), "ada")
     assert info.value.arguments == ()
@@ -236,6 +247,79 @@ def test_start_with_wrong_arguments_is_a_definition_error(
         engine.start(greet, *args, **kwargs)
     assert "greet(name: 'str', punctuation: 'str' = '!')" in str(info.value)
     assert engine.list_runs() == []
+
+
+@fluxo.workflow(name="tests.order")
+def order(order_id: str, cents: int) -> int:
+    return cents
+
+
+@fluxo.workflow(name="tests.loose")
+def loose(label: str, n: Any, ratio: float = 0.0, extra: dict[str, Any] | None = None) -> str:
+    return label
+
+
+@pytest.mark.parametrize(
+    ("cents", "given"), [("12", "str"), (1.5, "float"), (True, "bool"), (None, "None")]
+)
+def test_an_argument_of_another_type_is_refused_at_start(
+    make_engine: MakeEngine, cents: Any, given: str
+) -> None:
+    engine = make_engine(order)
+
+    for start in (engine.start, engine.run):
+        with pytest.raises(fluxo.EncodeError) as info:
+            start(order.options(id="o-1"), "o-1", cents)  # type: ignore[operator]
+
+        message = str(info.value)
+        assert isinstance(info.value, TypeError)  # like the arity error, DefinitionError
+        assert message.startswith(f"workflow 'tests.order' got cents={cents!r} ({given})")
+        assert "signature says cents: int" in message
+        assert "WorkflowInput" not in message
+        assert engine.list_runs() == []
+
+
+def test_a_recorded_input_that_does_not_decode_names_the_workflow_and_argument(
+    make_engine: MakeEngine,
+) -> None:
+    engine = make_engine(order)
+    engine.store.create_run("old", order.name, b'{"order_id":"o","cents":"12"}', now=0.0)
+
+    assert execute(engine, "old") is Outcome.FAILED
+    with pytest.raises(fluxo.WorkflowFailedError) as info:
+        engine.handle("old").result(timeout=0)
+
+    message = str(info.value)
+    assert info.value.is_instance(fluxo.DecodeError)
+    assert "the recorded input of workflow 'tests.order' does not decode" in message
+    assert "cents='12' (str) where its signature says cents: int" in message
+    assert "WorkflowInput" not in message
+    assert "fluxo._" not in message
+
+
+@pytest.mark.parametrize(
+    ("first", "again"), [(1, True), (1, 1.0), (True, 1), ({"a": 1}, {"a": True})]
+)
+def test_arguments_equal_in_python_but_recorded_differently_are_named(
+    make_engine: MakeEngine, first: Any, again: Any
+) -> None:
+    engine = make_engine(loose)
+    engine.start(loose.options(id="l"), "a", first)
+
+    with pytest.raises(fluxo.RunIdConflictError) as info:
+        engine.start(loose.options(id="l"), "a", again)
+
+    assert info.value.arguments == ("n",)
+    assert f"n: {first!r} (the existing run) != {again!r} (given)" in str(info.value)
+
+
+def test_arguments_that_record_the_same_are_the_same_run(make_engine: MakeEngine) -> None:
+    engine = make_engine(loose)
+    first = engine.start(loose.options(id="l"), "a", 1, 2, {"x": 1, "y": [1, 2]})
+
+    again = engine.start(loose.options(id="l"), "a", 1, 2.0, {"y": [1, 2], "x": 1})
+
+    assert again.id == first.id  # a float parameter records 2 as 2.0; a dict's order is no matter
 
 
 def test_unregistered_workflows_are_refused(make_engine: MakeEngine) -> None:
@@ -649,3 +733,46 @@ def test_run_raises_a_store_failure_instead_of_waiting_forever(make_engine: Make
     engine = make_engine(greet, store=DownAfterStart(fluxo.open_store("memory://")))
     with pytest.raises(fluxo.StoreUnavailableError, match="resumes it from its history"):
         engine.run(greet, "x")
+
+
+LONG = "L" * 5000
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda engine: engine.start(greet.options(id=LONG), "x"),
+        lambda engine: engine.start(greet.options(id=LONG + "~"), "x"),
+        lambda engine: engine.get_run(LONG),
+        lambda engine: engine.signal(LONG, "go", 1),
+        lambda engine: engine.cancel(LONG),
+        lambda engine: engine.history(LONG + "\x00"),
+        lambda engine: engine.signal("r", LONG + "\x00", 1),
+        lambda engine: engine.signal("r", "fluxo:" + LONG, 1),
+        lambda engine: engine.worker(worker_id=LONG + "\x00"),
+        lambda engine: fluxo.workflow(name=LONG + "\x00")(greet.fn),
+        lambda engine: fluxo.step(name="ok", aliases=[LONG + "\x00"])(count.fn),
+    ],
+    ids=[
+        "options-id",
+        "options-id-separator",
+        "get_run",
+        "signal-run",
+        "cancel",
+        "control-character",
+        "signal-name",
+        "reserved-signal-name",
+        "worker-id",
+        "workflow-name",
+        "alias",
+    ],
+)
+def test_errors_quote_a_long_id_or_name_short(make_engine: MakeEngine, call: Any) -> None:
+    engine = make_engine(greet)
+
+    with pytest.raises(fluxo.FluxoError) as info:
+        call(engine)
+
+    message = str(info.value)
+    assert "LLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLL'... (500" in message  # the start, and the length
+    assert len(message) < 400, message

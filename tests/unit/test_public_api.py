@@ -248,3 +248,18 @@ def test_the_license_file_is_the_licence_pyproject_declares() -> None:
     assert all(url.startswith(urls["Homepage"]) for url in urls.values())
     assert urls["Changelog"].endswith("/CHANGELOG.md")
     assert (root / "CHANGELOG.md").read_text().startswith("# Changelog")
+
+
+def test_tracebacks_name_fluxos_errors_as_users_import_them() -> None:
+    import traceback
+
+    import fluxo.testing
+
+    shown = traceback.format_exception_only(fluxo.RunNotFoundError("r1"))
+    assert shown == ["fluxo.RunNotFoundError: no run with id 'r1'\n"]
+    assert fluxo.testing.ReplayMismatchError.__module__ == "fluxo.testing"
+    assert fluxo.Cancelled.__module__ == "fluxo"
+    for name in fluxo.__all__:
+        obj = getattr(fluxo, name)
+        if isinstance(obj, type) and issubclass(obj, BaseException):
+            assert not obj.__module__.startswith("fluxo._"), name

@@ -733,3 +733,194 @@ def test_a_held_timer_that_fires_with_every_slot_busy_makes_its_run_ready_at_onc
         assert busy.result(timeout=WAIT) == "through"
         assert napping.result(timeout=WAIT) == 40
     assert kinds(engine.history(napping.id)).count("timer_fired") == 1
+
+
+# -- a store that keeps failing: back off, log once, remind, recover -------------------
+
+
+class FlakyStore:
+    """Forwards to another store; the first ``failures`` calls of ``method`` raise.
+
+    The error's text spans lines, as psycopg's does (``LINE 3: ...`` and a caret).
+    ``on_success`` is called before the first call that goes through.
+    """
+
+    def __init__(self, inner: fluxo.Store, method: str, failures: int) -> None:
+        self.inner = inner
+        self.method = method
+        self.failures = failures
+        self.calls = 0
+        self.on_success: Callable[[], None] = lambda: None
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.inner, name)
+        if name != self.method:
+            return attribute
+
+        def flaky(*args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            if self.calls <= self.failures:
+                raise fluxo.StoreUnavailableError(
+                    'relation "fluxo_runs" does not exist\nLINE 3: FROM fluxo_runs\n     ^'
+                )
+            if self.calls == self.failures + 1:
+                self.on_success()
+            return attribute(*args, **kwargs)
+
+        return flaky
+
+
+class FakeTime:
+    """A monotonic clock that moves only when the code under test waits."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.waits: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def wait(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+
+
+def lines(caplog: pytest.LogCaptureFixture, level: int, text: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == level and text in r.getMessage()]
+
+
+def test_failing_claims_back_off_and_are_logged_once_then_once_a_minute(
+    make_engine: MakeEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = FlakyStore(MemoryStore(), "claim", failures=40)
+    engine = make_engine(quick_flow, store=store)
+    worker = engine.worker(idle_timeout=0.25, worker_id="w")
+    fake = FakeTime()
+    worker._pause = fake.wait  # type: ignore[method-assign]
+    worker._claims.clock = fake.clock
+    store.on_success = worker.stop
+    caplog.set_level(logging.INFO, logger="fluxo._worker")
+
+    worker.run(install_signal_handlers=False)
+
+    assert store.calls == 41
+    cap = _worker.BACKOFF_CAP
+    assert fake.waits[:9] == [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, cap, cap, cap]
+    assert set(fake.waits[6:]) == {cap}  # capped
+    failures = lines(caplog, logging.ERROR, "worker w: claim")
+    # The first failure at 0 s; then 40 failures over about 356 s: a reminder a minute.
+    assert sum(fake.waits[:40]) == pytest.approx(15.75 + 34 * cap)
+    assert len(failures) == 1 + 5
+    assert failures[0] == (
+        'worker w: claim failed (relation "fluxo_runs" does not exist); retrying with backoff'
+    )
+    assert "still failing after 12 attempts" in failures[1]
+    assert all("\n" not in line and "LINE 3" not in line for line in failures)
+    assert lines(caplog, logging.INFO, "worker w: claim") == [
+        "worker w: claim works again after 40 failed attempts"
+    ]
+
+
+def test_a_claim_that_works_again_starts_the_backoff_afresh(
+    make_engine: MakeEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    trouble = _worker.Trouble("claims", first=1.0, clock=FakeTime().clock)
+    error = fluxo.StoreUnavailableError("down")
+
+    first = [trouble.failed(error) for _ in range(4)]
+    trouble.succeeded()
+    again = [trouble.failed(error) for _ in range(2)]
+
+    assert first == [1.0, 2.0, 4.0, 8.0]
+    assert again == [1.0, 2.0]
+
+
+def test_failing_lease_renewals_warn_once_then_once_a_minute(
+    make_engine: MakeEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = FlakyStore(MemoryStore(), "renew", failures=30)
+    engine = make_engine(quick_flow, store=store)
+    heartbeat = _worker.Heartbeat(engine, "w", lease=30.0)
+    fake = FakeTime()
+    heartbeat.renewals.clock = fake.clock
+    heartbeat.track("r1")
+    caplog.set_level(logging.INFO, logger="fluxo._worker")
+
+    for _ in range(31):  # a beat every 10 s: five minutes of failures, then one that works
+        heartbeat.beat()
+        fake.wait(10.0)
+
+    assert store.calls == 31  # renewing never backs off: the leases depend on it
+    warnings = lines(caplog, logging.WARNING, "renewing leases")
+    assert len(warnings) == 1 + 4  # at 0 s, then at 60, 120, 180 and 240 s
+    assert "still failing after 7 attempts" in warnings[1]
+    assert lines(caplog, logging.INFO, "renewing leases") == [
+        "worker w: renewing leases works again after 30 failed attempts"
+    ]
+
+
+def test_failing_reads_of_the_next_wake_up_warn_once_then_once_a_minute(
+    make_engine: MakeEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = FlakyStore(MemoryStore(), "next_wake", failures=12)
+    engine = make_engine(quick_flow, store=store)
+    worker = engine.worker(worker_id="w", idle_timeout=0.01)
+    fake = FakeTime()
+    worker._wakes.clock = fake.clock
+    caplog.set_level(logging.INFO, logger="fluxo._worker")
+
+    for _ in range(13):  # an idle worker reads it about every idle_timeout
+        worker._idle(engine.workflow_names, store.change_token(None))
+        fake.wait(10.0)
+
+    warnings = lines(caplog, logging.WARNING, "next wake-up")
+    assert len(warnings) == 1 + 1  # at 0 s, and a reminder at 60 s
+    assert "still failing after 7 attempts" in warnings[1]
+    assert len(lines(caplog, logging.INFO, "next wake-up works again")) == 1
+
+
+class _Watched:
+    """What the heartbeat reads of a running run's context."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.lease_epoch = 0
+        self.lease_released = False
+        self.stop_requested = threading.Event()
+        self.cancel_requested = threading.Event()
+
+
+def test_failing_reads_of_running_runs_back_off(make_engine: MakeEngine) -> None:
+    store = FlakyStore(MemoryStore(), "get_runs", failures=1000)
+    engine = make_engine(quick_flow, store=store)
+    heartbeat = _worker.Heartbeat(engine, "w", lease=30.0)
+    fake = FakeTime()
+    heartbeat.checks.clock = fake.clock
+    heartbeat._contexts["r1"] = _Watched("r1")  # type: ignore[assignment]
+
+    for _ in range(1200):  # ten minutes of ticks, every CHECK_INTERVAL
+        heartbeat.check()
+        fake.wait(_worker.CHECK_INTERVAL)
+
+    # 0.5, 1, 2, 4, 8, then every BACKOFF_CAP (10 s): about 64, not 1,200 reads
+    assert 50 <= store.calls <= 70
+
+
+def test_failing_reads_for_unknown_workflows_are_logged_in_one_line_until_they_work(
+    make_engine: MakeEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = FlakyStore(MemoryStore(), "list_runs", failures=10)
+    engine = make_engine(quick_flow, store=store)
+    worker = engine.worker(worker_id="w")
+    fake = FakeTime()
+    worker._unknowns.clock = fake.clock
+    caplog.set_level(logging.INFO, logger="fluxo._worker")
+
+    for _ in range(11):  # once a minute, as the claim loop does
+        worker._report_unknown()
+        fake.wait(61.0)
+
+    warnings = lines(caplog, logging.WARNING, "unknown workflows")
+    assert len(warnings) == 10  # the first, then a reminder at each minute's attempt
+    assert "\n" not in "".join(warnings)
+    assert len(lines(caplog, logging.INFO, "unknown workflows works again")) == 1

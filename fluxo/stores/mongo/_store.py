@@ -72,7 +72,11 @@ class MongoStore:
             raise unreachable from unreachable.__cause__
         except (_driver.PyMongoError, ValueError) as exc:  # ValueError: some URLs
             bad = _translate.wrapped(
-                _errors.DefinitionError, f"bad MongoDB URL {url!r}: {exc}", exc, secrets
+                _errors.DefinitionError,
+                f"bad MongoDB URL {url!r}: {exc}",
+                exc,
+                secrets,
+                advice=_redact.escape_hint(url),
             )
             raise bad from bad.__cause__
         self._name = name

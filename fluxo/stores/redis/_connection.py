@@ -80,7 +80,11 @@ class Connection:
             self.single: Any = _redis.Redis.from_url(plain)
         except ValueError as exc:
             error = _translate.wrapped(
-                _errors.DefinitionError, f"bad Redis URL {url!r}: {exc}", exc, self._secrets
+                _errors.DefinitionError,
+                f"bad Redis URL {url!r}: {exc}",
+                exc,
+                self._secrets,
+                advice=_redact.escape_hint(url),
             )
             raise error from error.__cause__
         self._client: Any = None

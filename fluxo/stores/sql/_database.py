@@ -82,12 +82,15 @@ class Database:
 
     Args:
         engine: the SQLAlchemy engine (psycopg, pymysql or sqlite3).
+        url: the database's URL as messages show it: as the user gave it, masked.
         owns_engine: whether the store created the engine (its connections are
             in autocommit mode from the start, and :meth:`dispose` disposes it).
         auto_migrate: see :class:`~fluxo.stores.sql.SQLStore`.
     """
 
-    def __init__(self, engine: sa.Engine, *, owns_engine: bool, auto_migrate: bool) -> None:
+    def __init__(
+        self, engine: sa.Engine, url: str, *, owns_engine: bool, auto_migrate: bool
+    ) -> None:
         self.engine = engine
         self.owns_engine = owns_engine
         self.closed = False
@@ -95,8 +98,8 @@ class Database:
         self.driver = _engine.Driver(dialect)
         self.sql = _statements.Statements(dialect, self.driver.name)
         self.secrets = _engine.url_secrets(engine.url)
-        self.url = _engine.redacted(engine.url)
-        """The database's URL as messages show it: passwords masked."""
+        self.url = url
+        """The database's URL as messages show it: as the user gave it, passwords masked."""
         self.file = _engine.sqlite_file(engine.url)
         memory = self.driver.name == "sqlite" and _engine.is_memory_sqlite(engine.url)
         # One in-memory SQLite connection is shared: operations take turns on it.

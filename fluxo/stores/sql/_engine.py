@@ -56,7 +56,7 @@ def normalize_url(url: str | sa.URL) -> sa.URL:
         raise _errors.DefinitionError(
             f"{_redact.redact_value(text)!r} is not a database URL "
             f"({_redact.redact(str(exc), secrets)}); pass something like "
-            "'sqlite:///fluxo.db' or 'postgresql://user@host/app'"
+            f"'sqlite:///fluxo.db' or 'postgresql://user@host/app'{_redact.escape_hint(text)}"
         ) from _redact.cause(exc, secrets)
     backend, _, driver = parsed.drivername.partition("+")
     backend = backend.lower()
@@ -88,6 +88,13 @@ def url_secrets(url: sa.URL) -> tuple[str, ...]:
 def redacted(url: sa.URL) -> str:
     """The URL as messages show it: every password masked."""
     return _redact.redact(url.render_as_string(hide_password=True), url_secrets(url))
+
+
+def shown(url: str | sa.URL) -> str:
+    """A URL as the user wrote it (not as :func:`normalize_url` rewrote it), passwords masked."""
+    if isinstance(url, sa.URL):
+        return redacted(url)
+    return _redact.redact(_redact.redact_value(url), _redact.secrets_of(url))
 
 
 def is_memory_sqlite(url: sa.URL) -> bool:
@@ -181,6 +188,15 @@ def make_engine(url: str | sa.URL, **engine_options: Any) -> sa.Engine:
         raise _errors.DefinitionError(
             f"the database URL {redacted(parsed)} is unusable: {_redact.redact(str(exc), secrets)}"
         ) from _redact.cause(exc, secrets)
+    if backend in ("mysql", "mariadb"):
+        from pymysql import charset  # loaded with the driver by create_engine
+
+        if charset.charset_by_name(str(parsed.query["charset"])) is None:
+            engine.dispose()
+            raise _errors.DefinitionError(
+                f"charset={parsed.query['charset']!r} in the {backend} URL is not a character "
+                "set PyMySQL knows; leave it out (Fluxo uses utf8mb4) or name another"
+            )
 
     if backend == "sqlite" and sqlite_file(parsed) is not None:
         # Never create the file on connecting: create_sqlite_file does, with its mode,

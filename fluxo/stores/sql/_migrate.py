@@ -23,7 +23,7 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
@@ -108,9 +108,11 @@ def _engine_for(target: str | sa.URL | sa.Engine, *, create: bool = False) -> It
         engine.dispose()
 
 
-def _translated(action: str, engine: sa.Engine) -> _translate.Guard:
-    """Raise Fluxo's errors in place of the driver's while ``action`` runs on ``engine``."""
-    url = _engine.redacted(engine.url)
+def _translated(
+    action: str, engine: sa.Engine, target: str | sa.URL | sa.Engine
+) -> _translate.Guard:
+    """Fluxo's errors for the driver's, naming ``target`` as the user gave it (masked)."""
+    url = _engine.shown(engine.url if isinstance(target, sa.Engine) else target)
 
     def classify(exc: BaseException, action: str) -> _translate.Verdict | None:
         if isinstance(exc, sa_exc.OperationalError):
@@ -142,7 +144,7 @@ def current(target: str | sa.URL | sa.Engine) -> str | None:
     """
     with (
         _engine_for(target) as engine,
-        _translated("reading the schema revision", engine),
+        _translated("reading the schema revision", engine, target),
         engine.connect() as conn,
     ):
         return _revision(conn)
@@ -169,7 +171,7 @@ def upgrade(target: str | sa.URL | sa.Engine, revision: str = "head") -> None:
 
     with (
         _engine_for(target, create=True) as engine,
-        _translated("migrating the Fluxo schema", engine),
+        _translated("migrating the Fluxo schema", engine, target),
     ):
         kind = engine.dialect.name
         with _engine.autocommit(engine) as conn:
@@ -233,11 +235,17 @@ def _quiet_alembic() -> Iterator[None]:
         logger.setLevel(logging.NOTSET)
 
 
+NO_SCHEMA: Final = "the database has no Fluxo schema (no Fluxo tables, no revision)"
+"""What :func:`check` reports, alone, for a database Fluxo never migrated."""
+
+
 def check(target: str | sa.URL | sa.Engine) -> list[str]:
     """List how the database differs from this Fluxo's schema; empty when it matches.
 
     Reports a revision other than head, then every difference alembic's
-    autogenerate finds between the Fluxo tables and :data:`schema.metadata`.
+    autogenerate finds between the Fluxo tables and :data:`schema.metadata`, one
+    line each (what differs, and the table, column, index or constraint). A
+    database without any of it is reported as one problem, :data:`NO_SCHEMA`.
 
     Raises:
         StoreUnavailableError: the database cannot be reached.
@@ -246,16 +254,13 @@ def check(target: str | sa.URL | sa.Engine) -> list[str]:
         from alembic.autogenerate import compare_metadata
         from alembic.runtime.migration import MigrationContext
 
-    problems = []
     expected = head()
     with (
         _engine_for(target) as engine,
-        _translated("checking the Fluxo schema", engine),
+        _translated("checking the Fluxo schema", engine, target),
         engine.connect() as conn,
     ):
         found = _revision(conn)
-        if found != expected:
-            problems.append(f"the database is at revision {found!r}, not {expected!r}")
         context = MigrationContext.configure(
             conn,
             opts={
@@ -264,5 +269,84 @@ def check(target: str | sa.URL | sa.Engine) -> list[str]:
                 "include_name": include_name,
             },
         )
-        problems.extend(str(diff) for diff in compare_metadata(context, schema.metadata))
-    return problems
+        diffs = compare_metadata(context, schema.metadata)
+        tables = [
+            name for name in sa.inspect(conn).get_table_names() if include_name(name, "table", None)
+        ]
+    if found is None and not tables:
+        return [NO_SCHEMA]
+    problems = [] if found == expected else [f"the schema revision is {found!r}, not {expected!r}"]
+    return problems + [describe(diff) for diff in diffs]
+
+
+def _kind(diff: Any) -> str:
+    first = diff[0] if isinstance(diff, (tuple, list)) and diff else None
+    if isinstance(first, (tuple, list)):  # a list of changes to one column
+        first = first[0] if first else None
+    return first if isinstance(first, str) else type(diff).__name__
+
+
+_KINDS: Final = {
+    "add_table": "table {table} is missing",
+    "remove_table": "table {table} is not in this Fluxo's schema",
+    "add_column": "column {table}.{column} is missing",
+    "remove_column": "column {table}.{column} is not in this Fluxo's schema",
+    "add_index": "index {name} on {table} is missing",
+    "remove_index": "index {name} on {table} is not in this Fluxo's schema",
+    "add_constraint": "constraint {name} on {table} is missing",
+    "remove_constraint": "constraint {name} on {table} is not in this Fluxo's schema",
+    "add_fk": "foreign key {name} on {table} is missing",
+    "remove_fk": "foreign key {name} on {table} is not in this Fluxo's schema",
+    "modify_type": "column {table}.{column} has type {found}, not {wanted}",
+    "modify_nullable": "column {table}.{column} is {found}, not {wanted}",
+    "modify_default": "column {table}.{column} has default {found}, not {wanted}",
+    "modify_comment": "column {table}.{column} has comment {found}, not {wanted}",
+}
+
+
+def describe(diff: Any) -> str:
+    """One readable line for one difference alembic's ``compare_metadata`` found.
+
+    Differences are tuples such as ``("add_table", Table)``, ``("add_column",
+    schema, table name, Column)`` or, for a column, a list of ``("modify_type",
+    schema, table, column, existing, found, wanted)``; only names and values are
+    shown, never the objects' reprs.
+    """
+    if isinstance(diff, list):
+        return "; ".join(describe(change) for change in diff)
+    kind = _kind(diff)
+    parts = list(diff) if isinstance(diff, tuple) else []
+    table = column = name = found = wanted = "?"
+    if kind in ("add_table", "remove_table") and len(parts) > 1:
+        table = getattr(parts[1], "name", "?")
+    elif kind in ("add_column", "remove_column") and len(parts) > 3:
+        table, column = str(parts[2]), getattr(parts[3], "name", "?")
+    elif kind.startswith(("add_", "remove_")) and len(parts) > 1:
+        item = parts[1]
+        name = str(getattr(item, "name", None) or "(unnamed)")
+        owner = getattr(item, "table", None)
+        if owner is None:
+            owner = getattr(item, "parent", None)
+        table = str(getattr(owner, "name", "?"))
+    elif kind.startswith("modify_") and len(parts) > 6:
+        table, column = str(parts[2]), str(parts[3])
+        found, wanted = _value(parts[5]), _value(parts[6])
+        if kind == "modify_nullable":
+            found, wanted = ("nullable" if v else "NOT NULL" for v in parts[5:7])
+    template = _KINDS.get(kind)
+    if template is None or table == "?":  # a kind this Fluxo does not know: name it
+        return kind.replace("_", " ") + ("" if table == "?" else f" on table {table}")
+    return template.format(table=table, column=column, name=name, found=found, wanted=wanted)
+
+
+def _value(value: Any) -> str:
+    """A type, default or flag of a column, as short text (a type as its SQL name)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return repr(value)
+    text = getattr(value, "arg", None)  # a server default
+    if text is not None:
+        return repr(str(getattr(text, "text", text)))
+    try:
+        return str(value)  # a type renders as its SQL: VARCHAR(255), INTEGER...
+    except Exception:
+        return type(value).__name__

@@ -92,8 +92,9 @@ class SQLStore:
             engine = _engine.make_engine(url, **dict(engine_options or {}))
             owns_engine = True
         try:
+            shown = _engine.shown(url.url if isinstance(url, sa.Engine) else url)
             self._db = _database.Database(
-                engine, owns_engine=owns_engine, auto_migrate=auto_migrate
+                engine, shown, owns_engine=owns_engine, auto_migrate=auto_migrate
             )
             self._sql = self._db.sql
             self._watcher = _watch.Watcher(self._db, poll_interval)

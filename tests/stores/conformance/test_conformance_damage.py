@@ -134,3 +134,30 @@ def test_an_unreadable_history_item_is_reported(store_kind, store, runs, damage)
 
     assert error.seq == 1
     assert error.next_seq == 3
+
+
+@pytest.mark.parametrize("operation", ["retry", "signal", "cancel"])
+def test_the_engine_says_a_run_with_an_unknown_status_is_damaged(store, runs, damage, operation):
+    if not damage.keeps_status_text:
+        pytest.skip("this store keeps statuses as RunStatus objects")
+    import fluxo
+
+    runs.start("bad")
+    damage.set_status("bad", "zombie")
+    engine = fluxo.Engine(store, workflows=[])
+    act = {
+        "retry": lambda: engine.retry("bad"),
+        "signal": lambda: engine.signal("bad", "go", 1),
+        "cancel": lambda: engine.cancel("bad"),
+    }[operation]
+
+    with pytest.raises(_errors.RunStateError) as caught:
+        act()
+
+    message = str(caught.value)
+    assert "'bad'" in message
+    assert "damaged" in message
+    assert "'zombie'" in message  # the damage, as the record reads
+    assert "not failed" not in message
+    assert "has finished" not in message
+    assert store.get_run("bad").damage is not None  # nothing was overwritten

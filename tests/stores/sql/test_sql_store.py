@@ -68,6 +68,24 @@ def test_unusable_urls_are_definition_errors(url: str, message: str) -> None:
         sql.SQLStore(url)
 
 
+def test_the_store_shows_its_url_as_given_with_the_password_masked() -> None:
+    store = sql.SQLStore("sqlite://")
+    try:
+        assert repr(store) == "<SQLStore sqlite://>"  # not sqlite+pysqlite://
+    finally:
+        store.close()
+    for reach in (sql.SQLStore, _migrate.current, _migrate.upgrade):
+        with pytest.raises(_errors.StoreUnavailableError) as info:
+            reach("postgresql://u:S3cretPw@127.0.0.1:1/db")
+        assert "at postgresql://u:***@127.0.0.1:1/db " in str(info.value)
+
+
+@pytest.mark.mysql
+def test_a_charset_the_mysql_driver_does_not_know_is_refused_before_connecting() -> None:
+    with pytest.raises(_errors.DefinitionError, match="charset='bogus'"):
+        sql.SQLStore("mysql+pymysql://root@127.0.0.1:1/db?charset=bogus")
+
+
 def test_importing_the_store_loads_no_driver() -> None:
     code = (
         "import sys, fluxo, fluxo.stores.sql;"
@@ -163,7 +181,7 @@ def test_without_auto_migrate_a_new_database_asks_for_fluxo_db_upgrade(sqlite_ur
     with pytest.raises(_errors.StoreError, match="fluxo db upgrade") as info:
         sql.SQLStore(sqlite_url, auto_migrate=False)
 
-    assert "no Fluxo tables at sqlite" in str(info.value)
+    assert f"no Fluxo tables at {sqlite_url};" in str(info.value)  # the URL as given
     assert not Path(sqlite_url.removeprefix("sqlite:///")).exists()
     _migrate.upgrade(sqlite_url)
     sql.SQLStore(sqlite_url, auto_migrate=False).close()
