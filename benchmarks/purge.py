@@ -33,7 +33,8 @@ import sqlalchemy as sa
 
 import fluxo
 from fluxo import history
-from fluxo.stores import _sql_migrate, _sql_schema, sql
+from fluxo.stores import sql
+from fluxo.stores.sql import _migrate, _schema
 
 T0 = 1_700_000_000.0
 DAY = 86_400.0
@@ -59,7 +60,7 @@ def scratch_database(admin_url: str, name: str) -> str:
 
 def fill_sql(url: str, runs: int, events: int, signals: int) -> None:
     """Write the runs straight into the tables, as the store would have."""
-    _sql_migrate.upgrade(url)
+    _migrate.upgrade(url)
     engine = sa.create_engine(sql.normalize_url(url))
     binary = engine.dialect.name in ("mysql", "mariadb")  # identifiers are VARBINARY there
 
@@ -112,10 +113,10 @@ def fill_sql(url: str, runs: int, events: int, signals: int) -> None:
                         }
                     )
             with engine.begin() as conn:
-                conn.execute(_sql_schema.runs.insert(), run_rows)
-                conn.execute(_sql_schema.events.insert(), event_rows)
+                conn.execute(_schema.runs.insert(), run_rows)
+                conn.execute(_schema.events.insert(), event_rows)
                 if signal_rows:
-                    conn.execute(_sql_schema.signals.insert(), signal_rows)
+                    conn.execute(_schema.signals.insert(), signal_rows)
     finally:
         engine.dispose()
 
@@ -152,7 +153,7 @@ def count_rows(url: str) -> int:
         with engine.connect() as conn:
             return sum(
                 conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
-                for table in (_sql_schema.runs, _sql_schema.events, _sql_schema.signals)
+                for table in (_schema.runs, _schema.events, _schema.signals)
             )
     finally:
         engine.dispose()

@@ -669,33 +669,33 @@ def _database(url: str | None) -> Iterator[str]:
 @_url_option
 def upgrade(url: str | None) -> None:
     """Bring the database schema to the newest version."""
-    from fluxo.stores import _sql_migrate
+    from fluxo.stores.sql import _migrate
 
     with _database(url) as checked:
-        _sql_migrate.upgrade(checked)
-        click.echo(f"schema is at {_sql_migrate.current(checked)}")
+        _migrate.upgrade(checked)
+        click.echo(f"schema is at {_migrate.current(checked)}")
 
 
 @db.command()
 @_url_option
 def current(url: str | None) -> None:
     """Print the schema version the database is at."""
-    from fluxo.stores import _sql_migrate
+    from fluxo.stores.sql import _migrate
 
     with _database(url) as checked:
-        click.echo(_sql_migrate.current(checked) or "empty (run 'fluxo db upgrade')")
+        click.echo(_migrate.current(checked) or "empty (run 'fluxo db upgrade')")
 
 
 @db.command()
 @_url_option
 def check(url: str | None) -> None:
     """Exit non-zero when the database schema is not the newest."""
-    from fluxo.stores import _sql_migrate
+    from fluxo.stores.sql import _migrate
 
     with _database(url) as checked:
-        problems = _sql_migrate.check(checked)
+        problems = _migrate.check(checked)
         shown = _redact.redact_value(checked)
-    if problems == [_sql_migrate.NO_SCHEMA]:
+    if problems == [_migrate.NO_SCHEMA]:
         raise _CLIError(f"no Fluxo schema at {shown}; run `fluxo db upgrade`")
     if problems:
         for problem in problems:

@@ -1,6 +1,6 @@
 """Alembic environment of Fluxo's SQL store.
 
-Fluxo builds the alembic configuration in code (``fluxo.stores._sql_migrate``)
+Fluxo builds the alembic configuration in code (``fluxo.stores.sql._migrate``)
 and passes an open connection in ``config.attributes["connection"]``; with no
 connection, ``sqlalchemy.url`` is used. The version table is
 ``fluxo_alembic_version`` and only ``fluxo_*`` tables are ever compared, so the
@@ -12,16 +12,16 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import context
 
-from fluxo.stores import _sql_migrate, _sql_schema
+from fluxo.stores.sql import _migrate, _schema
 
 config = context.config
 
 
 def _configure(**options: object) -> None:
     context.configure(
-        target_metadata=_sql_schema.metadata,
-        version_table=_sql_schema.VERSION_TABLE,
-        include_name=_sql_migrate.include_name,
+        target_metadata=_schema.metadata,
+        version_table=_schema.VERSION_TABLE,
+        include_name=_migrate.include_name,
         compare_type=True,
         **options,
     )
@@ -44,9 +44,9 @@ def run_online() -> None:
     if connection is not None:
         _run_on(connection)
         return
-    from fluxo.stores import _sql_engine
+    from fluxo.stores import sql
 
-    engine = _sql_engine.make_engine(
+    engine = sql.make_engine(
         config.get_main_option("sqlalchemy.url") or "", poolclass=sa.pool.NullPool
     )
     try:

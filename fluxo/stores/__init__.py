@@ -3,7 +3,7 @@
 A store persists runs and their histories. The contract is domain-level and
 small: payloads cross it as opaque bytes, every operation touches one run
 (except listing and claiming), and every method is safe to call from many
-threads, processes and machines at once. ``tests/stores`` is the executable
+threads, processes and machines at once. ``tests/stores/conformance`` is the executable
 specification; every store passes the same suite.
 
 Times are seconds since the epoch (UTC) taken from the engine's clock and

@@ -11,6 +11,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import replace
 
 from fluxo import _errors, history
+from fluxo.stores import _changes
 
 RunStatus = history.RunStatus
 _EVENT_CLASSES = frozenset(history.EVENT_TYPES.values())
@@ -22,8 +23,7 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)
-        self._version = 0
+        self._feed = _changes.ChangeFeed()
         self._runs: dict[str, history.RunInfo] = {}
         self._events: dict[str, list[history.Event]] = {}
         self._recorded_at: dict[str, list[float]] = {}
@@ -40,8 +40,7 @@ class MemoryStore:
             raise _errors.StoreError("this MemoryStore is closed; create a new one")
 
     def _notify(self) -> None:
-        self._version += 1
-        self._changed.notify_all()
+        self._feed.changed()
 
     def _get(self, run_id: str) -> history.RunInfo:
         try:
@@ -361,17 +360,12 @@ class MemoryStore:
             return len(chosen)
 
     def change_token(self, run_id: str | None) -> object:
-        with self._lock:
-            return self._version
+        return self._feed.token()
 
     def wait_for_change(self, run_id: str | None, timeout: float, since: object = None) -> bool:
-        with self._lock:
-            version = since if isinstance(since, int) else self._version
-            return self._changed.wait_for(
-                lambda: self._version != version or self._closed, max(timeout, 0.0)
-            )
+        return self._feed.wait(self._feed.since(since), timeout)
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            self._notify()
+        self._feed.close()

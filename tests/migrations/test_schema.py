@@ -1,4 +1,4 @@
-"""The alembic migrations build exactly the tables of ``fluxo.stores._sql_schema``.
+"""The alembic migrations build exactly the tables of ``fluxo.stores.sql._schema``.
 
 On SQLite, PostgreSQL and MySQL/MariaDB: ``upgrade head`` on an empty database
 leaves no difference alembic's autogenerate can find, the revision lands in
@@ -22,7 +22,8 @@ import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
 from fluxo import _errors, history
-from fluxo.stores import _sql_migrate, _sql_schema, sql
+from fluxo.stores import sql
+from fluxo.stores.sql import _migrate, _schema
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -52,50 +53,50 @@ def table_names(url: str) -> set[str]:
 
 
 def test_head_revision_constant_is_the_newest_script() -> None:
-    assert _sql_migrate.head() == _sql_schema.HEAD_REVISION
+    assert _migrate.head() == _schema.HEAD_REVISION
 
 
 def test_the_scripts_are_found_in_the_repository() -> None:
-    assert _sql_migrate.migrations_dir() == REPO / "migrations"
+    assert _migrate.migrations_dir() == REPO / "migrations"
 
 
 def test_upgrade_head_leaves_no_difference_from_the_metadata(empty_url: str) -> None:
-    assert _sql_migrate.current(empty_url) is None
+    assert _migrate.current(empty_url) is None
 
-    _sql_migrate.upgrade(empty_url)
+    _migrate.upgrade(empty_url)
 
-    assert _sql_migrate.check(empty_url) == []
-    assert _sql_migrate.current(empty_url) == _sql_schema.HEAD_REVISION
+    assert _migrate.check(empty_url) == []
+    assert _migrate.current(empty_url) == _schema.HEAD_REVISION
 
 
 def test_the_version_table_is_fluxos_own(empty_url: str) -> None:
-    _sql_migrate.upgrade(empty_url)
+    _migrate.upgrade(empty_url)
 
     names = table_names(empty_url)
-    assert _sql_schema.VERSION_TABLE == "fluxo_alembic_version"
+    assert _schema.VERSION_TABLE == "fluxo_alembic_version"
     assert names == {"fluxo_alembic_version", "fluxo_runs", "fluxo_events", "fluxo_signals"}
     assert "alembic_version" not in names
 
 
 def test_check_reports_a_database_without_the_tables(empty_url: str) -> None:
-    assert _sql_migrate.check(empty_url) == [_sql_migrate.NO_SCHEMA]
+    assert _migrate.check(empty_url) == [_migrate.NO_SCHEMA]
 
 
 def test_check_names_each_difference_in_one_readable_line(empty_url: str) -> None:
-    _sql_migrate.upgrade(empty_url)
+    _migrate.upgrade(empty_url)
     engine = sa.create_engine(sql.normalize_url(empty_url), poolclass=NullPool)
     try:
         with engine.begin() as conn:
             conn.exec_driver_sql("DROP TABLE fluxo_signals")
             conn.exec_driver_sql("CREATE TABLE fluxo_extra (x INTEGER)")
             conn.exec_driver_sql("CREATE INDEX ix_extra ON fluxo_events (kind)")
-            conn.exec_driver_sql(f"UPDATE {_sql_schema.VERSION_TABLE} SET version_num = '0002'")
+            conn.exec_driver_sql(f"UPDATE {_schema.VERSION_TABLE} SET version_num = '0002'")
     finally:
         engine.dispose()
 
-    problems = _sql_migrate.check(empty_url)
+    problems = _migrate.check(empty_url)
 
-    assert problems[0] == f"the schema revision is '0002', not {_sql_schema.HEAD_REVISION!r}"
+    assert problems[0] == f"the schema revision is '0002', not {_schema.HEAD_REVISION!r}"
     assert "table fluxo_signals is missing" in problems
     assert "table fluxo_extra is not in this Fluxo's schema" in problems
     assert "index ix_extra on fluxo_events is not in this Fluxo's schema" in problems
@@ -129,8 +130,8 @@ def test_check_names_each_difference_in_one_readable_line(empty_url: str) -> Non
     ],
 )
 def test_each_kind_of_difference_reads_as_a_sentence(diff: tuple[object, ...], line: str) -> None:
-    assert _sql_migrate.describe(diff) == line
-    assert _sql_migrate.describe([diff, diff]) == f"{line}; {line}"
+    assert _migrate.describe(diff) == line
+    assert _migrate.describe([diff, diff]) == f"{line}; {line}"
 
 
 def test_upgrade_at_head_is_a_no_op_and_keeps_data(empty_url: str) -> None:
@@ -138,7 +139,7 @@ def test_upgrade_at_head_is_a_no_op_and_keeps_data(empty_url: str) -> None:
     store.create_run("r1", "wf", b"[]", now=1.0)
     store.close()
 
-    _sql_migrate.upgrade(empty_url)
+    _migrate.upgrade(empty_url)
     store = sql.SQLStore(empty_url)
 
     assert store.get_run("r1").workflow == "wf"
@@ -158,7 +159,7 @@ RUNS_AT_0001 = [
 
 def write_at_0001(url: str) -> None:
     """Fill a database at revision 0001 the way Fluxo 0001 wrote it (no store of today)."""
-    _sql_migrate.upgrade(url, "0001")
+    _migrate.upgrade(url, "0001")
     engine = sa.create_engine(sql.normalize_url(url), poolclass=NullPool)
     try:
         with engine.begin() as conn:
@@ -205,12 +206,12 @@ def assert_runs_kept(store: sql.SQLStore, deadlines: dict[str, float]) -> None:
 
 def test_a_database_at_0001_with_runs_upgrades_and_keeps_them(empty_url: str) -> None:
     write_at_0001(empty_url)
-    assert _sql_migrate.current(empty_url) == "0001"
+    assert _migrate.current(empty_url) == "0001"
 
-    _sql_migrate.upgrade(empty_url)
+    _migrate.upgrade(empty_url)
 
-    assert _sql_migrate.current(empty_url) == _sql_schema.HEAD_REVISION
-    assert _sql_migrate.check(empty_url) == []
+    assert _migrate.current(empty_url) == _schema.HEAD_REVISION
+    assert _migrate.check(empty_url) == []
     store = sql.SQLStore(empty_url, auto_migrate=False)
     try:
         assert_runs_kept(store, deadlines={})
@@ -230,7 +231,7 @@ def test_a_store_opening_an_older_fluxo_schema_upgrades_it(empty_url: str) -> No
 
     store = sql.SQLStore(empty_url)
     try:
-        assert _sql_migrate.current(empty_url) == _sql_schema.HEAD_REVISION
+        assert _migrate.current(empty_url) == _schema.HEAD_REVISION
         assert_runs_kept(store, deadlines={"waiting-1": 99.5})
     finally:
         store.close()
@@ -240,11 +241,11 @@ def test_downgrade_to_0001_keeps_the_runs_and_upgrades_again(empty_url: str) -> 
     from alembic import command
 
     write_at_0001(empty_url)
-    _sql_migrate.upgrade(empty_url)
+    _migrate.upgrade(empty_url)
 
-    command.downgrade(_sql_migrate.alembic_config(url=empty_url), "0001")
+    command.downgrade(_migrate.alembic_config(url=empty_url), "0001")
 
-    assert _sql_migrate.current(empty_url) == "0001"
+    assert _migrate.current(empty_url) == "0001"
     assert "fluxo_signals" not in table_names(empty_url)
     engine = sa.create_engine(sql.normalize_url(empty_url), poolclass=NullPool)
     try:
@@ -253,14 +254,14 @@ def test_downgrade_to_0001_keeps_the_runs_and_upgrades_again(empty_url: str) -> 
     finally:
         engine.dispose()
     assert sorted(_text(i) for i in ids) == sorted(run[0] for run in RUNS_AT_0001)
-    _sql_migrate.upgrade(empty_url)
-    assert _sql_migrate.check(empty_url) == []
+    _migrate.upgrade(empty_url)
+    assert _migrate.check(empty_url) == []
 
 
 def write_at_0002(url: str) -> None:
     """Fill a database at revision 0002: the runs of 0001, one with a deadline and a signal."""
     write_at_0001(url)
-    _sql_migrate.upgrade(url, "0002")
+    _migrate.upgrade(url, "0002")
     engine = sa.create_engine(sql.normalize_url(url), poolclass=NullPool)
     try:
         with engine.begin() as conn:
@@ -278,12 +279,12 @@ def write_at_0002(url: str) -> None:
 
 def test_a_database_at_0002_with_runs_upgrades_and_keeps_them(empty_url: str) -> None:
     write_at_0002(empty_url)
-    assert _sql_migrate.current(empty_url) == "0002"
+    assert _migrate.current(empty_url) == "0002"
 
-    _sql_migrate.upgrade(empty_url)
+    _migrate.upgrade(empty_url)
 
-    assert _sql_migrate.current(empty_url) == _sql_schema.HEAD_REVISION
-    assert _sql_migrate.check(empty_url) == []
+    assert _migrate.current(empty_url) == _schema.HEAD_REVISION
+    assert _migrate.check(empty_url) == []
     store = sql.SQLStore(empty_url, auto_migrate=False)
     try:
         assert_runs_kept(store, deadlines={"waiting-1": 99.5})
@@ -300,14 +301,14 @@ def test_downgrade_to_0002_keeps_the_runs_and_upgrades_again(empty_url: str) -> 
     from alembic import command
 
     write_at_0002(empty_url)
-    _sql_migrate.upgrade(empty_url)
+    _migrate.upgrade(empty_url)
     store = sql.SQLStore(empty_url, auto_migrate=False)
     store.create_run("child-1", "wf", b"[]", now=60.0, parent="running-1")
     store.close()
 
-    command.downgrade(_sql_migrate.alembic_config(url=empty_url), "0002")
+    command.downgrade(_migrate.alembic_config(url=empty_url), "0002")
 
-    assert _sql_migrate.current(empty_url) == "0002"
+    assert _migrate.current(empty_url) == "0002"
     engine = sa.create_engine(sql.normalize_url(empty_url), poolclass=NullPool)
     try:
         columns = {column["name"] for column in sa.inspect(engine).get_columns("fluxo_runs")}
@@ -323,8 +324,8 @@ def test_downgrade_to_0002_keeps_the_runs_and_upgrades_again(empty_url: str) -> 
         + [("child-1", None)]
     )
     assert [_text(name) for name in signals] == ["go"]
-    _sql_migrate.upgrade(empty_url)
-    assert _sql_migrate.check(empty_url) == []
+    _migrate.upgrade(empty_url)
+    assert _migrate.check(empty_url) == []
     store = sql.SQLStore(empty_url, auto_migrate=False)
     try:
         assert store.get_run("child-1").parent is None
@@ -343,9 +344,9 @@ def test_the_applications_own_tables_and_alembic_table_are_left_alone(empty_url:
         conn.exec_driver_sql("INSERT INTO alembic_version VALUES ('abc123')")
         conn.exec_driver_sql("CREATE TABLE app_users (id INTEGER PRIMARY KEY)")
     try:
-        _sql_migrate.upgrade(empty_url)
+        _migrate.upgrade(empty_url)
 
-        assert _sql_migrate.check(empty_url) == []
+        assert _migrate.check(empty_url) == []
         with engine.connect() as conn:
             assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").all() == [
                 ("abc123",)
@@ -358,19 +359,19 @@ def test_downgrade_to_base_removes_the_tables(tmp_path: Path) -> None:
     from alembic import command
 
     url = f"sqlite:///{tmp_path / 'fluxo.db'}"
-    _sql_migrate.upgrade(url)
+    _migrate.upgrade(url)
 
-    command.downgrade(_sql_migrate.alembic_config(url=url), "base")
+    command.downgrade(_migrate.alembic_config(url=url), "base")
 
     assert table_names(url) == {"fluxo_alembic_version"}
-    assert _sql_migrate.current(url) is None
-    _sql_migrate.upgrade(url)
-    assert _sql_migrate.check(url) == []
+    assert _migrate.current(url) is None
+    _migrate.upgrade(url)
+    assert _migrate.check(url) == []
 
 
 def test_a_revision_from_a_newer_fluxo_is_reported(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'fluxo.db'}"
-    _sql_migrate.upgrade(url)
+    _migrate.upgrade(url)
     engine = sa.create_engine(url, poolclass=NullPool)
     with engine.begin() as conn:
         conn.exec_driver_sql("UPDATE fluxo_alembic_version SET version_num = '9999'")
@@ -412,7 +413,7 @@ def test_stores_starting_together_in_threads_all_succeed(empty_url: str) -> None
     try:
         assert errors == []
         assert len(stores) == STARTERS
-        assert _sql_migrate.check(empty_url) == []
+        assert _migrate.check(empty_url) == []
         assert len(stores[0].list_runs()) == STARTERS
         stores[0].create_run("r1", "wf", b"[]", now=1.0)
         assert stores[-1].get_run("r1").workflow == "wf"
@@ -454,4 +455,4 @@ def test_stores_starting_together_in_processes_all_succeed(empty_url: str) -> No
     for process, (out, err) in zip(processes, outputs, strict=True):
         assert process.returncode == 0, err
         assert out.strip() == "ok"
-    assert _sql_migrate.check(empty_url) == []
+    assert _migrate.check(empty_url) == []

@@ -115,7 +115,7 @@ def test_an_unknown_event_kind_fails_the_run_once_on_memory_and_sqlite(
     store = WatchedStore(inner)
     engine = make_engine(flow, store=store)
     _suspended_run(engine, clock)
-    from tests.stores.damage import damage_for
+    from tests.stores.conformance.damage import damage_for
 
     damage_for(inner).set_kind("r1", 1, "from_the_future")
     store.loads_of.clear()
@@ -245,7 +245,7 @@ def test_a_damaged_child_fails_once_and_its_parent_hears_of_it(make_engine: Make
     engine.start(parent.options(id="p"))
     assert execute(engine, "p") is _executor.Outcome.SUSPENDED  # the child is pending
     assert store.inner.get_run("kid").status is Status.PENDING
-    from tests.stores.damage import damage_for
+    from tests.stores.conformance.damage import damage_for
 
     damage_for(store.inner).set_kind("kid", 0, "from_the_future")
     store.loads_of.clear()

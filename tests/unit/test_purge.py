@@ -1,7 +1,7 @@
 """``engine.purge`` and ``fluxo runs purge``: retention of finished runs.
 
 The store's rules (what may go, batch by batch) are the conformance suite's
-(tests/stores/test_conformance_purge.py); here: the arguments, the loop over
+(tests/stores/conformance/test_conformance_purge.py); here: the arguments, the loop over
 batches, and real workflows (chains, children) purged through the engine.
 """
 

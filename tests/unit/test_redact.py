@@ -16,7 +16,8 @@ import pytest
 
 import fluxo
 from fluxo import _redact, cli
-from fluxo.stores import _sql_engine, sql
+from fluxo.stores import sql
+from fluxo.stores.sql import _engine
 
 PASSWORD = "S3cretPw"
 
@@ -209,7 +210,7 @@ def test_an_unparseable_redis_url_says_how_to_write_the_password() -> None:
 def test_the_sql_store_shows_its_url_without_passwords() -> None:
     url = sql.normalize_url(f"postgresql://u:{PASSWORD}@db/shop?password={PASSWORD}x")
 
-    assert _sql_engine.redacted(url) == "postgresql+psycopg://u:***@db/shop?password=***"
+    assert _engine.redacted(url) == "postgresql+psycopg://u:***@db/shop?password=***"
 
 
 # -- the command line -----------------------------------------------------------------

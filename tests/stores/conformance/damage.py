@@ -83,10 +83,10 @@ class _RedisDamage(Damage):
 
     def __init__(self, store: Any) -> None:
         self.store = store
-        self.client = store._connected()
+        self.client = store._conn.connected()
 
     def _events(self, run_id: str) -> str:
-        key: str = self.store._key(run_id, "events")
+        key: str = self.store._keys.of_run(run_id, "events")
         return key
 
     def drop_event(self, run_id: str, seq: int) -> None:
@@ -104,7 +104,7 @@ class _RedisDamage(Damage):
         self.client.lset(self._events(run_id), seq, raw)
 
     def set_status(self, run_id: str, status: str) -> None:
-        self.client.hset(self.store._key(run_id, "run"), "status", status)
+        self.client.hset(self.store._keys.of_run(run_id, "run"), "status", status)
 
 
 class _MongoDamage(Damage):

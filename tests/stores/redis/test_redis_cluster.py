@@ -16,6 +16,7 @@ import pytest
 
 from fluxo import _errors, history
 from fluxo.stores import redis as redis_store
+from fluxo.stores.redis import _codec, _index
 
 redis_cluster = pytest.importorskip("redis.cluster")
 
@@ -45,12 +46,12 @@ def store(url: str) -> Iterator[redis_store.RedisStore]:
 def mark_create(store: redis_store.RedisStore, run_id: str, now: float) -> tuple[str, str]:
     """The first step of ``create_run`` alone: returns the generation and the clock."""
     bucket = redis_store.bucket_of(run_id)
-    common = store._bucket_keys(bucket)
+    common = store._keys.bucket(bucket)
     keys = [common[k] for k in ("gen", "seq", "created", "lready")]
-    keys += store._workflow_keys(bucket, "wf")
-    at = redis_store._num(now)
-    clock, gen, _ = store._call("mark_create", keys, [run_id, at, "r", at, ""])
-    return redis_store._text(gen), redis_store._text(clock)
+    keys += store._keys.workflow(bucket, "wf")
+    at = _codec.num(now)
+    clock, gen, _ = store._conn.call("mark_create", keys, [run_id, at, "r", at, ""])
+    return _codec.text(gen), _codec.text(clock)
 
 
 def claim_ids(store: redis_store.RedisStore, now: float = T0, limit: int = 10) -> list[str]:
@@ -61,9 +62,9 @@ def claim_ids(store: redis_store.RedisStore, now: float = T0, limit: int = 10) -
 def index_members(store: redis_store.RedisStore, run_id: str) -> dict[str, float]:
     """Where the run's bucket holds it: hints, ready:wf and leased:wf, with scores."""
     bucket = redis_store.bucket_of(run_id)
-    common = store._bucket_keys(bucket)
-    ready, leased = store._workflow_keys(bucket, "wf")
-    client = store._connected()
+    common = store._keys.bucket(bucket)
+    ready, leased = store._keys.workflow(bucket, "wf")
+    client = store._conn.connected()
     found = {}
     for name, key in (("hints", common["hints"]), ("ready", ready), ("leased", leased)):
         score = client.zscore(key, run_id)
@@ -80,7 +81,7 @@ class Recorder:
 
     def __init__(self, store: redis_store.RedisStore, monkeypatch: pytest.MonkeyPatch) -> None:
         self.calls: list[tuple[str, list[str]]] = []
-        call, call_many = store._call, store._call_many
+        call, call_many = store._conn.call, store._conn.call_many
 
         def recording_call(name: str, keys: Any, args: Any) -> Any:
             self.calls.append((name, list(keys)))
@@ -90,8 +91,8 @@ class Recorder:
             self.calls.extend((name, list(keys)) for name, keys, _ in calls)
             return call_many(calls)
 
-        monkeypatch.setattr(store, "_call", recording_call)
-        monkeypatch.setattr(store, "_call_many", recording_many)
+        monkeypatch.setattr(store._conn, "call", recording_call)
+        monkeypatch.setattr(store._conn, "call_many", recording_many)
 
 
 def exercise(store: redis_store.RedisStore) -> None:
@@ -165,11 +166,11 @@ def test_a_run_made_ready_without_its_settle_is_claimed(store):
     store.append("r1", 1, [history.ValueRecorded("t", b"{}")], now=T0, status=RunStatus.WAITING)
     assert index_members(store, "r1") == {}  # waiting for a signal: no entry
     # A signal's first two steps, then a crash before the settle.
-    gen, _ = store._mark("r1", redis_store._num(T0 + 1))
-    keys = store._run_keys("r1")
-    suffix = redis_store._signal_suffix("s", b"1", T0 + 1)
-    args = [store._channel, suffix, redis_store._num(T0 + 1), "", "0", gen, "r1"]
-    assert store._call("send_signal", keys, args)[0] == 0
+    gen, _ = store._index.mark("r1", _codec.num(T0 + 1))
+    keys = store._keys.run("r1")
+    suffix = _codec.signal_suffix("s", b"1", T0 + 1)
+    args = [store._keys.channel, suffix, _codec.num(T0 + 1), "", "0", gen, "r1"]
+    assert store._conn.call("send_signal", keys, args)[0] == 0
 
     assert store.get_run("r1").status is RunStatus.PENDING
     assert store.next_wake(["wf"], now=T0 + 1) == T0 + 1
@@ -181,10 +182,10 @@ def test_a_run_finished_without_its_settle_leaves_an_entry_that_claims_clean(sto
     store.create_run("r1", "wf", b"[]", now=T0)
     assert claim_ids(store, now=T0) == ["r1"]
     # The run script of a finishing append, then a crash before the settle.
-    keys = store._run_keys("r1")
+    keys = store._keys.run("r1")
     event = redis_store.encode_event(history.WorkflowCompleted())
-    args = [store._channel, 1, redis_store._num(T0 + 1), "completed", "", "", "0", "r1", event]
-    assert store._call("append", keys, args)[0] == 0
+    args = [store._keys.channel, 1, _codec.num(T0 + 1), "completed", "", "", "0", "r1", event]
+    assert store._conn.call("append", keys, args)[0] == 0
     assert index_members(store, "r1") == {"leased": T0 + 30}  # stale, early
 
     assert claim_ids(store, now=T0 + 31) == []
@@ -195,7 +196,7 @@ def test_a_run_finished_without_its_settle_leaves_an_entry_that_claims_clean(sto
 
 def test_a_claim_after_a_lost_settle_takes_the_run_once(store):
     store.create_run("r1", "wf", b"[]", now=T0)
-    store._mark("r1", redis_store._num(T0))  # a hint as well as the ready entry
+    store._index.mark("r1", _codec.num(T0))  # a hint as well as the ready entry
 
     first = claim_ids(store, now=T0 + 1)
     second = claim_ids(store, now=T0 + 1)
@@ -210,21 +211,21 @@ def test_a_change_is_refused_when_a_settle_may_remove_its_hint(store):
     store.create_run("r1", "wf", b"[]", now=T0)
     store.append("r1", 1, [history.ValueRecorded("t", b"{}")], now=T0, status=RunStatus.WAITING)
     # A signal marks the run ...
-    gen, _ = store._mark("r1", redis_store._num(T0 + 1))
+    gen, _ = store._index.mark("r1", _codec.num(T0 + 1))
     # ... a claim meets the hint and reads the (old) record: waiting, nothing to claim ...
-    candidates, _ = store._peek(["wf"], T0 + 1, 10)
+    candidates, _ = store._index.peek(["wf"], T0 + 1, 10)
     (candidate,) = [c for c in candidates if c.run_id == "r1"]
-    keys = store._run_keys("r1")
-    claim_args = [store._channel, "w1", redis_store._num(T0 + 1), redis_store._num(T0 + 31)]
-    reply = store._call("claim_one", keys, [*claim_args, candidate.gen, "1"])
-    assert redis_store._text(reply[0]) == "no"
+    keys = store._keys.run("r1")
+    claim_args = [store._keys.channel, "w1", _codec.num(T0 + 1), _codec.num(T0 + 31)]
+    reply = store._conn.call("claim_one", keys, [*claim_args, candidate.gen, "1"])
+    assert _codec.text(reply[0]) == "no"
     # ... so the signal's run script, relying on that hint, is refused,
-    suffix = redis_store._signal_suffix("s", b"1", T0 + 1)
-    signal_args = [store._channel, suffix, redis_store._num(T0 + 1), "", "0", gen, "r1"]
-    assert store._call("send_signal", keys, signal_args) == [4]
+    suffix = _codec.signal_suffix("s", b"1", T0 + 1)
+    signal_args = [store._keys.channel, suffix, _codec.num(T0 + 1), "", "0", gen, "r1"]
+    assert store._conn.call("send_signal", keys, signal_args) == [4]
     # ... the claim's settle removes the hint,
-    need = redis_store._need(reply[1])
-    store._settle([redis_store._Settle("r1", candidate.gen, need)])
+    need = _index.need(reply[1])
+    store._index.settle([_index.Settle("r1", candidate.gen, need)])
     assert index_members(store, "r1") == {}
     # ... and the signal, retried in full, leaves the run claimable.
     assert store.send_signal("r1", "s", b"1", now=T0 + 1) is True
@@ -234,11 +235,11 @@ def test_a_change_is_refused_when_a_settle_may_remove_its_hint(store):
 def test_a_settle_voided_by_a_later_mark_changes_nothing(store):
     store.create_run("r1", "wf", b"[]", now=T0)
     store.append("r1", 1, [history.ValueRecorded("t", b"{}")], now=T0, status=RunStatus.WAITING)
-    old_gen, _ = store._mark("r1", redis_store._num(T0 + 1))
-    stale = redis_store._Need("", "", "", "wf")  # what a claim saw before the signal
+    old_gen, _ = store._index.mark("r1", _codec.num(T0 + 1))
+    stale = _index.Need("", "", "", "wf")  # what a claim saw before the signal
     store.send_signal("r1", "s", b"1", now=T0 + 1)  # marks again: a newer generation
 
-    store._settle([redis_store._Settle("r1", old_gen, stale)])
+    store._index.settle([_index.Settle("r1", old_gen, stale)])
 
     assert index_members(store, "r1") == {"ready": T0 + 1}
     assert claim_ids(store, now=T0 + 2) == ["r1"]
@@ -248,11 +249,11 @@ def test_a_create_racing_a_claim_that_cleans_its_hint_is_retried(store):
     gen, clock = mark_create(store, "r1", T0)
     # A claim meets the hint before the run exists, and cleans it up.
     assert claim_ids(store, now=T0) == []
-    keys = store._run_keys("r1")
+    keys = store._keys.run("r1")
     first = redis_store.encode_event(history.WorkflowStarted("wf", b"[]"))
-    args = [store._channel, gen, clock, "wf", first, redis_store._num(T0), "", "", "", "r1"]
+    args = [store._keys.channel, gen, clock, "wf", first, _codec.num(T0), "", "", "", "r1"]
 
-    assert store._call("create_run", keys, args) == [b"retry"]
+    assert store._conn.call("create_run", keys, args) == [b"retry"]
 
     _, created = store.create_run("r1", "wf", b"[]", now=T0)
     assert created

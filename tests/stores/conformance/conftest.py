@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 
 from fluxo import history
-from fluxo.stores import Store, _sql_migrate
+from fluxo.stores import Store
 from fluxo.stores.memory import MemoryStore
+from fluxo.stores.sql import _migrate
 
 T0 = 1_700_000_000.0
 """The clock the suite starts from: a realistic epoch time, so SQL timestamps behave."""
@@ -68,7 +69,7 @@ def store_url(store_kind: str, request: pytest.FixtureRequest, tmp_path: Any) ->
     if store_kind in ("sqlite", "postgres", "mysql"):
         # The SQL stores make their tables on the first run or claim; the contract
         # is about a store that has them.
-        _sql_migrate.upgrade(url)
+        _migrate.upgrade(url)
     return url
 
 
@@ -256,6 +257,6 @@ def unexpected_fixture() -> Callable[..., list[BaseException]]:
 @pytest.fixture
 def damage(store: Store) -> Any:
     """Breaks the store's data through its backend's raw client (see ``damage.py``)."""
-    from tests.stores.damage import damage_for
+    from tests.stores.conformance.damage import damage_for
 
     return damage_for(store)

@@ -3,7 +3,7 @@
 The scripts live in the top-level ``migrations/`` folder of the repository, which
 the wheel installs as ``fluxo/_migrations``. No ``alembic.ini`` is involved: the
 alembic configuration is built here. The version table is
-:data:`~fluxo.stores._sql_schema.VERSION_TABLE`, so Fluxo's revisions never mix
+:data:`~fluxo.stores.sql._schema.VERSION_TABLE`, so Fluxo's revisions never mix
 with those of the application sharing the database.
 
 An upgrade holds a lock while it reads the revision and migrates, so processes
@@ -28,9 +28,10 @@ from typing import TYPE_CHECKING, Any, Final
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
-from fluxo import _errors, _redact
-from fluxo.stores import _sql_engine
-from fluxo.stores import _sql_schema as schema
+from fluxo import _errors
+from fluxo.stores import _translate
+from fluxo.stores.sql import _engine
+from fluxo.stores.sql import _schema as schema
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def migrations_dir() -> Path:
     Raises:
         StoreError: neither folder exists (a broken installation).
     """
-    package = Path(__file__).resolve().parent.parent  # the fluxo package
+    package = Path(__file__).resolve().parents[2]  # the fluxo package
     for candidate in (package / "_migrations", package.parent / "migrations"):
         if (candidate / "env.py").is_file():
             return candidate
@@ -85,45 +86,44 @@ def head() -> str:
 
 
 @contextmanager
-def _engine(target: str | sa.URL | sa.Engine, *, create: bool = False) -> Iterator[sa.Engine]:
+def _engine_for(target: str | sa.URL | sa.Engine, *, create: bool = False) -> Iterator[sa.Engine]:
     """An engine on ``target``; for a SQLite file that does not exist, ``create`` makes it.
 
     Without ``create`` such a file is not made: the engine reads an empty database.
     """
-    url = target.url if isinstance(target, sa.Engine) else _sql_engine.normalize_url(target)
-    path = _sql_engine.sqlite_file(url)
+    url = target.url if isinstance(target, sa.Engine) else _engine.normalize_url(target)
+    path = _engine.sqlite_file(url)
     if path is not None and not os.path.exists(path):
         if create:
-            _sql_engine.create_sqlite_file(path)
+            _engine.create_sqlite_file(path)
         elif not isinstance(target, sa.Engine):
             target = "sqlite://"
     if isinstance(target, sa.Engine):
         yield target
         return
-    engine = _sql_engine.make_engine(target, poolclass=sa.pool.NullPool)
+    engine = _engine.make_engine(target, poolclass=sa.pool.NullPool)
     try:
         yield engine
     finally:
         engine.dispose()
 
 
-@contextmanager
-def _translated(action: str, engine: sa.Engine, target: str | sa.URL | sa.Engine) -> Iterator[None]:
-    """Turn the driver's errors into Fluxo's, naming ``target`` as the user gave it (masked)."""
-    url = _sql_engine.shown(engine.url if isinstance(target, sa.Engine) else target)
-    secrets = _sql_engine.url_secrets(engine.url)
-    try:
-        yield
-    except sa_exc.OperationalError as exc:
-        reason = _redact.redact(str(exc.orig).strip(), secrets)
-        raise _errors.StoreUnavailableError(
-            f"{action} failed: the database at {url} is unavailable: {reason}"
-        ) from _redact.cause(exc, secrets)
-    except sa_exc.DBAPIError as exc:
-        reason = _redact.redact(str(exc.orig), secrets)
-        raise _errors.StoreError(f"{action} failed on {url}: {reason}") from _redact.cause(
-            exc, secrets
-        )
+def _translated(
+    action: str, engine: sa.Engine, target: str | sa.URL | sa.Engine
+) -> _translate.Guard:
+    """Fluxo's errors for the driver's, naming ``target`` as the user gave it (masked)."""
+    url = _engine.shown(engine.url if isinstance(target, sa.Engine) else target)
+
+    def classify(exc: BaseException, action: str) -> _translate.Verdict | None:
+        if isinstance(exc, sa_exc.OperationalError):
+            return _errors.StoreUnavailableError, (
+                f"{action} failed: the database at {url} is unavailable: {str(exc.orig).strip()}"
+            )
+        if isinstance(exc, sa_exc.DBAPIError):
+            return _errors.StoreError, f"{action} failed on {url}: {exc.orig}"
+        return None
+
+    return _translate.Translator(classify, _engine.url_secrets(engine.url)).guard(action)
 
 
 def _revision(conn: sa.Connection) -> str | None:
@@ -143,7 +143,7 @@ def current(target: str | sa.URL | sa.Engine) -> str | None:
         StoreUnavailableError: the database cannot be reached.
     """
     with (
-        _engine(target) as engine,
+        _engine_for(target) as engine,
         _translated("reading the schema revision", engine, target),
         engine.connect() as conn,
     ):
@@ -170,11 +170,11 @@ def upgrade(target: str | sa.URL | sa.Engine, revision: str = "head") -> None:
         from alembic.util import CommandError
 
     with (
-        _engine(target, create=True) as engine,
+        _engine_for(target, create=True) as engine,
         _translated("migrating the Fluxo schema", engine, target),
     ):
         kind = engine.dialect.name
-        with _sql_engine.autocommit(engine) as conn:
+        with _engine.autocommit(engine) as conn:
             mysql_lock = None
             if kind == "sqlite":
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
@@ -256,7 +256,7 @@ def check(target: str | sa.URL | sa.Engine) -> list[str]:
 
     expected = head()
     with (
-        _engine(target) as engine,
+        _engine_for(target) as engine,
         _translated("checking the Fluxo schema", engine, target),
         engine.connect() as conn,
     ):

@@ -1,4 +1,4 @@
-"""What is particular to the SQL store (the contract itself is tested in tests/stores).
+"""What is particular to the SQL store (the contract itself is tested in tests/stores/conformance).
 
 URLs and drivers, the schema check, error translation, SQLite's settings, the cost
 of the hot path in statements and round trips, and waking waiters.
@@ -22,7 +22,8 @@ import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
 from fluxo import _errors, history
-from fluxo.stores import Store, _sql_migrate, _sql_schema, sql
+from fluxo.stores import Store, sql
+from fluxo.stores.sql import _migrate, _schema
 
 T0 = 1_700_000_000.0
 STEP = history.StepCompleted("shop.charge", b'{"ok": true}')
@@ -73,7 +74,7 @@ def test_the_store_shows_its_url_as_given_with_the_password_masked() -> None:
         assert repr(store) == "<SQLStore sqlite://>"  # not sqlite+pysqlite://
     finally:
         store.close()
-    for reach in (sql.SQLStore, _sql_migrate.current, _sql_migrate.upgrade):
+    for reach in (sql.SQLStore, _migrate.current, _migrate.upgrade):
         with pytest.raises(_errors.StoreUnavailableError) as info:
             reach("postgresql://u:S3cretPw@127.0.0.1:1/db")
         assert "at postgresql://u:***@127.0.0.1:1/db " in str(info.value)
@@ -182,7 +183,7 @@ def test_without_auto_migrate_a_new_database_asks_for_fluxo_db_upgrade(sqlite_ur
 
     assert f"no Fluxo tables at {sqlite_url};" in str(info.value)  # the URL as given
     assert not Path(sqlite_url.removeprefix("sqlite:///")).exists()
-    _sql_migrate.upgrade(sqlite_url)
+    _migrate.upgrade(sqlite_url)
     sql.SQLStore(sqlite_url, auto_migrate=False).close()
 
 
@@ -192,7 +193,7 @@ def test_without_auto_migrate_a_new_postgres_database_asks_for_an_upgrade(
 ) -> None:
     with pytest.raises(_errors.StoreError, match="fluxo db upgrade"):
         sql.SQLStore(fresh_postgres_url, auto_migrate=False)
-    assert _sql_migrate.current(fresh_postgres_url) is None
+    assert _migrate.current(fresh_postgres_url) is None
 
 
 def test_tables_dropped_under_a_running_store_ask_for_an_upgrade(sqlite_url: str) -> None:
@@ -210,13 +211,13 @@ def test_tables_dropped_under_a_running_store_ask_for_an_upgrade(sqlite_url: str
 
 def test_auto_migrate_creates_the_tables_on_the_first_run(sqlite_url: str) -> None:
     store = sql.SQLStore(sqlite_url)
-    assert _sql_migrate.current(sqlite_url) is None
+    assert _migrate.current(sqlite_url) is None
 
     store.create_run("r1", "wf", b"[]", now=T0)
     store.close()
 
-    assert _sql_migrate.current(sqlite_url) == _sql_schema.HEAD_REVISION
-    assert _sql_migrate.check(sqlite_url) == []
+    assert _migrate.current(sqlite_url) == _schema.HEAD_REVISION
+    assert _migrate.check(sqlite_url) == []
 
 
 def test_the_first_migration_logs_one_line_of_fluxos_own(tmp_path: Path) -> None:
@@ -238,8 +239,8 @@ def test_the_first_migration_logs_one_line_of_fluxos_own(tmp_path: Path) -> None
     )
     assert result.returncode == 0, result.stderr
     assert result.stderr == (
-        f"fluxo.stores._sql_migrate: migrated the Fluxo schema from nothing to "
-        f"{_sql_schema.HEAD_REVISION}\n"
+        f"fluxo.stores.sql._migrate: migrated the Fluxo schema from nothing to "
+        f"{_schema.HEAD_REVISION}\n"
     )
 
 
@@ -337,7 +338,7 @@ def test_a_new_sqlite_database_is_readable_by_its_owner_only(tmp_path: Path) -> 
 def test_fluxo_db_upgrade_creates_the_sqlite_file_readable_by_its_owner_only(
     tmp_path: Path,
 ) -> None:
-    _sql_migrate.upgrade(f"sqlite:///{tmp_path / 'fluxo.db'}")
+    _migrate.upgrade(f"sqlite:///{tmp_path / 'fluxo.db'}")
 
     assert modes(tmp_path)["fluxo.db"] == 0o600
 

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from fluxo import history
-from fluxo.stores import _sql_schema as schema
+from fluxo.stores.sql import _schema as schema
 
 if TYPE_CHECKING:
     from sqlalchemy.engine.interfaces import Dialect

@@ -1,0 +1,22 @@
+-- A script on the keys of one run, sent after run_prelude.lua (its KEYS and helpers).
+-- ARGV: channel, worker, now, lease_until, g, any workflow ('1'/'0'), workflows...
+local now = tonumber(ARGV[3])
+local g = ARGV[5]
+local f = redis.call('HMGET', RUN, 'wf', 'status', 'ready', 'lease')
+if not f[1] then
+  raise_fence(g)
+  return {'missing', need()}
+end
+local ok = active(f[2]) and f[3] and tonumber(f[3]) <= now
+  and (not f[4] or tonumber(f[4]) < now)
+if ok and ARGV[6] ~= '1' then
+  ok = false
+  for w = 7, #ARGV do
+    if ARGV[w] == f[1] then ok = true end
+  end
+end
+raise_fence(g)
+if not ok then return {'no', need()} end
+redis.call('HSET', RUN, 'status', 'running', 'owner', ARGV[2], 'lease', ARGV[4],
+  'updated', ARGV[3], 'wake', '0')
+return {'claimed', need(), redis.call('HGETALL', RUN)}

@@ -1,0 +1,682 @@
+"""The SQL store's class: every operation of the contract on one SQL database.
+
+Statements are built once per database dialect (``_statements``) and run on
+pooled DB-API connections (``_database``); ``append``, the hot path, lives in
+``_append`` and waiting for changes in ``_watch``.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from collections.abc import Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+import sqlalchemy as sa
+
+from fluxo import _errors, history
+from fluxo.stores.sql import _append, _database, _engine, _statements, _watch
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine.interfaces import DBAPICursor
+
+RunStatus = history.RunStatus
+
+_PURGE_CHUNK: Final = 256
+"""How many runs one ``DELETE`` of a purge names (a batch takes several)."""
+_FINISHED: Final = frozenset(status.value for status in RunStatus if status.is_terminal)
+
+
+def _finished(run_id: str, status: str) -> _errors.RunStateError:
+    return _errors.RunStateError(
+        f"run {run_id!r} has finished ({status}); a signal sent to it would never be read"
+    )
+
+
+class SQLStore:
+    """The :class:`~fluxo.stores.Store` on SQLite, PostgreSQL or MySQL/MariaDB.
+
+    Thread-safe, and any number of processes and machines may share one database.
+
+    Example::
+
+        store = SQLStore("postgresql://app@db/app")         # psycopg 3
+        store = SQLStore("sqlite:///fluxo.db")              # WAL, one file
+        store = SQLStore("sqlite:///fluxo.db?synchronous=normal")
+        engine = fluxo.Engine(store, workflows=[checkout])
+
+    Args:
+        url: a database URL (see :func:`normalize_url`), or an existing
+            :class:`sqlalchemy.Engine` on psycopg, pymysql or sqlite3. The store
+            disposes an engine it created, never one it was given. A given engine
+            works best built by :func:`make_engine`: others get their connections
+            switched to autocommit for each operation.
+        auto_migrate: let the store migrate its tables, under a lock so that
+            processes starting together do not race: an older Fluxo schema is
+            upgraded now, and the tables of an empty database (or the file of a
+            new SQLite database, made ``0600``) are created by the first
+            :meth:`create_run` or :meth:`claim`, never by anything else, so a
+            mistyped URL gets no tables from a read. With ``False`` the store
+            only checks the schema and asks for ``fluxo db upgrade``.
+        engine_options: keyword arguments for :func:`sqlalchemy.create_engine`
+            (only with a URL).
+        poll_interval: how often, in seconds, :meth:`wait_for_change` looks for
+            changes made by other processes (at least 1 s; on PostgreSQL only
+            while ``LISTEN`` is down). Changes made through this store wake
+            waiters at once.
+
+    Raises:
+        DefinitionError: the URL is unusable or the driver is not installed.
+        StoreUnavailableError: the database cannot be reached.
+        StoreError: the schema is missing or outdated and ``auto_migrate`` is off.
+            With it on, an operation other than ``create_run`` and ``claim`` on a
+            database without the Fluxo tables raises it: "no Fluxo tables at ...".
+    """
+
+    def __init__(
+        self,
+        url: str | sa.URL | sa.Engine,
+        *,
+        auto_migrate: bool = True,
+        engine_options: Mapping[str, Any] | None = None,
+        poll_interval: float = 1.0,
+    ) -> None:
+        if isinstance(url, sa.Engine):
+            if engine_options:
+                raise _errors.DefinitionError(
+                    "engine_options apply only when SQLStore creates the engine from a URL; "
+                    "configure the engine you pass instead"
+                )
+            engine, owns_engine = url, False
+        else:
+            engine = _engine.make_engine(url, **dict(engine_options or {}))
+            owns_engine = True
+        try:
+            shown = _engine.shown(url.url if isinstance(url, sa.Engine) else url)
+            self._db = _database.Database(
+                engine, shown, owns_engine=owns_engine, auto_migrate=auto_migrate
+            )
+            self._sql = self._db.sql
+            self._watcher = _watch.Watcher(self._db, poll_interval)
+            self._db.prepare_schema()
+        except BaseException:
+            if owns_engine:
+                engine.dispose()
+            raise
+        if owns_engine:
+            _FORK_SAFE.add(self)
+
+    def __repr__(self) -> str:
+        state = " closed" if self._db.closed else ""
+        return f"<SQLStore {self._db.url}{state}>"
+
+    @property
+    def engine(self) -> sa.Engine:
+        """The SQLAlchemy engine the store runs on."""
+        return self._db.engine
+
+    # -- runs -------------------------------------------------------------------
+
+    def create_run(
+        self,
+        run_id: str,
+        workflow: str,
+        input: bytes,
+        *,
+        now: float,
+        owner: str | None = None,
+        lease_until: float | None = None,
+        deadline: float | None = None,
+        parent: str | None = None,
+    ) -> tuple[history.RunInfo, bool]:
+        """See :meth:`fluxo.stores.Store.create_run`."""
+        if not self._db.ready:
+            self._db.require_schema(create=True)
+        self._db.check_size("starting a run", len(input))
+        run = history.RunInfo(
+            id=run_id,
+            workflow=workflow,
+            status=RunStatus.PENDING if owner is None else RunStatus.RUNNING,
+            created_at=now,
+            updated_at=now,
+            ready_at=now,
+            lease_owner=owner,
+            lease_until=lease_until if owner is not None else None,
+            deadline=deadline,
+            parent=parent,
+        )
+        values = {
+            "p_run_id": run_id,
+            "p_workflow": workflow,
+            "p_status": run.status.value,
+            "p_owner": run.lease_owner,
+            "p_lease_until": run.lease_until,
+            "p_deadline": deadline,
+            "p_parent": parent,
+            "p_now": now,
+            "p_seq": 0,
+            "p_kind": history.WorkflowStarted.kind,
+            "p_name": workflow,
+            "p_data": input,
+        }
+        if self._db.driver.name == "postgresql":
+
+            def create_pg(cur: DBAPICursor) -> bool:
+                return bool(_database.execute(cur, self._sql.pg_create_run, values).fetchall())
+
+            created = self._db.call("starting a run", create_pg)
+        else:
+
+            def create(cur: DBAPICursor) -> bool:
+                try:
+                    _database.execute(cur, self._sql.insert_run, values)
+                except self._db.driver.dbapi.IntegrityError as exc:
+                    if self._db.driver.is_unique_violation(exc):
+                        raise _database.Duplicate from exc
+                    raise
+                _database.execute(cur, self._sql.insert_event, values)
+                return True
+
+            try:
+                created = self._db.call("starting a run", create, begin=self._db.driver.begin_write)
+            except _database.Duplicate:
+                created = False
+        if not created:
+            existing = self.get_run(run_id)
+            if existing.workflow != workflow:
+                raise _errors.RunIdConflictError(run_id, existing.workflow, workflow)
+            return existing, False
+        self._watcher.changed()
+        return run, True
+
+    def get_run(self, run_id: str) -> history.RunInfo:
+        """See :meth:`fluxo.stores.Store.get_run`."""
+        if not self._db.ready:
+            self._db.require_schema(create=False)
+        return self._db.read_run(run_id)
+
+    def get_runs(self, run_ids: Collection[str]) -> dict[str, history.RunInfo]:
+        """See :meth:`fluxo.stores.Store.get_runs`."""
+        if not run_ids:
+            return {}
+        if not self._db.ready:
+            self._db.require_schema(create=False)
+        ids = _statements.bucket(run_ids)
+        values = {f"p_id{i}": run_id for i, run_id in enumerate(ids)}
+        sql = self._sql.get_runs(len(ids))
+
+        def read(cur: DBAPICursor) -> Sequence[Any]:
+            return _database.execute(cur, sql, values).fetchall()
+
+        runs = (self._db.run_from_row(row) for row in self._db.call("reading runs", read))
+        return {run.id: run for run in runs}
+
+    def load(self, run_id: str) -> history.RunState:
+        """See :meth:`fluxo.stores.Store.load`."""
+        if not self._db.ready:
+            self._db.require_schema(create=False)
+
+        def read(cur: DBAPICursor) -> Sequence[Any]:
+            return _database.execute(cur, self._sql.load, {"p_run_id": run_id}).fetchall()
+
+        # One statement: the run and its events (part 0), then its signals (part 1).
+        rows = self._db.call("loading a run", read)
+        if not rows or rows[0][0] != 0:
+            raise _errors.RunNotFoundError(run_id)
+        run = self._db.run_from_row(rows[0][_statements.LOAD_RUN :])
+        records: list[tuple[int, str, str, bytes | None]] = []
+        recorded_at: list[float] = []
+        signals: list[history.Signal] = []
+        for part, position, kind, name, data, at, *_ in rows:
+            if part == 0:
+                if kind is not None:  # None: a run without events (a damaged database)
+                    records.append((position, kind, name, None if data is None else bytes(data)))
+                    recorded_at.append(at)
+            else:
+                signals.append(history.Signal(int(position), name, bytes(data), at))
+        events = history.read_events(run_id, records)
+        if run.damage is not None:
+            raise _errors.HistoryCorruptError(run_id, None, run.damage, len(events))
+        return history.RunState(run, events, tuple(signals), tuple(recorded_at))
+
+    # -- append -----------------------------------------------------------------
+
+    def append(
+        self,
+        run_id: str,
+        expected_seq: int,
+        events: Sequence[history.Event],
+        *,
+        now: float,
+        status: history.RunStatus | None = None,
+        ready_at: float | None = None,
+        unless_cancel_requested: bool = False,
+    ) -> None:
+        """See :meth:`fluxo.stores.Store.append`."""
+        if not self._db.ready:
+            self._db.require_schema(create=False)
+        _append.append(
+            self._db,
+            run_id,
+            expected_seq,
+            events,
+            now=now,
+            status=status,
+            ready_at=ready_at,
+            unless_cancel_requested=unless_cancel_requested,
+        )
+        if status is not None:
+            self._watcher.changed()
+
+    # -- claims and leases ------------------------------------------------------
+
+    def claim(
+        self,
+        worker_id: str,
+        workflows: Collection[str],
+        *,
+        now: float,
+        lease_until: float,
+        limit: int,
+    ) -> list[history.RunInfo]:
+        """See :meth:`fluxo.stores.Store.claim`."""
+        if not self._db.ready:
+            self._db.require_schema(create=True)
+        if limit <= 0 or not workflows:
+            return []
+        names = _statements.bucket(workflows)
+        values: dict[str, Any] = {f"p_wf{i}": name for i, name in enumerate(names)}
+        values.update(p_worker=worker_id, p_now=now, p_lease_until=lease_until, p_limit=limit)
+
+        if self._db.driver.name == "postgresql":
+            sql = self._sql.claim_pg(len(names))
+
+            def claim_pg(cur: DBAPICursor) -> Sequence[Any]:
+                return _database.execute(cur, sql, values).fetchall()
+
+            rows = self._db.call("claiming runs", claim_pg)
+            claimed = [self._db.run_from_row(row) for row in rows]
+        else:
+            select = self._sql.claim_select(len(names))
+
+            def claim(cur: DBAPICursor) -> list[history.RunInfo]:
+                found = [
+                    self._db.run_from_row(r)
+                    for r in _database.execute(cur, select, values).fetchall()
+                ]
+                if not found:
+                    return []
+                ids = _statements.bucket([run.id for run in found])
+                update = self._sql.claim_update(len(ids))
+                keys = {f"p_id{i}": run_id for i, run_id in enumerate(ids)}
+                _database.execute(cur, update, {**values, **keys})
+                return [
+                    history.RunInfo(
+                        id=run.id,
+                        workflow=run.workflow,
+                        status=RunStatus.RUNNING,
+                        created_at=run.created_at,
+                        updated_at=now,
+                        ready_at=run.ready_at,
+                        lease_owner=worker_id,
+                        lease_until=lease_until,
+                        cancel_requested=run.cancel_requested,
+                        wake_requested=False,
+                        deadline=run.deadline,
+                        parent=run.parent,
+                    )
+                    for run in found
+                ]
+
+            claimed = self._db.call("claiming runs", claim, begin=self._db.driver.begin_write)
+        claimed.sort(key=lambda run: (run.ready_at or 0.0, run.created_at, run.id))
+        return claimed
+
+    def claim_run(
+        self, worker_id: str, run_id: str, *, now: float, lease_until: float
+    ) -> history.RunInfo | None:
+        """See :meth:`fluxo.stores.Store.claim_run`."""
+        if not self._db.ready:
+            self._db.require_schema(create=False)
+        values = {
+            "p_run_id": run_id,
+            "p_worker": worker_id,
+            "p_now": now,
+            "p_lease_until": lease_until,
+        }
+
+        if self._sql.returning:
+
+            def claim(cur: DBAPICursor) -> Sequence[Any]:
+                return _database.execute(cur, self._sql.claim_run, values).fetchall()
+
+            rows = self._db.call("claiming a run", claim)
+        else:
+
+            def claim_then_read(cur: DBAPICursor) -> Sequence[Any]:
+                if _database.execute(cur, self._sql.claim_run, values).rowcount != 1:
+                    return ()
+                return _database.execute(cur, self._sql.get_run, values).fetchall()
+
+            rows = self._db.call(
+                "claiming a run", claim_then_read, begin=self._db.driver.begin_write
+            )
+        return self._db.run_from_row(rows[0]) if rows else None
+
+    def next_wake(self, workflows: Collection[str], *, now: float) -> float | None:
+        """See :meth:`fluxo.stores.Store.next_wake`."""
+        if not self._db.ready:
+            self._db.require_schema(create=False)
+        if not workflows:
+            return None
+        names = _statements.bucket(workflows)
+        values: dict[str, Any] = {f"p_wf{i}": name for i, name in enumerate(names)}
+        values["p_now"] = now
+        sql = self._sql.next_wake(len(names))
+
+        def read(cur: DBAPICursor) -> Sequence[Any]:
+            return _database.execute(cur, sql, values).fetchall()
+
+        found = self._db.call("looking for the next wake-up", read)[0][0]
+        return None if found is None else float(found)
+
+    def send_signal(
+        self, run_id: str, name: str, payload: bytes, *, now: float, key: str | None = None
+    ) -> bool:
+        """See :meth:`fluxo.stores.Store.send_signal`."""
+        if not self._db.ready:
+            self._db.require_schema(create=False)
+        self._db.check_size("sending a signal", len(payload))
+        values = {
+            "p_run_id": run_id,
+            "p_name": name,
+            "p_payload": payload,
+            "p_now": now,
+            "p_key": key,
+        }
+        if self._db.driver.name == "postgresql":
+
+            def send_pg(cur: DBAPICursor) -> Sequence[Any]:
+                return _database.execute(cur, self._sql.pg_send_signal, values).fetchall()
+
+            rows = self._db.call("sending a signal", send_pg)
+            if not rows:
+                raise _errors.RunNotFoundError(run_id)
+            status, signal_id, _woken = rows[0]
+            if signal_id is None and history.parse_status(status)[0].is_terminal:
+                raise _finished(run_id, status)
+            sent = signal_id is not None
+        else:
+
+            def send(cur: DBAPICursor) -> bool:
+                rows = _database.execute(cur, self._sql.signal_run_status, values).fetchall()
+                if not rows:
+                    raise _database.Missing
+                if history.parse_status(rows[0][0])[0].is_terminal:
+                    raise _database.Finished(rows[0][0])
+                try:
+                    _database.execute(cur, self._sql.insert_signal, values)
+                except self._db.driver.dbapi.IntegrityError as exc:
+                    if self._db.driver.is_unique_violation(exc):
+                        raise _database.Duplicate from exc
+                    raise
+                _database.execute(cur, self._sql.wake_for_signal, values)
+                return True
+
+            try:
+                sent = self._db.call("sending a signal", send, begin=self._db.driver.begin_write)
+            except _database.Missing:
+                raise _errors.RunNotFoundError(run_id) from None
+            except _database.Finished as finished:
+                raise _finished(run_id, finished.status) from None
+            except _database.Duplicate:
+                sent = False
+        if sent:
+            self._watcher.changed()
+        return sent
+
+    def renew(
+        self, worker_id: str, run_ids: Collection[str], *, lease_until: float
+    ) -> dict[str, bool]:
+        """See :meth:`fluxo.stores.Store.renew`."""
+        if not self._db.ready:
+            self._db.require_schema(create=False)
+        if not run_ids:
+            return {}
+        ids = _statements.bucket(run_ids)
+        values: dict[str, Any] = {f"p_id{i}": run_id for i, run_id in enumerate(ids)}
+        values.update(p_worker=worker_id, p_lease_until=lease_until)
+        update = self._sql.renew(len(ids))
+
+        if self._sql.returning:
+
+            def renew(cur: DBAPICursor) -> Sequence[Any]:
+                return _database.execute(cur, update, values).fetchall()
+
+            rows = self._db.call("renewing leases", renew)
+        else:
+            held = self._sql.held(len(ids))
+
+            def renew_then_read(cur: DBAPICursor) -> Sequence[Any]:
+                _database.execute(cur, update, values)
+                return _database.execute(cur, held, values).fetchall()
+
+            rows = self._db.call("renewing leases", renew_then_read, begin="BEGIN")
+        return {self._db.key(row[0]): bool(row[1]) for row in rows}
+
+    def release(self, worker_id: str, run_id: str, *, now: float) -> None:
+        """See :meth:`fluxo.stores.Store.release`."""
+        if not self._db.ready:
+            self._db.require_schema(create=False)
+        values = {"p_run_id": run_id, "p_worker": worker_id, "p_now": now}
+
+        def release(cur: DBAPICursor) -> int:
+            return int(_database.execute(cur, self._sql.release, values).rowcount)
+
+        if self._db.call("releasing a lease", release):
+            self._watcher.changed()
+
+    def request_cancel(self, run_id: str, *, now: float) -> history.RunInfo:
+        """See :meth:`fluxo.stores.Store.request_cancel`."""
+        if not self._db.ready:
+            self._db.require_schema(create=False)
+        values = {"p_run_id": run_id, "p_now": now}
+
+        def cancel(cur: DBAPICursor) -> tuple[int, Sequence[Any]]:
+            cur = _database.execute(cur, self._sql.request_cancel, values)
+            if self._sql.returning:
+                rows = cur.fetchall()
+                return len(rows), rows
+            return int(cur.rowcount), ()
+
+        changed, rows = self._db.call("requesting cancellation", cancel)
+        if changed:
+            self._watcher.changed()
+        if rows:
+            return self._db.run_from_row(rows[0])
+        return self.get_run(run_id)
+
+    def reopen(self, run_id: str, *, now: float) -> history.RunInfo:
+        """See :meth:`fluxo.stores.Store.reopen`."""
+        if not self._db.ready:
+            self._db.require_schema(create=False)
+        values = {
+            "p_run_id": run_id,
+            "p_now": now,
+            "p_kind": history.RunRetried.kind,
+            "p_name": history.RunRetried().name,
+            "p_data": history.RunRetried().data,
+        }
+
+        def reopen(cur: DBAPICursor) -> Sequence[Any]:
+            cur = _database.execute(cur, self._sql.reopen, values)
+            if self._sql.returning:
+                rows = cur.fetchall()
+                reopened = bool(rows)
+            else:
+                rows, reopened = (), cur.rowcount == 1
+            if not reopened:
+                raise _database.Missing
+            _database.execute(cur, self._sql.append_retried, values)
+            if not rows:
+                rows = _database.execute(cur, self._sql.get_run, values).fetchall()
+            return rows
+
+        try:
+            rows = self._db.call("retrying a run", reopen, begin=self._db.driver.begin_write)
+        except _database.Missing:
+            run = self.get_run(run_id)
+            raise _errors.RunStateError(
+                f"run {run_id!r} is {run.status.value}, not failed; only a failed run "
+                "can be retried"
+            ) from None
+        self._watcher.changed()
+        return self._db.run_from_row(rows[0])
+
+    def list_runs(
+        self,
+        *,
+        statuses: Collection[history.RunStatus] | None = None,
+        workflows: Collection[str] | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        limit: int = 100,
+    ) -> list[history.RunInfo]:
+        """See :meth:`fluxo.stores.Store.list_runs`."""
+        if not self._db.ready:
+            self._db.require_schema(create=False)
+        if limit <= 0 or (statuses is not None and not statuses):
+            return []
+        if workflows is not None and not workflows:
+            return []
+        values: dict[str, Any] = {"p_limit": limit}
+        status_words = None
+        if statuses is not None:
+            status_words = _statements.bucket([RunStatus(s).value for s in statuses])
+            values.update({f"p_status{i}": s for i, s in enumerate(status_words)})
+        names = None
+        if workflows is not None:
+            names = _statements.bucket(workflows)
+            values.update({f"p_wf{i}": name for i, name in enumerate(names)})
+        if created_after is not None:
+            values["p_after"] = created_after
+        if created_before is not None:
+            values["p_before"] = created_before
+        sql = self._sql.list_runs(
+            None if status_words is None else len(status_words),
+            None if names is None else len(names),
+            after=created_after is not None,
+            before=created_before is not None,
+        )
+
+        def read(cur: DBAPICursor) -> Sequence[Any]:
+            return _database.execute(cur, sql, values).fetchall()
+
+        return [self._db.run_from_row(row) for row in self._db.call("listing runs", read)]
+
+    def purge(
+        self,
+        *,
+        finished_before: float,
+        statuses: Collection[history.RunStatus],
+        workflows: Collection[str] | None = None,
+        limit: int,
+        dry_run: bool = False,
+    ) -> int:
+        """See :meth:`fluxo.stores.Store.purge`.
+
+        One transaction per call: on PostgreSQL a single statement chooses the
+        runs (``FOR UPDATE SKIP LOCKED``: a run a writer holds is left for the next
+        call) and deletes them with their events and signals; elsewhere the runs
+        are chosen (locked on MySQL; SQLite writers take turns) and deleted, with
+        theirs, by lists of ids.
+        """
+        if not self._db.ready:
+            self._db.require_schema(create=False)
+        words = sorted({RunStatus(s).value for s in statuses} & _FINISHED)
+        if limit <= 0 or not words or (workflows is not None and not workflows):
+            return 0
+        status_words = _statements.bucket(words)
+        values: dict[str, Any] = {f"p_status{i}": word for i, word in enumerate(status_words)}
+        values.update(p_before=finished_before, p_limit=limit)
+        names = None
+        if workflows is not None:
+            names = _statements.bucket(workflows)
+            values.update({f"p_wf{i}": name for i, name in enumerate(names)})
+        count = None if names is None else len(names)
+
+        if self._db.driver.name == "postgresql" and not dry_run:
+            sql = self._sql.pg_purge(len(status_words), count)
+
+            def purge_pg(cur: DBAPICursor) -> int:
+                return len(_database.execute(cur, sql, values).fetchall())
+
+            return self._db.call("purging runs", purge_pg)
+
+        choose = self._sql.purge(len(status_words), count, lock=not dry_run)
+
+        def purge(cur: DBAPICursor) -> int:
+            ids = [row[0] for row in _database.execute(cur, choose, values).fetchall()]
+            if dry_run:
+                return len(ids)
+            for start in range(0, len(ids), _PURGE_CHUNK):
+                chunk = _statements.bucket(ids[start : start + _PURGE_CHUNK])
+                keys = {f"p_id{i}": run_id for i, run_id in enumerate(chunk)}
+                for delete in self._sql.purge_delete(len(chunk)):
+                    _database.execute(cur, delete, keys)
+            return len(ids)
+
+        return self._db.call(
+            "purging runs", purge, begin=None if dry_run else self._db.driver.begin_write
+        )
+
+    # -- waiting ----------------------------------------------------------------
+
+    def change_token(self, run_id: str | None) -> object:
+        """See :meth:`fluxo.stores.Store.change_token`."""
+        return self._watcher.token(run_id)
+
+    def wait_for_change(self, run_id: str | None, timeout: float, since: object = None) -> bool:
+        """See :meth:`fluxo.stores.Store.wait_for_change`.
+
+        Writes made through this store wake waiters at once. On PostgreSQL, writes
+        made by other processes wake them through ``LISTEN``/``NOTIFY`` (a thread
+        with its own connection, started by the first wait). Elsewhere, or while
+        that connection is down, a cheap query every ``poll_interval`` notices them.
+        """
+        return self._watcher.wait(run_id, timeout, since)
+
+    # -- lifecycle --------------------------------------------------------------
+
+    def close(self) -> None:
+        """Dispose of the connection pool (of an engine this store created). Idempotent."""
+        if self._db.closed:
+            return
+        self._db.closed = True
+        self._watcher.close()
+        self._db.dispose()
+
+    def __enter__(self) -> SQLStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _after_fork(self) -> None:
+        """In a forked child: open new connections instead of sharing the parent's."""
+        if not self._db.closed:
+            self._db.engine.dispose(close=False)
+            self._watcher.forget_after_fork()
+
+
+_FORK_SAFE: weakref.WeakSet[SQLStore] = weakref.WeakSet()
+"""Stores whose pools a forked child must not share with its parent."""
+
+
+def _after_fork_in_child() -> None:
+    for store in list(_FORK_SAFE):
+        store._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

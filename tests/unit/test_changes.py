@@ -1,0 +1,126 @@
+"""The change feed every store's ``change_token`` and ``wait_for_change`` stand on.
+
+Behaviour only: what a wait returns, and when; never how long it took beyond
+"it returned before its timeout" (the conformance suite checks every store).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from fluxo.stores import _changes
+
+LONG = 30.0
+"""A timeout no passing test waits out."""
+
+
+def wait_in_thread(feed: _changes.ChangeFeed, version: int) -> tuple[threading.Thread, list[bool]]:
+    result: list[bool] = []
+    thread = threading.Thread(target=lambda: result.append(feed.wait(version, LONG)), daemon=True)
+    thread.start()
+    return thread, result
+
+
+def test_a_wait_with_nothing_changed_times_out() -> None:
+    feed = _changes.ChangeFeed()
+
+    assert feed.wait(feed.since(None), 0.05) is False
+    assert feed.wait(feed.since(None), 0) is False
+    assert feed.wait(feed.since(None), -1) is False
+
+
+def test_a_change_after_the_token_wakes_a_later_wait_at_once() -> None:
+    feed = _changes.ChangeFeed()
+    token = feed.token()
+
+    feed.changed()
+
+    assert feed.wait(feed.since(token), 0) is True
+    assert feed.wait(feed.since(None), 0) is False  # without a token only later changes count
+
+
+def test_a_change_wakes_every_waiter() -> None:
+    feed = _changes.ChangeFeed()
+    waiters = [wait_in_thread(feed, feed.version) for _ in range(3)]
+
+    feed.changed()
+
+    for thread, result in waiters:
+        thread.join(LONG)
+        assert result == [True]
+
+
+def test_closing_wakes_waiters_now_and_later() -> None:
+    feed = _changes.ChangeFeed()
+    thread, result = wait_in_thread(feed, feed.version)
+
+    feed.close()
+    feed.close()
+
+    thread.join(LONG)
+    assert result == [True]
+    assert feed.closed
+    assert feed.wait(feed.since(None), LONG) is True
+
+
+def test_tokens_carry_the_backends_mark() -> None:
+    feed = _changes.ChangeFeed()
+    token = _changes.Token(feed.version, ("fingerprint", 1))
+
+    assert feed.since(token) == token.version
+    assert token.mark == ("fingerprint", 1)
+    assert feed.token().mark is None
+
+
+def test_a_polling_wait_stops_when_the_poll_sees_a_change() -> None:
+    feed = _changes.ChangeFeed()
+    polls = []
+
+    def poll() -> bool:
+        polls.append(1)
+        return len(polls) == 3
+
+    woken = feed.wait_polling(feed.version, time.monotonic() + LONG, poll, interval=0.01)
+
+    assert woken is True
+    assert len(polls) == 3
+
+
+def test_a_polling_wait_times_out_without_a_last_poll() -> None:
+    feed = _changes.ChangeFeed()
+    polls = []
+
+    def poll() -> bool:
+        polls.append(1)
+        return False
+
+    woken = feed.wait_polling(feed.version, time.monotonic() + 0.05, poll, interval=1.0)
+
+    assert woken is False
+    assert polls == []  # less than one interval was left: no poll
+
+
+def test_a_polling_wait_is_woken_by_a_change_in_the_process() -> None:
+    feed = _changes.ChangeFeed()
+    version = feed.version
+    timer = threading.Timer(0.05, feed.changed)
+    timer.start()
+
+    woken = feed.wait_polling(version, time.monotonic() + LONG, lambda: False, interval=LONG)
+
+    timer.join()
+    assert woken is True
+
+
+def test_a_pause_ends_when_the_feed_closes() -> None:
+    feed = _changes.ChangeFeed()
+    timer = threading.Timer(0.05, feed.close)
+    timer.start()
+    paused = threading.Thread(target=feed.pause, args=(LONG,), daemon=True)
+
+    paused.start()
+    paused.join(LONG)
+    timer.join()
+
+    assert not paused.is_alive()
