@@ -6,26 +6,7 @@ so a run that resumes (after a crash, a deploy, a wait) replays recorded
 results instead of doing the work again.
 """
 
-from fluxo._decorators import Call, Step, Workflow, step, workflow
-from fluxo._durable import (
-    ChildHandle,
-    continue_as_new,
-    deprecate_patch,
-    in_workflow,
-    is_replaying,
-    logger,
-    map,
-    now,
-    parallel,
-    patched,
-    random,
-    signal,
-    sleep,
-    sleep_until,
-    start_child,
-    uuid4,
-    wait_for_signal,
-)
+from fluxo._definitions import Call, Step, Workflow, step, workflow
 from fluxo._engine import Engine, RunHandle
 from fluxo._errors import (
     CancelPendingError,
@@ -54,10 +35,29 @@ from fluxo._errors import (
     WorkflowFailedError,
     WorkflowTimeoutError,
 )
-from fluxo._executor import Cancelled
 from fluxo._retry import Retry
+from fluxo._runtime import Cancelled
 from fluxo._saga import Saga, saga
 from fluxo._worker import Worker
+from fluxo._workflow_api import (
+    ChildHandle,
+    continue_as_new,
+    deprecate_patch,
+    in_workflow,
+    is_replaying,
+    logger,
+    map,
+    now,
+    parallel,
+    patched,
+    random,
+    signal,
+    sleep,
+    sleep_until,
+    start_child,
+    uuid4,
+    wait_for_signal,
+)
 from fluxo.codec import Codec, JSONCodec
 from fluxo.history import Event, RunInfo, RunStatus
 from fluxo.stores import Store, open_store

@@ -12,11 +12,8 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any, overload
 
-from fluxo import _errors, _history_file, history
+from fluxo import _durations, _errors, _history_file, history
 from fluxo import codec as _codec
-
-_AGE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])", re.IGNORECASE)
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 def parse_time(text: str, now: float) -> float:
@@ -31,9 +28,9 @@ def parse_time(text: str, now: float) -> float:
         ValueError: neither form fits; the message shows both.
     """
     value = text.strip()
-    age = _AGE.fullmatch(value)
+    age = _durations.parse_age(value)
     if age is not None:
-        return now - float(age[1]) * _UNIT_SECONDS[age[2].lower()]
+        return now - age
     if value[-1:] in ("z", "Z"):
         value = value[:-1] + "+00:00"  # Python 3.10's fromisoformat has no 'Z'
     try:
@@ -50,7 +47,7 @@ def parse_time(text: str, now: float) -> float:
 
 def is_age(text: str) -> bool:
     """Tell whether ``--since``-style text is an age (``30m``, ``7d``) rather than a time."""
-    return _AGE.fullmatch(text.strip()) is not None
+    return _durations.parse_age(text) is not None
 
 
 @overload

@@ -1,34 +1,46 @@
-"""The engine: the user-facing facade over a store, a codec and a set of workflows."""
+"""The engine: the user-facing facade over a store, a codec and a set of workflows.
+
+It starts, signals, cancels, lists, retries and purges runs, and waits for their
+results. Executing them is the runner's (:mod:`fluxo._runner`): for
+:meth:`Engine.run`, in the caller's thread, and for the engine's workers.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import math
 import os
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from typing_extensions import ParamSpec
 
-from fluxo import _decorators, _errors, _executor, _history_file, _redact, stores
+from fluxo import (
+    _definitions,
+    _errors,
+    _executor,
+    _filters,
+    _history_file,
+    _leases,
+    _names,
+    _payloads,
+    _redact,
+    _runner,
+    _worker,
+    stores,
+)
 from fluxo import codec as _codec
 from fluxo import history as _history
-
-if TYPE_CHECKING:
-    from fluxo import _worker
 
 log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-DEFAULT_LEASE = 30.0
+DEFAULT_LEASE = _runner.DEFAULT_LEASE
 
 
 class RunHandle(Generic[R]):
@@ -94,12 +106,13 @@ class Engine:
         self,
         store: str | stores.Store,
         *,
-        workflows: Iterable[_decorators.Workflow[Any, Any]],
+        workflows: Iterable[_definitions.Workflow[Any, Any]],
         codec: _codec.Codec | None = None,
         clock: Callable[[], float] = time.time,
         parallel_threads: int = _executor.DEFAULT_PARALLEL_THREADS,
     ) -> None:
         self.step_threads = _executor.StepThreads(parallel_threads)
+        """The threads this engine's runs (and its workers') run parallel branches on."""
         if isinstance(store, str):
             self.store: stores.Store = stores.open_store(store)
             self._owns_store = True
@@ -113,22 +126,28 @@ class Engine:
             )
         self.codec: _codec.Codec = codec if codec is not None else _default_codec()
         self.clock = clock
-        self._workflows: dict[str, _decorators.Workflow[Any, Any]] = {}
+        self._workflows: dict[str, _definitions.Workflow[Any, Any]] = {}
         self._register(workflows)
         self._closed = False
-        self._inline_lock = threading.Lock()
-        self._inline_threads: set[threading.Thread] = set()
-        self._inline_contexts: set[_executor.RunContext] = set()
         self.instance_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.runner = _runner.Runner(
+            store=self.store,
+            codec=self.codec,
+            clock=self.clock,
+            find_workflow=self._workflows.get,
+            threads=self.step_threads,
+            instance_id=self.instance_id,
+        )
+        """Executes this engine's runs: inline ones (:meth:`run`), and its workers'."""
 
-    def _register(self, workflows: Iterable[_decorators.Workflow[Any, Any]]) -> None:
+    def _register(self, workflows: Iterable[_definitions.Workflow[Any, Any]]) -> None:
         if isinstance(workflows, (str, bytes)) or not isinstance(workflows, Iterable):
             raise _errors.DefinitionError(
                 f"workflows= takes a list of @fluxo.workflow functions, not {workflows!r}"
             )
         problems = []
         for wf in workflows:
-            if not isinstance(wf, _decorators.Workflow):
+            if not isinstance(wf, _definitions.Workflow):
                 problems.append(
                     f"{wf!r} is not a workflow; decorate it with @fluxo.workflow"
                     if callable(wf)
@@ -161,15 +180,8 @@ class Engine:
     def close(self) -> None:
         """Close the store if this engine opened it (from a URL). Idempotent."""
         if not self._closed:
-            with self._inline_lock:
-                self._closed = True  # no inline child starts after this
-                for context in self._inline_contexts:
-                    context.stop_requested.set()  # they give their runs back to workers
-                threads = list(self._inline_threads)
-            deadline = time.monotonic() + 5.0
-            for thread in threads:
-                thread.join(timeout=max(deadline - time.monotonic(), 0.0))
-            self.step_threads.close()
+            self._closed = True
+            self.runner.close()  # inline runs give their runs back to workers
             if self._owns_store:
                 self.store.close()
 
@@ -181,7 +193,7 @@ class Engine:
             )
 
     @property
-    def workflows(self) -> list[_decorators.Workflow[Any, Any]]:
+    def workflows(self) -> list[_definitions.Workflow[Any, Any]]:
         """The workflows this engine knows, once each."""
         return list({id(w): w for w in self._workflows.values()}.values())
 
@@ -190,7 +202,7 @@ class Engine:
         """Every name (and alias) of every known workflow."""
         return frozenset(self._workflows)
 
-    def lookup(self, name: str) -> _decorators.Workflow[Any, Any]:
+    def lookup(self, name: str) -> _definitions.Workflow[Any, Any]:
         """Return the workflow with this name or alias, or raise ``UnknownWorkflowError``."""
         try:
             return self._workflows[name]
@@ -200,8 +212,8 @@ class Engine:
                 f"{sorted(self._workflows) or 'none'}. Add it to Engine(workflows=[...])"
             ) from None
 
-    def _known(self, wf: _decorators.Workflow[Any, Any]) -> _decorators.Workflow[Any, Any]:
-        if not isinstance(wf, _decorators.Workflow):
+    def _known(self, wf: _definitions.Workflow[Any, Any]) -> _definitions.Workflow[Any, Any]:
+        if not isinstance(wf, _definitions.Workflow):
             raise _errors.DefinitionError(
                 f"{wf!r} is not a workflow; decorate it with @fluxo.workflow and pass it in "
                 "Engine(workflows=[...])"
@@ -218,7 +230,7 @@ class Engine:
 
     def _create(
         self,
-        wf: _decorators.Workflow[Any, Any],
+        wf: _definitions.Workflow[Any, Any],
         args: Sequence[Any],
         kwargs: dict[str, Any],
         *,
@@ -253,7 +265,7 @@ class Engine:
         return run, created
 
     def start(
-        self, workflow: _decorators.Workflow[P, R], /, *args: P.args, **kwargs: P.kwargs
+        self, workflow: _definitions.Workflow[P, R], /, *args: P.args, **kwargs: P.kwargs
     ) -> RunHandle[R]:
         """Start a run for a worker to execute, and return its handle at once.
 
@@ -268,7 +280,7 @@ class Engine:
         log.debug("run %s of %s %s", run.id, run.workflow, "started" if created else "exists")
         return RunHandle(self, run.id, workflow.return_type)
 
-    def run(self, workflow: _decorators.Workflow[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+    def run(self, workflow: _definitions.Workflow[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Start a run and execute it in this thread, returning its result.
 
         Like :meth:`start` it is idempotent on the run id (and refuses other
@@ -280,7 +292,7 @@ class Engine:
         process dies mid-run, a worker takes it over when its lease expires (or,
         while it waits, when the wait is over).
         """
-        owner = f"{self.instance_id}:inline:{uuid.uuid4().hex[:8]}"
+        owner = self.runner.inline_owner()
         now = self.clock()
         run, created = self._create(
             workflow, args, kwargs, owner=owner, lease_until=now + DEFAULT_LEASE
@@ -289,7 +301,7 @@ class Engine:
         if not created:
             return handle.result()
         contexts: list[_executor.RunContext] = []
-        outcome = self._execute_inline(run.id, owner, contexts.append)
+        outcome = self.runner.execute_inline(run.id, owner, contexts.append)
         if not contexts:
             return handle.result()  # its history did not load (HistoryCorruptError)
         context = contexts[-1]
@@ -298,7 +310,7 @@ class Engine:
             value: R = self.codec.decode(context.result or b"null", workflow.return_type)
             return value
         if outcome is _executor.Outcome.FAILED and context.error is not None:
-            raise _executor.workflow_error(run_id, context.error)
+            raise _payloads.workflow_error(run_id, context.error)
         if outcome is _executor.Outcome.CANCELLED:
             raise _cancelled_error(run_id, context.cancel_reason)
         if outcome is _executor.Outcome.BROKEN:
@@ -307,97 +319,6 @@ class Engine:
                 "it is intact, and a worker resumes it from its history when its lease expires"
             ) from context.store_error
         return handle.result()  # another worker took it over: wait for that worker
-
-    def _execute_inline(
-        self,
-        run_id: str,
-        owner: str,
-        context_hook: Callable[[_executor.RunContext], None],
-    ) -> _executor.Outcome:
-        """Execute a run ``owner`` holds in this thread, and the rest of its chain.
-
-        Its waits are held in the thread. The child runs it starts are executed
-        in threads of their own in the same way, unless a worker takes them first.
-        Returns ``CONTINUED`` when a worker took over the chain.
-        """
-        from fluxo import _worker
-
-        def prepare(context: _executor.RunContext) -> None:
-            context.child_started = self._start_inline_child
-            context_hook(context)
-
-        with _worker.Heartbeat(self, owner, DEFAULT_LEASE) as heartbeat:
-            outcome = self.execute_claimed(
-                run_id, owner, heartbeat=heartbeat, hold_window=math.inf, context_hook=prepare
-            )
-            last = run_id
-            while outcome is _executor.Outcome.CONTINUED:
-                # Go on with the next run of the chain here, unless a worker took it.
-                last = _history.chain_next(last)
-                now = self.clock()
-                if (
-                    self.store.claim_run(owner, last, now=now, lease_until=now + DEFAULT_LEASE)
-                    is None
-                ):
-                    return outcome
-                outcome = self.execute_claimed(
-                    last, owner, heartbeat=heartbeat, hold_window=math.inf, context_hook=prepare
-                )
-        return outcome
-
-    def _start_inline_child(self, child_id: str, workflow: _decorators.Workflow[Any, Any]) -> None:
-        """Execute a child run that ``run()``'s workflow started, in a thread of this process.
-
-        Only a child this engine knows and can lease at once; otherwise a worker runs it.
-        If this process dies, the child's lease expires and a worker resumes it.
-        """
-        if self._closed or self._workflows.get(workflow.name) is None:
-            return
-        owner = f"{self.instance_id}:inline:{uuid.uuid4().hex[:8]}"
-        now = self.clock()
-        try:
-            claimed = self.store.claim_run(
-                owner, child_id, now=now, lease_until=now + DEFAULT_LEASE
-            )
-        except _errors.StoreError as exc:
-            log.warning("child run %s is left for a worker: %s", child_id, exc)
-            return
-        if claimed is None:
-            return  # a worker has it
-        thread = threading.Thread(
-            target=self._run_inline_child,
-            args=(child_id, owner),
-            name=f"fluxo-child-{child_id}",
-            daemon=True,
-        )
-        with self._inline_lock:
-            if self._closed:  # closed meanwhile: leave the child to a worker
-                with contextlib.suppress(_errors.StoreError):
-                    self.store.release(owner, child_id, now=self.clock())
-                return
-            self._inline_threads.add(thread)
-        thread.start()
-
-    def _run_inline_child(self, child_id: str, owner: str) -> None:
-        mine: list[_executor.RunContext] = []
-
-        def track(context: _executor.RunContext) -> None:
-            mine.append(context)
-            with self._inline_lock:
-                self._inline_contexts.add(context)
-                if self._closed:
-                    context.stop_requested.set()
-
-        try:
-            self._execute_inline(child_id, owner, track)
-        except Exception:
-            log.exception(
-                "child run %s stopped executing in this process; a worker resumes it", child_id
-            )
-        finally:
-            with self._inline_lock:
-                self._inline_contexts.difference_update(mine)
-                self._inline_threads.discard(threading.current_thread())
 
     def handle(self, run_id: str) -> RunHandle[Any]:
         """Return a handle to an existing run (its result decodes by its workflow's type)."""
@@ -412,76 +333,24 @@ class Engine:
         run_id: str,
         owner: str,
         *,
-        heartbeat: _worker.Heartbeat,
+        heartbeat: _leases.Heartbeat,
         hold_window: float = 0.0,
-        context_hook: Callable[[_executor.RunContext], None] | None = None,
-        slots: _executor.HoldSlots | None = None,
+        context_hook: _runner.ContextHook | None = None,
+        slots: _leases.HoldSlots | None = None,
     ) -> _executor.Outcome:
-        """Execute a run whose lease ``owner`` holds, until it ends or must stop.
+        """Execute, in this thread, a run whose lease ``owner`` holds, until it ends or stops.
 
-        Used by workers and by :meth:`run`. ``heartbeat`` renews the lease while
-        the workflow runs; the lease is given back if execution stops early, so
-        another worker can take over. Waits no longer than ``hold_window`` seconds
-        are held in this thread (after being recorded), so the run resumes without
-        replaying its history; ``slots``, a worker's, lends the held waits its
-        execution slots. A run whose lease another worker took is left alone, and
-        one whose lease ran out is executed only once leased afresh: never two
-        executions at once.
+        For tools and tests that drive one run by hand; workers and :meth:`run` use
+        the engine's :attr:`runner`, whose ``execute_claimed`` this is.
         """
-        outcome = _executor.Outcome.RESTART
-        while outcome is _executor.Outcome.RESTART:  # only when a context_hook asks for it
-            try:
-                state = self._load_leased(run_id, owner, heartbeat.lease)
-            except _errors.HistoryCorruptError as exc:
-                return _executor.fail_damaged(self.store, self.codec, self.clock, owner, exc)
-            if state is None:
-                return _executor.Outcome.LOST
-            wf = self._workflows.get(state.run.workflow)
-            if wf is None:
-                self.store.release(owner, run_id, now=self.clock())
-                raise _errors.UnknownWorkflowError(
-                    f"run {run_id!r} is of workflow {state.run.workflow!r}, which this engine "
-                    "does not know; it was left for a worker that does"
-                )
-            context = _executor.RunContext(
-                state=state,
-                workflow=wf,
-                store=self.store,
-                codec=self.codec,
-                clock=self.clock,
-                hold=_executor.Hold(owner, heartbeat.lease, hold_window, heartbeat, slots),
-                threads=self.step_threads,
-            )
-            if context_hook is not None:
-                context_hook(context)
-            heartbeat.add(context)
-            try:
-                outcome = context.execute()
-            finally:
-                heartbeat.remove(context)
-        # A store failure keeps the lease: it expires unrenewed, which spaces out the
-        # attempts instead of handing the run straight back to claim() in a hot loop.
-        if outcome in (_executor.Outcome.LOST, _executor.Outcome.STOPPED):
-            self.store.release(owner, run_id, now=self.clock())
-        return outcome
-
-    def _load_leased(self, run_id: str, owner: str, lease: float) -> _history.RunState | None:
-        """The run's state, if ``owner`` holds a live lease on it; None: leave the run alone."""
-        state = self.store.load(run_id)
-        run = state.run
-        if run.status.is_terminal or run.lease_owner != owner:
-            # Our lease passed to another worker between our claim and this load (and
-            # maybe that worker finished the run): it is theirs now.
-            return None
-        now = self.clock()
-        if run.lease_until is not None and run.lease_until >= now:
-            return state
-        # Our lease ran out before the execution began: another worker may claim the
-        # run at any moment. Lease it afresh (only if nobody did), then read it again.
-        if self.store.claim_run(owner, run_id, now=now, lease_until=now + lease) is None:
-            return None
-        state = self.store.load(run_id)
-        return state if state.run.lease_owner == owner else None
+        return self.runner.execute_claimed(
+            run_id,
+            owner,
+            heartbeat=heartbeat,
+            hold_window=hold_window,
+            context_hook=context_hook,
+            slots=slots,
+        )
 
     def worker(
         self,
@@ -505,8 +374,6 @@ class Engine:
         ``concurrency`` waits are held at once. The worker claims runs only for its
         free slots, so it never holds more leases than it executes.
         """
-        from fluxo import _worker
-
         return _worker.Worker(
             self,
             concurrency=concurrency,
@@ -529,7 +396,7 @@ class Engine:
         history ends with ``continued_as_new`` naming the next run).
         """
         self._check_open()
-        _check_run_id(run_id)
+        _names.check_run_id(run_id)
         if not follow:
             return self.store.get_run(run_id)
         return self._latest(run_id)
@@ -543,8 +410,8 @@ class Engine:
         *,
         status: _history.RunStatus | str | Iterable[_history.RunStatus | str] | None = None,
         workflow: str
-        | _decorators.Workflow[Any, Any]
-        | Iterable[str | _decorators.Workflow[Any, Any]]
+        | _definitions.Workflow[Any, Any]
+        | Iterable[str | _definitions.Workflow[Any, Any]]
         | None = None,
         created_after: datetime | float | None = None,
         created_before: datetime | float | None = None,
@@ -563,20 +430,11 @@ class Engine:
             limit: the most runs returned.
         """
         self._check_open()
-        statuses = None if status is None else _statuses(status)
-        workflows = None if workflow is None else _workflow_names(workflow)
+        statuses = None if status is None else _filters.statuses(status)
+        workflows = None if workflow is None else _filters.workflow_names(workflow)
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
             raise _errors.DefinitionError(f"limit must be a positive whole number, not {limit!r}")
-        window: dict[str, float] = {}  # passed only when given
-        if created_after is not None:
-            window["created_after"] = _epoch("created_after", created_after)
-        if created_before is not None:
-            window["created_before"] = _epoch("created_before", created_before)
-        if window.get("created_after", -math.inf) > window.get("created_before", math.inf):
-            raise _errors.DefinitionError(
-                f"created_after ({created_after!r}) is later than created_before "
-                f"({created_before!r}), so no run could match; swap them"
-            )
+        window = _filters.creation_window(created_after, created_before)
         return self.store.list_runs(statuses=statuses, workflows=workflows, limit=limit, **window)
 
     def purge(
@@ -585,8 +443,8 @@ class Engine:
         older_than: timedelta | datetime | float,
         status: _history.RunStatus | str | Iterable[_history.RunStatus | str] | None = None,
         workflow: str
-        | _decorators.Workflow[Any, Any]
-        | Iterable[str | _decorators.Workflow[Any, Any]]
+        | _definitions.Workflow[Any, Any]
+        | Iterable[str | _definitions.Workflow[Any, Any]]
         | None = None,
         batch: int = 1000,
         dry_run: bool = False,
@@ -630,11 +488,11 @@ class Engine:
                 finished.
         """
         self._check_open()
-        cutoff = self._cutoff(older_than)
+        cutoff = _filters.purge_cutoff(older_than, self.clock())
         if status is None:
             statuses = list(_FINISHED)
         else:
-            statuses = _statuses(status)
+            statuses = _filters.statuses(status)
             active = [s.value for s in statuses if not s.is_terminal]
             if active:
                 raise _errors.DefinitionError(
@@ -642,7 +500,7 @@ class Engine:
                     "not finished; pick among 'completed', 'failed' and 'cancelled' (cancel a "
                     "run to purge it once it has ended)"
                 )
-        workflows = None if workflow is None else _workflow_names(workflow)
+        workflows = None if workflow is None else _filters.workflow_names(workflow)
         if not isinstance(batch, int) or isinstance(batch, bool) or not 0 < batch <= MAX_BATCH:
             raise _errors.DefinitionError(
                 f"batch must be a whole number from 1 to {MAX_BATCH:,}, not {batch!r}"
@@ -667,38 +525,10 @@ class Engine:
         log.info("purge: %d finished runs deleted", total)
         return total
 
-    def _cutoff(self, older_than: timedelta | datetime | float) -> float:
-        """The time before which a run must have finished to be purged."""
-        now = self.clock()
-        if isinstance(older_than, datetime):
-            moment = _epoch("older_than", older_than)
-            if moment > now:
-                raise _errors.DefinitionError(
-                    f"older_than ({older_than.isoformat()}) is in the future, so every finished "
-                    "run would go; pass a moment in the past or an age such as "
-                    "timedelta(days=30)"
-                )
-            return moment
-        if isinstance(older_than, timedelta):
-            age = older_than.total_seconds()
-        elif isinstance(older_than, (int, float)) and not isinstance(older_than, bool):
-            age = float(older_than)
-        else:
-            raise _errors.DefinitionError(
-                "older_than takes an age (a timedelta, or seconds) or an aware datetime, "
-                f"not {older_than!r}"
-            )
-        if not math.isfinite(age) or age < 0:
-            raise _errors.DefinitionError(
-                f"older_than must be an age of zero or more, not {older_than!r}; for example "
-                "timedelta(days=30)"
-            )
-        return now - age
-
     def history(self, run_id: str) -> list[_history.Event]:
         """The run's full history, oldest event first. Raises ``RunNotFoundError``."""
         self._check_open()
-        _check_run_id(run_id)
+        _names.check_run_id(run_id)
         return list(self.store.load(run_id).events)
 
     def export_history(self, run_id: str, *, readable: bool = False) -> dict[str, Any]:
@@ -717,7 +547,7 @@ class Engine:
             RunNotFoundError: no such run.
         """
         self._check_open()
-        _check_run_id(run_id)
+        _names.check_run_id(run_id)
         state = self.store.load(run_id)
         return _history_file.to_document(state, readable_with=self.codec if readable else None)
 
@@ -736,7 +566,7 @@ class Engine:
             RunNotFoundError: no such run.
         """
         self._check_open()
-        _check_run_id(run_id)
+        _names.check_run_id(run_id)
         run = self.store.request_cancel(self._latest(run_id).id, now=self.clock())
         while run.status is _history.RunStatus.COMPLETED:
             # It continued as new in the meantime: cancel the run it continued in.
@@ -784,8 +614,8 @@ class Engine:
             EncodeError: the payload cannot be encoded.
         """
         self._check_open()
-        _check_run_id(run_id)
-        _executor.check_signal_name(name)
+        _names.check_run_id(run_id)
+        _names.check_signal_name(name)
         try:
             data = self.codec.encode(payload)
         except TypeError as exc:
@@ -816,7 +646,7 @@ class Engine:
         Raises ``RunStateError`` when the run has not failed.
         """
         self._check_open()
-        _check_run_id(run_id)
+        _names.check_run_id(run_id)
         try:
             self.store.reopen(run_id, now=self.clock())
         except _errors.RunStateError as exc:
@@ -872,8 +702,8 @@ class Engine:
         if isinstance(last, _history.WorkflowCompleted):
             return self.codec.decode(last.data or b"null", return_type)
         if isinstance(last, _history.WorkflowFailed):
-            info: _executor.ErrorInfo = self.codec.decode(last.data or b"{}", _executor.ErrorInfo)
-            raise _executor.workflow_error(run.id, info)
+            info: _payloads.ErrorInfo = self.codec.decode(last.data or b"{}", _payloads.ErrorInfo)
+            raise _payloads.workflow_error(run.id, info)
         if isinstance(last, _history.WorkflowCancelled):
             raise _cancelled_error(run.id, last.name)
         if isinstance(last, _history.ContinuedAsNew):
@@ -891,70 +721,11 @@ _COUNT_ALL = 2**31 - 1
 _FINISHED = tuple(status for status in _history.RunStatus if status.is_terminal)
 
 
-def _statuses(
-    status: _history.RunStatus | str | Iterable[_history.RunStatus | str],
-) -> list[_history.RunStatus]:
-    """One status or several, checked."""
-    single = isinstance(status, (str, _history.RunStatus)) or not isinstance(status, Iterable)
-    items = [status] if single else list(status)
-    try:
-        return [_history.RunStatus(s) for s in items]
-    except ValueError:
-        raise _errors.DefinitionError(
-            f"unknown run status in {status!r}; use one of {[s.value for s in _history.RunStatus]}"
-        ) from None
-
-
-def _workflow_names(
-    workflow: str | _decorators.Workflow[Any, Any] | Iterable[str | _decorators.Workflow[Any, Any]],
-) -> list[str]:
-    """The names (and aliases) of one workflow or several, given as objects or names."""
-    chosen: list[Any] = (
-        list(workflow)
-        if isinstance(workflow, Iterable) and not isinstance(workflow, str)
-        else [workflow]
-    )
-    names: list[str] = []
-    for item in chosen:
-        if isinstance(item, _decorators.Workflow):
-            names.extend(item.names)
-        elif isinstance(item, str):
-            names.append(item)
-        else:
-            raise _errors.DefinitionError(
-                f"workflow= takes a workflow, a workflow name or a list of them, not {item!r}"
-            )
-    return names
-
-
 _TERMINAL_EVENTS = (
     _history.WorkflowCompleted,
     _history.WorkflowFailed,
     _history.WorkflowCancelled,
 )
-
-
-def _epoch(name: str, value: datetime | float) -> float:
-    """Seconds since the epoch for an aware datetime or a number, checked."""
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise _errors.DefinitionError(
-                f"{name} is a naive datetime ({value.isoformat()}); give it a time zone, "
-                "for example datetime(2030, 1, 1, tzinfo=timezone.utc)"
-            )
-        return value.timestamp()
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    raise _errors.DefinitionError(
-        f"{name} takes an aware datetime or seconds since the epoch, not {value!r}"
-    )
-
-
-def _check_run_id(run_id: object) -> None:
-    """Refuse a run id no run can have, before it reaches a store (NUL fails PostgreSQL)."""
-    if not isinstance(run_id, str):
-        raise _errors.DefinitionError(f"a run id is a string, not {_errors.quoted(run_id)}")
-    _history.check_name("the run id", run_id)
 
 
 def _cancelled_error(run_id: str, reason: str) -> _errors.WorkflowCancelledError:

@@ -30,14 +30,13 @@ The tree::
         ├── StoreRejectedError     the store refuses this data for good (too large...)
         └── SequenceConflictError  another writer recorded this position first
 
-Control flow inside a workflow (suspension, cancellation) uses private
-``BaseException`` subclasses in ``fluxo._executor`` so that ``except Exception:``
-in user code cannot swallow it.
+Control flow inside a workflow (suspension, cancellation) uses ``BaseException``
+subclasses (``fluxo._runtime.ControlFlow``) so that ``except Exception:`` in user
+code cannot swallow it.
 """
 
 from __future__ import annotations
 
-import functools
 import reprlib
 from collections.abc import Sequence
 from typing import Any, Final
@@ -546,6 +545,52 @@ run recorded before behaves as one recorded now (docs/history-format.md).
 """
 
 
+_EXPORTED_BY_FLUXO = (
+    "CancelPendingError",
+    "CodecError",
+    "CompensationError",
+    "DecodeError",
+    "DefinitionError",
+    "EncodeError",
+    "FluxoError",
+    "HistoryCorruptError",
+    "NondeterminismError",
+    "RunIdConflictError",
+    "RunNotFinishedError",
+    "RunNotFoundError",
+    "RunStateError",
+    "SequenceConflictError",
+    "SignalError",
+    "SignalTimeout",
+    "StepError",
+    "StepTimeout",
+    "StoreError",
+    "StoreRejectedError",
+    "StoreUnavailableError",
+    "UnknownWorkflowError",
+    "WorkflowCancelledError",
+    "WorkflowFailedError",
+    "WorkflowTimeoutError",
+)
+
+PUBLIC_TYPE_NAMES: dict[str, str] = {
+    f"fluxo._errors.{name}": f"fluxo.{name}" for name in _EXPORTED_BY_FLUXO
+} | {
+    "fluxo._errors.HistoryFormatError": "fluxo.testing.HistoryFormatError",
+    "fluxo._errors.ReplayMismatchError": "fluxo.testing.ReplayMismatchError",
+    "fluxo._runtime.Cancelled": "fluxo.Cancelled",
+}
+"""Each exception ``fluxo`` and ``fluxo.testing`` export: where it is defined, and its public name.
+
+Written out as data, so that this module imports nothing of the package it is the
+root of; a test checks it against the exports (``tests/unit/test_runtime.py``).
+``fluxo`` presents these classes under its own name (their ``__module__`` is
+``fluxo``, so tracebacks say ``fluxo.StepError``), and a history may hold either.
+"""
+
+_PUBLIC = frozenset(PUBLIC_TYPE_NAMES.values())
+
+
 def type_name(cls: type[BaseException]) -> str:
     """The name a history records for an exception class.
 
@@ -553,46 +598,19 @@ def type_name(cls: type[BaseException]) -> str:
     the public name they are imported by (``fluxo.StepError``), so moving them
     between private modules changes no history.
     """
-    return _public_names().get(cls) or f"{cls.__module__}.{cls.__qualname__}"
+    path = f"{cls.__module__}.{cls.__qualname__}"
+    return PUBLIC_TYPE_NAMES.get(path, path)
 
 
 def is_private(cls: type[BaseException]) -> bool:
     """True for a class of Fluxo's internals that has no public name (a base class)."""
     module = cls.__module__
-    return (module == "fluxo" or module.startswith("fluxo.")) and cls not in _public_names()
+    if module != "fluxo" and not module.startswith("fluxo."):
+        return False
+    path = f"{module}.{cls.__qualname__}"
+    return path not in PUBLIC_TYPE_NAMES and path not in _PUBLIC
 
 
 def read_type_name(name: str) -> str:
     """A recorded exception type name as Fluxo names that class today."""
-    return LEGACY_TYPE_NAMES.get(name) or _current_paths().get(name) or name
-
-
-@functools.cache
-def _public_names() -> dict[type[BaseException], str]:
-    """Every exception class ``fluxo`` and ``fluxo.testing`` export, by its public name."""
-    import fluxo
-    import fluxo.testing
-
-    names: dict[type[BaseException], str] = {}
-    for module in (fluxo.testing, fluxo):  # a class both export is named after fluxo
-        for attr in module.__all__:
-            obj = getattr(module, attr)
-            if isinstance(obj, type) and issubclass(obj, BaseException):
-                names[obj] = f"{module.__name__}.{attr}"
-    return names
-
-
-@functools.cache
-def _current_paths() -> dict[str, str]:
-    """Each public exception's ``module.qualname`` today, by its public name.
-
-    Also the path of the private module that defines it (``fluxo._errors.StepError``):
-    ``fluxo`` presents its errors under its own name, and a history may hold either.
-    """
-    paths = {}
-    for cls, name in _public_names().items():
-        paths[f"{cls.__module__}.{cls.__qualname__}"] = name
-        defined = getattr(cls, "_fluxo_path", None)
-        if isinstance(defined, str):
-            paths[defined] = name
-    return paths
+    return LEGACY_TYPE_NAMES.get(name) or PUBLIC_TYPE_NAMES.get(name) or name

@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 
 import msgspec
 
-from fluxo import _errors, _executor
+from fluxo import _errors, _payloads
 from fluxo import codec as _codec
 from fluxo import history as _history
 
@@ -177,18 +177,18 @@ def child_outcome(signal: _history.Signal) -> tuple[str, bytes | None] | None:
     if not signal.name.startswith(_CHILD_SIGNAL):
         return None
     try:
-        outcome = msgspec.json.decode(signal.payload, type=_executor.ChildOutcome)
+        outcome = msgspec.json.decode(signal.payload, type=_payloads.ChildOutcome)
     except msgspec.DecodeError:  # ValidationError included
         return None
     return outcome.kind, outcome.data
 
 
-def rejection(event: _history.Event) -> _executor.Rejection | None:
+def rejection(event: _history.Event) -> _payloads.Rejection | None:
     """What a ``signal_rejected`` event records (why, and the payload), if ``event`` is one."""
     if not isinstance(event, _history.SignalRejected):
         return None
     try:
-        return msgspec.json.decode(event.data or b"", type=_executor.Rejection)
+        return msgspec.json.decode(event.data or b"", type=_payloads.Rejection)
     except msgspec.DecodeError:  # ValidationError included
         return None
 

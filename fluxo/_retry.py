@@ -5,21 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from fluxo import _errors
+from fluxo import _durations, _errors
 
 
 def _seconds(value: timedelta | float, what: str) -> float:
-    if isinstance(value, timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        raise _errors.DefinitionError(
-            f"Retry {what} must be a timedelta or a number of seconds, not {value!r}"
-        )
-    if seconds < 0:
-        raise _errors.DefinitionError(f"Retry {what} must not be negative, got {value!r}")
-    return seconds
+    return _durations.not_negative(value, f"Retry {what}")
 
 
 @dataclass(frozen=True, slots=True)

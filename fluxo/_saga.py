@@ -17,11 +17,11 @@ from typing import Any, TypeAlias
 
 from typing_extensions import ParamSpec
 
-from fluxo import _decorators, _durable, _errors, _executor
+from fluxo import _definitions, _errors, _runtime, _workflow_api
 
 P = ParamSpec("P")
 
-_Compensation: TypeAlias = "_decorators.Call[Any]"
+_Compensation: TypeAlias = "_definitions.Call[Any]"
 """A registered compensation: the step, and the arguments to call it with."""
 
 _innermost: contextvars.ContextVar[Saga | None] = contextvars.ContextVar("fluxo_saga", default=None)
@@ -33,7 +33,7 @@ class Saga:
     def __init__(self) -> None:
         self._compensations: list[_Compensation] = []
         self._state = "new"
-        self._context: _executor.RunContext | None = None
+        self._context: _runtime.Runtime | None = None
         self._parent: Saga | None = None
         self._token: contextvars.Token[Saga | None] | None = None
 
@@ -42,7 +42,7 @@ class Saga:
         return f"<fluxo.Saga {self._state}, {count} compensation{'' if count == 1 else 's'}>"
 
     def compensate_with(
-        self, step: _decorators.Step[P, Any], /, *args: P.args, **kwargs: P.kwargs
+        self, step: _definitions.Step[P, Any], /, *args: P.args, **kwargs: P.kwargs
     ) -> None:
         """Register ``step(*args, **kwargs)`` to run if the saga's block fails.
 
@@ -54,8 +54,8 @@ class Saga:
             DefinitionError: ``step`` is not a ``@fluxo.step``, the arguments do not
                 fit its signature, or the saga's ``with`` block is not running.
         """
-        if not isinstance(step, _decorators.Step):
-            what = "a workflow" if isinstance(step, _decorators.Workflow) else repr(step)
+        if not isinstance(step, _definitions.Step):
+            what = "a workflow" if isinstance(step, _definitions.Workflow) else repr(step)
             raise _errors.DefinitionError(
                 f"saga.compensate_with() takes a @fluxo.step, not {what}: a compensation "
                 "is recorded like any step, so that a run resumed after a crash never "
@@ -81,7 +81,7 @@ class Saga:
                 "a saga runs one with block; call fluxo.saga() again for another"
             )
         self._state = "open"
-        self._context = _executor.current_context()
+        self._context = _runtime.current()
         self._parent = _innermost.get()
         self._token = _innermost.set(self)
         return self
@@ -104,7 +104,7 @@ class Saga:
             return
         if not _compensates_for(exc) or not compensations:
             return
-        _durable.logger.info(
+        _workflow_api.logger.info(
             "saga: %s: %s; running %d compensation%s",
             type(exc).__name__,
             exc,
@@ -112,11 +112,11 @@ class Saga:
             "" if len(compensations) == 1 else "s",
         )
         failures, arrived = _compensate(reversed(compensations))
-        cancelled = arrived is not None or isinstance(exc, _executor.Cancelled)
+        cancelled = arrived is not None or isinstance(exc, _runtime.Cancelled)
         if cancelled and failures:
             # Cancellation stays control flow that no except Exception: can catch, so
             # the failures are told here; each is in the history as a failed step.
-            _durable.logger.error(
+            _workflow_api.logger.error(
                 "saga: the run was cancelled and %s", _errors.CompensationError(exc, failures)
             )
         if arrived is not None:
@@ -135,12 +135,12 @@ def _compensates_for(exc: BaseException) -> bool:
     """
     if isinstance(exc, _errors.NondeterminismError):
         return False
-    return isinstance(exc, (Exception, _executor.Cancelled))
+    return isinstance(exc, (Exception, _runtime.Cancelled))
 
 
 def _compensate(
     compensations: Iterable[_Compensation],
-) -> tuple[list[Exception], _executor.Cancelled | None]:
+) -> tuple[list[Exception], _runtime.Cancelled | None]:
     """Run each compensation once; return what failed, and a cancellation met on the way.
 
     A cancellation that arrives while compensating does not stop it: the
@@ -148,13 +148,13 @@ def _compensate(
     for a retry), and the rest follow.
     """
     failures: list[Exception] = []
-    cancelled: _executor.Cancelled | None = None
+    cancelled: _runtime.Cancelled | None = None
     for call in compensations:
         step = call.step
         while True:
             try:
                 step(*call.args, **call.kwargs)
-            except _executor.Cancelled as exc:
+            except _runtime.Cancelled as exc:
                 if cancelled is not None:
                     raise  # delivered once per execution; never loop on it
                 cancelled = exc
@@ -162,7 +162,7 @@ def _compensate(
             except _errors.NondeterminismError:
                 raise
             except Exception as exc:
-                _durable.logger.warning("saga: compensation %s failed: %s", step.name, exc)
+                _workflow_api.logger.warning("saga: compensation %s failed: %s", step.name, exc)
                 failures.append(exc)
             break
     return failures, cancelled

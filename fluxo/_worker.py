@@ -15,13 +15,13 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from types import FrameType, TracebackType
-from typing import TYPE_CHECKING
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Protocol
 
-from fluxo import _errors, _executor, history
+from fluxo import _errors, _executor, _leases, _names, _runner, _watch, history, stores
 
 if TYPE_CHECKING:
-    from fluxo import _engine
+    from fluxo import _definitions
 
 log = logging.getLogger(__name__)
 
@@ -34,221 +34,61 @@ _FINISHED = (
 )
 
 
-CHECK_INTERVAL = 0.5
+CHECK_INTERVAL = _leases.CHECK_INTERVAL
 """Seconds between a heartbeat's reads of the cancel flags of the runs it executes."""
 
-BACKOFF_CAP = 10.0
+BACKOFF_CAP = _watch.BACKOFF_CAP
 """The longest wait, in seconds, between two attempts of a background operation that fails."""
 
-REMIND_EVERY = 60.0
+REMIND_EVERY = _watch.REMIND_EVERY
 """Seconds between two log lines saying that a background operation still fails."""
 
-
-def _first_line(exc: BaseException) -> str:
-    """The first line of an error's text (a driver's may add ``LINE 3: ...`` and a caret)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
+Trouble = _watch.Trouble
+"""A background operation that may fail again and again (see :mod:`fluxo._watch`)."""
 
 
-class Trouble:
-    """One background operation of a worker that may fail again and again (claims, renewals).
+class Heartbeat(_leases.Heartbeat):
+    """A worker's heartbeat: a :class:`fluxo._leases.Heartbeat` that logs as the worker.
 
-    Invariant 10 of the design: a transient store error backs off, and nothing
-    logs the same line forever. The first failure is logged in one line at
-    ``level``; while failures go on, at most one reminder every
-    :data:`REMIND_EVERY` seconds says how many attempts failed; the first
-    success after them is logged once at INFO. :meth:`failed` returns how long
-    to wait before the next attempt: ``first``, doubled at each failure in a
-    row, at most :data:`BACKOFF_CAP`.
-
-    Args:
-        what: the operation, as log lines name it (``"worker w1: claiming runs"``).
-        level: the level of the failure lines.
-        first: the wait after the first failure, in seconds.
-        clock: a monotonic clock (replaceable in tests).
+    Its lines (renewals that fail, leases lost) come from this module's logger,
+    with the worker's own, so one logger configuration covers a worker.
     """
 
-    def __init__(
-        self,
-        what: str,
-        *,
-        level: int = logging.ERROR,
-        first: float = 1.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.what = what
-        self.level = level
-        self.first = first
-        self.clock = clock
-        self.failures = 0
-        """Failures in a row (0: the last attempt succeeded)."""
-        self._logged_at = 0.0
-
-    def failed(self, exc: BaseException) -> float:
-        """Count a failure, log it if it is due, and return the wait before the next attempt."""
-        self.failures += 1
-        now = self.clock()
-        if self.failures == 1:
-            log.log(
-                self.level, "%s failed (%s); retrying with backoff", self.what, _first_line(exc)
-            )
-            self._logged_at = now
-        elif now - self._logged_at >= REMIND_EVERY:
-            log.log(
-                self.level,
-                "%s still failing after %d attempts (%s)",
-                self.what,
-                self.failures,
-                _first_line(exc),
-            )
-            self._logged_at = now
-        return float(min(self.first * 2.0 ** min(self.failures - 1, 32), BACKOFF_CAP))
-
-    def succeeded(self) -> None:
-        """Count a success: after failures, say once that the operation works again."""
-        if self.failures:
-            log.info("%s works again after %d failed attempts", self.what, self.failures)
-            self.failures = 0
+    logger = log
 
 
-class Heartbeat:
-    """Renews the leases of running workflows and delivers their cancellations.
+class WorkerEngine(Protocol):
+    """What a worker needs of its engine: a :class:`fluxo.Engine`."""
 
-    One background thread per heartbeat renews every ``lease / 3`` seconds, and
-    in between, about every ``CHECK_INTERVAL`` seconds while runs execute, reads
-    their records (``Store.get_runs``, one cheap read, no write). A run whose
-    cancellation was requested is told to raise ``fluxo.Cancelled`` at its next
-    durable call; a run whose lease was lost is told to stop there.
+    @property
+    def store(self) -> stores.Store:
+        """The store the runs are in."""
+        ...
 
-    A worker also hands it the runs it claimed (``track``), so their leases are
-    renewed from the moment of the claim, before their execution has begun.
-    """
+    @property
+    def clock(self) -> Callable[[], float]:
+        """Seconds since the epoch."""
+        ...
 
-    def __init__(self, engine: _engine.Engine, owner: str, lease: float) -> None:
-        self.engine = engine
-        self.owner = owner
-        self.lease = lease
-        self._contexts: dict[str, _executor.RunContext] = {}
-        self._claimed: set[str] = set()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.renewals = Trouble(f"worker {owner}: renewing leases", level=logging.WARNING)
-        self.checks = Trouble(
-            f"worker {owner}: reading the records of its runs",
-            level=logging.DEBUG,
-            first=CHECK_INTERVAL,
-        )
-        self._check_after = 0.0  # while reads fail, the next one waits its backoff
+    @property
+    def runner(self) -> _runner.Runner:
+        """Executes the runs the worker claims."""
+        ...
 
-    def __enter__(self) -> Heartbeat:
-        self._stop.clear()
-        self._thread = threading.Thread(
-            target=self._loop, name=f"fluxo-heartbeat-{self.owner}", daemon=True
-        )
-        self._thread.start()
-        return self
+    @property
+    def instance_id(self) -> str:
+        """Names this process in the worker's default id."""
+        ...
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+    @property
+    def workflows(self) -> list[_definitions.Workflow[Any, Any]]:
+        """The workflows the worker executes."""
+        ...
 
-    def add(self, context: _executor.RunContext) -> None:
-        """Start renewing this run's lease and watching its record."""
-        with self._lock:
-            self._contexts[context.run_id] = context
-
-    def remove(self, context: _executor.RunContext) -> None:
-        """Stop watching this run (if ``context`` is still the one watched)."""
-        with self._lock:
-            if self._contexts.get(context.run_id) is context:
-                del self._contexts[context.run_id]
-
-    def track(self, run_id: str) -> None:
-        """Renew the lease of a run just claimed, until :meth:`forget`."""
-        with self._lock:
-            self._claimed.add(run_id)
-
-    def forget(self, run_id: str) -> None:
-        """Stop renewing a claimed run's lease (its thread is done with it)."""
-        with self._lock:
-            self._claimed.discard(run_id)
-
-    def _snapshot(self) -> list[tuple[str, _executor.RunContext, int]]:
-        with self._lock:
-            return [(i, c, c.lease_epoch) for i, c in self._contexts.items()]
-
-    def beat(self) -> None:
-        """Renew once now."""
-        snapshot = self._snapshot()
-        with self._lock:
-            ids = {run_id for run_id, _, _ in snapshot} | self._claimed
-        if not ids:
-            return
-        try:
-            held = self.engine.store.renew(
-                self.owner, list(ids), lease_until=self.engine.clock() + self.lease
-            )
-        except _errors.StoreError as exc:
-            self.renewals.failed(exc)  # renewed again at the next beat, whatever the backoff
-            return
-        self.renewals.succeeded()
-        self._tell(snapshot, {run_id: (run_id in held, held.get(run_id, False)) for run_id in ids})
-
-    def check(self) -> None:
-        """Read the records of the runs executing now; tell them of cancellations."""
-        snapshot = self._snapshot()
-        if not snapshot or self.checks.clock() < self._check_after:
-            return
-        try:
-            runs = self.engine.store.get_runs([run_id for run_id, _, _ in snapshot])
-        except _errors.StoreError as exc:
-            self._check_after = self.checks.clock() + self.checks.failed(exc)
-            return
-        self.checks.succeeded()
-        found = {}
-        for run_id, _, _ in snapshot:
-            run = runs.get(run_id)
-            ours = run is not None and run.lease_owner == self.owner
-            found[run_id] = (ours, run is not None and run.cancel_requested)
-        self._tell(snapshot, found)
-
-    def _tell(
-        self,
-        snapshot: list[tuple[str, _executor.RunContext, int]],
-        found: dict[str, tuple[bool, bool]],
-    ) -> None:
-        """Pass what a read found, ``run id -> (still ours, cancel requested)``, on."""
-        for run_id, context, epoch in snapshot:
-            if context.lease_released or context.lease_epoch != epoch:
-                continue  # it finished, suspended or took its run back since the snapshot
-            ours, cancelled = found.get(run_id, (True, False))
-            if not ours:
-                log.warning(
-                    "run %s: lease lost to another worker; stopping at its next durable call",
-                    run_id,
-                    extra={"fluxo_run_id": run_id},
-                )
-                context.stop_requested.set()
-            elif cancelled:
-                context.cancel_requested.set()
-
-    def _loop(self) -> None:
-        every = self.lease / 3
-        tick = min(CHECK_INTERVAL, every)
-        renew_at = time.monotonic() + every
-        while not self._stop.wait(tick):
-            if time.monotonic() + tick / 2 >= renew_at:  # the tick nearest the renewal
-                renew_at = time.monotonic() + every
-                self.beat()
-            else:
-                self.check()
+    @property
+    def workflow_names(self) -> frozenset[str]:
+        """Their names and aliases: the runs the worker claims."""
+        ...
 
 
 _EXECUTING = "executing"
@@ -288,7 +128,7 @@ class Worker:
 
     def __init__(
         self,
-        engine: _engine.Engine,
+        engine: WorkerEngine,
         *,
         concurrency: int = 4,
         lease: float = 30.0,
@@ -310,13 +150,8 @@ class Worker:
             )
         if not isinstance(idle_timeout, (int, float)) or idle_timeout <= 0:
             problems.append(f"idle_timeout must be a positive number, not {idle_timeout!r}")
-        if worker_id is not None:
-            if not isinstance(worker_id, str) or not worker_id:
-                problems.append(
-                    f"worker_id must be a non-empty string, not {_errors.quoted(worker_id)}"
-                )
-            elif (problem := history.name_problem(worker_id)) is not None:
-                problems.append(history.name_rule("worker_id", worker_id, problem))
+        if worker_id is not None and (problem := _names.worker_id_problem(worker_id)):
+            problems.append(problem)
         if problems:
             raise _errors.DefinitionError("invalid worker settings: " + "; ".join(problems))
         self.engine = engine
@@ -339,12 +174,18 @@ class Worker:
         self._futures: set[Future[None]] = set()
         self._slots = threading.Condition()
         self._thread: threading.Thread | None = None
-        self._heartbeat = Heartbeat(engine, self.id, self.lease)
+        self._heartbeat = Heartbeat(engine.runner, self.id, self.lease, on_death=self._thread_died)
+        self._death: tuple[str, BaseException] | None = None
+        """The first of the worker's threads that died, and what killed it."""
         self._warned_unknown: set[str] = set()
-        self._claims = Trouble(f"worker {self.id}: claim", first=self.idle_timeout)
-        self._wakes = Trouble(f"worker {self.id}: reading the next wake-up", level=logging.WARNING)
+        self._claims = Trouble(f"worker {self.id}: claim", first=self.idle_timeout, logger=log)
+        self._wakes = Trouble(
+            f"worker {self.id}: reading the next wake-up", level=logging.WARNING, logger=log
+        )
         self._unknowns = Trouble(
-            f"worker {self.id}: looking for runs of unknown workflows", level=logging.WARNING
+            f"worker {self.id}: looking for runs of unknown workflows",
+            level=logging.WARNING,
+            logger=log,
         )
         self._draining_expired = False
         self.completed = 0
@@ -369,14 +210,17 @@ class Worker:
                 "this worker is already started; call stop() first, or create another "
                 "with engine.worker()"
             )
-        self._thread = threading.Thread(target=self._serve, name=f"fluxo-{self.id}", daemon=True)
-        self._thread.start()
+        self._thread = _watch.start(f"fluxo-{self.id}", self._serve, self._thread_died)
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop claiming, let in-flight runs finish, and give back what is left.
 
         Runs still executing after ``timeout`` (default ``shutdown_timeout``) are
         told to stop at their next durable call and their leases are released.
+
+        Raises:
+            FluxoError: the worker had stopped already because one of its threads
+                died (its heartbeat, its claim loop); the log has the traceback.
         """
         if timeout is not None:
             self.shutdown_timeout = timeout
@@ -387,9 +231,17 @@ class Worker:
         if thread is not None and thread is not threading.current_thread():
             thread.join()
             self._thread = None
+        self._raise_if_died()
 
     def run(self, *, install_signal_handlers: bool = True) -> None:
-        """Serve until :meth:`stop`, SIGTERM or SIGINT. A second signal exits at once."""
+        """Serve until :meth:`stop`, SIGTERM or SIGINT. A second signal exits at once.
+
+        Raises:
+            FluxoError: one of the worker's threads died (its heartbeat, which renews
+                the leases): the worker logged it, stopped its runs at their next
+                durable call and gave their leases back, and stopped. Restart it
+                (a process supervisor does, on the exit status).
+        """
         previous: dict[signal.Signals, object] = {}
         if install_signal_handlers and threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
@@ -399,6 +251,44 @@ class Worker:
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)  # type: ignore[arg-type]
+        self._raise_if_died()
+
+    # -- watching its threads ------------------------------------------------------------
+
+    def _thread_died(self, name: str, exc: BaseException) -> None:
+        """One of the worker's threads died (logged already): stop executing, and stop.
+
+        The runs it executes stop at their next durable call and give their leases
+        back, at once: nobody may renew their leases any more. The worker claims
+        nothing more; ``run()`` and ``stop()`` raise once it has stopped.
+        """
+        with self._slots:
+            if self._death is None:
+                self._death = (name, exc)
+            self._draining_expired = True  # executions that begin from now on stop at once
+            for entry in self._inflight.values():
+                if entry.context is not None:
+                    entry.context.shared.stop_requested.set()
+            self._stopping.set()
+            self._slots.notify_all()
+        log.error(
+            "worker %s stops: its thread %s died; the runs it executes stop at their next "
+            "durable call and give their leases back",
+            self.id,
+            name,
+        )
+
+    def _execution_done(self, future: Future[None]) -> None:
+        """An execution thread's work ended; one that raised past its guards is a death."""
+        self._futures.discard(future)
+        exc = None if future.cancelled() else future.exception()
+        if exc is not None:
+            _watch.died(threading.current_thread().name, exc, self._thread_died)
+
+    def _raise_if_died(self) -> None:
+        if self._death is not None:
+            name, exc = self._death
+            raise _watch.death_error(f"worker {self.id}", name, exc) from exc
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self._stopping.is_set():
@@ -542,10 +432,10 @@ class Worker:
         for run_id in started:
             future = pool.submit(self._execute, run_id)
             self._futures.add(future)
-            future.add_done_callback(self._futures.discard)
+            future.add_done_callback(self._execution_done)
 
     def enter_hold(self, run_id: str) -> bool:
-        """:class:`~fluxo._executor.HoldSlots`: hold the run's wait, freeing its slot."""
+        """:class:`~fluxo._leases.HoldSlots`: hold the run's wait, freeing its slot."""
         with self._slots:
             entry = self._inflight.get(run_id)
             if (
@@ -560,7 +450,7 @@ class Worker:
             return True
 
     def leave_hold(self, run_id: str, *, resume: bool) -> bool:
-        """:class:`~fluxo._executor.HoldSlots`: end the hold; True if the run has a slot."""
+        """:class:`~fluxo._leases.HoldSlots`: end the hold; True if the run has a slot."""
         with self._slots:
             entry = self._inflight.get(run_id)
             if entry is None:
@@ -591,11 +481,11 @@ class Worker:
                 if entry is not None:
                     entry.context = context
             if self._stopping.is_set() and self._draining_expired:
-                context.stop_requested.set()
+                context.shared.stop_requested.set()
 
         try:
             while True:
-                outcome = self.engine.execute_claimed(
+                outcome = self.engine.runner.execute_claimed(
                     run_id,
                     self.id,
                     heartbeat=self._heartbeat,
@@ -621,6 +511,9 @@ class Worker:
                 run_id,
                 extra={"fluxo_run_id": run_id},
             )
+        except BaseException:
+            self._leave(run_id)  # the thread's death is reported as its work ends
+            raise
         self._leave(run_id)
 
     def _leave(self, run_id: str) -> None:
@@ -680,8 +573,8 @@ class Worker:
         with self._slots:
             while self._inflight and time.monotonic() < deadline:
                 for entry in self._inflight.values():
-                    if entry.context is not None and entry.context.holding:
-                        entry.context.stop_requested.set()  # its wait is recorded: give it back
+                    if entry.context is not None and entry.context.shared.holding:
+                        entry.context.shared.stop_requested.set()  # its wait is recorded
                 self._slots.wait(min(0.1, max(deadline - time.monotonic(), 0)))
             if self._inflight:
                 self._draining_expired = True
@@ -694,7 +587,7 @@ class Worker:
                 )
                 for entry in self._inflight.values():
                     if entry.context is not None:
-                        entry.context.stop_requested.set()
+                        entry.context.shared.stop_requested.set()
 
     def _report_unknown(self) -> None:
         """Log, once per run, runnable runs of workflows this worker does not know."""
@@ -730,10 +623,13 @@ class Worker:
                 if not runs:
                     return count
                 try:
-                    self.engine.execute_claimed(runs[0].id, self.id, heartbeat=self._heartbeat)
+                    self.engine.runner.execute_claimed(
+                        runs[0].id, self.id, heartbeat=self._heartbeat
+                    )
                 except _errors.UnknownWorkflowError as exc:
                     log.warning("%s", exc)
                 count += 1
+                self._raise_if_died()
 
 
 def _unknown_hint(workflow: str) -> str:

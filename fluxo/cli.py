@@ -28,7 +28,7 @@ from typing import IO, Any, TypeVar
 import click
 
 from fluxo import _cli_format as fmt
-from fluxo import _decorators, _engine, _errors, _redact, history, stores
+from fluxo import _definitions, _engine, _errors, _redact, history, stores
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -92,8 +92,8 @@ def load_engine(spec: str) -> _engine.Engine:
             target = getattr(target, part)
     except AttributeError:
         raise _CLIError(f"module {module_name!r} has no attribute {attr!r}") from None
-    if isinstance(target, (_decorators.Workflow, _decorators.Step)):
-        kind = "workflow" if isinstance(target, _decorators.Workflow) else "step"
+    if isinstance(target, (_definitions.Workflow, _definitions.Step)):
+        kind = "workflow" if isinstance(target, _definitions.Workflow) else "step"
         raise _CLIError(
             f"{spec!r} is a {kind}, not a fluxo.Engine; point APP at the engine that "
             f"registers it ('{module_name}:engine', say) or at a function that returns one"

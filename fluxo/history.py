@@ -11,13 +11,12 @@ types and a new event kind needs no schema change.
 from __future__ import annotations
 
 import enum
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import ClassVar
 
-from fluxo import _errors
+from fluxo import _errors, _names
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +151,7 @@ class SignalRejected(Event):
     """The wait for signal ``name`` skipped the oldest pending one: its payload did not fit.
 
     ``data`` is Fluxo's JSON envelope ``{"error": ..., "payload": ...}`` (see
-    ``fluxo._executor.Rejection``): why the payload did not decode to the wait's
+    ``fluxo._payloads.Rejection``): why the payload did not decode to the wait's
     ``type=``, and the payload itself. The signal is consumed; the wait goes on.
     """
 
@@ -296,7 +295,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
 }
 
 
-CHAIN_SEPARATOR = "~"
+CHAIN_SEPARATOR = _names.CHAIN_SEPARATOR
 """Joins a logical workflow id and a run's position in its chain: ``order-17~3``.
 
 User-given run ids may not contain it, and generated ones never do, so the id of
@@ -328,7 +327,7 @@ def child_id(parent_id: str, seq: int) -> str:
     return f"{parent_id}{CHAIN_SEPARATOR}child-{seq}"
 
 
-SIGNAL_PREFIX = "fluxo:"
+SIGNAL_PREFIX = _names.SIGNAL_PREFIX
 """Signal names Fluxo keeps for itself; user signal names may not start with it."""
 
 
@@ -340,44 +339,17 @@ def child_signal_name(child_id: str) -> str:
     return f"{SIGNAL_PREFIX}child:{child_id}"
 
 
-_UNSTORABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
-"""Characters no name or id may hold: control characters (NUL first) and lone surrogates."""
+name_problem = _names.name_problem
+"""What makes a value unfit to name a run, workflow, step, signal or worker, if anything.
 
+``name_problem(value) -> str | None``: a store refuses such a name. The rules for
+names and ids live in one private module; these three names stay here for stores."""
 
-def name_problem(value: str) -> str | None:
-    """What makes ``value`` unfit to name a run, workflow, step, signal or worker, if anything.
+check_name = _names.check_name
+"""``check_name(what, value) -> value``, or ``DefinitionError`` naming the value and the rule."""
 
-    Names and ids are stored as text on every store. PostgreSQL's text cannot hold
-    NUL; no store can encode a lone surrogate as UTF-8; and control characters
-    break logs and the command line's tables. Returns ``None`` for a fit name.
-    """
-    found = _UNSTORABLE.search(value)
-    if found is None:
-        return None
-    code = ord(found[0])
-    if 0xD800 <= code <= 0xDFFF:
-        return f"holds a lone surrogate (U+{code:04X}) at index {found.start()}"
-    return f"holds the control character U+{code:04X} at index {found.start()}"
-
-
-def check_name(what: str, value: str) -> str:
-    """Return ``value`` if it may name ``what`` (see :func:`name_problem`), else raise.
-
-    Raises:
-        DefinitionError: naming the value, what holds it and the rule.
-    """
-    problem = name_problem(value)
-    if problem is not None:
-        raise _errors.DefinitionError(name_rule(what, value, problem))
-    return value
-
-
-def name_rule(what: str, value: str, problem: str) -> str:
-    """The message for a name :func:`name_problem` refuses: the value, the problem, the rule."""
-    return (
-        f"{what} {_errors.quoted(value)} {problem}; names and ids may not contain control "
-        "characters (such as NUL) or lone surrogates, which stores cannot hold"
-    )
+name_rule = _names.name_rule
+"""``name_rule(what, value, problem) -> str``: the message for a name that is refused."""
 
 
 def event_from_record(
@@ -480,6 +452,10 @@ class RunStatus(str, enum.Enum):
 
 _TERMINAL = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
 ACTIVE_STATUSES = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING)
+KEEPING_PARENTS = frozenset({*ACTIVE_STATUSES, RunStatus.FAILED})
+"""The statuses of a parent run that keep ``Store.purge`` from deleting its children.
+
+An active parent reads its children; a failed one may be retried, and read them then."""
 _STATUSES = {status.value: status for status in RunStatus}
 
 

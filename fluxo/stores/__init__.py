@@ -24,12 +24,12 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Protocol, runtime_checkable
 
-from fluxo import _errors, _redact, history
+from fluxo import _errors, _names, _redact, history
 
-MAX_ID_LENGTH = 255
+MAX_ID_LENGTH = _names.MAX_ID_LENGTH
 """The longest run id, workflow name or worker id every store accepts."""
 
-KEEPING_PARENTS = frozenset({*history.ACTIVE_STATUSES, history.RunStatus.FAILED})
+KEEPING_PARENTS = history.KEEPING_PARENTS
 """The statuses of a parent run that keep :meth:`Store.purge` from deleting its children."""
 
 

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Collection, Sequence
 from dataclasses import replace
 
-from fluxo import _errors, history, stores
+from fluxo import _errors, history
 from fluxo.stores import _changes
 
 RunStatus = history.RunStatus
@@ -345,7 +345,7 @@ class MemoryStore:
                     run.status in wanted
                     and max(run.created_at, run.updated_at) < finished_before
                     and (workflows is None or run.workflow in workflows)
-                    and (parent is None or parent.status not in stores.KEEPING_PARENTS)
+                    and (parent is None or parent.status not in history.KEEPING_PARENTS)
                     and not (
                         run.status is RunStatus.COMPLETED
                         and history.chain_next(run.id) in self._runs

@@ -19,7 +19,7 @@ from typing import Any, TypeAlias, TypeVar
 
 from typing_extensions import ParamSpec
 
-from fluxo import _decorators, _durable, _engine, _errors, _executor, _worker, stores
+from fluxo import _definitions, _durations, _engine, _errors, _executor, _leases, stores
 from fluxo import codec as _codec
 from fluxo import history as _history
 from fluxo.testing import _stubs
@@ -69,7 +69,7 @@ class _DrivenHandle(_engine.RunHandle[R]):
             WorkflowFailedError, NondeterminismError, WorkflowCancelledError,
             WorkflowTimeoutError: as :meth:`fluxo.RunHandle.result`.
         """
-        seconds = None if timeout is None else _durable._seconds(timeout, "result(timeout=)")
+        seconds = None if timeout is None else _durations.seconds(timeout, "result(timeout=)")
         self._env._drive_until(self.id, seconds, "handle.result()")
         return super().result(timeout=0)
 
@@ -115,7 +115,7 @@ class WorkflowEnvironment:
     def __init__(
         self,
         *,
-        workflows: Iterable[_decorators.Workflow[Any, Any]] = (),
+        workflows: Iterable[_definitions.Workflow[Any, Any]] = (),
         store: str | stores.Store = "memory://",
         always_replay: bool = True,
         start_time: datetime | None = None,
@@ -141,7 +141,7 @@ class WorkflowEnvironment:
         self._owner = f"{self.engine.instance_id}:test-environment"
         self._stubs: list[_stubs.Stub] = []
         self._calls: list[_stubs.StepCall] = []
-        self._seen_steps: dict[str, _decorators.Step[Any, Any]] = {}
+        self._seen_steps: dict[str, _definitions.Step[Any, Any]] = {}
         self._driving = False
         self._closed = False
 
@@ -181,7 +181,7 @@ class WorkflowEnvironment:
         Args:
             duration: a ``timedelta`` or a number of seconds, not negative.
         """
-        seconds = _durable._seconds(duration, "advance()")
+        seconds = _durations.seconds(duration, "advance()")
         if seconds < 0:
             raise _errors.DefinitionError(
                 f"advance() moves time forward only; got {duration!r}. Virtual time never "
@@ -205,7 +205,7 @@ class WorkflowEnvironment:
     # -- starting and steering runs ----------------------------------------------------
 
     def start(
-        self, workflow: _decorators.Workflow[P, R], /, *args: P.args, **kwargs: P.kwargs
+        self, workflow: _definitions.Workflow[P, R], /, *args: P.args, **kwargs: P.kwargs
     ) -> _engine.RunHandle[R]:
         """Start a run and execute it until it waits or ends; return its handle.
 
@@ -222,7 +222,7 @@ class WorkflowEnvironment:
         self._settle()
         return _DrivenHandle(self, handle.id, workflow.return_type)
 
-    def run(self, workflow: _decorators.Workflow[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+    def run(self, workflow: _definitions.Workflow[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Start a run and drive it to its end, skipping time; return its result.
 
         Raises as :meth:`fluxo.Engine.run` does (``WorkflowFailedError``,
@@ -346,7 +346,7 @@ class WorkflowEnvironment:
             calls = [c for c in calls if _stubs.is_step(c.step, step)]
         return list(calls)
 
-    def steps_run(self, run: Run | None = None) -> list[_decorators.Step[Any, Any]]:
+    def steps_run(self, run: Run | None = None) -> list[_definitions.Step[Any, Any]]:
         """The steps called live, in order, once per attempt: ``[reserve, charge]``.
 
         Args:
@@ -370,9 +370,9 @@ class WorkflowEnvironment:
             "once the current one waits or ends)"
         )
 
-    def _register(self, workflow: _decorators.Workflow[Any, Any]) -> None:
+    def _register(self, workflow: _definitions.Workflow[Any, Any]) -> None:
         if (
-            isinstance(workflow, _decorators.Workflow)
+            isinstance(workflow, _definitions.Workflow)
             and workflow.name in self.engine.workflow_names
             and self.engine.lookup(workflow.name).fn is workflow.fn
         ):
@@ -404,13 +404,11 @@ class WorkflowEnvironment:
                 )
                 if not claimed:
                     return
-                heartbeat = _worker.Heartbeat(self.engine, self._owner, _LEASE)  # never started
-                self.engine.execute_claimed(
-                    claimed[0].id,
-                    self._owner,
-                    heartbeat=heartbeat,
-                    hold_window=0.0,
-                    context_hook=self._prepare,
+                run_id = claimed[0].id
+                runner = self.engine.runner
+                heartbeat = _leases.Heartbeat(runner, self._owner, _LEASE)  # never started
+                runner.execute_claimed(
+                    run_id, self._owner, heartbeat=heartbeat, options=self._options(run_id)
                 )
         finally:
             self._driving = False
@@ -481,21 +479,22 @@ class WorkflowEnvironment:
             f"and no run is ready). {fix}"
         )
 
-    def _prepare(self, context: _executor.RunContext) -> None:
-        """Set up each execution: stubs and call records, virtual back-offs, replays."""
-        run_id = context.run_id
+    def _options(self, run_id: str) -> _executor.RunOptions:
+        """How the environment executes a run: stubs, call records, virtual time, replays."""
 
         def run_step(
-            step: _decorators.Step[Any, Any], args: Sequence[Any], kwargs: Mapping[str, Any]
+            step: _definitions.Step[Any, Any], args: Sequence[Any], kwargs: Mapping[str, Any]
         ) -> Any:
             return self._call_step(run_id, step, args, kwargs)
 
-        context.step_runner = run_step
-        context.pause = self._pause
-        context.restart_after_record = self.always_replay
-        context.child_started = self._child_started
+        return _executor.RunOptions(
+            step_runner=run_step,
+            pause=self._pause,
+            restart_after_record=self.always_replay,
+            child_started=self._child_started,
+        )
 
-    def _child_started(self, child_id: str, workflow: _decorators.Workflow[Any, Any]) -> None:
+    def _child_started(self, child_id: str, workflow: _definitions.Workflow[Any, Any]) -> None:
         self._register(workflow)  # so the environment runs the child, as a worker would
 
     def _pause(self, seconds: float) -> None:
@@ -504,7 +503,7 @@ class WorkflowEnvironment:
     def _call_step(
         self,
         run_id: str,
-        step: _decorators.Step[Any, Any],
+        step: _definitions.Step[Any, Any],
         args: Sequence[Any],
         kwargs: Mapping[str, Any],
     ) -> Any:
@@ -534,9 +533,9 @@ class WorkflowEnvironment:
                 (step,) = self._resolve(f"env.stub({stub.target!r})", stub.target, unique=True)
                 stub.check_against(step)
 
-    def _resolve(self, label: str, name: str, *, unique: bool) -> list[_decorators.Step[Any, Any]]:
+    def _resolve(self, label: str, name: str, *, unique: bool) -> list[_definitions.Step[Any, Any]]:
         known = [*self._seen_steps.values()]
-        known += [s.target for s in self._stubs if isinstance(s.target, _decorators.Step)]
+        known += [s.target for s in self._stubs if isinstance(s.target, _definitions.Step)]
         steps = _stubs.reachable_steps(self.engine.workflows, known)
         return _stubs.resolve(label, name, steps, self.engine.workflow_names, unique=unique)
 

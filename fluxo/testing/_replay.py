@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast, overload
 
-from fluxo import _decorators, _errors, _executor, _history_file
+from fluxo import _definitions, _errors, _executor, _history_file, _payloads
 from fluxo import codec as _codec
 from fluxo import history as _history
 
@@ -153,7 +153,7 @@ class ReplayReport(Sequence[ReplayResult]):
 def replay(
     history: HistorySource,
     *,
-    workflows: Iterable[_decorators.Workflow[Any, Any]],
+    workflows: Iterable[_definitions.Workflow[Any, Any]],
     codec: _codec.Codec | None = None,
 ) -> ReplayResult:
     """Replay one recorded history against today's code, running no step.
@@ -186,7 +186,7 @@ def replay(
 def replay_all(
     sources: HistorySource | Iterable[HistorySource],
     *,
-    workflows: Iterable[_decorators.Workflow[Any, Any]],
+    workflows: Iterable[_definitions.Workflow[Any, Any]],
     codec: _codec.Codec | None = None,
 ) -> ReplayReport:
     """Replay a batch of histories, reporting on each instead of stopping at the first.
@@ -221,7 +221,7 @@ def replay_runs(
     engine: _engine.Engine,
     *,
     status: _history.RunStatus | str | Iterable[_history.RunStatus | str] | None = None,
-    workflow: str | _decorators.Workflow[Any, Any] | None = None,
+    workflow: str | _definitions.Workflow[Any, Any] | None = None,
     limit: int = 100,
 ) -> ReplayReport:
     """Replay runs straight from an engine's store against the engine's workflows.
@@ -252,15 +252,15 @@ def replay_runs(
 
 
 def _by_name(
-    workflows: Iterable[_decorators.Workflow[Any, Any]],
-) -> dict[str, _decorators.Workflow[Any, Any]]:
+    workflows: Iterable[_definitions.Workflow[Any, Any]],
+) -> dict[str, _definitions.Workflow[Any, Any]]:
     if isinstance(workflows, (str, bytes)) or not isinstance(workflows, Iterable):
         raise _errors.DefinitionError(
             f"workflows= takes a list of @fluxo.workflow functions, not {workflows!r}"
         )
-    by_name: dict[str, _decorators.Workflow[Any, Any]] = {}
+    by_name: dict[str, _definitions.Workflow[Any, Any]] = {}
     for wf in workflows:
-        if not isinstance(wf, _decorators.Workflow):
+        if not isinstance(wf, _definitions.Workflow):
             raise _errors.DefinitionError(
                 f"{wf!r} is not a workflow; pass the @fluxo.workflow functions to replay with"
             )
@@ -300,7 +300,7 @@ def _expand(
 
 def _replay_quietly(
     source: HistorySource,
-    by_name: Mapping[str, _decorators.Workflow[Any, Any]],
+    by_name: Mapping[str, _definitions.Workflow[Any, Any]],
     codec: _codec.Codec,
 ) -> ReplayResult:
     name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else "<document>"
@@ -328,7 +328,7 @@ class _SealedStore:
 
 def _replay_history(
     loaded: _history_file.History,
-    by_name: Mapping[str, _decorators.Workflow[Any, Any]],
+    by_name: Mapping[str, _definitions.Workflow[Any, Any]],
     codec: _codec.Codec,
     *,
     store: stores.Store | None = None,
@@ -347,8 +347,8 @@ def _replay_history(
         store=store if store is not None else cast("stores.Store", _SealedStore()),
         codec=codec,
         clock=time.time,
+        options=_executor.RunOptions(replay_only=True),
     )
-    context.replay_only = True
     try:
         outcome = context.execute()
     except _StoreTouched as touched:
@@ -360,9 +360,9 @@ def _replay_history(
         return
     # On a mismatch the executor keeps the error it raised, also when what failed was
     # decoding the recorded input (then context.error describes the decoding error).
-    error: Exception | None = context._nondeterminism
+    error: Exception | None = context.nondeterminism
     if error is None and context.error is not None:
-        error = _executor.workflow_error(loaded.run_id, context.error)
+        error = _payloads.workflow_error(loaded.run_id, context.error)
     if isinstance(error, _errors.NondeterminismError):
         raise _errors.ReplayMismatchError(
             error.run_id,
@@ -396,7 +396,7 @@ def _awaiting_retry(state: _history.RunState, codec: _codec.Codec) -> _history.R
     if not isinstance(last, _history.WorkflowFailed) or len(state.events) < 2:
         return state
     try:
-        info: _executor.ErrorInfo = codec.decode(last.data or b"{}", _executor.ErrorInfo)
+        info: _payloads.ErrorInfo = codec.decode(last.data or b"{}", _payloads.ErrorInfo)
     except Exception:
         return state
     if info.type != _errors.type_name(_errors.NondeterminismError):

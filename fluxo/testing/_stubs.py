@@ -9,9 +9,9 @@ import types
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, TypeAlias
 
-from fluxo import _decorators, _errors
+from fluxo import _definitions, _errors
 
-StepRef: TypeAlias = _decorators.Step[Any, Any] | str
+StepRef: TypeAlias = _definitions.Step[Any, Any] | str
 """A step, as the step object or its name (full, an alias, or its short function name)."""
 
 UNSET: Any = object()
@@ -37,7 +37,7 @@ class StepCall:
     """
 
     run_id: str
-    step: _decorators.Step[Any, Any]
+    step: _definitions.Step[Any, Any]
     args: tuple[Any, ...]
     kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     stubbed: bool = False
@@ -75,11 +75,11 @@ class Stub:
         self._active = active
         self._replacement = replacement
         self._checked = False
-        if isinstance(target, _decorators.Step):
+        if isinstance(target, _definitions.Step):
             self.check_against(target)
 
     def __repr__(self) -> str:
-        name = self.target.name if isinstance(self.target, _decorators.Step) else self.target
+        name = self.target.name if isinstance(self.target, _definitions.Step) else self.target
         return f"<fluxo stub of {name}>"
 
     def __enter__(self) -> Stub:
@@ -98,11 +98,11 @@ class Stub:
         if self in self._active:
             self._active.remove(self)
 
-    def answers(self, step: _decorators.Step[Any, Any]) -> bool:
+    def answers(self, step: _definitions.Step[Any, Any]) -> bool:
         """Tell whether this stub stands in for ``step``."""
         return is_step(step, self.target)
 
-    def check_against(self, step: _decorators.Step[Any, Any]) -> None:
+    def check_against(self, step: _definitions.Step[Any, Any]) -> None:
         """Check, once, that the replacement function takes the arguments of ``step``."""
         if not self._checked and self._replacement is not None:
             _check_replacement(step, self._replacement)
@@ -150,42 +150,42 @@ def make_stub(
 
 def check_ref(label: str, step: object) -> None:
     """Raise unless ``step`` is a step object or a non-empty step name."""
-    if isinstance(step, _decorators.Workflow):
+    if isinstance(step, _definitions.Workflow):
         raise _errors.DefinitionError(
             f"{label}: {step!r} is a workflow; name one of the steps it calls instead"
         )
-    if not isinstance(step, _decorators.Step) and not (isinstance(step, str) and step):
+    if not isinstance(step, _definitions.Step) and not (isinstance(step, str) and step):
         hint = " (decorate it with @fluxo.step)" if callable(step) else ""
         raise _errors.DefinitionError(
             f"{label}: pass a @fluxo.step function or a step name, not {step!r}{hint}"
         )
 
 
-def short_name(step: _decorators.Step[Any, Any]) -> str:
+def short_name(step: _definitions.Step[Any, Any]) -> str:
     """The step's function name, which tests may use when it is unambiguous."""
     return step.__name__
 
 
-def is_step(step: _decorators.Step[Any, Any], ref: StepRef) -> bool:
+def is_step(step: _definitions.Step[Any, Any], ref: StepRef) -> bool:
     """Tell whether ``ref`` (a step, a name, an alias or a short name) means ``step``."""
-    if isinstance(ref, _decorators.Step):
+    if isinstance(ref, _definitions.Step):
         return bool(step.names & ref.names)
     return ref in step.names or ref == short_name(step)
 
 
 def reachable_steps(
-    workflows: Iterable[_decorators.Workflow[Any, Any]],
-    known: Iterable[_decorators.Step[Any, Any]],
-) -> list[_decorators.Step[Any, Any]]:
+    workflows: Iterable[_definitions.Workflow[Any, Any]],
+    known: Iterable[_definitions.Step[Any, Any]],
+) -> list[_definitions.Step[Any, Any]]:
     """The steps ``workflows`` can name (their modules' globals, one module deep), and ``known``."""
     found = {id(step): step for step in known}
     for workflow in workflows:
         for value in list(workflow.fn.__globals__.values()):
-            if isinstance(value, _decorators.Step):
+            if isinstance(value, _definitions.Step):
                 found[id(value)] = value
             elif isinstance(value, types.ModuleType):
                 for inner in list(vars(value).values()):
-                    if isinstance(inner, _decorators.Step):
+                    if isinstance(inner, _definitions.Step):
                         found[id(inner)] = inner
     return list(found.values())
 
@@ -193,11 +193,11 @@ def reachable_steps(
 def resolve(
     label: str,
     name: str,
-    steps: list[_decorators.Step[Any, Any]],
+    steps: list[_definitions.Step[Any, Any]],
     workflows: Collection[str],
     *,
     unique: bool,
-) -> list[_decorators.Step[Any, Any]]:
+) -> list[_definitions.Step[Any, Any]]:
     """The steps among ``steps`` that ``name`` means; raise if none (or, if ``unique``, several).
 
     ``workflows`` names the registered workflows, for the error message.
@@ -249,7 +249,7 @@ def _raiser(label: str, error: BaseException | type[BaseException]) -> Callable[
     )
 
 
-def _check_replacement(step: _decorators.Step[Any, Any], replacement: Callable[..., Any]) -> None:
+def _check_replacement(step: _definitions.Step[Any, Any], replacement: Callable[..., Any]) -> None:
     """Check that ``replacement`` accepts every way the step can be called."""
     try:
         wanted = inspect.signature(step.fn)

@@ -231,6 +231,18 @@ def test_the_architecture_page_tables_the_run_flags() -> None:
     assert named <= {field.name for field in dataclasses.fields(fluxo.RunInfo)}
 
 
+def test_the_architecture_page_names_only_modules_that_exist() -> None:
+    text = (DOCS / "architecture.md").read_text()
+    paths = set(re.findall(r"`(fluxo/[\w/.]*)`", text))
+    parts = set(re.findall(r"^\| `(_\w+\.py)` \|", text, re.MULTILINE))
+    assert {"fluxo/_executor/", "fluxo/_runner.py", "fluxo/_runtime.py"} <= paths
+    assert "_cursor.py" in parts
+    for path in paths:
+        assert (ROOT / path).exists(), path
+    package = ROOT / "fluxo" / "_executor"
+    assert parts == {p.name for p in package.glob("_*.py") if p.name != "__init__.py"}
+
+
 def commands(group: click.Group, prefix: str) -> list[str]:
     found = []
     for name, command in sorted(group.commands.items()):

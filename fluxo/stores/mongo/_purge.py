@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Collection, Sequence
 from typing import Final
 
-from fluxo import history, stores
+from fluxo import history
 from fluxo.stores.mongo import _documents, _driver
 
 RunStatus = history.RunStatus
@@ -95,7 +95,7 @@ class Purge:
     def _deletable(self, docs: Sequence[Doc]) -> list[str]:
         """The ids of the runs a purge may delete, of these finished ones (in order)."""
         parents = sorted({doc["parent"] for doc in docs if doc.get("parent") is not None})
-        keeping = [status.value for status in stores.KEEPING_PARENTS]
+        keeping = [status.value for status in history.KEEPING_PARENTS]
         holding = {
             doc["_id"]
             for doc in self._runs.find(

@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Collection, Iterator, Sequence
 from typing import Any, Final, TypeVar
 
-from fluxo import history, stores
+from fluxo import history
 from fluxo.stores.redis import _codec, _connection, _index, _layout
 
 RunStatus = history.RunStatus
@@ -201,7 +201,7 @@ class Listing:
                 *(pipe.exists(self._keys.of_run(run_id, "run")) for run_id in nexts),
             ]
         )
-        keeping = {s.value for s in stores.KEEPING_PARENTS}
+        keeping = {s.value for s in history.KEEPING_PARENTS}
         holding = {
             parent
             for parent, status in zip(parents, replies[: len(parents)], strict=True)

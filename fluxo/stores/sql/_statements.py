@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from fluxo import history, stores
+from fluxo import history
 from fluxo.stores.sql import _schema as schema
 
 if TYPE_CHECKING:
@@ -720,7 +720,7 @@ class Statements:
             .select_from(parent)
             .where(
                 parent.c.id == _R.c.parent,
-                parent.c.status.in_([_word(s.value) for s in sorted(stores.KEEPING_PARENTS)]),
+                parent.c.status.in_([_word(s.value) for s in sorted(history.KEEPING_PARENTS)]),
             )
         )
         continued = sa.exists(

@@ -1,7 +1,10 @@
-"""``@workflow`` and ``@step``: turn plain functions into durable definitions.
+"""Workflow and step definitions, and the ``@workflow`` and ``@step`` decorators that make them.
 
 The decorators only define. They register nothing globally: an engine knows
 the workflows it is given, and a workflow finds its steps by calling them.
+Called inside a workflow, a definition asks the current runtime
+(:mod:`fluxo._runtime`) to run it durably; called anywhere else, it is a plain
+call of its function.
 """
 
 from __future__ import annotations
@@ -9,7 +12,6 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
-import math
 import pathlib
 import reprlib
 import sys
@@ -23,7 +25,7 @@ from typing import Any, Generic, Literal, TypeVar, overload
 import msgspec
 from typing_extensions import ParamSpec
 
-from fluxo import _errors, _executor, _inputs, _retry, codec, history, stores
+from fluxo import _durations, _errors, _inputs, _names, _retry, _runtime, codec, history, stores
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -65,22 +67,8 @@ def _check_function(
         )
     elif inspect.isgeneratorfunction(fn):
         problems.append(f"{label} is a generator; a {kind} must return its result")
-    if name is not None and (not isinstance(name, str) or not name.strip()):
-        problems.append(f"{label}: name= must be a non-empty string, got {_errors.quoted(name)}")
     persisted = name if isinstance(name, str) else f"{_module_name(fn, label)}.{qualname}"
-    if len(persisted) > stores.MAX_ID_LENGTH:
-        problems.append(
-            f"{label}: its name is {len(persisted)} characters long; stores keep at most "
-            f"{stores.MAX_ID_LENGTH}, so pass a shorter name="
-        )
-    if isinstance(aliases, str) or not all(isinstance(a, str) and a for a in aliases):
-        problems.append(
-            f"{label}: aliases= must be a list of non-empty strings, got {_errors.quoted(aliases)}"
-        )
-    else:
-        for what, value in [("name=", name), *(("an alias", a) for a in aliases)]:
-            if isinstance(value, str) and (problem := history.name_problem(value)):
-                problems.append(f"{label}: " + history.name_rule(what, value, problem))
+    problems += _names.definition_name_problems(label, name, persisted, aliases)
     if not isinstance(check_types, bool):
         problems.append(f"{label}: check_types= takes True or False, got {check_types!r}")
     checked = False
@@ -280,10 +268,10 @@ class Step(_Definition[P, R]):
         self.timeout = timeout
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        context = _executor.current_context()
-        if context is None:
+        runtime = _runtime.current()
+        if runtime is None:
             return self.fn(*args, **kwargs)
-        result: R = context.call_step(self, args, kwargs)
+        result: R = runtime.call_step(self, args, kwargs)
         return result
 
     def bind(self, *args: P.args, **kwargs: P.kwargs) -> Call[R]:
@@ -396,26 +384,9 @@ class Workflow(_Definition[P, R]):
             >>> engine.start(checkout.options(id="order-17"), "o-17", 4200)
             >>> fluxo.start_child(send_receipt.options(detached=True), order_id)
         """
-        limit = stores.MAX_ID_LENGTH
-        if id is not None and (not isinstance(id, str) or not id or len(id) > limit):
-            raise _errors.DefinitionError(
-                f"a run id must be a non-empty string of at most {limit} characters, "
-                f"not {_errors.quoted(id)}"
-            )
         if id is not None:
-            history.check_name("the run id", id)
-        if id is not None and history.CHAIN_SEPARATOR in id:
-            raise _errors.DefinitionError(
-                f"a run id may not contain {history.CHAIN_SEPARATOR!r} (got {_errors.quoted(id)}): "
-                "Fluxo names the runs fluxo.continue_as_new() starts with it; use another character"
-            )
-        seconds: float | None = None
-        if timeout is not None:
-            seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
-            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0:
-                raise _errors.DefinitionError(
-                    f"timeout= takes a positive timedelta or number of seconds, not {timeout!r}"
-                )
+            _names.check_start_id(id)
+        seconds = None if timeout is None else _durations.positive(timeout, "timeout=")
         if not isinstance(detached, bool):
             raise _errors.DefinitionError(f"detached= takes True or False, not {detached!r}")
         if if_exists not in typing.get_args(IfExists):
@@ -426,7 +397,7 @@ class Workflow(_Definition[P, R]):
             )
         bound = copy.copy(self)
         bound.start_id = id
-        bound.start_timeout = None if seconds is None else float(seconds)
+        bound.start_timeout = seconds
         bound.start_detached = detached
         bound.start_if_exists = if_exists
         return bound
@@ -437,11 +408,12 @@ class Workflow(_Definition[P, R]):
         ``child(x)`` is ``fluxo.start_child(child, x).result()``. Called anywhere
         else (a test, a step), it is a plain call of the function.
         """
-        if _executor.current_context() is not None:
-            from fluxo import _durable
-
-            return _durable.start_child(self, *args, **kwargs).result()
-        return self.fn(*args, **kwargs)
+        runtime = _runtime.current()
+        if runtime is None:
+            return self.fn(*args, **kwargs)
+        child, _ = runtime.start_child(self, args, kwargs)
+        result: R = runtime.child_result(child, self.return_type)
+        return result
 
     # Inputs travel as one object keyed by parameter name, decoded by annotation.
 
@@ -761,15 +733,9 @@ def _timeout_seconds(timeout: timedelta | float | None) -> float | None:
     """Check a step's ``timeout=`` and return it in seconds."""
     if timeout is None:
         return None
-    seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
-    if (
-        isinstance(seconds, bool)
-        or not isinstance(seconds, (int, float))
-        or not math.isfinite(seconds)
-        or seconds <= 0
-    ):
-        raise _errors.DefinitionError(
-            f"@fluxo.step(timeout=...) takes a positive timedelta or number of seconds, "
-            f"not {timeout!r}; for example timeout=timedelta(seconds=30) or timeout=30"
-        )
-    return float(seconds)
+    return _durations.positive(
+        timeout,
+        "@fluxo.step(timeout=...)",
+        finite=True,
+        example="; for example timeout=timedelta(seconds=30) or timeout=30",
+    )

@@ -1,8 +1,9 @@
 """The functions workflow code calls: time, randomness, waiting, signals, patches, logging.
 
 Each one is a durable call when made inside a workflow (recorded once, replayed
-ever after, see ``fluxo._executor``) and a plain equivalent outside one, so
-workflow code can be unit-tested as ordinary Python.
+ever after): it calls the current runtime (:mod:`fluxo._runtime`), which the
+executor implements. Outside a workflow each is a plain equivalent, so workflow
+code can be unit-tested as ordinary Python.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, Generic, NoReturn, TypeVar
 
 from typing_extensions import ParamSpec
 
-from fluxo import _decorators, _errors, _executor, history
+from fluxo import _definitions, _durations, _errors, _names, _runtime
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -29,39 +30,31 @@ def now() -> datetime:
 
     Outside a workflow it is simply the current time.
     """
-    context = _executor.current_context()
-    if context is None:
+    runtime = _runtime.current()
+    if runtime is None:
         return datetime.now(timezone.utc)
-    value: datetime = context.record_value(
-        "now", lambda: datetime.fromtimestamp(context.clock(), timezone.utc), datetime
+    value: datetime = runtime.record_value(
+        "now", lambda: datetime.fromtimestamp(runtime.now(), timezone.utc), datetime
     )
     return value
 
 
 def uuid4() -> _uuid.UUID:
     """A random UUID, recorded so replays see the same value."""
-    context = _executor.current_context()
-    if context is None:
+    runtime = _runtime.current()
+    if runtime is None:
         return _uuid.uuid4()
-    value: _uuid.UUID = context.record_value("uuid4", _uuid.uuid4, _uuid.UUID)
+    value: _uuid.UUID = runtime.record_value("uuid4", _uuid.uuid4, _uuid.UUID)
     return value
 
 
 def random() -> float:
     """A random float in ``[0, 1)``, recorded so replays see the same value."""
-    context = _executor.current_context()
-    if context is None:
+    runtime = _runtime.current()
+    if runtime is None:
         return _random.random()
-    value: float = context.record_value("random", _random.random, float)
+    value: float = runtime.record_value("random", _random.random, float)
     return value
-
-
-def _seconds(value: timedelta | float, what: str) -> float:
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    raise _errors.DefinitionError(f"{what} takes a timedelta or a number of seconds, not {value!r}")
 
 
 def sleep(duration: timedelta | float) -> None:
@@ -73,12 +66,12 @@ def sleep(duration: timedelta | float) -> None:
     Args:
         duration: a ``timedelta`` or a number of seconds.
     """
-    seconds = _seconds(duration, "fluxo.sleep()")
-    context = _executor.current_context()
-    if context is None:
+    seconds = _durations.seconds(duration, "fluxo.sleep()")
+    runtime = _runtime.current()
+    if runtime is None:
         time.sleep(max(seconds, 0.0))
         return
-    context.sleep_until(context.clock() + seconds)
+    runtime.sleep_until(runtime.now() + seconds)
 
 
 def sleep_until(when: datetime) -> None:
@@ -88,11 +81,11 @@ def sleep_until(when: datetime) -> None:
             f"fluxo.sleep_until() takes a timezone-aware datetime, not {when!r}; "
             "for example datetime(2030, 1, 1, tzinfo=timezone.utc)"
         )
-    context = _executor.current_context()
-    if context is None:
+    runtime = _runtime.current()
+    if runtime is None:
         time.sleep(max(when.timestamp() - time.time(), 0.0))
         return
-    context.sleep_until(when.timestamp())
+    runtime.sleep_until(when.timestamp())
 
 
 def wait_for_signal(name: str, *, timeout: timedelta | float | None = None, type: Any = Any) -> Any:
@@ -106,15 +99,15 @@ def wait_for_signal(name: str, *, timeout: timedelta | float | None = None, type
         SignalTimeout: ``timeout`` passed first. The deadline is recorded, so it
             holds across crashes and restarts.
     """
-    _executor.check_signal_name(name)
-    seconds = None if timeout is None else _seconds(timeout, "wait_for_signal(timeout=)")
-    context = _executor.current_context()
-    if context is None:
+    _names.check_signal_name(name)
+    seconds = None if timeout is None else _durations.seconds(timeout, "wait_for_signal(timeout=)")
+    runtime = _runtime.current()
+    if runtime is None:
         raise _errors.DefinitionError(
             "fluxo.wait_for_signal() waits inside a workflow; outside one there is no run "
             "to receive a signal"
         )
-    return context.wait_for_signal(name, seconds, type)
+    return runtime.wait_for_signal(name, seconds, type)
 
 
 def signal(run_id: str, name: str, payload: Any = None) -> None:
@@ -124,16 +117,14 @@ def signal(run_id: str, name: str, payload: Any = None) -> None:
         SignalError: the target run does not exist or has finished (recorded, so
             replay raises it again).
     """
-    _executor.check_signal_name(name)
-    if not isinstance(run_id, str) or not run_id:
-        raise _errors.DefinitionError(f"fluxo.signal() takes a run id string, not {run_id!r}")
-    history.check_name("the run id", run_id)
-    context = _executor.current_context()
-    if context is None:
+    _names.check_signal_name(name)
+    _names.check_target_run_id(run_id, "fluxo.signal()")
+    runtime = _runtime.current()
+    if runtime is None:
         raise _errors.DefinitionError(
             "fluxo.signal() sends from inside a workflow; elsewhere use engine.signal()"
         )
-    context.send_signal(run_id, name, payload)
+    runtime.send_signal(run_id, name, payload)
 
 
 def continue_as_new(*args: Any, **kwargs: Any) -> NoReturn:
@@ -164,13 +155,13 @@ def continue_as_new(*args: Any, **kwargs: Any) -> NoReturn:
             fit the workflow's signature.
         EncodeError: the arguments cannot be encoded.
     """
-    context = _executor.current_context()
-    if context is None:
+    runtime = _runtime.current()
+    if runtime is None:
         raise _errors.DefinitionError(
             "fluxo.continue_as_new() ends the current run of a workflow; outside one there "
             "is no run to continue. Call the workflow again, or engine.start() it"
         )
-    context.continue_as_new(args, kwargs)
+    runtime.continue_as_new(args, kwargs)
 
 
 class ChildHandle(Generic[R]):
@@ -184,29 +175,29 @@ class ChildHandle(Generic[R]):
 
     def __init__(
         self,
-        context: _executor.RunContext,
+        runtime: _runtime.Runtime,
         run_id: str,
-        workflow: _decorators.Workflow[Any, R],
+        workflow: _definitions.Workflow[Any, R],
         detached: bool,
     ) -> None:
         self.id = run_id
         self.workflow = workflow.name
         self.detached = detached
-        self._context = context
+        self._runtime = runtime
         self._return_type = workflow.return_type
         self._outcome: tuple[bool, Any] | None = None
 
     def __repr__(self) -> str:
         return f"ChildHandle({self.id!r}, workflow={self.workflow!r})"
 
-    def _own_context(self, what: str) -> _executor.RunContext:
-        context = _executor.current_context()
-        if context is not self._context:
+    def _own_runtime(self, what: str) -> _runtime.Runtime:
+        runtime = _runtime.current()
+        if runtime is not self._runtime:
             raise _errors.DefinitionError(
                 f"ChildHandle.{what}() is called inside the workflow that started the child "
                 f"run {self.id!r}; elsewhere use engine.handle({self.id!r})"
             )
-        return context
+        return runtime
 
     def result(self) -> R:
         """Wait durably for the child to end and return its result.
@@ -219,10 +210,10 @@ class ChildHandle(Generic[R]):
             WorkflowCancelledError: the child was cancelled (``WorkflowTimeoutError``
                 when its ``timeout=`` passed).
         """
-        context = self._own_context("result")
+        runtime = self._own_runtime("result")
         if self._outcome is None:
             try:
-                value = context.child_result(self.id, self._return_type)
+                value = runtime.child_result(self.id, self._return_type)
             except _errors.FluxoError as exc:
                 self._outcome = (False, exc)
                 raise
@@ -235,11 +226,11 @@ class ChildHandle(Generic[R]):
 
     def cancel(self) -> None:
         """Ask the child to stop, as ``engine.cancel`` would; ``result()`` tells how it ended."""
-        self._own_context("cancel").cancel_child(self.id)
+        self._own_runtime("cancel").cancel_child(self.id)
 
 
 def start_child(
-    workflow: _decorators.Workflow[P, R], /, *args: P.args, **kwargs: P.kwargs
+    workflow: _definitions.Workflow[P, R], /, *args: P.args, **kwargs: P.kwargs
 ) -> ChildHandle[R]:
     """Start ``workflow`` as a child run of the current workflow; return its handle at once.
 
@@ -265,18 +256,18 @@ def start_child(
         RunStateError: the id given is taken by another run (recorded, so replay
             raises it again).
     """
-    if not isinstance(workflow, _decorators.Workflow):
+    if not isinstance(workflow, _definitions.Workflow):
         raise _errors.DefinitionError(
             f"fluxo.start_child() takes a @fluxo.workflow as its first argument, not {workflow!r}"
         )
-    context = _executor.current_context()
-    if context is None:
+    runtime = _runtime.current()
+    if runtime is None:
         raise _errors.DefinitionError(
             "fluxo.start_child() starts a child run from inside a workflow; elsewhere use "
             "engine.start()"
         )
-    run_id, detached = context.start_child(workflow, args, kwargs)
-    return ChildHandle(context, run_id, workflow, detached)
+    run_id, detached = runtime.start_child(workflow, args, kwargs)
+    return ChildHandle(runtime, run_id, workflow, detached)
 
 
 def patched(change: str) -> bool:
@@ -293,15 +284,9 @@ def patched(change: str) -> bool:
         ... else:
         ...     send_email(order_id)
     """
-    _check_patch(change)
-    context = _executor.current_context()
-    return True if context is None else context.patched(change)
-
-
-def _check_patch(change: object) -> None:
-    if not isinstance(change, str) or not change:
-        raise _errors.DefinitionError(f"a patch id must be a non-empty string, not {change!r}")
-    history.check_name("the patch id", change)
+    _names.check_patch_id(change)
+    runtime = _runtime.current()
+    return True if runtime is None else runtime.patched(change)
 
 
 def deprecate_patch(change: str) -> None:
@@ -312,13 +297,13 @@ def deprecate_patch(change: str) -> None:
     Runs that recorded the marker still replay; new runs record nothing. When
     those runs have finished too, remove the call.
     """
-    _check_patch(change)
-    context = _executor.current_context()
-    if context is not None:
-        context.deprecate_patch(change)
+    _names.check_patch_id(change)
+    runtime = _runtime.current()
+    if runtime is not None:
+        runtime.deprecate_patch(change)
 
 
-def parallel(*calls: _decorators.Call[R], max_concurrency: int | None = None) -> list[R]:
+def parallel(*calls: _definitions.Call[R], max_concurrency: int | None = None) -> list[R]:
     """Run step calls concurrently, durably, and return their results in call order.
 
     Make each call with ``step.bind(*args)``. The block is one durable call: it
@@ -346,10 +331,10 @@ def parallel(*calls: _decorators.Call[R], max_concurrency: int | None = None) ->
         >>> receipt, slot = fluxo.parallel(charge.bind(order_id, 4200), reserve.bind(order_id))
     """
     for position, item in enumerate(calls):
-        if not isinstance(item, _decorators.Call):
+        if not isinstance(item, _definitions.Call):
             hint = (
                 f"; pass {item.name}.bind(...) instead"
-                if isinstance(item, _decorators.Step)
+                if isinstance(item, _definitions.Step)
                 else ""
             )
             raise _errors.DefinitionError(
@@ -358,15 +343,15 @@ def parallel(*calls: _decorators.Call[R], max_concurrency: int | None = None) ->
                 "fluxo.parallel(charge.bind(order_id), reserve.bind(order_id))"
             )
     limit = _concurrency(max_concurrency, "fluxo.parallel()")
-    context = _executor.current_context()
-    if context is None:
+    runtime = _runtime.current()
+    if runtime is None:
         return [call.step(*call.args, **call.kwargs) for call in calls]
-    result: list[R] = context.call_parallel(calls, limit)
+    result: list[R] = runtime.call_parallel(calls, limit)
     return result
 
 
 def map(
-    step: _decorators.Step[[T], R], items: Iterable[T], *, max_concurrency: int | None = None
+    step: _definitions.Step[[T], R], items: Iterable[T], *, max_concurrency: int | None = None
 ) -> list[R]:
     """Call ``step`` once per item, concurrently and durably; return the results in order.
 
@@ -376,7 +361,7 @@ def map(
     Example:
         >>> sizes = fluxo.map(resize, image_ids, max_concurrency=8)
     """
-    if not isinstance(step, _decorators.Step):
+    if not isinstance(step, _definitions.Step):
         raise _errors.DefinitionError(
             f"fluxo.map() takes a @fluxo.step as its first argument, not {step!r}"
         )
@@ -399,13 +384,13 @@ def _concurrency(value: int | None, what: str) -> int | None:
 
 def in_workflow() -> bool:
     """Tell whether the caller runs inside a workflow (and not inside a step)."""
-    return _executor.current_context() is not None
+    return _runtime.current() is not None
 
 
 def is_replaying() -> bool:
     """Tell whether the current workflow is replaying recorded history."""
-    context = _executor.current_context()
-    return context is not None and context.replaying
+    runtime = _runtime.current()
+    return runtime is not None and runtime.replaying
 
 
 class _WorkflowLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -416,18 +401,18 @@ class _WorkflowLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
     """
 
     def isEnabledFor(self, level: int) -> bool:
-        context = _executor.current_context()
-        if context is not None and context.replaying:
+        runtime = _runtime.current()
+        if runtime is not None and runtime.replaying:
             return False
         enabled: bool = self.logger.isEnabledFor(level)
         return enabled
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        context = _executor.current_context()
-        if context is not None:
+        runtime = _runtime.current()
+        if runtime is not None:
             extra = dict(kwargs.get("extra") or {})
-            extra.setdefault("fluxo_run_id", context.run_id)
-            extra.setdefault("fluxo_workflow", context.workflow.name)
+            extra.setdefault("fluxo_run_id", runtime.run_id)
+            extra.setdefault("fluxo_workflow", runtime.workflow_name)
             kwargs["extra"] = extra
         return msg, kwargs
 

@@ -1,0 +1,226 @@
+"""Steps: a step's call replayed or run live, its attempts, retries, back-offs and timeout.
+
+A live step's result is recorded, then decoded back from its record, so the live
+run sees what every replay will see. A failed attempt is recorded
+(``step_attempt_failed``) and retried after its back-off, as its ``retry=`` says;
+the final failure is recorded (``step_failed``) and raised as ``fluxo.StepError``,
+the same live and on replay.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from fluxo import _errors, _payloads, _runtime, history
+
+if TYPE_CHECKING:
+    from fluxo import _definitions
+    from fluxo._executor import _context
+
+log = logging.getLogger(__name__)
+
+StepRunner = Callable[["_definitions.Step[Any, Any]", Sequence[Any], Mapping[str, Any]], Any]
+"""Calls a step's function for one live attempt: ``(step, args, kwargs) -> result``."""
+
+
+def call_step_function(
+    step: _definitions.Step[Any, Any], args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> Any:
+    """The :data:`StepRunner` of a real run: call the step's own function."""
+    return step.fn(*args, **kwargs)
+
+
+DURABLE_BACKOFF = 2.0
+"""Step retry back-offs longer than this many seconds wait on a durable timer."""
+
+_KINDS = (history.StepCompleted, history.StepAttemptFailed, history.StepFailed)
+
+
+class Steps:
+    """The step calls of one execution."""
+
+    __slots__ = ("_ctx",)
+
+    def __init__(self, ctx: _context.RunContext) -> None:
+        self._ctx = ctx
+
+    def call(
+        self,
+        step: _definitions.Step[Any, Any],
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+    ) -> Any:
+        """Run ``step`` once for this run, or return its recorded outcome."""
+        ctx = self._ctx
+        ctx._enter_durable_call()
+        cursor = ctx._cursor
+        call = f"step {step.name}"
+        attempt = 0
+        while True:
+            event = cursor.match(_KINDS, call, step.names)
+            if event is None:
+                break
+            if isinstance(event, history.StepCompleted):
+                return cursor.decode_recorded(call, event.data, step.return_type)
+            info = cursor.decode_error(call, event.data)
+            if isinstance(event, history.StepFailed):
+                raise _payloads.step_error(step.name, info)
+            attempt += 1
+            self._backoff(step, attempt, live=False)
+        ctx._go_live()
+        return self._run_live(step, args, kwargs, attempt)
+
+    def _backoff(self, step: _definitions.Step[Any, Any], attempt: int, *, live: bool) -> None:
+        """Wait between failed attempt ``attempt`` and the next, as the live run did.
+
+        A long back-off is a durable timer (a crash during it loses nothing, and the
+        worker is free meanwhile); a short one waits in the thread, and is skipped
+        on replay. Either way a cancellation may be delivered here.
+        """
+        ctx = self._ctx
+        delay = step.retry.delay(attempt)
+        recorded = ctx._cursor.peek()
+        timer = f"retry {step.name}"
+        if (
+            recorded is not None
+            and isinstance(recorded.event, history.TimerStarted)
+            and recorded.event.name == timer
+        ):
+            ctx._waits.timer(timer, delay)
+            return
+        if recorded is None and delay > DURABLE_BACKOFF:
+            ctx._enter_durable_call()
+            ctx._waits.timer(timer, delay)
+            return
+        # restart_after_record replays the failed attempt before the next one runs
+        # live, so the back-off is waited there, as the run would have without restarting.
+        if live or (ctx._restart_after_record and recorded is None):
+            ctx.pause(delay)
+        ctx._enter_durable_call()
+
+    def _run_live(
+        self,
+        step: _definitions.Step[Any, Any],
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        attempt: int,
+    ) -> Any:
+        ctx = self._ctx
+        try:
+            return_type = step.return_type  # resolved before the side effect, not after
+        except _errors.DefinitionError as exc:
+            self._fail(step, _payloads.error_info(exc, attempt + 1))
+        while True:
+            attempt += 1
+            failure: _payloads.ErrorInfo | None = None
+            token = _runtime.enter(None)  # steps called by a step are plain calls
+            try:
+                value = self.attempt(step, args, kwargs)
+            except Exception as exc:
+                failure = _payloads.error_info(exc, attempt)
+                retrying = step.retry.should_retry(exc, attempt)
+            finally:
+                _runtime.leave(token)
+            if failure is not None:
+                # Raised outside the except block, so the live StepError carries no
+                # __context__ that a replay could not give it.
+                if not retrying:
+                    self._fail(step, failure)
+                ctx._record(history.StepAttemptFailed(step.name, ctx.codec.encode(failure)))
+                log.info(
+                    "run %s: step %s attempt %d failed (%s: %s); retrying in %.3gs",
+                    ctx.run_id,
+                    step.name,
+                    attempt,
+                    failure.type,
+                    failure.message,
+                    step.retry.delay(attempt),
+                    extra={"fluxo_run_id": ctx.run_id},
+                )
+                self._backoff(step, attempt, live=True)
+                continue
+            data, result, problem = self.encode_result(step, value, return_type)
+            if problem is not None:
+                self._fail(step, _payloads.error_info(problem, attempt))
+            ctx._record(history.StepCompleted(step.name, data))
+            return result
+
+    def encode_result(
+        self, step: _definitions.Step[Any, Any], value: Any, return_type: Any
+    ) -> tuple[bytes, Any, _errors.FluxoError | None]:
+        """Encode a step's result and decode it back as the workflow will see it."""
+        codec = self._ctx.codec
+        try:
+            data = codec.encode(value)
+        except Exception as exc:
+            return (
+                b"",
+                None,
+                _errors.EncodeError(
+                    f"step {step.name!r} returned a value of type "
+                    f"{type(value).__module__}.{type(value).__qualname__} that the codec "
+                    f"cannot encode ({exc}); return a dataclass, dict, list, str, number, "
+                    "datetime, UUID or another type the codec knows, or pass a codec that "
+                    "handles it"
+                ),
+            )
+        try:
+            return data, codec.decode(data, return_type), None
+        except Exception as exc:
+            return (
+                data,
+                None,
+                _errors.DecodeError(
+                    f"step {step.name!r} returned a value that does not match its return "
+                    f"annotation: {exc}"
+                ),
+            )
+
+    def _fail(self, step: _definitions.Step[Any, Any], info: _payloads.ErrorInfo) -> NoReturn:
+        ctx = self._ctx
+        ctx._record(history.StepFailed(step.name, ctx.codec.encode(info)))
+        raise _payloads.step_error(step.name, info)
+
+    def attempt(
+        self, step: _definitions.Step[Any, Any], args: Sequence[Any], kwargs: Mapping[str, Any]
+    ) -> Any:
+        """Call a step's function for one attempt, within its ``timeout=`` if it has one.
+
+        A timed attempt runs in a daemon thread of its own. When the timeout passes
+        first the thread is abandoned (Python cannot stop it) and the attempt fails
+        with ``StepTimeout``; whatever the thread does later is ignored.
+        """
+        runner = self._ctx._step_runner
+        limit = step.timeout
+        if limit is None:
+            return runner(step, args, kwargs)
+        outcome: list[Any] = []
+        failure: list[BaseException] = []
+        finished = threading.Event()
+
+        def attempt() -> None:
+            _runtime.enter(None)
+            try:
+                outcome.append(runner(step, args, kwargs))
+            except BaseException as exc:
+                failure.append(exc)
+            finally:
+                finished.set()
+
+        thread = threading.Thread(target=attempt, name=f"fluxo-step-{step.name}", daemon=True)
+        thread.start()
+        if not finished.wait(limit):
+            log.warning(
+                "run %s: step %s did not finish within %gs; its thread is abandoned",
+                self._ctx.run_id,
+                step.name,
+                limit,
+                extra={"fluxo_run_id": self._ctx.run_id},
+            )
+            raise _errors.StepTimeout(step.name, limit)
+        if failure:
+            raise failure[0]
+        return outcome[0]

@@ -1,0 +1,110 @@
+"""What ``engine.list_runs`` and ``engine.purge`` select runs by: statuses, workflows, times.
+
+Each is checked before anything reaches a store, and an error names the argument
+and what it takes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from fluxo import _definitions, _durations, _errors, history
+
+
+def statuses(
+    status: history.RunStatus | str | Iterable[history.RunStatus | str],
+) -> list[history.RunStatus]:
+    """One status or several, checked."""
+    single = isinstance(status, (str, history.RunStatus)) or not isinstance(status, Iterable)
+    items = [status] if single else list(status)
+    try:
+        return [history.RunStatus(s) for s in items]
+    except ValueError:
+        raise _errors.DefinitionError(
+            f"unknown run status in {status!r}; use one of {[s.value for s in history.RunStatus]}"
+        ) from None
+
+
+def workflow_names(
+    workflow: str
+    | _definitions.Workflow[Any, Any]
+    | Iterable[str | _definitions.Workflow[Any, Any]],
+) -> list[str]:
+    """The names (and aliases) of one workflow or several, given as objects or names."""
+    chosen: list[Any] = (
+        list(workflow)
+        if isinstance(workflow, Iterable) and not isinstance(workflow, str)
+        else [workflow]
+    )
+    names: list[str] = []
+    for item in chosen:
+        if isinstance(item, _definitions.Workflow):
+            names.extend(item.names)
+        elif isinstance(item, str):
+            names.append(item)
+        else:
+            raise _errors.DefinitionError(
+                f"workflow= takes a workflow, a workflow name or a list of them, not {item!r}"
+            )
+    return names
+
+
+def epoch(name: str, value: datetime | float) -> float:
+    """Seconds since the epoch for an aware datetime or a number, checked."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise _errors.DefinitionError(
+                f"{name} is a naive datetime ({value.isoformat()}); give it a time zone, "
+                "for example datetime(2030, 1, 1, tzinfo=timezone.utc)"
+            )
+        return value.timestamp()
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    raise _errors.DefinitionError(
+        f"{name} takes an aware datetime or seconds since the epoch, not {value!r}"
+    )
+
+
+def creation_window(
+    created_after: datetime | float | None, created_before: datetime | float | None
+) -> dict[str, float]:
+    """The ``created_after``/``created_before`` bounds given, in seconds (only those given)."""
+    window: dict[str, float] = {}
+    if created_after is not None:
+        window["created_after"] = epoch("created_after", created_after)
+    if created_before is not None:
+        window["created_before"] = epoch("created_before", created_before)
+    if window.get("created_after", -math.inf) > window.get("created_before", math.inf):
+        raise _errors.DefinitionError(
+            f"created_after ({created_after!r}) is later than created_before "
+            f"({created_before!r}), so no run could match; swap them"
+        )
+    return window
+
+
+def purge_cutoff(older_than: timedelta | datetime | float, now: float) -> float:
+    """The time before which a run must have finished for ``engine.purge`` to delete it."""
+    if isinstance(older_than, datetime):
+        moment = epoch("older_than", older_than)
+        if moment > now:
+            raise _errors.DefinitionError(
+                f"older_than ({older_than.isoformat()}) is in the future, so every finished "
+                "run would go; pass a moment in the past or an age such as "
+                "timedelta(days=30)"
+            )
+        return moment
+    age = _durations.to_seconds(older_than)
+    if age is None:
+        raise _errors.DefinitionError(
+            "older_than takes an age (a timedelta, or seconds) or an aware datetime, "
+            f"not {older_than!r}"
+        )
+    if not math.isfinite(age) or age < 0:
+        raise _errors.DefinitionError(
+            f"older_than must be an age of zero or more, not {older_than!r}; for example "
+            "timedelta(days=30)"
+        )
+    return now - age

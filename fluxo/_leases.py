@@ -1,0 +1,363 @@
+"""Leases: the heartbeat that renews them, and the holds that take a run back after a wait.
+
+A run executes only while its executor holds the run's lease. The
+:class:`Heartbeat` renews the leases of the runs it is given, every
+``lease / 3`` seconds, and in between reads their records for cancellations and
+for a lease another worker took; it tells each execution through its shared
+state (:class:`fluxo._executor.SharedState`).
+
+A :class:`RunHolder` holds a short recorded wait in the execution's thread: the
+run's lease is cleared by the wait's record, and when the wait is over the holder
+leases the run again (``Store.claim_run``) and checks that its history is still
+the one the execution knows, so the execution goes on without replaying.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import ClassVar, Protocol
+
+from fluxo import _errors, _executor, _watch, stores
+
+log = logging.getLogger(__name__)
+
+CHECK_INTERVAL = 0.5
+"""Seconds between a heartbeat's reads of the cancel flags of the runs it executes."""
+
+
+class LeaseHost(Protocol):
+    """Where a heartbeat finds its store and clock (an engine or a runner)."""
+
+    @property
+    def store(self) -> stores.Store:
+        """The store the leases are in."""
+        ...
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """Seconds since the epoch."""
+        ...
+
+
+class Heartbeat:
+    """Renews the leases of running workflows and delivers their cancellations.
+
+    One background thread per heartbeat renews every ``lease / 3`` seconds, and
+    in between, about every ``CHECK_INTERVAL`` seconds while runs execute, reads
+    their records (``Store.get_runs``, one cheap read, no write). A run whose
+    cancellation was requested is told to raise ``fluxo.Cancelled`` at its next
+    durable call; a run whose lease was lost is told to stop there.
+
+    A worker also hands it the runs it claimed (``track``), so their leases are
+    renewed from the moment of the claim, before their execution has begun.
+
+    Its thread, ``fluxo-heartbeat-<owner>``, is watched (:mod:`fluxo._watch`): if
+    it dies, every execution it renewed is told to stop at its next durable call,
+    so none runs on without its lease, and so is every execution handed to it
+    afterwards; then ``on_death`` is told (a worker stops).
+    """
+
+    logger: ClassVar[logging.Logger] = log
+    """Where its lines go (a worker's heartbeat logs as the worker)."""
+
+    def __init__(
+        self,
+        host: LeaseHost,
+        owner: str,
+        lease: float,
+        *,
+        on_death: _watch.OnDeath | None = None,
+    ) -> None:
+        self.host = host
+        self.owner = owner
+        self.lease = lease
+        self.on_death = on_death
+        self.death: BaseException | None = None
+        """What killed the heartbeat's thread, if it died."""
+        self._contexts: dict[str, _executor.SharedState] = {}
+        """The executions it renews, by run id: what it shares with each."""
+        self._claimed: set[str] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.renewals = _watch.Trouble(
+            f"worker {owner}: renewing leases", level=logging.WARNING, logger=self.logger
+        )
+        self.checks = _watch.Trouble(
+            f"worker {owner}: reading the records of its runs",
+            level=logging.DEBUG,
+            first=CHECK_INTERVAL,
+            logger=self.logger,
+        )
+        self._check_after = 0.0  # while reads fail, the next one waits its backoff
+
+    @property
+    def thread_name(self) -> str:
+        """The name of the heartbeat's thread."""
+        return f"fluxo-heartbeat-{self.owner}"
+
+    def __enter__(self) -> Heartbeat:
+        self._stop.clear()
+        self._thread = _watch.start(self.thread_name, self._loop, self._died)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def add(self, run_id: str, shared: _executor.SharedState) -> None:
+        """Start renewing this run's lease and watching its record for its execution.
+
+        A heartbeat that died renews nothing: the execution is told to stop at once.
+        """
+        with self._lock:
+            self._contexts[run_id] = shared
+            dead = self.death is not None
+        if dead:
+            shared.stop_requested.set()
+
+    def _died(self, name: str, exc: BaseException) -> None:
+        """The heartbeat's thread died: stop what it renewed, then tell the owner."""
+        with self._lock:
+            self.death = exc
+            executing = list(self._contexts.items())
+        for run_id, shared in executing:
+            self.logger.warning(
+                "run %s: its lease is no longer renewed; stopping at its next durable call",
+                run_id,
+                extra={"fluxo_run_id": run_id},
+            )
+            shared.stop_requested.set()
+        if self.on_death is not None:
+            self.on_death(name, exc)
+
+    def remove(self, run_id: str, shared: _executor.SharedState) -> None:
+        """Stop watching this run (if ``shared`` is still the execution watched)."""
+        with self._lock:
+            if self._contexts.get(run_id) is shared:
+                del self._contexts[run_id]
+
+    def track(self, run_id: str) -> None:
+        """Renew the lease of a run just claimed, until :meth:`forget`."""
+        with self._lock:
+            self._claimed.add(run_id)
+
+    def forget(self, run_id: str) -> None:
+        """Stop renewing a claimed run's lease (its thread is done with it)."""
+        with self._lock:
+            self._claimed.discard(run_id)
+
+    def _snapshot(self) -> list[tuple[str, _executor.SharedState, int]]:
+        with self._lock:
+            return [(i, s, s.lease_epoch) for i, s in self._contexts.items()]
+
+    def beat(self) -> None:
+        """Renew once now."""
+        snapshot = self._snapshot()
+        with self._lock:
+            ids = {run_id for run_id, _, _ in snapshot} | self._claimed
+        if not ids:
+            return
+        host = self.host
+        try:
+            held = host.store.renew(self.owner, list(ids), lease_until=host.clock() + self.lease)
+        except _errors.StoreError as exc:
+            self.renewals.failed(exc)  # renewed again at the next beat, whatever the backoff
+            return
+        self.renewals.succeeded()
+        self._tell(snapshot, {run_id: (run_id in held, held.get(run_id, False)) for run_id in ids})
+
+    def check(self) -> None:
+        """Read the records of the runs executing now; tell them of cancellations."""
+        snapshot = self._snapshot()
+        if not snapshot or self.checks.clock() < self._check_after:
+            return
+        try:
+            runs = self.host.store.get_runs([run_id for run_id, _, _ in snapshot])
+        except _errors.StoreError as exc:
+            self._check_after = self.checks.clock() + self.checks.failed(exc)
+            return
+        self.checks.succeeded()
+        found = {}
+        for run_id, _, _ in snapshot:
+            run = runs.get(run_id)
+            ours = run is not None and run.lease_owner == self.owner
+            found[run_id] = (ours, run is not None and run.cancel_requested)
+        self._tell(snapshot, found)
+
+    def _tell(
+        self,
+        snapshot: list[tuple[str, _executor.SharedState, int]],
+        found: dict[str, tuple[bool, bool]],
+    ) -> None:
+        """Pass what a read found, ``run id -> (still ours, cancel requested)``, on."""
+        for run_id, shared, epoch in snapshot:
+            if shared.lease_released or shared.lease_epoch != epoch:
+                continue  # it finished, suspended or took its run back since the snapshot
+            ours, cancelled = found.get(run_id, (True, False))
+            if not ours:
+                self.logger.warning(
+                    "run %s: lease lost to another worker; stopping at its next durable call",
+                    run_id,
+                    extra={"fluxo_run_id": run_id},
+                )
+                shared.stop_requested.set()
+            elif cancelled:
+                shared.cancel_requested.set()
+
+    def _loop(self) -> None:
+        every = self.lease / 3
+        tick = min(CHECK_INTERVAL, every)
+        renew_at = time.monotonic() + every
+        while not self._stop.wait(tick):
+            if time.monotonic() + tick / 2 >= renew_at:  # the tick nearest the renewal
+                renew_at = time.monotonic() + every
+                self.beat()
+            else:
+                self.check()
+
+
+class HoldSlots(Protocol):
+    """How a worker lends its execution slots to the waits its threads hold.
+
+    A held wait gives its execution slot back while it holds (the worker may
+    refuse the hold when it holds as many as it allows), and asks for a slot again
+    when it is woken: it goes on in its thread only if it gets one.
+    """
+
+    def enter_hold(self, run_id: str) -> bool:
+        """Trade the run's execution slot for a hold place; False: unwind instead."""
+        ...
+
+    def leave_hold(self, run_id: str, *, resume: bool) -> bool:
+        """Give the hold place up; True when the run has an execution slot again.
+
+        With ``resume`` the run takes a free slot if there is one; without, it only
+        keeps one the worker gave it meanwhile (by claiming the run for it).
+        """
+        ...
+
+
+class RunHolder:
+    """Holds an execution's short recorded waits in its thread (a :class:`fluxo._executor.Holder`).
+
+    Args:
+        store: the store.
+        clock: seconds since the epoch.
+        owner: the lease owner (worker id) that takes the run back after the wait.
+        lease: the lease length when it does.
+        window: the longest wait, in seconds, held in the thread (0: never hold).
+        heartbeat: renews the lease while the run executes; a held run is not renewed.
+        slots: the worker's execution slots, or None (``engine.run``: no limit).
+    """
+
+    def __init__(
+        self,
+        *,
+        store: stores.Store,
+        clock: Callable[[], float],
+        owner: str,
+        lease: float,
+        window: float,
+        heartbeat: Heartbeat,
+        slots: HoldSlots | None = None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.owner = owner
+        self.lease = lease
+        self.window = window
+        self.heartbeat = heartbeat
+        self.slots = slots
+
+    def hold(self, run: _executor.HeldRun, until: float, reclaim: bool) -> bool:
+        """Wait in the thread until ``until`` or a wake-up, then take the run back.
+
+        Without ``reclaim``, reaching ``until`` with nothing arrived gives up instead.
+        The wait gives the worker's execution slot back while it holds, and goes on
+        in this thread only if it gets one again (``HoldSlots``); the worker may
+        also refuse the hold, when it holds as many waits as it allows.
+        """
+        slots = self.slots
+        shared = run.shared
+        if slots is not None and not slots.enter_hold(run.run_id):
+            return False
+        self.heartbeat.remove(run.run_id, shared)
+        shared.holding = True
+        resumed = False
+        try:
+            resumed = self._hold_and_reclaim(run, until, reclaim)
+            return resumed
+        finally:
+            shared.holding = False
+            if slots is not None and not resumed:
+                slots.leave_hold(run.run_id, resume=False)
+
+    def _hold_and_reclaim(self, held: _executor.HeldRun, until: float, reclaim: bool) -> bool:
+        store = self.store
+        run_id = held.run_id
+        shared = held.shared
+        while True:
+            token = store.change_token(run_id)
+            run = store.get_run(run_id)
+            now = self.clock()
+            # Our own worker may have claimed it for us (its loop leaves held runs alone).
+            cancel = run.cancel_requested and not held.cancel_delivered
+            woken = run.wake_requested or cancel or run.lease_owner == self.owner
+            if woken or now >= until or run.lease_owner is not None or run.status.is_terminal:
+                break
+            if shared.stop_requested.is_set():
+                return False
+            # Slices: a stopping worker asks this thread to let go meanwhile.
+            store.wait_for_change(run_id, min(until - now, 0.5), since=token)
+        if shared.stop_requested.is_set() or not (woken or (reclaim and now >= until)):
+            return False
+        if run.status.is_terminal or run.lease_owner not in (None, self.owner):
+            return False  # another worker has it
+        if self.slots is not None and not self.slots.leave_hold(run_id, resume=True):
+            # Every slot of the worker is busy: the run goes back to the store, where
+            # any worker resumes it. One that is still reserved for this thread (a
+            # timer's grace) is made ready now.
+            if run.ready_at is not None and run.ready_at > now:
+                self._make_ready(held)
+            return False
+        claimed = store.claim_run(self.owner, run_id, now=now, lease_until=now + self.lease)
+        if claimed is None:
+            return False  # another worker resumed it
+        try:
+            state = store.load(run_id)
+        except _errors.HistoryCorruptError:
+            state = None  # damaged meanwhile: the worker that claims it next fails it
+        if state is None or len(state.events) != held.next_seq:
+            store.release(self.owner, run_id, now=self.clock())
+            return False
+        held.refresh_signals(state.signals)
+        shared.lease_epoch += 1  # first: a heartbeat's read from before is then ignored
+        shared.lease_released = False
+        if claimed.cancel_requested:
+            shared.cancel_requested.set()
+        self.heartbeat.add(run_id, shared)
+        return True
+
+    def _make_ready(self, held: _executor.HeldRun) -> None:
+        """Make the held run claimable now: its wait is over, and this thread lets go.
+
+        Its ``ready_at`` still reserves it to this worker (``STICKY_GRACE``): the run
+        is leased, then made ``pending`` and ready now in a fenced write that
+        records nothing and gives the lease back.
+        """
+        now = self.clock()
+        lease_until = now + self.lease
+        leased = self.store.claim_run(self.owner, held.run_id, now=now, lease_until=lease_until)
+        if leased is not None:
+            held.make_ready(now)
