@@ -272,6 +272,9 @@ def test_engine_run_executes_children_in_this_process(
     assert engine.run(parent.options(id="inline"), 10) == [21, 23, 23]
     assert engine.run(fan_out, 3) == [5, 3, 1]
     assert engine.run(tolerant_parent.options(id="tp"), "oops") == BOOM % "oops"
+    # The child tells its parent how it ended just before it records that end: wait for it.
+    with pytest.raises(fluxo.WorkflowFailedError):
+        engine.handle("tp~child-1").result(timeout=30)
     assert engine.get_run("tp~child-1").status is fluxo.RunStatus.FAILED
 
 
