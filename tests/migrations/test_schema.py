@@ -369,6 +369,42 @@ def test_downgrade_to_base_removes_the_tables(tmp_path: Path) -> None:
     assert _migrate.check(url) == []
 
 
+def test_downgrade_takes_the_schema_back_and_to_base_leaves_no_fluxo_table(
+    empty_url: str,
+) -> None:
+    write_at_0002(empty_url)
+    _migrate.upgrade(empty_url)
+
+    _migrate.downgrade(empty_url, "0002")
+    assert _migrate.current(empty_url) == "0002"
+    _migrate.downgrade(empty_url, "0002")  # there already: nothing to do
+    assert _migrate.current(empty_url) == "0002"
+
+    _migrate.downgrade(empty_url, "base")
+    assert _migrate.current(empty_url) is None
+    assert not {name for name in table_names(empty_url) if name.startswith("fluxo_")}
+    _migrate.upgrade(empty_url)
+    assert _migrate.check(empty_url) == []
+
+
+@pytest.mark.parametrize(
+    ("found", "revision", "expected"),
+    [
+        (None, "base", True),
+        (None, "0001", False),
+        ("0001", "0001", True),
+        ("0003", "0001", True),
+        ("0002", "0003", False),
+        ("0001", "base", True),
+        ("9999", "0003", True),  # a newer Fluxo's revision is past every one this Fluxo knows
+    ],
+)
+def test_reached_tells_whether_a_revision_is_behind_the_databases(
+    found: str | None, revision: str, expected: bool
+) -> None:
+    assert _migrate.reached(found, revision) is expected
+
+
 def test_a_revision_from_a_newer_fluxo_is_reported(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'fluxo.db'}"
     _migrate.upgrade(url)

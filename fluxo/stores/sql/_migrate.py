@@ -165,6 +165,43 @@ def upgrade(target: str | sa.URL | sa.Engine, revision: str = "head") -> None:
         StoreError: the database has a revision this Fluxo does not know (a newer
             Fluxo migrated it), or a migration failed.
     """
+    _move(target, revision, "upgrade")
+
+
+def downgrade(target: str | sa.URL | sa.Engine, revision: str) -> None:
+    """Take the database back to ``revision`` under a lock (``"base"``: no Fluxo table at all).
+
+    The runs, histories and signals the dropped tables or columns held are lost;
+    a no-op when the database is at ``revision`` already.
+
+    Raises:
+        StoreUnavailableError: the database cannot be reached.
+        StoreError: the revision is unknown, or the migration failed.
+    """
+    _move(target, revision, "downgrade")
+
+
+def reached(found: str | None, revision: str) -> bool:
+    """Whether a database at revision ``found`` (``None``: no schema) is at ``revision`` or past it.
+
+    A revision this Fluxo does not know is a newer Fluxo's, and so past every one it knows.
+    """
+    if found is None:
+        return revision == "base"
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    script = ScriptDirectory.from_config(alembic_config())
+    try:
+        script.get_revision(found)
+    except CommandError:
+        return True
+    return revision == "base" or any(
+        step.revision == revision for step in script.iterate_revisions(found, "base")
+    )
+
+
+def _move(target: str | sa.URL | sa.Engine, revision: str, direction: str) -> None:
     with _quiet_alembic():  # importing it sets up its plugins, and says so
         from alembic import command
         from alembic.util import CommandError
@@ -196,8 +233,10 @@ def upgrade(target: str | sa.URL | sa.Engine, revision: str = "head") -> None:
                 try:
                     before = _revision(conn)
                     with _quiet_alembic():
-                        command.upgrade(alembic_config(conn), revision)
+                        getattr(command, direction)(alembic_config(conn), revision)
                     after = _revision(conn)
+                    if after is None and direction == "downgrade":  # no Fluxo table is left
+                        sa.Table(schema.VERSION_TABLE, sa.MetaData()).drop(conn, checkfirst=True)
                 except CommandError as exc:
                     raise _errors.StoreError(
                         f"cannot migrate the Fluxo schema to {revision!r}: {exc}; if a newer "
