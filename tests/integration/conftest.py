@@ -1,0 +1,121 @@
+"""The Django project of ``test_django*.py``, configured once for the test process.
+
+Django is configured once per process, so every in-process Django test shares
+``django_site``: the project in ``tests/integration/django_site`` on two databases,
+``default`` (an SQLite file) and ``pg`` (a PostgreSQL database of the session's
+own, when the server is there). Both are migrated with Fluxo's tables, so a test
+picks one with ``override_settings(FLUXO={"DATABASE": "pg"})``. Tests that need
+settings of their own run ``python -m django`` in a subprocess (:func:`django_env`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from tests.conftest import create_database, drop_database
+
+ROOT = Path(__file__).parents[2]
+SETTINGS = "tests.integration.django_site.settings"
+
+
+def django_databases(url: str | None = None, *, sqlite: Path | None = None) -> dict[str, Any]:
+    """``DATABASES["default"]`` for an SQLite file or a database URL (PostgreSQL, MySQL)."""
+    if sqlite is not None:
+        return {"ENGINE": "django.db.backends.sqlite3", "NAME": str(sqlite)}
+    assert url is not None
+    parsed = sa.make_url(url)
+    engine = {"postgresql": "postgresql", "mysql": "mysql"}[parsed.get_backend_name()]
+    return {
+        "ENGINE": f"django.db.backends.{engine}",
+        "NAME": parsed.database,
+        "USER": parsed.username or "",
+        "PASSWORD": parsed.password or "",
+        "HOST": parsed.host or "",
+        "PORT": str(parsed.port or ""),
+    }
+
+
+def django_env(
+    databases: Mapping[str, Any], fluxo: Mapping[str, Any] | None = None
+) -> dict[str, str]:
+    """The environment of a ``python -m django ...`` subprocess on the test project."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLUXO_", "DJANGO_"))}
+    env["DJANGO_SETTINGS_MODULE"] = SETTINGS
+    env["FLUXO_TEST_DJANGO_DATABASES"] = json.dumps(databases)
+    if fluxo is not None:
+        env["FLUXO_TEST_DJANGO_FLUXO"] = json.dumps(fluxo)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    return env
+
+
+def manage(*args: str) -> list[str]:
+    """The command line of ``manage.py ARGS`` for the test project."""
+    return [sys.executable, "-m", "django", *args]
+
+
+@dataclass(frozen=True)
+class Site:
+    """The configured project: its database aliases."""
+
+    aliases: tuple[str, ...]
+
+    def require_postgres(self) -> None:
+        if "pg" not in self.aliases:
+            pytest.skip("the PostgreSQL server is unreachable")
+
+
+def _postgres(request: pytest.FixtureRequest) -> sa.URL | None:
+    try:
+        server: sa.URL = request.getfixturevalue("postgres_server")
+    except pytest.skip.Exception:
+        return None
+    return server
+
+
+@pytest.fixture(scope="session")
+def django_site(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Site]:
+    """Django configured with the test project, its databases migrated (see the docstring)."""
+    import django
+    from django.conf import settings
+    from django.core.management import call_command
+    from django.test import override_settings, utils
+
+    from tests.integration.django_site import settings as site
+
+    databases = {"default": django_databases(sqlite=tmp_path_factory.mktemp("django") / "db")}
+    server = _postgres(request)
+    pg_url = None if server is None else create_database(server)
+    if pg_url is not None:
+        databases["pg"] = django_databases(pg_url)
+    values = {name: getattr(site, name) for name in dir(site) if name.isupper()}
+    values["DATABASES"] = databases
+    settings.configure(**values)
+    django.setup()
+    utils.setup_test_environment()
+    try:
+        call_command("migrate", verbosity=0)
+        if pg_url is not None:
+            with override_settings(FLUXO={"DATABASE": "pg"}):
+                call_command("migrate", database="pg", verbosity=0)
+        yield Site(tuple(databases))
+    finally:
+        from django.db import connections
+
+        from fluxo.contrib.django import close_engine
+
+        close_engine()
+        connections.close_all()
+        utils.teardown_test_environment()
+        if pg_url is not None:
+            drop_database(pg_url)

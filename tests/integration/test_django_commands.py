@@ -1,0 +1,256 @@
+"""fluxo.contrib.django from the command line: ``manage.py migrate`` and ``manage.py fluxo``.
+
+Each test runs ``python -m django`` (what ``manage.py`` runs) in a subprocess on a
+database of its own, with the settings it needs.
+"""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.pool import NullPool
+
+from fluxo.stores.sql import _migrate
+from tests.integration.conftest import ROOT, Site, django_databases, django_env, manage
+
+FLUXO_TABLES = {"fluxo_alembic_version", "fluxo_runs", "fluxo_events", "fluxo_signals"}
+
+
+def run(
+    databases: dict[str, Any], *args: str, fluxo: dict[str, Any] | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        manage(*args),
+        env=django_env(databases, fluxo),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if check:
+        assert done.returncode == 0, f"manage.py {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
+    return done
+
+
+def fluxo_tables(url: str) -> set[str]:
+    engine = sa.create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            return {name for name in sa.inspect(conn).get_table_names() if name.startswith("fluxo")}
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[dict[str, Any], str]]:
+    """``DATABASES["default"]`` of a new empty database, and its SQLAlchemy URL."""
+    if request.param == "sqlite":
+        path = tmp_path / "db.sqlite3"
+        yield django_databases(sqlite=path), f"sqlite:///{path}"
+    else:
+        url = request.getfixturevalue("fresh_postgres_url")
+        yield django_databases(url), url
+
+
+# -- migrate ---------------------------------------------------------------------------
+
+
+def test_migrate_makes_fluxos_tables_and_leaves_nothing_pending(
+    database: tuple[dict[str, Any], str],
+) -> None:
+    settings, url = database
+    databases = {"default": settings}
+
+    run(databases, "migrate", "--verbosity", "0")
+
+    assert fluxo_tables(url) == FLUXO_TABLES
+    assert _migrate.check(url) == []  # the tables are exactly those of this Fluxo's schema
+    run(databases, "migrate", "--check")
+    run(databases, "makemigrations", "--check", "--dry-run")
+    plan = run(databases, "migrate", "--plan").stdout
+    assert "No planned migration operations." in plan
+
+
+def test_migrate_fluxo_zero_drops_the_tables_and_migrate_brings_them_back(
+    database: tuple[dict[str, Any], str],
+) -> None:
+    settings, url = database
+    databases = {"default": settings}
+    run(databases, "migrate", "--verbosity", "0")
+
+    run(databases, "migrate", "fluxo", "zero", "--verbosity", "0")
+    assert fluxo_tables(url) == set()
+    pending = run(databases, "migrate", "--check", check=False)
+    assert pending.returncode == 1  # the Fluxo migration is unapplied, and says so
+
+    run(databases, "migrate", "--verbosity", "0")
+    assert _migrate.check(url) == []
+
+
+def test_migrate_over_tables_fluxo_made_itself_keeps_them(tmp_path: Path) -> None:
+    """A database a Fluxo store (or `fluxo db upgrade`) migrated first is left as it is."""
+    path = tmp_path / "db.sqlite3"
+    _migrate.upgrade(f"sqlite:///{path}")
+
+    run({"default": django_databases(sqlite=path)}, "migrate", "--verbosity", "0")
+
+    assert _migrate.check(f"sqlite:///{path}") == []
+
+
+def test_only_the_fluxo_database_gets_the_tables(tmp_path: Path) -> None:
+    main, other = tmp_path / "main.sqlite3", tmp_path / "other.sqlite3"
+    databases = {
+        "default": django_databases(sqlite=main),
+        "other": django_databases(sqlite=other),
+    }
+
+    run(databases, "migrate", "--verbosity", "0")
+    run(databases, "migrate", "--database", "other", "--verbosity", "0")
+
+    assert fluxo_tables(f"sqlite:///{main}") == FLUXO_TABLES
+    assert fluxo_tables(f"sqlite:///{other}") == set()
+    run(databases, "migrate", "--check", "--database", "other")  # recorded there, all the same
+
+
+def test_fluxo_database_names_the_database_that_gets_them(tmp_path: Path) -> None:
+    main, runs = tmp_path / "main.sqlite3", tmp_path / "runs.sqlite3"
+    databases = {"default": django_databases(sqlite=main), "runs": django_databases(sqlite=runs)}
+    fluxo = {"DATABASE": "runs"}
+
+    run(databases, "migrate", "--verbosity", "0", fluxo=fluxo)
+    run(databases, "migrate", "--database", "runs", "--verbosity", "0", fluxo=fluxo)
+
+    assert fluxo_tables(f"sqlite:///{main}") == set()
+    assert fluxo_tables(f"sqlite:///{runs}") == FLUXO_TABLES
+
+
+def test_with_another_store_migrate_makes_no_fluxo_table(tmp_path: Path) -> None:
+    main = tmp_path / "main.sqlite3"
+    databases = {"default": django_databases(sqlite=main)}
+
+    run(databases, "migrate", "--verbosity", "0", fluxo={"STORE": "memory://"})
+
+    assert fluxo_tables(f"sqlite:///{main}") == set()
+
+
+def test_the_django_migrations_reach_fluxos_alembic_head(django_site: Site) -> None:
+    """A new Fluxo schema revision needs a Django migration: this fails until it has one."""
+    from django.db.migrations.loader import MigrationLoader
+
+    from fluxo.contrib.django import _schema
+
+    loader = MigrationLoader(None, ignore_no_migrations=True)
+    (leaf,) = loader.graph.leaf_nodes("fluxo")
+    plan = [loader.graph.nodes[key] for key in loader.graph.forwards_plan(leaf)]
+    schema = [
+        (migration, operation)
+        for migration in plan
+        if migration.app_label == "fluxo"
+        for operation in migration.operations
+        if isinstance(operation, _schema.FluxoSchema)
+    ]
+    assert schema, "no Django migration applies Fluxo's schema"
+    assert schema[-1][1].revision == _migrate.head(), (
+        f"Fluxo's schema is at revision {_migrate.head()!r}; add a Django migration to "
+        f"fluxo/contrib/django/migrations with FluxoSchema(revision={_migrate.head()!r}, "
+        f"previous={schema[-1][1].revision!r})"
+    )
+    previous = "base"
+    for migration, operation in schema:
+        assert operation.previous == previous, migration.name
+        assert migration.atomic is False, f"{migration.name} must be atomic = False"
+        previous = operation.revision
+
+
+# -- manage.py fluxo -------------------------------------------------------------------
+
+
+START = (
+    "from fluxo.contrib.django import get_engine\n"
+    "from tests.integration.django_site.notes.workflows import note\n"
+    "print(get_engine().start(note.options(id='note-1'), 'written by a worker').id)\n"
+)
+
+
+def test_manage_py_fluxo_worker_runs_what_the_project_starts(
+    django_site: Site, tmp_path: Path
+) -> None:
+    path = tmp_path / "db.sqlite3"
+    databases = {"default": django_databases(sqlite=path)}
+    run(databases, "migrate", "--verbosity", "0")
+    assert run(databases, "shell", "-c", START).stdout.strip() == "note-1"
+    listed = run(databases, "fluxo", "runs", "list").stdout
+    assert "note-1" in listed
+    assert "pending" in listed
+
+    worker = subprocess.Popen(
+        manage("fluxo", "worker", "--concurrency", "2"),
+        env=django_env(databases),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        import fluxo
+        from tests.integration.django_site.notes.workflows import note
+
+        with fluxo.Engine(f"sqlite:///{path}", workflows=[note]) as engine:
+            assert engine.handle("note-1").result(timeout=60) == 1
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        output, _ = worker.communicate(timeout=60)
+    assert worker.returncode == 0, output
+
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT text FROM notes_note").fetchall() == [("written by a worker",)]
+    shown = run(databases, "fluxo", "runs", "show", "note-1").stdout
+    assert "status    completed" in shown
+    assert "result    1" in shown
+
+
+def test_manage_py_fluxo_errors_are_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    databases = {"default": django_databases(sqlite=path)}
+    run(databases, "migrate", "--verbosity", "0")
+
+    missing = run(databases, "fluxo", "runs", "show", "nope", check=False)
+    assert missing.returncode == 1
+    assert missing.stderr.strip().startswith("Error: no run 'nope'")
+
+    broken = run(databases, "fluxo", "runs", "list", fluxo={"DATABASE": "orders"}, check=False)
+    assert broken.returncode == 1
+    assert "Error: settings.FLUXO['DATABASE'] is 'orders', which is not in DATABASES" in (
+        broken.stderr
+    )
+    assert "Traceback" not in broken.stderr
+
+
+def test_manage_py_fluxo_before_migrate_says_to_migrate(tmp_path: Path) -> None:
+    databases = {"default": django_databases(sqlite=tmp_path / "db.sqlite3")}
+    run(databases, "migrate", "auth", "--verbosity", "0")  # Django's tables, not Fluxo's
+
+    done = run(databases, "fluxo", "runs", "list", check=False)
+
+    assert done.returncode == 1
+    assert "no Fluxo tables" in done.stderr
+    assert "manage.py migrate" in done.stderr
+
+
+def test_manage_py_fluxo_help_is_fluxos(tmp_path: Path) -> None:
+    databases = {"default": django_databases(sqlite=tmp_path / "db.sqlite3")}
+    for args in (("fluxo", "--help"), ("help", "fluxo")):
+        shown = run(databases, *args).stdout
+        assert "Usage: manage.py fluxo" in shown
+        assert "worker" in shown
+        assert "runs" in shown
