@@ -238,8 +238,11 @@ class RunAdmin(admin.ModelAdmin):
         def signal(run_id: str) -> str:
             name = str(request.POST.get("name", "")).strip()
             if not name:
-                raise ValueError("Give the signal a name.")
-            payload = _cli_format.parse_payload(request.POST.get("payload") or None)
+                raise ValueError("The signal was not sent: give it a name.")
+            try:
+                payload = _cli_format.parse_payload(request.POST.get("payload") or None)
+            except ValueError as exc:
+                raise ValueError(f"The signal was not sent: its payload is {exc}") from None
             _process.get_engine().signal(run_id, name, payload)
             return f"Signal {name!r} sent to run {run_id}."
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import fluxo
+from fluxo.contrib.django import current_settings
 from tests.integration.django_site.notes.models import Note
 
 
 @fluxo.step
 def write_note(text: str) -> int:
-    return Note.objects.create(text=text).pk
+    """Write a note in the Fluxo database (``FLUXO["DATABASE"]``), beside the run."""
+    return Note.objects.using(current_settings().database).create(text=text).pk
 
 
 @fluxo.workflow
