@@ -12,6 +12,19 @@ from django.core.exceptions import ImproperlyConfigured
 from fluxo.contrib.django import FluxoSettings, _databases, _settings
 from tests.integration.conftest import Site
 
+
+def test_import_fluxo_imports_no_framework() -> None:
+    import subprocess
+    import sys
+
+    probe = "import sys, fluxo, fluxo.contrib; print(sorted(sys.modules))"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert "'django'" not in done.stdout
+    assert "'fluxo.contrib.django'" not in done.stdout
+
+
 # -- the settings shim ---------------------------------------------------------------------
 
 
@@ -196,18 +209,18 @@ def test_an_sqlite_file(tmp_path: Path) -> None:
     assert url.database == str(tmp_path / "db.sqlite3")
 
 
-def test_djangos_sqlite_test_database_in_shared_memory_is_a_uri() -> None:
-    url = _databases.store_url(
-        "sqlite", _database(NAME="file:memorydb_default?mode=memory&cache=shared")
-    )
-    assert url.database == "file:memorydb_default"
-    assert dict(url.query) == {"mode": "memory", "cache": "shared", "uri": "true"}
+def test_an_sqlite_uri_of_a_file() -> None:
+    url = _databases.store_url("sqlite", _database(NAME="file:/srv/shop.sqlite3?mode=rwc"))
+    assert url.database == "file:/srv/shop.sqlite3"
+    assert dict(url.query) == {"mode": "rwc", "uri": "true"}
 
 
-@pytest.mark.parametrize("name", [":memory:", ""])
-def test_an_sqlite_database_private_to_djangos_connection_is_refused(name: str) -> None:
-    with pytest.raises(ImproperlyConfigured, match="in memory"):
+@pytest.mark.parametrize("name", [":memory:", "", "file:memorydb_default?mode=memory&cache=shared"])
+def test_an_sqlite_database_in_memory_is_refused_with_the_way_out(name: str) -> None:
+    with pytest.raises(ImproperlyConfigured) as raised:
         _databases.store_url("sqlite", _database(NAME=name), "default")
+    assert "in memory" in str(raised.value)
+    assert "DATABASES[...]['TEST'] = {'NAME': BASE_DIR / 'test.sqlite3'}" in str(raised.value)
 
 
 def test_a_database_the_sql_store_does_not_run_on_is_refused() -> None:

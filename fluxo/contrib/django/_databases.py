@@ -106,13 +106,14 @@ def _scalar(value: Any, alias: str, key: str) -> str:
 def _sqlite(settings_dict: Mapping[str, Any], alias: str) -> sa.URL:
     name = settings_dict.get("NAME")
     text = "" if name is None else os.fspath(name)
-    if text in ("", ":memory:") or (not text.startswith("file:") and "mode=memory" in text):
+    if text in ("", ":memory:") or "mode=memory" in text:
         raise ImproperlyConfigured(
             f"DATABASES[{alias!r}] is an SQLite database in memory (NAME {text or 'empty'!r}), "
-            "which only Django's own connection can see; give it a file name (for tests: "
-            "DATABASES[...]['TEST'] = {'NAME': 'test.sqlite3'}), or set FLUXO['STORE']"
+            "which Fluxo's connections cannot share with Django's; give it a file. Under "
+            "Django's test runner, name the test database's file: DATABASES[...]['TEST'] = "
+            "{'NAME': BASE_DIR / 'test.sqlite3'}"
         )
-    if text.startswith("file:"):  # an SQLite URI, as Django's test databases in memory are
+    if text.startswith("file:"):  # an SQLite URI
         path, _, query = text.partition("?")
         params = dict(part.partition("=")[::2] for part in query.split("&") if part)
         return sa.URL.create("sqlite", database=path, query={**params, "uri": "true"})
