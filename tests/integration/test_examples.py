@@ -52,6 +52,29 @@ def test_the_examples_pass_under_a_plain_pytest() -> None:
     assert " passed" in done.stdout.splitlines()[-1]
 
 
+def test_the_django_example_passes_under_a_plain_pytest() -> None:
+    """``pytest examples/django_shop``: a process of its own, since it configures Django."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:timeout",
+            "-p",
+            "no:cacheprovider",
+            "examples/django_shop",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 passed" in done.stdout.splitlines()[-1]
+
+
 def test_the_suite_still_times_out_stuck_tests(request: pytest.FixtureRequest) -> None:
     config = request.config
     if not config.pluginmanager.hasplugin("timeout"):
