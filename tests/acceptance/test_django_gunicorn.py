@@ -26,7 +26,7 @@ import pytest
 
 import fluxo
 from fluxo import history
-from tests.integration.conftest import django_databases
+from tests.integration._django import django_databases
 
 SHOP = Path(__file__).parents[2] / "examples" / "django_shop"
 ORDERS = 50

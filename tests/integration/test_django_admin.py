@@ -11,7 +11,7 @@ from django.test import Client, override_settings
 
 import fluxo
 from fluxo.contrib.django import close_engine, get_engine
-from tests.integration.conftest import Site
+from tests.integration._django import Site
 
 pytestmark = pytest.mark.usefixtures("django_site")
 

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
 from fluxo.stores.sql import _migrate
-from tests.integration.conftest import ROOT, Site, django_databases, django_env, manage
+from tests.integration._django import ROOT, Site, django_databases, django_env, manage
 
 FLUXO_TABLES = {"fluxo_alembic_version", "fluxo_runs", "fluxo_events", "fluxo_signals"}
 

@@ -16,7 +16,7 @@ from django.test import override_settings
 import fluxo
 from fluxo.contrib.django import _process, close_engine, current_settings, get_engine
 from fluxo.stores import memory, sql
-from tests.integration.conftest import Site
+from tests.integration._django import Site
 
 pytestmark = pytest.mark.usefixtures("django_site")
 

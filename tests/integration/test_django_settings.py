@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from django.core.exceptions import ImproperlyConfigured
 
 from fluxo.contrib.django import FluxoSettings, _databases, _settings
-from tests.integration.conftest import Site
+from tests.integration._django import Site
 
 
 def test_import_fluxo_imports_no_framework() -> None:

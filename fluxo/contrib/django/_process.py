@@ -135,8 +135,7 @@ def build_engine(config: _settings.FluxoSettings | None = None) -> _engine.Engin
         ImproperlyConfigured: the settings are unusable.
     """
     config = current_settings() if config is None else config
-    if config.store is None:
-        check_alias(config.database)
+    check_alias(config.database)  # its transactions are followed, whatever the store
     workflows = _discovery.workflows(config)
     store = open_store(config)
     try:

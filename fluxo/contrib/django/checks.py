@@ -54,11 +54,10 @@ def check_fluxo(
     config, found = _read_settings()
     if config is None:
         return found
-    if config.store is None:
-        try:
-            _process.check_alias(config.database)
-        except ImproperlyConfigured as exc:
-            return [*found, checks.Error(str(exc), id="fluxo.E002")]
+    try:
+        _process.check_alias(config.database)
+    except ImproperlyConfigured as exc:
+        return [*found, checks.Error(str(exc), id="fluxo.E002")]
     found += _check_store(config)
     found += _check_workflows(config)
     return found
