@@ -20,7 +20,6 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import sqlalchemy as sa
 from django.conf import settings
@@ -28,7 +27,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import close_old_connections, connections, reset_queries
 from django.utils.connection import ConnectionDoesNotExist
 
-from fluxo import _engine, _errors, stores
+from fluxo import _engine, _errors, _transactions, stores
 from fluxo.contrib.django import _databases, _discovery, _settings
 
 log = logging.getLogger(__name__)
@@ -90,9 +89,13 @@ def open_store(config: _settings.FluxoSettings) -> stores.Store:
         ) from exc
 
 
+Starter = _transactions.InTransaction | _transactions.OnCommit
+"""What ``Engine(transaction=...)``'s function returns while a transaction is open."""
+
+
 def transaction_starter(
     config: _settings.FluxoSettings,
-) -> Callable[[_engine.Engine], Any]:
+) -> Callable[[_engine.Engine], Starter | None]:
     """The ``Engine(transaction=...)`` function: how a start follows Django's transaction.
 
     Inside ``transaction.atomic()`` on the Fluxo database (``FLUXO["DATABASE"]``) a
@@ -101,7 +104,7 @@ def transaction_starter(
     """
     alias, mode = config.database, config.start_mode
 
-    def starter(engine: _engine.Engine) -> Any:
+    def starter(engine: _engine.Engine) -> Starter | None:
         connection = connections[alias]
         if not connection.in_atomic_block:
             return None
