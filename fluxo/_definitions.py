@@ -25,7 +25,7 @@ from typing import Any, Generic, Literal, TypeVar, overload
 import msgspec
 from typing_extensions import ParamSpec
 
-from fluxo import _durations, _errors, _inputs, _names, _retry, _runtime, codec, history, stores
+from fluxo import _durations, _errors, _inputs, _names, _retry, _runtime, codec, history
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -164,6 +164,10 @@ def _annotation_problems(
                 f"it, decorate with @fluxo.{kind}(check_types=False)"
             )
     return problems
+
+
+class _Loads(typing.Protocol):
+    def load(self, run_id: str) -> history.RunState: ...
 
 
 class _Definition(Generic[P, R]):
@@ -518,7 +522,7 @@ class Workflow(_Definition[P, R]):
         return None
 
     def input_conflict(
-        self, store: stores.Store, codec: Any, run: history.RunInfo, data: bytes
+        self, store: _Loads, codec: Any, run: history.RunInfo, data: bytes
     ) -> _errors.RunIdConflictError | None:
         """The conflict if ``run``, found under a start's id, was started with other arguments.
 

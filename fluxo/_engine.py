@@ -7,6 +7,7 @@ results. Executing them is the runner's (:mod:`fluxo._runner`): for
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -14,7 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from typing_extensions import ParamSpec
 
@@ -23,12 +24,14 @@ from fluxo import (
     _errors,
     _executor,
     _filters,
+    _handle,
     _history_file,
     _leases,
     _names,
     _payloads,
     _redact,
     _runner,
+    _transactions,
     _worker,
     stores,
 )
@@ -42,45 +45,7 @@ R = TypeVar("R")
 
 DEFAULT_LEASE = _runner.DEFAULT_LEASE
 
-
-class RunHandle(Generic[R]):
-    """A reference to one run: its id, and how to wait for its result.
-
-    A run that called ``fluxo.continue_as_new`` goes on in the next run of its
-    chain; ``status()`` and ``result()`` follow the chain to its latest run.
-    """
-
-    def __init__(self, engine: Engine, run_id: str, return_type: Any = Any) -> None:
-        self.engine = engine
-        self.id = run_id
-        self._return_type = return_type
-
-    def __repr__(self) -> str:
-        return f"RunHandle({self.id!r})"
-
-    def status(self) -> _history.RunStatus:
-        """The current status of the run (of the latest run of its chain)."""
-        status: _history.RunStatus = self.engine.get_run(self.id).status
-        return status
-
-    def result(self, timeout: float | None = None) -> R:
-        """Wait for the run to finish and return its result.
-
-        Woken by the store when the run changes, not by fixed polling.
-
-        Raises:
-            WorkflowFailedError: the run failed.
-            NondeterminismError: the run failed because its code no longer matched
-                its history (fix the code, then ``engine.retry``).
-            WorkflowCancelledError: the run was cancelled.
-            RunNotFinishedError: ``timeout`` seconds passed first.
-        """
-        value: R = self.engine._wait_result(self.id, timeout, self._return_type)
-        return value
-
-    def cancel(self) -> _history.RunInfo:
-        """Ask the run to stop; see :meth:`Engine.cancel`."""
-        return self.engine.cancel(self.id)
+RunHandle = _handle.RunHandle
 
 
 class Engine:
@@ -95,6 +60,14 @@ class Engine:
         parallel_threads: the threads that run the branches of ``fluxo.parallel``
             and ``fluxo.map``, shared by every run this engine (and its workers)
             executes; branches beyond it wait for a free thread.
+        transaction: called by every :meth:`start` with the engine; when it
+            returns a starter (``engine.in_transaction(connection)`` or
+            ``engine.on_commit(connection)``), the start goes through it. The
+            Django integration passes one that joins the open ``atomic()`` block.
+        step_context: returns a context manager entered around each live attempt
+            of a step, in the thread that runs it (not on replay): the Django
+            integration closes stale database connections there, the Flask one
+            pushes the app context.
 
     Example:
         >>> engine = fluxo.Engine("sqlite:///fluxo.db", workflows=[checkout])
@@ -110,7 +83,18 @@ class Engine:
         codec: _codec.Codec | None = None,
         clock: Callable[[], float] = time.time,
         parallel_threads: int = _executor.DEFAULT_PARALLEL_THREADS,
+        transaction: Callable[[Engine], _transactions.InTransaction | _transactions.OnCommit | None]
+        | None = None,
+        step_context: Callable[[], contextlib.AbstractContextManager[object]] | None = None,
     ) -> None:
+        for value, name in ((transaction, "transaction"), (step_context, "step_context")):
+            if value is not None and not callable(value):
+                raise _errors.DefinitionError(
+                    f"Engine({name}=...) takes a function, not {type(value).__name__}"
+                )
+        self._transaction = transaction
+        self.step_context = step_context
+        """Entered around each live attempt of a step (see ``step_context=``)."""
         self.step_threads = _executor.StepThreads(parallel_threads)
         """The threads this engine's runs (and its workers') run parallel branches on."""
         if isinstance(store, str):
@@ -137,6 +121,7 @@ class Engine:
             find_workflow=self._workflows.get,
             threads=self.step_threads,
             instance_id=self.instance_id,
+            step_context=step_context,
         )
         """Executes this engine's runs: inline ones (:meth:`run`), and its workers'."""
 
@@ -236,20 +221,16 @@ class Engine:
         *,
         owner: str | None = None,
         lease_until: float | None = None,
+        writer: _transactions.RunWriter | None = None,
+        run_id: str | None = None,
     ) -> tuple[_history.RunInfo, bool]:
-        self._check_open()
-        wf = self._known(wf)
-        if wf.start_detached:
-            raise _errors.DefinitionError(
-                f"{wf.name}.options(detached=True) is for child workflows started with "
-                "fluxo.start_child() inside a workflow; a run started by the engine has no "
-                "parent to detach from"
-            )
-        data = wf.encode_input(self.codec, args, kwargs)
-        run_id = wf.start_id or uuid.uuid4().hex
+        data = self._check_start(wf, args, kwargs)
+        run_id = run_id or wf.start_id or uuid.uuid4().hex
         now = self.clock()
         deadline = None if wf.start_timeout is None else now + wf.start_timeout
-        run, created = self.store.create_run(
+        if writer is None:
+            writer = self.store
+        run, created = writer.create_run(
             run_id,
             wf.name,
             data,
@@ -259,10 +240,74 @@ class Engine:
             deadline=deadline,
         )
         if not created and wf.start_if_exists == "check":
-            conflict = wf.input_conflict(self.store, self.codec, run, data)
+            conflict = wf.input_conflict(writer, self.codec, run, data)
             if conflict is not None:
                 raise conflict
         return run, created
+
+    def _check_start(
+        self, wf: _definitions.Workflow[Any, Any], args: Sequence[Any], kwargs: dict[str, Any]
+    ) -> bytes:
+        """Refuse what a start must refuse; return the encoded arguments."""
+        self._check_open()
+        wf = self._known(wf)
+        if wf.start_detached:
+            raise _errors.DefinitionError(
+                f"{wf.name}.options(detached=True) is for child workflows started with "
+                "fluxo.start_child() inside a workflow; a run started by the engine has no "
+                "parent to detach from"
+            )
+        return wf.encode_input(self.codec, args, kwargs)
+
+    def _start(
+        self,
+        workflow: _definitions.Workflow[P, R],
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        *,
+        writer: _transactions.RunWriter | None = None,
+        run_id: str | None = None,
+    ) -> RunHandle[R]:
+        run, created = self._create(workflow, args, kwargs, writer=writer, run_id=run_id)
+        log.debug("run %s of %s %s", run.id, run.workflow, "started" if created else "exists")
+        return RunHandle(self, run.id, workflow.return_type)
+
+    def in_transaction(self, connection: object) -> _transactions.InTransaction:
+        """Start runs in your database transaction: they exist once it commits.
+
+        ``connection`` is the transaction: a SQLAlchemy ``Connection`` or ``Session``
+        (Flask-SQLAlchemy's ``db.session`` too), a Django connection, or a DB-API
+        connection (sqlite3, psycopg, pymysql). The engine's store must be the SQL
+        store in that same database. A run started so is written with your rows:
+        workers see it once the transaction commits, and never if it rolls back.
+        Outside a transaction, it is a plain start.
+
+        Example:
+            >>> with transaction.atomic():
+            ...     order = Order.objects.create(cents=4200)
+            ...     engine.in_transaction(connection).start(checkout, order.pk, 4200)
+
+        Raises:
+            DefinitionError: the store is not a SQL store, or not in that database.
+        """
+        return _transactions.InTransaction(self, connection)
+
+    def on_commit(self, connection: object) -> _transactions.OnCommit:
+        """Start runs once your transaction commits, on any store.
+
+        ``connection``: a Django connection, a SQLAlchemy ``Session``, or a function
+        that registers a callback to run after commit (``transaction.on_commit``).
+        The workflow and arguments are checked at once and the handle names the
+        run to come; nothing starts if the transaction rolls back. Use it when
+        the store is not your app's database (``in_transaction`` is then not
+        possible); a start that fails after the commit is logged as an error.
+
+        Example:
+            >>> with transaction.atomic():
+            ...     order = Order.objects.create(cents=4200)
+            ...     engine.on_commit(connection).start(checkout, order.pk, 4200)
+        """
+        return _transactions.OnCommit(self, connection)
 
     def start(
         self, workflow: _definitions.Workflow[P, R], /, *args: P.args, **kwargs: P.kwargs
@@ -274,11 +319,14 @@ class Engine:
         existing run; other arguments raise ``RunIdConflictError`` naming them,
         unless the workflow was given ``.options(id=..., if_exists="return")``.
         The arguments are checked against the workflow's signature by type
-        checkers and at run time.
+        checkers and at run time. With ``Engine(transaction=...)``, a start made
+        inside the transaction it finds joins it.
         """
-        run, created = self._create(workflow, args, kwargs)
-        log.debug("run %s of %s %s", run.id, run.workflow, "started" if created else "exists")
-        return RunHandle(self, run.id, workflow.return_type)
+        if self._transaction is not None:
+            starter = self._transaction(self)
+            if starter is not None:
+                return starter.start(workflow, *args, **kwargs)
+        return self._start(workflow, args, kwargs)
 
     def run(self, workflow: _definitions.Workflow[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Start a run and execute it in this thread, returning its result.

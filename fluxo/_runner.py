@@ -22,7 +22,7 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from fluxo import _errors, _executor, _leases, _payloads, codec, history, stores
@@ -49,6 +49,8 @@ class Runner:
         find_workflow: the workflow of a name or alias, or None when it is unknown.
         threads: the pool of threads parallel branches run on.
         instance_id: names this process in the lease owners of inline runs.
+        step_context: returns a context manager entered around each live attempt
+            of a step, in the thread that runs it.
     """
 
     def __init__(
@@ -60,8 +62,10 @@ class Runner:
         find_workflow: Callable[[str], _definitions.Workflow[Any, Any] | None],
         threads: _executor.StepThreads,
         instance_id: str,
+        step_context: Callable[[], contextlib.AbstractContextManager[object]] | None = None,
     ) -> None:
         self.store = store
+        self.step_context = step_context
         self.codec = codec
         self.clock = clock
         self.find_workflow = find_workflow
@@ -127,6 +131,10 @@ class Runner:
                 slots=slots,
             )
         chosen = dataclasses.replace(options or _executor.RunOptions(), holder=holder)
+        if self.step_context is not None:
+            chosen = dataclasses.replace(
+                chosen, step_runner=_within(self.step_context, chosen.step_runner)
+            )
         outcome = _executor.Outcome.RESTART
         while outcome is _executor.Outcome.RESTART:  # only under restart_after_record
             try:
@@ -328,3 +336,18 @@ class Runner:
             with self._inline_lock:
                 self._inline_runs.difference_update(mine)
                 self._inline_threads.discard(threading.current_thread())
+
+
+def _within(
+    context: Callable[[], contextlib.AbstractContextManager[object]],
+    runner: _executor.StepRunner,
+) -> _executor.StepRunner:
+    """``runner``, calling each step inside a context made by ``context``."""
+
+    def run_step(
+        step: _definitions.Step[Any, Any], args: Sequence[Any], kwargs: Mapping[str, Any]
+    ) -> Any:
+        with context():
+            return runner(step, args, kwargs)
+
+    return run_step

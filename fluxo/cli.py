@@ -13,7 +13,6 @@ or 2 for a mistake in the command line itself (an unknown option, a bad value).
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import logging
 import os
@@ -27,8 +26,8 @@ from typing import IO, Any, TypeVar
 
 import click
 
+from fluxo import _cli_apps, _engine, _errors, _redact, history
 from fluxo import _cli_format as fmt
-from fluxo import _definitions, _engine, _errors, _redact, history, stores
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -36,8 +35,11 @@ STORE_ENV = "FLUXO_STORE_URL"
 APP_ENV = "FLUXO_APP"
 
 
-class _CLIError(click.ClickException):
-    """A one-line error for the user; the traceback only with --verbose."""
+_CLIError = _cli_apps.CLIError
+load_engine = _cli_apps.load_engine
+_app_engine = _cli_apps.app_engine
+_connect = _cli_apps.connect
+_given_url = _cli_apps.given_url
 
 
 class _RedactingFormatter(logging.Formatter):
@@ -55,114 +57,6 @@ def _when(ctx: click.Context, param: click.Parameter, value: str | None) -> floa
         return fmt.parse_time(value, time.time())
     except ValueError as exc:
         raise click.BadParameter(str(exc), ctx, param) from None
-
-
-# -- loading engines -----------------------------------------------------------------------
-
-
-def load_engine(spec: str) -> _engine.Engine:
-    """Import ``module:attribute`` and return the :class:`fluxo.Engine` it names.
-
-    The attribute may also be a function that takes no arguments and returns an engine.
-    """
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise _CLIError(
-            f"APP must look like 'module:attribute' (for example 'shop.tasks:engine'), not {spec!r}"
-        )
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise _CLIError(
-            f"cannot import {module_name!r}: {exc}; run fluxo from your project's directory "
-            "or add it to PYTHONPATH"
-        ) from exc
-    except _errors.FluxoError:
-        raise
-    except Exception as exc:
-        raise _CLIError(
-            f"importing {module_name!r} raised {type(exc).__name__}: {exc}; "
-            "fix it, or run `fluxo --verbose ...` for the traceback"
-        ) from exc
-    try:
-        target: Any = module
-        for part in attr.split("."):
-            target = getattr(target, part)
-    except AttributeError:
-        raise _CLIError(f"module {module_name!r} has no attribute {attr!r}") from None
-    if isinstance(target, (_definitions.Workflow, _definitions.Step)):
-        kind = "workflow" if isinstance(target, _definitions.Workflow) else "step"
-        raise _CLIError(
-            f"{spec!r} is a {kind}, not a fluxo.Engine; point APP at the engine that "
-            f"registers it ('{module_name}:engine', say) or at a function that returns one"
-        )
-    if callable(target) and not isinstance(target, _engine.Engine):
-        try:
-            target = target()
-        except _errors.FluxoError:
-            raise
-        except Exception as exc:
-            raise _CLIError(
-                f"calling {spec!r} raised {type(exc).__name__}: {exc}; "
-                "fix it, or run `fluxo --verbose ...` for the traceback"
-            ) from exc
-    if not isinstance(target, _engine.Engine):
-        raise _CLIError(f"{spec!r} is {type(target).__name__}, not a fluxo.Engine")
-    return target
-
-
-def _make_engine(store: str | None, app: str | None) -> _engine.Engine:
-    if store is None and app is None:
-        raise click.UsageError(
-            f"no store given: set {STORE_ENV} or pass --store URL "
-            f"(or {APP_ENV} / --app APP to use your app's engine)"
-        )
-    if app is None:
-        assert store is not None
-        return _engine.Engine(_open(store), workflows=[])
-    engine = load_engine(app)
-    if store is None:
-        return engine
-    # --store picks the store; the app brings its workflows and codec.
-    workflows, codec, clock = engine.workflows, engine.codec, engine.clock
-    engine.close()
-    return _engine.Engine(_open(store), workflows=workflows, codec=codec, clock=clock)
-
-
-def _open(url: str) -> stores.Store:
-    """The store at ``url``, as the ``runs`` commands use it: they never migrate a schema.
-
-    So a mistyped URL gets no tables (nor a new SQLite file): the command says
-    "no Fluxo tables at ...; run `fluxo db upgrade`" instead.
-    """
-    return stores.open_store(url, auto_migrate=False)
-
-
-@contextlib.contextmanager
-def _connect(store: str | None, app: str | None) -> Iterator[_engine.Engine]:
-    """Open the engine for a ``runs`` command, turning store errors into one-line advice."""
-    if store is not None:
-        where, check = _redact.redact_value(store), f"check {STORE_ENV} or --store"
-        reach = f"the store at {where}"
-    else:
-        where = reach = f"the store of app {app!r}"
-        check = f"check the store URL that app uses, or pass --store / set {STORE_ENV}"
-    try:
-        engine = _make_engine(store, app)
-        try:
-            yield engine
-        finally:
-            engine.close()
-            if store is not None:
-                engine.store.close()  # opened here, so not the engine's to close
-    except _errors.RunNotFoundError as exc:
-        raise _CLIError(
-            f"no run {_errors.quoted(exc.run_id)} in {where}; list runs with `fluxo runs list`"
-        ) from exc
-    except (_errors.StoreUnavailableError, ConnectionError) as exc:
-        raise _CLIError(f"cannot reach {reach}: {fmt.root_reason(exc)}; {check}") from exc
 
 
 def _target_options(fn: F) -> F:
@@ -221,7 +115,7 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 
 
 @cli.command()
-@click.argument("app", envvar=APP_ENV, metavar="APP")
+@click.argument("app", envvar=APP_ENV, metavar="APP", required=False)
 @click.option("--concurrency", "-c", default=4, show_default=True, help="Runs executed at once.")
 @click.option(
     "--workflow",
@@ -255,7 +149,7 @@ def cli(ctx: click.Context, verbose: bool) -> None:
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
 )
 def worker(  # noqa: PLR0917 (click passes every option by position)
-    app: str,
+    app: str | None,
     concurrency: int,
     only: tuple[str, ...],
     lease: float,
@@ -269,7 +163,7 @@ def worker(  # noqa: PLR0917 (click passes every option by position)
     SIGTERM or SIGINT stop it gracefully: in-flight runs finish, or give their
     lease back so another worker resumes them. A second signal exits at once.
     """
-    engine = load_engine(app)
+    engine, owned = _app_engine(app)
     try:
         serving = engine
         if only:
@@ -286,6 +180,7 @@ def worker(  # noqa: PLR0917 (click passes every option by position)
                 workflows=[engine.lookup(name) for name in only],
                 codec=engine.codec,
                 clock=engine.clock,
+                step_context=engine.step_context,
             )
         handler = logging.StreamHandler()
         handler.setFormatter(_RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -298,7 +193,8 @@ def worker(  # noqa: PLR0917 (click passes every option by position)
             worker_id=worker_id,
         ).run()
     finally:
-        engine.close()
+        if owned:
+            engine.close()
 
 
 @cli.group()
@@ -593,12 +489,11 @@ def purge(  # noqa: PLR0917 (click passes every option by position)
     "--app",
     envvar=APP_ENV,
     show_envvar=True,
-    required=True,
     metavar="APP",
     help="Your engine, as 'module:attribute': the code to check.",
 )
 @click.pass_context
-def replay(ctx: click.Context, paths: tuple[Path, ...], app: str) -> None:
+def replay(ctx: click.Context, paths: tuple[Path, ...], app: str | None) -> None:
     """Replay recorded histories against today's code; exit 1 if any does not match.
 
     PATH is a history exported with `fluxo runs history`, or a folder of them
@@ -608,11 +503,12 @@ def replay(ctx: click.Context, paths: tuple[Path, ...], app: str) -> None:
     """
     from fluxo import testing
 
-    engine = load_engine(app)
+    engine, owned = _app_engine(app, option="--app")
     try:
         report = testing.replay_all(list(paths), workflows=engine.workflows, codec=engine.codec)
     finally:
-        engine.close()
+        if owned:
+            engine.close()
     click.echo(report.render(verbose=True))
     if not report.ok:
         ctx.exit(1)
@@ -641,6 +537,8 @@ _SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
 
 @contextlib.contextmanager
 def _database(url: str | None) -> Iterator[str]:
+    if url is None:
+        url = _given_url()
     if url is None:
         raise click.UsageError(f"no database given: set {STORE_ENV} or pass --url URL")
     scheme, sep, _ = url.partition("://")
@@ -730,13 +628,27 @@ def _url_secrets(args: Sequence[str]) -> tuple[str, ...]:
     return tuple(secret for url in urls for secret in _redact.secrets_of(url))
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Run the command line: errors print one line, and set the exit status."""
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    engine: Callable[[], _engine.Engine] | None = None,
+    prog_name: str = "fluxo",
+) -> None:
+    """Run the command line: errors print one line, and set the exit status.
+
+    Args:
+        argv: the arguments (default: the process's).
+        engine: returns the engine the commands use when no APP is given (a web
+            framework's integration passes its own, so ``manage.py fluxo worker``
+            needs no ``module:attribute``). The commands do not close it.
+        prog_name: the command's name in help and errors.
+    """
     args = list(sys.argv[1:] if argv is None else argv)
     verbose = _wants_traceback(args)
     secrets = _url_secrets(args)
+    obj = {} if engine is None else {"engine": engine}
     try:
-        code = cli.main(args=args, prog_name="fluxo", standalone_mode=False)
+        code = cli.main(args=args, prog_name=prog_name, standalone_mode=False, obj=obj)
     except click.exceptions.Abort:
         click.echo("Error: interrupted", err=True)
         sys.exit(130)

@@ -528,7 +528,7 @@ def test_replay_passes_unchanged_code_and_fails_changed_code(runs: Runs, tmp_pat
 
 
 def test_replay_needs_an_app(tmp_path: Path) -> None:
-    assert_one_line_error(run_cli("replay", str(tmp_path)), 2, "Missing option '--app'")
+    assert_one_line_error(run_cli("replay", str(tmp_path)), 2, "Missing --app")
 
 
 # -- the server stores ---------------------------------------------------------------------

@@ -101,7 +101,7 @@ def test_an_unexpected_error_prints_its_traceback_with_passwords_masked(
     def broken(url: str, *, auto_migrate: bool = True) -> object:
         raise AttributeError(f"a driver's bug, quoting {url} and S3cretPw")
 
-    monkeypatch.setattr(cli.stores, "open_store", broken)
+    monkeypatch.setattr(fluxo.stores, "open_store", broken)
     with pytest.raises(SystemExit) as exited:
         cli.main(["runs", "list", "--store", url])
 

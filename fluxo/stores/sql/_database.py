@@ -159,6 +159,14 @@ class Database:
             else:
                 raise _errors.StoreError(self._schema_problem(revision))
 
+    def migrate(self) -> None:
+        """Bring the tables to head now, whatever ``auto_migrate`` says (``SQLStore.migrate``)."""
+        with self._schema_lock:
+            if self.closed:
+                raise self.closed_error()
+            if not self.ready:
+                self._migrate()
+
     def _migrate(self) -> None:
         """Create (a SQLite file ``0600``, then) the tables, or upgrade them, under a lock."""
         from fluxo.stores.sql import _migrate
@@ -228,6 +236,10 @@ class Database:
                 if error is None:
                     raise
                 raise error from error.__cause__  # the driver error, unless it shows a password
+
+    def translate(self, exc: BaseException, action: str) -> _errors.StoreError | None:
+        """The Fluxo error a driver's ``exc`` during ``action`` is; ``None`` if not a driver's."""
+        return self._errors.error(exc, action)
 
     def _call_once(self, operation: Callable[[DBAPICursor], T], begin: str | None) -> T:
         conn = self.engine.raw_connection()

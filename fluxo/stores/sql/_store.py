@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 import weakref
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import sqlalchemy as sa
 
 from fluxo import _errors, history
-from fluxo.stores.sql import _append, _database, _engine, _statements, _watch
+from fluxo.stores.sql import _append, _database, _engine, _joined, _rows, _statements, _watch
 
 if TYPE_CHECKING:
     from sqlalchemy.engine.interfaces import DBAPICursor
@@ -106,6 +106,33 @@ class SQLStore:
         if owns_engine:
             _FORK_SAFE.add(self)
 
+    def migrate(self) -> None:
+        """Create the Fluxo tables now, or upgrade them: what ``fluxo db upgrade`` does.
+
+        Under a lock, so processes starting together do not race; a no-op once the
+        tables are at the newest revision. Useful before a first transactional
+        start (:meth:`fluxo.Engine.in_transaction`) on SQLite, where the tables
+        cannot be made from another connection while your transaction writes.
+        """
+        self._db.migrate()
+
+    def join(
+        self, dbapi_connection: Any, *, after_commit: Callable[[Callable[[], None]], None] | None
+    ) -> _joined.JoinedStart:
+        """Starts of runs written on a caller's DB-API connection, in the caller's transaction.
+
+        Used by :meth:`fluxo.Engine.in_transaction`. ``dbapi_connection`` must be a
+        connection to this store's database, inside a transaction its owner
+        commits or rolls back; ``after_commit``, when the caller can tell, runs a
+        function once that transaction has committed (it wakes this process's
+        waiters; other processes learn of the run as of any other start).
+
+        Raises:
+            DefinitionError: the connection is to another database, or of a driver
+                that cannot reach this store's.
+        """
+        return _joined.JoinedStart(self._db, dbapi_connection, self._watcher, after_commit)
+
     def __repr__(self) -> str:
         state = " closed" if self._db.closed else ""
         return f"<SQLStore {self._db.url}{state}>"
@@ -133,32 +160,16 @@ class SQLStore:
         if not self._db.ready:
             self._db.require_schema(create=True)
         self._db.check_size("starting a run", len(input))
-        run = history.RunInfo(
-            id=run_id,
-            workflow=workflow,
-            status=RunStatus.PENDING if owner is None else RunStatus.RUNNING,
-            created_at=now,
-            updated_at=now,
-            ready_at=now,
-            lease_owner=owner,
-            lease_until=lease_until if owner is not None else None,
+        run, values = _rows.new_run(
+            run_id,
+            workflow,
+            input,
+            now=now,
+            owner=owner,
+            lease_until=lease_until,
             deadline=deadline,
             parent=parent,
         )
-        values = {
-            "p_run_id": run_id,
-            "p_workflow": workflow,
-            "p_status": run.status.value,
-            "p_owner": run.lease_owner,
-            "p_lease_until": run.lease_until,
-            "p_deadline": deadline,
-            "p_parent": parent,
-            "p_now": now,
-            "p_seq": 0,
-            "p_kind": history.WorkflowStarted.kind,
-            "p_name": workflow,
-            "p_data": input,
-        }
         if self._db.driver.name == "postgresql":
 
             def create_pg(cur: DBAPICursor) -> bool:
@@ -220,24 +231,7 @@ class SQLStore:
             return _database.execute(cur, self._sql.load, {"p_run_id": run_id}).fetchall()
 
         # One statement: the run and its events (part 0), then its signals (part 1).
-        rows = self._db.call("loading a run", read)
-        if not rows or rows[0][0] != 0:
-            raise _errors.RunNotFoundError(run_id)
-        run = self._db.run_from_row(rows[0][_statements.LOAD_RUN :])
-        records: list[tuple[int, str, str, bytes | None]] = []
-        recorded_at: list[float] = []
-        signals: list[history.Signal] = []
-        for part, position, kind, name, data, at, *_ in rows:
-            if part == 0:
-                if kind is not None:  # None: a run without events (a damaged database)
-                    records.append((position, kind, name, None if data is None else bytes(data)))
-                    recorded_at.append(at)
-            else:
-                signals.append(history.Signal(int(position), name, bytes(data), at))
-        events = history.read_events(run_id, records)
-        if run.damage is not None:
-            raise _errors.HistoryCorruptError(run_id, None, run.damage, len(events))
-        return history.RunState(run, events, tuple(signals), tuple(recorded_at))
+        return _rows.state_from_rows(self._db, run_id, self._db.call("loading a run", read))
 
     # -- append -----------------------------------------------------------------
 

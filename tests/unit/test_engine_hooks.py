@@ -1,0 +1,116 @@
+"""The engine's hooks for web framework integrations: ``step_context=``, the CLI's given engine."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import fluxo
+import fluxo.testing
+from fluxo import cli
+from fluxo.stores.memory import MemoryStore
+
+ENTERED: list[str] = []
+ATTEMPTS: list[int] = []
+
+
+@fluxo.step(retry=fluxo.Retry(max_attempts=2, initial=0.01))
+def flaky(x: int) -> int:
+    ATTEMPTS.append(x)
+    if len(ATTEMPTS) == 1:
+        raise ConnectionError("once")
+    return x * 2
+
+
+@fluxo.step
+def where() -> str:
+    return ENTERED[-1] if ENTERED else "outside"
+
+
+@fluxo.workflow
+def hooked(x: int) -> list[Any]:
+    first = flaky(x)
+    both = fluxo.parallel(where.bind(), where.bind())
+    return [first, *both]
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    ENTERED.clear()
+    ATTEMPTS.clear()
+
+
+@contextlib.contextmanager
+def tracked() -> Iterator[None]:
+    ENTERED.append(threading.current_thread().name)
+    yield
+
+
+def test_step_context_wraps_every_live_attempt_in_its_own_thread() -> None:
+    with fluxo.Engine(MemoryStore(), workflows=[hooked], step_context=tracked) as engine:
+        result = engine.run(hooked, 21)
+    assert result[0] == 42
+    # two attempts of flaky, then the two parallel branches, each inside the context
+    assert len(ENTERED) == 4
+    assert result[1:] == [name for name in result[1:] if name in ENTERED]
+
+
+def test_step_context_is_not_entered_on_replay() -> None:
+    store = MemoryStore()
+    with fluxo.Engine(store, workflows=[hooked], step_context=tracked) as engine:
+        engine.run(hooked.options(id="r"), 1)
+        entered = len(ENTERED)
+        report = fluxo.testing.replay(engine.export_history("r"), workflows=[hooked])
+    assert report.ok
+    assert len(ENTERED) == entered
+
+
+def test_a_failing_step_context_fails_the_attempt_like_the_step() -> None:
+    @contextlib.contextmanager
+    def broken() -> Iterator[None]:
+        raise RuntimeError("no app context")
+        yield
+
+    with (
+        fluxo.Engine(MemoryStore(), workflows=[hooked], step_context=broken) as engine,
+        pytest.raises(fluxo.WorkflowFailedError, match="no app context"),
+    ):
+        engine.run(hooked, 1)
+    assert ATTEMPTS == []
+
+
+def test_the_cli_uses_a_given_engine_and_leaves_it_open(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    engine = fluxo.Engine(f"sqlite:///{tmp_path}/f.db", workflows=[hooked])
+    engine.start(hooked.options(id="given-1"), 3)
+    calls: list[int] = []
+
+    def factory() -> fluxo.Engine:
+        calls.append(1)
+        return engine
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["runs", "list", "--json"], engine=factory, prog_name="manage.py fluxo")
+    assert exit_info.value.code == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [run["id"] for run in listed] == ["given-1"]
+    with pytest.raises(SystemExit):
+        cli.main(["db", "current"], engine=factory)
+    assert capsys.readouterr().out.strip() != ""
+    assert calls
+    assert engine.get_run("given-1").status is fluxo.RunStatus.PENDING  # still open
+    engine.close()
+
+
+def test_the_cli_without_an_app_says_what_to_pass(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["worker"], prog_name="manage.py fluxo")
+    assert exit_info.value.code == 2
+    assert "Missing APP" in capsys.readouterr().err
