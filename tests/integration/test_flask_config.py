@@ -76,11 +76,12 @@ def test_the_store_defaults_to_flask_sqlalchemys_database(
     apps: list[Flask], tmp_path: Path
 ) -> None:
     """A relative SQLite path is in the instance folder, as Flask-SQLAlchemy puts it."""
-    app = shop_app(apps, {"SQLALCHEMY_DATABASE_URI": "sqlite:///notes.db"})
-    app.instance_path = str(tmp_path / "instance")
+    app = Flask("instance", instance_path=str(tmp_path / "instance"))
+    app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///notes.db"
+    flaskapp.db.init_app(app)
+    Fluxo(app)
+    apps.append(app)
     state = app.extensions["fluxo"]
-    with app.app_context():
-        flaskapp.db.create_all()  # Flask-SQLAlchemy makes its engine (and the folder)
     engine = state.engine()
     assert isinstance(engine.store, sql.SQLStore)
     assert engine.store.engine.url.database == str(tmp_path / "instance" / "notes.db")
