@@ -14,7 +14,7 @@ import click
 import flask
 from flask.cli import with_appcontext
 
-from fluxo import _engine, cli
+from fluxo import cli
 
 if TYPE_CHECKING:
     from fluxo.contrib.flask._extension import FluxoState
@@ -32,14 +32,4 @@ PROG_NAME = "flask fluxo"
 def fluxo_command(args: tuple[str, ...]) -> None:
     """Fluxo with this app's engine: worker, runs, replay, db (see flask fluxo --help)."""
     state: FluxoState = flask.current_app.extensions["fluxo"]
-    built: list[_engine.Engine] = []
-
-    def engine() -> _engine.Engine:
-        built.append(state.engine())
-        return built[-1]
-
-    try:
-        cli.main(list(args), engine=engine, prog_name=PROG_NAME)
-    finally:
-        for made in built:  # a command that closed the engine: the next use builds one
-            state.forget_closed(made)
+    cli.main(list(args), engine=state.engine, prog_name=PROG_NAME)

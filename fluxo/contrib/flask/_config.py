@@ -81,6 +81,12 @@ def _store(config: Mapping[str, Any]) -> str | stores.Store | None:
     return value
 
 
+def is_sql_url(store: str | stores.Store) -> bool:
+    """Whether ``store`` is the URL of a SQL database (which may be the app's own)."""
+    scheme = store.partition("://")[0].partition("+")[0].lower() if isinstance(store, str) else ""
+    return scheme in ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
+
+
 def _workflows(config: Mapping[str, Any]) -> tuple[str | _definitions.Workflow[Any, Any], ...]:
     value = config.get("FLUXO_WORKFLOWS", ())
     example = "for example ['shop.workflows'] or ['shop.workflows:checkout']"

@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 import flask
 import sqlalchemy as sa
 
-from fluxo import _definitions, _engine, _errors, _redact, stores
+from fluxo import _definitions, _engine, _errors, _redact, _transactions, stores
 from fluxo import codec as _codec
-from fluxo.contrib.flask import _config, _http
+from fluxo.contrib.flask import _cli, _config, _http
 
 if TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -105,10 +105,11 @@ class Fluxo:
                 f"Fluxo is already set up on app {app.name!r}; call init_app once per app"
             )
         settings = _config.read(app.config)
-        app.extensions[EXTENSION_KEY] = FluxoState(self, app, settings)
-        from fluxo.contrib.flask import _cli  # the command line imports click's world
-
+        state = FluxoState(self, app, settings)
+        app.extensions[EXTENSION_KEY] = state
         app.cli.add_command(_cli.fluxo_command)
+        if settings.store is None or _config.is_sql_url(settings.store):
+            app.before_request(state.prepare)  # maybe the app's database: see prepare
         if settings.error_handlers:
             _http.register_error_handlers(app)
 
@@ -224,13 +225,15 @@ class FluxoState:
         """In a forked child: a lock another thread of the parent held would stay held."""
         self._lock = threading.Lock()
 
-    def forget_closed(self, engine: _engine.Engine) -> None:
-        """Drop ``engine`` if it is this state's: a command closed it, so build anew next time."""
-        with self._lock:
-            if self._engine is engine:
-                store, self._engine, self._store = self._store, None, None
-                if store is not None:
-                    store.close()
+    def prepare(self) -> None:
+        """Build this process's engine now, if it is not built (before each request).
+
+        So the first request of a process builds it (and, on the app's own
+        database, creates Fluxo's tables) before its view opens a transaction: on
+        SQLite, tables cannot be created from another connection while the
+        request's transaction holds the write lock.
+        """
+        self.engine()
 
     # -- building the engine -----------------------------------------------------------
 
@@ -239,7 +242,15 @@ class FluxoState:
         workflows = [*self.extension.workflows, *_config.resolve_workflows(settings.workflows)]
         store = self._open_store(app)
         try:
-            self.join_session = self._join_mode(app, store)
+            db = _sqlalchemy(app)
+            database = None if db is None else _database_url(app, db)
+            shared = database is not None and _same_database(store, database)
+            self.join_session = self._join_mode(store, db, database, shared)
+            if shared and self._store is not None and settings.auto_migrate:
+                from fluxo.stores import sql
+
+                assert isinstance(store, sql.SQLStore)
+                store.migrate()  # a no-op at head; joined starts cannot create tables on SQLite
             return _engine.Engine(
                 store,
                 workflows=workflows,
@@ -272,19 +283,19 @@ class FluxoState:
         self._store = store
         return store
 
-    def _join_mode(self, app: flask.Flask, store: stores.Store) -> _config.JoinSession:
+    def _join_mode(
+        self, store: stores.Store, db: SQLAlchemy | None, database: sa.URL | None, shared: bool
+    ) -> _config.JoinSession:
         wanted = self.settings.join_session
         if wanted in ("off", "on_commit"):
-            if wanted == "on_commit" and _sqlalchemy(app) is None:
+            if wanted == "on_commit" and db is None:
                 raise _errors.DefinitionError(
                     "app.config['FLUXO_JOIN_SESSION'] is 'on_commit', but Flask-SQLAlchemy is "
                     "not set up on this app (db.init_app(app)), so there is no session to "
                     "wait for; remove the key"
                 )
             return wanted
-        db = _sqlalchemy(app)
-        database = None if db is None else _database_url(app, db)
-        if database is not None and _same_database(store, database):
+        if shared:
             return "join"
         if wanted == "auto":
             return "off"
@@ -307,13 +318,14 @@ class FluxoState:
         with self.app.app_context():
             yield
 
-    def _ambient_start(self, engine: _engine.Engine) -> Any:
+    def _ambient_start(
+        self, engine: _engine.Engine
+    ) -> _transactions.InTransaction | _transactions.OnCommit | None:
         """The starter of a start inside a ``db.session`` transaction of this app, else None."""
-        if not flask.has_app_context() or flask.current_app.extensions.get(EXTENSION_KEY) is not (
-            self
-        ):
-            return None
-        db = _sqlalchemy(flask.current_app)
+        current = flask.current_app if flask.has_app_context() else None
+        if current is None or current.extensions.get(EXTENSION_KEY) is not self:
+            return None  # outside this app: no session of its to join
+        db = _sqlalchemy(current)
         if db is None or not db.session.registry.has():
             return None  # no session in this app context: nothing to join
         session = db.session()
