@@ -34,6 +34,6 @@ def sign_up(name: str) -> dict[str, str]:
 
 
 if __name__ == "__main__":
+    run = app.test_client().post("/users/ana").get_json()["run"]
     with flows.engine.worker():  # `flask --app flask_quickstart fluxo worker` in production
-        run = app.test_client().post("/users/ana").get_json()["run"]
         print(flows.engine.handle(run).result(timeout=30))  # prints: welcome, ana

@@ -10,6 +10,7 @@ and every run completed. On SQLite and PostgreSQL, a fresh database each.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 import signal
@@ -64,8 +65,8 @@ def free_port() -> int:
 class Processes:
     """One command's processes: the one running now, and those it replaced (then stopped)."""
 
-    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
-        self.args, self.env, self.log = args, env, log
+    def __init__(self, args: list[str], env: dict[str, str], log: Path, cwd: Path) -> None:
+        self.args, self.env, self.log, self.cwd = args, env, log, cwd
         self.started: list[subprocess.Popen[bytes]] = []
         self.logs: list[IO[bytes]] = []
 
@@ -74,7 +75,7 @@ class Processes:
         self.logs.append(out)
         self.started.append(
             subprocess.Popen(
-                self.args, cwd=EXAMPLES, env=self.env, stdout=out, stderr=subprocess.STDOUT
+                self.args, cwd=self.cwd, env=self.env, stdout=out, stderr=subprocess.STDOUT
             )
         )
         return self.started[-1]
@@ -98,9 +99,11 @@ class Processes:
 
 
 @contextlib.contextmanager
-def running(args: list[str], env: dict[str, str], log: Path) -> Iterator[Processes]:
+def running(
+    args: list[str], env: dict[str, str], log: Path, cwd: Path = EXAMPLES
+) -> Iterator[Processes]:
     """Start ``args``; stop it, and every process started again in its place, at the end."""
-    processes = Processes(args, env, log)
+    processes = Processes(args, env, log, cwd)
     processes.start()
     try:
         yield processes
@@ -126,6 +129,17 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, tmp_path: 
                 return
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}\n{logs(tmp_path)}")
+
+
+def run_statuses(database: str) -> dict[str, int]:
+    """How many of the shop's runs have each status, read from the store's table."""
+    engine = sa.create_engine(database, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            found = conn.execute(sa.text("SELECT status, COUNT(*) FROM fluxo_runs GROUP BY status"))
+            return {status: count for status, count in found}
+    finally:
+        engine.dispose()
 
 
 def test_fifty_orders_are_paid_exactly_once_through_a_worker_crash(
@@ -169,15 +183,37 @@ def test_fifty_orders_are_paid_exactly_once_through_a_worker_crash(
             return all(client.get(f"/orders/{i}").json()["status"] == "paid" for i in ids)
 
         wait_for(all_paid, 45, "every order to be paid", tmp_path)
+        # mark_paid commits before its run records it and ends: wait for the runs too
+        wait_for(lambda: run_statuses(database) == {"completed": ORDERS}, 30, "the runs", tmp_path)
 
     assert len(set(ids)) == ORDERS
     engine = sa.create_engine(database, poolclass=NullPool)
     try:
         with engine.connect() as conn:
             orders = conn.execute(sa.text("SELECT status, times_paid FROM orders")).all()
-            runs = conn.execute(sa.text("SELECT status, COUNT(*) FROM fluxo_runs GROUP BY status"))
-            statuses = dict(runs.all())
     finally:
         engine.dispose()
     assert sorted(orders) == [("paid", 1)] * ORDERS
-    assert statuses == {"completed": ORDERS}
+
+
+def test_with_preload_each_server_process_builds_its_own_engine(
+    database: str, tmp_path: Path
+) -> None:
+    """The master builds an engine in the app factory; each forked worker builds another."""
+    env = environment(database)
+    env["FLASKAPP_DATABASE"] = database
+    port = free_port()
+    server = [sys.executable, "-m", "gunicorn", "--preload", "-w", "2", "--threads", "4"]
+    app = "tests.acceptance.flask_preloaded:create_app()"
+    with (
+        running([*server, "--bind", f"127.0.0.1:{port}", app], env, tmp_path / "gunicorn", ROOT),
+        httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client,
+    ):
+        wait_for(lambda: client.get("/nowhere").status_code == 404, 30, "gunicorn", tmp_path)
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda _: client.get("/engine").json(), range(24)))
+    for answer in answers:
+        assert answer["engine"] != answer["parent"]
+        assert f":{answer['pid']}:" in answer["engine"]  # built in the process that answered
+    assert len({answer["engine"] for answer in answers}) == len({a["pid"] for a in answers})
+    assert run_statuses(database) == {"pending": 24}

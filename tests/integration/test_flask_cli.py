@@ -76,6 +76,13 @@ def test_runs_commands_use_the_apps_engine(app: Flask) -> None:
     assert ext.get_engine(app).list_runs()  # the app's engine still works afterwards
 
 
+def test_db_commands_take_the_apps_database(app: Flask) -> None:
+    ext.get_engine(app)  # built: the tables are there
+    code, out = invoke(app, "db", "check")
+    assert code == 0, out
+    assert "schema is up to date" in out
+
+
 def test_errors_print_one_line_and_exit_1(app: Flask) -> None:
     code, out = invoke(app, "runs", "show", "nobody")
     assert code == 1

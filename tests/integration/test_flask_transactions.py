@@ -9,6 +9,7 @@ On SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,20 +33,27 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
-def make_app(database: str, **config: Any) -> Flask:
+@contextlib.contextmanager
+def made_app(database: str, **config: Any) -> Iterator[Flask]:
+    """The test app on ``database``, its tables made; its engines closed afterwards."""
     app = flaskapp.create_app({"SQLALCHEMY_DATABASE_URI": database, **config})
     with app.app_context():
         db.create_all()
-    return app
+    # As the first request does: Fluxo's tables exist before a session transaction opens
+    # (SQLite cannot create them, nor switch to WAL, while a transaction writes).
+    ext.get_engine(app).store.migrate()  # type: ignore[attr-defined]
+    try:
+        yield app
+    finally:
+        ext.close(app)
+        with app.app_context():
+            db.engine.dispose()
 
 
 @pytest.fixture
 def app(database: str) -> Iterator[Flask]:
-    app = make_app(database)
-    yield app
-    ext.close(app)
-    with app.app_context():
-        db.engine.dispose()
+    with made_app(database) as app:
+        yield app
 
 
 def notes(app: Flask) -> list[tuple[int, int]]:
@@ -101,13 +109,14 @@ def test_a_run_joined_to_the_session_appears_only_at_the_commit(app: Flask) -> N
         note = Note(text="kept")
         db.session.add(note)
         db.session.flush()
-        ext.engine.start(see.options(id="kept"), note.id)
+        note_id = note.id
+        ext.engine.start(see.options(id="kept"), note_id)
         assert run_ids(app) == []  # another connection: not committed yet
         db.session.commit()
         assert run_ids(app) == ["kept"]
         assert ext.engine.worker().process_one() == 1
         assert ext.engine.get_run("kept").status is fluxo.RunStatus.COMPLETED
-    assert notes(app) == [(note.id, 1)]
+    assert notes(app) == [(note_id, 1)]
 
 
 def test_a_start_without_a_session_transaction_is_a_plain_start(app: Flask) -> None:
@@ -119,9 +128,7 @@ def test_a_start_without_a_session_transaction_is_a_plain_start(app: Flask) -> N
 
 
 def test_in_transaction_joins_the_session_explicitly(database: str) -> None:
-    app = make_app(database, FLUXO_JOIN_SESSION=False)
-    try:
-        assert app.extensions["fluxo"].engine() is not None
+    with made_app(database, FLUXO_JOIN_SESSION=False) as app:
         with app.app_context():
             for text, keep in [("dropped", False), ("kept", True)]:
                 note = Note(text=text)
@@ -137,19 +144,16 @@ def test_in_transaction_joins_the_session_explicitly(database: str) -> None:
             ext.engine.start(flaskapp.greet.options(id="plain"), "ana")
             db.session.rollback()
         assert run_ids(app) == ["kept", "plain"]
-    finally:
-        ext.close(app)
 
 
 def test_on_commit_starts_the_run_on_another_store_after_the_commit(
     database: str, tmp_path: Path
 ) -> None:
-    app = make_app(
+    with made_app(
         database,
         FLUXO_STORE=f"sqlite:///{tmp_path / 'elsewhere.db'}",
         FLUXO_JOIN_SESSION="on_commit",
-    )
-    try:
+    ) as app:
         with app.app_context():
             for text, keep in [("dropped", False), ("kept", True)]:
                 note = Note(text=text)
@@ -166,5 +170,3 @@ def test_on_commit_starts_the_run_on_another_store_after_the_commit(
         answer = app.test_client().post("/notes?fail=1", json={"text": "lost"})
         assert answer.status_code == 500
         assert run_ids(app) == ["kept"]
-    finally:
-        ext.close(app)
