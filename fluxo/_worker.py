@@ -311,6 +311,12 @@ class Worker:
             len(self.engine.workflows),
             self.concurrency,
         )
+        if not names:
+            log.warning(
+                "worker %s serves no workflows, so it will never claim a run; give its engine "
+                "the workflows it runs (Engine(workflows=[...]))",
+                self.id,
+            )
         # First looked for once the worker is idle after a claim, which creates the
         # tables of a new database: a look before it would only find them missing.
         last_unknown_check = -math.inf
