@@ -4,6 +4,9 @@ For each store it measures, with a worker in another process (as in production)
 and, for SQLite, also with the worker in the same process (an embedded app):
 
 * signal -> step: from ``engine.signal()`` returning to the run's next step running;
+* start -> step: from ``engine.start()`` returning to the run's first step running, and
+  the same for a start made in the app's own transaction
+  (``engine.in_transaction(conn)``), from its commit: the two should match;
 * completion -> result: from the workflow's last step to ``handle.result()`` returning;
 * timer lateness: how long after its fire time a ``fluxo.sleep`` resumes;
 * idle CPU: the worker process's CPU time over 10 s with nothing to do.
@@ -25,7 +28,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import sqlalchemy as sa
+
 import fluxo
+import fluxo.stores.sql
 
 
 @fluxo.step(name="latency.clock")
@@ -90,7 +96,7 @@ def wait_until_waiting(engine: fluxo.Engine, run_id: str, count: int) -> None:
     raise TimeoutError("the worker never reached the wait")
 
 
-def measure(engine: fluxo.Engine, rounds: int) -> None:
+def measure(engine: fluxo.Engine, url: str, rounds: int) -> None:
     handle = engine.start(ping, rounds)
     sent = []
     for i in range(rounds):
@@ -106,6 +112,23 @@ def measure(engine: fluxo.Engine, rounds: int) -> None:
         finished = engine.start(done).result(timeout=30)
         samples.append(time.time() - finished)
     report("completion -> result()", samples)
+
+    plain, joined = [], []
+    app_db = sa.create_engine(fluxo.stores.sql.normalize_url(url))  # the app's own pool
+    for _ in range(rounds):  # interleaved, so both meet the same machine
+        time.sleep(0.05)
+        handle = engine.start(done)
+        started = time.time()
+        plain.append(handle.result(timeout=30) - started)
+        time.sleep(0.05)
+        with app_db.connect() as conn:
+            handle = engine.in_transaction(conn).start(done)
+            conn.commit()
+            committed = time.time()
+        joined.append(handle.result(timeout=30) - committed)
+    app_db.dispose()
+    report("start -> first step", plain)
+    report("transactional start -> step", joined)
 
     lateness = []
     for _ in range(max(rounds // 5, 5)):
@@ -123,7 +146,7 @@ def run_store(label: str, url: str, rounds: int, in_process: bool) -> None:
     engine = fluxo.Engine(url, workflows=WORKFLOWS)
     if in_process:
         with engine.worker(concurrency=4):
-            measure(engine, rounds)
+            measure(engine, url, rounds)
         engine.close()
         return
     env = dict(os.environ, FLUXO_BENCH_URL=url, PYTHONPATH=str(Path(__file__).parents[1]))
@@ -139,7 +162,7 @@ def run_store(label: str, url: str, rounds: int, in_process: bool) -> None:
         cwd=Path(__file__).parents[1],
     )
     try:
-        measure(engine, rounds)
+        measure(engine, url, rounds)
         time.sleep(1)
         before = cpu_seconds(worker.pid)
         time.sleep(10)

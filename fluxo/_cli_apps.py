@@ -125,12 +125,22 @@ def _open(url: str) -> stores.Store:
     return stores.open_store(url, auto_migrate=False)
 
 
+def prog() -> str:
+    """The command line's name as the user typed it: ``fluxo``, ``manage.py fluxo``..."""
+    ctx = click.get_current_context(silent=True)
+    return (ctx.find_root().info_name if ctx is not None else None) or "fluxo"
+
+
 @contextlib.contextmanager
 def connect(store: str | None, app: str | None) -> Iterator[_engine.Engine]:
     """Open the engine for a ``runs`` command, turning store errors into one-line advice."""
     if store is not None:
-        where, check = _redact.redact_value(store), f"check {STORE_ENV} or --store"
+        where = _redact.redact_value(store)
+        check = "check --store" if given() is not None else f"check {STORE_ENV} or --store"
         reach = f"the store at {where}"
+    elif app is None:  # the framework's own engine
+        where = reach = "the app's store"
+        check = "check the store your settings name, or pass --store URL"
     else:
         where = reach = f"the store of app {app!r}"
         check = f"check the store URL that app uses, or pass --store / set {STORE_ENV}"
@@ -145,17 +155,28 @@ def connect(store: str | None, app: str | None) -> Iterator[_engine.Engine]:
                 engine.store.close()  # opened here, so not the engine's to close
     except _errors.RunNotFoundError as exc:
         raise CLIError(
-            f"no run {_errors.quoted(exc.run_id)} in {where}; list runs with `fluxo runs list`"
+            f"no run {_errors.quoted(exc.run_id)} in {where}; list runs with `{prog()} runs list`"
         ) from exc
     except (_errors.StoreUnavailableError, ConnectionError) as exc:
         raise CLIError(f"cannot reach {reach}: {fmt.root_reason(exc)}; {check}") from exc
 
 
 def given_url() -> str | None:
-    """The SQL store URL of the engine ``main(engine=...)`` was given, if any."""
-    factory = given()
+    """The store URL that ``main(store_url=...)`` was given a way to tell, if any.
+
+    Read without opening the store, so ``db upgrade`` works on a database that a
+    store would refuse to open (no tables, an older schema, ``auto_migrate`` off).
+    Else the SQL store URL of the engine ``main(engine=...)`` was given.
+    """
+    ctx = click.get_current_context(silent=True)
+    obj = ctx.find_root().obj if ctx is not None else None
+    tell = obj.get("store_url") if isinstance(obj, dict) else None
+    if callable(tell):
+        url: str | None = tell()
+        return url
+    factory = given()  # else the given engine's, which opens its store
     if factory is None:
         return None
     sql_engine = getattr(factory().store, "engine", None)
-    url = getattr(sql_engine, "url", None)
-    return None if url is None else str(url.render_as_string(hide_password=False))
+    found = getattr(sql_engine, "url", None)
+    return None if found is None else str(found.render_as_string(hide_password=False))

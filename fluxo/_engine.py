@@ -267,10 +267,11 @@ class Engine:
         *,
         writer: _transactions.RunWriter | None = None,
         run_id: str | None = None,
+        hint: str = "",
     ) -> RunHandle[R]:
         run, created = self._create(workflow, args, kwargs, writer=writer, run_id=run_id)
         log.debug("run %s of %s %s", run.id, run.workflow, "started" if created else "exists")
-        return RunHandle(self, run.id, workflow.return_type)
+        return RunHandle(self, run.id, workflow.return_type, hint=hint)
 
     def in_transaction(self, connection: object) -> _transactions.InTransaction:
         """Start runs in your database transaction: they exist once it commits.

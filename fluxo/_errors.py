@@ -78,12 +78,13 @@ class UnknownWorkflowError(FluxoError, LookupError):
 class RunNotFoundError(FluxoError, LookupError):
     """No run has this id."""
 
-    def __init__(self, run_id: str) -> None:
+    def __init__(self, run_id: str, hint: str = "") -> None:
         self.run_id = run_id
-        super().__init__(f"no run with id {quoted(run_id)}")
+        self.hint = hint
+        super().__init__(f"no run with id {quoted(run_id)}" + (f"; {hint}" if hint else ""))
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.run_id,))
+        return (type(self), (self.run_id, self.hint))
 
 
 class RunIdConflictError(FluxoError):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any, Generic, Protocol, TypeVar
 
+from fluxo import _errors
 from fluxo import history as _history
 
 R = TypeVar("R")
@@ -29,17 +32,21 @@ class RunHandle(Generic[R]):
     chain; ``status()`` and ``result()`` follow the chain to its latest run.
     """
 
-    def __init__(self, engine: Client, run_id: str, return_type: Any = Any) -> None:
+    def __init__(
+        self, engine: Client, run_id: str, return_type: Any = Any, *, hint: str = ""
+    ) -> None:
         self.engine = engine
         self.id = run_id
         self._return_type = return_type
+        self._hint = hint  # why the run may not exist yet (a start that waits for a commit)
 
     def __repr__(self) -> str:
         return f"RunHandle({self.id!r})"
 
     def status(self) -> _history.RunStatus:
         """The current status of the run (of the latest run of its chain)."""
-        status: _history.RunStatus = self.engine.get_run(self.id).status
+        with self._explained():
+            status: _history.RunStatus = self.engine.get_run(self.id).status
         return status
 
     def result(self, timeout: float | None = None) -> R:
@@ -54,9 +61,20 @@ class RunHandle(Generic[R]):
             WorkflowCancelledError: the run was cancelled.
             RunNotFinishedError: ``timeout`` seconds passed first.
         """
-        value: R = self.engine._wait_result(self.id, timeout, self._return_type)
+        with self._explained():
+            value: R = self.engine._wait_result(self.id, timeout, self._return_type)
         return value
 
     def cancel(self) -> _history.RunInfo:
         """Ask the run to stop; see :meth:`Engine.cancel`."""
-        return self.engine.cancel(self.id)
+        with self._explained():
+            return self.engine.cancel(self.id)
+
+    @contextlib.contextmanager
+    def _explained(self) -> Iterator[None]:
+        try:
+            yield
+        except _errors.RunNotFoundError as exc:
+            if not self._hint or exc.run_id != self.id:
+                raise
+            raise _errors.RunNotFoundError(self.id, self._hint) from None

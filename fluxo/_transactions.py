@@ -37,6 +37,15 @@ Register = Callable[[Callable[[], None]], None]
 """Registers a function to run once the caller's transaction has committed."""
 
 
+JOINED_HINT = (
+    "it was started in a database transaction, and exists once that transaction commits "
+    "(never if it rolled back)"
+)
+ON_COMMIT_HINT = (
+    "it is started once the database transaction it was made in commits (never if it rolled back)"
+)
+
+
 class RunWriter(Protocol):
     """The store operations a start makes: the engine's store, or a joined transaction's."""
 
@@ -73,6 +82,7 @@ class Starting(_handle.Client, Protocol):
         *,
         writer: RunWriter | None = None,
         run_id: str | None = None,
+        hint: str = "",
     ) -> _handle.RunHandle[R]:
         """Start a run through ``writer`` (default: the store), under ``run_id`` if given."""
 
@@ -270,7 +280,7 @@ class InTransaction:
         writer: RunWriter = engine.store.join(
             joined.dbapi_connection, after_commit=joined.after_commit
         )
-        return engine._start(workflow, args, kwargs, writer=writer)
+        return engine._start(workflow, args, kwargs, writer=writer, hint=JOINED_HINT)
 
 
 class OnCommit:
@@ -314,4 +324,4 @@ class OnCommit:
                 )
 
         register(start_now)
-        return _handle.RunHandle(engine, run_id, workflow.return_type)
+        return _handle.RunHandle(engine, run_id, workflow.return_type, hint=ON_COMMIT_HINT)

@@ -8,6 +8,7 @@ one store; ``kill -9`` one and another finishes its runs when the leases expire.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import threading
@@ -310,8 +311,15 @@ class Worker:
             len(self.engine.workflows),
             self.concurrency,
         )
-        self._report_unknown()
-        last_unknown_check = time.monotonic()
+        if not names:
+            log.warning(
+                "worker %s serves no workflows, so it will never claim a run; give its engine "
+                "the workflows it runs (Engine(workflows=[...]))",
+                self.id,
+            )
+        # First looked for once the worker is idle after a claim, which creates the
+        # tables of a new database: a look before it would only find them missing.
+        last_unknown_check = -math.inf
         threads = self.concurrency + self.holds
         with (
             self._heartbeat,

@@ -28,6 +28,7 @@ import click
 
 from fluxo import _cli_apps, _engine, _errors, _redact, history
 from fluxo import _cli_format as fmt
+from fluxo.stores import memory
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -185,6 +186,11 @@ def worker(  # noqa: PLR0917 (click passes every option by position)
         handler = logging.StreamHandler()
         handler.setFormatter(_RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.basicConfig(level=log_level.upper(), handlers=[handler])
+        if isinstance(engine.store, memory.MemoryStore):
+            logging.getLogger(__name__).warning(
+                "this worker's store is memory://, which lives in this process only: runs "
+                "started by other processes never reach it; use a shared store"
+            )
         serving.worker(
             concurrency=concurrency,
             lease=lease,
@@ -632,6 +638,7 @@ def main(
     argv: Sequence[str] | None = None,
     *,
     engine: Callable[[], _engine.Engine] | None = None,
+    store_url: Callable[[], str | None] | None = None,
     prog_name: str = "fluxo",
 ) -> None:
     """Run the command line: errors print one line, and set the exit status.
@@ -640,15 +647,31 @@ def main(
         argv: the arguments (default: the process's).
         engine: returns the engine the commands use when no APP is given (a web
             framework's integration passes its own, so ``manage.py fluxo worker``
-            needs no ``module:attribute``). The commands do not close it.
+            needs no ``module:attribute``). The commands do not close it, and
+            ``FLUXO_APP`` / ``FLUXO_STORE_URL`` in the environment are ignored
+            (``--app`` and ``--store`` still choose).
+        store_url: returns the URL of that engine's store without opening it, for
+            ``db upgrade``, ``db current`` and ``db check`` when ``--url`` is not given.
         prog_name: the command's name in help and errors.
     """
     args = list(sys.argv[1:] if argv is None else argv)
     verbose = _wants_traceback(args)
     secrets = _url_secrets(args)
-    obj = {} if engine is None else {"engine": engine}
+    obj: dict[str, Any] = {}
+    if engine is not None:
+        obj["engine"] = engine
+    if store_url is not None:
+        obj["store_url"] = store_url
+    hidden = {
+        name: os.environ.pop(name)
+        for name in ((APP_ENV, STORE_ENV) if engine is not None else ())
+        if name in os.environ
+    }
     try:
         code = cli.main(args=args, prog_name=prog_name, standalone_mode=False, obj=obj)
+    except _NoArgsIsHelp as exc:  # a group named alone: its help, as written
+        click.echo(exc.format_message())
+        sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("Error: interrupted", err=True)
         sys.exit(130)
@@ -668,7 +691,15 @@ def main(
             exc,
             secrets,
         )
+    finally:
+        os.environ.update(hidden)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+_NoArgsIsHelp: type[click.UsageError] = getattr(
+    click.exceptions, "NoArgsIsHelpError", type("_NeverRaised", (click.UsageError,), {})
+)
+"""Click 8.2's error for a group called without a command (older clicks print the help)."""
 
 
 def _fail(

@@ -1,5 +1,1 @@
-"""Fluxo in the web frameworks you already run: ``fluxo.contrib.django``, ``fluxo.contrib.flask``.
-
-Each integration is imported only by an application that uses it; ``import fluxo``
-imports no framework.
-"""
+"""Fluxo's integrations with web frameworks: ``fluxo.contrib.django`` and ``fluxo.contrib.flask``."""

@@ -112,6 +112,8 @@ def test_a_rolled_back_connection_never_starts_its_run(
             conn.execute(sa.text("INSERT INTO orders (id) VALUES (1)"))
             handle = engine.in_transaction(conn).start(checkout.options(id="order-1"), 1)
             assert _exists(engine, "order-1") is False  # not before the commit
+            with pytest.raises(fluxo.RunNotFoundError, match="once that transaction commits"):
+                handle.status()
             conn.rollback()
         with app_db.connect() as conn:
             assert conn.execute(sa.text("SELECT count(*) FROM orders")).scalar() == 0
@@ -211,6 +213,8 @@ def test_on_commit_starts_after_commit_and_never_after_rollback(
             session.execute(sa.text("INSERT INTO orders (id) VALUES (9)"))
             handle = engine.on_commit(session).start(checkout, 9)
             assert _exists(engine, handle.id) is False
+            with pytest.raises(fluxo.RunNotFoundError, match="once the database transaction"):
+                handle.result(timeout=0)
             session.commit()
         assert handle.result(timeout=WAIT) == "receipt-9"
     assert _exists(engine, "order-8") is False

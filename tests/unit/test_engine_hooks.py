@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -114,3 +116,58 @@ def test_the_cli_without_an_app_says_what_to_pass(capsys: pytest.CaptureFixture[
         cli.main(["worker"], prog_name="manage.py fluxo")
     assert exit_info.value.code == 2
     assert "Missing APP" in capsys.readouterr().err
+
+
+def test_db_commands_use_the_given_store_url_without_building_the_engine(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path}/fresh.db"
+
+    def no_engine() -> fluxo.Engine:
+        raise AssertionError("db commands must not build the engine")
+
+    for args in (["db", "upgrade"], ["db", "check"]):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(args, engine=no_engine, store_url=lambda: url)
+        assert exit_info.value.code == 0
+    assert "schema is at" in capsys.readouterr().out
+
+
+def test_the_environment_does_not_override_a_given_engine(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = fluxo.Engine(f"sqlite:///{tmp_path}/other.db", workflows=[hooked])
+    other.start(hooked.options(id="elsewhere"), 1)
+    other.close()
+    engine = fluxo.Engine(f"sqlite:///{tmp_path}/app.db", workflows=[hooked])
+    engine.start(hooked.options(id="mine"), 1)
+    monkeypatch.setenv("FLUXO_STORE_URL", f"sqlite:///{tmp_path}/other.db")
+    with pytest.raises(SystemExit):
+        cli.main(["runs", "list", "--json"], engine=lambda: engine, prog_name="flask fluxo")
+    assert [run["id"] for run in json.loads(capsys.readouterr().out)] == ["mine"]
+    assert os.environ["FLUXO_STORE_URL"].endswith("other.db")  # given back afterwards
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["runs", "show", "nope"], engine=lambda: engine, prog_name="flask fluxo")
+    assert exit_info.value.code == 1
+    error = capsys.readouterr().err
+    assert "no run 'nope' in the app's store" in error
+    assert "`flask fluxo runs list`" in error
+    engine.close()
+
+
+def test_a_group_named_alone_prints_its_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["runs"])
+    assert exit_info.value.code == 2
+    out = capsys.readouterr().out
+    assert out.startswith("Usage: fluxo runs")
+    assert "\nCommands:\n" in out
+
+
+def test_a_worker_without_workflows_says_it_will_never_claim(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="fluxo._worker")
+    with fluxo.Engine(MemoryStore(), workflows=[]) as engine, engine.worker(idle_timeout=0.05):
+        pass
+    assert any("serves no workflows" in r.getMessage() for r in caplog.records)

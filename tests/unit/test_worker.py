@@ -9,6 +9,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -283,6 +284,16 @@ def test_a_run_of_an_unknown_workflow_is_left_alone_and_logged_once(
     assert kinds(store.load(stranger.id).events) == ["workflow_started"]
     assert CALLS["gated"] == 0
     assert knows_quick.worker().process_one() == 0  # not claimable by this engine
+
+
+def test_a_worker_on_a_new_database_warns_of_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="fluxo._worker")
+    engine = fluxo.Engine(f"sqlite:///{tmp_path}/new.db", workflows=[quick_flow])
+    with engine, engine.worker(idle_timeout=0.05):
+        assert engine.start(quick_flow, 1).result(timeout=WAIT) == 11
+    assert [r.getMessage() for r in caplog.records] == []
 
 
 @fluxo.workflow(name="worker.refuses")

@@ -1,0 +1,428 @@
+"""The ``Fluxo`` extension object, and the per-app state it keeps in ``app.extensions``.
+
+Each app set up with :meth:`Fluxo.init_app` gets a :class:`FluxoState` under
+``app.extensions["fluxo"]``: its settings, read from its config, and the engine
+of this process. The engine is built on first use, not by ``init_app``, so a
+server that imports the app and then forks its workers (gunicorn, with or
+without ``--preload``) opens no connection before the fork. A forked child that
+finds an engine built by its parent builds its own, and every engine is closed
+when its process exits.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import flask
+import sqlalchemy as sa
+
+from fluxo import _definitions, _engine, _errors, _redact, _transactions, stores
+from fluxo import codec as _codec
+from fluxo.contrib.flask import _cli, _config, _http
+
+if TYPE_CHECKING:
+    from flask_sqlalchemy import SQLAlchemy
+
+log = logging.getLogger(__name__)
+
+EXTENSION_KEY = "fluxo"
+"""The key of a :class:`FluxoState` in ``app.extensions``."""
+
+
+class Fluxo:
+    """Fluxo in a Flask app: its engine, built from the ``FLUXO_*`` keys of ``app.config``.
+
+    One object may serve several apps (``init_app`` each, as with any Flask
+    extension); each app gets its own engine, built on first use, once per
+    process. ``flask fluxo ...`` runs Fluxo's command line (``flask fluxo
+    worker``, ``flask fluxo runs list``...) with the app's engine.
+
+    Args:
+        app: the app to set up now; or call :meth:`init_app` later (app factories).
+        workflows: the workflows every app's engine knows, besides those named
+            by ``FLUXO_WORKFLOWS``.
+        codec: how values are encoded; see :class:`fluxo.Engine`.
+
+    Example:
+        >>> app.config["FLUXO_STORE"] = "postgresql://app@db/shop"  # or Flask-SQLAlchemy's
+        >>> fluxo = Fluxo(app, workflows=[checkout])
+        >>> fluxo.engine.start(checkout.options(id="order-17"), 17, 4200)
+
+    Raises:
+        DefinitionError: a workflow is not a ``@fluxo.workflow``, or (from
+            ``init_app``) a ``FLUXO_*`` key is unusable.
+    """
+
+    def __init__(
+        self,
+        app: flask.Flask | None = None,
+        *,
+        workflows: Iterable[_definitions.Workflow[Any, Any]] = (),
+        codec: _codec.Codec | None = None,
+    ) -> None:
+        if isinstance(workflows, (str, bytes)) or not isinstance(workflows, Iterable):
+            raise _errors.DefinitionError(
+                f"Fluxo(workflows=...) takes a list of @fluxo.workflow functions, not "
+                f"{workflows!r}; name workflows by dotted path in app.config['FLUXO_WORKFLOWS']"
+            )
+        self.workflows: list[_definitions.Workflow[Any, Any]] = list(workflows)
+        """The workflows passed in code (each app adds its ``FLUXO_WORKFLOWS``)."""
+        wrong = [w for w in self.workflows if not isinstance(w, _definitions.Workflow)]
+        if wrong:
+            raise _errors.DefinitionError(
+                f"Fluxo(workflows=...) holds {', '.join(map(repr, wrong))}, which "
+                f"{'is' if len(wrong) == 1 else 'are'} not decorated with @fluxo.workflow"
+            )
+        self.codec = codec
+        self._app = app
+        if app is not None:
+            self.init_app(app)
+
+    def __repr__(self) -> str:
+        return f"Fluxo(workflows={sorted(w.name for w in self.workflows)})"
+
+    def init_app(self, app: flask.Flask) -> None:
+        """Set Fluxo up on ``app``: read its config, add ``flask fluxo``, maybe error handlers.
+
+        No engine is built here (see :attr:`engine`), so nothing connects to the
+        store before a server forks its workers.
+
+        Raises:
+            DefinitionError: a ``FLUXO_*`` key is unusable (the message names it),
+                or Fluxo is already set up on this app.
+        """
+        if not isinstance(app, flask.Flask):
+            raise _errors.DefinitionError(f"init_app() takes a Flask app, not {app!r}")
+        if EXTENSION_KEY in app.extensions:
+            raise _errors.DefinitionError(
+                f"Fluxo is already set up on app {app.name!r}; call init_app once per app"
+            )
+        settings = _config.read(app.config)
+        state = FluxoState(self, app, settings)
+        app.extensions[EXTENSION_KEY] = state
+        app.cli.add_command(_cli.fluxo_command)
+        if settings.store is None or _config.is_sql_url(settings.store):
+            app.before_request(state.prepare)  # maybe the app's database: see prepare
+        if settings.error_handlers:
+            _http.register_error_handlers(app)
+
+    @property
+    def engine(self) -> _engine.Engine:
+        """The current app's engine in this process, built on first use.
+
+        The current app is the one whose context is pushed (every request, CLI
+        command and, with ``FLUXO_APP_CONTEXT``, step has one), else the app
+        given to the constructor. See :meth:`get_engine`.
+        """
+        return self.get_engine()
+
+    def get_engine(self, app: flask.Flask | None = None) -> _engine.Engine:
+        """The engine of ``app`` (by default the current app) in this process.
+
+        Built on first use from the app's settings; a forked process builds its
+        own instead of using its parent's. Thread-safe.
+
+        Raises:
+            RuntimeError: no app is given, none is current, and the constructor
+                was given none.
+            DefinitionError: Fluxo is not set up on the app, or its settings
+                cannot make an engine (the message names the key).
+        """
+        return self.state(app).engine()
+
+    def state(self, app: flask.Flask | None = None) -> FluxoState:
+        """The :class:`FluxoState` of ``app`` (by default the current app)."""
+        if app is None:
+            if flask.has_app_context():
+                app = flask.current_app
+            elif self._app is not None:
+                app = self._app
+            else:
+                raise RuntimeError(
+                    "no Flask app to take the Fluxo engine of: use it inside an app context "
+                    "(a request, a CLI command, 'with app.app_context():'), or call "
+                    "get_engine(app)"
+                )
+        state = app.extensions.get(EXTENSION_KEY)
+        if not isinstance(state, FluxoState) or state.extension is not self:
+            raise _errors.DefinitionError(
+                f"this Fluxo object is not set up on app {app.name!r}; call init_app(app) "
+                "in the app factory"
+            )
+        return state
+
+    def close(self, app: flask.Flask | None = None) -> None:
+        """Close the engine of ``app`` (by default the current app) in this process.
+
+        The next use builds a new one. Engines are also closed when the process
+        exits; tests that make many apps close them sooner with this.
+        """
+        self.state(app).close()
+
+
+class FluxoState:
+    """One app's Fluxo: its settings and this process's engine (``app.extensions["fluxo"]``).
+
+    Attributes:
+        extension: the :class:`Fluxo` object that set the app up.
+        settings: the app's ``FLUXO_*`` settings, as read by ``init_app``.
+    """
+
+    def __init__(self, extension: Fluxo, app: flask.Flask, settings: _config.Settings) -> None:
+        self.extension = extension
+        self.settings = settings
+        self._app = weakref.ref(app)
+        self._lock = threading.Lock()
+        self._engine: _engine.Engine | None = None
+        self._store: stores.Store | None = None
+        """The store this state opened (from a URL), closed with the engine."""
+        self._pid = 0
+        self.join_session: _config.JoinSession = settings.join_session
+        """How starts meet ``db.session``: decided with the engine when ``auto``."""
+        _LIVE.add(self)
+
+    @property
+    def app(self) -> flask.Flask:
+        """The app this state belongs to."""
+        app = self._app()
+        if app is None:  # pragma: no cover - the app holds its state
+            raise RuntimeError("the Flask app of this Fluxo state was garbage-collected")
+        return app
+
+    def engine(self) -> _engine.Engine:
+        """This process's engine, built the first time it is asked for."""
+        engine, pid = self._engine, os.getpid()
+        if engine is not None and self._pid == pid:
+            return engine
+        with self._lock:
+            if self._engine is None or self._pid != pid:
+                if self._engine is not None:
+                    log.debug("process %d forked from %d: building its own engine", pid, self._pid)
+                self._engine = None  # the parent's: its threads and connections stayed there
+                self._store = None
+                self._engine = self._build()
+                self._pid = pid
+            return self._engine
+
+    def close(self) -> None:
+        """Close this process's engine, if it has one (the next use builds another)."""
+        with self._lock:
+            engine, store, mine = self._engine, self._store, self._pid == os.getpid()
+            self._engine = self._store = None
+        if engine is not None and mine:
+            engine.close()
+            if store is not None:
+                store.close()
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: a lock another thread of the parent held would stay held."""
+        self._lock = threading.Lock()
+
+    def prepare(self) -> None:
+        """Build this process's engine now, if it is not built (before each request).
+
+        So the first request of a process builds it (and, on the app's own
+        database, creates Fluxo's tables) before its view opens a transaction: on
+        SQLite, tables cannot be created from another connection while the
+        request's transaction holds the write lock.
+        """
+        self.engine()
+
+    # -- building the engine -----------------------------------------------------------
+
+    def _build(self) -> _engine.Engine:
+        app, settings = self.app, self.settings
+        workflows = [*self.extension.workflows, *_config.resolve_workflows(settings.workflows)]
+        store = self._open_store(app)
+        try:
+            db = _sqlalchemy(app)
+            database = None if db is None else _database_url(app, db)
+            shared = database is not None and _same_database(store, database)
+            self.join_session = self._join_mode(store, db, database, shared)
+            if shared and self._store is not None and settings.auto_migrate:
+                from fluxo.stores import sql
+
+                assert isinstance(store, sql.SQLStore)
+                store.migrate()  # a no-op at head; joined starts cannot create tables on SQLite
+            return _engine.Engine(
+                store,
+                workflows=workflows,
+                codec=self.extension.codec,
+                parallel_threads=settings.parallel_threads,
+                step_context=self._step_context if settings.app_context else None,
+                transaction=self._ambient_start if self.join_session != "off" else None,
+            )
+        except BaseException:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+            raise
+
+    def _open_store(self, app: flask.Flask) -> stores.Store:
+        given = self.settings.store
+        if isinstance(given, stores.Store):
+            return given
+        url = given if given is not None else _default_store_url(app)
+        try:
+            store = stores.open_store(url, auto_migrate=self.settings.auto_migrate)
+        except _errors.DefinitionError as exc:
+            origin = (
+                "app.config['FLUXO_STORE']"
+                if given is not None
+                else "the store taken from Flask-SQLAlchemy's database (set FLUXO_STORE to "
+                "choose another)"
+            )
+            raise _errors.DefinitionError(f"{origin}: {exc}") from exc
+        self._store = store
+        return store
+
+    def _join_mode(
+        self, store: stores.Store, db: SQLAlchemy | None, database: sa.URL | None, shared: bool
+    ) -> _config.JoinSession:
+        wanted = self.settings.join_session
+        if wanted in ("off", "on_commit"):
+            if wanted == "on_commit" and db is None:
+                raise _errors.DefinitionError(
+                    "app.config['FLUXO_JOIN_SESSION'] is 'on_commit', but Flask-SQLAlchemy is "
+                    "not set up on this app (db.init_app(app)), so there is no session to "
+                    "wait for; remove the key"
+                )
+            return wanted
+        if shared:
+            return "join"
+        if wanted == "auto":
+            return "off"
+        if db is None:
+            raise _errors.DefinitionError(
+                "app.config['FLUXO_JOIN_SESSION'] is True, but Flask-SQLAlchemy is not set up "
+                "on this app (db.init_app(app)), so there is no session to join; remove the key"
+            )
+        theirs = "none" if database is None else database.render_as_string(hide_password=True)
+        raise _errors.DefinitionError(
+            f"app.config['FLUXO_JOIN_SESSION'] is True, but the store "
+            f"({_redact.redact(repr(store))}) is not Flask-SQLAlchemy's database "
+            f"({_redact.redact(theirs)}), and a run can join a transaction only on its "
+            "store's database; set it to 'on_commit' to start runs once db.session commits, "
+            "or leave FLUXO_STORE unset to keep Fluxo's tables in that database"
+        )
+
+    @contextlib.contextmanager
+    def _step_context(self) -> Iterator[None]:
+        with self.app.app_context():
+            yield
+
+    def _ambient_start(
+        self, engine: _engine.Engine
+    ) -> _transactions.InTransaction | _transactions.OnCommit | None:
+        """The starter of a start inside a ``db.session`` transaction of this app, else None."""
+        current = flask.current_app if flask.has_app_context() else None
+        if current is None or current.extensions.get(EXTENSION_KEY) is not self:
+            return None  # outside this app: no session of its to join
+        db = _sqlalchemy(current)
+        if db is None or not db.session.registry.has():
+            return None  # no session in this app context: nothing to join
+        session = db.session()
+        if not session.in_transaction():
+            return None
+        if self.join_session == "join":
+            return engine.in_transaction(session)
+        return engine.on_commit(session)
+
+
+def _sqlalchemy(app: flask.Flask) -> SQLAlchemy | None:
+    """The app's Flask-SQLAlchemy extension, if it is set up (without importing it)."""
+    db: SQLAlchemy | None = app.extensions.get("sqlalchemy")
+    return db
+
+
+def _database_url(app: flask.Flask, db: SQLAlchemy) -> sa.URL | None:
+    """The URL of Flask-SQLAlchemy's default database (SQLite paths made absolute), or None."""
+    if flask.has_app_context() and flask.current_app.extensions is app.extensions:
+        engine = db.engines.get(None)
+    else:
+        with app.app_context():  # Flask-SQLAlchemy keeps its engines by the current app
+            engine = db.engines.get(None)
+    return None if engine is None else engine.url
+
+
+def _default_store_url(app: flask.Flask) -> str:
+    """The store URL of an app without ``FLUXO_STORE``: Flask-SQLAlchemy's database."""
+    db = _sqlalchemy(app)
+    if db is None:
+        raise _errors.DefinitionError(
+            "app.config['FLUXO_STORE'] is not set, and Flask-SQLAlchemy is not set up on this "
+            "app (db.init_app(app)) to take the database from; set FLUXO_STORE to the store URL"
+        )
+    url = _database_url(app, db)
+    if url is None:
+        raise _errors.DefinitionError(
+            "app.config['FLUXO_STORE'] is not set, and Flask-SQLAlchemy has no default "
+            "database (SQLALCHEMY_DATABASE_URI) to take; set FLUXO_STORE to the store URL"
+        )
+    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+        raise _errors.DefinitionError(
+            "app.config['FLUXO_STORE'] is not set, and Flask-SQLAlchemy's database is SQLite "
+            "in memory, which no other connection (nor worker) can see; set FLUXO_STORE, to "
+            "'memory://' in tests, say"
+        )
+    # Fluxo's own driver for the same database (psycopg for postgresql+psycopg2://...).
+    return url.set(drivername=url.get_backend_name()).render_as_string(hide_password=False)
+
+
+def _same_database(store: stores.Store, database: sa.URL) -> bool:
+    """Whether ``store`` keeps its tables in ``database`` (so a start can join its sessions)."""
+    from fluxo.stores import sql
+
+    if not isinstance(store, sql.SQLStore):
+        return False
+    mine = store.engine.url
+    family = {"postgres": "postgresql", "mariadb": "mysql"}
+    backend = family.get(mine.get_backend_name(), mine.get_backend_name())
+    if backend != family.get(database.get_backend_name(), database.get_backend_name()):
+        return False
+    if backend == "sqlite":
+        path = _sqlite_file(mine)
+        return path is not None and path == _sqlite_file(database)
+    port = {"postgresql": 5432, "mysql": 3306}.get(backend)
+    return (
+        (mine.host or "localhost").lower() == (database.host or "localhost").lower()
+        and (mine.port or port) == (database.port or port)
+        and mine.database == database.database
+    )
+
+
+def _sqlite_file(url: sa.URL) -> str | None:
+    """The absolute path of a SQLite database file; ``None`` in memory."""
+    if url.database in (None, "", ":memory:") or url.query.get("mode") == "memory":
+        return None
+    return os.path.realpath(str(url.database))
+
+
+# -- every state of this process: closed at exit, unlocked after a fork -------------------
+
+_LIVE: weakref.WeakSet[FluxoState] = weakref.WeakSet()
+
+
+def _close_all() -> None:
+    for state in list(_LIVE):
+        try:
+            state.close()
+        except Exception:  # pragma: no cover - exiting: say so, and close the others
+            log.exception("closing the Fluxo engine of app %r at exit failed", state.app.name)
+
+
+def _after_fork_in_child() -> None:
+    for state in list(_LIVE):
+        state.reset_after_fork()
+
+
+atexit.register(_close_all)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
