@@ -248,6 +248,12 @@ def test_manage_py_fluxo_before_migrate_says_to_migrate(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "no Fluxo tables" in done.stderr
     assert "manage.py migrate" in done.stderr
+    checked = run(databases, "fluxo", "db", "check", check=False)  # reads the URL, opens nothing
+    assert checked.returncode == 1
+    assert "no Fluxo schema" in checked.stderr
+    run(databases, "migrate", "--verbosity", "0")
+    assert "schema is up to date" in run(databases, "fluxo", "db", "check").stdout
+    assert run(databases, "fluxo", "db", "current").stdout.strip() == _migrate.head()
 
 
 def test_manage_py_fluxo_help_is_fluxos(tmp_path: Path) -> None:

@@ -31,6 +31,22 @@ def project_engine() -> _engine.Engine:
         raise _errors.DefinitionError(f"{exc} (fix settings.py)") from exc
 
 
+def project_store_url() -> str | None:
+    """The project's store URL, read from the settings without opening the store.
+
+    For ``manage.py fluxo db upgrade``, ``db current`` and ``db check``, which must
+    work on a database without Fluxo's tables, where the engine would not open.
+    """
+    try:
+        config = _process.current_settings()
+        if config.store is not None:
+            return config.store
+        url = _process.database_url(config.database)
+    except ImproperlyConfigured as exc:
+        raise _errors.DefinitionError(f"{exc} (fix settings.py)") from exc
+    return str(url.render_as_string(hide_password=False))
+
+
 class Command(BaseCommand):
     """Run Fluxo's command line with this project's engine."""
 
@@ -70,4 +86,4 @@ class Command(BaseCommand):
 
 def run(argv: list[str]) -> None:
     """Run ``fluxo`` with ``argv`` and the project's engine; exits with its status."""
-    cli.main(argv, engine=project_engine, prog_name=PROG)
+    cli.main(argv, engine=project_engine, store_url=project_store_url, prog_name=PROG)
