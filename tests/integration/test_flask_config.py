@@ -455,3 +455,28 @@ def test_error_handlers_go_through_the_apps_own_handlers(apps: list[Flask]) -> N
     assert answer.get_json() == {"error": "no run with id 'r-9'"}
     assert client.get("/down").status_code == 503
     assert client.get("/finished").status_code == 409
+
+
+def test_a_503_tells_the_client_nothing_of_the_store_and_logs_the_cause(
+    apps: list[Flask], caplog: pytest.LogCaptureFixture
+) -> None:
+    app = bare_app(apps, {"FLUXO_STORE": "memory://", "FLUXO_ERROR_HANDLERS": True})
+
+    @app.get("/down")
+    def down() -> dict[str, str]:
+        raise fluxo.StoreUnavailableError(
+            "the postgresql database at postgresql://shop_user:***@db.internal:5432/shop_prod "
+            "is unavailable: connection refused"
+        )
+
+    with caplog.at_level("WARNING", logger="fluxo.contrib.flask"):
+        answer = app.test_client().get("/down")
+    assert answer.status_code == 503
+    body = answer.get_data(as_text=True)
+    assert "the workflow store is unavailable; try again later" in body
+    for secret in ("shop_user", "db.internal", "shop_prod", "postgresql", "refused"):
+        assert secret not in body
+    [record] = caplog.records
+    assert record.levelname == "WARNING"
+    assert "GET /down with 503" in record.getMessage()
+    assert "shop_user:***@db.internal:5432/shop_prod" in record.getMessage()
