@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from flask import Flask
 import fluxo
 from fluxo.contrib.flask import KEYS, Fluxo, register_error_handlers
 from fluxo.stores import memory, sql
+from fluxo.testing import WorkflowEnvironment
 from tests.integration import flaskapp
 
 ROOT = Path(__file__).parents[2]
@@ -94,6 +96,22 @@ def test_the_default_store_uses_fluxos_driver_for_the_same_database(
     store = app.extensions["fluxo"].engine().store
     assert isinstance(store, sql.SQLStore)
     assert store.engine.url.drivername == "sqlite+pysqlite"  # the default: the same
+
+
+def test_fluxo_store_takes_a_workflow_environment(apps: list[Flask], tmp_path: Path) -> None:
+    with WorkflowEnvironment() as env:
+        app = shop_app(
+            apps, {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'a.db'}", "FLUXO_STORE": env}
+        )
+        engine = app.extensions["fluxo"].engine()
+        assert engine.store is env.store
+        assert engine.clock is env.engine.clock  # runs are started at the virtual time
+        assert {w.name for w in engine.workflows} <= env.engine.workflow_names
+        assert app.extensions["fluxo"].join_session == "off"
+
+        env.advance(timedelta(days=3))
+        handle = engine.start(flaskapp.see, 1)
+        assert engine.get_run(handle.id).created_at == env.engine.clock()  # 3 days ahead
 
 
 def test_without_a_store_init_app_names_the_key_to_set(apps: list[Flask]) -> None:

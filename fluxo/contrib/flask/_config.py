@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib
+import sys
 from collections.abc import Mapping
 from typing import Any, Final, Literal
 
@@ -50,6 +51,9 @@ class Settings:
     auto_migrate: bool
     parallel_threads: int
     error_handlers: bool
+    environment: Any = None
+    """A ``fluxo.testing.WorkflowEnvironment`` given as ``FLUXO_STORE``: the engine takes
+    its store and its virtual clock, and the environment learns the app's workflows."""
 
 
 def _key(name: str) -> str:
@@ -75,11 +79,16 @@ def _store(config: Mapping[str, Any], instance_path: str) -> str | stores.Store 
         return None
     if isinstance(value, stores.Store):
         return value
+    environment = _environment(value)
+    if environment is not None:
+        store: stores.Store = environment.store
+        return store
     if not isinstance(value, str) or "://" not in value:
         shown = _redact.redact_value(value) if isinstance(value, str) else value
         raise _errors.DefinitionError(
             f"{_key('FLUXO_STORE')} must be a store URL such as 'sqlite:///fluxo.db', "
-            f"'postgresql+psycopg://app@db/shop' or 'memory://', or a Store object; not {shown!r}"
+            f"'postgresql+psycopg://app@db/shop' or 'memory://', a Store object, or in tests a "
+            f"fluxo.testing.WorkflowEnvironment; not {shown!r}"
         )
     if not is_sql_url(value):
         return value
@@ -91,6 +100,16 @@ def _store(config: Mapping[str, Any], instance_path: str) -> str | stores.Store 
         ) from None
     resolved = _databases.in_instance_folder(url, instance_path)
     return value if resolved is url else resolved.render_as_string(hide_password=False)
+
+
+def _environment(value: object) -> Any:
+    """``value`` if it is a ``fluxo.testing.WorkflowEnvironment``, else ``None``.
+
+    Only a test that made one has imported ``fluxo.testing``: nothing is imported here.
+    """
+    testing = sys.modules.get("fluxo.testing")
+    kind = getattr(testing, "WorkflowEnvironment", None)
+    return value if isinstance(kind, type) and isinstance(value, kind) else None
 
 
 def is_sql_url(store: str | stores.Store) -> bool:
@@ -251,6 +270,7 @@ def read(config: Mapping[str, Any], instance_path: str) -> Settings:
         auto_migrate=_flag(config, "FLUXO_AUTO_MIGRATE", True),
         parallel_threads=_parallel_threads(config),
         error_handlers=_flag(config, "FLUXO_ERROR_HANDLERS", False),
+        environment=_environment(config.get("FLUXO_STORE")),
     )
 
 

@@ -344,6 +344,10 @@ class FluxoState:
             ), None
         migrate = settings.auto_migrate and command is None
         store, opened = self._open_store(app, auto_migrate=migrate)
+        environment = settings.environment
+        if environment is not None:  # it executes the runs the app starts: it must know them
+            for workflow in workflows:
+                environment._register(workflow)
         try:
             if command is None:
                 self.join_session = self._join_mode(store)
@@ -356,6 +360,7 @@ class FluxoState:
                 parallel_threads=settings.parallel_threads,
                 step_context=self._step_context if settings.app_context else None,
                 transaction=self._ambient_start if command is None else None,
+                clock=time.time if environment is None else environment.engine.clock,
             ), opened
         except BaseException:
             if opened is not None:
