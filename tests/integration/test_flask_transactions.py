@@ -120,6 +120,18 @@ def test_a_run_joined_to_the_session_appears_only_at_the_commit(app: Flask) -> N
     assert notes(app) == [(note_id, 1)]
 
 
+def test_waiting_for_a_joined_run_before_the_commit_says_why_it_is_not_found(app: Flask) -> None:
+    with app.app_context():
+        note = Note(text="waited for")
+        db.session.add(note)
+        db.session.flush()
+        handle = ext.engine.start(see.options(id="too-soon"), note.id)
+        with pytest.raises(fluxo.RunNotFoundError, match="exists once that transaction commits"):
+            handle.result(timeout=1)
+        db.session.commit()
+        assert handle.status() is fluxo.RunStatus.PENDING
+
+
 def test_a_start_without_a_session_transaction_is_a_plain_start(app: Flask) -> None:
     with app.app_context():
         db.session.commit()  # nothing pending: no transaction

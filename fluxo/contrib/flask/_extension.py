@@ -55,7 +55,7 @@ class Fluxo:
         codec: how values are encoded; see :class:`fluxo.Engine`.
 
     Example:
-        >>> app.config["FLUXO_STORE"] = "postgresql://app@db/shop"  # or Flask-SQLAlchemy's
+        >>> app.config["FLUXO_STORE"] = "postgresql+psycopg://app@db/shop"  # or none: FSA's
         >>> fluxo = Fluxo(app, workflows=[checkout])
         >>> fluxo.engine.start(checkout.options(id="order-17"), 17, 4200)
 
