@@ -23,7 +23,7 @@ def onboard(name: str) -> str:
 
 
 app = Flask(__name__)
-app.config["FLUXO_STORE"] = "sqlite:///flask_quickstart.db"  # 2
+app.config["FLUXO_STORE"] = "sqlite:///flask_quickstart.db"  # 2 (in the instance folder)
 flows = Fluxo(app, workflows=[onboard])  # 3
 
 

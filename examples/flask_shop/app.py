@@ -24,7 +24,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///shop.db"
     app.config["FLUXO_ERROR_HANDLERS"] = True  # an unknown or finished run: 404, 409
-    app.config.from_prefixed_env()  # FLASK_SQLALCHEMY_DATABASE_URI=postgresql://... say
+    app.config.from_prefixed_env()  # FLASK_SQLALCHEMY_DATABASE_URI=postgresql+psycopg://...
     app.config.update(config or {})
     db.init_app(app)
     fluxo.init_app(app)

@@ -2,7 +2,8 @@
 
 Its workflows write notes through Flask-SQLAlchemy from their steps, which run
 inside the app context; ``POST /notes`` adds a note and starts a run in the same
-request, and fails after both when asked to, so that its transaction rolls back.
+request, and fails after both when asked to, so that its transaction rolls back;
+``POST /notes/<id>/see`` only reads before its start, and never commits.
 """
 
 from __future__ import annotations
@@ -61,6 +62,20 @@ def see(note_id: int) -> int:
     return note_id
 
 
+@fluxo.step
+def start_seeing(note_id: int) -> str:
+    """Read the note, then start a run for it: the step's session only read."""
+    note = db.session.get(Note, note_id)
+    assert note is not None, f"note {note_id} does not exist"
+    return ext.engine.start(see.options(id=f"seen-by-step-{note.id}"), note.id).id
+
+
+@fluxo.workflow
+def relay(note_id: int) -> str:
+    """Start another run from a step."""
+    return start_seeing(note_id)
+
+
 ext = Fluxo(workflows=[greet])
 
 
@@ -72,7 +87,10 @@ def create_app(config: dict[str, Any] | None = None, name: str = "flaskapp") -> 
     """An app with Flask-SQLAlchemy (``SQLALCHEMY_DATABASE_URI`` from the environment)."""
     app = Flask(name)
     app.config["SQLALCHEMY_DATABASE_URI"] = os.environ.get("FLASKAPP_DATABASE", "sqlite://")
-    app.config["FLUXO_WORKFLOWS"] = ["tests.integration.flaskapp:see"]
+    app.config["FLUXO_WORKFLOWS"] = [
+        "tests.integration.flaskapp:see",
+        "tests.integration.flaskapp:relay",
+    ]
     app.config.update(config or {})
     db.init_app(app)
     ext.init_app(app)
@@ -87,6 +105,16 @@ def create_app(config: dict[str, Any] | None = None, name: str = "flaskapp") -> 
             raise Failure("the request failed after starting the run")
         db.session.commit()
         return {"id": note.id, "run": handle.id}
+
+    @app.post("/notes/<int:note_id>/see")
+    def see_note(note_id: int) -> tuple[dict[str, Any], int]:
+        note = db.get_or_404(Note, note_id)  # a read: the session's transaction is open
+        handle = ext.engine.start(see.options(id=f"see-{note.id}"), note.id)
+        return {"run": handle.id}, 202  # no commit: the session is rolled back at the end
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return {"ok": True}
 
     @app.post("/runs/<run_id>/signal")
     def signal(run_id: str) -> dict[str, Any]:

@@ -17,6 +17,8 @@ pytest.importorskip("flask_sqlalchemy")
 from flask import Flask
 
 import fluxo
+from fluxo import testing
+from fluxo.stores.sql import _migrate
 from tests.integration import flaskapp
 from tests.integration.flaskapp import ext, greet
 
@@ -84,10 +86,99 @@ def test_db_commands_take_the_apps_database(app: Flask) -> None:
 
 
 def test_errors_print_one_line_and_exit_1(app: Flask) -> None:
+    ext.get_engine(app)  # built: the tables are there
     code, out = invoke(app, "runs", "show", "nobody")
     assert code == 1
     assert "Error: no run 'nobody'" in out
     assert "Traceback" not in out
+
+
+def test_read_only_commands_leave_a_new_database_without_tables(app: Flask, database: str) -> None:
+    for args, status, says in [
+        (("db", "check"), 1, "no Fluxo schema at"),
+        (("db", "current"), 0, "empty (run"),
+        (("runs", "list"), 1, "no Fluxo tables at"),
+        (("runs", "show", "nobody"), 1, "no Fluxo tables at"),
+    ]:
+        code, out = invoke(app, *args)
+        assert (code, args) == (status, args), out
+        assert says in out, out
+    assert _migrate.current(database) is None
+    assert app.extensions["fluxo"].built() is None  # nor an engine left behind
+
+
+def test_read_only_commands_leave_an_older_schema_as_it_is(app: Flask, database: str) -> None:
+    _migrate.upgrade(database, "0001")
+    code, out = invoke(app, "db", "current")
+    assert (code, out.strip()) == (0, "0001")
+    code, out = invoke(app, "db", "check")
+    assert code == 1, out
+    code, out = invoke(app, "runs", "list")
+    assert code == 1, out
+    assert "revision '0001'" in out
+    assert _migrate.current(database) == "0001"
+
+    code, out = invoke(app, "db", "upgrade")
+    assert code == 0, out
+    assert _migrate.current(database) == _migrate.head()
+
+
+def test_db_upgrade_works_with_auto_migrate_off(database: str) -> None:
+    app = flaskapp.create_app({"SQLALCHEMY_DATABASE_URI": database, "FLUXO_AUTO_MIGRATE": False})
+    try:
+        code, out = invoke(app, "db", "upgrade")
+        assert code == 0, out
+        assert "schema is at" in out
+        code, out = invoke(app, "db", "check")
+        assert code == 0, out
+        ext.get_engine(app).start(greet.options(id="after-upgrade"), "ana")
+    finally:
+        ext.close(app)
+
+
+def test_replay_needs_no_database(app: Flask, tmp_path: Path) -> None:
+    engine = ext.get_engine(app)
+    assert engine.run(greet.options(id="recorded"), "ana") == "flaskapp (0 notes): hello ana"
+    (tmp_path / "h").mkdir()
+    testing.save_history(engine.export_history("recorded"), tmp_path / "h" / "recorded.json")
+    nowhere = flaskapp.create_app(
+        {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'missing' / 'app.db'}"}
+    )
+    code, out = invoke(nowhere, "replay", str(tmp_path / "h"))
+    assert code == 0, out
+    assert not (tmp_path / "missing").exists()
+
+
+def test_the_workers_engine_creates_the_tables(app: Flask, database: str) -> None:
+    state = app.extensions["fluxo"]
+    with state.command_engine("worker") as factory:
+        factory().worker().process_one()
+    assert _migrate.current(database) == _migrate.head()
+
+
+def test_a_command_that_starts_in_a_session_on_a_new_sqlite_database_says_what_to_do(
+    app: Flask,
+) -> None:
+    @app.cli.command("add-note")
+    def add_note() -> None:
+        note = flaskapp.Note(text="from a command")
+        flaskapp.db.session.add(note)
+        flaskapp.db.session.flush()  # the session's transaction holds SQLite's write lock
+        ext.engine.start(flaskapp.see.options(id="from-a-command"), note.id)
+        flaskapp.db.session.commit()
+
+    result = app.test_cli_runner().invoke(args=["add-note"])
+    assert isinstance(result.exception, fluxo.StoreUnavailableError), result.output
+    message = str(result.exception)
+    assert "database is locked" in message
+    assert "db.session has a transaction open here" in message
+    assert "`flask fluxo db upgrade`" in message
+
+    code, out = invoke(app, "db", "upgrade")  # as the message says
+    assert code == 0, out
+    result = app.test_cli_runner().invoke(args=["add-note"])
+    assert result.exit_code == 0, result.output
+    assert ext.get_engine(app).get_run("from-a-command").workflow == flaskapp.see.name
 
 
 def test_the_commands_run_in_the_app_context(app: Flask) -> None:

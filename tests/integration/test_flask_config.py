@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-import types
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from flask import Flask
 import fluxo
 from fluxo.contrib.flask import KEYS, Fluxo, register_error_handlers
 from fluxo.stores import memory, sql
+from fluxo.testing import WorkflowEnvironment
 from tests.integration import flaskapp
 
 ROOT = Path(__file__).parents[2]
@@ -95,6 +96,22 @@ def test_the_default_store_uses_fluxos_driver_for_the_same_database(
     store = app.extensions["fluxo"].engine().store
     assert isinstance(store, sql.SQLStore)
     assert store.engine.url.drivername == "sqlite+pysqlite"  # the default: the same
+
+
+def test_fluxo_store_takes_a_workflow_environment(apps: list[Flask], tmp_path: Path) -> None:
+    with WorkflowEnvironment() as env:
+        app = shop_app(
+            apps, {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'a.db'}", "FLUXO_STORE": env}
+        )
+        engine = app.extensions["fluxo"].engine()
+        assert engine.store is env.store
+        assert engine.clock is env.engine.clock  # runs are started at the virtual time
+        assert {w.name for w in engine.workflows} <= env.engine.workflow_names
+        assert app.extensions["fluxo"].join_session == "off"
+
+        env.advance(timedelta(days=3))
+        handle = engine.start(flaskapp.see, 1)
+        assert engine.get_run(handle.id).created_at == env.engine.clock()  # 3 days ahead
 
 
 def test_without_a_store_init_app_names_the_key_to_set(apps: list[Flask]) -> None:
@@ -216,7 +233,7 @@ def test_a_workflow_path_names_a_module_or_a_workflow(apps: list[Flask], path: s
     if path.endswith("see"):
         assert names == {flaskapp.see.name}
     else:
-        assert names == {flaskapp.see.name, flaskapp.greet.name}
+        assert names == {flaskapp.see.name, flaskapp.greet.name, flaskapp.relay.name}
 
 
 WORKFLOW_ERRORS = [
@@ -277,18 +294,30 @@ def test_starts_join_the_session_only_on_the_stores_database(
         assert state.join_session == mode, app.name
 
 
-def test_joining_a_session_on_another_database_is_an_error(
+@pytest.mark.parametrize("store", ["memory://", "sqlite:///other.db"])
+def test_joining_a_session_on_another_database_is_refused_by_init_app(
+    apps: list[Flask], tmp_path: Path, store: str
+) -> None:
+    config = {
+        "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'app.db'}",
+        "FLUXO_STORE": store,
+        "FLUXO_JOIN_SESSION": True,
+    }
+    with error(r"FLUXO_JOIN_SESSION'\] is True, but the store .* is not Flask-SQLAlchemy's"):
+        shop_app(apps, config)
+
+
+def test_joining_a_session_on_another_database_is_an_error_once_the_urls_are_known(
     apps: list[Flask], tmp_path: Path
 ) -> None:
-    app = shop_app(
-        apps,
-        {
-            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'app.db'}",
-            "FLUXO_STORE": "memory://",
-            "FLUXO_JOIN_SESSION": True,
-        },
-    )
-    with error(r"FLUXO_JOIN_SESSION'\] is True, but the store .* is not Flask-SQLAlchemy's"):
+    """Flask-SQLAlchemy configured after Fluxo: its database is known when the engine is built."""
+    app = Flask("late-db")
+    app.config.update({"FLUXO_STORE": "memory://", "FLUXO_JOIN_SESSION": True})
+    Fluxo(app)
+    apps.append(app)
+    app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{tmp_path / 'app.db'}"
+    flaskapp.db.init_app(app)
+    with error(r"FLUXO_JOIN_SESSION'\] is True, but the store \(memory://\) is not"):
         app.extensions["fluxo"].engine()
 
 
@@ -312,25 +341,129 @@ def test_on_commit_is_kept_and_false_turns_joining_off(apps: list[Flask], tmp_pa
         assert state.join_session == mode
 
 
-def test_same_database_ignores_driver_password_and_default_port(
-    apps: list[Flask],
+SAME = [
+    ("postgresql+psycopg://app:one@DB/shop", "postgres+psycopg2://other:two@db:5432/shop"),
+    ("postgresql+psycopg://app@localhost/shop", "postgresql://app@127.0.0.1:5432/shop"),
+    ("postgresql://app@[::1]/shop", "postgresql://app@localhost/shop"),
+    ("postgresql://app@/shop?host=/run/postgresql", "postgresql://app@localhost/shop"),
+    ("postgresql://shop@db", "postgresql://shop@db/shop"),  # the user's name by default
+    ("mysql+pymysql://root@127.0.0.1/test", "mariadb://root@localhost:3306/test"),
+    ("sqlite:////srv/app/./shop.db", "sqlite+pysqlite:////srv/app/shop.db"),
+]
+DIFFERENT = [
+    ("postgresql://app@db/shop", "postgresql://app@db/other"),
+    ("postgresql://app@db/shop", "postgresql://app@db2/shop"),
+    ("postgresql://app@localhost/shop", "postgresql://app@localhost:5433/shop"),
+    ("postgresql://app@db/shop", "mysql://app@db/shop"),
+    ("sqlite:////srv/app/shop.db", "sqlite:////srv/app/fluxo.db"),
+    ("sqlite://", "sqlite://"),  # in memory: one per connection
+]
+
+
+@pytest.mark.parametrize(("mine", "theirs"), SAME)
+def test_same_database_sets_aside_driver_user_default_port_and_local_host_names(
+    mine: str, theirs: str
 ) -> None:
-    from fluxo.contrib.flask import _extension
+    from fluxo.contrib.flask import _databases
 
-    class FakeStore(sql.SQLStore):
-        def __init__(self, url: str) -> None:
-            self._url = sa.make_url(url)
+    assert _databases.same_database(sa.make_url(mine), sa.make_url(theirs))
+    assert _databases.same_database(sa.make_url(theirs), sa.make_url(mine))
 
-        @property
-        def engine(self) -> Any:
-            return types.SimpleNamespace(url=self._url)
 
-    pg = FakeStore("postgresql+psycopg://app:one@DB/shop")
-    assert _extension._same_database(pg, sa.make_url("postgres+psycopg2://other:two@db:5432/shop"))
-    assert not _extension._same_database(pg, sa.make_url("postgresql://app@db/other"))
-    assert not _extension._same_database(pg, sa.make_url("postgresql://app@db2/shop"))
-    assert not _extension._same_database(pg, sa.make_url("mysql://app@db/shop"))
-    assert not _extension._same_database(memory.MemoryStore(), sa.make_url("sqlite:///x.db"))
+@pytest.mark.parametrize(("mine", "theirs"), DIFFERENT)
+def test_different_databases_are_told_apart(mine: str, theirs: str) -> None:
+    from fluxo.contrib.flask import _databases
+
+    assert not _databases.same_database(sa.make_url(mine), sa.make_url(theirs))
+
+
+def test_a_relative_sqlite_store_is_in_the_instance_folder_as_flask_sqlalchemys(
+    apps: list[Flask], tmp_path: Path
+) -> None:
+    """FLUXO_STORE = SQLALCHEMY_DATABASE_URI = "sqlite:///shop.db": one file, and joined."""
+    app = Flask("relative", instance_path=str(tmp_path / "instance"))
+    app.config["SQLALCHEMY_DATABASE_URI"] = app.config["FLUXO_STORE"] = "sqlite:///shop.db"
+    flaskapp.db.init_app(app)
+    Fluxo(app)
+    apps.append(app)
+    state = app.extensions["fluxo"]
+    store = state.engine().store
+    assert isinstance(store, sql.SQLStore)
+    assert store.engine.url.database == str(tmp_path / "instance" / "shop.db")
+    assert state.join_session == "join"
+
+
+def test_a_relative_sqlite_store_without_flask_sqlalchemy_is_in_the_instance_folder(
+    apps: list[Flask], tmp_path: Path
+) -> None:
+    app = Flask("alone", instance_path=str(tmp_path / "missing" / "instance"))
+    app.config["FLUXO_STORE"] = "sqlite:///fluxo.db"
+    Fluxo(app)
+    apps.append(app)
+    store = app.extensions["fluxo"].engine().store
+    assert isinstance(store, sql.SQLStore)
+    assert store.engine.url.database == str(tmp_path / "missing" / "instance" / "fluxo.db")
+
+
+def test_a_sql_store_on_another_database_is_a_warning_when_joining_is_automatic(
+    apps: list[Flask], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = shop_app(
+        apps,
+        {
+            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'app.db'}",
+            "FLUXO_STORE": f"sqlite:///{tmp_path / 'fluxo.db'}",
+        },
+    )
+    with caplog.at_level("WARNING", logger="fluxo.contrib.flask"):
+        app.extensions["fluxo"].engine()
+    [record] = [r for r in caplog.records if r.name.startswith("fluxo.contrib.flask")]
+    assert record.levelname == "WARNING"
+    message = record.getMessage()
+    assert str(tmp_path / "fluxo.db") in message
+    assert str(tmp_path / "app.db") in message
+    assert "starts inside a db.session transaction will not join it" in message
+
+
+def test_no_warning_when_joining_is_chosen_or_the_store_is_not_sql(
+    apps: list[Flask], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    database = f"sqlite:///{tmp_path / 'app.db'}"
+    other = f"sqlite:///{tmp_path / 'fluxo.db'}"
+    configs = [
+        {"FLUXO_STORE": other, "FLUXO_JOIN_SESSION": False},
+        {"FLUXO_STORE": other, "FLUXO_JOIN_SESSION": "on_commit"},
+        {"FLUXO_STORE": "memory://"},
+        {},
+    ]
+    with caplog.at_level("WARNING", logger="fluxo.contrib.flask"):
+        for index, config in enumerate(configs):
+            app = shop_app(apps, {"SQLALCHEMY_DATABASE_URI": database, **config}, f"a{index}")
+            app.extensions["fluxo"].engine()
+    assert [r for r in caplog.records if r.name.startswith("fluxo.contrib.flask")] == []
+
+
+@pytest.mark.postgres
+def test_postgres_on_localhost_and_127_0_0_1_is_one_database(
+    apps: list[Flask], fresh_postgres_url: str
+) -> None:
+    url = sa.make_url(fresh_postgres_url)
+    if url.host not in ("localhost", "127.0.0.1") or (url.port or 5432) != 5432:
+        pytest.skip("the test server is not on this machine's default port")
+    app = shop_app(
+        apps,
+        {
+            "SQLALCHEMY_DATABASE_URI": url.set(
+                drivername="postgresql+psycopg", host="localhost", port=None
+            ).render_as_string(hide_password=False),
+            "FLUXO_STORE": url.set(host="127.0.0.1", port=url.port or 5432).render_as_string(
+                hide_password=False
+            ),
+            "FLUXO_JOIN_SESSION": True,  # accepted by init_app: the same database
+        },
+    )
+    app.extensions["fluxo"].engine()
+    assert app.extensions["fluxo"].join_session == "join"
 
 
 # -- apps, contexts and the extension object -----------------------------------------------
@@ -455,3 +588,28 @@ def test_error_handlers_go_through_the_apps_own_handlers(apps: list[Flask]) -> N
     assert answer.get_json() == {"error": "no run with id 'r-9'"}
     assert client.get("/down").status_code == 503
     assert client.get("/finished").status_code == 409
+
+
+def test_a_503_tells_the_client_nothing_of_the_store_and_logs_the_cause(
+    apps: list[Flask], caplog: pytest.LogCaptureFixture
+) -> None:
+    app = bare_app(apps, {"FLUXO_STORE": "memory://", "FLUXO_ERROR_HANDLERS": True})
+
+    @app.get("/down")
+    def down() -> dict[str, str]:
+        raise fluxo.StoreUnavailableError(
+            "the postgresql database at postgresql://shop_user:***@db.internal:5432/shop_prod "
+            "is unavailable: connection refused"
+        )
+
+    with caplog.at_level("WARNING", logger="fluxo.contrib.flask"):
+        answer = app.test_client().get("/down")
+    assert answer.status_code == 503
+    body = answer.get_data(as_text=True)
+    assert "the workflow store is unavailable; try again later" in body
+    for secret in ("shop_user", "db.internal", "shop_prod", "postgresql", "refused"):
+        assert secret not in body
+    [record] = caplog.records
+    assert record.levelname == "WARNING"
+    assert "GET /down with 503" in record.getMessage()
+    assert "shop_user:***@db.internal:5432/shop_prod" in record.getMessage()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import textwrap
@@ -211,3 +212,88 @@ def test_a_step_starting_a_run_uses_its_apps_engine(tmp_path: Path) -> None:
         assert engine.get_run("greet-ana").workflow == flaskapp.greet.name
     finally:
         ext.close(app)
+
+
+# -- before each request -------------------------------------------------------------------
+
+
+def fluxo_logs(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [record for record in caplog.records if record.name.startswith("fluxo.")]
+
+
+def test_a_request_goes_on_when_the_store_is_down_and_the_warning_is_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fluxo.contrib.flask import _extension
+
+    monkeypatch.setattr(_extension, "PREPARE_RETRY", 0.0)  # each request tries again
+    folder = tmp_path / "not-yet"
+    app = flaskapp.create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{folder / 'app.db'}"})
+    client = app.test_client()
+    try:
+        with caplog.at_level("INFO", logger="fluxo.contrib.flask"):
+            assert client.get("/health").status_code == 200
+            assert client.get("/health").status_code == 200
+            assert client.post("/runs/r/signal").status_code == 500  # a view that uses Fluxo
+            [warning] = fluxo_logs(caplog)
+            assert warning.levelname == "WARNING"
+            assert "building the Fluxo engine of app 'flaskapp' before a request" in (
+                warning.getMessage()
+            )
+            assert "does not exist" in warning.getMessage()
+
+            folder.mkdir()  # the store is back
+            assert client.get("/health").status_code == 200
+        assert [r.levelname for r in fluxo_logs(caplog)] == ["WARNING", "INFO"]
+        assert app.extensions["fluxo"].built() is not None
+    finally:
+        flaskapp.ext.close(app)
+
+
+def test_postgres_down_does_not_fail_a_request_that_does_not_use_fluxo(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    closed = "postgresql+psycopg://shop:s3cret@127.0.0.1:1/shop"  # nothing listens on port 1
+    app = flaskapp.create_app({"SQLALCHEMY_DATABASE_URI": closed})
+    try:
+        with caplog.at_level("WARNING", logger="fluxo.contrib.flask"):
+            assert app.test_client().get("/health").status_code == 200
+        [warning] = fluxo_logs(caplog)
+        assert "StoreUnavailableError" in warning.getMessage()
+        assert "s3cret" not in warning.getMessage()
+    finally:
+        flaskapp.ext.close(app)
+
+
+def test_after_it_succeeds_the_request_hook_does_not_ask_for_the_engine(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = app.extensions["fluxo"]
+    asked: list[int] = []
+    build = state.engine
+
+    def engine() -> fluxo.Engine:
+        asked.append(1)
+        return build()
+
+    monkeypatch.setattr(state, "engine", engine)
+    client = app.test_client()
+    for _ in range(3):
+        assert client.get("/health").status_code == 200
+    assert asked == [1]
+
+
+def test_the_request_hook_is_only_where_the_store_may_be_the_apps_database(
+    tmp_path: Path,
+) -> None:
+    database = f"sqlite:///{tmp_path / 'app.db'}"
+    cases = [
+        ({}, True),
+        ({"FLUXO_STORE": database}, True),
+        ({"FLUXO_STORE": f"sqlite:///{tmp_path / 'other.db'}"}, False),
+        ({"FLUXO_STORE": "memory://"}, False),
+    ]
+    for index, (config, hooked) in enumerate(cases):
+        app = flaskapp.create_app({"SQLALCHEMY_DATABASE_URI": database, **config}, f"a{index}")
+        state = app.extensions["fluxo"]
+        assert (state.prepare in app.before_request_funcs.get(None, [])) is hooked, config

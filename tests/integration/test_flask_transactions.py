@@ -18,6 +18,7 @@ import pytest
 
 pytest.importorskip("flask_sqlalchemy")
 
+import sqlalchemy as sa
 from flask import Flask
 
 import fluxo
@@ -119,12 +120,93 @@ def test_a_run_joined_to_the_session_appears_only_at_the_commit(app: Flask) -> N
     assert notes(app) == [(note_id, 1)]
 
 
+def test_waiting_for_a_joined_run_before_the_commit_says_why_it_is_not_found(app: Flask) -> None:
+    with app.app_context():
+        note = Note(text="waited for")
+        db.session.add(note)
+        db.session.flush()
+        handle = ext.engine.start(see.options(id="too-soon"), note.id)
+        with pytest.raises(fluxo.RunNotFoundError, match="exists once that transaction commits"):
+            handle.result(timeout=1)
+        db.session.commit()
+        assert handle.status() is fluxo.RunStatus.PENDING
+
+
 def test_a_start_without_a_session_transaction_is_a_plain_start(app: Flask) -> None:
     with app.app_context():
         db.session.commit()  # nothing pending: no transaction
         ext.engine.start(flaskapp.greet.options(id="plain"), "ana")
         db.session.rollback()  # has nothing of the run's
     assert run_ids(app) == ["plain"]
+
+
+# -- a transaction that only read: a plain start -----------------------------------------
+
+
+def add_note(app: Flask, text: str = "note") -> int:
+    with app.app_context():
+        note = Note(text=text)
+        db.session.add(note)
+        db.session.commit()
+        return note.id
+
+
+def test_a_view_that_reads_then_starts_without_a_commit_starts_the_run(app: Flask) -> None:
+    note_id = add_note(app)
+    answer = app.test_client().post(f"/notes/{note_id}/see")
+    assert answer.status_code == 202, answer.get_data(as_text=True)
+    assert run_ids(app) == [f"see-{note_id}"]  # the request's session was rolled back
+    engine = ext.get_engine(app)
+    assert engine.worker().process_one() == 1
+    assert notes(app) == [(note_id, 1)]
+
+
+def test_a_step_that_reads_then_starts_starts_the_run(app: Flask) -> None:
+    note_id = add_note(app)
+    engine = ext.get_engine(app)
+    assert engine.run(flaskapp.relay, note_id) == f"seen-by-step-{note_id}"
+    assert f"seen-by-step-{note_id}" in run_ids(app)
+
+
+def test_what_counts_as_a_write_in_the_sessions_transaction(app: Flask) -> None:
+    note_id = add_note(app)
+    writes = {
+        "added": lambda: db.session.add(Note(text="new")),
+        "changed": lambda: setattr(db.session.get(Note, note_id), "text", "changed"),
+        "deleted": lambda: db.session.delete(db.session.get(Note, note_id)),
+        "flushed": lambda: (db.session.add(Note(text="flushed")), db.session.flush()),
+        "updated": lambda: db.session.execute(
+            sa.update(Note).where(Note.id == note_id).values(text="updated")
+        ),
+        "text": lambda: db.session.execute(sa.text("UPDATE notes SET seen = seen")),
+    }
+    reads = {
+        "got": lambda: db.session.get(Note, note_id),
+        "queried": lambda: db.session.query(Note).count(),
+        "selected": lambda: db.session.execute(sa.text("SELECT count(*) FROM notes")),
+        "committed": lambda: (db.session.add(Note(text="kept")), db.session.commit()),
+    }
+    with app.app_context():
+        for name, act in {**writes, **reads}.items():
+            act()
+            ext.engine.start(flaskapp.greet.options(id=name), name)
+            db.session.rollback()
+            db.session.remove()
+    assert run_ids(app) == sorted(reads)
+
+
+def test_on_commit_after_a_read_only_transaction_is_a_plain_start(
+    database: str, tmp_path: Path
+) -> None:
+    with made_app(
+        database,
+        FLUXO_STORE=f"sqlite:///{tmp_path / 'elsewhere.db'}",
+        FLUXO_JOIN_SESSION="on_commit",
+    ) as app:
+        note_id = add_note(app)
+        answer = app.test_client().post(f"/notes/{note_id}/see")
+        assert answer.status_code == 202, answer.get_data(as_text=True)
+        assert run_ids(app) == [f"see-{note_id}"]
 
 
 def test_in_transaction_joins_the_session_explicitly(database: str) -> None:

@@ -11,8 +11,8 @@
   forked server worker builds its own) and closed at exit.
 * Steps run inside ``app.app_context()``, so they can use the app's extensions.
 * With Flask-SQLAlchemy on the store's database, a start inside a ``db.session``
-  transaction joins it: the run exists once the session commits, never if it
-  rolls back.
+  transaction that has written joins it: the run exists once the session
+  commits, never if it rolls back. After reads only, it is a plain start.
 * ``flask fluxo worker``, ``flask fluxo runs list``... run Fluxo's command line
   with the app's engine.
 

@@ -3,7 +3,9 @@
 Every command of ``fluxo`` is there: ``flask fluxo worker``, ``flask fluxo runs
 list``, ``flask fluxo replay PATH``, ``flask fluxo db upgrade``... Where ``fluxo``
 would need ``APP`` (``--app module:engine``), the app's engine is used; ``--app``
-and ``--store`` still win when given.
+and ``--store`` still win when given. Only ``worker`` may create or upgrade
+Fluxo's tables (as it claims runs), and ``db upgrade`` of course: the other
+commands read the schema as it is.
 """
 
 from __future__ import annotations
@@ -32,4 +34,6 @@ PROG_NAME = "flask fluxo"
 def fluxo_command(args: tuple[str, ...]) -> None:
     """Fluxo with this app's engine: worker, runs, replay, db (see flask fluxo --help)."""
     state: FluxoState = flask.current_app.extensions["fluxo"]
-    cli.main(list(args), engine=state.engine, prog_name=PROG_NAME)
+    command = next((arg for arg in args if not arg.startswith("-")), None)
+    with state.command_engine(command) as engine:
+        cli.main(list(args), engine=engine, store_url=state.store_url, prog_name=PROG_NAME)

@@ -16,16 +16,17 @@ import contextlib
 import logging
 import os
 import threading
+import time
 import weakref
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Final
 
 import flask
 import sqlalchemy as sa
 
 from fluxo import _definitions, _engine, _errors, _redact, _transactions, stores
 from fluxo import codec as _codec
-from fluxo.contrib.flask import _cli, _config, _http
+from fluxo.contrib.flask import _cli, _config, _databases, _http, _sessions
 
 if TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -34,6 +35,9 @@ log = logging.getLogger(__name__)
 
 EXTENSION_KEY = "fluxo"
 """The key of a :class:`FluxoState` in ``app.extensions``."""
+
+PREPARE_RETRY: Final = 10.0
+"""Seconds between two tries of a request's :meth:`FluxoState.prepare` that failed."""
 
 
 class Fluxo:
@@ -51,7 +55,7 @@ class Fluxo:
         codec: how values are encoded; see :class:`fluxo.Engine`.
 
     Example:
-        >>> app.config["FLUXO_STORE"] = "postgresql://app@db/shop"  # or Flask-SQLAlchemy's
+        >>> app.config["FLUXO_STORE"] = "postgresql+psycopg://app@db/shop"  # or none: FSA's
         >>> fluxo = Fluxo(app, workflows=[checkout])
         >>> fluxo.engine.start(checkout.options(id="order-17"), 17, 4200)
 
@@ -104,12 +108,16 @@ class Fluxo:
             raise _errors.DefinitionError(
                 f"Fluxo is already set up on app {app.name!r}; call init_app once per app"
             )
-        settings = _config.read(app.config)
+        settings = _config.read(app.config, app.instance_path)
+        database = _config.database_url(app.config, app.instance_path)
+        _config.check_join(settings, database)
         state = FluxoState(self, app, settings)
         app.extensions[EXTENSION_KEY] = state
         app.cli.add_command(_cli.fluxo_command)
-        if settings.store is None or _config.is_sql_url(settings.store):
-            app.before_request(state.prepare)  # maybe the app's database: see prepare
+        if database is not None or _sqlalchemy(app) is not None:
+            _sessions.listen()  # before any session of the app's has written
+        if _config.maybe_shared(settings, database):
+            app.before_request(state.prepare)  # see prepare
         if settings.error_handlers:
             _http.register_error_handlers(app)
 
@@ -186,6 +194,8 @@ class FluxoState:
         self._pid = 0
         self.join_session: _config.JoinSession = settings.join_session
         """How starts meet ``db.session``: decided with the engine when ``auto``."""
+        self._prepare_after = 0.0
+        self._prepare_failing = False
         _LIVE.add(self)
 
     @property
@@ -207,9 +217,14 @@ class FluxoState:
                     log.debug("process %d forked from %d: building its own engine", pid, self._pid)
                 self._engine = None  # the parent's: its threads and connections stayed there
                 self._store = None
-                self._engine = self._build()
+                self._engine, self._store = self._build()
                 self._pid = pid
             return self._engine
+
+    def built(self) -> _engine.Engine | None:
+        """This process's engine if it is built, else ``None`` (nothing is built here)."""
+        engine = self._engine
+        return engine if engine is not None and self._pid == os.getpid() else None
 
     def close(self) -> None:
         """Close this process's engine, if it has one (the next use builds another)."""
@@ -226,52 +241,144 @@ class FluxoState:
         self._lock = threading.Lock()
 
     def prepare(self) -> None:
-        """Build this process's engine now, if it is not built (before each request).
+        """Build this process's engine before a request's view, if it is not built.
 
-        So the first request of a process builds it (and, on the app's own
-        database, creates Fluxo's tables) before its view opens a transaction: on
-        SQLite, tables cannot be created from another connection while the
-        request's transaction holds the write lock.
+        Registered with ``before_request`` when the store may be Flask-SQLAlchemy's
+        database: the engine is built (and Fluxo's tables made) before the view
+        opens a transaction, since on SQLite the tables cannot be created from
+        another connection while the view's transaction holds the write lock.
+
+        It never fails a request: if the store cannot be reached, it logs a
+        warning once and lets the view run (a view that uses the engine then gets
+        the error from its own use); it tries again at a request
+        :data:`PREPARE_RETRY` seconds later. Once the engine is built, it costs
+        a comparison.
         """
-        self.engine()
+        if self.built() is not None or time.monotonic() < self._prepare_after:
+            return
+        try:
+            self.engine()
+        except Exception as exc:
+            self._prepare_after = time.monotonic() + PREPARE_RETRY
+            if not self._prepare_failing:
+                self._prepare_failing = True
+                config = isinstance(exc, _errors.DefinitionError)
+                log.log(
+                    logging.ERROR if config else logging.WARNING,
+                    "building the Fluxo engine of app %r before a request failed (%s: %s); "
+                    "requests go on, and their views' uses of Fluxo fail until it works. "
+                    "Tried again every %d seconds; logged once until then",
+                    self.app.name,
+                    type(exc).__name__,
+                    _redact.redact(str(exc)),
+                    PREPARE_RETRY,
+                )
+            return
+        if self._prepare_failing:
+            self._prepare_failing = False
+            log.info("built the Fluxo engine of app %r: its store is reachable", self.app.name)
+
+    # -- the command line --------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def command_engine(self, command: str | None) -> Iterator[Callable[[], _engine.Engine]]:
+        """The engine factory of ``flask fluxo COMMAND``, and the engine closed after it.
+
+        ``worker`` takes this process's engine, as any use would. The other
+        commands never migrate: they take this process's engine if it is built,
+        else one of their own, built on first use and closed afterwards, whose
+        store does not create nor upgrade tables (``flask fluxo runs list`` on a
+        database without them says to run ``flask fluxo db upgrade``).
+        ``replay`` needs no store: its engine keeps none.
+        """
+        if command == "worker":
+            yield self.engine
+            return
+        made: list[tuple[_engine.Engine, stores.Store | None]] = []
+
+        def factory() -> _engine.Engine:
+            engine = self.built()
+            if engine is not None:
+                return engine
+            if not made:
+                made.append(self._build(command="replay" if command == "replay" else "read"))
+            return made[0][0]
+
+        try:
+            yield factory
+        finally:
+            for engine, store in made:
+                engine.close()
+                if store is not None:
+                    store.close()
+
+    def store_url(self) -> str | None:
+        """The URL of the store, found without opening it; ``None`` for a store object not SQL.
+
+        For ``flask fluxo db``: a relative SQLite path is resolved as for the
+        store, and with ``FLUXO_STORE`` unset it is Flask-SQLAlchemy's database.
+        """
+        given = self.settings.store
+        if isinstance(given, str):
+            return given
+        if given is None:
+            return _default_store_url(self.app)
+        url = _config.store_url(given)
+        return None if url is None else url.render_as_string(hide_password=False)
 
     # -- building the engine -----------------------------------------------------------
 
-    def _build(self) -> _engine.Engine:
+    def _build(self, command: str | None = None) -> tuple[_engine.Engine, stores.Store | None]:
+        """A new engine, and the store it opened from a URL (the caller closes both).
+
+        ``command``: ``"read"`` for a command that must not migrate (its store
+        neither creates nor upgrades tables); ``"replay"`` for one that needs no
+        store (in memory). ``None``: the app's engine, which decides how starts
+        meet ``db.session`` and, on Flask-SQLAlchemy's database, makes Fluxo's tables.
+        """
         app, settings = self.app, self.settings
         workflows = [*self.extension.workflows, *_config.resolve_workflows(settings.workflows)]
-        store = self._open_store(app)
+        if command == "replay":
+            return _engine.Engine(
+                stores.open_store("memory://"), workflows=workflows, codec=self.extension.codec
+            ), None
+        migrate = settings.auto_migrate and command is None
+        store, opened = self._open_store(app, auto_migrate=migrate)
+        environment = settings.environment
+        if environment is not None:  # it executes the runs the app starts: it must know them
+            for workflow in workflows:
+                environment._register(workflow)
         try:
-            db = _sqlalchemy(app)
-            database = None if db is None else _database_url(app, db)
-            shared = database is not None and _same_database(store, database)
-            self.join_session = self._join_mode(store, db, database, shared)
-            if shared and self._store is not None and settings.auto_migrate:
-                from fluxo.stores import sql
-
-                assert isinstance(store, sql.SQLStore)
-                store.migrate()  # a no-op at head; joined starts cannot create tables on SQLite
+            if command is None:
+                self.join_session = self._join_mode(store)
+                if self.join_session == "join" and opened is not None and migrate:
+                    self._migrate(app, opened)
             return _engine.Engine(
                 store,
                 workflows=workflows,
                 codec=self.extension.codec,
                 parallel_threads=settings.parallel_threads,
                 step_context=self._step_context if settings.app_context else None,
-                transaction=self._ambient_start if self.join_session != "off" else None,
-            )
+                transaction=self._ambient_start if command is None else None,
+                clock=time.time if environment is None else environment.engine.clock,
+            ), opened
         except BaseException:
-            if self._store is not None:
-                self._store.close()
-                self._store = None
+            if opened is not None:
+                opened.close()
             raise
 
-    def _open_store(self, app: flask.Flask) -> stores.Store:
+    def _open_store(
+        self, app: flask.Flask, *, auto_migrate: bool
+    ) -> tuple[stores.Store, stores.Store | None]:
+        """The store, and it again if it was opened here from a URL (else ``None``)."""
         given = self.settings.store
         if isinstance(given, stores.Store):
-            return given
+            return given, None
         url = given if given is not None else _default_store_url(app)
         try:
-            store = stores.open_store(url, auto_migrate=self.settings.auto_migrate)
+            if _config.is_sql_url(url) and given is not None:
+                _make_instance_folder(app, url)
+            store = stores.open_store(url, auto_migrate=auto_migrate)
         except _errors.DefinitionError as exc:
             origin = (
                 "app.config['FLUXO_STORE']"
@@ -280,13 +387,31 @@ class FluxoState:
                 "choose another)"
             )
             raise _errors.DefinitionError(f"{origin}: {exc}") from exc
-        self._store = store
-        return store
+        except _errors.StoreError as exc:
+            clearer = _locked_by_session(app, sa.make_url(url), exc) if "://" in url else None
+            if clearer is None:
+                raise
+            raise clearer from exc
+        return store, store
 
-    def _join_mode(
-        self, store: stores.Store, db: SQLAlchemy | None, database: sa.URL | None, shared: bool
-    ) -> _config.JoinSession:
+    def _migrate(self, app: flask.Flask, store: stores.Store) -> None:
+        """Make Fluxo's tables in the app's database: joined starts cannot make them on SQLite."""
+        from fluxo.stores import sql  # joined: the store is SQL
+
+        assert isinstance(store, sql.SQLStore)
+        try:
+            store.migrate()  # a no-op at head
+        except _errors.StoreError as exc:
+            clearer = _locked_by_session(app, store.engine.url, exc)
+            if clearer is None:
+                raise
+            raise clearer from exc
+
+    def _join_mode(self, store: stores.Store) -> _config.JoinSession:
         wanted = self.settings.join_session
+        db = _sqlalchemy(self.app)
+        if db is not None:
+            _sessions.listen()  # Flask-SQLAlchemy set up after init_app, perhaps
         if wanted in ("off", "on_commit"):
             if wanted == "on_commit" and db is None:
                 raise _errors.DefinitionError(
@@ -295,23 +420,38 @@ class FluxoState:
                     "wait for; remove the key"
                 )
             return wanted
-        if shared:
-            return "join"
-        if wanted == "auto":
-            return "off"
         if db is None:
+            if wanted == "auto":
+                return "off"
             raise _errors.DefinitionError(
                 "app.config['FLUXO_JOIN_SESSION'] is True, but Flask-SQLAlchemy is not set up "
                 "on this app (db.init_app(app)), so there is no session to join; remove the key"
             )
-        theirs = "none" if database is None else database.render_as_string(hide_password=True)
-        raise _errors.DefinitionError(
-            f"app.config['FLUXO_JOIN_SESSION'] is True, but the store "
-            f"({_redact.redact(repr(store))}) is not Flask-SQLAlchemy's database "
-            f"({_redact.redact(theirs)}), and a run can join a transaction only on its "
-            "store's database; set it to 'on_commit' to start runs once db.session commits, "
-            "or leave FLUXO_STORE unset to keep Fluxo's tables in that database"
+        database = _database_url(self.app, db)
+        mine = _config.store_url(store)
+        if mine is not None and database is not None and _databases.same_database(mine, database):
+            return "join"
+        given = self.settings.store
+        shown = (
+            _databases.shown(mine)
+            if mine is not None
+            else _redact.redact_value(given)
+            if isinstance(given, str)
+            else repr(store)
         )
+        theirs = "none" if database is None else _databases.shown(database)
+        if wanted == "join":
+            raise _config.cannot_join(shown, theirs)
+        if mine is not None:  # a SQL store: meant to be the app's database, perhaps
+            log.warning(
+                "Fluxo's store (%s) is not Flask-SQLAlchemy's database (%s): starts inside a "
+                "db.session transaction will not join it, they are committed at once. Leave "
+                "FLUXO_STORE unset to keep Fluxo's tables in that database, or set "
+                "FLUXO_JOIN_SESSION to 'on_commit' or False to choose, and silence this",
+                _redact.redact(shown),
+                _redact.redact(theirs),
+            )
+        return "off"
 
     @contextlib.contextmanager
     def _step_context(self) -> Iterator[None]:
@@ -321,7 +461,13 @@ class FluxoState:
     def _ambient_start(
         self, engine: _engine.Engine
     ) -> _transactions.InTransaction | _transactions.OnCommit | None:
-        """The starter of a start inside a ``db.session`` transaction of this app, else None."""
+        """The starter of a start inside a ``db.session`` transaction that has written, else None.
+
+        A transaction that only read is never committed by a view that only reads:
+        a start joined to it would be lost with it (see ``_sessions``).
+        """
+        if self.join_session == "off":
+            return None
         current = flask.current_app if flask.has_app_context() else None
         if current is None or current.extensions.get(EXTENSION_KEY) is not self:
             return None  # outside this app: no session of its to join
@@ -329,7 +475,7 @@ class FluxoState:
         if db is None or not db.session.registry.has():
             return None  # no session in this app context: nothing to join
         session = db.session()
-        if not session.in_transaction():
+        if not _sessions.has_written(session):
             return None
         if self.join_session == "join":
             return engine.in_transaction(session)
@@ -376,33 +522,38 @@ def _default_store_url(app: flask.Flask) -> str:
     return url.set(drivername=url.get_backend_name()).render_as_string(hide_password=False)
 
 
-def _same_database(store: stores.Store, database: sa.URL) -> bool:
-    """Whether ``store`` keeps its tables in ``database`` (so a start can join its sessions)."""
-    from fluxo.stores import sql
-
-    if not isinstance(store, sql.SQLStore):
-        return False
-    mine = store.engine.url
-    family = {"postgres": "postgresql", "mariadb": "mysql"}
-    backend = family.get(mine.get_backend_name(), mine.get_backend_name())
-    if backend != family.get(database.get_backend_name(), database.get_backend_name()):
-        return False
-    if backend == "sqlite":
-        path = _sqlite_file(mine)
-        return path is not None and path == _sqlite_file(database)
-    port = {"postgresql": 5432, "mysql": 3306}.get(backend)
-    return (
-        (mine.host or "localhost").lower() == (database.host or "localhost").lower()
-        and (mine.port or port) == (database.port or port)
-        and mine.database == database.database
-    )
+def _make_instance_folder(app: flask.Flask, url: str) -> None:
+    """Create the instance folder for a SQLite file there, as Flask-SQLAlchemy does."""
+    file = _databases.sqlite_file(sa.make_url(url)) if url.startswith("sqlite") else None
+    if file is not None and os.path.dirname(file) == os.path.realpath(app.instance_path):
+        os.makedirs(app.instance_path, exist_ok=True)
 
 
-def _sqlite_file(url: sa.URL) -> str | None:
-    """The absolute path of a SQLite database file; ``None`` in memory."""
-    if url.database in (None, "", ":memory:") or url.query.get("mode") == "memory":
+def _locked_by_session(
+    app: flask.Flask, url: sa.URL, error: _errors.StoreError
+) -> _errors.StoreError | None:
+    """A clearer error for a SQLite store that is locked by the app's own session, if it is.
+
+    Opening a new SQLite store switches the file to WAL and may create Fluxo's
+    tables: neither can happen while a ``db.session`` transaction of this
+    thread holds the database's write lock.
+    """
+    if _databases.family(url) != "sqlite" or "locked" not in str(error):
         return None
-    return os.path.realpath(str(url.database))
+    db = _sqlalchemy(app) if flask.has_app_context() else None
+    if db is None or not db.session.registry.has() or not db.session().in_transaction():
+        return None
+    kind = (
+        _errors.StoreUnavailableError
+        if isinstance(error, _errors.StoreUnavailableError)
+        else _errors.StoreError
+    )
+    return kind(
+        f"{error}: Fluxo could not prepare its SQLite database (its tables, WAL mode) because "
+        "db.session has a transaction open here, which holds the database's write lock. Run "
+        "`flask fluxo db upgrade` once (a deploy step), or use fluxo.engine before the "
+        "session's first write (the first request does so), so that the engine is built first"
+    )
 
 
 # -- every state of this process: closed at exit, unlocked after a fork -------------------
