@@ -538,22 +538,9 @@ class Engine:
         """
         self._check_open()
         cutoff = _filters.purge_cutoff(older_than, self.clock())
-        if status is None:
-            statuses = list(_FINISHED)
-        else:
-            statuses = _filters.statuses(status)
-            active = [s.value for s in statuses if not s.is_terminal]
-            if active:
-                raise _errors.DefinitionError(
-                    f"purge deletes finished runs only, and {', '.join(map(repr, active))} is "
-                    "not finished; pick among 'completed', 'failed' and 'cancelled' (cancel a "
-                    "run to purge it once it has ended)"
-                )
+        statuses = _filters.purge_statuses(status)
         workflows = None if workflow is None else _filters.workflow_names(workflow)
-        if not isinstance(batch, int) or isinstance(batch, bool) or not 0 < batch <= MAX_BATCH:
-            raise _errors.DefinitionError(
-                f"batch must be a whole number from 1 to {MAX_BATCH:,}, not {batch!r}"
-            )
+        _filters.check_batch(batch, MAX_BATCH)
         if dry_run:
             return self.store.purge(
                 finished_before=cutoff,
@@ -656,29 +643,49 @@ class Engine:
         in the order they were sent, each exactly once. For a chain of runs
         (``fluxo.continue_as_new``), the signal goes to the latest run of the
         chain; signals a run had not consumed when it continued stay with it.
+        With ``Engine(transaction=...)``, a signal sent inside the transaction it
+        finds is sent in it (or after its commit), as a start would be.
 
         Raises:
             RunNotFoundError: no such run.
             RunStateError: the run has finished; nothing would ever read the signal.
             EncodeError: the payload cannot be encoded.
         """
+        if self._transaction is not None:
+            starter = self._transaction(self)
+            if starter is not None:
+                return starter.signal(run_id, name, payload)
+        return self._signal(run_id, name, payload)
+
+    def _encode_signal(self, run_id: str, name: str, payload: Any) -> bytes:
         self._check_open()
         _names.check_run_id(run_id)
         _names.check_signal_name(name)
         try:
-            data = self.codec.encode(payload)
+            return self.codec.encode(payload)
         except TypeError as exc:
             raise _errors.EncodeError(
                 f"the payload of signal {name!r} cannot be encoded: {exc}; send JSON-friendly "
                 "values (dataclasses, dicts, lists, str, numbers, datetimes...)"
             ) from exc
-        target = self._latest(run_id).id
+
+    def _signal(
+        self,
+        run_id: str,
+        name: str,
+        payload: Any,
+        *,
+        writer: _transactions.RunWriter | None = None,
+    ) -> None:
+        data = self._encode_signal(run_id, name, payload)
+        sender = self.store if writer is None else writer
+        target = stores.latest_run(sender, run_id).id
         while True:
             try:
-                self.store.send_signal(target, name, data, now=self.clock())
+                sender.send_signal(target, name, data, now=self.clock())
                 return
             except _errors.RunStateError as exc:
-                latest = self._latest(target)  # it continued as new meanwhile?
+                latest = stores.latest_run(sender, target)  # it continued as new meanwhile?
                 if latest.id != target:
                     target = latest.id
                     continue
@@ -767,7 +774,6 @@ MAX_BATCH = 10_000
 """The most runs :meth:`Engine.purge` deletes in one transaction."""
 _COUNT_ALL = 2**31 - 1
 """The limit of a dry run: every run (within what an SQL ``LIMIT`` takes)."""
-_FINISHED = tuple(status for status in _history.RunStatus if status.is_terminal)
 
 
 _TERMINAL_EVENTS = (

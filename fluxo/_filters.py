@@ -108,3 +108,28 @@ def purge_cutoff(older_than: timedelta | datetime | float, now: float) -> float:
             "timedelta(days=30)"
         )
     return now - age
+
+
+def purge_statuses(
+    status: history.RunStatus | str | Iterable[history.RunStatus | str] | None,
+) -> list[history.RunStatus]:
+    """The finished statuses a purge takes: all of them by default; never an active one."""
+    if status is None:
+        return [s for s in history.RunStatus if s.is_terminal]
+    chosen = statuses(status)
+    active = [s.value for s in chosen if not s.is_terminal]
+    if active:
+        raise _errors.DefinitionError(
+            f"purge deletes finished runs only, and {', '.join(map(repr, active))} is "
+            "not finished; pick among 'completed', 'failed' and 'cancelled' (cancel a "
+            "run to purge it once it has ended)"
+        )
+    return chosen
+
+
+def check_batch(batch: object, most: int) -> None:
+    """Refuse a purge batch that is not a whole number from 1 to ``most``."""
+    if not isinstance(batch, int) or isinstance(batch, bool) or not 0 < batch <= most:
+        raise _errors.DefinitionError(
+            f"batch must be a whole number from 1 to {most:,}, not {batch!r}"
+        )

@@ -66,6 +66,14 @@ class RunWriter(Protocol):
     def load(self, run_id: str) -> history.RunState:
         """The run and its history; see ``Store.load``."""
 
+    def get_run(self, run_id: str) -> history.RunInfo:
+        """The run's record; see ``Store.get_run``."""
+
+    def send_signal(
+        self, run_id: str, name: str, payload: bytes, *, now: float, key: str | None = None
+    ) -> bool:
+        """Store a signal and wake its run; see ``Store.send_signal``."""
+
 
 class Starting(_handle.Client, Protocol):
     """What the starters ask of the engine."""
@@ -90,6 +98,14 @@ class Starting(_handle.Client, Protocol):
         self, wf: _definitions.Workflow[Any, Any], args: Sequence[Any], kwargs: dict[str, Any]
     ) -> bytes:
         """Refuse now what the start would refuse: an unknown workflow, bad arguments."""
+
+    def _signal(
+        self, run_id: str, name: str, payload: Any, *, writer: RunWriter | None = None
+    ) -> None:
+        """Send a signal through ``writer`` (default: the store)."""
+
+    def _encode_signal(self, run_id: str, name: str, payload: Any) -> bytes:
+        """Refuse now what a signal would refuse: a bad id, name or payload."""
 
 
 class Joined:
@@ -282,6 +298,22 @@ class InTransaction:
         )
         return engine._start(workflow, args, kwargs, writer=writer, hint=JOINED_HINT)
 
+    def signal(self, run_id: str, name: str, payload: Any = None) -> None:
+        """Send a signal in the transaction; as :meth:`fluxo.Engine.signal` otherwise.
+
+        The signal is stored for the run once the transaction commits, and never if
+        it rolls back; a run started earlier in the same transaction can be
+        signalled. Outside a transaction, it is a plain signal.
+        """
+        engine = self._engine
+        joined = join(self._connection)
+        if joined.dbapi_connection is None:
+            return engine._signal(run_id, name, payload)
+        writer: RunWriter = engine.store.join(
+            joined.dbapi_connection, after_commit=joined.after_commit
+        )
+        return engine._signal(run_id, name, payload, writer=writer)
+
 
 class OnCommit:
     """Starts runs once the caller's transaction commits: see :meth:`fluxo.Engine.on_commit`."""
@@ -325,3 +357,29 @@ class OnCommit:
 
         register(start_now)
         return _handle.RunHandle(engine, run_id, workflow.return_type, hint=ON_COMMIT_HINT)
+
+    def signal(self, run_id: str, name: str, payload: Any = None) -> None:
+        """Send a signal once the transaction commits; at once outside a transaction.
+
+        The id, name and payload are checked now; a send that fails after the
+        commit (the run finished meanwhile, the store is down) is logged.
+        """
+        engine = self._engine
+        register = commit_hook(self._connection)
+        if register is None:
+            return engine._signal(run_id, name, payload)
+        engine._encode_signal(run_id, name, payload)
+
+        def send_now() -> None:
+            try:
+                engine._signal(run_id, name, payload)
+            except Exception:
+                log.exception(
+                    "the transaction committed, but sending signal %r to run %s failed",
+                    name,
+                    run_id,
+                    extra={"fluxo_run_id": run_id},
+                )
+
+        register(send_now)
+        return None

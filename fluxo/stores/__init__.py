@@ -300,7 +300,11 @@ class Store(Protocol):
         ...
 
 
-def latest_run(store: Store, run_id: str) -> history.RunInfo:
+class _Reads(Protocol):
+    def get_run(self, run_id: str) -> history.RunInfo: ...
+
+
+def latest_run(store: _Reads, run_id: str) -> history.RunInfo:
     """The run ``run_id``, or the latest run of its chain if it continued as new.
 
     A run is followed only once it has ended ``completed`` and its successor

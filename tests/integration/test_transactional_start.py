@@ -297,3 +297,65 @@ def test_a_first_start_on_sqlite_asks_for_the_tables(tmp_path: Path) -> None:
         assert engine.get_run("first").status is fluxo.RunStatus.PENDING
     app_db.dispose()
     store.close()
+
+
+@fluxo.workflow
+def awaits_payment(order_id: int) -> str:
+    paid = fluxo.wait_for_signal("paid", type=str)
+    return charge(order_id) + f" ({paid})"
+
+
+def test_a_signal_in_a_transaction_that_wrote_is_sent_with_it(url: str, app_db: sa.Engine) -> None:
+    """On SQLite the store's own connection would wait for the caller's write lock."""
+    store = SQLStore(url, poll_interval=60.0)
+    store.migrate()
+    with fluxo.Engine(store, workflows=[awaits_payment]) as engine:
+        handle = engine.start(awaits_payment.options(id="pay-1"), 1)
+        with app_db.connect() as conn:
+            conn.execute(sa.text("INSERT INTO orders (id) VALUES (20)"))  # holds the write lock
+            engine.in_transaction(conn).signal("pay-1", "paid", "card")
+            conn.rollback()
+        assert not store.load("pay-1").signals  # rolled back with the transaction
+        with app_db.connect() as conn:
+            conn.execute(sa.text("INSERT INTO orders (id) VALUES (21)"))
+            engine.in_transaction(conn).signal("pay-1", "paid", "card")
+            conn.commit()
+        with engine.worker():
+            assert handle.result(timeout=WAIT) == "receipt-1 (card)"
+        with app_db.connect() as conn, pytest.raises(fluxo.RunStateError, match="finished"):
+            engine.in_transaction(conn).signal("pay-1", "paid", "again")
+        with app_db.connect() as conn, pytest.raises(fluxo.RunNotFoundError):
+            engine.in_transaction(conn).signal("nope", "paid", "x")
+    store.close()
+
+
+def test_a_run_started_and_signalled_in_one_transaction(url: str, app_db: sa.Engine) -> None:
+    current: list[sa.Connection] = []
+
+    def ambient(engine: fluxo.Engine) -> _transactions.InTransaction | None:
+        return engine.in_transaction(current[-1]) if current else None
+
+    store = SQLStore(url, poll_interval=60.0)
+    store.migrate()
+    with fluxo.Engine(store, workflows=[awaits_payment], transaction=ambient) as engine:
+        with app_db.connect() as conn:
+            current.append(conn)
+            handle = engine.start(awaits_payment.options(id="pay-2"), 2)
+            engine.signal("pay-2", "paid", "cash")  # through the ambient transaction
+            conn.commit()
+            current.clear()
+        with engine.worker():
+            assert handle.result(timeout=WAIT) == "receipt-2 (cash)"
+    store.close()
+
+
+def test_on_commit_signals_after_the_commit(engine: fluxo.Engine) -> None:
+    callbacks: list[Any] = []
+    with fluxo.Engine(engine.store, workflows=[awaits_payment]) as payments:
+        payments.start(awaits_payment.options(id="pay-3"), 3)
+        payments.on_commit(callbacks.append).signal("pay-3", "paid", "later")
+        assert not payments.store.load("pay-3").signals
+        with pytest.raises(fluxo.EncodeError):
+            payments.on_commit(callbacks.append).signal("pay-3", "paid", object())
+        callbacks.pop()()
+        assert [s.name for s in payments.store.load("pay-3").signals] == ["paid"]

@@ -208,6 +208,86 @@ class JoinedStart:
             self._after_commit(self._watcher.changed)
         return run, True
 
+    def get_run(self, run_id: str) -> history.RunInfo:
+        """The run's record as the caller's transaction sees it; see ``Store.get_run``."""
+        sql = self._db.sql
+
+        def read(cur: Any) -> Sequence[Any]:
+            rows: Sequence[Any] = _database.execute(
+                cur, sql.get_run, {"p_run_id": run_id}
+            ).fetchall()
+            return rows
+
+        rows = self._run(read)
+        if not rows:
+            raise _errors.RunNotFoundError(run_id)
+        return self._db.run_from_row(rows[0])
+
+    def send_signal(
+        self, run_id: str, name: str, payload: bytes, *, now: float, key: str | None = None
+    ) -> bool:
+        """Store a signal and wake its run in the caller's transaction; see ``Store.send_signal``.
+
+        The signal is there for the run once the transaction commits. On SQLite this
+        is also the only way to signal inside a transaction that has written: the
+        store's own connection would wait for the write lock that transaction holds.
+        """
+        db = self._db
+        if not db.ready:
+            db.require_schema(create=False)
+        db.check_size("sending a signal", len(payload))
+        values = {
+            "p_run_id": run_id,
+            "p_name": name,
+            "p_payload": payload,
+            "p_now": now,
+            "p_key": key,
+        }
+        sql = db.sql
+        if db.driver.name == "postgresql":
+
+            def send_pg(cur: Any) -> Sequence[Any]:
+                rows: Sequence[Any] = _database.execute(cur, sql.pg_send_signal, values).fetchall()
+                return rows
+
+            rows = self._run(send_pg)
+            if not rows:
+                raise _errors.RunNotFoundError(run_id)
+            status, signal_id, _woken = rows[0]
+            if signal_id is None and history.parse_status(status)[0].is_terminal:
+                raise _finished(run_id, status)
+            sent = signal_id is not None
+        else:
+
+            def send(cur: Any) -> bool | str:
+                if _sqlite_between_transactions(self._conn):
+                    cur.execute("BEGIN")
+                rows = _database.execute(cur, sql.signal_run_status, values).fetchall()
+                if not rows:
+                    raise _errors.RunNotFoundError(run_id)
+                if history.parse_status(rows[0][0])[0].is_terminal:
+                    return str(rows[0][0])
+                cur.execute("SAVEPOINT fluxo_signal")
+                try:
+                    _database.execute(cur, sql.insert_signal, values)
+                    _database.execute(cur, sql.wake_for_signal, values)
+                except Exception as exc:
+                    cur.execute("ROLLBACK TO SAVEPOINT fluxo_signal")
+                    cur.execute("RELEASE SAVEPOINT fluxo_signal")
+                    if self._is_unique_violation(exc):
+                        return False
+                    raise
+                cur.execute("RELEASE SAVEPOINT fluxo_signal")
+                return True
+
+            outcome = self._run(send)
+            if isinstance(outcome, str):
+                raise _finished(run_id, outcome)
+            sent = outcome
+        if sent and self._after_commit is not None:
+            self._after_commit(self._watcher.changed)
+        return sent
+
     def load(self, run_id: str) -> history.RunState:
         """The run as the caller's transaction sees it; see ``Store.load``."""
         sql = self._db.sql
@@ -234,6 +314,12 @@ class JoinedStart:
             if code is None and "UNIQUE constraint failed" in str(exc):
                 return True
         return code in _UNIQUE_CODES[name]
+
+
+def _finished(run_id: str, status: str) -> _errors.RunStateError:
+    return _errors.RunStateError(
+        f"run {run_id!r} has finished ({status}); a signal sent to it would never be read"
+    )
 
 
 def _sqlite_between_transactions(conn: Any) -> bool:
