@@ -355,5 +355,8 @@ def test_the_store_password_stays_off_django_error_reports(django_site: Site) ->
     with override_settings(FLUXO={"STORE": store}):
         shown = debug.ExceptionReporterFilter().get_safe_settings()["FLUXO"]["STORE"]
     assert shown == "redis://:***@cache:6379/0"
-    for function in (_process.database_url, _process.open_store, _databases.store_url):
+    _process.database_url("default")
+    _databases.store_url("postgresql", {"NAME": "shop", "PASSWORD": "s3cret-pw"})
+    for function in (_process.database_url, _databases.store_url, _databases._postgresql):
+        # what Django's error reporter looks for to hide a frame's locals
         assert getattr(function, "sensitive_variables", None) == "__ALL__"
