@@ -115,6 +115,19 @@ def test_a_runs_page_shows_its_timeline_and_history(runs: dict[str, str]) -> Non
     assert "Cancel this run" not in text  # finished, and no permission anyway
 
 
+def test_a_skipped_signals_payload_is_shown_decoded() -> None:
+    engine = get_engine()
+    run_id = engine.start(workflow("wait_for_go").options(id=f"skip-{uuid.uuid4().hex[:8]}")).id
+    engine.worker().process_one()
+    engine.signal(run_id, "go", {"not": "a string"})
+    engine.worker().process_one()
+
+    text = client_for("view_run").get(f"{RUNS}{run_id}/change/").content.decode()
+
+    assert "signal_rejected" in text
+    assert "&quot;not&quot;: &quot;a string&quot;" in text  # the payload, not its base64
+
+
 def test_a_failed_runs_page_shows_its_error(runs: dict[str, str]) -> None:
     text = client_for("view_run").get(f"{RUNS}{runs['failed']}/change/").content.decode()
     assert "RuntimeError: boom" in text

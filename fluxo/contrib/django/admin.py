@@ -29,6 +29,7 @@ from django.urls import path, reverse
 from django.views.decorators.http import require_POST
 
 from fluxo import _cli_format, _errors, _history_file, history
+from fluxo.codec import Codec
 from fluxo.contrib.django import _process, models
 
 PERMISSIONS = {
@@ -184,7 +185,10 @@ class RunAdmin(admin.ModelAdmin):
             "quoted_id": quote(run_id),
             "quoted_parent": quote(state.run.parent) if state.run.parent else None,
             "timeline": _cli_format.render_run(doc),
-            "events": [_event_row(entry) for entry in document["events"]],
+            "events": [
+                _event_row(entry, event, engine.codec)
+                for entry, event in zip(document["events"], state.events, strict=True)
+            ],
             "document": json.dumps(document, indent=2, ensure_ascii=False, default=str),
             "can_cancel": not status.is_terminal and self.has_cancel_permission(request),
             "can_retry": status is history.RunStatus.FAILED and self.has_retry_permission(request),
@@ -273,9 +277,16 @@ class RunAdmin(admin.ModelAdmin):
         messages.success(request, f"{count} run{'' if count == 1 else 's'} {done}.")
 
 
-def _event_row(entry: dict[str, Any]) -> dict[str, Any]:
-    """An event of the history document, for the run page's table."""
-    value = entry.get("value", entry.get("data", entry.get("data_base64")))
+def _event_row(entry: dict[str, Any], event: history.Event, codec: Codec) -> dict[str, Any]:
+    """An event of the history document, for the run page's table.
+
+    A skipped signal's event holds the payload as Fluxo recorded it: shown decoded,
+    as every other payload, beside the reason it was skipped.
+    """
+    if _history_file.rejection(event) is not None:
+        value = _cli_format._event_value(codec, event)
+    else:
+        value = entry.get("value", entry.get("data", entry.get("data_base64")))
     shown = "" if value is None else json.dumps(value, ensure_ascii=False, default=str)
     at = entry.get("recorded_at")
     return {
