@@ -209,7 +209,9 @@ class RunAdmin(admin.ModelAdmin):
             raise PermissionDenied
         run_id = unquote(object_id)
         try:
-            messages.success(request, action(run_id))
+            done = action(run_id)
+            self._audit(request, run_id, done)
+            messages.success(request, done)
         except _errors.RunNotFoundError:
             raise Http404(f"no run {run_id!r}") from None
         except (_errors.FluxoError, ValueError) as exc:
@@ -252,6 +254,10 @@ class RunAdmin(admin.ModelAdmin):
 
         return self._act(request, object_id, "signal", signal)
 
+    def _audit(self, request: HttpRequest, run_id: str, message: str) -> None:
+        """Record what an operator did in Django's admin log (the run's "History")."""
+        self.log_change(request, models.Run(id=run_id, workflow="run"), message)
+
     # -- the changelist's actions -----------------------------------------------------
 
     @admin.action(description="Cancel the selected runs", permissions=["cancel"])
@@ -274,6 +280,8 @@ class RunAdmin(admin.ModelAdmin):
                 count += 1
             except _errors.FluxoError as exc:
                 messages.warning(request, f"Run {run_id}: {exc}")
+            else:
+                self._audit(request, run_id, f"Run {run_id} {done}.")
         messages.success(request, f"{count} run{'' if count == 1 else 's'} {done}.")
 
 
