@@ -1,7 +1,9 @@
 """Django under plain pytest, without a plugin: the settings, and a test database.
 
-The test database is a file, not SQLite's default in-memory one: the worker a test
-starts runs the steps in threads of its own, on connections of their own.
+On SQLite the test database is a file, not the default in-memory one: the worker a
+test starts runs the steps in threads of its own, on connections of their own.
+Fluxo closes its engine before Django drops the test database (PostgreSQL refuses
+to drop a database still in use).
 """
 
 import os
@@ -19,7 +21,10 @@ def test_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     from django.db import connection
     from django.test import utils
 
-    connection.settings_dict["TEST"]["NAME"] = str(tmp_path_factory.mktemp("shop") / "db.sqlite3")
+    if connection.vendor == "sqlite":  # a file: SQLite's test database is in memory by default
+        connection.settings_dict["TEST"]["NAME"] = str(
+            tmp_path_factory.mktemp("shop") / "db.sqlite3"
+        )
     utils.setup_test_environment()
     databases = utils.setup_databases(verbosity=0, interactive=False)
     yield

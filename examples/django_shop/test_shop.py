@@ -36,3 +36,17 @@ def test_the_flow_waits_for_the_payment(fluxo_env: WorkflowEnvironment) -> None:
     assert handle.result() == f"ch_{order.pk}"
     order.refresh_from_db()
     assert (order.status, order.times_paid) == ("paid", 1)
+
+
+def test_a_payment_for_an_order_without_a_run_says_how_to_start_it() -> None:
+    client = Client()
+    order = Order.objects.create(cents=100)  # as if its start had been lost
+
+    lost = client.post(f"/orders/{order.pk}/paid")
+    assert lost.status_code == 409
+    assert f"POST /orders/{order.pk}/start" in lost.json()["error"]
+
+    started = client.post(f"/orders/{order.pk}/start")
+    assert started.json()["run"] == run_id(order.pk)
+    assert client.post(f"/orders/{order.pk}/start").status_code == 202  # again: the same run
+    assert client.post(f"/orders/{order.pk}/paid").status_code == 202

@@ -115,6 +115,19 @@ def test_a_runs_page_shows_its_timeline_and_history(runs: dict[str, str]) -> Non
     assert "Cancel this run" not in text  # finished, and no permission anyway
 
 
+def test_a_skipped_signals_payload_is_shown_decoded() -> None:
+    engine = get_engine()
+    run_id = engine.start(workflow("wait_for_go").options(id=f"skip-{uuid.uuid4().hex[:8]}")).id
+    engine.worker().process_one()
+    engine.signal(run_id, "go", {"not": "a string"})
+    engine.worker().process_one()
+
+    text = client_for("view_run").get(f"{RUNS}{run_id}/change/").content.decode()
+
+    row = next(line for line in text.splitlines() if "<td>signal_rejected</td>" in line)
+    assert "&quot;payload&quot;: {&quot;not&quot;: &quot;a string&quot;}" in row  # not base64
+
+
 def test_a_failed_runs_page_shows_its_error(runs: dict[str, str]) -> None:
     text = client_for("view_run").get(f"{RUNS}{runs['failed']}/change/").content.decode()
     assert "RuntimeError: boom" in text
@@ -247,3 +260,17 @@ def test_the_changelist_actions_need_their_permissions(runs: dict[str, str]) -> 
     )
     assert "1 run cancelled." in done.content.decode()
     assert get_engine().get_run(runs["pending"]).status is fluxo.RunStatus.CANCELLED
+
+
+def test_the_actions_are_recorded_in_djangos_admin_log(runs: dict[str, str]) -> None:
+    from django.contrib.admin.models import LogEntry
+
+    client = client_for("view_run", "cancel_run", "signal_run")
+    client.post(f"{RUNS}{runs['pending']}/signal/", {"name": "later", "payload": "1"})
+    client.post(f"{RUNS}{runs['pending']}/cancel/")
+
+    logged = LogEntry.objects.filter(object_id=runs["pending"]).order_by("pk")
+    assert [entry.get_change_message() for entry in logged] == [
+        f"Signal 'later' sent to run {runs['pending']}.",
+        f"Run {runs['pending']} is cancelled.",
+    ]

@@ -263,3 +263,84 @@ def test_manage_py_fluxo_help_is_fluxos(tmp_path: Path) -> None:
         assert "Usage: manage.py fluxo" in shown
         assert "worker" in shown
         assert "runs" in shown
+
+
+def test_with_a_redis_store_fluxo_db_says_there_is_no_schema(tmp_path: Path) -> None:
+    databases = {"default": django_databases(sqlite=tmp_path / "db.sqlite3")}
+    fluxo = {"STORE": "redis://:s3cret@127.0.0.1:6379/0"}
+
+    for command in ("current", "upgrade"):
+        done = run(databases, "fluxo", "db", command, fluxo=fluxo, check=False)
+        assert done.returncode == 1
+        assert "the store is redis://..., which has no schema to manage" in done.stderr
+        assert "s3cret" not in done.stderr
+
+
+def test_with_another_fluxo_database_the_messages_name_migrate_database(tmp_path: Path) -> None:
+    databases = {
+        "default": django_databases(sqlite=tmp_path / "main.sqlite3"),
+        "runs": django_databases(sqlite=tmp_path / "runs.sqlite3"),
+    }
+    fluxo = {"DATABASE": "runs"}
+
+    migrated = run(databases, "migrate", fluxo=fluxo)
+    assert "run `python manage.py migrate --database runs` to make them" in migrated.stderr
+    done = run(databases, "fluxo", "runs", "list", fluxo=fluxo, check=False)
+    assert done.returncode == 1
+    assert "`python manage.py migrate --database runs`" in done.stderr
+
+
+FLUSHED_TEST = """
+from django.test import TransactionTestCase
+
+from fluxo.contrib.django import get_engine
+from tests.integration.django_site.notes.workflows import wait_for_go
+
+
+class Leaks(TransactionTestCase):
+    def test_1_start(self):
+        get_engine().start(wait_for_go.options(id="left-over"))
+        self.assertEqual([r.id for r in get_engine().list_runs()], ["left-over"])
+
+    def test_2_sees_no_run_of_the_test_before(self):
+        self.assertEqual(list(get_engine().list_runs()), [])
+"""
+
+
+@pytest.fixture
+def flushed_test(tmp_path: Path) -> str:
+    """A test module with two TransactionTestCase tests, importable by ``manage.py test``."""
+    (tmp_path / "test_flushed.py").write_text(FLUSHED_TEST)
+    return str(tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "where", ["sqlite", "sqlite-parallel", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_manage_py_test_flushes_runs_and_drops_the_test_database(
+    where: str, flushed_test: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The engine's pool is closed before the test database is dropped or cloned."""
+    if where == "postgres":
+        settings = django_databases(request.getfixturevalue("fresh_postgres_url"))
+    else:
+        settings = django_databases(sqlite=tmp_path / "db.sqlite3")
+        settings["TEST"] = {"NAME": str(tmp_path / "test.sqlite3")}
+    args = ["test", "--top-level-directory", flushed_test, "-v", "2"]
+    if where == "sqlite-parallel":
+        args += ["--parallel", "2"]
+
+    done = subprocess.run(
+        [*manage(*args), flushed_test],
+        env=django_env({"default": settings}),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Ran 2 tests" in done.stderr
+    assert "being accessed by other users" not in done.stderr

@@ -342,3 +342,21 @@ def test_a_check_reports_two_workflows_with_one_name(django_site: Site) -> None:
     found = _check(WORKFLOWS=["tests.integration.django_site.clash.note"])
     assert [code for code, _ in found] == ["fluxo.E006"]
     assert "two workflows are named" in found[0][1]
+
+
+def test_the_store_password_stays_off_django_error_reports(django_site: Site) -> None:
+    from django.test import override_settings
+
+    from fluxo.contrib.django import _databases, _process, debug
+    from fluxo.contrib.django._settings import FluxoSettings
+
+    store = "redis://:s3cret-pw@cache:6379/0"
+    assert "s3cret-pw" not in repr(FluxoSettings(store=store))
+    with override_settings(FLUXO={"STORE": store}):
+        shown = debug.ExceptionReporterFilter().get_safe_settings()["FLUXO"]["STORE"]
+    assert shown == "redis://:***@cache:6379/0"
+    _process.database_url("default")
+    _databases.store_url("postgresql", {"NAME": "shop", "PASSWORD": "s3cret-pw"})
+    for function in (_process.database_url, _databases.store_url, _databases._postgresql):
+        # what Django's error reporter looks for to hide a frame's locals
+        assert getattr(function, "sensitive_variables", None) == "__ALL__"

@@ -72,7 +72,7 @@ def test_the_django_example_passes_under_a_plain_pytest() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "2 passed" in done.stdout.splitlines()[-1]
+    assert "3 passed" in done.stdout.splitlines()[-1]
 
 
 def test_the_suite_still_times_out_stuck_tests(request: pytest.FixtureRequest) -> None:

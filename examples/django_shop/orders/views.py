@@ -1,4 +1,3 @@
-import contextlib
 import json
 
 from django.db import transaction
@@ -17,22 +16,40 @@ def run_id(order_id: int) -> str:
     return f"order-{order_id}"
 
 
+def start_flow(order: Order) -> fluxo.RunHandle[str]:
+    # The run's id comes from the order: starting it again returns the same run.
+    return get_engine().start(order_flow.options(id=run_id(order.pk)), order.pk, order.cents)
+
+
 @csrf_exempt
 @require_POST
 def create_order(request: HttpRequest) -> JsonResponse:
     cents = int(json.loads(request.body)["cents"])
     with transaction.atomic():  # the order and its run commit together, or neither does
         order = Order.objects.create(cents=cents)
-        get_engine().start(order_flow.options(id=run_id(order.pk)), order.pk, cents)
+        start_flow(order)
     return JsonResponse({"id": order.pk, "status": order.status}, status=201)
+
+
+@csrf_exempt
+@require_POST
+def start_order(request: HttpRequest, order_id: int) -> JsonResponse:
+    """Start the order's run again, should its start have been lost (harmless if it was not)."""
+    order = get_object_or_404(Order, pk=order_id)
+    return JsonResponse({"id": order.pk, "run": start_flow(order).id}, status=202)
 
 
 @csrf_exempt
 @require_POST
 def payment_webhook(request: HttpRequest, order_id: int) -> JsonResponse:
     order = get_object_or_404(Order, pk=order_id)
-    with contextlib.suppress(fluxo.RunStateError):  # called again after the run finished
+    try:
         get_engine().signal(run_id(order.pk), "paid")
+    except fluxo.RunNotFoundError:  # its start was lost (under "START": "on_commit")
+        error = f"order {order.pk} has no run: POST /orders/{order.pk}/start, then send this again"
+        return JsonResponse({"id": order.pk, "error": error}, status=409)
+    except fluxo.RunStateError:  # called again after the run finished: harmless
+        pass
     return JsonResponse({"id": order.pk}, status=202)
 
 

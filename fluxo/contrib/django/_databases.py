@@ -21,6 +21,8 @@ from typing import Any, Final
 import sqlalchemy as sa
 from django.core.exceptions import ImproperlyConfigured
 
+from fluxo.contrib.django import debug
+
 DRIVERS: Final = {
     "postgresql": "postgresql+psycopg",
     "mysql": "mysql+pymysql",
@@ -47,6 +49,7 @@ _MYSQL_DJANGO_ONLY: Final = frozenset({"isolation_level", "conv"})
 _MYSQL_SSL_KEYS: Final = ("ca", "capath", "cert", "key", "cipher", "check_hostname")
 
 
+@debug.sensitive
 def store_url(vendor: str, settings_dict: Mapping[str, Any], alias: str = "default") -> sa.URL:
     """The URL of the Fluxo store on the Django database ``alias``.
 
@@ -103,6 +106,7 @@ def _scalar(value: Any, alias: str, key: str) -> str:
     )
 
 
+@debug.sensitive
 def _sqlite(settings_dict: Mapping[str, Any], alias: str) -> sa.URL:
     name = settings_dict.get("NAME")
     text = "" if name is None else os.fspath(name)
@@ -120,6 +124,7 @@ def _sqlite(settings_dict: Mapping[str, Any], alias: str) -> sa.URL:
     return sa.URL.create("sqlite", database=text)
 
 
+@debug.sensitive
 def _postgresql(settings_dict: Mapping[str, Any], alias: str) -> sa.URL:
     # As Django's backend: OPTIONS are libpq's, and USER, PASSWORD, HOST, PORT win over them.
     options = {
@@ -160,6 +165,7 @@ def _postgresql(settings_dict: Mapping[str, Any], alias: str) -> sa.URL:
     )
 
 
+@debug.sensitive
 def _mysql(settings_dict: Mapping[str, Any], alias: str) -> sa.URL:
     # As Django's backend: the settings first, then OPTIONS, which win.
     options = dict(settings_dict.get("OPTIONS") or {})

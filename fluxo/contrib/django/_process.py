@@ -24,11 +24,11 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import close_old_connections, connections, reset_queries
+from django.db import DEFAULT_DB_ALIAS, close_old_connections, connections, reset_queries
 from django.utils.connection import ConnectionDoesNotExist
 
 from fluxo import _engine, _errors, _transactions, stores
-from fluxo.contrib.django import _databases, _discovery, _settings
+from fluxo.contrib.django import _databases, _discovery, _settings, debug
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,14 @@ def check_alias(alias: str) -> None:
         ) from None
 
 
+def migrate_command(alias: str) -> str:
+    """The ``migrate`` command line that makes Fluxo's tables in the Django database ``alias``."""
+    if alias == DEFAULT_DB_ALIAS:
+        return "python manage.py migrate"
+    return f"python manage.py migrate --database {alias}"
+
+
+@debug.sensitive
 def database_url(alias: str) -> sa.URL:
     """The SQLAlchemy URL of the Fluxo store on the Django database ``alias``."""
     check_alias(alias)
@@ -61,6 +69,7 @@ def database_url(alias: str) -> sa.URL:
     return _databases.store_url(connection.vendor, connection.settings_dict, alias)
 
 
+@debug.sensitive
 def open_store(config: _settings.FluxoSettings) -> stores.Store:
     """The store the settings name (not migrated: ``manage.py migrate`` makes the tables).
 
@@ -85,7 +94,8 @@ def open_store(config: _settings.FluxoSettings) -> stores.Store:
         raise
     except _errors.StoreError as exc:
         raise _errors.StoreError(
-            f"{exc} (in a Django project: `python manage.py migrate`, which makes Fluxo's tables)"
+            f"{exc} (in a Django project: `{migrate_command(config.database)}`, which makes "
+            "Fluxo's tables)"
         ) from exc
 
 
@@ -131,6 +141,7 @@ def step_hygiene() -> Iterator[None]:
         close_old_connections()
 
 
+@debug.sensitive
 def build_engine(config: _settings.FluxoSettings | None = None) -> _engine.Engine:
     """A new engine from the settings (:func:`get_engine` keeps one per process).
 

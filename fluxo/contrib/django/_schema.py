@@ -15,7 +15,9 @@ so that on SQLite Django holds no write lock while Fluxo's connection migrates.
 
 The tables go to the Fluxo database only: ``migrate --database other`` records the
 migration there and changes nothing (also when a router refuses the ``fluxo``
-app there). With ``FLUXO["STORE"]`` the runs live in another store, which Fluxo
+app there). With ``FLUXO["DATABASE"] = "other"``, a plain ``migrate`` (of the
+default database) logs a warning naming ``migrate --database other``, which makes
+them. With ``FLUXO["STORE"]`` the runs live in another store, which Fluxo
 migrates itself on first use (or ``manage.py fluxo db upgrade``); these
 operations then do nothing.
 """
@@ -25,7 +27,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.db import router
+from django.db import DEFAULT_DB_ALIAS, router
 from django.db.migrations.operations.base import Operation
 
 from fluxo.contrib.django import _process
@@ -97,7 +99,16 @@ class FluxoSchema(Operation):
 def _target(app_label: str, connection: Any) -> Any:
     """The URL to migrate when Django migrates ``connection``, or ``None`` to do nothing."""
     config = _process.current_settings()
-    if config.store is not None or connection.alias != config.database:
+    if config.store is not None:
+        return None
+    if connection.alias != config.database:
+        if connection.alias == DEFAULT_DB_ALIAS:  # a plain `migrate`
+            log.warning(
+                "Fluxo's tables go to FLUXO['DATABASE'] (%r), not to %r: run `%s` to make them",
+                config.database,
+                connection.alias,
+                _process.migrate_command(config.database),
+            )
         return None
     if not router.allow_migrate(connection.alias, app_label):
         return None

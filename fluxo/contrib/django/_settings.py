@@ -24,6 +24,8 @@ from typing import Any, Final, Literal
 
 from django.core.exceptions import ImproperlyConfigured
 
+from fluxo import _redact
+
 StartMode = Literal["transaction", "on_commit"]
 
 START_MODES: Final[tuple[StartMode, ...]] = ("transaction", "on_commit")
@@ -33,7 +35,7 @@ KEYS: Final = ("DATABASE", "STORE", "WORKFLOWS", "AUTODISCOVER", "START")
 """Every key ``FLUXO`` may hold."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class FluxoSettings:
     """What ``settings.FLUXO`` says, checked; each field has its documented default.
 
@@ -59,6 +61,15 @@ class FluxoSettings:
     workflows: tuple[str, ...] = ()
     autodiscover: bool = True
     start: StartMode | None = None
+
+    def __repr__(self) -> str:
+        """The settings, with any password in ``store`` masked (tracebacks show this)."""
+        store = None if self.store is None else _redact.redact_value(self.store)
+        return (
+            f"FluxoSettings(database={self.database!r}, store={store!r}, "
+            f"workflows={self.workflows!r}, autodiscover={self.autodiscover!r}, "
+            f"start={self.start!r})"
+        )
 
     @property
     def start_mode(self) -> StartMode:

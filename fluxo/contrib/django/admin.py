@@ -29,6 +29,7 @@ from django.urls import path, reverse
 from django.views.decorators.http import require_POST
 
 from fluxo import _cli_format, _errors, _history_file, history
+from fluxo.codec import Codec
 from fluxo.contrib.django import _process, models
 
 PERMISSIONS = {
@@ -184,7 +185,10 @@ class RunAdmin(admin.ModelAdmin):
             "quoted_id": quote(run_id),
             "quoted_parent": quote(state.run.parent) if state.run.parent else None,
             "timeline": _cli_format.render_run(doc),
-            "events": [_event_row(entry) for entry in document["events"]],
+            "events": [
+                _event_row(entry, event, engine.codec)
+                for entry, event in zip(document["events"], state.events, strict=True)
+            ],
             "document": json.dumps(document, indent=2, ensure_ascii=False, default=str),
             "can_cancel": not status.is_terminal and self.has_cancel_permission(request),
             "can_retry": status is history.RunStatus.FAILED and self.has_retry_permission(request),
@@ -205,7 +209,9 @@ class RunAdmin(admin.ModelAdmin):
             raise PermissionDenied
         run_id = unquote(object_id)
         try:
-            messages.success(request, action(run_id))
+            done = action(run_id)
+            self._audit(request, run_id, done)
+            messages.success(request, done)
         except _errors.RunNotFoundError:
             raise Http404(f"no run {run_id!r}") from None
         except (_errors.FluxoError, ValueError) as exc:
@@ -248,6 +254,10 @@ class RunAdmin(admin.ModelAdmin):
 
         return self._act(request, object_id, "signal", signal)
 
+    def _audit(self, request: HttpRequest, run_id: str, message: str) -> None:
+        """Record what an operator did in Django's admin log (the run's "History")."""
+        self.log_change(request, models.Run(id=run_id, workflow="run"), message)
+
     # -- the changelist's actions -----------------------------------------------------
 
     @admin.action(description="Cancel the selected runs", permissions=["cancel"])
@@ -270,12 +280,21 @@ class RunAdmin(admin.ModelAdmin):
                 count += 1
             except _errors.FluxoError as exc:
                 messages.warning(request, f"Run {run_id}: {exc}")
+            else:
+                self._audit(request, run_id, f"Run {run_id} {done}.")
         messages.success(request, f"{count} run{'' if count == 1 else 's'} {done}.")
 
 
-def _event_row(entry: dict[str, Any]) -> dict[str, Any]:
-    """An event of the history document, for the run page's table."""
-    value = entry.get("value", entry.get("data", entry.get("data_base64")))
+def _event_row(entry: dict[str, Any], event: history.Event, codec: Codec) -> dict[str, Any]:
+    """An event of the history document, for the run page's table.
+
+    A skipped signal's event holds the payload as Fluxo recorded it: shown decoded,
+    as every other payload, beside the reason it was skipped.
+    """
+    if _history_file.rejection(event) is not None:
+        value = _cli_format._event_value(codec, event)
+    else:
+        value = entry.get("value", entry.get("data", entry.get("data_base64")))
     shown = "" if value is None else json.dumps(value, ensure_ascii=False, default=str)
     at = entry.get("recorded_at")
     return {

@@ -26,8 +26,9 @@ class FluxoConfig(AppConfig):
     verbose_name = "Fluxo"
 
     def ready(self) -> None:
-        """Register the system checks, and follow setting changes in tests."""
-        from fluxo.contrib.django import checks
+        """Register the system checks; in tests, follow setting changes and test databases."""
+        from fluxo.contrib.django import _testdb, checks
 
         checks.register()
+        _testdb.install()
         setting_changed.connect(_settings_changed, dispatch_uid="fluxo.settings_changed")

@@ -25,7 +25,7 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
 from fluxo import _definitions, _engine, _errors
-from fluxo.contrib.django import _discovery, _process, _settings
+from fluxo.contrib.django import _discovery, _process, _settings, debug
 
 TAG = "fluxo"
 """The tag of Fluxo's checks: ``manage.py check --tag fluxo`` runs them alone."""
@@ -84,6 +84,7 @@ def _missing_driver(scheme: str) -> checks.CheckMessage | None:
     )
 
 
+@debug.sensitive
 def _check_store(config: _settings.FluxoSettings) -> list[checks.CheckMessage]:
     if config.store is None:
         try:

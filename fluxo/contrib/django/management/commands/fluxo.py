@@ -18,9 +18,12 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
 from fluxo import _engine, _errors, cli
-from fluxo.contrib.django import _process
+from fluxo.contrib.django import _process, debug
 
 PROG = "manage.py fluxo"
+
+SQL_SCHEMES = frozenset({"sqlite", "postgresql", "postgres", "mysql", "mariadb"})
+"""The store URL schemes whose schema ``db upgrade/current/check`` manage."""
 
 
 def project_engine() -> _engine.Engine:
@@ -28,9 +31,16 @@ def project_engine() -> _engine.Engine:
     try:
         return _process.get_engine()
     except ImproperlyConfigured as exc:
-        raise _errors.DefinitionError(f"{exc} (fix settings.py)") from exc
+        raise _errors.DefinitionError(_settings_problem(exc)) from exc
 
 
+def _settings_problem(exc: ImproperlyConfigured) -> str:
+    """The message of a settings problem; one that says what to install needs no more."""
+    message = str(exc)
+    return message if "pip install" in message else f"{message} (fix settings.py)"
+
+
+@debug.sensitive
 def project_store_url() -> str | None:
     """The project's store URL, read from the settings without opening the store.
 
@@ -40,10 +50,16 @@ def project_store_url() -> str | None:
     try:
         config = _process.current_settings()
         if config.store is not None:
+            scheme = config.store.split("://", 1)[0].split("+", 1)[0].lower()
+            if scheme not in SQL_SCHEMES:
+                raise _errors.DefinitionError(
+                    f"the store is {scheme}://..., which has no schema to manage: `{PROG} db` "
+                    "works on SQL stores only (settings.FLUXO['STORE'])"
+                )
             return config.store
         url = _process.database_url(config.database)
     except ImproperlyConfigured as exc:
-        raise _errors.DefinitionError(f"{exc} (fix settings.py)") from exc
+        raise _errors.DefinitionError(_settings_problem(exc)) from exc
     return str(url.render_as_string(hide_password=False))
 
 
