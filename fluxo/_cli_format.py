@@ -201,7 +201,7 @@ def describe_run(state: history.RunState, codec: _codec.Codec) -> dict[str, Any]
                 "recorded_at": iso(at, precise=True),
                 "offset": None if at is None else round(at - stamps[0], 6),
                 "duration": None if at is None or seq == 0 else round(at - stamps[seq - 1], 6),
-                "data": _event_value(codec, event),
+                "data": event_value(codec, event),
             }
         )
     last_end = next((e for e in reversed(events) if isinstance(e, _TERMINAL_KINDS)), None)
@@ -251,7 +251,7 @@ def describe_run(state: history.RunState, codec: _codec.Codec) -> dict[str, Any]
     }
 
 
-def _event_value(codec: _codec.Codec, event: history.Event) -> Any:
+def event_value(codec: _codec.Codec, event: history.Event) -> Any:
     """An event's data; a skipped signal's as ``{"error": ..., "payload": <decoded>}``."""
     rejected = _history_file.rejection(event)
     if rejected is None:

@@ -292,7 +292,7 @@ def _event_row(entry: dict[str, Any], event: history.Event, codec: Codec) -> dic
     as every other payload, beside the reason it was skipped.
     """
     if _history_file.rejection(event) is not None:
-        value = _cli_format._event_value(codec, event)
+        value = _cli_format.event_value(codec, event)
     else:
         value = entry.get("value", entry.get("data", entry.get("data_base64")))
     shown = "" if value is None else json.dumps(value, ensure_ascii=False, default=str)
