@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from fluxo import _errors, history
-from fluxo.stores.sql import _database, _rows
+from fluxo.stores.sql import _database, _rows, _statements
 
 if TYPE_CHECKING:
     from fluxo.stores.sql import _watch
@@ -180,23 +180,10 @@ class JoinedStart:
 
             created = self._run(create_pg)
         else:
-            # In a savepoint: should the second insert fail, the caller's transaction
-            # keeps no run without its history, whatever the caller does next.
+
             def create(cur: Any) -> bool:
-                if _sqlite_between_transactions(self._conn):
-                    cur.execute("BEGIN")  # as sqlite3 would before the caller's first write
-                cur.execute("SAVEPOINT fluxo_start")
-                try:
-                    _database.execute(cur, sql.insert_run, values)
-                    _database.execute(cur, sql.insert_event, values)
-                except Exception as exc:
-                    cur.execute("ROLLBACK TO SAVEPOINT fluxo_start")
-                    cur.execute("RELEASE SAVEPOINT fluxo_start")
-                    if self._is_unique_violation(exc):
-                        return False
-                    raise
-                cur.execute("RELEASE SAVEPOINT fluxo_start")
-                return True
+                self._begin(cur)
+                return self._both(cur, sql.insert_run, sql.insert_event, values)
 
             created = self._run(create)
         if not created:
@@ -255,34 +242,22 @@ class JoinedStart:
                 raise _errors.RunNotFoundError(run_id)
             status, signal_id, _woken = rows[0]
             if signal_id is None and history.parse_status(status)[0].is_terminal:
-                raise _finished(run_id, status)
+                raise _rows.finished_error(run_id, status)
             sent = signal_id is not None
         else:
 
             def send(cur: Any) -> bool | str:
-                if _sqlite_between_transactions(self._conn):
-                    cur.execute("BEGIN")
+                self._begin(cur)
                 rows = _database.execute(cur, sql.signal_run_status, values).fetchall()
                 if not rows:
                     raise _errors.RunNotFoundError(run_id)
                 if history.parse_status(rows[0][0])[0].is_terminal:
                     return str(rows[0][0])
-                cur.execute("SAVEPOINT fluxo_signal")
-                try:
-                    _database.execute(cur, sql.insert_signal, values)
-                    _database.execute(cur, sql.wake_for_signal, values)
-                except Exception as exc:
-                    cur.execute("ROLLBACK TO SAVEPOINT fluxo_signal")
-                    cur.execute("RELEASE SAVEPOINT fluxo_signal")
-                    if self._is_unique_violation(exc):
-                        return False
-                    raise
-                cur.execute("RELEASE SAVEPOINT fluxo_signal")
-                return True
+                return self._both(cur, sql.insert_signal, sql.wake_for_signal, values)
 
             outcome = self._run(send)
             if isinstance(outcome, str):
-                raise _finished(run_id, outcome)
+                raise _rows.finished_error(run_id, outcome)
             sent = outcome
         if sent and self._after_commit is not None:
             self._after_commit(self._watcher.changed)
@@ -297,6 +272,31 @@ class JoinedStart:
             return rows
 
         return _rows.state_from_rows(self._db, run_id, self._run(read))
+
+    def _begin(self, cur: Any) -> None:
+        if _sqlite_between_transactions(self._conn):
+            cur.execute("BEGIN")  # as sqlite3 would before the caller's first write
+
+    def _both(
+        self, cur: Any, first: _statements.Sql, second: _statements.Sql, values: dict[str, Any]
+    ) -> bool:
+        """Run two writes under a savepoint; ``False`` if the first hit a unique key.
+
+        Should the second fail, the caller's transaction keeps neither, whatever
+        the caller does next (no run without its history, no signal without its wake).
+        """
+        cur.execute("SAVEPOINT fluxo_write")
+        try:
+            _database.execute(cur, first, values)
+            _database.execute(cur, second, values)
+        except Exception as exc:
+            cur.execute("ROLLBACK TO SAVEPOINT fluxo_write")
+            cur.execute("RELEASE SAVEPOINT fluxo_write")
+            if self._is_unique_violation(exc):
+                return False
+            raise
+        cur.execute("RELEASE SAVEPOINT fluxo_write")
+        return True
 
     def _is_unique_violation(self, exc: BaseException) -> bool:
         if type(exc).__name__ != "IntegrityError" and not any(
@@ -314,12 +314,6 @@ class JoinedStart:
             if code is None and "UNIQUE constraint failed" in str(exc):
                 return True
         return code in _UNIQUE_CODES[name]
-
-
-def _finished(run_id: str, status: str) -> _errors.RunStateError:
-    return _errors.RunStateError(
-        f"run {run_id!r} has finished ({status}); a signal sent to it would never be read"
-    )
 
 
 def _sqlite_between_transactions(conn: Any) -> bool:

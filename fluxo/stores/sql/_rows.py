@@ -71,3 +71,10 @@ def state_from_rows(db: _database.Database, run_id: str, rows: Sequence[Any]) ->
     if run.damage is not None:
         raise _errors.HistoryCorruptError(run_id, None, run.damage, len(events))
     return history.RunState(run, events, tuple(signals), tuple(recorded_at))
+
+
+def finished_error(run_id: str, status: str) -> _errors.RunStateError:
+    """What a signal to a run that has finished raises."""
+    return _errors.RunStateError(
+        f"run {run_id!r} has finished ({status}); a signal sent to it would never be read"
+    )

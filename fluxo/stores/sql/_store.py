@@ -27,12 +27,6 @@ _PURGE_CHUNK: Final = 256
 _FINISHED: Final = frozenset(status.value for status in RunStatus if status.is_terminal)
 
 
-def _finished(run_id: str, status: str) -> _errors.RunStateError:
-    return _errors.RunStateError(
-        f"run {run_id!r} has finished ({status}); a signal sent to it would never be read"
-    )
-
-
 class SQLStore:
     """The :class:`~fluxo.stores.Store` on SQLite, PostgreSQL or MySQL/MariaDB.
 
@@ -398,7 +392,7 @@ class SQLStore:
                 raise _errors.RunNotFoundError(run_id)
             status, signal_id, _woken = rows[0]
             if signal_id is None and history.parse_status(status)[0].is_terminal:
-                raise _finished(run_id, status)
+                raise _rows.finished_error(run_id, status)
             sent = signal_id is not None
         else:
 
@@ -422,7 +416,7 @@ class SQLStore:
             except _database.Missing:
                 raise _errors.RunNotFoundError(run_id) from None
             except _database.Finished as finished:
-                raise _finished(run_id, finished.status) from None
+                raise _rows.finished_error(run_id, finished.status) from None
             except _database.Duplicate:
                 sent = False
         if sent:
