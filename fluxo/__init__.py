@@ -6,6 +6,7 @@ so a run that resumes (after a crash, a deploy, a wait) replays recorded
 results instead of doing the work again.
 """
 
+from fluxo import observe
 from fluxo._definitions import Call, Step, Workflow, step, workflow
 from fluxo._engine import Engine, RunHandle
 from fluxo._errors import (
@@ -60,6 +61,7 @@ from fluxo._workflow_api import (
 )
 from fluxo.codec import Codec, JSONCodec
 from fluxo.history import Event, RunInfo, RunStatus
+from fluxo.observe import Observer, RunEvent
 from fluxo.stores import Store, open_store
 
 __version__ = "0.1.0"
@@ -81,11 +83,13 @@ __all__ = [
     "HistoryCorruptError",
     "JSONCodec",
     "NondeterminismError",
+    "Observer",
     "Retry",
     "RunHandle",
     "RunIdConflictError",
     "RunInfo",
     "RunNotFinishedError",
+    "RunEvent",
     "RunNotFoundError",
     "RunStateError",
     "RunStatus",
@@ -114,6 +118,7 @@ __all__ = [
     "logger",
     "map",
     "now",
+    "observe",
     "open_store",
     "parallel",
     "patched",

@@ -28,6 +28,7 @@ from fluxo import (
     _history_file,
     _leases,
     _names,
+    _observers,
     _payloads,
     _redact,
     _runner,
@@ -68,6 +69,8 @@ class Engine:
             of a step, in the thread that runs it (not on replay): the Django
             integration closes stale database connections there, the Flask one
             pushes the app context.
+        observers: told of what happens to the runs this engine (and its workers)
+            starts and executes (see :mod:`fluxo.observe`).
 
     Example:
         >>> engine = fluxo.Engine("sqlite:///fluxo.db", workflows=[checkout])
@@ -86,7 +89,10 @@ class Engine:
         transaction: Callable[[Engine], _transactions.InTransaction | _transactions.OnCommit | None]
         | None = None,
         step_context: Callable[[], contextlib.AbstractContextManager[object]] | None = None,
+        observers: Iterable[object] = (),
     ) -> None:
+        self.observers = _observers.Dispatch(observers)
+        """The handlers of this engine's observers, by kind of event."""
         for value, name in ((transaction, "transaction"), (step_context, "step_context")):
             if value is not None and not callable(value):
                 raise _errors.DefinitionError(
@@ -122,6 +128,7 @@ class Engine:
             threads=self.step_threads,
             instance_id=self.instance_id,
             step_context=step_context,
+            observers=self.observers,
         )
         """Executes this engine's runs: inline ones (:meth:`run`), and its workers'."""
 
@@ -163,12 +170,21 @@ class Engine:
         self.close()
 
     def close(self) -> None:
-        """Close the store if this engine opened it (from a URL). Idempotent."""
+        """Close the store if this engine opened it (from a URL). Idempotent.
+
+        Observers called from threads of their own are given up to 5 seconds to
+        take the events still queued for them.
+        """
         if not self._closed:
             self._closed = True
             self.runner.close()  # inline runs give their runs back to workers
+            self.observers.flush(5.0)
             if self._owns_store:
                 self.store.close()
+
+    def add_observer(self, observer: object) -> None:
+        """Tell ``observer`` too of what happens to runs, as ``Engine(observers=[...])`` does."""
+        self.observers.add([observer])
 
     def _check_open(self) -> None:
         if self._closed:
@@ -230,6 +246,7 @@ class Engine:
         deadline = None if wf.start_timeout is None else now + wf.start_timeout
         if writer is None:
             writer = self.store
+        observers = self.observers
         run, created = writer.create_run(
             run_id,
             wf.name,
@@ -238,7 +255,10 @@ class Engine:
             owner=owner,
             lease_until=lease_until,
             deadline=deadline,
+            headers=observers.headers(wf.name, run_id, None) if observers else None,
         )
+        if created and observers.run_started:
+            observers.emit(observers.run_started, _observers.told(run, "run_started", now, 0))
         if not created and wf.start_if_exists == "check":
             conflict = wf.input_conflict(writer, self.codec, run, data)
             if conflict is not None:
@@ -361,7 +381,7 @@ class Engine:
         if outcome is _executor.Outcome.FAILED and context.error is not None:
             raise _payloads.workflow_error(run_id, context.error)
         if outcome is _executor.Outcome.CANCELLED:
-            raise _cancelled_error(run_id, context.cancel_reason)
+            raise _payloads.cancelled_error(run_id, context.cancel_reason)
         if outcome is _executor.Outcome.BROKEN:
             raise _errors.StoreUnavailableError(
                 f"run {run_id!r} stopped because the store failed ({context.store_error}); "
@@ -679,15 +699,17 @@ class Engine:
     ) -> None:
         data = self._encode_signal(run_id, name, payload)
         sender = self.store if writer is None else writer
-        target = stores.latest_run(sender, run_id).id
+        latest = stores.latest_run(sender, run_id)
         while True:
             try:
-                sender.send_signal(target, name, data, now=self.clock())
+                sender.send_signal(latest.id, name, data, now=self.clock())
+                if self.observers.signal_sent:
+                    event = _observers.told(latest, "signal_sent", self.clock(), name=name)
+                    self.observers.emit(self.observers.signal_sent, event)
                 return
             except _errors.RunStateError as exc:
-                latest = stores.latest_run(sender, target)  # it continued as new meanwhile?
-                if latest.id != target:
-                    target = latest.id
+                target, latest = latest.id, stores.latest_run(sender, latest.id)
+                if latest.id != target:  # it continued as new meanwhile
                     continue
                 if latest.damage is None:
                     raise
@@ -752,41 +774,13 @@ class Engine:
             self.store.wait_for_change(run_id, min(remaining, 30.0), since=token)
 
     def _outcome(self, run: _history.RunInfo, return_type: Any) -> Any:
-        events = self.store.load(run.id).events
-        # The last terminal event: a retry may have appended RunRetried after it.
-        last = next((e for e in reversed(events) if isinstance(e, _TERMINAL_EVENTS)), events[-1])
-        if isinstance(last, _history.WorkflowCompleted):
-            return self.codec.decode(last.data or b"null", return_type)
-        if isinstance(last, _history.WorkflowFailed):
-            info: _payloads.ErrorInfo = self.codec.decode(last.data or b"{}", _payloads.ErrorInfo)
-            raise _payloads.workflow_error(run.id, info)
-        if isinstance(last, _history.WorkflowCancelled):
-            raise _cancelled_error(run.id, last.name)
-        if isinstance(last, _history.ContinuedAsNew):
-            raise _errors.RunNotFoundError(last.name)  # the chain went on in a run purged since
-        raise _errors.StoreError(
-            f"run {run.id!r} is {run.status.value} but its history ends with {last.kind!r}; "
-            "the store is inconsistent"
-        )
+        return _payloads.run_outcome(run, self.store.load(run.id).events, self.codec, return_type)
 
 
 MAX_BATCH = 10_000
 """The most runs :meth:`Engine.purge` deletes in one transaction."""
 _COUNT_ALL = 2**31 - 1
 """The limit of a dry run: every run (within what an SQL ``LIMIT`` takes)."""
-
-
-_TERMINAL_EVENTS = (
-    _history.WorkflowCompleted,
-    _history.WorkflowFailed,
-    _history.WorkflowCancelled,
-)
-
-
-def _cancelled_error(run_id: str, reason: str) -> _errors.WorkflowCancelledError:
-    if reason == "deadline":
-        return _errors.WorkflowTimeoutError(run_id)
-    return _errors.WorkflowCancelledError(run_id)
 
 
 def _default_codec() -> _codec.Codec:

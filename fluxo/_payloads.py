@@ -15,11 +15,12 @@ the replayer read them, without importing the executor.
 from __future__ import annotations
 
 import traceback
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
-from fluxo import _errors
+from fluxo import _errors, history
 
 
 class ErrorInfo(msgspec.Struct, omit_defaults=True):
@@ -167,3 +168,32 @@ class Rejection(msgspec.Struct, omit_defaults=True):
 
 REJECTED_PAYLOAD_LIMIT = 64 << 10
 """The largest payload a ``signal_rejected`` event copies."""
+
+
+_TERMINAL_EVENTS = (history.WorkflowCompleted, history.WorkflowFailed, history.WorkflowCancelled)
+
+
+def cancelled_error(run_id: str, reason: str) -> _errors.WorkflowCancelledError:
+    """The error awaiting a cancelled run raises: ``WorkflowTimeoutError`` past its deadline."""
+    if reason == "deadline":
+        return _errors.WorkflowTimeoutError(run_id)
+    return _errors.WorkflowCancelledError(run_id)
+
+
+def run_outcome(run: history.RunInfo, events: Sequence[history.Event], codec: Any, tp: Any) -> Any:
+    """The result of a finished run read from its history, or the error it ended with."""
+    # The last terminal event: a retry may have appended RunRetried after it.
+    last = next((e for e in reversed(events) if isinstance(e, _TERMINAL_EVENTS)), events[-1])
+    if isinstance(last, history.WorkflowCompleted):
+        return codec.decode(last.data or b"null", tp)
+    if isinstance(last, history.WorkflowFailed):
+        info: ErrorInfo = codec.decode(last.data or b"{}", ErrorInfo)
+        raise workflow_error(run.id, info)
+    if isinstance(last, history.WorkflowCancelled):
+        raise cancelled_error(run.id, last.name)
+    if isinstance(last, history.ContinuedAsNew):
+        raise _errors.RunNotFoundError(last.name)  # the chain went on in a run purged since
+    raise _errors.StoreError(
+        f"run {run.id!r} is {run.status.value} but its history ends with {last.kind!r}; "
+        "the store is inconsistent"
+    )

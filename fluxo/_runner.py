@@ -25,7 +25,17 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from fluxo import _errors, _executor, _leases, _payloads, codec, history, stores
+from fluxo import (
+    _errors,
+    _executor,
+    _leases,
+    _observers,
+    _payloads,
+    codec,
+    history,
+    observe,
+    stores,
+)
 
 if TYPE_CHECKING:
     from fluxo import _definitions
@@ -51,6 +61,7 @@ class Runner:
         instance_id: names this process in the lease owners of inline runs.
         step_context: returns a context manager entered around each live attempt
             of a step, in the thread that runs it.
+        observers: the engine's observers, told of what its executions do.
     """
 
     def __init__(
@@ -63,8 +74,10 @@ class Runner:
         threads: _executor.StepThreads,
         instance_id: str,
         step_context: Callable[[], contextlib.AbstractContextManager[object]] | None = None,
+        observers: _observers.Dispatch = _observers.NONE,
     ) -> None:
         self.store = store
+        self.observers = observers
         self.step_context = step_context
         self.codec = codec
         self.clock = clock
@@ -158,6 +171,8 @@ class Runner:
                 clock=self.clock,
                 options=chosen,
                 threads=self.threads,
+                observers=self.observers,
+                worker=owner,
             )
             if context_hook is not None:
                 context_hook(context)
@@ -230,6 +245,23 @@ class Runner:
                 extra={"fluxo_run_id": run_id},
             )
             return _executor.Outcome.BROKEN
+        observers = self.observers
+        if observers.run_failed:
+            info = _payloads.error_info(damage)
+            event = observe.RunEvent(
+                kind="run_failed",
+                run_id=run_id,
+                workflow=run.workflow,
+                time=clock(),
+                position=damage.next_seq,
+                duration=clock() - run.created_at,
+                error_type=info.type,
+                error_message=info.message,
+                worker=owner,
+                parent=run.parent,
+                headers=run.headers,
+            )
+            observers.emit(observers.run_failed, event)
         return _executor.Outcome.FAILED
 
     # -- executing inline (engine.run and its children) --------------------------------

@@ -15,6 +15,7 @@ import concurrent.futures
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -88,14 +89,17 @@ class _Report:
     value: Any = None
     error: _payloads.ErrorInfo | None = None
     crash: BaseException | None = None
+    took: float = 0.0
 
 
 class _Block:
     """One parallel block: its branches' outcomes so far, and what its threads share."""
 
-    def __init__(self, calls: Sequence[_definitions.Call[Any]]) -> None:
+    def __init__(self, calls: Sequence[_definitions.Call[Any]], position: int) -> None:
         count = len(calls)
         self.calls = calls
+        self.position = position
+        """The block's start in the history."""
         self.results: list[Any] = [None] * count
         self.failures: dict[int, _payloads.ErrorInfo] = {}
         self.attempts = [0] * count
@@ -142,6 +146,7 @@ class Branches:
             shown = ", ".join(s.name for s in steps[:5]) + (", ..." if count > 5 else "")
             call = f"parallel of {count} steps ({shown})"
         recorded = cursor.peek()
+        position = cursor.next_seq if recorded is None else recorded.seq
         if recorded is not None:
             self._match_plan(call, recorded, steps)
         else:
@@ -150,7 +155,8 @@ class Branches:
             )
             name = steps[0].name if uniform else ""
             ctx._record(history.ParallelStarted(name, ctx.codec.encode(plan)))
-        block = _Block(calls)
+        block = _Block(calls, position)
+        observers = ctx.observers
         left = count
         while left:
             recorded = cursor.peek()
@@ -168,15 +174,33 @@ class Branches:
             cursor.pos += 1
             index = parsed[1]
             step = steps[index]
+            info: _payloads.ErrorInfo | None = None
             if isinstance(event, history.BranchCompleted):
                 block.results[index] = cursor.decode_recorded(
                     f"step {step.name}", event.data, step.return_type
                 )
+                kind = "step_completed"
             else:
                 info = cursor.decode_error(f"step {step.name}", event.data)
-                if isinstance(event, history.BranchAttemptFailed):
-                    block.attempts[index] += 1
-                    continue
+                kind = (
+                    "step_retried"
+                    if isinstance(event, history.BranchAttemptFailed)
+                    else ("step_failed")
+                )
+            if observers:
+                self._tell(
+                    kind,
+                    block,
+                    index,
+                    block.attempts[index] + 1,
+                    took=None,
+                    info=info,
+                    replayed=True,
+                )
+            if isinstance(event, history.BranchAttemptFailed):
+                block.attempts[index] += 1
+                continue
+            if info is not None:
                 block.failures[index] = info
             block.settled[index] = True
             left -= 1
@@ -273,6 +297,7 @@ class Branches:
                 if ctx.shared.stop_requested.is_set():
                     continue  # stops at the top of the loop, recording nothing more
                 events: list[history.Event] = []
+                told: list[tuple[_Report, history.Event]] = []
                 for report in reports:
                     if report.what == _CRASHED:
                         if events:
@@ -282,10 +307,13 @@ class Branches:
                     event = self._branch_event(block, report)
                     if event is not None:
                         events.append(event)
+                        told.append((report, event))
                     if report.what != _ATTEMPT_FAILED:
                         running.pop(report.index, None)
                 if events:
                     ctx._record_many(events)
+                    if ctx.observers:
+                        self._tell_recorded(block, told)
         finally:
             ctx._in_block = False
             block.interrupted.set()
@@ -297,6 +325,58 @@ class Branches:
             # Some branches never settled: deliver the cancellation here, where replay
             # meets it too. When all did, the next durable call delivers it.
             ctx._cancel_point()
+
+    def _tell_recorded(self, block: _Block, told: Sequence[tuple[_Report, history.Event]]) -> None:
+        """Tell the observers how the branches' live attempts just recorded ended."""
+        for report, event in told:
+            if isinstance(event, history.BranchCompleted):
+                kind, info = "step_completed", None
+            else:
+                kind = (
+                    "step_retried"
+                    if isinstance(event, history.BranchAttemptFailed)
+                    else ("step_failed")
+                )
+                info = block.failures.get(report.index, report.error)
+            self._tell(
+                kind,
+                block,
+                report.index,
+                report.attempt,
+                took=report.took,
+                info=info,
+                replayed=False,
+            )
+
+    def _tell(
+        self,
+        kind: str,
+        block: _Block,
+        index: int,
+        attempt: int,
+        *,
+        took: float | None,
+        info: _payloads.ErrorInfo | None,
+        replayed: bool,
+    ) -> None:
+        ctx = self._ctx
+        handlers = getattr(ctx.observers, kind)
+        if not handlers:
+            return
+        step = block.calls[index].step
+        event = ctx.event(
+            kind,
+            block.position,
+            replayed=replayed,
+            step=step.name,
+            branch=index,
+            attempt=attempt,
+            duration=took,
+            delay=step.retry.delay(attempt) if kind == "step_retried" else None,
+            error_type=info.type if info is not None else "",
+            error_message=info.message if info is not None else "",
+        )
+        ctx.observers.emit(handlers, event)
 
     def _branch_event(self, block: _Block, report: _Report) -> history.Event | None:
         """Turn a branch's report into the event that records it (none when abandoned)."""
@@ -350,18 +430,27 @@ class Branches:
             while True:
                 attempt += 1
                 failure: _payloads.ErrorInfo | None = None
+                began = time.perf_counter()
                 try:
-                    value = steps.attempt(step, call.args, call.kwargs)
+                    value = steps.attempt(
+                        step,
+                        call.args,
+                        call.kwargs,
+                        attempt=attempt,
+                        position=block.position,
+                        branch=index,
+                    )
                 except Exception as exc:
                     failure = _payloads.error_info(exc, attempt)
                     retrying = step.retry.should_retry(exc, attempt)
+                took = time.perf_counter() - began
                 if failure is None:
-                    block.inbox.put(_Report(index, _COMPLETED, attempt, value=value))
+                    block.inbox.put(_Report(index, _COMPLETED, attempt, value=value, took=took))
                     return
                 if not retrying:
-                    block.inbox.put(_Report(index, _FAILED, attempt, error=failure))
+                    block.inbox.put(_Report(index, _FAILED, attempt, error=failure, took=took))
                     return
-                block.inbox.put(_Report(index, _ATTEMPT_FAILED, attempt, error=failure))
+                block.inbox.put(_Report(index, _ATTEMPT_FAILED, attempt, error=failure, took=took))
                 if not self._branch_backoff(block, step.retry.delay(attempt)):
                     block.inbox.put(_Report(index, _ABANDONED, attempt))
                     return

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import msgspec
 
-from fluxo import _errors, _names, _payloads, _runtime, history, stores
+from fluxo import _errors, _names, _payloads, _runtime, history, observe, stores
 from fluxo._executor import _control, _cursor
 
 if TYPE_CHECKING:
@@ -111,9 +111,21 @@ class Children:
         now = ctx.clock()
         deadline = None if wf.start_timeout is None else now + wf.start_timeout
         refused: _errors.RunStateError | None = None
+        observers = ctx.observers
+        headers = (
+            observers.headers(wf.name, child, ctx.event("child_started", cursor.next_seq))
+            if observers
+            else None
+        )
         try:
             run, created = ctx.store.create_run(
-                child, wf.name, data, now=now, deadline=deadline, parent=ctx.run_id
+                child,
+                wf.name,
+                data,
+                now=now,
+                deadline=deadline,
+                parent=ctx.run_id,
+                headers=headers,
             )
         except _errors.RunIdConflictError as exc:
             refused = _errors.RunStateError(
@@ -136,7 +148,23 @@ class Children:
         self.started.add(child)
         if ctx._child_started is not None:
             ctx._child_started(child, wf)  # it exists: it may run, whatever happens here next
+        position = cursor.next_seq
         ctx._record(history.ChildStarted(child, started))
+        if observers:
+            ctx.tell("child_started", position, other_run=child)
+            if created and observers.run_started:
+                observers.emit(
+                    observers.run_started,
+                    observe.RunEvent(
+                        kind="run_started",
+                        run_id=child,
+                        workflow=wf.name,
+                        time=now,
+                        position=0,
+                        parent=ctx.run_id,
+                        headers=run.headers,
+                    ),
+                )
         return child, detached
 
     def _check_created_input(
@@ -204,6 +232,11 @@ class Children:
             cursor.diverged(call, recorded)
         cursor.pos += 1
         start: _payloads.ChildStart = cursor.decode_recorded(call, event.data, _payloads.ChildStart)
+        if ctx.observers.child_started:
+            ctx.observers.emit(
+                ctx.observers.child_started,
+                ctx.event("child_started", recorded.seq, replayed=True, other_run=event.name),
+            )
         if start.workflow not in wf.names:
             cursor.diverged(
                 call, recorded, f"  the history's child is of workflow {start.workflow}"
@@ -236,7 +269,7 @@ class Children:
         else:
             ctx._go_live()
             while (event := self._child_outcome(child, signal)) is None:
-                ctx._waits.suspend([], None, timer=False)
+                ctx._waits.suspend([], None, timer=False, waits_for="child")
                 ctx._cancel_point()
             ctx._record(event)
             ctx._waits.inbox.consume(signal)
@@ -447,6 +480,7 @@ class Children:
                 now=ctx.clock(),
                 deadline=ctx.deadline,
                 parent=ctx.parent,  # the chain is one child of the same parent
+                headers=ctx.headers or None,  # the chain is one trace
             )
             if not created:
                 self._check_created_input(wf, run, data, call)

@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from fluxo import _errors, _payloads, _runtime, codec, history, stores
+from fluxo import _errors, _observers, _payloads, _runtime, codec, history, observe, stores
 from fluxo._executor import (
     _branches,
     _children,
@@ -104,8 +104,14 @@ class RunContext:
         clock: Callable[[], float],
         options: RunOptions | None = None,
         threads: _branches.StepThreads | None = None,
+        observers: _observers.Dispatch = _observers.NONE,
+        worker: str = "",
     ) -> None:
         run = state.run
+        self.observers = observers
+        """The engine's observers, told of what this execution does."""
+        self.worker = worker
+        self.headers = run.headers
         self.run_id = run.id
         self.created_at = run.created_at
         self.workflow = workflow
@@ -284,11 +290,77 @@ class RunContext:
     def execute(self) -> _control.Outcome:
         """Run the workflow function to its end or to the first point it must stop."""
         self._began = True
+        observers = self.observers
+        if observers.run_resumed:
+            observers.emit(observers.run_resumed, self.event("run_resumed", self.next_seq))
         token = _runtime.enter(self)
         try:
-            return self._ending.run()
+            outcome = self._ending.run()
         finally:
             _runtime.leave(token)
+        if observers:
+            self._tell_outcome(outcome)
+        return outcome
+
+    # -- telling observers -------------------------------------------------------------
+
+    def event(self, kind: str, position: int | None = None, **fields: Any) -> observe.RunEvent:
+        """An event of this run for its observers, live, happening now."""
+        return observe.RunEvent(
+            kind=kind,
+            run_id=self.run_id,
+            workflow=self.workflow.name,
+            time=self.clock(),
+            position=position,
+            worker=self.worker,
+            parent=self.parent,
+            headers=self.headers,
+            **fields,
+        )
+
+    def tell(self, kind: str, position: int | None = None, **fields: Any) -> None:
+        """Tell the observers of ``kind`` an event of this run, if any observer has that method."""
+        handlers: tuple[_observers.Handler, ...] = getattr(self.observers, kind)
+        if handlers:
+            self.observers.emit(handlers, self.event(kind, position, **fields))
+
+    def _tell_outcome(self, outcome: _control.Outcome) -> None:
+        """Tell the observers how this execution ended (a suspension told itself)."""
+        Outcome = _control.Outcome
+        age = self.clock() - self.created_at
+        last = self._cursor.next_seq - 1
+        if outcome is Outcome.COMPLETED:
+            self.tell("run_completed", last, duration=age)
+        elif outcome is Outcome.FAILED:
+            mismatch = self._cursor.nondeterminism
+            if mismatch is not None:
+                self.tell(
+                    "nondeterminism",
+                    mismatch.seq,
+                    error_type=_payloads.MISMATCH,
+                    error_message=str(mismatch),
+                )
+            error = self.error
+            self.tell(
+                "run_failed",
+                last,
+                duration=age,
+                error_type=error.type if error is not None else "",
+                error_message=error.message if error is not None else "",
+            )
+        elif outcome is Outcome.CANCELLED:
+            self.tell("run_cancelled", last, duration=age, name=self.cancel_reason or "cancelled")
+        elif outcome is Outcome.CONTINUED:
+            self.tell(
+                "run_continued", last, duration=age, other_run=history.chain_next(self.run_id)
+            )
+        elif outcome is Outcome.LOST:
+            self.tell("lease_lost", self._cursor.next_seq)
+        elif outcome in (Outcome.STOPPED, Outcome.BROKEN, Outcome.RESTART):
+            why = {Outcome.STOPPED: "stopped", Outcome.BROKEN: "store_error"}.get(
+                outcome, "restart"
+            )
+            self.tell("run_suspended", self._cursor.next_seq, name=why)
 
     # -- what every durable call does first ----------------------------------------------
 

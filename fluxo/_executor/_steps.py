@@ -9,8 +9,10 @@ the same live and on replay.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -59,19 +61,76 @@ class Steps:
         cursor = ctx._cursor
         call = f"step {step.name}"
         attempt = 0
+        observers = ctx.observers
         while True:
             event = cursor.match(_KINDS, call, step.names)
             if event is None:
                 break
             if isinstance(event, history.StepCompleted):
+                if observers.step_completed:
+                    self._tell_replayed("step_completed", step, attempt + 1, None)
                 return cursor.decode_recorded(call, event.data, step.return_type)
             info = cursor.decode_error(call, event.data)
             if isinstance(event, history.StepFailed):
+                if observers.step_failed:
+                    self._tell_replayed("step_failed", step, attempt + 1, info)
                 raise _payloads.step_error(step.name, info)
             attempt += 1
+            if observers.step_retried:
+                self._tell_replayed("step_retried", step, attempt, info)
             self._backoff(step, attempt, live=False)
         ctx._go_live()
         return self._run_live(step, args, kwargs, attempt)
+
+    def _tell_replayed(
+        self,
+        kind: str,
+        step: _definitions.Step[Any, Any],
+        attempt: int,
+        info: _payloads.ErrorInfo | None,
+    ) -> None:
+        """Tell the observers of a step's record that replay just met."""
+        ctx = self._ctx
+        cursor = ctx._cursor
+        event = ctx.event(
+            kind,
+            cursor.script[cursor.pos - 1].seq,
+            replayed=True,
+            step=step.name,
+            attempt=attempt,
+            error_type=info.type if info is not None else "",
+            error_message=info.message if info is not None else "",
+        )
+        ctx.observers.emit(getattr(ctx.observers, kind), event)
+
+    def tell_attempt(
+        self,
+        kind: str,
+        step: _definitions.Step[Any, Any],
+        attempt: int,
+        position: int,
+        *,
+        duration: float,
+        info: _payloads.ErrorInfo | None = None,
+        branch: int | None = None,
+    ) -> None:
+        """Tell the observers how a live attempt ended, once it is recorded."""
+        ctx = self._ctx
+        handlers = getattr(ctx.observers, kind)
+        if not handlers:
+            return
+        event = ctx.event(
+            kind,
+            position,
+            step=step.name,
+            branch=branch,
+            attempt=attempt,
+            duration=duration,
+            delay=step.retry.delay(attempt) if kind == "step_retried" else None,
+            error_type=info.type if info is not None else "",
+            error_message=info.message if info is not None else "",
+        )
+        ctx.observers.emit(handlers, event)
 
     def _backoff(self, step: _definitions.Step[Any, Any], attempt: int, *, live: bool) -> None:
         """Wait between failed attempt ``attempt`` and the next, as the live run did.
@@ -116,20 +175,26 @@ class Steps:
         while True:
             attempt += 1
             failure: _payloads.ErrorInfo | None = None
+            position = ctx._cursor.next_seq
+            began = time.perf_counter()
             token = _runtime.enter(None)  # steps called by a step are plain calls
             try:
-                value = self.attempt(step, args, kwargs)
+                value = self.attempt(step, args, kwargs, attempt=attempt, position=position)
             except Exception as exc:
                 failure = _payloads.error_info(exc, attempt)
                 retrying = step.retry.should_retry(exc, attempt)
             finally:
                 _runtime.leave(token)
+            took = time.perf_counter() - began
             if failure is not None:
                 # Raised outside the except block, so the live StepError carries no
                 # __context__ that a replay could not give it.
                 if not retrying:
-                    self._fail(step, failure)
+                    self._fail(step, failure, attempt, took)
                 ctx._record(history.StepAttemptFailed(step.name, ctx.codec.encode(failure)))
+                self.tell_attempt(
+                    "step_retried", step, attempt, position, duration=took, info=failure
+                )
                 log.info(
                     "run %s: step %s attempt %d failed (%s: %s); retrying in %.3gs",
                     ctx.run_id,
@@ -144,8 +209,10 @@ class Steps:
                 continue
             data, result, problem = self.encode_result(step, value, return_type)
             if problem is not None:
-                self._fail(step, _payloads.error_info(problem, attempt))
+                self._fail(step, _payloads.error_info(problem, attempt), attempt, took)
             ctx._record(history.StepCompleted(step.name, data))
+            if ctx.observers.step_completed:
+                self.tell_attempt("step_completed", step, attempt, position, duration=took)
             return result
 
     def encode_result(
@@ -179,17 +246,61 @@ class Steps:
                 ),
             )
 
-    def _fail(self, step: _definitions.Step[Any, Any], info: _payloads.ErrorInfo) -> NoReturn:
+    def _fail(
+        self,
+        step: _definitions.Step[Any, Any],
+        info: _payloads.ErrorInfo,
+        attempt: int = 0,
+        took: float | None = None,
+    ) -> NoReturn:
         ctx = self._ctx
+        position = ctx._cursor.next_seq
         ctx._record(history.StepFailed(step.name, ctx.codec.encode(info)))
+        if took is not None:
+            self.tell_attempt("step_failed", step, attempt, position, duration=took, info=info)
+        else:
+            ctx.tell(
+                "step_failed",
+                position,
+                step=step.name,
+                attempt=attempt or 1,
+                error_type=info.type,
+                error_message=info.message,
+            )
         raise _payloads.step_error(step.name, info)
 
     def attempt(
+        self,
+        step: _definitions.Step[Any, Any],
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        *,
+        attempt: int,
+        position: int,
+        branch: int | None = None,
+    ) -> Any:
+        """Call a step's function for live attempt ``attempt``, telling the observers.
+
+        ``position`` is where its record goes (a parallel block's, for a branch).
+        Observers are told ``step_started`` first, and their scopes are entered
+        around the call, in this thread.
+        """
+        observers = self._ctx.observers
+        if not observers.watching_attempts:
+            return self._call(step, args, kwargs)
+        event = self._ctx.event(
+            "step_started", position, step=step.name, branch=branch, attempt=attempt
+        )
+        with observers.attempt(event):
+            return self._call(step, args, kwargs)
+
+    def _call(
         self, step: _definitions.Step[Any, Any], args: Sequence[Any], kwargs: Mapping[str, Any]
     ) -> Any:
         """Call a step's function for one attempt, within its ``timeout=`` if it has one.
 
-        A timed attempt runs in a daemon thread of its own. When the timeout passes
+        A timed attempt runs in a daemon thread of its own (in a copy of this thread's
+        context, so what observers made current stays so). When the timeout passes
         first the thread is abandoned (Python cannot stop it) and the attempt fails
         with ``StepTimeout``; whatever the thread does later is ignored.
         """
@@ -210,7 +321,12 @@ class Steps:
             finally:
                 finished.set()
 
-        thread = threading.Thread(target=attempt, name=f"fluxo-step-{step.name}", daemon=True)
+        thread = threading.Thread(
+            target=contextvars.copy_context().run,
+            args=(attempt,),
+            name=f"fluxo-step-{step.name}",
+            daemon=True,
+        )
         thread.start()
         if not finished.wait(limit):
             log.warning(

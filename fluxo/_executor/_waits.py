@@ -139,11 +139,16 @@ class Waits:
         cursor = ctx._cursor
         call = f"timer {name}"
         names = frozenset((name,))
+        observers = ctx.observers
         started = cursor.match((history.TimerStarted,), call, names)
         if started is not None:
             fire_at = float(cursor.decode_recorded(call, started.data, float))
+            if observers.timer_set:
+                self._tell_replayed("timer_set", name)
             ctx._cancel_point()
             if cursor.match((history.TimerFired,), call, names) is not None:
+                if observers.timer_fired:
+                    self._tell_replayed("timer_fired", name)
                 return
             unrecorded: list[history.Event] = []
         else:
@@ -154,9 +159,13 @@ class Waits:
             if not unrecorded:
                 ctx._cancel_point()
             if ctx.clock() >= fire_at:
+                position = cursor.next_seq
                 ctx._record_many([*unrecorded, history.TimerFired(name)])
+                if unrecorded:
+                    self._tell_timer_set(position, name, fire_at)
+                ctx.tell("timer_fired", cursor.next_seq - 1, name=name)
                 return
-            self.suspend(unrecorded, fire_at, timer=True)
+            self.suspend(unrecorded, fire_at, timer=True, timer_name=name)
             unrecorded = []
 
     def sleep_until(self, fire_at: float) -> None:
@@ -188,6 +197,8 @@ class Waits:
                 cursor.diverged(call, recorded, skipped)
             cursor.pos += 1
             if isinstance(event, history.SignalReceived):
+                if ctx.observers.signal_received:
+                    self._tell_replayed("signal_received", name)
                 self.inbox.consume(name)
                 try:
                     return codec.decode(event.data or b"null", type)
@@ -220,6 +231,7 @@ class Waits:
                     continue
                 ctx._record_many([*unrecorded, history.SignalReceived(name, payload)])
                 self.inbox.consume(name)
+                ctx.tell("signal_received", cursor.next_seq - 1, name=name)
                 return value
             if not started:
                 unrecorded = [history.SignalWaitStarted(name, codec.encode(deadline))]
@@ -248,7 +260,27 @@ class Waits:
             extra={"fluxo_run_id": ctx.run_id},
         )
 
-    def suspend(self, events: list[history.Event], wake_at: float | None, *, timer: bool) -> None:
+    def _tell_replayed(self, kind: str, name: str) -> None:
+        """Tell the observers of a record that replay just met."""
+        ctx = self._ctx
+        position = ctx._cursor.script[ctx._cursor.pos - 1].seq
+        ctx.observers.emit(
+            getattr(ctx.observers, kind), ctx.event(kind, position, replayed=True, name=name)
+        )
+
+    def _tell_timer_set(self, position: int, name: str, fire_at: float) -> None:
+        ctx = self._ctx
+        ctx.tell("timer_set", position, name=name, delay=max(fire_at - ctx.clock(), 0.0))
+
+    def suspend(
+        self,
+        events: list[history.Event],
+        wake_at: float | None,
+        *,
+        timer: bool,
+        timer_name: str = "",
+        waits_for: str = "",
+    ) -> None:
         """Record the wait and the wake-up, then hold it in this thread or unwind.
 
         Returns only when this thread took the run back (the wait may be over, or
@@ -280,6 +312,13 @@ class Waits:
         # run waits in the store, and whatever wakes it makes it claimable.
         due_at = min((t for t in (wake_at, ready_at) if t is not None), default=None)
         reclaim = held_until is not None and due_at is not None and held_until >= due_at
+        position = ctx._cursor.next_seq
         ctx._record_many(events, history.RunStatus.WAITING, ready_at)
+        if ctx.observers:
+            if timer and events:
+                self._tell_timer_set(position, timer_name, wake_at or now)
+            why = "timer" if timer else (waits_for or "signal")
+            ctx.tell("run_suspended", ctx._cursor.next_seq, name=why)
         if holder is None or held_until is None or not holder.hold(ctx, held_until, reclaim):
             ctx._unwind(_control.Suspended())
+        ctx.tell("run_resumed", ctx._cursor.next_seq)

@@ -1,0 +1,339 @@
+"""Telling an engine's observers: who handles each kind of event, and their isolation.
+
+A :class:`Dispatch` holds, for each kind of event (``fluxo.observe.KINDS``), the
+handlers of the observers that have a method for it, as a tuple: the executor
+looks at that tuple (empty when nobody listens) before it even builds an event,
+so observers that are off cost one attribute read per durable call.
+
+Isolation: a handler that raises is logged once per observer and kind, and keeps
+being called. An observer that is not ``inline`` is called from a delivery
+thread of its own through a bounded queue, in order; when it falls that far
+behind, its events are dropped (counted, logged once) rather than making a run wait.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+from fluxo import observe
+
+log = logging.getLogger(__name__)
+
+QUEUE_SIZE = 10_000
+"""Events an observer called from its own thread may fall behind by before some are dropped."""
+
+Handler = Callable[[observe.RunEvent], None]
+
+_BASE = {kind: getattr(observe.Observer, kind) for kind in observe.KINDS}
+_BASE_SCOPE = observe.Observer.step_scope
+_BASE_HEADERS = observe.Observer.headers
+
+
+def _own(observer: Any, name: str, base: Any) -> Any:
+    """``observer``'s method ``name``, or None when it has none or keeps ``Observer``'s no-op."""
+    if getattr(type(observer), name, base) is base:
+        return None
+    method = getattr(observer, name, None)
+    return method if callable(method) else None
+
+
+class _Failures:
+    """Logs a failing observer once per kind of event."""
+
+    def __init__(self) -> None:
+        self._seen: set[tuple[int, str]] = set()
+        self._lock = threading.Lock()
+
+    def failed(self, observer: Any, what: str) -> None:
+        key = (id(observer), what)
+        with self._lock:
+            if key in self._seen:
+                return
+            self._seen.add(key)
+        log.exception(
+            "observer %r failed on %s; it keeps being called, and its further failures on "
+            "this kind of event are not logged",
+            observer,
+            what,
+        )
+
+
+class _Guarded:
+    """One observer's method, called in the run's thread; its exceptions are contained."""
+
+    __slots__ = ("_failures", "_method", "_observer", "kind")
+
+    def __init__(self, observer: Any, kind: str, method: Handler, failures: _Failures) -> None:
+        self._observer = observer
+        self.kind = kind
+        self._method = method
+        self._failures = failures
+
+    def __call__(self, event: observe.RunEvent) -> None:
+        try:
+            self._method(event)
+        except Exception:
+            self._failures.failed(self._observer, self.kind)
+
+
+class Delivery:
+    """Calls one observer from a thread of its own, in the order of the events."""
+
+    def __init__(self, observer: Any, failures: _Failures) -> None:
+        self.observer = observer
+        self._failures = failures
+        self.dropped = 0
+        self._lock = threading.Lock()
+        self._queue: queue.Queue[tuple[Handler, observe.RunEvent] | None] = queue.Queue(QUEUE_SIZE)
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+
+    def handler(self, kind: str, method: Handler) -> Handler:
+        """A handler that queues the event for ``method``."""
+
+        def enqueue(event: observe.RunEvent) -> None:
+            self.put(method, kind, event)
+
+        return enqueue
+
+    def put(self, method: Handler, kind: str, event: observe.RunEvent) -> None:
+        thread = self._thread
+        if thread is None or self._pid != os.getpid():
+            self._start()
+        try:
+            self._queue.put_nowait((method, event))
+        except queue.Full:
+            with self._lock:
+                self.dropped += 1
+                first = self.dropped == 1
+            if first:
+                log.warning(
+                    "observer %r falls behind by %d events; its events are dropped until "
+                    "it catches up, so that no run waits for it",
+                    self.observer,
+                    QUEUE_SIZE,
+                )
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is not None and self._pid == os.getpid():
+                return
+            if self._pid != os.getpid():  # forked: the parent's thread and queue are not ours
+                self._queue = queue.Queue(QUEUE_SIZE)
+                self._pid = os.getpid()
+            self._thread = threading.Thread(
+                target=self._deliver,
+                name=f"fluxo-observer-{type(self.observer).__name__}",
+                daemon=True,
+            )
+            self._thread.start()
+
+    def _deliver(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                method, event = item
+                try:
+                    method(event)
+                except Exception:
+                    self._failures.failed(self.observer, event.kind)
+            finally:
+                self._queue.task_done()
+
+    def flush(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the queued events to be delivered."""
+        if self._thread is None or self._pid != os.getpid():
+            return True
+        done = threading.Event()
+
+        def wait() -> None:
+            self._queue.join()
+            done.set()
+
+        threading.Thread(target=wait, name="fluxo-observer-flush", daemon=True).start()
+        return done.wait(timeout)
+
+
+class Dispatch:
+    """The handlers of an engine's observers, by kind of event.
+
+    Each kind's attribute is a tuple of handlers (empty when no observer has that
+    method); :meth:`emit` calls them. Build events only when the tuple is not
+    empty: that is what keeps observers that are off free.
+    """
+
+    run_started: tuple[Handler, ...]
+    run_resumed: tuple[Handler, ...]
+    run_suspended: tuple[Handler, ...]
+    run_completed: tuple[Handler, ...]
+    run_failed: tuple[Handler, ...]
+    run_cancelled: tuple[Handler, ...]
+    run_continued: tuple[Handler, ...]
+    step_started: tuple[Handler, ...]
+    step_completed: tuple[Handler, ...]
+    step_failed: tuple[Handler, ...]
+    step_retried: tuple[Handler, ...]
+    timer_set: tuple[Handler, ...]
+    timer_fired: tuple[Handler, ...]
+    signal_sent: tuple[Handler, ...]
+    signal_received: tuple[Handler, ...]
+    child_started: tuple[Handler, ...]
+    nondeterminism: tuple[Handler, ...]
+    lease_lost: tuple[Handler, ...]
+
+    def __init__(self, observers: Iterable[Any] = ()) -> None:
+        self._failures = _Failures()
+        self.observers: list[Any] = []
+        self.deliveries: list[Delivery] = []
+        self.add(observers)
+
+    def add(self, observers: Iterable[Any]) -> None:
+        """Tell ``observers`` too, from the next event on."""
+        if isinstance(observers, (str, bytes)) or not isinstance(observers, Iterable):
+            raise TypeError(
+                f"observers= takes a list of observers, not {observers!r}; for example "
+                "observers=[fluxo.observe.LoggingObserver()]"
+            )
+        self.observers = self.observers + observe.flatten(observers)
+        deliveries: list[Delivery] = []
+        scopes: list[tuple[Any, Callable[..., Any]]] = []
+        headers: list[tuple[Any, Callable[..., Any]]] = []
+        handlers: dict[str, list[Handler]] = {kind: [] for kind in observe.KINDS}
+        for observer in self.observers:
+            if isinstance(observer, (type, str, bytes)) or observer is None:
+                raise TypeError(
+                    f"observers= takes observer objects, not {observer!r}; pass an instance, "
+                    "for example observers=[fluxo.observe.LoggingObserver()]"
+                )
+            inline = bool(getattr(observer, "inline", False))
+            delivery = None if inline else Delivery(observer, self._failures)
+            found = False
+            for kind in observe.KINDS:
+                method = _own(observer, kind, _BASE[kind])
+                if method is None:
+                    continue
+                found = True
+                if delivery is None:
+                    handlers[kind].append(_Guarded(observer, kind, method, self._failures))
+                else:
+                    handlers[kind].append(delivery.handler(kind, method))
+            if inline:
+                scope = _own(observer, "step_scope", _BASE_SCOPE)
+                if scope is not None:
+                    scopes.append((observer, scope))
+                    found = True
+                header = _own(observer, "headers", _BASE_HEADERS)
+                if header is not None:
+                    headers.append((observer, header))
+                    found = True
+            if not found:
+                raise TypeError(
+                    f"{observer!r} has none of the methods of fluxo.observe.Observer "
+                    f"({', '.join(observe.KINDS[:3])}...); subclass it and override the "
+                    "events you want"
+                )
+            if delivery is not None:
+                old = [d for d in self.deliveries if d.observer is observer]
+                deliveries.append(old[0] if old else delivery)
+        for kind, found_handlers in handlers.items():
+            setattr(self, kind, tuple(found_handlers))
+        self.deliveries = deliveries
+        self._scopes = tuple(scopes)
+        self._headers = tuple(headers)
+        self.watching_attempts = bool(self.step_started or self._scopes)
+        """True when a live step attempt has anything to tell or enter."""
+
+    def __bool__(self) -> bool:
+        return bool(self.observers)
+
+    def emit(self, handlers: tuple[Handler, ...], event: observe.RunEvent) -> None:
+        """Tell ``event`` to ``handlers`` (a kind's attribute of this dispatch)."""
+        for handler in handlers:
+            handler(event)
+
+    @contextlib.contextmanager
+    def attempt(self, event: observe.RunEvent) -> Iterator[None]:
+        """Around a live step attempt: tell ``step_started``, enter the observers' scopes."""
+        self.emit(self.step_started, event)
+        if not self._scopes:
+            yield
+            return
+        with contextlib.ExitStack() as stack:
+            for observer, scope in self._scopes:
+                try:
+                    made = scope(event)
+                    if made is not None:
+                        stack.enter_context(made)
+                except Exception:
+                    self._failures.failed(observer, "step_scope")
+            yield
+
+    def headers(
+        self, workflow: str, run_id: str, parent: observe.RunEvent | None
+    ) -> dict[str, str] | None:
+        """What the observers record with a run being started (None: nothing)."""
+        if not self._headers:
+            return None
+        found: dict[str, str] = {}
+        for observer, header in self._headers:
+            try:
+                made = header(workflow, run_id, parent)
+                if made:
+                    found.update(_checked_headers(observer, made))
+            except Exception:
+                self._failures.failed(observer, "headers")
+        return found or None
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait up to ``timeout`` seconds for observers called from their own threads."""
+        ok = True
+        for delivery in self.deliveries:
+            ok = delivery.flush(timeout) and ok
+        return ok
+
+
+MAX_HEADERS_SIZE = 8192
+"""The most characters (keys and values together) observers may record with one run."""
+
+
+def _checked_headers(observer: Any, made: Mapping[str, str]) -> dict[str, str]:
+    headers = dict(made)
+    for key, value in headers.items():
+        if not isinstance(key, str) or not isinstance(value, str) or not key:
+            raise TypeError(
+                f"observer {observer!r} returned headers {headers!r}; headers map non-empty "
+                "strings to strings"
+            )
+    if sum(len(k) + len(v) for k, v in headers.items()) > MAX_HEADERS_SIZE:
+        raise ValueError(
+            f"observer {observer!r} returned headers of more than {MAX_HEADERS_SIZE} characters"
+        )
+    return headers
+
+
+NONE = Dispatch()
+"""The dispatch of an engine without observers: every kind's handlers are empty."""
+
+
+def told(
+    run: Any, kind: str, now: float, position: int | None = None, **fields: Any
+) -> observe.RunEvent:
+    """An event of ``run`` (a ``history.RunInfo``) told outside its executions."""
+    return observe.RunEvent(
+        kind=kind,
+        run_id=run.id,
+        workflow=run.workflow,
+        time=now,
+        position=position,
+        parent=run.parent,
+        headers=run.headers,
+        **fields,
+    )
