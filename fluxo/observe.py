@@ -94,13 +94,16 @@ class RunEvent(msgspec.Struct, frozen=True, kw_only=True):
         duration: seconds: a step attempt's (live step events); for the end of a run,
             its age (since it was created).
         delay: seconds: until the next attempt (``step_retried``), until the timer
-            fires (``timer_set``).
+            fires (``timer_set``), from the run being ready to being claimed for
+            this execution (``run_resumed``).
         error_type: the exception's type name, for failures (``fluxo.StepError``,
             ``shop.PaymentDeclined``).
         error_message: the exception's message, for failures.
         name: the signal's name (signal events), the timer's (timer events), why a
             run was cancelled (``"cancelled"`` or ``"deadline"``), what a suspended
-            run waits for (``"timer"``, ``"signal"``, ``"child"``).
+            run waits for (``"timer"``, ``"signal"``, ``"child"``) or why its
+            execution stopped early (``"stopped"``: the worker shut down;
+            ``"store_error"``: the store failed; it resumes from its history).
         other_run: the child's run id (``child_started``), the next run of the chain
             (``run_continued``), the sending run (``signal_sent`` from a workflow).
         worker: the lease owner executing the run, when one is.

@@ -112,6 +112,10 @@ class RunContext:
         """The engine's observers, told of what this execution does."""
         self.worker = worker
         self.headers = run.headers
+        self._ready_for = (
+            max(run.updated_at - run.ready_at, 0.0) if run.ready_at is not None else None
+        )
+        """Seconds from the run being ready to being claimed for this execution."""
         self.run_id = run.id
         self.created_at = run.created_at
         self.workflow = workflow
@@ -292,7 +296,8 @@ class RunContext:
         self._began = True
         observers = self.observers
         if observers.run_resumed:
-            observers.emit(observers.run_resumed, self.event("run_resumed", self.next_seq))
+            event = self.event("run_resumed", self.next_seq, delay=self._ready_for)
+            observers.emit(observers.run_resumed, event)
         token = _runtime.enter(self)
         try:
             outcome = self._ending.run()
