@@ -8,6 +8,10 @@ For every store it measures, in one run on one machine:
   same database, the floor for any durable step.
 * ``dbos``: the same workflow written for DBOS, on the same SQLite file directory
   or the same PostgreSQL server, when ``dbos`` is installed (``pip install dbos``).
+* ``observers`` (memory store): the same workflow with no observer, with
+  ``fluxo.observe.BasicMetrics`` and with the OpenTelemetry observer (an SDK
+  tracer provider whose exporter drops the spans, when ``opentelemetry-sdk`` is
+  installed), in interleaved repeats so that the machine's drift hits all three.
 
 It prints ratios, which travel across machines better than absolute times.
 
@@ -61,6 +65,53 @@ def fluxo_per_step(url: str, steps: int, repeats: int) -> float:
             assert engine.run(many, steps) == steps * (steps - 1) // 2
             samples.append((time.perf_counter() - started) / steps)
     return median(samples)
+
+
+def otel_observer() -> Any | None:
+    """The OpenTelemetry observer on a provider that exports to nowhere, if installed."""
+    try:
+        from fluxo.contrib.otel import OpenTelemetryObserver
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import (
+            BatchSpanProcessor,
+            SpanExporter,
+            SpanExportResult,
+        )
+    except ImportError:
+        return None
+
+    class Dropping(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Dropping()))
+    return OpenTelemetryObserver(tracer_provider=provider)
+
+
+def observer_costs(steps: int, repeats: int) -> dict[str, float]:
+    """Per-step cost on the memory store with no observer, BasicMetrics, OpenTelemetry."""
+    setups: dict[str, list[Any]] = {"off": [], "basic_metrics": [fluxo.observe.BasicMetrics()]}
+    otel = otel_observer()
+    if otel is not None:
+        setups["otel"] = [otel]
+    engines = {
+        name: fluxo.Engine("memory://", workflows=[many], observers=observers)
+        for name, observers in setups.items()
+    }
+    samples: dict[str, list[float]] = {name: [] for name in engines}
+    try:
+        for engine in engines.values():
+            engine.run(many, 10)  # warm up
+        for _ in range(repeats):
+            for name, engine in engines.items():  # interleaved: drift hits all alike
+                started = time.perf_counter()
+                engine.run(many, steps)
+                samples[name].append((time.perf_counter() - started) / steps)
+    finally:
+        for engine in engines.values():
+            engine.close()
+    return {name: median(values) for name, values in samples.items()}
 
 
 PAYLOAD = b"123"
@@ -219,6 +270,19 @@ def main() -> None:
         if "memory" in stores:
             mem = fluxo_per_step("memory://", args.steps, args.repeats)
             line("memory: fluxo per step", mem, "(engine overhead; target <= 20 us)")
+            costs = observer_costs(args.steps, max(args.repeats, 9))
+            off = costs["off"]
+            line("memory: observers off", off, "(interleaved with the next rows)")
+            basic = costs["basic_metrics"]
+            line("memory: BasicMetrics on", basic, f"= {basic / off:.3f}x off (target <= 1.05x)")
+            if "otel" in costs:
+                line("memory: OpenTelemetry on", costs["otel"], f"= {costs['otel'] / off:.3f}x off")
+            else:
+                line(
+                    "memory: OpenTelemetry on",
+                    None,
+                    "(pip install 'fluxo[otel]' opentelemetry-sdk)",
+                )
         if "sqlite" in stores:
             f = fluxo_per_step(f"sqlite:///{tmp}/fluxo.db", args.steps, args.repeats)
             raw = raw_sqlite_per_insert(f"{tmp}/raw.db", args.steps, args.repeats)

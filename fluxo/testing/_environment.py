@@ -102,6 +102,8 @@ class WorkflowEnvironment:
         start_time: where the virtual clock starts (an aware datetime); the
             current time by default.
         codec: the engine's codec; see :class:`fluxo.Engine`.
+        observers: the engine's observers; see :mod:`fluxo.observe`. Under
+            ``always_replay`` they are told of every replay too (``replayed=True``).
 
     Example:
         >>> with WorkflowEnvironment() as env:
@@ -120,6 +122,7 @@ class WorkflowEnvironment:
         always_replay: bool = True,
         start_time: datetime | None = None,
         codec: _codec.Codec | None = None,
+        observers: Iterable[object] = (),
     ) -> None:
         if not isinstance(always_replay, bool):
             raise _errors.DefinitionError(
@@ -136,7 +139,9 @@ class WorkflowEnvironment:
             )
         self.always_replay = always_replay
         self._clock = _VirtualClock(start)
-        self.engine = _engine.Engine(store, workflows=workflows, codec=codec, clock=self._clock)
+        self.engine = _engine.Engine(
+            store, workflows=workflows, codec=codec, clock=self._clock, observers=observers
+        )
         """The engine the environment drives, for code under test that needs one."""
         self._owner = f"{self.engine.instance_id}:test-environment"
         self._stubs: list[_stubs.Stub] = []
