@@ -73,7 +73,7 @@ with fluxo.Engine(
     observers=[observe.LoggingObserver(events), metrics, SlowSteps(limit=60.0)],
 ) as engine:
     receipt = engine.run(checkout.options(id="order-17"), "o-17")
-    engine.observers.flush()  # the logging observer writes from a thread of its own
+    engine.flush_observers()  # the logging observer writes from a thread of its own
 
 # prints: INFO run_started run=order-17 step=- attempt=-
 # prints: INFO step_started run=order-17 step=shop.charge attempt=1

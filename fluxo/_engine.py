@@ -186,6 +186,13 @@ class Engine:
         """Tell ``observer`` too of what happens to runs, as ``Engine(observers=[...])`` does."""
         self.observers.add([observer])
 
+    def flush_observers(self, timeout: float = 5.0) -> bool:
+        """Wait up to ``timeout`` seconds for threaded observers to take their queued events.
+
+        False if one has not; ``close()`` waits too.
+        """
+        return self.observers.flush(timeout)
+
     def _check_open(self) -> None:
         if self._closed:
             raise _errors.RunStateError(
