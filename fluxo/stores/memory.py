@@ -6,6 +6,7 @@ engine's own overhead and serves tests. Nothing survives the process.
 
 from __future__ import annotations
 
+import collections
 import threading
 from collections.abc import Collection, Sequence
 from dataclasses import replace
@@ -323,6 +324,11 @@ class MemoryStore:
             ]
         runs.sort(key=lambda r: r.created_at, reverse=True)
         return runs[:limit]
+
+    def count_runs(self) -> dict[tuple[str, history.RunStatus], int]:
+        with self._lock:
+            self._check_open()
+            return dict(collections.Counter((r.workflow, r.status) for r in self._runs.values()))
 
     def purge(
         self,

@@ -613,6 +613,28 @@ class MongoStore:
             )
         return [_documents.info(doc) for doc in docs]
 
+    def count_runs(self) -> dict[tuple[str, history.RunStatus], int]:
+        """See :meth:`fluxo.stores.Store.count_runs`: one aggregation, grouping every run.
+
+        A scan of the runs' documents; no index holds both their workflow and status.
+        """
+        pipeline: list[Doc] = [
+            {"$match": _documents.LIVE},
+            {"$group": {"_id": {"w": "$workflow", "s": "$status"}, "n": {"$sum": 1}}},
+        ]
+        with self._op():
+            groups = list(self._runs.aggregate(pipeline))
+        counts: dict[tuple[str, history.RunStatus], int] = {}
+        for group in groups:
+            # As RunInfo reads them: a damaged status is FAILED, a workflow not text its str().
+            workflow, status = group["_id"].get("w"), group["_id"].get("s")
+            name = (
+                workflow if isinstance(workflow, str) else "" if workflow is None else str(workflow)
+            )
+            pair = (name, history.parse_status(status)[0])
+            counts[pair] = counts.get(pair, 0) + int(group["n"])
+        return counts
+
     # -- retention ---------------------------------------------------------------
 
     def purge(

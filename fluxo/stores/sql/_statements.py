@@ -594,6 +594,16 @@ class Statements:
 
         return self.shaped(("list", statuses, workflows, after, before), build)
 
+    def count_runs(self) -> Sql:
+        """How many runs each workflow has in each stored status: one scan of the runs table."""
+
+        def build() -> sa.ClauseElement:
+            return sa.select(_R.c.workflow, _R.c.status, sa.func.count()).group_by(
+                _R.c.workflow, _R.c.status
+            )
+
+        return self.shaped(("count_runs",), build)
+
     def next_wake(self, workflows: int) -> Sql:
         """The earliest time a run of the workflows becomes claimable (``NULL``: never).
 

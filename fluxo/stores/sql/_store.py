@@ -562,6 +562,22 @@ class SQLStore:
 
         return [self._db.run_from_row(row) for row in self._db.call("listing runs", read)]
 
+    def count_runs(self) -> dict[tuple[str, history.RunStatus], int]:
+        """See :meth:`fluxo.stores.Store.count_runs`: one ``GROUP BY`` over the runs table."""
+        if not self._db.ready:
+            self._db.require_schema(create=False)
+        sql = self._sql.count_runs()
+
+        def read(cur: DBAPICursor) -> Sequence[Any]:
+            return _database.execute(cur, sql, {}).fetchall()
+
+        counts: dict[tuple[str, history.RunStatus], int] = {}
+        for workflow, stored, count in self._db.call("counting runs", read):
+            # Each damaged status word has its group; all of them read as FAILED.
+            key = (self._db.key(workflow), history.parse_status(stored)[0])
+            counts[key] = counts.get(key, 0) + int(count)
+        return counts
+
     def purge(
         self,
         *,
