@@ -21,7 +21,7 @@ Damage found in stored data is ``HistoryCorruptError`` from ``load`` and
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from fluxo import _errors, _names, _redact, history
@@ -48,20 +48,26 @@ class Store(Protocol):
         lease_until: float | None = None,
         deadline: float | None = None,
         parent: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> tuple[history.RunInfo, bool]:
         """Create a run, ready at ``now``, whose history is ``[WorkflowStarted(workflow, input)]``.
 
         ``deadline`` is stored on the run as given (the executor enforces it).
         ``parent``, the id of the run that starts this one as its child, is stored on
-        the run as given.
+        the run as given. ``headers``, a small mapping of text to text (such as the
+        W3C ``traceparent`` of the request that started the run), is stored with the
+        run as given and read back as ``RunInfo.headers`` by every read (``None`` or
+        empty: none). The store persists them and nothing more: the engine checks
+        them before calling.
 
         With ``owner`` and ``lease_until``, the new run is created ``RUNNING`` and
         leased to ``owner`` (``engine.run`` executes it inline this way; if that
         process dies, a worker takes it over when the lease expires).
 
         Idempotent on ``run_id``: if a run of the same workflow has the id, return
-        it unchanged with ``False`` and change nothing: it keeps the ``deadline``
-        and the ``parent`` it was created with, whatever this call passed. Raises
+        it unchanged with ``False`` and change nothing: it keeps the ``deadline``,
+        the ``parent`` and the ``headers`` it was created with, whatever this call
+        passed. Raises
         ``RunIdConflictError`` if a run of another workflow has it. Returns
         ``(run, created)``.
         """

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import collections
 import threading
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 
 from fluxo import _errors, history
@@ -60,6 +60,7 @@ class MemoryStore:
         lease_until: float | None = None,
         deadline: float | None = None,
         parent: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> tuple[history.RunInfo, bool]:
         with self._lock:
             self._check_open()
@@ -79,6 +80,7 @@ class MemoryStore:
                 lease_until=lease_until if owner is not None else None,
                 deadline=deadline,
                 parent=parent,
+                headers=dict(headers) if headers else {},  # a copy: the caller's may change
             )
             self._runs[run_id] = run
             self._events[run_id] = [history.WorkflowStarted(workflow, input)]

@@ -9,13 +9,13 @@ package's docstring); the tails of its history and signals are flushed by
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Final, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from fluxo import _errors, _redact, history
-from fluxo.stores import _translate
+from fluxo.stores import _headers, _translate
 from fluxo.stores.mongo import _documents, _driver, _purge, _tails, _watch
 
 RunStatus = history.RunStatus
@@ -166,6 +166,7 @@ class MongoStore:
         lease_until: float | None = None,
         deadline: float | None = None,
         parent: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> tuple[history.RunInfo, bool]:
         started = [history.WorkflowStarted(workflow, input)]
         doc: Doc = {
@@ -181,6 +182,7 @@ class MongoStore:
             "wake_requested": False,
             "deadline": deadline,
             "parent": parent,
+            "headers": _headers.encode(headers),
             "next_seq": 1,
             "ev_base": 0,
             "ev_tail": [_documents.event_entry(e, now) for e in started],

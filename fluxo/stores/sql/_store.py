@@ -149,6 +149,7 @@ class SQLStore:
         lease_until: float | None = None,
         deadline: float | None = None,
         parent: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> tuple[history.RunInfo, bool]:
         """See :meth:`fluxo.stores.Store.create_run`."""
         if not self._db.ready:
@@ -163,6 +164,7 @@ class SQLStore:
             lease_until=lease_until,
             deadline=deadline,
             parent=parent,
+            headers=headers,
         )
         if self._db.driver.name == "postgresql":
 
@@ -312,6 +314,8 @@ class SQLStore:
                         wake_requested=False,
                         deadline=run.deadline,
                         parent=run.parent,
+                        headers=run.headers,
+                        damage=run.damage,
                     )
                     for run in found
                 ]

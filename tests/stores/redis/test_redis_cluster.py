@@ -251,7 +251,7 @@ def test_a_create_racing_a_claim_that_cleans_its_hint_is_retried(store):
     assert claim_ids(store, now=T0) == []
     keys = store._keys.run("r1")
     first = redis_store.encode_event(history.WorkflowStarted("wf", b"[]"))
-    args = [store._keys.channel, gen, clock, "wf", first, _codec.num(T0), "", "", "", "r1"]
+    args = [store._keys.channel, gen, clock, "wf", first, _codec.num(T0), "", "", "", "r1", ""]
 
     assert store._conn.call("create_run", keys, args) == [b"retry"]
 
