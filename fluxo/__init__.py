@@ -6,7 +6,7 @@ so a run that resumes (after a crash, a deploy, a wait) replays recorded
 results instead of doing the work again.
 """
 
-from fluxo import observe
+from fluxo import observe as observe
 from fluxo._definitions import Call, Step, Workflow, step, workflow
 from fluxo._engine import Engine, RunHandle
 from fluxo._errors import (

@@ -610,7 +610,19 @@ class RunContext:
             raise _errors.SignalError(str(exc)) from None
         except _errors.StoreError as exc:
             self._store_failed(exc)
-        self._record(history.SignalSent(target))
+        observers = self.observers
+        told = None
+        if observers.signal_sent:
+            sent = observe.RunEvent(
+                kind="signal_sent",
+                run_id=run_id,
+                workflow="",
+                time=self.clock(),
+                name=name,
+                other_run=self.run_id,
+            )
+            told = lambda: observers.emit(observers.signal_sent, sent)  # noqa: E731
+        self._record(history.SignalSent(target), then=told)
 
 
 _GUARD: Mapping[str, bool] = {"unless_cancel_requested": True}
