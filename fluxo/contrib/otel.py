@@ -73,7 +73,8 @@ Attributes: ``fluxo.run_id``, ``fluxo.workflow``, ``fluxo.parent_run_id`` (a
 child's ``start``), ``fluxo.step``, ``fluxo.attempt``, ``fluxo.position``,
 ``fluxo.branch`` (steps of ``fluxo.parallel`` and ``fluxo.map`` branches),
 ``fluxo.worker``, ``fluxo.outcome``, ``fluxo.error.message``, ``fluxo.signal``,
-``fluxo.timer``, ``fluxo.next_run_id`` (a run continued as new); and by the
+``fluxo.timer``, ``fluxo.cancel_reason`` (``cancelled`` or ``deadline``),
+``fluxo.next_run_id`` (a run continued as new); and by the
 OpenTelemetry semantic conventions ``code.function.name`` (the step's name) and
 ``error.type`` (the exception's ``module.qualname``, as Fluxo records it:
 ``builtins.ValueError``, ``fluxo.StepError``).
@@ -118,6 +119,7 @@ ERROR_MESSAGE = "fluxo.error.message"
 SIGNAL = "fluxo.signal"
 TIMER = "fluxo.timer"
 NEXT_RUN_ID = "fluxo.next_run_id"
+CANCEL_REASON = "fluxo.cancel_reason"
 CODE_FUNCTION_NAME = "code.function.name"
 ERROR_TYPE = "error.type"
 
@@ -211,7 +213,7 @@ class OpenTelemetryObserver(observe.Observer):
         attributes = _attributes(event)
         attributes[OUTCOME] = _OUTCOMES.get(event.kind, event.kind)
         if event.kind == "run_cancelled" and event.name:
-            attributes["fluxo.cancel_reason"] = event.name
+            attributes[CANCEL_REASON] = event.name
         if event.kind == "run_continued" and event.other_run:
             attributes[NEXT_RUN_ID] = event.other_run
         span = self.tracer.start_span(

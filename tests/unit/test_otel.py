@@ -121,6 +121,12 @@ def waits() -> int:
     return add(first, answer)
 
 
+@fluxo.workflow(name="otel.asks_forever")
+def asks_forever() -> int:
+    answer: int = fluxo.wait_for_signal("never", type=int)
+    return answer
+
+
 @fluxo.workflow(name="otel.parent")
 def parent() -> int:
     return adds(2) + add(10, 0)
@@ -488,3 +494,16 @@ def test_a_missing_api_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delitem(sys.modules, "fluxo.contrib.otel")
     with pytest.raises(ImportError, match=r"pip install 'fluxo\[otel\]'"):
         importlib.import_module("fluxo.contrib.otel")
+
+
+def test_a_cancelled_run_ends_with_its_reason(traced: Traced) -> None:
+    with engine_with(traced, asks_forever) as engine:
+        engine.start(asks_forever.options(id="cancel-1"))
+        assert execute(engine, "cancel-1") is _executor.Outcome.SUSPENDED
+        engine.cancel("cancel-1")
+        assert execute(engine, "cancel-1") is _executor.Outcome.CANCELLED
+    run = traced.one("run otel.asks_forever")
+    assert attrs(run)["fluxo.outcome"] == "cancelled"
+    assert attrs(run)["fluxo.cancel_reason"] == "cancelled"
+    assert run.status.status_code is StatusCode.OK
+    assert parent_of(run) == span_id(traced.one("start otel.asks_forever"))
