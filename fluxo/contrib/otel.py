@@ -322,6 +322,11 @@ class _CurrentSpan:
             span.end()
 
 
+_CONTEXTS: dict[tuple[str, tuple[tuple[str, str], ...]], otel_context.Context] = {}
+"""Runs' contexts by run id and headers: a run's steps extract the same headers again."""
+_CONTEXTS_SIZE = 512
+
+
 def _run_context(headers: Mapping[str, str], run_id: str) -> otel_context.Context:
     """The context of a run's ``start`` span, from the headers recorded with the run.
 
@@ -329,15 +334,27 @@ def _run_context(headers: Mapping[str, str], run_id: str) -> otel_context.Contex
     current here). When the headers hold no valid span context, the parent is
     the one derived from ``run_id``, so the run's spans still share one trace.
     """
+    try:
+        key = (run_id, tuple(headers.items()))
+        found = _CONTEXTS.get(key)
+    except Exception:  # headers that are no mapping of strings
+        key, found = None, None
+    if found is not None:
+        return found
     context = otel_context.Context()
     if headers:
         try:
             context = propagate.extract(dict(headers), context=context)
         except Exception:  # a garbled carrier: a propagator may raise on it
             context = otel_context.Context()
-    if trace.get_current_span(context).get_span_context().is_valid:
-        return context
-    return trace.set_span_in_context(trace.NonRecordingSpan(_derived_span_context(run_id)), context)
+    if not trace.get_current_span(context).get_span_context().is_valid:
+        derived = trace.NonRecordingSpan(_derived_span_context(run_id))
+        context = trace.set_span_in_context(derived, context)
+    if key is not None:
+        if len(_CONTEXTS) >= _CONTEXTS_SIZE:
+            _CONTEXTS.clear()
+        _CONTEXTS[key] = context
+    return context
 
 
 def _derived_span_context(run_id: str) -> trace.SpanContext:
