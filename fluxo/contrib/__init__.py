@@ -1,1 +1,1 @@
-"""Fluxo's integrations with web frameworks: ``fluxo.contrib.django`` and ``fluxo.contrib.flask``."""
+"""Fluxo's integrations: ``fluxo.contrib.django`` and ``fluxo.contrib.flask`` for web frameworks, ``fluxo.contrib.otel`` for OpenTelemetry traces."""
