@@ -33,8 +33,11 @@ KINDS: tuple[str, ...] = (
 """Every kind of event, each the name of the :class:`Observer` method it calls."""
 
 
-class RunEvent(msgspec.Struct, frozen=True, kw_only=True):
+class RunEvent(msgspec.Struct, frozen=True):
     """What happened to a run, as an observer is told.
+
+    Build one with keywords (``RunEvent(kind=..., run_id=..., ...)``, in a test of
+    an observer, say): the order of the fields is not part of the API.
 
     Attributes:
         kind: the kind of event (one of :data:`KINDS`), the name of the method called.
@@ -82,11 +85,11 @@ class RunEvent(msgspec.Struct, frozen=True, kw_only=True):
     branch: int | None = None
     attempt: int = 0
     duration: float | None = None
+    worker: str = ""
+    parent: str | None = None
+    headers: Mapping[str, str] = msgspec.field(default_factory=dict)
     delay: float | None = None
     error_type: str = ""
     error_message: str = ""
     name: str = ""
     other_run: str = ""
-    worker: str = ""
-    parent: str | None = None
-    headers: Mapping[str, str] = msgspec.field(default_factory=dict)

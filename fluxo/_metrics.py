@@ -48,7 +48,9 @@ class MetricsSnapshot(msgspec.Struct, frozen=True):
     """What :class:`BasicMetrics` counted, at one moment.
 
     Attributes:
-        events: live events, by kind (``"step_completed": 12``).
+        events: live events, by kind (``"step_completed": 12``); step attempts are
+            counted by how they ended (``step_completed``, ``step_retried``,
+            ``step_failed``), not as they start.
         replayed: events met again in recorded histories, by kind.
         steps: the latency of each step's live attempts, by step name.
         runs: runs by how this process last saw them: ``running`` (executing in
@@ -73,12 +75,12 @@ class _Latency:
         self.max = 0.0
         self.recent: collections.deque[float] = collections.deque(maxlen=SAMPLES)
 
-    def add(self, seconds: float) -> None:
-        self.count += 1
-        self.total += seconds
-        self.min = min(self.min, seconds)
-        self.max = max(self.max, seconds)
-        self.recent.append(seconds)
+    def add_many(self, durations: list[float]) -> None:
+        self.count += len(durations)
+        self.total += math.fsum(durations)
+        self.min = min(self.min, *durations)
+        self.max = max(self.max, *durations)
+        self.recent.extend(durations[-SAMPLES:])
 
     def summary(self) -> StepLatency:
         ordered = sorted(self.recent)
@@ -111,25 +113,35 @@ class BasicMetrics:
         snap = metrics.snapshot()
         snap.events["run_completed"], snap.steps["shop.charge"].p95
 
-    It counts what this process sees; each process has its own.
+    It counts what this process sees; each process has its own. Telling it an
+    event costs one append to a queue (atomic, so no lock is taken in the run's
+    thread); the queue is folded into the counts by :meth:`snapshot`, or by the
+    thread that fills it past ``FOLD_EVERY`` (4,096) events.
     """
 
     inline: ClassVar[bool] = True
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._events: collections.Counter[str] = collections.Counter()
-        self._replayed: collections.Counter[str] = collections.Counter()
+        self._queue: collections.deque[RunEvent] = collections.deque()
+        """Events other than live attempt ends, folded in later."""
+        self._samples: dict[tuple[str, str], list[float]] = {}
+        """Durations of live attempt ends by (kind, step), not yet folded in."""
+        self._events: dict[str, int] = {}
+        self._replayed: dict[str, int] = {}
         self._steps: dict[str, _Latency] = {}
         self._running: dict[str, int] = {}
-        self._ended: collections.Counter[str] = collections.Counter()
+        self._ended: dict[str, int] = {}
 
     def __repr__(self) -> str:
-        return f"<BasicMetrics {sum(self._events.values())} events>"
+        return f"<BasicMetrics {sum(self.snapshot().events.values())} events>"
 
     def snapshot(self) -> MetricsSnapshot:
         """What was counted so far (a copy: later events do not change it)."""
         with self._lock:
+            self._fold()
+            for key, samples in list(self._samples.items()):
+                self._fold_samples(key, samples)
             return MetricsSnapshot(
                 events=dict(self._events),
                 replayed=dict(self._replayed),
@@ -140,49 +152,81 @@ class BasicMetrics:
     def reset(self) -> None:
         """Forget everything counted so far."""
         with self._lock:
+            self._queue.clear()
+            self._samples.clear()
             self._events.clear()
             self._replayed.clear()
             self._steps.clear()
             self._running.clear()
             self._ended.clear()
 
-    def _count(self, event: RunEvent) -> None:
-        with self._lock:
-            if event.replayed:
-                self._replayed[event.kind] += 1
-            else:
-                self._events[event.kind] += 1
+    def _tell(self, event: RunEvent) -> None:
+        queue = self._queue
+        queue.append(event)  # atomic: no lock in the run's thread
+        if len(queue) >= FOLD_EVERY:
+            with self._lock:
+                self._fold()
 
     def _attempt_ended(self, event: RunEvent) -> None:
-        with self._lock:
-            if event.replayed:
-                self._replayed[event.kind] += 1
-                return
-            self._events[event.kind] += 1
-            if event.duration is not None:
-                latency = self._steps.get(event.step)
-                if latency is None:
-                    latency = self._steps[event.step] = _Latency()
-                latency.add(event.duration)
+        # Every live step's way out: one list append, the counting done in bulk later.
+        if event.replayed or event.duration is None:
+            self._tell(event)
+            return
+        key = (event.kind, event.step)
+        samples = self._samples.get(key)
+        if samples is None:
+            with self._lock:
+                samples = self._samples.setdefault(key, [])
+        samples.append(event.duration)  # atomic
+        if len(samples) >= FOLD_EVERY:
+            with self._lock:
+                self._fold_samples(key, samples)
 
-    def _run_resumed(self, event: RunEvent) -> None:
-        with self._lock:
-            self._events[event.kind] += 1
-            self._running[event.run_id] = self._running.get(event.run_id, 0) + 1
-
-    def _run_stopped(self, event: RunEvent) -> None:
-        with self._lock:
-            self._events[event.kind] += 1
-            ended = _ENDED.get(event.kind)
-            if ended is not None:
-                self._ended[ended] += 1
-            executions = self._running.pop(event.run_id, 0) - 1
-            if executions > 0:
-                self._running[event.run_id] = executions
-
-    run_started = step_started = timer_set = timer_fired = _count
-    signal_sent = signal_received = child_started = nondeterminism = _count
+    run_started = run_resumed = run_suspended = _tell
+    run_completed = run_failed = run_cancelled = run_continued = _tell
     step_completed = step_failed = step_retried = _attempt_ended
-    run_resumed = _run_resumed
-    run_suspended = run_completed = run_failed = run_cancelled = _run_stopped
-    run_continued = lease_lost = _run_stopped
+    timer_set = timer_fired = signal_sent = signal_received = _tell
+    child_started = nondeterminism = lease_lost = _tell
+
+    def _fold_samples(self, key: tuple[str, str], samples: list[float]) -> None:
+        """Fold queued durations into the counts (under the lock)."""
+        count = len(samples)
+        if not count:
+            return
+        taken = samples[:count]
+        del samples[:count]  # one operation: appends made meanwhile stay
+        kind, step = key
+        self._events[kind] = self._events.get(kind, 0) + count
+        latency = self._steps.get(step)
+        if latency is None:
+            latency = self._steps[step] = _Latency()
+        latency.add_many(taken)
+
+    def _fold(self) -> None:
+        """Fold the queued events into the counts (under the lock)."""
+        queue = self._queue
+        while queue:
+            try:
+                event = queue.popleft()
+            except IndexError:  # (emptied by reset() meanwhile)
+                return
+            kind = event.kind
+            if event.replayed:
+                self._replayed[kind] = self._replayed.get(kind, 0) + 1
+                continue
+            self._events[kind] = self._events.get(kind, 0) + 1
+            if kind == "run_resumed":
+                self._running[event.run_id] = self._running.get(event.run_id, 0) + 1
+            elif kind in _STOPS:
+                ended = _ENDED.get(kind)
+                if ended is not None:
+                    self._ended[ended] = self._ended.get(ended, 0) + 1
+                executions = self._running.pop(event.run_id, 0) - 1
+                if executions > 0:
+                    self._running[event.run_id] = executions
+
+
+FOLD_EVERY = 4096
+"""Events or durations queued before the thread adding one folds them into the counts."""
+
+_STOPS = frozenset({"run_suspended", *_ENDED, "lease_lost"})

@@ -64,24 +64,6 @@ class _Failures:
         )
 
 
-class _Guarded:
-    """One observer's method, called in the run's thread; its exceptions are contained."""
-
-    __slots__ = ("_failures", "_method", "_observer", "kind")
-
-    def __init__(self, observer: Any, kind: str, method: Handler, failures: _Failures) -> None:
-        self._observer = observer
-        self.kind = kind
-        self._method = method
-        self._failures = failures
-
-    def __call__(self, event: observe.RunEvent) -> None:
-        try:
-            self._method(event)
-        except Exception:
-            self._failures.failed(self._observer, self.kind)
-
-
 class Delivery:
     """Calls one observer from a thread of its own, in the order of the events."""
 
@@ -191,6 +173,8 @@ class Dispatch:
 
     def __init__(self, observers: Iterable[Any] = ()) -> None:
         self._failures = _Failures()
+        self._owners: dict[Handler, Any] = {}
+        """The observer of each handler called in the run's thread, to name it when it fails."""
         self.observers: list[Any] = []
         self.deliveries: list[Delivery] = []
         self.add(observers)
@@ -222,7 +206,8 @@ class Dispatch:
                     continue
                 found = True
                 if delivery is None:
-                    handlers[kind].append(_Guarded(observer, kind, method, self._failures))
+                    handlers[kind].append(method)
+                    self._owners[method] = observer
                 else:
                     handlers[kind].append(delivery.handler(kind, method))
             if inline:
@@ -255,9 +240,16 @@ class Dispatch:
         return bool(self.observers)
 
     def emit(self, handlers: tuple[Handler, ...], event: observe.RunEvent) -> None:
-        """Tell ``event`` to ``handlers`` (a kind's attribute of this dispatch)."""
+        """Tell ``event`` to ``handlers`` (a kind's attribute of this dispatch).
+
+        A handler that raises is logged (once per observer and kind) and the others
+        are still told; it is called again for the next event.
+        """
         for handler in handlers:
-            handler(event)
+            try:
+                handler(event)
+            except Exception:
+                self._failures.failed(self._owners.get(handler, handler), event.kind)
 
     @contextlib.contextmanager
     def attempt(self, event: observe.RunEvent) -> Iterator[None]:

@@ -10,13 +10,14 @@ the same live and on replay.
 from __future__ import annotations
 
 import contextvars
+import functools
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from fluxo import _errors, _payloads, _runtime, history
+from fluxo import _errors, _payloads, _runtime, history, observe
 
 if TYPE_CHECKING:
     from fluxo import _definitions
@@ -134,17 +135,33 @@ class Steps:
         handlers = getattr(ctx.observers, kind)
         if not handlers:
             return
-        event = ctx.event(
-            kind,
-            position,
-            step=step.name,
-            branch=branch,
-            attempt=attempt,
-            duration=duration,
-            delay=step.retry.delay(attempt) if kind == "step_retried" else None,
-            error_type=info.type if info is not None else "",
-            error_message=info.message if info is not None else "",
-        )
+        if info is None:  # the common case, built without the optional fields
+            event = observe.RunEvent(
+                kind=kind,
+                run_id=ctx.run_id,
+                workflow=ctx.workflow.name,
+                time=ctx.clock(),
+                position=position,
+                step=step.name,
+                branch=branch,
+                attempt=attempt,
+                duration=duration,
+                worker=ctx.worker,
+                parent=ctx.parent,
+                headers=ctx.headers,
+            )
+        else:
+            event = ctx.event(
+                kind,
+                position,
+                step=step.name,
+                branch=branch,
+                attempt=attempt,
+                duration=duration,
+                delay=step.retry.delay(attempt) if kind == "step_retried" else None,
+                error_type=info.type,
+                error_message=info.message,
+            )
         ctx.observers.emit(handlers, event)
 
     def _backoff(self, step: _definitions.Step[Any, Any], attempt: int, *, live: bool) -> None:
@@ -227,9 +244,30 @@ class Steps:
             data, result, problem = self.encode_result(step, value, return_type)
             if problem is not None:
                 self._fail(step, _payloads.error_info(problem, attempt), attempt, took)
+            handlers = ctx.observers.step_completed
             ctx._record(
                 history.StepCompleted(step.name, data),
-                then=self._telling("step_completed", step, attempt, position, took=took),
+                then=functools.partial(
+                    ctx.observers.emit,
+                    handlers,
+                    observe.RunEvent(  # positionally: this is every step's way out
+                        "step_completed",
+                        ctx.run_id,
+                        ctx.workflow.name,
+                        ctx.clock(),
+                        False,
+                        position,
+                        step.name,
+                        None,
+                        attempt,
+                        took,
+                        ctx.worker,
+                        ctx.parent,
+                        ctx.headers,
+                    ),
+                )
+                if handlers
+                else None,
             )
             return result
 
