@@ -1,1 +1,1 @@
-"""Fluxo's integrations with web frameworks: ``fluxo.contrib.django`` and ``fluxo.contrib.flask``."""
+"""Fluxo's integrations: web frameworks (``fluxo.contrib.django``, ``fluxo.contrib.flask``) and metrics (``fluxo.contrib.prometheus``)."""
