@@ -204,6 +204,7 @@ def worker(  # noqa: PLR0917 (click passes every option by position)
                 codec=engine.codec,
                 clock=engine.clock,
                 step_context=engine.step_context,
+                observers=engine.observers.observers,
             )
         handler = logging.StreamHandler()
         handler.setFormatter(_RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -222,6 +223,8 @@ def worker(  # noqa: PLR0917 (click passes every option by position)
                 worker_id=worker_id,
             ).run()
     finally:
+        if serving is not engine:
+            serving.close()  # its observers' queued events delivered; the store is engine's
         if owned:
             engine.close()
 

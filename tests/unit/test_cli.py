@@ -681,6 +681,15 @@ def test_worker_serves_metrics_while_it_runs_and_frees_the_port(served: Served) 
     prometheus.PrometheusObserver().unregister()
 
 
+def test_worker_of_chosen_workflows_keeps_the_apps_observers(served: Served) -> None:
+    name = workflows.checkout.name
+    code, out = invoke("worker", "tests.unit.test_cli:make_watched", "--workflow", name)
+    assert code == 0, out
+    [serving] = served.engines
+    assert serving.workflow_names == {name}
+    assert any(isinstance(o, Watching) for o in serving.observers.observers)
+
+
 def test_worker_metrics_port_must_be_a_port() -> None:
     code, out = invoke("worker", "tests.unit.test_cli:make", "--metrics-port", "0")
     assert code == 2
