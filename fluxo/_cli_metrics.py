@@ -13,6 +13,7 @@ A scraper on another machine, or outside the worker's container, needs
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -51,6 +52,8 @@ def exposed(engine: _engine.Engine, host: str, port: int | None) -> Iterator[Non
     """Count ``engine``'s runs and serve them at ``host:port`` while the block runs.
 
     Nothing happens when ``port`` is None. The address is printed once, on stderr.
+    An engine that has a ``PrometheusObserver`` on the default registry already
+    (the app's own) gets no second one.
     """
     if port is None:
         yield
@@ -63,14 +66,23 @@ def exposed(engine: _engine.Engine, host: str, port: int | None) -> Iterator[Non
         started = prometheus_client.start_http_server(port, addr=host)
     except OSError as exc:
         reason = exc.strerror or str(exc)
+        fix = (
+            "pick another --metrics-port, or stop what listens there"
+            if exc.errno == errno.EADDRINUSE
+            else "check --metrics-host (an address of this machine, or 0.0.0.0) and --metrics-port"
+        )
         raise _cli_apps.CLIError(
-            f"cannot serve metrics on {url(host, port)}: {reason}; pick another "
-            f"--metrics-port, or stop what listens there"
+            f"cannot serve metrics on {url(host, port)}: {reason}; {fix}"
         ) from exc
     observer = None
     try:
-        observer = prometheus.PrometheusObserver(engine=engine)
-        engine.add_observer(observer)
+        if not any(
+            isinstance(o, prometheus.PrometheusObserver)
+            and o.registry is prometheus_client.REGISTRY
+            for o in engine.observers.observers
+        ):  # else the app counts its runs in the default registry already
+            observer = prometheus.PrometheusObserver(engine=engine)
+            engine.add_observer(observer)
         click.echo(f"serving Prometheus metrics at {url(host, port)}", err=True)
         yield
     finally:

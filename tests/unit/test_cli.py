@@ -690,6 +690,42 @@ def test_worker_of_chosen_workflows_keeps_the_apps_observers(served: Served) -> 
     assert any(isinstance(o, Watching) for o in serving.observers.observers)
 
 
+def test_worker_metrics_on_an_address_of_another_machine_say_so_in_one_line() -> None:
+    code, out = invoke(
+        "worker",
+        "tests.unit.test_cli:make",
+        "--metrics-port",
+        "9464",
+        "--metrics-host",
+        "192.0.2.1",
+    )
+    assert code == 1
+    [line] = [line for line in out.splitlines() if line.startswith("Error:")]
+    assert line.startswith("Error: cannot serve metrics on http://192.0.2.1:9464/metrics: ")
+    assert line.endswith(
+        "check --metrics-host (an address of this machine, or 0.0.0.0) and --metrics-port"
+    )
+
+
+def make_counted() -> fluxo.Engine:
+    from fluxo.contrib import prometheus
+
+    counted = fluxo.Engine("memory://", workflows=[workflows.checkout])
+    counted.add_observer(prometheus.PrometheusObserver(engine=counted))
+    return counted
+
+
+def test_worker_metrics_of_an_app_that_counts_its_runs_already(served: Served) -> None:
+    from fluxo.contrib import prometheus
+
+    port = free_port()
+    code, out = invoke("worker", "tests.unit.test_cli:make_counted", "--metrics-port", str(port))
+    assert code == 0, out
+    [serving] = served.engines
+    [own] = [o for o in serving.observers.observers if isinstance(o, prometheus.PrometheusObserver)]
+    own.unregister()  # it was the app's, left registered: the worker added none
+
+
 def test_worker_metrics_port_must_be_a_port() -> None:
     code, out = invoke("worker", "tests.unit.test_cli:make", "--metrics-port", "0")
     assert code == 2
