@@ -70,13 +70,14 @@ def fluxo_per_step(url: str, steps: int, repeats: int) -> float:
 def otel_observer() -> Any | None:
     """The OpenTelemetry observer on a provider that exports to nowhere, if installed."""
     try:
-        from fluxo.contrib.otel import OpenTelemetryObserver
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import (
             BatchSpanProcessor,
             SpanExporter,
             SpanExportResult,
         )
+
+        from fluxo.contrib.otel import OpenTelemetryObserver
     except ImportError:
         return None
 

@@ -6,7 +6,7 @@ so a run that resumes (after a crash, a deploy, a wait) replays recorded
 results instead of doing the work again.
 """
 
-from fluxo import observe
+from fluxo import observe as observe
 from fluxo._definitions import Call, Step, Workflow, step, workflow
 from fluxo._engine import Engine, RunHandle
 from fluxo._errors import (
@@ -85,11 +85,11 @@ __all__ = [
     "NondeterminismError",
     "Observer",
     "Retry",
+    "RunEvent",
     "RunHandle",
     "RunIdConflictError",
     "RunInfo",
     "RunNotFinishedError",
-    "RunEvent",
     "RunNotFoundError",
     "RunStateError",
     "RunStatus",
@@ -118,7 +118,6 @@ __all__ = [
     "logger",
     "map",
     "now",
-    "observe",
     "open_store",
     "parallel",
     "patched",

@@ -513,6 +513,11 @@ class Engine:
         window = _filters.creation_window(created_after, created_before)
         return self.store.list_runs(statuses=statuses, workflows=workflows, limit=limit, **window)
 
+    def count_runs(self) -> dict[tuple[str, _history.RunStatus], int]:
+        """How many runs each workflow has in each status; one read (see ``Store.count_runs``)."""
+        self._check_open()
+        return self.store.count_runs()
+
     def purge(
         self,
         *,

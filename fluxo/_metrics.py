@@ -10,12 +10,11 @@ from __future__ import annotations
 import collections
 import math
 import threading
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import msgspec
 
-if TYPE_CHECKING:
-    from fluxo.observe import RunEvent
+from fluxo._events import RunEvent
 
 SAMPLES = 1024
 """How many recent durations of each step the percentiles are taken over."""

@@ -234,7 +234,7 @@ class Dispatch:
                 if header is not None:
                     headers.append((observer, header))
                     found = True
-            if not found:
+            if not found and not isinstance(observer, observe.Observer):
                 raise TypeError(
                     f"{observer!r} has none of the methods of fluxo.observe.Observer "
                     f"({', '.join(observe.KINDS[:3])}...); subclass it and override the "
@@ -312,6 +312,15 @@ def _checked_headers(observer: Any, made: Mapping[str, str]) -> dict[str, str]:
                 f"observer {observer!r} returned headers {headers!r}; headers map non-empty "
                 "strings to strings"
             )
+        try:
+            (key + value).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(
+                f"observer {observer!r} returned header {key!r} with text that is not "
+                "UTF-8 (a lone surrogate)"
+            ) from None
+        if "\x00" in key + value:
+            raise ValueError(f"observer {observer!r} returned header {key!r} with a NUL")
     if sum(len(k) + len(v) for k, v in headers.items()) > MAX_HEADERS_SIZE:
         raise ValueError(
             f"observer {observer!r} returned headers of more than {MAX_HEADERS_SIZE} characters"

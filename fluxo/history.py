@@ -11,8 +11,8 @@ types and a new event kind needs no schema change.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import ClassVar
 
@@ -483,10 +483,15 @@ class RunInfo:
     a run that suspends after something arrived is made ready again at once;
     ``deadline`` is when the run is cancelled if it has not finished (set at creation);
     ``parent`` is the id of the run that started this one as its child (set at creation).
+    ``headers`` is a small mapping of text to text recorded with the run at creation
+    and never changed, such as the W3C ``traceparent`` of the request that started it
+    (empty: none); it takes no part in the hash.
     ``damage`` is ``None`` unless the store's record of the run is damaged (its
     stored status is unknown, a field does not parse): it then says what is wrong,
-    ``status`` reads ``FAILED`` and the other fields are what could be read. No
-    worker claims such a run, and ``Store.load`` raises ``HistoryCorruptError``.
+    the other fields are what could be read (damaged ``headers`` read empty), and
+    ``Store.load`` raises ``HistoryCorruptError``. A status Fluxo does not know reads
+    ``FAILED``, and no worker claims that run; damaged ``headers`` leave the status as
+    stored, and the worker that claims the run fails it, once.
     """
 
     id: str
@@ -501,6 +506,7 @@ class RunInfo:
     wake_requested: bool = False
     deadline: float | None = None
     parent: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict, hash=False)
     damage: str | None = None
 
     @property

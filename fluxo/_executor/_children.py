@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import msgspec
 
-from fluxo import _errors, _names, _payloads, _runtime, history, observe, stores
+from fluxo import _errors, _names, _observers, _payloads, _runtime, history, stores
 from fluxo._executor import _control, _cursor
 
 if TYPE_CHECKING:
@@ -149,22 +149,14 @@ class Children:
         if ctx._child_started is not None:
             ctx._child_started(child, wf)  # it exists: it may run, whatever happens here next
         position = cursor.next_seq
-        ctx._record(history.ChildStarted(child, started))
-        if observers:
+
+        def tell() -> None:
             ctx.tell("child_started", position, other_run=child)
             if created and observers.run_started:
-                observers.emit(
-                    observers.run_started,
-                    observe.RunEvent(
-                        kind="run_started",
-                        run_id=child,
-                        workflow=wf.name,
-                        time=now,
-                        position=0,
-                        parent=ctx.run_id,
-                        headers=run.headers,
-                    ),
-                )
+                event = _observers.told(run, "run_started", now, 0)
+                observers.emit(observers.run_started, event)
+
+        ctx._record(history.ChildStarted(child, started), then=tell if observers else None)
         return child, detached
 
     def _check_created_input(

@@ -453,9 +453,10 @@ class RunContext:
         ready_at: float | None = None,
         *,
         unless_cancel_requested: bool = False,
+        then: Callable[[], None] | None = None,
     ) -> None:
         self._record_many(
-            (event,), status, ready_at, unless_cancel_requested=unless_cancel_requested
+            (event,), status, ready_at, unless_cancel_requested=unless_cancel_requested, then=then
         )
 
     def _record_many(
@@ -465,8 +466,12 @@ class RunContext:
         ready_at: float | None = None,
         *,
         unless_cancel_requested: bool = False,
+        then: Callable[[], None] | None = None,
     ) -> None:
-        """Append ``events`` at the next position (raises ``CancelPendingError`` as is)."""
+        """Append ``events`` at the next position (raises ``CancelPendingError`` as is).
+
+        ``then`` is called once they are recorded, before anything unwinds.
+        """
         self._go_live()
         guard = _GUARD if unless_cancel_requested else _NO_GUARD
         if status is not None:
@@ -500,6 +505,8 @@ class RunContext:
                     extra={"fluxo_run_id": self.run_id},
                 )
             self._store_failed(exc)
+        if then is not None:
+            then()  # (observers) told of the record before a restart unwinds
         if status is None and self._restart_after_record:
             if self._in_block:
                 self._restart_due = True  # once the branches still running are recorded
@@ -603,7 +610,19 @@ class RunContext:
             raise _errors.SignalError(str(exc)) from None
         except _errors.StoreError as exc:
             self._store_failed(exc)
-        self._record(history.SignalSent(target))
+        observers = self.observers
+        told = None
+        if observers.signal_sent:
+            sent = observe.RunEvent(
+                kind="signal_sent",
+                run_id=run_id,
+                workflow="",
+                time=self.clock(),
+                name=name,
+                other_run=self.run_id,
+            )
+            told = lambda: observers.emit(observers.signal_sent, sent)  # noqa: E731
+        self._record(history.SignalSent(target), then=told)
 
 
 _GUARD: Mapping[str, bool] = {"unless_cancel_requested": True}

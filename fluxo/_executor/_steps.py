@@ -103,6 +103,21 @@ class Steps:
         )
         ctx.observers.emit(getattr(ctx.observers, kind), event)
 
+    def _telling(
+        self,
+        kind: str,
+        step: _definitions.Step[Any, Any],
+        attempt: int,
+        position: int,
+        *,
+        took: float | None,
+        info: _payloads.ErrorInfo | None = None,
+    ) -> Callable[[], None] | None:
+        """What tells the observers of a live attempt's end once recorded; None: nobody listens."""
+        if not getattr(self._ctx.observers, kind):
+            return None
+        return lambda: self.tell_attempt(kind, step, attempt, position, duration=took, info=info)
+
     def tell_attempt(
         self,
         kind: str,
@@ -110,7 +125,7 @@ class Steps:
         attempt: int,
         position: int,
         *,
-        duration: float,
+        duration: float | None,
         info: _payloads.ErrorInfo | None = None,
         branch: int | None = None,
     ) -> None:
@@ -191,9 +206,11 @@ class Steps:
                 # __context__ that a replay could not give it.
                 if not retrying:
                     self._fail(step, failure, attempt, took)
-                ctx._record(history.StepAttemptFailed(step.name, ctx.codec.encode(failure)))
-                self.tell_attempt(
-                    "step_retried", step, attempt, position, duration=took, info=failure
+                ctx._record(
+                    history.StepAttemptFailed(step.name, ctx.codec.encode(failure)),
+                    then=self._telling(
+                        "step_retried", step, attempt, position, took=took, info=failure
+                    ),
                 )
                 log.info(
                     "run %s: step %s attempt %d failed (%s: %s); retrying in %.3gs",
@@ -210,9 +227,10 @@ class Steps:
             data, result, problem = self.encode_result(step, value, return_type)
             if problem is not None:
                 self._fail(step, _payloads.error_info(problem, attempt), attempt, took)
-            ctx._record(history.StepCompleted(step.name, data))
-            if ctx.observers.step_completed:
-                self.tell_attempt("step_completed", step, attempt, position, duration=took)
+            ctx._record(
+                history.StepCompleted(step.name, data),
+                then=self._telling("step_completed", step, attempt, position, took=took),
+            )
             return result
 
     def encode_result(
@@ -255,18 +273,10 @@ class Steps:
     ) -> NoReturn:
         ctx = self._ctx
         position = ctx._cursor.next_seq
-        ctx._record(history.StepFailed(step.name, ctx.codec.encode(info)))
-        if took is not None:
-            self.tell_attempt("step_failed", step, attempt, position, duration=took, info=info)
-        else:
-            ctx.tell(
-                "step_failed",
-                position,
-                step=step.name,
-                attempt=attempt or 1,
-                error_type=info.type,
-                error_message=info.message,
-            )
+        ctx._record(
+            history.StepFailed(step.name, ctx.codec.encode(info)),
+            then=self._telling("step_failed", step, attempt or 1, position, took=took, info=info),
+        )
         raise _payloads.step_error(step.name, info)
 
     def attempt(

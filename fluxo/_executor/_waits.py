@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
@@ -160,10 +160,10 @@ class Waits:
                 ctx._cancel_point()
             if ctx.clock() >= fire_at:
                 position = cursor.next_seq
-                ctx._record_many([*unrecorded, history.TimerFired(name)])
-                if unrecorded:
-                    self._tell_timer_set(position, name, fire_at)
-                ctx.tell("timer_fired", cursor.next_seq - 1, name=name)
+                ctx._record_many(
+                    [*unrecorded, history.TimerFired(name)],
+                    then=self._telling_fired(position, name, fire_at, bool(unrecorded)),
+                )
                 return
             self.suspend(unrecorded, fire_at, timer=True, timer_name=name)
             unrecorded = []
@@ -229,9 +229,13 @@ class Waits:
                     self._reject(name, payload, exc)  # (nothing is unrecorded here)
                     ctx._cancel_point()
                     continue
-                ctx._record_many([*unrecorded, history.SignalReceived(name, payload)])
+                ctx._record_many(
+                    [*unrecorded, history.SignalReceived(name, payload)],
+                    then=(lambda: ctx.tell("signal_received", cursor.next_seq - 1, name=name))
+                    if ctx.observers.signal_received
+                    else None,
+                )
                 self.inbox.consume(name)
-                ctx.tell("signal_received", cursor.next_seq - 1, name=name)
                 return value
             if not started:
                 unrecorded = [history.SignalWaitStarted(name, codec.encode(deadline))]
@@ -267,6 +271,20 @@ class Waits:
         ctx.observers.emit(
             getattr(ctx.observers, kind), ctx.event(kind, position, replayed=True, name=name)
         )
+
+    def _telling_fired(
+        self, position: int, name: str, fire_at: float, was_set: bool
+    ) -> Callable[[], None] | None:
+        ctx = self._ctx
+        if not ctx.observers:
+            return None
+
+        def tell() -> None:
+            if was_set:
+                self._tell_timer_set(position, name, fire_at)
+            ctx.tell("timer_fired", ctx._cursor.next_seq - 1, name=name)
+
+        return tell
 
     def _tell_timer_set(self, position: int, name: str, fire_at: float) -> None:
         ctx = self._ctx

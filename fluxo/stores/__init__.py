@@ -2,7 +2,7 @@
 
 A store persists runs and their histories. The contract is domain-level and
 small: payloads cross it as opaque bytes, every operation touches one run
-(except listing and claiming), and every method is safe to call from many
+(except listing, counting and claiming), and every method is safe to call from many
 threads, processes and machines at once. ``tests/stores/conformance`` is the executable
 specification; every store passes the same suite.
 
@@ -21,7 +21,7 @@ Damage found in stored data is ``HistoryCorruptError`` from ``load`` and
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from fluxo import _errors, _names, _redact, history
@@ -48,20 +48,26 @@ class Store(Protocol):
         lease_until: float | None = None,
         deadline: float | None = None,
         parent: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> tuple[history.RunInfo, bool]:
         """Create a run, ready at ``now``, whose history is ``[WorkflowStarted(workflow, input)]``.
 
         ``deadline`` is stored on the run as given (the executor enforces it).
         ``parent``, the id of the run that starts this one as its child, is stored on
-        the run as given.
+        the run as given. ``headers``, a small mapping of text to text (such as the
+        W3C ``traceparent`` of the request that started the run), is stored with the
+        run as given and read back as ``RunInfo.headers`` by every read (``None`` or
+        empty: none). The store persists them and nothing more: the engine checks
+        them before calling.
 
         With ``owner`` and ``lease_until``, the new run is created ``RUNNING`` and
         leased to ``owner`` (``engine.run`` executes it inline this way; if that
         process dies, a worker takes it over when the lease expires).
 
         Idempotent on ``run_id``: if a run of the same workflow has the id, return
-        it unchanged with ``False`` and change nothing: it keeps the ``deadline``
-        and the ``parent`` it was created with, whatever this call passed. Raises
+        it unchanged with ``False`` and change nothing: it keeps the ``deadline``,
+        the ``parent`` and the ``headers`` it was created with, whatever this call
+        passed. Raises
         ``RunIdConflictError`` if a run of another workflow has it. Returns
         ``(run, created)``.
         """
@@ -238,6 +244,33 @@ class Store(Protocol):
         consecutive ranges ``[t0, t1)``, ``[t1, t2)`` list each run once. A run whose
         stored status is damaged is listed (with ``damage`` set) but matches no
         ``statuses`` filter.
+        """
+        ...
+
+    def count_runs(self) -> dict[tuple[str, history.RunStatus], int]:
+        """Return how many runs each workflow has in each status, over every run in the store.
+
+        Keyed by ``(workflow, status)``; pairs without runs are left out, so an empty
+        store gives ``{}``. Each run counts under the status its ``RunInfo`` reads, so
+        one whose stored status is damaged counts as ``FAILED`` (see
+        ``history.RunInfo.damage``). Made for metrics gauges, which call it at every
+        scrape: it only reads, in one call, the runs' records and not their
+        histories. No store keeps the counts ready, though, so its cost grows with
+        the number of runs kept (``purge`` bounds it):
+
+        * memory: one pass over the runs, under the store's lock;
+        * SQL: one ``SELECT workflow, status, count(*) ... GROUP BY workflow,
+          status``, a scan of the runs table (no index holds both columns);
+        * Redis: no index keeps runs by status, so every run's record is read: the
+          ids from each bucket's ``created`` index in batches (``ZSCAN``), and the
+          workflow and status of each batch in one pipeline, so about two round
+          trips per thousand runs, plus tens of microseconds of client time per run;
+        * MongoDB: one aggregation (``$group``), a scan of the run documents (which
+          also hold the latest events of their histories).
+
+        The counts are a snapshot of one moment in memory and on the SQL stores; on
+        Redis and MongoDB a run that changes while they are read counts as it stood
+        when read.
         """
         ...
 

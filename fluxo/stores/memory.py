@@ -6,8 +6,9 @@ engine's own overhead and serves tests. Nothing survives the process.
 
 from __future__ import annotations
 
+import collections
 import threading
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 
 from fluxo import _errors, history
@@ -59,6 +60,7 @@ class MemoryStore:
         lease_until: float | None = None,
         deadline: float | None = None,
         parent: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> tuple[history.RunInfo, bool]:
         with self._lock:
             self._check_open()
@@ -78,6 +80,7 @@ class MemoryStore:
                 lease_until=lease_until if owner is not None else None,
                 deadline=deadline,
                 parent=parent,
+                headers=dict(headers) if headers else {},  # a copy: the caller's may change
             )
             self._runs[run_id] = run
             self._events[run_id] = [history.WorkflowStarted(workflow, input)]
@@ -323,6 +326,11 @@ class MemoryStore:
             ]
         runs.sort(key=lambda r: r.created_at, reverse=True)
         return runs[:limit]
+
+    def count_runs(self) -> dict[tuple[str, history.RunStatus], int]:
+        with self._lock:
+            self._check_open()
+            return dict(collections.Counter((r.workflow, r.status) for r in self._runs.values()))
 
     def purge(
         self,

@@ -191,7 +191,7 @@ def write_at_0001(url: str) -> None:
 
 
 def assert_runs_kept(store: sql.SQLStore, deadlines: dict[str, float]) -> None:
-    """The runs ``write_at_0001`` wrote read back unchanged, with no parent."""
+    """The runs ``write_at_0001`` wrote read back unchanged, with no parent and no headers."""
     for run_id, status, ready_at, owner, lease_until, cancel in RUNS_AT_0001:
         state = store.load(run_id)
         run = state.run
@@ -201,6 +201,7 @@ def assert_runs_kept(store: sql.SQLStore, deadlines: dict[str, float]) -> None:
         assert (run.cancel_requested, run.wake_requested) == (cancel, False)
         assert run.deadline == deadlines.get(run_id)
         assert run.parent is None
+        assert run.headers == {}
         assert state.events == (history.WorkflowStarted("wf", b"[]"),)
 
 
@@ -333,6 +334,62 @@ def test_downgrade_to_0002_keeps_the_runs_and_upgrades_again(empty_url: str) -> 
         store.close()
 
 
+TRACE = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+
+
+def test_a_database_at_0003_with_runs_upgrades_and_keeps_them(empty_url: str) -> None:
+    write_at_0002(empty_url)
+    _migrate.upgrade(empty_url, "0003")
+    assert _migrate.current(empty_url) == "0003"
+
+    _migrate.upgrade(empty_url)
+
+    assert _migrate.current(empty_url) == _schema.HEAD_REVISION
+    assert _migrate.check(empty_url) == []
+    store = sql.SQLStore(empty_url, auto_migrate=False)
+    try:
+        assert_runs_kept(store, deadlines={"waiting-1": 99.5})
+        assert [run.headers for run in store.list_runs()] == [{}] * len(RUNS_AT_0001)
+        # The new column works next to the old runs.
+        run, _ = store.create_run("traced-1", "wf", b"[]", now=60.0, headers=TRACE)
+        assert store.get_run("traced-1").headers == run.headers == TRACE
+    finally:
+        store.close()
+
+
+def test_downgrade_to_0003_keeps_the_runs_and_upgrades_again(empty_url: str) -> None:
+    from alembic import command
+
+    write_at_0002(empty_url)
+    _migrate.upgrade(empty_url)
+    store = sql.SQLStore(empty_url, auto_migrate=False)
+    store.create_run("traced-1", "wf", b"[]", now=60.0, parent="running-1", headers=TRACE)
+    store.close()
+
+    command.downgrade(_migrate.alembic_config(url=empty_url), "0003")
+
+    assert _migrate.current(empty_url) == "0003"
+    engine = sa.create_engine(sql.normalize_url(empty_url), poolclass=NullPool)
+    try:
+        columns = {column["name"] for column in sa.inspect(engine).get_columns("fluxo_runs")}
+        with engine.connect() as conn:
+            rows = conn.exec_driver_sql("SELECT id, parent FROM fluxo_runs").all()
+    finally:
+        engine.dispose()
+    assert "headers" not in columns
+    assert "parent" in columns
+    assert sorted((_text(i), None if p is None else _text(p)) for i, p in rows) == sorted(
+        [(run[0], None) for run in RUNS_AT_0001] + [("traced-1", "running-1")]
+    )
+    _migrate.upgrade(empty_url)
+    assert _migrate.check(empty_url) == []
+    store = sql.SQLStore(empty_url, auto_migrate=False)
+    try:
+        assert store.get_run("traced-1").headers == {}
+    finally:
+        store.close()
+
+
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -395,6 +452,8 @@ def test_downgrade_takes_the_schema_back_and_to_base_leaves_no_fluxo_table(
         ("0001", "0001", True),
         ("0003", "0001", True),
         ("0002", "0003", False),
+        ("0003", "0004", False),
+        ("0004", "0003", True),
         ("0001", "base", True),
         ("9999", "0003", True),  # a newer Fluxo's revision is past every one this Fluxo knows
     ],

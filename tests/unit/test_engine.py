@@ -482,6 +482,23 @@ def test_list_runs_rejects_bad_filters(make_engine: MakeEngine, kwargs: dict[str
         engine.list_runs(**kwargs)
 
 
+def test_count_runs_counts_each_workflow_in_each_status(
+    store_url: str, make_engine: MakeEngine, clock: FakeClock
+) -> None:
+    engine = make_engine(greet, fails, store=store_url)
+    for workflow, name in ((greet, "a"), (greet, "b"), (fails, "c"), (greet, "d")):
+        handle = engine.start(workflow, name)
+        clock.advance(1)
+        if name != "d":
+            execute(engine, handle.id)
+
+    assert engine.count_runs() == {
+        (greet.name, Status.COMPLETED): 2,
+        (greet.name, Status.PENDING): 1,
+        (fails.name, Status.FAILED): 1,
+    }
+
+
 def test_get_run_and_history(make_engine: MakeEngine, clock: FakeClock) -> None:
     engine = make_engine(greet)
     handle = engine.start(greet.options(id="r1"), "ann")
@@ -637,6 +654,7 @@ def test_cancelling_a_running_workflow_runs_its_cleanup(make_engine: MakeEngine)
         ("run", (greet, "x")),
         ("get_run", ("r",)),
         ("list_runs", ()),
+        ("count_runs", ()),
         ("history", ("r",)),
         ("cancel", ("r",)),
         ("retry", ("r",)),

@@ -104,9 +104,14 @@ def waits() -> str:
     return answer
 
 
+@fluxo.step(name="obs.twice")
+def twice(n: int) -> int:
+    return 2 * n
+
+
 @fluxo.workflow(name="obs.fans")
 def fans() -> list[int]:
-    return fluxo.map(add, [(1, 1), (2, 2), (3, 3)])
+    return fluxo.map(twice, [1, 2, 3])
 
 
 @fluxo.workflow(name="obs.parent")
@@ -156,7 +161,7 @@ def test_retries_tell_each_attempt_with_its_delay() -> None:
         ("step_completed", 2),
     ]
     retried = steps[1]
-    assert retried.error_type == "ValueError"
+    assert retried.error_type == "builtins.ValueError"
     assert retried.error_message == "not yet"
     assert retried.delay == 0.0
     assert steps[1].position == 1
@@ -168,7 +173,7 @@ def test_a_failed_step_and_run_say_why() -> None:
     with engine_with(rec, workflows=[fails]) as engine, pytest.raises(fluxo.WorkflowFailedError):
         engine.run(fails)
     failed_step = next(e for e in rec.events if e.kind == "step_failed")
-    assert failed_step.error_type == "KeyError"
+    assert failed_step.error_type == "builtins.KeyError"
     assert failed_step.attempt == 1
     failed_run = rec.events[-1]
     assert failed_run.kind == "run_failed"
@@ -179,6 +184,7 @@ def test_replays_are_told_as_replayed_and_waits_as_suspensions() -> None:
     rec = Recorder()
     with WorkflowEnvironment(observers=[rec]) as env:
         handle = env.start(waits)
+        env.advance(timedelta(hours=2))  # the timer fires; the run waits for the signal
         env.signal(handle, "answer", "yes")
         assert handle.result() == "yes"
     live = [e for e in rec.events if not e.replayed]
@@ -212,7 +218,7 @@ def test_parallel_branches_tell_their_attempts_with_the_block_position() -> None
     assert {e.position for e in completed} == {1}
     started = [e for e in rec.events if e.kind == "step_started"]
     assert len(started) == 3
-    assert all(e.step == "obs.add" for e in started)
+    assert all(e.step == "obs.twice" for e in started)
 
 
 def test_a_child_run_is_told_with_its_parent() -> None:

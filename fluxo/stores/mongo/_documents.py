@@ -1,6 +1,7 @@
 """How the MongoDB store's documents hold runs, events and signals.
 
-A run's document holds the run's fields, the *tail* of its history (the events
+A run's document holds the run's fields (its ``headers`` as the text of a JSON
+object, see ``fluxo.stores._headers``), the *tail* of its history (the events
 not yet moved to ``events``), the tail of its signals, the dedupe keys of its
 signals and the counters ``next_seq`` (the history's length) and ``sig_next``
 (the next signal id). An event entry is ``{k: kind, n: name, d: data, t:
@@ -14,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from fluxo import history
+from fluxo.stores import _headers
 from fluxo.stores.mongo import _driver
 
 Doc = dict[str, Any]
@@ -32,6 +34,9 @@ def info(doc: Mapping[str, Any]) -> history.RunInfo:
     """The run in its document; a damaged field is named in ``damage``, never raised."""
     status, damage = history.parse_status(doc.get("status"))
     problems = [] if damage is None else [damage]
+    headers, unreadable = _headers.decode(doc.get("headers"))
+    if unreadable is not None:
+        problems.append(unreadable)
 
     def time(key: str, required: bool = False) -> float | None:
         value = doc.get(key)
@@ -61,6 +66,7 @@ def info(doc: Mapping[str, Any]) -> history.RunInfo:
         wake_requested=bool(doc.get("wake_requested", False)),
         deadline=time("deadline"),
         parent=string("parent"),
+        headers=headers,
         damage="; ".join(problems) or None,
     )
 

@@ -9,13 +9,13 @@ package's docstring); the tails of its history and signals are flushed by
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Final, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from fluxo import _errors, _redact, history
-from fluxo.stores import _translate
+from fluxo.stores import _headers, _translate
 from fluxo.stores.mongo import _documents, _driver, _purge, _tails, _watch
 
 RunStatus = history.RunStatus
@@ -166,6 +166,7 @@ class MongoStore:
         lease_until: float | None = None,
         deadline: float | None = None,
         parent: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> tuple[history.RunInfo, bool]:
         started = [history.WorkflowStarted(workflow, input)]
         doc: Doc = {
@@ -181,6 +182,7 @@ class MongoStore:
             "wake_requested": False,
             "deadline": deadline,
             "parent": parent,
+            "headers": _headers.encode(headers),
             "next_seq": 1,
             "ev_base": 0,
             "ev_tail": [_documents.event_entry(e, now) for e in started],
@@ -612,6 +614,28 @@ class MongoStore:
                 )
             )
         return [_documents.info(doc) for doc in docs]
+
+    def count_runs(self) -> dict[tuple[str, history.RunStatus], int]:
+        """See :meth:`fluxo.stores.Store.count_runs`: one aggregation, grouping every run.
+
+        A scan of the runs' documents; no index holds both their workflow and status.
+        """
+        pipeline: list[Doc] = [
+            {"$match": _documents.LIVE},
+            {"$group": {"_id": {"w": "$workflow", "s": "$status"}, "n": {"$sum": 1}}},
+        ]
+        with self._op():
+            groups = list(self._runs.aggregate(pipeline))
+        counts: dict[tuple[str, history.RunStatus], int] = {}
+        for group in groups:
+            # As RunInfo reads them: a damaged status is FAILED, a workflow not text its str().
+            workflow, status = group["_id"].get("w"), group["_id"].get("s")
+            name = (
+                workflow if isinstance(workflow, str) else "" if workflow is None else str(workflow)
+            )
+            pair = (name, history.parse_status(status)[0])
+            counts[pair] = counts.get(pair, 0) + int(group["n"])
+        return counts
 
     # -- retention ---------------------------------------------------------------
 

@@ -33,7 +33,8 @@ hash tag ``{P#n}``:
 * ``P:{P#n}:gen``: a hash, each indexed run's generation, and ``P:{P#n}:seq``,
   the counter that hands generations out;
 * ``P:{P#n}:created``: every run, scored by ``created_at``, for
-  :meth:`RedisStore.list_runs`, which reads a creation-time range as a score range.
+  :meth:`RedisStore.list_runs`, which reads a creation-time range as a score range,
+  and :meth:`RedisStore.count_runs`, which reads it whole.
 
 This layout replaced one with global indexes (``P:ready:<workflow>`` and so on)
 and history items without their recording time; data written by that layout is

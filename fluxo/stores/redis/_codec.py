@@ -4,7 +4,8 @@ Times are written as ``repr`` of the float, so they read back exactly. A history
 item is ``recorded_at NUL kind NUL name-length NUL name flag data``, where the
 flag is ``N`` for no data and ``D`` before the data bytes: binary-safe and
 byte-exact. A signal is ``id NUL sent_at NUL name-length NUL name payload``.
-A run's record is a hash of short field names (``wf``, ``status``, ``ready``...).
+A run's record is a hash of short field names (``wf``, ``status``, ``ready``...);
+its ``headers``, when it has any, are the text of a JSON object (``_headers``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from fluxo import _errors, history
+from fluxo.stores import _headers
 
 
 def num(value: float) -> str:
@@ -128,6 +130,9 @@ def run_info(run_id: str, record: dict[bytes, bytes]) -> history.RunInfo:
     """The run in its record; a damaged field is named in ``damage``, never raised."""
     status, damage = history.parse_status(record.get(b"status"))
     problems = [] if damage is None else [damage]
+    headers, unreadable = _headers.decode(record.get(b"headers"))
+    if unreadable is not None:
+        problems.append(unreadable)
 
     def time(key: bytes, required: bool = False) -> float | None:
         value = record.get(key)
@@ -154,6 +159,7 @@ def run_info(run_id: str, record: dict[bytes, bytes]) -> history.RunInfo:
         wake_requested=record.get(b"wake") == b"1",
         deadline=time(b"deadline"),
         parent=string(b"parent"),
+        headers=headers,
         damage="; ".join(problems) or None,
     )
 

@@ -1,9 +1,11 @@
-"""Reading runs by creation time: ``list_runs``, and choosing and deleting runs to purge.
+"""Reading runs (``list_runs``, ``count_runs``), and choosing and deleting runs to purge.
 
 Every run is in its bucket's ``P:{P#n}:created`` sorted set, scored by
 ``created_at``; a listing reads a creation-time range of every bucket, a page at
-a time, newest first, and merges them. The records are the truth: an index score
-a crash left behind may differ, so each run is checked against its record.
+a time, newest first, and merges them. Counting reads every bucket whole, in
+batches. The records are the truth: an index score a crash left behind may
+differ, and an entry may name a run that was never created, so each run is
+checked against its record.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ RunStatus = history.RunStatus
 U = TypeVar("U")
 
 _FINISHED: Final = {status.value for status in RunStatus if status.is_terminal}
+_COUNT_PAGE: Final = 1000
+"""How many members of a ``created`` index ``count_runs`` asks ``ZSCAN`` for at a time."""
 
 
 def _take(items: Iterator[U], count: int) -> list[U]:
@@ -126,6 +130,42 @@ class Listing:
                     found.append(run)
         found.sort(key=lambda r: r.created_at, reverse=True)
         return found[:limit]
+
+    def count_runs(self) -> dict[tuple[str, history.RunStatus], int]:
+        """See :meth:`fluxo.stores.Store.count_runs` (and ``RedisStore.count_runs`` for how)."""
+        counts: dict[tuple[str, history.RunStatus], int] = {}
+        for bucket in range(_layout.BUCKETS):
+            key = self._keys.bucket(bucket)["created"]
+            seen: set[bytes] = set()  # ZSCAN may return a member twice
+            cursor = 0
+            while True:
+                with self._conn.guard():
+                    cursor, page = self._conn.connected().zscan(key, cursor, count=_COUNT_PAGE)
+                fresh = [member for member, _ in page if member not in seen]
+                seen.update(fresh)
+                for workflow, status in self._workflows_and_statuses(fresh):
+                    if workflow is None and status is None:
+                        continue  # a create that never happened, or a run purged meanwhile
+                    # as RunInfo reads them: a damaged status is FAILED
+                    pair = (
+                        workflow.decode("utf-8", "replace") if workflow else "",
+                        history.parse_status(status)[0],
+                    )
+                    counts[pair] = counts.get(pair, 0) + 1
+                if cursor == 0:
+                    break
+        return counts
+
+    def _workflows_and_statuses(self, members: Sequence[bytes]) -> list[Any]:
+        """The ``wf`` and ``status`` fields of these runs' records, in one pipeline."""
+        if not members:
+            return []
+        return self._conn.commands(
+            lambda pipe: [
+                pipe.hmget(self._keys.of_run(_codec.text(member), "run"), "wf", "status")
+                for member in members
+            ]
+        )
 
     def purge(
         self,

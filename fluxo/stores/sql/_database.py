@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
 from fluxo import _errors, history
-from fluxo.stores import _translate
+from fluxo.stores import _headers, _translate
 from fluxo.stores.sql import _engine, _schema, _statements
 
 if TYPE_CHECKING:
@@ -350,6 +350,9 @@ class Database:
             if parent is not None:
                 parent = parent.decode()
         status, damage = history.parse_status(row[2])
+        headers, unreadable = _headers.decode(row[12])
+        if unreadable is not None:
+            damage = unreadable if damage is None else f"{damage}; {unreadable}"
         return history.RunInfo(
             id=run_id,
             workflow=workflow,
@@ -363,6 +366,7 @@ class Database:
             wake_requested=bool(row[9]),
             deadline=row[10],
             parent=parent,
+            headers=headers,
             damage=damage,
         )
 

@@ -22,7 +22,7 @@ import contextlib
 import os
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from fluxo import _errors, history
@@ -153,6 +153,7 @@ class JoinedStart:
         lease_until: float | None = None,
         deadline: float | None = None,
         parent: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> tuple[history.RunInfo, bool]:
         """Create the run in the caller's transaction; see ``Store.create_run``."""
         db = self._db
@@ -171,6 +172,7 @@ class JoinedStart:
             lease_until=lease_until,
             deadline=deadline,
             parent=parent,
+            headers=headers,
         )
         sql = db.sql
         if db.driver.name == "postgresql":  # one statement; its NOTIFY is sent at commit

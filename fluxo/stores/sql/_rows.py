@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fluxo import _errors, history
+from fluxo.stores import _headers
 from fluxo.stores.sql import _database, _statements
 
 RunStatus = history.RunStatus
@@ -21,6 +22,7 @@ def new_run(
     lease_until: float | None,
     deadline: float | None,
     parent: str | None,
+    headers: Mapping[str, str] | None,
 ) -> tuple[history.RunInfo, dict[str, Any]]:
     """A new run's record, and the values of the statements that create it."""
     run = history.RunInfo(
@@ -34,6 +36,7 @@ def new_run(
         lease_until=lease_until if owner is not None else None,
         deadline=deadline,
         parent=parent,
+        headers=dict(headers) if headers else {},
     )
     values = {
         "p_run_id": run_id,
@@ -43,6 +46,7 @@ def new_run(
         "p_lease_until": run.lease_until,
         "p_deadline": deadline,
         "p_parent": parent,
+        "p_headers": _headers.encode(headers),
         "p_now": now,
         "p_seq": 0,
         "p_kind": history.WorkflowStarted.kind,

@@ -29,7 +29,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 """The alembic revision this code's tables correspond to (``migrations/versions``)."""
 
 VERSION_TABLE = "fluxo_alembic_version"
@@ -87,6 +87,8 @@ runs = sa.Table(
     sa.Column("deadline", _time(), nullable=True),
     # the run that started this one as its child (NULL: none); set at creation
     sa.Column("parent", _key(), nullable=True),
+    # the run's headers as the text of a JSON object (NULL: none); set at creation
+    sa.Column("headers", sa.Text(), nullable=True),
     # claim: runnable runs in ready_at order (NULL, i.e. not ready, sorts out of range)
     sa.Index(None, "ready_at"),
     # list_runs: newest first, optionally by workflow or by status

@@ -62,6 +62,7 @@ RUN_COLUMNS = (
     _R.c.wake_requested,
     _R.c.deadline,
     _R.c.parent,
+    _R.c.headers,
 )
 _EVENT_COLUMNS = (_E.c.run_id, _E.c.seq, _E.c.kind, _E.c.name, _E.c.data, _E.c.created_at)
 _ACTIVE = tuple(status.value for status in history.ACTIVE_STATUSES)
@@ -167,6 +168,7 @@ class Statements:
             "wake_requested": sa.false(),
             "deadline": _p("p_deadline", _R.c.deadline),
             "parent": _p("p_parent", _R.c.parent),
+            "headers": _p("p_headers", _R.c.headers),
         }
         self.insert_run = c(_R.insert().values(insert_run_values))
         event_params = (
@@ -593,6 +595,16 @@ class Statements:
             )
 
         return self.shaped(("list", statuses, workflows, after, before), build)
+
+    def count_runs(self) -> Sql:
+        """How many runs each workflow has in each stored status: one scan of the runs table."""
+
+        def build() -> sa.ClauseElement:
+            return sa.select(_R.c.workflow, _R.c.status, sa.func.count()).group_by(
+                _R.c.workflow, _R.c.status
+            )
+
+        return self.shaped(("count_runs",), build)
 
     def next_wake(self, workflows: int) -> Sql:
         """The earliest time a run of the workflows becomes claimable (``NULL``: never).

@@ -149,6 +149,7 @@ class SQLStore:
         lease_until: float | None = None,
         deadline: float | None = None,
         parent: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> tuple[history.RunInfo, bool]:
         """See :meth:`fluxo.stores.Store.create_run`."""
         if not self._db.ready:
@@ -163,6 +164,7 @@ class SQLStore:
             lease_until=lease_until,
             deadline=deadline,
             parent=parent,
+            headers=headers,
         )
         if self._db.driver.name == "postgresql":
 
@@ -312,6 +314,8 @@ class SQLStore:
                         wake_requested=False,
                         deadline=run.deadline,
                         parent=run.parent,
+                        headers=run.headers,
+                        damage=run.damage,
                     )
                     for run in found
                 ]
@@ -561,6 +565,22 @@ class SQLStore:
             return _database.execute(cur, sql, values).fetchall()
 
         return [self._db.run_from_row(row) for row in self._db.call("listing runs", read)]
+
+    def count_runs(self) -> dict[tuple[str, history.RunStatus], int]:
+        """See :meth:`fluxo.stores.Store.count_runs`: one ``GROUP BY`` over the runs table."""
+        if not self._db.ready:
+            self._db.require_schema(create=False)
+        sql = self._sql.count_runs()
+
+        def read(cur: DBAPICursor) -> Sequence[Any]:
+            return _database.execute(cur, sql, {}).fetchall()
+
+        counts: dict[tuple[str, history.RunStatus], int] = {}
+        for workflow, stored, count in self._db.call("counting runs", read):
+            # Each damaged status word has its group; all of them read as FAILED.
+            key = (self._db.key(workflow), history.parse_status(stored)[0])
+            counts[key] = counts.get(key, 0) + int(count)
+        return counts
 
     def purge(
         self,

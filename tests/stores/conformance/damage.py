@@ -23,6 +23,8 @@ class Damage:
     """Whether events are stored with their positions, so deleting one leaves a gap."""
     keeps_status_text = True
     """Whether a run's status is stored as text that can be overwritten with anything."""
+    keeps_headers_text = True
+    """Whether a run's headers are stored as text that can be overwritten with anything."""
 
     def drop_event(self, run_id: str, seq: int) -> None:
         """Delete the event at ``seq``."""
@@ -36,10 +38,15 @@ class Damage:
         """Overwrite the run's stored status."""
         raise NotImplementedError
 
+    def set_headers(self, run_id: str, raw: Any) -> None:
+        """Overwrite the run's stored headers with ``raw`` (text, or what the backend holds)."""
+        raise NotImplementedError
+
 
 class _MemoryDamage(Damage):
     positional = False  # a list: deleting an item shortens it
     keeps_status_text = False  # RunStatus objects
+    keeps_headers_text = False  # the mapping given, kept in the RunInfo
 
     def __init__(self, store: MemoryStore) -> None:
         self.store = store
@@ -77,6 +84,9 @@ class _SQLDamage(Damage):
     def set_status(self, run_id: str, status: str) -> None:
         self._run("UPDATE fluxo_runs SET status = :st WHERE id = :r", st=status, r=run_id)
 
+    def set_headers(self, run_id: str, raw: Any) -> None:
+        self._run("UPDATE fluxo_runs SET headers = :h WHERE id = :r", h=raw, r=run_id)
+
 
 class _RedisDamage(Damage):
     positional = False  # a list: deleting an item shortens it
@@ -106,6 +116,9 @@ class _RedisDamage(Damage):
     def set_status(self, run_id: str, status: str) -> None:
         self.client.hset(self.store._keys.of_run(run_id, "run"), "status", status)
 
+    def set_headers(self, run_id: str, raw: Any) -> None:
+        self.client.hset(self.store._keys.of_run(run_id, "run"), "headers", raw)
+
 
 class _MongoDamage(Damage):
     positional = True  # next_seq counts the events: a deleted one leaves a gap
@@ -125,6 +138,9 @@ class _MongoDamage(Damage):
 
     def set_status(self, run_id: str, status: str) -> None:
         self.runs.update_one({"_id": run_id}, {"$set": {"status": status}})
+
+    def set_headers(self, run_id: str, raw: Any) -> None:
+        self.runs.update_one({"_id": run_id}, {"$set": {"headers": raw}})
 
 
 def damage_for(store: Store) -> Damage:

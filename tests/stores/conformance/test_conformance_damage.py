@@ -161,3 +161,98 @@ def test_the_engine_says_a_run_with_an_unknown_status_is_damaged(store, runs, da
     assert "not failed" not in message
     assert "has finished" not in message
     assert store.get_run("bad").damage is not None  # nothing was overwritten
+
+
+DAMAGED_HEADERS = {
+    "not-json": "{traceparent: 00-abc",
+    "an-array": '["traceparent", "00-abc"]',
+    "a-number": '{"traceparent": 7}',
+    "null": "null",
+    "empty": "",
+}
+
+
+@pytest.mark.parametrize("raw", DAMAGED_HEADERS.values(), ids=DAMAGED_HEADERS.keys())
+def test_damaged_headers_are_reported_by_every_read(store, runs, damage, raw):
+    if not damage.keeps_headers_text:
+        pytest.skip("this store keeps the headers it was given as a mapping")
+    runs.start("bad")
+    runs.start("good", now=T0 + 1)
+    damage.set_headers("bad", raw)
+
+    run = store.get_run("bad")
+    assert "headers" in (run.damage or "")
+    assert run.headers == {}
+    assert run.status is RunStatus.PENDING  # as stored: claimed, then failed by its worker
+    found = store.get_runs(["bad", "good"])
+    assert (found["bad"].damage, found["good"].damage) == (run.damage, None)
+    listed = {run.id: run for run in store.list_runs()}
+    assert (listed["bad"].damage, listed["good"].damage) == (run.damage, None)
+    error = _corrupt(store, "bad")
+    assert error.seq is None
+    assert error.next_seq == 1
+    assert error.problem == run.damage
+    claimed = store.claim("w1", ["wf"], now=T0 + 10, lease_until=T0 + 40, limit=10)
+    assert [(r.id, r.damage) for r in claimed] == [("bad", run.damage), ("good", None)]
+    assert len(store.load("good").events) == 1
+
+
+def test_damage_in_both_status_and_headers_names_both(store, runs, damage):
+    if not (damage.keeps_headers_text and damage.keeps_status_text):
+        pytest.skip("this store keeps statuses and headers as objects")
+    runs.start("bad")
+    damage.set_status("bad", "exploded")
+    damage.set_headers("bad", "[]")
+
+    run = store.get_run("bad")
+
+    assert run.status is RunStatus.FAILED
+    assert "'exploded'" in (run.damage or "")
+    assert "headers" in (run.damage or "")
+
+
+def test_a_mongo_headers_field_that_is_not_text_is_damage(store_kind, store, runs, damage):
+    if store_kind != "mongo":
+        pytest.skip("only MongoDB documents hold values of other types")
+    runs.start("bad")
+    damage.set_headers("bad", {"traceparent": "00-abc"})  # a document, not the JSON text
+
+    assert "headers" in (store.get_run("bad").damage or "")
+    assert "headers" in _corrupt(store, "bad").problem
+
+
+def test_a_redis_headers_field_that_is_not_utf8_is_damage(store_kind, store, runs, damage):
+    if not store_kind.startswith("redis"):
+        pytest.skip("only Redis holds bytes that are not text in the field")
+    runs.start("bad")
+    damage.set_headers("bad", b'{"a": "\xff"}')
+
+    assert "headers" in (store.get_run("bad").damage or "")
+    assert "headers" in _corrupt(store, "bad").problem
+
+
+def test_a_run_with_damaged_headers_is_failed_once_by_the_worker_that_claims_it(store, damage):
+    if not damage.keeps_headers_text:
+        pytest.skip("this store keeps the headers it was given as a mapping")
+    import fluxo
+
+    @fluxo.workflow(name="damage.headers")
+    def flow() -> int:
+        return 1
+
+    store.create_run("bad", "damage.headers", b"[]", now=T0, headers={"traceparent": "00-a"})
+    damage.set_headers("bad", '{"traceparent": ')
+    engine = fluxo.Engine(store, workflows=[flow], clock=lambda: T0 + 10)
+    worker = engine.worker(sticky=0)
+
+    assert worker.process_one() == 1
+    assert worker.process_one() == 0  # failed for good: nothing claims it again
+
+    run = store.get_run("bad")
+    assert run.status is RunStatus.FAILED
+    assert "headers" in (run.damage or "")  # the record is left as it was found
+    damage.set_headers("bad", '{"traceparent": "00-a"}')  # repaired by hand
+    state = store.load("bad")
+    assert state.run.headers == {"traceparent": "00-a"}
+    assert [event.kind for event in state.events] == ["workflow_started", "workflow_failed"]
+    assert b"HistoryCorruptError" in (state.events[-1].data or b"")

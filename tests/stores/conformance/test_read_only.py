@@ -136,6 +136,7 @@ def test_reads_create_nothing(location: Location) -> None:
             lambda: engine.get_run("order-17", follow=False),
             engine.list_runs,
             lambda: engine.list_runs(status="failed", workflow=greet),
+            engine.count_runs,
             lambda: engine.history("order-17"),
             lambda: engine.export_history("order-17"),
             lambda: engine.handle("order-17"),

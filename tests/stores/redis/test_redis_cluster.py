@@ -16,7 +16,7 @@ import pytest
 
 from fluxo import _errors, history
 from fluxo.stores import redis as redis_store
-from fluxo.stores.redis import _codec, _index
+from fluxo.stores.redis import _codec, _index, _listing
 
 redis_cluster = pytest.importorskip("redis.cluster")
 
@@ -251,7 +251,7 @@ def test_a_create_racing_a_claim_that_cleans_its_hint_is_retried(store):
     assert claim_ids(store, now=T0) == []
     keys = store._keys.run("r1")
     first = redis_store.encode_event(history.WorkflowStarted("wf", b"[]"))
-    args = [store._keys.channel, gen, clock, "wf", first, _codec.num(T0), "", "", "", "r1"]
+    args = [store._keys.channel, gen, clock, "wf", first, _codec.num(T0), "", "", "", "r1", ""]
 
     assert store._conn.call("create_run", keys, args) == [b"retry"]
 
@@ -278,6 +278,38 @@ def test_run_ids_that_break_hash_tags_still_work(store):
         assert store.load(run_id).next_seq == 2
 
     assert sorted(claim_ids(store, now=T0)) == sorted(["odd}id", "", "}", "{a}b"])
+
+
+# -- counting ------------------------------------------------------------------------
+
+
+def test_count_runs_reads_a_large_bucket_page_by_page(store, monkeypatch):
+    # More runs in one bucket than a listpack holds (128): ZSCAN then pages for real.
+    ids = [f"r{i}" for i in range(4000) if redis_store.bucket_of(f"r{i}") == 5][:150]
+    for i, run_id in enumerate(ids):
+        store.create_run(run_id, "wf" if i % 3 else "other", b"[]", now=T0 + i)
+    client = store._conn.connected()
+    scans: list[int] = []
+    zscan = client.zscan
+
+    def counted_zscan(key: str, cursor: int = 0, **options: Any) -> Any:
+        scans.append(cursor)
+        return zscan(key, cursor, **options)
+
+    monkeypatch.setattr(client, "zscan", counted_zscan)
+    monkeypatch.setattr(_listing, "_COUNT_PAGE", 10)
+
+    counts = store.count_runs()
+
+    assert counts == {("wf", RunStatus.PENDING): 100, ("other", RunStatus.PENDING): 50}
+    assert len(scans) > redis_store.BUCKETS  # the large bucket took several pages
+
+
+def test_count_runs_skips_a_run_whose_create_never_happened(store):
+    store.create_run("r1", "wf", b"[]", now=T0)
+    mark_create(store, "never", T0)  # its id is in the created index, without a record
+
+    assert store.count_runs() == {("wf", RunStatus.PENDING): 1}
 
 
 # -- choosing the mode -------------------------------------------------------------

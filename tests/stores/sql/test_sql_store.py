@@ -284,6 +284,28 @@ def test_a_status_write_that_changes_nothing_is_not_a_conflict(any_sql_url: str)
     store.close()
 
 
+def test_a_run_started_in_the_callers_transaction_keeps_its_headers(any_sql_url: str) -> None:
+    headers = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    store = sql.SQLStore(any_sql_url)
+    store.migrate()
+    app = sa.create_engine(sql.normalize_url(any_sql_url), poolclass=NullPool)
+    pooled = app.raw_connection()  # the application's own connection, in its transaction
+    try:
+        joined = store.join(pooled.dbapi_connection, after_commit=None)
+        run, created = joined.create_run("r1", "wf", b"[]", now=T0, headers=headers)
+        again, created_again = joined.create_run("r1", "wf", b"[]", now=T0, headers={"x": "y"})
+        assert (created, created_again) == (True, False)
+        assert run.headers == again.headers == joined.get_run("r1").headers == headers
+        assert joined.load("r1").run == run
+        pooled.dbapi_connection.commit()
+    finally:
+        pooled.close()
+        app.dispose()
+    assert store.get_run("r1").headers == headers
+    assert store.load("r1").run == run
+    store.close()
+
+
 # -- SQLite ---------------------------------------------------------------------
 
 

@@ -1,6 +1,6 @@
 -- A script on the keys of one run, sent after run_prelude.lua (its KEYS and helpers).
 -- ARGV: channel, g, mark time, workflow, first event, now, owner, lease_until, deadline,
--- id, then the parent only when there is one
+-- id, headers (JSON text, '' for none), then the parent only when there is one
 local STALL_LIMIT = 3600 -- seconds: a mark older than this is retried
 local g = ARGV[2]
 local wf = redis.call('HGET', RUN, 'wf')
@@ -23,7 +23,8 @@ if ARGV[7] ~= '' then
   if ARGV[8] ~= '' then redis.call('HSET', RUN, 'lease', ARGV[8]) end
 end
 if ARGV[9] ~= '' then redis.call('HSET', RUN, 'deadline', ARGV[9]) end
-if ARGV[11] then redis.call('HSET', RUN, 'parent', ARGV[11]) end
+if ARGV[11] ~= '' then redis.call('HSET', RUN, 'headers', ARGV[11]) end
+if ARGV[12] then redis.call('HSET', RUN, 'parent', ARGV[12]) end
 redis.call('RPUSH', EVENTS, ARGV[5])
 changed(ARGV[10])
 return {'created', redis.call('HGETALL', RUN), need()}
