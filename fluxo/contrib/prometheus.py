@@ -57,9 +57,9 @@ In detail:
 * ``run_claim_delay_seconds``: from a run being ready (started, woken by its
   timer or a signal, its lease expired) to a worker claiming it, the backlog of
   a worker pool; buckets :data:`CLAIM_DELAY_BUCKETS` (1 ms to 10 minutes).
-* ``signals_sent``: by ``engine.signal`` or a workflow's ``fluxo.signal``;
-  ``workflow`` is the receiving run's (empty when a workflow signals a run of a
-  workflow it does not know). ``signals_received``: consumed by
+* ``signals_sent``: by ``engine.signal`` (``workflow`` is the receiving run's)
+  or a workflow's ``fluxo.signal`` (``workflow`` is empty: the sender does not
+  look the receiving run up). ``signals_received``: consumed by
   ``fluxo.wait_for_signal``.
 * ``timers_fired``: ``fluxo.sleep``, ``fluxo.sleep_until``, long retry back-offs.
 * ``nondeterminism``: runs failed because their code no longer matches their

@@ -70,6 +70,12 @@ def waits() -> str:
     return f"{answer}{first}"
 
 
+@fluxo.workflow(name="prom.notifies")
+def notifies(target: str) -> None:
+    fluxo.signal(target, "answer", "hi")
+    fluxo.sleep(timedelta(hours=1))
+
+
 def scrape(registry: CollectorRegistry) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     """Every sample of the text exposition: ``(name, labels) -> value``."""
     text = generate_latest(registry).decode()
@@ -189,6 +195,24 @@ def test_replayed_events_are_never_counted(registry: CollectorRegistry) -> None:
     assert value(registry, "fluxo_runs_ended_total", workflow=WAITS, outcome="completed") == 1
     assert value(registry, "fluxo_runs_suspended_total", workflow=WAITS, reason="timer") == 1
     assert value(registry, "fluxo_runs_suspended_total", workflow=WAITS, reason="signal") == 1
+
+
+def test_a_signal_sent_by_a_workflow_counts_once_without_a_workflow(
+    registry: CollectorRegistry,
+) -> None:
+    clock = FakeClock()
+    with fluxo.Engine("memory://", workflows=[waits, notifies], clock=clock) as engine:
+        engine.add_observer(prometheus.PrometheusObserver(registry))
+        worker = engine.worker()
+        engine.start(waits.options(id="target"))
+        engine.start(notifies.options(id="sender"), "target")
+        worker.process_one()
+        clock.advance(3600)
+        worker.process_one()  # the sender replays its signal and ends; the target takes it
+        assert engine.get_run("sender").status is fluxo.RunStatus.COMPLETED
+        assert engine.get_run("target").status is fluxo.RunStatus.COMPLETED
+    assert value(registry, "fluxo_signals_sent_total", workflow="") == 1
+    assert value(registry, "fluxo_signals_received_total", workflow=WAITS) == 1
 
 
 def test_a_claimed_run_observes_how_long_it_waited_to_be_claimed(
