@@ -4,6 +4,7 @@ Environment variables (read here, never in the library core):
 
 * ``FLUXO_APP``: the engine to load, as ``module:attribute``.
 * ``FLUXO_STORE_URL``: the store URL.
+* ``FLUXO_METRICS_PORT``, ``FLUXO_METRICS_HOST``: ``fluxo worker``'s Prometheus metrics.
 
 Errors print one line, ``Error: ...``, that says what to do. The exit status is 1,
 or 2 for a mistake in the command line itself (an unknown option, a bad value).
@@ -26,7 +27,7 @@ from typing import IO, Any, TypeVar
 
 import click
 
-from fluxo import _cli_apps, _engine, _errors, _redact, history
+from fluxo import _cli_apps, _cli_metrics, _engine, _errors, _redact, history
 from fluxo import _cli_format as fmt
 from fluxo.stores import memory
 
@@ -149,6 +150,23 @@ def cli(ctx: click.Context, verbose: bool) -> None:
     show_default=True,
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    envvar=_cli_metrics.PORT_ENV,
+    show_envvar=True,
+    help="Serve Prometheus metrics of the runs at http://HOST:PORT/metrics "
+    "(needs pip install 'fluxo[prometheus]').",
+)
+@click.option(
+    "--metrics-host",
+    default=_cli_metrics.DEFAULT_HOST,
+    show_default=True,
+    envvar=_cli_metrics.HOST_ENV,
+    show_envvar=True,
+    help="The interface --metrics-port listens on: this machine only by default; "
+    "0.0.0.0 for a scraper on another machine or outside a container.",
+)
 def worker(  # noqa: PLR0917 (click passes every option by position)
     app: str | None,
     concurrency: int,
@@ -158,12 +176,16 @@ def worker(  # noqa: PLR0917 (click passes every option by position)
     sticky: float,
     worker_id: str | None,
     log_level: str,
+    metrics_port: int | None,
+    metrics_host: str,
 ) -> None:
     """Run a worker for the engine APP ('module:attribute', or $FLUXO_APP).
 
     SIGTERM or SIGINT stop it gracefully: in-flight runs finish, or give their
     lease back so another worker resumes them. A second signal exits at once.
     """
+    if metrics_port is not None:
+        _cli_metrics.check_installed()  # before the app is loaded and connects
     engine, owned = _app_engine(app)
     try:
         serving = engine
@@ -182,6 +204,7 @@ def worker(  # noqa: PLR0917 (click passes every option by position)
                 codec=engine.codec,
                 clock=engine.clock,
                 step_context=engine.step_context,
+                observers=engine.observers.observers,
             )
         handler = logging.StreamHandler()
         handler.setFormatter(_RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -191,14 +214,17 @@ def worker(  # noqa: PLR0917 (click passes every option by position)
                 "this worker's store is memory://, which lives in this process only: runs "
                 "started by other processes never reach it; use a shared store"
             )
-        serving.worker(
-            concurrency=concurrency,
-            lease=lease,
-            shutdown_timeout=shutdown_timeout,
-            sticky=sticky,
-            worker_id=worker_id,
-        ).run()
+        with _cli_metrics.exposed(serving, metrics_host, metrics_port):
+            serving.worker(
+                concurrency=concurrency,
+                lease=lease,
+                shutdown_timeout=shutdown_timeout,
+                sticky=sticky,
+                worker_id=worker_id,
+            ).run()
     finally:
+        if serving is not engine:
+            serving.close()  # its observers' queued events delivered; the store is engine's
         if owned:
             engine.close()
 

@@ -1,1 +1,1 @@
-"""Fluxo's integrations: ``fluxo.contrib.django`` and ``fluxo.contrib.flask`` for web frameworks, ``fluxo.contrib.otel`` for OpenTelemetry traces."""
+"""Fluxo's integrations: ``fluxo.contrib.django`` and ``fluxo.contrib.flask`` for web frameworks, ``fluxo.contrib.otel`` for OpenTelemetry traces, ``fluxo.contrib.prometheus`` for Prometheus metrics."""

@@ -6,11 +6,15 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import math
+import socket
 import sys
+import types
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from click.testing import CliRunner
 
@@ -586,6 +590,146 @@ def test_worker_rejects_an_unknown_workflow() -> None:
     code, out = invoke("worker", "tests.unit.test_cli:make", "--workflow", "nope")
     assert code == 2
     assert "the app has no workflow named 'nope'; its workflows are " in out
+
+
+def test_worker_metrics_need_prometheus_client_checked_before_the_app_loads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)
+    monkeypatch.delitem(sys.modules, "fluxo.contrib.prometheus", raising=False)
+    code, out = invoke("worker", "tests.unit.nowhere:engine", "--metrics-port", "9464")
+    assert code == 1
+    assert out.strip().splitlines() == [
+        "Error: --metrics-port needs the prometheus_client package; install it with "
+        "pip install 'fluxo[prometheus]'"
+    ]
+
+
+def test_worker_metrics_on_a_taken_port_say_so_in_one_line() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, out = invoke("worker", "tests.unit.test_cli:make", "--metrics-port", str(port))
+    assert code == 1
+    lines = [line for line in out.splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1, out
+    assert f"cannot serve metrics on http://127.0.0.1:{port}/metrics: " in lines[0]
+    assert "in use" in lines[0]
+    assert "pick another --metrics-port" in lines[0]
+    assert "Traceback" not in out
+
+
+class Watching(fluxo.Observer):
+    """An app's own observer."""
+
+    inline = True
+
+    def run_started(self, event: fluxo.RunEvent) -> None:
+        pass
+
+
+def make_watched() -> fluxo.Engine:
+    return fluxo.Engine("memory://", workflows=[workflows.checkout], observers=[Watching()])
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Served:
+    """What ``fluxo worker`` ran, its worker loop replaced by ``during_run``."""
+
+    def __init__(self) -> None:
+        self.engines: list[fluxo.Engine] = []
+        self.seen: list[Any] = []
+        self.during_run: Any = lambda: None
+
+
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch) -> Served:
+    found = Served()
+
+    def worker(engine: fluxo.Engine, **options: Any) -> Any:
+        found.engines.append(engine)
+        return types.SimpleNamespace(run=lambda: found.seen.append(found.during_run()))
+
+    monkeypatch.setattr(fluxo.Engine, "worker", worker)
+    return found
+
+
+def test_worker_serves_metrics_while_it_runs_and_frees_the_port(served: Served) -> None:
+    from fluxo.contrib import prometheus
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    served.during_run = lambda: httpx.get(url, timeout=5).text
+    code, out = invoke("worker", "tests.unit.test_cli:make_watched", "--metrics-port", str(port))
+    assert code == 0, out
+    assert out.count(f"serving Prometheus metrics at {url}") == 1
+    [serving] = served.engines
+    assert any(isinstance(o, Watching) for o in serving.observers.observers)
+    [text] = served.seen
+    assert f'fluxo_runs{{status="pending",workflow="{workflows.checkout.name}"}} 0.0' in text
+    assert "# TYPE fluxo_step_attempts_total counter" in text
+    # Once the worker stopped, its port and the default registry's names are free again.
+    with socket.socket() as again:
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do
+        again.bind(("127.0.0.1", port))
+    prometheus.PrometheusObserver().unregister()
+
+
+def test_worker_of_chosen_workflows_keeps_the_apps_observers(served: Served) -> None:
+    name = workflows.checkout.name
+    code, out = invoke("worker", "tests.unit.test_cli:make_watched", "--workflow", name)
+    assert code == 0, out
+    [serving] = served.engines
+    assert serving.workflow_names == {name}
+    assert any(isinstance(o, Watching) for o in serving.observers.observers)
+
+
+def test_worker_metrics_on_an_address_of_another_machine_say_so_in_one_line() -> None:
+    code, out = invoke(
+        "worker",
+        "tests.unit.test_cli:make",
+        "--metrics-port",
+        "9464",
+        "--metrics-host",
+        "192.0.2.1",
+    )
+    assert code == 1
+    [line] = [line for line in out.splitlines() if line.startswith("Error:")]
+    assert line.startswith("Error: cannot serve metrics on http://192.0.2.1:9464/metrics: ")
+    assert line.endswith(
+        "check --metrics-host (an address of this machine, or 0.0.0.0) and --metrics-port"
+    )
+
+
+def make_counted() -> fluxo.Engine:
+    from fluxo.contrib import prometheus
+
+    counted = fluxo.Engine("memory://", workflows=[workflows.checkout])
+    counted.add_observer(prometheus.PrometheusObserver(engine=counted))
+    return counted
+
+
+def test_worker_metrics_of_an_app_that_counts_its_runs_already(served: Served) -> None:
+    from fluxo.contrib import prometheus
+
+    port = free_port()
+    code, out = invoke("worker", "tests.unit.test_cli:make_counted", "--metrics-port", str(port))
+    assert code == 0, out
+    [serving] = served.engines
+    [own] = [o for o in serving.observers.observers if isinstance(o, prometheus.PrometheusObserver)]
+    own.unregister()  # it was the app's, left registered: the worker added none
+
+
+def test_worker_metrics_port_must_be_a_port() -> None:
+    code, out = invoke("worker", "tests.unit.test_cli:make", "--metrics-port", "0")
+    assert code == 2
+    assert "--metrics-port" in out
 
 
 def test_main_prints_usage_errors_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
