@@ -37,6 +37,10 @@ def load_engine(spec: str) -> _engine.Engine:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
+        missing = exc.name
+        if missing is not None and not (module_name + ".").startswith(missing + "."):
+            # The app was found; something it imports is not installed.
+            raise CLIError(f"cannot import {module_name!r}: {exc}") from exc
         raise CLIError(
             f"cannot import {module_name!r}: {exc}; run fluxo from your project's directory "
             "or add it to PYTHONPATH"

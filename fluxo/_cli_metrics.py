@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from fluxo import _cli_apps, _errors
+from fluxo import _cli_apps
 
 if TYPE_CHECKING:
     from fluxo import _engine
@@ -34,7 +34,7 @@ def check_installed() -> None:
     """Raise a one-line CLI error naming the extra when ``prometheus_client`` is missing."""
     try:
         importlib.import_module("fluxo.contrib.prometheus")
-    except _errors.DefinitionError as exc:
+    except ImportError as exc:
         raise _cli_apps.CLIError(
             "--metrics-port needs the prometheus_client package; install it with "
             "pip install 'fluxo[prometheus]'"

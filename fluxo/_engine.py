@@ -178,7 +178,7 @@ class Engine:
         if not self._closed:
             self._closed = True
             self.runner.close()  # inline runs give their runs back to workers
-            self.observers.flush(5.0)
+            self.observers.close(5.0)
             if self._owns_store:
                 self.store.close()
 
@@ -262,7 +262,7 @@ class Engine:
             owner=owner,
             lease_until=lease_until,
             deadline=deadline,
-            headers=observers.headers(wf.name, run_id, None) if observers else None,
+            headers=observers.headers(wf.name, run_id, None) if observers.active else None,
         )
         if created and observers.run_started:
             observers.emit(observers.run_started, _observers.told(run, "run_started", now, 0))

@@ -66,7 +66,8 @@ class RunEvent(msgspec.Struct, frozen=True):
             run was cancelled (``"cancelled"`` or ``"deadline"``), what a suspended
             run waits for (``"timer"``, ``"signal"``, ``"child"``) or why its
             execution stopped early (``"stopped"``: the worker shut down;
-            ``"store_error"``: the store failed; it resumes from its history).
+            ``"store_error"``: the store failed; it resumes from its history;
+            ``"restart"``: the test environment's ``always_replay`` executes it again).
         other_run: the child's run id (``child_started``), the next run of the chain
             (``run_continued``), the sending run (``signal_sent`` from a workflow).
         worker: the lease owner executing the run, when one is.

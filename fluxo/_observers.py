@@ -14,10 +14,13 @@ behind, its events are dropped (counted, logged once) rather than making a run w
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import queue
 import threading
+import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -74,7 +77,7 @@ class Delivery:
         self._lock = threading.Lock()
         self._queue: queue.Queue[tuple[Handler, observe.RunEvent] | None] = queue.Queue(QUEUE_SIZE)
         self._thread: threading.Thread | None = None
-        self._pid = os.getpid()
+        os.register_at_fork(after_in_child=functools.partial(_forked, weakref.ref(self)))
 
     def handler(self, kind: str, method: Handler) -> Handler:
         """A handler that queues the event for ``method``."""
@@ -85,9 +88,23 @@ class Delivery:
         return enqueue
 
     def put(self, method: Handler, kind: str, event: observe.RunEvent) -> None:
-        thread = self._thread
-        if thread is None or self._pid != os.getpid():
-            self._start()
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    # The first event is queued before the thread is seen to exist, so
+                    # that no other thread's event can overtake it.
+                    self._enqueue(method, event)
+                    thread = threading.Thread(
+                        target=self._deliver,
+                        name=f"fluxo-observer-{type(self.observer).__name__}",
+                        daemon=True,
+                    )
+                    thread.start()
+                    self._thread = thread
+                    return
+        self._enqueue(method, event)
+
+    def _enqueue(self, method: Handler, event: observe.RunEvent) -> None:
         try:
             self._queue.put_nowait((method, event))
         except queue.Full:
@@ -102,19 +119,15 @@ class Delivery:
                     QUEUE_SIZE,
                 )
 
-    def _start(self) -> None:
-        with self._lock:
-            if self._thread is not None and self._pid == os.getpid():
-                return
-            if self._pid != os.getpid():  # forked: the parent's thread and queue are not ours
-                self._queue = queue.Queue(QUEUE_SIZE)
-                self._pid = os.getpid()
-            self._thread = threading.Thread(
-                target=self._deliver,
-                name=f"fluxo-observer-{type(self.observer).__name__}",
-                daemon=True,
-            )
-            self._thread.start()
+    def forked(self) -> None:
+        """In a forked child: the parent's thread and queue are not this process's."""
+        self._lock = threading.Lock()
+        self._queue = queue.Queue(QUEUE_SIZE)
+        self._thread = None
+
+    def undelivered(self) -> int:
+        """Events queued and not yet delivered."""
+        return self._queue.unfinished_tasks if self._thread is not None else 0
 
     def _deliver(self) -> None:
         while True:
@@ -132,7 +145,7 @@ class Delivery:
 
     def flush(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for the queued events to be delivered."""
-        if self._thread is None or self._pid != os.getpid():
+        if self._thread is None or not self._queue.unfinished_tasks:
             return True
         done = threading.Event()
 
@@ -142,6 +155,32 @@ class Delivery:
 
         threading.Thread(target=wait, name="fluxo-observer-flush", daemon=True).start()
         return done.wait(timeout)
+
+
+def _forked(delivery: weakref.ref[Delivery]) -> None:
+    found = delivery()
+    if found is not None:
+        found.forked()
+
+
+class _Contained:
+    """An observer's scope around a step attempt that can neither fail it nor hide its error."""
+
+    def __init__(self, observer: Any, scope: Any, failures: _Failures) -> None:
+        self._observer = observer
+        self._scope = scope
+        self._failures = failures
+
+    def __enter__(self) -> None:
+        self._scope.__enter__()  # a failure here: the scope is not entered (see attempt())
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            self._scope.__exit__(*exc)
+        except Exception:
+            self._failures.failed(self._observer, "step_scope")
+        # None: the attempt's own exception, if any, goes on as it is, whatever the
+        # scope's __exit__ returned
 
 
 class Dispatch:
@@ -181,6 +220,12 @@ class Dispatch:
 
     def add(self, observers: Iterable[Any]) -> None:
         """Tell ``observers`` too, from the next event on."""
+        for observer in observers if isinstance(observers, (list, tuple)) else ():
+            if isinstance(observer, (list, tuple)):
+                raise TypeError(
+                    f"an observer is an object, not a list ({observer!r}); pass each observer "
+                    "itself, e.g. engine.add_observer(observer)"
+                )
         if isinstance(observers, (str, bytes)) or not isinstance(observers, Iterable):
             raise TypeError(
                 f"observers= takes a list of observers, not {observers!r}; for example "
@@ -233,11 +278,10 @@ class Dispatch:
         self.deliveries = deliveries
         self._scopes = tuple(scopes)
         self._headers = tuple(headers)
+        self.active = bool(self.observers)
+        """True when there is any observer (a plain attribute: read on hot paths)."""
         self.watching_attempts = bool(self.step_started or self._scopes)
         """True when a live step attempt has anything to tell or enter."""
-
-    def __bool__(self) -> bool:
-        return bool(self.observers)
 
     def emit(self, handlers: tuple[Handler, ...], event: observe.RunEvent) -> None:
         """Tell ``event`` to ``handlers`` (a kind's attribute of this dispatch).
@@ -263,7 +307,7 @@ class Dispatch:
                 try:
                     made = scope(event)
                     if made is not None:
-                        stack.enter_context(made)
+                        stack.enter_context(_Contained(observer, made, self._failures))
                 except Exception:
                     self._failures.failed(observer, "step_scope")
             yield
@@ -285,11 +329,26 @@ class Dispatch:
         return found or None
 
     def flush(self, timeout: float = 5.0) -> bool:
-        """Wait up to ``timeout`` seconds for observers called from their own threads."""
+        """Wait up to ``timeout`` seconds in all for observers called from their own threads."""
+        deadline = time.monotonic() + timeout
         ok = True
         for delivery in self.deliveries:
-            ok = delivery.flush(timeout) and ok
+            ok = delivery.flush(max(deadline - time.monotonic(), 0.0)) and ok
         return ok
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Flush (up to ``timeout`` seconds in all), then say what was left undelivered."""
+        if self.flush(timeout):
+            return
+        for delivery in self.deliveries:
+            left = delivery.undelivered()
+            if left:
+                log.warning(
+                    "observer %r had %d events still queued when the engine closed; they "
+                    "were not delivered",
+                    delivery.observer,
+                    left,
+                )
 
 
 MAX_HEADERS_SIZE = 8192

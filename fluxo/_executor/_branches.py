@@ -187,7 +187,7 @@ class Branches:
                     if isinstance(event, history.BranchAttemptFailed)
                     else ("step_failed")
                 )
-            if observers:
+            if observers.active:
                 self._tell(
                     kind,
                     block,
@@ -312,7 +312,7 @@ class Branches:
                         running.pop(report.index, None)
                 if events:
                     ctx._record_many(events)
-                    if ctx.observers:
+                    if ctx.observers.active:
                         self._tell_recorded(block, told)
         finally:
             ctx._in_block = False

@@ -114,7 +114,7 @@ class Children:
         observers = ctx.observers
         headers = (
             observers.headers(wf.name, child, ctx.event("child_started", cursor.next_seq))
-            if observers
+            if observers.active
             else None
         )
         try:
@@ -156,7 +156,7 @@ class Children:
                 event = _observers.told(run, "run_started", now, 0)
                 observers.emit(observers.run_started, event)
 
-        ctx._record(history.ChildStarted(child, started), then=tell if observers else None)
+        ctx._record(history.ChildStarted(child, started), then=tell if observers.active else None)
         return child, detached
 
     def _check_created_input(

@@ -303,7 +303,7 @@ class RunContext:
             outcome = self._ending.run()
         finally:
             _runtime.leave(token)
-        if observers:
+        if observers.active:
             self._tell_outcome(outcome)
         return outcome
 

@@ -200,6 +200,8 @@ class Steps:
         attempt: int,
     ) -> Any:
         ctx = self._ctx
+        observed = ctx.observers.active  # off: no clock read, no event, no extra call
+        watched = ctx.observers.watching_attempts
         try:
             return_type = step.return_type  # resolved before the side effect, not after
         except _errors.DefinitionError as exc:
@@ -207,17 +209,20 @@ class Steps:
         while True:
             attempt += 1
             failure: _payloads.ErrorInfo | None = None
-            position = ctx._cursor.next_seq
-            began = time.perf_counter()
+            position = ctx._cursor.next_seq if observed else 0
+            began = time.perf_counter() if observed else 0.0
             token = _runtime.enter(None)  # steps called by a step are plain calls
             try:
-                value = self.attempt(step, args, kwargs, attempt=attempt, position=position)
+                if watched:
+                    value = self.attempt(step, args, kwargs, attempt=attempt, position=position)
+                else:
+                    value = self._call(step, args, kwargs)
             except Exception as exc:
                 failure = _payloads.error_info(exc, attempt)
                 retrying = step.retry.should_retry(exc, attempt)
             finally:
                 _runtime.leave(token)
-            took = time.perf_counter() - began
+            took = time.perf_counter() - began if observed else 0.0
             if failure is not None:
                 # Raised outside the except block, so the live StepError carries no
                 # __context__ that a replay could not give it.
@@ -244,6 +249,9 @@ class Steps:
             data, result, problem = self.encode_result(step, value, return_type)
             if problem is not None:
                 self._fail(step, _payloads.error_info(problem, attempt), attempt, took)
+            if not observed:
+                ctx._record(history.StepCompleted(step.name, data))
+                return result
             handlers = ctx.observers.step_completed
             ctx._record(
                 history.StepCompleted(step.name, data),

@@ -276,7 +276,7 @@ class Waits:
         self, position: int, name: str, fire_at: float, was_set: bool
     ) -> Callable[[], None] | None:
         ctx = self._ctx
-        if not ctx.observers:
+        if not ctx.observers.active:
             return None
 
         def tell() -> None:
@@ -332,7 +332,7 @@ class Waits:
         reclaim = held_until is not None and due_at is not None and held_until >= due_at
         position = ctx._cursor.next_seq
         ctx._record_many(events, history.RunStatus.WAITING, ready_at)
-        if ctx.observers:
+        if ctx.observers.active:
             if timer and events:
                 self._tell_timer_set(position, timer_name, wake_at or now)
             why = "timer" if timer else (waits_for or "signal")

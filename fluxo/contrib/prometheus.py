@@ -119,9 +119,10 @@ try:
     import prometheus_client
     from prometheus_client import metrics_core
 except ImportError as exc:  # pragma: no cover - depends on the installation
-    raise _errors.DefinitionError(
+    raise ImportError(
         "fluxo.contrib.prometheus needs the prometheus_client package; "
-        "install it with pip install 'fluxo[prometheus]'"
+        "install it with pip install 'fluxo[prometheus]'",
+        name=exc.name,
     ) from exc
 
 if TYPE_CHECKING:

@@ -845,3 +845,19 @@ def test_a_long_run_id_is_quoted_short() -> None:
     assert code == 1
     assert "'... (5000 characters) in memory://" in out
     assert len(out) < 300
+
+
+def test_an_app_whose_dependency_is_missing_is_told_so_not_sent_to_pythonpath(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fluxo import _cli_apps
+
+    (tmp_path / "needs_more.py").write_text("import fluxo_absent_dependency\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(_cli_apps.CLIError) as missing_dependency:
+        _cli_apps.load_engine("needs_more:engine")
+    assert "fluxo_absent_dependency" in str(missing_dependency.value)
+    assert "PYTHONPATH" not in str(missing_dependency.value)
+    with pytest.raises(_cli_apps.CLIError, match="PYTHONPATH"):
+        _cli_apps.load_engine("not_a_module_here:engine")

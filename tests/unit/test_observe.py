@@ -429,3 +429,81 @@ def test_events_take_the_engine_clock() -> None:
     with engine_with(rec, workflows=[adds]) as engine:
         engine.run(adds, 1)
     assert all(start - 1 <= e.time <= time.time() + 1 for e in rec.events)
+
+
+class BadScope(fluxo.Observer):
+    """A step_scope whose exit raises, or swallows the attempt's exception."""
+
+    inline = True
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+
+    def step_scope(self, event: fluxo.RunEvent) -> Any:
+        how = self.how
+
+        class Scope:
+            def __enter__(self) -> None:
+                return None
+
+            def __exit__(self, *exc: object) -> bool:
+                if how == "raise":
+                    raise RuntimeError("scope exit failed")
+                return True  # would swallow the step's own exception
+
+        return Scope()
+
+
+@pytest.mark.parametrize("how", ["raise", "swallow"])
+def test_a_step_scope_can_neither_fail_a_step_nor_hide_its_error(how: str) -> None:
+    with engine_with(BadScope(how), workflows=[adds, fails]) as engine:
+        assert engine.run(adds, 3) == 3
+        with pytest.raises(fluxo.WorkflowFailedError, match="KeyError"):
+            engine.run(fails.options(id="fails"))
+        failed = [e for e in engine.history("fails") if e.kind == "step_failed"]
+        assert len(failed) == 1
+        assert b"builtins.KeyError" in (failed[0].data or b"")
+
+
+def test_closing_waits_five_seconds_in_all_for_slow_observers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    release = threading.Event()
+
+    class Stuck(fluxo.Observer):
+        def run_completed(self, event: fluxo.RunEvent) -> None:
+            release.wait(30)
+
+    engine = engine_with(Stuck(), Stuck(), Stuck(), workflows=[adds])
+    for _ in range(3):
+        engine.run(adds, 1)
+    with caplog.at_level(logging.WARNING, logger="fluxo._observers"):
+        assert not engine.observers.flush(0.2)  # three stuck observers: 0.2 s in all
+        engine.observers.close(0.2)
+    release.set()
+    engine.close()
+    left = [r for r in caplog.records if "still queued when the engine closed" in r.getMessage()]
+    assert len(left) == 3
+
+
+def test_a_threaded_observer_hears_a_run_start_before_its_execution() -> None:
+    class Order(fluxo.Observer):
+        def __init__(self) -> None:
+            self.kinds: list[str] = []
+
+        def _keep(self, event: fluxo.RunEvent) -> None:
+            self.kinds.append(event.kind)
+
+        run_started = run_resumed = run_completed = _keep
+
+    for _ in range(20):  # the first event of a fresh delivery thread is never overtaken
+        order = Order()
+        with engine_with(order, workflows=[adds]) as engine:
+            engine.run(adds, 1)
+            assert engine.flush_observers(5.0)
+        assert order.kinds == ["run_started", "run_resumed", "run_completed"]
+
+
+def test_add_observer_takes_one_observer_not_a_list() -> None:
+    with engine_with(workflows=[adds]) as engine, pytest.raises(TypeError, match="not a list"):
+        engine.add_observer([Recorder()])

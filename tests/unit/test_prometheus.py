@@ -372,7 +372,7 @@ def test_fluxo_imports_no_prometheus_client_and_without_it_the_error_names_the_e
         "sys.modules['prometheus_client'] = None\n"
         "try:\n"
         "    import fluxo.contrib.prometheus\n"
-        "except fluxo.DefinitionError as exc:\n"
+        "except ImportError as exc:\n"
         "    print(exc)\n"
     )
     result = subprocess.run(
