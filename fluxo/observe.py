@@ -262,10 +262,10 @@ class LoggingObserver(Observer):
         if event.duration is not None:
             words.append(f"in {event.duration:.3f}s")
         if event.delay is not None:
-            waited = event.kind == "run_resumed"
-            words.append(
-                f"(ready {event.delay:.3g}s before)" if waited else f"(next in {event.delay:.3g}s)"
-            )
+            if event.kind == "run_resumed":
+                words.append(f"(claimed {event.delay:.3g}s after it was ready)")
+            else:
+                words.append(f"(next in {event.delay:.3g}s)")
         if event.error_type:
             words.append(f"- {event.error_type}: {event.error_message}")
         if event.replayed:
