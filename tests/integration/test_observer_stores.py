@@ -20,31 +20,9 @@ import pytest
 import fluxo
 from fluxo import history
 from fluxo.stores.memory import MemoryStore
+from tests._observer_doubles import Raising
 
 WAIT = 30.0
-
-
-class Raising(fluxo.Observer):
-    inline = True
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def _raise(self, event: fluxo.RunEvent) -> None:
-        self.calls += 1
-        raise RuntimeError(f"broken observer: {event.kind}")
-
-    run_started = run_resumed = run_suspended = _raise
-    run_completed = run_failed = run_cancelled = run_continued = _raise
-    step_started = step_completed = step_failed = step_retried = _raise
-    timer_set = timer_fired = signal_sent = signal_received = _raise
-    child_started = nondeterminism = lease_lost = _raise
-
-    def headers(self, workflow: str, run_id: str, parent: Any) -> dict[str, str]:
-        raise RuntimeError("broken observer: headers")
-
-    def step_scope(self, event: fluxo.RunEvent) -> Any:
-        raise RuntimeError("broken observer: step_scope")
 
 
 class RaisingLater(Raising):

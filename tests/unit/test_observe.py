@@ -13,49 +13,7 @@ import pytest
 import fluxo
 from fluxo import observe
 from fluxo.testing import WorkflowEnvironment
-
-
-class Recorder(fluxo.Observer):
-    """Keeps every event, in the run's thread."""
-
-    inline = True
-
-    def __init__(self) -> None:
-        self.events: list[fluxo.RunEvent] = []
-
-    def _keep(self, event: fluxo.RunEvent) -> None:
-        self.events.append(event)
-
-    run_started = run_resumed = run_suspended = _keep
-    run_completed = run_failed = run_cancelled = run_continued = _keep
-    step_started = step_completed = step_failed = step_retried = _keep
-    timer_set = timer_fired = signal_sent = signal_received = _keep
-    child_started = nondeterminism = lease_lost = _keep
-
-    def kinds(self, *, replayed: bool | None = None) -> list[str]:
-        return [e.kind for e in self.events if replayed is None or e.replayed is replayed]
-
-
-class Raising(fluxo.Observer):
-    """Raises on every call."""
-
-    inline = True
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def _raise(self, event: fluxo.RunEvent) -> None:
-        self.calls += 1
-        raise RuntimeError(f"observer broke on {event.kind}")
-
-    run_started = run_resumed = run_suspended = _raise
-    run_completed = run_failed = run_cancelled = run_continued = _raise
-    step_started = step_completed = step_failed = step_retried = _raise
-    timer_set = timer_fired = signal_sent = signal_received = _raise
-    child_started = nondeterminism = lease_lost = _raise
-
-    def headers(self, workflow: str, run_id: str, parent: Any) -> dict[str, str]:
-        raise RuntimeError("no headers today")
+from tests._observer_doubles import Raising, Recorder
 
 
 @fluxo.step(name="obs.add")
