@@ -1,11 +1,13 @@
 """fluxo.contrib.django from the command line: ``manage.py migrate`` and ``manage.py fluxo``.
 
 Each test runs ``python -m django`` (what ``manage.py`` runs) in a subprocess on a
-database of its own, with the settings it needs.
+database of its own, with the settings it needs. Tests about what comes after
+``migrate`` start from a copy of one database migrated once for the module.
 """
 
 from __future__ import annotations
 
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -62,11 +64,27 @@ def database(
         yield django_databases(url), url
 
 
+@pytest.fixture(scope="module")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An SQLite file ``manage.py migrate`` made once for this module: tests copy it."""
+    path = tmp_path_factory.mktemp("django-migrated") / "db.sqlite3"
+    run({"default": django_databases(sqlite=path)}, "migrate", "--verbosity", "0")
+    return path
+
+
+@pytest.fixture
+def migrated(migrated_sqlite: Path, tmp_path: Path) -> tuple[dict[str, Any], Path]:
+    """``DATABASES`` of this test's own copy of :func:`migrated_sqlite`, and the file."""
+    path = tmp_path / "db.sqlite3"
+    shutil.copy(migrated_sqlite, path)
+    return {"default": django_databases(sqlite=path)}, path
+
+
 # -- migrate ---------------------------------------------------------------------------
 
 
 @pytest.mark.slow
-def test_migrate_makes_fluxos_tables_and_leaves_nothing_pending(
+def test_migrate_makes_fluxos_tables_and_migrate_fluxo_zero_drops_them(
     database: tuple[dict[str, Any], str],
 ) -> None:
     settings, url = database
@@ -81,21 +99,12 @@ def test_migrate_makes_fluxos_tables_and_leaves_nothing_pending(
     plan = run(databases, "migrate", "--plan").stdout
     assert "No planned migration operations." in plan
 
-
-@pytest.mark.slow
-def test_migrate_fluxo_zero_drops_the_tables_and_migrate_brings_them_back(
-    database: tuple[dict[str, Any], str],
-) -> None:
-    settings, url = database
-    databases = {"default": settings}
-    run(databases, "migrate", "--verbosity", "0")
-
     run(databases, "migrate", "fluxo", "zero", "--verbosity", "0")
     assert fluxo_tables(url) == set()
     pending = run(databases, "migrate", "--check", check=False)
     assert pending.returncode == 1  # the Fluxo migration is unapplied, and says so
 
-    run(databases, "migrate", "--verbosity", "0")
+    run(databases, "migrate", "--verbosity", "0")  # brings them back
     assert _migrate.check(url) == []
 
 
@@ -186,11 +195,9 @@ START = (
 
 @pytest.mark.slow
 def test_manage_py_fluxo_worker_runs_what_the_project_starts(
-    django_site: Site, tmp_path: Path
+    django_site: Site, migrated: tuple[dict[str, Any], Path]
 ) -> None:
-    path = tmp_path / "db.sqlite3"
-    databases = {"default": django_databases(sqlite=path)}
-    run(databases, "migrate", "--verbosity", "0")
+    databases, path = migrated
     assert run(databases, "shell", "-c", START).stdout.splitlines()[-1] == "note-1"
     listed = run(databases, "fluxo", "runs", "list").stdout
     assert "note-1" in listed
@@ -222,10 +229,8 @@ def test_manage_py_fluxo_worker_runs_what_the_project_starts(
     assert "result    1" in shown
 
 
-def test_manage_py_fluxo_errors_are_one_line(tmp_path: Path) -> None:
-    path = tmp_path / "db.sqlite3"
-    databases = {"default": django_databases(sqlite=path)}
-    run(databases, "migrate", "--verbosity", "0")
+def test_manage_py_fluxo_errors_are_one_line(migrated: tuple[dict[str, Any], Path]) -> None:
+    databases, _ = migrated
 
     missing = run(databases, "fluxo", "runs", "show", "nope", check=False)
     assert missing.returncode == 1
