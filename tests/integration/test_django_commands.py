@@ -244,8 +244,10 @@ def test_manage_py_fluxo_errors_are_one_line(migrated: tuple[dict[str, Any], Pat
     assert "Traceback" not in broken.stderr
 
 
-def test_manage_py_fluxo_before_migrate_says_to_migrate(tmp_path: Path) -> None:
-    databases = {"default": django_databases(sqlite=tmp_path / "db.sqlite3")}
+def test_manage_py_fluxo_before_migrate_says_to_migrate(
+    tmp_path: Path, migrated: tuple[dict[str, Any], Path]
+) -> None:
+    databases = {"default": django_databases(sqlite=tmp_path / "auth.sqlite3")}
     run(databases, "migrate", "auth", "--verbosity", "0")  # Django's tables, not Fluxo's
 
     done = run(databases, "fluxo", "runs", "list", check=False)
@@ -256,7 +258,7 @@ def test_manage_py_fluxo_before_migrate_says_to_migrate(tmp_path: Path) -> None:
     checked = run(databases, "fluxo", "db", "check", check=False)  # reads the URL, opens nothing
     assert checked.returncode == 1
     assert "no Fluxo schema" in checked.stderr
-    run(databases, "migrate", "--verbosity", "0")
+    databases, _ = migrated  # and once migrated:
     assert "schema is up to date" in run(databases, "fluxo", "db", "check").stdout
     assert run(databases, "fluxo", "db", "current").stdout.strip() == _migrate.head()
 
