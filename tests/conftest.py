@@ -117,6 +117,9 @@ def create_database(server: sa.URL) -> str:
 
 def drop_database(url: str) -> None:
     """Drop a database made by :func:`create_database`, closing its stray sessions."""
+    kept = _reset_engines.pop(url, None)
+    if kept is not None:
+        kept.dispose()
     target = sa.make_url(url)
     name = target.database
     assert name, url
@@ -153,20 +156,33 @@ def reset_sql(url: str, *, migrate: bool = False) -> None:
     """
     from fluxo.stores.sql import _migrate, _schema
 
-    engine = sa.create_engine(_normalized(url), poolclass=NullPool)
-    try:
-        with engine.connect() as conn:
-            names = set(sa.inspect(conn).get_table_names())
-            if migrate and _revision(conn, names) != _schema.HEAD_REVISION:
-                conn.rollback()  # the migration's lock and DDL must not wait for this reader
-                _migrate.upgrade(url)
-                names.update(_FLUXO_TABLES)
-            for table in _FLUXO_TABLES:
-                if table in names:
-                    conn.execute(sa.delete(sa.table(table)))
-            conn.commit()
-    finally:
-        engine.dispose()
+    with _reset_engine(url).connect() as conn:
+        names = set(sa.inspect(conn).get_table_names())
+        if migrate and _revision(conn, names) != _schema.HEAD_REVISION:
+            conn.rollback()  # the migration's lock and DDL must not wait for this reader
+            _migrate.upgrade(url)
+            names.update(_FLUXO_TABLES)
+        for table in _FLUXO_TABLES:
+            if table in names:
+                conn.execute(sa.delete(sa.table(table)))
+        conn.commit()
+
+
+_reset_engines: dict[str, sa.Engine] = {}
+"""The engine :func:`reset_sql` uses for each database, until :func:`drop_database`."""
+
+
+def _reset_engine(url: str) -> sa.Engine:
+    """One engine of one pooled connection per database, kept across the tests that reset it.
+
+    A new engine for each reset would connect, and learn the server, once per test.
+    The connection is checked before each use: a test may kill the database's sessions.
+    """
+    engine = _reset_engines.get(url)
+    if engine is None:
+        engine = sa.create_engine(_normalized(url), pool_size=1, max_overflow=0, pool_pre_ping=True)
+        _reset_engines[url] = engine
+    return engine
 
 
 def _revision(conn: sa.Connection, names: set[str]) -> str | None:
