@@ -234,19 +234,27 @@ def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
         _stop(processes)
 
 
-@pytest.fixture
-def clean_redis_cluster_url(redis_cluster_url: str) -> Iterator[str]:
-    """A Redis Cluster URL with a key prefix of this test's own, deleted afterwards."""
+@pytest.fixture(scope="session")
+def redis_cluster_client(redis_cluster_url: str) -> Iterator[Any]:
+    """One client of the test Redis Cluster for the session, to delete the tests' keys.
+
+    Made once: a cluster client learns the cluster's layout as it is made, which
+    costs more than the work a test asks of it.
+    """
     import redis.cluster
 
     client = redis.cluster.RedisCluster.from_url(redis_cluster_url)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def clean_redis_cluster_url(redis_cluster_url: str, redis_cluster_client: Any) -> Iterator[str]:
+    """A Redis Cluster URL with a key prefix of this test's own, deleted afterwards."""
     prefix = f"fluxotest-{secrets.token_hex(6)}"
     separator = "&" if "?" in redis_cluster_url else "?"
-    try:
-        yield f"{redis_cluster_url}{separator}prefix={prefix}"
-    finally:
-        try:
-            for node in client.get_primaries():
-                _delete_prefix(client.get_redis_connection(node), prefix)
-        finally:
-            client.close()
+    yield f"{redis_cluster_url}{separator}prefix={prefix}"
+    for node in redis_cluster_client.get_primaries():
+        _delete_prefix(redis_cluster_client.get_redis_connection(node), prefix)

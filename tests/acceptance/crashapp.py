@@ -75,13 +75,17 @@ def stamp(label: str) -> float:
     return now
 
 
+NAP_SECONDS = 2.0
+"""Long enough for the test to kill the worker well before the timer fires."""
+
+
 @fluxo.workflow
-def nap_three_seconds() -> float:
+def nap() -> float:
     stamp("before")
-    fluxo.sleep(3)
+    fluxo.sleep(NAP_SECONDS)
     return stamp("after")
 
 
 def make_timer_engine() -> fluxo.Engine:
     """The engine for the timer crash test."""
-    return fluxo.Engine(os.environ["FLUXO_CRASH_URL"], workflows=[nap_three_seconds])
+    return fluxo.Engine(os.environ["FLUXO_CRASH_URL"], workflows=[nap])

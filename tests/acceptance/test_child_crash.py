@@ -38,15 +38,15 @@ def _stop(worker: subprocess.Popen[bytes]) -> None:
 
 
 def test_a_child_whose_worker_is_killed_resumes_on_another_and_its_parent_gets_the_result(
-    store_url: str, tmp_path: Path
+    sql_store_url: str, tmp_path: Path
 ) -> None:
-    engine = fluxo.Engine(store_url, workflows=[childapp.order, childapp.shipment])
+    engine = fluxo.Engine(sql_store_url, workflows=[childapp.order, childapp.shipment])
     run_id = f"order-{os.getpid()}-{time.monotonic_ns()}"
     child_id = f"{run_id}~child-2"
     handle = engine.start(childapp.order.options(id=run_id), "mug")
 
-    parents = _worker(store_url, tmp_path, APP, "--workflow", childapp.order.name)
-    doomed = _worker(store_url, tmp_path, APP, "--workflow", childapp.shipment.name)
+    parents = _worker(sql_store_url, tmp_path, APP, "--workflow", childapp.order.name)
+    doomed = _worker(sql_store_url, tmp_path, APP, "--workflow", childapp.shipment.name)
     try:
         _wait(lambda: "pack" in _ledger(tmp_path), 30, "the child to start packing")
         running = engine.get_run(child_id)
@@ -58,7 +58,7 @@ def test_a_child_whose_worker_is_killed_resumes_on_another_and_its_parent_gets_t
         assert not engine.get_run(run_id).status.is_terminal
 
         (tmp_path / "release").touch()
-        rescuer = _worker(store_url, tmp_path, APP, "--workflow", childapp.shipment.name)
+        rescuer = _worker(sql_store_url, tmp_path, APP, "--workflow", childapp.shipment.name)
         try:
             assert handle.result(timeout=60) == "shipped box(MUG)+label"
         finally:
@@ -89,13 +89,13 @@ def test_a_child_whose_worker_is_killed_resumes_on_another_and_its_parent_gets_t
     engine.close()
 
 
-def test_cancelling_a_parent_cancels_its_running_child(store_url: str, tmp_path: Path) -> None:
-    engine = fluxo.Engine(store_url, workflows=[childapp.supervisor, childapp.delivery])
+def test_cancelling_a_parent_cancels_its_running_child(sql_store_url: str, tmp_path: Path) -> None:
+    engine = fluxo.Engine(sql_store_url, workflows=[childapp.supervisor, childapp.delivery])
     run_id = f"supervisor-{os.getpid()}-{time.monotonic_ns()}"
     child_id = f"{run_id}~child-1"
     handle = engine.start(childapp.supervisor.options(id=run_id), "parcel")
 
-    worker = _worker(store_url, tmp_path, APP)
+    worker = _worker(sql_store_url, tmp_path, APP)
     try:
         _wait(lambda: _waits_for_signal(engine, child_id), 30, "the child to wait for its signal")
         engine.cancel(run_id)

@@ -117,8 +117,8 @@ def _fire_time(engine: fluxo.Engine, run_id: str) -> float:
 
 
 def test_sigkill_during_a_sleep_resumes_on_a_later_worker(store_url: str, tmp_path: Path) -> None:
-    engine = fluxo.Engine(store_url, workflows=[crashapp.nap_three_seconds])
-    handle = engine.start(crashapp.nap_three_seconds)
+    engine = fluxo.Engine(store_url, workflows=[crashapp.nap])
+    handle = engine.start(crashapp.nap)
 
     first = _worker(store_url, tmp_path, TIMER_APP)
     try:
@@ -130,9 +130,10 @@ def test_sigkill_during_a_sleep_resumes_on_a_later_worker(store_url: str, tmp_pa
     finally:
         os.kill(first.pid, signal.SIGKILL)
         first.communicate(timeout=10)
+    assert "after" not in _stamps(tmp_path)  # killed before the timer fired
     fire_at = _fire_time(engine, handle.id)
 
-    time.sleep(max(fire_at - time.time(), 0.0) + 1.0)  # no worker is up at the fire time
+    time.sleep(max(fire_at - time.time(), 0.0) + 0.25)  # no worker is up at the fire time
     restarted = time.time()
     second = _worker(store_url, tmp_path, TIMER_APP)
     try:
@@ -154,10 +155,10 @@ def test_sigkill_during_a_sleep_resumes_on_a_later_worker(store_url: str, tmp_pa
 def test_a_worker_up_throughout_resumes_a_sleep_at_its_fire_time(
     store_url: str, tmp_path: Path
 ) -> None:
-    engine = fluxo.Engine(store_url, workflows=[crashapp.nap_three_seconds])
+    engine = fluxo.Engine(store_url, workflows=[crashapp.nap])
     worker = _worker(store_url, tmp_path, TIMER_APP)
     try:
-        handle = engine.start(crashapp.nap_three_seconds)
+        handle = engine.start(crashapp.nap)
         after = handle.result(timeout=60)
     finally:
         worker.send_signal(signal.SIGTERM)

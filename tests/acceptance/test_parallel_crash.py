@@ -29,13 +29,13 @@ def _ledger(workdir: Path) -> list[str]:
 
 
 def test_sigkill_mid_fan_out_reruns_only_the_unsettled_branches(
-    store_url: str, tmp_path: Path
+    sql_store_url: str, tmp_path: Path
 ) -> None:
-    engine = fluxo.Engine(store_url, workflows=[parallelapp.fan_out])
+    engine = fluxo.Engine(sql_store_url, workflows=[parallelapp.fan_out])
     run_id = f"fan-{os.getpid()}-{time.monotonic_ns()}"
     handle = engine.start(parallelapp.fan_out.options(id=run_id), 5)
 
-    first = _worker(store_url, tmp_path, APP)
+    first = _worker(sql_store_url, tmp_path, APP)
     try:
         _wait(
             lambda: _settled(engine, run_id) == ["branch#0", "branch#1", "branch#3"],
@@ -54,7 +54,7 @@ def test_sigkill_mid_fan_out_reruns_only_the_unsettled_branches(
     assert engine.get_run(run_id).status is fluxo.RunStatus.RUNNING
 
     (tmp_path / "release").touch()
-    second = _worker(store_url, tmp_path, APP)
+    second = _worker(sql_store_url, tmp_path, APP)
     try:
         assert handle.result(timeout=60) == "sum:30"  # 0 + 1 + 4 + 9 + 16
     finally:

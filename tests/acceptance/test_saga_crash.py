@@ -26,13 +26,13 @@ def _compensations(engine: fluxo.Engine, run_id: str) -> list[str]:
 
 
 def test_sigkill_while_compensating_resumes_the_remaining_compensations_once(
-    store_url: str, tmp_path: Path
+    sql_store_url: str, tmp_path: Path
 ) -> None:
-    engine = fluxo.Engine(store_url, workflows=[sagaapp.trip])
+    engine = fluxo.Engine(sql_store_url, workflows=[sagaapp.trip])
     run_id = f"saga-{os.getpid()}-{time.monotonic_ns()}"
     handle = engine.start(sagaapp.trip.options(id=run_id), 4200)
 
-    first = _worker(store_url, tmp_path, APP)
+    first = _worker(sql_store_url, tmp_path, APP)
     try:
         _wait(lambda: _compensations(engine, run_id) == ["cancel_car"], 30, "cancel_car")
         _wait(
@@ -47,7 +47,7 @@ def test_sigkill_while_compensating_resumes_the_remaining_compensations_once(
     assert engine.get_run(run_id).status is fluxo.RunStatus.RUNNING
 
     (tmp_path / "release-cancel-hotel").touch()
-    second = _worker(store_url, tmp_path, APP)
+    second = _worker(sql_store_url, tmp_path, APP)
     try:
         with pytest.raises(fluxo.WorkflowFailedError) as info:
             handle.result(timeout=60)

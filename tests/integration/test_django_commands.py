@@ -1,11 +1,13 @@
 """fluxo.contrib.django from the command line: ``manage.py migrate`` and ``manage.py fluxo``.
 
 Each test runs ``python -m django`` (what ``manage.py`` runs) in a subprocess on a
-database of its own, with the settings it needs.
+database of its own, with the settings it needs. Tests about what comes after
+``migrate`` start from a copy of one database migrated once for the module.
 """
 
 from __future__ import annotations
 
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -62,11 +64,27 @@ def database(
         yield django_databases(url), url
 
 
+@pytest.fixture(scope="module")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An SQLite file ``manage.py migrate`` made once for this module: tests copy it."""
+    path = tmp_path_factory.mktemp("django-migrated") / "db.sqlite3"
+    run({"default": django_databases(sqlite=path)}, "migrate", "--verbosity", "0")
+    return path
+
+
+@pytest.fixture
+def migrated(migrated_sqlite: Path, tmp_path: Path) -> tuple[dict[str, Any], Path]:
+    """``DATABASES`` of this test's own copy of :func:`migrated_sqlite`, and the file."""
+    path = tmp_path / "db.sqlite3"
+    shutil.copy(migrated_sqlite, path)
+    return {"default": django_databases(sqlite=path)}, path
+
+
 # -- migrate ---------------------------------------------------------------------------
 
 
 @pytest.mark.slow
-def test_migrate_makes_fluxos_tables_and_leaves_nothing_pending(
+def test_migrate_makes_fluxos_tables_and_migrate_fluxo_zero_drops_them(
     database: tuple[dict[str, Any], str],
 ) -> None:
     settings, url = database
@@ -81,21 +99,12 @@ def test_migrate_makes_fluxos_tables_and_leaves_nothing_pending(
     plan = run(databases, "migrate", "--plan").stdout
     assert "No planned migration operations." in plan
 
-
-@pytest.mark.slow
-def test_migrate_fluxo_zero_drops_the_tables_and_migrate_brings_them_back(
-    database: tuple[dict[str, Any], str],
-) -> None:
-    settings, url = database
-    databases = {"default": settings}
-    run(databases, "migrate", "--verbosity", "0")
-
     run(databases, "migrate", "fluxo", "zero", "--verbosity", "0")
     assert fluxo_tables(url) == set()
     pending = run(databases, "migrate", "--check", check=False)
     assert pending.returncode == 1  # the Fluxo migration is unapplied, and says so
 
-    run(databases, "migrate", "--verbosity", "0")
+    run(databases, "migrate", "--verbosity", "0")  # brings them back
     assert _migrate.check(url) == []
 
 
@@ -125,11 +134,17 @@ def test_only_the_fluxo_database_gets_the_tables(tmp_path: Path) -> None:
 
 
 def test_fluxo_database_names_the_database_that_gets_them(tmp_path: Path) -> None:
+    """Until that database is migrated, migrate and ``manage.py fluxo`` say how to do it."""
     main, runs = tmp_path / "main.sqlite3", tmp_path / "runs.sqlite3"
     databases = {"default": django_databases(sqlite=main), "runs": django_databases(sqlite=runs)}
     fluxo = {"DATABASE": "runs"}
 
-    run(databases, "migrate", "--verbosity", "0", fluxo=fluxo)
+    migrated = run(databases, "migrate", fluxo=fluxo)
+    assert "run `python manage.py migrate --database runs` to make them" in migrated.stderr
+    done = run(databases, "fluxo", "runs", "list", fluxo=fluxo, check=False)
+    assert done.returncode == 1
+    assert "`python manage.py migrate --database runs`" in done.stderr
+
     run(databases, "migrate", "--database", "runs", "--verbosity", "0", fluxo=fluxo)
 
     assert fluxo_tables(f"sqlite:///{main}") == set()
@@ -186,11 +201,9 @@ START = (
 
 @pytest.mark.slow
 def test_manage_py_fluxo_worker_runs_what_the_project_starts(
-    django_site: Site, tmp_path: Path
+    django_site: Site, migrated: tuple[dict[str, Any], Path]
 ) -> None:
-    path = tmp_path / "db.sqlite3"
-    databases = {"default": django_databases(sqlite=path)}
-    run(databases, "migrate", "--verbosity", "0")
+    databases, path = migrated
     assert run(databases, "shell", "-c", START).stdout.splitlines()[-1] == "note-1"
     listed = run(databases, "fluxo", "runs", "list").stdout
     assert "note-1" in listed
@@ -222,10 +235,8 @@ def test_manage_py_fluxo_worker_runs_what_the_project_starts(
     assert "result    1" in shown
 
 
-def test_manage_py_fluxo_errors_are_one_line(tmp_path: Path) -> None:
-    path = tmp_path / "db.sqlite3"
-    databases = {"default": django_databases(sqlite=path)}
-    run(databases, "migrate", "--verbosity", "0")
+def test_manage_py_fluxo_errors_are_one_line(migrated: tuple[dict[str, Any], Path]) -> None:
+    databases, _ = migrated
 
     missing = run(databases, "fluxo", "runs", "show", "nope", check=False)
     assert missing.returncode == 1
@@ -239,8 +250,10 @@ def test_manage_py_fluxo_errors_are_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in broken.stderr
 
 
-def test_manage_py_fluxo_before_migrate_says_to_migrate(tmp_path: Path) -> None:
-    databases = {"default": django_databases(sqlite=tmp_path / "db.sqlite3")}
+def test_manage_py_fluxo_before_migrate_says_to_migrate(
+    tmp_path: Path, migrated: tuple[dict[str, Any], Path]
+) -> None:
+    databases = {"default": django_databases(sqlite=tmp_path / "auth.sqlite3")}
     run(databases, "migrate", "auth", "--verbosity", "0")  # Django's tables, not Fluxo's
 
     done = run(databases, "fluxo", "runs", "list", check=False)
@@ -251,7 +264,7 @@ def test_manage_py_fluxo_before_migrate_says_to_migrate(tmp_path: Path) -> None:
     checked = run(databases, "fluxo", "db", "check", check=False)  # reads the URL, opens nothing
     assert checked.returncode == 1
     assert "no Fluxo schema" in checked.stderr
-    run(databases, "migrate", "--verbosity", "0")
+    databases, _ = migrated  # and once migrated:
     assert "schema is up to date" in run(databases, "fluxo", "db", "check").stdout
     assert run(databases, "fluxo", "db", "current").stdout.strip() == _migrate.head()
 
@@ -274,20 +287,6 @@ def test_with_a_redis_store_fluxo_db_says_there_is_no_schema(tmp_path: Path) -> 
         assert done.returncode == 1
         assert "the store is redis://..., which has no schema to manage" in done.stderr
         assert "s3cret" not in done.stderr
-
-
-def test_with_another_fluxo_database_the_messages_name_migrate_database(tmp_path: Path) -> None:
-    databases = {
-        "default": django_databases(sqlite=tmp_path / "main.sqlite3"),
-        "runs": django_databases(sqlite=tmp_path / "runs.sqlite3"),
-    }
-    fluxo = {"DATABASE": "runs"}
-
-    migrated = run(databases, "migrate", fluxo=fluxo)
-    assert "run `python manage.py migrate --database runs` to make them" in migrated.stderr
-    done = run(databases, "fluxo", "runs", "list", fluxo=fluxo, check=False)
-    assert done.returncode == 1
-    assert "`python manage.py migrate --database runs`" in done.stderr
 
 
 FLUSHED_TEST = """

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -519,13 +518,13 @@ def test_stores_starting_together_in_threads_all_succeed(empty_url: str) -> None
 
 STARTER_SCRIPT = textwrap.dedent(
     """
-    import sys, time
+    import sys
     from fluxo.stores import sql
-    url, start_at = sys.argv[1], float(sys.argv[2])
-    while time.time() < start_at:
-        time.sleep(0.001)
+    url = sys.argv[1]
+    print("ready", flush=True)
+    sys.stdin.readline()  # the test's go, sent to every process at once
     store = sql.SQLStore(url)
-    store.create_run(sys.argv[3], "wf", b"[]", now=1.0)  # the first run creates the tables
+    store.create_run(sys.argv[2], "wf", b"[]", now=1.0)  # the first run creates the tables
     store.close()
     print("ok")
     """
@@ -534,10 +533,10 @@ STARTER_SCRIPT = textwrap.dedent(
 
 @pytest.mark.slow
 def test_stores_starting_together_in_processes_all_succeed(empty_url: str) -> None:
-    start_at = time.time() + 3.0  # after every interpreter has imported Fluxo
     processes = [
         subprocess.Popen(
-            [sys.executable, "-c", STARTER_SCRIPT, empty_url, str(start_at), f"first-{number}"],
+            [sys.executable, "-c", STARTER_SCRIPT, empty_url, f"first-{number}"],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -545,7 +544,20 @@ def test_stores_starting_together_in_processes_all_succeed(empty_url: str) -> No
         )
         for number in range(4)
     ]
-    outputs = [process.communicate(timeout=120) for process in processes]
+    try:
+        for process in processes:  # every interpreter has imported Fluxo
+            assert process.stdout is not None
+            assert process.stdout.readline().strip() == "ready", process.communicate()[1]
+        for process in processes:
+            assert process.stdin is not None
+            process.stdin.write("go\n")
+            process.stdin.flush()
+        outputs = [process.communicate(timeout=120) for process in processes]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
 
     for process, (out, err) in zip(processes, outputs, strict=True):
         assert process.returncode == 0, err

@@ -5,16 +5,18 @@ Every test that takes ``store`` (or ``open_store``) runs once per backend:
 Redis store on a Redis Cluster) and ``mongo``. The server ones skip (or fail
 under CI) through the fixtures of ``tests/conftest.py``.
 
-Isolation: SQLite gets a fresh file per test. PostgreSQL and MySQL share one
-database per session (``clean_postgres_url``, ``clean_mysql_url``), whose Fluxo
-tables are emptied before each test.
+Isolation: SQLite gets a fresh file per test (a copy of one migrated for the
+session). PostgreSQL and MySQL share one database per session (``postgres_url``,
+``mysql_url``), whose Fluxo tables are emptied before each test.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +25,7 @@ from fluxo import history
 from fluxo.stores import Store
 from fluxo.stores.memory import MemoryStore
 from fluxo.stores.sql import _migrate
+from tests.conftest import reset_sql
 
 T0 = 1_700_000_000.0
 """The clock the suite starts from: a realistic epoch time, so SQL timestamps behave."""
@@ -48,29 +51,39 @@ def store_kind(request: pytest.FixtureRequest) -> str:
     return kind
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated to head once for the session: each test gets a copy of it."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "fluxo.db"
+    _migrate.upgrade(f"sqlite:///{path}")
+    return path
+
+
 @pytest.fixture
-def store_url(store_kind: str, request: pytest.FixtureRequest, tmp_path: Any) -> str | None:
-    """The database URL of an SQL backend (``None`` for memory)."""
+def store_url(store_kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str | None:
+    """The database URL of a backend (``None`` for memory).
+
+    The SQL stores make their tables on the first run or claim; the contract is
+    about a store that has them, so each SQL database here is at the schema's head.
+    """
     if store_kind == "memory":
         return None
     if store_kind == "sqlite":
-        url = f"sqlite:///{tmp_path / 'fluxo.db'}"
-    else:
-        # The session's database on the server, emptied for this test (Redis: a fresh
-        # key prefix; MongoDB: a fresh database name).
-        # (redis-cluster: the Redis store on a Redis Cluster.)
-        module = store_kind.split("-", 1)[0]
-        if (
-            module in ("redis", "mongo")
-            and importlib.util.find_spec(f"fluxo.stores.{module}") is None
-        ):
-            pytest.skip(f"fluxo.stores.{module} is not written yet")
-        url = request.getfixturevalue(f"clean_{store_kind.replace('-', '_')}_url")
-    if store_kind in ("sqlite", "postgres", "mysql"):
-        # The SQL stores make their tables on the first run or claim; the contract
-        # is about a store that has them.
-        _migrate.upgrade(url)
-    return url
+        path = tmp_path / "fluxo.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)  # file and its mode
+        return f"sqlite:///{path}"
+    if store_kind in ("postgres", "mysql"):
+        # The session's database on the server, emptied for this test.
+        url: str = request.getfixturevalue(f"{store_kind}_url")
+        reset_sql(url, migrate=True)
+        return url
+    # Redis: a fresh key prefix (redis-cluster: the Redis store on a Redis Cluster);
+    # MongoDB: a fresh database name.
+    module = store_kind.split("-", 1)[0]
+    if importlib.util.find_spec(f"fluxo.stores.{module}") is None:
+        pytest.skip(f"fluxo.stores.{module} is not written yet")
+    found: str = request.getfixturevalue(f"clean_{store_kind.replace('-', '_')}_url")
+    return found
 
 
 class StoreOpener:

@@ -709,7 +709,8 @@ def test_a_claim_at_next_wake_finds_a_run_and_none_before(store, runs, scenario)
 # -- racing ---------------------------------------------------------------------------
 
 SENDERS = 8
-PER_SENDER = 12
+PER_SENDER = 6
+"""Signals each sender sends of each kind: 24 keys sent twice at once, 48 without a key."""
 
 
 @pytest.mark.parametrize("instances", ["one-instance", "instance-per-sender"])
