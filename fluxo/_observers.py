@@ -46,6 +46,17 @@ def _own(observer: Any, name: str, base: Any) -> Any:
     return method if callable(method) else None
 
 
+def _flatten(observers: Iterable[Any]) -> list[Any]:
+    """The observers of a list, composites replaced by their members, in order."""
+    flat: list[Any] = []
+    for observer in observers:
+        if isinstance(observer, observe.CompositeObserver):
+            flat += _flatten(observer.observers)
+        else:
+            flat.append(observer)
+    return flat
+
+
 class _Failures:
     """Logs a failing observer once per kind of event."""
 
@@ -231,7 +242,7 @@ class Dispatch:
                 f"observers= takes a list of observers, not {observers!r}; for example "
                 "observers=[fluxo.observe.LoggingObserver()]"
             )
-        self.observers = self.observers + observe.flatten(observers)
+        self.observers = self.observers + _flatten(observers)
         deliveries: list[Delivery] = []
         scopes: list[tuple[Any, Callable[..., Any]]] = []
         headers: list[tuple[Any, Callable[..., Any]]] = []

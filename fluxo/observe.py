@@ -191,17 +191,6 @@ class CompositeObserver(Observer):
     child_started = nondeterminism = lease_lost = _tell
 
 
-def flatten(observers: Iterable[Any]) -> list[Any]:
-    """The observers of a list, composites replaced by their members, in order."""
-    flat: list[Any] = []
-    for observer in observers:
-        if isinstance(observer, CompositeObserver):
-            flat += flatten(observer.observers)
-        else:
-            flat.append(observer)
-    return flat
-
-
 class LoggingObserver(Observer):
     """Logs every event of every run on a standard logger (``fluxo.observe`` by default).
 

@@ -364,17 +364,15 @@ class Branches:
         if not handlers:
             return
         step = block.calls[index].step
-        event = ctx.event(
+        event = ctx._steps.step_event(
             kind,
+            step,
+            attempt,
             block.position,
-            replayed=replayed,
-            step=step.name,
+            took=took,
+            info=info,
             branch=index,
-            attempt=attempt,
-            duration=took,
-            delay=step.retry.delay(attempt) if kind == "step_retried" else None,
-            error_type=info.type if info is not None else "",
-            error_message=info.message if info is not None else "",
+            replayed=replayed,
         )
         ctx.observers.emit(handlers, event)
 

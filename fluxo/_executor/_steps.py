@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
+import msgspec
+
 from fluxo import _errors, _payloads, _runtime, history, observe
 
 if TYPE_CHECKING:
@@ -83,6 +85,45 @@ class Steps:
         ctx._go_live()
         return self._run_live(step, args, kwargs, attempt)
 
+    def step_event(
+        self,
+        kind: str,
+        step: _definitions.Step[Any, Any],
+        attempt: int,
+        position: int,
+        *,
+        took: float | None = None,
+        info: _payloads.ErrorInfo | None = None,
+        branch: int | None = None,
+        replayed: bool = False,
+    ) -> observe.RunEvent:
+        """The event of a step attempt's end (of a branch's, with ``branch``).
+
+        Built positionally: it is every observed step's way out.
+        """
+        ctx = self._ctx
+        event = observe.RunEvent(
+            kind,
+            ctx.run_id,
+            ctx.workflow.name,
+            ctx.clock(),
+            replayed,
+            position,
+            step.name,
+            branch,
+            attempt,
+            took,
+            ctx.worker,
+            ctx.parent,
+            ctx.headers,
+        )
+        if info is None:
+            return event
+        delay = step.retry.delay(attempt) if kind == "step_retried" else None
+        return msgspec.structs.replace(
+            event, delay=delay, error_type=info.type, error_message=info.message
+        )
+
     def _tell_replayed(
         self,
         kind: str,
@@ -92,16 +133,8 @@ class Steps:
     ) -> None:
         """Tell the observers of a step's record that replay just met."""
         ctx = self._ctx
-        cursor = ctx._cursor
-        event = ctx.event(
-            kind,
-            cursor.script[cursor.pos - 1].seq,
-            replayed=True,
-            step=step.name,
-            attempt=attempt,
-            error_type=info.type if info is not None else "",
-            error_message=info.message if info is not None else "",
-        )
+        position = ctx._cursor.script[ctx._cursor.pos - 1].seq
+        event = self.step_event(kind, step, attempt, position, info=info, replayed=True)
         ctx.observers.emit(getattr(ctx.observers, kind), event)
 
     def _telling(
@@ -115,54 +148,12 @@ class Steps:
         info: _payloads.ErrorInfo | None = None,
     ) -> Callable[[], None] | None:
         """What tells the observers of a live attempt's end once recorded; None: nobody listens."""
-        if not getattr(self._ctx.observers, kind):
-            return None
-        return lambda: self.tell_attempt(kind, step, attempt, position, duration=took, info=info)
-
-    def tell_attempt(
-        self,
-        kind: str,
-        step: _definitions.Step[Any, Any],
-        attempt: int,
-        position: int,
-        *,
-        duration: float | None,
-        info: _payloads.ErrorInfo | None = None,
-        branch: int | None = None,
-    ) -> None:
-        """Tell the observers how a live attempt ended, once it is recorded."""
-        ctx = self._ctx
-        handlers = getattr(ctx.observers, kind)
+        observers = self._ctx.observers
+        handlers = getattr(observers, kind)
         if not handlers:
-            return
-        if info is None:  # the common case, built without the optional fields
-            event = observe.RunEvent(
-                kind=kind,
-                run_id=ctx.run_id,
-                workflow=ctx.workflow.name,
-                time=ctx.clock(),
-                position=position,
-                step=step.name,
-                branch=branch,
-                attempt=attempt,
-                duration=duration,
-                worker=ctx.worker,
-                parent=ctx.parent,
-                headers=ctx.headers,
-            )
-        else:
-            event = ctx.event(
-                kind,
-                position,
-                step=step.name,
-                branch=branch,
-                attempt=attempt,
-                duration=duration,
-                delay=step.retry.delay(attempt) if kind == "step_retried" else None,
-                error_type=info.type,
-                error_message=info.message,
-            )
-        ctx.observers.emit(handlers, event)
+            return None
+        event = self.step_event(kind, step, attempt, position, took=took, info=info)
+        return functools.partial(observers.emit, handlers, event)
 
     def _backoff(self, step: _definitions.Step[Any, Any], attempt: int, *, live: bool) -> None:
         """Wait between failed attempt ``attempt`` and the next, as the live run did.
@@ -252,27 +243,13 @@ class Steps:
             if not observed:
                 ctx._record(history.StepCompleted(step.name, data))
                 return result
-            handlers = ctx.observers.step_completed
+            handlers = ctx.observers.step_completed  # (the hot path: one call less)
             ctx._record(
                 history.StepCompleted(step.name, data),
                 then=functools.partial(
                     ctx.observers.emit,
                     handlers,
-                    observe.RunEvent(  # positionally: this is every step's way out
-                        "step_completed",
-                        ctx.run_id,
-                        ctx.workflow.name,
-                        ctx.clock(),
-                        False,
-                        position,
-                        step.name,
-                        None,
-                        attempt,
-                        took,
-                        ctx.worker,
-                        ctx.parent,
-                        ctx.headers,
-                    ),
+                    self.step_event("step_completed", step, attempt, position, took=took),
                 )
                 if handlers
                 else None,
