@@ -11,7 +11,8 @@ For every store it measures, in one run on one machine:
 * ``observers`` (memory store): the same workflow with no observer, with
   ``fluxo.observe.BasicMetrics`` and with the OpenTelemetry observer (an SDK
   tracer provider whose exporter drops the spans, when ``opentelemetry-sdk`` is
-  installed), in interleaved repeats so that the machine's drift hits all three.
+  installed), each timed in turns with no observer (paired repeats, so that the
+  machine's drift hits both alike); a ratio is the median of the pairs' ratios.
 
 It prints ratios, which travel across machines better than absolute times.
 
@@ -24,6 +25,7 @@ database ``postgres``); a scratch database ``fluxo_bench`` is created there.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib.util
 import json
 import os
@@ -87,32 +89,48 @@ def otel_observer() -> Any | None:
 
     provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(Dropping()))
-    return OpenTelemetryObserver(tracer_provider=provider)
+    observer = OpenTelemetryObserver(tracer_provider=provider)
+    observer.provider = provider  # type: ignore[attr-defined]  # (to flush between samples)
+    return observer
+
+
+def paired(setup: Any, steps: int, repeats: int, after: Any = None) -> tuple[float, float]:
+    """Per-step cost with observers ``setup()``, and its ratio to no observer.
+
+    Each repeat times both on fresh engines after a full garbage collection, in
+    turns (each goes first as often), so that neither the machine's drift nor the
+    garbage one leaves behind is charged to the other; ``after`` runs after each
+    sample (to flush span exports, say). The ratio is the median of the repeats'
+    own ratios, the cost a median too.
+    """
+    setups = {"off": list, "on": setup}
+    samples: dict[str, list[float]] = {"off": [], "on": []}
+    for repeat in range(repeats):
+        for name in ("off", "on") if repeat % 2 else ("on", "off"):
+            with fluxo.Engine("memory://", workflows=[many], observers=setups[name]()) as engine:
+                engine.run(many, 10)  # warm up
+                gc.collect()
+                started = time.perf_counter()
+                engine.run(many, steps)
+                samples[name].append((time.perf_counter() - started) / steps)
+            if after is not None:
+                after()
+    ratios = [on / off for on, off in zip(samples["on"], samples["off"], strict=True)]
+    return median(samples["on"]), median(ratios)
 
 
 def observer_costs(steps: int, repeats: int) -> dict[str, float]:
     """Per-step cost on the memory store with no observer, BasicMetrics, OpenTelemetry."""
-    setups: dict[str, list[Any]] = {"off": [], "basic_metrics": [fluxo.observe.BasicMetrics()]}
+    costs: dict[str, float] = {}
+    costs["basic_metrics"], costs["basic_metrics_ratio"] = paired(
+        lambda: [fluxo.observe.BasicMetrics()], steps, repeats
+    )
     otel = otel_observer()
     if otel is not None:
-        setups["otel"] = [otel]
-    engines = {
-        name: fluxo.Engine("memory://", workflows=[many], observers=observers)
-        for name, observers in setups.items()
-    }
-    samples: dict[str, list[float]] = {name: [] for name in engines}
-    try:
-        for engine in engines.values():
-            engine.run(many, 10)  # warm up
-        for _ in range(repeats):
-            for name, engine in engines.items():  # interleaved: drift hits all alike
-                started = time.perf_counter()
-                engine.run(many, steps)
-                samples[name].append((time.perf_counter() - started) / steps)
-    finally:
-        for engine in engines.values():
-            engine.close()
-    return {name: median(values) for name, values in samples.items()}
+        costs["otel"], costs["otel_ratio"] = paired(
+            lambda: [otel], steps, max(repeats // 4, 5), after=otel.provider.force_flush
+        )
+    return costs
 
 
 PAYLOAD = b"123"
@@ -272,12 +290,11 @@ def main() -> None:
             mem = fluxo_per_step("memory://", args.steps, args.repeats)
             line("memory: fluxo per step", mem, "(engine overhead; target <= 20 us)")
             costs = observer_costs(args.steps, max(args.repeats, 9))
-            off = costs["off"]
-            line("memory: observers off", off, "(interleaved with the next rows)")
             basic = costs["basic_metrics"]
-            line("memory: BasicMetrics on", basic, f"= {basic / off:.3f}x off (target <= 1.05x)")
+            ratio = costs["basic_metrics_ratio"]
+            line("memory: BasicMetrics on", basic, f"= {ratio:.3f}x off (target <= 1.05x)")
             if "otel" in costs:
-                line("memory: OpenTelemetry on", costs["otel"], f"= {costs['otel'] / off:.3f}x off")
+                line("memory: OpenTelemetry on", costs["otel"], f"= {costs['otel_ratio']:.3f}x off")
             else:
                 line(
                     "memory: OpenTelemetry on",

@@ -6,7 +6,8 @@ observers Fluxo ships (:mod:`fluxo._metrics`) need not import :mod:`fluxo.observ
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 
 import msgspec
 
@@ -94,3 +95,81 @@ class RunEvent(msgspec.Struct, frozen=True):
     error_message: str = ""
     name: str = ""
     other_run: str = ""
+
+
+KEEP = 10_000
+"""How many attempts may wait in a :class:`StepTimes` before an execution's end folds them."""
+
+
+class StepTimes:
+    """The live step attempts that complete, timed and collected for an observer in bulk.
+
+    An observer that counts and times steps (a metrics observer) need not be told
+    a :class:`RunEvent` per step: give it a ``step_times`` attribute holding one of
+    these, and the engine appends the seconds of each live attempt that completes
+    to the list of its workflow and step here, in place of calling the observer's
+    ``step_completed`` for it (a replayed ``step_completed``, and every other
+    event, still comes as an event). That append is all a run's thread does;
+    ``fold`` gets the attempts in batches, as ``{(workflow, step): [seconds, ...]}``:
+
+    * when the observer calls :meth:`flush`, for example as its metrics are read
+      (so a run's thread does not even fold them);
+    * as an execution of a run ends with :data:`KEEP` (10,000) or more attempts
+      waiting, in its thread (so a process that never reads its metrics does not
+      grow without bound).
+
+    ``fold`` may be called from several threads at once, each with other attempts:
+    guard what it updates. One that raises is logged once, like an observer's
+    method, and those attempts are lost to it. Only an ``inline`` observer may
+    have ``step_times``, as ``fold`` may run in the run's thread.
+
+    Args:
+        fold: called with the attempts taken, by workflow and step, oldest first.
+    """
+
+    __slots__ = ("_lock", "_waiting", "fold")
+
+    def __init__(self, fold: Callable[[dict[tuple[str, str], list[float]]], None]) -> None:
+        if not callable(fold):
+            raise TypeError(
+                f"StepTimes(fold) takes a function of a dict of lists of seconds, not {fold!r}"
+            )
+        self.fold = fold
+        self._waiting: dict[tuple[str, str], list[float]] = {}
+        self._lock = threading.Lock()
+        """Held to take attempts (appending takes no lock)."""
+
+    def __repr__(self) -> str:
+        return f"<StepTimes {self.count()} waiting>"
+
+    def waiting(self, workflow: str, step: str) -> list[float]:
+        """The list the attempts of ``step`` in ``workflow`` go to (the same one each time)."""
+        found = self._waiting.get((workflow, step))
+        if found is None:
+            with self._lock:
+                found = self._waiting.setdefault((workflow, step), [])
+        return found
+
+    def count(self) -> int:
+        """How many attempts are waiting."""
+        return sum(map(len, list(self._waiting.values())))
+
+    def take(self) -> dict[tuple[str, str], list[float]]:
+        """Remove and return the attempts waiting, by workflow and step (from any thread)."""
+        taken: dict[tuple[str, str], list[float]] = {}
+        with self._lock:
+            for key, waiting in list(self._waiting.items()):
+                count = len(waiting)
+                if count:
+                    batch = waiting[:count]
+                    del waiting[:count]  # appends made meanwhile stay, after these
+                    if min(batch) < 0.0:  # the engine's clock was set back meanwhile
+                        batch = [took if took > 0.0 else 0.0 for took in batch]
+                    taken[key] = batch
+        return taken
+
+    def flush(self) -> None:
+        """Fold every attempt waiting now (an exception of ``fold`` reaches the caller)."""
+        taken = self.take()
+        if taken:
+            self.fold(taken)

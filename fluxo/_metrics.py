@@ -1,8 +1,8 @@
 """BasicMetrics: counts and step latencies of the runs this process executes, in memory.
 
 Found as ``fluxo.observe.BasicMetrics``. It is an inline observer (called in the
-run's own thread), so it does as little as it can per event: a counter and, for
-a step attempt, a sample of its duration, under one lock.
+run's own thread), so it does as little as it can per event: an append to a
+queue, folded into the counts in bulk.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import msgspec
 
-from fluxo._events import RunEvent
+from fluxo._events import RunEvent, StepTimes
 
 SAMPLES = 1024
 """How many recent durations of each step the percentiles are taken over."""
@@ -30,8 +30,10 @@ _ENDED = {
 class StepLatency(msgspec.Struct, frozen=True):
     """How long a step's live attempts took, in seconds.
 
-    ``count``, ``total``, ``min``, ``max`` and ``mean`` are over every attempt
-    measured; the percentiles over the last ``fluxo._metrics.SAMPLES`` (1,024).
+    ``count``, ``total`` and ``mean`` are over every attempt measured; ``min``,
+    ``max`` and the percentiles over the last ``fluxo._metrics.SAMPLES`` (1,024),
+    so that they follow what the step does now. Attempts are timed with the
+    engine's clock (in the test environment, its virtual clock).
     """
 
     count: int
@@ -66,29 +68,25 @@ class MetricsSnapshot(msgspec.Struct, frozen=True):
 
 
 class _Latency:
-    __slots__ = ("count", "max", "min", "recent", "total")
+    __slots__ = ("count", "recent", "total")
 
     def __init__(self) -> None:
         self.count = 0
         self.total = 0.0
-        self.min = math.inf
-        self.max = 0.0
         self.recent: collections.deque[float] = collections.deque(maxlen=SAMPLES)
 
     def add_many(self, durations: list[float]) -> None:
         self.count += len(durations)
-        self.total += math.fsum(durations)
-        self.min = min(self.min, *durations)
-        self.max = max(self.max, *durations)
-        self.recent.extend(durations[-SAMPLES:])
+        self.total += sum(durations)
+        self.recent.extend(durations[-SAMPLES:] if len(durations) > SAMPLES else durations)
 
     def summary(self) -> StepLatency:
         ordered = sorted(self.recent)
         return StepLatency(
             count=self.count,
             total=self.total,
-            min=self.min,
-            max=self.max,
+            min=ordered[0],
+            max=ordered[-1],
             mean=self.total / self.count,
             p50=_percentile(ordered, 0.50),
             p95=_percentile(ordered, 0.95),
@@ -113,10 +111,12 @@ class BasicMetrics:
         snap = metrics.snapshot()
         snap.events["run_completed"], snap.steps["shop.charge"].p95
 
-    It counts what this process sees; each process has its own. Telling it an
-    event costs one append to a queue (atomic, so no lock is taken in the run's
-    thread); the queue is folded into the counts by :meth:`snapshot`, or by the
-    thread that fills it past ``FOLD_EVERY`` (4,096) events.
+    It counts what this process sees; each process has its own. It costs a run's
+    thread next to nothing: a live step that completes is appended to its
+    :attr:`step_times` (no event is built), any other event to a queue; both are
+    counted by :meth:`snapshot`, in the thread that reads them (or by a run's
+    thread once many wait: ``fluxo.observe.KEEP`` step times, ``FOLD_EVERY``
+    events).
     """
 
     inline: ClassVar[bool] = True
@@ -124,9 +124,9 @@ class BasicMetrics:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._queue: collections.deque[RunEvent] = collections.deque()
-        """Events other than live attempt ends, folded in later."""
-        self._samples: dict[tuple[str, str], list[float]] = {}
-        """Durations of live attempt ends by (kind, step), not yet folded in."""
+        """Events not folded in yet."""
+        self.step_times = StepTimes(self._fold_times)
+        """The live step attempts that completed, not folded in yet."""
         self._events: dict[str, int] = {}
         self._replayed: dict[str, int] = {}
         self._steps: dict[str, _Latency] = {}
@@ -138,10 +138,9 @@ class BasicMetrics:
 
     def snapshot(self) -> MetricsSnapshot:
         """What was counted so far (a copy: later events do not change it)."""
+        self.step_times.flush()
         with self._lock:
             self._fold()
-            for key, samples in list(self._samples.items()):
-                self._fold_samples(key, samples)
             return MetricsSnapshot(
                 events=dict(self._events),
                 replayed=dict(self._replayed),
@@ -153,7 +152,7 @@ class BasicMetrics:
         """Forget everything counted so far."""
         with self._lock:
             self._queue.clear()
-            self._samples.clear()
+            self.step_times.take()
             self._events.clear()
             self._replayed.clear()
             self._steps.clear()
@@ -167,40 +166,26 @@ class BasicMetrics:
             with self._lock:
                 self._fold()
 
-    def _attempt_ended(self, event: RunEvent) -> None:
-        # Every live step's way out: one list append, the counting done in bulk later.
-        if event.replayed or event.duration is None:
-            self._tell(event)
-            return
-        key = (event.kind, event.step)
-        samples = self._samples.get(key)
-        if samples is None:
-            with self._lock:
-                samples = self._samples.setdefault(key, [])
-        samples.append(event.duration)  # atomic
-        if len(samples) >= FOLD_EVERY:
-            with self._lock:
-                self._fold_samples(key, samples)
-
     run_started = run_resumed = run_suspended = _tell
     run_completed = run_failed = run_cancelled = run_continued = _tell
-    step_completed = step_failed = step_retried = _attempt_ended
+    step_completed = step_failed = step_retried = _tell
     timer_set = timer_fired = signal_sent = signal_received = _tell
     child_started = nondeterminism = lease_lost = _tell
 
-    def _fold_samples(self, key: tuple[str, str], samples: list[float]) -> None:
-        """Fold queued durations into the counts (under the lock)."""
-        count = len(samples)
-        if not count:
-            return
-        taken = samples[:count]
-        del samples[:count]  # one operation: appends made meanwhile stay
-        kind, step = key
-        self._events[kind] = self._events.get(kind, 0) + count
+    def _fold_times(self, times: dict[tuple[str, str], list[float]]) -> None:
+        """Fold live step attempts that completed into the counts."""
+        with self._lock:
+            count = 0
+            for (_, step), durations in times.items():
+                count += len(durations)
+                self._latency(step).add_many(durations)
+            self._events["step_completed"] = self._events.get("step_completed", 0) + count
+
+    def _latency(self, step: str) -> _Latency:
         latency = self._steps.get(step)
         if latency is None:
             latency = self._steps[step] = _Latency()
-        latency.add_many(taken)
+        return latency
 
     def _fold(self) -> None:
         """Fold the queued events into the counts (under the lock)."""
@@ -215,7 +200,9 @@ class BasicMetrics:
                 self._replayed[kind] = self._replayed.get(kind, 0) + 1
                 continue
             self._events[kind] = self._events.get(kind, 0) + 1
-            if kind == "run_resumed":
+            if event.step and event.duration is not None:
+                self._latency(event.step).add_many([event.duration])
+            elif kind == "run_resumed":
                 self._running[event.run_id] = self._running.get(event.run_id, 0) + 1
             elif kind in _STOPS:
                 ended = _ENDED.get(kind)
@@ -227,6 +214,6 @@ class BasicMetrics:
 
 
 FOLD_EVERY = 4096
-"""Events or durations queued before the thread adding one folds them into the counts."""
+"""Events or step times queued before the thread adding one folds them into the counts."""
 
 _STOPS = frozenset({"run_suspended", *_ENDED, "lease_lost"})

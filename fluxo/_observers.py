@@ -24,7 +24,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from fluxo import observe
+from fluxo import _events, observe
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,34 @@ QUEUE_SIZE = 10_000
 """Events an observer called from its own thread may fall behind by before some are dropped."""
 
 Handler = Callable[[observe.RunEvent], None]
+
+KEEP = _events.KEEP
+
+
+class _Sinks(dict[str, list[float]]):
+    """The lists of one workflow's steps, by step name, each made as its step is first met."""
+
+    def __init__(self, dispatch: Dispatch, workflow: str) -> None:
+        super().__init__()
+        self._dispatch = dispatch
+        self._workflow = workflow
+
+    def __missing__(self, step: str) -> list[float]:
+        lists = [times.waiting(self._workflow, step) for times in self._dispatch.step_times]
+        return self.setdefault(step, lists[0] if len(lists) == 1 else _Fanout(lists))
+
+
+class _Fanout(list[float]):
+    """Appends to several observers' lists at once (for more than one with ``step_times``)."""
+
+    def __init__(self, lists: list[list[float]]) -> None:
+        super().__init__()
+        self.lists = lists
+
+    def append(self, took: float) -> None:
+        for waiting in self.lists:
+            waiting.append(took)
+
 
 _BASE = {kind: getattr(observe.Observer, kind) for kind in observe.KINDS}
 _BASE_SCOPE = observe.Observer.step_scope
@@ -220,6 +248,10 @@ class Dispatch:
     child_started: tuple[Handler, ...]
     nondeterminism: tuple[Handler, ...]
     lease_lost: tuple[Handler, ...]
+    live_step_completed: tuple[Handler, ...]
+    step_times: tuple[observe.StepTimes, ...]
+    timing: bool
+    completions_told: bool
 
     def __init__(self, observers: Iterable[Any] = ()) -> None:
         self._failures = _Failures()
@@ -244,6 +276,8 @@ class Dispatch:
             )
         self.observers = self.observers + _flatten(observers)
         deliveries: list[Delivery] = []
+        step_times: list[tuple[Any, observe.StepTimes]] = []
+        timed: set[Handler] = set()
         scopes: list[tuple[Any, Callable[..., Any]]] = []
         headers: list[tuple[Any, Callable[..., Any]]] = []
         handlers: dict[str, list[Handler]] = {kind: [] for kind in observe.KINDS}
@@ -256,6 +290,11 @@ class Dispatch:
             inline = bool(getattr(observer, "inline", False))
             delivery = None if inline else Delivery(observer, self._failures)
             found = False
+            times = getattr(observer, "step_times", None)
+            if times is not None:
+                _check_step_times(observer, times, inline)
+                step_times.append((observer, times))
+                found = True
             for kind in observe.KINDS:
                 method = _own(observer, kind, _BASE[kind])
                 if method is None:
@@ -264,6 +303,8 @@ class Dispatch:
                 if delivery is None:
                     handlers[kind].append(method)
                     self._owners[method] = observer
+                    if kind == "step_completed" and times is not None:
+                        timed.add(method)
                 else:
                     handlers[kind].append(delivery.handler(kind, method))
             if inline:
@@ -286,6 +327,16 @@ class Dispatch:
                 deliveries.append(old[0] if old else delivery)
         for kind, found_handlers in handlers.items():
             setattr(self, kind, tuple(found_handlers))
+        self.live_step_completed = tuple(h for h in self.step_completed if h not in timed)
+        """The handlers of a live ``step_completed``: observers with ``step_times`` get none."""
+        self.step_times = tuple(times for _, times in step_times)
+        """Where each live attempt that completes is appended (see ``observe.StepTimes``)."""
+        self.timing = bool(self.step_times)
+        """True when there are ``step_times`` (a plain attribute: read on hot paths)."""
+        self.completions_told = bool(self.live_step_completed)
+        """True when a live attempt that completes is told as an event to some observer."""
+        self._times_owners = {id(times): observer for observer, times in step_times}
+        self._sinks: dict[str, _Sinks] = {}
         self.deliveries = deliveries
         self._scopes = tuple(scopes)
         self._headers = tuple(headers)
@@ -305,6 +356,35 @@ class Dispatch:
                 handler(event)
             except Exception:
                 self._failures.failed(self._owners.get(handler, handler), event.kind)
+
+    def sinks(self, workflow: str) -> _Sinks:
+        """Where the live attempts of ``workflow``'s steps that complete go, by step name.
+
+        ``sinks(workflow)[step]`` is the list to append a completed attempt's
+        seconds to: with one observer that has ``step_times``, its own list; with
+        several, a list that appends to each of theirs.
+        """
+        found = self._sinks.get(workflow)
+        if found is None:
+            found = self._sinks.setdefault(workflow, _Sinks(self, workflow))
+        return found
+
+    def timed(self, workflow: str, step: str, took: float) -> None:
+        """Add a live attempt that completed to each ``step_times``."""
+        self.sinks(workflow)[step].append(took)
+
+    def tidy(self) -> None:
+        """Fold the ``step_times`` with too many attempts waiting (as an execution ends)."""
+        for times in self.step_times:
+            if times.count() >= KEEP:
+                self.fold(times)
+
+    def fold(self, times: observe.StepTimes) -> None:
+        """Fold what ``times`` holds now; its ``fold`` raising is logged once, not raised."""
+        try:
+            times.flush()
+        except Exception:
+            self._failures.failed(self._times_owners.get(id(times), times), "step_times")
 
     @contextlib.contextmanager
     def attempt(self, event: observe.RunEvent) -> Iterator[None]:
@@ -360,6 +440,19 @@ class Dispatch:
                     delivery.observer,
                     left,
                 )
+
+
+def _check_step_times(observer: Any, times: Any, inline: bool) -> None:
+    if not isinstance(times, observe.StepTimes):
+        raise TypeError(
+            f"{observer!r} has step_times={times!r}; it is a fluxo.observe.StepTimes, "
+            "or None when the observer is told step_completed events instead"
+        )
+    if not inline:
+        raise TypeError(
+            f"{observer!r} has step_times but is not inline: its fold is called in the "
+            "run's own thread, so set inline = True on the observer (and keep fold fast)"
+        )
 
 
 MAX_HEADERS_SIZE = 8192

@@ -52,3 +52,17 @@ class Raising(fluxo.Observer):
 
     def step_scope(self, event: fluxo.RunEvent) -> Any:
         raise RuntimeError("broken observer: step_scope")
+
+
+class RaisingFold(fluxo.Observer):
+    """Times steps through ``step_times``, whose fold raises every time; counts the folds."""
+
+    inline = True
+
+    def __init__(self) -> None:
+        self.folds = 0
+        self.step_times = fluxo.observe.StepTimes(self._fold)
+
+    def _fold(self, times: dict[tuple[str, str], list[float]]) -> None:
+        self.folds += 1
+        raise RuntimeError("broken observer: fold")

@@ -15,13 +15,12 @@ import concurrent.futures
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fluxo import _errors, _payloads, history
-from fluxo._executor import _control, _cursor
+from fluxo._executor import _control, _cursor, _steps
 
 if TYPE_CHECKING:
     from fluxo import _definitions
@@ -360,10 +359,15 @@ class Branches:
         replayed: bool,
     ) -> None:
         ctx = self._ctx
-        handlers = getattr(ctx.observers, kind)
+        step = block.calls[index].step
+        if kind == "step_completed" and not replayed:
+            if ctx.observers.step_times and took is not None:
+                ctx.observers.timed(ctx.workflow.name, step.name, took)
+            handlers = ctx.observers.live_step_completed
+        else:
+            handlers = getattr(ctx.observers, kind)
         if not handlers:
             return
-        step = block.calls[index].step
         event = ctx._steps.step_event(
             kind,
             step,
@@ -422,13 +426,14 @@ class Branches:
         block is interrupted.
         """
         steps = self._ctx._steps
+        clock = self._ctx.clock
         call = block.calls[index]
         step = call.step
         try:
             while True:
                 attempt += 1
                 failure: _payloads.ErrorInfo | None = None
-                began = time.perf_counter()
+                began = clock()
                 try:
                     value = steps.attempt(
                         step,
@@ -441,7 +446,7 @@ class Branches:
                 except Exception as exc:
                     failure = _payloads.error_info(exc, attempt)
                     retrying = step.retry.should_retry(exc, attempt)
-                took = time.perf_counter() - began
+                took = _steps.elapsed(clock(), began)
                 if failure is None:
                     block.inbox.put(_Report(index, _COMPLETED, attempt, value=value, took=took))
                     return

@@ -182,6 +182,7 @@ class RunContext:
         self._pause = options.pause
         self._replay_only = options.replay_only
         self._restart_after_record = options.restart_after_record
+        self._steps.adopt(restart_after_record=options.restart_after_record)
         self._child_started = options.child_started
         self._holder = options.holder
 
@@ -304,6 +305,8 @@ class RunContext:
         finally:
             _runtime.leave(token)
         if observers.active:
+            if observers.step_times:
+                observers.tidy()  # folds step times that nobody reads, now and then
             self._tell_outcome(outcome)
         return outcome
 

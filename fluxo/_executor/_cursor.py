@@ -103,6 +103,7 @@ class HistoryCursor:
         "_store",
         "next_seq",
         "nondeterminism",
+        "now",
         "pos",
         "run_id",
         "script",
@@ -125,6 +126,8 @@ class HistoryCursor:
         self.pos = 0
         self.next_seq = len(events)
         self.nondeterminism: _errors.NondeterminismError | None = None
+        self.now = 0.0
+        """The engine clock's time of the last append (a step's end, for its observers)."""
 
     def _failed_by_mismatch(self, event: history.Event) -> bool:
         """Tell whether a recorded ``WorkflowFailed`` was a ``NondeterminismError``."""
@@ -204,11 +207,12 @@ class HistoryCursor:
         for (and only then, so that store wrappers written before it still work).
         The store's errors go up as they are.
         """
+        self.now = now = self._clock()
         self._store.append(
             self.run_id,
             self.next_seq,
             events,
-            now=self._clock(),
+            now=now,
             status=status,
             ready_at=ready_at,
             **guard,

@@ -13,7 +13,6 @@ import contextvars
 import functools
 import logging
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -38,6 +37,9 @@ def call_step_function(
     return step.fn(*args, **kwargs)
 
 
+_RECORD, _APPEND, _TELL = 0, 1, 2
+"""What a live attempt that completed does besides its record (see ``Steps.adopt``)."""
+
 DURABLE_BACKOFF = 2.0
 """Step retry back-offs longer than this many seconds wait on a durable timer."""
 
@@ -47,10 +49,35 @@ _KINDS = (history.StepCompleted, history.StepAttemptFailed, history.StepFailed)
 class Steps:
     """The step calls of one execution."""
 
-    __slots__ = ("_ctx",)
+    __slots__ = ("_clock", "_ctx", "_ending", "_sinks", "_watched")
 
     def __init__(self, ctx: _context.RunContext) -> None:
         self._ctx = ctx
+        self._sinks = ctx.observers.sinks(ctx.workflow.name)
+        """Where live attempts that complete are timed, by step (see ``Dispatch.sinks``)."""
+        self.adopt(restart_after_record=False)
+
+    def adopt(self, *, restart_after_record: bool) -> None:
+        """Decide what this execution's live attempts tell, once (its options are fixed).
+
+        Read on every live step, so kept as plain attributes: ``_clock`` (None when
+        no observer wants an attempt's duration), ``_ending`` (what a completed
+        attempt does besides its record: ``_RECORD`` nothing more, ``_APPEND`` its
+        seconds to ``step_times``, ``_TELL`` an event) and ``_watched``.
+        """
+        ctx = self._ctx
+        observers = ctx.observers
+        durations = observers.timing or bool(
+            observers.live_step_completed or observers.step_failed or observers.step_retried
+        )
+        self._clock = ctx.clock if durations else None
+        self._watched = observers.watching_attempts
+        if observers.completions_told or (observers.timing and restart_after_record):
+            self._ending = _TELL  # (told before a restart unwinds: see RunContext._record)
+        elif observers.timing:
+            self._ending = _APPEND
+        else:
+            self._ending = _RECORD
 
     def call(
         self,
@@ -191,8 +218,9 @@ class Steps:
         attempt: int,
     ) -> Any:
         ctx = self._ctx
-        observed = ctx.observers.active  # off: no clock read, no event, no extra call
-        watched = ctx.observers.watching_attempts
+        clock = self._clock  # None: no clock read, no event, no extra call
+        ending = self._ending
+        watched = self._watched
         try:
             return_type = step.return_type  # resolved before the side effect, not after
         except _errors.DefinitionError as exc:
@@ -200,12 +228,13 @@ class Steps:
         while True:
             attempt += 1
             failure: _payloads.ErrorInfo | None = None
-            position = ctx._cursor.next_seq if observed else 0
-            began = time.perf_counter() if observed else 0.0
+            began = clock() if clock else 0.0
             token = _runtime.enter(None)  # steps called by a step are plain calls
             try:
                 if watched:
-                    value = self.attempt(step, args, kwargs, attempt=attempt, position=position)
+                    value = self.attempt(
+                        step, args, kwargs, attempt=attempt, position=ctx._cursor.next_seq
+                    )
                 else:
                     value = self._call(step, args, kwargs)
             except Exception as exc:
@@ -213,8 +242,8 @@ class Steps:
                 retrying = step.retry.should_retry(exc, attempt)
             finally:
                 _runtime.leave(token)
-            took = time.perf_counter() - began if observed else 0.0
             if failure is not None:
+                took = elapsed(clock(), began) if clock else 0.0
                 # Raised outside the except block, so the live StepError carries no
                 # __context__ that a replay could not give it.
                 if not retrying:
@@ -222,7 +251,7 @@ class Steps:
                 ctx._record(
                     history.StepAttemptFailed(step.name, ctx.codec.encode(failure)),
                     then=self._telling(
-                        "step_retried", step, attempt, position, took=took, info=failure
+                        "step_retried", step, attempt, ctx._cursor.next_seq, took=took, info=failure
                     ),
                 )
                 log.info(
@@ -239,22 +268,36 @@ class Steps:
                 continue
             data, result, problem = self.encode_result(step, value, return_type)
             if problem is not None:
+                took = elapsed(clock(), began) if clock else 0.0
                 self._fail(step, _payloads.error_info(problem, attempt), attempt, took)
-            if not observed:
+            if not ending:  # _RECORD
                 ctx._record(history.StepCompleted(step.name, data))
                 return result
-            handlers = ctx.observers.step_completed  # (the hot path: one call less)
+            if ending == _APPEND:
+                # The hot path of metrics observers: no event is built; the time the
+                # record was made at ends the attempt, and its seconds are appended
+                # (folded as the observer reads them; negative: see StepTimes.take).
+                ctx._record(history.StepCompleted(step.name, data))
+                self._sinks[step.name].append(ctx._cursor.now - began)
+                return result
+            position = ctx._cursor.next_seq  # (where the record goes: one read is enough)
             ctx._record(
                 history.StepCompleted(step.name, data),
-                then=functools.partial(
-                    ctx.observers.emit,
-                    handlers,
-                    self.step_event("step_completed", step, attempt, position, took=took),
-                )
-                if handlers
-                else None,
+                then=functools.partial(self._completed, step, attempt, position, began),
             )
             return result
+
+    def _completed(
+        self, step: _definitions.Step[Any, Any], attempt: int, position: int, began: float
+    ) -> None:
+        """Tell the observers of a live attempt that completed, now recorded."""
+        took = elapsed(self._ctx._cursor.now, began)
+        observers = self._ctx.observers
+        if observers.step_times:
+            observers.timed(self._ctx.workflow.name, step.name, took)
+        if observers.live_step_completed:
+            event = self.step_event("step_completed", step, attempt, position, took=took)
+            observers.emit(observers.live_step_completed, event)
 
     def encode_result(
         self, step: _definitions.Step[Any, Any], value: Any, return_type: Any
@@ -373,3 +416,13 @@ class Steps:
         if failure:
             raise failure[0]
         return outcome[0]
+
+
+def elapsed(now: float, began: float) -> float:
+    """Seconds from ``began`` to ``now``, by the engine's clock (never negative).
+
+    Step attempts are timed with the engine's clock, like every event's time (in
+    the test environment, its virtual clock). A completed step's end is the time
+    its record is made at: no extra clock read on every step's way.
+    """
+    return now - began if now > began else 0.0

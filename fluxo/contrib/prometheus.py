@@ -179,7 +179,9 @@ class PrometheusObserver(observe.Observer):
     """Counts what Fluxo's runs do as Prometheus metrics (the table is in the module's docs).
 
     It is an inline observer: each live event costs a dictionary lookup and an
-    increment, in the run's thread. Give one observer to every engine of a
+    increment, in the run's thread; a live step that completes costs an append
+    to its :attr:`step_times`, counted as its execution ends or as ``/metrics``
+    is scraped. Give one observer to every engine of a
     process; a second one on the same registry and namespace is refused, as its
     metrics would clash.
 
@@ -219,6 +221,8 @@ class PrometheusObserver(observe.Observer):
         self.engine = engine
         self.namespace = namespace
         self._collector = _Collector(self)
+        self.step_times = observe.StepTimes(self._fold_times)
+        """The live step attempts that completed, not counted yet."""
 
         def counter(name: str, doc: str, labels: Sequence[str]) -> prometheus_client.Counter:
             made = prometheus_client.Counter(name, doc, labels, namespace=namespace, registry=None)
@@ -335,6 +339,13 @@ class PrometheusObserver(observe.Observer):
 
     step_completed = step_failed = step_retried = _attempt_ended
 
+    def _fold_times(self, times: dict[tuple[str, str], list[float]]) -> None:
+        for (workflow, step), durations in times.items():
+            self._attempts(workflow, step, "completed").inc(len(durations))
+            histogram = self._step_duration(workflow, step)
+            for took in durations:
+                histogram.observe(took)
+
     def signal_sent(self, event: observe.RunEvent) -> None:  # noqa: D102
         if not event.replayed:
             self._signals_sent(event.workflow).inc()
@@ -377,6 +388,12 @@ class _Collector:
 
     def collect(self) -> Iterator[metrics_core.Metric]:
         """Every family with its samples, ``fluxo_runs`` read from the store now."""
+        times = self.observer.step_times
+        try:
+            if times is not None:
+                times.flush()  # the steps of executions still running
+        except Exception:
+            log.exception("counting the step times of runs still executing failed")
         for metric in self.metrics:
             yield from metric.collect()
         engine = self.observer.engine

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 import fluxo
-from fluxo import history
+from fluxo import _observers, history
 from fluxo.stores.memory import MemoryStore
-from tests._observer_doubles import Raising
+from tests._observer_doubles import Raising, RaisingFold
 
 WAIT = 30.0
 
@@ -144,10 +144,14 @@ def shape(engine: fluxo.Engine, run_id: str) -> list[tuple[str, str, bytes | Non
     return found
 
 
-def test_an_observer_that_raises_changes_no_result_and_no_history(store: fluxo.Store) -> None:
-    loud, quiet, kinds = Raising(), RaisingLater(), Kinds()
+def test_an_observer_that_raises_changes_no_result_and_no_history(
+    store: fluxo.Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_observers, "KEEP", 1)  # every execution's end folds the step times
+    loud, quiet, kinds, folding = Raising(), RaisingLater(), Kinds(), RaisingFold()
     workflows = [main, child]
-    with fluxo.Engine(store, workflows=workflows, observers=[loud, quiet, kinds]) as observed:
+    observers = [loud, quiet, kinds, folding]
+    with fluxo.Engine(store, workflows=workflows, observers=observers) as observed:
         assert run_once(observed, "observed") == [2, 2, 4, 10, 42]
         assert observed.flush_observers(WAIT)
         observed_history = shape(observed, "observed")
@@ -157,6 +161,7 @@ def test_an_observer_that_raises_changes_no_result_and_no_history(store: fluxo.S
         assert shape(plain, "plain") == observed_history
     assert loud.calls > 0
     assert quiet.calls == loud.calls  # called for every event, from its own thread
+    assert folding.folds > 0  # its step times were folded (and it raised) as executions ended
     assert {
         "run_started",
         "run_resumed",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+import threading
 from datetime import timedelta
 from typing import Any
 
@@ -352,6 +353,33 @@ def test_a_second_observer_on_the_same_registry_is_refused_until_the_first_leave
     prometheus.PrometheusObserver(registry, namespace="other")
     first.unregister()
     prometheus.PrometheusObserver(registry)
+
+
+def test_a_scrape_counts_the_steps_of_a_run_still_executing(registry: CollectorRegistry) -> None:
+    inside, go_on = threading.Event(), threading.Event()
+
+    @fluxo.step(name="prom.blocking")
+    def blocking() -> None:
+        inside.set()
+        go_on.wait(10)
+
+    @fluxo.workflow(name="prom.blocks")
+    def blocks() -> None:
+        add(1, 2)
+        add(3, 4)
+        blocking()
+
+    attempts = "fluxo_step_attempts_total"
+    with observed(registry, blocks) as engine:
+        thread = threading.Thread(target=engine.run, args=(blocks,))
+        thread.start()
+        assert inside.wait(10)
+        counted = value(registry, attempts, workflow="prom.blocks", step=ADD, outcome="completed")
+        go_on.set()
+        thread.join(10)
+    assert counted == 2  # live steps are timed in bulk, and a scrape takes what waits
+    duration = "fluxo_step_duration_seconds_count"
+    assert value(registry, duration, workflow="prom.blocks", step="prom.blocking") == 1
 
 
 def test_it_is_an_inline_observer_of_the_events_it_counts() -> None:
