@@ -7,6 +7,7 @@ results instead of doing the work again.
 """
 
 from fluxo import observe as observe
+from fluxo._async_engine import AsyncEngine, AsyncRunHandle
 from fluxo._definitions import Call, Step, Workflow, step, workflow
 from fluxo._engine import Engine, RunHandle
 from fluxo._errors import (
@@ -67,6 +68,8 @@ from fluxo.stores import Store, open_store
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncEngine",
+    "AsyncRunHandle",
     "Call",
     "CancelPendingError",
     "Cancelled",

@@ -62,8 +62,9 @@ def _check_function(
         )
     if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
         problems.append(
-            f"{label} is 'async def'; this version of Fluxo runs sync functions only, "
-            "so define it with plain 'def'"
+            f"{label} is 'async def'; this version of Fluxo runs sync workflows and steps "
+            "only, so define it with plain 'def' (async code starts and awaits runs with "
+            "fluxo.AsyncEngine)"
         )
     elif inspect.isgeneratorfunction(fn):
         problems.append(f"{label} is a generator; a {kind} must return its result")

@@ -15,6 +15,8 @@ import fluxo
 from fluxo import _errors
 
 EXPECTED = [
+    "AsyncEngine",
+    "AsyncRunHandle",
     "Call",
     "CancelPendingError",
     "Cancelled",
