@@ -124,3 +124,19 @@ def deterministic_helpers() -> None:
     assert_type(fluxo.random(), float)
     assert_type(fluxo.in_workflow(), bool)
     assert_type(fluxo.is_replaying(), bool)
+
+
+async def async_engine_keeps_types(engine: fluxo.AsyncEngine) -> None:
+    """AsyncEngine's operations are awaited and typed like Engine's."""
+    handle = await engine.start(checkout, "o-1", 4200)
+    assert_type(handle, fluxo.AsyncRunHandle[str])
+    assert_type(await handle.result(timeout=5), str)
+    assert_type(await engine.run(bulk, "a", "b", dry_run=True), list[Receipt])
+    assert_type(await handle.status(), fluxo.RunStatus)
+    assert_type(await engine.get_run(handle.id), fluxo.RunInfo)
+    await engine.start(checkout, "o-1")  # type: ignore[call-arg]
+    await engine.start(checkout, "o-1", "cents")  # type: ignore[arg-type]
+    not_awaited = engine.start(checkout, "o-1", 4200)
+    not_awaited.close()  # a coroutine: forgetting ``await`` leaves no handle to misuse
+    with_engine = fluxo.AsyncEngine(fluxo.Engine("memory://", workflows=[checkout]))
+    await with_engine.aclose()
