@@ -8,7 +8,8 @@ results instead of doing the work again.
 
 from fluxo import observe as observe
 from fluxo._async_engine import AsyncEngine, AsyncRunHandle
-from fluxo._definitions import Call, Step, Workflow, step, workflow
+from fluxo._decorators import step, workflow
+from fluxo._definitions import AsyncWorkflow, Call, Step, Workflow
 from fluxo._engine import Engine, RunHandle
 from fluxo._errors import (
     CancelPendingError,
@@ -54,11 +55,15 @@ from fluxo._workflow_api import (
     patched,
     random,
     signal,
+    signal_async,
     sleep,
+    sleep_async,
     sleep_until,
+    sleep_until_async,
     start_child,
     uuid4,
     wait_for_signal,
+    wait_for_signal_async,
 )
 from fluxo.codec import Codec, JSONCodec
 from fluxo.history import Event, RunInfo, RunStatus
@@ -70,6 +75,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AsyncEngine",
     "AsyncRunHandle",
+    "AsyncWorkflow",
     "Call",
     "CancelPendingError",
     "Cancelled",
@@ -127,12 +133,16 @@ __all__ = [
     "random",
     "saga",
     "signal",
+    "signal_async",
     "sleep",
+    "sleep_async",
     "sleep_until",
+    "sleep_until_async",
     "start_child",
     "step",
     "uuid4",
     "wait_for_signal",
+    "wait_for_signal_async",
     "workflow",
 ]
 

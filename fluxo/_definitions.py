@@ -9,6 +9,7 @@ call of its function.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import functools
 import inspect
@@ -18,14 +19,14 @@ import sys
 import threading
 import typing
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import timedelta
-from typing import Any, Generic, Literal, TypeVar, overload
+from typing import Any, Generic, Literal, TypeVar
 
 import msgspec
-from typing_extensions import ParamSpec
+from typing_extensions import ParamSpec, Self
 
-from fluxo import _durations, _errors, _inputs, _names, _retry, _runtime, codec, history
+from fluxo import _aio, _durations, _errors, _inputs, _names, _retry, _runtime, codec, history
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -60,11 +61,10 @@ def _check_function(
             f"{label} is defined inside a function, so its name is not stable across "
             "processes; move it to module level, or pass name= so its history survives restarts"
         )
-    if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+    if inspect.isasyncgenfunction(fn):
         problems.append(
-            f"{label} is 'async def'; this version of Fluxo runs sync workflows and steps "
-            "only, so define it with plain 'def' (async code starts and awaits runs with "
-            "fluxo.AsyncEngine)"
+            f"{label} is an async generator ('async def' with 'yield'); a {kind} must return "
+            "its result"
         )
     elif inspect.isgeneratorfunction(fn):
         problems.append(f"{label} is a generator; a {kind} must return its result")
@@ -83,11 +83,15 @@ def _check_function(
 
 
 def _caller_level() -> int:
-    """The ``stacklevel`` of the first caller outside this module: the decorated line."""
+    """The ``stacklevel`` of the first caller outside Fluxo's definitions: the decorated line."""
     level, frame = 1, sys._getframe(1)
-    while frame.f_back is not None and frame.f_code.co_filename == __file__:
+    while frame.f_back is not None and frame.f_code.co_filename in _OWN_FILES:
         frame, level = frame.f_back, level + 1
     return level
+
+
+_OWN_FILES = {__file__, str(pathlib.Path(__file__).with_name("_decorators.py"))}
+"""The modules whose frames are not the decorated line: this one and the decorators'."""
 
 
 def _module_name(fn: Callable[..., Any], label: str) -> str:
@@ -199,6 +203,8 @@ class _Definition(Generic[P, R]):
         """Its annotations passed the JSON codec's check when it was decorated."""
         self._hints: dict[str, Any] | None = None
         self._hints_lock = threading.Lock()
+        self.is_async = inspect.iscoroutinefunction(fn)
+        """True for an ``async def`` function: calls of it are awaited."""
 
     def __repr__(self) -> str:
         return f"<fluxo {self.kind} {self.name}>"
@@ -276,8 +282,47 @@ class Step(_Definition[P, R]):
         runtime = _runtime.current()
         if runtime is None:
             return self.fn(*args, **kwargs)
+        if runtime.is_async:
+            if not self.is_async:
+                raise _errors.DefinitionError(
+                    f"step {self.name!r} is a sync step called in async workflow "
+                    f"{runtime.workflow_name!r}; write 'await {self.__name__}.call_async(...)' "
+                    "so that it runs on a thread, not on the workflow's event loop"
+                )
+            made: Any = _aio.outcome_of(lambda: runtime.call_step(self, args, kwargs))
+            return typing.cast(R, made)
+        if self.is_async:
+            raise _errors.DefinitionError(
+                f"step {self.name!r} is 'async def', and sync workflow "
+                f"{runtime.workflow_name!r} cannot await it: make the workflow 'async def' "
+                "too, or the step a plain 'def'"
+            )
         result: R = runtime.call_step(self, args, kwargs)
         return result
+
+    def call_async(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
+        """Call this sync step from an async workflow: ``await charge.call_async(order_id)``.
+
+        The step runs on a thread of Fluxo's, not on the workflow's event loop, and
+        is recorded and replayed like any step. Outside a workflow it is a plain
+        call, run on a thread. An ``async def`` step is awaited directly instead:
+        ``await charge(order_id)``.
+        """
+        if self.is_async:
+            raise _errors.DefinitionError(
+                f"step {self.name!r} is 'async def': await it directly, "
+                f"'await {self.__name__}(...)', not with call_async()"
+            )
+        runtime = _runtime.current()
+        if runtime is None:
+            return asyncio.to_thread(self.fn, *args, **kwargs)
+        if not runtime.is_async:
+            raise _errors.DefinitionError(
+                f"{self.name}.call_async() is for async workflows; sync workflow "
+                f"{runtime.workflow_name!r} calls the step directly: {self.__name__}(...)"
+            )
+        step = self
+        return _aio.outcome_of(lambda: runtime.call_step(step, args, kwargs))
 
     def bind(self, *args: P.args, **kwargs: P.kwargs) -> Call[R]:
         """Return this step's call with these arguments, to run in :func:`fluxo.parallel`.
@@ -363,7 +408,7 @@ class Workflow(_Definition[P, R]):
         timeout: timedelta | float | None = None,
         detached: bool = False,
         if_exists: IfExists = "check",
-    ) -> Workflow[P, R]:
+    ) -> Self:
         """Return this workflow with start options bound, for ``engine.start`` or a child start.
 
         Args:
@@ -416,6 +461,24 @@ class Workflow(_Definition[P, R]):
         runtime = _runtime.current()
         if runtime is None:
             return self.fn(*args, **kwargs)
+        if runtime.is_async is not self.is_async:
+            parent = "async" if runtime.is_async else "sync"
+            raise _errors.DefinitionError(
+                f"{parent} workflow {runtime.workflow_name!r} calls workflow {self.name!r} "
+                f"as a child, and a child called this way is "
+                f"{'awaited' if runtime.is_async else 'returned'} like the parent: make both "
+                "'async def' or both plain 'def'"
+            )
+        if runtime.is_async:
+            child_type = self.return_type
+            wf = self
+
+            def call() -> Any:
+                child, _ = runtime.start_child(wf, args, kwargs)
+                return runtime.child_result(child, child_type)
+
+            started: Any = _aio.outcome_of(call)
+            return typing.cast(R, started)
         child, _ = runtime.start_child(self, args, kwargs)
         result: R = runtime.child_result(child, self.return_type)
         return result
@@ -596,6 +659,21 @@ class Workflow(_Definition[P, R]):
         return args, kwargs
 
 
+class AsyncWorkflow(Workflow[P, R]):
+    """An ``async def`` workflow: a :class:`Workflow` whose function is a coroutine function.
+
+    Started and awaited like any workflow (``engine.start`` gives a handle whose
+    result is the awaited value). Called in an async workflow, as a child, it is
+    awaited: ``receipt = await checkout_child(order_id)``.
+    """
+
+    def __call__(  # type: ignore[override]
+        self, *args: P.args, **kwargs: P.kwargs
+    ) -> Coroutine[Any, Any, R]:
+        made: Any = super().__call__(*args, **kwargs)
+        return typing.cast(Coroutine[Any, Any, R], made)
+
+
 def _argument(param: inspect.Parameter, value: Any) -> Any:
     """The value a parameter takes: its decoded argument, or its default when left out."""
     if value is not msgspec.UNSET:
@@ -615,132 +693,3 @@ _SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = 6
 def _short(value: Any) -> str:
     """``repr(value)``, shortened to fit on a line of an error message."""
     return "(not given)" if value is msgspec.UNSET else _SHORT.repr(value)
-
-
-@overload
-def workflow(fn: Callable[P, R], /) -> Workflow[P, R]: ...
-
-
-@overload
-def workflow(
-    *, name: str | None = None, aliases: Sequence[str] = (), check_types: bool = True
-) -> Callable[[Callable[P, R]], Workflow[P, R]]: ...
-
-
-def workflow(
-    fn: Callable[P, R] | None = None,
-    /,
-    *,
-    name: str | None = None,
-    aliases: Sequence[str] = (),
-    check_types: bool = True,
-) -> Workflow[P, R] | Callable[[Callable[P, R]], Workflow[P, R]]:
-    """Mark a function as a durable workflow. Works bare or called.
-
-    Args:
-        fn: the function (when used bare).
-        name: the persisted name; defaults to ``module.qualname``. Histories refer
-            to it, so keep it stable (or list the old one in ``aliases``).
-        aliases: former names, so runs started under them still resume.
-        check_types: refuse, now, parameter and return annotations the default
-            JSON codec cannot decode (``object``, a plain class, ``Callable``...),
-            naming each. Pass ``False`` when the ``Engine``'s own codec decodes
-            them; an Engine whose codec has a ``check_type`` method checks its
-            workflows with it instead.
-
-    Example:
-        >>> @fluxo.workflow
-        ... def checkout(order_id: str, cents: int) -> str:
-        ...     receipt = charge(order_id, cents)
-        ...     return receipt.id
-    """
-
-    def decorate(func: Callable[P, R]) -> Workflow[P, R]:
-        persisted, checked = _check_function(func, "workflow", name, aliases, check_types)
-        return Workflow(
-            func, name=persisted, aliases=aliases, check_types=check_types, json_checked=checked
-        )
-
-    return decorate if fn is None else decorate(fn)
-
-
-@overload
-def step(fn: Callable[P, R], /) -> Step[P, R]: ...
-
-
-@overload
-def step(
-    *,
-    name: str | None = None,
-    aliases: Sequence[str] = (),
-    retry: _retry.Retry | int | None = None,
-    timeout: timedelta | float | None = None,
-    check_types: bool = True,
-) -> Callable[[Callable[P, R]], Step[P, R]]: ...
-
-
-def step(
-    fn: Callable[P, R] | None = None,
-    /,
-    *,
-    name: str | None = None,
-    aliases: Sequence[str] = (),
-    retry: _retry.Retry | int | None = None,
-    timeout: timedelta | float | None = None,
-    check_types: bool = True,
-) -> Step[P, R] | Callable[[Callable[P, R]], Step[P, R]]:
-    """Mark a function as a durable step. Works bare or called.
-
-    Args:
-        fn: the function (when used bare).
-        name: the persisted name; defaults to ``module.qualname``.
-        aliases: former names, so recorded results under them still replay.
-        retry: a :class:`fluxo.Retry`, a number of attempts, or ``None`` (one attempt).
-        timeout: the longest one attempt may take (a ``timedelta`` or seconds).
-            Each attempt then runs in a thread of its own; one still running at
-            the timeout is abandoned and fails with :class:`fluxo.StepTimeout`, a
-            failed attempt like any other, so ``retry=`` applies. Python cannot
-            kill a thread: the abandoned attempt goes on running in the
-            background until its function returns, and its result is thrown
-            away. The next attempt may overlap it, so a step with a timeout must
-            be safe to run twice at once (idempotent, with its own time limits
-            on the I/O it does). The timeout counts wall-clock time, also under
-            ``fluxo.testing``'s virtual clock. Outside a workflow the step is a
-            plain call, without a timeout.
-        check_types: refuse, now, a return annotation the default JSON codec
-            cannot decode (``object``, a plain class...). Pass ``False`` when the
-            ``Engine``'s own codec decodes it. The parameters are not checked: a
-            step's arguments are never stored.
-
-    Example:
-        >>> @fluxo.step(retry=3, timeout=timedelta(seconds=10))
-        ... def charge(order_id: str, cents: int) -> Receipt: ...
-    """
-    policy = _retry.coerce_retry(retry)
-    limit = _timeout_seconds(timeout)
-
-    def decorate(func: Callable[P, R]) -> Step[P, R]:
-        persisted, checked = _check_function(func, "step", name, aliases, check_types)
-        return Step(
-            func,
-            name=persisted,
-            aliases=aliases,
-            retry=policy,
-            timeout=limit,
-            check_types=check_types,
-            json_checked=checked,
-        )
-
-    return decorate if fn is None else decorate(fn)
-
-
-def _timeout_seconds(timeout: timedelta | float | None) -> float | None:
-    """Check a step's ``timeout=`` and return it in seconds."""
-    if timeout is None:
-        return None
-    return _durations.positive(
-        timeout,
-        "@fluxo.step(timeout=...)",
-        finite=True,
-        example="; for example timeout=timedelta(seconds=30) or timeout=30",
-    )

@@ -98,6 +98,11 @@ class Runtime(Protocol):
         ...
 
     @property
+    def is_async(self) -> bool:
+        """True when the run's workflow is ``async def`` (its durable calls are awaited)."""
+        ...
+
+    @property
     def replaying(self) -> bool:
         """True while the code is catching up with recorded history."""
         ...

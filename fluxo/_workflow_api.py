@@ -8,17 +8,18 @@ code can be unit-tested as ordinary Python.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random as _random
 import time
 import uuid as _uuid
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from datetime import datetime, timedelta, timezone
 from typing import Any, Generic, NoReturn, TypeVar
 
 from typing_extensions import ParamSpec
 
-from fluxo import _definitions, _durations, _errors, _names, _runtime
+from fluxo import _aio, _definitions, _durations, _errors, _names, _runtime
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -71,6 +72,7 @@ def sleep(duration: timedelta | float) -> None:
     if runtime is None:
         time.sleep(max(seconds, 0.0))
         return
+    _sync_only(runtime, "fluxo.sleep()", "fluxo.sleep_async(...)")
     runtime.sleep_until(runtime.now() + seconds)
 
 
@@ -85,6 +87,7 @@ def sleep_until(when: datetime) -> None:
     if runtime is None:
         time.sleep(max(when.timestamp() - time.time(), 0.0))
         return
+    _sync_only(runtime, "fluxo.sleep_until()", "fluxo.sleep_until_async(...)")
     runtime.sleep_until(when.timestamp())
 
 
@@ -107,6 +110,7 @@ def wait_for_signal(name: str, *, timeout: timedelta | float | None = None, type
             "fluxo.wait_for_signal() waits inside a workflow; outside one there is no run "
             "to receive a signal"
         )
+    _sync_only(runtime, "fluxo.wait_for_signal()", "fluxo.wait_for_signal_async(...)")
     return runtime.wait_for_signal(name, seconds, type)
 
 
@@ -124,7 +128,94 @@ def signal(run_id: str, name: str, payload: Any = None) -> None:
         raise _errors.DefinitionError(
             "fluxo.signal() sends from inside a workflow; elsewhere use engine.signal()"
         )
+    _sync_only(runtime, "fluxo.signal()", "fluxo.signal_async(...)")
     runtime.send_signal(run_id, name, payload)
+
+
+def _sync_only(runtime: _runtime.Runtime, what: str, instead: str) -> None:
+    if runtime.is_async:
+        raise _errors.DefinitionError(
+            f"{what} waits in the workflow's thread, and workflow {runtime.workflow_name!r} is "
+            f"'async def': write 'await {instead}' there"
+        )
+
+
+def _not_async_yet(runtime: _runtime.Runtime, what: str, instead: str) -> None:
+    if runtime.is_async:
+        raise _errors.DefinitionError(
+            f"{what} is not available in 'async def' workflows yet (workflow "
+            f"{runtime.workflow_name!r}); use {instead}, or make the workflow a plain 'def'"
+        )
+
+
+def _async_only(runtime: _runtime.Runtime, what: str, instead: str) -> None:
+    if not runtime.is_async:
+        raise _errors.DefinitionError(
+            f"{what} is for 'async def' workflows; workflow {runtime.workflow_name!r} is sync: "
+            f"call {instead} there"
+        )
+
+
+def sleep_async(duration: timedelta | float) -> Coroutine[Any, Any, None]:
+    """:func:`sleep` for ``async def`` workflows: ``await fluxo.sleep_async(timedelta(days=1))``.
+
+    Outside a workflow it is ``asyncio.sleep``.
+    """
+    seconds = _durations.seconds(duration, "fluxo.sleep_async()")
+    runtime = _runtime.current()
+    if runtime is None:
+        return asyncio.sleep(max(seconds, 0.0))
+    _async_only(runtime, "fluxo.sleep_async()", "fluxo.sleep(...)")
+    return _aio.outcome_of(lambda: runtime.sleep_until(runtime.now() + seconds))
+
+
+def sleep_until_async(when: datetime) -> Coroutine[Any, Any, None]:
+    """:func:`sleep_until` for ``async def`` workflows (an aware datetime)."""
+    if not isinstance(when, datetime) or when.tzinfo is None:
+        raise _errors.DefinitionError(
+            f"fluxo.sleep_until_async() takes a timezone-aware datetime, not {when!r}; "
+            "for example datetime(2030, 1, 1, tzinfo=timezone.utc)"
+        )
+    runtime = _runtime.current()
+    if runtime is None:
+        return asyncio.sleep(max(when.timestamp() - time.time(), 0.0))
+    _async_only(runtime, "fluxo.sleep_until_async()", "fluxo.sleep_until(...)")
+    return _aio.outcome_of(lambda: runtime.sleep_until(when.timestamp()))
+
+
+def wait_for_signal_async(
+    name: str, *, timeout: timedelta | float | None = None, type: Any = Any
+) -> Coroutine[Any, Any, Any]:
+    """:func:`wait_for_signal` for ``async def`` workflows.
+
+    ``approved = await fluxo.wait_for_signal_async("approved", type=bool)``
+    """
+    _names.check_signal_name(name)
+    seconds = (
+        None if timeout is None else _durations.seconds(timeout, "wait_for_signal_async(timeout=)")
+    )
+    runtime = _runtime.current()
+    if runtime is None:
+        raise _errors.DefinitionError(
+            "fluxo.wait_for_signal_async() waits inside a workflow; outside one there is no "
+            "run to receive a signal"
+        )
+    _async_only(runtime, "fluxo.wait_for_signal_async()", "fluxo.wait_for_signal(...)")
+    return _aio.outcome_of(lambda: runtime.wait_for_signal(name, seconds, type))
+
+
+def signal_async(run_id: str, name: str, payload: Any = None) -> Coroutine[Any, Any, None]:
+    """:func:`signal` for ``async def`` workflows: ``await fluxo.signal_async(run_id, "go")``."""
+    _names.check_signal_name(name)
+    _names.check_target_run_id(run_id, "fluxo.signal_async()")
+    runtime = _runtime.current()
+    if runtime is None:
+        raise _errors.DefinitionError(
+            "fluxo.signal_async() sends from inside a workflow; elsewhere use "
+            "engine.signal() (or await AsyncEngine.signal())"
+        )
+    _async_only(runtime, "fluxo.signal_async()", "fluxo.signal(...)")
+    return _aio.outcome_of(lambda: runtime.send_signal(run_id, name, payload))
 
 
 def continue_as_new(*args: Any, **kwargs: Any) -> NoReturn:
@@ -266,6 +357,7 @@ def start_child(
             "fluxo.start_child() starts a child run from inside a workflow; elsewhere use "
             "engine.start()"
         )
+    _not_async_yet(runtime, "fluxo.start_child()", "await child(...)")
     run_id, detached = runtime.start_child(workflow, args, kwargs)
     return ChildHandle(runtime, run_id, workflow, detached)
 
@@ -346,6 +438,7 @@ def parallel(*calls: _definitions.Call[R], max_concurrency: int | None = None) -
     runtime = _runtime.current()
     if runtime is None:
         return [call.step(*call.args, **call.kwargs) for call in calls]
+    _not_async_yet(runtime, "fluxo.parallel() and fluxo.map()", "awaiting the calls in turn")
     result: list[R] = runtime.call_parallel(calls, limit)
     return result
 

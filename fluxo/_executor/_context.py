@@ -119,6 +119,8 @@ class RunContext:
         self.run_id = run.id
         self.created_at = run.created_at
         self.workflow = workflow
+        self.is_async = workflow.is_async
+        """The workflow is ``async def``: its coroutine runs on an event loop (``fluxo._aio``)."""
         self.store = store
         self.codec = codec
         self.clock = clock

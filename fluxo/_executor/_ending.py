@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from fluxo import _errors, _payloads, _runtime, history
+from fluxo import _aio, _errors, _payloads, _runtime, history
 from fluxo._executor import _control
 
 if TYPE_CHECKING:
@@ -54,6 +54,8 @@ class Ending:
             return self._finish_failed(exc)
         try:
             value = wf.fn(*args, **kwargs)
+            if ctx.is_async:
+                value = _aio.run_workflow(value)
         except (_runtime.ControlFlow, Exception) as exc:
             return self._ended_by(exc)
         if ctx._unwinding is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import inspect
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import msgspec
 
-from fluxo import _errors, _payloads, _runtime, history, observe
+from fluxo import _aio, _errors, _payloads, _runtime, history, observe
 
 if TYPE_CHECKING:
     from fluxo import _definitions
@@ -382,6 +383,8 @@ class Steps:
         """
         runner = self._ctx._step_runner
         limit = step.timeout
+        if self._ctx.is_async:
+            return self._call_async(runner, step, args, kwargs)
         if limit is None:
             return runner(step, args, kwargs)
         outcome: list[Any] = []
@@ -416,6 +419,37 @@ class Steps:
         if failure:
             raise failure[0]
         return outcome[0]
+
+    def _call_async(
+        self,
+        runner: StepRunner,
+        step: _definitions.Step[Any, Any],
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+    ) -> Any:
+        """One attempt of a step of an async workflow, within its ``timeout=`` if it has one.
+
+        An ``async def`` step's coroutine is awaited on Fluxo's step loop; a sync
+        step runs on one of its step threads (``fluxo._aio``), never on the
+        workflow's loop. What a stub returns for it is used as it is.
+        """
+        limit = step.timeout
+        try:
+            if step.is_async:
+                made = runner(step, args, kwargs)
+                if not inspect.isawaitable(made):
+                    return made  # a stub's value
+                return _aio.run_on_step_loop(made, limit)
+            return _aio.run_on_thread(lambda: runner(step, args, kwargs), limit)
+        except _aio.Overdue:
+            log.warning(
+                "run %s: step %s did not finish within %gs; it was cancelled",
+                self._ctx.run_id,
+                step.name,
+                limit,
+                extra={"fluxo_run_id": self._ctx.run_id},
+            )
+            raise _errors.StepTimeout(step.name, limit or 0.0) from None
 
 
 def elapsed(now: float, began: float) -> float:

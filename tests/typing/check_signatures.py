@@ -140,3 +140,44 @@ async def async_engine_keeps_types(engine: fluxo.AsyncEngine) -> None:
     not_awaited.close()  # a coroutine: forgetting ``await`` leaves no handle to misuse
     with_engine = fluxo.AsyncEngine(fluxo.Engine("memory://", workflows=[checkout]))
     await with_engine.aclose()
+
+
+@fluxo.step(name="typing.fetch")
+async def fetch(url: str) -> Receipt:
+    """An async step: called in an async workflow, it is awaited."""
+    return Receipt(url, 0)
+
+
+@fluxo.workflow(name="typing.async_child")
+async def async_child(order_id: str) -> int:
+    """An async workflow, used as a child."""
+    return 1
+
+
+@fluxo.workflow(name="typing.async_checkout")
+async def async_checkout(order_id: str, cents: int) -> str:
+    """An async workflow awaiting async steps, a sync step and the async durable calls."""
+    receipt = await fetch(order_id)
+    assert_type(receipt, Receipt)
+    charged = await charge.call_async(order_id, cents)
+    assert_type(charged, Receipt)
+    assert_type(await async_child(order_id), int)
+    await fluxo.sleep_async(5)
+    approved = await fluxo.wait_for_signal_async("approved", type=bool)
+    await fluxo.signal_async("other-run", "go", approved)
+    await fetch(order_id, 4)  # type: ignore[call-arg]
+    return receipt.id
+
+
+def async_workflows_keep_types(engine: fluxo.Engine) -> None:
+    """An async workflow's handle gives the awaited type, and options keep its kind."""
+    as_async: fluxo.AsyncWorkflow[[str, int], str] = async_checkout
+    with_options: fluxo.AsyncWorkflow[[str, int], str] = async_checkout.options(id="o")
+    assert_type(engine.start(async_checkout, "o", 1), fluxo.RunHandle[str])
+    assert_type(engine.run(async_checkout, "o", 1), str)
+
+    async def later(n: int) -> float:
+        return n / 2
+
+    named: fluxo.AsyncWorkflow[[int], float] = fluxo.workflow(name="typing.later")(later)
+    del as_async, with_options, named

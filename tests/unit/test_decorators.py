@@ -174,19 +174,20 @@ def test_function_defined_in_a_function_is_accepted_with_a_name() -> None:
     assert local_step() == 3
 
 
-def test_async_functions_are_rejected() -> None:
+def test_async_generators_are_rejected_and_coroutine_functions_accepted() -> None:
     async def coroutine() -> int:
         return 1
 
     async def agen() -> Any:
         yield 1
 
-    for fn in (coroutine, agen):
-        with pytest.raises(fluxo.DefinitionError, match="async def") as info:
-            fluxo.step(name="x")(fn)
-        assert "plain 'def'" in str(info.value)
-        with pytest.raises(fluxo.DefinitionError, match="async def"):
-            fluxo.workflow(name="x")(fn)
+    with pytest.raises(fluxo.DefinitionError, match="async generator") as info:
+        fluxo.step(name="x")(agen)
+    assert "must return its result" in str(info.value)
+    with pytest.raises(fluxo.DefinitionError, match="async generator"):
+        fluxo.workflow(name="x")(agen)
+    assert fluxo.step(name="x")(coroutine).is_async
+    assert fluxo.workflow(name="x")(coroutine).is_async
 
 
 def test_generators_are_rejected() -> None:
@@ -243,14 +244,15 @@ def test_non_functions_are_rejected(thing: Any) -> None:
 
 
 def test_every_problem_is_reported_at_once() -> None:
-    async def broken() -> None: ...
+    async def broken() -> Any:
+        yield None
 
     with pytest.raises(fluxo.DefinitionError) as info:
         fluxo.workflow(aliases="old")(broken)
     lines = str(info.value).splitlines()
     assert len(lines) == 3
     assert "defined inside a function" in lines[0]
-    assert "async def" in lines[1]
+    assert "async generator" in lines[1]
     assert "aliases=" in lines[2]
 
 

@@ -17,6 +17,7 @@ from fluxo import _errors
 EXPECTED = [
     "AsyncEngine",
     "AsyncRunHandle",
+    "AsyncWorkflow",
     "Call",
     "CancelPendingError",
     "Cancelled",
@@ -74,12 +75,16 @@ EXPECTED = [
     "random",
     "saga",
     "signal",
+    "signal_async",
     "sleep",
+    "sleep_async",
     "sleep_until",
+    "sleep_until_async",
     "start_child",
     "step",
     "uuid4",
     "wait_for_signal",
+    "wait_for_signal_async",
     "workflow",
 ]
 

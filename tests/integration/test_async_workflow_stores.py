@@ -1,0 +1,92 @@
+"""``async def`` workflows on every store, executed by a worker: steps, timers, signals, children."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import fluxo
+from fluxo import history
+from fluxo.stores.memory import MemoryStore
+
+WAIT = 60.0
+
+
+@fluxo.step(name="awstores.double")
+async def double(n: int) -> int:
+    await asyncio.sleep(0)
+    return 2 * n
+
+
+@fluxo.step(name="awstores.label")
+def label(n: int) -> str:
+    return f"n{n}"
+
+
+@fluxo.workflow(name="awstores.child")
+async def child(n: int) -> int:
+    return await double(n)
+
+
+@fluxo.workflow(name="awstores.main")
+async def main(n: int) -> str:
+    doubled = list(await asyncio.gather(*(double(i) for i in range(n))))
+    named = await label.call_async(n)
+    await fluxo.sleep_async(0.2)
+    answer: int = await fluxo.wait_for_signal_async("answer", type=int)
+    from_child = await child(answer)
+    return f"{named} {sum(doubled)} {from_child}"
+
+
+@pytest.fixture(
+    params=[
+        "memory",
+        "sqlite",
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("mysql", marks=pytest.mark.mysql),
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("mongo", marks=pytest.mark.mongo),
+    ]
+)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[fluxo.Store]:
+    if request.param == "memory":
+        opened: fluxo.Store = MemoryStore()
+    elif request.param == "sqlite":
+        opened = fluxo.open_store(f"sqlite:///{tmp_path}/fluxo.db")
+    else:
+        opened = fluxo.open_store(request.getfixturevalue(f"clean_{request.param}_url"))
+    yield opened
+    opened.close()
+
+
+def waiting_for_signal(engine: fluxo.Engine, run_id: str) -> bool:
+    try:
+        events = engine.history(run_id)
+    except (fluxo.RunNotFoundError, fluxo.StoreError):
+        return False
+    return any(isinstance(event, history.SignalWaitStarted) for event in events)
+
+
+def test_a_worker_runs_async_workflows_through_timers_signals_and_children(
+    store: fluxo.Store,
+) -> None:
+    with (
+        fluxo.Engine(store, workflows=[main, child]) as engine,
+        engine.worker(concurrency=4, idle_timeout=0.05),
+    ):
+        handles = [engine.start(main.options(id=f"m-{i}"), 4) for i in range(3)]
+        deadline = time.monotonic() + WAIT
+        for handle in handles:
+            while not waiting_for_signal(engine, handle.id):
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            engine.signal(handle.id, "answer", 5)
+        assert [h.result(timeout=WAIT) for h in handles] == ["n4 12 10"] * 3
+        kinds = [e.kind for e in engine.history("m-0")]
+    assert kinds.count("step_completed") == 5
+    assert "timer_fired" in kinds
+    assert "child_completed" in kinds
