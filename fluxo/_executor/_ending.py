@@ -11,15 +11,29 @@ history must end the way the code just did.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from fluxo import _errors, _payloads, _runtime, history
 from fluxo._executor import _control
 
 if TYPE_CHECKING:
+    from fluxo import _definitions
     from fluxo._executor import _context
 
 log = logging.getLogger(__name__)
+
+WorkflowRunner = Callable[
+    ["_definitions.Workflow[Any, Any]", Sequence[Any], Mapping[str, Any]], Any
+]
+"""Calls a run's workflow function for one execution: ``(workflow, args, kwargs) -> result``."""
+
+
+def call_workflow_function(
+    workflow: _definitions.Workflow[Any, Any], args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> Any:
+    """The :data:`WorkflowRunner` of a real run: call the workflow's own function."""
+    return workflow.fn(*args, **kwargs)
 
 
 class Ending:
@@ -53,7 +67,7 @@ class Ending:
                 )
             return self._finish_failed(exc)
         try:
-            value = wf.fn(*args, **kwargs)
+            value = ctx._workflow_runner(wf, args, kwargs)
         except (_runtime.ControlFlow, Exception) as exc:
             return self._ended_by(exc)
         if ctx._unwinding is not None:
