@@ -63,6 +63,8 @@ class RunOptions:
             again, so each durable call is replayed once (the test environment).
         child_started: told of each child run the execution starts live (a runner
             may execute it inline; the test environment registers its workflow).
+        workflow_runner: calls the workflow's function for the execution (the test
+            environment stands a stub in for a child run's function with its own).
         holder: holds a short recorded wait in the execution's thread instead of
             unwinding (a runner's); ``None``: every wait unwinds.
     """
@@ -72,6 +74,7 @@ class RunOptions:
     replay_only: bool = False
     restart_after_record: bool = False
     child_started: Callable[[str, _definitions.Workflow[Any, Any]], None] | None = None
+    workflow_runner: _ending.WorkflowRunner = _ending.call_workflow_function
     holder: _waits.Holder | None = None
 
 
@@ -186,6 +189,7 @@ class RunContext:
         self._restart_after_record = options.restart_after_record
         self._steps.adopt(restart_after_record=options.restart_after_record)
         self._child_started = options.child_started
+        self._workflow_runner = options.workflow_runner
         self._holder = options.holder
 
     def _set_option(self, **change: Any) -> None:

@@ -10,16 +10,31 @@ history must end the way the code just did.
 
 from __future__ import annotations
 
+import inspect
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from fluxo import _aio, _errors, _payloads, _runtime, history
 from fluxo._executor import _control
 
 if TYPE_CHECKING:
+    from fluxo import _definitions
     from fluxo._executor import _context
 
 log = logging.getLogger(__name__)
+
+WorkflowRunner = Callable[
+    ["_definitions.Workflow[Any, Any]", Sequence[Any], Mapping[str, Any]], Any
+]
+"""Calls a run's workflow function for one execution: ``(workflow, args, kwargs) -> result``."""
+
+
+def call_workflow_function(
+    workflow: _definitions.Workflow[Any, Any], args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> Any:
+    """The :data:`WorkflowRunner` of a real run: call the workflow's own function."""
+    return workflow.fn(*args, **kwargs)
 
 
 class Ending:
@@ -53,8 +68,8 @@ class Ending:
                 )
             return self._finish_failed(exc)
         try:
-            value = wf.fn(*args, **kwargs)
-            if ctx.is_async:
+            value = ctx._workflow_runner(wf, args, kwargs)
+            if ctx.is_async and inspect.iscoroutine(value):  # (a stub may return a value)
                 value = _aio.run_workflow(value)
         except (_runtime.ControlFlow, Exception) as exc:
             return self._ended_by(exc)

@@ -1,9 +1,10 @@
 """Test doubles for code that uses Fluxo: test workflows the way Fluxo tests itself.
 
 :class:`WorkflowEnvironment` runs workflows in process on a virtual clock (time
-skips to the next due timer), lets tests stub steps by name or object, and
-records which steps ran. With pytest, the ``fluxo_env`` fixture hands each test
-one, closed afterwards (``@pytest.mark.fluxo_env(...)`` passes it options).
+skips to the next due timer), lets tests stub steps and child workflows by name
+or object, and records which steps ran and which children were started. With
+pytest, the ``fluxo_env`` fixture hands each test one, closed afterwards
+(``@pytest.mark.fluxo_env(...)`` passes it options).
 
 Example:
     >>> from fluxo.testing import WorkflowEnvironment
@@ -25,9 +26,10 @@ from fluxo.testing._replay import (
     replay_runs,
     save_history,
 )
-from fluxo.testing._stubs import StepCall, Stub
+from fluxo.testing._stubs import ChildCall, StepCall, Stub
 
 __all__ = [
+    "ChildCall",
     "History",
     "HistoryFormatError",
     "ReplayMismatchError",

@@ -15,14 +15,14 @@ import dataclasses
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, TypeAlias, TypeVar, overload
 
 from typing_extensions import ParamSpec
 
 from fluxo import _definitions, _durations, _engine, _errors, _executor, _leases, stores
 from fluxo import codec as _codec
 from fluxo import history as _history
-from fluxo.testing import _stubs
+from fluxo.testing import _children, _stubs
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -79,7 +79,7 @@ class _DrivenHandle(_engine.RunHandle[R]):
 
 
 class WorkflowEnvironment:
-    """A fast, in-process place to test workflows: time skips, steps can be stubbed.
+    """A fast, in-process place to test workflows: time skips, steps and children can be stubbed.
 
     Every run is executed by the environment itself, in the calling thread. Each
     call (``start``, ``signal``, ``cancel``, ``advance``) returns once everything
@@ -144,9 +144,11 @@ class WorkflowEnvironment:
         )
         """The engine the environment drives, for code under test that needs one."""
         self._owner = f"{self.engine.instance_id}:test-environment"
-        self._stubs: list[_stubs.Stub] = []
-        self._calls: list[_stubs.StepCall] = []
-        self._seen_steps: dict[str, _definitions.Step[Any, Any]] = {}
+        self._stubs: list[_stubs.Stub[Any]] = []
+        self._calls: list[_stubs.StepCall | _stubs.ChildCall] = []
+        self._seen: dict[tuple[str, str], _stubs.Target] = {}
+        """The steps called and child workflows started so far, by kind and name."""
+        self._children = _children.ChildRuns(self._stubs, self._record_call, self.engine.codec)
         self._driving = False
         self._closed = False
 
@@ -245,8 +247,8 @@ class WorkflowEnvironment:
         Raises:
             RunNotFoundError: no such run.
             RunStateError: the run has finished.
-            DefinitionError: a stub given by name names no step, or several;
-                nothing is sent, so the real step cannot run in its place.
+            DefinitionError: a stub given by name names no step or workflow, or
+                several; nothing is sent, so the real one cannot run in its place.
         """
         self._check_open()
         if not self._driving:
@@ -260,7 +262,7 @@ class WorkflowEnvironment:
         Raises:
             RunNotFoundError: no such run.
             RunStateError: the run already completed or failed.
-            DefinitionError: a stub given by name names no step, or several.
+            DefinitionError: a stub given by name names no step or workflow, or several.
         """
         self._check_open()
         if not self._driving:
@@ -272,28 +274,72 @@ class WorkflowEnvironment:
 
     # -- stubs -------------------------------------------------------------------------
 
+    @overload
     def stub(
         self,
-        step: _stubs.StepRef,
+        target: _definitions.Step[Any, Any],
         replacement: Callable[..., Any] | None = None,
         /,
         *,
         returns: Any = _stubs.UNSET,
         raises: BaseException | type[BaseException] | None = None,
-    ) -> _stubs.Stub:
-        """Make a step answer with a value, an exception or another function.
+    ) -> _stubs.Stub[_stubs.StepCall]: ...
 
-        Give exactly one of ``replacement`` (a function with the step's signature,
-        called instead of it), ``returns=`` or ``raises=``. What a stub returns is
-        recorded like a real result: it must fit the step's return annotation.
-        What it raises goes through the step's retry policy.
+    @overload
+    def stub(
+        self,
+        target: _definitions.Workflow[Any, Any],
+        replacement: Callable[..., Any] | None = None,
+        /,
+        *,
+        returns: Any = _stubs.UNSET,
+        raises: BaseException | type[BaseException] | None = None,
+    ) -> _stubs.Stub[_stubs.ChildCall]: ...
+
+    @overload
+    def stub(
+        self,
+        target: str,
+        replacement: Callable[..., Any] | None = None,
+        /,
+        *,
+        returns: Any = _stubs.UNSET,
+        raises: BaseException | type[BaseException] | None = None,
+    ) -> _stubs.Stub[Any]: ...
+
+    def stub(
+        self,
+        target: _stubs.Ref,
+        replacement: Callable[..., Any] | None = None,
+        /,
+        *,
+        returns: Any = _stubs.UNSET,
+        raises: BaseException | type[BaseException] | None = None,
+    ) -> _stubs.Stub[Any]:
+        """Make a step, or a child workflow, answer with a value, an exception or a function.
+
+        Give exactly one of ``replacement`` (a function with the step's or
+        workflow's signature, called instead of it), ``returns=`` or ``raises=``.
+        What a stub returns is recorded like a real result: it must fit the return
+        annotation. The newest stub of a step or workflow answers.
+
+        A step's stub answers each live call of the step; what it raises goes
+        through the step's retry policy. A workflow's stub answers each child run
+        of the workflow that a workflow starts (a child call, ``fluxo.start_child``):
+        the child is still a run of its own, and the stub is its function, called
+        with the child's arguments as the child would receive them. It completes
+        with what the stub returns, or fails with what it raises, so the parent
+        records and sees what a real child ending that way gives
+        (``fluxo.WorkflowFailedError`` for a failure). A run the test starts itself
+        (``env.start``, ``env.run``) is never stubbed.
 
         Args:
-            step: the step object, or its name: full (``"shop.charge"``), an alias,
-                or the short function name (``"charge"``) when that is unambiguous.
-                A name must name a step the environment's workflows can reach; it is
+            target: the step or workflow object, or its name: full
+                (``"shop.charge"``), an alias, or the short function name
+                (``"charge"``) when that is unambiguous. A name must name one step
+                or one workflow that the environment's workflows can reach; it is
                 checked when the next run starts.
-            replacement: the function called instead of the step.
+            replacement: the function called instead of the step or workflow.
             returns: the value every call returns.
             raises: the exception (an instance or a class) every call raises.
 
@@ -305,21 +351,22 @@ class WorkflowEnvironment:
             >>> env.stub("shop.charge", raises=ConnectionError("card network down"))
             >>> with env.stub(charge, lambda order_id, cents: Receipt("r-2", cents)):
             ...     env.run(checkout, "o-18", 100)
+            >>> env.stub(ship_order, returns="track-1")  # a child workflow
         """
         self._check_open()
-        stub = _stubs.make_stub(self._stubs, step, replacement, returns, raises)
-        if isinstance(step, str):
+        stub = _stubs.make_stub(self._stubs, target, replacement, returns, raises)
+        if isinstance(target, str):
             try:
-                (target,) = self._resolve(f"env.stub({step!r})", step, unique=True)
+                (found,) = self._resolve(f"env.stub({target!r})", target, unique=True)
             except _errors.DefinitionError:
                 pass  # checked again before the next run, when its workflow may be known
             else:
-                stub.check_against(target)
+                stub.check_against(found)
         self._stubs.append(stub)
         return stub
 
     @property
-    def stubs(self) -> list[_stubs.Stub]:
+    def stubs(self) -> list[_stubs.Stub[Any]]:
         """The active stubs, oldest first."""
         return list(self._stubs)
 
@@ -330,25 +377,49 @@ class WorkflowEnvironment:
         self._check_open()
         return self.engine.history(_run_id(run))
 
+    @overload
     def calls(
-        self, step: _stubs.StepRef | None = None, *, run: Run | None = None
-    ) -> list[_stubs.StepCall]:
-        """The live calls of steps (real or stubbed), oldest first.
+        self, target: _definitions.Step[Any, Any], *, run: Run | None = None
+    ) -> list[_stubs.StepCall]: ...
+
+    @overload
+    def calls(
+        self, target: _definitions.Workflow[Any, Any], *, run: Run | None = None
+    ) -> list[_stubs.ChildCall]: ...
+
+    @overload
+    def calls(
+        self, target: str | None = None, *, run: Run | None = None
+    ) -> list[_stubs.StepCall | _stubs.ChildCall]: ...
+
+    def calls(self, target: _stubs.Ref | None = None, *, run: Run | None = None) -> list[Any]:
+        """The live calls of steps and child workflows (real or stubbed), oldest first.
+
+        A step's call is a :class:`~fluxo.testing.StepCall`, recorded per attempt;
+        a child workflow's a :class:`~fluxo.testing.ChildCall`, recorded once per
+        child run as its function (or stub) returns or raises.
 
         Args:
-            step: only the calls of this step (object or name, as for :meth:`stub`).
-            run: only the calls made by this run (id or handle).
+            target: only the calls of this step or workflow (object or name, as for
+                :meth:`stub`).
+            run: only the calls made by this run (id or handle): the steps it
+                called and the children it started.
         """
         calls = self._calls
         if run is not None:
             run_id = _run_id(run)
             calls = [c for c in calls if c.run_id == run_id]
-        if step is not None:
-            label = f"env.calls({step!r})"
-            _stubs.check_ref(label, step)
-            if isinstance(step, str):
-                self._resolve(label, step, unique=False)
-            calls = [c for c in calls if _stubs.is_step(c.step, step)]
+        if target is not None:
+            label = f"env.calls({target!r})"
+            _stubs.check_ref(label, target)
+            kind: type[Any] = object  # an object means its own kind only already
+            if isinstance(target, str):
+                kind = type(self._resolve(label, target, unique=False)[0])
+            calls = [
+                c
+                for c in calls
+                if isinstance(called := _stubs.called(c), kind) and _stubs.is_target(called, target)
+            ]
         return list(calls)
 
     def steps_run(self, run: Run | None = None) -> list[_definitions.Step[Any, Any]]:
@@ -357,7 +428,7 @@ class WorkflowEnvironment:
         Args:
             run: only the steps this run called (id or handle); all runs by default.
         """
-        return [call.step for call in self.calls(run=run)]
+        return [call.step for call in self.calls(run=run) if isinstance(call, _stubs.StepCall)]
 
     # -- driving -----------------------------------------------------------------------
 
@@ -492,15 +563,26 @@ class WorkflowEnvironment:
         ) -> Any:
             return self._call_step(run_id, step, args, kwargs)
 
-        return _executor.RunOptions(
+        def child_started(child_id: str, workflow: _definitions.Workflow[Any, Any]) -> None:
+            self._child_started(run_id, child_id, workflow)
+
+        options = _executor.RunOptions(
             step_runner=run_step,
             pause=self._pause,
             restart_after_record=self.always_replay,
-            child_started=self._child_started,
+            child_started=child_started,
         )
+        run_child = self._children.runner(run_id)
+        if run_child is None:
+            return options
+        return dataclasses.replace(options, workflow_runner=run_child)
 
-    def _child_started(self, child_id: str, workflow: _definitions.Workflow[Any, Any]) -> None:
+    def _child_started(
+        self, parent: str, child_id: str, workflow: _definitions.Workflow[Any, Any]
+    ) -> None:
         self._register(workflow)  # so the environment runs the child, as a worker would
+        self._seen.setdefault((workflow.kind, workflow.name), workflow)
+        self._children.started(parent, child_id, workflow)
 
     def _pause(self, seconds: float) -> None:
         self._clock.move_to(self._clock() + seconds)
@@ -512,7 +594,7 @@ class WorkflowEnvironment:
         args: Sequence[Any],
         kwargs: Mapping[str, Any],
     ) -> Any:
-        self._seen_steps.setdefault(step.name, step)
+        self._seen.setdefault(("step", step.name), step)
         stub = next((s for s in reversed(self._stubs) if s.answers(step)), None)
         function = step.fn if stub is None else stub.behaviour
         call = _stubs.StepCall(run_id, step, tuple(args), dict(kwargs), stubbed=stub is not None)
@@ -524,25 +606,27 @@ class WorkflowEnvironment:
         self._record_call(stub, dataclasses.replace(call, result=result))
         return result
 
-    def _record_call(self, stub: _stubs.Stub | None, call: _stubs.StepCall) -> None:
+    def _record_call(
+        self, stub: _stubs.Stub[Any] | None, call: _stubs.StepCall | _stubs.ChildCall
+    ) -> None:
         self._calls.append(call)
         if stub is not None:
             stub.calls.append(call)
 
-    # -- finding steps by name -----------------------------------------------------------
+    # -- finding steps and workflows by name ---------------------------------------------
 
     def _check_stubs(self) -> None:
-        """Check that every stub given by name names exactly one step the workflows reach."""
+        """Check that every stub given by name names one step or workflow the workflows reach."""
         for stub in self._stubs:
             if isinstance(stub.target, str):
-                (step,) = self._resolve(f"env.stub({stub.target!r})", stub.target, unique=True)
-                stub.check_against(step)
+                (found,) = self._resolve(f"env.stub({stub.target!r})", stub.target, unique=True)
+                stub.check_against(found)
 
-    def _resolve(self, label: str, name: str, *, unique: bool) -> list[_definitions.Step[Any, Any]]:
-        known = [*self._seen_steps.values()]
-        known += [s.target for s in self._stubs if isinstance(s.target, _definitions.Step)]
-        steps = _stubs.reachable_steps(self.engine.workflows, known)
-        return _stubs.resolve(label, name, steps, self.engine.workflow_names, unique=unique)
+    def _resolve(self, label: str, name: str, *, unique: bool) -> list[_stubs.Target]:
+        known = [*self._seen.values()]
+        known += [s.target for s in self._stubs if not isinstance(s.target, str)]
+        targets = _stubs.reachable(self.engine.workflows, known)
+        return _stubs.resolve(label, name, targets, self.engine.workflow_names, unique=unique)
 
 
 # -- helpers ---------------------------------------------------------------------------

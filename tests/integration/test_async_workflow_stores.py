@@ -1,4 +1,4 @@
-"""``async def`` workflows on every store, executed by a worker: steps, timers, signals, children."""
+"""``async def`` workflows on every store, run by a worker: steps, timers, signals, children."""
 
 from __future__ import annotations
 

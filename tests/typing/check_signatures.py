@@ -181,3 +181,20 @@ def async_workflows_keep_types(engine: fluxo.Engine) -> None:
 
     named: fluxo.AsyncWorkflow[[int], float] = fluxo.workflow(name="typing.later")(later)
     del as_async, with_options, named
+
+
+def environment_stubs_and_calls() -> None:
+    """A step's stub keeps step calls, a workflow's child calls; a bare ``Stub`` is a step's."""
+    from fluxo.testing import ChildCall, StepCall, Stub, WorkflowEnvironment
+
+    with WorkflowEnvironment() as env:
+        assert_type(env.stub(charge, returns=Receipt("r", 1)), Stub[StepCall])
+        assert_type(env.stub(checkout, returns="r").calls, list[ChildCall])
+        assert_type(env.stub("charge", returns=None), Stub[Any])
+        assert_type(env.calls(charge), list[StepCall])
+        assert_type(env.calls(bulk), list[ChildCall])
+        assert_type(env.calls(), list[StepCall | ChildCall])
+        assert_type(env.calls("charge", run="r"), list[StepCall | ChildCall])
+        step_stub: Stub = env.stub(charge, returns=Receipt("r", 1))
+        assert_type(step_stub.calls, list[StepCall])
+        env.stub(42, returns=1)  # type: ignore[call-overload]

@@ -113,9 +113,8 @@ WORKFLOWS = [checkout, fans, waits, child_wf, parent_wf, fails, times_out]
 
 
 @pytest.fixture(autouse=True)
-def _fresh_calls() -> Iterator[None]:
+def _fresh_calls() -> None:
     live_calls.clear()
-    yield
 
 
 @pytest.fixture
@@ -268,3 +267,17 @@ def test_a_three_day_async_workflow_is_tested_in_virtual_time() -> None:
         kinds = [e.kind for e in env.history(handle.id)]
     assert kinds.count("timer_fired") == 1
     assert live_calls == []  # the stub answered
+
+
+def test_an_async_child_workflow_is_stubbed_like_a_step() -> None:
+    async def fake_child(n: int) -> int:
+        return 100 + n
+
+    with WorkflowEnvironment(workflows=[parent_wf, child_wf]) as env:
+        env.stub(child_wf, returns=7)
+        assert env.run(parent_wf) == 14
+        env.stub(child_wf, fake_child)
+        assert env.run(parent_wf.options(id="p-fake")) == 203
+        calls = env.calls(child_wf)
+    assert [call.args for call in calls][-2:] == [(1,), (2,)]
+    assert live_calls == []  # the real child, and so its step, never ran
