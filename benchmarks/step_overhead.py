@@ -3,7 +3,9 @@
 For every store it measures, in one run on one machine:
 
 * ``fluxo``: a workflow of N trivial steps executed by ``engine.run``; the cost
-  per step is the whole run divided by N (start and finish are amortized).
+  per step is the whole run divided by N (start and finish are amortized). On
+  the memory store and PostgreSQL, the same as an ``async def`` workflow of
+  ``async def`` steps, next to the sync one.
 * ``raw``: one INSERT + COMMIT of a comparable row through the same driver on the
   same database, the floor for any durable step.
 * ``dbos``: the same workflow written for DBOS, on the same SQLite file directory
@@ -54,17 +56,30 @@ def many(n: int) -> int:
     return total
 
 
+@fluxo.step(name="bench.async_noop")
+async def async_noop(i: int) -> int:
+    return i
+
+
+@fluxo.workflow(name="bench.async_many")
+async def async_many(n: int) -> int:
+    total = 0
+    for i in range(n):
+        total += await async_noop(i)
+    return total
+
+
 def median(samples: list[float]) -> float:
     return statistics.median(samples)
 
 
-def fluxo_per_step(url: str, steps: int, repeats: int) -> float:
-    with fluxo.Engine(url, workflows=[many]) as engine:
-        engine.run(many, 10)  # warm up: schema, connections, caches
+def fluxo_per_step(url: str, steps: int, repeats: int, workflow: Any = many) -> float:
+    with fluxo.Engine(url, workflows=[workflow]) as engine:
+        engine.run(workflow, 10)  # warm up: schema, connections, caches
         samples = []
         for _ in range(repeats):
             started = time.perf_counter()
-            assert engine.run(many, steps) == steps * (steps - 1) // 2
+            assert engine.run(workflow, steps) == steps * (steps - 1) // 2
             samples.append((time.perf_counter() - started) / steps)
     return median(samples)
 
@@ -289,6 +304,8 @@ def main() -> None:
         if "memory" in stores:
             mem = fluxo_per_step("memory://", args.steps, args.repeats)
             line("memory: fluxo per step", mem, "(engine overhead; target <= 20 us)")
+            amem = fluxo_per_step("memory://", args.steps, args.repeats, async_many)
+            line("memory: async workflow per step", amem, f"= {amem / mem:.2f}x the sync one")
             costs = observer_costs(args.steps, max(args.repeats, 9))
             basic = costs["basic_metrics"]
             ratio = costs["basic_metrics_ratio"]
@@ -318,6 +335,13 @@ def main() -> None:
             raw = raw_postgres_per_insert(url, args.steps, args.repeats)
             line("postgres: raw INSERT+COMMIT", raw, "(psycopg, same database)")
             line("postgres: fluxo per step", f, f"= {f / raw:.2f}x raw (target <= 1.5x)")
+            af = fluxo_per_step(
+                url.replace("postgresql://", "postgresql+psycopg://"),
+                args.steps,
+                args.repeats,
+                async_many,
+            )
+            line("postgres: async workflow per step", af, f"= {af / f:.2f}x the sync one")
             if not args.no_dbos:
                 dbos_url = recreate_postgres_database(pg_admin, "fluxo_bench_dbos")
                 d = dbos_per_step(dbos_url, args.steps, args.repeats)

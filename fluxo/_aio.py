@@ -100,7 +100,7 @@ def run_on_step_loop(awaitable: Awaitable[T], timeout: float | None) -> T:
         return await awaitable
 
     def start() -> None:
-        task = loop.create_task(wrapped(), context=context)
+        task = context.run(loop.create_task, wrapped())  # the task takes this context
         tasks.append(task)
 
         def settle(finished: asyncio.Future[T]) -> None:

@@ -229,6 +229,10 @@ class AsyncEngine:
         """The run's recorded history, oldest first; see :meth:`fluxo.Engine.history`."""
         return await self._call(self.engine.history, run_id)
 
+    async def export_history(self, run_id: str, *, readable: bool = False) -> dict[str, Any]:
+        """The run's history as a JSON-ready document; see :meth:`fluxo.Engine.export_history`."""
+        return await self._call(self.engine.export_history, run_id, readable=readable)
+
     # -- results -------------------------------------------------------------------------
 
     async def _result(self, run_id: str, timeout: float | None, return_type: Any) -> Any:
@@ -241,7 +245,7 @@ class AsyncEngine:
             waiting = self._results.watch(run.id, asyncio.get_running_loop())
             try:
                 run = await asyncio.wait_for(asyncio.shield(waiting), timeout)
-            except TimeoutError:
+            except asyncio.TimeoutError:  # (the builtin TimeoutError from Python 3.11 on)
                 raise _errors.RunNotFinishedError(
                     f"run {run_id!r} is still running after {timeout}s; wait longer, or "
                     "check that a worker is running (engine.worker() or 'fluxo worker')"

@@ -11,8 +11,8 @@ from typing import Any
 
 import click
 
+from fluxo import _async_engine, _definitions, _engine, _errors, _redact, stores
 from fluxo import _cli_format as fmt
-from fluxo import _definitions, _engine, _errors, _redact, stores
 
 STORE_ENV = "FLUXO_STORE_URL"
 APP_ENV = "FLUXO_APP"
@@ -25,7 +25,8 @@ class CLIError(click.ClickException):
 def load_engine(spec: str) -> _engine.Engine:
     """Import ``module:attribute`` and return the :class:`fluxo.Engine` it names.
 
-    The attribute may also be a function that takes no arguments and returns an engine.
+    The attribute may also be a function that takes no arguments and returns an engine,
+    or a :class:`fluxo.AsyncEngine`, whose ``Engine`` is returned.
     """
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
@@ -64,7 +65,7 @@ def load_engine(spec: str) -> _engine.Engine:
             f"{spec!r} is a {kind}, not a fluxo.Engine; point APP at the engine that "
             f"registers it ('{module_name}:engine', say) or at a function that returns one"
         )
-    if callable(target) and not isinstance(target, _engine.Engine):
+    if callable(target) and not isinstance(target, (_engine.Engine, _async_engine.AsyncEngine)):
         try:
             target = target()
         except _errors.FluxoError:
@@ -74,8 +75,12 @@ def load_engine(spec: str) -> _engine.Engine:
                 f"calling {spec!r} raised {type(exc).__name__}: {exc}; "
                 "fix it, or run `fluxo --verbose ...` for the traceback"
             ) from exc
+    if isinstance(target, _async_engine.AsyncEngine):
+        target = target.engine  # an async app's engine: its workers are the sync engine's
     if not isinstance(target, _engine.Engine):
-        raise CLIError(f"{spec!r} is {type(target).__name__}, not a fluxo.Engine")
+        raise CLIError(
+            f"{spec!r} is {type(target).__name__}, not a fluxo.Engine (or fluxo.AsyncEngine)"
+        )
     return target
 
 

@@ -166,6 +166,8 @@ def test_steering_and_inspecting(engine: fluxo.Engine) -> None:
             assert cancelled.cancel_requested
             recorded = await aengine.history("n-1")
             assert recorded[0].kind == "workflow_started"
+            exported = await aengine.export_history("n-1", readable=True)
+            assert exported == engine.export_history("n-1", readable=True)
             with engine.worker(idle_timeout=0.05), pytest.raises(fluxo.WorkflowCancelledError):
                 await first.result(timeout=WAIT)
 

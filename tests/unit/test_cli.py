@@ -35,6 +35,8 @@ def make() -> fluxo.Engine:
 
 not_an_engine = 42
 
+async_engine = fluxo.AsyncEngine(engine)
+
 
 def invoke(*args: str) -> tuple[int, str]:
     result = CliRunner().invoke(
@@ -72,6 +74,10 @@ def test_load_engine_explains_a_bad_app(spec: str, message: str) -> None:
 def test_load_engine_takes_an_engine_or_a_factory() -> None:
     assert cli.load_engine("tests.unit.test_cli:engine") is engine
     assert cli.load_engine("tests.unit.test_cli:make") is engine
+
+
+def test_load_engine_takes_an_async_apps_engine() -> None:
+    assert cli.load_engine("tests.unit.test_cli:async_engine") is engine
 
 
 def test_worker_reports_a_bad_app_in_one_line() -> None:
