@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import pickle
+import re
 import subprocess
 import sys
 import types
@@ -150,6 +151,15 @@ def test_an_in_memory_engine_imports_no_database_driver() -> None:
     )
     for driver in DRIVERS:
         assert driver not in loaded, f"an in-memory engine imported {driver}"
+
+
+def test_no_module_of_fluxo_imports_fastapi() -> None:
+    """FastAPI apps use fluxo.AsyncEngine as it is (docs/fastapi.md): Fluxo has no FastAPI code."""
+    web = re.compile(r"^\s*(?:from|import)\s+(?:fastapi|starlette)\b", re.MULTILINE)
+    package = Path(fluxo.__file__).parent
+    modules = sorted(package.rglob("*.py"))
+    assert package / "_async_engine.py" in modules
+    assert [path for path in modules if web.search(path.read_text())] == []
 
 
 # -- errors -----------------------------------------------------------------------------
