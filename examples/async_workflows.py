@@ -1,4 +1,4 @@
-"""An ``async def`` workflow: async steps awaited, a sync step on a thread, a timer, a signal.
+"""An ``async def`` workflow: async steps at once, a sync step on a thread, a timer, a signal.
 
 Run it with ``python examples/async_workflows.py``.
 """
@@ -27,7 +27,7 @@ def book(cities: list[str], total: int) -> str:  # a sync client library
 
 @fluxo.workflow(name="trips.plan")
 async def plan(cities: list[str]) -> str:
-    prices = await asyncio.gather(*(quote(city) for city in cities))
+    prices = await fluxo.map_async(quote, cities)  # the quotes run at once
     await fluxo.sleep_async(timedelta(seconds=1))  # durable: a worker may resume it
     approved: bool = await fluxo.wait_for_signal_async("approved", type=bool)
     if not approved:
@@ -43,4 +43,5 @@ with fluxo.Engine(url, workflows=[plan]) as engine, engine.worker():
     engine.signal(handle.id, "approved", True)
     print(handle.result(timeout=30))  # prints: booked Lisbon+Rome for 270
     kinds = [e.kind for e in engine.history(handle.id)]
-    print(kinds.count("step_completed"), "steps recorded")  # prints: 3 steps recorded
+    quotes, bookings = kinds.count("branch_completed"), kinds.count("step_completed")
+    print(f"{quotes} quotes, {bookings} booking recorded")  # prints: 2 quotes, 1 booking recorded

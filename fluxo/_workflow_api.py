@@ -9,13 +9,14 @@ code can be unit-tested as ordinary Python.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import random as _random
 import time
 import uuid as _uuid
-from collections.abc import Coroutine, Iterable
+from collections.abc import Coroutine, Iterable, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Any, Generic, NoReturn, TypeVar
+from typing import Any, Generic, NoReturn, TypeVar, overload
 
 from typing_extensions import ParamSpec
 
@@ -137,14 +138,6 @@ def _sync_only(runtime: _runtime.Runtime, what: str, instead: str) -> None:
         raise _errors.DefinitionError(
             f"{what} waits in the workflow's thread, and workflow {runtime.workflow_name!r} is "
             f"'async def': write 'await {instead}' there"
-        )
-
-
-def _not_async_yet(runtime: _runtime.Runtime, what: str, instead: str) -> None:
-    if runtime.is_async:
-        raise _errors.DefinitionError(
-            f"{what} is not available in 'async def' workflows yet (workflow "
-            f"{runtime.workflow_name!r}); use {instead}, or make the workflow a plain 'def'"
         )
 
 
@@ -302,6 +295,16 @@ class ChildHandle(Generic[R]):
                 when its ``timeout=`` passed).
         """
         runtime = self._own_runtime("result")
+        _sync_only(runtime, "ChildHandle.result()", "handle.result_async()")
+        return self._result(runtime)
+
+    def result_async(self) -> Coroutine[Any, Any, R]:
+        """:meth:`result` for ``async def`` workflows: ``await handle.result_async()``."""
+        runtime = self._own_runtime("result_async")
+        _async_only(runtime, "ChildHandle.result_async()", "handle.result()")
+        return _aio.outcome_of(lambda: self._result(runtime))
+
+    def _result(self, runtime: _runtime.Runtime) -> R:
         if self._outcome is None:
             try:
                 value = runtime.child_result(self.id, self._return_type)
@@ -357,9 +360,41 @@ def start_child(
             "fluxo.start_child() starts a child run from inside a workflow; elsewhere use "
             "engine.start()"
         )
-    _not_async_yet(runtime, "fluxo.start_child()", "await child(...)")
+    _sync_only(runtime, "fluxo.start_child()", "fluxo.start_child_async(...)")
     run_id, detached = runtime.start_child(workflow, args, kwargs)
     return ChildHandle(runtime, run_id, workflow, detached)
+
+
+def start_child_async(
+    workflow: _definitions.Workflow[P, R],
+    /,
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> Coroutine[Any, Any, ChildHandle[R]]:
+    """:func:`start_child` for ``async def`` workflows; await the child later.
+
+    ``shipping = await fluxo.start_child_async(ship, order_id)`` starts the child
+    (an ``async def`` workflow or a plain one) and returns its handle at once;
+    ``await shipping.result_async()`` waits for it, durably.
+    """
+    if not isinstance(workflow, _definitions.Workflow):
+        raise _errors.DefinitionError(
+            f"fluxo.start_child_async() takes a @fluxo.workflow as its first argument, "
+            f"not {workflow!r}"
+        )
+    runtime = _runtime.current()
+    if runtime is None:
+        raise _errors.DefinitionError(
+            "fluxo.start_child_async() starts a child run from inside a workflow; elsewhere "
+            "use engine.start() (or await AsyncEngine.start())"
+        )
+    _async_only(runtime, "fluxo.start_child_async()", "fluxo.start_child(...)")
+
+    def start() -> ChildHandle[R]:
+        run_id, detached = runtime.start_child(workflow, args, kwargs)
+        return ChildHandle(runtime, run_id, workflow, detached)
+
+    return _aio.outcome_of(start)
 
 
 def patched(change: str) -> bool:
@@ -422,6 +457,17 @@ def parallel(*calls: _definitions.Call[R], max_concurrency: int | None = None) -
     Example:
         >>> receipt, slot = fluxo.parallel(charge.bind(order_id, 4200), reserve.bind(order_id))
     """
+    _check_calls(calls, "fluxo.parallel()")
+    limit = _concurrency(max_concurrency, "fluxo.parallel()")
+    runtime = _runtime.current()
+    if runtime is None:
+        return [call.step(*call.args, **call.kwargs) for call in calls]
+    _sync_only(runtime, "fluxo.parallel()", "fluxo.parallel_async(...)")
+    result: list[R] = runtime.call_parallel(calls, limit)
+    return result
+
+
+def _check_calls(calls: Sequence[Any], what: str) -> None:
     for position, item in enumerate(calls):
         if not isinstance(item, _definitions.Call):
             hint = (
@@ -430,17 +476,50 @@ def parallel(*calls: _definitions.Call[R], max_concurrency: int | None = None) -
                 else ""
             )
             raise _errors.DefinitionError(
-                f"fluxo.parallel() takes step calls made with step.bind(...), but argument "
+                f"{what} takes step calls made with step.bind(...), but argument "
                 f"{position} is {item!r}{hint}; for example "
-                "fluxo.parallel(charge.bind(order_id), reserve.bind(order_id))"
+                f"{what[:-1]}charge.bind(order_id), reserve.bind(order_id))"
             )
-    limit = _concurrency(max_concurrency, "fluxo.parallel()")
+
+
+@overload
+def parallel_async(
+    *calls: _definitions.Call[Coroutine[Any, Any, T]], max_concurrency: int | None = None
+) -> Coroutine[Any, Any, list[T]]: ...
+
+
+@overload
+def parallel_async(
+    *calls: _definitions.Call[R], max_concurrency: int | None = None
+) -> Coroutine[Any, Any, list[R]]: ...
+
+
+def parallel_async(
+    *calls: _definitions.Call[Any], max_concurrency: int | None = None
+) -> Coroutine[Any, Any, list[Any]]:
+    """:func:`parallel` for ``async def`` workflows: the branches run at once, durably.
+
+    ``quotes = await fluxo.parallel_async(quote.bind("Oslo"), quote.bind("Rome"))``.
+    Its steps may be ``async def`` (each awaited on Fluxo's step loop) or plain
+    (each on a thread); the block is recorded as :func:`parallel` records it, so
+    whichever branch finishes first, every replay returns the same results.
+    Outside a workflow the calls run one after another, as plain calls.
+    """
+    _check_calls(calls, "fluxo.parallel_async()")
+    limit = _concurrency(max_concurrency, "fluxo.parallel_async()")
     runtime = _runtime.current()
     if runtime is None:
-        return [call.step(*call.args, **call.kwargs) for call in calls]
-    _not_async_yet(runtime, "fluxo.parallel() and fluxo.map()", "awaiting the calls in turn")
-    result: list[R] = runtime.call_parallel(calls, limit)
-    return result
+        return _one_by_one(calls)
+    _async_only(runtime, "fluxo.parallel_async()", "fluxo.parallel(...)")
+    return _aio.outcome_of(lambda: runtime.call_parallel(calls, limit))
+
+
+async def _one_by_one(calls: Sequence[_definitions.Call[Any]]) -> list[Any]:
+    results = []
+    for call in calls:
+        made = call.step(*call.args, **call.kwargs)
+        results.append(await made if inspect.isawaitable(made) else made)
+    return results
 
 
 def map(
@@ -462,7 +541,46 @@ def map(
         raise _errors.DefinitionError(
             f"fluxo.map() takes an iterable of items (a list, tuple, range...), not {items!r}"
         )
+    runtime = _runtime.current()
+    if runtime is not None:
+        _sync_only(runtime, "fluxo.map()", "fluxo.map_async(...)")
     return parallel(*(step.bind(item) for item in items), max_concurrency=max_concurrency)
+
+
+@overload
+def map_async(
+    step: _definitions.Step[[T], Coroutine[Any, Any, R]],
+    items: Iterable[T],
+    *,
+    max_concurrency: int | None = None,
+) -> Coroutine[Any, Any, list[R]]: ...
+
+
+@overload
+def map_async(
+    step: _definitions.Step[[T], R], items: Iterable[T], *, max_concurrency: int | None = None
+) -> Coroutine[Any, Any, list[R]]: ...
+
+
+def map_async(
+    step: _definitions.Step[[Any], Any], items: Iterable[Any], *, max_concurrency: int | None = None
+) -> Coroutine[Any, Any, list[Any]]:
+    """:func:`map` for ``async def`` workflows: ``await fluxo.map_async(resize, image_ids)``.
+
+    One durable block with one branch per item, run at once; see :func:`parallel_async`.
+    """
+    if not isinstance(step, _definitions.Step):
+        raise _errors.DefinitionError(
+            f"fluxo.map_async() takes a @fluxo.step as its first argument, not {step!r}"
+        )
+    if isinstance(items, (str, bytes)) or not isinstance(items, Iterable):
+        raise _errors.DefinitionError(
+            f"fluxo.map_async() takes an iterable of items (a list, tuple, range...), not {items!r}"
+        )
+    runtime = _runtime.current()
+    if runtime is not None:
+        _async_only(runtime, "fluxo.map_async()", "fluxo.map(...)")
+    return parallel_async(*(step.bind(item) for item in items), max_concurrency=max_concurrency)
 
 
 def _concurrency(value: int | None, what: str) -> int | None:

@@ -1,4 +1,4 @@
-"""``async def`` workflows on every store, run by a worker: steps, timers, signals, children."""
+"""``async def`` workflows on every store: steps, fan-out, timers, signals and children."""
 
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ async def child(n: int) -> int:
 @fluxo.workflow(name="awstores.main")
 async def main(n: int) -> str:
     doubled = list(await asyncio.gather(*(double(i) for i in range(n))))
+    doubled += await fluxo.map_async(double, range(n))  # branches at once
     named = await label.call_async(n)
     await fluxo.sleep_async(0.2)
     answer: int = await fluxo.wait_for_signal_async("answer", type=int)
@@ -85,8 +86,9 @@ def test_a_worker_runs_async_workflows_through_timers_signals_and_children(
                 assert time.monotonic() < deadline
                 time.sleep(0.02)
             engine.signal(handle.id, "answer", 5)
-        assert [h.result(timeout=WAIT) for h in handles] == ["n4 12 10"] * 3
+        assert [h.result(timeout=WAIT) for h in handles] == ["n4 24 10"] * 3
         kinds = [e.kind for e in engine.history("m-0")]
     assert kinds.count("step_completed") == 5
+    assert kinds.count("branch_completed") == 4
     assert "timer_fired" in kinds
     assert "child_completed" in kinds

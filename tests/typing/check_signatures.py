@@ -166,6 +166,14 @@ async def async_checkout(order_id: str, cents: int) -> str:
     approved = await fluxo.wait_for_signal_async("approved", type=bool)
     await fluxo.signal_async("other-run", "go", approved)
     await fetch(order_id, 4)  # type: ignore[call-arg]
+    assert_type(await fluxo.map_async(fetch, ["a", "b"]), list[Receipt])
+    assert_type(await fluxo.map_async(notify, ["a"]), list[None])
+    assert_type(await fluxo.parallel_async(fetch.bind("a"), fetch.bind("b")), list[Receipt])
+    later = await fluxo.start_child_async(async_child, order_id)
+    assert_type(later, fluxo.ChildHandle[int])
+    assert_type(await later.result_async(), int)
+    plain_child = await fluxo.start_child_async(checkout, order_id, cents)
+    assert_type(await plain_child.result_async(), str)
     return receipt.id
 
 

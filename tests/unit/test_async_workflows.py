@@ -281,3 +281,110 @@ def test_an_async_child_workflow_is_stubbed_like_a_step() -> None:
         calls = env.calls(child_wf)
     assert [call.args for call in calls][-2:] == [(1,), (2,)]
     assert live_calls == []  # the real child, and so its step, never ran
+
+
+running = {"now": 0, "most": 0}
+running_lock = threading.Lock()
+
+
+@fluxo.step(name="aw.measure")
+async def measure(i: int) -> int:
+    with running_lock:
+        running["now"] += 1
+        running["most"] = max(running["most"], running["now"])
+    await asyncio.sleep(random.random() / 50)  # finishing order differs from the call order
+    with running_lock:
+        running["now"] -= 1
+    live_calls.append(f"measure {i}")
+    return i * 10
+
+
+@fluxo.step(name="aw.plain_square")
+def plain_square(i: int) -> int:
+    return i * i
+
+
+@fluxo.workflow(name="aw.fan_out")
+async def fan_out(n: int) -> list[int]:
+    tens = await fluxo.map_async(measure, range(n))
+    both = await fluxo.parallel_async(measure.bind(n), plain_square.bind(n))
+    return [*tens, *both]
+
+
+def test_map_async_runs_async_steps_at_once_and_replays_them_in_order() -> None:
+    running["most"] = 0
+    with fluxo.Engine("memory://", workflows=[fan_out]) as fanning:
+        expected = [i * 10 for i in range(10)] + [100, 100]
+        assert fanning.run(fan_out.options(id="fan"), 10) == expected
+        exported = fanning.export_history("fan")
+    assert running["most"] > 1  # the branches overlapped
+    assert sorted(live_calls) == sorted(f"measure {i}" for i in range(11))
+    live_calls.clear()
+    from fluxo.testing import replay
+
+    replay(exported, workflows=[fan_out])  # whatever order they finished in
+    assert live_calls == []
+    with WorkflowEnvironment(workflows=[fan_out]) as env:  # always_replay
+        assert env.run(fan_out, 4) == [0, 10, 20, 30, 40, 16]
+
+
+def test_the_sync_fan_out_is_refused_in_async_workflows() -> None:
+    @fluxo.workflow(name="aw.wrong_map")
+    async def wrong_map() -> list[int]:
+        return fluxo.map(plain_square, [1, 2])
+
+    @fluxo.workflow(name="aw.wrong_parallel_async")
+    def wrong_parallel_async() -> None:
+        fluxo.parallel_async(plain_square.bind(1)).close()
+
+    with fluxo.Engine("memory://", workflows=[wrong_map, wrong_parallel_async]) as engine:
+        with pytest.raises(fluxo.WorkflowFailedError, match=r"fluxo\.map_async"):
+            engine.run(wrong_map)
+        with pytest.raises(fluxo.WorkflowFailedError, match=r"fluxo\.parallel\("):
+            engine.run(wrong_parallel_async)
+
+    async def plain() -> list[int]:
+        return await fluxo.map_async(plain_square, [2, 3])
+
+    assert asyncio.run(plain()) == [4, 9]  # outside a workflow: plain calls
+
+
+@fluxo.workflow(name="aw.sync_child")
+def sync_child(n: int) -> int:
+    return plain_square(n)
+
+
+@fluxo.workflow(name="aw.starts_children")
+async def starts_children() -> int:
+    first = await fluxo.start_child_async(child_wf, 3)
+    second = await fluxo.start_child_async(sync_child.options(id="sq-4"), 4)
+    assert second.id == "sq-4"
+    return await first.result_async() + await second.result_async()
+
+
+def test_start_child_async_starts_async_and_sync_children_awaited_later() -> None:
+    with WorkflowEnvironment(workflows=[starts_children, child_wf, sync_child]) as env:
+        assert env.run(starts_children) == 6 + 16
+    with fluxo.Engine("memory://", workflows=[starts_children, child_wf, sync_child]) as engine:
+        assert engine.run(starts_children.options(id="sc")) == 22
+        kinds = [e.kind for e in engine.history("sc")]
+    assert kinds.count("child_started") == 2
+    assert kinds.count("child_completed") == 2
+
+
+def test_the_sync_child_forms_are_refused_in_async_workflows() -> None:
+    @fluxo.workflow(name="aw.wrong_start")
+    async def wrong_start() -> None:
+        fluxo.start_child(sync_child, 1)
+
+    @fluxo.workflow(name="aw.wrong_result")
+    async def wrong_result() -> int:
+        handle = await fluxo.start_child_async(sync_child, 1)
+        return handle.result()
+
+    workflows = [wrong_start, wrong_result, sync_child]
+    with fluxo.Engine("memory://", workflows=workflows) as engine:
+        with pytest.raises(fluxo.WorkflowFailedError, match=r"start_child_async"):
+            engine.run(wrong_start)
+        with pytest.raises(fluxo.WorkflowFailedError, match=r"result_async"):
+            engine.run(wrong_result)
