@@ -1,0 +1,86 @@
+"""The crash tests' workflows written with ``async def``, run by the real ``fluxo worker`` CLI.
+
+As in ``crashapp``: each step appends its name to a ledger file when it runs, and
+step 3 waits (awaiting, on Fluxo's step loop) until the test allows it to finish,
+so a worker can be killed while it is inside step 3, after step 2 committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import fluxo
+from tests.acceptance.crashapp import NAP_SECONDS
+
+WORKDIR = Path(os.environ.get("FLUXO_CRASH_DIR", "."))
+
+
+def _ledger(name: str) -> None:
+    with (WORKDIR / "ledger.txt").open("a") as f:
+        f.write(name + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+@fluxo.step(name="asynccrash.step1")
+async def step1(x: int) -> int:
+    _ledger("step1")
+    return x + 1
+
+
+@fluxo.step(name="asynccrash.step2")
+def step2(x: int) -> int:  # a plain step, called with call_async
+    _ledger("step2")
+    return x * 2
+
+
+@fluxo.step(name="asynccrash.step3")
+async def step3(x: int) -> int:
+    _ledger("step3")
+    deadline = time.monotonic() + 60
+    while not (WORKDIR / "release-step3").exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the test never released step 3")
+        await asyncio.sleep(0.02)
+    return x + 3
+
+
+@fluxo.step(name="asynccrash.step4")
+async def step4(x: int) -> int:
+    _ledger("step4")
+    return x * 10
+
+
+@fluxo.step(name="asynccrash.step5")
+async def step5(x: int) -> str:
+    _ledger("step5")
+    return f"done:{x}"
+
+
+@fluxo.workflow(name="asynccrash.five_steps")
+async def five_steps(x: int) -> str:
+    one = await step1(x)
+    two = await step2.call_async(one)
+    return await step5(await step4(await step3(two)))
+
+
+@fluxo.step(name="asynccrash.stamp")
+async def stamp(label: str) -> float:
+    now = time.time()
+    _ledger(f"{label} {now!r}")
+    return now
+
+
+@fluxo.workflow(name="asynccrash.nap")
+async def nap() -> float:
+    await stamp("before")
+    await fluxo.sleep_async(NAP_SECONDS)
+    return await stamp("after")
+
+
+def make_engine() -> fluxo.Engine:
+    """The engine of both async crash tests, on the store URL the test hands over."""
+    return fluxo.Engine(os.environ["FLUXO_CRASH_URL"], workflows=[five_steps, nap])
