@@ -533,14 +533,7 @@ def map(
     Example:
         >>> sizes = fluxo.map(resize, image_ids, max_concurrency=8)
     """
-    if not isinstance(step, _definitions.Step):
-        raise _errors.DefinitionError(
-            f"fluxo.map() takes a @fluxo.step as its first argument, not {step!r}"
-        )
-    if isinstance(items, (str, bytes)) or not isinstance(items, Iterable):
-        raise _errors.DefinitionError(
-            f"fluxo.map() takes an iterable of items (a list, tuple, range...), not {items!r}"
-        )
+    _check_map(step, items, "fluxo.map()")
     runtime = _runtime.current()
     if runtime is not None:
         _sync_only(runtime, "fluxo.map()", "fluxo.map_async(...)")
@@ -569,18 +562,22 @@ def map_async(
 
     One durable block with one branch per item, run at once; see :func:`parallel_async`.
     """
-    if not isinstance(step, _definitions.Step):
-        raise _errors.DefinitionError(
-            f"fluxo.map_async() takes a @fluxo.step as its first argument, not {step!r}"
-        )
-    if isinstance(items, (str, bytes)) or not isinstance(items, Iterable):
-        raise _errors.DefinitionError(
-            f"fluxo.map_async() takes an iterable of items (a list, tuple, range...), not {items!r}"
-        )
+    _check_map(step, items, "fluxo.map_async()")
     runtime = _runtime.current()
     if runtime is not None:
         _async_only(runtime, "fluxo.map_async()", "fluxo.map(...)")
     return parallel_async(*(step.bind(item) for item in items), max_concurrency=max_concurrency)
+
+
+def _check_map(step: Any, items: Any, what: str) -> None:
+    if not isinstance(step, _definitions.Step):
+        raise _errors.DefinitionError(
+            f"{what} takes a @fluxo.step as its first argument, not {step!r}"
+        )
+    if isinstance(items, (str, bytes)) or not isinstance(items, Iterable):
+        raise _errors.DefinitionError(
+            f"{what} takes an iterable of items (a list, tuple, range...), not {items!r}"
+        )
 
 
 def _concurrency(value: int | None, what: str) -> int | None:

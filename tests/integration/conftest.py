@@ -1,4 +1,10 @@
-"""The Django project of ``test_django*.py``, configured once for the test process.
+"""Fixtures of the integration tests: a store of every kind, and the Django project.
+
+``store`` gives each test that takes it one empty store of every kind in turn:
+memory, SQLite, PostgreSQL, MariaDB, Redis and MongoDB (the server ones marked,
+so that they skip, or fail under ``CI=true``, when their server is not there).
+
+The Django project of ``test_django*.py`` is configured once for the test process.
 
 Django is configured once per process, so every in-process Django test shares
 ``django_site``: the project in ``tests/integration/django_site`` on two databases,
@@ -11,12 +17,37 @@ settings of their own run ``python -m django`` in a subprocess (``_django.django
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
+import fluxo
+from fluxo.stores.memory import MemoryStore
 from tests.conftest import create_database, drop_database
 from tests.integration._django import Site, django_databases
+
+
+@pytest.fixture(
+    params=[
+        "memory",
+        "sqlite",
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("mysql", marks=pytest.mark.mysql),
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("mongo", marks=pytest.mark.mongo),
+    ]
+)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[fluxo.Store]:
+    """An empty store of each kind in turn, closed after the test."""
+    if request.param == "memory":
+        opened: fluxo.Store = MemoryStore()
+    elif request.param == "sqlite":
+        opened = fluxo.open_store(f"sqlite:///{tmp_path}/fluxo.db")
+    else:
+        opened = fluxo.open_store(request.getfixturevalue(f"clean_{request.param}_url"))
+    yield opened
+    opened.close()
 
 
 def _postgres(request: pytest.FixtureRequest) -> sa.URL | None:

@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 import fluxo
-from fluxo.stores.memory import MemoryStore
 
 WAIT = 60.0
 RUNS = 12
@@ -24,27 +19,6 @@ def double(n: int) -> int:
 def asks(n: int) -> int:
     answer: int = fluxo.wait_for_signal("answer", type=int)
     return double(n) + answer
-
-
-@pytest.fixture(
-    params=[
-        "memory",
-        "sqlite",
-        pytest.param("postgres", marks=pytest.mark.postgres),
-        pytest.param("mysql", marks=pytest.mark.mysql),
-        pytest.param("redis", marks=pytest.mark.redis),
-        pytest.param("mongo", marks=pytest.mark.mongo),
-    ]
-)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[fluxo.Store]:
-    if request.param == "memory":
-        opened: fluxo.Store = MemoryStore()
-    elif request.param == "sqlite":
-        opened = fluxo.open_store(f"sqlite:///{tmp_path}/fluxo.db")
-    else:
-        opened = fluxo.open_store(request.getfixturevalue(f"clean_{request.param}_url"))
-    yield opened
-    opened.close()
 
 
 def test_runs_are_started_signalled_and_awaited_without_blocking_the_loop(

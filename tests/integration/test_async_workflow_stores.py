@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 import fluxo
 from fluxo import history
-from fluxo.stores.memory import MemoryStore
 
 WAIT = 60.0
 
@@ -41,27 +36,6 @@ async def main(n: int) -> str:
     answer: int = await fluxo.wait_for_signal_async("answer", type=int)
     from_child = await child(answer)
     return f"{named} {sum(doubled)} {from_child}"
-
-
-@pytest.fixture(
-    params=[
-        "memory",
-        "sqlite",
-        pytest.param("postgres", marks=pytest.mark.postgres),
-        pytest.param("mysql", marks=pytest.mark.mysql),
-        pytest.param("redis", marks=pytest.mark.redis),
-        pytest.param("mongo", marks=pytest.mark.mongo),
-    ]
-)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[fluxo.Store]:
-    if request.param == "memory":
-        opened: fluxo.Store = MemoryStore()
-    elif request.param == "sqlite":
-        opened = fluxo.open_store(f"sqlite:///{tmp_path}/fluxo.db")
-    else:
-        opened = fluxo.open_store(request.getfixturevalue(f"clean_{request.param}_url"))
-    yield opened
-    opened.close()
 
 
 def waiting_for_signal(engine: fluxo.Engine, run_id: str) -> bool:

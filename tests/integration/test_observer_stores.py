@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 import fluxo
 from fluxo import _observers, history
-from fluxo.stores.memory import MemoryStore
 from tests._observer_doubles import Raising, RaisingFold
 
 WAIT = 30.0
@@ -79,27 +76,6 @@ def main(key: str) -> list[int]:
     from_child = child(5)
     answer: int = fluxo.wait_for_signal("answer", type=int)
     return [attempts, *doubled, from_child, answer]
-
-
-@pytest.fixture(
-    params=[
-        "memory",
-        "sqlite",
-        pytest.param("postgres", marks=pytest.mark.postgres),
-        pytest.param("mysql", marks=pytest.mark.mysql),
-        pytest.param("redis", marks=pytest.mark.redis),
-        pytest.param("mongo", marks=pytest.mark.mongo),
-    ]
-)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[fluxo.Store]:
-    if request.param == "memory":
-        opened: fluxo.Store = MemoryStore()
-    elif request.param == "sqlite":
-        opened = fluxo.open_store(f"sqlite:///{tmp_path}/fluxo.db")
-    else:
-        opened = fluxo.open_store(request.getfixturevalue(f"clean_{request.param}_url"))
-    yield opened
-    opened.close()
 
 
 def waiting_for_signal(engine: fluxo.Engine, run_id: str) -> bool:
