@@ -318,13 +318,15 @@ class RunContext:
 
     # -- telling observers -------------------------------------------------------------
 
-    def event(self, kind: str, position: int | None = None, **fields: Any) -> observe.RunEvent:
-        """An event of this run for its observers, live, happening now."""
+    def event(
+        self, kind: str, position: int | None = None, *, at: float | None = None, **fields: Any
+    ) -> observe.RunEvent:
+        """An event of this run for its observers, live, happening now (or ``at`` then)."""
         return observe.RunEvent(
             kind=kind,
             run_id=self.run_id,
             workflow=self.workflow.name,
-            time=self.clock(),
+            time=self.clock() if at is None else at,
             position=position,
             worker=self.worker,
             parent=self.parent,
@@ -341,10 +343,11 @@ class RunContext:
     def _tell_outcome(self, outcome: _control.Outcome) -> None:
         """Tell the observers how this execution ended (a suspension told itself)."""
         Outcome = _control.Outcome
-        age = self.clock() - self.created_at
+        now = self.clock()  # one reading: the event's time minus its duration is the creation
+        age = now - self.created_at
         last = self._cursor.next_seq - 1
         if outcome is Outcome.COMPLETED:
-            self.tell("run_completed", last, duration=age)
+            self.tell("run_completed", last, at=now, duration=age)
         elif outcome is Outcome.FAILED:
             mismatch = self._cursor.nondeterminism
             if mismatch is not None:
@@ -358,16 +361,17 @@ class RunContext:
             self.tell(
                 "run_failed",
                 last,
+                at=now,
                 duration=age,
                 error_type=error.type if error is not None else "",
                 error_message=error.message if error is not None else "",
             )
         elif outcome is Outcome.CANCELLED:
-            self.tell("run_cancelled", last, duration=age, name=self.cancel_reason or "cancelled")
+            reason = self.cancel_reason or "cancelled"
+            self.tell("run_cancelled", last, at=now, duration=age, name=reason)
         elif outcome is Outcome.CONTINUED:
-            self.tell(
-                "run_continued", last, duration=age, other_run=history.chain_next(self.run_id)
-            )
+            next_run = history.chain_next(self.run_id)
+            self.tell("run_continued", last, at=now, duration=age, other_run=next_run)
         elif outcome is Outcome.LOST:
             self.tell("lease_lost", self._cursor.next_seq)
         elif outcome in (Outcome.STOPPED, Outcome.BROKEN, Outcome.RESTART):

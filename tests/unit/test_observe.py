@@ -465,3 +465,18 @@ def test_a_threaded_observer_hears_a_run_start_before_its_execution() -> None:
 def test_add_observer_takes_one_observer_not_a_list() -> None:
     with engine_with(workflows=[adds]) as engine, pytest.raises(TypeError, match="not a list"):
         engine.add_observer([Recorder()])
+
+
+def test_a_run_end_minus_its_duration_is_its_creation_even_as_the_clock_moves() -> None:
+    ticks = iter(float(n) for n in range(1_000_000, 2_000_000))
+
+    def ticking() -> float:  # every reading is a second later than the last
+        return next(ticks)
+
+    rec = Recorder()
+    with fluxo.Engine("memory://", workflows=[adds], clock=ticking, observers=[rec]) as engine:
+        engine.run(adds.options(id="ticking"), 2)
+        created = engine.get_run("ticking").created_at
+    [ended] = [e for e in rec.events if e.kind == "run_completed"]
+    assert ended.duration is not None
+    assert ended.time - ended.duration == created  # one reading gives both
