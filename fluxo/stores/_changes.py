@@ -22,7 +22,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Final, NamedTuple
+
+RECENT_RUNS: Final = 4096
+"""How many runs' last changes a feed remembers, for waits on one run (see ``ChangeFeed``)."""
 
 
 class Token(NamedTuple):
@@ -37,12 +40,24 @@ class ChangeFeed:
 
     Thread-safe. :meth:`close` wakes every waiter for good: a closed feed makes
     every wait return ``True`` at once.
+
+    A change may name its run. A wait on one run (a held wait, ``handle.result()``)
+    then ends only for a change of that run, or for a change that names none (the
+    wake source does not know which run changed, or reconnected and may have
+    missed some): so a thousand changes of other runs cost it no read of the
+    store. The feed remembers the last change of the :data:`RECENT_RUNS` runs
+    changed last; a wait that began before the oldest change it forgot ends, as a
+    change of unknown run would end it.
     """
 
     def __init__(self) -> None:
         self._condition = threading.Condition()
         self._version = 0
         self._closed = False
+        self._unnamed = 0
+        """The count at the last change that named no run (or at the last forgotten one)."""
+        self._recent: dict[str, int] = {}
+        """Run id -> the count at its last change, least recently changed first."""
 
     @property
     def version(self) -> int:
@@ -63,10 +78,18 @@ class ChangeFeed:
         """The count a wait compares with: the token's, or the current one without a token."""
         return token.version if isinstance(token, Token) else self.version
 
-    def changed(self) -> None:
-        """Count a change and wake every waiter."""
+    def changed(self, run_id: str | None = None) -> None:
+        """Count a change (of ``run_id``, or of runs unknown) and wake the waiters it concerns."""
         with self._condition:
             self._version += 1
+            if run_id is None:
+                self._unnamed = self._version
+            else:
+                recent = self._recent
+                recent.pop(run_id, None)
+                recent[run_id] = self._version
+                if len(recent) > RECENT_RUNS:
+                    self._unnamed = recent.pop(next(iter(recent)))
             self._condition.notify_all()
 
     def close(self) -> None:
@@ -76,18 +99,29 @@ class ChangeFeed:
             self._version += 1
             self._condition.notify_all()
 
-    def wait(self, version: int, timeout: float) -> bool:
-        """Block until the count moves past ``version``, the feed closes, or ``timeout`` s pass.
+    def _moved(self, version: int, run_id: str | None) -> bool:
+        """Whether a change after ``version`` concerns a wait on ``run_id`` (None: any run)."""
+        if self._closed or self._unnamed > version:
+            return True
+        if run_id is None:
+            return self._version != version
+        return self._recent.get(run_id, version) > version
+
+    def wait(self, version: int, timeout: float, run_id: str | None = None) -> bool:
+        """Block until a change after ``version`` (of ``run_id``, if given), the close, or timeout.
 
         Returns ``True`` when woken by a change (or the close), ``False`` on timeout.
         """
         with self._condition:
-            return self._condition.wait_for(
-                lambda: self._version != version or self._closed, max(timeout, 0.0)
-            )
+            return self._condition.wait_for(lambda: self._moved(version, run_id), max(timeout, 0.0))
 
     def wait_polling(
-        self, version: int, deadline: float, poll: Callable[[], bool], interval: float
+        self,
+        version: int,
+        deadline: float,
+        poll: Callable[[], bool],
+        interval: float,
+        run_id: str | None = None,
     ) -> bool:
         """:meth:`wait` until ``deadline`` (``time.monotonic``), calling ``poll`` between waits.
 
@@ -97,7 +131,7 @@ class ChangeFeed:
         """
         while True:
             remaining = deadline - time.monotonic()
-            if self.wait(version, min(max(remaining, 0.0), interval)):
+            if self.wait(version, min(max(remaining, 0.0), interval), run_id):
                 return True
             if remaining <= interval:
                 return False

@@ -40,8 +40,8 @@ class MemoryStore:
         if self._closed:
             raise _errors.StoreError("this MemoryStore is closed; create a new one")
 
-    def _notify(self) -> None:
-        self._feed.changed()
+    def _notify(self, run_id: str) -> None:
+        self._feed.changed(run_id)
 
     def _get(self, run_id: str) -> history.RunInfo:
         try:
@@ -85,7 +85,7 @@ class MemoryStore:
             self._runs[run_id] = run
             self._events[run_id] = [history.WorkflowStarted(workflow, input)]
             self._recorded_at[run_id] = [now]
-            self._notify()
+            self._notify(run_id)
             return run, True
 
     def append(
@@ -120,7 +120,7 @@ class MemoryStore:
                     lease_owner=None,
                     lease_until=None,
                 )
-                self._notify()
+                self._notify(run_id)
 
     def load(self, run_id: str) -> history.RunState:
         with self._lock:
@@ -240,7 +240,7 @@ class MemoryStore:
             if run.status is RunStatus.WAITING:
                 run = replace(run, status=RunStatus.PENDING, ready_at=now)
             self._runs[run_id] = replace(run, wake_requested=True, updated_at=now)
-            self._notify()
+            self._notify(run_id)
             return True
 
     def renew(
@@ -266,7 +266,7 @@ class MemoryStore:
             self._runs[run_id] = replace(
                 run, status=status, lease_owner=None, lease_until=None, updated_at=now
             )
-            self._notify()
+            self._notify(run_id)
 
     def request_cancel(self, run_id: str, *, now: float) -> history.RunInfo:
         with self._lock:
@@ -278,7 +278,7 @@ class MemoryStore:
                 run = replace(run, status=RunStatus.PENDING, ready_at=now)
             run = replace(run, cancel_requested=True, wake_requested=True, updated_at=now)
             self._runs[run_id] = run
-            self._notify()
+            self._notify(run_id)
             return run
 
     def reopen(self, run_id: str, *, now: float) -> history.RunInfo:
@@ -302,7 +302,7 @@ class MemoryStore:
                 cancel_requested=False,
             )
             self._runs[run_id] = run
-            self._notify()
+            self._notify(run_id)
             return run
 
     def list_runs(
@@ -371,7 +371,7 @@ class MemoryStore:
         return self._feed.token()
 
     def wait_for_change(self, run_id: str | None, timeout: float, since: object = None) -> bool:
-        return self._feed.wait(self._feed.since(since), timeout)
+        return self._feed.wait(self._feed.since(since), timeout, run_id)
 
     def close(self) -> None:
         with self._lock:

@@ -124,3 +124,80 @@ def test_a_pause_ends_when_the_feed_closes() -> None:
     timer.join()
 
     assert not paused.is_alive()
+
+
+def test_a_wait_on_one_run_ignores_changes_of_other_runs() -> None:
+    feed = _changes.ChangeFeed()
+    token = feed.token()
+
+    feed.changed("other")
+    feed.changed("another")
+
+    assert feed.wait(feed.since(token), 0, "mine") is False
+    assert feed.wait(feed.since(token), 0) is True  # a wait on any run sees them
+    feed.changed("mine")
+    assert feed.wait(feed.since(token), 0, "mine") is True
+
+
+def test_a_change_of_its_run_wakes_a_blocked_wait_on_one_run() -> None:
+    feed = _changes.ChangeFeed()
+    version = feed.since(None)
+    result: list[bool] = []
+    thread = threading.Thread(
+        target=lambda: result.append(feed.wait(version, LONG, "mine")), daemon=True
+    )
+    thread.start()
+
+    feed.changed("other")
+    thread.join(0.1)
+    assert thread.is_alive()  # still waiting: not its run
+    feed.changed("mine")
+    thread.join(LONG)
+
+    assert result == [True]
+
+
+def test_a_change_that_names_no_run_wakes_waits_on_every_run() -> None:
+    feed = _changes.ChangeFeed()
+    token = feed.token()
+
+    feed.changed()  # a wake source that cannot tell which run (or reconnected)
+
+    assert feed.wait(feed.since(token), 0, "mine") is True
+
+
+def test_a_wait_on_one_run_ends_once_the_feed_forgets_changes_made_since_it_began() -> None:
+    feed = _changes.ChangeFeed()
+    token = feed.token()
+    for i in range(_changes.RECENT_RUNS):
+        feed.changed(f"other-{i}")
+    assert feed.wait(feed.since(token), 0, "mine") is False  # every change is remembered
+
+    feed.changed("one-too-many")  # the oldest, made after the token, is forgotten
+
+    assert feed.wait(feed.since(token), 0, "mine") is True  # so the wait may have missed one
+    later = feed.token()
+    assert feed.wait(feed.since(later), 0, "mine") is False  # nothing forgotten since
+
+
+def test_a_run_changed_again_is_remembered_at_its_last_change() -> None:
+    feed = _changes.ChangeFeed()
+    feed.changed("mine")
+    token = feed.token()
+    for i in range(_changes.RECENT_RUNS - 1):
+        feed.changed(f"other-{i}")
+    feed.changed("mine")  # moves to the newest: not the one forgotten next
+    feed.changed("last")
+
+    assert feed.wait(feed.since(token), 0, "mine") is True
+    assert feed.wait(feed.since(feed.token()), 0, "other-5") is False
+
+
+def test_a_polling_wait_on_one_run_ignores_other_runs_changes_in_the_process() -> None:
+    feed = _changes.ChangeFeed()
+    version = feed.since(None)
+    feed.changed("other")
+
+    woken = feed.wait_polling(version, time.monotonic() + 0.05, lambda: False, 0.01, "mine")
+
+    assert woken is False

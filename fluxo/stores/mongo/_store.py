@@ -136,8 +136,8 @@ class MongoStore:
             self._runs.create_index([("purging", 1)], sparse=True)
             self._ready = True
 
-    def _notify(self) -> None:
-        self._watcher.changed()
+    def _notify(self, run_id: str | None = None) -> None:
+        self._watcher.changed(run_id)
 
     def _missing_or(self, run_id: str, check: Callable[[Doc], T]) -> T:
         doc = self._runs.find_one({"_id": run_id, **_documents.LIVE}, _documents.INFO_PROJECTION)
@@ -211,7 +211,7 @@ class MongoStore:
                     return _documents.info(existing), False
             else:  # pragma: no cover - would take a thousand lost races
                 raise _errors.StoreError(f"could not create run {run_id!r}: too much contention")
-        self._notify()
+        self._notify(run_id)
         return _documents.info(doc), True
 
     def append(
@@ -271,7 +271,7 @@ class MongoStore:
             ):
                 self._flush_events(run_id)
         if status is not None:
-            self._notify()
+            self._notify(run_id)
 
     @staticmethod
     def _status_updates(
@@ -454,7 +454,7 @@ class MongoStore:
                     {"$set": free},
                 )
         if done.matched_count:
-            self._notify()
+            self._notify(run_id)
 
     # -- signals and control ----------------------------------------------------
 
@@ -504,7 +504,7 @@ class MongoStore:
                 raise _errors.StoreError(f"could not signal run {run_id!r}: too much contention")
             if signal_id - doc["sig_base"] + 1 >= _tails.TAIL_SIGNALS:
                 self._flush_signals(run_id)
-        self._notify()
+        self._notify(run_id)
         return True
 
     def request_cancel(self, run_id: str, *, now: float) -> history.RunInfo:
@@ -538,7 +538,7 @@ class MongoStore:
                     return _documents.info(doc)
             else:  # pragma: no cover - would take a thousand lost races
                 raise _errors.StoreError(f"could not cancel run {run_id!r}: too much contention")
-        self._notify()
+        self._notify(run_id)
         return _documents.info(doc)
 
     def reopen(self, run_id: str, *, now: float) -> history.RunInfo:
@@ -577,7 +577,7 @@ class MongoStore:
                 or doc["tail_bytes"] >= _tails.TAIL_BYTES
             ):
                 self._flush_events(run_id)
-        self._notify()
+        self._notify(run_id)
         return _documents.info(doc)
 
     def list_runs(

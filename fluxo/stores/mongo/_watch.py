@@ -67,9 +67,9 @@ class Watcher:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def changed(self) -> None:
-        """Wake the waiters of every store of this process on the database."""
-        self._feed.changed()
+    def changed(self, run_id: str | None = None) -> None:
+        """Wake the waiters of every store of this process on the database (of ``run_id``)."""
+        self._feed.changed(run_id)
 
     def token(self, run_id: str | None) -> _changes.Token:
         """See :meth:`fluxo.stores.Store.change_token`."""
@@ -100,7 +100,7 @@ class Watcher:
             with self._op():
                 return self._fingerprint(run_id) != fingerprint
 
-        return self._feed.wait_polling(version, deadline, poll, POLL_INTERVAL)
+        return self._feed.wait_polling(version, deadline, poll, POLL_INTERVAL, run_id)
 
     def _fingerprint(self, run_id: str | None) -> object:
         """A cheap summary of the data that changes whenever a run does."""
@@ -131,7 +131,10 @@ class Watcher:
         try:
             with self._runs.watch(max_await_time_ms=500) as stream:
                 while not self._closed() and stream.alive:
-                    if stream.try_next() is not None:
-                        self._feed.changed()
+                    change = stream.try_next()
+                    if change is not None:
+                        key = change.get("documentKey") or {}
+                        run_id = key.get("_id")
+                        self._feed.changed(run_id if isinstance(run_id, str) else None)
         except Exception:  # closed underneath us, or no change streams: the poll remains
             return

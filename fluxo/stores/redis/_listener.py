@@ -82,9 +82,10 @@ class Listener:
                         self._feed.changed()
                         self._subscribed.set()
                     elif message["type"] == "message":
-                        if message["data"] == self._stop_message:
+                        data = message["data"]
+                        if data == self._stop_message:
                             break
-                        self._feed.changed()
+                        self._feed.changed(_run_id(data))
             except _connection.DRIVER_ERRORS:
                 # Messages may have been missed while disconnected: wake every waiter
                 # once (a spurious wake-up is allowed), then retry after a pause.
@@ -97,3 +98,13 @@ class Listener:
                 if pubsub is not None:
                     with suppress(*_connection.DRIVER_ERRORS):
                         pubsub.close()
+
+
+def _run_id(data: object) -> str | None:
+    """The run id a script published (its scripts publish nothing else), or None."""
+    if isinstance(data, bytes):
+        try:
+            return data.decode()
+        except UnicodeDecodeError:
+            return None
+    return data if isinstance(data, str) else None

@@ -468,7 +468,7 @@ class RedisStore:
 
     def wait_for_change(self, run_id: str | None, timeout: float, since: object = None) -> bool:
         self._listener.start()
-        return self._feed.wait(self._feed.since(since), timeout)
+        return self._feed.wait(self._feed.since(since), timeout, run_id)
 
     def close(self) -> None:
         with self._lock:

@@ -19,6 +19,7 @@ would never be seen by a worker.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 import weakref
@@ -194,7 +195,7 @@ class JoinedStart:
                 raise _errors.RunIdConflictError(run_id, existing.workflow, workflow)
             return existing, False
         if self._after_commit is not None:
-            self._after_commit(self._watcher.changed)
+            self._after_commit(functools.partial(self._watcher.changed, run_id))
         return run, True
 
     def get_run(self, run_id: str) -> history.RunInfo:
@@ -262,7 +263,7 @@ class JoinedStart:
                 raise _rows.finished_error(run_id, outcome)
             sent = outcome
         if sent and self._after_commit is not None:
-            self._after_commit(self._watcher.changed)
+            self._after_commit(functools.partial(self._watcher.changed, run_id))
         return sent
 
     def load(self, run_id: str) -> history.RunState:

@@ -193,7 +193,7 @@ class SQLStore:
             if existing.workflow != workflow:
                 raise _errors.RunIdConflictError(run_id, existing.workflow, workflow)
             return existing, False
-        self._watcher.changed()
+        self._watcher.changed(run_id)
         return run, True
 
     def get_run(self, run_id: str) -> history.RunInfo:
@@ -256,7 +256,7 @@ class SQLStore:
             unless_cancel_requested=unless_cancel_requested,
         )
         if status is not None:
-            self._watcher.changed()
+            self._watcher.changed(run_id)
 
     # -- claims and leases ------------------------------------------------------
 
@@ -424,7 +424,7 @@ class SQLStore:
             except _database.Duplicate:
                 sent = False
         if sent:
-            self._watcher.changed()
+            self._watcher.changed(run_id)
         return sent
 
     def renew(
@@ -466,7 +466,7 @@ class SQLStore:
             return int(_database.execute(cur, self._sql.release, values).rowcount)
 
         if self._db.call("releasing a lease", release):
-            self._watcher.changed()
+            self._watcher.changed(run_id)
 
     def request_cancel(self, run_id: str, *, now: float) -> history.RunInfo:
         """See :meth:`fluxo.stores.Store.request_cancel`."""
@@ -483,7 +483,7 @@ class SQLStore:
 
         changed, rows = self._db.call("requesting cancellation", cancel)
         if changed:
-            self._watcher.changed()
+            self._watcher.changed(run_id)
         if rows:
             return self._db.run_from_row(rows[0])
         return self.get_run(run_id)
@@ -522,7 +522,7 @@ class SQLStore:
                 f"run {run_id!r} is {run.status.value}, not failed; only a failed run "
                 "can be retried"
             ) from None
-        self._watcher.changed()
+        self._watcher.changed(run_id)
         return self._db.run_from_row(rows[0])
 
     def list_runs(

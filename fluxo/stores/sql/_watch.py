@@ -57,9 +57,9 @@ class Watcher:
                 db.engine, _statements.NOTIFY_CHANNEL, self._notified
             )
 
-    def changed(self) -> None:
-        """Wake this process's waiters: the store changed a run."""
-        self._feed.changed()
+    def changed(self, run_id: str | None = None) -> None:
+        """Wake this process's waiters: the store changed ``run_id`` (None: runs unknown)."""
+        self._feed.changed(run_id)
 
     def token(self, run_id: str | None) -> _changes.Token:
         """See :meth:`fluxo.stores.Store.change_token`."""
@@ -97,11 +97,15 @@ class Watcher:
                 return False
             return current is not _UNKNOWN and current != baseline
 
-        return self._feed.wait_polling(version, deadline, poll, self._poll_interval)
+        return self._feed.wait_polling(version, deadline, poll, self._poll_interval, run_id)
 
     def _notified(self, run_id: str | None) -> None:
-        """Called by the PostgreSQL listener for each change announced by any process."""
-        self._feed.changed()
+        """Called by the PostgreSQL listener for each change announced by any process.
+
+        The payload is the run's id; the listener's own wake-ups (``''``) and its
+        reconnections (``None``) name no run, so they wake every waiter.
+        """
+        self._feed.changed(run_id or None)
 
     def _fingerprint(self, run_id: str | None) -> object:
         """Something that differs once the run (or, for ``None``, any run) has changed.
