@@ -81,6 +81,51 @@ async def nap() -> float:
     return await stamp("after")
 
 
+async def _until_released(name: str) -> None:
+    """Await (on Fluxo's step loop) until the test creates the file ``name``."""
+    deadline = time.monotonic() + 60
+    while not (WORKDIR / name).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the test never created {name}")
+        await asyncio.sleep(0.02)
+
+
+@fluxo.step(name="asynccrash.square")
+async def square(i: int) -> int:
+    _ledger(f"square{i}")
+    if i == 2:
+        await _until_released("release-square2")
+    return i * i
+
+
+@fluxo.workflow(name="asynccrash.fan_out")
+async def fan_out(n: int) -> int:
+    """``n`` branches at once (``map_async``); branch 2 waits until the test releases it."""
+    return sum(await fluxo.map_async(square, range(n)))
+
+
+@fluxo.step(name="asynccrash.pack")
+async def pack(item: str) -> str:
+    _ledger("pack")
+    await _until_released("release-pack")
+    return f"box({item})"
+
+
+@fluxo.workflow(name="asynccrash.shipment")
+async def shipment(item: str) -> str:
+    return await pack(item)
+
+
+@fluxo.workflow(name="asynccrash.order")
+async def order(item: str) -> str:
+    """A step, then an async child whose step waits until the test releases it."""
+    ready = await step1(len(item))
+    child = await fluxo.start_child_async(shipment, item)
+    return f"{await child.result_async()}:{ready}"
+
+
 def make_engine() -> fluxo.Engine:
-    """The engine of both async crash tests, on the store URL the test hands over."""
-    return fluxo.Engine(os.environ["FLUXO_CRASH_URL"], workflows=[five_steps, nap])
+    """The engine of the async crash tests, on the store URL the test hands over."""
+    return fluxo.Engine(
+        os.environ["FLUXO_CRASH_URL"], workflows=[five_steps, nap, fan_out, order, shipment]
+    )

@@ -1,14 +1,17 @@
 """Kill -9 a real worker process in the middle of an ``async def`` workflow, on every store.
 
 The same scenarios as ``test_crash.py``, with async workflows and steps: a worker
-killed inside step 3 (after steps 1 and 2 committed), and one killed during a
-durable sleep. Another worker finishes each run; no committed step runs again.
+killed inside step 3 (after steps 1 and 2 committed), one killed during a
+durable sleep, one killed inside one branch of a ``map_async`` fan-out after
+the others committed, and one killed inside an async child's step. Another
+worker finishes each run; no committed step or branch runs again.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -84,4 +87,91 @@ def test_sigkill_during_an_async_sleep_resumes_on_a_later_worker(
     assert after >= _fire_time(engine, handle.id)  # never early
     ledger = (tmp_path / "ledger.txt").read_text().splitlines()
     assert [line.split()[0] for line in ledger] == ["before", "after"]  # no step ran twice
+    engine.close()
+
+
+def _ledger(workdir: Path) -> list[str]:
+    path = workdir / "ledger.txt"
+    return path.read_text().split() if path.exists() else []
+
+
+def _kill(worker: subprocess.Popen[bytes]) -> None:
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.communicate(timeout=10)
+    assert worker.returncode == -signal.SIGKILL
+
+
+def _stop(worker: subprocess.Popen[bytes]) -> None:
+    worker.send_signal(signal.SIGTERM)
+    out, _ = worker.communicate(timeout=30)
+    assert worker.returncode == 0, out.decode()
+
+
+def test_sigkill_inside_one_branch_of_an_async_fan_out_reruns_that_branch_only(
+    store_url: str, tmp_path: Path
+) -> None:
+    engine = fluxo.Engine(store_url, workflows=[asynccrashapp.fan_out])
+    handle = engine.start(asynccrashapp.fan_out, 4)
+
+    def committed() -> int:
+        return sum(e.kind == "branch_completed" for e in engine.history(handle.id))
+
+    first = _worker(store_url, tmp_path, APP)
+    try:
+        _wait(lambda: committed() == 3, 30, "three branches to commit")
+        _wait(lambda: "square2" in _ledger(tmp_path), 30, "branch 2 to start")
+    finally:
+        _kill(first)
+    (tmp_path / "release-square2").touch()
+    second = _worker(store_url, tmp_path, APP)
+    try:
+        assert handle.result(timeout=60) == 0 + 1 + 4 + 9
+    finally:
+        _stop(second)
+
+    ledger = _ledger(tmp_path)
+    assert [ledger.count(f"square{i}") for i in range(4)] == [1, 1, 2, 1]
+    branches = [e.name for e in engine.history(handle.id) if e.kind == "branch_completed"]
+    assert sorted(branches) == [f"asynccrash.square#{i}" for i in range(4)]  # each once
+    engine.close()
+
+
+def test_sigkill_inside_an_async_childs_step_resumes_the_child_and_its_parent(
+    store_url: str, tmp_path: Path
+) -> None:
+    workflows = [asynccrashapp.order, asynccrashapp.shipment]
+    engine = fluxo.Engine(store_url, workflows=workflows)
+    run_id = f"async-order-{os.getpid()}-{time.monotonic_ns()}"
+    handle = engine.start(asynccrashapp.order.options(id=run_id), "mug")
+
+    first = _worker(store_url, tmp_path, APP)
+    try:
+        _wait(lambda: "pack" in _ledger(tmp_path), 30, "the child to start packing")
+    finally:
+        _kill(first)
+    children = [e.name for e in engine.history(run_id) if e.kind == "child_started"]
+    assert len(children) == 1
+    assert engine.get_run(children[0]).parent == run_id
+    (tmp_path / "release-pack").touch()
+    second = _worker(store_url, tmp_path, APP)
+    try:
+        assert handle.result(timeout=60) == "box(mug):4"
+    finally:
+        _stop(second)
+
+    ledger = _ledger(tmp_path)
+    assert ledger.count("step1") == 1  # the parent's step never ran again
+    assert ledger.count("pack") == 2  # running when its worker died: at least once
+    assert [e.kind for e in engine.history(children[0])] == [
+        "workflow_started",
+        "step_completed",
+        "workflow_completed",
+    ]
+    assert [e.kind for e in engine.history(run_id)] == [
+        "workflow_started",
+        "step_completed",
+        "child_started",
+        "child_completed",
+        "workflow_completed",
+    ]
     engine.close()
