@@ -33,19 +33,15 @@ in this process).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import queue
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import fluxo
-from benchmarks import scale_out
+from benchmarks import _processes, scale_out
 
 
 @fluxo.step(name="waiters.stamp")
@@ -81,31 +77,6 @@ def memory(pid: int) -> tuple[int, int]:
         if key in ("VmRSS", "VmHWM"):
             values[key] = int(rest.split()[0]) * 1024
     return values["VmRSS"], values["VmHWM"]
-
-
-@contextlib.contextmanager
-def worker_process(url: str, concurrency: int) -> Iterator[subprocess.Popen[bytes]]:
-    """A ``fluxo worker`` process on ``url``, serving once this yields."""
-    root = Path(__file__).parents[1]
-    pythonpath = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(root)) if p)
-    env = dict(os.environ, FLUXO_BENCH_URL=url, PYTHONPATH=pythonpath)
-    command = [
-        str(Path(sys.executable).with_name("fluxo")),
-        "worker",
-        "benchmarks.async_waiters:make_engine",
-        "--concurrency",
-        str(concurrency),
-        "--log-level",
-        "WARNING",
-    ]
-    proc = subprocess.Popen(command, env=env, cwd=root)
-    try:
-        with fluxo.Engine(url, workflows=WORKFLOWS) as engine:
-            engine.start(ready).result(timeout=120)  # the worker is serving
-        yield proc
-    finally:
-        proc.terminate()
-        proc.wait(60)
 
 
 def waiting(engine: fluxo.Engine) -> int:
@@ -146,7 +117,12 @@ def send_all(engine: fluxo.Engine, run_ids: list[str], senders: int, rate: float
 def round_on(url: str, runs: int, concurrency: int, senders: int, rate: float) -> list[str]:
     lines = []
     with (
-        worker_process(url, concurrency) as proc,
+        _processes.worker_process(
+            url,
+            "benchmarks.async_waiters:make_engine",
+            ready,
+            *("--concurrency", str(concurrency), "--log-level", "WARNING"),
+        ) as proc,
         fluxo.Engine(url, workflows=WORKFLOWS) as engine,
     ):
         rss_idle, _ = memory(proc.pid)

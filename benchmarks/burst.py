@@ -32,16 +32,13 @@ import argparse
 import contextlib
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import fluxo
-from benchmarks import scale_out
+from benchmarks import _processes, scale_out
 
 SIGNALLED = 12
 """Runs signalled at once in the signal round."""
@@ -98,30 +95,11 @@ def make_engine() -> fluxo.Engine:
 @contextlib.contextmanager
 def worker_process(url: str, concurrency: int, sticky: float | None) -> Iterator[None]:
     """A ``fluxo worker`` process on ``url``, serving once this returns."""
-    root = Path(__file__).parents[1]
-    pythonpath = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(root)) if p)
-    env = dict(os.environ, FLUXO_BENCH_URL=url, PYTHONPATH=pythonpath)
-    command = [
-        str(Path(sys.executable).with_name("fluxo")),
-        "worker",
-        "benchmarks.burst:make_engine",
-        "--concurrency",
-        str(concurrency),
-        "--lease",
-        "30",
-        "--log-level",
-        "WARNING",
-    ]
+    options = ["--concurrency", str(concurrency), "--lease", "30", "--log-level", "WARNING"]
     if sticky is not None:
-        command += ["--sticky", str(sticky)]
-    proc = subprocess.Popen(command, env=env, cwd=root)
-    try:
-        with fluxo.Engine(url, workflows=WORKFLOWS) as engine:
-            engine.start(ready).result(timeout=120)  # the worker is serving
+        options += ["--sticky", str(sticky)]
+    with _processes.worker_process(url, "benchmarks.burst:make_engine", ready, *options):
         yield
-    finally:
-        proc.terminate()
-        proc.wait(60)
 
 
 class Sampler:

@@ -21,6 +21,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
+import fluxo
 from fluxo import _errors, history
 from fluxo.stores import Store, sql
 from fluxo.stores.sql import _migrate, _schema
@@ -472,6 +473,44 @@ def test_an_append_is_one_round_trip_on_postgres(
 
 
 # -- engines ----------------------------------------------------------------------
+
+
+def test_the_pool_keeps_twenty_connections_unless_told_otherwise(sqlite_url: str) -> None:
+    store = sql.SQLStore(sqlite_url)
+    assert store.engine.pool.size() == 20  # type: ignore[attr-defined]
+    store.close()
+    told = sql.SQLStore(sqlite_url, engine_options={"pool_size": 3})
+    assert told.engine.pool.size() == 3  # type: ignore[attr-defined]
+    told.close()
+
+
+@pytest.mark.postgres
+def test_a_busy_worker_reuses_its_connections_on_postgres(clean_postgres_url: str) -> None:
+    """A worker of concurrency 8 uses more than SQLAlchemy's default five connections at
+    once; each one given back beyond those used to be closed, and the next call
+    opened a new PostgreSQL connection (a server process) again."""
+
+    @fluxo.step(name="pool.note")
+    def note(i: int) -> int:
+        return i
+
+    @fluxo.workflow(name="pool.parked")
+    def parked() -> int:
+        return note(fluxo.wait_for_signal("go", type=int))
+
+    engine = fluxo.Engine(clean_postgres_url, workflows=[parked])
+    opened: list[object] = []
+    sa.event.listen(engine.store.engine, "connect", lambda *_: opened.append(1))  # type: ignore[attr-defined]
+    handles = [engine.start(parked) for _ in range(300)]
+    with engine.worker(concurrency=8, sticky=0):
+        while engine.count_runs().get(("pool.parked", fluxo.RunStatus.WAITING), 0) < 300:
+            time.sleep(0.02)
+        for i, handle in enumerate(handles):
+            engine.signal(handle.id, "go", i)
+        assert [h.result(timeout=120) for h in handles] == list(range(300))
+
+    assert len(opened) <= 20  # the pool's own (51 with a pool of 5)
+    engine.close()
 
 
 def test_a_given_engine_is_used_and_left_open(sqlite_url: str) -> None:
