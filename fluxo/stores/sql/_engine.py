@@ -184,7 +184,7 @@ def make_engine(url: str | sa.URL, **engine_options: Any) -> sa.Engine:
             options["poolclass"] = sa_pool.StaticPool
     elif "connect_timeout" not in parsed.query:
         connect_args["connect_timeout"] = _CONNECT_TIMEOUT
-    if not memory:
+    if not memory and "poolclass" not in engine_options:
         options["pool_size"] = POOL_SIZE
     options.update(engine_options)
     options["connect_args"] = {**connect_args, **dict(engine_options.get("connect_args") or {})}
