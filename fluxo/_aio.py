@@ -1,12 +1,19 @@
 """Async workflows and steps (``async def``): the event loops and threads they run on.
 
 An async workflow's execution runs its coroutine on an event loop of its own, in
-the thread that executes the run (a worker's, or ``engine.run``'s). Its durable
-calls are made when they are called, in that order, one at a time, on the replay
-core that sync workflows use: ``charge(x)`` records (or replays) the step at once
-and returns an awaitable of its outcome. So any interleaving of tasks that the
-workflow's code makes replays the same, and a forced replay agrees with the live
-run.
+the thread that executes the run (a worker's, or ``engine.run``'s), on the replay
+core that sync workflows use.
+
+A step call (``charge(x)``) returns an awaitable of its outcome and joins the
+execution's :class:`StepBatch`: the step calls made since the loop last ran out
+of work. The batch is made when the loop next runs its callbacks, or before any
+other durable call: a call alone as a step, two or more (``asyncio.gather``, a
+``TaskGroup``) as one parallel block, whose branches run at once. Every other
+durable call (a timer, a signal wait, a child) is made when it is called. The
+loop runs nothing else of the workflow while a batch or a call is made, and
+settles their awaitables in call order, so a replay, which meets the same calls
+in the same order, forms the same batches whatever order their steps finished
+in live.
 
 An async step's coroutine runs on Fluxo's step loop: one event loop thread per
 process, shared by every async step, so a client a step module creates (an
@@ -22,10 +29,11 @@ import concurrent.futures
 import contextvars
 import os
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+C = TypeVar("C")
 
 
 class Overdue(Exception):
@@ -154,6 +162,104 @@ def run_workflow(coroutine: Coroutine[Any, Any, T]) -> T:
             loop.close()
 
 
+Outcome = tuple[Any, "BaseException | None"]
+"""A call's value, or the exception its awaiter raises."""
+
+
+class StepBatch(Generic[C]):
+    """The step calls an async workflow made that are not made yet (one per execution).
+
+    Args:
+        loop: the workflow's event loop.
+        make: makes the calls, in order, and gives each one's outcome; what it raises
+            (Fluxo's control flow) is raised to every awaiter of the batch.
+    """
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, make: Callable[[list[C]], list[Outcome]]
+    ) -> None:
+        self.loop = loop
+        self._make = make
+        self.waiting: list[tuple[C, asyncio.Future[Any]]] = []
+
+    def add(self, call: C) -> Coroutine[Any, Any, Any]:
+        """Join the batch: made with the others when the loop next runs its callbacks."""
+        future = self.loop.create_future()
+        self.waiting.append((call, future))
+        if len(self.waiting) == 1:
+            self.loop.call_soon(self.flush)
+        return CallAwaitable(future)
+
+    def flush(self) -> None:
+        """Make the waiting calls now and settle their awaitables, in call order."""
+        waiting, self.waiting = self.waiting, []
+        if not waiting:
+            return
+        try:
+            outcomes = self._make([call for call, _ in waiting])
+        except BaseException as exc:  # control flow: raised where each call is awaited
+            outcomes = [(None, exc)] * len(waiting)
+        for (_, future), (value, error) in zip(waiting, outcomes, strict=True):
+            if future.cancelled():
+                continue  # made and recorded all the same: a replay makes it too
+            if error is None:
+                future.set_result(value)
+            else:
+                future.set_exception(error)
+                if not isinstance(error, Exception):
+                    future.exception()  # control flow: no "never retrieved" if unawaited
+
+
+class CallAwaitable(Coroutine[Any, Any, T]):
+    """What a durable call of an async workflow returns: a coroutine of its outcome.
+
+    A coroutine, so ``asyncio.create_task`` and ``TaskGroup`` take it; but one that
+    says nothing if it is never awaited (the call is made all the same, and a run
+    that unwinds leaves such awaitables behind on every replay).
+    """
+
+    __slots__ = ("_error", "_future", "_steps", "_value")
+
+    def __init__(
+        self,
+        future: asyncio.Future[T] | None = None,
+        value: Any = None,
+        error: BaseException | None = None,
+    ) -> None:
+        self._future = future
+        self._value = value
+        self._error = error
+        self._steps: Generator[Any, None, T] | None = None
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return self._started()
+
+    def _started(self) -> Generator[Any, None, T]:
+        if self._steps is None:
+            self._steps = self._outcome()
+        return self._steps
+
+    def _outcome(self) -> Generator[Any, None, T]:
+        if self._future is not None:
+            return (yield from self._future.__await__())
+        if self._error is not None:
+            raise self._error
+        made: T = self._value
+        return made
+
+    def send(self, value: None) -> Any:
+        return self._started().send(value)
+
+    def throw(  # type: ignore[override]
+        self, typ: Any, val: BaseException | None = None, tb: Any = None
+    ) -> Any:
+        return self._started().throw(val if val is not None else typ)
+
+    def close(self) -> None:
+        if self._steps is not None:
+            self._steps.close()
+
+
 def outcome_of(call: Callable[[], T]) -> Coroutine[Any, Any, T]:
     """Make a durable call now, and return a coroutine of its outcome to await.
 
@@ -165,11 +271,5 @@ def outcome_of(call: Callable[[], T]) -> Coroutine[Any, Any, T]:
     try:
         value = call()
     except BaseException as exc:  # control flow too: re-raised where it is awaited
-        return _settled(None, exc)
-    return _settled(value, None)
-
-
-async def _settled(value: Any, error: BaseException | None) -> Any:
-    if error is not None:
-        raise error
-    return value
+        return CallAwaitable(error=exc)
+    return CallAwaitable(value=value)

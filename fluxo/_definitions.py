@@ -289,7 +289,7 @@ class Step(_Definition[P, R]):
                     f"{runtime.workflow_name!r}; write 'await {self.__name__}.call_async(...)' "
                     "so that it runs on a thread, not on the workflow's event loop"
                 )
-            made: Any = _aio.outcome_of(lambda: runtime.call_step(self, args, kwargs))
+            made: Any = runtime.defer_step(Call(self, args, kwargs))
             return typing.cast(R, made)
         if self.is_async:
             raise _errors.DefinitionError(
@@ -321,8 +321,8 @@ class Step(_Definition[P, R]):
                 f"{self.name}.call_async() is for async workflows; sync workflow "
                 f"{runtime.workflow_name!r} calls the step directly: {self.__name__}(...)"
             )
-        step = self
-        return _aio.outcome_of(lambda: runtime.call_step(step, args, kwargs))
+        made: Coroutine[Any, Any, R] = runtime.defer_step(Call(self, args, kwargs))
+        return made
 
     def bind(self, *args: P.args, **kwargs: P.kwargs) -> Call[R]:
         """Return this step's call with these arguments, to run in :func:`fluxo.parallel`.

@@ -115,6 +115,10 @@ class Runtime(Protocol):
         """Run ``step`` (a ``fluxo.Step``) once for this run, or return its recorded outcome."""
         ...
 
+    def defer_step(self, call: Any) -> Any:
+        """An async workflow's step call (a ``Call``): a coroutine of its outcome."""
+        ...
+
     def call_parallel(self, calls: Sequence[Any], max_concurrency: int | None) -> list[Any]:
         """``fluxo.parallel``: run the calls (``fluxo.Call``) as one block; their results."""
         ...

@@ -131,12 +131,38 @@ class Branches:
         no outcome. Once every branch has one, the lowest-index failure is raised,
         if any, else the results are returned in the order of ``calls``.
         """
+        block = self._settle(calls, max_concurrency)
+        if block.failures:
+            first = min(block.failures)
+            raise _payloads.step_error(block.calls[first].step.name, block.failures[first])
+        return block.results
+
+    def outcomes(
+        self, calls: Sequence[_definitions.Call[Any]]
+    ) -> list[tuple[Any, BaseException | None]]:
+        """Run the calls as one block, as :meth:`call` does; each one's result or ``StepError``.
+
+        For the step calls an async workflow made at once (``asyncio.gather``): each
+        call's awaiter gets its own outcome.
+        """
+        block = self._settle(calls, None)
+        return [
+            (None, _payloads.step_error(call.step.name, block.failures[index]))
+            if index in block.failures
+            else (block.results[index], None)
+            for index, call in enumerate(calls)
+        ]
+
+    def _settle(
+        self, calls: Sequence[_definitions.Call[Any]], max_concurrency: int | None
+    ) -> _Block:
+        """Replay the block's recorded outcomes, run the branches without one; the block."""
         ctx = self._ctx
         cursor = ctx._cursor
         ctx._enter_durable_call()
         count = len(calls)
         if count == 0:
-            return []
+            return _Block(calls, cursor.next_seq)
         steps = [c.step for c in calls]
         uniform = all(s.name == steps[0].name for s in steps)
         if uniform:
@@ -208,10 +234,7 @@ class Branches:
                 ctx._cancel_point()  # a cancellation was delivered while branches ran
                 cursor.diverged(call, cursor.peek(), "  the block's branches end early here")
             self._run_branches(block, max_concurrency)
-        if block.failures:
-            first = min(block.failures)
-            raise _payloads.step_error(steps[first].name, block.failures[first])
-        return block.results
+        return block
 
     def _match_plan(
         self,

@@ -21,15 +21,26 @@ what its caller sets is :attr:`RunContext.options`.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from fluxo import _errors, _observers, _payloads, _runtime, codec, history, observe, stores
+from fluxo import (
+    _aio,
+    _errors,
+    _observers,
+    _payloads,
+    _runtime,
+    codec,
+    history,
+    observe,
+    stores,
+)
 from fluxo._executor import (
     _branches,
     _children,
@@ -156,6 +167,8 @@ class RunContext:
         self._in_block = False
         self._restart_due = False
         self._began = False
+        self._batch: _aio.StepBatch[_definitions.Call[Any]] | None = None
+        """An async workflow's step calls not made yet (see :meth:`defer_step`)."""
         self.result: bytes | None = None
         self.error: _payloads.ErrorInfo | None = None
         self._options = RunOptions()
@@ -388,7 +401,14 @@ class RunContext:
         raise flow
 
     def _enter_durable_call(self) -> None:
-        """Checks every durable call makes before touching the history."""
+        """Checks every durable call makes before touching the history.
+
+        An async workflow's step calls not made yet are made first, so the history
+        keeps the order the workflow made its calls in.
+        """
+        batch = self._batch
+        if batch is not None and batch.waiting:
+            batch.flush()
         if self._unwinding is not None:
             raise self._unwinding
         if self._cursor.nondeterminism is not None:
@@ -527,6 +547,36 @@ class RunContext:
             self._unwind(_control.Restart())
 
     # -- the durable calls (Runtime) -----------------------------------------------------
+
+    def defer_step(self, call: _definitions.Call[Any]) -> Coroutine[Any, Any, Any]:
+        """An async workflow's step call: an awaitable of its outcome, made with its batch.
+
+        The calls the workflow makes until its event loop runs out of work are
+        made together (:class:`fluxo._aio.StepBatch`): alone, as a step; two or
+        more, as the branches of one parallel block, at once.
+        """
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise _errors.DefinitionError(
+                f"step {call.step.name!r} was called outside the event loop of async workflow "
+                f"{self.workflow.name!r} (from another thread?); call and await steps in the "
+                "workflow's own coroutines and tasks"
+            ) from None
+        batch = self._batch
+        if batch is None or batch.loop is not loop:
+            batch = self._batch = _aio.StepBatch(loop, self._make_steps)
+        return batch.add(call)
+
+    def _make_steps(self, calls: list[_definitions.Call[Any]]) -> list[_aio.Outcome]:
+        """Make a batch of step calls: one as a step, more as one parallel block."""
+        if len(calls) == 1:
+            call = calls[0]
+            try:
+                return [(self._steps.call(call.step, call.args, call.kwargs), None)]
+            except Exception as exc:  # its awaiter raises it; control flow goes to every one
+                return [(None, exc)]
+        return self._branches.outcomes(calls)
 
     def call_parallel(
         self, calls: Sequence[_definitions.Call[Any]], max_concurrency: int | None
