@@ -11,7 +11,6 @@ already recorded do not run again.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, TypeAlias
 
@@ -76,6 +75,26 @@ class Saga:
         self._compensations.append(call)
 
     def __enter__(self) -> Saga:
+        self._open()
+        if self._context is not None and self._context.is_async:
+            self._abandon()
+            raise _errors.DefinitionError(
+                f"async workflow {self._context.workflow_name!r} opens a saga with 'with'; "
+                "write 'async with fluxo.saga() as saga:' so that its compensations are awaited"
+            )
+        return self
+
+    async def __aenter__(self) -> Saga:
+        self._open()
+        if self._context is not None and not self._context.is_async:
+            self._abandon()
+            raise _errors.DefinitionError(
+                "'async with fluxo.saga()' is for async workflows; sync workflow "
+                f"{self._context.workflow_name!r} writes 'with fluxo.saga() as saga:'"
+            )
+        return self
+
+    def _open(self) -> None:
         if self._state != "new":
             raise _errors.DefinitionError(
                 "a saga runs one with block; call fluxo.saga() again for another"
@@ -84,7 +103,13 @@ class Saga:
         self._context = _runtime.current()
         self._parent = _innermost.get()
         self._token = _innermost.set(self)
-        return self
+
+    def _abandon(self) -> None:
+        """Close a saga refused as it opened."""
+        if self._token is not None:
+            _innermost.reset(self._token)
+            self._token = None
+        self._state = "closed"
 
     def __exit__(
         self,
@@ -92,6 +117,48 @@ class Saga:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        compensations = self._close(exc)
+        if compensations:
+            assert exc is not None
+            state = _Compensating()
+            for call in compensations:
+                while True:
+                    try:
+                        call.step(*call.args, **call.kwargs)
+                    except (_runtime.Cancelled, Exception) as failure:
+                        if state.again(call, failure):
+                            continue
+                    break
+            state.end(exc)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        compensations = self._close(exc)
+        if compensations:
+            assert exc is not None
+            state = _Compensating()
+            for call in compensations:
+                step = call.step
+                while True:
+                    try:
+                        made = (
+                            step(*call.args, **call.kwargs)
+                            if step.is_async
+                            else step.call_async(*call.args, **call.kwargs)
+                        )
+                        await made
+                    except (_runtime.Cancelled, Exception) as failure:
+                        if state.again(call, failure):
+                            continue
+                    break
+            state.end(exc)
+
+    def _close(self, exc: BaseException | None) -> list[_Compensation]:
+        """End the block; the compensations to run, newest first (none: nothing to undo)."""
         if self._token is not None:
             _innermost.reset(self._token)
             self._token = None
@@ -101,9 +168,9 @@ class Saga:
             parent = self._parent
             if parent is not None and parent._state == "open" and parent._context is self._context:
                 parent._compensations.extend(compensations)  # undone if the outer saga fails
-            return
+            return []
         if not _compensates_for(exc) or not compensations:
-            return
+            return []
         _workflow_api.logger.info(
             "saga: %s: %s; running %d compensation%s",
             type(exc).__name__,
@@ -111,7 +178,37 @@ class Saga:
             len(compensations),
             "" if len(compensations) == 1 else "s",
         )
-        failures, arrived = _compensate(reversed(compensations))
+        return list(reversed(compensations))
+
+
+class _Compensating:
+    """What running a saga's compensations met: their failures, and a cancellation.
+
+    Each compensation runs once. A cancellation that arrives while compensating
+    does not stop it: the compensation it interrupted is called again (it had
+    not begun, or it waited for a retry), and the rest follow.
+    """
+
+    def __init__(self) -> None:
+        self.failures: list[Exception] = []
+        self.cancelled: _runtime.Cancelled | None = None
+
+    def again(self, call: _Compensation, failure: BaseException) -> bool:
+        """Take what compensation ``call`` raised; True: call it again."""
+        if isinstance(failure, _runtime.Cancelled):
+            if self.cancelled is not None:
+                raise failure  # delivered once per execution; never loop on it
+            self.cancelled = failure
+            return True
+        if isinstance(failure, _errors.NondeterminismError) or not isinstance(failure, Exception):
+            raise failure
+        _workflow_api.logger.warning("saga: compensation %s failed: %s", call.step.name, failure)
+        self.failures.append(failure)
+        return False
+
+    def end(self, exc: BaseException) -> None:
+        """After the compensations: raise what the block ends with, if not ``exc`` itself."""
+        failures, arrived = self.failures, self.cancelled
         cancelled = arrived is not None or isinstance(exc, _runtime.Cancelled)
         if cancelled and failures:
             # Cancellation stays control flow that no except Exception: can catch, so
@@ -138,36 +235,6 @@ def _compensates_for(exc: BaseException) -> bool:
     return isinstance(exc, (Exception, _runtime.Cancelled))
 
 
-def _compensate(
-    compensations: Iterable[_Compensation],
-) -> tuple[list[Exception], _runtime.Cancelled | None]:
-    """Run each compensation once; return what failed, and a cancellation met on the way.
-
-    A cancellation that arrives while compensating does not stop it: the
-    compensation it interrupted is called again (it had not begun, or it waits
-    for a retry), and the rest follow.
-    """
-    failures: list[Exception] = []
-    cancelled: _runtime.Cancelled | None = None
-    for call in compensations:
-        step = call.step
-        while True:
-            try:
-                step(*call.args, **call.kwargs)
-            except _runtime.Cancelled as exc:
-                if cancelled is not None:
-                    raise  # delivered once per execution; never loop on it
-                cancelled = exc
-                continue
-            except _errors.NondeterminismError:
-                raise
-            except Exception as exc:
-                _workflow_api.logger.warning("saga: compensation %s failed: %s", step.name, exc)
-                failures.append(exc)
-            break
-    return failures, cancelled
-
-
 def saga() -> Saga:
     """Open a saga: ``with fluxo.saga() as saga:``, then register compensations in it.
 
@@ -189,6 +256,8 @@ def saga() -> Saga:
     * A wait, a shutdown, a crash or a ``NondeterminismError`` undoes nothing:
       the run is not over, it resumes later.
     * Outside a workflow the compensations are plain calls, as steps are.
+    * In an ``async def`` workflow, write ``async with fluxo.saga() as saga:``; the
+      compensations (``async def`` or plain steps) are awaited one at a time.
 
     Example:
         >>> @fluxo.workflow
