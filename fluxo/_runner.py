@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import logging
 import math
 import threading
@@ -374,12 +375,30 @@ def _within(
     context: Callable[[], contextlib.AbstractContextManager[object]],
     runner: _executor.StepRunner,
 ) -> _executor.StepRunner:
-    """``runner``, calling each step inside a context made by ``context``."""
+    """``runner``, calling each step inside a context made by ``context``.
+
+    For an ``async def`` step the context is entered around the whole run of its
+    coroutine (on Fluxo's step loop), not only around making it.
+    """
 
     def run_step(
         step: _definitions.Step[Any, Any], args: Sequence[Any], kwargs: Mapping[str, Any]
     ) -> Any:
+        if step.is_async:
+            return _awaited_within(context, runner, step, args, kwargs)
         with context():
             return runner(step, args, kwargs)
 
     return run_step
+
+
+async def _awaited_within(
+    context: Callable[[], contextlib.AbstractContextManager[object]],
+    runner: _executor.StepRunner,
+    step: _definitions.Step[Any, Any],
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+) -> Any:
+    with context():
+        made = runner(step, args, kwargs)
+        return await made if inspect.isawaitable(made) else made

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 import os
@@ -71,6 +73,37 @@ def test_step_context_is_not_entered_on_replay() -> None:
         report = fluxo.testing.replay(engine.export_history("r"), workflows=[hooked])
     assert report.ok
     assert len(ENTERED) == entered
+
+
+INSIDE: contextvars.ContextVar[str] = contextvars.ContextVar("inside", default="outside")
+
+
+@contextlib.contextmanager
+def app_context() -> Iterator[None]:
+    """Like Flask's app context: a context variable set while it is entered."""
+    token = INSIDE.set("inside")
+    try:
+        yield
+    finally:
+        INSIDE.reset(token)
+
+
+@fluxo.step
+async def seen_after_awaiting() -> str:
+    await asyncio.sleep(0.01)  # the context must outlive the coroutine's first step
+    return INSIDE.get()
+
+
+@fluxo.workflow
+async def awaits_inside() -> list[str]:
+    alone = await seen_after_awaiting()
+    both = await asyncio.gather(seen_after_awaiting(), seen_after_awaiting())
+    return [alone, *both]
+
+
+def test_step_context_is_entered_around_the_whole_run_of_an_async_step() -> None:
+    with fluxo.Engine(MemoryStore(), workflows=[awaits_inside], step_context=app_context) as engine:
+        assert engine.run(awaits_inside) == ["inside"] * 3
 
 
 def test_a_failing_step_context_fails_the_attempt_like_the_step() -> None:
