@@ -7,56 +7,42 @@ so a worker can be killed while it is inside step 3, after step 2 committed.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
-from pathlib import Path
 
 import fluxo
+from tests.acceptance import _ledger
 from tests.acceptance.crashapp import NAP_SECONDS
-
-WORKDIR = Path(os.environ.get("FLUXO_CRASH_DIR", "."))
-
-
-def _ledger(name: str) -> None:
-    with (WORKDIR / "ledger.txt").open("a") as f:
-        f.write(name + "\n")
-        f.flush()
-        os.fsync(f.fileno())
 
 
 @fluxo.step(name="asynccrash.step1")
 async def step1(x: int) -> int:
-    _ledger("step1")
+    _ledger.write("step1")
     return x + 1
 
 
 @fluxo.step(name="asynccrash.step2")
 def step2(x: int) -> int:  # a plain step, called with call_async
-    _ledger("step2")
+    _ledger.write("step2")
     return x * 2
 
 
 @fluxo.step(name="asynccrash.step3")
 async def step3(x: int) -> int:
-    _ledger("step3")
-    deadline = time.monotonic() + 60
-    while not (WORKDIR / "release-step3").exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError("the test never released step 3")
-        await asyncio.sleep(0.02)
+    _ledger.write("step3")
+    await _ledger.hold_async("release-step3", "step 3")
     return x + 3
 
 
 @fluxo.step(name="asynccrash.step4")
 async def step4(x: int) -> int:
-    _ledger("step4")
+    _ledger.write("step4")
     return x * 10
 
 
 @fluxo.step(name="asynccrash.step5")
 async def step5(x: int) -> str:
-    _ledger("step5")
+    _ledger.write("step5")
     return f"done:{x}"
 
 
@@ -70,7 +56,7 @@ async def five_steps(x: int) -> str:
 @fluxo.step(name="asynccrash.stamp")
 async def stamp(label: str) -> float:
     now = time.time()
-    _ledger(f"{label} {now!r}")
+    _ledger.write(f"{label} {now!r}")
     return now
 
 
@@ -81,20 +67,11 @@ async def nap() -> float:
     return await stamp("after")
 
 
-async def _until_released(name: str) -> None:
-    """Await (on Fluxo's step loop) until the test creates the file ``name``."""
-    deadline = time.monotonic() + 60
-    while not (WORKDIR / name).exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the test never created {name}")
-        await asyncio.sleep(0.02)
-
-
 @fluxo.step(name="asynccrash.square")
 async def square(i: int) -> int:
-    _ledger(f"square{i}")
+    _ledger.write(f"square{i}")
     if i == 2:
-        await _until_released("release-square2")
+        await _ledger.hold_async("release-square2", "branch 2")
     return i * i
 
 
@@ -106,8 +83,8 @@ async def fan_out(n: int) -> int:
 
 @fluxo.step(name="asynccrash.pack")
 async def pack(item: str) -> str:
-    _ledger("pack")
-    await _until_released("release-pack")
+    _ledger.write("pack")
+    await _ledger.hold_async("release-pack", "the packing step")
     return f"box({item})"
 
 

@@ -8,41 +8,27 @@ so the worker running the child can be killed in the middle of it.
 from __future__ import annotations
 
 import os
-import time
-from pathlib import Path
 
 import fluxo
-
-WORKDIR = Path(os.environ.get("FLUXO_CRASH_DIR", "."))
-
-
-def _ledger(line: str) -> None:
-    with (WORKDIR / "ledger.txt").open("a") as f:
-        f.write(line + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+from tests.acceptance import _ledger
 
 
 @fluxo.step
 def prepare(order: str) -> str:
-    _ledger("prepare")
+    _ledger.write("prepare")
     return order.upper()
 
 
 @fluxo.step
 def pack(item: str) -> str:
-    _ledger("pack")
-    deadline = time.monotonic() + 60
-    while not (WORKDIR / "release").exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError("the test never released the packing step")
-        time.sleep(0.02)
+    _ledger.write("pack")
+    _ledger.hold("release", "the packing step")
     return f"box({item})"
 
 
 @fluxo.step
 def label(box: str) -> str:
-    _ledger("label")
+    _ledger.write("label")
     return f"{box}+label"
 
 
@@ -61,7 +47,7 @@ def order(name: str) -> str:
 
 @fluxo.step
 def clean_up(item: str) -> None:
-    _ledger(f"cleanup-{item}")
+    _ledger.write(f"cleanup-{item}")
 
 
 @fluxo.workflow

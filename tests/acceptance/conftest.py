@@ -5,6 +5,8 @@ The kill -9 and timer scenarios of ``test_crash.py`` run on every durable store
 add executor behaviour, not store behaviour: what they need of a store (claims
 after a lease ends, fenced appends, signals and wake-ups) the conformance suite
 checks on every store, so they run on SQLite and PostgreSQL (``sql_store_url``).
+The example shops run under real servers on a new SQLite or PostgreSQL database
+(``shop_database``).
 """
 
 from __future__ import annotations
@@ -44,3 +46,12 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def sql_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A scenario whose store part the conformance suite covers: on SQLite and PostgreSQL."""
     return _url(request.param, request, tmp_path)
+
+
+@pytest.fixture(params=[SQLITE, POSTGRES])
+def shop_database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An example shop's database, new and empty: an SQLite file, or a PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'shop.db'}"
+    url: str = request.getfixturevalue("fresh_postgres_url")
+    return url

@@ -9,52 +9,39 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
 import fluxo
-
-WORKDIR = Path(os.environ.get("FLUXO_CRASH_DIR", "."))
-
-
-def _ledger(name: str) -> None:
-    with (WORKDIR / "ledger.txt").open("a") as f:
-        f.write(name + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+from tests.acceptance import _ledger
 
 
 @fluxo.step
 def step1(x: int) -> int:
-    _ledger("step1")
+    _ledger.write("step1")
     return x + 1
 
 
 @fluxo.step
 def step2(x: int) -> int:
-    _ledger("step2")
+    _ledger.write("step2")
     return x * 2
 
 
 @fluxo.step
 def step3(x: int) -> int:
-    _ledger("step3")
-    deadline = time.monotonic() + 60
-    while not (WORKDIR / "release-step3").exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError("the test never released step 3")
-        time.sleep(0.02)
+    _ledger.write("step3")
+    _ledger.hold("release-step3", "step 3")
     return x + 3
 
 
 @fluxo.step
 def step4(x: int) -> int:
-    _ledger("step4")
+    _ledger.write("step4")
     return x * 10
 
 
 @fluxo.step
 def step5(x: int) -> str:
-    _ledger("step5")
+    _ledger.write("step5")
     return f"done:{x}"
 
 
@@ -71,7 +58,7 @@ def make_engine() -> fluxo.Engine:
 @fluxo.step
 def stamp(label: str) -> float:
     now = time.time()
-    _ledger(f"{label} {now!r}")
+    _ledger.write(f"{label} {now!r}")
     return now
 
 

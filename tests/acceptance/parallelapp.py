@@ -9,37 +9,24 @@ branches were recorded.
 from __future__ import annotations
 
 import os
-import time
-from pathlib import Path
 
 import fluxo
+from tests.acceptance import _ledger
 
-WORKDIR = Path(os.environ.get("FLUXO_CRASH_DIR", "."))
 HELD = (2, 4)
-
-
-def _ledger(name: str) -> None:
-    with (WORKDIR / "ledger.txt").open("a") as f:
-        f.write(name + "\n")
-        f.flush()
-        os.fsync(f.fileno())
 
 
 @fluxo.step
 def branch(index: int) -> int:
-    _ledger(f"branch{index}")
+    _ledger.write(f"branch{index}")
     if index in HELD:
-        deadline = time.monotonic() + 60
-        while not (WORKDIR / "release").exists():
-            if time.monotonic() > deadline:
-                raise TimeoutError("the test never released the held branches")
-            time.sleep(0.02)
+        _ledger.hold("release", "the held branches")
     return index * index
 
 
 @fluxo.step
 def total(values: list[int]) -> str:
-    _ledger("total")
+    _ledger.write("total")
     return f"sum:{sum(values)}"
 
 

@@ -10,19 +10,9 @@ so a worker can be killed in the middle of compensating.
 from __future__ import annotations
 
 import os
-import time
-from pathlib import Path
 
 import fluxo
-
-WORKDIR = Path(os.environ.get("FLUXO_CRASH_DIR", "."))
-
-
-def _ledger(line: str) -> None:
-    with (WORKDIR / "ledger.txt").open("a") as f:
-        f.write(line + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+from tests.acceptance import _ledger
 
 
 class PaymentDeclined(Exception):
@@ -31,34 +21,30 @@ class PaymentDeclined(Exception):
 
 @fluxo.step
 def book(what: str) -> str:
-    _ledger(f"book-{what}")
+    _ledger.write(f"book-{what}")
     return f"{what}-1"
 
 
 @fluxo.step
 def pay(cents: int) -> None:
-    _ledger("pay")
+    _ledger.write("pay")
     raise PaymentDeclined(f"{cents} cents declined")
 
 
 @fluxo.step
 def cancel_flight(booking: str) -> None:
-    _ledger(f"cancel-{booking}")
+    _ledger.write(f"cancel-{booking}")
 
 
 @fluxo.step
 def cancel_hotel(booking: str) -> None:
-    _ledger(f"cancel-{booking}")
-    deadline = time.monotonic() + 60
-    while not (WORKDIR / "release-cancel-hotel").exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError("the test never released the hotel's cancellation")
-        time.sleep(0.02)
+    _ledger.write(f"cancel-{booking}")
+    _ledger.hold("release-cancel-hotel", "the hotel's cancellation")
 
 
 @fluxo.step
 def cancel_car(booking: str) -> None:
-    _ledger(f"cancel-{booking}")
+    _ledger.write(f"cancel-{booking}")
 
 
 @fluxo.workflow

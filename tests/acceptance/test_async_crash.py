@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import fluxo
-from tests.acceptance import asynccrashapp
-from tests.acceptance.test_crash import _completed_steps, _fire_time, _wait, _worker
+from tests.acceptance import _crash, _ledger, asynccrashapp
 
 APP = "tests.acceptance.asynccrashapp:make_engine"
 
@@ -29,26 +27,25 @@ def test_sigkill_inside_an_async_step_resumes_without_repeating(
     run_id = f"async-crash-{os.getpid()}-{time.monotonic_ns()}"
     handle = engine.start(asynccrashapp.five_steps.options(id=run_id), 4)
 
-    first = _worker(store_url, tmp_path, APP)
+    first = _crash.worker(store_url, tmp_path, APP)
     try:
-        _wait(lambda: _completed_steps(engine, run_id) == ["step1", "step2"], 30, "step 2")
-        _wait(lambda: (tmp_path / "ledger.txt").read_text().count("step3") == 1, 30, "step 3")
+        _crash.wait(
+            lambda: _crash.completed_steps(engine, run_id) == ["step1", "step2"], 30, "step 2"
+        )
+        _crash.wait(lambda: _ledger.read(tmp_path).count("step3") == 1, 30, "step 3")
     finally:
-        os.kill(first.pid, signal.SIGKILL)
-        first.communicate(timeout=10)
+        _crash.kill(first)
     assert first.returncode == -signal.SIGKILL
     assert engine.get_run(run_id).status is fluxo.RunStatus.RUNNING
 
     (tmp_path / "release-step3").touch()
-    second = _worker(store_url, tmp_path, APP)
+    second = _crash.worker(store_url, tmp_path, APP)
     try:
         assert handle.result(timeout=60) == "done:130"  # ((4+1)*2+3)*10
     finally:
-        second.send_signal(signal.SIGTERM)
-        out, _ = second.communicate(timeout=30)
-    assert second.returncode == 0, out.decode()
+        _crash.stop(second)
 
-    ledger = (tmp_path / "ledger.txt").read_text().split()
+    ledger = _ledger.read(tmp_path)
     assert ledger.count("step1") == 1  # committed before the kill: never again
     assert ledger.count("step2") == 1
     assert ledger.count("step3") == 2  # running when the worker died: at least once
@@ -67,44 +64,24 @@ def test_sigkill_during_an_async_sleep_resumes_on_a_later_worker(
 ) -> None:
     engine = fluxo.Engine(store_url, workflows=[asynccrashapp.nap])
     handle = engine.start(asynccrashapp.nap)
-    first = _worker(store_url, tmp_path, APP)
+    first = _crash.worker(store_url, tmp_path, APP)
     try:
-        _wait(
+        _crash.wait(
             lambda: any(e.kind == "timer_started" for e in engine.history(handle.id)),
             30,
             "the timer",
         )
     finally:
-        os.kill(first.pid, signal.SIGKILL)
-        first.communicate(timeout=10)
-    second = _worker(store_url, tmp_path, APP)
+        _crash.kill(first)
+    second = _crash.worker(store_url, tmp_path, APP)
     try:
         after = handle.result(timeout=60)
     finally:
-        second.send_signal(signal.SIGTERM)
-        out, _ = second.communicate(timeout=30)
-    assert second.returncode == 0, out.decode()
-    assert after >= _fire_time(engine, handle.id)  # never early
+        _crash.stop(second)
+    assert after >= _crash.fire_time(engine, handle.id)  # never early
     ledger = (tmp_path / "ledger.txt").read_text().splitlines()
     assert [line.split()[0] for line in ledger] == ["before", "after"]  # no step ran twice
     engine.close()
-
-
-def _ledger(workdir: Path) -> list[str]:
-    path = workdir / "ledger.txt"
-    return path.read_text().split() if path.exists() else []
-
-
-def _kill(worker: subprocess.Popen[bytes]) -> None:
-    os.kill(worker.pid, signal.SIGKILL)
-    worker.communicate(timeout=10)
-    assert worker.returncode == -signal.SIGKILL
-
-
-def _stop(worker: subprocess.Popen[bytes]) -> None:
-    worker.send_signal(signal.SIGTERM)
-    out, _ = worker.communicate(timeout=30)
-    assert worker.returncode == 0, out.decode()
 
 
 def test_sigkill_inside_one_branch_of_an_async_fan_out_reruns_that_branch_only(
@@ -116,20 +93,21 @@ def test_sigkill_inside_one_branch_of_an_async_fan_out_reruns_that_branch_only(
     def committed() -> int:
         return sum(e.kind == "branch_completed" for e in engine.history(handle.id))
 
-    first = _worker(store_url, tmp_path, APP)
+    first = _crash.worker(store_url, tmp_path, APP)
     try:
-        _wait(lambda: committed() == 3, 30, "three branches to commit")
-        _wait(lambda: "square2" in _ledger(tmp_path), 30, "branch 2 to start")
+        _crash.wait(lambda: committed() == 3, 30, "three branches to commit")
+        _crash.wait(lambda: "square2" in _ledger.read(tmp_path), 30, "branch 2 to start")
     finally:
-        _kill(first)
+        _crash.kill(first)
+    assert first.returncode == -signal.SIGKILL
     (tmp_path / "release-square2").touch()
-    second = _worker(store_url, tmp_path, APP)
+    second = _crash.worker(store_url, tmp_path, APP)
     try:
         assert handle.result(timeout=60) == 0 + 1 + 4 + 9
     finally:
-        _stop(second)
+        _crash.stop(second)
 
-    ledger = _ledger(tmp_path)
+    ledger = _ledger.read(tmp_path)
     assert [ledger.count(f"square{i}") for i in range(4)] == [1, 1, 2, 1]
     branches = [e.name for e in engine.history(handle.id) if e.kind == "branch_completed"]
     assert sorted(branches) == [f"asynccrash.square#{i}" for i in range(4)]  # each once
@@ -144,22 +122,23 @@ def test_sigkill_inside_an_async_childs_step_resumes_the_child_and_its_parent(
     run_id = f"async-order-{os.getpid()}-{time.monotonic_ns()}"
     handle = engine.start(asynccrashapp.order.options(id=run_id), "mug")
 
-    first = _worker(store_url, tmp_path, APP)
+    first = _crash.worker(store_url, tmp_path, APP)
     try:
-        _wait(lambda: "pack" in _ledger(tmp_path), 30, "the child to start packing")
+        _crash.wait(lambda: "pack" in _ledger.read(tmp_path), 30, "the child to start packing")
     finally:
-        _kill(first)
+        _crash.kill(first)
+    assert first.returncode == -signal.SIGKILL
     children = [e.name for e in engine.history(run_id) if e.kind == "child_started"]
     assert len(children) == 1
     assert engine.get_run(children[0]).parent == run_id
     (tmp_path / "release-pack").touch()
-    second = _worker(store_url, tmp_path, APP)
+    second = _crash.worker(store_url, tmp_path, APP)
     try:
         assert handle.result(timeout=60) == "box(mug):4"
     finally:
-        _stop(second)
+        _crash.stop(second)
 
-    ledger = _ledger(tmp_path)
+    ledger = _ledger.read(tmp_path)
     assert ledger.count("step1") == 1  # the parent's step never ran again
     assert ledger.count("pack") == 2  # running when its worker died: at least once
     assert [e.kind for e in engine.history(children[0])] == [

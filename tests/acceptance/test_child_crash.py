@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -12,15 +11,9 @@ import pytest
 
 import fluxo
 from fluxo import history
-from tests.acceptance import childapp
-from tests.acceptance.test_crash import _wait, _worker
+from tests.acceptance import _crash, _ledger, childapp
 
 APP = "tests.acceptance.childapp:make_engine"
-
-
-def _ledger(workdir: Path) -> list[str]:
-    path = workdir / "ledger.txt"
-    return path.read_text().split() if path.exists() else []
 
 
 def _waits_for_signal(engine: fluxo.Engine, run_id: str) -> bool:
@@ -31,12 +24,6 @@ def _waits_for_signal(engine: fluxo.Engine, run_id: str) -> bool:
     return isinstance(events[-1], history.SignalWaitStarted)
 
 
-def _stop(worker: subprocess.Popen[bytes]) -> None:
-    worker.send_signal(signal.SIGTERM)
-    out, _ = worker.communicate(timeout=30)
-    assert worker.returncode == 0, (worker.returncode, out.decode())
-
-
 def test_a_child_whose_worker_is_killed_resumes_on_another_and_its_parent_gets_the_result(
     sql_store_url: str, tmp_path: Path
 ) -> None:
@@ -45,31 +32,30 @@ def test_a_child_whose_worker_is_killed_resumes_on_another_and_its_parent_gets_t
     child_id = f"{run_id}~child-2"
     handle = engine.start(childapp.order.options(id=run_id), "mug")
 
-    parents = _worker(sql_store_url, tmp_path, APP, "--workflow", childapp.order.name)
-    doomed = _worker(sql_store_url, tmp_path, APP, "--workflow", childapp.shipment.name)
+    parents = _crash.worker(sql_store_url, tmp_path, APP, "--workflow", childapp.order.name)
+    doomed = _crash.worker(sql_store_url, tmp_path, APP, "--workflow", childapp.shipment.name)
     try:
-        _wait(lambda: "pack" in _ledger(tmp_path), 30, "the child to start packing")
+        _crash.wait(lambda: "pack" in _ledger.read(tmp_path), 30, "the child to start packing")
         running = engine.get_run(child_id)
         assert running.parent == run_id
         assert running.status is fluxo.RunStatus.RUNNING
-        os.kill(doomed.pid, signal.SIGKILL)
-        doomed.communicate(timeout=10)
+        _crash.kill(doomed)
         assert doomed.returncode == -signal.SIGKILL
         assert not engine.get_run(run_id).status.is_terminal
 
         (tmp_path / "release").touch()
-        rescuer = _worker(sql_store_url, tmp_path, APP, "--workflow", childapp.shipment.name)
+        rescuer = _crash.worker(sql_store_url, tmp_path, APP, "--workflow", childapp.shipment.name)
         try:
             assert handle.result(timeout=60) == "shipped box(MUG)+label"
         finally:
-            _stop(rescuer)
+            _crash.stop(rescuer)
     finally:
         if doomed.poll() is None:
             doomed.kill()
             doomed.communicate(timeout=10)
-        _stop(parents)
+        _crash.stop(parents)
 
-    ledger = _ledger(tmp_path)
+    ledger = _ledger.read(tmp_path)
     assert ledger.count("prepare") == 1  # the parent's step never ran again
     assert ledger.count("pack") == 2  # running when its worker died: at least once
     assert ledger.count("label") == 1
@@ -95,18 +81,20 @@ def test_cancelling_a_parent_cancels_its_running_child(sql_store_url: str, tmp_p
     child_id = f"{run_id}~child-1"
     handle = engine.start(childapp.supervisor.options(id=run_id), "parcel")
 
-    worker = _worker(sql_store_url, tmp_path, APP)
+    worker = _crash.worker(sql_store_url, tmp_path, APP)
     try:
-        _wait(lambda: _waits_for_signal(engine, child_id), 30, "the child to wait for its signal")
+        _crash.wait(
+            lambda: _waits_for_signal(engine, child_id), 30, "the child to wait for its signal"
+        )
         engine.cancel(run_id)
         with pytest.raises(fluxo.WorkflowCancelledError):
             handle.result(timeout=60)
-        _wait(lambda: engine.get_run(child_id).status.is_terminal, 30, "the child to end")
+        _crash.wait(lambda: engine.get_run(child_id).status.is_terminal, 30, "the child to end")
     finally:
-        _stop(worker)
+        _crash.stop(worker)
 
     assert engine.get_run(child_id).status is fluxo.RunStatus.CANCELLED
-    assert _ledger(tmp_path) == ["cleanup-parcel"]  # the child's finally: ran, once
+    assert _ledger.read(tmp_path) == ["cleanup-parcel"]  # the child's finally: ran, once
     child_events = engine.history(child_id)
     assert [e.kind for e in child_events[-3:]] == [
         "cancel_requested",

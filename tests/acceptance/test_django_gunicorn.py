@@ -13,11 +13,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ import pytest
 
 import fluxo
 from fluxo import history
+from tests.acceptance import _crash, _servers
 from tests.integration._django import django_databases
 
 SHOP = Path(__file__).parents[2] / "examples" / "django_shop"
@@ -34,22 +33,6 @@ LEASE = "2"
 """Seconds a killed worker's runs stay leased before the other worker takes them over."""
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Shop:
@@ -91,46 +74,27 @@ class Shop:
     def worker(self, name: str) -> subprocess.Popen[bytes]:
         return self.spawn(name, "manage.py", "fluxo", "worker", "--lease", LEASE)
 
-    def logs(self) -> str:
-        return "\n".join(
-            f"== {path.name}\n{path.read_text(errors='replace')[-3000:]}"
-            for path in sorted(self.workdir.glob("*.log"))
-        )
 
-    def stop(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def shop(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Shop, str]]:
+@pytest.fixture
+def shop(shop_database: str, tmp_path: Path) -> Iterator[tuple[Shop, str]]:
     """The shop, migrated, on a new database; and that database's Fluxo store URL."""
-    if request.param == "sqlite":
-        path = tmp_path / "shop.sqlite3"
-        database, url = django_databases(sqlite=path), f"sqlite:///{path}"
+    if shop_database.startswith("sqlite:///"):
+        database = django_databases(sqlite=Path(shop_database.removeprefix("sqlite:///")))
     else:
-        url = request.getfixturevalue("fresh_postgres_url")
-        database = django_databases(url)
+        database = django_databases(shop_database)
     project = Shop(tmp_path, database)
     project.manage("migrate", "--verbosity", "0")
     try:
-        yield project, url
+        yield project, shop_database
     finally:
-        project.stop()
+        _servers.stop_all(project.processes, timeout=30)
 
 
 def test_fifty_orders_are_each_paid_once_through_a_worker_crash(
     shop: tuple[Shop, str],
 ) -> None:
     project, url = shop
-    port = free_port()
+    port = _servers.free_port()
     project.spawn(
         "gunicorn", "-m", "gunicorn", "-w", "2", "--bind", f"127.0.0.1:{port}", "shop.wsgi"
     )
@@ -145,7 +109,7 @@ def test_fifty_orders_are_each_paid_once_through_a_worker_crash(
                 return False
 
         try:
-            wait_for(up, "gunicorn to serve")
+            _crash.wait(up, 60, "gunicorn to serve", every=0.1)
             order_ids = []
             for n in range(ORDERS):
                 created = http.post("/orders", json={"cents": 100 + n})
@@ -160,10 +124,10 @@ def test_fifty_orders_are_each_paid_once_through_a_worker_crash(
             def all_paid() -> bool:
                 return all(http.get(f"/orders/{i}").json()["status"] == "paid" for i in order_ids)
 
-            wait_for(all_paid, "every order to be paid")
+            _crash.wait(all_paid, 60, "every order to be paid", every=0.1)
             statuses = [http.get(f"/orders/{i}").json() for i in order_ids]
         except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{project.logs()}") from None
+            raise AssertionError(f"{exc}\n{_servers.logs(project.workdir)}") from None
 
     assert first.returncode == -signal.SIGKILL
     assert [(s["status"], s["times_paid"]) for s in statuses] == [("paid", 1)] * ORDERS

@@ -15,20 +15,13 @@ request. On SQLite and PostgreSQL, a fresh database each.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
-import sqlalchemy as sa
-from sqlalchemy.pool import NullPool
 
 pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
@@ -36,8 +29,8 @@ pytest.importorskip("uvicorn")
 
 import httpx
 
-ROOT = Path(__file__).parents[2]
-EXAMPLES = ROOT / "examples"
+from tests.acceptance import _servers
+
 FLUXO = str(Path(sys.executable).with_name("fluxo"))  # the installed console script
 ORDERS = 20
 PAID = range(17)  # orders 0..16 are paid; 17 and 18 never are; 19 is cancelled
@@ -49,94 +42,9 @@ LEASE = "2"
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'shop.db'}"
-    url: str = request.getfixturevalue("fresh_postgres_url")
-    return url
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Processes:
-    """One command's processes: the one running now, and those it replaced (then stopped)."""
-
-    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
-        self.args, self.env, self.log = args, env, log
-        self.started: list[subprocess.Popen[bytes]] = []
-        self.logs: list[IO[bytes]] = []
-
-    def start(self) -> subprocess.Popen[bytes]:
-        out = self.log.with_suffix(f".{len(self.started)}.log").open("wb")
-        self.logs.append(out)
-        self.started.append(
-            subprocess.Popen(
-                self.args, cwd=EXAMPLES, env=self.env, stdout=out, stderr=subprocess.STDOUT
-            )
-        )
-        return self.started[-1]
-
-    @property
-    def current(self) -> subprocess.Popen[bytes]:
-        return self.started[-1]
-
-    def stop(self) -> None:
-        for proc in self.started:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.started:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        for out in self.logs:
-            out.close()
-
-
-@contextlib.contextmanager
-def running(args: list[str], env: dict[str, str], log: Path) -> Iterator[Processes]:
-    """Start ``args`` in examples/; stop it, and every process started in its place, at the end."""
-    processes = Processes(args, env, log)
-    processes.start()
-    try:
-        yield processes
-    finally:
-        processes.stop()
-
-
-def logs(tmp_path: Path) -> str:
-    return "\n".join(
-        f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}"
-        for p in sorted(tmp_path.glob("*.log"))
-    )
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, tmp_path: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.TransportError):
-            if predicate():
-                return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}\n{logs(tmp_path)}")
-
-
 def runs(database: str) -> dict[str, str]:
     """Every run in the store, by id: its status, read from the store's table."""
-    engine = sa.create_engine(database, poolclass=NullPool)
-    try:
-        with engine.connect() as conn:
-            found = conn.execute(sa.text("SELECT id, status FROM fluxo_runs"))
-            return {run_id: status for run_id, status in found}
-    finally:
-        engine.dispose()
+    return dict(_servers.rows(database, "SELECT id, status FROM fluxo_runs"))
 
 
 async def drive(base_url: str, restart_worker: Callable[[], None]) -> None:
@@ -201,42 +109,39 @@ async def drive(base_url: str, restart_worker: Callable[[], None]) -> None:
 
 
 def test_a_burst_of_orders_is_placed_paid_cancelled_and_awaited_through_a_worker_crash(
-    database: str, tmp_path: Path
+    shop_database: str, tmp_path: Path
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLUXO_")}
-    env["FLUXO_STORE_URL"] = database  # read by the app, the worker and `fluxo db`
-    env["PYTHONPATH"] = os.pathsep.join([str(EXAMPLES), str(ROOT)])
+    # FLUXO_STORE_URL is read by the app, the worker and `fluxo db`
+    env = _servers.environment(("FLUXO_",), FLUXO_STORE_URL=shop_database)
     upgrade = [FLUXO, "db", "upgrade"]
     done = subprocess.run(
-        upgrade, cwd=EXAMPLES, env=env, capture_output=True, timeout=60, check=False
+        upgrade, cwd=_servers.EXAMPLES, env=env, capture_output=True, timeout=60, check=False
     )
     assert done.returncode == 0, done.stdout + done.stderr
 
-    port = free_port()
+    port = _servers.free_port()
     server = [sys.executable, "-m", "uvicorn", "fastapi_shop.app:app", "--workers", "2"]
     server += ["--host", "127.0.0.1", "--port", str(port), "--lifespan", "on"]
     worker = [FLUXO, "worker", "fastapi_shop.app:make_engine", "--concurrency", "8"]
     worker += ["--lease", LEASE]
     with (
-        running(server, env, tmp_path / "uvicorn"),
-        running(worker, env, tmp_path / "worker") as fluxo_worker,
+        _servers.running(server, env, tmp_path / "uvicorn"),
+        _servers.running(worker, env, tmp_path / "worker") as fluxo_worker,
         httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client,
     ):
-        wait_for(lambda: client.get("/orders/none").status_code == 404, 30, "uvicorn", tmp_path)
-
-        def restart_worker() -> None:
-            fluxo_worker.current.send_signal(signal.SIGKILL)
-            assert fluxo_worker.current.wait(timeout=10) == -signal.SIGKILL
-            fluxo_worker.start()
-
+        _servers.wait_for(
+            lambda: client.get("/orders/none").status_code == 404, 30, "uvicorn", tmp_path
+        )
         try:
-            asyncio.run(drive(f"http://127.0.0.1:{port}", restart_worker))
+            asyncio.run(drive(f"http://127.0.0.1:{port}", fluxo_worker.kill_and_replace))
         except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{logs(tmp_path)}") from exc
+            raise AssertionError(f"{exc}\n{_servers.logs(tmp_path)}") from exc
 
     expected = {f"order-o-{n}": "completed" for n in PAID}
     expected |= {f"order-o-{n}": "waiting" for n in UNPAID}
     expected[f"order-o-{CANCELLED}"] = "cancelled"
     # None lost, none made for the bad or the conflicting order. (An unpaid order's run was
     # perhaps leased by the killed worker, and waits again once another one took it over.)
-    wait_for(lambda: runs(database) == expected, 30, f"the runs to be {expected}", tmp_path)
+    _servers.wait_for(
+        lambda: runs(shop_database) == expected, 30, f"the runs to be {expected}", tmp_path
+    )

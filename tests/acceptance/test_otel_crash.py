@@ -6,9 +6,7 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +18,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 import fluxo
 from fluxo import history
 from fluxo.contrib.otel import OpenTelemetryObserver
-from tests.acceptance import crashapp, otelapp
+from tests.acceptance import _crash, crashapp, otelapp
 
-LEASE = 2.0
 APP = "tests.acceptance.otelapp:make_engine"
 WORKFLOW = crashapp.five_steps.name
 STEP = "tests.acceptance.crashapp.step"
@@ -38,38 +35,9 @@ def otel_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 def _worker(url: str, workdir: Path, name: str) -> subprocess.Popen[bytes]:
-    env = dict(
-        os.environ,
-        FLUXO_CRASH_URL=url,
-        FLUXO_CRASH_DIR=str(workdir),
-        FLUXO_OTEL_SPANS=str(workdir / f"{name}.jsonl"),
-    )
-    return subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("fluxo")),
-            "worker",
-            APP,
-            "--lease",
-            str(LEASE),
-            "--concurrency",
-            "2",
-            "--worker-id",
-            name,
-        ],
-        env=env,
-        cwd=Path(__file__).parents[2],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-
-
-def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    """A worker named ``name`` that writes its spans to ``<name>.jsonl`` in ``workdir``."""
+    spans = {"FLUXO_OTEL_SPANS": str(workdir / f"{name}.jsonl")}
+    return _crash.worker(url, workdir, APP, "--worker-id", name, env=spans)
 
 
 def _completed_steps(engine: fluxo.Engine, run_id: str) -> int:
@@ -119,11 +87,10 @@ def test_a_run_killed_mid_step_is_one_trace_across_both_workers(
 
     first = _worker(otel_store_url, tmp_path, "worker-1")
     try:
-        _wait(lambda: _completed_steps(engine, run_id) == 2, 30, "step 2")
-        _wait(lambda: (tmp_path / "ledger.txt").read_text().count("step3") == 1, 30, "step 3")
+        _crash.wait(lambda: _completed_steps(engine, run_id) == 2, 30, "step 2")
+        _crash.wait(lambda: (tmp_path / "ledger.txt").read_text().count("step3") == 1, 30, "step 3")
     finally:
-        os.kill(first.pid, signal.SIGKILL)
-        first.communicate(timeout=10)
+        _crash.kill(first)
     assert first.returncode == -signal.SIGKILL
 
     (tmp_path / "release-step3").touch()
@@ -131,9 +98,7 @@ def test_a_run_killed_mid_step_is_one_trace_across_both_workers(
     try:
         assert handle.result(timeout=60) == "done:130"
     finally:
-        second.send_signal(signal.SIGTERM)  # a graceful stop: its spans are all exported
-        out, _ = second.communicate(timeout=30)
-    assert second.returncode == 0, out.decode()
+        _crash.stop(second)  # a graceful stop: its spans are all exported
     engine.close()
     provider.shutdown()
 

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import fluxo
 from fluxo import history
-from tests.acceptance import parallelapp
-from tests.acceptance.test_crash import _wait, _worker
+from tests.acceptance import _crash, _ledger, parallelapp
 
 APP = "tests.acceptance.parallelapp:make_engine"
 
@@ -23,11 +22,6 @@ def _settled(engine: fluxo.Engine, run_id: str) -> list[str]:
     )
 
 
-def _ledger(workdir: Path) -> list[str]:
-    path = workdir / "ledger.txt"
-    return path.read_text().split() if path.exists() else []
-
-
 def test_sigkill_mid_fan_out_reruns_only_the_unsettled_branches(
     sql_store_url: str, tmp_path: Path
 ) -> None:
@@ -35,34 +29,31 @@ def test_sigkill_mid_fan_out_reruns_only_the_unsettled_branches(
     run_id = f"fan-{os.getpid()}-{time.monotonic_ns()}"
     handle = engine.start(parallelapp.fan_out.options(id=run_id), 5)
 
-    first = _worker(sql_store_url, tmp_path, APP)
+    first = _crash.worker(sql_store_url, tmp_path, APP)
     try:
-        _wait(
+        _crash.wait(
             lambda: _settled(engine, run_id) == ["branch#0", "branch#1", "branch#3"],
             30,
             "branches 0, 1 and 3 to be recorded",
         )
-        _wait(
-            lambda: {"branch2", "branch4"} <= set(_ledger(tmp_path)),
+        _crash.wait(
+            lambda: {"branch2", "branch4"} <= set(_ledger.read(tmp_path)),
             30,
             "branches 2 and 4 to be running",
         )
     finally:
-        os.kill(first.pid, signal.SIGKILL)
-        first.communicate(timeout=10)
+        _crash.kill(first)
     assert first.returncode == -signal.SIGKILL
     assert engine.get_run(run_id).status is fluxo.RunStatus.RUNNING
 
     (tmp_path / "release").touch()
-    second = _worker(sql_store_url, tmp_path, APP)
+    second = _crash.worker(sql_store_url, tmp_path, APP)
     try:
         assert handle.result(timeout=60) == "sum:30"  # 0 + 1 + 4 + 9 + 16
     finally:
-        second.send_signal(signal.SIGTERM)
-        out, _ = second.communicate(timeout=30)
-    assert second.returncode == 0, out.decode()
+        _crash.stop(second)
 
-    ledger = _ledger(tmp_path)
+    ledger = _ledger.read(tmp_path)
     # Branches recorded before the kill never run again.
     assert [ledger.count(f"branch{i}") for i in (0, 1, 3)] == [1, 1, 1]
     # Branches running when the worker died are at-least-once: they ran once more.

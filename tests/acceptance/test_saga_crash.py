@@ -11,8 +11,7 @@ import pytest
 
 import fluxo
 from fluxo import history
-from tests.acceptance import sagaapp
-from tests.acceptance.test_crash import _wait, _worker
+from tests.acceptance import _crash, _ledger, sagaapp
 
 APP = "tests.acceptance.sagaapp:make_engine"
 
@@ -32,33 +31,30 @@ def test_sigkill_while_compensating_resumes_the_remaining_compensations_once(
     run_id = f"saga-{os.getpid()}-{time.monotonic_ns()}"
     handle = engine.start(sagaapp.trip.options(id=run_id), 4200)
 
-    first = _worker(sql_store_url, tmp_path, APP)
+    first = _crash.worker(sql_store_url, tmp_path, APP)
     try:
-        _wait(lambda: _compensations(engine, run_id) == ["cancel_car"], 30, "cancel_car")
-        _wait(
+        _crash.wait(lambda: _compensations(engine, run_id) == ["cancel_car"], 30, "cancel_car")
+        _crash.wait(
             lambda: (tmp_path / "ledger.txt").read_text().count("cancel-hotel") == 1,
             30,
             "cancel_hotel to begin",
         )
     finally:
-        os.kill(first.pid, signal.SIGKILL)
-        first.communicate(timeout=10)
+        _crash.kill(first)
     assert first.returncode == -signal.SIGKILL
     assert engine.get_run(run_id).status is fluxo.RunStatus.RUNNING
 
     (tmp_path / "release-cancel-hotel").touch()
-    second = _worker(sql_store_url, tmp_path, APP)
+    second = _crash.worker(sql_store_url, tmp_path, APP)
     try:
         with pytest.raises(fluxo.WorkflowFailedError) as info:
             handle.result(timeout=60)
     finally:
-        second.send_signal(signal.SIGTERM)
-        out, _ = second.communicate(timeout=30)
-    assert second.returncode == 0, out.decode()
+        _crash.stop(second)
     assert info.value.is_instance(fluxo.StepError)  # the payment's failure, re-raised
     assert "PaymentDeclined" in info.value.error_message
 
-    ledger = (tmp_path / "ledger.txt").read_text().split()
+    ledger = _ledger.read(tmp_path)
     assert ledger.count("book-flight") == ledger.count("book-hotel") == 1
     assert ledger.count("book-car") == ledger.count("pay") == 1
     # Recorded before the kill: never again.
