@@ -13,7 +13,8 @@ durable call (a timer, a signal wait, a child) is made when it is called. The
 loop runs nothing else of the workflow while a batch or a call is made, and
 settles their awaitables in call order, so a replay, which meets the same calls
 in the same order, forms the same batches whatever order their steps finished
-in live.
+in live. A call whose awaiter is cancelled before its batch is made (a
+``TaskGroup`` that a failing task aborts) is withdrawn, on every replay alike.
 
 An async step's coroutine runs on Fluxo's step loop: one event loop thread per
 process, shared by every async step, so a client a step module creates (an
@@ -27,10 +28,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import inspect
 import os
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, Generic, TypeVar
+
+from fluxo import _runtime
 
 T = TypeVar("T")
 C = TypeVar("C")
@@ -38,6 +42,14 @@ C = TypeVar("C")
 
 class Overdue(Exception):
     """An attempt outlived its ``timeout=`` (see :func:`run_on_step_loop`)."""
+
+
+class _Exiting(Exception):
+    """Carries an async step's ``KeyboardInterrupt`` or ``SystemExit`` off the step loop."""
+
+    def __init__(self, exiting: BaseException) -> None:
+        super().__init__(exiting)
+        self.exiting = exiting
 
 
 STEP_THREADS = 32
@@ -105,7 +117,12 @@ def run_on_step_loop(awaitable: Awaitable[T], timeout: float | None) -> T:
     tasks: list[asyncio.Future[T]] = []
 
     async def wrapped() -> T:
-        return await awaitable
+        try:
+            return await awaitable
+        except (KeyboardInterrupt, SystemExit) as exc:
+            # asyncio raises these out of the loop, which would end the step loop of
+            # every step in the process: the caller raises them, as for a sync step.
+            raise _Exiting(exc) from None
 
     def start() -> None:
         task = context.run(loop.create_task, wrapped())  # the task takes this context
@@ -113,9 +130,13 @@ def run_on_step_loop(awaitable: Awaitable[T], timeout: float | None) -> T:
 
         def settle(finished: asyncio.Future[T]) -> None:
             if finished.cancelled():
+                if inspect.iscoroutine(awaitable):
+                    awaitable.close()  # cancelled before it began: no "never awaited"
                 done.set_exception(Overdue())
                 return
             error = finished.exception()
+            if isinstance(error, _Exiting):
+                error = error.exiting
             if error is not None:
                 done.set_exception(error)
             else:
@@ -138,6 +159,7 @@ def run_on_thread(fn: Callable[[], T], timeout: float | None) -> T:
     try:
         return future.result(timeout)
     except concurrent.futures.TimeoutError:
+        future.cancel()  # still queued (every thread busy): it must never run late
         raise Overdue() from None
 
 
@@ -148,6 +170,7 @@ def run_workflow(coroutine: Coroutine[Any, Any, T]) -> T:
     included. Tasks it leaves behind are cancelled, as ``asyncio.run`` does.
     """
     loop = asyncio.new_event_loop()
+    loop.set_exception_handler(_report)
     try:
         return loop.run_until_complete(coroutine)
     finally:
@@ -160,6 +183,21 @@ def run_workflow(coroutine: Coroutine[Any, Any, T]) -> T:
             loop.run_until_complete(loop.shutdown_asyncgens())
         finally:
             loop.close()
+
+
+def _report(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The workflow loop's exception handler: a run unwinding is no error to report.
+
+    A run that unwinds (a suspension, a restart, a shutdown) raises it to every
+    awaiter of a batch, and a task nobody awaits any more (``as_completed``,
+    ``asyncio.wait``) would be reported as "exception was never retrieved". A
+    ``fluxo.Cancelled`` is still reported: delivered once, to a task nobody awaits,
+    it may be lost to the run.
+    """
+    error = context.get("exception")
+    if isinstance(error, _runtime.ControlFlow) and not isinstance(error, _runtime.Cancelled):
+        return
+    loop.default_exception_handler(context)
 
 
 Outcome = tuple[Any, "BaseException | None"]
@@ -191,23 +229,30 @@ class StepBatch(Generic[C]):
         return CallAwaitable(future)
 
     def flush(self) -> None:
-        """Make the waiting calls now and settle their awaitables, in call order."""
-        waiting, self.waiting = self.waiting, []
+        """Make the waiting calls now and settle their awaitables, in call order.
+
+        A call whose awaiter was cancelled meanwhile is withdrawn, never made: the
+        loop cancels it at the same point on every replay.
+        """
+        waiting = [(call, future) for call, future in self.waiting if not future.cancelled()]
+        self.waiting = []
         if not waiting:
             return
+        exiting: BaseException | None = None
         try:
             outcomes = self._make([call for call, _ in waiting])
         except BaseException as exc:  # control flow: raised where each call is awaited
             outcomes = [(None, exc)] * len(waiting)
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                exiting = exc
         for (_, future), (value, error) in zip(waiting, outcomes, strict=True):
-            if future.cancelled():
-                continue  # made and recorded all the same: a replay makes it too
             if error is None:
                 future.set_result(value)
             else:
                 future.set_exception(error)
-                if not isinstance(error, Exception):
-                    future.exception()  # control flow: no "never retrieved" if unawaited
+                future.exception()  # raised where awaited; no "never retrieved" if not
+        if exiting is not None:
+            raise exiting  # here too: a call nobody awaits must not swallow it
 
 
 class CallAwaitable(Coroutine[Any, Any, T]):
@@ -215,7 +260,8 @@ class CallAwaitable(Coroutine[Any, Any, T]):
 
     A coroutine, so ``asyncio.create_task`` and ``TaskGroup`` take it; but one that
     says nothing if it is never awaited (the call is made all the same, and a run
-    that unwinds leaves such awaitables behind on every replay).
+    that unwinds leaves such awaitables behind on every replay), and that gives its
+    outcome again when awaited again, as a future does.
     """
 
     __slots__ = ("_error", "_future", "_steps", "_value")
@@ -232,7 +278,7 @@ class CallAwaitable(Coroutine[Any, Any, T]):
         self._steps: Generator[Any, None, T] | None = None
 
     def __await__(self) -> Generator[Any, None, T]:
-        return self._started()
+        return self._outcome()  # afresh: awaited again, it gives its outcome again
 
     def _started(self) -> Generator[Any, None, T]:
         if self._steps is None:
