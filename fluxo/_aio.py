@@ -44,6 +44,14 @@ class Overdue(Exception):
     """An attempt outlived its ``timeout=`` (see :func:`run_on_step_loop`)."""
 
 
+class CancelledInside(Exception):
+    """An async step's coroutine raised ``asyncio.CancelledError`` of its own accord.
+
+    Not its ``timeout=`` (that is :class:`Overdue`): something it awaited was
+    cancelled, and a failed attempt is what the step's retry policy judges.
+    """
+
+
 class _Exiting(Exception):
     """Carries an async step's ``KeyboardInterrupt`` or ``SystemExit`` off the step loop."""
 
@@ -109,16 +117,23 @@ def step_threads() -> concurrent.futures.ThreadPoolExecutor:
 def run_on_step_loop(awaitable: Awaitable[T], timeout: float | None) -> T:
     """Await ``awaitable`` on the step loop, in a copy of this thread's context; its result.
 
-    Raises :class:`Overdue` (after cancelling it) when ``timeout`` seconds pass first.
+    Raises :class:`Overdue` (after cancelling it) when ``timeout`` seconds pass first,
+    and :class:`CancelledInside` when it raises ``asyncio.CancelledError`` itself.
     """
     loop = step_loop()
     context = contextvars.copy_context()
     done: concurrent.futures.Future[T] = concurrent.futures.Future()
     tasks: list[asyncio.Future[T]] = []
 
+    overdue = threading.Event()  # set before the task is cancelled for its timeout
+
     async def wrapped() -> T:
         try:
             return await awaitable
+        except asyncio.CancelledError:
+            if overdue.is_set():
+                raise
+            raise CancelledInside() from None
         except (KeyboardInterrupt, SystemExit) as exc:
             # asyncio raises these out of the loop, which would end the step loop of
             # every step in the process: the caller raises them, as for a sync step.
@@ -148,6 +163,7 @@ def run_on_step_loop(awaitable: Awaitable[T], timeout: float | None) -> T:
     try:
         return done.result(timeout)
     except concurrent.futures.TimeoutError:
+        overdue.set()
         loop.call_soon_threadsafe(lambda: [task.cancel() for task in tasks])
         raise Overdue() from None
 

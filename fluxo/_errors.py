@@ -359,20 +359,29 @@ class StepTimeout(FluxoError, TimeoutError):
     Raised inside the attempt's place, so it is a failed attempt like any other:
     the step's retry policy decides whether another attempt follows, and a final
     one reaches the workflow as a :class:`StepError` whose ``is_instance(StepTimeout)``
-    is true. The attempt's thread is abandoned, not stopped: Python cannot kill a
+    is true. A plain step's thread is abandoned, not stopped: Python cannot kill a
     thread, so the step's function may still be running, and finish, afterwards.
+    An ``async def`` step's coroutine is cancelled (``cancelled`` is true).
     """
 
-    def __init__(self, step: str, timeout: float) -> None:
+    def __init__(self, step: str, timeout: float, *, cancelled: bool = False) -> None:
         self.step = step
         self.timeout = timeout
+        self.cancelled = cancelled
+        """An ``async def`` step's coroutine, cancelled (not a thread left running)."""
+        ending = (
+            "it was cancelled" if cancelled else "its thread was abandoned and may still be running"
+        )
         super().__init__(
-            f"step {step!r} did not finish within its timeout of {timeout:g}s; its thread "
-            "was abandoned and may still be running"
+            f"step {step!r} did not finish within its timeout of {timeout:g}s; {ending}"
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.step, self.timeout))
+        return (_rebuild_step_timeout, (self.step, self.timeout, self.cancelled))
+
+
+def _rebuild_step_timeout(step: str, timeout: float, cancelled: bool) -> StepTimeout:
+    return StepTimeout(step, timeout, cancelled=cancelled)
 
 
 class CompensationError(FluxoError):

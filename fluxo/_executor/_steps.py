@@ -441,6 +441,11 @@ class Steps:
                     return made  # a stub's value
                 return _aio.run_on_step_loop(made, limit)
             return _aio.run_on_thread(lambda: runner(step, args, kwargs), limit)
+        except _aio.CancelledInside:
+            raise RuntimeError(
+                f"step {step.name!r} raised asyncio.CancelledError: something it awaited was "
+                "cancelled (not by its timeout=); catch it in the step to decide otherwise"
+            ) from None
         except _aio.Overdue:
             log.warning(
                 "run %s: step %s did not finish within %gs; it was cancelled",
@@ -449,7 +454,7 @@ class Steps:
                 limit,
                 extra={"fluxo_run_id": self._ctx.run_id},
             )
-            raise _errors.StepTimeout(step.name, limit or 0.0) from None
+            raise _errors.StepTimeout(step.name, limit or 0.0, cancelled=step.is_async) from None
 
 
 def elapsed(now: float, began: float) -> float:

@@ -189,6 +189,35 @@ def test_a_failing_async_step_raises_step_error_where_awaited(engine: fluxo.Engi
 
 def test_an_async_step_past_its_timeout_is_cancelled(engine: fluxo.Engine) -> None:
     assert engine.run(times_out.options(id="t-1")) == "fluxo.StepTimeout"
+    failed = [e for e in engine.history("t-1") if isinstance(e, history.StepFailed)]
+    message = engine.codec.decode(failed[0].data, dict)["message"]
+    assert message.endswith("timeout of 0.05s; it was cancelled")  # no thread left running
+
+
+cancelled_attempts: list[int] = []
+
+
+@fluxo.step(name="aw.cancelled_inside", retry=fluxo.Retry(max_attempts=2, initial=timedelta(0)))
+async def cancelled_inside() -> str:
+    cancelled_attempts.append(1)
+    if len(cancelled_attempts) == 1:
+        raise asyncio.CancelledError  # as if a client it awaited was cancelled
+    return "second attempt"
+
+
+@fluxo.workflow(name="aw.cancelled_inside_wf")
+async def cancelled_inside_wf() -> str:
+    return await cancelled_inside()
+
+
+def test_a_step_raising_cancelled_error_itself_is_a_failed_attempt_not_a_timeout() -> None:
+    cancelled_attempts.clear()
+    with fluxo.Engine("memory://", workflows=[cancelled_inside_wf]) as engine:
+        assert engine.run(cancelled_inside_wf.options(id="ci")) == "second attempt"
+        retried = [e for e in engine.history("ci") if isinstance(e, history.StepAttemptFailed)]
+        info = engine.codec.decode(retried[0].data, dict)
+    assert info["type"] == "builtins.RuntimeError"
+    assert "raised asyncio.CancelledError" in info["message"]
 
 
 def test_stubs_answer_for_async_steps() -> None:

@@ -226,6 +226,7 @@ PICKLED = [
     fluxo.DefinitionError("bad definition"),
     fluxo.StoreUnavailableError("down"),
     fluxo.StepTimeout("shop.charge", 2.5),
+    fluxo.StepTimeout("shop.quote", 0.5, cancelled=True),
     fluxo.HistoryCorruptError("r7", 3, "position 3 is missing", 5),
     fluxo.HistoryCorruptError("r8", None, "its stored status 'x' is not one Fluxo knows"),
     fluxo.StoreRejectedError("too large"),
