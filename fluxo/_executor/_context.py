@@ -167,6 +167,8 @@ class RunContext:
         self._in_block = False
         self._restart_due = False
         self._began = False
+        self._held: tuple[history.Event, ...] = ()
+        """A completed step's record not written yet (see :meth:`_record_later`)."""
         self._batch: _aio.StepBatch[_definitions.Call[Any]] | None = None
         """An async workflow's step calls not made yet (see :meth:`defer_step`)."""
         self.result: bytes | None = None
@@ -406,6 +408,8 @@ class RunContext:
         An async workflow's step calls not made yet are made first, so the history
         keeps the order the workflow made its calls in.
         """
+        if self._held:
+            self._write_held()
         batch = self._batch
         if batch is not None and batch.waiting:
             batch.flush()
@@ -492,6 +496,26 @@ class RunContext:
             (event,), status, ready_at, unless_cancel_requested=unless_cancel_requested, then=then
         )
 
+    def _record_later(self, event: history.Event) -> None:
+        """Record a completed step's ``event`` with the next write, not now.
+
+        The next durable call writes it first (:meth:`_enter_durable_call`); the
+        run's end writes it in the same write as the end. So a workflow whose last
+        step is followed by its end costs one write less. A crash before that write
+        runs the step again, as a crash before any step's record does: steps are
+        at-least-once. Not under ``restart_after_record``, which replays after
+        every record.
+        """
+        if self._restart_after_record:
+            self._record(event)
+        else:
+            self._held = (event,)
+
+    def _write_held(self) -> None:
+        """Write the held step record now, on its own."""
+        held, self._held = self._held, ()
+        self._record_many(held)
+
     def _record_many(
         self,
         events: Sequence[history.Event],
@@ -503,8 +527,28 @@ class RunContext:
     ) -> None:
         """Append ``events`` at the next position (raises ``CancelPendingError`` as is).
 
-        ``then`` is called once they are recorded, before anything unwinds.
+        ``then`` is called once they are recorded, before anything unwinds. A held
+        step record goes first: in the same write when this one sets a status (the
+        run's end), else in a write of its own before it.
         """
+        held = self._held
+        if held:
+            if status is None:
+                self._write_held()
+            else:
+                self._held = ()
+                try:
+                    self._record_many(
+                        (*held, *events),
+                        status,
+                        ready_at,
+                        unless_cancel_requested=unless_cancel_requested,
+                        then=then,
+                    )
+                except _errors.CancelPendingError:
+                    self._held = held  # nothing was written: still to record
+                    raise
+                return
         self._go_live()
         guard = _GUARD if unless_cancel_requested else _NO_GUARD
         if status is not None:

@@ -216,6 +216,11 @@ class Ending:
         """
         ctx = self._ctx
         cursor = ctx._cursor
+        try:
+            if ctx._held:
+                ctx._write_held()  # first: the cancellation is recorded after it
+        except _runtime.ControlFlow:
+            return self._unwound()
         ctx.cancel_reason = "cancelled"
         ctx._cancel_seq = cursor.next_seq
         ctx._cancel_delivered = True

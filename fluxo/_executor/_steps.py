@@ -271,8 +271,8 @@ class Steps:
             if problem is not None:
                 took = elapsed(clock(), began) if clock else 0.0
                 self._fail(step, _payloads.error_info(problem, attempt), attempt, took)
-            if not ending:  # _RECORD
-                ctx._record(history.StepCompleted(step.name, data))
+            if not ending:  # _RECORD: written with the next write (the end, say)
+                ctx._record_later(history.StepCompleted(step.name, data))
                 return result
             if ending == _APPEND:
                 # The hot path of metrics observers: no event is built; the time the

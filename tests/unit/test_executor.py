@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import threading
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -1277,15 +1278,15 @@ def test_except_exception_cannot_swallow_a_cancellation(
     handle = engine.start(stubborn_cancel)
 
     def cancel_after_first_step(context: _executor.RunContext) -> None:
-        real_record = context._record
+        real_record = context._record_many
 
-        def record(event: history.Event, *args: Any, **kwargs: Any) -> None:
-            real_record(event, *args, **kwargs)
-            if isinstance(event, history.StepCompleted):
+        def record(events: Sequence[history.Event], *args: Any, **kwargs: Any) -> None:
+            real_record(events, *args, **kwargs)
+            if any(isinstance(event, history.StepCompleted) for event in events):
                 engine.cancel(handle.id)
                 context.cancel_requested.set()  # as the heartbeat would deliver it
 
-        context._record = record  # type: ignore[method-assign]
+        context._record_many = record  # type: ignore[method-assign]
 
     assert execute(engine, handle.id, hook=cancel_after_first_step) is Outcome.CANCELLED
     assert calls == {"work1": 1}
@@ -1538,6 +1539,18 @@ class FlakyStore(SpyStore):
         self.inner.append(*args, **kwargs)
 
 
+class CountingStore(SpyStore):
+    """A store that keeps the events of each append, in order."""
+
+    def __init__(self, inner: fluxo.Store) -> None:
+        super().__init__(inner)
+        self.appended: list[list[history.Event]] = []
+
+    def append(self, run_id: str, seq: int, events: Any, *args: Any, **kwargs: Any) -> None:
+        self.inner.append(run_id, seq, events, *args, **kwargs)
+        self.appended.append(list(events))
+
+
 @pytest.mark.parametrize("swallow", [False, True], ids=["propagating", "swallowed"])
 def test_a_failed_record_stops_the_execution_instead_of_failing_the_run(
     make_engine: MakeEngine, calls: Calls, swallow: bool, clock: FakeClock
@@ -1590,19 +1603,61 @@ def test_a_failed_final_record_leaves_the_run_to_resume(
         calls["once"] += 1
         return "done"
 
+    @fluxo.step(name="flaky.first")
+    def first() -> str:
+        calls["first"] += 1
+        return "first"
+
     @fluxo.workflow(name="flaky.finish")
     def finish() -> str:
-        return once()
+        return first() + once()
 
     engine = make_engine(finish, store=store)
     handle = engine.start(finish)
-    store.down_for = {2}  # the step is recorded; the completion is not
+    # Write 1 is first()'s record, made as once() begins; write 2 is once()'s record
+    # and the completion together, and it fails.
+    store.down_for = {2}
     assert execute(engine, handle.id, "a") is Outcome.BROKEN
     assert engine.get_run(handle.id).status is Status.RUNNING  # leased until it expires
+    assert kinds(engine.history(handle.id)) == ["workflow_started", "step_completed"]
     clock.advance(31)
     assert execute(engine, handle.id, "b") is Outcome.COMPLETED
-    assert handle.result(timeout=1) == "done"
-    assert calls == {"once": 1}
+    assert handle.result(timeout=1) == "firstdone"
+    # The recorded step never runs again; the last one, whose record was lost with
+    # the completion, runs again (steps are at-least-once).
+    assert calls == {"first": 1, "once": 2}
+    assert kinds(engine.history(handle.id)) == [
+        "workflow_started",
+        "step_completed",
+        "step_completed",
+        "workflow_completed",
+    ]
+
+
+def test_the_last_step_and_the_end_are_one_write(make_engine: MakeEngine) -> None:
+    store = CountingStore(fluxo.open_store("memory://"))
+
+    @fluxo.step(name="oneway.add")
+    def add(x: int) -> int:
+        return x + 1
+
+    @fluxo.workflow(name="oneway.five")
+    def five(x: int) -> int:
+        for _ in range(5):
+            x = add(x)
+        return x
+
+    engine = make_engine(five, store=store)
+    handle = engine.start(five, 0)
+    assert execute(engine, handle.id, "a") is Outcome.COMPLETED
+    assert handle.result(timeout=1) == 5
+    # four step records, then the fifth with the completion: five writes, not six
+    assert [len(events) for events in store.appended] == [1, 1, 1, 1, 2]
+    assert kinds(engine.history(handle.id)) == [
+        "workflow_started",
+        *["step_completed"] * 5,
+        "workflow_completed",
+    ]
 
 
 def test_a_finally_that_raises_during_a_store_failure_does_not_fail_the_run(
