@@ -107,6 +107,20 @@ def audit(engine: fluxo.Engine, run_ids: list[str]) -> str:
 
 
 def round_trip(url: str, runs: int, workers: int, concurrency: int) -> None:
+    elapsed, verdict = drain(url, runs, workers, concurrency)
+    print(
+        f"  {workers} worker(s): {runs / elapsed:8.1f} workflows/s  "
+        f"{5 * runs / elapsed:9.1f} steps/s   audit: {verdict}",
+        flush=True,
+    )
+
+
+def drain(url: str, runs: int, workers: int, concurrency: int) -> tuple[float, str]:
+    """Start ``runs`` five-step workflows, drain them with ``workers`` processes.
+
+    Returns the seconds from starting the worker processes until every run has
+    completed, and the audit's verdict.
+    """
     with fluxo.Engine(url, workflows=[five]) as engine:
         handles = [engine.start(five, i) for i in range(runs)]
         env = dict(os.environ, FLUXO_BENCH_URL=url, PYTHONPATH=str(Path(__file__).parents[1]))
@@ -137,11 +151,7 @@ def round_trip(url: str, runs: int, workers: int, concurrency: int) -> None:
             for proc in procs:
                 proc.wait(60)
         verdict = audit(engine, [h.id for h in handles])
-    print(
-        f"  {workers} worker(s): {runs / elapsed:8.1f} workflows/s  "
-        f"{5 * runs / elapsed:9.1f} steps/s   audit: {verdict}",
-        flush=True,
-    )
+    return elapsed, verdict
 
 
 def main() -> None:
