@@ -4,8 +4,9 @@ Fencing: ``fluxo_events`` has the primary key ``(run_id, seq)``. An append
 inserts its first event only if the position before it exists (in the same
 statement), so a history has neither duplicates nor gaps; a unique violation
 becomes :class:`~fluxo._errors.SequenceConflictError`. One event without a status
-(and on PostgreSQL, with one) is a single statement in autocommit mode: one round
-trip, with no read before it. An ``append`` that suspends a run (``WAITING``)
+(and on PostgreSQL, with one; or two events with a status, a step's record and
+the run's end) is a single statement in autocommit mode: one round trip, with no
+read before it. An ``append`` that suspends a run (``WAITING``)
 yields to a wake-up that arrived meanwhile within its own ``UPDATE`` (a ``CASE``
 on ``wake_requested``): still no read before the write.
 """
@@ -71,11 +72,14 @@ def append(
         if db.driver.is_unique_violation(exc):
             raise _errors.SequenceConflictError(run_id, expected_seq) from exc
 
-    if len(events) == 1 and (status is None or db.driver.name == "postgresql"):
-        # The hot path: a single statement in autocommit, one round trip.
+    pg_two = len(events) == 2 and status is not None and db.driver.name == "postgresql"
+    if (len(events) == 1 and (status is None or db.driver.name == "postgresql")) or pg_two:
+        # The hot path: a single statement in autocommit, one round trip (on
+        # PostgreSQL also a step's record and the run's end, with its status).
         sql: _statements.Sql | None = guarded
         if status is not None and expected_seq:
-            sql = db.sql.pg_append_with_status[waiting]
+            sql = db.sql.pg_append_with_status[len(events), waiting]
+            values.update(_second(events, expected_seq))
         elif status is not None:
             sql = None  # position 0 with a status: a conflict, found the long way
 
@@ -157,11 +161,12 @@ def _unless_cancelled(
 
     if (
         db.driver.name == "postgresql"
-        and len(events) == 1
+        and len(events) in (1, 2)
         and status is not None
         and expected_seq > 0
     ):
-        sql = db.sql.pg_append_unless_cancelled[waiting]
+        sql = db.sql.pg_append_unless_cancelled[len(events), waiting]
+        values.update(_second(events, expected_seq))
 
         def single(cur: DBAPICursor) -> int:
             try:
@@ -221,6 +226,19 @@ def _unless_cancelled(
         _refused(db, run_id, expected_seq)
     except _database.CancelPending:
         raise _errors.CancelPendingError(run_id) from None
+
+
+def _second(events: Sequence[history.Event], expected_seq: int) -> dict[str, Any]:
+    """The parameters of a second event, for PostgreSQL's two-event statements."""
+    if len(events) < 2:
+        return {}
+    second = events[1]
+    return {
+        "p_seq1": expected_seq + 1,
+        "p_kind1": second.kind,
+        "p_name1": second.name,
+        "p_data1": second.data,
+    }
 
 
 def _status_only(

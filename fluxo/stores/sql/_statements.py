@@ -225,45 +225,70 @@ class Statements:
             locked = locked.with_for_update()
         self.lock_run = c(locked)
         if kind == "postgresql":
-            # One statement, so one round trip: the insert and the status change.
-            inserted = after.returning(_E.c.run_id).cte("fluxo_appended")
-            self.pg_append_with_status = tuple(
-                c(
+            # One statement, so one round trip: the insert of one event, or two (a
+            # step's record and the run's end), and the status change. Indexed by
+            # (events, "is the new status WAITING"); the second event's parameters
+            # end in 1 (p_seq1...).
+            def rows(count: int, *where: sa.ColumnElement[bool]) -> Any:
+                if count == 1:
+                    return sa.select(*event_params).where(*where)
+                made = []
+                for i in range(count):
+                    params = event_params
+                    if i:
+                        params = (
+                            run_id,
+                            _p(f"p_seq{i}", _E.c.seq),
+                            _p(f"p_kind{i}", _E.c.kind),
+                            _p(f"p_name{i}", _E.c.name),
+                            _p(f"p_data{i}", _E.c.data),
+                            now,
+                        )
+                    # Typed: a UNION would take an untyped NULL (an end with no data)
+                    # for text, where a lone INSERT ... SELECT takes the column's type.
+                    typed = [
+                        sa.cast(param, column.type)
+                        for param, column in zip(params, _E.c, strict=True)
+                    ]
+                    made.append(sa.select(*typed).where(*where))
+                return sa.union_all(*made)
+
+            def with_status(inserted: Any, values: dict[str, Any]) -> Sql:
+                return c(
                     self._announce(
                         _R.update()
                         .where(_R.c.id == run_id, sa.exists(sa.select(inserted.c.run_id)))
-                        .values(v)
+                        .values(values)
                     )
                 )
-                for v in status_values
-            )
-            # The same, refused when a cancellation is pending: the run's row is locked
-            # first (a concurrent request_cancel commits before, or waits until after).
-            run_row = (
-                sa.select(_R.c.id, _R.c.cancel_requested)
-                .where(_R.c.id == run_id)
-                .with_for_update()
-                .cte("fluxo_end_run")
-            )
-            no_cancel = ~sa.exists(sa.select(run_row.c.id).where(run_row.c.cancel_requested))
-            checked = (
-                _E.insert()
-                .from_select(
-                    list(_E.c.keys()), sa.select(*event_params).where(previous_exists, no_cancel)
+
+            self.pg_append_with_status: dict[tuple[int, bool], Sql] = {}
+            self.pg_append_unless_cancelled: dict[tuple[int, bool], Sql] = {}
+            for count in (1, 2):
+                inserted = (
+                    _E.insert()
+                    .from_select(list(_E.c.keys()), rows(count, previous_exists))
+                    .returning(_E.c.run_id)
+                    .cte("fluxo_appended")
                 )
-                .returning(_E.c.run_id)
-                .cte("fluxo_appended_unless_cancelled")
-            )
-            self.pg_append_unless_cancelled = tuple(
-                c(
-                    self._announce(
-                        _R.update()
-                        .where(_R.c.id == run_id, sa.exists(sa.select(checked.c.run_id)))
-                        .values(v)
-                    )
+                # The same, refused when a cancellation is pending: the run's row is
+                # locked first (a concurrent request_cancel commits before, or waits).
+                run_row = (
+                    sa.select(_R.c.id, _R.c.cancel_requested)
+                    .where(_R.c.id == run_id)
+                    .with_for_update()
+                    .cte("fluxo_end_run")
                 )
-                for v in status_values
-            )
+                no_cancel = ~sa.exists(sa.select(run_row.c.id).where(run_row.c.cancel_requested))
+                checked = (
+                    _E.insert()
+                    .from_select(list(_E.c.keys()), rows(count, previous_exists, no_cancel))
+                    .returning(_E.c.run_id)
+                    .cte("fluxo_appended_unless_cancelled")
+                )
+                for suspends, v in zip((False, True), status_values, strict=True):
+                    self.pg_append_with_status[count, suspends] = with_status(inserted, v)
+                    self.pg_append_unless_cancelled[count, suspends] = with_status(checked, v)
             new_run = (
                 postgresql.insert(_R)
                 .values(insert_run_values)

@@ -472,6 +472,71 @@ def test_an_append_is_one_round_trip_on_postgres(
     store.close()
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("guarded", [False, True], ids=["plain", "unless-cancelled"])
+def test_a_step_record_and_the_end_are_one_round_trip_on_postgres(
+    clean_postgres_url: str, tmp_path: Path, guarded: bool
+) -> None:
+    store = sql.SQLStore(clean_postgres_url, engine_options={"pool_size": 1, "max_overflow": 0})
+    store.create_run("r1", "wf", b"[]", now=T0)
+    store.append("r1", 1, [STEP], now=T0)
+    raw = store.engine.raw_connection()
+    pgconn = raw.dbapi_connection.pgconn  # type: ignore[union-attr]
+    raw.close()
+    trace = tmp_path / "libpq.trace"
+    end = history.WorkflowCompleted("", b"1")
+    with trace.open("w") as out:
+        pgconn.trace(out.fileno())
+        try:
+            store.append(
+                "r1",
+                2,
+                [STEP, end],
+                now=T0,
+                status=history.RunStatus.COMPLETED,
+                unless_cancel_requested=guarded,
+            )
+        finally:
+            pgconn.untrace()
+
+    messages = [line.split("\t")[3] for line in trace.read_text().splitlines() if "\tF\t" in line]
+    assert messages.count("Sync") == 1, messages  # one exchange with the server
+    assert "Query" not in messages  # no BEGIN or COMMIT of its own
+    assert store.get_run("r1").status is history.RunStatus.COMPLETED
+    assert [e.kind for e in store.load("r1").events] == [
+        "workflow_started",
+        "step_completed",
+        "step_completed",
+        "workflow_completed",
+    ]
+    store.close()
+
+
+@pytest.mark.postgres
+def test_a_two_event_end_is_fenced_and_refused_while_a_cancel_is_pending_on_postgres(
+    clean_postgres_url: str,
+) -> None:
+    store = sql.SQLStore(clean_postgres_url)
+    store.create_run("r1", "wf", b"[]", now=T0)
+    end = history.WorkflowCompleted("", b"1")
+    with pytest.raises(fluxo.SequenceConflictError):
+        store.append("r1", 0, [STEP, end], now=T0, status=history.RunStatus.COMPLETED)
+    with pytest.raises(fluxo.SequenceConflictError):  # a gap: position 1 is not there
+        store.append("r1", 2, [STEP, end], now=T0, status=history.RunStatus.COMPLETED)
+    store.request_cancel("r1", now=T0)
+    with pytest.raises(fluxo.CancelPendingError):
+        store.append(
+            "r1",
+            1,
+            [STEP, end],
+            now=T0,
+            status=history.RunStatus.COMPLETED,
+            unless_cancel_requested=True,
+        )
+    assert [e.kind for e in store.load("r1").events] == ["workflow_started"]  # nothing written
+    store.close()
+
+
 # -- engines ----------------------------------------------------------------------
 
 
