@@ -411,6 +411,8 @@ class Children:
     def tell_parent_of(self, end: history.Event, *, again: bool = False) -> None:
         """Send this child run's outcome to its parent, before the end is recorded.
 
+        A held step record is written before it (the outcome may come from the step).
+
         Keyed by this run and its operator retries, so the copy a resumed run sends
         again is dropped, while a retried run's new outcome is not. ``again``: the
         cancellation that replaces a completion the store refused to record (the
@@ -419,6 +421,10 @@ class Children:
         ctx = self._ctx
         if ctx.parent is None:
             return
+        if ctx._held:
+            # First: the parent may take the outcome before the end is recorded, so
+            # what it takes must follow from the recorded history alone.
+            ctx._write_held()
         run, retries = ctx.run_id, ctx.retries
         if isinstance(end, history.WorkflowCompleted):
             outcome = _payloads.ChildOutcome("completed", end.data, run, retries)

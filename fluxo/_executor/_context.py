@@ -406,13 +406,15 @@ class RunContext:
         """Checks every durable call makes before touching the history.
 
         An async workflow's step calls not made yet are made first, so the history
-        keeps the order the workflow made its calls in.
+        keeps the order the workflow made its calls in. Then a held step record is
+        written (the last of those calls', say), so the call sees the history's
+        true length (a child's id, a signal's key, a block's position).
         """
-        if self._held:
-            self._write_held()
         batch = self._batch
         if batch is not None and batch.waiting:
             batch.flush()
+        if self._held:
+            self._write_held()
         if self._unwinding is not None:
             raise self._unwinding
         if self._cursor.nondeterminism is not None:
@@ -529,7 +531,8 @@ class RunContext:
 
         ``then`` is called once they are recorded, before anything unwinds. A held
         step record goes first: in the same write when this one sets a status (the
-        run's end), else in a write of its own before it.
+        run's end), else in a write of its own before it; a write of both that the
+        store refuses for good is made again as two.
         """
         held = self._held
         if held:
@@ -548,6 +551,19 @@ class RunContext:
                 except _errors.CancelPendingError:
                     self._held = held  # nothing was written: still to record
                     raise
+                except _control.Rejected:
+                    # Refused for good, and nothing was written: each on its own, so
+                    # an end the store refuses does not take the step's record with it.
+                    self._unwinding = self.store_error = None
+                    self.shared.lease_released = False
+                    self._record_many(held)
+                    self._record_many(
+                        events,
+                        status,
+                        ready_at,
+                        unless_cancel_requested=unless_cancel_requested,
+                        then=then,
+                    )
                 return
         self._go_live()
         guard = _GUARD if unless_cancel_requested else _NO_GUARD
