@@ -77,7 +77,7 @@ class Saga:
     def __enter__(self) -> Saga:
         self._open()
         if self._context is not None and self._context.is_async:
-            self._abandon()
+            self._end_block()
             raise _errors.DefinitionError(
                 f"async workflow {self._context.workflow_name!r} opens a saga with 'with'; "
                 "write 'async with fluxo.saga() as saga:' so that its compensations are awaited"
@@ -87,7 +87,7 @@ class Saga:
     async def __aenter__(self) -> Saga:
         self._open()
         if self._context is not None and not self._context.is_async:
-            self._abandon()
+            self._end_block()
             raise _errors.DefinitionError(
                 "'async with fluxo.saga()' is for async workflows; sync workflow "
                 f"{self._context.workflow_name!r} writes 'with fluxo.saga() as saga:'"
@@ -104,8 +104,8 @@ class Saga:
         self._parent = _innermost.get()
         self._token = _innermost.set(self)
 
-    def _abandon(self) -> None:
-        """Close a saga refused as it opened."""
+    def _end_block(self) -> None:
+        """Close the saga's block: it is no longer the innermost one."""
         if self._token is not None:
             _innermost.reset(self._token)
             self._token = None
@@ -159,10 +159,7 @@ class Saga:
 
     def _close(self, exc: BaseException | None) -> list[_Compensation]:
         """End the block; the compensations to run, newest first (none: nothing to undo)."""
-        if self._token is not None:
-            _innermost.reset(self._token)
-            self._token = None
-        self._state = "closed"
+        self._end_block()
         compensations, self._compensations = self._compensations, []
         if exc is None:
             parent = self._parent
