@@ -199,6 +199,35 @@ class Store(Protocol):
         """
         ...
 
+    def beat_worker(
+        self,
+        worker_id: str,
+        *,
+        now: float,
+        alive_until: float,
+        reap: bool = True,
+        restarted: bool = False,
+    ) -> list[str]:
+        """Record that a worker is alive until ``alive_until``; free the runs of dead ones.
+
+        A worker that beats is alive until the ``alive_until`` of its last beat.
+        With ``reap``, every other worker whose ``alive_until`` is before ``now`` is
+        dead: the lease of each active run still leased to it ends at ``now`` (its
+        owner stays until a claim replaces it), so any worker may claim the run at
+        once, and the dead worker's record is removed. With ``restarted`` (a worker's
+        first beat), the live leases held under ``worker_id`` itself end the same
+        way: they are an earlier process's that used the same id.
+
+        Owners that never beat (``Engine.run`` executing in place) are never freed
+        this way; their leases expire. Returns the ids of the runs freed; waiters
+        hear of them as of any change.
+        """
+        ...
+
+    def forget_worker(self, worker_id: str) -> None:
+        """Remove a worker's liveness record: it stops, and its runs are given back."""
+        ...
+
     def release(self, worker_id: str, run_id: str, *, now: float) -> None:
         """Give back a lease ``worker_id`` holds, leaving the run ready to claim again.
 

@@ -31,6 +31,7 @@ class MemoryStore:
         self._signals: dict[str, list[history.Signal]] = {}
         self._signal_keys: dict[str, set[str]] = {}
         self._signal_id = 0
+        self._workers: dict[str, float] = {}
         self._closed = False
 
     def __repr__(self) -> str:
@@ -255,6 +256,42 @@ class MemoryStore:
                     self._runs[run_id] = replace(run, lease_until=lease_until)
                     held[run_id] = run.cancel_requested
         return held
+
+    def beat_worker(
+        self,
+        worker_id: str,
+        *,
+        now: float,
+        alive_until: float,
+        reap: bool = True,
+        restarted: bool = False,
+    ) -> list[str]:
+        with self._lock:
+            self._check_open()
+            self._workers[worker_id] = alive_until
+            dead = set()
+            if reap:
+                dead = {w for w, until in self._workers.items() if until < now and w != worker_id}
+            owners = dead | {worker_id} if restarted else dead
+            freed = [
+                run.id
+                for run in self._runs.values()
+                if run.lease_owner in owners
+                and not run.status.is_terminal
+                and run.lease_until is not None
+                and run.lease_until > now
+            ]
+            for run_id in freed:
+                self._runs[run_id] = replace(self._runs[run_id], lease_until=now)
+                self._notify(run_id)
+            for gone in dead:
+                del self._workers[gone]
+            return freed
+
+    def forget_worker(self, worker_id: str) -> None:
+        with self._lock:
+            self._check_open()
+            self._workers.pop(worker_id, None)
 
     def release(self, worker_id: str, run_id: str, *, now: float) -> None:
         with self._lock:
