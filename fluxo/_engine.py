@@ -437,18 +437,17 @@ class Engine:
         shutdown_timeout: float = 30.0,
         worker_id: str | None = None,
         sticky: float = 5.0,
+        dead_after: float = 2.0,
     ) -> _worker.Worker:
-        """Create a worker that claims and executes this engine's runs.
+        """Create a worker that claims and executes this engine's runs: a :class:`fluxo.Worker`.
 
         Run it with ``worker.run()`` (blocking, stops on SIGTERM/SIGINT), or in a
-        background thread with ``worker.start()`` / ``worker.stop()``; it is also a
-        context manager that starts and stops the thread. Any number of workers in
-        any number of processes can share one store. A wait (timer or signal) of at
-        most ``sticky`` seconds is held in a thread of the worker after it is
-        recorded, so the run resumes without replaying its history; a held wait
-        takes none of the ``concurrency`` execution slots, and at most
-        ``concurrency`` waits are held at once. The worker claims runs only for its
-        free slots, so it never holds more leases than it executes.
+        background thread with ``worker.start()`` / ``worker.stop()`` or ``with``.
+        Any number of workers in any number of processes can share one store. A
+        wait of at most ``sticky`` seconds is held in a worker thread, so the run
+        resumes without replay. When a worker stops beating for ``dead_after``
+        seconds (its process died), the others resume its runs at once, without
+        waiting for their ``lease``.
         """
         return _worker.Worker(
             self,
@@ -458,6 +457,7 @@ class Engine:
             shutdown_timeout=shutdown_timeout,
             worker_id=worker_id,
             sticky=sticky,
+            dead_after=dead_after,
         )
 
     # -- inspecting and steering ---------------------------------------------------------

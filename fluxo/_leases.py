@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 CHECK_INTERVAL = 0.5
 """Seconds between a heartbeat's reads of the cancel flags of the runs it executes."""
 
+DEAD_AFTER = 2.0
+"""Seconds without a liveness beat after which a worker is dead and its runs are freed."""
+
 
 class LeaseHost(Protocol):
     """Where a heartbeat finds its store and clock (an engine or a runner)."""
@@ -55,6 +58,15 @@ class Heartbeat:
     A worker also hands it the runs it claimed (``track``), so their leases are
     renewed from the moment of the claim, before their execution has begun.
 
+    With ``dead_after`` (a worker's), it also beats for the owner's liveness
+    (``Store.beat_worker``) about every ``dead_after / 4`` seconds: other workers
+    that stop beating for ``dead_after`` seconds are dead, and the beat frees their
+    runs for any worker to claim at once, without waiting for their leases. The
+    first beat, before the worker claims anything, frees the runs still leased
+    under its own id (an earlier process with that id died). A worker frees
+    others' runs only after ``dead_after`` seconds of unbroken beats, so after an
+    outage of the store every live worker has beaten again before anyone reaps.
+
     Its thread, ``fluxo-heartbeat-<owner>``, is watched (:mod:`fluxo._watch`): if
     it dies, every execution it renewed is told to stop at its next durable call,
     so none runs on without its lease, and so is every execution handed to it
@@ -71,10 +83,15 @@ class Heartbeat:
         lease: float,
         *,
         on_death: _watch.OnDeath | None = None,
+        dead_after: float | None = None,
     ) -> None:
         self.host = host
         self.owner = owner
         self.lease = lease
+        self.dead_after = dead_after
+        self._beats_since: float | None = None
+        """When the liveness beats last began to succeed (None: the last one failed)."""
+        self._restarted = True
         self.on_death = on_death
         self.death: BaseException | None = None
         """What killed the heartbeat's thread, if it died."""
@@ -94,6 +111,9 @@ class Heartbeat:
             logger=self.logger,
         )
         self._check_after = 0.0  # while reads fail, the next one waits its backoff
+        self.liveness = _watch.Trouble(
+            f"worker {owner}: beating for its liveness", level=logging.WARNING, logger=self.logger
+        )
 
     @property
     def thread_name(self) -> str:
@@ -102,6 +122,11 @@ class Heartbeat:
 
     def __enter__(self) -> Heartbeat:
         self._stop.clear()
+        if self.dead_after is not None:
+            self._restarted = True
+            self._beats_since = None
+            self.live()  # before the owner claims: its own id's old runs are freed first
+            self._restarted = False  # tried once: a later beat would free our own claims
         self._thread = _watch.start(self.thread_name, self._loop, self._died)
         return self
 
@@ -114,6 +139,15 @@ class Heartbeat:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+        if self.dead_after is not None:
+            try:
+                self.host.store.forget_worker(self.owner)
+            except _errors.StoreError as error:
+                self.logger.warning(
+                    "worker %s: %s; its liveness record stays until another worker reaps it",
+                    self.owner,
+                    error,
+                )
 
     def add(self, run_id: str, shared: _executor.SharedState) -> None:
         """Start renewing this run's lease and watching its record for its execution.
@@ -177,6 +211,37 @@ class Heartbeat:
         self.renewals.succeeded()
         self._tell(snapshot, {run_id: (run_id in held, held.get(run_id, False)) for run_id in ids})
 
+    def live(self) -> None:
+        """Beat once for the owner's liveness; free the runs of workers that died."""
+        dead_after = self.dead_after
+        if dead_after is None:
+            return
+        clock = self.host.clock
+        now = clock()
+        since = self._beats_since
+        try:
+            freed = self.host.store.beat_worker(
+                self.owner,
+                now=now,
+                alive_until=now + dead_after,
+                reap=since is not None and now - since >= dead_after,
+                restarted=self._restarted,
+            )
+        except _errors.StoreError as exc:
+            self.liveness.failed(exc)  # beaten again at the next tick, whatever the backoff
+            self._beats_since = None
+            return
+        self.liveness.succeeded()
+        if since is None:
+            self._beats_since = now
+        if freed:
+            self.logger.info(
+                "worker %s: freed %d run(s) of workers that stopped beating (%s)",
+                self.owner,
+                len(freed),
+                ", ".join(sorted(freed)[:10]) + (", ..." if len(freed) > 10 else ""),
+            )
+
     def check(self) -> None:
         """Read the records of the runs executing now; tell them of cancellations."""
         snapshot = self._snapshot()
@@ -218,8 +283,11 @@ class Heartbeat:
     def _loop(self) -> None:
         every = self.lease / 3
         tick = min(CHECK_INTERVAL, every)
+        if self.dead_after is not None:
+            tick = min(tick, self.dead_after / 4)
         renew_at = time.monotonic() + every
         while not self._stop.wait(tick):
+            self.live()
             if time.monotonic() + tick / 2 >= renew_at:  # the tick nearest the renewal
                 renew_at = time.monotonic() + every
                 self.beat()

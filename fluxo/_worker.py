@@ -125,6 +125,11 @@ class Worker:
     history; at most ``concurrency`` waits are held at once (``holds``), the
     others unwind. A held wait that is woken goes on if a slot is free, else it
     lets go and its run, back in the store, is resumed by whichever worker is free.
+
+    Its heartbeat also beats for its liveness: a worker that stops beating for
+    ``dead_after`` seconds (its process died) has its runs resumed by the other
+    workers at once, without waiting for their leases, which stay long so that a
+    slow step of a live worker keeps its run.
     """
 
     def __init__(
@@ -137,8 +142,11 @@ class Worker:
         shutdown_timeout: float = 30.0,
         worker_id: str | None = None,
         sticky: float = 5.0,
+        dead_after: float = _leases.DEAD_AFTER,
     ) -> None:
         problems = []
+        if not isinstance(dead_after, (int, float)) or dead_after <= 0:
+            problems.append(f"dead_after must be a positive number of seconds, not {dead_after!r}")
         if not isinstance(sticky, (int, float)) or sticky < 0:
             problems.append(f"sticky must be a number of seconds >= 0, not {sticky!r}")
         if not isinstance(concurrency, int) or concurrency < 1:
@@ -175,7 +183,14 @@ class Worker:
         self._futures: set[Future[None]] = set()
         self._slots = threading.Condition()
         self._thread: threading.Thread | None = None
-        self._heartbeat = Heartbeat(engine.runner, self.id, self.lease, on_death=self._thread_died)
+        self.dead_after = float(dead_after)
+        self._heartbeat = Heartbeat(
+            engine.runner,
+            self.id,
+            self.lease,
+            on_death=self._thread_died,
+            dead_after=self.dead_after,
+        )
         self._death: tuple[str, BaseException] | None = None
         """The first of the worker's threads that died, and what killed it."""
         self._warned_unknown: set[str] = set()

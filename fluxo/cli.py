@@ -143,6 +143,13 @@ def cli(ctx: click.Context, verbose: bool) -> None:
     help="Longest wait (seconds) held in a worker thread, so the run resumes without replay "
     "(at most --concurrency waits held at once; a held wait takes no slot).",
 )
+@click.option(
+    "--dead-after",
+    default=2.0,
+    show_default=True,
+    help="Seconds without a liveness beat after which other workers resume a dead worker's "
+    "runs (without waiting for their leases).",
+)
 @click.option("--worker-id", help="Name this worker in leases and logs (default: host:pid:random).")
 @click.option(
     "--log-level",
@@ -174,6 +181,7 @@ def worker(  # noqa: PLR0917 (click passes every option by position)
     lease: float,
     shutdown_timeout: float,
     sticky: float,
+    dead_after: float,
     worker_id: str | None,
     log_level: str,
     metrics_port: int | None,
@@ -220,6 +228,7 @@ def worker(  # noqa: PLR0917 (click passes every option by position)
                 lease=lease,
                 shutdown_timeout=shutdown_timeout,
                 sticky=sticky,
+                dead_after=dead_after,
                 worker_id=worker_id,
             ).run()
     finally:
