@@ -53,6 +53,14 @@ def append(
             _nothing(db, run_id, expected_seq)
         return
     first = events[0]
+    if status is None and len(events) == 1 and expected_seq > 0 and db.group is not None:
+        # A step's record: written with those of the worker's other executions.
+        written = db.group.append(run_id, expected_seq, first, now)
+        if written:
+            return
+        if written is False:
+            _refused(db, run_id, expected_seq)
+        # None: the group's write failed; this one is written alone, below.
     values: dict[str, Any] = {
         "p_run_id": run_id,
         "p_seq": expected_seq,

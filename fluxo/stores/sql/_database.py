@@ -25,7 +25,7 @@ from sqlalchemy import exc as sa_exc
 
 from fluxo import _errors, history
 from fluxo.stores import _headers, _translate
-from fluxo.stores.sql import _engine, _schema, _statements
+from fluxo.stores.sql import _engine, _group, _schema, _statements
 
 if TYPE_CHECKING:
     from sqlalchemy.engine.interfaces import DBAPICursor
@@ -110,6 +110,10 @@ class Database:
         self._schema_lock = threading.Lock()
         self._max_packet: int | None = None  # MySQL's max_allowed_packet, read when needed
         self._errors = _translate.Translator(self._classify, self.secrets)
+        self.group: _group.GroupCommit | None = None
+        """Writes concurrent steps' records together (PostgreSQL and SQLite)."""
+        if self.driver.name in ("postgresql", "sqlite"):
+            self.group = _group.GroupCommit(self)
 
     # -- the schema -------------------------------------------------------------
 
