@@ -36,6 +36,11 @@ hash tag ``{P#n}``:
   :meth:`RedisStore.list_runs`, which reads a creation-time range as a score range,
   and :meth:`RedisStore.count_runs`, which reads it whole.
 
+The workers' liveness records (``Store.beat_worker``) are one key with a hash tag
+of its own, ``{P#workers}``:
+
+* ``P:{P#workers}:alive``: a sorted set of worker ids, scored by ``alive_until``.
+
 This layout replaced one with global indexes (``P:ready:<workflow>`` and so on)
 and history items without their recording time; data written by that layout is
 not read by this one.
@@ -78,12 +83,15 @@ Costs. The hot path, appending events without a status change, is one script
 call: one round trip. A status change is three (mark or read, change, settle),
 except two for a create (its mark writes the entry the new run needs, so no
 settle follows) and for completing or cancelling a run (final states: its entries
-are dropped whatever their generation, so nothing is read first). A
-claim reads every bucket (one pipeline on a single server), runs the run script
-of each candidate, oldest ``ready_at`` first, and settles them. Signal ids follow
-each run's last one and otherwise the server's clock in microseconds, so they
-also order the signals of different runs (as far as the clocks of the cluster's
-nodes agree).
+are dropped whatever their generation, so nothing is read first). A worker's
+beat is one script call on ``P:{P#workers}:alive`` while no worker is dead;
+freeing a dead worker's runs (rare) reads every run with a leased entry or a
+hint, and frees those still leased to it with the three steps, batched per
+bucket (see ``_liveness``). A claim reads every bucket (one pipeline on a single
+server), runs the run script of each candidate, oldest ``ready_at`` first, and
+settles them. Signal ids follow each run's last one and otherwise the server's
+clock in microseconds, so they also order the signals of different runs (as far
+as the clocks of the cluster's nodes agree).
 
 Events are stored as ``recorded_at NUL kind NUL name-length NUL name flag data``,
 where ``recorded_at`` is the ``now`` of the call that appended the event (as

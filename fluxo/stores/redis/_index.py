@@ -24,6 +24,9 @@ T = TypeVar("T")
 MAX_TRIES: Final = 100
 """How often a change refused by a run script (a settle may remove its hint) is tried."""
 
+SCAN_PAGE: Final = 1000
+"""How many entries of a bucket's hash or set one ``HSCAN`` or ``ZSCAN`` is asked for."""
+
 
 class Need(NamedTuple):
     """The index entry a run's record calls for, as a run script reports it."""
@@ -85,6 +88,51 @@ class Index:
             "mark", [keys["hints"], keys["gen"], keys["seq"], keys["created"]], [lowest, run_id]
         )
         return _codec.text(gens[0]), _codec.text(clock)
+
+    def mark_many(self, run_ids: Collection[str], lowest: str) -> dict[str, str]:
+        """Step 1 for several runs at once: one mark call per bucket; returns each generation."""
+        by_bucket: dict[int, list[str]] = defaultdict(list)
+        for run_id in run_ids:
+            by_bucket[_layout.bucket_of(run_id)].append(run_id)
+        calls: list[_connection.Call] = []
+        for bucket, ids in sorted(by_bucket.items()):
+            common = self._keys.bucket(bucket)
+            keys = [common["hints"], common["gen"], common["seq"], common["created"]]
+            calls.append(("mark", keys, [lowest, *ids]))
+        gens: dict[str, str] = {}
+        for (_, _, args), (_clock, values) in zip(calls, self._conn.call_many(calls), strict=True):
+            gens.update(zip(args[1:], (_codec.text(value) for value in values), strict=True))
+        return gens
+
+    def leased_or_hinted(self) -> set[str]:
+        """Every run with a leased entry or a hint in some bucket: the runs that may hold a lease.
+
+        Each bucket's ``lready`` hash and ``hints`` set are scanned a page at a time,
+        the pages of all buckets in one pipeline (per node on a cluster). A run a
+        claim leased but whose settle a crash lost may still sit in a ready set
+        instead; the next claim of its workflow that meets it settles it here.
+        """
+        cursors: dict[tuple[int, str], int] = {
+            (bucket, what): 0 for bucket in range(_layout.BUCKETS) for what in ("lready", "hints")
+        }
+        found: set[str] = set()
+        while cursors:
+            order = sorted(cursors)
+
+            def build(pipe: Any, order: list[tuple[int, str]] = order) -> None:
+                for bucket, what in order:
+                    key = self._keys.bucket(bucket)[what]
+                    scan = pipe.hscan if what == "lready" else pipe.zscan
+                    scan(key, cursors[bucket, what], count=SCAN_PAGE)
+
+            for place, (cursor, page) in zip(order, self._conn.commands(build), strict=True):
+                members = page.keys() if isinstance(page, dict) else (m for m, _ in page)
+                found.update(_codec.text(member) for member in members)
+                if int(cursor) == 0:
+                    del cursors[place]
+                else:
+                    cursors[place] = int(cursor)
+        return found
 
     def generations(self, run_ids: Sequence[str]) -> dict[str, str]:
         """The runs' generations as they stand ('' for a run without index entries)."""

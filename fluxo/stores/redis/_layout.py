@@ -3,7 +3,8 @@
 Every key starts with the prefix. The keys of one run share the hash tag
 ``{run_id}`` (a run id that is empty or contains ``}`` is tagged by its SHA-1
 instead); the index is split into :data:`BUCKETS` buckets, and the keys of one
-bucket share the hash tag ``{P#n}``. So every script touches the keys of one
+bucket share the hash tag ``{P#n}``; the workers' liveness records are one key
+of their own, tagged ``{P#workers}``. So every script touches the keys of one
 hash slot, on a single server and on a Redis Cluster alike.
 """
 
@@ -79,6 +80,8 @@ class Keys:
         self.prefix = prefix
         self.channel = f"{prefix}:changes"
         """The channel every script that changes a run's status publishes its id on."""
+        self.workers = f"{prefix}:{{{prefix}#workers}}:alive"
+        """The workers' liveness records: a sorted set of worker ids by ``alive_until``."""
 
     def run(self, run_id: str) -> list[str]:
         """The keys of one run: run, events, signals, signal_keys, fence (one slot)."""

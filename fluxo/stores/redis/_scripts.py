@@ -3,9 +3,10 @@
 Each operation on a run is one script on the keys of that run: those scripts
 start with ``run_prelude.lua`` (the run's keys, and the helpers that compute the
 index entry the run needs and keep its fence). The scripts on the keys of one
-index bucket (``mark``, ``mark_create``, ``settle``, ``peek``, ``next_wake``) and
-``load`` stand alone. They are read once, as package resources, so an installed
-wheel carries them like any other file of the package.
+index bucket (``mark``, ``mark_create``, ``settle``, ``peek``, ``next_wake``), those on
+the workers' liveness key (``beat``, ``bury``) and ``load`` stand alone. They are
+read once, as package resources, so an installed wheel carries them like any other
+file of the package.
 """
 
 from __future__ import annotations
@@ -24,11 +25,22 @@ RUN_SCRIPTS: Final = (
     "request_cancel",
     "reopen",
     "purge_run",
+    "free",
 )
 """The scripts on the keys of one run, each sent after ``run_prelude.lua``."""
 
-OTHER_SCRIPTS: Final = ("load", "mark", "mark_create", "settle", "peek", "next_wake")
-"""The scripts sent as they are: ``load`` (read-only, on a run) and those on a bucket."""
+OTHER_SCRIPTS: Final = (
+    "load",
+    "mark",
+    "mark_create",
+    "settle",
+    "peek",
+    "next_wake",
+    "beat",
+    "bury",
+)
+"""The scripts sent as they are: ``load`` (read-only, on a run), those on a bucket, and
+those on the workers' liveness key (``beat``, ``bury``)."""
 
 
 def source(name: str) -> str:

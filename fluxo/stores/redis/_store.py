@@ -12,7 +12,15 @@ from typing import Any, Final
 
 from fluxo import _errors, history
 from fluxo.stores import _changes, _headers
-from fluxo.stores.redis import _codec, _connection, _index, _layout, _listener, _listing
+from fluxo.stores.redis import (
+    _codec,
+    _connection,
+    _index,
+    _layout,
+    _listener,
+    _listing,
+    _liveness,
+)
 
 RunStatus = history.RunStatus
 
@@ -38,6 +46,7 @@ class RedisStore:
         self._index = _index.Index(self._conn, self._keys)
         self._listing = _listing.Listing(self._conn, self._keys, self._index)
         self._feed = _changes.ChangeFeed()
+        self._liveness = _liveness.Liveness(self._conn, self._keys, self._index, self._feed)
         self._listener = _listener.Listener(
             self._conn, self._keys.channel, self._feed, f"fluxo-redis-listener-{chosen}"
         )
@@ -321,6 +330,28 @@ class RedisStore:
             return _codec.text(reply[0]) == "held", _index.need(reply[1])
 
         return self._index.marked(run_id, lowest, change)
+
+    def beat_worker(
+        self,
+        worker_id: str,
+        *,
+        now: float,
+        alive_until: float,
+        reap: bool = True,
+        restarted: bool = False,
+    ) -> list[str]:
+        """See :meth:`fluxo.stores.Store.beat_worker`.
+
+        One script call while nobody is dead. Freeing the runs of dead workers reads
+        every leased run's owner out of the claim index and its records, then ends
+        each lease through the index's three steps, batched per bucket.
+        """
+        return self._liveness.beat(
+            worker_id, now=now, alive_until=alive_until, reap=reap, restarted=restarted
+        )
+
+    def forget_worker(self, worker_id: str) -> None:
+        self._liveness.forget(worker_id)
 
     def release(self, worker_id: str, run_id: str, *, now: float) -> None:
         keys = self._keys.run(run_id)
