@@ -1,7 +1,8 @@
 """The MongoDB store: one document per run, histories fenced without transactions.
 
-Collections (created with their indexes by the first ``create_run`` or ``claim``;
-nothing else creates them, so reading a database without them creates nothing):
+Collections (the first three created with their indexes by the first
+``create_run`` or ``claim``, ``workers`` by a worker's first beat; nothing else
+creates them, so reading a database without them creates nothing):
 
 * ``runs``: one document per run, ``_id`` = run id. Besides the run's fields it
   holds the *tail* of its history (the events not yet moved to ``events``), the
@@ -11,6 +12,9 @@ nothing else creates them, so reading a database without them creates nothing):
   the time they were recorded, on the tail as in ``events``.
 * ``signals``: one document per signal, unique on ``(run_id, id)`` and, where a
   dedupe key was given, on ``(run_id, key)``.
+* ``workers``: one document per running worker, ``{_id: worker id, alive_until:
+  time}``, written by its beats; a beat that finds others' ``alive_until`` past
+  ends the leases they hold (see ``_workers``).
 
 Atomicity without multi-document transactions: every write that the contract
 makes atomic is one single-document update of the run's document. ``append`` is

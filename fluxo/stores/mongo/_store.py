@@ -3,7 +3,8 @@
 Atomicity without multi-document transactions: every write that the contract
 makes atomic is one single-document update of the run's document (see the
 package's docstring); the tails of its history and signals are flushed by
-``_tails``, purges done by ``_purge``, and waits served by ``_watch``.
+``_tails``, purges done by ``_purge``, workers' beats recorded by ``_workers``,
+and waits served by ``_watch``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from fluxo import _errors, _redact, history
 from fluxo.stores import _headers, _translate
-from fluxo.stores.mongo import _documents, _driver, _purge, _tails, _watch
+from fluxo.stores.mongo import _documents, _driver, _purge, _tails, _watch, _workers
 
 RunStatus = history.RunStatus
 Doc = _documents.Doc
@@ -86,6 +87,7 @@ class MongoStore:
         self._signals: _driver.Collection[Doc] = db["signals"]
         self._tails = _tails.Tails(self._runs, self._events, self._signals)
         self._purge = _purge.Purge(self._runs, self._events, self._signals)
+        self._workers = _workers.Workers(db["workers"], self._runs, self._notify)
         self._watcher = _watch.Watcher(
             self._runs,
             _watch.feed_for((urlsplit(url).netloc, name)),
@@ -436,6 +438,25 @@ class MongoStore:
             # still ours now is what the update extended (less any run released since).
             docs = list(self._runs.find(mine, {"cancel_requested": 1}))
         return {doc["_id"]: bool(doc.get("cancel_requested", False)) for doc in docs}
+
+    def beat_worker(
+        self,
+        worker_id: str,
+        *,
+        now: float,
+        alive_until: float,
+        reap: bool = True,
+        restarted: bool = False,
+    ) -> list[str]:
+        """See :meth:`fluxo.stores.Store.beat_worker`; the ``workers`` collection (``_workers``)."""
+        with self._op():
+            return self._workers.beat(
+                worker_id, now=now, alive_until=alive_until, reap=reap, restarted=restarted
+            )
+
+    def forget_worker(self, worker_id: str) -> None:
+        with self._op():
+            self._workers.forget(worker_id)
 
     def release(self, worker_id: str, run_id: str, *, now: float) -> None:
         free = {"lease_owner": None, "lease_until": None, "updated_at": now}
