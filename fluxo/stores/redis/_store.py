@@ -11,7 +11,7 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Final
 
 from fluxo import _errors, history
-from fluxo.stores import _changes, _headers
+from fluxo.stores import _changes, _group, _headers
 from fluxo.stores.redis import (
     _codec,
     _connection,
@@ -52,6 +52,12 @@ class RedisStore:
         )
         self._lock = threading.Lock()
         self._closed = False
+        # Steps' records of concurrent executions go in one pipeline (one server).
+        self._group: _group.GroupCommit[tuple[str, int, _connection.Call], Any]
+        self._group = _group.GroupCommit(
+            lambda items: self._conn.call_many([call for _, _, call in items]),
+            key=lambda item: (item[0], item[1]),
+        )
 
     def __repr__(self) -> str:
         return f"RedisStore(prefix={self._keys.prefix!r})"
@@ -130,7 +136,12 @@ class RedisStore:
         unless = "1" if unless_cancel_requested else "0"
         if status is None:  # the hot path: one script call
             args = [self._keys.channel, int(expected_seq), _codec.num(now), "", "", "", "0"]
-            result = self._conn.call("append", keys, [*args, run_id, unless, *encoded])
+            call: _connection.Call = ("append", keys, [*args, run_id, unless, *encoded])
+            result = None
+            if not self._conn.cluster:  # a cluster's pipeline is one call after another
+                result = self._group.submit((run_id, expected_seq, call))
+            if result is None:  # alone, or its group's pipeline failed
+                result = self._conn.call(*call)
             self._append_result(run_id, expected_seq, result)
             return
         value = RunStatus(status).value

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from fluxo import _errors, history
-from fluxo.stores.sql import _database, _statements
+from fluxo.stores.sql import _database, _group, _statements
 
 if TYPE_CHECKING:
     from sqlalchemy.engine.interfaces import DBAPICursor
@@ -55,7 +55,7 @@ def append(
     first = events[0]
     if status is None and len(events) == 1 and expected_seq > 0 and db.group is not None:
         # A step's record: written with those of the worker's other executions.
-        written = db.group.append(run_id, expected_seq, first, now)
+        written = db.group.submit(_group.Record(run_id, expected_seq, first, now))
         if written:
             return
         if written is False:

@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
 from fluxo import _errors, history
+from fluxo.stores import _group as _stores_group
 from fluxo.stores import _headers, _translate
 from fluxo.stores.sql import _engine, _group, _schema, _statements
 
@@ -110,10 +111,10 @@ class Database:
         self._schema_lock = threading.Lock()
         self._max_packet: int | None = None  # MySQL's max_allowed_packet, read when needed
         self._errors = _translate.Translator(self._classify, self.secrets)
-        self.group: _group.GroupCommit | None = None
+        self.group: _stores_group.GroupCommit[_group.Record, bool] | None = None
         """Writes concurrent steps' records together (PostgreSQL and SQLite)."""
         if self.driver.name in ("postgresql", "sqlite"):
-            self.group = _group.GroupCommit(self)
+            self.group = _group.group_commit(self)
 
     # -- the schema -------------------------------------------------------------
 

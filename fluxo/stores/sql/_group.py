@@ -1,39 +1,25 @@
-"""Group commit: the step records of concurrent executions written in one commit.
+"""The SQL store's group commit: steps' records of concurrent executions in one commit.
 
-A worker executes several runs at once, and most of what they write is a step's
-record: one event, no status. Each such append used to be its own statement and
-its own commit; on PostgreSQL and SQLite the commit, not the row, is most of the
-cost. :class:`GroupCommit` coalesces them: an append that finds no write in
-flight writes at once, alone (so a lone execution pays nothing extra), and the
-appends that arrive while a write is in flight wait for it to end and are then
-written together by the first of them, in one statement (PostgreSQL) or one
-transaction (SQLite), and one commit.
-
-Nothing about an append changes but its company:
-
-* each is still acknowledged only after the commit that holds it;
-* each is still fenced by its own position: its row is inserted only if the
-  position before it exists and its own does not, and an append that wrote
-  nothing is told so, and finds out why as a lone append would;
-* a group whose write fails (the server went away) tells each of its appends,
-  which is then written alone, in its own thread, so each caller gets its own
-  error, or its own success.
+See :mod:`fluxo.stores._group` for what a group is. On PostgreSQL a group is one
+statement, whose rows are each fenced as a lone append is (inserted only if the
+position before exists and its own does not, ``ON CONFLICT DO NOTHING``) and
+which returns the rows it wrote; on SQLite it is one transaction of the usual
+statements (a statement that breaks the key undoes itself only). The commit, not
+the row, is most of what an append costs on both.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from fluxo import history
-from fluxo.stores.sql import _database
+from fluxo.stores import _group
 
 if TYPE_CHECKING:
     from sqlalchemy.engine.interfaces import DBAPICursor
 
-MOST: Final = 64
-"""The most appends written together."""
+    from fluxo.stores.sql import _database
 
 _PG_GROUP: Final = """
 INSERT INTO fluxo_events (run_id, seq, kind, name, data, created_at)
@@ -46,134 +32,67 @@ WHERE EXISTS (
 ON CONFLICT DO NOTHING
 RETURNING run_id, seq
 """
-"""All the group's rows in one statement, each fenced as a lone append is."""
 
 
-class _Append:
-    """One append waiting in a group: what to write, and how it went."""
+class Record(NamedTuple):
+    """One event to append at ``seq`` (> 0), without a status."""
 
-    __slots__ = ("done", "event", "lead", "now", "run_id", "seq", "written")
-
-    def __init__(self, run_id: str, seq: int, event: history.Event, now: float) -> None:
-        self.run_id = run_id
-        self.seq = seq
-        self.event = event
-        self.now = now
-        self.written: bool | None = None
-        """True: committed; False: refused by its fence; None: the group's write failed."""
-        self.lead = False
-        self.done = threading.Event()
+    run_id: str
+    seq: int
+    event: history.Event
+    now: float
 
 
-class GroupCommit:
-    """Writes single-event appends of concurrent executions together (see the module).
+def group_commit(db: _database.Database) -> _group.GroupCommit[Record, bool]:
+    """A group commit of ``db``'s one-event appends: each outcome is written or refused."""
 
-    Args:
-        db: the database (PostgreSQL or SQLite; others write alone).
-    """
+    def write(records: Sequence[Record]) -> list[bool]:
+        if db.driver.name == "postgresql" and len(records) > 1:
+            return _together(db, records)
+        return _each(db, records)
 
-    def __init__(self, db: _database.Database) -> None:
-        self._db = db
-        self._lock = threading.Lock()
-        self._waiting: list[_Append] = []
-        self._writing = False
+    return _group.GroupCommit(write, key=lambda r: (r.run_id, r.seq))
 
-    def append(self, run_id: str, seq: int, event: history.Event, now: float) -> bool | None:
-        """Write one event at ``seq`` (> 0), with whichever appends come with it.
 
-        Returns True once it is committed, False when its fence refused it (the
-        position before it is missing, or its own is taken), and None when the
-        group's write failed: the caller writes it alone.
-        """
-        mine = _Append(run_id, seq, event, now)
-        with self._lock:
-            if self._writing:
-                self._waiting.append(mine)
-            else:
-                self._writing = True
-                mine.lead = True
-        if not mine.lead:
-            mine.done.wait()
-        if mine.lead:
-            self._write_as_leader(mine)
-        return mine.written
+def _together(db: _database.Database, records: Sequence[Record]) -> list[bool]:
+    params = (
+        [r.run_id for r in records],
+        [r.seq for r in records],
+        [r.event.kind for r in records],
+        [r.event.name for r in records],
+        [r.event.data for r in records],
+        [r.now for r in records],
+    )
 
-    def _write_as_leader(self, mine: _Append) -> None:
-        """Write ``mine`` with what waits, then hand the lead to the next one waiting."""
-        with self._lock:
-            # One append a position: the statement tells the written ones by position.
-            group, later, taken = [mine], [], {(mine.run_id, mine.seq)}
-            for other in self._waiting:
-                key = (other.run_id, other.seq)
-                if len(group) < MOST and key not in taken:
-                    group.append(other)
-                    taken.add(key)
-                else:
-                    later.append(other)
-            self._waiting = later
-        try:
-            self._write(group)
-        finally:
-            with self._lock:
-                following = self._waiting.pop(0) if self._waiting else None
-                if following is None:
-                    self._writing = False
-                else:
-                    following.lead = True  # it writes the next group, itself first
-                    following.done.set()
-            for other in group:
-                if other is not mine:
-                    other.done.set()
+    def insert(cur: DBAPICursor) -> Sequence[Any]:
+        cur.execute(_PG_GROUP, params)
+        return cur.fetchall()
 
-    def _write(self, group: list[_Append]) -> None:
-        """Write the group in one commit; mark each append written or refused."""
-        db = self._db
-        if db.driver.name == "postgresql" and len(group) > 1:
-            params = (
-                [a.run_id for a in group],
-                [a.seq for a in group],
-                [a.event.kind for a in group],
-                [a.event.name for a in group],
-                [a.event.data for a in group],
-                [a.now for a in group],
-            )
+    written = {(row[0], row[1]) for row in db.call("recording history", insert)}
+    return [(r.run_id, r.seq) in written for r in records]
 
-            def together(cur: DBAPICursor) -> Sequence[Any]:
-                cur.execute(_PG_GROUP, params)
-                return cur.fetchall()
 
+def _each(db: _database.Database, records: Sequence[Record]) -> list[bool]:
+    from fluxo.stores.sql import _database
+
+    def insert(cur: DBAPICursor) -> list[bool]:
+        results = []
+        for r in records:
+            values = {
+                "p_run_id": r.run_id,
+                "p_seq": r.seq,
+                "p_prev": r.seq - 1,
+                "p_kind": r.event.kind,
+                "p_name": r.event.name,
+                "p_data": r.event.data,
+                "p_now": r.now,
+            }
             try:
-                rows = db.call("recording history", together)
-            except Exception:
-                return  # each is written alone, by its own thread
-            written = {(row[0], row[1]) for row in rows}
-            for a in group:
-                a.written = (a.run_id, a.seq) in written
-            return
+                count = _database.execute(cur, db.sql.insert_event_after, values).rowcount
+            except db.driver.dbapi.IntegrityError:
+                count = 0  # its position is taken
+            results.append(count == 1)
+        return results
 
-        def each(cur: DBAPICursor) -> list[bool]:
-            results = []
-            for a in group:
-                values = {
-                    "p_run_id": a.run_id,
-                    "p_seq": a.seq,
-                    "p_prev": a.seq - 1,
-                    "p_kind": a.event.kind,
-                    "p_name": a.event.name,
-                    "p_data": a.event.data,
-                    "p_now": a.now,
-                }
-                try:
-                    count = _database.execute(cur, db.sql.insert_event_after, values).rowcount
-                except db.driver.dbapi.IntegrityError:
-                    count = 0  # its position is taken: SQLite undoes this statement only
-                results.append(count == 1)
-            return results
-
-        begin = db.driver.begin_write if len(group) > 1 else None
-        try:
-            results = db.call("recording history", each, begin=begin)
-        except Exception:
-            return
-        for a, ok in zip(group, results, strict=True):
-            a.written = ok
+    begin = db.driver.begin_write if len(records) > 1 else None
+    return db.call("recording history", insert, begin=begin)

@@ -1,0 +1,187 @@
+"""Group commit: steps' records of concurrent executions written together, each fenced alone.
+
+On SQLite and PostgreSQL a group is one commit; on a single Redis server, one
+pipeline.
+
+Grouping is forced without timings: the first write of a group is held until the
+appends the test wants in the next group are waiting behind it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fluxo import _errors, history
+from fluxo.stores import _group, sql
+from tests.conftest import reset_sql
+
+T0 = 1_700_000_000.0
+WAIT = 30.0
+
+
+def step(name: str) -> history.StepCompleted:
+    return history.StepCompleted(name, b"1")
+
+
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("redis", marks=pytest.mark.redis),
+    ]
+)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    opened: Any
+    if request.param == "sqlite":
+        opened = sql.SQLStore(f"sqlite:///{tmp_path / 'fluxo.db'}")
+    elif request.param == "postgres":
+        url = request.getfixturevalue("postgres_url")
+        reset_sql(url, migrate=True)
+        opened = sql.SQLStore(url)
+    else:
+        from fluxo.stores.redis import RedisStore
+
+        opened = RedisStore(request.getfixturevalue("clean_redis_url"))
+    yield opened
+    opened.close()
+
+
+class Gate:
+    """Holds the first group's write until ``queued`` appends wait behind it; records groups."""
+
+    def __init__(self, group: _group.GroupCommit[Any, Any], queued: int) -> None:
+        self.group = group
+        self.queued = queued
+        self.sizes: list[int] = []
+        self._first = True
+        self._write = group._write
+        group._write = self.write
+
+    def write(self, batch: list[Any]) -> Any:
+        if self._first:
+            self._first = False
+            for _ in range(int(WAIT / 0.005)):
+                with self.group._lock:
+                    if len(self.group._waiting) >= self.queued:
+                        break
+                threading.Event().wait(0.005)
+            else:
+                raise AssertionError("the appends never queued behind the first write")
+        self.sizes.append(len(batch))
+        return self._write(batch)
+
+
+def race(count: int, fn: Callable[[int], Any]) -> list[BaseException | None]:
+    """Run ``fn(i)`` in ``count`` threads; return each one's exception, or None."""
+    errors: list[BaseException | None] = [None] * count
+
+    def body(i: int) -> None:
+        try:
+            fn(i)
+        except BaseException as exc:
+            errors[i] = exc
+
+    threads = [threading.Thread(target=body, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT * 2)
+        assert not thread.is_alive()
+    return errors
+
+
+def group_of(store: Any) -> _group.GroupCommit[Any, Any]:
+    found = store._db.group if isinstance(store, sql.SQLStore) else store._group
+    assert found is not None
+    return found
+
+
+def test_appends_that_wait_behind_a_write_are_written_together(store: Any) -> None:
+    for i in range(7):
+        store.create_run(f"r{i}", "wf", b"[]", now=T0)
+    gate = Gate(group_of(store), queued=6)
+
+    errors = race(7, lambda i: store.append(f"r{i}", 1, [step(f"s{i}")], now=T0))
+
+    assert errors == [None] * 7
+    assert gate.sizes == [1, 6]
+    for i in range(7):
+        assert store.load(f"r{i}").events[1:] == (step(f"s{i}"),)
+
+
+def test_each_append_of_a_group_is_fenced_by_its_own_position(store: Any) -> None:
+    for i in range(4):
+        store.create_run(f"r{i}", "wf", b"[]", now=T0)
+    store.append("r2", 1, [step("already")], now=T0)
+    gate = Gate(group_of(store), queued=3)
+    # r0 leads alone; r1 fits, r2's position is taken, r3 skips a position
+    seqs = {0: 1, 1: 1, 2: 1, 3: 2}
+
+    errors = race(4, lambda i: store.append(f"r{i}", seqs[i], [step(f"s{i}")], now=T0))
+
+    assert gate.sizes == [1, 3]
+    assert errors[0] is None
+    assert errors[1] is None
+    assert isinstance(errors[2], _errors.SequenceConflictError)
+    assert isinstance(errors[3], _errors.SequenceConflictError)
+    assert store.load("r1").events[1:] == (step("s1"),)
+    assert store.load("r2").events[1:] == (step("already"),)
+    assert store.load("r3").events[1:] == ()
+
+
+def test_appenders_racing_for_one_position_are_never_in_one_group(store: Any) -> None:
+    store.create_run("r1", "wf", b"[]", now=T0)
+    for seq in range(1, 6):
+        errors = race(8, lambda i, seq=seq: store.append("r1", seq, [step(f"w{i}")], now=T0))
+        winners = [i for i, error in enumerate(errors) if error is None]
+        assert len(winners) == 1, f"position {seq} won by {winners}"
+        assert all(isinstance(e, _errors.SequenceConflictError) for e in errors if e is not None)
+        assert store.load("r1").events[seq] == step(f"w{winners[0]}")
+
+
+def test_a_group_whose_write_fails_is_written_alone_by_each(
+    store: Any,
+) -> None:
+    for i in range(4):
+        store.create_run(f"r{i}", "wf", b"[]", now=T0)
+    group = group_of(store)
+    gate = Gate(group, queued=3)
+    real_write = gate._write
+    failed = []
+
+    def write(batch: Any) -> Any:
+        if len(batch) > 1 and not failed:  # the group of three, once
+            failed.append(len(batch))
+            raise _errors.StoreUnavailableError("the server went away for this test")
+        return real_write(batch)
+
+    gate._write = write
+
+    errors = race(4, lambda i: store.append(f"r{i}", 1, [step(f"s{i}")], now=T0))
+
+    assert errors == [None] * 4
+    assert failed == [3]
+    for i in range(4):
+        assert store.load(f"r{i}").events[1:] == (step(f"s{i}"),)
+
+
+def test_many_executions_appending_at_once_lose_nothing(store: Any) -> None:
+    runs, steps = 16, 20
+    for i in range(runs):
+        store.create_run(f"r{i}", "wf", b"[]", now=T0)
+    barrier = threading.Barrier(runs, timeout=WAIT)
+
+    def execute(i: int) -> None:
+        barrier.wait()
+        for k in range(1, steps + 1):
+            store.append(f"r{i}", k, [step(f"r{i}.{k}")], now=T0)
+
+    assert race(runs, execute) == [None] * runs
+    for i in range(runs):
+        events = store.load(f"r{i}").events
+        assert events[1:] == tuple(step(f"r{i}.{k}") for k in range(1, steps + 1))
