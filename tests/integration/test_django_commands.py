@@ -22,7 +22,13 @@ from sqlalchemy.pool import NullPool
 from fluxo.stores.sql import _migrate
 from tests.integration._django import ROOT, Site, django_databases, django_env, manage
 
-FLUXO_TABLES = {"fluxo_alembic_version", "fluxo_runs", "fluxo_events", "fluxo_signals"}
+FLUXO_TABLES = {
+    "fluxo_alembic_version",
+    "fluxo_runs",
+    "fluxo_events",
+    "fluxo_signals",
+    "fluxo_workers",
+}
 
 
 def run(

@@ -73,7 +73,13 @@ def test_the_version_table_is_fluxos_own(empty_url: str) -> None:
 
     names = table_names(empty_url)
     assert _schema.VERSION_TABLE == "fluxo_alembic_version"
-    assert names == {"fluxo_alembic_version", "fluxo_runs", "fluxo_events", "fluxo_signals"}
+    assert names == {
+        "fluxo_alembic_version",
+        "fluxo_runs",
+        "fluxo_events",
+        "fluxo_signals",
+        "fluxo_workers",
+    }
     assert "alembic_version" not in names
 
 

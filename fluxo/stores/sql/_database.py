@@ -146,9 +146,10 @@ class Database:
 
         Callers check :attr:`ready` first, so an operation on a ready store costs
         no round trip. Otherwise the revision is read again (another process may
-        have migrated meanwhile). Only ``create`` operations (``create_run`` and
-        ``claim``, with ``auto_migrate``) create or upgrade the tables; the others,
-        which read or change runs that cannot exist yet, raise instead.
+        have migrated meanwhile). Only ``create`` operations (``create_run``,
+        ``claim`` and ``beat_worker``, with ``auto_migrate``) create or upgrade the
+        tables; the others, which read or change runs that cannot exist yet, raise
+        instead.
         """
         with self._schema_lock:
             if self.ready:

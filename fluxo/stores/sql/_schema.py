@@ -4,9 +4,9 @@
 that ``upgrade head`` leaves no difference between the two. A change here needs
 a new migration and a new :data:`HEAD_REVISION`.
 
-Three tables, all keyed by run id so that every operation on a run touches one
-key range (the property that lets the tables be partitioned or distributed by
-``run_id``):
+Three tables keyed by run id, so that every operation on a run touches one key
+range (the property that lets them be partitioned or distributed by ``run_id``),
+and one small table of workers:
 
 * ``fluxo_runs``: one row per run, the projection the engine claims and lists by.
 * ``fluxo_events``: the history. Its primary key ``(run_id, seq)`` is the fencing
@@ -15,6 +15,8 @@ key range (the property that lets the tables be partitioned or distributed by
 * ``fluxo_signals``: the signals sent to runs, never deleted (the history tells
   which ones a run consumed). ``id`` orders them; ``(run_id, dedupe_key)`` is
   unique, so a signal sent twice with one key is stored once.
+* ``fluxo_workers``: one row per running worker, with the time it is alive
+  until (``beat_worker``); a row per process, not per run, so it stays tiny.
 
 Times are seconds since the epoch (UTC) in double precision, as
 :class:`fluxo.history.RunInfo` carries them.
@@ -29,7 +31,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 """The alembic revision this code's tables correspond to (``migrations/versions``)."""
 
 VERSION_TABLE = "fluxo_alembic_version"
@@ -133,6 +135,17 @@ signals = sa.Table(
     sa.UniqueConstraint("run_id", "dedupe_key"),
     # load: a run's signals, oldest first
     sa.Index(None, "run_id", "id"),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+    mysql_collate="utf8mb4_bin",
+)
+
+workers = sa.Table(
+    "fluxo_workers",
+    metadata,
+    sa.Column("id", _key(), primary_key=True),
+    # the worker is dead once this has passed: its runs are freed by the next beat
+    sa.Column("alive_until", _time(), nullable=False),
     mysql_engine="InnoDB",
     mysql_charset="utf8mb4",
     mysql_collate="utf8mb4_bin",

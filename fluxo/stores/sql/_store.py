@@ -15,7 +15,16 @@ from typing import TYPE_CHECKING, Any, Final
 import sqlalchemy as sa
 
 from fluxo import _errors, history
-from fluxo.stores.sql import _append, _database, _engine, _joined, _rows, _statements, _watch
+from fluxo.stores.sql import (
+    _append,
+    _database,
+    _engine,
+    _joined,
+    _rows,
+    _statements,
+    _watch,
+    _workers,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.engine.interfaces import DBAPICursor
@@ -49,8 +58,8 @@ class SQLStore:
             processes starting together do not race: an older Fluxo schema is
             upgraded now, and the tables of an empty database (or the file of a
             new SQLite database, made ``0600``) are created by the first
-            :meth:`create_run` or :meth:`claim`, never by anything else, so a
-            mistyped URL gets no tables from a read. With ``False`` the store
+            :meth:`create_run`, :meth:`claim` or :meth:`beat_worker`, never by
+            anything else, so a mistyped URL gets no tables from a read. With ``False`` the store
             only checks the schema and asks for ``fluxo db upgrade``.
         engine_options: keyword arguments for :func:`sqlalchemy.create_engine`
             (only with a URL).
@@ -63,8 +72,9 @@ class SQLStore:
         DefinitionError: the URL is unusable or the driver is not installed.
         StoreUnavailableError: the database cannot be reached.
         StoreError: the schema is missing or outdated and ``auto_migrate`` is off.
-            With it on, an operation other than ``create_run`` and ``claim`` on a
-            database without the Fluxo tables raises it: "no Fluxo tables at ...".
+            With it on, an operation other than ``create_run``, ``claim`` and
+            ``beat_worker`` on a database without the Fluxo tables raises it: "no
+            Fluxo tables at ...".
     """
 
     def __init__(
@@ -92,6 +102,7 @@ class SQLStore:
             )
             self._sql = self._db.sql
             self._watcher = _watch.Watcher(self._db, poll_interval)
+            self._liveness = _workers.Liveness(self._db, self._watcher)
             self._db.prepare_schema()
         except BaseException:
             if owns_engine:
@@ -455,6 +466,33 @@ class SQLStore:
 
             rows = self._db.call("renewing leases", renew_then_read, begin="BEGIN")
         return {self._db.key(row[0]): bool(row[1]) for row in rows}
+
+    def beat_worker(
+        self,
+        worker_id: str,
+        *,
+        now: float,
+        alive_until: float,
+        reap: bool = True,
+        restarted: bool = False,
+    ) -> list[str]:
+        """See :meth:`fluxo.stores.Store.beat_worker`.
+
+        One statement on PostgreSQL, one transaction elsewhere; a beat that finds
+        no dead worker is an upsert of the worker's row and one look at the
+        (small) table of workers.
+        """
+        if not self._db.ready:
+            self._db.require_schema(create=True)
+        return self._liveness.beat(
+            worker_id, now=now, alive_until=alive_until, reap=reap, restarted=restarted
+        )
+
+    def forget_worker(self, worker_id: str) -> None:
+        """See :meth:`fluxo.stores.Store.forget_worker`."""
+        if not self._db.ready:
+            self._db.require_schema(create=False)
+        self._liveness.forget(worker_id)
 
     def release(self, worker_id: str, run_id: str, *, now: float) -> None:
         """See :meth:`fluxo.stores.Store.release`."""
