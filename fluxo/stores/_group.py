@@ -104,10 +104,11 @@ class GroupCommit(Generic[T, R]):
                 self.groups += 1
                 try:
                     results = self._write([p.item for p in group])
-                except Exception:
-                    results = [None] * len(group)  # each is written alone, by its thread
-                for pending, result in zip(group, results, strict=True):
-                    pending.result = result
+                except Exception:  # each is written alone, by its own thread
+                    pass
+                else:
+                    for pending, result in zip(group, results, strict=True):
+                        pending.result = result
         finally:
             with self._lock:
                 following = self._waiting.pop(0) if self._waiting else None
