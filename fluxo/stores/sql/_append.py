@@ -100,7 +100,7 @@ def append(
                     conflict(exc)
                     raise
 
-            if db.call("recording history", single) != 1:
+            if db.call("recording history", single, writes=True) != 1:
                 _refused(db, run_id, expected_seq)
             return
 
@@ -183,7 +183,7 @@ def _unless_cancelled(
                 conflict(exc)
                 raise
 
-        if db.call("recording history", single) != 1:
+        if db.call("recording history", single, writes=True) != 1:
             if db.read_run(run_id).cancel_requested and (
                 history_length(db, run_id) == expected_seq
             ):
@@ -271,7 +271,7 @@ def _status_only(
     def update(cur: DBAPICursor) -> int:
         return int(_database.execute(cur, sql, values).rowcount)
 
-    if db.call("changing a run's status", update) != 1:
+    if db.call("changing a run's status", update, writes=True) != 1:
         _refused(db, run_id, expected_seq)
 
 

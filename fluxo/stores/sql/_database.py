@@ -105,6 +105,13 @@ class Database:
         memory = self.driver.name == "sqlite" and _engine.is_memory_sqlite(engine.url)
         # One in-memory SQLite connection is shared: operations take turns on it.
         self.serial: threading.Lock | None = threading.Lock() if memory else None
+        # A SQLite file has one writer at a time. The writes of this process take
+        # turns on a lock of their own, instead of SQLite's busy handler, which
+        # sleeps for milliseconds at a time when a write finds the file locked
+        # (writes of other processes still meet it).
+        self.writer: threading.Lock | None = None
+        if self.driver.name == "sqlite" and not memory:
+            self.writer = threading.Lock()
         self.ready = False
         """Whether the tables are known to be at ``HEAD_REVISION``."""
         self._auto_migrate = auto_migrate
@@ -214,19 +221,29 @@ class Database:
         return _errors.StoreError(f"this SQLStore ({self.url}) is closed; create a new one")
 
     def call(
-        self, action: str, operation: Callable[[DBAPICursor], T], *, begin: str | None = None
+        self,
+        action: str,
+        operation: Callable[[DBAPICursor], T],
+        *,
+        begin: str | None = None,
+        writes: bool = False,
     ) -> T:
         """Run ``operation`` on a pooled cursor, in a transaction if ``begin`` is given.
 
+        ``writes``: the operation writes outside a ``begin_write`` transaction (one
+        statement in autocommit mode): on SQLite it takes the process's write turn.
         Driver errors are translated into Fluxo errors here, with the cause chained;
         an operation that lost a deadlock is run again.
         """
+        turn = self.serial
+        if turn is None and (writes or begin == self.driver.begin_write):
+            turn = self.writer
         attempt = 0
         while True:
             if self.closed:
                 raise self.closed_error()
             try:
-                with self.serial or nullcontext():
+                with turn or nullcontext():
                     return self._call_once(operation, begin)
             except Exception as exc:
                 attempt += 1

@@ -68,7 +68,7 @@ def _together(db: _database.Database, records: Sequence[Record]) -> list[bool]:
         cur.execute(_PG_GROUP, params)
         return cur.fetchall()
 
-    written = {(row[0], row[1]) for row in db.call("recording history", insert)}
+    written = {(row[0], row[1]) for row in db.call("recording history", insert, writes=True)}
     return [(r.run_id, r.seq) in written for r in records]
 
 
@@ -95,4 +95,4 @@ def _each(db: _database.Database, records: Sequence[Record]) -> list[bool]:
         return results
 
     begin = db.driver.begin_write if len(records) > 1 else None
-    return db.call("recording history", insert, begin=begin)
+    return db.call("recording history", insert, begin=begin, writes=True)

@@ -182,7 +182,7 @@ class SQLStore:
             def create_pg(cur: DBAPICursor) -> bool:
                 return bool(_database.execute(cur, self._sql.pg_create_run, values).fetchall())
 
-            created = self._db.call("starting a run", create_pg)
+            created = self._db.call("starting a run", create_pg, writes=True)
         else:
 
             def create(cur: DBAPICursor) -> bool:
@@ -295,7 +295,7 @@ class SQLStore:
             def claim_pg(cur: DBAPICursor) -> Sequence[Any]:
                 return _database.execute(cur, sql, values).fetchall()
 
-            rows = self._db.call("claiming runs", claim_pg)
+            rows = self._db.call("claiming runs", claim_pg, writes=True)
             claimed = [self._db.run_from_row(row) for row in rows]
         else:
             select = self._sql.claim_select(len(names))
@@ -353,7 +353,7 @@ class SQLStore:
             def claim(cur: DBAPICursor) -> Sequence[Any]:
                 return _database.execute(cur, self._sql.claim_run, values).fetchall()
 
-            rows = self._db.call("claiming a run", claim)
+            rows = self._db.call("claiming a run", claim, writes=True)
         else:
 
             def claim_then_read(cur: DBAPICursor) -> Sequence[Any]:
@@ -402,7 +402,7 @@ class SQLStore:
             def send_pg(cur: DBAPICursor) -> Sequence[Any]:
                 return _database.execute(cur, self._sql.pg_send_signal, values).fetchall()
 
-            rows = self._db.call("sending a signal", send_pg)
+            rows = self._db.call("sending a signal", send_pg, writes=True)
             if not rows:
                 raise _errors.RunNotFoundError(run_id)
             status, signal_id, _woken = rows[0]
@@ -456,7 +456,7 @@ class SQLStore:
             def renew(cur: DBAPICursor) -> Sequence[Any]:
                 return _database.execute(cur, update, values).fetchall()
 
-            rows = self._db.call("renewing leases", renew)
+            rows = self._db.call("renewing leases", renew, writes=True)
         else:
             held = self._sql.held(len(ids))
 
@@ -464,7 +464,7 @@ class SQLStore:
                 _database.execute(cur, update, values)
                 return _database.execute(cur, held, values).fetchall()
 
-            rows = self._db.call("renewing leases", renew_then_read, begin="BEGIN")
+            rows = self._db.call("renewing leases", renew_then_read, begin="BEGIN", writes=True)
         return {self._db.key(row[0]): bool(row[1]) for row in rows}
 
     def beat_worker(
@@ -503,7 +503,7 @@ class SQLStore:
         def release(cur: DBAPICursor) -> int:
             return int(_database.execute(cur, self._sql.release, values).rowcount)
 
-        if self._db.call("releasing a lease", release):
+        if self._db.call("releasing a lease", release, writes=True):
             self._watcher.changed(run_id)
 
     def request_cancel(self, run_id: str, *, now: float) -> history.RunInfo:
@@ -519,7 +519,7 @@ class SQLStore:
                 return len(rows), rows
             return int(cur.rowcount), ()
 
-        changed, rows = self._db.call("requesting cancellation", cancel)
+        changed, rows = self._db.call("requesting cancellation", cancel, writes=True)
         if changed:
             self._watcher.changed(run_id)
         if rows:
@@ -657,7 +657,7 @@ class SQLStore:
             def purge_pg(cur: DBAPICursor) -> int:
                 return len(_database.execute(cur, sql, values).fetchall())
 
-            return self._db.call("purging runs", purge_pg)
+            return self._db.call("purging runs", purge_pg, writes=True)
 
         choose = self._sql.purge(len(status_words), count, lock=not dry_run)
 

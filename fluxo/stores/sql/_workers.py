@@ -110,7 +110,7 @@ class Liveness:
                     return []
                 return [self._db.key(row[0]) for row in cur.fetchall()]
 
-            freed = self._db.call("recording a worker's beat", beat_pg)
+            freed = self._db.call("recording a worker's beat", beat_pg, writes=True)
         else:
 
             def beat(cur: DBAPICursor) -> list[str]:
@@ -142,7 +142,7 @@ class Liveness:
         def forget(cur: DBAPICursor) -> None:
             _database.execute(cur, self._forget_sql, {"p_worker": worker_id})
 
-        self._db.call("forgetting a worker", forget)
+        self._db.call("forgetting a worker", forget, writes=True)
 
     def _free(self, cur: DBAPICursor, owners: Sequence[str], now: float) -> list[str]:
         """End the live leases the owners hold on active runs; return those runs' ids."""

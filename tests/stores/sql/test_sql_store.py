@@ -789,3 +789,36 @@ def test_a_forked_child_opens_its_own_connections(sqlite_url: str) -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     assert len(store.load("r1").events) == 2
     store.close()
+
+
+# -- SQLite: this process's writes take turns --------------------------------------------
+
+
+def test_sqlite_writes_of_one_process_take_turns_and_reads_do_not_wait(sqlite_url: str) -> None:
+    store = sql.SQLStore(sqlite_url)
+    store.create_run("r1", "wf", b"[]", now=T0)
+    writer = store._db.writer
+    assert writer is not None
+    appended = threading.Event()
+
+    def append() -> None:
+        store.append("r1", 1, [STEP], now=T0)
+        appended.set()
+
+    with writer:  # another write of this process holds the turn
+        thread = threading.Thread(target=append)
+        thread.start()
+        assert not appended.wait(0.3)  # the append waits its turn
+        assert store.load("r1").next_seq == 1  # a read does not
+        assert store.get_run("r1").status is fluxo.RunStatus.PENDING
+    thread.join(10)
+    assert appended.is_set()
+    assert store.load("r1").events[1:] == (STEP,)
+    store.close()
+
+
+def test_an_in_memory_sqlite_store_has_no_write_turn_of_its_own() -> None:
+    store = sql.SQLStore("sqlite://")
+    assert store._db.writer is None
+    assert store._db.serial is not None  # its one connection is shared: every call takes turns
+    store.close()
