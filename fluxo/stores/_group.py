@@ -72,21 +72,36 @@ class GroupCommit(Generic[T, R]):
         ``None``: it was in a group whose write failed as a whole; the caller writes
         it alone. Raises what ``write`` raised when the item was written alone.
         """
-        mine: _Pending[T, R] = _Pending(item)
+        mine: _Pending[T, R] | None = None
         with self._lock:
             if self._writing:
+                mine = _Pending(item)
                 self._waiting.append(mine)
             else:
                 self._writing = True
-                mine.lead = True
-        if not mine.lead:
-            mine.done.wait()
+        if mine is None:  # nothing in flight: written at once, alone
+            try:
+                return self._write([item])[0]
+            finally:
+                self._hand_over()
+        mine.done.wait()
         if mine.lead:
             self._lead(mine)
         return mine.result
 
+    def _hand_over(self) -> None:
+        """The write in flight ended: the first one waiting writes the next group."""
+        with self._lock:
+            following = self._waiting.pop(0) if self._waiting else None
+            if following is None:
+                self._writing = False
+            else:
+                following.lead = True  # it writes the next group, itself first
+        if following is not None:
+            following.done.set()
+
     def _lead(self, mine: _Pending[T, R]) -> None:
-        """Write ``mine`` with what waits, then hand the lead to the next one waiting."""
+        """Write ``mine`` with what waits behind it, then hand the lead over."""
         with self._lock:
             group, later, taken = [mine], [], {self._key(mine.item)}
             for other in self._waiting:
@@ -110,13 +125,7 @@ class GroupCommit(Generic[T, R]):
                     for pending, result in zip(group, results, strict=True):
                         pending.result = result
         finally:
-            with self._lock:
-                following = self._waiting.pop(0) if self._waiting else None
-                if following is None:
-                    self._writing = False
-                else:
-                    following.lead = True  # it writes the next group, itself first
-                    following.done.set()
+            self._hand_over()
             for other in group:
                 if other is not mine:
                     other.done.set()
