@@ -92,7 +92,7 @@ def directory_for(path: str) -> tuple[str, bool] | None:
     beside = real + SUFFIX
     if _fits(beside):
         return beside, False
-    digest = hashlib.sha256(os.fsencode(real)).hexdigest()[:16]
+    digest = hashlib.sha256(os.fsencode(real)).hexdigest()[:12]  # short enough for macOS's $TMPDIR
     uid = os.getuid() if hasattr(os, "getuid") else 0
     short = os.path.join(tempfile.gettempdir(), f"fluxo-wake-{uid}-{digest}")
     return (short, True) if _fits(short) else None
@@ -145,7 +145,7 @@ def run_of(datagram: bytes) -> str | None:
 class Nudges:
     """The nudges of one SQL store on a SQLite file: those it sends, and those it receives.
 
-    Thread-safe. :meth:`send` works from the start (it creates nothing: with no
+    Thread-safe. :meth:`send` works from the start (it makes no file: with no
     directory, nobody waits); :meth:`listen` binds this store's socket and starts
     its thread, on the first wait.
 
@@ -162,6 +162,7 @@ class Nudges:
     ) -> None:
         self._locate = locate
         self._on_nudge = on_nudge
+        self._file: str | None = None
         self._where: tuple[str, bool] | None = None
         self._located = False
         self._lock = threading.Lock()
@@ -200,6 +201,7 @@ class Nudges:
             except Exception as exc:
                 logger.debug("cannot tell where the SQLite file is, for nudges: %s", exc)
                 return None
+            self._file = path
             self._where = None if path is None else directory_for(path)
             self._located = True
         return self._where
@@ -269,8 +271,8 @@ class Nudges:
             if self._closed or self._refused:
                 return False
             where = self.directory()
-            if where is None:
-                return False
+            if where is None or self._file is None or not os.path.exists(self._file):
+                return False  # no file yet: nothing to nudge about, and no trace of a read
             try:
                 self._bind(*where)
             except OSError as exc:

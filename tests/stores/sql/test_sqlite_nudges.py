@@ -232,6 +232,7 @@ def test_closing_a_store_removes_its_socket_and_the_empty_directory(
 ) -> None:
     first = sql.SQLStore(url)
     second = sql.SQLStore(url)
+    first.create_run("r1", "wf", b"[]", now=T0)
     assert sockets(db_file) == []  # nothing waits yet: no socket, no directory
     first.change_token(None)
     second.change_token(None)
@@ -300,6 +301,14 @@ def test_a_crowded_socket_wakes_every_waiter(db_file: Path) -> None:
 # -- where nudges do not go: polling stays ---------------------------------------------
 
 
+def test_a_wait_on_a_file_that_does_not_exist_leaves_nothing(short_dir: Path) -> None:
+    store = sql.SQLStore(f"sqlite:///{short_dir / 'typo.db'}", poll_interval=HOUR)
+    assert store.wait_for_change(None, 0.05) is False
+    assert not nudges_of(store).listening
+    assert list(short_dir.iterdir()) == []
+    store.close()
+
+
 def test_a_database_in_memory_has_no_nudges() -> None:
     store = sql.SQLStore("sqlite://")
     assert store._watcher._nudges is None
@@ -360,9 +369,10 @@ def test_a_path_too_long_for_a_socket_uses_a_private_folder_in_the_temp_dir(
 
     waiting = sql.SQLStore(f"sqlite:///{db_file}", poll_interval=HOUR)
     writing = sql.SQLStore(f"sqlite:///{db_file}")
+    writing.create_run("r1", "wf", b"[]", now=T0)
     token = waiting.change_token(None)
     assert stat_mode(Path(directory)) == 0o700
-    writing.create_run("r1", "wf", b"[]", now=T0)
+    writing.create_run("r2", "wf", b"[]", now=T0)
     assert waiting.wait_for_change(None, 60, token)
     waiting.close()
     writing.close()
@@ -382,6 +392,7 @@ def test_a_private_folder_others_may_write_is_not_used(
     os.chmod(where[0], 0o777)  # as if somebody else had made it, to read the run ids
 
     store = sql.SQLStore(f"sqlite:///{db_file}", poll_interval=0.05)
+    store.create_run("r1", "wf", b"[]", now=T0)  # the file exists: only the folder is wrong
     assert not nudges_of(store).listen()
     assert store.wait_for_change(None, 0.05) is False  # waits as before, by polling
     store.close()
