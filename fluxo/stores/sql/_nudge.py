@@ -236,6 +236,9 @@ class Nudges:
                         peer = peers[name] = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
                         peer.setblocking(False)
                         peer.connect(os.path.join(directory, name))
+                        if private and not trusted(directory, private):
+                            self._forget_peer(name)  # the folder changed hands meanwhile
+                            continue
                     peer.send(datagram)
                 except (BlockingIOError, InterruptedError):
                     pass  # its queue is full: the receiver will find it crowded
@@ -400,12 +403,14 @@ class Nudges:
         sock.close()
         where = self._where
         if unlink and where is not None and name is not None and self._pid == os.getpid():
-            directory, private = where
+            directory, _private = where
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(directory, name))
-            if not private:  # the private directory stays: remade, it could be squatted
-                with contextlib.suppress(OSError):
-                    os.rmdir(directory)  # only when no other store's socket is left in it
+            # Only when no other store's socket is left in it. Somebody else may then
+            # make the private one first: it fails trusted(), so stores poll, and
+            # tell it nothing.
+            with contextlib.suppress(OSError):
+                os.rmdir(directory)
 
     def close(self) -> None:
         """Stop receiving, remove this store's socket file, close the sockets. Idempotent."""

@@ -376,7 +376,7 @@ def test_a_path_too_long_for_a_socket_uses_a_private_folder_in_the_temp_dir(
     assert waiting.wait_for_change(None, 60, token)
     waiting.close()
     writing.close()
-    assert os.listdir(directory) == []  # the folder stays; remade, another user could own it
+    assert not os.path.exists(directory)
 
 
 def test_a_private_folder_others_may_write_is_not_used(
@@ -396,7 +396,7 @@ def test_a_private_folder_others_may_write_is_not_used(
     assert not nudges_of(store).listen()
     assert store.wait_for_change(None, 0.05) is False  # waits as before, by polling
     store.close()
-    assert os.listdir(where[0]) == []
+    assert os.listdir(where[0]) == []  # not used, so not removed
 
 
 def test_datagrams_name_a_run_or_any_run() -> None:
