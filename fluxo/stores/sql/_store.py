@@ -65,8 +65,8 @@ class SQLStore:
             (only with a URL).
         poll_interval: how often, in seconds, :meth:`wait_for_change` looks for
             changes made by other processes (at least 1 s; on PostgreSQL only
-            while ``LISTEN`` is down). Changes made through this store wake
-            waiters at once.
+            while ``LISTEN`` is down; on a SQLite file, in case a nudge was
+            lost). Changes made through this store wake waiters at once.
 
     Raises:
         DefinitionError: the URL is unusable or the driver is not installed.
@@ -687,15 +687,22 @@ class SQLStore:
 
         Writes made through this store wake waiters at once. On PostgreSQL, writes
         made by other processes wake them through ``LISTEN``/``NOTIFY`` (a thread
-        with its own connection, started by the first wait). Elsewhere, or while
-        that connection is down, a cheap query every ``poll_interval`` notices them.
+        with its own connection, started by the first wait); on a SQLite file,
+        through nudges the other processes' stores send to a Unix socket of this
+        store's (bound, with its thread, by the first wait; see docs/stores/sqlite.md).
+        Elsewhere, while that connection is down, and on SQLite in case a nudge was
+        lost, a cheap query every ``poll_interval`` notices them.
         """
         return self._watcher.wait(run_id, timeout, since)
 
     # -- lifecycle --------------------------------------------------------------
 
     def close(self) -> None:
-        """Dispose of the connection pool (of an engine this store created). Idempotent."""
+        """Dispose of the connection pool (of an engine this store created). Idempotent.
+
+        Also stops listening for other processes' changes: on SQLite, this store's
+        socket file is removed.
+        """
         if self._db.closed:
             return
         self._db.closed = True

@@ -4,7 +4,9 @@ Writes made through the store wake its waiters at once (the store calls
 :meth:`Watcher.changed`). Writes made by other processes reach them through the
 wake source of the database: on PostgreSQL a ``LISTEN`` thread
 (:class:`~fluxo.stores.sql._listener.PgListener`) reports every ``NOTIFY`` that
-the store's statements send; elsewhere, or while that connection is down, a
+the store's statements send; on a SQLite file, the stores nudge one another over
+Unix sockets (:class:`~fluxo.stores.sql._nudge.Nudges`). Elsewhere, while the
+``LISTEN`` connection is down, and on SQLite always (a nudge may be lost), a
 cheap query every ``poll_interval`` compares a *fingerprint* of the data with the
 one taken when the wait began (or with the token's).
 """
@@ -15,13 +17,14 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy import exc as sa_exc
 
 from fluxo import _errors
 from fluxo.stores import _changes
-from fluxo.stores.sql import _database, _listener, _statements
+from fluxo.stores.sql import _database, _listener, _nudge, _statements
 
 if TYPE_CHECKING:
     from sqlalchemy.engine.interfaces import DBAPICursor
@@ -56,10 +59,18 @@ class Watcher:
             self._listener = _listener.PgListener(
                 db.engine, _statements.NOTIFY_CHANNEL, self._notified
             )
+        self._nudges: _nudge.Nudges | None = None
+        if db.driver.name == "sqlite" and db.serial is None and _nudge.supported():
+            self._nudges = _nudge.Nudges(self._sqlite_file, self._notified)
 
     def changed(self, run_id: str | None = None) -> None:
-        """Wake this process's waiters: the store changed ``run_id`` (None: runs unknown)."""
+        """Wake waiters: the store committed a change of ``run_id`` (None: of runs unknown).
+
+        This process's at once; on SQLite, other processes' through a nudge.
+        """
         self._feed.changed(run_id)
+        if self._nudges is not None:
+            self._nudges.send(run_id)
 
     def token(self, run_id: str | None) -> _changes.Token:
         """See :meth:`fluxo.stores.Store.change_token`."""
@@ -67,6 +78,8 @@ class Watcher:
         listener = self._listener
         if listener is not None and listener.start(wait=LISTENER_START):
             return _changes.Token(version, _UNKNOWN)  # notifications bump the version
+        if self._nudges is not None:
+            self._nudges.listen()  # before the look: a later commit nudges this store
         return _changes.Token(version, self._fingerprint(run_id))
 
     def wait(self, run_id: str | None, timeout: float, since: object) -> bool:
@@ -79,6 +92,8 @@ class Watcher:
             return False
         deadline = time.monotonic() + timeout
         listener = self._listener
+        if self._nudges is not None:
+            self._nudges.listen()  # before the look: a later commit nudges this store
         if listener is not None and listener.start(wait=min(timeout, LISTENER_START)):
             if baseline is None:
                 baseline = _UNKNOWN  # taken if the listener fails and polling takes over
@@ -100,12 +115,31 @@ class Watcher:
         return self._feed.wait_polling(version, deadline, poll, self._poll_interval, run_id)
 
     def _notified(self, run_id: str | None) -> None:
-        """Called by the PostgreSQL listener for each change announced by any process.
+        """Called by the PostgreSQL listener or the SQLite nudges for another's change.
 
-        The payload is the run's id; the listener's own wake-ups (``''``) and its
-        reconnections (``None``) name no run, so they wake every waiter.
+        The payload is the run's id; the listener's own wake-ups (``''``), its
+        reconnections and nudges of runs unknown (``None``) name no run, so they
+        wake every waiter.
         """
         self._feed.changed(run_id or None)
+
+    def _sqlite_file(self) -> str | None:
+        """The SQLite database's file, for nudges; ``None`` for one with no file.
+
+        Known from the URL, or asked of SQLite for a URI filename (``?uri=true``).
+        """
+        db = self._db
+        if db.file is not None:
+            return db.file
+
+        def read(cur: DBAPICursor) -> Sequence[Any]:
+            cur.execute("PRAGMA database_list")
+            return cur.fetchall()
+
+        for _seq, name, file in db.call("finding the database file", read):
+            if name == "main":
+                return str(file) or None
+        return None
 
     def _fingerprint(self, run_id: str | None) -> object:
         """Something that differs once the run (or, for ``None``, any run) has changed.
@@ -174,6 +208,8 @@ class Watcher:
         self._feed.close()
         if self._listener is not None:
             self._listener.stop()
+        if self._nudges is not None:
+            self._nudges.close()
         with self._data_version_lock:
             self._close_data_version()
 
@@ -182,3 +218,5 @@ class Watcher:
         self._data_version = None  # never closed here
         if self._listener is not None:
             self._listener.forget_after_fork()
+        if self._nudges is not None:
+            self._nudges.forget_after_fork()

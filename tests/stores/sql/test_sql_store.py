@@ -24,7 +24,7 @@ from sqlalchemy.pool import NullPool
 import fluxo
 from fluxo import _errors, history
 from fluxo.stores import Store, sql
-from fluxo.stores.sql import _migrate, _schema
+from fluxo.stores.sql import _migrate, _nudge, _schema
 
 T0 = 1_700_000_000.0
 STEP = history.StepCompleted("shop.charge", b'{"ok": true}')
@@ -661,8 +661,9 @@ def test_a_write_through_the_same_store_wakes_waiters_at_once(sqlite_url: str) -
 
 @pytest.mark.parametrize("run_id", ["r1", None])
 def test_a_write_by_another_process_wakes_waiters_by_polling(
-    sqlite_url: str, run_id: str | None
+    sqlite_url: str, run_id: str | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(_nudge, "supported", lambda: False)  # as without Unix sockets
     store = sql.SQLStore(sqlite_url, poll_interval=0.05)
     other = sql.SQLStore(sqlite_url)  # as another process would, with its own pool
     store.create_run("r1", "wf", b"[]", now=T0)
