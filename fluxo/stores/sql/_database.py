@@ -24,9 +24,8 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
 from fluxo import _errors, history
-from fluxo.stores import _group as _stores_group
-from fluxo.stores import _headers, _translate
-from fluxo.stores.sql import _engine, _group, _schema, _statements
+from fluxo.stores import _group, _headers, _translate
+from fluxo.stores.sql import _engine, _schema, _statements
 
 if TYPE_CHECKING:
     from sqlalchemy.engine.interfaces import DBAPICursor
@@ -118,10 +117,8 @@ class Database:
         self._schema_lock = threading.Lock()
         self._max_packet: int | None = None  # MySQL's max_allowed_packet, read when needed
         self._errors = _translate.Translator(self._classify, self.secrets)
-        self.group: _stores_group.GroupCommit[_group.Record, bool] | None = None
-        """Writes concurrent steps' records together (PostgreSQL and SQLite)."""
-        if self.driver.name in ("postgresql", "sqlite"):
-            self.group = _group.group_commit(self)
+        self.group: _group.GroupCommit[Any, bool] | None = None
+        """Writes concurrent steps' records together (the store sets it: ``sql._group``)."""
 
     # -- the schema -------------------------------------------------------------
 

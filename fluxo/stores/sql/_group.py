@@ -15,11 +15,10 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from fluxo import history
 from fluxo.stores import _group
+from fluxo.stores.sql import _database
 
 if TYPE_CHECKING:
     from sqlalchemy.engine.interfaces import DBAPICursor
-
-    from fluxo.stores.sql import _database
 
 _PG_GROUP: Final = """
 INSERT INTO fluxo_events (run_id, seq, kind, name, data, created_at)
@@ -43,8 +42,10 @@ class Record(NamedTuple):
     now: float
 
 
-def group_commit(db: _database.Database) -> _group.GroupCommit[Record, bool]:
-    """A group commit of ``db``'s one-event appends: each outcome is written or refused."""
+def group_commit(db: _database.Database) -> _group.GroupCommit[Record, bool] | None:
+    """A group commit of ``db``'s one-event appends (PostgreSQL and SQLite; else None)."""
+    if db.driver.name not in ("postgresql", "sqlite"):
+        return None
 
     def write(records: Sequence[Record]) -> list[bool]:
         if db.driver.name == "postgresql" and len(records) > 1:
@@ -73,8 +74,6 @@ def _together(db: _database.Database, records: Sequence[Record]) -> list[bool]:
 
 
 def _each(db: _database.Database, records: Sequence[Record]) -> list[bool]:
-    from fluxo.stores.sql import _database
-
     def insert(cur: DBAPICursor) -> list[bool]:
         results = []
         for r in records:

@@ -19,6 +19,7 @@ from fluxo.stores.sql import (
     _append,
     _database,
     _engine,
+    _group,
     _joined,
     _rows,
     _statements,
@@ -101,6 +102,7 @@ class SQLStore:
                 engine, shown, owns_engine=owns_engine, auto_migrate=auto_migrate
             )
             self._sql = self._db.sql
+            self._db.group = _group.group_commit(self._db)
             self._watcher = _watch.Watcher(self._db, poll_interval)
             self._liveness = _workers.Liveness(self._db, self._watcher)
             self._db.prepare_schema()
