@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import weakref
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Container, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import sqlalchemy as sa
@@ -644,7 +644,14 @@ class SQLStore:
         """See :meth:`fluxo.stores.Store.change_token`."""
         return self._watcher.token(run_id)
 
-    def wait_for_change(self, run_id: str | None, timeout: float, since: object = None) -> bool:
+    def wait_for_change(
+        self,
+        run_id: str | None,
+        timeout: float,
+        since: object = None,
+        *,
+        ignoring: Container[str] = (),
+    ) -> bool:
         """See :meth:`fluxo.stores.Store.wait_for_change`.
 
         Writes made through this store wake waiters at once. On PostgreSQL, writes
@@ -652,7 +659,7 @@ class SQLStore:
         with its own connection, started by the first wait). Elsewhere, or while
         that connection is down, a cheap query every ``poll_interval`` notices them.
         """
-        return self._watcher.wait(run_id, timeout, since)
+        return self._watcher.wait(run_id, timeout, since, ignoring=ignoring)
 
     # -- lifecycle --------------------------------------------------------------
 
