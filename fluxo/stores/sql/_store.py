@@ -15,7 +15,16 @@ from typing import TYPE_CHECKING, Any, Final
 import sqlalchemy as sa
 
 from fluxo import _errors, history
-from fluxo.stores.sql import _append, _database, _engine, _joined, _rows, _statements, _watch
+from fluxo.stores.sql import (
+    _append,
+    _database,
+    _engine,
+    _held,
+    _joined,
+    _rows,
+    _statements,
+    _watch,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.engine.interfaces import DBAPICursor
@@ -91,6 +100,7 @@ class SQLStore:
                 engine, shown, owns_engine=owns_engine, auto_migrate=auto_migrate
             )
             self._sql = self._db.sql
+            self._held = _held.HeldStatements(engine.dialect, self._db.driver.name)
             self._watcher = _watch.Watcher(self._db, poll_interval)
             self._db.prepare_schema()
         except BaseException:
@@ -354,6 +364,47 @@ class SQLStore:
                 "claiming a run", claim_then_read, begin=self._db.driver.begin_write
             )
         return self._db.run_from_row(rows[0]) if rows else None
+
+    def take_back(
+        self,
+        worker_id: str,
+        run_id: str,
+        *,
+        now: float,
+        lease_until: float,
+        cancels: bool,
+        due: bool,
+        after: int = -1,
+    ) -> _held.TakenBack:
+        """Take back a run whose wait a thread of ``worker_id`` held, if it was woken.
+
+        Not part of the store contract: a worker holding a short wait in its thread
+        (:class:`fluxo._leases.RunHolder`) uses it where a store offers it, instead of
+        ``get_run``, ``claim_run`` and ``load``. The run is leased to ``worker_id`` as
+        ``claim_run`` would (``RUNNING``, ``wake_requested`` cleared) when it is
+        active, has no lease or ``worker_id``'s, and was woken: ``wake_requested``
+        is set, ``worker_id`` holds it already, its ``cancel_requested`` is set
+        (counted only with ``cancels``), or ``due``. Then the run is read again,
+        with the length of its history and, when ``worker_id`` holds it, its
+        signals whose ids are above ``after`` (oldest first; -1: all), in a read
+        made after the lease was taken. One round trip on PostgreSQL.
+
+        Raises:
+            RunNotFoundError: no such run.
+        """
+        if not self._db.ready:
+            self._db.require_schema(create=False)
+        return _held.take_back(
+            self._db,
+            self._held,
+            worker_id,
+            run_id,
+            now=now,
+            lease_until=lease_until,
+            cancels=cancels,
+            due=due,
+            after=after,
+        )
 
     def next_wake(self, workflows: Collection[str], *, now: float) -> float | None:
         """See :meth:`fluxo.stores.Store.next_wake`."""
