@@ -8,25 +8,32 @@ state (:class:`fluxo._executor.SharedState`).
 
 A :class:`RunHolder` holds a short recorded wait in the execution's thread: the
 run's lease is cleared by the wait's record, and when the wait is over the holder
-leases the run again (``Store.claim_run``) and checks that its history is still
-the one the execution knows, so the execution goes on without replaying.
+takes the run back: it leases the run again and checks that its history is still
+the one the execution knows, so the execution goes on without replaying. A store
+that offers ``take_back`` (:class:`TakesBack`, the SQL store) does that in one
+operation; with any other, the holder reads the run (``Store.get_run``), leases it
+(``Store.claim_run``) and reads its history and signals (``Store.load``).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import ClassVar, Protocol
+from typing import ClassVar, NamedTuple, Protocol, runtime_checkable
 
-from fluxo import _errors, _executor, _watch, stores
+from fluxo import _errors, _executor, _watch, history, stores
 
 log = logging.getLogger(__name__)
 
 CHECK_INTERVAL = 0.5
 """Seconds between a heartbeat's reads of the cancel flags of the runs it executes."""
+HOLD_SLICE = 0.5
+"""The longest a held wait waits at once: it then reads its run (a change it did not
+hear of) and sees whether its worker is stopping."""
 
 DEAD_AFTER = 2.0
 """Seconds without a liveness beat after which a worker is dead and its runs are freed."""
@@ -316,6 +323,105 @@ class HoldSlots(Protocol):
         ...
 
 
+class TakenBack(Protocol):
+    """What taking a held run back found (see :class:`TakesBack`)."""
+
+    @property
+    def run(self) -> history.RunInfo:
+        """The run as it stands, leased to the worker when ``taken``."""
+        ...
+
+    @property
+    def taken(self) -> bool:
+        """The worker holds the run's lease now."""
+        ...
+
+    @property
+    def length(self) -> int:
+        """The length of the run's history, when ``taken``."""
+        ...
+
+    @property
+    def signals(self) -> Sequence[history.Signal]:
+        """The signals sent after the one ``after`` names, oldest first, when ``taken``."""
+        ...
+
+
+@runtime_checkable
+class TakesBack(Protocol):
+    """A store that takes a held run back in one operation (the SQL store's ``take_back``).
+
+    Not part of the store contract: :class:`RunHolder` does the same with
+    ``get_run``, ``claim_run`` and ``load`` on a store without it.
+    """
+
+    def take_back(
+        self,
+        worker_id: str,
+        run_id: str,
+        *,
+        now: float,
+        lease_until: float,
+        cancels: bool,
+        due: bool,
+        after: int,
+    ) -> TakenBack:
+        """Lease the run to ``worker_id`` if it was woken; read it, its length and new signals.
+
+        Leased as by ``claim_run`` when the run is active, has no lease or
+        ``worker_id``'s, and was woken: ``wake_requested``, ``worker_id``'s lease,
+        ``cancel_requested`` (with ``cancels``) or ``due``. The signals read are
+        those whose ids are above ``after`` (the newest the execution knows; -1:
+        every one). The read is made after the lease was taken, so it holds every
+        signal whose wake-up the lease took.
+        """
+        ...
+
+
+class _Found(NamedTuple):
+    run: history.RunInfo
+    taken: bool
+    length: int
+    signals: tuple[history.Signal, ...]
+
+
+def take_back_in_steps(
+    store: stores.Store,
+    worker_id: str,
+    run_id: str,
+    *,
+    now: float,
+    lease_until: float,
+    cancels: bool,
+    due: bool,
+    after: int,
+) -> TakenBack:
+    """:meth:`TakesBack.take_back` made of ``get_run``, ``claim_run`` and ``load``.
+
+    A history found damaged once the run is leased counts as changed: its
+    ``length`` is -1, so the holder gives the run back and lets go (the worker
+    that claims it next fails it).
+    """
+    run = store.get_run(run_id)
+    woken = (
+        run.wake_requested
+        or run.lease_owner == worker_id
+        or (cancels and run.cancel_requested)
+        or due
+    )
+    if not woken or run.status.is_terminal or run.lease_owner not in (None, worker_id):
+        return _Found(run, False, 0, ())
+    claimed = store.claim_run(worker_id, run_id, now=now, lease_until=lease_until)
+    if claimed is None:
+        return _Found(run, False, 0, ())  # another worker took it meanwhile
+    try:
+        state = store.load(run_id)
+    except _errors.HistoryCorruptError:
+        return _Found(claimed, True, -1, ())
+    newer = tuple(signal for signal in state.signals if signal.id > after)
+    return _Found(claimed, True, len(state.events), newer)
+
+
 class RunHolder:
     """Holds an execution's short recorded waits in its thread (a :class:`fluxo._executor.Holder`).
 
@@ -347,6 +453,11 @@ class RunHolder:
         self.window = window
         self.heartbeat = heartbeat
         self.slots = slots
+        self._take_back: Callable[..., TakenBack] = (
+            store.take_back
+            if isinstance(store, TakesBack)
+            else functools.partial(take_back_in_steps, store)
+        )
 
     def hold(self, run: _executor.HeldRun, until: float, reclaim: bool) -> bool:
         """Wait in the thread until ``until`` or a wake-up, then take the run back.
@@ -371,51 +482,110 @@ class RunHolder:
             if slots is not None and not resumed:
                 slots.leave_hold(run.run_id, resume=False)
 
+    def _woken(self, held: _executor.HeldRun, run: history.RunInfo) -> bool:
+        """Something arrived for the held wait: a signal, a cancellation, our own claim."""
+        cancel = run.cancel_requested and not held.cancel_delivered
+        return run.wake_requested or cancel or run.lease_owner == self.owner
+
     def _hold_and_reclaim(self, held: _executor.HeldRun, until: float, reclaim: bool) -> bool:
+        """Hold until the run is woken or ``until``; True once this thread has it back.
+
+        A change of the run, or the end of a wait that has something to do then,
+        goes straight to the take-back, which leases the run only if it was woken:
+        so neither costs a read before it. The run is read when the hold begins
+        (something may have arrived before it), and after each full slice of the
+        wait, in case a change went unnoticed.
+        """
         store = self.store
         run_id = held.run_id
         shared = held.shared
+        look = True  # read the run: something may have arrived unnoticed
+        changed = False  # a change of the run ended the last slice of the wait
         while True:
-            token = store.change_token(run_id)
-            run = store.get_run(run_id)
-            now = self.clock()
-            # Our own worker may have claimed it for us (its loop leaves held runs alone).
-            cancel = run.cancel_requested and not held.cancel_delivered
-            woken = run.wake_requested or cancel or run.lease_owner == self.owner
-            if woken or now >= until or run.lease_owner is not None or run.status.is_terminal:
-                break
             if shared.stop_requested.is_set():
                 return False
+            token = store.change_token(run_id)
+            now = self.clock()
+            due = reclaim and now >= until
+            if changed or due:
+                resumed = self._resume(held, now, due)
+                if resumed is not None:
+                    return resumed
+            elif look:
+                run = store.get_run(run_id)
+                if run.status.is_terminal or run.lease_owner not in (None, self.owner):
+                    return False  # another worker has it
+                if self._woken(held, run):
+                    resumed = self._resume(held, now, due)
+                    if resumed is not None:
+                        return resumed
+            if now >= until:
+                return False
             # Slices: a stopping worker asks this thread to let go meanwhile.
-            store.wait_for_change(run_id, min(until - now, 0.5), since=token)
-        if shared.stop_requested.is_set() or not (woken or (reclaim and now >= until)):
+            wait = min(until - now, HOLD_SLICE)
+            changed = store.wait_for_change(run_id, wait, since=token)
+            look = not changed and wait >= HOLD_SLICE
+
+    def _resume(self, held: _executor.HeldRun, now: float, due: bool) -> bool | None:
+        """Take an execution slot and the run back; None: nothing arrived, hold on.
+
+        The slot comes first, so the worker never holds more leases than slots. A
+        wake-up that turns out to be for nothing gives it back for a hold place.
+        """
+        run_id = held.run_id
+        shared = held.shared
+        slots = self.slots
+        if slots is not None and not slots.leave_hold(run_id, resume=True):
+            return self._no_slot(held, now, due)
+        found = self._take_back(
+            self.owner,
+            run_id,
+            now=now,
+            lease_until=now + self.lease,
+            cancels=not held.cancel_delivered,
+            due=due,
+            after=held.signals_seen,
+        )
+        run = found.run
+        if not found.taken:
+            if due or run.status.is_terminal or run.lease_owner is not None:
+                return False  # another worker has it, or it ended
+            if self._woken(held, run):
+                return False  # woken, but another worker took it meanwhile
+            if slots is not None and not slots.enter_hold(run_id):
+                return False  # no hold place any more: the run waits in the store
+            return None
+        if shared.stop_requested.is_set() or found.length != held.next_seq:
+            # Stopping, or another worker went on with the run (or its history was damaged).
+            shared.holding = False  # letting go: the claim loop may take the run again
+            self.store.release(self.owner, run_id, now=self.clock())
             return False
-        if run.status.is_terminal or run.lease_owner not in (None, self.owner):
-            return False  # another worker has it
-        if self.slots is not None and not self.slots.leave_hold(run_id, resume=True):
-            # Every slot of the worker is busy: the run goes back to the store, where
-            # any worker resumes it. One that is still reserved for this thread (a
-            # timer's grace) is made ready now.
-            if run.ready_at is not None and run.ready_at > now:
-                self._make_ready(held)
-            return False
-        claimed = store.claim_run(self.owner, run_id, now=now, lease_until=now + self.lease)
-        if claimed is None:
-            return False  # another worker resumed it
-        try:
-            state = store.load(run_id)
-        except _errors.HistoryCorruptError:
-            state = None  # damaged meanwhile: the worker that claims it next fails it
-        if state is None or len(state.events) != held.next_seq:
-            store.release(self.owner, run_id, now=self.clock())
-            return False
-        held.refresh_signals(state.signals)
+        held.take_signals(found.signals)
         shared.lease_epoch += 1  # first: a heartbeat's read from before is then ignored
         shared.lease_released = False
-        if claimed.cancel_requested:
+        if run.cancel_requested:
             shared.cancel_requested.set()
         self.heartbeat.add(run_id, shared)
         return True
+
+    def _no_slot(self, held: _executor.HeldRun, now: float, due: bool) -> bool | None:
+        """Every slot of the worker is busy: let the run go back to the store, if it is due.
+
+        Any worker then resumes it. One that is still reserved for this thread (a
+        timer's grace) is made ready now. A wake-up for nothing holds on instead, if
+        the worker gives the hold place back.
+        """
+        run = self.store.get_run(held.run_id)
+        if not (due or self._woken(held, run)):
+            if self.slots is not None and self.slots.enter_hold(held.run_id):
+                return None
+            return False
+        if run.status.is_terminal or run.lease_owner not in (None, self.owner):
+            return False
+        if run.ready_at is not None and run.ready_at > now:
+            held.shared.holding = False  # letting go: the claim loop may take the run
+            self._make_ready(held)
+        return False
 
     def _make_ready(self, held: _executor.HeldRun) -> None:
         """Make the held run claimable now: its wait is over, and this thread lets go.

@@ -103,11 +103,38 @@ _LEAVING = "leaving"
 class _Entry:
     """What the worker knows of a run one of its threads has."""
 
-    __slots__ = ("context", "state")
+    __slots__ = ("context", "handed", "state")
 
     def __init__(self) -> None:
         self.state = _EXECUTING
         self.context: _executor.RunContext | None = None
+        self.handed = False
+        """The claim loop leased the run to us while its thread was taking it back from a
+        hold: that take-back takes the lease over, and if the thread lets go instead,
+        the run is executed again (``_reclaimed``)."""
+
+
+class _Holding:
+    """The runs whose waits the worker's threads hold: a live view its idle wait ignores.
+
+    A run counts from the hold's start until its thread has taken the run back
+    or lets go of it (``SharedState.holding``). That thread takes the run back
+    when it is woken; a claim woken by the same change would only race it for
+    the run. Read without the worker's lock, each time the wait checks.
+    """
+
+    __slots__ = ("_inflight",)
+
+    def __init__(self, inflight: dict[str, _Entry]) -> None:
+        self._inflight = inflight
+
+    def __contains__(self, run_id: object) -> bool:
+        entry = self._inflight.get(run_id) if isinstance(run_id, str) else None
+        if entry is None:
+            return False
+        return entry.state == _HOLDING or (
+            entry.context is not None and entry.context.shared.holding
+        )
 
 
 class Worker:
@@ -174,6 +201,7 @@ class Worker:
         self.id = worker_id or f"{engine.instance_id}:w{uuid.uuid4().hex[:6]}"
         self._stopping = threading.Event()
         self._inflight: dict[str, _Entry] = {}
+        self._holding = _Holding(self._inflight)
         self._reclaimed: set[str] = set()
         """Runs the claim loop leased to us while one of our threads had them."""
         self._claiming = False
@@ -373,7 +401,11 @@ class Worker:
         self._stopping.wait(seconds)
 
     def _idle(self, names: frozenset[str], token: object) -> None:
-        """Sleep until the store reports a change or the next timer is due."""
+        """Sleep until the store reports a change or the next timer is due.
+
+        Changes of the runs whose waits our threads hold do not count: those
+        threads take their runs back themselves.
+        """
         wait = self.idle_timeout
         try:
             due = self.engine.store.next_wake(names, now=self.engine.clock())
@@ -384,7 +416,7 @@ class Worker:
             self._wakes.succeeded()
         if due is not None:
             wait = min(wait, max(due - self.engine.clock(), 0.005))
-        self.engine.store.wait_for_change(None, wait, since=token)
+        self.engine.store.wait_for_change(None, wait, since=token, ignoring=self._holding)
 
     # -- execution slots -----------------------------------------------------------------
 
@@ -423,7 +455,11 @@ class Worker:
             for run in runs:
                 entry = self._inflight.get(run.id)
                 if entry is not None and entry.state == _EXECUTING:
-                    self._reclaimed.add(run.id)  # its thread has it, or runs it again
+                    context = entry.context
+                    if context is not None and context.shared.holding:
+                        entry.handed = True  # its thread is taking it back from a hold
+                    else:
+                        self._reclaimed.add(run.id)  # its thread has it, or runs it again
                 elif entry is not None:  # held or letting go: that thread goes on with it
                     entry.state = _EXECUTING
                     self._reclaimed.add(run.id)
@@ -490,7 +526,16 @@ class Worker:
             if entry.state == _HOLDING:
                 entry.state = _LEAVING
                 self._slots.notify_all()
-            return entry.state == _EXECUTING and not self._stopping.is_set()
+            slot = entry.state == _EXECUTING and not self._stopping.is_set()
+            if resume and slot:
+                # The thread takes the run back itself, and its take-back takes over any
+                # lease the claim loop took for it so far: nothing to execute again.
+                self._reclaimed.discard(run_id)
+                entry.handed = False
+            elif not resume and entry.handed:
+                entry.handed = False  # the hold let go of a run leased to us: run it again
+                self._reclaimed.add(run_id)
+            return slot
 
     # -- executing -----------------------------------------------------------------------
 

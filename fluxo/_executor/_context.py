@@ -300,9 +300,14 @@ class RunContext:
         """The execution has raised its cancellation already."""
         return self._cancel_delivered
 
-    def refresh_signals(self, signals: Sequence[history.Signal]) -> None:
-        """Take in every signal sent to the run, read again as a held wait takes it back."""
-        self._waits.inbox.refresh(signals)
+    @property
+    def signals_seen(self) -> int:
+        """The id of the newest signal the execution has taken in (-1: none)."""
+        return self._waits.inbox.seen
+
+    def take_signals(self, signals: Sequence[history.Signal]) -> None:
+        """Take in the signals sent since ``signals_seen``, read as a held wait takes it back."""
+        self._waits.inbox.take(signals)
 
     def make_ready(self, now: float) -> None:
         """Make the held run ``pending`` and ready at ``now``: a fenced write of no event.

@@ -40,9 +40,11 @@ class SharedState:
             back-offs the execution waits in its thread (a step's retry). Written
             and cleared by the execution's thread only.
         holding: the execution holds a recorded wait in its thread (a sticky wait)
-            and executes nothing meanwhile. Written by the runner's holder, in the
-            execution's thread; read by a stopping worker, which stops held waits
-            first (their runs are recorded and resume anywhere).
+            and executes nothing meanwhile, until it has taken its run back or lets
+            go of it. Written by the runner's holder, in the execution's thread;
+            read by a stopping worker, which stops held waits first (their runs are
+            recorded and resume anywhere), and by a worker's claim loop, which
+            leaves the run to its thread meanwhile.
         lease_released: the execution's last write cleared the run's lease (a
             status write does, as the run suspends or ends), so a heartbeat that
             finds no lease has not lost it to anyone. Written by the execution's

@@ -63,8 +63,13 @@ class HeldRun(Protocol):
         """The execution has raised its cancellation already."""
         ...
 
-    def refresh_signals(self, signals: Sequence[history.Signal]) -> None:
-        """Take in every signal sent to the run, read again as the run is taken back."""
+    @property
+    def signals_seen(self) -> int:
+        """The id of the newest signal the execution has taken in (-1: none)."""
+        ...
+
+    def take_signals(self, signals: Sequence[history.Signal]) -> None:
+        """Take in the signals sent since ``signals_seen``, read as the run is taken back."""
         ...
 
     def make_ready(self, now: float) -> None:
@@ -96,32 +101,41 @@ class Holder(Protocol):
 
 
 class SignalInbox:
-    """The signals sent to the run that the execution has not consumed yet, by name."""
+    """The signals sent to the run that the execution has not consumed yet, by name.
 
-    __slots__ = ("_consumed", "pending")
+    Signals come in oldest first (by id), and each consumption, replayed or live,
+    takes the oldest pending signal of its name; one that finds none pending (its
+    signal has not come in yet) takes the next of that name to come in.
+    """
+
+    __slots__ = ("_owed", "pending", "seen")
 
     def __init__(self, signals: Sequence[history.Signal]) -> None:
         self.pending: dict[str, collections.deque[bytes]] = {}
-        self._consumed: dict[str, int] = {}  # signals taken so far, replayed or live
-        self.refresh(signals)
+        self._owed: dict[str, int] = {}  # consumed with none pending, by name
+        self.seen = -1
+        """The id of the newest signal taken in (-1: none yet)."""
+        self.take(signals)
 
-    def refresh(self, signals: Sequence[history.Signal]) -> None:
-        """Rebuild the queues of unconsumed signals from everything sent to the run."""
-        pending: dict[str, collections.deque[bytes]] = {}
+    def take(self, signals: Sequence[history.Signal]) -> None:
+        """Take in signals sent to the run, oldest first; those already taken are skipped."""
         for signal in signals:
-            pending.setdefault(signal.name, collections.deque()).append(signal.payload)
-        for name, count in self._consumed.items():
-            queue = pending.get(name)
-            for _ in range(min(count, len(queue or ()))):
-                queue.popleft()  # type: ignore[union-attr]
-        self.pending = pending
+            if signal.id <= self.seen:
+                continue
+            self.seen = signal.id
+            owed = self._owed.get(signal.name, 0)
+            if owed:
+                self._owed[signal.name] = owed - 1  # consumed already
+            else:
+                self.pending.setdefault(signal.name, collections.deque()).append(signal.payload)
 
     def consume(self, signal: str) -> None:
         """Take the oldest signal ``signal`` (replayed or live)."""
-        self._consumed[signal] = self._consumed.get(signal, 0) + 1
         queue = self.pending.get(signal)
         if queue:
             queue.popleft()
+        else:
+            self._owed[signal] = self._owed.get(signal, 0) + 1
 
 
 class Waits:

@@ -21,7 +21,7 @@ Damage found in stored data is ``HistoryCorruptError`` from ``load`` and
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Container, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from fluxo import _errors, _names, _redact, history
@@ -347,11 +347,23 @@ class Store(Protocol):
         """
         ...
 
-    def wait_for_change(self, run_id: str | None, timeout: float, since: object = None) -> bool:
+    def wait_for_change(
+        self,
+        run_id: str | None,
+        timeout: float,
+        since: object = None,
+        *,
+        ignoring: Container[str] = (),
+    ) -> bool:
         """Block until the run (or, with ``None``, any run) may have changed, or ``timeout``.
 
         With ``since`` (a :meth:`change_token`), a change made after the token was
         taken returns at once; without it, only changes after the call count.
+        With ``run_id`` ``None``, a change of a run in ``ignoring`` does not end the
+        wait, while a change of any other run, or one whose run the store cannot
+        tell, does. A worker's claim loop ignores the runs whose waits its own
+        threads hold, which take those runs back themselves. ``ignoring`` is
+        looked at each time the wait checks, so it may be a live view.
         Returns ``True`` when woken by a change. Spurious wake-ups are allowed;
         callers re-read what they wait for.
         """

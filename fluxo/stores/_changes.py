@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from typing import Final, NamedTuple
 
 RECENT_RUNS: Final = 4096
@@ -99,21 +99,46 @@ class ChangeFeed:
             self._version += 1
             self._condition.notify_all()
 
-    def _moved(self, version: int, run_id: str | None) -> bool:
-        """Whether a change after ``version`` concerns a wait on ``run_id`` (None: any run)."""
+    def _moved(self, version: int, run_id: str | None, ignoring: Container[str]) -> bool:
+        """Whether a change after ``version`` concerns a wait on ``run_id`` (None: any run).
+
+        A wait on any run is not concerned by the changes of runs in ``ignoring``.
+        """
         if self._closed or self._unnamed > version:
             return True
-        if run_id is None:
-            return self._version != version
-        return self._recent.get(run_id, version) > version
+        if run_id is not None:
+            return self._recent.get(run_id, version) > version
+        if self._version == version:
+            return False
+        if not ignoring:
+            return True
+        # Every change after ``version`` is the last change of a recent run (or moved
+        # ``_unnamed``): newest first, until the changes the wait has seen.
+        for changed, at in reversed(self._recent.items()):
+            if at <= version:
+                return False
+            if changed not in ignoring:
+                return True
+        return False
 
-    def wait(self, version: int, timeout: float, run_id: str | None = None) -> bool:
+    def wait(
+        self,
+        version: int,
+        timeout: float,
+        run_id: str | None = None,
+        *,
+        ignoring: Container[str] = (),
+    ) -> bool:
         """Block until a change after ``version`` (of ``run_id``, if given), the close, or timeout.
 
-        Returns ``True`` when woken by a change (or the close), ``False`` on timeout.
+        A wait on any run (``run_id`` None) is not ended by the changes of runs in
+        ``ignoring``. Returns ``True`` when woken by a change (or the close),
+        ``False`` on timeout.
         """
         with self._condition:
-            return self._condition.wait_for(lambda: self._moved(version, run_id), max(timeout, 0.0))
+            return self._condition.wait_for(
+                lambda: self._moved(version, run_id, ignoring), max(timeout, 0.0)
+            )
 
     def wait_polling(
         self,
@@ -122,6 +147,8 @@ class ChangeFeed:
         poll: Callable[[], bool],
         interval: float,
         run_id: str | None = None,
+        *,
+        ignoring: Container[str] = (),
     ) -> bool:
         """:meth:`wait` until ``deadline`` (``time.monotonic``), calling ``poll`` between waits.
 
@@ -131,7 +158,7 @@ class ChangeFeed:
         """
         while True:
             remaining = deadline - time.monotonic()
-            if self.wait(version, min(max(remaining, 0.0), interval), run_id):
+            if self.wait(version, min(max(remaining, 0.0), interval), run_id, ignoring=ignoring):
                 return True
             if remaining <= interval:
                 return False

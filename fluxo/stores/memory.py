@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import collections
 import threading
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Container, Mapping, Sequence
 from dataclasses import replace
 
 from fluxo import _errors, history
@@ -407,8 +407,15 @@ class MemoryStore:
     def change_token(self, run_id: str | None) -> object:
         return self._feed.token()
 
-    def wait_for_change(self, run_id: str | None, timeout: float, since: object = None) -> bool:
-        return self._feed.wait(self._feed.since(since), timeout, run_id)
+    def wait_for_change(
+        self,
+        run_id: str | None,
+        timeout: float,
+        since: object = None,
+        *,
+        ignoring: Container[str] = (),
+    ) -> bool:
+        return self._feed.wait(self._feed.since(since), timeout, run_id, ignoring=ignoring)
 
     def close(self) -> None:
         with self._lock:

@@ -201,3 +201,86 @@ def test_a_polling_wait_on_one_run_ignores_other_runs_changes_in_the_process() -
     woken = feed.wait_polling(version, time.monotonic() + 0.05, lambda: False, 0.01, "mine")
 
     assert woken is False
+
+
+def test_a_wait_on_any_run_ignores_the_changes_of_the_runs_it_is_told_to() -> None:
+    feed = _changes.ChangeFeed()
+    token = feed.token()
+
+    feed.changed("held")
+    feed.changed("held-too")
+
+    assert feed.wait(feed.since(token), 0, ignoring={"held", "held-too"}) is False
+    assert feed.wait(feed.since(token), 0, ignoring={"held"}) is True  # held-too counts
+    feed.changed("other")
+    assert feed.wait(feed.since(token), 0, ignoring={"held", "held-too"}) is True
+
+
+def test_a_wait_ignoring_runs_still_ends_for_a_change_that_names_no_run() -> None:
+    feed = _changes.ChangeFeed()
+    token = feed.token()
+    feed.changed("held")
+    feed.changed()  # a wake source that cannot tell which run
+
+    assert feed.wait(feed.since(token), 0, ignoring={"held"}) is True
+
+
+def test_a_wait_ignoring_runs_ends_once_the_feed_forgets_changes_made_since_it_began() -> None:
+    feed = _changes.ChangeFeed()
+    token = feed.token()
+    for _ in range(_changes.RECENT_RUNS):
+        feed.changed("held")
+    assert feed.wait(feed.since(token), 0, ignoring={"held"}) is False  # one run, remembered
+    for i in range(_changes.RECENT_RUNS + 1):
+        feed.changed(f"held-{i}")
+
+    assert feed.wait(feed.since(token), 0, ignoring=Everything()) is True  # forgot some
+
+
+class Everything:
+    """Ignores every run."""
+
+    def __contains__(self, run_id: object) -> bool:
+        return True
+
+
+class Held:
+    """A live view of held runs, as a worker passes: read each time the wait checks."""
+
+    def __init__(self) -> None:
+        self.runs: set[str] = {"held"}
+
+    def __contains__(self, run_id: object) -> bool:
+        return run_id in self.runs
+
+
+def test_a_wait_ignoring_a_live_view_reads_it_when_it_checks() -> None:
+    feed = _changes.ChangeFeed()
+    version = feed.since(None)
+    held = Held()
+    result: list[bool] = []
+    thread = threading.Thread(
+        target=lambda: result.append(feed.wait(version, LONG, ignoring=held)), daemon=True
+    )
+    thread.start()
+
+    feed.changed("held")
+    thread.join(0.1)
+    assert thread.is_alive()  # still waiting: its thread takes that run back
+    held.runs.clear()  # the hold ended: the next change it checks counts
+    feed.changed("held")
+    thread.join(LONG)
+
+    assert result == [True]
+
+
+def test_a_polling_wait_ignoring_runs_ignores_their_changes_in_the_process() -> None:
+    feed = _changes.ChangeFeed()
+    version = feed.since(None)
+    feed.changed("held")
+
+    woken = feed.wait_polling(
+        version, time.monotonic() + 0.05, lambda: False, 0.01, ignoring={"held"}
+    )
+
+    assert woken is False

@@ -591,3 +591,35 @@ def test_timeout_must_be_positive() -> None:
         nap.options(timeout=0)
     with pytest.raises(fluxo.DefinitionError, match="positive"):
         nap.options(timeout="soon")  # type: ignore[arg-type]
+
+
+# -- the signal inbox -------------------------------------------------------------------
+
+
+def _signal(signal_id: int, name: str, payload: bytes) -> history.Signal:
+    return history.Signal(signal_id, name, payload, 0.0)
+
+
+def test_the_inbox_takes_in_new_signals_behind_the_pending_ones_of_their_name() -> None:
+    from fluxo._executor import _waits
+
+    inbox = _waits.SignalInbox([_signal(1, "go", b"1"), _signal(2, "stop", b"2")])
+    inbox.consume("go")
+    inbox.take([_signal(2, "stop", b"2"), _signal(3, "go", b"3"), _signal(4, "go", b"4")])
+
+    assert inbox.seen == 4
+    assert {name: list(queue) for name, queue in inbox.pending.items()} == {
+        "go": [b"3", b"4"],
+        "stop": [b"2"],  # taken in once, though read twice
+    }
+
+
+def test_a_signal_consumed_before_the_inbox_took_it_in_is_not_pending_after() -> None:
+    from fluxo._executor import _waits
+
+    inbox = _waits.SignalInbox([])
+    inbox.consume("go")  # replay met its SignalReceived before the signal was read
+
+    inbox.take([_signal(1, "go", b"1"), _signal(2, "go", b"2")])
+
+    assert list(inbox.pending["go"]) == [b"2"]

@@ -483,17 +483,18 @@ def waits_then_steps() -> str:
 
 
 class RacingStore:
-    """A memory store on which the claim loop claims a held run just as its holder wants it back.
+    """A memory store on which the claim loop claims a held run while its holder takes it back.
 
-    The holder, woken by the run's signal, is kept from going on until the loop has
-    claimed the run; the loop's ``claim`` answers only once the holder waits for a
-    slot (the claim in flight has them all), so the loop dispatches its claim of
-    the run while the holder still holds it.
+    The holder, woken by the run's signal, takes an execution slot, then reads the
+    run: that read waits until the loop (which ignores the changes of held runs,
+    so its idle timeout wakes it) has claimed the run and dispatched its claim,
+    while the holder is still taking the run back.
     """
 
     def __init__(self) -> None:
         self.inner = MemoryStore()
         self.claimed = threading.Event()
+        self.handed = False
         self.loads = 0
         self.worker: _worker.Worker | None = None
 
@@ -506,17 +507,22 @@ class RacingStore:
 
     def get_run(self, run_id: str) -> history.RunInfo:
         run = self.inner.get_run(run_id)
-        if run.wake_requested:  # the holder, woken: the loop claims first
-            self.claimed.wait(WAIT)
+        worker = self.worker
+        if run.wake_requested and worker is not None:  # the holder, woken
+            assert self.claimed.wait(WAIT), "the loop never claimed the held run"
+
+            def dispatched() -> bool:
+                entry = worker._inflight.get(run_id)
+                return entry is not None and (entry.handed or run_id in worker._reclaimed)
+
+            wait_until(dispatched, "the loop to dispatch its claim")
+            self.handed = worker._inflight[run_id].handed
         return run
 
     def claim(self, *args: Any, **kwargs: Any) -> list[history.RunInfo]:
         runs = self.inner.claim(*args, **kwargs)
         if runs and self.loads == 1:  # the held run, woken by its signal
             self.claimed.set()
-            worker = self.worker
-            assert worker is not None
-            wait_until(lambda: "held" in worker._wanting, "the holder to want its slot")
             loop_claimed.set()
         return runs
 
@@ -529,12 +535,13 @@ def test_a_held_run_claimed_by_its_own_worker_meanwhile_executes_once(
     store = RacingStore()
     engine = make_engine(waits_then_steps, store=store, clock=time.time)  # type: ignore[arg-type]
     handle = engine.start(waits_then_steps.options(id="held"))
-    store.worker = engine.worker(concurrency=2, sticky=5)
+    store.worker = engine.worker(concurrency=2, sticky=5, idle_timeout=0.05)
     with caplog.at_level(logging.WARNING), store.worker:
         wait_until(lambda: engine.get_run("held").status is fluxo.RunStatus.WAITING, "the wait")
         engine.signal("held", "go")
         assert handle.result(timeout=WAIT) == "done"
     assert store.claimed.is_set()  # the race did happen
+    assert store.handed  # while the holder was taking the run back
     assert steps_run == ["after"]  # one execution went on, not two
     assert store.loads == 3  # the first execution, its holder's reload, result()
     assert "recorded by another worker" not in caplog.text

@@ -10,7 +10,7 @@ and waits served by ``_watch``.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Container, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Final, TypeVar
 from urllib.parse import parse_qs, urlsplit
@@ -695,8 +695,15 @@ class MongoStore:
     def change_token(self, run_id: str | None) -> object:
         return self._watcher.token(run_id)
 
-    def wait_for_change(self, run_id: str | None, timeout: float, since: object = None) -> bool:
-        return self._watcher.wait(run_id, timeout, since)
+    def wait_for_change(
+        self,
+        run_id: str | None,
+        timeout: float,
+        since: object = None,
+        *,
+        ignoring: Container[str] = (),
+    ) -> bool:
+        return self._watcher.wait(run_id, timeout, since, ignoring=ignoring)
 
     def close(self) -> None:
         if self._closed:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from contextlib import AbstractContextManager
 from typing import Final
 
@@ -80,7 +80,9 @@ class Watcher:
         with self._op():
             return _changes.Token(version, self._fingerprint(run_id))
 
-    def wait(self, run_id: str | None, timeout: float, since: object) -> bool:
+    def wait(
+        self, run_id: str | None, timeout: float, since: object, *, ignoring: Container[str] = ()
+    ) -> bool:
         """See :meth:`fluxo.stores.Store.wait_for_change`."""
         self._start()
         deadline = time.monotonic() + max(timeout, 0.0)
@@ -100,7 +102,9 @@ class Watcher:
             with self._op():
                 return self._fingerprint(run_id) != fingerprint
 
-        return self._feed.wait_polling(version, deadline, poll, POLL_INTERVAL, run_id)
+        return self._feed.wait_polling(
+            version, deadline, poll, POLL_INTERVAL, run_id, ignoring=ignoring
+        )
 
     def _fingerprint(self, run_id: str | None) -> object:
         """A cheap summary of the data that changes whenever a run does."""

@@ -7,7 +7,7 @@ path, appending events without a status change, one script call.
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Container, Mapping, Sequence
 from typing import Any, Final
 
 from fluxo import _errors, history
@@ -508,9 +508,16 @@ class RedisStore:
         self._listener.start()
         return self._feed.token()
 
-    def wait_for_change(self, run_id: str | None, timeout: float, since: object = None) -> bool:
+    def wait_for_change(
+        self,
+        run_id: str | None,
+        timeout: float,
+        since: object = None,
+        *,
+        ignoring: Container[str] = (),
+    ) -> bool:
         self._listener.start()
-        return self._feed.wait(self._feed.since(since), timeout, run_id)
+        return self._feed.wait(self._feed.since(since), timeout, run_id, ignoring=ignoring)
 
     def close(self) -> None:
         with self._lock:

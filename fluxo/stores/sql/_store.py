@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import weakref
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Container, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import sqlalchemy as sa
@@ -20,6 +20,7 @@ from fluxo.stores.sql import (
     _database,
     _engine,
     _group,
+    _held,
     _joined,
     _rows,
     _statements,
@@ -103,6 +104,7 @@ class SQLStore:
             )
             self._sql = self._db.sql
             self._db.group = _group.group_commit(self._db)
+            self._held = _held.HeldStatements(engine.dialect, self._db.driver.name)
             self._watcher = _watch.Watcher(self._db, poll_interval)
             self._liveness = _workers.Liveness(self._db, self._watcher)
             self._db.prepare_schema()
@@ -367,6 +369,47 @@ class SQLStore:
                 "claiming a run", claim_then_read, begin=self._db.driver.begin_write
             )
         return self._db.run_from_row(rows[0]) if rows else None
+
+    def take_back(
+        self,
+        worker_id: str,
+        run_id: str,
+        *,
+        now: float,
+        lease_until: float,
+        cancels: bool,
+        due: bool,
+        after: int = -1,
+    ) -> _held.TakenBack:
+        """Take back a run whose wait a thread of ``worker_id`` held, if it was woken.
+
+        Not part of the store contract: a worker holding a short wait in its thread
+        (:class:`fluxo._leases.RunHolder`) uses it where a store offers it, instead of
+        ``get_run``, ``claim_run`` and ``load``. The run is leased to ``worker_id`` as
+        ``claim_run`` would (``RUNNING``, ``wake_requested`` cleared) when it is
+        active, has no lease or ``worker_id``'s, and was woken: ``wake_requested``
+        is set, ``worker_id`` holds it already, its ``cancel_requested`` is set
+        (counted only with ``cancels``), or ``due``. Then the run is read again,
+        with the length of its history and, when ``worker_id`` holds it, its
+        signals whose ids are above ``after`` (oldest first; -1: all), in a read
+        made after the lease was taken. One round trip on PostgreSQL.
+
+        Raises:
+            RunNotFoundError: no such run.
+        """
+        if not self._db.ready:
+            self._db.require_schema(create=False)
+        return _held.take_back(
+            self._db,
+            self._held,
+            worker_id,
+            run_id,
+            now=now,
+            lease_until=lease_until,
+            cancels=cancels,
+            due=due,
+            after=after,
+        )
 
     def next_wake(self, workflows: Collection[str], *, now: float) -> float | None:
         """See :meth:`fluxo.stores.Store.next_wake`."""
@@ -684,7 +727,14 @@ class SQLStore:
         """See :meth:`fluxo.stores.Store.change_token`."""
         return self._watcher.token(run_id)
 
-    def wait_for_change(self, run_id: str | None, timeout: float, since: object = None) -> bool:
+    def wait_for_change(
+        self,
+        run_id: str | None,
+        timeout: float,
+        since: object = None,
+        *,
+        ignoring: Container[str] = (),
+    ) -> bool:
         """See :meth:`fluxo.stores.Store.wait_for_change`.
 
         Writes made through this store wake waiters at once. On PostgreSQL, writes
@@ -695,7 +745,7 @@ class SQLStore:
         Elsewhere, while that connection is down, and on SQLite in case a nudge was
         lost, a cheap query every ``poll_interval`` notices them.
         """
-        return self._watcher.wait(run_id, timeout, since)
+        return self._watcher.wait(run_id, timeout, since, ignoring=ignoring)
 
     # -- lifecycle --------------------------------------------------------------
 

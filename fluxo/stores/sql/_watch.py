@@ -17,7 +17,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy import exc as sa_exc
@@ -82,11 +82,13 @@ class Watcher:
             self._nudges.listen()  # before the look: a later commit nudges this store
         return _changes.Token(version, self._fingerprint(run_id))
 
-    def wait(self, run_id: str | None, timeout: float, since: object) -> bool:
+    def wait(
+        self, run_id: str | None, timeout: float, since: object, *, ignoring: Container[str] = ()
+    ) -> bool:
         """See :meth:`fluxo.stores.Store.wait_for_change`."""
         version = self._feed.since(since)
         baseline = since.mark if isinstance(since, _changes.Token) else None
-        if self._feed.version != version:
+        if self._feed.wait(version, 0, run_id, ignoring=ignoring):
             return True
         if timeout <= 0:
             return False
@@ -112,7 +114,9 @@ class Watcher:
                 return False
             return current is not _UNKNOWN and current != baseline
 
-        return self._feed.wait_polling(version, deadline, poll, self._poll_interval, run_id)
+        return self._feed.wait_polling(
+            version, deadline, poll, self._poll_interval, run_id, ignoring=ignoring
+        )
 
     def _notified(self, run_id: str | None) -> None:
         """Called by the PostgreSQL listener or the SQLite nudges for another's change.

@@ -27,20 +27,20 @@ SETTLE = 0.2
 class Waiter:
     """Calls ``store.wait_for_change`` in a thread and reports what it returned."""
 
-    def __init__(self, store, run_id, timeout=WAKE_TIMEOUT):
+    def __init__(self, store, run_id, timeout=WAKE_TIMEOUT, ignoring=()):
         self.result = None
         self.error = None
         self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._body, args=(store, run_id, timeout))
+        self._thread = threading.Thread(target=self._body, args=(store, run_id, timeout, ignoring))
         self._thread.daemon = True
         self._thread.start()
         assert self._ready.wait(WAKE_TIMEOUT)
         time.sleep(SETTLE)  # let it block before the change is made
 
-    def _body(self, store, run_id, timeout):
+    def _body(self, store, run_id, timeout, ignoring):
         self._ready.set()
         try:
-            self.result = store.wait_for_change(run_id, timeout)
+            self.result = store.wait_for_change(run_id, timeout, ignoring=ignoring)
         except BaseException as exc:  # reported by outcome()
             self.error = exc
 
@@ -157,6 +157,55 @@ def test_reopening_a_run_wakes_a_waiter(store, runs):
     waiter = Waiter(store, None)
 
     store.reopen("r1", now=T0 + 1)
+
+    assert waiter.outcome() is True
+
+
+def test_a_wait_on_any_run_ignoring_one_is_woken_by_a_change_of_another(store, runs):
+    runs.start("r1")
+    runs.start("r2")
+    runs.wait("r2", ready_at=None)
+    waiter = Waiter(store, None, ignoring={"r1"})
+
+    store.send_signal("r2", "go", b"1", now=T0 + 1)
+
+    assert waiter.outcome() is True
+
+
+IGNORED_TIMEOUT = 0.6
+"""A wait that must not be ended by a change it ignores: shorter than any store's polls."""
+
+
+def test_a_change_of_an_ignored_run_does_not_end_a_wait_on_any_run(store, runs):
+    runs.start("r1")
+    runs.wait("r1", ready_at=None)
+    waiter = Waiter(store, None, timeout=IGNORED_TIMEOUT, ignoring={"r1"})
+
+    store.send_signal("r1", "go", b"1", now=T0 + 1)
+
+    assert waiter.outcome() is False
+
+
+class LiveView:
+    """The runs a wait ignores, read each time it checks (as a worker passes its held runs)."""
+
+    def __init__(self, *run_ids):
+        self.run_ids = set(run_ids)
+
+    def __contains__(self, run_id):
+        return run_id in self.run_ids
+
+
+def test_a_wait_ignoring_a_live_view_counts_a_change_once_the_run_left_it(store, runs):
+    runs.start("r1")
+    runs.wait("r1", ready_at=None)
+    held = LiveView("r1")
+    waiter = Waiter(store, None, ignoring=held)
+    store.send_signal("r1", "go", b"1", now=T0 + 1)  # ignored
+    time.sleep(SETTLE)
+
+    held.run_ids.clear()
+    store.send_signal("r1", "go", b"2", now=T0 + 2)
 
     assert waiter.outcome() is True
 

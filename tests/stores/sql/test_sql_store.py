@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -283,6 +284,71 @@ def test_a_status_write_that_changes_nothing_is_not_a_conflict(any_sql_url: str)
 
     assert store.get_run("r1").status is waiting
     store.close()
+
+
+def test_a_held_run_taken_back_reads_a_signal_that_committed_while_it_waited(
+    any_sql_url: str,
+) -> None:
+    # The run is woken already, so the lease goes for its row, which a second signal's
+    # transaction holds: once that commits, the lease takes its wake-up too, and the
+    # read made after the lease must see that signal.
+    store = sql.SQLStore(any_sql_url)
+    store.create_run("r1", "wf", b"[]", now=T0)
+    store.claim_run("w1", "r1", now=T0, lease_until=T0 + 30)
+    store.append("r1", 1, [STEP], now=T0, status=history.RunStatus.WAITING, ready_at=None)
+    store.send_signal("r1", "go", b"0", now=T0 + 1)
+    app = sa.create_engine(sql.normalize_url(any_sql_url), poolclass=NullPool)
+    found: list[Any] = []
+
+    def take_back() -> None:
+        found.append(
+            store.take_back(
+                "w1", "r1", now=T0 + 3, lease_until=T0 + 33, cancels=True, due=False, after=-1
+            )
+        )
+
+    with app.connect() as conn:  # the second signal's transaction, as send_signal writes it
+        conn.execute(
+            sa.text(
+                "UPDATE fluxo_runs SET wake_requested = :woken, updated_at = :now WHERE id = :id"
+            ),
+            {"woken": True, "now": T0 + 2, "id": "r1"},
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO fluxo_signals (run_id, name, payload, sent_at) "
+                "VALUES (:id, 'go', :payload, :now)"
+            ),
+            {"id": "r1", "payload": b"1", "now": T0 + 2},
+        )
+        thread = threading.Thread(target=take_back, daemon=True)
+        thread.start()
+        _wait_for_a_lock_wait(any_sql_url, thread)
+        conn.commit()
+    thread.join(30)
+    app.dispose()
+
+    [back] = found
+    assert back.taken
+    assert [s.payload for s in back.signals] == [b"0", b"1"]
+    assert not store.get_run("r1").wake_requested
+    store.close()
+
+
+def _wait_for_a_lock_wait(url: str, thread: threading.Thread) -> None:
+    """Until the take-back waits for the row (PostgreSQL tells; elsewhere give it time)."""
+    if not url.startswith("postgresql"):
+        thread.join(0.5)
+        return
+    watcher = sa.create_engine(sql.normalize_url(url), poolclass=NullPool)
+    deadline = time.monotonic() + 30
+    query = sa.text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+    with watcher.connect() as conn:
+        while conn.execute(query).scalar_one() == 0:
+            assert time.monotonic() < deadline, "the take-back never waited for the run's row"
+            time.sleep(0.01)
+            conn.rollback()
+    watcher.dispose()
 
 
 def test_a_run_started_in_the_callers_transaction_keeps_its_headers(any_sql_url: str) -> None:
