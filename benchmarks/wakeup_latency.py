@@ -11,7 +11,10 @@ and, for SQLite, also with the worker in the same process (an embedded app):
 * timer lateness: how long after its fire time a ``fluxo.sleep`` resumes;
 * idle CPU: the worker process's CPU time over 10 s with nothing to do.
 
-    python benchmarks/wakeup_latency.py [--rounds 50] [--stores sqlite,postgres]
+    python benchmarks/wakeup_latency.py [--rounds 50] [--stores sqlite,postgres[,redis]]
+
+Redis comes from ``FLUXO_BENCH_REDIS_URL`` (default: the local server, a key
+prefix of its own); it has no transactional start, so that line is left out.
 
 Medians and p99 are printed; no polling loop in Fluxo runs faster than once a second,
 so anything well under a second here is a pushed wake-up.
@@ -114,21 +117,25 @@ def measure(engine: fluxo.Engine, url: str, rounds: int) -> None:
     report("completion -> result()", samples)
 
     plain, joined = [], []
-    app_db = sa.create_engine(fluxo.stores.sql.normalize_url(url))  # the app's own pool
+    sql = url.startswith(("sqlite", "postgresql"))
+    app_db = sa.create_engine(fluxo.stores.sql.normalize_url(url)) if sql else None
     for _ in range(rounds):  # interleaved, so both meet the same machine
         time.sleep(0.05)
         handle = engine.start(done)
         started = time.time()
         plain.append(handle.result(timeout=30) - started)
+        if app_db is None:
+            continue
         time.sleep(0.05)
-        with app_db.connect() as conn:
+        with app_db.connect() as conn:  # the app's own pool
             handle = engine.in_transaction(conn).start(done)
             conn.commit()
             committed = time.time()
         joined.append(handle.result(timeout=30) - committed)
-    app_db.dispose()
     report("start -> first step", plain)
-    report("transactional start -> step", joined)
+    if app_db is not None:
+        app_db.dispose()
+        report("transactional start -> step", joined)
 
     lateness = []
     for _ in range(max(rounds // 5, 5)):
@@ -200,6 +207,19 @@ def main() -> None:
                 conn.execute('CREATE DATABASE "fluxo_latency"')
             url = pg.rsplit("/", 1)[0] + "/fluxo_latency"
             run_store("postgres, worker in another process", url, args.rounds, False)
+        if "redis" in stores:
+            base = os.environ.get("FLUXO_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+            prefix = f"fluxo-latency-{os.getpid()}"
+            url = f"{base}{'&' if '?' in base else '?'}prefix={prefix}"
+            try:
+                run_store("redis, worker in another process", url, args.rounds, False)
+            finally:
+                import redis
+
+                client = redis.Redis.from_url(base)
+                for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+                    client.delete(key)
+                client.close()
 
 
 if __name__ == "__main__":
