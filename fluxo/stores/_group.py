@@ -84,10 +84,27 @@ class GroupCommit(Generic[T, R]):
                 return self._write([item])[0]
             finally:
                 self._hand_over()
-        mine.done.wait()
+        try:
+            mine.done.wait()
+        except BaseException:  # KeyboardInterrupt, say: give up the place, or the lead
+            self._leave(mine)
+            raise
         if mine.lead:
             self._lead(mine)
         return mine.result
+
+    def _leave(self, mine: _Pending[T, R]) -> None:
+        """A waiting caller gives up: out of the line, or, if it has the lead, hand it on.
+
+        Left in a group another caller writes, its item may still be written.
+        """
+        with self._lock:
+            if mine in self._waiting:
+                self._waiting.remove(mine)
+                return
+            lead = mine.lead  # set under the lock, when the lead was handed to it
+        if lead:
+            self._hand_over()
 
     def _hand_over(self) -> None:
         """The write in flight ended: the first one waiting writes the next group."""

@@ -186,3 +186,39 @@ def test_postgresql_writes_each_record_alone(postgres_url: str) -> None:
     store = sql.SQLStore(postgres_url)
     assert store._db.group is None
     store.close()
+
+
+def test_a_waiting_write_interrupted_before_its_turn_leaves_the_others_a_way_on() -> None:
+    """Ctrl-C in a thread waiting behind a write: the writes after it must not hang."""
+    import signal
+
+    started, release = threading.Event(), threading.Event()
+
+    def write(items: Any) -> list[int]:
+        if items == [1]:
+            started.set()
+            assert release.wait(WAIT)
+        return list(items)
+
+    group: _group.GroupCommit[int, int] = _group.GroupCommit(write, key=lambda item: item)
+    first = threading.Thread(target=group.submit, args=(1,))
+    first.start()
+    assert started.wait(WAIT)
+    main = threading.main_thread().ident
+    assert main == threading.get_ident()
+
+    def interrupt() -> None:
+        while not group._waiting:  # the main thread waits behind the first write
+            threading.Event().wait(0.001)
+        signal.pthread_kill(main, signal.SIGINT)
+
+    threading.Thread(target=interrupt).start()
+    with pytest.raises(KeyboardInterrupt):
+        group.submit(2)
+    release.set()
+    first.join(WAIT)
+    later: list[int | None] = []
+    third = threading.Thread(target=lambda: later.append(group.submit(3)), daemon=True)
+    third.start()
+    third.join(5.0)
+    assert later == [3], "a write after the interrupted one never went"
