@@ -222,3 +222,31 @@ def test_a_waiting_write_interrupted_before_its_turn_leaves_the_others_a_way_on(
     third.start()
     third.join(5.0)
     assert later == [3], "a write after the interrupted one never went"
+
+
+@pytest.mark.redis
+def test_a_redis_group_with_one_failing_record_does_not_refuse_the_others(
+    clean_redis_url: str,
+) -> None:
+    """One record's script fails in a pipeline: the others it wrote are not refused."""
+    from fluxo.stores.redis import RedisStore
+
+    store = RedisStore(clean_redis_url)
+    try:
+        for i in range(3):
+            store.create_run(f"r{i}", "wf", b"[]", now=T0)
+        client = store._conn.connected()
+        broken = store._keys.of_run("r2", "events")
+        client.delete(broken)
+        client.set(broken, b"not a run")  # its script fails: WRONGTYPE
+        gate = Gate(group_of(store), queued=2)
+
+        errors = race(3, lambda i: store.append(f"r{i}", 1, [step(f"s{i}")], now=T0))
+
+        assert gate.sizes[:2] == [1, 2]
+        assert errors[0] is None
+        assert errors[1] is None, f"r1's record was refused: {errors[1]!r}"
+        assert errors[2] is not None
+        assert store.load("r1").events[1:] == (step("s1"),)
+    finally:
+        store.close()

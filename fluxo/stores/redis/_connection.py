@@ -155,8 +155,12 @@ class Connection:
             self.connected()
             return self._scripts[name](keys=list(keys), args=list(args))
 
-    def call_many(self, calls: Sequence[Call]) -> list[Any]:
-        """Run several scripts: in one pipeline on a single server, one by one on a cluster."""
+    def call_many(self, calls: Sequence[Call], *, keep_errors: bool = False) -> list[Any]:
+        """Run several scripts: in one pipeline on a single server, one by one on a cluster.
+
+        With ``keep_errors``, a script of the pipeline that failed has its error in
+        its place, and the others' results stand (they ran); else the error is raised.
+        """
         if not calls:
             return []
         with self.guard():
@@ -174,7 +178,7 @@ class Connection:
                 if isinstance(results[i], _redis_errors.NoScriptError):
                     # The server lost its scripts (a restart): this one never ran.
                     results[i] = self._scripts[name](keys=list(keys), args=list(args))
-                elif isinstance(results[i], Exception):
+                elif isinstance(results[i], Exception) and not keep_errors:
                     raise results[i]
             return results
 

@@ -54,13 +54,19 @@ class RedisStore:
         self._closed = False
         # Steps' records of concurrent executions go in one pipeline (one server).
         self._group: _group.GroupCommit[tuple[str, int, _connection.Call], Any]
-        self._group = _group.GroupCommit(
-            lambda items: self._conn.call_many([call for _, _, call in items]),
-            key=lambda item: (item[0], item[1]),
-        )
+        self._group = _group.GroupCommit(self._write_group, key=lambda item: (item[0], item[1]))
 
     def __repr__(self) -> str:
         return f"RedisStore(prefix={self._keys.prefix!r})"
+
+    def _write_group(self, items: Sequence[tuple[str, int, _connection.Call]]) -> list[Any]:
+        """Append a group's records in one pipeline; None for each whose script failed.
+
+        The others ran, so only the failed ones are written again, alone (by their
+        callers): a record written twice would be refused as another writer's.
+        """
+        results = self._conn.call_many([call for _, _, call in items], keep_errors=True)
+        return [None if isinstance(result, Exception) else result for result in results]
 
     @property
     def cluster(self) -> bool:
