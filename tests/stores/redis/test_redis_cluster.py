@@ -87,9 +87,9 @@ class Recorder:
             self.calls.append((name, list(keys)))
             return call(name, keys, args)
 
-        def recording_many(calls: Any) -> list[Any]:
+        def recording_many(calls: Any, **options: Any) -> list[Any]:
             self.calls.extend((name, list(keys)) for name, keys, _ in calls)
-            return call_many(calls)
+            return call_many(calls, **options)
 
         monkeypatch.setattr(store._conn, "call", recording_call)
         monkeypatch.setattr(store._conn, "call_many", recording_many)

@@ -67,9 +67,9 @@ class Recorder:
             self.calls.append((name, list(keys)))
             return call(name, keys, args)
 
-        def recording_many(calls: Any) -> list[Any]:
+        def recording_many(calls: Any, **options: Any) -> list[Any]:
             self.calls.extend((name, list(keys)) for name, keys, _ in calls)
-            return call_many(calls)
+            return call_many(calls, **options)
 
         def recording_commands(build: Any) -> list[Any]:
             self.calls.append(("commands", []))
