@@ -520,6 +520,18 @@ class RacingStore:
         return run
 
     def claim(self, *args: Any, **kwargs: Any) -> list[history.RunInfo]:
+        worker = self.worker
+        entry = worker._inflight.get("held") if worker is not None else None
+        if self.loads == 1 and entry is not None:
+            context = entry.context
+            holder_has_slot = (
+                entry.state == _worker._EXECUTING and context is not None and context.shared.holding
+            )
+            if not holder_has_slot:
+                # The woken holder has not taken its slot back yet: the loop finds
+                # nothing this time, so its claim comes while the holder takes the
+                # run back, whatever the threads' timing.
+                return []
         runs = self.inner.claim(*args, **kwargs)
         if runs and self.loads == 1:  # the held run, woken by its signal
             self.claimed.set()
