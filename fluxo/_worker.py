@@ -172,13 +172,13 @@ class Worker:
         dead_after: float = _leases.DEAD_AFTER,
     ) -> None:
         problems = []
-        if not isinstance(dead_after, (int, float)) or dead_after <= 0:
+        if not isinstance(dead_after, (int, float)) or not 0 < dead_after < math.inf:
             problems.append(f"dead_after must be a positive number of seconds, not {dead_after!r}")
         if not isinstance(sticky, (int, float)) or sticky < 0:
             problems.append(f"sticky must be a number of seconds >= 0, not {sticky!r}")
         if not isinstance(concurrency, int) or concurrency < 1:
             problems.append(f"concurrency must be a whole number >= 1, not {concurrency!r}")
-        if not isinstance(lease, (int, float)) or lease <= 0:
+        if not isinstance(lease, (int, float)) or not 0 < lease < math.inf:
             problems.append(f"lease must be a positive number of seconds, not {lease!r}")
         if not isinstance(shutdown_timeout, (int, float)) or shutdown_timeout < 0:
             problems.append(

@@ -224,6 +224,7 @@ def test_run_without_signal_handlers_stops_on_stop(make_engine: MakeEngine) -> N
         ({"lease": 0}, "lease"),
         ({"lease": -1}, "lease"),
         ({"lease": "30"}, "lease"),
+        ({"lease": float("nan")}, "lease"),
         ({"idle_timeout": 0}, "idle_timeout"),
         ({"idle_timeout": None}, "idle_timeout"),
         ({"sticky": -1}, "sticky"),

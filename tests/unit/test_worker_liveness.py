@@ -194,7 +194,7 @@ def test_after_a_store_outage_a_worker_reaps_only_after_unbroken_beats() -> None
     assert [reap for _, reap in spy.beats] == [False, True, False, False, False, False, True]
 
 
-@pytest.mark.parametrize("dead_after", [0, -1, "2", None])
+@pytest.mark.parametrize("dead_after", [0, -1, "2", None, float("nan"), float("inf")])
 def test_an_invalid_dead_after_is_refused(make_engine: MakeEngine, dead_after: Any) -> None:
     engine = make_engine(noted_flow)
     with pytest.raises(fluxo.DefinitionError, match="dead_after"):
