@@ -18,6 +18,7 @@ from fluxo._errors import (
     DecodeError,
     DefinitionError,
     EncodeError,
+    EventTimeout,
     FluxoError,
     HistoryCorruptError,
     NondeterminismError,
@@ -39,6 +40,7 @@ from fluxo._errors import (
     WorkflowTimeoutError,
 )
 from fluxo._retry import Retry
+from fluxo._run_events import WorkflowInfo, info, set_event
 from fluxo._runtime import Cancelled
 from fluxo._saga import Saga, saga
 from fluxo._worker import Worker
@@ -91,6 +93,7 @@ __all__ = [
     "EncodeError",
     "Engine",
     "Event",
+    "EventTimeout",
     "FluxoError",
     "HistoryCorruptError",
     "JSONCodec",
@@ -121,11 +124,13 @@ __all__ = [
     "Workflow",
     "WorkflowCancelledError",
     "WorkflowFailedError",
+    "WorkflowInfo",
     "WorkflowTimeoutError",
     "__version__",
     "continue_as_new",
     "deprecate_patch",
     "in_workflow",
+    "info",
     "is_replaying",
     "logger",
     "map",
@@ -137,6 +142,7 @@ __all__ = [
     "patched",
     "random",
     "saga",
+    "set_event",
     "signal",
     "signal_async",
     "sleep",

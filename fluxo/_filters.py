@@ -6,12 +6,15 @@ and what it takes.
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from fluxo import _definitions, _durations, _errors, history
+from fluxo import _definitions, _durations, _errors, history, stores
+
+log = logging.getLogger("fluxo._engine")  # the purge's lines keep the engine's logger
 
 
 def statuses(
@@ -133,3 +136,37 @@ def check_batch(batch: object, most: int) -> None:
         raise _errors.DefinitionError(
             f"batch must be a whole number from 1 to {most:,}, not {batch!r}"
         )
+
+
+MAX_BATCH = 10_000
+"""The most runs :meth:`Engine.purge` deletes in one transaction."""
+_COUNT_ALL = 2**31 - 1
+"""The limit of a dry run: every run (within what an SQL ``LIMIT`` takes)."""
+
+
+def purge(
+    store: stores.Store,
+    cutoff: float,
+    statuses: Collection[history.RunStatus],
+    workflows: Collection[str] | None,
+    batch: int,
+    *,
+    dry_run: bool,
+) -> int:
+    """``Engine.purge`` with checked arguments: batches until none is left; how many went."""
+    if dry_run:
+        return store.purge(
+            finished_before=cutoff,
+            statuses=statuses,
+            workflows=workflows,
+            limit=_COUNT_ALL,
+            dry_run=True,
+        )
+    total = 0
+    while deleted := store.purge(
+        finished_before=cutoff, statuses=statuses, workflows=workflows, limit=batch
+    ):
+        total += deleted
+        log.debug("purge: %d runs deleted (%d so far)", deleted, total)
+    log.info("purge: %d finished runs deleted", total)
+    return total

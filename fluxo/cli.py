@@ -412,6 +412,28 @@ def signal(  # noqa: PLR0917 (click passes every option by position)
 
 @runs.command()
 @click.argument("run_id", metavar="ID")
+@click.argument("key")
+@click.option("--watch", is_flag=True, help="Print every value, one JSON line each, to the end.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    help="Seconds to wait for a (next) value; by default as long as it takes.",
+)
+@_target_options
+def event(  # noqa: PLR0917 (click passes every option by position)
+    run_id: str, key: str, watch: bool, timeout: float | None, store: str | None, app: str | None
+) -> None:
+    """Print the latest value run ID set under KEY (fluxo.set_event), waiting for the first."""
+    with _connect(store, app) as engine:
+        if not watch:
+            _echo_json(engine.get_event(run_id, key, timeout=timeout))
+            return
+        for value in engine.watch_event(run_id, key, timeout=timeout):
+            click.echo(json.dumps(value, ensure_ascii=False))
+
+
+@runs.command()
+@click.argument("run_id", metavar="ID")
 @_target_options
 def cancel(run_id: str, store: str | None, app: str | None) -> None:
     """Cancel a run: it stops at its next durable call (at once if it has not begun)."""

@@ -184,5 +184,26 @@ def family(order_id: str) -> str:
     return receipt
 
 
-WORKFLOWS = [checkout, flaky, approval, cancellable, failing, retried, legacy, fanout, poll, family]
+@fluxo.workflow(name="golden.progress")
+def progress(order_ids: list[str]) -> int:
+    """Progress a page may poll: an event set after each step (``fluxo.set_event``)."""
+    for done, order_id in enumerate(order_ids, 1):
+        reserve(order_id)
+        fluxo.set_event("progress", {"done": done, "of": len(order_ids)})
+    return len(order_ids)
+
+
+WORKFLOWS = [
+    checkout,
+    flaky,
+    approval,
+    cancellable,
+    failing,
+    retried,
+    legacy,
+    fanout,
+    poll,
+    family,
+    progress,
+]
 """Every workflow of the golden histories, as the replayer is given them."""

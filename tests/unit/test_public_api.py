@@ -31,6 +31,7 @@ EXPECTED = [
     "EncodeError",
     "Engine",
     "Event",
+    "EventTimeout",
     "FluxoError",
     "HistoryCorruptError",
     "JSONCodec",
@@ -61,11 +62,13 @@ EXPECTED = [
     "Workflow",
     "WorkflowCancelledError",
     "WorkflowFailedError",
+    "WorkflowInfo",
     "WorkflowTimeoutError",
     "__version__",
     "continue_as_new",
     "deprecate_patch",
     "in_workflow",
+    "info",
     "is_replaying",
     "logger",
     "map",
@@ -77,6 +80,7 @@ EXPECTED = [
     "patched",
     "random",
     "saga",
+    "set_event",
     "signal",
     "signal_async",
     "sleep",
@@ -176,7 +180,7 @@ ERROR_CLASSES = [
 
 
 def test_every_error_derives_from_fluxo_error() -> None:
-    assert len(ERROR_CLASSES) == 25
+    assert len(ERROR_CLASSES) == 26
     for cls in ERROR_CLASSES:
         assert issubclass(cls, fluxo.FluxoError), cls
 
