@@ -294,8 +294,9 @@ class Store(Protocol):
           until ``limit`` match;
         * Redis: no index keeps runs by id, so the ``created`` index is read newest
           first as for every listing, and only the records of the ids that match
-          are fetched: the cost grows with the runs created in the listed time
-          range, not with those that match;
+          are fetched: the ids of the time range are read until ``limit`` runs
+          match, so the cost grows with the runs created in that range, not with
+          those that match;
         * MongoDB: an anchored regular expression on ``_id`` with the prefix
           escaped, which the ``_id`` index serves as a range.
         """

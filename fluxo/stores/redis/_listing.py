@@ -93,7 +93,8 @@ class Listing:
 
         No index keeps runs by id, so ``id_prefix`` filters the ids the ``created``
         indexes give, before their records are read: only the records of matching
-        runs are fetched, but every id created in the time range is read.
+        runs are fetched, but the ids of the time range are read, newest first,
+        until ``limit`` runs match (all of them when fewer do).
         """
         wanted_status = None if statuses is None else {RunStatus(s).value for s in statuses}
         wanted_wf = None if workflows is None else set(workflows)
