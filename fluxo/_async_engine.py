@@ -210,6 +210,7 @@ class AsyncEngine:
         created_after: datetime | float | None = None,
         created_before: datetime | float | None = None,
         limit: int = 100,
+        id_prefix: str | None = None,
     ) -> list[_history.RunInfo]:
         """Up to ``limit`` runs matching every filter, newest first (see ``Engine.list_runs``)."""
         return await self._call(
@@ -219,6 +220,7 @@ class AsyncEngine:
             created_after=created_after,
             created_before=created_before,
             limit=limit,
+            id_prefix=id_prefix,
         )
 
     async def count_runs(self) -> dict[tuple[str, _history.RunStatus], int]:

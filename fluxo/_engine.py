@@ -494,6 +494,7 @@ class Engine:
         created_after: datetime | float | None = None,
         created_before: datetime | float | None = None,
         limit: int = 100,
+        id_prefix: str | None = None,
     ) -> list[_history.RunInfo]:
         """Up to ``limit`` runs matching every given filter, newest first.
 
@@ -506,14 +507,12 @@ class Engine:
             created_before: keep runs created before this time (excluded), so
                 consecutive ranges list each run once.
             limit: the most runs returned.
+            id_prefix: keep runs whose id starts with this text, case and all
+                (``%``, ``_`` and ``*`` are plain characters); ``""`` keeps every run.
         """
         self._check_open()
-        statuses = None if status is None else _filters.statuses(status)
-        workflows = None if workflow is None else _filters.workflow_names(workflow)
-        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-            raise _errors.DefinitionError(f"limit must be a positive whole number, not {limit!r}")
-        window = _filters.creation_window(created_after, created_before)
-        return self.store.list_runs(statuses=statuses, workflows=workflows, limit=limit, **window)
+        window = (created_after, created_before)
+        return self.store.list_runs(**_filters.listing(status, workflow, window, limit, id_prefix))
 
     def count_runs(self) -> dict[tuple[str, _history.RunStatus], int]:
         """How many runs each workflow has in each status; one read (see ``Store.count_runs``)."""

@@ -276,6 +276,12 @@ def runs() -> None:
 )
 @click.option("--until", callback=_when, metavar="WHEN", help="Only runs created before WHEN.")
 @click.option(
+    "--id-prefix",
+    "id_prefix",
+    metavar="TEXT",
+    help="Only runs whose id starts with TEXT (case-sensitive; % and _ are plain characters).",
+)
+@click.option(
     "--limit", type=click.IntRange(min=1), default=50, show_default=True, help="The most runs."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array (for scripts).")
@@ -285,6 +291,7 @@ def list_runs(  # noqa: PLR0917 (click passes every option by position)
     workflows: tuple[str, ...],
     since: float | None,
     until: float | None,
+    id_prefix: str | None,
     limit: int,
     as_json: bool,
     store: str | None,
@@ -303,6 +310,7 @@ def list_runs(  # noqa: PLR0917 (click passes every option by position)
             created_after=since,
             created_before=until,
             limit=limit + 1,  # one more, to tell whether --limit hid any
+            id_prefix=id_prefix,
         )
     more, found = len(found) > limit, found[:limit]
     if as_json:
