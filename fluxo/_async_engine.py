@@ -186,6 +186,13 @@ class AsyncEngine:
         handle = await self._call(self.engine.retry, run_id)
         return AsyncRunHandle(self, handle.id, handle._return_type)
 
+    async def fork(
+        self, run_id: str, *, from_position: int, id: str | None = None
+    ) -> AsyncRunHandle[Any]:
+        """Start a run replaying part of another's history; see :meth:`fluxo.Engine.fork`."""
+        handle = await self._call(self.engine.fork, run_id, from_position=from_position, id=id)
+        return AsyncRunHandle(self, handle.id, handle._return_type)
+
     # -- steering ------------------------------------------------------------------------
 
     async def signal(self, run_id: str, name: str, payload: Any = None) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any, overload
 
-from fluxo import _durations, _errors, _history_file, history
+from fluxo import _durations, _errors, _fork, _history_file, history
 from fluxo import codec as _codec
 
 
@@ -232,6 +232,7 @@ def describe_run(state: history.RunState, codec: _codec.Codec) -> dict[str, Any]
     return {
         **run_record(run),
         "parent": run.parent,
+        "forked_from": _fork.source(run.headers),
         "input": _value(codec, events[0].data) if events else None,
         "result": result,
         "error": error,
@@ -365,6 +366,11 @@ def render_run(doc: dict[str, Any]) -> str:
         f"run       {doc['id']}",
         f"workflow  {doc['workflow']}",
         *([f"parent    {doc['parent']}"] if doc.get("parent") else []),
+        *(
+            [f"forked    from {fork['run']} at position {fork['position']}"]
+            if (fork := doc.get("forked_from"))
+            else []
+        ),
         f"status    {doc['status']}",
         f"created   {iso_short(doc['created_at'])}",
         f"updated   {iso_short(doc['updated_at'])}",

@@ -25,6 +25,7 @@ from fluxo import (
     _errors,
     _executor,
     _filters,
+    _fork,
     _handle,
     _history_file,
     _leases,
@@ -116,7 +117,7 @@ class Engine:
                 f"Engine() takes a store URL such as 'sqlite:///fluxo.db' or a Store object, "
                 f"not {_redact.redact(repr(store))}"
             )
-        self.codec: _codec.Codec = codec if codec is not None else _default_codec()
+        self.codec: _codec.Codec = codec if codec is not None else _codec.JSONCodec()
         self.clock = clock
         self._workflows: dict[str, _definitions.Workflow[Any, Any]] = {}
         self._register(workflows)
@@ -722,7 +723,7 @@ class Engine:
                     continue
                 if latest.damage is None:
                     raise
-                raise self._damaged(latest, "signalled") from exc
+                raise _errors.damaged_run(latest.id, latest.damage, "signalled") from exc
 
     def retry(self, run_id: str) -> RunHandle[Any]:
         """Resume a failed run from its history, for a worker to execute.
@@ -743,6 +744,18 @@ class Engine:
             raise damaged from exc
         return self.handle(run_id)
 
+    def fork(self, run_id: str, *, from_position: int, id: str | None = None) -> RunHandle[Any]:
+        """Start a new run that replays ``run_id``'s history before ``from_position``.
+
+        The rest runs with today's code: an operator's reset. Idempotent on ``id``.
+        What each position allows is in docs/changing-code.md, "Forking a run".
+        """
+        self._check_open()
+        fork_id = _fork.fork(
+            self.runner, self.lookup, run_id, from_position, id, lease=DEFAULT_LEASE
+        )
+        return self.handle(fork_id)
+
     def _damage_error(self, run_id: str, verb: str) -> _errors.RunStateError | None:
         """The error for a run whose record is damaged, ``None`` if it is not.
 
@@ -753,15 +766,7 @@ class Engine:
             run = self.store.get_run(run_id)
         except _errors.FluxoError:
             return None
-        return None if run.damage is None else self._damaged(run, verb)
-
-    @staticmethod
-    def _damaged(run: _history.RunInfo, verb: str) -> _errors.RunStateError:
-        return _errors.RunStateError(
-            f"run {run.id!r} cannot be {verb}: its record in the store is damaged "
-            f"({run.damage}), and Fluxo leaves it as it is: repair the record in the store "
-            "by hand, or delete it (see docs/history-format.md, 'Damaged histories')"
-        )
+        return None if run.damage is None else _errors.damaged_run(run.id, run.damage, verb)
 
     def _wait_result(self, run_id: str, timeout: float | None, return_type: Any) -> Any:
         self._check_open()
@@ -787,7 +792,3 @@ class Engine:
 
 
 MAX_BATCH = _filters.MAX_BATCH
-
-
-def _default_codec() -> _codec.Codec:
-    return _codec.JSONCodec()

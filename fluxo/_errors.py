@@ -153,6 +153,15 @@ class RunStateError(FluxoError):
     """The run's current status does not allow this operation."""
 
 
+def damaged_run(run_id: str, damage: str | None, verb: str) -> RunStateError:
+    """The error for an operation refused because the run's stored record is damaged."""
+    return RunStateError(
+        f"run {run_id!r} cannot be {verb}: its record in the store is damaged "
+        f"({damage}), and Fluxo leaves it as it is: repair the record in the store "
+        "by hand, or delete it (see docs/history-format.md, 'Damaged histories')"
+    )
+
+
 class CancelPendingError(RunStateError):
     """The store refused to record events: a cancellation of the run is pending.
 

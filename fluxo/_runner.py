@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from fluxo import (
     _errors,
     _executor,
+    _fork,
     _leases,
     _observers,
     _payloads,
@@ -157,6 +158,11 @@ class Runner:
                 return self.fail_damaged(owner, exc)
             if state is None:
                 return _executor.Outcome.LOST
+            if _fork.unfinished(state) is not None:
+                copied = self._complete_fork(state, owner, heartbeat.lease)
+                if isinstance(copied, _executor.Outcome):
+                    return copied
+                state = copied
             wf = self.find_workflow(state.run.workflow)
             if wf is None:
                 self.store.release(owner, run_id, now=self.clock())
@@ -206,32 +212,70 @@ class Runner:
         state = self.store.load(run_id)
         return state if state.run.lease_owner == owner else None
 
+    def _complete_fork(
+        self, state: history.RunState, owner: str, lease: float
+    ) -> history.RunState | _executor.Outcome:
+        """Make the copy of a forked run whose forking stopped before it (see :mod:`fluxo._fork`).
+
+        Returns the run's state with its copied prefix, to execute; or how the
+        execution ends: the run failed (its source cannot give the copy), ``LOST``
+        (another writer made the copy, or failed the run), ``BROKEN`` (the store
+        failed; the lease is kept, and its expiry spaces out the next attempt).
+        """
+        run_id = state.run.id
+        try:
+            refused = _fork.complete(self.store, self.codec, self.clock, state)
+        except _errors.StoreRejectedError as exc:
+            refused = exc
+        except _errors.StoreError as exc:
+            log.warning(
+                "run %s: could not copy the history it was forked from (%s); trying again "
+                "when its lease expires",
+                run_id,
+                exc,
+                extra={"fluxo_run_id": run_id},
+            )
+            return _executor.Outcome.BROKEN
+        if refused is not None:
+            return self.fail_unrunnable(owner, run_id, 1, refused)
+        copied = self._load_leased(run_id, owner, lease)
+        return _executor.Outcome.LOST if copied is None else copied
+
     def fail_damaged(self, owner: str, damage: _errors.HistoryCorruptError) -> _executor.Outcome:
         """Fail, once, a run ``owner`` claimed whose stored history cannot be replayed.
 
         Records ``WorkflowFailed`` carrying the error where the stored history ends
-        (``damage.next_seq``), with the status ``FAILED``, so no worker claims the run
-        again; the damaged rows stay as they are, for an operator to look at. Its parent,
-        if it has one, is told, as for any failure. Returns ``FAILED``; ``LOST`` when
-        another writer got there first; ``BROKEN`` when the store could not take even
-        that write: the lease is kept, and its expiry spaces out the next attempt.
+        (``damage.next_seq``); the damaged rows stay as they are, for an operator to
+        look at. See :meth:`fail_unrunnable`.
+        """
+        return self.fail_unrunnable(owner, damage.run_id, damage.next_seq, damage)
+
+    def fail_unrunnable(
+        self, owner: str, run_id: str, next_seq: int, error: Exception
+    ) -> _executor.Outcome:
+        """Fail, once, a run ``owner`` claimed that cannot be executed, with ``error``.
+
+        Records ``WorkflowFailed`` carrying the error at ``next_seq``, with the status
+        ``FAILED``, so no worker claims the run again. Its parent, if it has one, is
+        told, as for any failure. Returns ``FAILED``; ``LOST`` when another writer got
+        there first; ``BROKEN`` when the store could not take even that write: the
+        lease is kept, and its expiry spaces out the next attempt.
         """
         store, clock = self.store, self.clock
-        run_id = damage.run_id
-        log.error("%s; the run is failed", damage, extra={"fluxo_run_id": run_id})
-        data = self.codec.encode(_payloads.error_info(damage))
+        log.error("%s; the run is failed", error, extra={"fluxo_run_id": run_id})
+        data = self.codec.encode(_payloads.error_info(error))
         try:
             run = store.get_run(run_id)
             if run.lease_owner != owner or run.status.is_terminal:
                 return _executor.Outcome.LOST
             if run.parent is not None:
                 # Keyed by the position: a damaged run failed again after a retry tells again.
-                key = f"{history.SIGNAL_PREFIX}{run_id}:damaged:{damage.next_seq}"
+                key = f"{history.SIGNAL_PREFIX}{run_id}:damaged:{next_seq}"
                 outcome = _payloads.ChildOutcome("failed", data, run_id)
                 _executor.tell_parent(store, run.parent, outcome, now=clock(), key=key)
             store.append(
                 run_id,
-                damage.next_seq,
+                next_seq,
                 [history.WorkflowFailed(data=data)],
                 now=clock(),
                 status=history.RunStatus.FAILED,
@@ -248,13 +292,13 @@ class Runner:
             return _executor.Outcome.BROKEN
         observers = self.observers
         if observers.run_failed:
-            info = _payloads.error_info(damage)
+            info = _payloads.error_info(error)
             event = observe.RunEvent(
                 kind="run_failed",
                 run_id=run_id,
                 workflow=run.workflow,
                 time=clock(),
-                position=damage.next_seq,
+                position=next_seq,
                 duration=clock() - run.created_at,
                 error_type=info.type,
                 error_message=info.message,

@@ -466,6 +466,27 @@ def retry(run_id: str, store: str | None, app: str | None) -> None:
     click.echo(f"run {run_id!r} is pending again; a worker resumes it from its history")
 
 
+@runs.command()
+@click.argument("run_id", metavar="ID")
+@click.option(
+    "--from-position",
+    "position",
+    required=True,
+    type=int,
+    metavar="N",
+    help="Keep the history's positions before N (0 is the start); run the rest anew.",
+)
+@click.option("--id", "new_id", metavar="NEW", help="The new run's id (default: generated).")
+@_target_options
+def fork(
+    run_id: str, position: int, new_id: str | None, store: str | None, app: str | None
+) -> None:
+    """Start a new run replaying run ID's history before position N, then today's code."""
+    with _connect(store, app) as engine:
+        handle = engine.fork(run_id, from_position=position, id=new_id)
+    click.echo(handle.id)
+
+
 def _age(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
     """Click callback for ``--older-than``: an age (a ``timedelta``) or a time (a ``datetime``)."""
     if value is None:
