@@ -483,7 +483,13 @@ def fork(
 ) -> None:
     """Start a new run replaying run ID's history before position N, then today's code."""
     with _connect(store, app) as engine:
-        handle = engine.fork(run_id, from_position=position, id=new_id)
+        try:
+            handle = engine.fork(run_id, from_position=position, id=new_id)
+        except _errors.UnknownWorkflowError as exc:
+            raise _CLIError(
+                f"{fmt.one_line(str(exc))}; name the app whose workers run it with --app "
+                f"(or {APP_ENV})"
+            ) from exc
     click.echo(handle.id)
 
 

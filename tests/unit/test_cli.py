@@ -902,3 +902,37 @@ def test_an_app_whose_dependency_is_missing_is_told_so_not_sent_to_pythonpath(
     assert "PYTHONPATH" not in str(missing_dependency.value)
     with pytest.raises(_cli_apps.CLIError, match="PYTHONPATH"):
         _cli_apps.load_engine("not_a_module_here:engine")
+
+
+def test_runs_fork_prints_the_new_id_and_runs_show_names_the_source(app: fluxo.Engine) -> None:
+    code, out = invoke(
+        "runs", "fork", "t1", "--from-position", "2", "--id", "t1-again", "--app", APP
+    )
+    assert code == 0, out
+    assert out.strip() == "t1-again"
+    assert app.history("t1-again") == app.history("t1")[:2]
+    code, out = invoke("runs", "show", "t1-again", "--app", APP)
+    assert code == 0, out
+    assert "forked    from t1 at position 2" in out.splitlines()
+    code, out = invoke("runs", "fork", "t1", "--from-position", "1", "--app", APP)
+    assert code == 0, out
+    assert app.get_run(out.strip()).headers["fluxo-forked-from"] == "t1"
+
+
+def test_runs_fork_explains_a_refusal_in_one_line(app: fluxo.Engine) -> None:
+    code, out = invoke("runs", "fork", "t1", "--from-position", "4", "--app", APP)
+    assert code == 1
+    assert out.startswith("Error: run 't1' ended at position 3 (workflow_completed)")
+    code, out = invoke("runs", "fork", "t1", "--app", APP)
+    assert code == 2
+    assert "--from-position" in out
+
+
+def test_runs_fork_needs_the_app_that_knows_the_workflow(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/f.db"
+    with fluxo.Engine(url, workflows=[timed], clock=FakeClock()) as engine:
+        engine.run(timed.options(id="t1"), 1.0, 2.0)
+    code, out = invoke("runs", "fork", "t1", "--from-position", "2", "--store", url)
+    assert code == 1
+    assert "this engine has no workflow named" in out
+    assert "--app (or FLUXO_APP)" in out
