@@ -179,7 +179,12 @@ def fork(
     if new_id is not None:
         _names.check_start_id(new_id)
     store = engine.store
-    state = store.load(run_id)
+    try:
+        state = store.load(run_id)
+    except _errors.RunNotFoundError:
+        if new_id is not None and _is_fork_of(store, new_id, run_id, position):
+            return new_id  # forked before the source went
+        raise
     lookup(state.run.workflow)  # no worker of this engine could run the fork
     prefix = cut(state, position, engine.codec)
     fork_id = new_id or uuid.uuid4().hex
@@ -221,6 +226,14 @@ def fork(
         extra={"fluxo_run_id": fork_id},
     )
     return fork_id
+
+
+def _is_fork_of(store: stores.Store, fork_id: str, run_id: str, position: object) -> bool:
+    try:
+        headers = store.get_run(fork_id).headers
+    except _errors.RunNotFoundError:
+        return False
+    return headers.get(FORKED_FROM) == run_id and headers.get(FORK_POSITION) == str(position)
 
 
 def _headers(

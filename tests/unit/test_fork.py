@@ -124,6 +124,19 @@ def test_fork_is_idempotent_on_its_id(finished: fluxo.Engine) -> None:
         finished.fork("r", from_position=3, id="r")  # a run that is no fork
 
 
+def test_fork_returns_its_run_for_its_id_after_the_source_went(
+    finished: fluxo.Engine, clock: FakeClock
+) -> None:
+    finished.fork("r", from_position=3, id="kept")
+    clock.advance(10)
+    assert finished.purge(older_than=5, status="completed") == 1
+    assert finished.fork("r", from_position=3, id="kept").id == "kept"
+    with pytest.raises(fluxo.RunNotFoundError):
+        finished.fork("r", from_position=2, id="kept")
+    with pytest.raises(fluxo.RunNotFoundError):
+        finished.fork("r", from_position=3)
+
+
 def test_fork_generates_a_new_id_each_time(finished: fluxo.Engine) -> None:
     ids = {finished.fork("r", from_position=2).id for _ in range(3)}
     assert len(ids) == 3
