@@ -470,7 +470,6 @@ def retry(run_id: str, store: str | None, app: str | None) -> None:
 @click.argument("run_id", metavar="ID")
 @click.option(
     "--from-position",
-    "position",
     required=True,
     type=int,
     metavar="N",
@@ -479,17 +478,15 @@ def retry(run_id: str, store: str | None, app: str | None) -> None:
 @click.option("--id", "new_id", metavar="NEW", help="The new run's id (default: generated).")
 @_target_options
 def fork(
-    run_id: str, position: int, new_id: str | None, store: str | None, app: str | None
+    run_id: str, from_position: int, new_id: str | None, store: str | None, app: str | None
 ) -> None:
     """Start a new run replaying run ID's history before position N, then today's code."""
     with _connect(store, app) as engine:
         try:
-            handle = engine.fork(run_id, from_position=position, id=new_id)
+            handle = engine.fork(run_id, from_position=from_position, id=new_id)
         except _errors.UnknownWorkflowError as exc:
-            raise _CLIError(
-                f"{fmt.one_line(str(exc))}; name the app whose workers run it with --app "
-                f"(or {APP_ENV})"
-            ) from exc
+            hint = f"; name the app whose workers run it with --app (or {APP_ENV})"
+            raise _CLIError(fmt.one_line(str(exc)) + hint) from exc
     click.echo(handle.id)
 
 

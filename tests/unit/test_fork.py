@@ -574,3 +574,26 @@ def test_the_async_engine_forks_too(finished: fluxo.Engine) -> None:
         return result
 
     assert asyncio.run(main()) == ["v1-s1-7", "v1-s2-7", "v2-s3-7", "v2-s4-7", "v2-s5-7"]
+
+
+@fluxo.workflow(name="fork.progress")
+def progress() -> str:
+    fluxo.set_event("stage", "charged")
+    fluxo.wait_for_signal("go")
+    fluxo.set_event("stage", "shipped")
+    return "done"
+
+
+def test_a_fork_keeps_the_events_its_prefix_set(make_engine: MakeEngine) -> None:
+    engine = make_engine(progress)
+    engine.start(progress.options(id="e"))
+    engine.signal("e", "go")
+    engine.worker().process_one()
+    assert engine.get_event("e", "stage", timeout=0) == "shipped"
+    assert kinds(engine.history("e"))[1] == "event_set"
+    handle = engine.fork("e", from_position=2)
+    engine.worker().process_one()
+    assert engine.get_event(handle.id, "stage", timeout=0) == "charged"
+    engine.signal(handle.id, "go")
+    engine.worker().process_one()
+    assert engine.get_event(handle.id, "stage", timeout=0) == "shipped"
