@@ -185,7 +185,13 @@ def fork(
         if new_id is not None and _is_fork_of(store, new_id, run_id, position):
             return new_id  # forked before the source went
         raise
-    lookup(state.run.workflow)  # no worker of this engine could run the fork
+    try:
+        lookup(state.run.workflow)
+    except _errors.UnknownWorkflowError as exc:
+        raise _errors.UnknownWorkflowError(
+            f"{exc}; the workers of the engine that forks run the fork (from the command "
+            "line, name your app with --app)"
+        ) from None
     prefix = cut(state, position, engine.codec)
     fork_id = new_id or uuid.uuid4().hex
     headers = _headers(engine.observers, state.run, fork_id, len(prefix.events))

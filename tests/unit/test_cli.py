@@ -935,4 +935,4 @@ def test_runs_fork_needs_the_app_that_knows_the_workflow(tmp_path: Path) -> None
     code, out = invoke("runs", "fork", "t1", "--from-position", "2", "--store", url)
     assert code == 1
     assert "this engine has no workflow named" in out
-    assert "--app (or FLUXO_APP)" in out
+    assert "name your app with --app" in out
