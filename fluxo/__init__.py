@@ -43,6 +43,9 @@ from fluxo._retry import Retry
 from fluxo._run_events import WorkflowInfo, info, set_event
 from fluxo._runtime import Cancelled
 from fluxo._saga import Saga, saga
+from fluxo._schedule_control import ScheduleInfo
+from fluxo._schedule_loop import schedule
+from fluxo._schedules import Schedule
 from fluxo._worker import Worker
 from fluxo._workflow_api import (
     ChildHandle,
@@ -109,6 +112,8 @@ __all__ = [
     "RunStateError",
     "RunStatus",
     "Saga",
+    "Schedule",
+    "ScheduleInfo",
     "SequenceConflictError",
     "SignalError",
     "SignalTimeout",
@@ -142,6 +147,7 @@ __all__ = [
     "patched",
     "random",
     "saga",
+    "schedule",
     "set_event",
     "signal",
     "signal_async",

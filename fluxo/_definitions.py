@@ -26,7 +26,18 @@ from typing import Any, Generic, Literal, TypeVar
 import msgspec
 from typing_extensions import ParamSpec, Self
 
-from fluxo import _aio, _durations, _errors, _inputs, _names, _retry, _runtime, codec, history
+from fluxo import (
+    _aio,
+    _durations,
+    _errors,
+    _inputs,
+    _names,
+    _retry,
+    _runtime,
+    _schedules,
+    codec,
+    history,
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -400,6 +411,10 @@ class Workflow(_Definition[P, R]):
         self.start_detached = False
         self.start_if_exists: IfExists = "check"
         self._input_type: Any = None
+        self.schedule: _schedules.Schedule | None = None
+        """When it runs on its own, if ``@fluxo.schedule`` gave it a schedule."""
+        self.scheduler: Workflow[Any, Any] | None = None
+        """The built-in workflow whose one run starts this one's scheduled runs."""
 
     def options(
         self,

@@ -35,6 +35,7 @@ from fluxo import (
     _redact,
     _run_events,
     _runner,
+    _schedule_control,
     _transactions,
     _worker,
     stores,
@@ -121,6 +122,8 @@ class Engine:
         self.clock = clock
         self._workflows: dict[str, _definitions.Workflow[Any, Any]] = {}
         self._register(workflows)
+        self.schedules = _schedule_control.Schedules(self)
+        """This engine's schedules: list, pause, resume, trigger (docs/schedules.md)."""
         self._closed = False
         self.instance_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.runner = _runner.Runner(
@@ -141,7 +144,7 @@ class Engine:
                 f"workflows= takes a list of @fluxo.workflow functions, not {workflows!r}"
             )
         problems = []
-        for wf in workflows:
+        for wf in _schedule_control.with_schedulers(workflows):
             if not isinstance(wf, _definitions.Workflow):
                 problems.append(
                     f"{wf!r} is not a workflow; decorate it with @fluxo.workflow"

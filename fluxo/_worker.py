@@ -19,7 +19,17 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from fluxo import _errors, _executor, _leases, _names, _runner, _watch, history, stores
+from fluxo import (
+    _errors,
+    _executor,
+    _leases,
+    _names,
+    _runner,
+    _schedule_control,
+    _watch,
+    history,
+    stores,
+)
 
 if TYPE_CHECKING:
     from fluxo import _definitions
@@ -89,6 +99,11 @@ class WorkerEngine(Protocol):
     @property
     def workflow_names(self) -> frozenset[str]:
         """Their names and aliases: the runs the worker claims."""
+        ...
+
+    @property
+    def schedules(self) -> _schedule_control.Schedules:
+        """The schedules of its workflows, which the worker starts as it starts."""
         ...
 
 
@@ -231,6 +246,11 @@ class Worker:
             level=logging.WARNING,
             logger=log,
         )
+        self._schedules = Trouble(
+            f"worker {self.id}: starting the schedules", level=logging.WARNING, logger=log
+        )
+        self._schedules_started = False
+        """The engine's schedules have their runs (``engine.schedules.start()`` succeeded)."""
         self._draining_expired = False
         self.completed = 0
         """How many runs this worker finished (completed, failed or cancelled)."""
@@ -369,6 +389,9 @@ class Worker:
             ThreadPoolExecutor(threads, thread_name_prefix=f"fluxo-{self.id}") as pool,
         ):
             while not self._stopping.is_set():
+                if not self._start_schedules():
+                    self._pause(self._schedules.failed(self._schedules_error))
+                    continue
                 free = self._begin_claim()
                 if free == 0:
                     continue  # stopping
@@ -395,6 +418,18 @@ class Worker:
                         last_unknown_check = time.monotonic()
             self._drain()
         log.info("worker %s stopped", self.id)
+
+    def _start_schedules(self) -> bool:
+        """Start the engine's schedules once (each has one run, whatever the workers)."""
+        if not self._schedules_started:
+            try:
+                self.engine.schedules.start()
+            except _errors.FluxoError as exc:  # the store is down: try again after a pause
+                self._schedules_error: BaseException = exc
+                return False
+            self._schedules_started = True
+            self._schedules.succeeded()
+        return True
 
     def _pause(self, seconds: float) -> None:
         """Wait before the next claim after a failed one (``stop()`` ends it early)."""
@@ -682,6 +717,8 @@ class Worker:
         """Claim and execute, in this thread, every run runnable now; return how many ran."""
         count = 0
         names = self.engine.workflow_names
+        if not self._start_schedules():
+            raise self._schedules_error
         with self._heartbeat:
             while True:
                 now = self.engine.clock()
