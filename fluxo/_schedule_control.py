@@ -145,7 +145,7 @@ class Schedules:
                 state.spec.describe(),
                 wf.schedule.describe(),
             )
-            update = _schedule_loop.Control("update", spec=wf.schedule)
+            update = _schedule_loop.Control("update", at=self._engine.clock(), spec=wf.schedule)
             self._engine.signal(run.id, _schedule_loop.SIGNAL, update)
         return run
 
@@ -229,11 +229,11 @@ class Schedules:
             UnknownWorkflowError: the engine has no such scheduled workflow.
             RunStateError: the schedule's run was cancelled or failed.
         """
-        self._send(workflow, _schedule_loop.Control("pause"))
+        self._send(workflow, _schedule_loop.Control("pause", at=self._engine.clock()))
 
     def resume(self, workflow: str | _definitions.Workflow[Any, Any]) -> None:
         """Resume a paused schedule: its next tick (a future one) starts a run again."""
-        self._send(workflow, _schedule_loop.Control("resume"))
+        self._send(workflow, _schedule_loop.Control("resume", at=self._engine.clock()))
 
     def trigger(self, workflow: str | _definitions.Workflow[Any, Any]) -> str:
         """Start a run of the scheduled workflow now, paused or not; return the id it gets.

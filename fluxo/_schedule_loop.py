@@ -59,7 +59,9 @@ class Control:
 
     ``op`` is ``"pause"``, ``"resume"``, ``"trigger"`` (start a run now, with the
     id :func:`~fluxo._schedules.trigger_id` makes of ``at``) or ``"update"``
-    (go on with ``spec``, a workers' code changed it).
+    (go on with ``spec``, a workers' code changed it). ``at`` is when it was
+    sent (seconds since the epoch): the ticks due before it go by the state
+    before the message.
     """
 
     op: str
@@ -206,27 +208,41 @@ class _Loop:
         self.published: State | None = None
 
     def run(self) -> None:
+        now = _now()
+        self.settle(now)  # what came due since the state was handed over: a catch-up
         for _ in range(ITERATIONS):
-            now = _now()
-            self.settle(now)
             self.publish()
             state = self.state
             timeout = None if state.next_tick is None else max(state.next_tick - now, 0.0)
             try:
                 message = _workflow_api.wait_for_signal(SIGNAL, timeout=timeout, type=Control)
             except _errors.SignalTimeout:
+                now = _now()
+                self.settle(now)
                 continue
-            self.settle(_now())  # the ticks due before the message, under the state before it
-            self.apply(message)
-        self.settle(_now())
+            now = self.take(message)
         while True:  # the messages sent meanwhile go with the state, not with this run
             try:
                 message = _workflow_api.wait_for_signal(SIGNAL, timeout=0, type=Control)
             except _errors.SignalTimeout:
                 break
-            self.apply(message)
+            self.take(message)
         self.state.next_tick = None
         _workflow_api.continue_as_new(self.state)
+
+    def take(self, message: Control) -> float:
+        """Act on a message: the ticks due before it was sent go by the state before it.
+
+        A message that waited for a worker (all were down) is taken first, then the
+        ticks missed after it was sent are caught up under the state it made.
+        Returns the time now.
+        """
+        now = _now()
+        sent = now if message.at is None else min(message.at, now)
+        self.settle(sent)
+        self.apply(message)
+        self.settle(now)
+        return now
 
     def settle(self, now: float) -> None:
         """Start the runs of the ticks due by ``now`` as the catch-up policy says."""
@@ -264,8 +280,8 @@ class _Loop:
             state.paused = True
         elif message.op == "resume":
             state.paused = False  # the ticks of the pause are settled: the next is a future one
-        elif message.op == "trigger":
-            at = message.at if message.at is not None else _now()
+        elif message.op == "trigger" and message.at is not None:
+            at = message.at
             self.start(at, _schedules.trigger_id(name, at), trigger=True)
         elif message.op == "update" and message.spec is not None:
             problems = spec_problems(message.spec)

@@ -27,7 +27,7 @@ from typing import IO, Any, TypeVar
 
 import click
 
-from fluxo import _cli_apps, _cli_metrics, _engine, _errors, _redact, history
+from fluxo import _cli_apps, _cli_metrics, _cli_schedules, _engine, _errors, _redact, history
 from fluxo import _cli_format as fmt
 from fluxo.stores import memory
 
@@ -597,6 +597,9 @@ def replay(ctx: click.Context, paths: tuple[Path, ...], app: str | None) -> None
     click.echo(report.render(verbose=True))
     if not report.ok:
         ctx.exit(1)
+
+
+cli.add_command(_cli_schedules.schedules)
 
 
 @cli.group()
