@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 from typing_extensions import assert_type
@@ -206,3 +207,28 @@ def environment_stubs_and_calls() -> None:
         step_stub: Stub = env.stub(charge, returns=Receipt("r", 1))
         assert_type(step_stub.calls, list[StepCall])
         env.stub(42, returns=1)  # type: ignore[call-overload]
+
+
+# -- schedules ------------------------------------------------------------------------------
+
+
+@fluxo.schedule("0 2 * * *", tz="Europe/Helsinki")
+@fluxo.workflow
+def nightly(tick: datetime) -> int:
+    """A scheduled workflow keeps its type."""
+    return tick.day
+
+
+assert_type(nightly.fn(datetime.now()), int)
+nightly.fn("2030-01-01")  # type: ignore[arg-type]
+assert_type(nightly.schedule, fluxo.Schedule | None)
+fluxo.schedule(every=timedelta(minutes=5), catch_up="sometimes")  # type: ignore[arg-type]
+fluxo.schedule(every=60)(charge)  # type: ignore[type-var]
+
+
+def start_scheduled(engine: fluxo.Engine) -> None:
+    """A scheduled workflow starts by hand like any other, checked against its signature."""
+    assert_type(engine.start(nightly, datetime.now()), fluxo.RunHandle[int])
+    engine.start(nightly, "2030-01-01")  # type: ignore[arg-type]
+    assert_type(engine.schedules.trigger(nightly), str)
+    assert_type(engine.schedules.list(), list[fluxo.ScheduleInfo])
