@@ -163,6 +163,24 @@ def test_an_in_memory_engine_imports_no_database_driver() -> None:
         assert driver not in loaded, f"an in-memory engine imported {driver}"
 
 
+def test_only_a_cron_schedule_imports_the_cron_library() -> None:
+    loaded = _modules_after(
+        "import fluxo\n"
+        "@fluxo.schedule(every=60)\n"
+        "@fluxo.workflow(name='w')\n"
+        "def w(tick): ...\n"
+    )
+    assert "croniter" not in loaded
+    assert "dateutil" not in loaded
+    loaded = _modules_after(
+        "import fluxo\n"
+        "@fluxo.schedule('0 2 * * *')\n"
+        "@fluxo.workflow(name='w')\n"
+        "def w(tick): ...\n"
+    )
+    assert "croniter" in loaded
+
+
 def test_no_module_of_fluxo_imports_fastapi() -> None:
     """FastAPI apps use fluxo.AsyncEngine as it is (docs/fastapi.md): Fluxo has no FastAPI code."""
     web = re.compile(r"^\s*(?:from|import)\s+(?:fastapi|starlette)\b", re.MULTILINE)
