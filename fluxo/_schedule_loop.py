@@ -20,7 +20,15 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 
-from fluxo import _definitions, _errors, _names, _run_events, _schedules, _workflow_api
+from fluxo import (
+    _decorators,
+    _definitions,
+    _errors,
+    _names,
+    _run_events,
+    _schedules,
+    _workflow_api,
+)
 
 W = TypeVar("W", bound="_definitions.Workflow[Any, Any]")
 
@@ -251,10 +259,9 @@ class _Loop:
         if state.settled is None:
             state.settled = now  # a new schedule: its first tick is the next one
         if now > state.settled:
-            due = spec.ticks_back(state.settled, now, _schedules.MAX_CATCH_UP)
-            state.settled = now
-            if due and not state.paused:
-                for tick in _chosen(spec, due, now):
+            after, state.settled = state.settled, now
+            if not state.paused:
+                for tick in due_ticks(spec, after, now):
                     self.start(tick, _schedules.tick_id(self.target.name, tick))
         state.next_tick = None if state.paused else spec.next_after(state.settled)
 
@@ -302,6 +309,18 @@ class _Loop:
         if self.state != self.published:
             _run_events.set_event(EVENT, self.state)
             self.published = dataclasses.replace(self.state)
+
+
+@_decorators.step(name="fluxo.schedule.due")
+def due_ticks(spec: _schedules.Schedule, after: float, until: float) -> list[float]:
+    """The ticks in ``(after, until]`` whose runs start, oldest first, by the catch-up policy.
+
+    A step, so its answer is recorded: a replay after an upgrade of ``croniter``
+    or of the time zone database (or of this policy) meets the ticks it started.
+    """
+    limit = _schedules.MAX_CATCH_UP if spec.catch_up == "all" else 1
+    due = spec.ticks_back(after, until, limit)
+    return _chosen(spec, due, until) if due else []
 
 
 def _chosen(spec: _schedules.Schedule, due: list[float], now: float) -> list[float]:

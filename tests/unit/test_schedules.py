@@ -536,17 +536,21 @@ def test_a_schedule_in_the_time_skipping_environment() -> None:
     assert runs == [f"nightly@2030-01-0{d}T00:00:00Z" for d in (2, 3, 4)]
 
 
-def test_the_schedule_run_replays_what_it_recorded(
-    make_engine: MakeEngine, clock: FakeClock
+def test_the_schedule_run_replays_what_it_recorded_whatever_the_tick_arithmetic_says_now(
+    make_engine: MakeEngine, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A new croniter or time zone database cannot change the ticks a history started."""
+    from fluxo import testing
+
     engine = make_engine(every10_all)
     _down(engine, clock, 35)
     engine.schedules.trigger(every10_all)
     engine.worker(sticky=0).process_one()
     events = engine.history("fluxo.schedule:every10-all")
-    doc = engine.export_history("fluxo.schedule:every10-all")
-    from fluxo import testing
-
-    testing.replay(doc, workflows=[every10_all.scheduler])  # type: ignore[list-item]
     assert [e.kind for e in events].count("child_started") == 5
     assert not any(isinstance(e, history.WorkflowFailed) for e in events)
+    document = engine.export_history("fluxo.schedule:every10-all")
+    assert every10_all.scheduler is not None
+    testing.replay(document, workflows=[every10_all.scheduler])
+    monkeypatch.setattr(_schedules.Schedule, "ticks_back", lambda *args: [T + 5.0])
+    testing.replay(document, workflows=[every10_all.scheduler])
