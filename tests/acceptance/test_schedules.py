@@ -3,7 +3,8 @@
 Each tick starts one run (ids are made of the tick, so a duplicate cannot exist:
 what is checked is that none is missing where none may be). All workers are
 then stopped for five seconds: on restart, ``catch_up="all"`` starts every tick
-of the outage, and ``catch_up="latest"`` only the most recent one.
+of the outage, and ``catch_up="latest"`` only the most recent one. On SQLite,
+PostgreSQL and Redis.
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pytest
+
 import fluxo
 from tests.acceptance import _crash, scheduleapp
+from tests.acceptance.conftest import POSTGRES, SQLITE, _url
 
 APP = "tests.acceptance.scheduleapp:make_engine"
 
@@ -37,11 +41,18 @@ def _workers(url: str, tmp_path: Path) -> list[subprocess.Popen[bytes]]:
     return [_crash.worker(url, tmp_path, APP) for _ in range(3)]
 
 
+@pytest.fixture(params=[SQLITE, POSTGRES, pytest.param("redis", marks=pytest.mark.redis)])
+def schedule_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """SQLite, PostgreSQL and Redis (whose claims and timers are scripts of their own)."""
+    return _url(request.param, request, tmp_path)
+
+
 def test_three_workers_start_one_run_per_tick_and_catch_up_after_an_outage(
-    sql_store_url: str, tmp_path: Path
+    schedule_store_url: str, tmp_path: Path
 ) -> None:
-    engine = fluxo.Engine(sql_store_url, workflows=[scheduleapp.beat_all, scheduleapp.beat_latest])
-    workers = _workers(sql_store_url, tmp_path)
+    url = schedule_store_url
+    engine = fluxo.Engine(url, workflows=[scheduleapp.beat_all, scheduleapp.beat_latest])
+    workers = _workers(url, tmp_path)
     try:
         _crash.wait(
             lambda: len(_ticks(engine, scheduleapp.beat_all)) >= 10,
@@ -55,7 +66,7 @@ def test_three_workers_start_one_run_per_tick_and_catch_up_after_an_outage(
     stopped = time.time()
     time.sleep(5)
     restarted = time.time()
-    workers = _workers(sql_store_url, tmp_path)
+    workers = _workers(url, tmp_path)
     try:
         _crash.wait(
             lambda: (_ticks(engine, scheduleapp.beat_latest) or [0])[-1] >= restarted + 2,
