@@ -165,18 +165,12 @@ def test_an_in_memory_engine_imports_no_database_driver() -> None:
 
 def test_only_a_cron_schedule_imports_the_cron_library() -> None:
     loaded = _modules_after(
-        "import fluxo\n"
-        "@fluxo.schedule(every=60)\n"
-        "@fluxo.workflow(name='w')\n"
-        "def w(tick): ...\n"
+        "import fluxo\n@fluxo.schedule(every=60)\n@fluxo.workflow(name='w')\ndef w(tick): ...\n"
     )
     assert "croniter" not in loaded
     assert "dateutil" not in loaded
     loaded = _modules_after(
-        "import fluxo\n"
-        "@fluxo.schedule('0 2 * * *')\n"
-        "@fluxo.workflow(name='w')\n"
-        "def w(tick): ...\n"
+        "import fluxo\n@fluxo.schedule('0 2 * * *')\n@fluxo.workflow(name='w')\ndef w(tick): ...\n"
     )
     assert "croniter" in loaded
 
