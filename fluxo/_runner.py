@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from fluxo import (
+    _dead,
     _errors,
     _executor,
     _leases,
@@ -164,6 +165,8 @@ class Runner:
                     f"run {run_id!r} is of workflow {state.run.workflow!r}, which this engine "
                     "does not know; it was left for a worker that does"
                 )
+            if _dead.is_due(wf, state.run):
+                return _dead.end_dead(self, owner, state, wf)
             context = _executor.RunContext(
                 state=state,
                 workflow=wf,

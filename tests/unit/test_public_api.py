@@ -38,6 +38,7 @@ EXPECTED = [
     "Observer",
     "Retry",
     "RunEvent",
+    "RunDiedError",
     "RunHandle",
     "RunIdConflictError",
     "RunInfo",
@@ -216,6 +217,9 @@ PICKLED = [
     ),
     fluxo.WorkflowFailedError(
         "r2", type_name="builtins.KeyError", type_names=["builtins.KeyError"], error_message="k"
+    ),
+    fluxo.RunDiedError(
+        "r2", type_name="fluxo.RunDiedError", error_message="its executions died 4 times"
     ),
     fluxo.RunIdConflictError("r3", "a", "b"),
     fluxo.RunIdConflictError("r3", "a", "a", arguments=["cents"], detail="  cents: 1 != 2"),

@@ -63,6 +63,7 @@ RUN_COLUMNS = (
     _R.c.deadline,
     _R.c.parent,
     _R.c.headers,
+    _R.c.recoveries,
 )
 _EVENT_COLUMNS = (_E.c.run_id, _E.c.seq, _E.c.kind, _E.c.name, _E.c.data, _E.c.created_at)
 _ACTIVE = tuple(status.value for status in history.ACTIVE_STATUSES)
@@ -347,7 +348,10 @@ class Statements:
         )
         reopen = (
             _R.update()
-            .where(_R.c.id == run_id, _R.c.status == _word(RunStatus.FAILED.value))
+            .where(
+                _R.c.id == run_id,
+                _R.c.status.in_([_word(s.value) for s in history.RETRYABLE_STATUSES]),
+            )
             .values(
                 status=_word(RunStatus.PENDING.value),
                 ready_at=now,
@@ -355,6 +359,7 @@ class Statements:
                 lease_owner=sa.null(),
                 lease_until=sa.null(),
                 cancel_requested=sa.false(),
+                recoveries=0,
             )
         )
         self.returning = dialect.update_returning
@@ -478,7 +483,7 @@ class Statements:
                     _R.c.lease_until.is_(None), _R.c.lease_until < now, _R.c.lease_owner == worker
                 ),
             )
-            .values(self._lease_values())
+            .ordered_values(*self._lease_values(taking_back=worker))
         )
         self.claim_run = self.compile(update.returning(*RUN_COLUMNS) if self.returning else update)
 
@@ -524,7 +529,7 @@ class Statements:
             statement: sa.ClauseElement = (
                 _R.update()
                 .where(_R.c.id == chosen.c.id)
-                .values(self._lease_values())
+                .ordered_values(*self._lease_values())
                 .returning(*RUN_COLUMNS)
             )
             return statement
@@ -548,21 +553,38 @@ class Statements:
     def claim_update(self, runs: int) -> Sql:
         def build() -> sa.ClauseElement:
             statement: sa.ClauseElement = (
-                _R.update().where(_R.c.id.in_(_keys("p_id", runs))).values(self._lease_values())
+                _R.update()
+                .where(_R.c.id.in_(_keys("p_id", runs)))
+                .ordered_values(*self._lease_values())
             )
             return statement
 
         return self.shaped(("claim_update", runs), build)
 
     @staticmethod
-    def _lease_values() -> dict[str, Any]:
-        return {
-            "status": _word(RunStatus.RUNNING.value),
-            "lease_owner": _p("p_worker", _R.c.lease_owner),
-            "lease_until": _p("p_lease_until", _R.c.lease_until),
-            "updated_at": _p("p_now", _R.c.updated_at),
-            "wake_requested": sa.false(),
-        }
+    def _lease_values(
+        taking_back: sa.BindParameter[str] | None = None,
+    ) -> list[tuple[sa.Column[Any], Any]]:
+        """What a claim sets, in order: ``recoveries`` first, as it reads the old status.
+
+        A claim of a run still ``RUNNING`` takes it over from an execution that never
+        ended, and counts a recovery; ``taking_back`` (``claim_run``'s worker) taking
+        back its own lease does not. MySQL evaluates SET left to right, hence the order.
+        """
+        recovered = _R.c.status == _word(RunStatus.RUNNING.value)
+        if taking_back is not None:
+            recovered = sa.and_(
+                recovered,
+                sa.or_(_R.c.lease_owner.is_(None), _R.c.lease_owner != taking_back),
+            )
+        return [
+            (_R.c.recoveries, sa.case((recovered, _R.c.recoveries + 1), else_=_R.c.recoveries)),
+            (_R.c.status, _word(RunStatus.RUNNING.value)),
+            (_R.c.lease_owner, _p("p_worker", _R.c.lease_owner)),
+            (_R.c.lease_until, _p("p_lease_until", _R.c.lease_until)),
+            (_R.c.updated_at, _p("p_now", _R.c.updated_at)),
+            (_R.c.wake_requested, sa.false()),
+        ]
 
     def renew(self, runs: int) -> Sql:
         def build() -> sa.ClauseElement:
