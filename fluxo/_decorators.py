@@ -86,7 +86,6 @@ def workflow(
     An ``async def`` workflow awaits its steps (``await charge(...)``) and the
     async forms of the durable calls (``await fluxo.sleep_async(...)``).
     """
-
     if max_recoveries is not None and (
         isinstance(max_recoveries, bool)
         or not isinstance(max_recoveries, int)

@@ -109,8 +109,10 @@ def test_claim_run_taking_back_its_own_lease_does_not_count(store, runs):
     live = store.claim_run("w1", "r1", now=T0 + 10, lease_until=T0 + 40)
     expired = store.claim_run("w1", "r1", now=T0 + 50, lease_until=T0 + 80)
 
-    assert live is not None and live.recoveries == 0
-    assert expired is not None and expired.recoveries == 0
+    assert live is not None
+    assert live.recoveries == 0
+    assert expired is not None
+    assert expired.recoveries == 0
 
 
 def test_claim_run_taking_a_run_over_from_another_owner_counts(store, runs):
@@ -120,7 +122,8 @@ def test_claim_run_taking_a_run_over_from_another_owner_counts(store, runs):
     assert store.claim_run("w2", "r1", now=T0 + 10, lease_until=T0 + 40) is None
     taken = store.claim_run("w2", "r1", now=T0 + 31, lease_until=T0 + 61)
 
-    assert taken is not None and (taken.lease_owner, taken.recoveries) == ("w2", 1)
+    assert taken is not None
+    assert (taken.lease_owner, taken.recoveries) == ("w2", 1)
     assert store.get_run("r1").recoveries == 1
 
 
@@ -131,7 +134,8 @@ def test_claim_run_of_a_waiting_run_does_not_count(store, runs):
 
     taken = store.claim_run("w2", "r1", now=T0 + 2, lease_until=T0 + 32)
 
-    assert taken is not None and taken.recoveries == 0
+    assert taken is not None
+    assert taken.recoveries == 0
 
 
 def test_dead_is_a_finished_status(store, runs):
