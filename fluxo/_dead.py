@@ -35,9 +35,9 @@ def describe(state: history.RunState, limit: int) -> str:
     times = "once" if run.recoveries == 1 else f"{run.recoveries} times"
     return (
         f"its executions died {times} (max_recoveries={limit}): each was taken over after "
-        f"its worker died or its lease ran out without the execution ending. The history "
-        f"ends at position {len(state.events) - 1} ({last.describe()}), so the next "
-        "execution probably dies where they did; fix the cause, then retry the run"
+        "its worker died or its lease ran out, without the execution ending. The last "
+        f"record is at position {len(state.events) - 1} ({last.describe()}), so they died "
+        "after it; fix the cause, then retry the run (engine.retry, fluxo runs retry)"
     )
 
 
