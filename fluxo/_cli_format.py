@@ -169,7 +169,7 @@ def _value(codec: _codec.Codec, data: bytes | None) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-_ERROR_KINDS = (
+_ERROR_KINDS: tuple[type[history.Event], ...] = (
     history.StepAttemptFailed,
     history.StepFailed,
     history.BranchAttemptFailed,
@@ -178,7 +178,11 @@ _ERROR_KINDS = (
     *history.FAILURE_ENDS,
 )
 _TIME_KINDS = (history.TimerStarted, history.SignalWaitStarted)
-_TERMINAL_KINDS = (history.WorkflowCompleted, *history.FAILURE_ENDS, history.WorkflowCancelled)
+_TERMINAL_KINDS: tuple[type[history.Event], ...] = (
+    history.WorkflowCompleted,
+    *history.FAILURE_ENDS,
+    history.WorkflowCancelled,
+)
 
 
 def describe_run(state: history.RunState, codec: _codec.Codec) -> dict[str, Any]:

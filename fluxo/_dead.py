@@ -14,10 +14,12 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from fluxo import _errors, _executor, _payloads, history, observe
+from fluxo import _errors, _executor, _observers, _payloads, codec, history, observe, stores
 
 if TYPE_CHECKING:
-    from fluxo import _definitions, _runner
+    from collections.abc import Callable
+
+    from fluxo import _definitions
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,11 @@ def describe(state: history.RunState, limit: int) -> str:
 
 
 def end_dead(
-    runner: _runner.Runner,
+    store: stores.Store,
+    *,
+    codec: codec.Codec,
+    clock: Callable[[], float],
+    observers: _observers.Dispatch,
     owner: str,
     state: history.RunState,
     workflow: _definitions.Workflow[Any, Any],
@@ -56,7 +62,6 @@ def end_dead(
     ``LOST`` when another writer got there first; ``BROKEN`` when the store could
     not take the write: the lease is kept, and its expiry spaces out the next try.
     """
-    store, clock = runner.store, runner.clock
     run = state.run
     limit = workflow.max_recoveries
     assert limit is not None
@@ -64,7 +69,7 @@ def end_dead(
         run.id, type_name="fluxo.RunDiedError", error_message=describe(state, limit)
     )
     info = _payloads.error_info(error)
-    data = runner.codec.encode(info)
+    data = codec.encode(info)
     log.error(
         "run %s of %s is dead: %s",
         run.id,
@@ -95,7 +100,6 @@ def end_dead(
             extra={"fluxo_run_id": run.id},
         )
         return _executor.Outcome.BROKEN
-    observers = runner.observers
     if observers.run_failed:
         now = clock()
         event = observe.RunEvent(

@@ -173,7 +173,7 @@ REJECTED_PAYLOAD_LIMIT = 64 << 10
 """The largest payload a ``signal_rejected`` event copies."""
 
 
-_TERMINAL_EVENTS = (
+_TERMINAL_EVENTS: tuple[type[history.Event], ...] = (
     history.WorkflowCompleted,
     *history.FAILURE_ENDS,
     history.WorkflowCancelled,

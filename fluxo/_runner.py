@@ -166,7 +166,15 @@ class Runner:
                     "does not know; it was left for a worker that does"
                 )
             if _dead.is_due(wf, state.run):
-                return _dead.end_dead(self, owner, state, wf)
+                return _dead.end_dead(
+                    self.store,
+                    codec=self.codec,
+                    clock=self.clock,
+                    observers=self.observers,
+                    owner=owner,
+                    state=state,
+                    workflow=wf,
+                )
             context = _executor.RunContext(
                 state=state,
                 workflow=wf,

@@ -47,7 +47,11 @@ _CHILD_EVENTS: dict[str, type[history.Event]] = {
 }
 
 
-_ENDS = (history.WorkflowCompleted, *history.FAILURE_ENDS, history.WorkflowCancelled)
+_ENDS: tuple[type[history.Event], ...] = (
+    history.WorkflowCompleted,
+    *history.FAILURE_ENDS,
+    history.WorkflowCancelled,
+)
 
 
 class Children:

@@ -37,8 +37,8 @@ EXPECTED = [
     "NondeterminismError",
     "Observer",
     "Retry",
-    "RunEvent",
     "RunDiedError",
+    "RunEvent",
     "RunHandle",
     "RunIdConflictError",
     "RunInfo",
@@ -177,7 +177,7 @@ ERROR_CLASSES = [
 
 
 def test_every_error_derives_from_fluxo_error() -> None:
-    assert len(ERROR_CLASSES) == 25
+    assert len(ERROR_CLASSES) == 26
     for cls in ERROR_CLASSES:
         assert issubclass(cls, fluxo.FluxoError), cls
 
