@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 import fluxo
-from fluxo import _executor, cli, history
+from fluxo import _executor, cli, history, testing
 from fluxo.stores import memory
 
 from .conftest import MakeEngine
@@ -263,3 +263,20 @@ def test_runs_list_shows_dead_runs_and_runs_retry_resumes_one(
     code, out = invoke("runs", "retry", "ok", "--app", APP)
     assert code == 1
     assert "is pending, not failed or dead; only a failed or dead run can be retried" in out
+
+
+def test_the_history_of_a_dead_run_replays_on_its_code(
+    make_engine: MakeEngine, clock: FakeClock
+) -> None:
+    engine = make_engine(brittle)
+    engine.start(brittle.options(id="r1"), 4)
+    die_once(engine, "r1", clock, "w0")
+    execute(engine, "r1", "w1", lease=LEASE)
+    document = engine.export_history("r1")
+    CALLS.clear()
+
+    result = testing.replay(document, workflows=[brittle])
+
+    assert result.ok
+    assert CALLS == []  # replay runs no step
+    assert [event["kind"] for event in document["events"]][-1] == "run_died"
