@@ -176,6 +176,7 @@ def test_runs_list_json_has_stable_keys(runs: Runs) -> None:
         "lease_owner",
         "cancel_requested",
         "parent",
+        "recoveries",
         "damage",
     ]
     assert records[2]["parent"] is None
