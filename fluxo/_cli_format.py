@@ -386,6 +386,9 @@ def render_run(doc: dict[str, Any]) -> str:
             what = _awaited_children(children)
         until = f"until {iso_short(doc['ready_at'])}" if doc["ready_at"] else ""
         lines.append(f"waiting   {what} {until}".rstrip())
+    if doc.get("recoveries"):
+        times = "once" if doc["recoveries"] == 1 else f"{doc['recoveries']} times"
+        lines.append(f"recovered {times}: taken over from executions that died")
     if status == "running" and doc["lease_owner"]:
         lines.append(f"worker    {doc['lease_owner']}")
     if doc["deadline"]:

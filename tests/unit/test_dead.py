@@ -255,6 +255,7 @@ def test_runs_list_shows_dead_runs_and_runs_retry_resumes_one(
     assert code == 0, out
     assert "fluxo.RunDiedError: its executions died once (max_recoveries=0)" in out
     assert "run_died" in out
+    assert "recovered once: taken over from executions that died" in out
 
     code, out = invoke("runs", "retry", "d1", "--app", APP)
     assert code == 0, out
