@@ -21,6 +21,7 @@ python cli_app.py wait order-3            # order-3 cancelled
 
 fluxo runs list                           # a table, newest first; --json for scripts
 fluxo runs list --status failed --json
+fluxo runs list --id-prefix order-1       # the runs whose id starts with order-1
 fluxo runs show order-1                   # status, input, result, and the timed history
 fluxo runs retry order-2                  # after fixing the cause: resumes from the history
 fluxo runs history order-1 -o histories/order-1.json

@@ -32,3 +32,11 @@ with fluxo.Engine("memory://", workflows=[checkout]) as engine:
         checkout.options(id="order\x0017")
     except fluxo.DefinitionError as exc:
         print("control character U+0000" in str(exc))  # prints: True
+
+    # list the runs whose id starts with a text: case counts, "%" and "_" are plain text
+    for run_id in ("order-18", "Order-19", "order_20", "refund-17"):
+        engine.start(checkout.options(id=run_id), run_id, 100)
+    print(sorted(run.id for run in engine.list_runs(id_prefix="order-")))
+    # prints: ['order-17', 'order-18']
+    print([run.id for run in engine.list_runs(id_prefix="refund-", status="pending")])
+    # prints: ['refund-17']

@@ -35,4 +35,6 @@ with fluxo.Engine(url, workflows=[checkout]) as engine, engine.worker():
     handle = engine.start(checkout.options(id=run_id), run_id, 4200)
     engine.signal(run_id, "approved", True)
     print("charged:", handle.result(timeout=30) == f"r-{run_id}")  # prints: charged: True
+    listed = engine.list_runs(id_prefix=run_id[:10])  # the runs whose id starts so
+    print("listed:", [run.id for run in listed] == [run_id])  # prints: listed: True
     print("store:", engine.store)

@@ -18,6 +18,7 @@ from fluxo._errors import (
     DecodeError,
     DefinitionError,
     EncodeError,
+    EventTimeout,
     FluxoError,
     HistoryCorruptError,
     NondeterminismError,
@@ -40,6 +41,7 @@ from fluxo._errors import (
     WorkflowTimeoutError,
 )
 from fluxo._retry import Retry
+from fluxo._run_events import WorkflowInfo, info, set_event
 from fluxo._runtime import Cancelled
 from fluxo._saga import Saga, saga
 from fluxo._worker import Worker
@@ -92,6 +94,7 @@ __all__ = [
     "EncodeError",
     "Engine",
     "Event",
+    "EventTimeout",
     "FluxoError",
     "HistoryCorruptError",
     "JSONCodec",
@@ -123,11 +126,13 @@ __all__ = [
     "Workflow",
     "WorkflowCancelledError",
     "WorkflowFailedError",
+    "WorkflowInfo",
     "WorkflowTimeoutError",
     "__version__",
     "continue_as_new",
     "deprecate_patch",
     "in_workflow",
+    "info",
     "is_replaying",
     "logger",
     "map",
@@ -139,6 +144,7 @@ __all__ = [
     "patched",
     "random",
     "saga",
+    "set_event",
     "signal",
     "signal_async",
     "sleep",

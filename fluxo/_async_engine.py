@@ -25,8 +25,8 @@ import contextvars
 import functools
 import logging
 import threading
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Generic, ParamSpec, TypeVar
 
@@ -210,6 +210,7 @@ class AsyncEngine:
         created_after: datetime | float | None = None,
         created_before: datetime | float | None = None,
         limit: int = 100,
+        id_prefix: str | None = None,
     ) -> list[_history.RunInfo]:
         """Up to ``limit`` runs matching every filter, newest first (see ``Engine.list_runs``)."""
         return await self._call(
@@ -219,6 +220,7 @@ class AsyncEngine:
             created_after=created_after,
             created_before=created_before,
             limit=limit,
+            id_prefix=id_prefix,
         )
 
     async def count_runs(self) -> dict[tuple[str, _history.RunStatus], int]:
@@ -232,6 +234,27 @@ class AsyncEngine:
     async def export_history(self, run_id: str, *, readable: bool = False) -> dict[str, Any]:
         """The run's history as a JSON-ready document; see :meth:`fluxo.Engine.export_history`."""
         return await self._call(self.engine.export_history, run_id, readable=readable)
+
+    async def get_event(
+        self, run_id: str, key: str, *, timeout: timedelta | float | None = None, type: Any = Any
+    ) -> Any:
+        """The latest value the run set under ``key``, waiting for the first.
+
+        See :meth:`fluxo.Engine.get_event`; the wait takes one of this engine's threads.
+        """
+        return await self._call(self.engine.get_event, run_id, key, timeout=timeout, type=type)
+
+    async def watch_event(
+        self, run_id: str, key: str, *, timeout: timedelta | float | None = None, type: Any = Any
+    ) -> AsyncIterator[Any]:
+        """Every value the run sets under ``key``, oldest first, as it sets them.
+
+        See :meth:`fluxo.Engine.watch_event`; each wait takes one of this engine's threads.
+        """
+        values = await self._call(self.engine.watch_event, run_id, key, timeout=timeout, type=type)
+        done = object()
+        while (value := await self._call(next, values, done)) is not done:
+            yield value
 
     # -- results -------------------------------------------------------------------------
 

@@ -13,13 +13,14 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from typing_extensions import ParamSpec
 
 from fluxo import (
+    _cancelling,
     _definitions,
     _errors,
     _executor,
@@ -31,6 +32,7 @@ from fluxo import (
     _observers,
     _payloads,
     _redact,
+    _run_events,
     _runner,
     _transactions,
     _worker,
@@ -492,6 +494,7 @@ class Engine:
         created_after: datetime | float | None = None,
         created_before: datetime | float | None = None,
         limit: int = 100,
+        id_prefix: str | None = None,
     ) -> list[_history.RunInfo]:
         """Up to ``limit`` runs matching every given filter, newest first.
 
@@ -504,14 +507,12 @@ class Engine:
             created_before: keep runs created before this time (excluded), so
                 consecutive ranges list each run once.
             limit: the most runs returned.
+            id_prefix: keep runs whose id starts with this text, case and all
+                (``%``, ``_`` and ``*`` are plain characters); ``""`` keeps every run.
         """
         self._check_open()
-        statuses = None if status is None else _filters.statuses(status)
-        workflows = None if workflow is None else _filters.workflow_names(workflow)
-        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-            raise _errors.DefinitionError(f"limit must be a positive whole number, not {limit!r}")
-        window = _filters.creation_window(created_after, created_before)
-        return self.store.list_runs(statuses=statuses, workflows=workflows, limit=limit, **window)
+        window = (created_after, created_before)
+        return self.store.list_runs(**_filters.listing(status, workflow, window, limit, id_prefix))
 
     def count_runs(self) -> dict[tuple[str, _history.RunStatus], int]:
         """How many runs each workflow has in each status; one read (see ``Store.count_runs``)."""
@@ -573,25 +574,48 @@ class Engine:
         statuses = _filters.purge_statuses(status)
         workflows = None if workflow is None else _filters.workflow_names(workflow)
         _filters.check_batch(batch, MAX_BATCH)
-        if dry_run:
-            return self.store.purge(
-                finished_before=cutoff,
-                statuses=statuses,
-                workflows=workflows,
-                limit=_COUNT_ALL,
-                dry_run=True,
-            )
-        total = 0
-        while True:
-            deleted = self.store.purge(
-                finished_before=cutoff, statuses=statuses, workflows=workflows, limit=batch
-            )
-            if deleted == 0:
-                break
-            total += deleted
-            log.debug("purge: %d runs deleted (%d so far)", deleted, total)
-        log.info("purge: %d finished runs deleted", total)
-        return total
+        return _filters.purge(self.store, cutoff, statuses, workflows, batch, dry_run=dry_run)
+
+    def get_event(
+        self, run_id: str, key: str, *, timeout: timedelta | float | None = None, type: Any = Any
+    ) -> Any:
+        """The latest value the run's workflow set under ``key`` (``fluxo.set_event``).
+
+        Waits until the workflow sets a first value, for up to ``timeout`` seconds
+        (``None``: as long as it takes), woken by the store. A chain of runs
+        (``fluxo.continue_as_new``) is one run here. The value is decoded as
+        ``type`` (give the set value's class for a typed value; by default, plain JSON).
+
+        Raises:
+            EventTimeout: no value was set within ``timeout``.
+            RunStateError: the run ended without setting ``key``.
+            RunNotFoundError: no such run.
+        """
+        return self._events(run_id, key, timeout, type, "get_event").latest(
+            _run_events.seconds(timeout, "get_event()")
+        )
+
+    def watch_event(
+        self, run_id: str, key: str, *, timeout: timedelta | float | None = None, type: Any = Any
+    ) -> Iterator[Any]:
+        """Every value the run's workflow sets under ``key``, oldest first, as it sets them.
+
+        The values set before the call come first; the iteration ends once the run
+        has ended and its last value was yielded. None is ever skipped: the values
+        are read from the history. ``timeout`` bounds each wait for a next value
+        (``EventTimeout``); see :meth:`get_event`.
+        """
+        reader = self._events(run_id, key, timeout, type, "watch_event")
+        return reader.each(_run_events.seconds(timeout, "watch_event()"))
+
+    def _events(
+        self, run_id: str, key: str, timeout: object, type: Any, what: str
+    ) -> _run_events.EventReader:
+        self._check_open()
+        _names.check_run_id(run_id)
+        _run_events.check_key(key, f"engine.{what}()")
+        self.store.get_run(run_id)  # RunNotFoundError now, not at the first value
+        return _run_events.EventReader(self.store, self.codec, run_id, key, type)
 
     def history(self, run_id: str) -> list[_history.Event]:
         """The run's full history, oldest event first. Raises ``RunNotFoundError``."""
@@ -635,36 +659,9 @@ class Engine:
         """
         self._check_open()
         _names.check_run_id(run_id)
-        run = self.store.request_cancel(self._latest(run_id).id, now=self.clock())
-        while run.status is _history.RunStatus.COMPLETED:
-            # It continued as new in the meantime: cancel the run it continued in.
-            latest = self._latest(run.id)
-            if latest.id == run.id:
-                break
-            run = self.store.request_cancel(latest.id, now=self.clock())
-        run_id = run.id
-        if run.status is _history.RunStatus.CANCELLED:
-            return run  # cancelling twice is harmless
-        if run.status.is_terminal:
-            raise self._damage_error(run_id, "cancelled") or _errors.RunStateError(
-                f"run {run_id!r} already finished ({run.status.value}); there is nothing to cancel"
-            )
-        if run.status is _history.RunStatus.PENDING and run.lease_owner is None and not run.parent:
-            # Not begun: finish it here, fenced at position 1, so it needs no worker.
-            # If a worker got there first, the fence refuses and the flag delivers it.
-            # (A child run is left to the executor, which tells its parent how it ended.)
-            try:
-                self.store.append(
-                    run_id,
-                    1,
-                    (_history.CancelRequested(), _history.WorkflowCancelled()),
-                    now=self.clock(),
-                    status=_history.RunStatus.CANCELLED,
-                )
-            except _errors.SequenceConflictError:
-                return run
-            return self.store.get_run(run_id)
-        return run
+        return _cancelling.cancel(
+            self.store, run_id, clock=self.clock, damage_error=self._damage_error
+        )
 
     def signal(self, run_id: str, name: str, payload: Any = None) -> None:
         """Send the signal ``name`` with ``payload`` to a run.
@@ -789,10 +786,7 @@ class Engine:
         return _payloads.run_outcome(run, self.store.load(run.id).events, self.codec, return_type)
 
 
-MAX_BATCH = 10_000
-"""The most runs :meth:`Engine.purge` deletes in one transaction."""
-_COUNT_ALL = 2**31 - 1
-"""The limit of a dry run: every run (within what an SQL ``LIMIT`` takes)."""
+MAX_BATCH = _filters.MAX_BATCH
 
 
 def _default_codec() -> _codec.Codec:

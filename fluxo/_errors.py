@@ -22,6 +22,7 @@ The tree::
     ├── CompensationError        a saga's compensations failed too (carries the original error)
     ├── SignalTimeout            wait_for_signal's timeout passed first
     ├── SignalError              fluxo.signal() could not deliver (no such run, finished)
+    ├── EventTimeout             get_event/watch_event waited its timeout for a value
     ├── WorkflowFailedError      a run ended failed; raised by ``handle.result()``
     │   └── RunDiedError         ... dead: its executions kept dying (``max_recoveries``)
     ├── WorkflowCancelledError   a run ended cancelled; raised by ``handle.result()``
@@ -425,6 +426,23 @@ class SignalTimeout(FluxoError, TimeoutError):
         return (type(self), (self.name, self.timeout))
 
 
+class EventTimeout(FluxoError, TimeoutError):
+    """``Engine.get_event`` or ``Engine.watch_event`` waited its timeout for a value in vain."""
+
+    def __init__(self, run_id: str, key: str, status: str = "") -> None:
+        self.run_id = run_id
+        self.key = key
+        self.status = status
+        standing = f" (it is {status})" if status else ""
+        super().__init__(
+            f"run {run_id!r} set no new value of event {key!r} in the time given{standing}; "
+            "wait longer, or check that a worker is running (engine.worker() or 'fluxo worker')"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.run_id, self.key, self.status))
+
+
 class SignalError(FluxoError):
     """A workflow's signal to another run could not be delivered."""
 
@@ -588,6 +606,7 @@ _EXPORTED_BY_FLUXO = (
     "DecodeError",
     "DefinitionError",
     "EncodeError",
+    "EventTimeout",
     "FluxoError",
     "HistoryCorruptError",
     "NondeterminismError",

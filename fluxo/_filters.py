@@ -1,4 +1,4 @@
-"""What ``engine.list_runs`` and ``engine.purge`` select runs by: statuses, workflows, times.
+"""What ``engine.list_runs`` and ``engine.purge`` select runs by: statuses, workflows, times, ids.
 
 Each is checked before anything reaches a store, and an error names the argument
 and what it takes.
@@ -6,12 +6,15 @@ and what it takes.
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from fluxo import _definitions, _durations, _errors, history
+from fluxo import _definitions, _durations, _errors, _names, history, stores
+
+log = logging.getLogger("fluxo._engine")  # the purge's lines keep the engine's logger
 
 
 def statuses(
@@ -50,6 +53,51 @@ def workflow_names(
                 f"workflow= takes a workflow, a workflow name or a list of them, not {item!r}"
             )
     return names
+
+
+def id_prefix(prefix: object) -> str | None:
+    """The ``id_prefix`` of a listing, checked: text a run id can start with (``""``: none)."""
+    if prefix is None:
+        return None
+    if not isinstance(prefix, str):
+        raise _errors.DefinitionError(
+            f"id_prefix takes a string (the start of the run ids to list), not {prefix!r}"
+        )
+    if len(prefix) > _names.MAX_ID_LENGTH:
+        raise _errors.DefinitionError(
+            f"id_prefix is {len(prefix)} characters long, and no run id is longer than "
+            f"{_names.MAX_ID_LENGTH}; pass the start of an id"
+        )
+    return _names.check_name("id_prefix", prefix) or None
+
+
+def listing(
+    status: history.RunStatus | str | Iterable[history.RunStatus | str] | None,
+    workflow: str
+    | _definitions.Workflow[Any, Any]
+    | Iterable[str | _definitions.Workflow[Any, Any]]
+    | None,
+    window: tuple[datetime | float | None, datetime | float | None],
+    limit: object,
+    prefix: object,
+) -> dict[str, Any]:
+    """The keyword arguments of ``Store.list_runs`` for ``engine.list_runs``'s, checked.
+
+    ``window`` is ``(created_after, created_before)``.
+
+    ``id_prefix`` is passed only when it filters, so a store written before it still works.
+    """
+    chosen: dict[str, Any] = {
+        "statuses": None if status is None else statuses(status),
+        "workflows": None if workflow is None else workflow_names(workflow),
+    }
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise _errors.DefinitionError(f"limit must be a positive whole number, not {limit!r}")
+    chosen.update(limit=limit, **creation_window(*window))
+    checked = id_prefix(prefix)
+    if checked:
+        chosen["id_prefix"] = checked
+    return chosen
 
 
 def epoch(name: str, value: datetime | float) -> float:
@@ -133,3 +181,37 @@ def check_batch(batch: object, most: int) -> None:
         raise _errors.DefinitionError(
             f"batch must be a whole number from 1 to {most:,}, not {batch!r}"
         )
+
+
+MAX_BATCH = 10_000
+"""The most runs :meth:`Engine.purge` deletes in one transaction."""
+_COUNT_ALL = 2**31 - 1
+"""The limit of a dry run: every run (within what an SQL ``LIMIT`` takes)."""
+
+
+def purge(
+    store: stores.Store,
+    cutoff: float,
+    statuses: Collection[history.RunStatus],
+    workflows: Collection[str] | None,
+    batch: int,
+    *,
+    dry_run: bool,
+) -> int:
+    """``Engine.purge`` with checked arguments: batches until none is left; how many went."""
+    if dry_run:
+        return store.purge(
+            finished_before=cutoff,
+            statuses=statuses,
+            workflows=workflows,
+            limit=_COUNT_ALL,
+            dry_run=True,
+        )
+    total = 0
+    while deleted := store.purge(
+        finished_before=cutoff, statuses=statuses, workflows=workflows, limit=batch
+    ):
+        total += deleted
+        log.debug("purge: %d runs deleted (%d so far)", deleted, total)
+    log.info("purge: %d finished runs deleted", total)
+    return total

@@ -127,6 +127,14 @@ class Runtime(Protocol):
         """A nondeterministic value, taken live once by ``produce`` and replayed from history."""
         ...
 
+    def set_event(self, key: str, value: Any) -> None:
+        """``fluxo.set_event``: record ``value`` under ``key`` for the outside world."""
+        ...
+
+    def info(self) -> Any:
+        """``fluxo.info()``: the run executing (a ``fluxo.WorkflowInfo``); not a durable call."""
+        ...
+
     def sleep_until(self, fire_at: float) -> None:
         """A durable timer that fires at ``fire_at`` (seconds since the epoch)."""
         ...

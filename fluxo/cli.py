@@ -276,6 +276,12 @@ def runs() -> None:
 )
 @click.option("--until", callback=_when, metavar="WHEN", help="Only runs created before WHEN.")
 @click.option(
+    "--id-prefix",
+    "id_prefix",
+    metavar="TEXT",
+    help="Only runs whose id starts with TEXT (case-sensitive; % and _ are plain characters).",
+)
+@click.option(
     "--limit", type=click.IntRange(min=1), default=50, show_default=True, help="The most runs."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array (for scripts).")
@@ -285,6 +291,7 @@ def list_runs(  # noqa: PLR0917 (click passes every option by position)
     workflows: tuple[str, ...],
     since: float | None,
     until: float | None,
+    id_prefix: str | None,
     limit: int,
     as_json: bool,
     store: str | None,
@@ -303,6 +310,7 @@ def list_runs(  # noqa: PLR0917 (click passes every option by position)
             created_after=since,
             created_before=until,
             limit=limit + 1,  # one more, to tell whether --limit hid any
+            id_prefix=id_prefix,
         )
     more, found = len(found) > limit, found[:limit]
     if as_json:
@@ -408,6 +416,28 @@ def signal(  # noqa: PLR0917 (click passes every option by position)
     with _connect(store, app) as engine:
         engine.signal(run_id, name, value)
     click.echo(f"signal {name!r} sent to run {run_id!r}")
+
+
+@runs.command()
+@click.argument("run_id", metavar="ID")
+@click.argument("key")
+@click.option("--watch", is_flag=True, help="Print every value, one JSON line each, to the end.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    help="Seconds to wait for a (next) value; by default as long as it takes.",
+)
+@_target_options
+def event(  # noqa: PLR0917 (click passes every option by position)
+    run_id: str, key: str, watch: bool, timeout: float | None, store: str | None, app: str | None
+) -> None:
+    """Print the latest value run ID set under KEY (fluxo.set_event), waiting for the first."""
+    with _connect(store, app) as engine:
+        if not watch:
+            _echo_json(engine.get_event(run_id, key, timeout=timeout))
+            return
+        for value in engine.watch_event(run_id, key, timeout=timeout):
+            click.echo(json.dumps(value, ensure_ascii=False))
 
 
 @runs.command()

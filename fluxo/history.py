@@ -119,6 +119,17 @@ class ValueRecorded(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class EventSet(Event):
+    """The workflow set an event (``fluxo.set_event``): ``name`` is its key, ``data`` its value.
+
+    Every value set is kept, in order: ``Engine.get_event`` reads the latest one,
+    ``Engine.watch_event`` each of them.
+    """
+
+    kind: ClassVar[str] = "event_set"
+
+
+@dataclass(frozen=True, slots=True)
 class TimerStarted(Event):
     """A durable timer was set: ``data`` is its fire time (epoch seconds, JSON)."""
 
@@ -288,6 +299,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         BranchAttemptFailed,
         BranchFailed,
         ValueRecorded,
+        EventSet,
         TimerStarted,
         TimerFired,
         SignalWaitStarted,

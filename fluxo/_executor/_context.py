@@ -35,6 +35,7 @@ from fluxo import (
     _errors,
     _observers,
     _payloads,
+    _run_events,
     _runtime,
     codec,
     history,
@@ -142,7 +143,10 @@ class RunContext:
         self.started = state.events[0]
         self.deadline = run.deadline
         self.parent = run.parent
-        self.retries = sum(isinstance(e, history.RunRetried) for e in state.events)
+        self._retried_at = [
+            seq for seq, e in enumerate(state.events) if isinstance(e, history.RunRetried)
+        ]
+        self.retries = len(self._retried_at)
         self.shared = _shared.SharedState(cancel_requested=run.cancel_requested)
         self._cursor = _cursor.HistoryCursor(
             run_id=run.id, events=state.events, store=store, codec=codec, clock=clock
@@ -689,6 +693,36 @@ class RunContext:
         data = self.codec.encode(produce())
         self._record(history.ValueRecorded(name, data))
         return self.codec.decode(data, type)
+
+    def set_event(self, key: str, value: Any) -> None:
+        """``fluxo.set_event``: record the value at once, or meet its record again."""
+        self._enter_durable_call()
+        call = f"{history.EventSet.kind} {key}"
+        if self._cursor.match((history.EventSet,), call, frozenset((key,))) is not None:
+            return
+        self._go_live()
+        try:
+            data = self.codec.encode(value)
+        except TypeError as exc:
+            raise _errors.EncodeError(
+                f"the value of event {key!r} cannot be encoded: {exc}; set JSON-friendly "
+                "values (dataclasses, dicts, lists, str, numbers, datetimes...)"
+            ) from exc
+        self._record(history.EventSet(key, data))
+
+    def info(self) -> _run_events.WorkflowInfo:
+        """``fluxo.info()``: the same at one point of the code on every replay."""
+        recorded = self._cursor.peek()
+        here = recorded.seq if recorded is not None else self._cursor.next_seq
+        return _run_events.workflow_info(
+            run_id=self.run_id,
+            workflow=self.workflow.name,
+            retried_before=sum(seq < here for seq in self._retried_at),
+            parent=self.parent,
+            created_at=self.created_at,
+            deadline=self.deadline,
+            headers=self.headers,
+        )
 
     def patched(self, change: str) -> bool:
         """``fluxo.patched``: True for runs that reach this point under the new code."""

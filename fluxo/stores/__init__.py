@@ -269,6 +269,7 @@ class Store(Protocol):
         created_after: float | None = None,
         created_before: float | None = None,
         limit: int = 100,
+        id_prefix: str | None = None,
     ) -> list[history.RunInfo]:
         """Return up to ``limit`` runs matching every given filter, newest ``created_at`` first.
 
@@ -278,6 +279,31 @@ class Store(Protocol):
         consecutive ranges ``[t0, t1)``, ``[t1, t2)`` list each run once. A run whose
         stored status is damaged is listed (with ``damage`` set) but matches no
         ``statuses`` filter.
+
+        ``id_prefix`` keeps the runs whose id starts with it, compared character for
+        character: case counts, and ``%``, ``_``, ``*``, backslashes and the like
+        stand for themselves (``""`` or ``None``: every run). The engine checks it
+        as it checks run ids (text, at most ``MAX_ID_LENGTH`` characters, no control
+        character or lone surrogate). The stores that keep runs by id read the
+        prefix as a range of that index, in code point order:
+
+        * memory: a pass over the runs, as for the other filters;
+        * SQL: ``id >= prefix AND id < successor`` on the primary key (never
+          ``LIKE``). On PostgreSQL the range is read through the key's index when
+          the column's collation orders by code point (``C``, ``POSIX``,
+          ``C.UTF-8``, the builtin provider); under a linguistic collation (such
+          as ``en_US.UTF-8`` or ICU), whose order does not keep the strings of
+          one prefix together, the range is compared under ``COLLATE "C"``, which
+          is exact but which the key's index cannot serve: the runs are then found
+          through the creation-time index (or the other filters'), newest first,
+          until ``limit`` match;
+        * Redis: no index keeps runs by id, so the ``created`` index is read newest
+          first as for every listing, and only the records of the ids that match
+          are fetched: the ids of the time range are read until ``limit`` runs
+          match, so the cost grows with the runs created in that range, not with
+          those that match;
+        * MongoDB: an anchored regular expression on ``_id`` with the prefix
+          escaped, which the ``_id`` index serves as a range.
         """
         ...
 

@@ -356,6 +356,7 @@ class MemoryStore:
         created_after: float | None = None,
         created_before: float | None = None,
         limit: int = 100,
+        id_prefix: str | None = None,
     ) -> list[history.RunInfo]:
         with self._lock:
             self._check_open()
@@ -366,6 +367,7 @@ class MemoryStore:
                 and (workflows is None or run.workflow in workflows)
                 and (created_after is None or run.created_at >= created_after)
                 and (created_before is None or run.created_at < created_before)
+                and (not id_prefix or run.id.startswith(id_prefix))
             ]
         runs.sort(key=lambda r: r.created_at, reverse=True)
         return runs[:limit]

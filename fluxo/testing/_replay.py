@@ -467,6 +467,7 @@ _LABELS: dict[type[_history.Event], str] = {
     _history.StepAttemptFailed: "step {} (attempt failed)",
     _history.StepFailed: "step {} (failed)",
     _history.ValueRecorded: "value_recorded {}",
+    _history.EventSet: "set_event {}",
     _history.TimerStarted: "timer {}",
     _history.TimerFired: "timer {} (fired)",
     _history.SignalWaitStarted: "wait_for_signal {}",

@@ -157,6 +157,11 @@ class _Recorder:
         _expect(execute(engine, handle.id, hook=no_sleep([])), Outcome.COMPLETED)
         return handle.id
 
+    def progress(self, engine: fluxo.Engine, clock: FakeClock) -> str:
+        handle = engine.start(wf.progress.options(id="golden-progress"), ["o-10", "o-11"])
+        _expect(execute(engine, handle.id), Outcome.COMPLETED)
+        return handle.id
+
     def poll(self, engine: fluxo.Engine, clock: FakeClock) -> str:
         handle = engine.start(wf.poll.options(id="golden-poll"), 0, 0)
         _expect(execute(engine, handle.id), Outcome.CONTINUED)
@@ -212,6 +217,7 @@ HISTORIES: dict[str, tuple[str, fluxo.Workflow[Any, Any]]] = {
     "legacy-patch": ("legacy", legacy_v1),
     "fanout": ("fanout", wf.fanout),
     "poll-continued": ("poll", wf.poll),
+    "progress": ("progress", wf.progress),
     "children": ("children", wf.family),
     "child-of-children": ("child", wf.failing),
 }

@@ -207,6 +207,15 @@ def fragile(order_id: str) -> str:
     return pack(order_id)
 
 
+@fluxo.workflow(name="golden.progress")
+def progress(order_ids: list[str]) -> int:
+    """Progress a page may poll: an event set after each step (``fluxo.set_event``)."""
+    for done, order_id in enumerate(order_ids, 1):
+        reserve(order_id)
+        fluxo.set_event("progress", {"done": done, "of": len(order_ids)})
+    return len(order_ids)
+
+
 WORKFLOWS = [
     checkout,
     flaky,
@@ -219,5 +228,6 @@ WORKFLOWS = [
     poll,
     family,
     fragile,
+    progress,
 ]
 """Every workflow of the golden histories, as the replayer is given them."""

@@ -161,6 +161,10 @@ def test_steering_and_inspecting(engine: fluxo.Engine) -> None:
             assert (await aengine.get_run("n-1")).status is fluxo.RunStatus.PENDING
             listed = await aengine.list_runs(workflow=naps)
             assert {r.id for r in listed} == {"n-1", "n-2"}
+            assert [r.id for r in await aengine.list_runs(id_prefix="n-2")] == ["n-2"]
+            assert await aengine.list_runs(id_prefix="N-") == []
+            with pytest.raises(fluxo.DefinitionError, match="id_prefix takes a string"):
+                await aengine.list_runs(id_prefix=2)
             assert (await aengine.count_runs())[("aeng.naps", fluxo.RunStatus.PENDING)] == 2
             cancelled = await first.cancel()
             assert cancelled.cancel_requested

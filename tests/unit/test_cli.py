@@ -562,6 +562,41 @@ def test_runs_list_says_when_the_limit_hides_runs(app: fluxo.Engine) -> None:
     assert [run["id"] for run in json.loads(out.split("(the newest")[0])] == ["w1"]
 
 
+def test_runs_list_by_id_prefix(app: fluxo.Engine) -> None:
+    for run_id in ("order-1", "order-2", "Order-3", "order_4", "100%_off"):
+        CLOCK.advance(1)
+        app.start(waits.options(id=run_id))
+    code, out = invoke("runs", "list", "--app", APP, "--id-prefix", "order-")
+    assert code == 0, out
+    assert [line.split()[0] for line in out.splitlines()] == ["ID", "order-2", "order-1"]
+    code, out = invoke("runs", "list", "--app", APP, "--id-prefix", "order", "--json")
+    assert code == 0, out
+    assert [run["id"] for run in json.loads(out)] == ["order_4", "order-2", "order-1"]
+    code, out = invoke(
+        "runs", "list", "--app", APP, "--id-prefix", "order", "--status", "pending", "--limit", "1"
+    )
+    assert code == 0, out
+    assert [line.split()[0] for line in out.splitlines()[:2]] == ["ID", "order_4"]
+    assert "(the newest 1 shown; pass --limit for more)" in out
+    code, out = invoke("runs", "list", "--app", APP, "--id-prefix", "100%_", "--json")
+    assert [run["id"] for run in json.loads(out)] == ["100%_off"]
+    code, out = invoke("runs", "list", "--app", APP, "--id-prefix", "%", "-w", waits.name)
+    assert (code, out) == (0, "no runs match\n")
+    code, out = invoke("runs", "list", "--app", APP, "--id-prefix", "")
+    assert code == 0, out
+    assert len(out.splitlines()) == 7  # the header and every run
+
+
+def test_runs_list_refuses_an_id_prefix_no_run_id_starts_with(app: fluxo.Engine) -> None:
+    code, out = invoke("runs", "list", "--app", APP, "--id-prefix", "a\tb")
+    assert code == 1
+    assert out == (
+        "Error: id_prefix 'a\\tb' holds the control character U+0009 at index 1; names and ids "
+        "may not contain control characters (such as NUL) or lone surrogates, which stores "
+        "cannot hold\n"
+    )
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

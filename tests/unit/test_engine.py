@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import re
 import threading
 from datetime import date
 from typing import Any
@@ -16,7 +17,7 @@ from fluxo.stores.memory import MemoryStore
 
 from . import workflows as wfs
 from .conftest import MakeEngine
-from .helpers import WAIT, Box, FakeClock, SpyStore, execute, kinds, named
+from .helpers import T0, WAIT, Box, FakeClock, SpyStore, execute, kinds, named
 
 Outcome = _executor.Outcome
 Status = fluxo.RunStatus
@@ -480,6 +481,66 @@ def test_list_runs_rejects_bad_filters(make_engine: MakeEngine, kwargs: dict[str
     engine = make_engine(greet)
     with pytest.raises(fluxo.DefinitionError):
         engine.list_runs(**kwargs)
+
+
+def test_list_runs_by_id_prefix(store_url: str, make_engine: MakeEngine, clock: FakeClock) -> None:
+    engine = make_engine(greet, fails, store=store_url)
+    for run_id in ("order-1", "order-2", "Order-3", "order_4", "orders", "refund-1"):
+        engine.start(greet.options(id=run_id), run_id)
+        clock.advance(1)
+    engine.start(fails.options(id="order-9"), "x")
+    execute(engine, "order-9")
+
+    def ids(**filters: Any) -> list[str]:
+        return [run.id for run in engine.list_runs(**filters)]
+
+    assert ids(id_prefix="order-") == ["order-9", "order-2", "order-1"]  # newest first
+    assert ids(id_prefix="order") == ["order-9", "orders", "order_4", "order-2", "order-1"]
+    assert ids(id_prefix="order_") == ["order_4"]  # "_" is itself, not any character
+    assert ids(id_prefix="order%") == []
+    assert ids(id_prefix="ORDER") == []  # case counts
+    assert ids(id_prefix="order-", status="failed") == ["order-9"]
+    assert ids(id_prefix="order-", workflow=greet) == ["order-2", "order-1"]
+    assert ids(id_prefix="order-", limit=1) == ["order-9"]
+    assert ids(id_prefix="order-", created_before=T0 + 1) == ["order-1"]
+    assert ids(id_prefix="refund-1") == ["refund-1"]  # a whole id
+    assert ids(id_prefix="") == ids() == ids(id_prefix=None)
+
+
+@pytest.mark.parametrize(
+    ("prefix", "message"),
+    [
+        (42, "id_prefix takes a string (the start of the run ids to list), not 42"),
+        (b"order-", "id_prefix takes a string"),
+        (["order-"], "id_prefix takes a string"),
+        ("order\x00", "id_prefix 'order\\x00' holds the control character U+0000 at index 5"),
+        ("\ud800", "holds a lone surrogate"),
+        ("x" * 256, "id_prefix is 256 characters long, and no run id is longer than 255"),
+    ],
+)
+def test_list_runs_rejects_a_bad_id_prefix(
+    make_engine: MakeEngine, prefix: object, message: str
+) -> None:
+    engine = make_engine(greet)
+    with pytest.raises(fluxo.DefinitionError, match=re.escape(message)):
+        engine.list_runs(id_prefix=prefix)  # type: ignore[arg-type]
+
+
+class _StoreWithoutIdPrefix(SpyStore):
+    """A store written before ``id_prefix``: its ``list_runs`` does not take it."""
+
+    def list_runs(self, **filters: Any) -> list[fluxo.RunInfo]:
+        assert "id_prefix" not in filters
+        return self.inner.list_runs(**filters)
+
+
+def test_list_runs_passes_no_id_prefix_when_it_does_not_filter(make_engine: MakeEngine) -> None:
+    engine = make_engine(greet, store=_StoreWithoutIdPrefix(MemoryStore()))
+    engine.start(greet.options(id="a-1"), "a")
+
+    assert [run.id for run in engine.list_runs()] == ["a-1"]
+    assert [run.id for run in engine.list_runs(id_prefix="")] == ["a-1"]
+    assert [run.id for run in engine.list_runs(id_prefix=None, status="pending")] == ["a-1"]
 
 
 def test_count_runs_counts_each_workflow_in_each_status(

@@ -9,6 +9,7 @@ and waits served by ``_watch``.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Collection, Container, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -624,10 +625,18 @@ class MongoStore:
         created_after: float | None = None,
         created_before: float | None = None,
         limit: int = 100,
+        id_prefix: str | None = None,
     ) -> list[history.RunInfo]:
+        """See :meth:`fluxo.stores.Store.list_runs`.
+
+        ``id_prefix`` is ``{"_id": {"$regex": "^" + re.escape(prefix)}}``: anchored
+        and case-sensitive, so the ``_id`` index serves it as a range.
+        """
         if limit <= 0:
             return []
         where: Doc = {}
+        if id_prefix:
+            where["_id"] = {"$regex": "^" + re.escape(id_prefix)}
         if statuses is not None:
             where["status"] = {"$in": [RunStatus(s).value for s in statuses]}
         if workflows is not None:

@@ -33,8 +33,9 @@ hash tag ``{P#n}``:
 * ``P:{P#n}:gen``: a hash, each indexed run's generation, and ``P:{P#n}:seq``,
   the counter that hands generations out;
 * ``P:{P#n}:created``: every run, scored by ``created_at``, for
-  :meth:`RedisStore.list_runs`, which reads a creation-time range as a score range,
-  and :meth:`RedisStore.count_runs`, which reads it whole.
+  :meth:`RedisStore.list_runs`, which reads a creation-time range as a score range
+  (an ``id_prefix`` filters the ids it reads: no index keeps runs by id), and
+  :meth:`RedisStore.count_runs`, which reads it whole.
 
 The workers' liveness records (``Store.beat_worker``) are one key with a hash tag
 of its own, ``{P#workers}``:

@@ -2,7 +2,8 @@
 
 Every run is in its bucket's ``P:{P#n}:created`` sorted set, scored by
 ``created_at``; a listing reads a creation-time range of every bucket, a page at
-a time, newest first, and merges them. Counting reads every bucket whole, in
+a time, newest first, and merges them (an id prefix filters the ids read, since
+no index keeps runs by id). Counting reads every bucket whole, in
 batches. The records are the truth: an index score a crash left behind may
 differ, and an entry may name a run that was never created, so each run is
 checked against its record.
@@ -86,8 +87,15 @@ class Listing:
         created_after: float | None = None,
         created_before: float | None = None,
         limit: int = 100,
+        id_prefix: str | None = None,
     ) -> list[history.RunInfo]:
-        """See :meth:`fluxo.stores.Store.list_runs`."""
+        """See :meth:`fluxo.stores.Store.list_runs`.
+
+        No index keeps runs by id, so ``id_prefix`` filters the ids the ``created``
+        indexes give, before their records are read: only the records of matching
+        runs are fetched, but the ids of the time range are read, newest first,
+        until ``limit`` runs match (all of them when fewer do).
+        """
         wanted_status = None if statuses is None else {RunStatus(s).value for s in statuses}
         wanted_wf = None if workflows is None else set(workflows)
         if limit <= 0 or wanted_status == set() or wanted_wf == set():
@@ -112,7 +120,13 @@ class Listing:
             batch = _take(newest_first, page)
             if not batch:
                 break
-            ids = list(dict.fromkeys(run_id for _, run_id in batch if run_id not in seen))
+            ids = list(
+                dict.fromkeys(
+                    run_id
+                    for _, run_id in batch
+                    if run_id not in seen and (not id_prefix or run_id.startswith(id_prefix))
+                )
+            )
             seen.update(ids)
             rows = self.records(ids)
             for run_id, fields in zip(ids, rows, strict=True):

@@ -457,6 +457,7 @@ class RedisStore:
         created_after: float | None = None,
         created_before: float | None = None,
         limit: int = 100,
+        id_prefix: str | None = None,
     ) -> list[history.RunInfo]:
         return self._listing.list_runs(
             statuses=statuses,
@@ -464,6 +465,7 @@ class RedisStore:
             created_after=created_after,
             created_before=created_before,
             limit=limit,
+            id_prefix=id_prefix,
         )
 
     def count_runs(self) -> dict[tuple[str, history.RunStatus], int]:

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from fluxo import history
+from fluxo.stores.sql import _prefix
 from fluxo.stores.sql import _schema as schema
 
 if TYPE_CHECKING:
@@ -619,12 +620,19 @@ class Statements:
         return self.shaped(("held", runs), build)
 
     def list_runs(
-        self, statuses: int | None, workflows: int | None, *, after: bool, before: bool
+        self,
+        statuses: int | None,
+        workflows: int | None,
+        *,
+        after: bool,
+        before: bool,
+        ids: tuple[bool, bool] | None = None,
     ) -> Sql:
-        """Runs by status and workflow (``IN`` lists of these lengths) and creation time.
+        """Runs by status and workflow (``IN`` lists of these lengths), creation time and id.
 
         ``after`` and ``before`` add the bounds ``created_at >= p_after`` and
-        ``created_at < p_before``, which the ``created_at`` indexes serve as a range.
+        ``created_at < p_before``, which the ``created_at`` indexes serve as a range;
+        ``ids``, the id-prefix range of shape ``(upper, bytewise)`` (``_prefix``).
         """
 
         def build() -> sa.ClauseElement:
@@ -637,11 +645,13 @@ class Statements:
                 query = query.where(_R.c.created_at >= _p("p_after", _R.c.created_at))
             if before:
                 query = query.where(_R.c.created_at < _p("p_before", _R.c.created_at))
+            if ids is not None:
+                query = query.where(*_prefix.id_range(_R.c.id, upper=ids[0], bytewise=ids[1]))
             return query.order_by(_R.c.created_at.desc(), _R.c.id).limit(
                 sa.bindparam("p_limit", type_=sa.Integer())
             )
 
-        return self.shaped(("list", statuses, workflows, after, before), build)
+        return self.shaped(("list", statuses, workflows, after, before, ids), build)
 
     def count_runs(self) -> Sql:
         """How many runs each workflow has in each stored status: one scan of the runs table."""

@@ -22,6 +22,7 @@ from fluxo.stores.sql import (
     _group,
     _held,
     _joined,
+    _prefix,
     _rows,
     _statements,
     _watch,
@@ -107,6 +108,7 @@ class SQLStore:
             self._held = _held.HeldStatements(engine.dialect, self._db.driver.name)
             self._watcher = _watch.Watcher(self._db, poll_interval)
             self._liveness = _workers.Liveness(self._db, self._watcher)
+            self._id_ranges = _prefix.IdRanges(self._db)
             self._db.prepare_schema()
         except BaseException:
             if owns_engine:
@@ -615,8 +617,9 @@ class SQLStore:
         created_after: float | None = None,
         created_before: float | None = None,
         limit: int = 100,
+        id_prefix: str | None = None,
     ) -> list[history.RunInfo]:
-        """See :meth:`fluxo.stores.Store.list_runs`."""
+        """See :meth:`fluxo.stores.Store.list_runs` (``_prefix``: the id-prefix range)."""
         if not self._db.ready:
             self._db.require_schema(create=False)
         if limit <= 0 or (statuses is not None and not statuses):
@@ -641,6 +644,7 @@ class SQLStore:
             None if names is None else len(names),
             after=created_after is not None,
             before=created_before is not None,
+            ids=self._id_ranges.bind(id_prefix, values) if id_prefix else None,
         )
 
         def read(cur: DBAPICursor) -> Sequence[Any]:
