@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from fluxo import history
-from fluxo.stores.sql import _prefix
+from fluxo.stores.sql import _leasing, _prefix
 from fluxo.stores.sql import _schema as schema
 
 if TYPE_CHECKING:
@@ -484,7 +484,7 @@ class Statements:
                     _R.c.lease_until.is_(None), _R.c.lease_until < now, _R.c.lease_owner == worker
                 ),
             )
-            .ordered_values(*self._lease_values(taking_back=worker))
+            .ordered_values(*_leasing.lease_values(taking_back=worker))
         )
         self.claim_run = self.compile(update.returning(*RUN_COLUMNS) if self.returning else update)
 
@@ -530,7 +530,7 @@ class Statements:
             statement: sa.ClauseElement = (
                 _R.update()
                 .where(_R.c.id == chosen.c.id)
-                .ordered_values(*self._lease_values())
+                .ordered_values(*_leasing.lease_values())
                 .returning(*RUN_COLUMNS)
             )
             return statement
@@ -553,39 +553,11 @@ class Statements:
 
     def claim_update(self, runs: int) -> Sql:
         def build() -> sa.ClauseElement:
-            statement: sa.ClauseElement = (
-                _R.update()
-                .where(_R.c.id.in_(_keys("p_id", runs)))
-                .ordered_values(*self._lease_values())
-            )
+            update = _R.update().where(_R.c.id.in_(_keys("p_id", runs)))
+            statement: sa.ClauseElement = update.ordered_values(*_leasing.lease_values())
             return statement
 
         return self.shaped(("claim_update", runs), build)
-
-    @staticmethod
-    def _lease_values(
-        taking_back: sa.BindParameter[str] | None = None,
-    ) -> list[tuple[sa.Column[Any], Any]]:
-        """What a claim sets, in order: ``recoveries`` first, as it reads the old status.
-
-        A claim of a run still ``RUNNING`` takes it over from an execution that never
-        ended, and counts a recovery; ``taking_back`` (``claim_run``'s worker) taking
-        back its own lease does not. MySQL evaluates SET left to right, hence the order.
-        """
-        recovered = _R.c.status == _word(RunStatus.RUNNING.value)
-        if taking_back is not None:
-            recovered = sa.and_(
-                recovered,
-                sa.or_(_R.c.lease_owner.is_(None), _R.c.lease_owner != taking_back),
-            )
-        return [
-            (_R.c.recoveries, sa.case((recovered, _R.c.recoveries + 1), else_=_R.c.recoveries)),
-            (_R.c.status, _word(RunStatus.RUNNING.value)),
-            (_R.c.lease_owner, _p("p_worker", _R.c.lease_owner)),
-            (_R.c.lease_until, _p("p_lease_until", _R.c.lease_until)),
-            (_R.c.updated_at, _p("p_now", _R.c.updated_at)),
-            (_R.c.wake_requested, sa.false()),
-        ]
 
     def renew(self, runs: int) -> Sql:
         def build() -> sa.ClauseElement:
