@@ -182,7 +182,7 @@ class AsyncEngine:
         return AsyncRunHandle(self, run_id, return_type)
 
     async def retry(self, run_id: str) -> AsyncRunHandle[Any]:
-        """Resume a failed run from its history; see :meth:`fluxo.Engine.retry`."""
+        """Resume a failed or dead run from its history; see :meth:`fluxo.Engine.retry`."""
         handle = await self._call(self.engine.retry, run_id)
         return AsyncRunHandle(self, handle.id, handle._return_type)
 

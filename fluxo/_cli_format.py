@@ -145,6 +145,7 @@ def run_record(run: history.RunInfo) -> dict[str, Any]:
         "lease_owner": run.lease_owner,
         "cancel_requested": run.cancel_requested,
         "parent": run.parent,
+        "recoveries": run.recoveries,
         "damage": run.damage,
     }
 
@@ -168,16 +169,20 @@ def _value(codec: _codec.Codec, data: bytes | None) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-_ERROR_KINDS = (
+_ERROR_KINDS: tuple[type[history.Event], ...] = (
     history.StepAttemptFailed,
     history.StepFailed,
     history.BranchAttemptFailed,
     history.BranchFailed,
     history.ChildFailed,
-    history.WorkflowFailed,
+    *history.FAILURE_ENDS,
 )
 _TIME_KINDS = (history.TimerStarted, history.SignalWaitStarted)
-_TERMINAL_KINDS = (history.WorkflowCompleted, history.WorkflowFailed, history.WorkflowCancelled)
+_TERMINAL_KINDS: tuple[type[history.Event], ...] = (
+    history.WorkflowCompleted,
+    *history.FAILURE_ENDS,
+    history.WorkflowCancelled,
+)
 
 
 def describe_run(state: history.RunState, codec: _codec.Codec) -> dict[str, Any]:
@@ -208,7 +213,7 @@ def describe_run(state: history.RunState, codec: _codec.Codec) -> dict[str, Any]
     result = error = None
     if run.status is history.RunStatus.COMPLETED and last_end is not None:
         result = _value(codec, last_end.data)
-    if run.status is history.RunStatus.FAILED and last_end is not None:
+    if run.status in history.RETRYABLE_STATUSES and last_end is not None:
         error = _value(codec, last_end.data)
     consumed: dict[str, int] = {}
     for event in events:
@@ -387,11 +392,14 @@ def render_run(doc: dict[str, Any]) -> str:
             what = _awaited_children(children)
         until = f"until {iso_short(doc['ready_at'])}" if doc["ready_at"] else ""
         lines.append(f"waiting   {what} {until}".rstrip())
+    if doc.get("recoveries"):
+        times = "once" if doc["recoveries"] == 1 else f"{doc['recoveries']} times"
+        lines.append(f"recovered {times}: taken over from executions that died")
     if status == "running" and doc["lease_owner"]:
         lines.append(f"worker    {doc['lease_owner']}")
     if doc["deadline"]:
         lines.append(f"deadline  {iso_short(doc['deadline'])}")
-    if doc["cancel_requested"] and status not in ("completed", "failed", "cancelled"):
+    if doc["cancel_requested"] and status not in ("completed", "failed", "cancelled", "dead"):
         lines.append("cancel    requested; the run stops at its next durable call")
     lines.append(f"input     {_compact(doc['input'], 200)}")
     if doc.get("continued_as"):
@@ -411,7 +419,7 @@ def render_run(doc: dict[str, Any]) -> str:
             f"(sent {iso_short(signal['sent_at'])}, not yet received)"
         )
     if children:
-        ended = status in ("completed", "failed", "cancelled")
+        ended = status in ("completed", "failed", "cancelled", "dead")
         rows = [
             [str(child["seq"]), child["id"], str(child["workflow"]), _child_outcome(child, ended)]
             for child in children

@@ -13,7 +13,7 @@ from typing import Any, Protocol, TypeVar, overload
 
 from typing_extensions import ParamSpec
 
-from fluxo import _durations, _retry
+from fluxo import _durations, _errors, _retry
 from fluxo._definitions import AsyncWorkflow, Step, Workflow, _check_function
 
 P = ParamSpec("P")
@@ -41,7 +41,11 @@ def workflow(fn: Callable[P, R], /) -> Workflow[P, R]: ...
 
 @overload
 def workflow(
-    *, name: str | None = None, aliases: Sequence[str] = (), check_types: bool = True
+    *,
+    name: str | None = None,
+    aliases: Sequence[str] = (),
+    check_types: bool = True,
+    max_recoveries: int | None = None,
 ) -> _MakesWorkflow: ...
 
 
@@ -52,6 +56,7 @@ def workflow(
     name: str | None = None,
     aliases: Sequence[str] = (),
     check_types: bool = True,
+    max_recoveries: int | None = None,
 ) -> Any:
     """Mark a function as a durable workflow. Works bare or called.
 
@@ -65,6 +70,12 @@ def workflow(
             naming each. Pass ``False`` when the ``Engine``'s own codec decodes
             them; an Engine whose codec has a ``check_type`` method checks its
             workflows with it instead.
+        max_recoveries: how many times a run may be taken over from an execution
+            that died (its worker was killed or crashed, or lost its lease) before
+            it is given up: the next takeover ends it ``dead`` instead of running
+            it again, so a run that kills its worker at the same place each time
+            stops taking workers down. ``None`` (the default): no limit. A dead
+            run is resumed by ``engine.retry`` (``fluxo runs retry``).
 
     Example:
         >>> @fluxo.workflow
@@ -75,12 +86,27 @@ def workflow(
     An ``async def`` workflow awaits its steps (``await charge(...)``) and the
     async forms of the durable calls (``await fluxo.sleep_async(...)``).
     """
+    if max_recoveries is not None and (
+        isinstance(max_recoveries, bool)
+        or not isinstance(max_recoveries, int)
+        or max_recoveries < 0
+    ):
+        raise _errors.DefinitionError(
+            f"max_recoveries= takes a whole number of takeovers, 0 or more (0: the first "
+            f"takeover of a run whose execution died ends it dead), or None for no limit, "
+            f"not {max_recoveries!r}"
+        )
 
     def decorate(func: Callable[..., Any]) -> Workflow[..., Any]:
         persisted, checked = _check_function(func, "workflow", name, aliases, check_types)
         kind = AsyncWorkflow if _is_coroutine_function(func) else Workflow
         return kind(
-            func, name=persisted, aliases=aliases, check_types=check_types, json_checked=checked
+            func,
+            name=persisted,
+            aliases=aliases,
+            check_types=check_types,
+            json_checked=checked,
+            max_recoveries=max_recoveries,
         )
 
     return decorate if fn is None else decorate(fn)

@@ -403,8 +403,11 @@ class Workflow(_Definition[P, R]):
         aliases: Sequence[str] = (),
         check_types: bool = True,
         json_checked: bool = False,
+        max_recoveries: int | None = None,
     ) -> None:
         super().__init__(fn, name, aliases, check_types, json_checked)
+        self.max_recoveries = max_recoveries
+        """How many times a run may be taken over from an execution that died (None: any)."""
         self.signature = inspect.signature(fn)
         self.start_id: str | None = None
         self.start_timeout: float | None = None

@@ -729,12 +729,12 @@ class Engine:
                 raise _errors.damaged_run(latest.id, latest.damage, "signalled") from exc
 
     def retry(self, run_id: str) -> RunHandle[Any]:
-        """Resume a failed run from its history, for a worker to execute.
+        """Resume a failed or dead run from its history, for a worker to execute.
 
         For example after fixing code that no longer matched the history
         (``NondeterminismError``), or after fixing the cause of a step's final
-        failure: the failed step is attempted again with a fresh retry budget.
-        Raises ``RunStateError`` when the run has not failed.
+        failure (the step is attempted again with a fresh retry budget), or of a dead
+        run's deaths. Raises ``RunStateError`` when it is neither failed nor dead.
         """
         self._check_open()
         _names.check_run_id(run_id)

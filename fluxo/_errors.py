@@ -24,6 +24,7 @@ The tree::
     ├── SignalError              fluxo.signal() could not deliver (no such run, finished)
     ├── EventTimeout             get_event/watch_event waited its timeout for a value
     ├── WorkflowFailedError      a run ended failed; raised by ``handle.result()``
+    │   └── RunDiedError         ... dead: its executions kept dying (``max_recoveries``)
     ├── WorkflowCancelledError   a run ended cancelled; raised by ``handle.result()``
     │   └── WorkflowTimeoutError  ... because it passed its deadline (``timeout=``)
     └── StoreError
@@ -495,6 +496,31 @@ def _rebuild_workflow_failed(run_id: str, fields: dict[str, Any]) -> WorkflowFai
     return WorkflowFailedError(run_id, **fields)
 
 
+class RunDiedError(WorkflowFailedError):
+    """The run is dead: its executions kept dying, more often than ``max_recoveries`` allows.
+
+    A worker process that executed it was killed, crashed or lost its lease each
+    time, so the run was taken over again and again; rather than take more workers
+    down, Fluxo stopped running it. ``handle.result()`` raises this for a run whose
+    status is ``dead``; fix the cause and ``engine.retry`` it.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_run_died, super().__reduce__()[1])
+
+
+def _rebuild_run_died(run_id: str, fields: dict[str, Any]) -> RunDiedError:
+    return RunDiedError(run_id, **fields)
+
+
+def not_retryable(run_id: str, status: str) -> str:
+    """Why ``engine.retry`` refuses a run that is ``status``."""
+    return (
+        f"run {quoted(run_id)} is {status}, not failed or dead; only a failed or dead run "
+        "can be retried"
+    )
+
+
 class WorkflowCancelledError(FluxoError):
     """The run was cancelled."""
 
@@ -593,6 +619,7 @@ _EXPORTED_BY_FLUXO = (
     "FluxoError",
     "HistoryCorruptError",
     "NondeterminismError",
+    "RunDiedError",
     "RunIdConflictError",
     "RunNotFinishedError",
     "RunNotFoundError",

@@ -41,6 +41,8 @@ class ErrorInfo(msgspec.Struct, omit_defaults=True):
 
 MISMATCH = "fluxo.NondeterminismError"
 """How a history names a failure by a mismatch between code and history."""
+DIED = "fluxo.RunDiedError"
+"""How a history names the end of a run whose executions kept dying (``run_died``)."""
 
 
 def error_info(exc: BaseException, attempt: int = 0) -> ErrorInfo:
@@ -105,7 +107,8 @@ def workflow_error(run_id: str, info: ErrorInfo) -> _errors.FluxoError:
         return _errors.NondeterminismError(
             d.get("run_id", run_id), d["seq"], d["expected"], d["recorded"], d.get("hint", "")
         )
-    return _errors.WorkflowFailedError(
+    kind = _errors.RunDiedError if info.type == DIED else _errors.WorkflowFailedError
+    return kind(
         run_id,
         type_name=info.type,
         type_names=info.types,
@@ -170,7 +173,11 @@ REJECTED_PAYLOAD_LIMIT = 64 << 10
 """The largest payload a ``signal_rejected`` event copies."""
 
 
-_TERMINAL_EVENTS = (history.WorkflowCompleted, history.WorkflowFailed, history.WorkflowCancelled)
+_TERMINAL_EVENTS: tuple[type[history.Event], ...] = (
+    history.WorkflowCompleted,
+    *history.FAILURE_ENDS,
+    history.WorkflowCancelled,
+)
 
 
 def cancelled_error(run_id: str, reason: str) -> _errors.WorkflowCancelledError:
@@ -186,7 +193,7 @@ def run_outcome(run: history.RunInfo, events: Sequence[history.Event], codec: An
     last = next((e for e in reversed(events) if isinstance(e, _TERMINAL_EVENTS)), events[-1])
     if isinstance(last, history.WorkflowCompleted):
         return codec.decode(last.data or b"null", tp)
-    if isinstance(last, history.WorkflowFailed):
+    if isinstance(last, history.FAILURE_ENDS):  # failed, or dead
         info: ErrorInfo = codec.decode(last.data or b"{}", ErrorInfo)
         raise workflow_error(run.id, info)
     if isinstance(last, history.WorkflowCancelled):

@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from fluxo import (
+    _dead,
     _errors,
     _executor,
     _fork,
@@ -169,6 +170,16 @@ class Runner:
                 raise _errors.UnknownWorkflowError(
                     f"run {run_id!r} is of workflow {state.run.workflow!r}, which this engine "
                     "does not know; it was left for a worker that does"
+                )
+            if _dead.is_due(wf, state.run):
+                return _dead.end_dead(
+                    self.store,
+                    codec=self.codec,
+                    clock=self.clock,
+                    observers=self.observers,
+                    owner=owner,
+                    state=state,
+                    workflow=wf,
                 )
             context = _executor.RunContext(
                 state=state,

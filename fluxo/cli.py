@@ -460,7 +460,7 @@ def cancel(run_id: str, store: str | None, app: str | None) -> None:
 @click.argument("run_id", metavar="ID")
 @_target_options
 def retry(run_id: str, store: str | None, app: str | None) -> None:
-    """Resume a failed run from its history (after fixing the code or the cause)."""
+    """Resume a failed or dead run from its history (after fixing the code or the cause)."""
     with _connect(store, app) as engine:
         engine.retry(run_id)
     click.echo(f"run {run_id!r} is pending again; a worker resumes it from its history")

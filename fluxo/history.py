@@ -266,8 +266,23 @@ class ContinuedAsNew(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class RunDied(Event):
+    """The run's executions died too often (``max_recoveries``): it ends ``dead``.
+
+    Recorded instead of running the workflow again; ``data`` is the error, as
+    ``workflow_failed`` records one (``fluxo.RunDiedError``).
+    """
+
+    kind: ClassVar[str] = "run_died"
+
+
+FAILURE_ENDS: tuple[type[Event], ...] = (WorkflowFailed, RunDied)
+"""The events that end a run failed or dead: an operator may retry it after them."""
+
+
+@dataclass(frozen=True, slots=True)
 class RunRetried(Event):
-    """An operator resumed a failed run (``engine.retry``); ``data`` is unused."""
+    """An operator resumed a failed or dead run (``engine.retry``); ``data`` is unused."""
 
     kind: ClassVar[str] = "run_retried"
 
@@ -302,6 +317,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         WorkflowFailed,
         WorkflowCancelled,
         ContinuedAsNew,
+        RunDied,
         RunRetried,
     )
 }
@@ -452,6 +468,8 @@ class RunStatus(str, enum.Enum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    DEAD = "dead"
+    """Its executions kept dying (more than the workflow's ``max_recoveries``); retry it."""
 
     @property
     def is_terminal(self) -> bool:
@@ -462,12 +480,15 @@ class RunStatus(str, enum.Enum):
         return self.value
 
 
-_TERMINAL = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
+_TERMINAL = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.DEAD})
 ACTIVE_STATUSES = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING)
-KEEPING_PARENTS = frozenset({*ACTIVE_STATUSES, RunStatus.FAILED})
+RETRYABLE_STATUSES = (RunStatus.FAILED, RunStatus.DEAD)
+"""The statuses of a run that ``engine.retry`` (``Store.reopen``) resumes."""
+KEEPING_PARENTS = frozenset({*ACTIVE_STATUSES, *RETRYABLE_STATUSES})
 """The statuses of a parent run that keep ``Store.purge`` from deleting its children.
 
-An active parent reads its children; a failed one may be retried, and read them then."""
+An active parent reads its children; a failed or dead one may be retried, and read
+them then."""
 _STATUSES = {status.value: status for status in RunStatus}
 
 
@@ -495,6 +516,9 @@ class RunInfo:
     a run that suspends after something arrived is made ready again at once;
     ``deadline`` is when the run is cancelled if it has not finished (set at creation);
     ``parent`` is the id of the run that started this one as its child (set at creation).
+    ``recoveries`` counts the claims that took the run over from an execution that
+    never ended (its lease ran out, or its worker was found dead), since the run was
+    created or last retried; a workflow's ``max_recoveries`` bounds it.
     ``headers`` is a small mapping of text to text recorded with the run at creation
     and never changed, such as the W3C ``traceparent`` of the request that started it
     (empty: none); it takes no part in the hash.
@@ -520,6 +544,7 @@ class RunInfo:
     parent: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict, hash=False)
     damage: str | None = None
+    recoveries: int = 0
 
     @property
     def created(self) -> datetime:

@@ -47,7 +47,11 @@ _CHILD_EVENTS: dict[str, type[history.Event]] = {
 }
 
 
-_ENDS = (history.WorkflowCompleted, history.WorkflowFailed, history.WorkflowCancelled)
+_ENDS: tuple[type[history.Event], ...] = (
+    history.WorkflowCompleted,
+    *history.FAILURE_ENDS,
+    history.WorkflowCancelled,
+)
 
 
 class Children:
@@ -352,7 +356,7 @@ class Children:
         end = next((e for e in reversed(events) if isinstance(e, _ENDS)), events[-1])
         if isinstance(end, history.WorkflowCompleted):
             return history.ChildCompleted(child, end.data)
-        if isinstance(end, history.WorkflowFailed):
+        if isinstance(end, history.FAILURE_ENDS):  # failed, or dead
             return history.ChildFailed(child, end.data)
         return history.ChildCancelled(child, ctx.codec.encode(end.name or "cancelled"))
 

@@ -31,7 +31,7 @@ def replay_script(
 ) -> list[Recorded]:
     """The recorded durable calls, in order, that replay must meet again.
 
-    ``WorkflowStarted`` is not a call. A ``WorkflowFailed`` that an operator
+    ``WorkflowStarted`` is not a call, nor is ``RunDied``. A ``WorkflowFailed`` that an operator
     retried (``RunRetried`` follows it) is skipped, and when the failure came
     straight from a step's final failure, that step's attempts are dropped too,
     so the step runs again with a fresh retry budget. A failure that
@@ -43,6 +43,10 @@ def replay_script(
     for seq, event in enumerate(events):
         if seq == 0 or isinstance(event, history.RunRetried):
             continue
+        if isinstance(event, history.RunDied) and (
+            seq == last or isinstance(events[seq + 1], history.RunRetried)
+        ):
+            continue  # no call of the workflow: its executions died before this point
         if (
             isinstance(event, history.WorkflowFailed)
             and seq < last

@@ -148,7 +148,10 @@ class Store(Protocol):
         Runnable: active status, ``ready_at <= now``, and no lease or an expired
         one (``lease_until < now``). Claimed runs become ``RUNNING`` with the
         lease set and ``wake_requested`` cleared; the oldest ``ready_at`` goes
-        first. Two concurrent claims never return the same run.
+        first. Two concurrent claims never return the same run. A run that was
+        still ``RUNNING`` (its lease expired, or ``beat_worker`` ended it) is taken
+        over from an execution that never ended: the same atomic write adds 1 to
+        its ``recoveries``, and the run returned shows the new count.
         """
         ...
 
@@ -160,7 +163,9 @@ class Store(Protocol):
         Used by a worker that held a short wait in its thread to take its run back.
         Succeeds (returning the run, now ``RUNNING`` and leased, with ``wake_requested``
         cleared) when the run is active and has no live lease of another worker;
-        otherwise returns ``None`` and changes nothing.
+        otherwise returns ``None`` and changes nothing. Taking a run that is still
+        ``RUNNING`` under another owner (whose lease is gone) adds 1 to its
+        ``recoveries``, as ``claim`` does; taking back one's own lease does not.
         """
         ...
 
@@ -248,11 +253,11 @@ class Store(Protocol):
         ...
 
     def reopen(self, run_id: str, *, now: float) -> history.RunInfo:
-        """Append ``RunRetried`` to a failed run's history and make it ready to claim.
+        """Append ``RunRetried`` to a failed or dead run's history and make it ready to claim.
 
-        Atomic with the status check; clears ``cancel_requested``. Raises
-        ``RunStateError`` when the run has not failed, ``RunNotFoundError`` when
-        there is no such run.
+        Atomic with the status check; clears ``cancel_requested`` and sets
+        ``recoveries`` back to 0. Raises ``RunStateError`` when the run is neither
+        failed nor dead, ``RunNotFoundError`` when there is no such run.
         """
         ...
 
@@ -342,13 +347,13 @@ class Store(Protocol):
 
         A run is deleted when all of these hold:
 
-        * it has finished (completed, failed or cancelled) with one of ``statuses``:
+        * it has finished (completed, failed, cancelled or dead) with one of ``statuses``:
           a run that has not finished is never deleted, whatever ``statuses`` says;
         * it was created and last updated (it finished) before ``finished_before``;
         * its workflow is one of ``workflows`` (``None``: any);
         * it has no parent, or its parent is gone or ended completed or cancelled:
-          a parent that is active, or failed (a failed run can be retried, and then
-          reads its children), keeps its children;
+          a parent that is active, failed or dead (such a run can be retried, and
+          then reads its children), keeps its children;
         * it did not continue as new, or the run it continued in is gone: a chain
           goes from its latest run backwards, so following it from its first id
           (:func:`latest_run`) never breaks, and no run of a chain that is still

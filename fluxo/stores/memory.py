@@ -174,11 +174,17 @@ class MemoryStore:
             ready.sort(key=lambda r: (r.ready_at or 0.0, r.created_at))
             claimed = []
             for run in ready[:limit]:
-                claimed.append(self._lease(run, worker_id, now, lease_until))
+                recovered = run.status is RunStatus.RUNNING  # its execution never ended
+                claimed.append(self._lease(run, worker_id, now, lease_until, recovered))
             return claimed
 
     def _lease(
-        self, run: history.RunInfo, worker_id: str, now: float, lease_until: float
+        self,
+        run: history.RunInfo,
+        worker_id: str,
+        now: float,
+        lease_until: float,
+        recovered: bool,
     ) -> history.RunInfo:
         leased = replace(
             run,
@@ -187,6 +193,7 @@ class MemoryStore:
             lease_until=lease_until,
             updated_at=now,
             wake_requested=False,
+            recoveries=run.recoveries + 1 if recovered else run.recoveries,
         )
         self._runs[run.id] = leased
         return leased
@@ -202,7 +209,8 @@ class MemoryStore:
             held = run.lease_until is not None and run.lease_until >= now
             if held and run.lease_owner != worker_id:
                 return None
-            return self._lease(run, worker_id, now, lease_until)
+            recovered = run.status is RunStatus.RUNNING and run.lease_owner != worker_id
+            return self._lease(run, worker_id, now, lease_until, recovered)
 
     def next_wake(self, workflows: Collection[str], *, now: float) -> float | None:
         with self._lock:
@@ -322,11 +330,8 @@ class MemoryStore:
         with self._lock:
             self._check_open()
             run = self._get(run_id)
-            if run.status is not RunStatus.FAILED:
-                raise _errors.RunStateError(
-                    f"run {run_id!r} is {run.status.value}, not failed; only a failed run "
-                    "can be retried"
-                )
+            if run.status not in history.RETRYABLE_STATUSES:
+                raise _errors.RunStateError(_errors.not_retryable(run_id, run.status.value))
             self._events[run_id].append(history.RunRetried())
             self._recorded_at[run_id].append(now)
             run = replace(
@@ -337,6 +342,7 @@ class MemoryStore:
                 lease_owner=None,
                 lease_until=None,
                 cancel_requested=False,
+                recoveries=0,
             )
             self._runs[run_id] = run
             self._notify(run_id)

@@ -479,6 +479,7 @@ _LABELS: dict[type[_history.Event], str] = {
     _history.WorkflowCompleted: "the workflow returned",
     _history.WorkflowFailed: "the workflow raised",
     _history.WorkflowCancelled: "the workflow ended cancelled",
+    _history.RunDied: "the run died (max_recoveries)",
     _history.RunRetried: "retried by an operator",
 }
 
@@ -498,7 +499,7 @@ def _fate(events: Sequence[_history.Event], position: int) -> str:
     if isinstance(event, _history.RunRetried):
         return ""
     if (
-        isinstance(event, _history.WorkflowFailed)
+        isinstance(event, _history.FAILURE_ENDS)
         and position + 1 < len(events)
         and isinstance(events[position + 1], _history.RunRetried)
     ):

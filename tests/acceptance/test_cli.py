@@ -176,6 +176,7 @@ def test_runs_list_json_has_stable_keys(runs: Runs) -> None:
         "lease_owner",
         "cancel_requested",
         "parent",
+        "recoveries",
         "damage",
     ]
     assert records[2]["parent"] is None
@@ -372,7 +373,7 @@ def test_runs_retry_resumes_a_failed_run(fresh_runs: Runs) -> None:
     assert "is pending again" in result.stdout
     fresh_runs.process()  # the cause is fixed: CLIAPP_OUT_OF_STOCK is unset here
     assert fresh_runs.engine.handle(fresh_runs.failed).result(timeout=10) == 12
-    assert_one_line_error(not_failed, 1, "only a failed run can be retried")
+    assert_one_line_error(not_failed, 1, "only a failed or dead run can be retried")
 
 
 # -- error paths common to the runs commands -----------------------------------------------

@@ -135,6 +135,22 @@ class _Recorder:
         _expect(execute(engine, handle.id), Outcome.COMPLETED)
         return handle.id
 
+    def died(self, engine: fluxo.Engine, clock: FakeClock) -> str:
+        handle = engine.start(wf.fragile.options(id="golden-died"), "o-10")
+        wf.DYING.add("o-10")
+        try:
+            for worker in ("w1", "w2"):  # the first execution, then a recovery: both die
+                with contextlib.suppress(wf.WorkerDies):
+                    execute(engine, handle.id, worker, lease=30)
+                clock.advance(31)
+            _expect(execute(engine, handle.id, "w3", lease=30), Outcome.FAILED)  # dead
+        finally:
+            wf.DYING.discard("o-10")
+        clock.advance(60)
+        engine.retry(handle.id)
+        _expect(execute(engine, handle.id), Outcome.COMPLETED)
+        return handle.id
+
     def fanout(self, engine: fluxo.Engine, clock: FakeClock) -> str:
         wf.ATTEMPTS.clear()
         handle = engine.start(wf.fanout.options(id="golden-fanout"), ["a", "bb"])
@@ -197,6 +213,7 @@ HISTORIES: dict[str, tuple[str, fluxo.Workflow[Any, Any]]] = {
     "cancellable": ("cancellable", wf.cancellable),
     "failing": ("failing", wf.failing),
     "retried": ("retried", wf.retried),
+    "died-retried": ("died", wf.fragile),
     "legacy-patch": ("legacy", legacy_v1),
     "fanout": ("fanout", wf.fanout),
     "poll-continued": ("poll", wf.poll),

@@ -184,6 +184,29 @@ def family(order_id: str) -> str:
     return receipt
 
 
+class WorkerDies(BaseException):
+    """Stands in for the worker process dying (``kill -9``) while a step runs."""
+
+
+DYING: set[str] = set()
+"""Orders whose ``golden.pack`` kills the worker executing it, while recording."""
+
+
+@fluxo.step(name="golden.pack")
+def pack(order_id: str) -> str:
+    """Kill the worker while the order is in ``DYING``."""
+    if order_id in DYING:
+        raise WorkerDies(order_id)
+    return f"packed-{order_id}"
+
+
+@fluxo.workflow(name="golden.fragile", max_recoveries=1)
+def fragile(order_id: str) -> str:
+    """Its executions died in ``pack`` until it ended dead; then retried and completed."""
+    reserve(order_id)
+    return pack(order_id)
+
+
 @fluxo.workflow(name="golden.progress")
 def progress(order_ids: list[str]) -> int:
     """Progress a page may poll: an event set after each step (``fluxo.set_event``)."""
@@ -204,6 +227,7 @@ WORKFLOWS = [
     fanout,
     poll,
     family,
+    fragile,
     progress,
 ]
 """Every workflow of the golden histories, as the replayer is given them."""

@@ -220,7 +220,8 @@ def test_retrying_a_run_that_did_not_fail_says_why(runs: dict[str, str]) -> None
     client = client_for("view_run", "retry_run")
     done = client.post(f"{RUNS}{runs['completed']}/retry/", follow=True)
     assert done.status_code == 200
-    assert "is completed, not failed; only a failed run can be retried" in done.content.decode()
+    message = "is completed, not failed or dead; only a failed or dead run can be retried"
+    assert message in done.content.decode()
     assert get_engine().get_run(runs["completed"]).status is fluxo.RunStatus.COMPLETED
 
 

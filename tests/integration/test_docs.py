@@ -227,7 +227,14 @@ def test_the_architecture_page_tables_the_run_flags() -> None:
         for name in re.findall(r"`(\w+)`", row)
     }
     assert fields <= named
-    assert named == {"lease_owner", "lease_until", "ready_at", "wake_requested", "cancel_requested"}
+    assert named == {
+        "lease_owner",
+        "lease_until",
+        "ready_at",
+        "wake_requested",
+        "cancel_requested",
+        "recoveries",
+    }
     assert named <= {field.name for field in dataclasses.fields(fluxo.RunInfo)}
 
 

@@ -38,6 +38,7 @@ EXPECTED = [
     "NondeterminismError",
     "Observer",
     "Retry",
+    "RunDiedError",
     "RunEvent",
     "RunHandle",
     "RunIdConflictError",
@@ -195,7 +196,7 @@ ERROR_CLASSES = [
 
 
 def test_every_error_derives_from_fluxo_error() -> None:
-    assert len(ERROR_CLASSES) == 26
+    assert len(ERROR_CLASSES) == 27
     for cls in ERROR_CLASSES:
         assert issubclass(cls, fluxo.FluxoError), cls
 
@@ -235,6 +236,9 @@ PICKLED = [
     ),
     fluxo.WorkflowFailedError(
         "r2", type_name="builtins.KeyError", type_names=["builtins.KeyError"], error_message="k"
+    ),
+    fluxo.RunDiedError(
+        "r2", type_name="fluxo.RunDiedError", error_message="its executions died 4 times"
     ),
     fluxo.RunIdConflictError("r3", "a", "b"),
     fluxo.RunIdConflictError("r3", "a", "a", arguments=["cents"], detail="  cents: 1 != 2"),

@@ -191,7 +191,8 @@ class RunAdmin(admin.ModelAdmin):
             ],
             "document": json.dumps(document, indent=2, ensure_ascii=False, default=str),
             "can_cancel": not status.is_terminal and self.has_cancel_permission(request),
-            "can_retry": status is history.RunStatus.FAILED and self.has_retry_permission(request),
+            "can_retry": status in history.RETRYABLE_STATUSES
+            and self.has_retry_permission(request),
             "can_signal": not status.is_terminal and self.has_signal_permission(request),
             **(extra_context or {}),
         }
@@ -265,9 +266,9 @@ class RunAdmin(admin.ModelAdmin):
         """Cancel every selected run that has not finished."""
         self._each(request, queryset, "cancelled", _process.get_engine().cancel)
 
-    @admin.action(description="Retry the selected failed runs", permissions=["retry"])
+    @admin.action(description="Retry the selected failed or dead runs", permissions=["retry"])
     def retry_runs(self, request: HttpRequest, queryset: Any) -> None:
-        """Retry every selected run that failed."""
+        """Retry every selected run that failed or is dead."""
         self._each(request, queryset, "retried", _process.get_engine().retry)
 
     def _each(

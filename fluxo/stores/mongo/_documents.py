@@ -22,6 +22,7 @@ Doc = dict[str, Any]
 
 ACTIVE: Final = [status.value for status in history.ACTIVE_STATUSES]
 FINISHED: Final = [status.value for status in history.RunStatus if status.is_terminal]
+RETRYABLE: Final = [status.value for status in history.RETRYABLE_STATUSES]
 
 INFO_PROJECTION: Final = {"ev_tail": 0, "sig_tail": 0, "sig_keys": 0}
 """Every field but the tails: what ``RunInfo`` needs."""
@@ -53,6 +54,11 @@ def info(doc: Mapping[str, Any]) -> history.RunInfo:
         problems.append(f"its stored {key} {value!r} is not text")
         return str(value)
 
+    recoveries = doc.get("recoveries", 0)
+    if not isinstance(recoveries, int) or isinstance(recoveries, bool):
+        problems.append(f"its stored recoveries {recoveries!r} is not a count")
+        recoveries = 0
+
     return history.RunInfo(
         id=doc["_id"],
         workflow=string("workflow") or "",
@@ -67,6 +73,7 @@ def info(doc: Mapping[str, Any]) -> history.RunInfo:
         deadline=time("deadline"),
         parent=string("parent"),
         headers=headers,
+        recoveries=recoveries,
         damage="; ".join(problems) or None,
     )
 

@@ -349,7 +349,10 @@ class MongoStore:
             **self._no_live_lease(now),
         }
         where: Doc = {**runnable, "workflow": {"$in": list(workflows)}}
-        update = {"$set": self._lease_fields(worker_id, now, lease_until)}
+        update: Doc = {"$set": self._lease_fields(worker_id, now, lease_until)}
+        # A run still running is taken over from an execution that never ended: a
+        # recovery, counted in the claim, which matches only the status it was read with.
+        recovery: Doc = {**update, "$inc": {"recoveries": 1}}
         order = [("ready_at", 1), ("created_at", 1), ("_id", 1)]
         with self._op(create=True):
             # Read a page of candidates, then lease each with a conditional update on
@@ -357,13 +360,16 @@ class MongoStore:
             # one update matches. A page lost to other claimers is simply read again.
             while len(claimed) < limit:
                 wanted = limit - len(claimed)
-                candidates = list(self._runs.find(where, {"_id": 1}, sort=order, limit=wanted))
+                candidates = list(
+                    self._runs.find(where, {"_id": 1, "status": 1}, sort=order, limit=wanted)
+                )
                 if not candidates:
                     break
                 for candidate in candidates:
+                    status = candidate.get("status")
                     doc = self._runs.find_one_and_update(
-                        {"_id": candidate["_id"], **runnable},
-                        update,
+                        {**runnable, "_id": candidate["_id"], "status": status},
+                        recovery if status == RunStatus.RUNNING.value else update,
                         projection=_documents.INFO_PROJECTION,
                         return_document=_driver.ReturnDocument.AFTER,
                     )
@@ -394,13 +400,24 @@ class MongoStore:
                 {"lease_owner": worker_id},
             ],
         }
+        lease: Doc = {"$set": self._lease_fields(worker_id, now, lease_until)}
+        # Still running under another owner: taken over from an execution that never
+        # ended, a recovery. Tried second: taking back one's own run is the usual case.
+        taken_over: Doc = {"status": RunStatus.RUNNING.value, "lease_owner": {"$ne": worker_id}}
         with self._op():
             doc = self._runs.find_one_and_update(
-                where,
-                {"$set": self._lease_fields(worker_id, now, lease_until)},
+                {**where, "$nor": [taken_over]},
+                lease,
                 projection=_documents.INFO_PROJECTION,
                 return_document=_driver.ReturnDocument.AFTER,
             )
+            if doc is None:
+                doc = self._runs.find_one_and_update(
+                    {"$and": [where, taken_over]},
+                    {**lease, "$inc": {"recoveries": 1}},
+                    projection=_documents.INFO_PROJECTION,
+                    return_document=_driver.ReturnDocument.AFTER,
+                )
         return None if doc is None else _documents.info(doc)
 
     def next_wake(self, workflows: Collection[str], *, now: float) -> float | None:
@@ -567,7 +584,7 @@ class MongoStore:
         retried = [history.RunRetried()]
         with self._op():
             doc = self._runs.find_one_and_update(
-                {"_id": run_id, "status": RunStatus.FAILED.value, **_documents.LIVE},
+                {"_id": run_id, "status": {"$in": _documents.RETRYABLE}, **_documents.LIVE},
                 {
                     "$push": {
                         "ev_tail": {"$each": [_documents.event_entry(e, now) for e in retried]}
@@ -580,6 +597,7 @@ class MongoStore:
                         "lease_owner": None,
                         "lease_until": None,
                         "cancel_requested": False,
+                        "recoveries": 0,
                     },
                 },
                 projection=_documents.INFO_PROJECTION,
@@ -588,10 +606,7 @@ class MongoStore:
             if doc is None:
 
                 def refuse(found: Doc) -> history.RunInfo:
-                    raise _errors.RunStateError(
-                        f"run {run_id!r} is {found['status']}, not failed; only a failed run "
-                        "can be retried"
-                    )
+                    raise _errors.RunStateError(_errors.not_retryable(run_id, found["status"]))
 
                 return self._missing_or(run_id, refuse)
             if (

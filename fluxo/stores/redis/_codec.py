@@ -146,6 +146,14 @@ def run_info(run_id: str, record: dict[bytes, bytes]) -> history.RunInfo:
         value = record.get(key)
         return None if value is None else value.decode("utf-8", "replace")
 
+    def count(key: bytes) -> int:
+        value = record.get(key)
+        try:
+            return 0 if value is None else int(value)
+        except ValueError:
+            problems.append(f"its stored {key.decode()} {value!r} is not a count")
+            return 0
+
     return history.RunInfo(
         id=run_id,
         workflow=string(b"wf") or "",
@@ -160,6 +168,7 @@ def run_info(run_id: str, record: dict[bytes, bytes]) -> history.RunInfo:
         deadline=time(b"deadline"),
         parent=string(b"parent"),
         headers=headers,
+        recoveries=count(b"rec"),
         damage="; ".join(problems) or None,
     )
 

@@ -388,6 +388,7 @@ class Database:
             parent=parent,
             headers=headers,
             damage=damage,
+            recoveries=int(row[13] or 0),
         )
 
     def key(self, value: Any) -> str:

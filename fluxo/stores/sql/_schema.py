@@ -31,7 +31,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
-HEAD_REVISION = "0005"
+HEAD_REVISION = "0006"
 """The alembic revision this code's tables correspond to (``migrations/versions``)."""
 
 VERSION_TABLE = "fluxo_alembic_version"
@@ -91,6 +91,8 @@ runs = sa.Table(
     sa.Column("parent", _key(), nullable=True),
     # the run's headers as the text of a JSON object (NULL: none); set at creation
     sa.Column("headers", sa.Text(), nullable=True),
+    # claims that took the run over from an execution that never ended (max_recoveries)
+    sa.Column("recoveries", sa.Integer(), nullable=False, server_default=sa.text("0")),
     # claim: runnable runs in ready_at order (NULL, i.e. not ready, sorts out of range)
     sa.Index(None, "ready_at"),
     # list_runs: newest first, optionally by workflow or by status

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from fluxo import history
-from fluxo.stores.sql import _prefix
+from fluxo.stores.sql import _leasing, _prefix
 from fluxo.stores.sql import _schema as schema
 
 if TYPE_CHECKING:
@@ -64,6 +64,7 @@ RUN_COLUMNS = (
     _R.c.deadline,
     _R.c.parent,
     _R.c.headers,
+    _R.c.recoveries,
 )
 _EVENT_COLUMNS = (_E.c.run_id, _E.c.seq, _E.c.kind, _E.c.name, _E.c.data, _E.c.created_at)
 _ACTIVE = tuple(status.value for status in history.ACTIVE_STATUSES)
@@ -348,7 +349,10 @@ class Statements:
         )
         reopen = (
             _R.update()
-            .where(_R.c.id == run_id, _R.c.status == _word(RunStatus.FAILED.value))
+            .where(
+                _R.c.id == run_id,
+                _R.c.status.in_([_word(s.value) for s in history.RETRYABLE_STATUSES]),
+            )
             .values(
                 status=_word(RunStatus.PENDING.value),
                 ready_at=now,
@@ -356,6 +360,7 @@ class Statements:
                 lease_owner=sa.null(),
                 lease_until=sa.null(),
                 cancel_requested=sa.false(),
+                recoveries=0,
             )
         )
         self.returning = dialect.update_returning
@@ -479,7 +484,7 @@ class Statements:
                     _R.c.lease_until.is_(None), _R.c.lease_until < now, _R.c.lease_owner == worker
                 ),
             )
-            .values(self._lease_values())
+            .ordered_values(*_leasing.lease_values(taking_back=worker))
         )
         self.claim_run = self.compile(update.returning(*RUN_COLUMNS) if self.returning else update)
 
@@ -525,7 +530,7 @@ class Statements:
             statement: sa.ClauseElement = (
                 _R.update()
                 .where(_R.c.id == chosen.c.id)
-                .values(self._lease_values())
+                .ordered_values(*_leasing.lease_values())
                 .returning(*RUN_COLUMNS)
             )
             return statement
@@ -548,22 +553,11 @@ class Statements:
 
     def claim_update(self, runs: int) -> Sql:
         def build() -> sa.ClauseElement:
-            statement: sa.ClauseElement = (
-                _R.update().where(_R.c.id.in_(_keys("p_id", runs))).values(self._lease_values())
-            )
+            update = _R.update().where(_R.c.id.in_(_keys("p_id", runs)))
+            statement: sa.ClauseElement = update.ordered_values(*_leasing.lease_values())
             return statement
 
         return self.shaped(("claim_update", runs), build)
-
-    @staticmethod
-    def _lease_values() -> dict[str, Any]:
-        return {
-            "status": _word(RunStatus.RUNNING.value),
-            "lease_owner": _p("p_worker", _R.c.lease_owner),
-            "lease_until": _p("p_lease_until", _R.c.lease_until),
-            "updated_at": _p("p_now", _R.c.updated_at),
-            "wake_requested": sa.false(),
-        }
 
     def renew(self, runs: int) -> Sql:
         def build() -> sa.ClauseElement:

@@ -333,6 +333,8 @@ class SQLStore:
                         parent=run.parent,
                         headers=run.headers,
                         damage=run.damage,
+                        # still RUNNING: taken over from an execution that never ended
+                        recoveries=run.recoveries + (run.status is RunStatus.RUNNING),
                     )
                     for run in found
                 ]
@@ -603,10 +605,7 @@ class SQLStore:
             rows = self._db.call("retrying a run", reopen, begin=self._db.driver.begin_write)
         except _database.Missing:
             run = self.get_run(run_id)
-            raise _errors.RunStateError(
-                f"run {run_id!r} is {run.status.value}, not failed; only a failed run "
-                "can be retried"
-            ) from None
+            raise _errors.RunStateError(_errors.not_retryable(run_id, run.status.value)) from None
         self._watcher.changed(run_id)
         return self._db.run_from_row(rows[0])
 

@@ -200,6 +200,7 @@ class Runs:
             history.RunStatus.COMPLETED: history.WorkflowCompleted("", b'"ok"'),
             history.RunStatus.FAILED: history.WorkflowFailed("", b'{"type": "ValueError"}'),
             history.RunStatus.CANCELLED: history.WorkflowCancelled(),
+            history.RunStatus.DEAD: history.RunDied("", b'{"type": "fluxo.RunDiedError"}'),
         }[status]
         self.record(run_id, event, now=now, status=status)
 

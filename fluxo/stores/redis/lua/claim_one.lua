@@ -17,6 +17,8 @@ if ok and ARGV[6] ~= '1' then
 end
 raise_fence(g)
 if not ok then return {'no', need()} end
+-- Still running: taken over from an execution that never ended, a recovery.
+if f[2] == 'running' then redis.call('HINCRBY', RUN, 'rec', 1) end
 redis.call('HSET', RUN, 'status', 'running', 'owner', ARGV[2], 'lease', ARGV[4],
   'updated', ARGV[3], 'wake', '0')
 return {'claimed', need(), redis.call('HGETALL', RUN)}

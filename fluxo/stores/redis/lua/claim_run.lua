@@ -14,6 +14,8 @@ else
   local after, after_s = due(f[1], f[4], ARGV[4])
   if after < due(f[1], f[4], f[3]) then return {'cover', after_s} end
 end
+-- Still running under another owner: taken over from an execution that never ended.
+if f[1] == 'running' and f[2] ~= worker then redis.call('HINCRBY', RUN, 'rec', 1) end
 redis.call('HSET', RUN, 'status', 'running', 'owner', worker, 'lease', ARGV[4],
   'updated', ARGV[3], 'wake', '0')
 raise_fence(g)

@@ -6,14 +6,14 @@ if not status then
   raise_fence(g)
   return {1, need()}
 end
-if status ~= 'failed' then
+if status ~= 'failed' and status ~= 'dead' then
   raise_fence(g)
   return {2, need(), status}
 end
 if stale(g) then return {3} end
 redis.call('RPUSH', EVENTS, ARGV[3])
 redis.call('HSET', RUN, 'status', 'pending', 'ready', now, 'updated', now, 'cancel', '0')
-redis.call('HDEL', RUN, 'owner', 'lease')
+redis.call('HDEL', RUN, 'owner', 'lease', 'rec')
 raise_fence(g)
 changed(ARGV[5])
 return {0, need(), redis.call('HGETALL', RUN)}
