@@ -42,6 +42,7 @@ _ENDS = (
     history.WorkflowFailed,
     history.WorkflowCancelled,
     history.ContinuedAsNew,
+    history.RunDied,
 )
 _CONSUMING = (history.SignalReceived, history.SignalRejected)
 
@@ -109,9 +110,9 @@ def cut(state: history.RunState, position: object, codec: _codec.Codec) -> Prefi
 
 
 def _retried(events: Sequence[history.Event], seq: int, position: int) -> bool:
-    """Tell whether the end at ``seq`` is a failure an operator retried within the prefix."""
+    """Tell whether the end at ``seq`` is a failure or death retried within the prefix."""
     return (
-        isinstance(events[seq], history.WorkflowFailed)
+        isinstance(events[seq], history.FAILURE_ENDS)
         and seq + 1 < position
         and isinstance(events[seq + 1], history.RunRetried)
     )

@@ -271,6 +271,64 @@ def test_a_retried_run_can_be_forked_after_its_retry_not_between(
     assert CALLS == {"flaky": 2}
 
 
+@fluxo.step(name="fork.fragile")
+def fragile(x: int) -> int:
+    CALLS["fragile"] += 1
+    if FLAKY["fails"]:
+        raise SimulatedCrash("the worker dies in the step")
+    return x
+
+
+@fluxo.workflow(name="fork.dying", max_recoveries=0)
+def dying(x: int) -> int:
+    y = fragile(x)
+    fluxo.sleep(60)
+    return y + 1
+
+
+def test_a_dead_run_can_be_forked_before_its_death_only(
+    make_engine: MakeEngine, clock: FakeClock
+) -> None:
+    engine = make_engine(dying)
+    engine.start(dying.options(id="d"), 1)
+    with pytest.raises(SimulatedCrash):
+        engine.worker().process_one()
+    clock.advance(31)  # the lease runs out: the next claim is a recovery, one too many
+    engine.worker().process_one()
+    assert engine.get_run("d").status is history.RunStatus.DEAD
+    events = kinds(engine.history("d"))
+    assert events == ["workflow_started", "run_died"]
+    with pytest.raises(fluxo.RunStateError, match=r"ended at position 1 \(run_died\)"):
+        engine.fork("d", from_position=2)  # its replays would meet run_died as a call
+    FLAKY["fails"] = False
+    handle = engine.fork("d", from_position=1)
+    engine.worker().process_one()  # runs the step, then waits on the timer
+    clock.advance(60)
+    engine.worker().process_one()  # replays the step and the timer
+    assert handle.result() == 2
+
+
+def test_a_dead_run_retried_can_be_forked_after_its_retry(
+    make_engine: MakeEngine, clock: FakeClock
+) -> None:
+    engine = make_engine(dying)
+    engine.start(dying.options(id="d"), 1)
+    with pytest.raises(SimulatedCrash):
+        engine.worker().process_one()
+    clock.advance(31)
+    engine.worker().process_one()
+    FLAKY["fails"] = False
+    engine.retry("d")
+    engine.worker().process_one()  # waits on its timer
+    events = kinds(engine.history("d"))
+    assert events[1:3] == ["run_died", "run_retried"]
+    handle = engine.fork("d", from_position=len(events))
+    engine.worker().process_one()
+    clock.advance(60)
+    engine.worker().process_one()
+    assert handle.result() == 2
+
+
 @fluxo.step(name="fork.mark")
 def mark(label: str) -> str:
     CALLS[label] += 1
