@@ -554,3 +554,28 @@ def test_the_schedule_run_replays_what_it_recorded_whatever_the_tick_arithmetic_
     testing.replay(document, workflows=[every10_all.scheduler])
     monkeypatch.setattr(_schedules.Schedule, "ticks_back", lambda *args: [T + 5.0])
     testing.replay(document, workflows=[every10_all.scheduler])
+
+
+def test_purge_keeps_the_runs_of_the_ticks_the_current_schedule_run_started(
+    make_engine: MakeEngine, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_schedule_loop, "ITERATIONS", 3)
+    engine = make_engine(every10)
+    worker = engine.worker(sticky=0)
+    worker.process_one()
+    for _ in range(5):
+        clock.advance(10)
+        worker.process_one()
+    clock.advance(3600)
+    by_parent = {run.id: run.parent for run in engine.list_runs(workflow=every10)}
+    active = engine.schedules.get(every10).run_id
+    assert len(by_parent) == 5
+    assert 0 < list(by_parent.values()).count(active) < 5
+
+    purged = engine.purge(older_than=timedelta(minutes=30), workflow=every10)
+
+    # a tick's run is a child of the schedule's run that started it: kept while that
+    # run goes on (docs/schedules.md, "Costs and retention")
+    kept = {run.id: run.parent for run in engine.list_runs(workflow=every10)}
+    assert set(kept.values()) == {active}
+    assert purged == 5 - len(kept)
