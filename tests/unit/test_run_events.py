@@ -315,6 +315,40 @@ def test_info_attempt_counts_the_retries_before_its_point(make_engine: MakeEngin
     assert engine.handle(run).result(timeout=0)["attempts"] == [1, 2]
 
 
+FRAGILE = {"fails": True}
+
+
+@fluxo.step(name="ev.fragile")
+def fragile() -> int:
+    if FRAGILE["fails"]:
+        raise ValueError("fragile failed")
+    return 2
+
+
+@fluxo.workflow(name="ev.attempts")
+def attempts() -> list[int]:
+    before = fluxo.info().attempt
+    work(1)
+    kept = fluxo.info().attempt  # no record between it and the failure of fragile
+    fragile()
+    return [before, kept, fluxo.info().attempt]
+
+
+def test_info_attempt_after_the_last_kept_record_reads_the_new_attempt(
+    make_engine: MakeEngine,
+) -> None:
+    engine = make_engine(attempts)
+    run = engine.start(attempts.options(id="a1")).id
+    execute(engine, run)
+    assert engine.get_run(run).status is Status.FAILED
+    FRAGILE["fails"] = False
+    engine.retry(run)
+    execute(engine, run)
+    # The retry keeps work(1) and attempts fragile again: the info() before work(1)
+    # reads attempt 1 as it did; the one between them is where the retried run goes on.
+    assert engine.handle(run).result(timeout=0) == [1, 2, 2]
+
+
 def test_info_outside_a_workflow_is_refused() -> None:
     with pytest.raises(fluxo.DefinitionError, match="call it in a workflow"):
         fluxo.info()
