@@ -224,7 +224,11 @@ def fork(
     if observers.run_started:
         observers.emit(observers.run_started, _observers.told(run, "run_started", now, 0))
     if copying:
-        copy(store, fork_id, prefix, engine.clock, status=history.RunStatus.PENDING)
+        try:
+            copy(store, fork_id, prefix, engine.clock, status=history.RunStatus.PENDING)
+        except Exception:
+            _give_back(store, owner, fork_id, engine.clock)
+            raise
     log.info(
         "run %s forked from run %s at position %d",
         fork_id,
@@ -233,6 +237,29 @@ def fork(
         extra={"fluxo_run_id": fork_id},
     )
     return fork_id
+
+
+def _give_back(
+    store: stores.Store, owner: str | None, fork_id: str, clock: Callable[[], float]
+) -> None:
+    """Release a fork whose copy failed, for a worker to complete (:func:`complete`).
+
+    At once, rather than when the lease expires; and as a release, so the worker's
+    claim is no takeover of an execution: the forking engine was not executing the
+    run, and the fork's ``recoveries`` stay 0 (``max_recoveries=0`` holds).
+    """
+    if owner is None:
+        return
+    try:
+        store.release(owner, fork_id, now=clock())
+    except _errors.StoreError as exc:
+        log.warning(
+            "run %s: could not give it back after its copy failed (%s); a worker "
+            "completes the copy when the lease expires",
+            fork_id,
+            exc,
+            extra={"fluxo_run_id": fork_id},
+        )
 
 
 def _is_fork_of(store: stores.Store, fork_id: str, run_id: str, position: object) -> bool:

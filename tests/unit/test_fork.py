@@ -573,6 +573,67 @@ def test_a_worker_completes_the_copy_of_a_fork_whose_process_died(
     assert engine.handle("f").result() == [1, 5]
 
 
+@fluxo.workflow(name="fork.touchy", max_recoveries=0)
+def touchy(x: int) -> list[str]:
+    return [step(x) for step in V2[:2]]
+
+
+class FailingCopy(MemoryStore):
+    """A memory store that fails, once armed, the append of a fork's copy."""
+
+    armed = False
+
+    def append(self, run_id: str, expected_seq: int, events: Any, **kw: Any) -> None:
+        if self.armed and expected_seq == 1:
+            self.armed = False
+            raise fluxo.StoreUnavailableError("the database went away")
+        super().append(run_id, expected_seq, events, **kw)
+
+
+def test_a_fork_whose_copy_failed_is_given_back_for_a_worker_to_copy_without_a_recovery(
+    make_engine: MakeEngine,
+) -> None:
+    """The forking process was not executing the run: max_recoveries=0 still holds."""
+    store = FailingCopy()
+    engine = make_engine(touchy, store=store)
+    assert engine.run(touchy.options(id="t"), 3) == ["v2-s1-3", "v2-s2-3"]
+    store.armed = True
+    with pytest.raises(fluxo.StoreUnavailableError):
+        engine.fork("t", from_position=2, id="f")
+    run = engine.get_run("f")
+    assert (run.status, run.lease_owner) == (history.RunStatus.PENDING, None)
+    CALLS.clear()
+    engine.worker().process_one()  # completes the copy at once, no lease to wait for
+    run = engine.get_run("f")
+    assert (run.status, run.recoveries) == (history.RunStatus.COMPLETED, 0)
+    assert engine.handle("f").result() == ["v2-s1-3", "v2-s2-3"]
+    assert CALLS == {"v2-s2": 1}
+    assert engine.fork("t", from_position=2, id="f").id == "f"
+
+
+def test_a_fork_whose_forking_process_was_killed_counts_a_recovery(
+    make_engine: MakeEngine, clock: FakeClock
+) -> None:
+    """The claim takes a running run over: with max_recoveries=0 the fork ends dead."""
+    store = CrashOnCopy("append")
+    engine = make_engine(touchy, store=store)
+    engine.run(touchy.options(id="t"), 3)
+    store.armed = True
+    with pytest.raises(SimulatedCrash):
+        engine.fork("t", from_position=2, id="f")
+    store.armed = False
+    clock.advance(31)
+    CALLS.clear()
+    engine.worker().process_one()
+    run = engine.get_run("f")
+    assert (run.status, run.recoveries) == (history.RunStatus.DEAD, 1)
+    assert kinds(engine.history("f"))[:2] == ["workflow_started", "step_completed"]
+    engine.retry("f")
+    engine.worker().process_one()
+    assert engine.handle("f").result() == ["v2-s1-3", "v2-s2-3"]
+    assert CALLS == {"v2-s2": 1}
+
+
 def test_a_fork_whose_source_went_before_the_copy_fails_saying_so(
     make_engine: MakeEngine, clock: FakeClock
 ) -> None:
