@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Generic, ParamSpec, TypeVar
 
-from fluxo import _definitions, _engine, _errors, stores
+from fluxo import _definitions, _engine, _errors, _run_events, stores
 from fluxo import history as _history
 
 log = logging.getLogger(__name__)
@@ -247,21 +247,28 @@ class AsyncEngine:
     ) -> Any:
         """The latest value the run set under ``key``, waiting for the first.
 
-        See :meth:`fluxo.Engine.get_event`; the wait takes one of this engine's threads.
+        See :meth:`fluxo.Engine.get_event`. The wait takes one of this engine's
+        threads a second at a time, so a cancelled wait gives it back within one.
         """
-        return await self._call(self.engine.get_event, run_id, key, timeout=timeout, type=type)
+        reader = await self._events(run_id, key, timeout, type, "get_event")
+        return await reader.latest(_run_events.seconds(timeout, "get_event()"))
 
     async def watch_event(
         self, run_id: str, key: str, *, timeout: timedelta | float | None = None, type: Any = Any
     ) -> AsyncIterator[Any]:
         """Every value the run sets under ``key``, oldest first, as it sets them.
 
-        See :meth:`fluxo.Engine.watch_event`; each wait takes one of this engine's threads.
+        See :meth:`fluxo.Engine.watch_event`; each wait is as :meth:`get_event`'s.
         """
-        values = await self._call(self.engine.watch_event, run_id, key, timeout=timeout, type=type)
-        done = object()
-        while (value := await self._call(next, values, done)) is not done:
+        reader = await self._events(run_id, key, timeout, type, "watch_event")
+        async for value in reader.each(_run_events.seconds(timeout, "watch_event()")):
             yield value
+
+    async def _events(
+        self, run_id: str, key: str, timeout: object, type: Any, what: str
+    ) -> _run_events.AsyncEventReader:
+        reader = await self._call(self.engine._events, run_id, key, timeout, type, what)
+        return _run_events.AsyncEventReader(reader, self.engine.store, self._call)
 
     # -- results -------------------------------------------------------------------------
 

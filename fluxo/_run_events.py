@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -174,28 +174,54 @@ class EventReader:
                 return values, state.run.status, run_id
             run_id = following
 
+    def poll(self) -> tuple[object, list[bytes], history.RunStatus]:
+        """One look, without waiting: a change token, the values so far, the chain's status.
+
+        The token is taken before the read, for ``wait_for_change`` on :attr:`last`:
+        no change slips by between the read and a wait.
+        """
+        while True:
+            token = self._store.change_token(self._last)
+            values, status, last = self._read()
+            if last == self._last:
+                return token, values, status
+            self._last = last  # it continued as new: listen to the new run
+
+    @property
+    def last(self) -> str:
+        """The last run of the chain known: the one whose changes a wait listens to."""
+        return self._last
+
+    def timeout(self, status: history.RunStatus) -> _errors.EventTimeout:
+        """The error of a wait that ran out of time while the run was in ``status``."""
+        return _errors.EventTimeout(self._run_id, self._key, status.value)
+
+    def never_set(self) -> _errors.RunStateError:
+        """The error of a run that ended without setting the key."""
+        return _never_set(self._run_id, self._key)
+
+    def decode(self, data: bytes) -> Any:
+        """One value, decoded as the reader's type."""
+        return self._codec.decode(data, self._type)
+
     def _wait(self, seen: int, deadline: float | None) -> tuple[list[bytes], bool]:
         """The values once there are more than ``seen`` or the run has ended; and "ended"."""
         while True:
-            token = self._store.change_token(self._last)  # before the read: no change slips by
-            values, status, last = self._read()
+            token, values, status = self.poll()
             if len(values) > seen or status.is_terminal:
                 return values, status.is_terminal
-            if last != self._last:  # it continued as new: listen to the new run
-                self._last = last
-                continue
             remaining = _LONGEST_WAIT if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
-                raise _errors.EventTimeout(self._run_id, self._key, status.value)
-            self._store.wait_for_change(last, min(remaining, _LONGEST_WAIT), since=token)
+                raise self.timeout(status)
+            self._store.wait_for_change(self._last, min(remaining, _LONGEST_WAIT), since=token)
 
     def latest(self, timeout: float | None) -> Any:
         """The latest value; waits for the first one for up to ``timeout`` seconds."""
         deadline = None if timeout is None else time.monotonic() + timeout
         values, _ = self._wait(0, deadline)
         if not values:
-            raise _never_set(self._run_id, self._key)
-        return self._codec.decode(values[-1], self._type)
+            raise self.never_set()
+        return self.decode(values[-1])
 
     def each(self, timeout: float | None) -> Iterator[Any]:
         """Every value, oldest first, as the workflow sets them; ends with the run.
@@ -207,7 +233,66 @@ class EventReader:
             deadline = None if timeout is None else time.monotonic() + timeout
             values, ended = self._wait(seen, deadline)
             for data in values[seen:]:
-                yield self._codec.decode(data, self._type)
+                yield self.decode(data)
+            seen = len(values)
+            if ended:
+                return
+
+
+ASYNC_SLICE = 1.0
+"""The longest wait an :class:`AsyncEventReader` holds a thread for: a cancelled wait
+gives its thread back within it."""
+
+
+class AsyncEventReader:
+    """An :class:`EventReader` for asyncio: its reads and waits in an engine's threads.
+
+    ``call`` runs a function in one of the threads (``AsyncEngine._call``). A wait
+    holds a thread for :data:`ASYNC_SLICE` at most, then waits again with the same
+    token, so a task cancelled while it waits (a progress page whose client left)
+    gives the thread back within a slice instead of holding it until a value comes.
+    The history is read again only once the store says the run may have changed.
+    """
+
+    def __init__(
+        self, reader: EventReader, store: stores.Store, call: Callable[..., Awaitable[Any]]
+    ) -> None:
+        self._reader = reader
+        self._store = store
+        self._call = call
+
+    async def _wait(self, seen: int, deadline: float | None) -> tuple[list[bytes], bool]:
+        reader = self._reader
+        while True:
+            token, values, status = await self._call(reader.poll)
+            if len(values) > seen or status.is_terminal:
+                return values, status.is_terminal
+            changed = False
+            while not changed:
+                remaining = ASYNC_SLICE if deadline is None else deadline - time.monotonic()
+                if remaining <= 0:
+                    raise reader.timeout(status)
+                wait = min(remaining, ASYNC_SLICE)
+                changed = await self._call(
+                    self._store.wait_for_change, reader.last, wait, since=token
+                )
+
+    async def latest(self, timeout: float | None) -> Any:
+        """See :meth:`EventReader.latest`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        values, _ = await self._wait(0, deadline)
+        if not values:
+            raise self._reader.never_set()
+        return await self._call(self._reader.decode, values[-1])
+
+    async def each(self, timeout: float | None) -> AsyncIterator[Any]:
+        """See :meth:`EventReader.each`."""
+        seen = 0
+        while True:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            values, ended = await self._wait(seen, deadline)
+            for data in values[seen:]:
+                yield await self._call(self._reader.decode, data)
             seen = len(values)
             if ended:
                 return

@@ -242,6 +242,35 @@ def test_async_engine_reads_events(make_engine: MakeEngine) -> None:
     assert asyncio.run(read()) == ("done", [Progress(1, 1)])
 
 
+def test_a_cancelled_async_wait_for_an_event_gives_its_thread_back(
+    make_engine: MakeEngine,
+) -> None:
+    """A progress page whose client left must not hold the AsyncEngine's threads."""
+    engine = make_engine(quiet)
+    run = engine.start(quiet.options(id="q1")).id
+    execute(engine, run)  # waits for its signal, and sets no event before it
+
+    async def abandon_then_list() -> list[str]:
+        async with fluxo.AsyncEngine(engine, max_threads=2) as aengine:
+
+            async def watch() -> None:
+                async for _ in aengine.watch_event(run, "never"):
+                    pass
+
+            waits = [asyncio.create_task(aengine.get_event(run, "never")) for _ in range(2)]
+            waits += [asyncio.create_task(watch()) for _ in range(2)]
+            while engine.store.get_run(run).status is not Status.WAITING:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)  # each wait is in a thread of the engine, or queued
+            for wait in waits:
+                wait.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
+            listed = await asyncio.wait_for(aengine.list_runs(), WAIT)
+            return [r.id for r in listed]
+
+    assert asyncio.run(abandon_then_list()) == [run]
+
+
 def test_set_event_outside_a_workflow_is_refused(make_engine: MakeEngine) -> None:
     with pytest.raises(fluxo.DefinitionError, match="not in a step or outside a run"):
         fluxo.set_event("k", 1)
