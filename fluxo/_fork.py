@@ -312,6 +312,15 @@ def copy(
     return True
 
 
+def passed_on(headers: Mapping[str, str]) -> dict[str, str]:
+    """The headers a run gives the next run of its chain (``continue_as_new``): the trace.
+
+    Not the fork's: the next run of a forked run's chain is no fork (it copies nothing,
+    and a worker would take it for a fork whose copy was never made).
+    """
+    return {k: v for k, v in headers.items() if k not in (FORKED_FROM, FORK_POSITION)}
+
+
 def unfinished(state: history.RunState) -> int | None:
     """The cut of a forked run whose copy has not been made yet; ``None`` for any other run."""
     raw = state.run.headers.get(FORK_POSITION)

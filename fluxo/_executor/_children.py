@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import msgspec
 
-from fluxo import _errors, _names, _observers, _payloads, _runtime, history, stores
+from fluxo import _errors, _fork, _names, _observers, _payloads, _runtime, history, stores
 from fluxo._executor import _control, _cursor
 
 if TYPE_CHECKING:
@@ -482,7 +482,7 @@ class Children:
                 now=ctx.clock(),
                 deadline=ctx.deadline,
                 parent=ctx.parent,  # the chain is one child of the same parent
-                headers=ctx.headers or None,  # the chain is one trace
+                headers=_fork.passed_on(ctx.headers) or None,  # the chain is one trace
             )
             if not created:
                 self._check_created_input(wf, run, data, call)

@@ -440,6 +440,33 @@ def test_a_fork_with_a_source_whose_signals_are_missing_is_refused(
     assert _fork.cut(damaged, position, engine.codec).signals == ()
 
 
+@fluxo.workflow(name="fork.rounds")
+def rounds(n: int) -> int:
+    total = int(V2[0](n).rsplit("-", 1)[1])
+    if n < 2:
+        fluxo.continue_as_new(n + 1)
+    return total
+
+
+def test_a_fork_that_continues_as_new_goes_on_in_a_run_that_is_no_fork(
+    make_engine: MakeEngine,
+) -> None:
+    engine = make_engine(rounds)
+    engine.start(rounds.options(id="c"), 0)
+    worker = engine.worker()
+    while worker.process_one():
+        pass
+    assert engine.handle("c").result() == 2
+    handle = engine.fork("c", from_position=2, id="cf")  # keeps the step, then continues
+    while worker.process_one():
+        pass
+    assert handle.result() == 2
+    following = engine.store.get_run("cf~1")
+    assert _fork.source(following.headers) is None
+    assert _fork.source(engine.store.get_run("cf").headers) == {"run": "c", "position": 2}
+    assert kinds(engine.history("cf~1"))[:2] == ["workflow_started", "step_completed"]
+
+
 # -- children and parallel blocks ----------------------------------------------------------
 
 
