@@ -169,8 +169,8 @@ def purge_statuses(
     if active:
         raise _errors.DefinitionError(
             f"purge deletes finished runs only, and {', '.join(map(repr, active))} is "
-            "not finished; pick among 'completed', 'failed' and 'cancelled' (cancel a "
-            "run to purge it once it has ended)"
+            "not finished; pick among 'completed', 'failed', 'cancelled' and 'dead' "
+            "(cancel a run to purge it once it has ended)"
         )
     return chosen
 

@@ -263,6 +263,7 @@ def test_a_child_stays_while_its_failed_parent_may_be_retried(
             "in the future",
         ),
         ({"older_than": 0, "status": "running"}, "'running' is not finished"),
+        ({"older_than": 0, "status": "pending"}, "'cancelled' and 'dead'"),
         ({"older_than": 0, "status": ["failed", "waiting"]}, "'waiting' is not finished"),
         ({"older_than": 0, "status": "done"}, "unknown run status"),
         ({"older_than": 0, "workflow": 3}, "workflow= takes a workflow"),
