@@ -121,9 +121,20 @@ class Schedules:
         run goes by another spec (the code changed) is told the code's spec, and
         goes by it from then on. A schedule whose run was cancelled or failed stays
         stopped, and a warning says how to start it again.
+
+        Raises:
+            FluxoError: a schedule could not start (a ``StoreError`` first, if one
+                was); every other schedule was started all the same.
         """
+        failures: list[_errors.FluxoError] = []
         for wf in self._scheduled().values():
-            self._start(wf)
+            try:
+                self._start(wf)
+            except _errors.FluxoError as exc:  # the others start all the same
+                failures.append(exc)
+        if failures:
+            down = [exc for exc in failures if isinstance(exc, _errors.StoreError)]
+            raise (down or failures)[0]
 
     def _start(self, wf: _definitions.Workflow[Any, Any]) -> history.RunInfo:
         assert wf.scheduler is not None

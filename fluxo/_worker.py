@@ -420,13 +420,25 @@ class Worker:
         log.info("worker %s stopped", self.id)
 
     def _start_schedules(self) -> bool:
-        """Start the engine's schedules once (each has one run, whatever the workers)."""
+        """Start the engine's schedules once (each has one run, whatever the workers).
+
+        A schedule that cannot start for another reason than the store's (its run's
+        id taken, its state unreadable) is logged, and the worker goes on with the
+        other runs: one broken schedule does not stop the work.
+        """
         if not self._schedules_started:
             try:
                 self.engine.schedules.start()
-            except _errors.FluxoError as exc:  # the store is down: try again after a pause
+            except _errors.StoreError as exc:  # the store is down: try again after a pause
                 self._schedules_error: BaseException = exc
                 return False
+            except _errors.FluxoError as exc:
+                log.error(
+                    "worker %s: a schedule cannot start: %s; the worker goes on with the "
+                    "other schedules and runs, and tries again when it restarts",
+                    self.id,
+                    exc,
+                )
             self._schedules_started = True
             self._schedules.succeeded()
         return True

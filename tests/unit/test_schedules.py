@@ -474,6 +474,25 @@ def test_a_stopped_schedule_says_how_to_start_it_again(
     assert engine.schedules.get(every10).status == "waiting"
 
 
+def test_a_schedule_that_cannot_start_stops_neither_the_others_nor_the_worker(
+    make_engine: MakeEngine, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = make_engine(every10, nightly, plain)
+    when = datetime.fromtimestamp(T, timezone.utc)
+    engine.start(plain.options(id="fluxo.schedule:every10"), when)  # its id is taken
+    engine.start(plain.options(id="other"), when)
+    with pytest.raises(fluxo.RunIdConflictError):
+        engine.schedules.start()
+    assert engine.schedules.get(nightly).status == "pending"  # started all the same
+
+    with caplog.at_level(logging.ERROR):
+        engine.worker(sticky=0).process_one()
+
+    assert "a schedule cannot start" in caplog.text
+    assert engine.handle("other").result(timeout=0) == when.isoformat()
+    assert engine.schedules.get(nightly).status == "waiting"
+
+
 # -- deploys and long lives ---------------------------------------------------------------
 
 
