@@ -287,8 +287,8 @@ class _Loop:
             state.paused = True
         elif message.op == "resume":
             state.paused = False  # the ticks of the pause are settled: the next is a future one
-        elif message.op == "trigger" and message.at is not None:
-            at = message.at
+        elif message.op == "trigger" and _schedules.is_time(message.at):
+            at = float(message.at or 0.0)
             self.start(at, _schedules.trigger_id(name, at), trigger=True)
         elif message.op == "update" and message.spec is not None:
             problems = spec_problems(message.spec)

@@ -140,6 +140,20 @@ def _zone(name: str) -> Any:
     return zoneinfo.ZoneInfo(name)
 
 
+LATEST_TIME = 253402300799.0
+"""9999-12-31T23:59:59Z: the latest time a run id (and a ``datetime``) can hold."""
+
+
+def is_time(value: object) -> bool:
+    """Tell whether ``value`` is a time a tick or a trigger can have (seconds since the epoch)."""
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and 0 <= value <= LATEST_TIME
+    )
+
+
 def tick_id(workflow: str, when: float) -> str:
     """The id of the run a tick starts: ``report@2030-01-01T02:00:00Z`` (its time in UTC)."""
     moment = datetime.fromtimestamp(when, timezone.utc)

@@ -455,6 +455,23 @@ def test_a_bad_control_message_is_dropped_and_logged(
     assert ticks(engine, every10) == [tick("every10", 10)]
 
 
+@pytest.mark.parametrize("at", [1e300, -1e300, 1e18, None])
+def test_a_trigger_at_a_time_no_run_id_can_hold_is_dropped_and_logged(
+    make_engine: MakeEngine, clock: FakeClock, caplog: pytest.LogCaptureFixture, at: Any
+) -> None:
+    engine = make_engine(every10)
+    worker = engine.worker(sticky=0)
+    worker.process_one()
+    engine.signal("fluxo.schedule:every10", "schedule", {"op": "trigger", "at": at})
+    with caplog.at_level(logging.WARNING):
+        worker.process_one()
+    assert "ignored the message" in caplog.text
+    clock.advance(10)
+    worker.process_one()
+    assert engine.schedules.get(every10).status == "waiting"
+    assert ticks(engine, every10) == [tick("every10", 10)]
+
+
 def test_a_stopped_schedule_says_how_to_start_it_again(
     make_engine: MakeEngine, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
