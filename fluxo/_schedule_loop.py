@@ -103,7 +103,7 @@ def schedule(
         cron: a cron expression, such as ``"0 2 * * *"`` (needs
             ``pip install 'fluxo[schedules]'``); read as wall-clock time in ``tz``.
         every: an interval instead: a ``timedelta`` or seconds, a whole number
-            of seconds, at least 1. Its ticks fall on whole multiples of it since
+            of seconds, from 1 to 100 years. Its ticks fall on whole multiples of it since
             the Unix epoch, so ``every=timedelta(hours=1)`` ticks on the hour (UTC).
         tz: an IANA time zone name, such as ``"Europe/Helsinki"``.
         catch_up: what happens to the ticks missed while no worker ran:

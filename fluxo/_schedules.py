@@ -32,6 +32,9 @@ DEFAULT_WINDOW = 86400.0
 SCHEDULER_PREFIX = "fluxo.schedule:"
 """Starts the name of a schedule's loop workflow, and the id of its run."""
 
+LONGEST_INTERVAL = 100 * 365.25 * 86400
+"""The longest ``every=``: 100 years, in seconds."""
+
 LONGEST_NAME = _names.MAX_ID_LENGTH - len("@trigger-2000-01-01T00:00:00.000000Z~99999")
 """The longest name a scheduled workflow may have: its runs' ids hold it and a time."""
 
@@ -210,6 +213,11 @@ def check_spec(
                 problems.append(
                     f"every= is a whole number of seconds, at least 1, not {every!r}; "
                     "for example every=timedelta(minutes=5)"
+                )
+            elif value > LONGEST_INTERVAL:
+                problems.append(
+                    f"every= is at most 100 years ({LONGEST_INTERVAL:.0f} seconds), not "
+                    f"{every!r}: its ticks must be times a datetime (and a run id) can hold"
                 )
             else:
                 seconds = int(value)

@@ -103,6 +103,8 @@ def test_the_schedule_is_an_attribute_of_a_copy_of_the_workflow() -> None:
         (lambda: fluxo.schedule(every=0.5), "whole number of seconds, at least 1"),
         (lambda: fluxo.schedule(every=timedelta(seconds=1.5)), "whole number of seconds"),
         (lambda: fluxo.schedule(every="5m"), "takes a timedelta or seconds"),  # type: ignore[arg-type]
+        (lambda: fluxo.schedule(every=10**12), "at most 100 years"),
+        (lambda: fluxo.schedule(every=timedelta(days=999_999_999)), "at most 100 years"),
         (lambda: fluxo.schedule(every=5, catch_up="some"), "catch_up= takes 'latest'"),  # type: ignore[arg-type]
         (lambda: fluxo.schedule(every=5, catch_up_window=60), "is for catch_up='all'"),
         (
