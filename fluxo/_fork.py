@@ -186,6 +186,11 @@ def fork(
         if new_id is not None and _is_fork_of(store, new_id, run_id, position):
             return new_id  # forked before the source went
         raise
+    if state.run.workflow.startswith(_names.SCHEDULE_WORKFLOW_PREFIX):
+        raise _errors.RunStateError(
+            f"run {run_id!r} is Fluxo's own ({state.run.workflow}): a fork would run a second "
+            "copy of it; pause, resume or trigger a schedule with engine.schedules instead"
+        )
     try:
         lookup(state.run.workflow)
     except _errors.UnknownWorkflowError as exc:

@@ -32,6 +32,9 @@ CHAIN_SEPARATOR = "~"
 User-given run ids may not contain it, and generated ones never do, so the id of
 every run ``fluxo.continue_as_new`` starts is unambiguous."""
 
+SCHEDULE_WORKFLOW_PREFIX = "fluxo.schedule:"
+"""The names of the workflows that run schedules, Fluxo's own: ``fluxo.schedule:NAME``."""
+
 SIGNAL_PREFIX = "fluxo:"
 """Signal names Fluxo keeps for itself; user signal names may not start with it."""
 

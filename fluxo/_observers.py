@@ -459,6 +459,10 @@ MAX_HEADERS_SIZE = 8192
 """The most characters (keys and values together) observers may record with one run."""
 
 
+RESERVED_HEADER_PREFIX = "fluxo-"
+"""Headers Fluxo records itself (``fluxo-forked-from``...); an observer may not return them."""
+
+
 def _checked_headers(observer: Any, made: Mapping[str, str]) -> dict[str, str]:
     headers = dict(made)
     for key, value in headers.items():
@@ -476,6 +480,12 @@ def _checked_headers(observer: Any, made: Mapping[str, str]) -> dict[str, str]:
             ) from None
         if "\x00" in key + value:
             raise ValueError(f"observer {observer!r} returned header {key!r} with a NUL")
+        if key.startswith(RESERVED_HEADER_PREFIX):
+            raise ValueError(
+                f"observer {observer!r} returned header {key!r}; headers starting "
+                f"{RESERVED_HEADER_PREFIX!r} are Fluxo's own (a fork's source, say): name yours "
+                "otherwise"
+            )
     if sum(len(k) + len(v) for k, v in headers.items()) > MAX_HEADERS_SIZE:
         raise ValueError(
             f"observer {observer!r} returned headers of more than {MAX_HEADERS_SIZE} characters"

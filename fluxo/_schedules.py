@@ -29,7 +29,7 @@ MAX_CATCH_UP = 1000
 DEFAULT_WINDOW = 86400.0
 """How far back ``catch_up="all"`` goes by default: one day, in seconds."""
 
-SCHEDULER_PREFIX = "fluxo.schedule:"
+SCHEDULER_PREFIX = _names.SCHEDULE_WORKFLOW_PREFIX
 """Starts the name of a schedule's loop workflow, and the id of its run."""
 
 LONGEST_INTERVAL = 100 * 365.25 * 86400

@@ -480,3 +480,15 @@ def test_a_run_end_minus_its_duration_is_its_creation_even_as_the_clock_moves() 
     [ended] = [e for e in rec.events if e.kind == "run_completed"]
     assert ended.duration is not None
     assert ended.time - ended.duration == created  # one reading gives both
+
+
+def test_an_observer_may_not_return_fluxos_own_headers(caplog: pytest.LogCaptureFixture) -> None:
+    class Faker(Recorder):
+        def headers(self, workflow: str, run_id: str, parent: Any) -> dict[str, str]:
+            return {"fluxo-forked-from": "elsewhere"}
+
+    with engine_with(Faker(), workflows=[adds]) as engine:
+        with caplog.at_level(logging.ERROR, logger="fluxo._observers"):
+            engine.start(adds.options(id="faked"), 1)
+        assert engine.get_run("faked").headers == {}  # a failing observer's headers are dropped
+    assert "headers starting 'fluxo-' are Fluxo's own" in caplog.text

@@ -617,3 +617,11 @@ def test_purge_keeps_the_runs_of_the_ticks_the_current_schedule_run_started(
     kept = {run.id: run.parent for run in engine.list_runs(workflow=every10)}
     assert set(kept.values()) == {active}
     assert purged == 5 - len(kept)
+
+
+def test_a_schedules_own_run_cannot_be_forked(make_engine: MakeEngine) -> None:
+    engine = make_engine(every10)
+    engine.worker(sticky=0).process_one()  # the worker starts the schedule's run
+    own = f"fluxo.schedule:{every10.name}"
+    with pytest.raises(fluxo.RunStateError, match=r"is Fluxo's own.*engine\.schedules"):
+        engine.fork(own, from_position=1)
