@@ -491,6 +491,12 @@ An active parent reads its children; a failed or dead one may be retried, and re
 them then."""
 _STATUSES = {status.value: status for status in RunStatus}
 
+DEFAULT_QUEUE = ""
+"""The stored name of the default queue: a run started without a queue is in it.
+
+Users name it ``"default"``; the engine stores that name as ``""``, so runs created
+before queues existed are in it as they are. It has no limits and no admission."""
+
 
 def parse_status(raw: object) -> tuple[RunStatus, str | None]:
     """A stored status, and ``None``; or, for one Fluxo does not know, FAILED and the damage.
@@ -519,6 +525,12 @@ class RunInfo:
     ``recoveries`` counts the claims that took the run over from an execution that
     never ended (its lease ran out, or its worker was found dead), since the run was
     created or last retried; a workflow's ``max_recoveries`` bounds it.
+    ``queue`` names the run's queue (``DEFAULT_QUEUE``, ``""``: the default one);
+    ``priority`` orders the admission of the runs of a named queue (highest first);
+    ``partition`` is the key its queue's per-partition limit counts the run under
+    (``None``: none); the three are set at creation and never changed. ``start_at``
+    is not ``None`` exactly while the run awaits admission to its named queue: it
+    is the time from which the run may be admitted, and ``ready_at`` is then ``None``.
     ``headers`` is a small mapping of text to text recorded with the run at creation
     and never changed, such as the W3C ``traceparent`` of the request that started it
     (empty: none); it takes no part in the hash.
@@ -545,6 +557,10 @@ class RunInfo:
     headers: Mapping[str, str] = field(default_factory=dict, hash=False)
     damage: str | None = None
     recoveries: int = 0
+    queue: str = DEFAULT_QUEUE
+    priority: int = 0
+    partition: str | None = None
+    start_at: float | None = None
 
     @property
     def created(self) -> datetime:

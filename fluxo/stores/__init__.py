@@ -2,9 +2,9 @@
 
 A store persists runs and their histories. The contract is domain-level and
 small: payloads cross it as opaque bytes, every operation touches one run
-(except listing, counting and claiming), and every method is safe to call from many
-threads, processes and machines at once. ``tests/stores/conformance`` is the executable
-specification; every store passes the same suite.
+(except listing, counting, claiming and admitting), and every method is safe to
+call from many threads, processes and machines at once. ``tests/stores/conformance``
+is the executable specification; every store passes the same suite.
 
 Times are seconds since the epoch (UTC) taken from the engine's clock and
 passed in explicitly, so a test clock can drive a real store. Run ids, workflow
@@ -17,6 +17,16 @@ engine tries again later) and ``StoreRejectedError`` when it refuses the data
 itself, for good (too large, text it cannot hold); either way it wrote nothing.
 Damage found in stored data is ``HistoryCorruptError`` from ``load`` and
 ``RunInfo.damage`` from ``get_run`` and ``list_runs``, never a raw exception.
+
+Queues: every run is in a queue, named at creation (``RunInfo.queue``). A run of
+the default queue (``DEFAULT_QUEUE``, stored as ``""``) is ready as soon as it is
+created (or at its delayed start). A run of a named queue is created *awaiting
+admission*: ``PENDING``, with ``ready_at = None`` (so no claim takes it) and
+``start_at`` set, until :meth:`Store.admit` makes it ready. Which runs to admit,
+under the queue's limits, is decided outside the store (``fluxo._queues``), from
+:meth:`Store.queued_runs` and a small compare-and-set record per queue
+(:meth:`Store.read_queue`, :meth:`Store.write_queue`); the store keeps the runs,
+their order and the record.
 """
 
 from __future__ import annotations
@@ -25,12 +35,19 @@ from collections.abc import Collection, Container, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from fluxo import _errors, _names, _redact, history
+from fluxo.stores import _queue_rules
 
 MAX_ID_LENGTH = _names.MAX_ID_LENGTH
 """The longest run id, workflow name or worker id every store accepts."""
 
 KEEPING_PARENTS = history.KEEPING_PARENTS
 """The statuses of a parent run that keep :meth:`Store.purge` from deleting its children."""
+
+DEFAULT_QUEUE = history.DEFAULT_QUEUE
+"""The stored name of the default queue, ``""`` (users call it ``"default"``)."""
+
+MAX_QUEUE_STATE = _queue_rules.MAX_QUEUE_STATE
+"""The most bytes of state :meth:`Store.write_queue` keeps for one queue (1 MiB)."""
 
 
 @runtime_checkable
@@ -49,6 +66,10 @@ class Store(Protocol):
         deadline: float | None = None,
         parent: str | None = None,
         headers: Mapping[str, str] | None = None,
+        queue: str = DEFAULT_QUEUE,
+        priority: int = 0,
+        partition: str | None = None,
+        start_at: float | None = None,
     ) -> tuple[history.RunInfo, bool]:
         """Create a run, ready at ``now``, whose history is ``[WorkflowStarted(workflow, input)]``.
 
@@ -60,13 +81,25 @@ class Store(Protocol):
         empty: none). The store persists them and nothing more: the engine checks
         them before calling.
 
+        ``queue``, ``priority`` and ``partition`` are stored on the run as given
+        (``RunInfo.queue``, ``.priority``, ``.partition``). In the default queue
+        (``queue == DEFAULT_QUEUE``) the run is ready at ``start_at`` when it is
+        given (a delayed start), at ``now`` otherwise, and its ``RunInfo.start_at``
+        is ``None``. In a named queue the run is created awaiting admission:
+        ``PENDING`` with ``ready_at = None``, so no claim takes it, and
+        ``RunInfo.start_at`` set to ``start_at`` (``now`` when not given), until
+        :meth:`admit` makes it ready.
+
         With ``owner`` and ``lease_until``, the new run is created ``RUNNING`` and
         leased to ``owner`` (``engine.run`` executes it inline this way; if that
-        process dies, a worker takes it over when the lease expires).
+        process dies, a worker takes it over when the lease expires). Such a run
+        starts now in the default queue: with a named ``queue`` or a ``start_at``,
+        ``owner`` raises ``ValueError`` and nothing is written.
 
         Idempotent on ``run_id``: if a run of the same workflow has the id, return
         it unchanged with ``False`` and change nothing: it keeps the ``deadline``,
-        the ``parent`` and the ``headers`` it was created with, whatever this call
+        the ``parent``, the ``headers``, the ``queue``, the ``priority``, the
+        ``partition`` and the ``start_at`` it was created with, whatever this call
         passed. Raises
         ``RunIdConflictError`` if a run of another workflow has it. Returns
         ``(run, created)``.
@@ -90,12 +123,14 @@ class Store(Protocol):
         any of those positions is already recorded (or would leave a gap), write
         nothing and raise ``SequenceConflictError``. When ``status`` is given, the same
         atomic write sets the run's status, ``ready_at`` and ``updated_at = now``, and
-        clears its lease. One exception keeps wake-ups from being lost: when
-        ``status`` is ``WAITING`` and the run's ``wake_requested`` flag is set (a
-        signal or a cancellation arrived since it was claimed), the run is made
-        ``PENDING`` with ``ready_at = now`` instead. ``cancel_requested`` alone does
-        not: once a claim has taken the wake-up, the executor knows of the
-        cancellation, and a cancelled run may still wait in its ``finally:`` blocks.
+        clears its lease and its ``start_at`` (a run awaiting admission that is ended
+        this way, such as one cancelled before it began, awaits no more). One
+        exception keeps wake-ups from being lost: when ``status`` is ``WAITING`` and
+        the run's ``wake_requested`` flag is set (a signal or a cancellation arrived
+        since it was claimed), the run is made ``PENDING`` with ``ready_at = now``
+        instead. ``cancel_requested`` alone does not: once a claim has taken the
+        wake-up, the executor knows of the cancellation, and a cancelled run may
+        still wait in its ``finally:`` blocks.
 
         With ``unless_cancel_requested``, the write is also refused, writing
         nothing, when the run's ``cancel_requested`` flag is set, checked in the
@@ -142,16 +177,22 @@ class Store(Protocol):
         now: float,
         lease_until: float,
         limit: int,
+        queues: Collection[str] | None = None,
     ) -> list[history.RunInfo]:
         """Lease up to ``limit`` runnable runs of the given workflows to ``worker_id``.
 
         Runnable: active status, ``ready_at <= now``, and no lease or an expired
-        one (``lease_until < now``). Claimed runs become ``RUNNING`` with the
+        one (``lease_until < now``); a run awaiting admission has no ``ready_at``,
+        so it is never claimed. Claimed runs become ``RUNNING`` with the
         lease set and ``wake_requested`` cleared; the oldest ``ready_at`` goes
         first. Two concurrent claims never return the same run. A run that was
         still ``RUNNING`` (its lease expired, or ``beat_worker`` ended it) is taken
         over from an execution that never ended: the same atomic write adds 1 to
         its ``recoveries``, and the run returned shows the new count.
+
+        With ``queues``, only runs whose ``queue`` is one of them are claimed
+        (``DEFAULT_QUEUE``, ``""``, is the default queue; an empty collection
+        claims nothing); ``None``: runs of any queue.
         """
         ...
 
@@ -166,15 +207,21 @@ class Store(Protocol):
         otherwise returns ``None`` and changes nothing. Taking a run that is still
         ``RUNNING`` under another owner (whose lease is gone) adds 1 to its
         ``recoveries``, as ``claim`` does; taking back one's own lease does not.
+        A run awaiting admission is never taken this way (``None``): only
+        :meth:`admit` makes it ready.
         """
         ...
 
-    def next_wake(self, workflows: Collection[str], *, now: float) -> float | None:
+    def next_wake(
+        self, workflows: Collection[str], *, now: float, queues: Collection[str] | None = None
+    ) -> float | None:
         """When the next run of these workflows becomes claimable, or ``None`` if none will.
 
-        Looks at active runs with a ``ready_at``; a run whose lease is still live
-        counts at ``max(ready_at, lease_until)``. A result ``<= now`` means a claim
-        would find something now.
+        Looks at active runs with a ``ready_at`` (so not at runs awaiting
+        admission); a run whose lease is still live counts at
+        ``max(ready_at, lease_until)``. A result ``<= now`` means a claim would
+        find something now. ``queues`` keeps the runs of those queues, as in
+        :meth:`claim` (``None``: any queue).
         """
         ...
 
@@ -185,8 +232,9 @@ class Store(Protocol):
 
         The signal is kept until the run consumes it. The run's ``wake_requested``
         flag is set and, if it is ``WAITING``, it becomes ``PENDING`` with
-        ``ready_at = now``. ``key`` makes sending idempotent: a second signal with
-        the same key to the same run is dropped and ``False`` returned.
+        ``ready_at = now`` (a run awaiting admission keeps awaiting it). ``key``
+        makes sending idempotent: a second signal with the same key to the same run
+        is dropped and ``False`` returned.
 
         Raises:
             RunNotFoundError: no such run.
@@ -244,7 +292,8 @@ class Store(Protocol):
         """Flag an active run as cancelled (and woken), and make it ready if it waits.
 
         Sets ``cancel_requested`` and ``wake_requested``; a ``WAITING`` run becomes
-        ``PENDING`` with ``ready_at = now``. The history is not touched: the
+        ``PENDING`` with ``ready_at = now``; a run awaiting admission keeps awaiting
+        it (the engine ends a run that has not begun itself). The history is not touched: the
         executor records ``CancelRequested`` at the run's next durable call, so
         the position is deterministic. Returns the run
         as it now stands; a finished run is returned unchanged. Raises
@@ -256,8 +305,65 @@ class Store(Protocol):
         """Append ``RunRetried`` to a failed or dead run's history and make it ready to claim.
 
         Atomic with the status check; clears ``cancel_requested`` and sets
-        ``recoveries`` back to 0. Raises ``RunStateError`` when the run is neither
-        failed nor dead, ``RunNotFoundError`` when there is no such run.
+        ``recoveries`` back to 0. The run keeps its ``queue``, ``priority`` and
+        ``partition``: in the default queue it is ready at ``now``; in a named queue
+        it awaits admission again (``ready_at = None``, ``start_at = now``), so a
+        retry never bypasses its queue's limits. Raises ``RunStateError`` when the
+        run is neither failed nor dead, ``RunNotFoundError`` when there is no such run.
+        """
+        ...
+
+    def queued_runs(
+        self, queue: str, *, now: float, limit: int
+    ) -> tuple[list[history.RunInfo], float | None]:
+        """Return the runs of ``queue`` that may be admitted now, in order, and the next start.
+
+        The runs: up to ``limit`` runs of ``queue`` awaiting admission (active, with
+        a ``start_at``; their ``cancel_requested`` flag does not matter) whose
+        ``start_at <= now``, in admission order: ``priority`` highest first, then
+        ``start_at``, ``created_at`` and ``id`` lowest first. The next start: the
+        earliest ``start_at`` after ``now`` of the runs of ``queue`` awaiting
+        admission (``None``: there is none), whatever ``limit`` is. No run of the
+        default queue awaits admission, so for it the answer is ``([], None)``.
+
+        It only reads, and reads an index of the runs awaiting admission in each
+        queue (never a pass over every run), so workers may call it at every round.
+        """
+        ...
+
+    def admit(self, run_ids: Collection[str], *, now: float) -> list[str]:
+        """Make each of these runs that still awaits admission ready to claim; return their ids.
+
+        Each such run becomes ``PENDING`` with ``ready_at = now`` and
+        ``start_at = None``, whatever its ``start_at``; from then on it is claimed as
+        any run is. The other ids are left as they are: unknown runs, runs of the
+        default queue, runs already admitted and finished runs (a cancelled run is
+        never admitted); so admitting the same ids again admits nothing twice.
+        Returns the ids admitted, each once, in any order. The store does not look at the queue's
+        limits: the caller admits the runs it chose under its queue's record
+        (:meth:`write_queue`). Waiters hear of each run admitted as of any change.
+        """
+        ...
+
+    def read_queue(self, queue: str) -> tuple[int, bytes]:
+        """Return the queue's record: its version and the state last written with it.
+
+        ``(0, b"")`` for a queue whose record was never written. The state is
+        opaque bytes (the admission state ``fluxo._queues`` keeps); the store never
+        reads it.
+        """
+        ...
+
+    def write_queue(self, queue: str, version: int, state: bytes) -> bool:
+        """Replace the queue's record if it is still at ``version`` (compare and set).
+
+        Atomically: when the stored version equals ``version`` (0 for a record
+        never written), ``state`` is stored with the version ``version + 1`` and
+        ``True`` returned; otherwise nothing is written and ``False`` returned. Of
+        concurrent writers that read the same version, exactly one succeeds. A
+        ``state`` longer than ``MAX_QUEUE_STATE`` bytes raises ``StoreRejectedError``
+        and writes nothing, whatever the version. Records are kept for the store's
+        life: :meth:`purge` leaves them.
         """
         ...
 
@@ -270,11 +376,13 @@ class Store(Protocol):
         created_before: float | None = None,
         limit: int = 100,
         id_prefix: str | None = None,
+        queues: Collection[str] | None = None,
     ) -> list[history.RunInfo]:
         """Return up to ``limit`` runs matching every given filter, newest ``created_at`` first.
 
-        ``statuses`` and ``workflows`` keep the runs with one of the given values (an
-        empty collection matches nothing). ``created_after`` keeps the runs created at
+        ``statuses``, ``workflows`` and ``queues`` keep the runs with one of the given
+        values (an empty collection matches nothing; ``DEFAULT_QUEUE``, ``""``, is the
+        default queue). ``created_after`` keeps the runs created at
         or after that time, ``created_before`` those created strictly before it, so
         consecutive ranges ``[t0, t1)``, ``[t1, t2)`` list each run once. A run whose
         stored status is damaged is listed (with ``damage`` set) but matches no

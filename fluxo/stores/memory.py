@@ -7,12 +7,13 @@ engine's own overhead and serves tests. Nothing survives the process.
 from __future__ import annotations
 
 import collections
+import heapq
 import threading
 from collections.abc import Collection, Container, Mapping, Sequence
 from dataclasses import replace
 
 from fluxo import _errors, history
-from fluxo.stores import _changes
+from fluxo.stores import _changes, _queue_rules
 
 RunStatus = history.RunStatus
 _EVENT_CLASSES = frozenset(history.EVENT_TYPES.values())
@@ -32,6 +33,8 @@ class MemoryStore:
         self._signal_keys: dict[str, set[str]] = {}
         self._signal_id = 0
         self._workers: dict[str, float] = {}
+        self._awaiting: dict[str, dict[str, None]] = {}  # queue -> runs awaiting admission
+        self._queues: dict[str, tuple[int, bytes]] = {}  # queue -> (version, state)
         self._closed = False
 
     def __repr__(self) -> str:
@@ -43,6 +46,16 @@ class MemoryStore:
 
     def _notify(self, run_id: str) -> None:
         self._feed.changed(run_id)
+
+    def _set_awaiting(self, run: history.RunInfo, awaiting: bool) -> None:
+        """Keep the index of the runs awaiting admission of ``run``'s queue up to date."""
+        if awaiting:
+            self._awaiting.setdefault(run.queue, {})[run.id] = None
+        elif run.start_at is not None:
+            ids = self._awaiting.get(run.queue, {})
+            ids.pop(run.id, None)
+            if not ids:
+                self._awaiting.pop(run.queue, None)
 
     def _get(self, run_id: str) -> history.RunInfo:
         try:
@@ -62,7 +75,14 @@ class MemoryStore:
         deadline: float | None = None,
         parent: str | None = None,
         headers: Mapping[str, str] | None = None,
+        queue: str = history.DEFAULT_QUEUE,
+        priority: int = 0,
+        partition: str | None = None,
+        start_at: float | None = None,
     ) -> tuple[history.RunInfo, bool]:
+        _queue_rules.check_create(run_id, owner, queue, start_at)
+        start = now if start_at is None else start_at
+        queued = queue != history.DEFAULT_QUEUE  # awaits admission
         with self._lock:
             self._check_open()
             existing = self._runs.get(run_id)
@@ -76,14 +96,20 @@ class MemoryStore:
                 status=RunStatus.PENDING if owner is None else RunStatus.RUNNING,
                 created_at=now,
                 updated_at=now,
-                ready_at=now,
+                ready_at=None if queued else start,
                 lease_owner=owner,
                 lease_until=lease_until if owner is not None else None,
                 deadline=deadline,
                 parent=parent,
                 headers=dict(headers) if headers else {},  # a copy: the caller's may change
+                queue=queue,
+                priority=priority,
+                partition=partition,
+                start_at=start if queued else None,
             )
             self._runs[run_id] = run
+            if queued:
+                self._set_awaiting(run, True)
             self._events[run_id] = [history.WorkflowStarted(workflow, input)]
             self._recorded_at[run_id] = [now]
             self._notify(run_id)
@@ -113,6 +139,7 @@ class MemoryStore:
             if status is not None:
                 if status is RunStatus.WAITING and run.wake_requested:
                     status, ready_at = RunStatus.PENDING, now  # something arrived meanwhile
+                self._set_awaiting(run, False)
                 self._runs[run_id] = replace(
                     run,
                     status=status,
@@ -120,6 +147,7 @@ class MemoryStore:
                     updated_at=now,
                     lease_owner=None,
                     lease_until=None,
+                    start_at=None,
                 )
                 self._notify(run_id)
 
@@ -159,6 +187,7 @@ class MemoryStore:
         now: float,
         lease_until: float,
         limit: int,
+        queues: Collection[str] | None = None,
     ) -> list[history.RunInfo]:
         with self._lock:
             self._check_open()
@@ -170,6 +199,7 @@ class MemoryStore:
                 and run.ready_at <= now
                 and (run.lease_until is None or run.lease_until < now)
                 and run.workflow in workflows
+                and _queue_rules.in_queues(run.queue, queues)
             ]
             ready.sort(key=lambda r: (r.ready_at or 0.0, r.created_at))
             claimed = []
@@ -204,15 +234,17 @@ class MemoryStore:
         with self._lock:
             self._check_open()
             run = self._runs.get(run_id)
-            if run is None or run.status.is_terminal:
-                return None
+            if run is None or run.status.is_terminal or run.start_at is not None:
+                return None  # gone, finished, or awaiting admission
             held = run.lease_until is not None and run.lease_until >= now
             if held and run.lease_owner != worker_id:
                 return None
             recovered = run.status is RunStatus.RUNNING and run.lease_owner != worker_id
             return self._lease(run, worker_id, now, lease_until, recovered)
 
-    def next_wake(self, workflows: Collection[str], *, now: float) -> float | None:
+    def next_wake(
+        self, workflows: Collection[str], *, now: float, queues: Collection[str] | None = None
+    ) -> float | None:
         with self._lock:
             self._check_open()
             times = [
@@ -223,6 +255,7 @@ class MemoryStore:
                 if not run.status.is_terminal
                 and run.ready_at is not None
                 and run.workflow in workflows
+                and _queue_rules.in_queues(run.queue, queues)
             ]
         return min(times, default=None)
 
@@ -334,19 +367,64 @@ class MemoryStore:
                 raise _errors.RunStateError(_errors.not_retryable(run_id, run.status.value))
             self._events[run_id].append(history.RunRetried())
             self._recorded_at[run_id].append(now)
+            queued = run.queue != history.DEFAULT_QUEUE  # awaits admission again
             run = replace(
                 run,
                 status=RunStatus.PENDING,
-                ready_at=now,
+                ready_at=None if queued else now,
                 updated_at=now,
                 lease_owner=None,
                 lease_until=None,
                 cancel_requested=False,
                 recoveries=0,
+                start_at=now if queued else None,
             )
             self._runs[run_id] = run
+            if queued:
+                self._set_awaiting(run, True)
             self._notify(run_id)
             return run
+
+    def queued_runs(
+        self, queue: str, *, now: float, limit: int
+    ) -> tuple[list[history.RunInfo], float | None]:
+        with self._lock:
+            self._check_open()
+            waiting = [self._runs[run_id] for run_id in self._awaiting.get(queue, ())]
+        due = [run for run in waiting if run.start_at is not None and run.start_at <= now]
+        later = [run.start_at for run in waiting if run.start_at is not None and run.start_at > now]
+        chosen = heapq.nsmallest(max(limit, 0), due, key=_queue_rules.admission_order)
+        return chosen, min(later, default=None)
+
+    def admit(self, run_ids: Collection[str], *, now: float) -> list[str]:
+        admitted = []
+        with self._lock:
+            self._check_open()
+            for run_id in dict.fromkeys(run_ids):  # each once
+                run = self._runs.get(run_id)
+                if run is None or run.start_at is None or run.status.is_terminal:
+                    continue
+                self._set_awaiting(run, False)
+                self._runs[run_id] = replace(
+                    run, status=RunStatus.PENDING, ready_at=now, start_at=None, updated_at=now
+                )
+                admitted.append(run_id)
+                self._notify(run_id)
+        return admitted
+
+    def read_queue(self, queue: str) -> tuple[int, bytes]:
+        with self._lock:
+            self._check_open()
+            return self._queues.get(queue, (0, b""))
+
+    def write_queue(self, queue: str, version: int, state: bytes) -> bool:
+        _queue_rules.check_state(queue, state)
+        with self._lock:
+            self._check_open()
+            if self._queues.get(queue, (0, b""))[0] != version:
+                return False
+            self._queues[queue] = (version + 1, bytes(state))  # a copy: bytearray may change
+            return True
 
     def list_runs(
         self,
@@ -357,6 +435,7 @@ class MemoryStore:
         created_before: float | None = None,
         limit: int = 100,
         id_prefix: str | None = None,
+        queues: Collection[str] | None = None,
     ) -> list[history.RunInfo]:
         with self._lock:
             self._check_open()
@@ -368,6 +447,7 @@ class MemoryStore:
                 and (created_after is None or run.created_at >= created_after)
                 and (created_before is None or run.created_at < created_before)
                 and (not id_prefix or run.id.startswith(id_prefix))
+                and _queue_rules.in_queues(run.queue, queues)
             ]
         runs.sort(key=lambda r: r.created_at, reverse=True)
         return runs[:limit]

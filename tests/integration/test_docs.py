@@ -234,6 +234,7 @@ def test_the_architecture_page_tables_the_run_flags() -> None:
         "wake_requested",
         "cancel_requested",
         "recoveries",
+        "start_at",
     }
     assert named <= {field.name for field in dataclasses.fields(fluxo.RunInfo)}
 

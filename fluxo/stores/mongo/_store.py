@@ -17,7 +17,7 @@ from typing import Any, Final, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from fluxo import _errors, _redact, history
-from fluxo.stores import _headers, _translate
+from fluxo.stores import _headers, _no_queues, _translate
 from fluxo.stores.mongo import _documents, _driver, _purge, _tails, _watch, _workers
 
 RunStatus = history.RunStatus
@@ -53,7 +53,7 @@ def _classify(exc: BaseException, action: str) -> _translate.Verdict | None:
     return None
 
 
-class MongoStore:
+class MongoStore(_no_queues.DefaultQueueOnly):
     """The MongoDB :class:`~fluxo.stores.Store`. Thread-safe; share one per process."""
 
     def __init__(self, url: str, *, database: str | None = None) -> None:
@@ -170,7 +170,12 @@ class MongoStore:
         deadline: float | None = None,
         parent: str | None = None,
         headers: Mapping[str, str] | None = None,
+        queue: str = history.DEFAULT_QUEUE,
+        priority: int = 0,
+        partition: str | None = None,
+        start_at: float | None = None,
     ) -> tuple[history.RunInfo, bool]:
+        _no_queues.refuse(queue, priority, partition, start_at)
         started = [history.WorkflowStarted(workflow, input)]
         doc: Doc = {
             "_id": run_id,
@@ -339,9 +344,10 @@ class MongoStore:
         now: float,
         lease_until: float,
         limit: int,
+        queues: Collection[str] | None = None,
     ) -> list[history.RunInfo]:
         claimed: list[history.RunInfo] = []
-        if limit <= 0 or not workflows:
+        if limit <= 0 or not workflows or not _no_queues.serves_default(queues):
             return claimed
         runnable: Doc = {
             "status": {"$in": _documents.ACTIVE},
@@ -420,8 +426,10 @@ class MongoStore:
                 )
         return None if doc is None else _documents.info(doc)
 
-    def next_wake(self, workflows: Collection[str], *, now: float) -> float | None:
-        if not workflows:
+    def next_wake(
+        self, workflows: Collection[str], *, now: float, queues: Collection[str] | None = None
+    ) -> float | None:
+        if not workflows or not _no_queues.serves_default(queues):
             return None
         base: Doc = {
             "status": {"$in": _documents.ACTIVE},
@@ -626,13 +634,14 @@ class MongoStore:
         created_before: float | None = None,
         limit: int = 100,
         id_prefix: str | None = None,
+        queues: Collection[str] | None = None,
     ) -> list[history.RunInfo]:
         """See :meth:`fluxo.stores.Store.list_runs`.
 
         ``id_prefix`` is ``{"_id": {"$regex": "^" + re.escape(prefix)}}``: anchored
         and case-sensitive, so the ``_id`` index serves it as a range.
         """
-        if limit <= 0:
+        if limit <= 0 or not _no_queues.serves_default(queues):
             return []
         where: Doc = {}
         if id_prefix:

@@ -11,7 +11,7 @@ from collections.abc import Collection, Container, Mapping, Sequence
 from typing import Any, Final
 
 from fluxo import _errors, history
-from fluxo.stores import _changes, _group, _headers
+from fluxo.stores import _changes, _group, _headers, _no_queues
 from fluxo.stores.redis import (
     _codec,
     _connection,
@@ -28,7 +28,7 @@ _ACTIVE: Final = {status.value for status in history.ACTIVE_STATUSES}
 _FINAL: Final = {RunStatus.COMPLETED.value, RunStatus.CANCELLED.value}
 
 
-class RedisStore:
+class RedisStore(_no_queues.DefaultQueueOnly):
     """The Redis :class:`~fluxo.stores.Store`. Thread-safe; share one per process.
 
     Args:
@@ -89,7 +89,12 @@ class RedisStore:
         deadline: float | None = None,
         parent: str | None = None,
         headers: Mapping[str, str] | None = None,
+        queue: str = history.DEFAULT_QUEUE,
+        priority: int = 0,
+        partition: str | None = None,
+        start_at: float | None = None,
     ) -> tuple[history.RunInfo, bool]:
+        _no_queues.refuse(queue, priority, partition, start_at)
         keys = self._keys.run(run_id)
         first = _codec.stamp(now) + _codec.encode_event(history.WorkflowStarted(workflow, input))
         lease = _codec.opt(lease_until) if owner else ""
@@ -238,9 +243,10 @@ class RedisStore:
         now: float,
         lease_until: float,
         limit: int,
+        queues: Collection[str] | None = None,
     ) -> list[history.RunInfo]:
         names = sorted(set(workflows))
-        if limit <= 0 or not names:
+        if limit <= 0 or not names or not _no_queues.serves_default(queues):
             return []
         claimed: list[history.RunInfo] = []
         tried: set[str] = set()
@@ -303,7 +309,11 @@ class RedisStore:
         run: history.RunInfo | None = self._index.postponing(run_id, change)
         return run
 
-    def next_wake(self, workflows: Collection[str], *, now: float) -> float | None:
+    def next_wake(
+        self, workflows: Collection[str], *, now: float, queues: Collection[str] | None = None
+    ) -> float | None:
+        if not _no_queues.serves_default(queues):
+            return None
         return self._index.next_wake(workflows, now=now)
 
     def renew(
@@ -458,7 +468,10 @@ class RedisStore:
         created_before: float | None = None,
         limit: int = 100,
         id_prefix: str | None = None,
+        queues: Collection[str] | None = None,
     ) -> list[history.RunInfo]:
+        if not _no_queues.serves_default(queues):
+            return []
         return self._listing.list_runs(
             statuses=statuses,
             workflows=workflows,

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Final
 import sqlalchemy as sa
 
 from fluxo import _errors, history
+from fluxo.stores import _no_queues
 from fluxo.stores.sql import (
     _append,
     _database,
@@ -39,7 +40,7 @@ _PURGE_CHUNK: Final = 256
 _FINISHED: Final = frozenset(status.value for status in RunStatus if status.is_terminal)
 
 
-class SQLStore:
+class SQLStore(_no_queues.DefaultQueueOnly):
     """The :class:`~fluxo.stores.Store` on SQLite, PostgreSQL or MySQL/MariaDB.
 
     Thread-safe, and any number of processes and machines may share one database.
@@ -167,8 +168,13 @@ class SQLStore:
         deadline: float | None = None,
         parent: str | None = None,
         headers: Mapping[str, str] | None = None,
+        queue: str = history.DEFAULT_QUEUE,
+        priority: int = 0,
+        partition: str | None = None,
+        start_at: float | None = None,
     ) -> tuple[history.RunInfo, bool]:
         """See :meth:`fluxo.stores.Store.create_run`."""
+        _no_queues.refuse(queue, priority, partition, start_at)
         if not self._db.ready:
             self._db.require_schema(create=True)
         self._db.check_size("starting a run", len(input))
@@ -285,11 +291,12 @@ class SQLStore:
         now: float,
         lease_until: float,
         limit: int,
+        queues: Collection[str] | None = None,
     ) -> list[history.RunInfo]:
         """See :meth:`fluxo.stores.Store.claim`."""
         if not self._db.ready:
             self._db.require_schema(create=True)
-        if limit <= 0 or not workflows:
+        if limit <= 0 or not workflows or not _no_queues.serves_default(queues):
             return []
         names = _statements.bucket(workflows)
         values: dict[str, Any] = {f"p_wf{i}": name for i, name in enumerate(names)}
@@ -415,15 +422,16 @@ class SQLStore:
             after=after,
         )
 
-    def next_wake(self, workflows: Collection[str], *, now: float) -> float | None:
+    def next_wake(
+        self, workflows: Collection[str], *, now: float, queues: Collection[str] | None = None
+    ) -> float | None:
         """See :meth:`fluxo.stores.Store.next_wake`."""
         if not self._db.ready:
             self._db.require_schema(create=False)
-        if not workflows:
+        if not workflows or not _no_queues.serves_default(queues):
             return None
         names = _statements.bucket(workflows)
-        values: dict[str, Any] = {f"p_wf{i}": name for i, name in enumerate(names)}
-        values["p_now"] = now
+        values: dict[str, Any] = {"p_now": now, **{f"p_wf{i}": n for i, n in enumerate(names)}}
         sql = self._sql.next_wake(len(names))
 
         def read(cur: DBAPICursor) -> Sequence[Any]:
@@ -618,13 +626,14 @@ class SQLStore:
         created_before: float | None = None,
         limit: int = 100,
         id_prefix: str | None = None,
+        queues: Collection[str] | None = None,
     ) -> list[history.RunInfo]:
         """See :meth:`fluxo.stores.Store.list_runs` (``_prefix``: the id-prefix range)."""
         if not self._db.ready:
             self._db.require_schema(create=False)
         if limit <= 0 or (statuses is not None and not statuses):
             return []
-        if workflows is not None and not workflows:
+        if (workflows is not None and not workflows) or not _no_queues.serves_default(queues):
             return []
         values: dict[str, Any] = {"p_limit": limit}
         status_words = None
