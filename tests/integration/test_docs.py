@@ -305,6 +305,7 @@ def test_mongo_collections_take_the_urls_write_concern() -> None:
     try:  # the client connects lazily: no server is needed to read its settings
         assert store._runs.write_concern.document == {"w": "majority", "j": True}
         assert store._events.write_concern.document == {"w": "majority", "j": True}
+        assert store._queues._records.write_concern.document == {"w": "majority", "j": True}
         assert default._runs.write_concern.document == {}
     finally:
         store.close()

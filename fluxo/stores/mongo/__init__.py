@@ -1,8 +1,9 @@
 """The MongoDB store: one document per run, histories fenced without transactions.
 
 Collections (the first three created with their indexes by the first
-``create_run`` or ``claim``, ``workers`` by a worker's first beat; nothing else
-creates them, so reading a database without them creates nothing):
+``create_run`` or ``claim``, ``workers`` by a worker's first beat, ``queues`` by
+the first ``write_queue``; nothing else creates them, so reading a database
+without them creates nothing):
 
 * ``runs``: one document per run, ``_id`` = run id. Besides the run's fields it
   holds the *tail* of its history (the events not yet moved to ``events``), the
@@ -15,6 +16,10 @@ creates them, so reading a database without them creates nothing):
 * ``workers``: one document per running worker, ``{_id: worker id, alive_until:
   time}``, written by its beats; a beat that finds others' ``alive_until`` past
   ends the leases they hold (see ``_workers``).
+* ``queues``: one document per named queue whose record was written, ``{_id:
+  queue, version, state}``, replaced by compare-and-set on ``version`` (see
+  ``_queues``, which also describes a run's queue fields and the partial indexes
+  of the runs awaiting admission).
 
 Atomicity without multi-document transactions: every write that the contract
 makes atomic is one single-document update of the run's document. ``append`` is

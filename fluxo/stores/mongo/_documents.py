@@ -4,9 +4,9 @@ A run's document holds the run's fields (its ``headers`` as the text of a JSON
 object, see ``fluxo.stores._headers``), the *tail* of its history (the events
 not yet moved to ``events``), the tail of its signals, the dedupe keys of its
 signals and the counters ``next_seq`` (the history's length) and ``sig_next``
-(the next signal id). An event entry is ``{k: kind, n: name, d: data, t:
-recorded_at}``, a signal entry ``{i: id, n: name, p: payload, t: sent_at, k:
-key}``.
+(the next signal id), and its queue fields (see ``_queues``). An event entry is
+``{k: kind, n: name, d: data, t: recorded_at}``, a signal entry ``{i: id, n: name,
+p: payload, t: sent_at, k: key}``.
 """
 
 from __future__ import annotations
@@ -59,6 +59,11 @@ def info(doc: Mapping[str, Any]) -> history.RunInfo:
         problems.append(f"its stored recoveries {recoveries!r} is not a count")
         recoveries = 0
 
+    priority = doc.get("priority", 0)
+    if not isinstance(priority, int) or isinstance(priority, bool):
+        problems.append(f"its stored priority {priority!r} is not a whole number")
+        priority = 0
+
     return history.RunInfo(
         id=doc["_id"],
         workflow=string("workflow") or "",
@@ -74,6 +79,10 @@ def info(doc: Mapping[str, Any]) -> history.RunInfo:
         parent=string("parent"),
         headers=headers,
         recoveries=recoveries,
+        queue=string("queue") or history.DEFAULT_QUEUE,  # none: written before queues
+        priority=priority,
+        partition=string("partition"),
+        start_at=time("start_at"),
         damage="; ".join(problems) or None,
     )
 

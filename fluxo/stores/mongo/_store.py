@@ -4,7 +4,7 @@ Atomicity without multi-document transactions: every write that the contract
 makes atomic is one single-document update of the run's document (see the
 package's docstring); the tails of its history and signals are flushed by
 ``_tails``, purges done by ``_purge``, workers' beats recorded by ``_workers``,
-and waits served by ``_watch``.
+named queues kept by ``_queues``, and waits served by ``_watch``.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any, Final, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from fluxo import _errors, _redact, history
-from fluxo.stores import _headers, _no_queues, _translate
-from fluxo.stores.mongo import _documents, _driver, _purge, _tails, _watch, _workers
+from fluxo.stores import _headers, _queue_rules, _translate
+from fluxo.stores.mongo import _documents, _driver, _purge, _queues, _tails, _watch, _workers
 
 RunStatus = history.RunStatus
 Doc = _documents.Doc
@@ -44,7 +44,8 @@ def _classify(exc: BaseException, action: str) -> _translate.Verdict | None:
     """Which Fluxo error a driver's ``exc`` is (see ``fluxo.stores._translate``)."""
     if isinstance(exc, _driver.ConnectionFailure):
         return _errors.StoreUnavailableError, f"MongoDB is unavailable: {exc}"
-    if isinstance(exc, (_driver.BSONError, UnicodeEncodeError)):  # DocumentTooLarge is one
+    if isinstance(exc, (_driver.BSONError, UnicodeEncodeError, OverflowError)):
+        # DocumentTooLarge is a BSONError; OverflowError: an int wider than 64 bits
         return _errors.StoreRejectedError, f"MongoDB cannot store this value: {exc}"
     if isinstance(exc, _driver.OperationFailure):
         if exc.code in _REJECTED:
@@ -53,7 +54,7 @@ def _classify(exc: BaseException, action: str) -> _translate.Verdict | None:
     return None
 
 
-class MongoStore(_no_queues.DefaultQueueOnly):
+class MongoStore:
     """The MongoDB :class:`~fluxo.stores.Store`. Thread-safe; share one per process."""
 
     def __init__(self, url: str, *, database: str | None = None) -> None:
@@ -89,6 +90,7 @@ class MongoStore(_no_queues.DefaultQueueOnly):
         self._tails = _tails.Tails(self._runs, self._events, self._signals)
         self._purge = _purge.Purge(self._runs, self._events, self._signals)
         self._workers = _workers.Workers(db["workers"], self._runs, self._notify)
+        self._queues = _queues.Queues(self._runs, db["queues"], self._notify)
         self._watcher = _watch.Watcher(
             self._runs,
             _watch.feed_for((urlsplit(url).netloc, name)),
@@ -137,6 +139,7 @@ class MongoStore(_no_queues.DefaultQueueOnly):
             self._runs.create_index([("status", 1), ("ready_at", 1), ("created_at", 1)])
             self._runs.create_index([("created_at", -1)])
             self._runs.create_index([("purging", 1)], sparse=True)
+            _queues.ensure_indexes(self._runs)
             self._ready = True
 
     def _notify(self, run_id: str | None = None) -> None:
@@ -175,7 +178,7 @@ class MongoStore(_no_queues.DefaultQueueOnly):
         partition: str | None = None,
         start_at: float | None = None,
     ) -> tuple[history.RunInfo, bool]:
-        _no_queues.refuse(queue, priority, partition, start_at)
+        _queue_rules.check_create(run_id, owner, queue, start_at)
         started = [history.WorkflowStarted(workflow, input)]
         doc: Doc = {
             "_id": run_id,
@@ -183,7 +186,6 @@ class MongoStore(_no_queues.DefaultQueueOnly):
             "status": (RunStatus.PENDING if owner is None else RunStatus.RUNNING).value,
             "created_at": now,
             "updated_at": now,
-            "ready_at": now,
             "lease_owner": owner,
             "lease_until": lease_until if owner is not None else None,
             "cancel_requested": False,
@@ -191,6 +193,7 @@ class MongoStore(_no_queues.DefaultQueueOnly):
             "deadline": deadline,
             "parent": parent,
             "headers": _headers.encode(headers),
+            **_queues.new_run(queue, priority, partition, start_at, now),
             "next_seq": 1,
             "ev_base": 0,
             "ev_tail": [_documents.event_entry(e, now) for e in started],
@@ -286,7 +289,7 @@ class MongoStore(_no_queues.DefaultQueueOnly):
         fence: Doc, push: Doc, now: float, status: RunStatus, ready_at: float | None
     ) -> list[tuple[Doc, Doc]]:
         """The conditional updates that append with a status, tried in order."""
-        lease = {"lease_owner": None, "lease_until": None, "updated_at": now}
+        lease = {"lease_owner": None, "lease_until": None, "updated_at": now, "start_at": None}
         plain = {**push, "$set": {"status": status.value, "ready_at": ready_at, **lease}}
         if status is not RunStatus.WAITING:
             return [(fence, plain)]
@@ -347,7 +350,7 @@ class MongoStore(_no_queues.DefaultQueueOnly):
         queues: Collection[str] | None = None,
     ) -> list[history.RunInfo]:
         claimed: list[history.RunInfo] = []
-        if limit <= 0 or not workflows or not _no_queues.serves_default(queues):
+        if limit <= 0 or not workflows or (queues is not None and not queues):
             return claimed
         runnable: Doc = {
             "status": {"$in": _documents.ACTIVE},
@@ -355,6 +358,8 @@ class MongoStore(_no_queues.DefaultQueueOnly):
             **self._no_live_lease(now),
         }
         where: Doc = {**runnable, "workflow": {"$in": list(workflows)}}
+        if queues is not None:
+            where.update(_queues.only(queues))
         update: Doc = {"$set": self._lease_fields(worker_id, now, lease_until)}
         # A run still running is taken over from an execution that never ended: a
         # recovery, counted in the claim, which matches only the status it was read with.
@@ -400,6 +405,7 @@ class MongoStore(_no_queues.DefaultQueueOnly):
         where: Doc = {
             "_id": run_id,
             "status": {"$in": _documents.ACTIVE},
+            "start_at": None,  # not awaiting admission
             "$or": [
                 {"lease_until": None},
                 {"lease_until": {"$lt": now}},
@@ -429,12 +435,13 @@ class MongoStore(_no_queues.DefaultQueueOnly):
     def next_wake(
         self, workflows: Collection[str], *, now: float, queues: Collection[str] | None = None
     ) -> float | None:
-        if not workflows or not _no_queues.serves_default(queues):
+        if not workflows or (queues is not None and not queues):
             return None
         base: Doc = {
             "status": {"$in": _documents.ACTIVE},
             "workflow": {"$in": list(workflows)},
             "ready_at": {"$ne": None},
+            **({} if queues is None else _queues.only(queues)),
         }
         times: list[float] = []
         with self._op():
@@ -590,27 +597,38 @@ class MongoStore(_no_queues.DefaultQueueOnly):
 
     def reopen(self, run_id: str, *, now: float) -> history.RunInfo:
         retried = [history.RunRetried()]
+        reset: Doc = {
+            "status": RunStatus.PENDING.value,
+            "updated_at": now,
+            "lease_owner": None,
+            "lease_until": None,
+            "cancel_requested": False,
+            "recoveries": 0,
+        }
+        doc: Doc | None = None
         with self._op():
-            doc = self._runs.find_one_and_update(
-                {"_id": run_id, "status": {"$in": _documents.RETRYABLE}, **_documents.LIVE},
-                {
-                    "$push": {
-                        "ev_tail": {"$each": [_documents.event_entry(e, now) for e in retried]}
+            # One conditional update per kind of queue: the run's queue never changes,
+            # so at most one of them matches (ready now, or awaiting admission again).
+            for kind, fields in _queues.reopened(now):
+                doc = self._runs.find_one_and_update(
+                    {
+                        "_id": run_id,
+                        "status": {"$in": _documents.RETRYABLE},
+                        **_documents.LIVE,
+                        **kind,
                     },
-                    "$inc": {"next_seq": 1, "tail_bytes": _documents.size(retried)},
-                    "$set": {
-                        "status": RunStatus.PENDING.value,
-                        "ready_at": now,
-                        "updated_at": now,
-                        "lease_owner": None,
-                        "lease_until": None,
-                        "cancel_requested": False,
-                        "recoveries": 0,
+                    {
+                        "$push": {
+                            "ev_tail": {"$each": [_documents.event_entry(e, now) for e in retried]}
+                        },
+                        "$inc": {"next_seq": 1, "tail_bytes": _documents.size(retried)},
+                        "$set": {**reset, **fields},
                     },
-                },
-                projection=_documents.INFO_PROJECTION,
-                return_document=_driver.ReturnDocument.AFTER,
-            )
+                    projection=_documents.INFO_PROJECTION,
+                    return_document=_driver.ReturnDocument.AFTER,
+                )
+                if doc is not None:
+                    break
             if doc is None:
 
                 def refuse(found: Doc) -> history.RunInfo:
@@ -624,6 +642,26 @@ class MongoStore(_no_queues.DefaultQueueOnly):
                 self._flush_events(run_id)
         self._notify(run_id)
         return _documents.info(doc)
+
+    # -- named queues (``_queues``) ------------------------------------------------
+
+    def queued_runs(
+        self, queue: str, *, now: float, limit: int
+    ) -> tuple[list[history.RunInfo], float | None]:
+        with self._op():
+            return self._queues.queued_runs(queue, now=now, limit=limit)
+
+    def admit(self, run_ids: Collection[str], *, now: float) -> list[str]:
+        with self._op():
+            return self._queues.admit(run_ids, now=now)
+
+    def read_queue(self, queue: str) -> tuple[int, bytes]:
+        with self._op():
+            return self._queues.read_queue(queue)
+
+    def write_queue(self, queue: str, version: int, state: bytes) -> bool:
+        with self._op():
+            return self._queues.write_queue(queue, version, state)
 
     def list_runs(
         self,
@@ -641,7 +679,7 @@ class MongoStore(_no_queues.DefaultQueueOnly):
         ``id_prefix`` is ``{"_id": {"$regex": "^" + re.escape(prefix)}}``: anchored
         and case-sensitive, so the ``_id`` index serves it as a range.
         """
-        if limit <= 0 or not _no_queues.serves_default(queues):
+        if limit <= 0 or (queues is not None and not queues):
             return []
         where: Doc = {}
         if id_prefix:
@@ -650,6 +688,8 @@ class MongoStore(_no_queues.DefaultQueueOnly):
             where["status"] = {"$in": [RunStatus(s).value for s in statuses]}
         if workflows is not None:
             where["workflow"] = {"$in": list(workflows)}
+        if queues is not None:
+            where.update(_queues.only(queues))
         created: Doc = {}
         if created_after is not None:
             created["$gte"] = created_after
