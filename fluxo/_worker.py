@@ -7,6 +7,7 @@ one store; ``kill -9`` one and another finishes its runs when the leases expire.
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import os
@@ -14,7 +15,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol
@@ -24,6 +25,7 @@ from fluxo import (
     _executor,
     _leases,
     _names,
+    _queues,
     _runner,
     _schedule_control,
     _watch,
@@ -32,7 +34,7 @@ from fluxo import (
 )
 
 if TYPE_CHECKING:
-    from fluxo import _definitions
+    from fluxo import _definitions, _queue_config
 
 log = logging.getLogger(__name__)
 
@@ -118,10 +120,12 @@ _LEAVING = "leaving"
 class _Entry:
     """What the worker knows of a run one of its threads has."""
 
-    __slots__ = ("context", "handed", "state")
+    __slots__ = ("context", "handed", "queue", "state")
 
-    def __init__(self) -> None:
+    def __init__(self, queue: str = history.DEFAULT_QUEUE) -> None:
         self.state = _EXECUTING
+        self.queue = queue
+        """The run's queue, for the queues' ``worker_concurrency``."""
         self.context: _executor.RunContext | None = None
         self.handed = False
         """The claim loop leased the run to us while its thread was taking it back from a
@@ -185,6 +189,7 @@ class Worker:
         worker_id: str | None = None,
         sticky: float = 5.0,
         dead_after: float = _leases.DEAD_AFTER,
+        queues: Iterable[str | _queue_config.Queue] | None = None,
     ) -> None:
         problems = []
         if not isinstance(dead_after, (int, float)) or not 0 < dead_after < math.inf:
@@ -214,6 +219,13 @@ class Worker:
         self.sticky = float(sticky)
         self.shutdown_timeout = shutdown_timeout
         self.id = worker_id or f"{engine.instance_id}:w{uuid.uuid4().hex[:6]}"
+        self.served = _queues.served_queues(
+            queues,
+            getattr(engine, "queues", {}),
+            [getattr(wf, "queue", "default") for wf in engine.workflows],
+            self.id,
+        )
+        """The queues it claims runs of, and admits runs to (docs/queues.md)."""
         self._stopping = threading.Event()
         self._inflight: dict[str, _Entry] = {}
         self._holding = _Holding(self._inflight)
@@ -252,6 +264,8 @@ class Worker:
         self._schedules_started = False
         """The engine's schedules have their runs (``engine.schedules.start()`` succeeded)."""
         self._draining_expired = False
+        self._admit_wake: float | None = None
+        """When the last admission round said the next one is due (None: on a change)."""
         self.completed = 0
         """How many runs this worker finished (completed, failed or cancelled)."""
 
@@ -369,10 +383,11 @@ class Worker:
     def _serve(self) -> None:
         names = self.engine.workflow_names
         log.info(
-            "worker %s serving %d workflow(s) with concurrency %d",
+            "worker %s serving %d workflow(s) with concurrency %d, queues: %s",
             self.id,
             len(self.engine.workflows),
             self.concurrency,
+            _queues.describe(self.served.queues),
         )
         if not names:
             log.warning(
@@ -395,13 +410,21 @@ class Worker:
                 free = self._begin_claim()
                 if free == 0:
                     continue  # stopping
-                now = self.engine.clock()
                 runs: list[history.RunInfo] = []
                 failure: _errors.StoreError | None = None
                 try:
                     token = self.engine.store.change_token(None)
-                    runs = self.engine.store.claim(
-                        self.id, names, now=now, lease_until=now + self.lease, limit=free
+                    if self.served.named:  # admit first: what it admits is claimed now
+                        self._admit_wake = self.served.admit(self.engine.store, self.engine.clock)
+                    now = self.engine.clock()
+                    runs = self.served.claim(
+                        self.engine.store,
+                        self.id,
+                        names,
+                        now=now,
+                        lease_until=now + self.lease,
+                        free=free,
+                        executing=self._executing(),
                     )
                 except _errors.StoreError as exc:
                     failure = exc
@@ -443,12 +466,16 @@ class Worker:
         """
         wait = self.idle_timeout
         try:
-            due = self.engine.store.next_wake(names, now=self.engine.clock())
+            due = self.engine.store.next_wake(
+                names, now=self.engine.clock(), queues=self.served.queues
+            )
         except _errors.StoreError as exc:
             self._wakes.failed(exc)  # the wait is idle_timeout at most, as it is anyway
             due = None
         else:
             self._wakes.succeeded()
+        if self._admit_wake is not None:
+            due = self._admit_wake if due is None else min(due, self._admit_wake)
         if due is not None:
             wait = min(wait, max(due - self.engine.clock(), 0.005))
         self.engine.store.wait_for_change(None, wait, since=token, ignoring=self._holding)
@@ -457,6 +484,14 @@ class Worker:
 
     def _count(self, state: str) -> int:
         return sum(entry.state == state for entry in self._inflight.values())
+
+    def _executing(self) -> dict[str, int]:
+        """How many runs of each queue have an execution slot (for ``worker_concurrency``)."""
+        if not self.served.local:
+            return {}
+        with self._slots:
+            executing = [e.queue for e in self._inflight.values() if e.state == _EXECUTING]
+        return dict(collections.Counter(executing))
 
     def _begin_claim(self) -> int:
         """Wait until execution slots are free; how many a claim may fill (0: stopping).
@@ -506,7 +541,7 @@ class Worker:
                 if self._count(_EXECUTING) + wanted >= self.concurrency:
                     left_over.append(run.id)
                 else:
-                    self._inflight[run.id] = _Entry()
+                    self._inflight[run.id] = _Entry(run.queue)
                     self._heartbeat.track(run.id)  # renewed from now on
                     started.append(run.id)
         for run_id in left_over:
@@ -527,6 +562,13 @@ class Worker:
             future = pool.submit(self._execute, run_id)
             self._futures.add(future)
             future.add_done_callback(self._execution_done)
+
+    def _room(self, queue: str) -> bool:
+        """Whether a run of ``queue`` may take a slot (called with ``_slots`` held)."""
+        if queue not in self.served.local:
+            return True
+        executing = sum(e.state == _EXECUTING and e.queue == queue for e in self._inflight.values())
+        return self.served.has_room(queue, {queue: executing})
 
     def enter_hold(self, run_id: str) -> bool:
         """:class:`~fluxo._leases.HoldSlots`: hold the run's wait, freeing its slot."""
@@ -556,7 +598,7 @@ class Worker:
                         lambda: run_id not in self._wanting or self._stopping.is_set()
                     )
                     self._wanting.discard(run_id)
-                elif self._count(_EXECUTING) < self.concurrency:
+                elif self._count(_EXECUTING) < self.concurrency and self._room(entry.queue):
                     entry.state = _EXECUTING
             if entry.state == _HOLDING:
                 entry.state = _LEAVING
@@ -721,9 +763,16 @@ class Worker:
             raise self._schedules_error
         with self._heartbeat:
             while True:
+                if self.served.named:
+                    self.served.admit(self.engine.store, self.engine.clock)
                 now = self.engine.clock()
                 runs = self.engine.store.claim(
-                    self.id, names, now=now, lease_until=now + self.lease, limit=1
+                    self.id,
+                    names,
+                    now=now,
+                    lease_until=now + self.lease,
+                    limit=1,
+                    queues=self.served.queues,
                 )
                 if not runs:
                     return count
