@@ -7,7 +7,6 @@ Run on the memory store with a fake clock; workers are driven with
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -82,10 +81,9 @@ WORKFLOWS = [quick, gated, busy, plain, parent, chain]
 
 
 @pytest.fixture(autouse=True)
-def _reset() -> Iterator[None]:
+def _reset() -> None:
     log.clear()
     inside.update(now=0, most=0)
-    yield
 
 
 @pytest.fixture
@@ -486,7 +484,7 @@ def test_a_bad_workflow_queue_is_refused() -> None:
 
 
 def test_bad_engine_and_worker_queues_are_refused(clock: FakeClock) -> None:
-    with pytest.raises(fluxo.DefinitionError, match="takes fluxo.Queue objects"):
+    with pytest.raises(fluxo.DefinitionError, match=r"takes fluxo\.Queue objects"):
         fluxo.Engine(MemoryStore(), workflows=[quick], queues=["q"])  # type: ignore[list-item]
     with pytest.raises(fluxo.DefinitionError, match="given twice with other limits"):
         engine_with(clock, fluxo.Queue("q", concurrency=1), fluxo.Queue("q", concurrency=2))
@@ -499,7 +497,7 @@ def test_bad_engine_and_worker_queues_are_refused(clock: FakeClock) -> None:
 
 def test_engine_run_refuses_a_queued_workflow_and_a_start_at(clock: FakeClock) -> None:
     engine = engine_with(clock)
-    with pytest.raises(fluxo.DefinitionError, match="engine.start"):
+    with pytest.raises(fluxo.DefinitionError, match=r"engine\.start"):
         engine.run(quick, "x")
     with pytest.raises(fluxo.DefinitionError, match="takes no start_at"):
         engine.run(plain.options(start_at=clock() + 1), "x")
