@@ -518,3 +518,16 @@ def test_a_worker_of_other_queues_leaves_a_queued_run_alone(clock: FakeClock) ->
     assert engine.worker(queues=["default"]).process_one() == 0
     assert engine.store.get_run("a").start_at is not None
     assert engine.worker(queues=["q"]).process_one() == 1
+
+
+def test_the_test_environment_admits_queued_runs_under_their_limits() -> None:
+    from fluxo.testing import WorkflowEnvironment
+
+    with WorkflowEnvironment(workflows=[gated], queues=[fluxo.Queue("q", concurrency=1)]) as env:
+        first = env.start(gated.options(id="first"), "first")
+        second = env.start(gated.options(id="second"), "second")
+        assert log == ["first"]  # second awaits admission: first holds the only place
+        env.signal(first, "go", None)
+        env.signal(second, "go", None)
+        assert second.result() == "second"
+        assert log == ["first", "second"]
