@@ -256,7 +256,9 @@ class Served:
             )
         for queue, most in self.local.items():
             room = min(most - executing.get(queue, 0), free - len(runs))
-            if room > 0:
+            if room <= 0:
+                continue
+            try:
                 runs += store.claim(
                     worker_id,
                     workflows,
@@ -265,6 +267,10 @@ class Served:
                     limit=room,
                     queues=[queue],
                 )
+            except _errors.StoreError:
+                if not runs:
+                    raise
+                break  # execute what was claimed; the next claim meets the failure again
         return runs
 
     def has_room(self, queue: str, executing: Mapping[str, int]) -> bool:
