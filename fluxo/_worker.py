@@ -124,8 +124,7 @@ class _Entry:
 
     def __init__(self, queue: str = history.DEFAULT_QUEUE) -> None:
         self.state = _EXECUTING
-        self.queue = queue
-        """The run's queue, for the queues' ``worker_concurrency``."""
+        self.queue = queue  # for its queue's worker_concurrency
         self.context: _executor.RunContext | None = None
         self.handed = False
         """The claim loop leased the run to us while its thread was taking it back from a
@@ -552,8 +551,7 @@ class Worker:
         with self._slots:
             for run_id in sorted(self._wanting):
                 entry = self._inflight.get(run_id)
-                free = self.concurrency - self._count(_EXECUTING)
-                if entry is not None and entry.state == _HOLDING and free > 0:
+                if entry is not None and entry.state == _HOLDING and self._takes_slot(entry):
                     entry.state = _EXECUTING
             self._wanting.clear()
             self._claiming = False
@@ -563,12 +561,15 @@ class Worker:
             self._futures.add(future)
             future.add_done_callback(self._execution_done)
 
-    def _room(self, queue: str) -> bool:
-        """Whether a run of ``queue`` may take a slot (called with ``_slots`` held)."""
-        if queue not in self.served.local:
-            return True
-        executing = sum(e.state == _EXECUTING and e.queue == queue for e in self._inflight.values())
-        return self.served.has_room(queue, {queue: executing})
+    def _takes_slot(self, entry: _Entry) -> bool:
+        """Whether a held run may take a free slot, within its queue's ``worker_concurrency``."""
+        free = self._count(_EXECUTING) < self.concurrency
+        if not free or entry.queue not in self.served.local:
+            return free
+        executing = sum(
+            e.state == _EXECUTING and e.queue == entry.queue for e in self._inflight.values()
+        )
+        return self.served.has_room(entry.queue, {entry.queue: executing})
 
     def enter_hold(self, run_id: str) -> bool:
         """:class:`~fluxo._leases.HoldSlots`: hold the run's wait, freeing its slot."""
@@ -598,7 +599,7 @@ class Worker:
                         lambda: run_id not in self._wanting or self._stopping.is_set()
                     )
                     self._wanting.discard(run_id)
-                elif self._count(_EXECUTING) < self.concurrency and self._room(entry.queue):
+                elif self._takes_slot(entry):
                     entry.state = _EXECUTING
             if entry.state == _HOLDING:
                 entry.state = _LEAVING
