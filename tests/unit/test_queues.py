@@ -77,7 +77,14 @@ def chain(n: int) -> int:
     return n
 
 
-WORKFLOWS = [quick, gated, busy, plain, parent, chain]
+@fluxo.workflow(queue="q", name="queues.napping")
+def napping(label: str) -> str:
+    counted(label)
+    fluxo.sleep(timedelta(milliseconds=20))  # held in the worker's thread, off its slot
+    return counted(label)
+
+
+WORKFLOWS = [quick, gated, busy, plain, parent, chain, napping]
 
 
 @pytest.fixture(autouse=True)
@@ -229,6 +236,17 @@ def test_worker_concurrency_limits_one_workers_runs_of_the_queue(clock: FakeCloc
     )
     ids = start_many(engine, busy, 6)
     with engine.worker(concurrency=4, idle_timeout=0.05):
+        for run_id in ids:
+            assert engine.handle(run_id).result(timeout=WAIT) == run_id
+    assert inside["most"] == 1
+
+
+def test_worker_concurrency_holds_for_runs_resuming_from_a_held_wait() -> None:
+    engine = fluxo.Engine(
+        MemoryStore(), workflows=WORKFLOWS, queues=[fluxo.Queue("q", worker_concurrency=1)]
+    )
+    ids = start_many(engine, napping, 5)
+    with engine.worker(concurrency=4, idle_timeout=0.05, sticky=5):
         for run_id in ids:
             assert engine.handle(run_id).result(timeout=WAIT) == run_id
     assert inside["most"] == 1
