@@ -40,6 +40,7 @@ from fluxo._errors import (
     WorkflowFailedError,
     WorkflowTimeoutError,
 )
+from fluxo._queue_config import Queue
 from fluxo._retry import Retry
 from fluxo._run_events import WorkflowInfo, info, set_event
 from fluxo._runtime import Cancelled
@@ -103,6 +104,7 @@ __all__ = [
     "JSONCodec",
     "NondeterminismError",
     "Observer",
+    "Queue",
     "Retry",
     "RunDiedError",
     "RunEvent",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from fluxo import _errors, stores
+from fluxo import _errors, _queues, stores
 from fluxo import history as _history
 
 
@@ -53,4 +53,5 @@ def cancel(
         except _errors.SequenceConflictError:
             return run
         return store.get_run(run_id)
+    _queues.admit_cancelled(store, run, now=clock())  # a child or a retried run: ends at once
     return run

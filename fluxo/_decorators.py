@@ -13,7 +13,7 @@ from typing import Any, Protocol, TypeVar, overload
 
 from typing_extensions import ParamSpec
 
-from fluxo import _durations, _errors, _retry
+from fluxo import _durations, _errors, _queue_config, _retry
 from fluxo._definitions import AsyncWorkflow, Step, Workflow, _check_function
 
 P = ParamSpec("P")
@@ -46,6 +46,7 @@ def workflow(
     aliases: Sequence[str] = (),
     check_types: bool = True,
     max_recoveries: int | None = None,
+    queue: str | _queue_config.Queue | None = None,
 ) -> _MakesWorkflow: ...
 
 
@@ -57,6 +58,7 @@ def workflow(
     aliases: Sequence[str] = (),
     check_types: bool = True,
     max_recoveries: int | None = None,
+    queue: str | _queue_config.Queue | None = None,
 ) -> Any:
     """Mark a function as a durable workflow. Works bare or called.
 
@@ -76,6 +78,9 @@ def workflow(
             it again, so a run that kills its worker at the same place each time
             stops taking workers down. ``None`` (the default): no limit. A dead
             run is resumed by ``engine.retry`` (``fluxo runs retry``).
+        queue: the queue its runs are in (a name or a :class:`fluxo.Queue`):
+            workers serving it admit them under its limits (docs/queues.md).
+            ``None``: the default queue.
 
     Example:
         >>> @fluxo.workflow
@@ -97,6 +102,10 @@ def workflow(
             f"not {max_recoveries!r}"
         )
 
+    queue_name = (
+        _queue_config.DEFAULT if queue is None else _queue_config.queue_name(queue, "queue=")
+    )
+
     def decorate(func: Callable[..., Any]) -> Workflow[..., Any]:
         persisted, checked = _check_function(func, "workflow", name, aliases, check_types)
         kind = AsyncWorkflow if _is_coroutine_function(func) else Workflow
@@ -107,6 +116,7 @@ def workflow(
             check_types=check_types,
             json_checked=checked,
             max_recoveries=max_recoveries,
+            queue=queue_name,
         )
 
     return decorate if fn is None else decorate(fn)

@@ -20,7 +20,7 @@ import threading
 import typing
 import warnings
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Generic, Literal, TypeVar
 
 import msgspec
@@ -32,6 +32,7 @@ from fluxo import (
     _errors,
     _inputs,
     _names,
+    _queue_config,
     _retry,
     _runtime,
     _schedules,
@@ -404,9 +405,13 @@ class Workflow(_Definition[P, R]):
         check_types: bool = True,
         json_checked: bool = False,
         max_recoveries: int | None = None,
+        queue: str = _queue_config.DEFAULT,
     ) -> None:
         super().__init__(fn, name, aliases, check_types, json_checked)
         self.max_recoveries = max_recoveries
+        self.queue = queue
+        """The queue its runs are in unless a start names another (``"default"``: none)."""
+        self.start_queue = _queue_config.NO_OPTIONS
         """How many times a run may be taken over from an execution that died (None: any)."""
         self.signature = inspect.signature(fn)
         self.start_id: str | None = None
@@ -426,6 +431,10 @@ class Workflow(_Definition[P, R]):
         timeout: timedelta | float | None = None,
         detached: bool = False,
         if_exists: IfExists = "check",
+        queue: str | _queue_config.Queue | None = None,
+        priority: int | None = None,
+        partition: str | None = None,
+        start_at: datetime | float | None = None,
     ) -> Self:
         """Return this workflow with start options bound, for ``engine.start`` or a child start.
 
@@ -447,6 +456,12 @@ class Workflow(_Definition[P, R]):
                 ``"check"`` (the default) returns it if it was started with the same
                 arguments and raises ``RunIdConflictError`` if not; ``"return"``
                 returns it whatever its arguments were.
+            queue: the queue of the run (a name or a :class:`fluxo.Queue`), instead
+                of the workflow's (docs/queues.md).
+            priority: in a named queue, higher is admitted first (default 0).
+            partition: the key the queue's ``partition_concurrency`` counts it under.
+            start_at: an aware ``datetime`` or seconds since the epoch: the run is
+                not admitted (in the default queue: not ready) before then.
 
         Example:
             >>> engine.start(checkout.options(id="order-17"), "o-17", 4200)
@@ -468,6 +483,7 @@ class Workflow(_Definition[P, R]):
         bound.start_timeout = seconds
         bound.start_detached = detached
         bound.start_if_exists = if_exists
+        bound.start_queue = _queue_config.bind(queue, priority, partition, start_at)
         return bound
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:

@@ -32,6 +32,7 @@ from fluxo import (
     _names,
     _observers,
     _payloads,
+    _queue_config,
     _redact,
     _run_events,
     _runner,
@@ -75,6 +76,7 @@ class Engine:
             pushes the app context.
         observers: told of what happens to the runs this engine (and its workers)
             starts and executes (see :mod:`fluxo.observe`).
+        queues: the :class:`fluxo.Queue` limits its workers admit runs under.
 
     Example:
         >>> engine = fluxo.Engine("sqlite:///fluxo.db", workflows=[checkout])
@@ -94,7 +96,10 @@ class Engine:
         | None = None,
         step_context: Callable[[], contextlib.AbstractContextManager[object]] | None = None,
         observers: Iterable[object] = (),
+        queues: Iterable[_queue_config.Queue] = (),
     ) -> None:
+        self.queues = _queue_config.engine_queues(queues)
+        """The named queues and their limits, by name (docs/queues.md)."""
         self.observers = _observers.Dispatch(observers)
         """The handlers of this engine's observers, by kind of event."""
         for value, name in ((transaction, "transaction"), (step_context, "step_context")):
@@ -257,10 +262,11 @@ class Engine:
         run_id = run_id or wf.start_id or uuid.uuid4().hex
         now = self.clock()
         deadline = None if wf.start_timeout is None else now + wf.start_timeout
-        if writer is None:
-            writer = self.store
+        queued = _queue_config.create_args(wf)
+        if owner is not None:
+            _queue_config.check_inline(wf, queued)
         observers = self.observers
-        run, created = writer.create_run(
+        run, created = (writer or self.store).create_run(
             run_id,
             wf.name,
             data,
@@ -269,11 +275,12 @@ class Engine:
             lease_until=lease_until,
             deadline=deadline,
             headers=observers.headers(wf.name, run_id, None) if observers.active else None,
+            **queued,
         )
         if created and observers.run_started:
             observers.emit(observers.run_started, _observers.told(run, "run_started", now, 0))
         if not created and wf.start_if_exists == "check":
-            conflict = wf.input_conflict(writer, self.codec, run, data)
+            conflict = wf.input_conflict(writer or self.store, self.codec, run, data)
             if conflict is not None:
                 raise conflict
         return run, created
@@ -314,12 +321,7 @@ class Engine:
         connection (sqlite3, psycopg, pymysql). The engine's store must be the SQL
         store in that same database. A run started so is written with your rows:
         workers see it once the transaction commits, and never if it rolls back.
-        Outside a transaction, it is a plain start.
-
-        Example:
-            >>> with transaction.atomic():
-            ...     order = Order.objects.create(cents=4200)
-            ...     engine.in_transaction(connection).start(checkout, order.pk, 4200)
+        Outside a transaction, it is a plain start (docs/transactions.md has examples).
 
         Raises:
             DefinitionError: the store is not a SQL store, or not in that database.
@@ -335,11 +337,6 @@ class Engine:
         run to come; nothing starts if the transaction rolls back. Use it when
         the store is not your app's database (``in_transaction`` is then not
         possible); a start that fails after the commit is logged as an error.
-
-        Example:
-            >>> with transaction.atomic():
-            ...     order = Order.objects.create(cents=4200)
-            ...     engine.on_commit(connection).start(checkout, order.pk, 4200)
         """
         return _transactions.OnCommit(self, connection)
 
@@ -444,6 +441,7 @@ class Engine:
         worker_id: str | None = None,
         sticky: float = 5.0,
         dead_after: float = 2.0,
+        queues: Iterable[str | _queue_config.Queue] | None = None,
     ) -> _worker.Worker:
         """Create a worker that claims and executes this engine's runs: a :class:`fluxo.Worker`.
 
@@ -453,7 +451,8 @@ class Engine:
         wait of at most ``sticky`` seconds is held in a worker thread, so the run
         resumes without replay. When a worker stops beating for ``dead_after``
         seconds (its process died), the others resume its runs at once, without
-        waiting for their ``lease``.
+        waiting for their ``lease``. It claims runs of ``queues`` (names; default:
+        every queue this engine declares and ``"default"``), admitting them first.
         """
         return _worker.Worker(
             self,
@@ -464,6 +463,7 @@ class Engine:
             worker_id=worker_id,
             sticky=sticky,
             dead_after=dead_after,
+            queues=queues,
         )
 
     # -- inspecting and steering ---------------------------------------------------------

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from fluxo import _errors, _names, _observers, _payloads, history, stores
+from fluxo import _errors, _names, _observers, _payloads, _queue_config, history, stores
 from fluxo import codec as _codec
 
 log = logging.getLogger(__name__)
@@ -203,17 +203,22 @@ def fork(
     headers = _headers(engine.observers, state.run, fork_id, len(prefix.events))
     now = engine.clock()
     copying = len(prefix.events) > 1
-    owner = f"{engine.instance_id}:fork:{uuid.uuid4().hex[:8]}" if copying else None
     source = state.run
+    queued = _queue_config.inherit(source)  # the fork goes in the source's queue
+    # A fork awaiting admission needs no lease while it is copied: no claim takes it, and
+    # one admitted early completes the copy itself (``complete``), fenced at position 1.
+    leased = copying and "queue" not in queued
+    owner = f"{engine.instance_id}:fork:{uuid.uuid4().hex[:8]}" if leased else None
     run, created = store.create_run(
         fork_id,
         source.workflow,
         prefix.events[0].data or b"",
         now=now,
         owner=owner,
-        lease_until=now + lease if copying else None,
+        lease_until=now + lease if leased else None,
         deadline=None if source.deadline is None else now + source.deadline - source.created_at,
         headers=headers,
+        **queued,
     )
     if not created:
         asked = {FORKED_FROM: run_id, FORK_POSITION: str(len(prefix.events))}
@@ -230,9 +235,16 @@ def fork(
         observers.emit(observers.run_started, _observers.told(run, "run_started", now, 0))
     if copying:
         try:
-            copy(store, fork_id, prefix, engine.clock, status=history.RunStatus.PENDING)
+            copy(
+                store,
+                fork_id,
+                prefix,
+                engine.clock,
+                status=history.RunStatus.PENDING if leased else None,
+            )
         except Exception:
-            _give_back(store, owner, fork_id, engine.clock)
+            if leased:
+                _give_back(store, owner, fork_id, engine.clock)
             raise
     log.info(
         "run %s forked from run %s at position %d",

@@ -170,3 +170,15 @@ def check_new_id_length(run_id: str, what: str, fix: str) -> None:
         raise _errors.DefinitionError(
             f"{what} {run_id[:40]!r}... would be longer than {MAX_ID_LENGTH} characters; {fix}"
         )
+
+
+def unknown_workflow_hint(workflow: str) -> str:
+    """How to make a worker know ``workflow``, a workflow name it met in a run."""
+    if workflow.startswith("__main__."):
+        return (
+            "the name was given in a script run without a module name, such as "
+            "`python -c` or an interactive session, where this worker imports the code "
+            f"under another; give the workflow name={workflow.partition('.')[2]!r} or "
+            f"aliases=[{workflow!r}], or define it in a module file"
+        )
+    return "add the workflow to Engine(workflows=[...])"

@@ -61,6 +61,10 @@ class RunWriter(Protocol):
         deadline: float | None = None,
         parent: str | None = None,
         headers: Mapping[str, str] | None = None,
+        queue: str = history.DEFAULT_QUEUE,
+        priority: int = 0,
+        partition: str | None = None,
+        start_at: float | None = None,
     ) -> tuple[history.RunInfo, bool]:
         """Create the run, or return the one with its id; see ``Store.create_run``."""
 

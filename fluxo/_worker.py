@@ -7,6 +7,7 @@ one store; ``kill -9`` one and another finishes its runs when the leases expire.
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import os
@@ -14,7 +15,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol
@@ -24,6 +25,7 @@ from fluxo import (
     _executor,
     _leases,
     _names,
+    _queues,
     _runner,
     _schedule_control,
     _watch,
@@ -32,7 +34,7 @@ from fluxo import (
 )
 
 if TYPE_CHECKING:
-    from fluxo import _definitions
+    from fluxo import _definitions, _queue_config
 
 log = logging.getLogger(__name__)
 
@@ -118,10 +120,11 @@ _LEAVING = "leaving"
 class _Entry:
     """What the worker knows of a run one of its threads has."""
 
-    __slots__ = ("context", "handed", "state")
+    __slots__ = ("context", "handed", "queue", "state")
 
-    def __init__(self) -> None:
+    def __init__(self, queue: str = history.DEFAULT_QUEUE) -> None:
         self.state = _EXECUTING
+        self.queue = queue  # for its queue's worker_concurrency
         self.context: _executor.RunContext | None = None
         self.handed = False
         """The claim loop leased the run to us while its thread was taking it back from a
@@ -185,6 +188,7 @@ class Worker:
         worker_id: str | None = None,
         sticky: float = 5.0,
         dead_after: float = _leases.DEAD_AFTER,
+        queues: Iterable[str | _queue_config.Queue] | None = None,
     ) -> None:
         problems = []
         if not isinstance(dead_after, (int, float)) or not 0 < dead_after < math.inf:
@@ -214,6 +218,13 @@ class Worker:
         self.sticky = float(sticky)
         self.shutdown_timeout = shutdown_timeout
         self.id = worker_id or f"{engine.instance_id}:w{uuid.uuid4().hex[:6]}"
+        self.served = _queues.served_queues(
+            queues,
+            getattr(engine, "queues", {}),
+            [getattr(wf, "queue", "default") for wf in engine.workflows],
+            self.id,
+        )
+        """The queues it claims runs of, and admits runs to (docs/queues.md)."""
         self._stopping = threading.Event()
         self._inflight: dict[str, _Entry] = {}
         self._holding = _Holding(self._inflight)
@@ -252,6 +263,8 @@ class Worker:
         self._schedules_started = False
         """The engine's schedules have their runs (``engine.schedules.start()`` succeeded)."""
         self._draining_expired = False
+        self._admit_wake: float | None = None
+        """When the last admission round said the next one is due (None: on a change)."""
         self.completed = 0
         """How many runs this worker finished (completed, failed or cancelled)."""
 
@@ -369,10 +382,11 @@ class Worker:
     def _serve(self) -> None:
         names = self.engine.workflow_names
         log.info(
-            "worker %s serving %d workflow(s) with concurrency %d",
+            "worker %s serving %d workflow(s) with concurrency %d, queues: %s",
             self.id,
             len(self.engine.workflows),
             self.concurrency,
+            _queues.describe(self.served.queues),
         )
         if not names:
             log.warning(
@@ -395,13 +409,21 @@ class Worker:
                 free = self._begin_claim()
                 if free == 0:
                     continue  # stopping
-                now = self.engine.clock()
                 runs: list[history.RunInfo] = []
                 failure: _errors.StoreError | None = None
                 try:
                     token = self.engine.store.change_token(None)
-                    runs = self.engine.store.claim(
-                        self.id, names, now=now, lease_until=now + self.lease, limit=free
+                    if self.served.named:  # admit first: what it admits is claimed now
+                        self._admit_wake = self.served.admit(self.engine.store, self.engine.clock)
+                    now = self.engine.clock()
+                    runs = self.served.claim(
+                        self.engine.store,
+                        self.id,
+                        names,
+                        now=now,
+                        lease_until=now + self.lease,
+                        free=free,
+                        executing=self._executing(),
                     )
                 except _errors.StoreError as exc:
                     failure = exc
@@ -455,12 +477,16 @@ class Worker:
         """
         wait = self.idle_timeout
         try:
-            due = self.engine.store.next_wake(names, now=self.engine.clock())
+            due = self.engine.store.next_wake(
+                names, now=self.engine.clock(), queues=self.served.queues
+            )
         except _errors.StoreError as exc:
             self._wakes.failed(exc)  # the wait is idle_timeout at most, as it is anyway
             due = None
         else:
             self._wakes.succeeded()
+        if self._admit_wake is not None:
+            due = self._admit_wake if due is None else min(due, self._admit_wake)
         if due is not None:
             wait = min(wait, max(due - self.engine.clock(), 0.005))
         self.engine.store.wait_for_change(None, wait, since=token, ignoring=self._holding)
@@ -469,6 +495,14 @@ class Worker:
 
     def _count(self, state: str) -> int:
         return sum(entry.state == state for entry in self._inflight.values())
+
+    def _executing(self) -> dict[str, int]:
+        """How many runs of each queue have an execution slot (for ``worker_concurrency``)."""
+        if not self.served.local:
+            return {}
+        with self._slots:
+            executing = [e.queue for e in self._inflight.values() if e.state == _EXECUTING]
+        return dict(collections.Counter(executing))
 
     def _begin_claim(self) -> int:
         """Wait until execution slots are free; how many a claim may fill (0: stopping).
@@ -518,7 +552,7 @@ class Worker:
                 if self._count(_EXECUTING) + wanted >= self.concurrency:
                     left_over.append(run.id)
                 else:
-                    self._inflight[run.id] = _Entry()
+                    self._inflight[run.id] = _Entry(run.queue)
                     self._heartbeat.track(run.id)  # renewed from now on
                     started.append(run.id)
         for run_id in left_over:
@@ -529,8 +563,7 @@ class Worker:
         with self._slots:
             for run_id in sorted(self._wanting):
                 entry = self._inflight.get(run_id)
-                free = self.concurrency - self._count(_EXECUTING)
-                if entry is not None and entry.state == _HOLDING and free > 0:
+                if entry is not None and entry.state == _HOLDING and self._takes_slot(entry):
                     entry.state = _EXECUTING
             self._wanting.clear()
             self._claiming = False
@@ -539,6 +572,16 @@ class Worker:
             future = pool.submit(self._execute, run_id)
             self._futures.add(future)
             future.add_done_callback(self._execution_done)
+
+    def _takes_slot(self, entry: _Entry) -> bool:
+        """Whether a held run may take a free slot, within its queue's ``worker_concurrency``."""
+        free = self._count(_EXECUTING) < self.concurrency
+        if not free or entry.queue not in self.served.local:
+            return free
+        executing = sum(
+            e.state == _EXECUTING and e.queue == entry.queue for e in self._inflight.values()
+        )
+        return self.served.has_room(entry.queue, {entry.queue: executing})
 
     def enter_hold(self, run_id: str) -> bool:
         """:class:`~fluxo._leases.HoldSlots`: hold the run's wait, freeing its slot."""
@@ -568,7 +611,7 @@ class Worker:
                         lambda: run_id not in self._wanting or self._stopping.is_set()
                     )
                     self._wanting.discard(run_id)
-                elif self._count(_EXECUTING) < self.concurrency:
+                elif self._takes_slot(entry):
                     entry.state = _EXECUTING
             if entry.state == _HOLDING:
                 entry.state = _LEAVING
@@ -721,7 +764,7 @@ class Worker:
                     "for a worker that does (%s)",
                     run.id,
                     run.workflow,
-                    _unknown_hint(run.workflow),
+                    _names.unknown_workflow_hint(run.workflow),
                     extra={"fluxo_run_id": run.id},
                 )
 
@@ -733,9 +776,16 @@ class Worker:
             raise self._schedules_error
         with self._heartbeat:
             while True:
+                if self.served.named:
+                    self.served.admit(self.engine.store, self.engine.clock)
                 now = self.engine.clock()
                 runs = self.engine.store.claim(
-                    self.id, names, now=now, lease_until=now + self.lease, limit=1
+                    self.id,
+                    names,
+                    now=now,
+                    lease_until=now + self.lease,
+                    limit=1,
+                    queues=self.served.queues,
                 )
                 if not runs:
                     return count
@@ -747,15 +797,3 @@ class Worker:
                     log.warning("%s", exc)
                 count += 1
                 self._raise_if_died()
-
-
-def _unknown_hint(workflow: str) -> str:
-    """How to make a worker know ``workflow``."""
-    if workflow.startswith("__main__."):
-        return (
-            "the name was given in a script run without a module name, such as "
-            "`python -c` or an interactive session, where this worker imports the code "
-            f"under another; give the workflow name={workflow.partition('.')[2]!r} or "
-            f"aliases=[{workflow!r}], or define it in a module file"
-        )
-    return "add the workflow to Engine(workflows=[...])"

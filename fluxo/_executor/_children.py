@@ -18,7 +18,18 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import msgspec
 
-from fluxo import _errors, _fork, _names, _observers, _payloads, _runtime, history, stores
+from fluxo import (
+    _errors,
+    _fork,
+    _names,
+    _observers,
+    _payloads,
+    _queue_config,
+    _queues,
+    _runtime,
+    history,
+    stores,
+)
 from fluxo._executor import _control, _cursor
 
 if TYPE_CHECKING:
@@ -130,6 +141,7 @@ class Children:
                 deadline=deadline,
                 parent=ctx.run_id,
                 headers=headers,
+                **_queue_config.create_args(wf),
             )
         except _errors.RunIdConflictError as exc:
             refused = _errors.RunStateError(
@@ -382,6 +394,7 @@ class Children:
                 run = ctx.store.request_cancel(history.chain_next(run.id), now=now)
             except _errors.RunNotFoundError:
                 return
+        _queues.admit_cancelled(ctx.store, run, now=now)  # ended at once, not after a wait
 
     def cancel_children(self) -> None:
         """Cancel the children started without ``detached`` that this run has not awaited."""
@@ -483,6 +496,7 @@ class Children:
                 deadline=ctx.deadline,
                 parent=ctx.parent,  # the chain is one child of the same parent
                 headers=_fork.passed_on(ctx.headers) or None,  # the chain is one trace
+                **_queue_config.create_args(wf, inherited=ctx.queued_as),
             )
             if not created:
                 self._check_created_input(wf, run, data, call)
@@ -518,7 +532,8 @@ class Children:
         """
         ctx = self._ctx
         try:
-            ctx.store.request_cancel(next_id, now=ctx.clock())
+            run = ctx.store.request_cancel(next_id, now=ctx.clock())
+            _queues.admit_cancelled(ctx.store, run, now=ctx.clock())
         except _errors.StoreError as exc:
             ctx._store_failed(exc)
 
@@ -528,4 +543,5 @@ class Children:
             return
         # Not created (the usual case), or the store is down: nothing to pass on.
         with contextlib.suppress(_errors.RunNotFoundError, _errors.StoreError):
-            ctx.store.request_cancel(next_id, now=ctx.clock())
+            run = ctx.store.request_cancel(next_id, now=ctx.clock())
+            _queues.admit_cancelled(ctx.store, run, now=ctx.clock())

@@ -127,6 +127,7 @@ class RunContext:
         """The engine's observers, told of what this execution does."""
         self.worker = worker
         self.headers = run.headers
+        self.queued_as = run  # a successor goes on in its queue, priority and partition
         self._ready_for = (
             max(run.updated_at - run.ready_at, 0.0) if run.ready_at is not None else None
         )

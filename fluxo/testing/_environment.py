@@ -19,7 +19,17 @@ from typing import Any, TypeAlias, TypeVar, overload
 
 from typing_extensions import ParamSpec
 
-from fluxo import _definitions, _durations, _engine, _errors, _executor, _leases, stores
+from fluxo import (
+    _definitions,
+    _durations,
+    _engine,
+    _errors,
+    _executor,
+    _leases,
+    _queue_config,
+    _queues,
+    stores,
+)
 from fluxo import codec as _codec
 from fluxo import history as _history
 from fluxo.testing import _children, _stubs
@@ -104,6 +114,8 @@ class WorkflowEnvironment:
         codec: the engine's codec; see :class:`fluxo.Engine`.
         observers: the engine's observers; see :mod:`fluxo.observe`. Under
             ``always_replay`` they are told of every replay too (``replayed=True``).
+        queues: the engine's :class:`fluxo.Queue` limits; the environment admits
+            runs to every queue under them, as workers do (docs/queues.md).
 
     Example:
         >>> with WorkflowEnvironment() as env:
@@ -123,6 +135,7 @@ class WorkflowEnvironment:
         start_time: datetime | None = None,
         codec: _codec.Codec | None = None,
         observers: Iterable[object] = (),
+        queues: Iterable[_queue_config.Queue] = (),
     ) -> None:
         if not isinstance(always_replay, bool):
             raise _errors.DefinitionError(
@@ -140,7 +153,12 @@ class WorkflowEnvironment:
         self.always_replay = always_replay
         self._clock = _VirtualClock(start)
         self.engine = _engine.Engine(
-            store, workflows=workflows, codec=codec, clock=self._clock, observers=observers
+            store,
+            workflows=workflows,
+            codec=codec,
+            clock=self._clock,
+            observers=observers,
+            queues=queues,
         )
         """The engine the environment drives, for code under test that needs one."""
         self._owner = f"{self.engine.instance_id}:test-environment"
@@ -459,9 +477,18 @@ class WorkflowEnvironment:
         """When the next run can be claimed, nudged past now if that is already due."""
         now = self._clock()
         due = self.store.next_wake(self.engine.workflow_names, now=now)
+        admission = self._admit()
+        if admission is not None:
+            due = admission if due is None else min(due, admission)
         if due is not None and due <= now:
             due = now + _TICK  # due, but held by a lease that ends right now
         return due
+
+    def _admit(self) -> float | None:
+        """Admit what the named queues let in now; when a round may admit more."""
+        named = [wf.queue for wf in self.engine.workflows]
+        served = _queues.served_queues(None, self.engine.queues, named, self._owner)
+        return served.admit(self.store, self._clock) if served.named else None
 
     def _settle(self) -> None:
         """Execute every run that can run at the current virtual time, one at a time."""
@@ -470,6 +497,7 @@ class WorkflowEnvironment:
         self._driving = True
         try:
             while True:
+                self._admit()
                 now = self._clock()
                 claimed = self.store.claim(
                     self._owner,

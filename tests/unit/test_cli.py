@@ -936,3 +936,29 @@ def test_runs_fork_needs_the_app_that_knows_the_workflow(tmp_path: Path) -> None
     assert code == 1
     assert "this engine has no workflow named" in out
     assert "name your app with --app" in out
+
+
+def test_worker_queue_options_reach_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[Any] = []
+
+    class Ran:
+        def run(self) -> None:
+            pass
+
+    def worker(self: fluxo.Engine, **kwargs: Any) -> Ran:
+        asked.append(kwargs["queues"])
+        return Ran()
+
+    monkeypatch.setattr(fluxo.Engine, "worker", worker)
+    code, out = invoke("worker", "tests.unit.test_cli:make", "-q", "payments", "--queue", "default")
+    assert code == 0, out
+    code, out = invoke("worker", "tests.unit.test_cli:make")
+    assert code == 0, out
+    assert asked == [["payments", "default"], None]
+
+
+def test_worker_refuses_a_bad_queue_name() -> None:
+    code, out = invoke("worker", "tests.unit.test_cli:make", "--queue", "a\x01b")
+    assert code == 2
+    assert "Invalid value for '--queue'" in out
+    assert "control character" in out

@@ -37,6 +37,7 @@ EXPECTED = [
     "JSONCodec",
     "NondeterminismError",
     "Observer",
+    "Queue",
     "Retry",
     "RunDiedError",
     "RunEvent",

@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from fluxo import _errors, history
+from fluxo.stores import _no_queues
 from fluxo.stores.sql import _database, _rows, _statements
 
 if TYPE_CHECKING:
@@ -155,8 +156,13 @@ class JoinedStart:
         deadline: float | None = None,
         parent: str | None = None,
         headers: Mapping[str, str] | None = None,
+        queue: str = history.DEFAULT_QUEUE,
+        priority: int = 0,
+        partition: str | None = None,
+        start_at: float | None = None,
     ) -> tuple[history.RunInfo, bool]:
         """Create the run in the caller's transaction; see ``Store.create_run``."""
+        _no_queues.refuse(queue, priority, partition, start_at)
         db = self._db
         if not db.ready:
             # Not on SQLite, where the caller's transaction may hold the write lock
