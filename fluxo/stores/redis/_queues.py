@@ -103,10 +103,20 @@ class Queues:
         self._keys = keys
         self._index = index
 
-    def enqueue(self, queue: str, head: str) -> tuple[int, str]:
-        """Add a fresh entry to ``queue``'s index: the server's clock and the entry."""
-        clock, entries = self._conn.call("enqueue", self._queue_keys(queue, 2), [head])
-        return int(clock), _codec.text(entries[0])
+    def enqueue(
+        self, queue: str, head: str, *, after: _connection.Call | None = None
+    ) -> tuple[int, str, Any]:
+        """Add a fresh entry to ``queue``'s index: the server's clock, the entry, and more.
+
+        ``after``: a script call to make in the same pipeline (one round trip on a
+        single server), whose reply comes third (``None`` without it).
+        """
+        calls: list[_connection.Call] = [("enqueue", self._queue_keys(queue, 2), [head])]
+        if after is not None:
+            calls.append(after)
+        replies = self._conn.call_many(calls)
+        clock, entries = replies[0]
+        return int(clock), _codec.text(entries[0]), replies[1] if after is not None else None
 
     def forget(self, entries: Mapping[str, Collection[str | bytes]]) -> None:
         """Remove entries no record names any more, by queue, in one pipeline."""

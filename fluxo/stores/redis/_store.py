@@ -121,14 +121,18 @@ class RedisStore:
             _codec.opt(waits_from),
         ]
         for _ in range(_index.MAX_TRIES):
-            clock, gen, fresh = self._conn.call("mark_create", mark_keys, mark_args)
-            gen, clock = _codec.text(gen), _codec.text(clock)
+            mark: _connection.Call = ("mark_create", mark_keys, mark_args)
             entry, number = "", ""
-            if waits_from is not None:
+            if waits_from is None:
+                clock, gen, fresh = self._conn.call(*mark)
+            else:  # the entry in the queue's index first, in the mark's pipeline
                 head = _queues.entry_head(run_id, priority, waits_from, now)
-                queue_clock, entry = self._queues.enqueue(queue, head)
-                clock = str(min(int(clock), queue_clock))
+                queue_clock, entry, (clock, gen, fresh) = self._queues.enqueue(
+                    queue, head, after=mark
+                )
+                clock = min(int(clock), queue_clock)
                 number = entry.rsplit("\x00", 1)[1]
+            gen, clock = _codec.text(gen), _codec.text(clock)
             args = [self._keys.channel, gen, clock, workflow, first, _codec.num(now), owner or ""]
             args += [lease, _codec.opt(deadline), run_id, headers_arg, *queue_args, entry, number]
             if parent is not None:
@@ -487,7 +491,7 @@ class RedisStore:
                 self._drop_entry(made)
                 queue, priority, created = (_codec.text(value) for value in reply[1:4])
                 head = _queues.entry_head(run_id, int(priority), now, float(created))
-                _, entry = self._queues.enqueue(queue, head)
+                _, entry, _ = self._queues.enqueue(queue, head)
                 made.append((queue, [entry, entry.rsplit("\x00", 1)[1], queue, priority, created]))
             else:
                 self._drop_entry(made)

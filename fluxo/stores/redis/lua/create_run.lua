@@ -18,6 +18,7 @@ if entry ~= '' and tonumber(ARGV[19]) <= qfence(queue) then return {'retry'} end
 local clock = redis.call('TIME')
 if tonumber(clock[1]) - tonumber(ARGV[3]) > STALL_LIMIT then return {'retry'} end
 local now = ARGV[6]
+local fenced = redis.call('HGET', QFENCE, queue)
 local status = 'pending'
 if ARGV[7] ~= '' then status = 'running' end
 redis.call('HSET', RUN, 'wf', ARGV[4], 'status', status, 'created', now, 'updated', now,
@@ -36,6 +37,7 @@ if ARGV[14] and ARGV[14] ~= '' then redis.call('HSET', RUN, 'prio', ARGV[14]) en
 if ARGV[15] == '1' then redis.call('HSET', RUN, 'part', ARGV[16]) end
 if ARGV[17] and ARGV[17] ~= '' then redis.call('HSET', RUN, 'start', ARGV[17]) end
 if entry ~= '' then redis.call('HSET', RUN, 'qkey', entry) end
+if fenced then redis.call('HSET', RUN, 'qfence', fenced) end
 if ARGV[20] then redis.call('HSET', RUN, 'parent', ARGV[20]) end
 redis.call('RPUSH', EVENTS, ARGV[5])
 changed(ARGV[10])
