@@ -39,6 +39,7 @@ per bucket, each step batched), then removes the entries.
 
 from __future__ import annotations
 
+import math
 import struct
 from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
@@ -246,7 +247,7 @@ class Queues:
         The claim index does not know queues: each bucket's earliest entries are
         read (:data:`_WAKE_PAGE` of each set at first, more while none is of a
         queue wanted), and the earliest whose run's record is of one of ``queues``
-        wins.
+        wins, if no entry left unread can be earlier.
         """
         names = sorted(set(workflows))
         wanted = set(queues)
@@ -262,19 +263,23 @@ class Queues:
                     keys.extend(self._keys.workflow(bucket, name))
                 calls.append(("wake_list", keys, [_codec.num(now), count]))
             found: dict[str, float] = {}
-            more = False
-            for full, flat in self._conn.call_many(calls):
-                more = more or full == 1
+            horizon = math.inf  # no run left unread is due before it
+            for last, flat in self._conn.call_many(calls):
+                if last:
+                    horizon = min(horizon, float(last))
                 for i in range(0, len(flat), 2):
                     run_id, at = _codec.text(flat[i]), float(flat[i + 1])
                     found[run_id] = min(at, found.get(run_id, at))
             order = sorted(found, key=lambda run_id: found[run_id])
-            for start in range(0, len(order), 500):
-                page = order[start : start + 500]
+            order = [run_id for run_id in order if found[run_id] <= horizon]
+            start, size = 0, 16
+            while start < len(order):  # the earliest first: pages that grow
+                page = order[start : start + size]
+                start, size = start + size, min(size * 4, 1024)
                 rows = self._queue_fields(page)
                 for run_id, (workflow, queue) in zip(page, rows, strict=True):
                     if workflow is not None and _codec.text(queue or b"") in wanted:
                         return found[run_id]
-            if not more:
+            if horizon == math.inf:
                 return None
             count *= 4

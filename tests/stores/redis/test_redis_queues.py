@@ -306,3 +306,24 @@ def test_next_wake_for_one_queue_reaches_past_earlier_runs_of_others(store):
     assert store.next_wake(["wf"], now=T0, queues=["a"]) == T0 + 500
     assert store.next_wake(["wf"], now=T0, queues=[""]) == T0
     assert store.next_wake(["wf"], now=T0, queues=["b"]) is None
+
+
+def ids_in_bucket(bucket: int, count: int) -> list[str]:
+    found = (f"id-{i}" for i in range(10_000))
+    return [run_id for run_id in found if redis_store.bucket_of(run_id) == bucket][:count]
+
+
+def test_next_wake_for_queues_never_answers_later_than_a_run_left_unread(store, monkeypatch):
+    monkeypatch.setattr(_queues, "_WAKE_PAGE", 2)  # each set read two entries at a time
+    d1, d2, d3, early = ids_in_bucket(0, 4)
+    (late,) = ids_in_bucket(1, 1)
+    for i, run_id in enumerate((d1, d2, d3), start=1):
+        store.create_run(run_id, "wf", b"[]", now=T0 + i)
+    for run_id, at in ((early, T0 + 4), (late, T0 + 10)):
+        make(store, run_id, "a", now=at)
+        store.admit([run_id], now=at)
+
+    # bucket 0's first page ends at T0 + 2: a run of "a" may follow, before T0 + 10
+    assert store.next_wake(["wf"], now=T0, queues=["a"]) == T0 + 4
+    assert store.next_wake(["wf"], now=T0, queues=[""]) == T0 + 1
+    assert store.next_wake(["wf"], now=T0, queues=["b"]) is None

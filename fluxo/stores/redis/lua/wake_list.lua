@@ -1,13 +1,17 @@
 -- Read-only, on the keys of one index bucket.
 -- KEYS: hints, lready, then ready and leased of each workflow. ARGV: now, count.
 -- Like next_wake.lua, but returns the runs: up to count of the earliest hints and
--- ready entries of each set, and every leased run, as id, time pairs; and whether a
--- set had more.
+-- ready entries of each set, and every leased run, as id, time pairs; and the
+-- horizon: the earliest last time read of a set that may have more ('' for none),
+-- so that no run left unread is due before it.
 local t, k = tonumber(ARGV[1]), tonumber(ARGV[2])
-local out, full = {}, 0
+local out, horizon = {}, nil
 local function take(key)
   local found = redis.call('ZRANGE', key, 0, k - 1, 'WITHSCORES')
-  if #found == 2 * k then full = 1 end
+  if #found == 2 * k then
+    local last = tonumber(found[#found])
+    if horizon == nil or last < tonumber(horizon) then horizon = found[#found] end
+  end
   for j = 1, #found do out[#out + 1] = found[j] end
 end
 take(KEYS[1])
@@ -27,4 +31,4 @@ for w = 1, (#KEYS - 2) / 2 do
     end
   end
 end
-return {full, out}
+return {horizon or '', out}
