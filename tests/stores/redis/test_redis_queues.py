@@ -327,3 +327,55 @@ def test_next_wake_for_queues_never_answers_later_than_a_run_left_unread(store, 
     assert store.next_wake(["wf"], now=T0, queues=["a"]) == T0 + 4
     assert store.next_wake(["wf"], now=T0, queues=[""]) == T0 + 1
     assert store.next_wake(["wf"], now=T0, queues=["b"]) is None
+
+
+def test_readers_racing_creates_retries_and_admissions_lose_no_waiting_run(url, store):
+    import threading
+
+    stores = [redis_store.RedisStore(url) for _ in range(4)]
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def read(reader: redis_store.RedisStore) -> None:
+        try:
+            while not stop.is_set():
+                reader.queued_runs("q", now=T0 + 100, limit=5)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    def write(writer: redis_store.RedisStore, first: int) -> None:
+        try:
+            for i in range(first, first + 20):
+                run_id = f"r{i:03}"
+                make(writer, run_id, priority=i % 3)
+                if i % 4 == 0:  # admitted, failed and retried: it awaits admission again
+                    assert writer.admit([run_id], now=T0) == [run_id]
+                    writer.claim_run("w", run_id, now=T0, lease_until=T0 + 30)
+                    writer.append(
+                        run_id, 1, [history.WorkflowFailed()], now=T0, status=RunStatus.FAILED
+                    )
+                    writer.reopen(run_id, now=T0 + 1)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    readers = [threading.Thread(target=read, args=(s,)) for s in stores[:2]]
+    writers = [threading.Thread(target=write, args=(s, 20 * i)) for i, s in enumerate(stores[2:])]
+    try:
+        for thread in readers + writers:
+            thread.start()
+        for thread in writers:
+            thread.join(60)
+    finally:
+        stop.set()
+        for thread in readers:
+            thread.join(60)
+        for opened in stores:
+            opened.close()
+
+    assert errors == []
+    expected = sorted(f"r{i:03}" for i in range(40))
+    runs, _ = store.queued_runs("q", now=T0 + 100, limit=100)
+    assert sorted(run.id for run in runs) == expected
+    assert sorted(entries(store)) == expected
+    assert sorted(store.admit(expected, now=T0 + 2)) == expected
+    assert entries(store) == []
