@@ -18,7 +18,12 @@ empty or contains ``}`` is tagged by its SHA-1 instead):
   it was recorded (below);
 * ``P:{id}:signals``: a list, the signals, oldest first;
 * ``P:{id}:signal_keys``: a set, the idempotency keys of the signals;
-* ``P:{id}:fence``: the fence of a run that does not exist (yet), kept a day.
+* ``P:{id}:fence``: the fence of a run that does not exist (yet), kept a day;
+* ``P:{id}:qfence``: its queue fences, likewise (see ``_queues``).
+
+A run's record also holds its queue fields: ``queue``, ``prio`` and ``part`` when
+they are not the default ones, and, while it awaits admission to a named queue,
+``start`` (its ``start_at``) and ``qkey`` (its entry in the queue's index).
 
 The indexes are split into ``BUCKETS`` (16) buckets; a run belongs to bucket
 ``crc32(id) % 16``, the same on every client, and each bucket's keys share the
@@ -36,6 +41,20 @@ hash tag ``{P#n}``:
   :meth:`RedisStore.list_runs`, which reads a creation-time range as a score range
   (an ``id_prefix`` filters the ids it reads: no index keeps runs by id), and
   :meth:`RedisStore.count_runs`, which reads it whole.
+
+Each named queue has keys of its own, with the hash tag ``{P#q:<name>}`` (a name
+that is empty or contains ``}`` is tagged by its SHA-1):
+
+* ``P:{P#q:<name>}:queued``: the runs awaiting admission, as entries that sort in
+  admission order (priority, ``start_at``, ``created_at``, id) in a sorted set read
+  by lexical ranges;
+* ``P:{P#q:<name>}:seq``: the counter that numbers those entries;
+* ``P:{P#q:<name>}:state``: the queue's record (``read_queue``, ``write_queue``), a
+  hash of its version and state, changed by one compare-and-set script.
+
+The index of a queue and the runs' records live in different slots too; the
+module ``_queues`` tells how they are kept in step (an entry made before the record
+names it, removed after the record stops naming it, and checked by every reader).
 
 The workers' liveness records (``Store.beat_worker``) are one key with a hash tag
 of its own, ``{P#workers}``:
@@ -90,7 +109,12 @@ freeing a dead worker's runs (rare) reads every run with a leased entry or a
 hint, and frees those still leased to it with the three steps, batched per
 bucket (see ``_liveness``). A claim reads every bucket (one pipeline on a single
 server), runs the run script of each candidate, oldest ``ready_at`` first, and
-settles them. Signal ids follow each run's last one and otherwise the server's
+settles them; with ``queues``, the run script also checks the run's queue, and
+later rounds look deeper into the buckets (the claim index is by workflow, not by
+queue). A create in a named queue is two round trips (its queue entry goes in its
+mark's pipeline); an admission is four, whatever the number of runs (marks, run
+scripts, settles, entry removals, each batched); reading a queue is one script and
+one pipeline of records. Signal ids follow each run's last one and otherwise the server's
 clock in microseconds, so they also order the signals of different runs (as far
 as the clocks of the cluster's nodes agree).
 

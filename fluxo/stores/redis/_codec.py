@@ -6,6 +6,9 @@ flag is ``N`` for no data and ``D`` before the data bytes: binary-safe and
 byte-exact. A signal is ``id NUL sent_at NUL name-length NUL name payload``.
 A run's record is a hash of short field names (``wf``, ``status``, ``ready``...);
 its ``headers``, when it has any, are the text of a JSON object (``_headers``).
+The queue fields are there only when they differ from the default: ``queue``,
+``prio``, ``part`` and, while the run awaits admission, ``start`` and ``qkey`` (its
+entry in the queue's index, see ``_queues``).
 """
 
 from __future__ import annotations
@@ -169,6 +172,10 @@ def run_info(run_id: str, record: dict[bytes, bytes]) -> history.RunInfo:
         parent=string(b"parent"),
         headers=headers,
         recoveries=count(b"rec"),
+        queue=string(b"queue") or "",
+        priority=count(b"prio"),
+        partition=string(b"part"),
+        start_at=time(b"start"),
         damage="; ".join(problems) or None,
     )
 

@@ -23,11 +23,15 @@ DEFAULT_PREFIX: Final = "fluxo"
 BUCKETS: Final = 16
 """How many buckets the indexes are split into. Part of the layout: never change it."""
 
-RUN_PARTS: Final = ("run", "events", "signals", "signal_keys", "fence")
+RUN_PARTS: Final = ("run", "events", "signals", "signal_keys", "fence", "qfence")
 """The keys of one run, in the order its scripts take them."""
 
 BUCKET_PARTS: Final = ("hints", "gen", "seq", "created", "lready")
 """The keys of one index bucket that do not depend on a workflow."""
+
+QUEUE_PARTS: Final = ("queued", "seq", "state")
+"""The keys of one named queue: its index of runs awaiting admission, the counter that
+numbers the index's entries, and the queue's record (``read_queue``, ``write_queue``)."""
 
 
 def split_url(url: str, prefix: str | None = None) -> tuple[str, str]:
@@ -84,7 +88,7 @@ class Keys:
         """The workers' liveness records: a sorted set of worker ids by ``alive_until``."""
 
     def run(self, run_id: str) -> list[str]:
-        """The keys of one run: run, events, signals, signal_keys, fence (one slot)."""
+        """The keys of one run: run, events, signals, signal_keys, fence, qfence (one slot)."""
         if run_id and "}" not in run_id:
             base = f"{self.prefix}:{{{run_id}}}:"
             return [base + what for what in RUN_PARTS]
@@ -104,3 +108,12 @@ class Keys:
         """The ready and leased sets of one workflow in one bucket."""
         base = f"{self.prefix}:{{{self.prefix}#{bucket}}}:"
         return [f"{base}ready:{workflow}", f"{base}leased:{workflow}"]
+
+    def queue(self, name: str) -> dict[str, str]:
+        """The keys of one named queue (one slot): its index, its counter and its record."""
+        if name and "}" not in name:
+            tag = f"{self.prefix}#q:{name}"
+        else:
+            tag = f"{self.prefix}#q#" + hashlib.sha1(_codec.utf8(name)).hexdigest()
+        base = f"{self.prefix}:{{{tag}}}:"
+        return {what: base + what for what in QUEUE_PARTS}

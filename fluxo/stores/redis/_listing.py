@@ -18,7 +18,7 @@ from collections.abc import Collection, Iterator, Sequence
 from typing import Any, Final, TypeVar
 
 from fluxo import history
-from fluxo.stores.redis import _codec, _connection, _index, _layout
+from fluxo.stores.redis import _codec, _connection, _index, _layout, _queues
 
 RunStatus = history.RunStatus
 U = TypeVar("U")
@@ -39,14 +39,20 @@ class Listing:
         conn: the store's connection.
         keys: the store's key layout.
         index: the store's claim index (a purged run leaves it too).
+        queues: the store's queues (and their indexes, which a purged run leaves).
     """
 
     def __init__(
-        self, conn: _connection.Connection, keys: _layout.Keys, index: _index.Index
+        self,
+        conn: _connection.Connection,
+        keys: _layout.Keys,
+        index: _index.Index,
+        queues: _queues.Queues,
     ) -> None:
         self._conn = conn
         self._keys = keys
         self._index = index
+        self._queues = queues
 
     def records(self, run_ids: Sequence[str]) -> list[Any]:
         """The records of these runs (an empty dict for a missing one), in one pipeline."""
@@ -88,6 +94,7 @@ class Listing:
         created_before: float | None = None,
         limit: int = 100,
         id_prefix: str | None = None,
+        queues: Collection[str] | None = None,
     ) -> list[history.RunInfo]:
         """See :meth:`fluxo.stores.Store.list_runs`.
 
@@ -98,7 +105,8 @@ class Listing:
         """
         wanted_status = None if statuses is None else {RunStatus(s).value for s in statuses}
         wanted_wf = None if workflows is None else set(workflows)
-        if limit <= 0 or wanted_status == set() or wanted_wf == set():
+        wanted_queues = None if queues is None else set(queues)
+        if limit <= 0 or wanted_status == set() or wanted_wf == set() or wanted_queues == set():
             return []
         low = "-inf" if created_after is None else _codec.num(created_after)
         high = "+inf" if created_before is None else "(" + _codec.num(created_before)
@@ -138,6 +146,7 @@ class Listing:
                     # by the stored word: a damaged status matches no filter, as elsewhere
                     (wanted_status is None or _codec.text(fields.get(b"status")) in wanted_status)
                     and (wanted_wf is None or run.workflow in wanted_wf)
+                    and (wanted_queues is None or run.queue in wanted_queues)
                     and (created_after is None or run.created_at >= created_after)
                     and (created_before is None or run.created_at < created_before)
                 ):
@@ -297,13 +306,17 @@ class Listing:
         ]
         deleted = 0
         settles = []
+        entries: dict[str, list[bytes]] = defaultdict(list)
         for run, reply in zip(runs, self._conn.call_many(calls), strict=True):
             need = _index.need(reply[1])
             if reply[0] == 1:
                 deleted += 1
+                if reply[2]:  # an entry in its queue's index (a crash left it named)
+                    entries[_codec.text(reply[3])].append(reply[2])
                 need = need._replace(workflow=run.workflow)
                 settles.append(_index.Settle(run.id, gens[run.id], need, missing=True))
             else:
                 settles.append(_index.Settle(run.id, gens[run.id], need, missing=not need.workflow))
         self._index.settle(settles)
+        self._queues.forget(entries)
         return deleted

@@ -3,7 +3,8 @@
 Each operation on a run is one script on the keys of that run: those scripts
 start with ``run_prelude.lua`` (the run's keys, and the helpers that compute the
 index entry the run needs and keep its fence). The scripts on the keys of one
-index bucket (``mark``, ``mark_create``, ``settle``, ``peek``, ``next_wake``), those on
+index bucket (``mark``, ``mark_create``, ``settle``, ``peek``, ``next_wake``,
+``wake_list``), those on
 the workers' liveness key (``beat``, ``bury``) and ``load`` stand alone. They are
 read once, as package resources, so an installed wheel carries them like any other
 file of the package.
@@ -26,6 +27,8 @@ RUN_SCRIPTS: Final = (
     "reopen",
     "purge_run",
     "free",
+    "admit",
+    "queue_check",
 )
 """The scripts on the keys of one run, each sent after ``run_prelude.lua``."""
 
@@ -38,9 +41,13 @@ OTHER_SCRIPTS: Final = (
     "next_wake",
     "beat",
     "bury",
+    "enqueue",
+    "queued",
+    "write_queue",
+    "wake_list",
 )
 """The scripts sent as they are: ``load`` (read-only, on a run), those on a bucket, and
-those on the workers' liveness key (``beat``, ``bury``)."""
+those on the workers' liveness key (``beat``, ``bury``) and those on a queue."""
 
 
 def source(name: str) -> str:

@@ -11,7 +11,7 @@ from collections.abc import Collection, Container, Mapping, Sequence
 from typing import Any, Final
 
 from fluxo import _errors, history
-from fluxo.stores import _changes, _group, _headers, _no_queues
+from fluxo.stores import _changes, _group, _headers, _queue_rules
 from fluxo.stores.redis import (
     _codec,
     _connection,
@@ -20,6 +20,7 @@ from fluxo.stores.redis import (
     _listener,
     _listing,
     _liveness,
+    _queues,
 )
 
 RunStatus = history.RunStatus
@@ -28,7 +29,7 @@ _ACTIVE: Final = {status.value for status in history.ACTIVE_STATUSES}
 _FINAL: Final = {RunStatus.COMPLETED.value, RunStatus.CANCELLED.value}
 
 
-class RedisStore(_no_queues.DefaultQueueOnly):
+class RedisStore:
     """The Redis :class:`~fluxo.stores.Store`. Thread-safe; share one per process.
 
     Args:
@@ -44,7 +45,8 @@ class RedisStore(_no_queues.DefaultQueueOnly):
         self._conn = _connection.Connection(url, plain, mode)
         self._keys = _layout.Keys(chosen)
         self._index = _index.Index(self._conn, self._keys)
-        self._listing = _listing.Listing(self._conn, self._keys, self._index)
+        self._queues = _queues.Queues(self._conn, self._keys, self._index)
+        self._listing = _listing.Listing(self._conn, self._keys, self._index, self._queues)
         self._feed = _changes.ChangeFeed()
         self._liveness = _liveness.Liveness(self._conn, self._keys, self._index, self._feed)
         self._listener = _listener.Listener(
@@ -94,26 +96,51 @@ class RedisStore(_no_queues.DefaultQueueOnly):
         partition: str | None = None,
         start_at: float | None = None,
     ) -> tuple[history.RunInfo, bool]:
-        _no_queues.refuse(queue, priority, partition, start_at)
+        _queue_rules.check_create(run_id, owner, queue, start_at)
+        stored_priority = _queues.check_priority(priority)
         keys = self._keys.run(run_id)
         first = _codec.stamp(now) + _codec.encode_event(history.WorkflowStarted(workflow, input))
         lease = _codec.opt(lease_until) if owner else ""
         stored_headers = _headers.encode(headers)
         headers_arg = b"" if stored_headers is None else _codec.utf8(stored_headers)
+        named = queue != history.DEFAULT_QUEUE
+        ready = "" if named else _codec.num(now if start_at is None else start_at)
+        waits_from = (now if start_at is None else start_at) if named else None
         bucket = _layout.bucket_of(run_id)
         common = self._keys.bucket(bucket)
         mark_keys = [common[k] for k in ("gen", "seq", "created", "lready")]
         mark_keys += self._keys.workflow(bucket, workflow)
-        mark_args = [run_id, _codec.num(now), "l" if lease else "r", _codec.num(now), lease]
+        kind = "" if named else "l" if lease else "r"
+        mark_args = [run_id, _codec.num(now), kind, ready, lease]
+        queue_args = [
+            ready,
+            queue,
+            stored_priority,
+            "0" if partition is None else "1",
+            partition or "",
+            _codec.opt(waits_from),
+        ]
         for _ in range(_index.MAX_TRIES):
-            clock, gen, fresh = self._conn.call("mark_create", mark_keys, mark_args)
+            mark: _connection.Call = ("mark_create", mark_keys, mark_args)
+            entry, number = "", ""
+            if waits_from is None:
+                clock, gen, fresh = self._conn.call(*mark)
+            else:  # the entry in the queue's index first, in the mark's pipeline
+                head = _queues.entry_head(run_id, priority, waits_from, now)
+                queue_clock, entry, (clock, gen, fresh) = self._queues.enqueue(
+                    queue, head, after=mark
+                )
+                clock = min(int(clock), queue_clock)
+                number = entry.rsplit("\x00", 1)[1]
             gen, clock = _codec.text(gen), _codec.text(clock)
             args = [self._keys.channel, gen, clock, workflow, first, _codec.num(now), owner or ""]
-            args += [lease, _codec.opt(deadline), run_id, headers_arg]
+            args += [lease, _codec.opt(deadline), run_id, headers_arg, *queue_args, entry, number]
             if parent is not None:
                 args.append(parent)
             reply = self._conn.call("create_run", keys, args)
             outcome = _codec.text(reply[0])
+            if entry and outcome != "created":
+                self._queues.forget({queue: [entry]})  # never named by a record
             if outcome == "retry":
                 continue  # a settle may be about to remove the entry just made
             if outcome != "created" or fresh != 1:
@@ -189,6 +216,8 @@ class RedisStore(_no_queues.DefaultQueueOnly):
             if gen:
                 self._index.settle([_index.Settle(run_id, gen, need, missing=not need.workflow)])
         self._append_result(run_id, expected_seq, result)
+        if len(result) > 3 and result[2]:  # it awaited admission: its queue entry goes
+            self._queues.forget({_codec.text(result[3]): [result[2]]})
 
     @staticmethod
     def _append_result(run_id: str, expected_seq: int, result: Sequence[Any]) -> None:
@@ -246,12 +275,16 @@ class RedisStore(_no_queues.DefaultQueueOnly):
         queues: Collection[str] | None = None,
     ) -> list[history.RunInfo]:
         names = sorted(set(workflows))
-        if limit <= 0 or not names or not _no_queues.serves_default(queues):
+        if limit <= 0 or not names or (queues is not None and not queues):
             return []
+        # Without queues, every candidate of these workflows is wanted; with them, the
+        # run script checks its queue, and later rounds look further into the index.
+        wanted_queues = "" if queues is None else _queues.wanted_queues(queues)
         claimed: list[history.RunInfo] = []
         tried: set[str] = set()
-        for _ in range(4):
-            candidates, more = self._index.peek(names, now, limit)
+        for round_ in range(4):
+            depth = limit if queues is None else limit * 4**round_
+            candidates, more = self._index.peek(names, now, depth)
             queue = [c for c in candidates if c.run_id not in tried]
             settles: list[_index.Settle] = []
             while queue and len(claimed) < limit:
@@ -259,7 +292,7 @@ class RedisStore(_no_queues.DefaultQueueOnly):
                 calls = []
                 for c in batch:
                     tried.add(c.run_id)
-                    wanted = ["1"] if c.workflow else ["0", *names]
+                    wanted = ["1", wanted_queues] if c.workflow else ["0", wanted_queues, *names]
                     args = [
                         self._keys.channel,
                         worker_id,
@@ -312,9 +345,9 @@ class RedisStore(_no_queues.DefaultQueueOnly):
     def next_wake(
         self, workflows: Collection[str], *, now: float, queues: Collection[str] | None = None
     ) -> float | None:
-        if not _no_queues.serves_default(queues):
-            return None
-        return self._index.next_wake(workflows, now=now)
+        if queues is None:
+            return self._index.next_wake(workflows, now=now)
+        return self._queues.next_wake(workflows, now=now, queues=queues)
 
     def renew(
         self, worker_id: str, run_ids: Collection[str], *, lease_until: float
@@ -443,21 +476,48 @@ class RedisStore(_no_queues.DefaultQueueOnly):
     def reopen(self, run_id: str, *, now: float) -> history.RunInfo:
         keys = self._keys.run(run_id)
         event = _codec.stamp(now) + _codec.encode_event(history.RunRetried())
+        at = _codec.num(now)
+        made: list[tuple[str, list[Any]]] = []  # the queue entry made, and what it was made for
 
         def change(gen: str, _clock: str) -> tuple[Any, _index.Need] | None:
-            reply = self._conn.call(
-                "reopen", keys, [self._keys.channel, _codec.num(now), event, gen, run_id]
-            )
+            for _ in range(_index.MAX_TRIES):
+                extra = made[0][1] if made else []
+                reply = self._conn.call(
+                    "reopen", keys, [self._keys.channel, at, event, gen, run_id, *extra]
+                )
+                if reply[0] != 5:
+                    break
+                # A run of a named queue awaits admission again: an entry comes first.
+                self._drop_entry(made)
+                queue, priority, created = (_codec.text(value) for value in reply[1:4])
+                head = _queues.entry_head(run_id, int(priority), now, float(created))
+                _, entry, _ = self._queues.enqueue(queue, head)
+                made.append((queue, [entry, entry.rsplit("\x00", 1)[1], queue, priority, created]))
+            else:
+                self._drop_entry(made)
+                raise _errors.StoreUnavailableError(
+                    f"run {run_id!r} changed under Fluxo {_index.MAX_TRIES} times in a row; "
+                    "try again"
+                )
             if reply[0] == 3:
+                self._drop_entry(made)  # fenced, or a settle may remove the hint: anew
                 return None
+            if reply[0] != 0:
+                self._drop_entry(made)
             return reply, _index.need(reply[1])
 
-        result = self._index.marked(run_id, _codec.num(now), change)
+        result = self._index.marked(run_id, at, change)
         if result[0] == 1:
             raise _errors.RunNotFoundError(run_id)
         if result[0] == 2:
             raise _errors.RunStateError(_errors.not_retryable(run_id, _codec.text(result[2])))
         return _codec.run_info(run_id, _codec.fields(result[2]))
+
+    def _drop_entry(self, made: list[tuple[str, list[Any]]]) -> None:
+        """Remove the queue entry a refused change made (no record names it)."""
+        if made:
+            queue, extra = made.pop()
+            self._queues.forget({queue: [extra[0]]})
 
     def list_runs(
         self,
@@ -470,8 +530,6 @@ class RedisStore(_no_queues.DefaultQueueOnly):
         id_prefix: str | None = None,
         queues: Collection[str] | None = None,
     ) -> list[history.RunInfo]:
-        if not _no_queues.serves_default(queues):
-            return []
         return self._listing.list_runs(
             statuses=statuses,
             workflows=workflows,
@@ -479,6 +537,7 @@ class RedisStore(_no_queues.DefaultQueueOnly):
             created_before=created_before,
             limit=limit,
             id_prefix=id_prefix,
+            queues=queues,
         )
 
     def count_runs(self) -> dict[tuple[str, history.RunStatus], int]:
@@ -519,6 +578,32 @@ class RedisStore(_no_queues.DefaultQueueOnly):
             limit=limit,
             dry_run=dry_run,
         )
+
+    # -- queues
+
+    def queued_runs(
+        self, queue: str, *, now: float, limit: int
+    ) -> tuple[list[history.RunInfo], float | None]:
+        """See :meth:`fluxo.stores.Store.queued_runs`.
+
+        One script reads the queue's index (one range per priority present); the
+        runs' records, read in one pipeline, are checked against it (see ``_queues``).
+        """
+        return self._queues.queued_runs(queue, now=now, limit=limit)
+
+    def admit(self, run_ids: Collection[str], *, now: float) -> list[str]:
+        """See :meth:`fluxo.stores.Store.admit`.
+
+        A mark per bucket, a script per run, a settle per bucket and a removal per
+        queue, each step batched in one pipeline (per node on a cluster).
+        """
+        return self._queues.admit(run_ids, now=now)
+
+    def read_queue(self, queue: str) -> tuple[int, bytes]:
+        return self._queues.read_queue(queue)
+
+    def write_queue(self, queue: str, version: int, state: bytes) -> bool:
+        return self._queues.write_queue(queue, version, state)
 
     # -- change notifications
 

@@ -37,7 +37,10 @@ if ready == '' then
 else
   redis.call('HSET', RUN, 'ready', ready)
 end
-redis.call('HDEL', RUN, 'owner', 'lease')
+-- A run awaiting admission that is ended this way awaits no more: its queue entry
+-- (returned, with its queue) is for the caller to remove.
+local q = redis.call('HMGET', RUN, 'qkey', 'queue')
+redis.call('HDEL', RUN, 'owner', 'lease', 'start', 'qkey')
 raise_fence(g)
 changed(ARGV[8])
-return {0, need()}
+return {0, need(), q[1] or '', q[2] or ''}

@@ -1,8 +1,9 @@
 -- A script on the keys of one run, sent after run_prelude.lua (its KEYS and helpers).
--- ARGV: channel, worker, now, lease_until, g, any workflow ('1'/'0'), workflows...
+-- ARGV: channel, worker, now, lease_until, g, any workflow ('1'/'0'), queues wanted
+-- ('' or absent: any queue; else each name between NULs: NUL a NUL b NUL), workflows...
 local now = tonumber(ARGV[3])
 local g = ARGV[5]
-local f = redis.call('HMGET', RUN, 'wf', 'status', 'ready', 'lease')
+local f = redis.call('HMGET', RUN, 'wf', 'status', 'ready', 'lease', 'queue')
 if not f[1] then
   raise_fence(g)
   return {'missing', need()}
@@ -11,9 +12,12 @@ local ok = active(f[2]) and f[3] and tonumber(f[3]) <= now
   and (not f[4] or tonumber(f[4]) < now)
 if ok and ARGV[6] ~= '1' then
   ok = false
-  for w = 7, #ARGV do
+  for w = 8, #ARGV do
     if ARGV[w] == f[1] then ok = true end
   end
+end
+if ok and ARGV[7] and ARGV[7] ~= '' then
+  ok = string.find(ARGV[7], '\0' .. (f[5] or '') .. '\0', 1, true) ~= nil
 end
 raise_fence(g)
 if not ok then return {'no', need()} end

@@ -2,8 +2,9 @@
 -- ARGV: channel, worker, now, lease_until, g or '', checked
 local worker, now = ARGV[2], tonumber(ARGV[3])
 local g = ARGV[5]
-local f = redis.call('HMGET', RUN, 'status', 'owner', 'lease', 'ready')
-if not f[1] or not active(f[1])
+local f = redis.call('HMGET', RUN, 'status', 'owner', 'lease', 'ready', 'start')
+-- a run awaiting admission (with a start) is only made ready by an admission
+if not f[1] or not active(f[1]) or f[5]
   or (f[3] and tonumber(f[3]) >= now and f[2] ~= worker) then
   raise_fence(g)
   return {'no', need()}

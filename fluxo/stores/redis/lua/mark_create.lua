@@ -1,7 +1,8 @@
 -- A script on the keys of one index bucket.
 -- The mark of a create, which knows the workflow: the entry the new run will need
 -- goes straight into the workflow's index (no lower than an entry already there), so
--- a create that makes the run needs no settle.
+-- a create that makes the run needs no settle. A run awaiting admission (kind '')
+-- needs no entry: only its generation and its creation time are written.
 -- KEYS: gen, seq, created, lready, ready, leased. ARGV: id, created_at, kind, ready, lease
 local id, kind, ready = ARGV[1], ARGV[3], ARGV[4]
 local g = redis.call('INCR', KEYS[2])
@@ -13,7 +14,7 @@ local function lower(key, score)
 end
 if kind == 'r' then
   lower(KEYS[5], ready)
-else
+elseif kind == 'l' then
   lower(KEYS[6], ARGV[5])
   local at = redis.call('HGET', KEYS[4], id)
   if not at or tonumber(ready) < tonumber(at) then redis.call('HSET', KEYS[4], id, ready) end

@@ -15,6 +15,8 @@ if not wanted or tonumber(f[2]) >= before or tonumber(f[3]) >= before then
   raise_fence(g)
   return {0, need()}
 end
+local q = redis.call('HMGET', RUN, 'qkey', 'queue', 'qfence')
 redis.call('DEL', RUN, EVENTS, SIGNALS, SIGNAL_KEYS)
 raise_fence(g)
-return {1, need()}
+if q[3] then raise_qfence(q[2] or '', q[3]) end -- kept for a create of the same id
+return {1, need(), q[1] or '', q[2] or ''}

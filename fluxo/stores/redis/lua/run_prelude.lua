@@ -1,6 +1,7 @@
 -- What every script on the keys of one run starts with: its keys, and helpers.
--- KEYS: run, events, signals, signal_keys, fence. ARGV[1]: the change channel.
+-- KEYS: run, events, signals, signal_keys, fence, qfence. ARGV[1]: the change channel.
 local RUN, EVENTS, SIGNALS, SIGNAL_KEYS, FENCE = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local QFENCE = KEYS[6]
 local CHANNEL = ARGV[1]
 local FENCE_TTL_MS = 86400000 -- a day: how long a missing run's fence is kept
 local function active(status)
@@ -46,4 +47,23 @@ end
 -- A change that may make the run claimable sooner needs a mark newer than every fence.
 local function stale(g)
   return tonumber(g) <= fence()
+end
+-- The queue fence: the highest number of a queue entry that may no longer be taken
+-- up by the run (a reader found the entry unused and is removing it). In the
+-- record while the run exists (for its own queue), else in a hash by queue, kept a day.
+local function qfence(queue)
+  if redis.call('HEXISTS', RUN, 'wf') == 1 then
+    return tonumber(redis.call('HGET', RUN, 'qfence') or '0')
+  end
+  return tonumber(redis.call('HGET', QFENCE, queue) or '0')
+end
+local function raise_qfence(queue, n)
+  local at = tonumber(n)
+  if at <= qfence(queue) then return end
+  if redis.call('HEXISTS', RUN, 'wf') == 1 then
+    redis.call('HSET', RUN, 'qfence', n)
+  else
+    redis.call('HSET', QFENCE, queue, n)
+    redis.call('PEXPIRE', QFENCE, FENCE_TTL_MS)
+  end
 end
