@@ -95,7 +95,7 @@ def test_a_queue_of_concurrency_2_never_runs_more_than_2_at_once(
         inside += change
         most = max(most, inside)
     assert len(moments) == 40
-    assert most <= 2
+    assert most == 2  # never more than 2, and the limit was reached: 2 did run at once
 
 
 def test_a_rate_of_10_a_second_holds_over_60_runs_started_at_once(
