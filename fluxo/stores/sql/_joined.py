@@ -155,6 +155,10 @@ class JoinedStart:
         deadline: float | None = None,
         parent: str | None = None,
         headers: Mapping[str, str] | None = None,
+        queue: str = history.DEFAULT_QUEUE,
+        priority: int = 0,
+        partition: str | None = None,
+        start_at: float | None = None,
     ) -> tuple[history.RunInfo, bool]:
         """Create the run in the caller's transaction; see ``Store.create_run``."""
         db = self._db
@@ -174,6 +178,10 @@ class JoinedStart:
             deadline=deadline,
             parent=parent,
             headers=headers,
+            queue=queue,
+            priority=priority,
+            partition=partition,
+            start_at=start_at,
         )
         sql = db.sql
         if db.driver.name == "postgresql":  # one statement; its NOTIFY is sent at commit

@@ -10,12 +10,12 @@ from __future__ import annotations
 import os
 import weakref
 from collections.abc import Callable, Collection, Container, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from fluxo import _errors, history
-from fluxo.stores import _no_queues
 from fluxo.stores.sql import (
     _append,
     _database,
@@ -24,6 +24,8 @@ from fluxo.stores.sql import (
     _held,
     _joined,
     _prefix,
+    _purge,
+    _queues,
     _rows,
     _statements,
     _watch,
@@ -35,12 +37,8 @@ if TYPE_CHECKING:
 
 RunStatus = history.RunStatus
 
-_PURGE_CHUNK: Final = 256
-"""How many runs one ``DELETE`` of a purge names (a batch takes several)."""
-_FINISHED: Final = frozenset(status.value for status in RunStatus if status.is_terminal)
 
-
-class SQLStore(_no_queues.DefaultQueueOnly):
+class SQLStore:
     """The :class:`~fluxo.stores.Store` on SQLite, PostgreSQL or MySQL/MariaDB.
 
     Thread-safe, and any number of processes and machines may share one database.
@@ -109,6 +107,8 @@ class SQLStore(_no_queues.DefaultQueueOnly):
             self._held = _held.HeldStatements(engine.dialect, self._db.driver.name)
             self._watcher = _watch.Watcher(self._db, poll_interval)
             self._liveness = _workers.Liveness(self._db, self._watcher)
+            self._queues = _queues.Queues(self._db, self._watcher)
+            self._purges = _purge.Purges(self._db)
             self._id_ranges = _prefix.IdRanges(self._db)
             self._db.prepare_schema()
         except BaseException:
@@ -174,7 +174,6 @@ class SQLStore(_no_queues.DefaultQueueOnly):
         start_at: float | None = None,
     ) -> tuple[history.RunInfo, bool]:
         """See :meth:`fluxo.stores.Store.create_run`."""
-        _no_queues.refuse(queue, priority, partition, start_at)
         if not self._db.ready:
             self._db.require_schema(create=True)
         self._db.check_size("starting a run", len(input))
@@ -188,6 +187,10 @@ class SQLStore(_no_queues.DefaultQueueOnly):
             deadline=deadline,
             parent=parent,
             headers=headers,
+            queue=queue,
+            priority=priority,
+            partition=partition,
+            start_at=start_at,
         )
         if self._db.driver.name == "postgresql":
 
@@ -296,14 +299,15 @@ class SQLStore(_no_queues.DefaultQueueOnly):
         """See :meth:`fluxo.stores.Store.claim`."""
         if not self._db.ready:
             self._db.require_schema(create=True)
-        if limit <= 0 or not workflows or not _no_queues.serves_default(queues):
+        if limit <= 0 or not workflows or (queues is not None and not queues):
             return []
         names = _statements.bucket(workflows)
         values: dict[str, Any] = {f"p_wf{i}": name for i, name in enumerate(names)}
         values.update(p_worker=worker_id, p_now=now, p_lease_until=lease_until, p_limit=limit)
+        served = _queue_values(queues, values)
 
         if self._db.driver.name == "postgresql":
-            sql = self._sql.claim_pg(len(names))
+            sql = self._sql.claim_pg(len(names), served)
 
             def claim_pg(cur: DBAPICursor) -> Sequence[Any]:
                 return _database.execute(cur, sql, values).fetchall()
@@ -311,7 +315,7 @@ class SQLStore(_no_queues.DefaultQueueOnly):
             rows = self._db.call("claiming runs", claim_pg, writes=True)
             claimed = [self._db.run_from_row(row) for row in rows]
         else:
-            select = self._sql.claim_select(len(names))
+            select = self._sql.claim_select(len(names), served)
 
             def claim(cur: DBAPICursor) -> list[history.RunInfo]:
                 found = [
@@ -325,21 +329,13 @@ class SQLStore(_no_queues.DefaultQueueOnly):
                 keys = {f"p_id{i}": run_id for i, run_id in enumerate(ids)}
                 _database.execute(cur, update, {**values, **keys})
                 return [
-                    history.RunInfo(
-                        id=run.id,
-                        workflow=run.workflow,
+                    replace(
+                        run,
                         status=RunStatus.RUNNING,
-                        created_at=run.created_at,
                         updated_at=now,
-                        ready_at=run.ready_at,
                         lease_owner=worker_id,
                         lease_until=lease_until,
-                        cancel_requested=run.cancel_requested,
                         wake_requested=False,
-                        deadline=run.deadline,
-                        parent=run.parent,
-                        headers=run.headers,
-                        damage=run.damage,
                         # still RUNNING: taken over from an execution that never ended
                         recoveries=run.recoveries + (run.status is RunStatus.RUNNING),
                     )
@@ -428,11 +424,11 @@ class SQLStore(_no_queues.DefaultQueueOnly):
         """See :meth:`fluxo.stores.Store.next_wake`."""
         if not self._db.ready:
             self._db.require_schema(create=False)
-        if not workflows or not _no_queues.serves_default(queues):
+        if not workflows or (queues is not None and not queues):
             return None
         names = _statements.bucket(workflows)
         values: dict[str, Any] = {"p_now": now, **{f"p_wf{i}": n for i, n in enumerate(names)}}
-        sql = self._sql.next_wake(len(names))
+        sql = self._sql.next_wake(len(names), _queue_values(queues, values))
 
         def read(cur: DBAPICursor) -> Sequence[Any]:
             return _database.execute(cur, sql, values).fetchall()
@@ -617,6 +613,32 @@ class SQLStore(_no_queues.DefaultQueueOnly):
         self._watcher.changed(run_id)
         return self._db.run_from_row(rows[0])
 
+    def queued_runs(
+        self, queue: str, *, now: float, limit: int
+    ) -> tuple[list[history.RunInfo], float | None]:
+        """See :meth:`fluxo.stores.Store.queued_runs` (and ``_queues``)."""
+        if not self._db.ready:
+            self._db.require_schema(create=False)
+        return self._queues.queued_runs(queue, now=now, limit=limit)
+
+    def admit(self, run_ids: Collection[str], *, now: float) -> list[str]:
+        """See :meth:`fluxo.stores.Store.admit` (and ``_queues``)."""
+        if not self._db.ready:
+            self._db.require_schema(create=False)
+        return self._queues.admit(run_ids, now=now) if run_ids else []
+
+    def read_queue(self, queue: str) -> tuple[int, bytes]:
+        """See :meth:`fluxo.stores.Store.read_queue`."""
+        if not self._db.ready:
+            self._db.require_schema(create=False)
+        return self._queues.read_queue(queue)
+
+    def write_queue(self, queue: str, version: int, state: bytes) -> bool:
+        """See :meth:`fluxo.stores.Store.write_queue` (and ``_queues``)."""
+        if not self._db.ready:
+            self._db.require_schema(create=True)
+        return self._queues.write_queue(queue, version, state)
+
     def list_runs(
         self,
         *,
@@ -633,9 +655,10 @@ class SQLStore(_no_queues.DefaultQueueOnly):
             self._db.require_schema(create=False)
         if limit <= 0 or (statuses is not None and not statuses):
             return []
-        if (workflows is not None and not workflows) or not _no_queues.serves_default(queues):
+        if (workflows is not None and not workflows) or (queues is not None and not queues):
             return []
         values: dict[str, Any] = {"p_limit": limit}
+        served = _queue_values(queues, values)
         status_words = None
         if statuses is not None:
             status_words = _statements.bucket([RunStatus(s).value for s in statuses])
@@ -654,6 +677,7 @@ class SQLStore(_no_queues.DefaultQueueOnly):
             after=created_after is not None,
             before=created_before is not None,
             ids=self._id_ranges.bind(id_prefix, values) if id_prefix else None,
+            queues=served,
         )
 
         def read(cur: DBAPICursor) -> Sequence[Any]:
@@ -686,51 +710,15 @@ class SQLStore(_no_queues.DefaultQueueOnly):
         limit: int,
         dry_run: bool = False,
     ) -> int:
-        """See :meth:`fluxo.stores.Store.purge`.
-
-        One transaction per call: on PostgreSQL a single statement chooses the
-        runs (``FOR UPDATE SKIP LOCKED``: a run a writer holds is left for the next
-        call) and deletes them with their events and signals; elsewhere the runs
-        are chosen (locked on MySQL; SQLite writers take turns) and deleted, with
-        theirs, by lists of ids.
-        """
+        """See :meth:`fluxo.stores.Store.purge` (and ``_purge``)."""
         if not self._db.ready:
             self._db.require_schema(create=False)
-        words = sorted({RunStatus(s).value for s in statuses} & _FINISHED)
-        if limit <= 0 or not words or (workflows is not None and not workflows):
-            return 0
-        status_words = _statements.bucket(words)
-        values: dict[str, Any] = {f"p_status{i}": word for i, word in enumerate(status_words)}
-        values.update(p_before=finished_before, p_limit=limit)
-        names = None
-        if workflows is not None:
-            names = _statements.bucket(workflows)
-            values.update({f"p_wf{i}": name for i, name in enumerate(names)})
-        count = None if names is None else len(names)
-
-        if self._db.driver.name == "postgresql" and not dry_run:
-            sql = self._sql.pg_purge(len(status_words), count)
-
-            def purge_pg(cur: DBAPICursor) -> int:
-                return len(_database.execute(cur, sql, values).fetchall())
-
-            return self._db.call("purging runs", purge_pg, writes=True)
-
-        choose = self._sql.purge(len(status_words), count, lock=not dry_run)
-
-        def purge(cur: DBAPICursor) -> int:
-            ids = [row[0] for row in _database.execute(cur, choose, values).fetchall()]
-            if dry_run:
-                return len(ids)
-            for start in range(0, len(ids), _PURGE_CHUNK):
-                chunk = _statements.bucket(ids[start : start + _PURGE_CHUNK])
-                keys = {f"p_id{i}": run_id for i, run_id in enumerate(chunk)}
-                for delete in self._sql.purge_delete(len(chunk)):
-                    _database.execute(cur, delete, keys)
-            return len(ids)
-
-        return self._db.call(
-            "purging runs", purge, begin=None if dry_run else self._db.driver.begin_write
+        return self._purges.purge(
+            finished_before=finished_before,
+            statuses=statuses,
+            workflows=workflows,
+            limit=limit,
+            dry_run=dry_run,
         )
 
     # -- waiting ----------------------------------------------------------------
@@ -784,6 +772,15 @@ class SQLStore(_no_queues.DefaultQueueOnly):
         if not self._db.closed:
             self._db.engine.dispose(close=False)
             self._watcher.forget_after_fork()
+
+
+def _queue_values(queues: Collection[str] | None, values: dict[str, Any]) -> int | None:
+    """Add a ``queues`` filter's values as ``p_queue0..``; return its list's length (or None)."""
+    if queues is None:
+        return None
+    names = _statements.bucket(queues)
+    values.update({f"p_queue{i}": name for i, name in enumerate(names)})
+    return len(names)
 
 
 _FORK_SAFE: weakref.WeakSet[SQLStore] = weakref.WeakSet()

@@ -44,7 +44,7 @@ STORE_PARAMS = [
 ]
 
 
-WITHOUT_QUEUES = frozenset({"sqlite", "postgres", "mysql", "redis", "redis-cluster", "mongo"})
+WITHOUT_QUEUES = frozenset({"redis", "redis-cluster", "mongo"})
 """The stores that keep no named queue yet: ``test_conformance_queues.py`` skips them.
 
 Each store leaves this set when it implements the queue part of the contract."""
