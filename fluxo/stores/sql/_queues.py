@@ -89,6 +89,7 @@ class Queues:
             .subquery("fluxo_due")
         )
         later = sa.select(sa.func.min(_R.c.start_at)).where(mine, _R.c.start_at > now)
+        assert _statements.RUN_COLUMNS[-1] is _R.c.start_at  # part 1 puts the next start there
         self._queued = c(
             sa.union_all(
                 sa.select(sa.literal_column("0", sa.Integer()).label("part"), *due.c),

@@ -94,6 +94,15 @@ def _keys(prefix: str, count: int) -> list[sa.BindParameter[Any]]:
     return [sa.bindparam(f"{prefix}{i}", type_=_R.c.id.type) for i in range(count)]
 
 
+def queue_values(queues: Collection[str] | None, values: dict[str, Any]) -> int | None:
+    """Add a ``queues`` filter's values as ``p_queue0..``; return its list's length (or None)."""
+    if queues is None:
+        return None
+    names = bucket(queues)
+    values.update({f"p_queue{i}": name for i, name in enumerate(names)})
+    return len(names)
+
+
 def in_queues(queues: int | None) -> list[sa.ColumnElement[bool]]:
     """The run is in one of ``p_queue0..`` (an ``IN`` list of ``queues``); ``None``: no filter."""
     return [] if queues is None else [_R.c.queue.in_(_keys("p_queue", queues))]

@@ -2,7 +2,8 @@
 
 Statements are built once per database dialect (``_statements``) and run on
 pooled DB-API connections (``_database``); ``append``, the hot path, lives in
-``_append`` and waiting for changes in ``_watch``.
+``_append``, claims in ``_claims``, the queue operations in ``_queues``, worker
+liveness in ``_workers``, ``purge`` in ``_purge`` and waiting for changes in ``_watch``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import os
 import weakref
 from collections.abc import Callable, Collection, Container, Mapping, Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from fluxo import _errors, history
 from fluxo.stores.sql import (
     _append,
+    _claims,
     _database,
     _engine,
     _group,
@@ -296,86 +297,26 @@ class SQLStore:
         limit: int,
         queues: Collection[str] | None = None,
     ) -> list[history.RunInfo]:
-        """See :meth:`fluxo.stores.Store.claim`."""
+        """See :meth:`fluxo.stores.Store.claim` (and ``_claims``)."""
         if not self._db.ready:
             self._db.require_schema(create=True)
-        if limit <= 0 or not workflows or (queues is not None and not queues):
-            return []
-        names = _statements.bucket(workflows)
-        values: dict[str, Any] = {f"p_wf{i}": name for i, name in enumerate(names)}
-        values.update(p_worker=worker_id, p_now=now, p_lease_until=lease_until, p_limit=limit)
-        served = _queue_values(queues, values)
-
-        if self._db.driver.name == "postgresql":
-            sql = self._sql.claim_pg(len(names), served)
-
-            def claim_pg(cur: DBAPICursor) -> Sequence[Any]:
-                return _database.execute(cur, sql, values).fetchall()
-
-            rows = self._db.call("claiming runs", claim_pg, writes=True)
-            claimed = [self._db.run_from_row(row) for row in rows]
-        else:
-            select = self._sql.claim_select(len(names), served)
-
-            def claim(cur: DBAPICursor) -> list[history.RunInfo]:
-                found = [
-                    self._db.run_from_row(r)
-                    for r in _database.execute(cur, select, values).fetchall()
-                ]
-                if not found:
-                    return []
-                ids = _statements.bucket([run.id for run in found])
-                update = self._sql.claim_update(len(ids))
-                keys = {f"p_id{i}": run_id for i, run_id in enumerate(ids)}
-                _database.execute(cur, update, {**values, **keys})
-                return [
-                    replace(
-                        run,
-                        status=RunStatus.RUNNING,
-                        updated_at=now,
-                        lease_owner=worker_id,
-                        lease_until=lease_until,
-                        wake_requested=False,
-                        # still RUNNING: taken over from an execution that never ended
-                        recoveries=run.recoveries + (run.status is RunStatus.RUNNING),
-                    )
-                    for run in found
-                ]
-
-            claimed = self._db.call("claiming runs", claim, begin=self._db.driver.begin_write)
-        claimed.sort(key=lambda run: (run.ready_at or 0.0, run.created_at, run.id))
-        return claimed
+        return _claims.claim(
+            self._db,
+            worker_id,
+            workflows,
+            now=now,
+            lease_until=lease_until,
+            limit=limit,
+            queues=queues,
+        )
 
     def claim_run(
         self, worker_id: str, run_id: str, *, now: float, lease_until: float
     ) -> history.RunInfo | None:
-        """See :meth:`fluxo.stores.Store.claim_run`."""
+        """See :meth:`fluxo.stores.Store.claim_run` (and ``_claims``)."""
         if not self._db.ready:
             self._db.require_schema(create=False)
-        values = {
-            "p_run_id": run_id,
-            "p_worker": worker_id,
-            "p_now": now,
-            "p_lease_until": lease_until,
-        }
-
-        if self._sql.returning:
-
-            def claim(cur: DBAPICursor) -> Sequence[Any]:
-                return _database.execute(cur, self._sql.claim_run, values).fetchall()
-
-            rows = self._db.call("claiming a run", claim, writes=True)
-        else:
-
-            def claim_then_read(cur: DBAPICursor) -> Sequence[Any]:
-                if _database.execute(cur, self._sql.claim_run, values).rowcount != 1:
-                    return ()
-                return _database.execute(cur, self._sql.get_run, values).fetchall()
-
-            rows = self._db.call(
-                "claiming a run", claim_then_read, begin=self._db.driver.begin_write
-            )
-        return self._db.run_from_row(rows[0]) if rows else None
+        return _claims.claim_run(self._db, worker_id, run_id, now=now, lease_until=lease_until)
 
     def take_back(
         self,
@@ -428,7 +369,7 @@ class SQLStore:
             return None
         names = _statements.bucket(workflows)
         values: dict[str, Any] = {"p_now": now, **{f"p_wf{i}": n for i, n in enumerate(names)}}
-        sql = self._sql.next_wake(len(names), _queue_values(queues, values))
+        sql = self._sql.next_wake(len(names), _statements.queue_values(queues, values))
 
         def read(cur: DBAPICursor) -> Sequence[Any]:
             return _database.execute(cur, sql, values).fetchall()
@@ -658,7 +599,7 @@ class SQLStore:
         if (workflows is not None and not workflows) or (queues is not None and not queues):
             return []
         values: dict[str, Any] = {"p_limit": limit}
-        served = _queue_values(queues, values)
+        served = _statements.queue_values(queues, values)
         status_words = None
         if statuses is not None:
             status_words = _statements.bucket([RunStatus(s).value for s in statuses])
@@ -772,15 +713,6 @@ class SQLStore:
         if not self._db.closed:
             self._db.engine.dispose(close=False)
             self._watcher.forget_after_fork()
-
-
-def _queue_values(queues: Collection[str] | None, values: dict[str, Any]) -> int | None:
-    """Add a ``queues`` filter's values as ``p_queue0..``; return its list's length (or None)."""
-    if queues is None:
-        return None
-    names = _statements.bucket(queues)
-    values.update({f"p_queue{i}": name for i, name in enumerate(names)})
-    return len(names)
 
 
 _FORK_SAFE: weakref.WeakSet[SQLStore] = weakref.WeakSet()
