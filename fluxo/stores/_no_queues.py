@@ -1,6 +1,6 @@
 """The queue operations of a store that keeps runs of the default queue only.
 
-The SQL, Redis and MongoDB stores answer the queue part of the contract this way
+The Redis and MongoDB stores answer the queue part of the contract this way
 until they keep named queues. Every run they hold is in the default queue, so no
 run awaits admission, a claim for other queues finds nothing, and a named queue,
 a priority, a partition, a delayed start or a queue record is refused with
