@@ -19,6 +19,7 @@ branch_labels = None
 depends_on = None
 
 MYSQL = ("mysql", "mariadb")
+PARTIAL = ("postgresql", "sqlite")  # the databases with partial indexes
 TABLE_OPTIONS: dict[str, Any] = {
     "mysql_engine": "InnoDB",
     "mysql_charset": "utf8mb4",
@@ -48,6 +49,14 @@ def upgrade() -> None:
         postgresql_where=awaiting,
         sqlite_where=awaiting,
     )
+    if op.get_bind().dialect.name in PARTIAL:  # elsewhere it would hold every run
+        op.create_index(
+            "ix_fluxo_runs_admission",
+            "fluxo_runs",
+            ["queue", sa.text("priority DESC"), "start_at", "created_at", "id"],
+            postgresql_where=awaiting,
+            sqlite_where=awaiting,
+        )
     op.create_table(
         "fluxo_queues",
         sa.Column("name", key(), nullable=False),
@@ -60,6 +69,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("fluxo_queues")
+    if op.get_bind().dialect.name in PARTIAL:
+        op.drop_index("ix_fluxo_runs_admission", table_name="fluxo_runs")
     op.drop_index("ix_fluxo_runs_queue_start_at", table_name="fluxo_runs")
     with op.batch_alter_table("fluxo_runs") as batch:
         batch.drop_column("start_at")

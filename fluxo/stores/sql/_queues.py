@@ -2,10 +2,14 @@
 
 A run of a named queue awaits admission while its ``start_at`` is set (its
 ``ready_at`` is then ``NULL``, so no claim reads it). Only those runs have a
-``start_at``, and the index on ``(queue, start_at)`` holds them alone on
-PostgreSQL and SQLite (a partial index): ``queued_runs`` reads the due ones of a
-queue as one range of it and sorts them in admission order, and the next start
-is the first entry after ``now``; the finished runs of the queue are never read.
+``start_at``. ``queued_runs`` is one statement: on PostgreSQL and SQLite the
+partial index ``ix_fluxo_runs_admission`` (``queue, priority DESC, start_at,
+created_at, id``, runs awaiting admission only) gives a queue's due runs in
+admission order, so the first ``limit`` are read whatever the backlog; on MySQL,
+which has no partial indexes, the due runs are one range of ``(queue, start_at)``
+(every other run's entry has a ``NULL`` start_at, out of it), sorted: a cost that
+grows with the queue's backlog of due runs. The next start is the first entry of
+``(queue, start_at)`` after ``now`` everywhere. A queue's finished runs are never read.
 
 ``admit`` is one ``UPDATE`` of the batch, guarded by ``start_at IS NOT NULL``, so
 concurrent admissions of the same runs admit each once; it returns the ids it

@@ -30,6 +30,8 @@ workflow names and worker ids must compare byte for byte, as on every other stor
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
@@ -112,9 +114,12 @@ runs = sa.Table(
     mysql_collate="utf8mb4_bin",
 )
 
-# queued_runs: the runs of a queue awaiting admission, due ones first. Only those
-# have a start_at, so on PostgreSQL and SQLite the index holds them alone; on MySQL
-# every other run's entry has a NULL start_at, out of every range the store reads.
+# queued_runs. Only the runs awaiting admission have a start_at, so on PostgreSQL
+# and SQLite both indexes are partial and hold those runs alone. (queue, start_at)
+# finds the next start, and on MySQL, whose indexes cannot be partial, the due runs
+# (every other run's entry has a NULL start_at, out of the range read), which it
+# then sorts. On PostgreSQL and SQLite the admission index gives the due runs in
+# admission order, so a queue's first runs are read without reading its backlog.
 sa.Index(
     None,
     runs.c.queue,
@@ -122,6 +127,37 @@ sa.Index(
     postgresql_where=runs.c.start_at.is_not(None),
     sqlite_where=runs.c.start_at.is_not(None),
 )
+PARTIAL_INDEX_DIALECTS = ("postgresql", "sqlite")
+"""The databases with partial indexes: the only ones :data:`PARTIAL_ONLY` are made on."""
+PARTIAL_ONLY = frozenset({"ix_fluxo_runs_admission"})
+"""Indexes made only where they can be partial: elsewhere they would hold every run."""
+
+
+def _partial_indexes(
+    ddl: Any,
+    target: Any,
+    bind: Any,
+    tables: Any = None,
+    state: Any = None,
+    *,
+    dialect: Any,
+    compiler: Any = None,
+    checkfirst: bool = False,
+) -> bool:
+    """Whether the database has partial indexes (``metadata.create_all`` asks)."""
+    return dialect.name in PARTIAL_INDEX_DIALECTS
+
+
+sa.Index(
+    "ix_fluxo_runs_admission",
+    runs.c.queue,
+    runs.c.priority.desc(),
+    runs.c.start_at,
+    runs.c.created_at,
+    runs.c.id,
+    postgresql_where=runs.c.start_at.is_not(None),
+    sqlite_where=runs.c.start_at.is_not(None),
+).ddl_if(callable_=_partial_indexes)
 
 events = sa.Table(
     "fluxo_events",
