@@ -34,7 +34,11 @@ def run_offline() -> None:
 
 
 def _run_on(connection: sa.Connection) -> None:
-    _configure(connection=connection, render_as_batch=connection.dialect.name == "sqlite")
+    _configure(
+        connection=connection,
+        render_as_batch=connection.dialect.name == "sqlite",
+        include_object=_migrate.include_object(connection.dialect.name),
+    )
     with context.begin_transaction():
         context.run_migrations()
 

@@ -62,7 +62,7 @@ MYSQL_DEFAULT = "mysql+pymysql://root@127.0.0.1:3306/test?ssl_disabled=true"
 TLS context for each new connection (about 50 ms) only to find the server has none."""
 
 # in the order their rows can be deleted
-_FLUXO_TABLES = ("fluxo_signals", "fluxo_events", "fluxo_runs", "fluxo_workers")
+_FLUXO_TABLES = ("fluxo_signals", "fluxo_events", "fluxo_runs", "fluxo_workers", "fluxo_queues")
 
 
 def _normalized(url: str) -> sa.URL:

@@ -28,6 +28,7 @@ FLUXO_TABLES = {
     "fluxo_events",
     "fluxo_signals",
     "fluxo_workers",
+    "fluxo_queues",
 }
 
 

@@ -79,6 +79,7 @@ def test_the_version_table_is_fluxos_own(empty_url: str) -> None:
         "fluxo_events",
         "fluxo_signals",
         "fluxo_workers",
+        "fluxo_queues",
     }
     assert "alembic_version" not in names
 
@@ -397,6 +398,59 @@ def test_downgrade_to_0003_keeps_the_runs_and_upgrades_again(empty_url: str) -> 
 
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def test_a_database_at_0006_with_runs_upgrades_and_keeps_them_in_the_default_queue(
+    empty_url: str,
+) -> None:
+    write_at_0002(empty_url)
+    _migrate.upgrade(empty_url, "0006")
+    assert _migrate.current(empty_url) == "0006"
+
+    _migrate.upgrade(empty_url)
+
+    assert _migrate.current(empty_url) == _schema.HEAD_REVISION
+    assert _migrate.check(empty_url) == []
+    store = sql.SQLStore(empty_url, auto_migrate=False)
+    try:
+        assert_runs_kept(store, deadlines={"waiting-1": 99.5})
+        assert {(r.queue, r.priority, r.partition, r.start_at) for r in store.list_runs()} == {
+            ("", 0, None, None)
+        }
+        assert store.read_queue("q") == (0, b"")
+        # The new columns and table work next to the old runs.
+        store.create_run("queued-1", "wf", b"[]", now=60.0, queue="q", partition="p")
+        assert [run.id for run in store.queued_runs("q", now=60.0, limit=10)[0]] == ["queued-1"]
+        assert store.write_queue("q", 0, b"state") is True
+        assert store.admit(["queued-1", "pending-1"], now=61.0) == ["queued-1"]
+    finally:
+        store.close()
+
+
+def test_downgrade_to_0006_keeps_the_runs_and_upgrades_again(empty_url: str) -> None:
+    write_at_0002(empty_url)
+    _migrate.upgrade(empty_url)
+    store = sql.SQLStore(empty_url, auto_migrate=False)
+    store.create_run("queued-1", "wf", b"[]", now=60.0, queue="q", priority=2)
+    store.write_queue("q", 0, b"state")
+    store.close()
+
+    _migrate.downgrade(empty_url, "0006")
+
+    assert _migrate.current(empty_url) == "0006"
+    assert "fluxo_queues" not in table_names(empty_url)
+    engine = sa.create_engine(sql.normalize_url(empty_url), poolclass=NullPool)
+    try:
+        columns = {column["name"] for column in sa.inspect(engine).get_columns("fluxo_runs")}
+        with engine.connect() as conn:
+            ids = conn.exec_driver_sql("SELECT id FROM fluxo_runs").scalars().all()
+    finally:
+        engine.dispose()
+    assert not columns & {"queue", "priority", "partition", "start_at"}
+    assert "recoveries" in columns
+    assert sorted(_text(i) for i in ids) == sorted([run[0] for run in RUNS_AT_0001] + ["queued-1"])
+    _migrate.upgrade(empty_url)
+    assert _migrate.check(empty_url) == []
 
 
 def test_the_applications_own_tables_and_alembic_table_are_left_alone(empty_url: str) -> None:

@@ -362,13 +362,15 @@ class Database:
     def run_from_row(self, row: Sequence[Any]) -> history.RunInfo:
         """The run in a row of :data:`~fluxo.stores.sql._statements.RUN_COLUMNS`."""
         run_id, workflow, lease_owner, parent = row[0], row[1], row[6], row[11]
+        queue, partition = row[14], row[16]
         if self.driver.decode_keys:
-            run_id = run_id.decode()
-            workflow = workflow.decode()
+            run_id, workflow, queue = run_id.decode(), workflow.decode(), queue.decode()
             if lease_owner is not None:
                 lease_owner = lease_owner.decode()
             if parent is not None:
                 parent = parent.decode()
+            if partition is not None:
+                partition = partition.decode()
         status, damage = history.parse_status(row[2])
         headers, unreadable = _headers.decode(row[12])
         if unreadable is not None:
@@ -389,6 +391,10 @@ class Database:
             headers=headers,
             damage=damage,
             recoveries=int(row[13] or 0),
+            queue=queue,
+            priority=int(row[15]),
+            partition=partition,
+            start_at=row[17],
         )
 
     def key(self, value: Any) -> str:

@@ -98,6 +98,7 @@ class HeldStatements:
             .where(
                 _R.c.id == run_id,
                 _R.c.status.in_(active),
+                _R.c.start_at.is_(None),  # never a run awaiting admission
                 sa.or_(_R.c.lease_owner.is_(None), _R.c.lease_owner == worker),
                 woken,
             )

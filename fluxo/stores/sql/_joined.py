@@ -27,7 +27,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from fluxo import _errors, history
-from fluxo.stores import _no_queues
 from fluxo.stores.sql import _database, _rows, _statements
 
 if TYPE_CHECKING:
@@ -162,7 +161,6 @@ class JoinedStart:
         start_at: float | None = None,
     ) -> tuple[history.RunInfo, bool]:
         """Create the run in the caller's transaction; see ``Store.create_run``."""
-        _no_queues.refuse(queue, priority, partition, start_at)
         db = self._db
         if not db.ready:
             # Not on SQLite, where the caller's transaction may hold the write lock
@@ -180,6 +178,10 @@ class JoinedStart:
             deadline=deadline,
             parent=parent,
             headers=headers,
+            queue=queue,
+            priority=priority,
+            partition=partition,
+            start_at=start_at,
         )
         sql = db.sql
         if db.driver.name == "postgresql":  # one statement; its NOTIFY is sent at commit

@@ -64,6 +64,23 @@ def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
     return type_ != "table" or (name or "").startswith("fluxo_")
 
 
+def include_object(dialect: str) -> Any:
+    """Leave out of alembic's comparisons the indexes this database does not get.
+
+    An index of :data:`~fluxo.stores.sql._schema.PARTIAL_ONLY` is made only on a
+    database with partial indexes; elsewhere its absence is no difference.
+    """
+
+    def include(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+        return not (
+            type_ == "index"
+            and name in schema.PARTIAL_ONLY
+            and dialect not in schema.PARTIAL_INDEX_DIALECTS
+        )
+
+    return include
+
+
 def alembic_config(connection: sa.Connection | None = None, url: str | None = None) -> Config:
     """Build the alembic configuration, optionally bound to a connection or a URL."""
     from alembic.config import Config
@@ -306,6 +323,7 @@ def check(target: str | sa.URL | sa.Engine) -> list[str]:
                 "version_table": schema.VERSION_TABLE,
                 "compare_type": True,
                 "include_name": include_name,
+                "include_object": include_object(conn.dialect.name),
             },
         )
         diffs = compare_metadata(context, schema.metadata)

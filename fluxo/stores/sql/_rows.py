@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fluxo import _errors, history
-from fluxo.stores import _headers
+from fluxo.stores import _headers, _queue_rules
 from fluxo.stores.sql import _database, _statements
 
 RunStatus = history.RunStatus
@@ -23,20 +23,38 @@ def new_run(
     deadline: float | None,
     parent: str | None,
     headers: Mapping[str, str] | None,
+    queue: str,
+    priority: int,
+    partition: str | None,
+    start_at: float | None,
 ) -> tuple[history.RunInfo, dict[str, Any]]:
-    """A new run's record, and the values of the statements that create it."""
+    """A new run's record, and the values of the statements that create it.
+
+    A run of a named queue awaits admission from ``start_at`` (or ``now``); one of
+    the default queue is ready then.
+
+    Raises:
+        ValueError: ``owner`` with a named queue or a ``start_at``.
+    """
+    _queue_rules.check_create(run_id, owner, queue, start_at)
+    start = now if start_at is None else start_at
+    queued = queue != history.DEFAULT_QUEUE
     run = history.RunInfo(
         id=run_id,
         workflow=workflow,
         status=RunStatus.PENDING if owner is None else RunStatus.RUNNING,
         created_at=now,
         updated_at=now,
-        ready_at=now,
+        ready_at=None if queued else start,
         lease_owner=owner,
         lease_until=lease_until if owner is not None else None,
         deadline=deadline,
         parent=parent,
         headers=dict(headers) if headers else {},
+        queue=queue,
+        priority=priority,
+        partition=partition,
+        start_at=start if queued else None,
     )
     values = {
         "p_run_id": run_id,
@@ -47,6 +65,11 @@ def new_run(
         "p_deadline": deadline,
         "p_parent": parent,
         "p_headers": _headers.encode(headers),
+        "p_ready_at": run.ready_at,
+        "p_queue": queue,
+        "p_priority": priority,
+        "p_partition": partition,
+        "p_start_at": run.start_at,
         "p_now": now,
         "p_seq": 0,
         "p_kind": history.WorkflowStarted.kind,

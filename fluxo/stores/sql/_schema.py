@@ -6,7 +6,7 @@ a new migration and a new :data:`HEAD_REVISION`.
 
 Three tables keyed by run id, so that every operation on a run touches one key
 range (the property that lets them be partitioned or distributed by ``run_id``),
-and one small table of workers:
+and two small tables, of workers and of queues:
 
 * ``fluxo_runs``: one row per run, the projection the engine claims and lists by.
 * ``fluxo_events``: the history. Its primary key ``(run_id, seq)`` is the fencing
@@ -17,6 +17,8 @@ and one small table of workers:
   unique, so a signal sent twice with one key is stored once.
 * ``fluxo_workers``: one row per running worker, with the time it is alive
   until (``beat_worker``); a row per process, not per run, so it stays tiny.
+* ``fluxo_queues``: one row per named queue whose record was written
+  (``write_queue``): a version and the admission state, compared and set.
 
 Times are seconds since the epoch (UTC) in double precision, as
 :class:`fluxo.history.RunInfo` carries them.
@@ -28,10 +30,12 @@ workflow names and worker ids must compare byte for byte, as on every other stor
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
-HEAD_REVISION = "0006"
+HEAD_REVISION = "0007"
 """The alembic revision this code's tables correspond to (``migrations/versions``)."""
 
 VERSION_TABLE = "fluxo_alembic_version"
@@ -93,6 +97,12 @@ runs = sa.Table(
     sa.Column("headers", sa.Text(), nullable=True),
     # claims that took the run over from an execution that never ended (max_recoveries)
     sa.Column("recoveries", sa.Integer(), nullable=False, server_default=sa.text("0")),
+    # the run's queue ('': the default one), admission priority and partition; set at creation
+    sa.Column("queue", _key(), nullable=False, server_default=""),
+    sa.Column("priority", sa.Integer(), nullable=False, server_default=sa.text("0")),
+    sa.Column("partition", _key(), nullable=True),
+    # when the run may be admitted to its queue; NULL unless it awaits admission
+    sa.Column("start_at", _time(), nullable=True),
     # claim: runnable runs in ready_at order (NULL, i.e. not ready, sorts out of range)
     sa.Index(None, "ready_at"),
     # list_runs: newest first, optionally by workflow or by status
@@ -103,6 +113,51 @@ runs = sa.Table(
     mysql_charset="utf8mb4",
     mysql_collate="utf8mb4_bin",
 )
+
+# queued_runs. Only the runs awaiting admission have a start_at, so on PostgreSQL
+# and SQLite both indexes are partial and hold those runs alone. (queue, start_at)
+# finds the next start, and on MySQL, whose indexes cannot be partial, the due runs
+# (every other run's entry has a NULL start_at, out of the range read), which it
+# then sorts. On PostgreSQL and SQLite the admission index gives the due runs in
+# admission order, so a queue's first runs are read without reading its backlog.
+sa.Index(
+    None,
+    runs.c.queue,
+    runs.c.start_at,
+    postgresql_where=runs.c.start_at.is_not(None),
+    sqlite_where=runs.c.start_at.is_not(None),
+)
+PARTIAL_INDEX_DIALECTS = ("postgresql", "sqlite")
+"""The databases with partial indexes: the only ones :data:`PARTIAL_ONLY` are made on."""
+PARTIAL_ONLY = frozenset({"ix_fluxo_runs_admission"})
+"""Indexes made only where they can be partial: elsewhere they would hold every run."""
+
+
+def _partial_indexes(
+    ddl: Any,
+    target: Any,
+    bind: Any,
+    tables: Any = None,
+    state: Any = None,
+    *,
+    dialect: Any,
+    compiler: Any = None,
+    checkfirst: bool = False,
+) -> bool:
+    """Whether the database has partial indexes (``metadata.create_all`` asks)."""
+    return dialect.name in PARTIAL_INDEX_DIALECTS
+
+
+sa.Index(
+    "ix_fluxo_runs_admission",
+    runs.c.queue,
+    runs.c.priority.desc(),
+    runs.c.start_at,
+    runs.c.created_at,
+    runs.c.id,
+    postgresql_where=runs.c.start_at.is_not(None),
+    sqlite_where=runs.c.start_at.is_not(None),
+).ddl_if(callable_=_partial_indexes)
 
 events = sa.Table(
     "fluxo_events",
@@ -148,6 +203,18 @@ workers = sa.Table(
     sa.Column("id", _key(), primary_key=True),
     # the worker is dead once this has passed: its runs are freed by the next beat
     sa.Column("alive_until", _time(), nullable=False),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+    mysql_collate="utf8mb4_bin",
+)
+
+queues = sa.Table(
+    "fluxo_queues",
+    metadata,
+    sa.Column("name", _key(), primary_key=True),
+    # 1 for the first state written, one more for each state written after it
+    sa.Column("version", sa.Integer(), nullable=False),
+    sa.Column("state", _blob(), nullable=False),
     mysql_engine="InnoDB",
     mysql_charset="utf8mb4",
     mysql_collate="utf8mb4_bin",

@@ -65,6 +65,10 @@ RUN_COLUMNS = (
     _R.c.parent,
     _R.c.headers,
     _R.c.recoveries,
+    _R.c.queue,
+    _R.c.priority,
+    _R.c.partition,
+    _R.c.start_at,
 )
 _EVENT_COLUMNS = (_E.c.run_id, _E.c.seq, _E.c.kind, _E.c.name, _E.c.data, _E.c.created_at)
 _ACTIVE = tuple(status.value for status in history.ACTIVE_STATUSES)
@@ -90,6 +94,20 @@ def _keys(prefix: str, count: int) -> list[sa.BindParameter[Any]]:
     return [sa.bindparam(f"{prefix}{i}", type_=_R.c.id.type) for i in range(count)]
 
 
+def queue_values(queues: Collection[str] | None, values: dict[str, Any]) -> int | None:
+    """Add a ``queues`` filter's values as ``p_queue0..``; return its list's length (or None)."""
+    if queues is None:
+        return None
+    names = bucket(queues)
+    values.update({f"p_queue{i}": name for i, name in enumerate(names)})
+    return len(names)
+
+
+def in_queues(queues: int | None) -> list[sa.ColumnElement[bool]]:
+    """The run is in one of ``p_queue0..`` (an ``IN`` list of ``queues``); ``None``: no filter."""
+    return [] if queues is None else [_R.c.queue.in_(_keys("p_queue", queues))]
+
+
 def _status_values(*, waiting: bool) -> dict[str, Any]:
     """What ``append`` with a status sets; ``waiting``: yield to a wake-up that arrived."""
     status: sa.ColumnElement[Any] = _p("p_status", _R.c.status)
@@ -104,6 +122,7 @@ def _status_values(*, waiting: bool) -> dict[str, Any]:
         "updated_at": _p("p_now", _R.c.updated_at),
         "lease_owner": sa.null(),
         "lease_until": sa.null(),
+        "start_at": sa.null(),  # a run awaiting admission that ends awaits no more
     }
 
 
@@ -163,7 +182,7 @@ class Statements:
             "status": _p("p_status", _R.c.status),
             "created_at": now,
             "updated_at": now,
-            "ready_at": now,
+            "ready_at": _p("p_ready_at", _R.c.ready_at),
             "lease_owner": _p("p_owner", _R.c.lease_owner),
             "lease_until": _p("p_lease_until", _R.c.lease_until),
             "cancel_requested": sa.false(),
@@ -171,6 +190,10 @@ class Statements:
             "deadline": _p("p_deadline", _R.c.deadline),
             "parent": _p("p_parent", _R.c.parent),
             "headers": _p("p_headers", _R.c.headers),
+            "queue": _p("p_queue", _R.c.queue),
+            "priority": _p("p_priority", _R.c.priority),
+            "partition": _p("p_partition", _R.c.partition),
+            "start_at": _p("p_start_at", _R.c.start_at),
         }
         self.insert_run = c(_R.insert().values(insert_run_values))
         event_params = (
@@ -347,6 +370,9 @@ class Statements:
                 (_R.c.updated_at, now),
             )
         )
+        # A run of a named queue awaits admission again; one of the default queue is ready.
+        default_queue = _R.c.queue == sa.literal_column("''", _R.c.queue.type)
+        assert history.DEFAULT_QUEUE == ""
         reopen = (
             _R.update()
             .where(
@@ -355,7 +381,8 @@ class Statements:
             )
             .values(
                 status=_word(RunStatus.PENDING.value),
-                ready_at=now,
+                ready_at=sa.case((default_queue, now), else_=sa.null()),
+                start_at=sa.case((default_queue, sa.null()), else_=now),
                 updated_at=now,
                 lease_owner=sa.null(),
                 lease_until=sa.null(),
@@ -473,13 +500,17 @@ class Statements:
         )
 
     def _claim_run(self, run_id: sa.BindParameter[str], now: sa.BindParameter[float]) -> None:
-        """``claim_run``: lease one active run unless another worker's lease is live."""
+        """``claim_run``: lease one active run unless another worker's lease is live.
+
+        Never a run awaiting admission (with a ``start_at``): only ``admit`` makes it ready.
+        """
         worker = _p("p_worker", _R.c.lease_owner)
         update = (
             _R.update()
             .where(
                 _R.c.id == run_id,
                 _R.c.status.in_([_word(s) for s in _ACTIVE]),
+                _R.c.start_at.is_(None),
                 sa.or_(
                     _R.c.lease_until.is_(None), _R.c.lease_until < now, _R.c.lease_owner == worker
                 ),
@@ -508,20 +539,23 @@ class Statements:
             found = self._shapes[key] = self.compile(build())
         return found
 
-    def _runnable(self, workflows: int) -> sa.ColumnElement[bool]:
+    def _runnable(self, workflows: int, queues: int | None) -> sa.ColumnElement[bool]:
         now = _p("p_now", _R.c.updated_at)
         return sa.and_(
             _R.c.status.in_([_word(s) for s in _ACTIVE]),
             _R.c.ready_at <= now,
             sa.or_(_R.c.lease_until.is_(None), _R.c.lease_until < now),
             _R.c.workflow.in_(_keys("p_wf", workflows)),
+            *in_queues(queues),
         )
 
-    def claim_pg(self, workflows: int) -> Sql:
+    def claim_pg(self, workflows: int, queues: int | None) -> Sql:
+        """Choose, lock and lease runnable runs in one statement (``queues``: :func:`in_queues`)."""
+
         def build() -> sa.ClauseElement:
             chosen = (
                 sa.select(_R.c.id)
-                .where(self._runnable(workflows))
+                .where(self._runnable(workflows, queues))
                 .order_by(_R.c.ready_at, _R.c.created_at, _R.c.id)
                 .limit(sa.bindparam("p_limit", type_=sa.Integer()))
                 .with_for_update(skip_locked=True)
@@ -535,13 +569,13 @@ class Statements:
             )
             return statement
 
-        return self.shaped(("claim_pg", workflows), build)
+        return self.shaped(("claim_pg", workflows, queues), build)
 
-    def claim_select(self, workflows: int) -> Sql:
+    def claim_select(self, workflows: int, queues: int | None) -> Sql:
         def build() -> sa.ClauseElement:
             query = (
                 sa.select(*RUN_COLUMNS)
-                .where(self._runnable(workflows))
+                .where(self._runnable(workflows, queues))
                 .order_by(_R.c.ready_at, _R.c.created_at, _R.c.id)
                 .limit(sa.bindparam("p_limit", type_=sa.Integer()))
             )
@@ -549,7 +583,7 @@ class Statements:
                 query = query.with_for_update(skip_locked=True)
             return query
 
-        return self.shaped(("claim_select", workflows), build)
+        return self.shaped(("claim_select", workflows, queues), build)
 
     def claim_update(self, runs: int) -> Sql:
         def build() -> sa.ClauseElement:
@@ -599,8 +633,9 @@ class Statements:
         after: bool,
         before: bool,
         ids: tuple[bool, bool] | None = None,
+        queues: int | None = None,
     ) -> Sql:
-        """Runs by status and workflow (``IN`` lists of these lengths), creation time and id.
+        """Runs by status, workflow and queue (``IN`` lists of these lengths), creation time and id.
 
         ``after`` and ``before`` add the bounds ``created_at >= p_after`` and
         ``created_at < p_before``, which the ``created_at`` indexes serve as a range;
@@ -613,6 +648,7 @@ class Statements:
                 query = query.where(_R.c.status.in_(_keys("p_status", statuses)))
             if workflows is not None:
                 query = query.where(_R.c.workflow.in_(_keys("p_wf", workflows)))
+            query = query.where(*in_queues(queues))
             if after:
                 query = query.where(_R.c.created_at >= _p("p_after", _R.c.created_at))
             if before:
@@ -623,7 +659,7 @@ class Statements:
                 sa.bindparam("p_limit", type_=sa.Integer())
             )
 
-        return self.shaped(("list", statuses, workflows, after, before, ids), build)
+        return self.shaped(("list", statuses, workflows, after, before, ids, queues), build)
 
     def count_runs(self) -> Sql:
         """How many runs each workflow has in each stored status: one scan of the runs table."""
@@ -635,7 +671,7 @@ class Statements:
 
         return self.shaped(("count_runs",), build)
 
-    def next_wake(self, workflows: int) -> Sql:
+    def next_wake(self, workflows: int, queues: int | None) -> Sql:
         """The earliest time a run of the workflows becomes claimable (``NULL``: never).
 
         A run counts at its ``ready_at``, or at its ``lease_until`` while that lease
@@ -653,6 +689,7 @@ class Statements:
             active = sa.and_(
                 _R.c.status.in_([_word(s) for s in _ACTIVE]),
                 _R.c.workflow.in_(_keys("p_wf", workflows)),
+                *in_queues(queues),
             )
             first_free = (
                 sa.select(_R.c.ready_at)
@@ -678,104 +715,4 @@ class Statements:
                 .where(active)
             )
 
-        return self.shaped(("next_wake", workflows), build)
-
-    def purge(self, statuses: int, workflows: int | None, *, lock: bool) -> Sql:
-        """The ids of up to ``p_limit`` runs :meth:`fluxo.stores.Store.purge` may delete.
-
-        Finished with one of the statuses (an ``IN`` list of ``statuses`` values),
-        created and updated before ``p_before``, of one of the workflows (when
-        ``workflows`` is not ``None``), not kept by their parent, and not continued
-        in a run that still exists (their ``continued_as_new`` event names it). The
-        ``(status, created_at)`` index finds them. ``lock`` locks the rows chosen,
-        skipping those another transaction holds (not on SQLite, whose writers take
-        turns anyway).
-        """
-
-        def build() -> sa.ClauseElement:
-            query = self._purgeable(statuses, workflows)
-            if lock and self._kind == "mysql":
-                query = query.with_for_update(skip_locked=True)
-            return query
-
-        return self.shaped(("purge", statuses, workflows, lock), build)
-
-    def pg_purge(self, statuses: int, workflows: int | None) -> Sql:
-        """PostgreSQL: choose, lock and delete a batch of runs with their events and signals.
-
-        One statement, so one round trip and one implicit transaction; it returns
-        the ids of the runs deleted.
-        """
-
-        def build() -> sa.ClauseElement:
-            chosen = (
-                self._purgeable(statuses, workflows)
-                .with_for_update(skip_locked=True, of=_R)
-                .cte("fluxo_purged")
-            )
-            events = (
-                _E.delete()
-                .where(_E.c.run_id == chosen.c.id)
-                .returning(_E.c.run_id)
-                .cte("fluxo_purged_events")
-            )
-            signals = (
-                _S.delete()
-                .where(_S.c.run_id == chosen.c.id)
-                .returning(_S.c.run_id)
-                .cte("fluxo_purged_signals")
-            )
-            statement: sa.ClauseElement = (
-                _R.delete()
-                .where(_R.c.id == chosen.c.id)
-                .returning(_R.c.id)
-                .add_cte(events, signals)
-            )
-            return statement
-
-        return self.shaped(("pg_purge", statuses, workflows), build)
-
-    def purge_delete(self, runs: int) -> tuple[Sql, Sql, Sql]:
-        """Delete the signals, the events and the records of runs (an ``IN`` list of ids)."""
-
-        def build(table: sa.Table, column: sa.Column[Any]) -> Callable[[], sa.ClauseElement]:
-            def statement() -> sa.ClauseElement:
-                deleted: sa.ClauseElement = table.delete().where(column.in_(_keys("p_id", runs)))
-                return deleted
-
-            return statement
-
-        return (
-            self.shaped(("purge_signals", runs), build(_S, _S.c.run_id)),
-            self.shaped(("purge_events", runs), build(_E, _E.c.run_id)),
-            self.shaped(("purge_runs", runs), build(_R, _R.c.id)),
-        )
-
-    @staticmethod
-    def _purgeable(statuses: int, workflows: int | None) -> sa.Select[Any]:
-        before = _p("p_before", _R.c.updated_at)
-        parent = _R.alias("fluxo_parent")
-        successor = _R.alias("fluxo_successor")
-        kept_by_parent = sa.exists(
-            sa.select(sa.literal_column("1"))
-            .select_from(parent)
-            .where(
-                parent.c.id == _R.c.parent,
-                parent.c.status.in_([_word(s.value) for s in sorted(history.KEEPING_PARENTS)]),
-            )
-        )
-        continued = sa.exists(
-            sa.select(sa.literal_column("1"))
-            .select_from(_E.join(successor, successor.c.id == _E.c.name))
-            .where(_E.c.run_id == _R.c.id, _E.c.kind == _word(history.ContinuedAsNew.kind))
-        )
-        query = sa.select(_R.c.id).where(
-            _R.c.status.in_(_keys("p_status", statuses)),
-            _R.c.created_at < before,
-            _R.c.updated_at < before,
-            ~kept_by_parent,
-            ~continued,
-        )
-        if workflows is not None:
-            query = query.where(_R.c.workflow.in_(_keys("p_wf", workflows)))
-        return query.limit(sa.bindparam("p_limit", type_=sa.Integer()))
+        return self.shaped(("next_wake", workflows, queues), build)

@@ -2,7 +2,8 @@
 
 Statements are built once per database dialect (``_statements``) and run on
 pooled DB-API connections (``_database``); ``append``, the hot path, lives in
-``_append`` and waiting for changes in ``_watch``.
+``_append``, claims in ``_claims``, the queue operations in ``_queues``, worker
+liveness in ``_workers``, ``purge`` in ``_purge`` and waiting for changes in ``_watch``.
 """
 
 from __future__ import annotations
@@ -10,20 +11,22 @@ from __future__ import annotations
 import os
 import weakref
 from collections.abc import Callable, Collection, Container, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from fluxo import _errors, history
-from fluxo.stores import _no_queues
 from fluxo.stores.sql import (
     _append,
+    _claims,
     _database,
     _engine,
     _group,
     _held,
     _joined,
     _prefix,
+    _purge,
+    _queues,
     _rows,
     _statements,
     _watch,
@@ -35,12 +38,8 @@ if TYPE_CHECKING:
 
 RunStatus = history.RunStatus
 
-_PURGE_CHUNK: Final = 256
-"""How many runs one ``DELETE`` of a purge names (a batch takes several)."""
-_FINISHED: Final = frozenset(status.value for status in RunStatus if status.is_terminal)
 
-
-class SQLStore(_no_queues.DefaultQueueOnly):
+class SQLStore:
     """The :class:`~fluxo.stores.Store` on SQLite, PostgreSQL or MySQL/MariaDB.
 
     Thread-safe, and any number of processes and machines may share one database.
@@ -109,6 +108,8 @@ class SQLStore(_no_queues.DefaultQueueOnly):
             self._held = _held.HeldStatements(engine.dialect, self._db.driver.name)
             self._watcher = _watch.Watcher(self._db, poll_interval)
             self._liveness = _workers.Liveness(self._db, self._watcher)
+            self._queues = _queues.Queues(self._db, self._watcher)
+            self._purges = _purge.Purges(self._db)
             self._id_ranges = _prefix.IdRanges(self._db)
             self._db.prepare_schema()
         except BaseException:
@@ -174,7 +175,6 @@ class SQLStore(_no_queues.DefaultQueueOnly):
         start_at: float | None = None,
     ) -> tuple[history.RunInfo, bool]:
         """See :meth:`fluxo.stores.Store.create_run`."""
-        _no_queues.refuse(queue, priority, partition, start_at)
         if not self._db.ready:
             self._db.require_schema(create=True)
         self._db.check_size("starting a run", len(input))
@@ -188,6 +188,10 @@ class SQLStore(_no_queues.DefaultQueueOnly):
             deadline=deadline,
             parent=parent,
             headers=headers,
+            queue=queue,
+            priority=priority,
+            partition=partition,
+            start_at=start_at,
         )
         if self._db.driver.name == "postgresql":
 
@@ -293,93 +297,26 @@ class SQLStore(_no_queues.DefaultQueueOnly):
         limit: int,
         queues: Collection[str] | None = None,
     ) -> list[history.RunInfo]:
-        """See :meth:`fluxo.stores.Store.claim`."""
+        """See :meth:`fluxo.stores.Store.claim` (and ``_claims``)."""
         if not self._db.ready:
             self._db.require_schema(create=True)
-        if limit <= 0 or not workflows or not _no_queues.serves_default(queues):
-            return []
-        names = _statements.bucket(workflows)
-        values: dict[str, Any] = {f"p_wf{i}": name for i, name in enumerate(names)}
-        values.update(p_worker=worker_id, p_now=now, p_lease_until=lease_until, p_limit=limit)
-
-        if self._db.driver.name == "postgresql":
-            sql = self._sql.claim_pg(len(names))
-
-            def claim_pg(cur: DBAPICursor) -> Sequence[Any]:
-                return _database.execute(cur, sql, values).fetchall()
-
-            rows = self._db.call("claiming runs", claim_pg, writes=True)
-            claimed = [self._db.run_from_row(row) for row in rows]
-        else:
-            select = self._sql.claim_select(len(names))
-
-            def claim(cur: DBAPICursor) -> list[history.RunInfo]:
-                found = [
-                    self._db.run_from_row(r)
-                    for r in _database.execute(cur, select, values).fetchall()
-                ]
-                if not found:
-                    return []
-                ids = _statements.bucket([run.id for run in found])
-                update = self._sql.claim_update(len(ids))
-                keys = {f"p_id{i}": run_id for i, run_id in enumerate(ids)}
-                _database.execute(cur, update, {**values, **keys})
-                return [
-                    history.RunInfo(
-                        id=run.id,
-                        workflow=run.workflow,
-                        status=RunStatus.RUNNING,
-                        created_at=run.created_at,
-                        updated_at=now,
-                        ready_at=run.ready_at,
-                        lease_owner=worker_id,
-                        lease_until=lease_until,
-                        cancel_requested=run.cancel_requested,
-                        wake_requested=False,
-                        deadline=run.deadline,
-                        parent=run.parent,
-                        headers=run.headers,
-                        damage=run.damage,
-                        # still RUNNING: taken over from an execution that never ended
-                        recoveries=run.recoveries + (run.status is RunStatus.RUNNING),
-                    )
-                    for run in found
-                ]
-
-            claimed = self._db.call("claiming runs", claim, begin=self._db.driver.begin_write)
-        claimed.sort(key=lambda run: (run.ready_at or 0.0, run.created_at, run.id))
-        return claimed
+        return _claims.claim(
+            self._db,
+            worker_id,
+            workflows,
+            now=now,
+            lease_until=lease_until,
+            limit=limit,
+            queues=queues,
+        )
 
     def claim_run(
         self, worker_id: str, run_id: str, *, now: float, lease_until: float
     ) -> history.RunInfo | None:
-        """See :meth:`fluxo.stores.Store.claim_run`."""
+        """See :meth:`fluxo.stores.Store.claim_run` (and ``_claims``)."""
         if not self._db.ready:
             self._db.require_schema(create=False)
-        values = {
-            "p_run_id": run_id,
-            "p_worker": worker_id,
-            "p_now": now,
-            "p_lease_until": lease_until,
-        }
-
-        if self._sql.returning:
-
-            def claim(cur: DBAPICursor) -> Sequence[Any]:
-                return _database.execute(cur, self._sql.claim_run, values).fetchall()
-
-            rows = self._db.call("claiming a run", claim, writes=True)
-        else:
-
-            def claim_then_read(cur: DBAPICursor) -> Sequence[Any]:
-                if _database.execute(cur, self._sql.claim_run, values).rowcount != 1:
-                    return ()
-                return _database.execute(cur, self._sql.get_run, values).fetchall()
-
-            rows = self._db.call(
-                "claiming a run", claim_then_read, begin=self._db.driver.begin_write
-            )
-        return self._db.run_from_row(rows[0]) if rows else None
+        return _claims.claim_run(self._db, worker_id, run_id, now=now, lease_until=lease_until)
 
     def take_back(
         self,
@@ -428,11 +365,11 @@ class SQLStore(_no_queues.DefaultQueueOnly):
         """See :meth:`fluxo.stores.Store.next_wake`."""
         if not self._db.ready:
             self._db.require_schema(create=False)
-        if not workflows or not _no_queues.serves_default(queues):
+        if not workflows or (queues is not None and not queues):
             return None
         names = _statements.bucket(workflows)
         values: dict[str, Any] = {"p_now": now, **{f"p_wf{i}": n for i, n in enumerate(names)}}
-        sql = self._sql.next_wake(len(names))
+        sql = self._sql.next_wake(len(names), _statements.queue_values(queues, values))
 
         def read(cur: DBAPICursor) -> Sequence[Any]:
             return _database.execute(cur, sql, values).fetchall()
@@ -617,6 +554,32 @@ class SQLStore(_no_queues.DefaultQueueOnly):
         self._watcher.changed(run_id)
         return self._db.run_from_row(rows[0])
 
+    def queued_runs(
+        self, queue: str, *, now: float, limit: int
+    ) -> tuple[list[history.RunInfo], float | None]:
+        """See :meth:`fluxo.stores.Store.queued_runs` (and ``_queues``)."""
+        if not self._db.ready:
+            self._db.require_schema(create=False)
+        return self._queues.queued_runs(queue, now=now, limit=limit)
+
+    def admit(self, run_ids: Collection[str], *, now: float) -> list[str]:
+        """See :meth:`fluxo.stores.Store.admit` (and ``_queues``)."""
+        if not self._db.ready:
+            self._db.require_schema(create=False)
+        return self._queues.admit(run_ids, now=now) if run_ids else []
+
+    def read_queue(self, queue: str) -> tuple[int, bytes]:
+        """See :meth:`fluxo.stores.Store.read_queue`."""
+        if not self._db.ready:
+            self._db.require_schema(create=False)
+        return self._queues.read_queue(queue)
+
+    def write_queue(self, queue: str, version: int, state: bytes) -> bool:
+        """See :meth:`fluxo.stores.Store.write_queue` (and ``_queues``)."""
+        if not self._db.ready:
+            self._db.require_schema(create=True)
+        return self._queues.write_queue(queue, version, state)
+
     def list_runs(
         self,
         *,
@@ -633,9 +596,10 @@ class SQLStore(_no_queues.DefaultQueueOnly):
             self._db.require_schema(create=False)
         if limit <= 0 or (statuses is not None and not statuses):
             return []
-        if (workflows is not None and not workflows) or not _no_queues.serves_default(queues):
+        if (workflows is not None and not workflows) or (queues is not None and not queues):
             return []
         values: dict[str, Any] = {"p_limit": limit}
+        served = _statements.queue_values(queues, values)
         status_words = None
         if statuses is not None:
             status_words = _statements.bucket([RunStatus(s).value for s in statuses])
@@ -654,6 +618,7 @@ class SQLStore(_no_queues.DefaultQueueOnly):
             after=created_after is not None,
             before=created_before is not None,
             ids=self._id_ranges.bind(id_prefix, values) if id_prefix else None,
+            queues=served,
         )
 
         def read(cur: DBAPICursor) -> Sequence[Any]:
@@ -686,51 +651,15 @@ class SQLStore(_no_queues.DefaultQueueOnly):
         limit: int,
         dry_run: bool = False,
     ) -> int:
-        """See :meth:`fluxo.stores.Store.purge`.
-
-        One transaction per call: on PostgreSQL a single statement chooses the
-        runs (``FOR UPDATE SKIP LOCKED``: a run a writer holds is left for the next
-        call) and deletes them with their events and signals; elsewhere the runs
-        are chosen (locked on MySQL; SQLite writers take turns) and deleted, with
-        theirs, by lists of ids.
-        """
+        """See :meth:`fluxo.stores.Store.purge` (and ``_purge``)."""
         if not self._db.ready:
             self._db.require_schema(create=False)
-        words = sorted({RunStatus(s).value for s in statuses} & _FINISHED)
-        if limit <= 0 or not words or (workflows is not None and not workflows):
-            return 0
-        status_words = _statements.bucket(words)
-        values: dict[str, Any] = {f"p_status{i}": word for i, word in enumerate(status_words)}
-        values.update(p_before=finished_before, p_limit=limit)
-        names = None
-        if workflows is not None:
-            names = _statements.bucket(workflows)
-            values.update({f"p_wf{i}": name for i, name in enumerate(names)})
-        count = None if names is None else len(names)
-
-        if self._db.driver.name == "postgresql" and not dry_run:
-            sql = self._sql.pg_purge(len(status_words), count)
-
-            def purge_pg(cur: DBAPICursor) -> int:
-                return len(_database.execute(cur, sql, values).fetchall())
-
-            return self._db.call("purging runs", purge_pg, writes=True)
-
-        choose = self._sql.purge(len(status_words), count, lock=not dry_run)
-
-        def purge(cur: DBAPICursor) -> int:
-            ids = [row[0] for row in _database.execute(cur, choose, values).fetchall()]
-            if dry_run:
-                return len(ids)
-            for start in range(0, len(ids), _PURGE_CHUNK):
-                chunk = _statements.bucket(ids[start : start + _PURGE_CHUNK])
-                keys = {f"p_id{i}": run_id for i, run_id in enumerate(chunk)}
-                for delete in self._sql.purge_delete(len(chunk)):
-                    _database.execute(cur, delete, keys)
-            return len(ids)
-
-        return self._db.call(
-            "purging runs", purge, begin=None if dry_run else self._db.driver.begin_write
+        return self._purges.purge(
+            finished_before=finished_before,
+            statuses=statuses,
+            workflows=workflows,
+            limit=limit,
+            dry_run=dry_run,
         )
 
     # -- waiting ----------------------------------------------------------------

@@ -44,26 +44,6 @@ STORE_PARAMS = [
 ]
 
 
-WITHOUT_QUEUES = frozenset({"sqlite", "postgres", "mysql"})
-"""The stores that keep no named queue yet: ``test_conformance_queues.py`` skips them.
-
-Each store leaves this set when it implements the queue part of the contract."""
-
-
-@pytest.fixture
-def keeps_queues(store_kind: str) -> None:
-    """Skip the test on a store in ``WITHOUT_QUEUES`` (before its database is set up)."""
-    if store_kind in WITHOUT_QUEUES:
-        pytest.skip("queues: not implemented on this store yet")
-
-
-@pytest.fixture
-def lacks_queues(store_kind: str) -> None:
-    """Skip the test on a store that keeps named queues (not in ``WITHOUT_QUEUES``)."""
-    if store_kind not in WITHOUT_QUEUES:
-        pytest.skip("this store keeps named queues")
-
-
 @pytest.fixture(params=STORE_PARAMS)
 def store_kind(request: pytest.FixtureRequest) -> str:
     """The backend under test: ``memory``, ``sqlite``, ``postgres`` or ``mysql``."""

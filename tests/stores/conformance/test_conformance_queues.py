@@ -14,8 +14,6 @@ import pytest
 from fluxo import _errors, history
 from fluxo.stores import DEFAULT_QUEUE, MAX_QUEUE_STATE
 
-pytestmark = pytest.mark.usefixtures("keeps_queues")
-
 RunStatus = history.RunStatus
 
 T0 = 1_700_000_000.0

@@ -6,7 +6,7 @@ unmanaged). Django's ``TransactionTestCase`` flushes the database after each
 test: without this command, the runs a test started would still be there in the
 next. So this app's ``flush`` (an app's command of the same name takes the place
 of Django's, as ``staticfiles`` does with ``runserver``) runs Django's, then
-deletes every run, event and signal (and the workers' liveness records), when the
+deletes every run, event and signal (and the workers' liveness and queue records), when the
 database flushed is the Fluxo database (``FLUXO["DATABASE"]``, with no
 ``FLUXO["STORE"]``) and holds them.
 """
@@ -20,7 +20,7 @@ from django.db import DEFAULT_DB_ALIAS, connections, transaction
 
 from fluxo.contrib.django import _process
 
-TABLES = ("fluxo_signals", "fluxo_events", "fluxo_runs", "fluxo_workers")
+TABLES = ("fluxo_signals", "fluxo_events", "fluxo_runs", "fluxo_workers", "fluxo_queues")
 """Fluxo's tables of data (not ``fluxo_alembic_version``, which says what schema is there)."""
 
 
