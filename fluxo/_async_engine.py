@@ -186,6 +186,11 @@ class AsyncEngine:
         handle = await self._call(self.engine.retry, run_id)
         return AsyncRunHandle(self, handle.id, handle._return_type)
 
+    async def resume(self, run_id: str) -> AsyncRunHandle[Any]:
+        """Resume a cancelled run where it is safe; see :meth:`fluxo.Engine.resume`."""
+        handle = await self._call(self.engine.resume, run_id)
+        return AsyncRunHandle(self, handle.id, handle._return_type)
+
     async def fork(
         self, run_id: str, *, from_position: int, id: str | None = None
     ) -> AsyncRunHandle[Any]:

@@ -51,7 +51,8 @@ def cancel(
                 status=_history.RunStatus.CANCELLED,
             )
         except _errors.SequenceConflictError:
-            return run
-        return store.get_run(run_id)
+            pass  # begun, or retried or resumed since: it may await admission to its queue
+        else:
+            return store.get_run(run_id)
     _queues.admit_cancelled(store, run, now=clock())  # a child or a retried run: ends at once
     return run

@@ -34,6 +34,7 @@ from fluxo import (
     _payloads,
     _queue_config,
     _redact,
+    _resuming,
     _run_events,
     _runner,
     _schedule_control,
@@ -732,20 +733,26 @@ class Engine:
         """Resume a failed or dead run from its history, for a worker to execute.
 
         For example after fixing code that no longer matched the history
-        (``NondeterminismError``), or after fixing the cause of a step's final
-        failure (the step is attempted again with a fresh retry budget), or of a dead
-        run's deaths. Raises ``RunStateError`` when it is neither failed nor dead.
+        (``NondeterminismError``), or the cause of a step's final failure (attempted
+        again with a fresh retry budget) or of a dead run's deaths. Raises
+        ``RunStateError`` when it is neither (a cancelled run: ``resume``).
         """
         self._check_open()
         _names.check_run_id(run_id)
-        try:
-            self.store.reopen(run_id, now=self.clock())
-        except _errors.RunStateError as exc:
-            damaged = self._damage_error(run_id, "retried")
-            if damaged is None:
-                raise
-            raise damaged from exc
+        _resuming.retry(self.store, run_id, now=self.clock)
         return self.handle(run_id)
+
+    def resume(self, run_id: str) -> RunHandle[Any]:
+        """Resume a cancelled run where its cancellation took it, if that is safe.
+
+        Safe when the cancellation recorded nothing but itself and no deadline
+        cancelled it; the rule is in docs/cancellation.md. A chain's latest run is
+        resumed. Raises ``RunStateError`` saying why otherwise (and which
+        ``fork`` re-runs it), or when the run is not cancelled.
+        """
+        self._check_open()
+        _names.check_run_id(run_id)
+        return self.handle(_resuming.resume(self.store, run_id, now=self.clock))
 
     def fork(self, run_id: str, *, from_position: int, id: str | None = None) -> RunHandle[Any]:
         """Start a new run that replays ``run_id``'s history before ``from_position``.
@@ -760,16 +767,7 @@ class Engine:
         return self.handle(fork_id)
 
     def _damage_error(self, run_id: str, verb: str) -> _errors.RunStateError | None:
-        """The error for a run whose record is damaged, ``None`` if it is not.
-
-        Read only once a store refused an operation on the run: a damaged status
-        reads as ``failed``, so the store's own refusal would name the wrong state.
-        """
-        try:
-            run = self.store.get_run(run_id)
-        except _errors.FluxoError:
-            return None
-        return None if run.damage is None else _errors.damaged_run(run.id, run.damage, verb)
+        return _resuming.damage_error(self.store, run_id, verb)
 
     def _wait_result(self, run_id: str, timeout: float | None, return_type: Any) -> Any:
         self._check_open()

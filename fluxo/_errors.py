@@ -515,9 +515,22 @@ def _rebuild_run_died(run_id: str, fields: dict[str, Any]) -> RunDiedError:
 
 def not_retryable(run_id: str, status: str) -> str:
     """Why ``engine.retry`` refuses a run that is ``status``."""
+    if status == "cancelled":
+        return (
+            f"run {quoted(run_id)} is cancelled, not failed or dead; only a failed or dead run "
+            "can be retried: resume a cancelled run with engine.resume (fluxo runs resume)"
+        )
     return (
         f"run {quoted(run_id)} is {status}, not failed or dead; only a failed or dead run "
         "can be retried"
+    )
+
+
+def not_reopenable(run_id: str, status: str) -> str:
+    """Why ``Store.reopen`` refuses a run that is ``status``."""
+    return (
+        f"run {quoted(run_id)} is {status}, not failed, dead or cancelled; only a failed or "
+        "dead run can be retried (engine.retry), and a cancelled one resumed (engine.resume)"
     )
 
 

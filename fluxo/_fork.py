@@ -82,7 +82,7 @@ def cut(state: history.RunState, position: object, codec: _codec.Codec) -> Prefi
     for seq in range(1, position):
         event = events[seq]
         refusal = None
-        if isinstance(event, history.CancelRequested):
+        if isinstance(event, history.CancelRequested) and not _retried(events, seq + 1, position):
             refusal = (
                 f"run {source!r} took a cancellation at position {seq}, which would cancel "
                 f"the new run as soon as it replayed it"
@@ -110,9 +110,14 @@ def cut(state: history.RunState, position: object, codec: _codec.Codec) -> Prefi
 
 
 def _retried(events: Sequence[history.Event], seq: int, position: int) -> bool:
-    """Tell whether the end at ``seq`` is a failure or death retried within the prefix."""
+    """Tell whether the end at ``seq`` was retried or resumed within the prefix.
+
+    A failure or death retried (``engine.retry``), or a cancellation resumed
+    (``engine.resume``): ``RunRetried`` follows it.
+    """
     return (
-        isinstance(events[seq], history.FAILURE_ENDS)
+        seq < len(events)
+        and isinstance(events[seq], (*history.FAILURE_ENDS, history.WorkflowCancelled))
         and seq + 1 < position
         and isinstance(events[seq + 1], history.RunRetried)
     )

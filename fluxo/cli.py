@@ -351,6 +351,16 @@ def retry(run_id: str, store: str | None, app: str | None) -> None:
 
 @runs.command()
 @click.argument("run_id", metavar="ID")
+@_target_options
+def resume(run_id: str, store: str | None, app: str | None) -> None:
+    """Resume a cancelled run where its cancellation took it, where that is safe."""
+    with _connect(store, app) as engine:
+        resumed = engine.resume(run_id).id
+    click.echo(f"run {resumed!r} is pending again; a worker resumes it where it was cancelled")
+
+
+@runs.command()
+@click.argument("run_id", metavar="ID")
 @click.option("--from-position", required=True, type=int, metavar="N", help="Replay 0 to N-1.")
 @click.option("--id", "new_id", metavar="NEW", help="The new run's id (default: generated).")
 @_target_options

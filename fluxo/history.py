@@ -282,7 +282,10 @@ FAILURE_ENDS: tuple[type[Event], ...] = (WorkflowFailed, RunDied)
 
 @dataclass(frozen=True, slots=True)
 class RunRetried(Event):
-    """An operator resumed a failed or dead run (``engine.retry``); ``data`` is unused."""
+    """An operator resumed a failed, dead or cancelled run; ``data`` is unused.
+
+    ``engine.retry`` resumes a failed or dead run, ``engine.resume`` a cancelled one.
+    """
 
     kind: ClassVar[str] = "run_retried"
 
@@ -483,12 +486,14 @@ class RunStatus(str, enum.Enum):
 _TERMINAL = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.DEAD})
 ACTIVE_STATUSES = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING)
 RETRYABLE_STATUSES = (RunStatus.FAILED, RunStatus.DEAD)
-"""The statuses of a run that ``engine.retry`` (``Store.reopen``) resumes."""
-KEEPING_PARENTS = frozenset({*ACTIVE_STATUSES, *RETRYABLE_STATUSES})
+"""The statuses of a run that ``engine.retry`` resumes."""
+REOPENABLE_STATUSES = (*RETRYABLE_STATUSES, RunStatus.CANCELLED)
+"""The statuses of a run that ``Store.reopen`` resumes: ``engine.retry``'s and ``engine.resume``'s."""
+KEEPING_PARENTS = frozenset({*ACTIVE_STATUSES, *REOPENABLE_STATUSES})
 """The statuses of a parent run that keep ``Store.purge`` from deleting its children.
 
-An active parent reads its children; a failed or dead one may be retried, and read
-them then."""
+An active parent reads its children; a failed, dead or cancelled one may be retried
+or resumed, and read them then."""
 _STATUSES = {status.value: status for status in RunStatus}
 
 DEFAULT_QUEUE = ""

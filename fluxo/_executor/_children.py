@@ -300,8 +300,9 @@ class Children:
         The child's latest outcome signal is the fast answer; the child run itself
         is the truth. It is read to settle what a signal cannot tell: an outcome
         that never arrived (it reached this run while it had failed, and an
-        operator retried it since), a failure that a retry of the child may have
-        superseded, and a sender that lost its run to another worker.
+        operator retried it since), a failure or cancellation that a retry or
+        resumption of the child may have superseded, and a sender that lost its run
+        to another worker.
         """
         ctx = self._ctx
         queue = ctx._waits.inbox.pending.get(signal)
@@ -326,10 +327,10 @@ class Children:
                 return self._ended_child(child, sender)  # it ended otherwise: the truth
             if kind is history.ChildCompleted and run.cancel_requested:
                 return self._completion_if_kept(child, sender, outcome)
-            if kind is not history.ChildFailed:
+            if kind is history.ChildCompleted:
                 return kind(child, outcome.data)  # sent just before its end was recorded
-            # A failure, and the run is going again: retried since (that failure is
-            # superseded), or just about to record it.
+            # A failure or a cancellation, and the run is going again: retried or resumed
+            # since (that end is superseded), or just about to record it.
             try:
                 events = ctx.store.load(sender).events
             except _errors.HistoryCorruptError:

@@ -36,12 +36,19 @@ def replay_script(
     straight from a step's final failure, that step's attempts are dropped too,
     so the step runs again with a fresh retry budget. A failure that
     ``is_mismatch`` (a ``NondeterminismError``) did not come from the step: the
-    step's failure was settled history, and stays so.
+    step's failure was settled history, and stays so. A ``WorkflowCancelled`` that
+    an operator resumed (``engine.resume``; ``RunRetried`` follows it) is skipped
+    with the ``CancelRequested`` right before it, so the resumed run goes on from
+    the durable call that took delivery of the cancellation as if it had not.
     """
     script: list[Recorded] = []
     last = len(events) - 1
     for seq, event in enumerate(events):
         if seq == 0 or isinstance(event, history.RunRetried):
+            continue
+        if isinstance(event, history.WorkflowCancelled) and resumed_at(events, seq):
+            if script and isinstance(script[-1].event, history.CancelRequested):
+                script.pop()
             continue
         if isinstance(event, history.RunDied) and (
             seq == last or isinstance(events[seq + 1], history.RunRetried)
@@ -68,6 +75,11 @@ def replay_script(
             continue
         script.append(Recorded(seq, event))
     return script
+
+
+def resumed_at(events: Sequence[history.Event], seq: int) -> bool:
+    """Tell whether the run's end at ``seq`` was undone: ``RunRetried`` follows it."""
+    return seq + 1 < len(events) and isinstance(events[seq + 1], history.RunRetried)
 
 
 def _forget_failed_branches(script: list[Recorded]) -> None:

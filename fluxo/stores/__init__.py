@@ -302,14 +302,17 @@ class Store(Protocol):
         ...
 
     def reopen(self, run_id: str, *, now: float) -> history.RunInfo:
-        """Append ``RunRetried`` to a failed or dead run's history and make it ready to claim.
+        """Append ``RunRetried`` to a failed, dead or cancelled run's history; make it ready.
 
+        ``engine.retry`` reopens a failed or dead run, ``engine.resume`` a cancelled
+        one; which runs each may reopen is the engine's to check, not the store's.
         Atomic with the status check; clears ``cancel_requested`` and sets
         ``recoveries`` back to 0. The run keeps its ``queue``, ``priority`` and
         ``partition``: in the default queue it is ready at ``now``; in a named queue
         it awaits admission again (``ready_at = None``, ``start_at = now``), so a
         retry never bypasses its queue's limits. Raises ``RunStateError`` when the
-        run is neither failed nor dead, ``RunNotFoundError`` when there is no such run.
+        run is not failed, dead or cancelled (``history.REOPENABLE_STATUSES``),
+        ``RunNotFoundError`` when there is no such run.
         """
         ...
 

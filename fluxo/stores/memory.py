@@ -363,8 +363,8 @@ class MemoryStore:
         with self._lock:
             self._check_open()
             run = self._get(run_id)
-            if run.status not in history.RETRYABLE_STATUSES:
-                raise _errors.RunStateError(_errors.not_retryable(run_id, run.status.value))
+            if run.status not in history.REOPENABLE_STATUSES:
+                raise _errors.RunStateError(_errors.not_reopenable(run_id, run.status.value))
             self._events[run_id].append(history.RunRetried())
             self._recorded_at[run_id].append(now)
             queued = run.queue != history.DEFAULT_QUEUE  # awaits admission again

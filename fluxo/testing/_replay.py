@@ -504,4 +504,17 @@ def _fate(events: Sequence[_history.Event], position: int) -> str:
         and isinstance(events[position + 1], _history.RunRetried)
     ):
         return "retried"
+    if _resumed_end(events, position) or (
+        isinstance(event, _history.CancelRequested) and _resumed_end(events, position + 1)
+    ):
+        return "resumed"
     return "matched"
+
+
+def _resumed_end(events: Sequence[_history.Event], position: int) -> bool:
+    """Tell whether ``position`` holds a cancelled end an operator resumed (``engine.resume``)."""
+    return (
+        position + 1 < len(events)
+        and isinstance(events[position], _history.WorkflowCancelled)
+        and isinstance(events[position + 1], _history.RunRetried)
+    )

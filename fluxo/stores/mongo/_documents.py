@@ -22,7 +22,7 @@ Doc = dict[str, Any]
 
 ACTIVE: Final = [status.value for status in history.ACTIVE_STATUSES]
 FINISHED: Final = [status.value for status in history.RunStatus if status.is_terminal]
-RETRYABLE: Final = [status.value for status in history.RETRYABLE_STATUSES]
+REOPENABLE: Final = [status.value for status in history.REOPENABLE_STATUSES]
 
 INFO_PROJECTION: Final = {"ev_tail": 0, "sig_tail": 0, "sig_keys": 0}
 """Every field but the tails: what ``RunInfo`` needs."""

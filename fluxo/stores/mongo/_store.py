@@ -613,7 +613,7 @@ class MongoStore:
                 doc = self._runs.find_one_and_update(
                     {
                         "_id": run_id,
-                        "status": {"$in": _documents.RETRYABLE},
+                        "status": {"$in": _documents.REOPENABLE},
                         **_documents.LIVE,
                         **kind,
                     },
@@ -632,7 +632,7 @@ class MongoStore:
             if doc is None:
 
                 def refuse(found: Doc) -> history.RunInfo:
-                    raise _errors.RunStateError(_errors.not_retryable(run_id, found["status"]))
+                    raise _errors.RunStateError(_errors.not_reopenable(run_id, found["status"]))
 
                 return self._missing_or(run_id, refuse)
             if (

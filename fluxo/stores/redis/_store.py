@@ -510,7 +510,7 @@ class RedisStore:
         if result[0] == 1:
             raise _errors.RunNotFoundError(run_id)
         if result[0] == 2:
-            raise _errors.RunStateError(_errors.not_retryable(run_id, _codec.text(result[2])))
+            raise _errors.RunStateError(_errors.not_reopenable(run_id, _codec.text(result[2])))
         return _codec.run_info(run_id, _codec.fields(result[2]))
 
     def _drop_entry(self, made: list[tuple[str, list[Any]]]) -> None:

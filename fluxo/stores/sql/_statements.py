@@ -377,7 +377,7 @@ class Statements:
             _R.update()
             .where(
                 _R.c.id == run_id,
-                _R.c.status.in_([_word(s.value) for s in history.RETRYABLE_STATUSES]),
+                _R.c.status.in_([_word(s.value) for s in history.REOPENABLE_STATUSES]),
             )
             .values(
                 status=_word(RunStatus.PENDING.value),

@@ -550,7 +550,7 @@ class SQLStore:
             rows = self._db.call("retrying a run", reopen, begin=self._db.driver.begin_write)
         except _database.Missing:
             run = self.get_run(run_id)
-            raise _errors.RunStateError(_errors.not_retryable(run_id, run.status.value)) from None
+            raise _errors.RunStateError(_errors.not_reopenable(run_id, run.status.value)) from None
         self._watcher.changed(run_id)
         return self._db.run_from_row(rows[0])
 

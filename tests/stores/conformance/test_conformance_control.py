@@ -127,6 +127,30 @@ def test_reopen_resumes_a_failed_run(store, runs):
     assert claimed.id == "r1"
 
 
+def test_reopen_resumes_a_cancelled_run(store, runs):
+    runs.start("r1")
+    runs.claim_one("r1", "w1", now=T0)
+    store.request_cancel("r1", now=T0 + 1)
+    store.append(
+        "r1",
+        runs.next_seq("r1"),
+        [history.CancelRequested("cancelled"), history.WorkflowCancelled("cancelled")],
+        now=T0 + 2,
+        status=RunStatus.CANCELLED,
+    )
+    events = store.load("r1").events
+
+    run = store.reopen("r1", now=T0 + 10)
+
+    assert (run.status, run.ready_at, run.cancel_requested) == (RunStatus.PENDING, T0 + 10, False)
+    assert (run.lease_owner, run.lease_until, run.recoveries) == (None, None, 0)
+    state = store.load("r1")
+    assert state.run == run
+    assert state.events == (*events, history.RunRetried())
+    (claimed,) = store.claim("w2", ["wf"], now=T0 + 10, lease_until=T0 + 40, limit=5)
+    assert (claimed.id, claimed.cancel_requested) == ("r1", False)
+
+
 def test_reopen_clears_a_cancellation_request(store, runs):
     runs.start("r1")
     runs.claim_one("r1", "w1", now=T0)
@@ -176,7 +200,6 @@ def test_a_run_can_fail_and_be_reopened_again(store, runs):
         RunStatus.RUNNING,
         RunStatus.WAITING,
         RunStatus.COMPLETED,
-        RunStatus.CANCELLED,
     ],
 )
 def test_reopen_of_a_run_that_has_not_failed_raises(store, runs, status):

@@ -163,7 +163,7 @@ def test_a_purged_id_starts_afresh(store, runs):
         (RunStatus.WAITING, False),
         (RunStatus.FAILED, False),  # may be retried, and then reads its children
         (RunStatus.COMPLETED, True),
-        (RunStatus.CANCELLED, True),
+        (RunStatus.CANCELLED, False),  # may be resumed, and then reads its children
     ],
 )
 def test_a_child_goes_only_once_its_parent_cannot_need_it(store, runs, parent, child_goes):

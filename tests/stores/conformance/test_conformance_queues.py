@@ -573,13 +573,13 @@ def test_next_wake_looks_at_runs_of_the_queues_given(store, runs, queues, expect
 
 
 def fail(store, runs, run_id, status=RunStatus.FAILED, *, now=T0):
-    """Admit (when queued), claim and end the run ``status`` (failed or dead)."""
+    """Admit (when queued), claim and end the run ``status`` (failed, dead or cancelled)."""
     store.admit([run_id], now=now)
     store.claim("w1", ["wf"], now=now, lease_until=now + 30, limit=10)
     runs.finish(run_id, status, now=now)
 
 
-@pytest.mark.parametrize("status", history.RETRYABLE_STATUSES, ids=str)
+@pytest.mark.parametrize("status", history.REOPENABLE_STATUSES, ids=str)
 def test_reopen_puts_a_run_of_a_named_queue_back_to_awaiting_admission(store, runs, status):
     make(store, "r1", "q", priority=4, partition="p", start_at=T0 - 100)
     fail(store, runs, "r1", status)

@@ -9,7 +9,7 @@ if not status then
   raise_fence(g)
   return {1, need()}
 end
-if status ~= 'failed' and status ~= 'dead' then
+if status ~= 'failed' and status ~= 'dead' and status ~= 'cancelled' then
   raise_fence(g)
   return {2, need(), status}
 end
