@@ -488,7 +488,7 @@ ACTIVE_STATUSES = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING)
 RETRYABLE_STATUSES = (RunStatus.FAILED, RunStatus.DEAD)
 """The statuses of a run that ``engine.retry`` resumes."""
 REOPENABLE_STATUSES = (*RETRYABLE_STATUSES, RunStatus.CANCELLED)
-"""The statuses of a run that ``Store.reopen`` resumes: ``engine.retry``'s and ``engine.resume``'s."""
+"""The statuses of a run that ``Store.reopen`` resumes (``engine.retry``, ``engine.resume``)."""
 KEEPING_PARENTS = frozenset({*ACTIVE_STATUSES, *REOPENABLE_STATUSES})
 """The statuses of a parent run that keep ``Store.purge`` from deleting its children.
 

@@ -17,14 +17,15 @@ import pytest
 from click.testing import CliRunner
 
 import fluxo
-from fluxo import cli, history
+from fluxo import _executor, cli, history
 from fluxo.stores.memory import MemoryStore
 from fluxo.testing import _replay, replay
 
 from .conftest import MakeEngine
-from .helpers import FakeClock, kinds, named
+from .helpers import FakeClock, execute, kinds, named
 
 Status = fluxo.RunStatus
+Outcome = _executor.Outcome
 CALLS: collections.Counter[str] = collections.Counter()
 
 
@@ -268,6 +269,58 @@ def test_children_cancelled_with_their_parent_stay_cancelled(engine: fluxo.Engin
     assert engine.handle("p").result(timeout=0) == "child cancelled"
     assert engine.get_run("p~child-2").status is Status.CANCELLED
     replay(engine.export_history("p"), workflows=[parent])
+
+
+def test_children_cancelled_with_their_parent_are_met_running_once_resumed(
+    engine: fluxo.Engine,
+) -> None:
+    engine.start(parent.options(id="p"))
+    run_all(engine)
+    engine.cancel("p")
+    run_all(engine)
+
+    engine.resume("p~child-2")  # first, so that the parent finds it running
+    engine.resume("p")
+    run_all(engine)
+    assert engine.get_run("p").status is Status.WAITING  # waits for its child again
+    engine.signal("p~child-2", "go", "c")
+    run_all(engine)
+
+    assert engine.handle("p").result(timeout=0) == "pc!"
+    assert CALLS == {"prepare": 2, "finish": 1}  # the parent's and the child's, once each
+
+
+def test_a_parent_does_not_take_the_cancellation_of_a_child_resumed_since(
+    engine: fluxo.Engine,
+) -> None:
+    engine.start(parent.options(id="p"))
+    run_all(engine)
+    engine.cancel("p~child-2")
+    assert execute(engine, "p~child-2") is Outcome.CANCELLED  # it tells its parent
+    assert engine.get_run("p").status is Status.PENDING  # woken by the outcome
+
+    engine.resume("p~child-2")  # before the parent took delivery of it
+    assert execute(engine, "p") is Outcome.SUSPENDED  # that outcome is superseded
+    engine.signal("p~child-2", "go", "c")
+    run_all(engine)
+
+    assert engine.handle("p").result(timeout=0) == "pc!"
+    assert "child_cancelled" not in kinds(engine.history("p"))
+
+
+def test_a_resumed_run_can_be_forked_past_its_resumed_cancellation(engine: fluxo.Engine) -> None:
+    cancelled_while_waiting(engine)
+    engine.resume("r1")
+    engine.signal("r1", "go", "x")
+    run_all(engine)
+    end = len(engine.history("r1")) - 1  # before workflow_completed: finish is redone
+
+    forked = engine.fork("r1", from_position=end)
+    run_all(engine)
+
+    assert forked.result(timeout=0) == "px!"
+    assert CALLS == {"prepare": 1, "finish": 1}  # finish was recorded before the cut
+    replay(engine.export_history(forked.id), workflows=[stepper])
 
 
 # -- what is refused --------------------------------------------------------------------
