@@ -348,14 +348,20 @@ class Children:
         """A child sent "completed" and has a pending cancellation: will its end stand?
 
         Only if the child saw its cancellation (caught ``fluxo.Cancelled``, so its
-        history holds ``cancel_requested``). Otherwise the store refuses to record
-        the completion and the child ends cancelled, telling this run again: wait.
+        history holds ``cancel_requested`` since it was last resumed or retried).
+        Otherwise the store refuses to record the completion and the child ends
+        cancelled, telling this run again: wait.
         """
         ctx = self._ctx
         state = ctx.store.load(sender)
         if state.run.status.is_terminal:
             return self._ended_child(child, sender)
-        if any(isinstance(e, history.CancelRequested) for e in state.events):
+        since = state.events
+        for seq in range(len(since) - 1, -1, -1):
+            if isinstance(since[seq], history.RunRetried):
+                since = since[seq + 1 :]
+                break
+        if any(isinstance(e, history.CancelRequested) for e in since):
             return history.ChildCompleted(child, outcome.data)
         return None
 

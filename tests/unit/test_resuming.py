@@ -23,6 +23,7 @@ from fluxo.testing import _replay, replay
 
 from .conftest import MakeEngine
 from .helpers import FakeClock, execute, kinds, named
+from .test_cancellation import CancelAtTheEnd
 
 Status = fluxo.RunStatus
 Outcome = _executor.Outcome
@@ -306,6 +307,32 @@ def test_a_parent_does_not_take_the_cancellation_of_a_child_resumed_since(
 
     assert engine.handle("p").result(timeout=0) == "pc!"
     assert "child_cancelled" not in kinds(engine.history("p"))
+
+
+def test_a_child_resumed_then_cancelled_at_its_end_is_not_taken_as_completed(
+    make_engine: MakeEngine,
+) -> None:
+    child = "p~child-2"
+    store = CancelAtTheEnd(MemoryStore(), history.WorkflowCompleted, only=child)
+    engine = make_engine(*WORKFLOWS, store=store)  # type: ignore[arg-type]
+    engine.start(parent.options(id="p"))
+    run_all(engine)
+    engine.cancel(child)
+    execute(engine, child)
+    engine.resume(child)  # its history holds the cancellation it took before
+    assert execute(engine, "p") is Outcome.SUSPENDED
+    parent_outcomes: list[Outcome] = []
+
+    def run_the_parent_meanwhile(run_id: str) -> None:
+        parent_outcomes.append(execute(engine, "p", "parent-worker"))
+
+    store.before_forwarding = run_the_parent_meanwhile
+    engine.signal(child, "go", "c")
+    assert execute(engine, child) is Outcome.CANCELLED  # cancelled as it completed
+
+    assert parent_outcomes == [Outcome.SUSPENDED]  # the completion did not stand
+    run_all(engine)
+    assert engine.handle("p").result(timeout=0) == "child cancelled"
 
 
 def test_a_resumed_run_can_be_forked_past_its_resumed_cancellation(engine: fluxo.Engine) -> None:
