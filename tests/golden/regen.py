@@ -93,6 +93,21 @@ class _Recorder:
         _expect(execute(engine, handle.id), Outcome.COMPLETED)
         return handle.id
 
+    def approval_resumed(self, engine: fluxo.Engine, clock: FakeClock) -> str:
+        handle = engine.start(wf.approval.options(id="golden-approval-resumed"), "o-9")
+        _expect(execute(engine, handle.id), Outcome.SUSPENDED)  # the one-hour timer
+        engine.cancel(handle.id)
+        _expect(execute(engine, handle.id), Outcome.CANCELLED)  # at the timer
+        clock.advance(60)
+        engine.resume(handle.id)  # as if the cancellation had not been
+        clock.advance(3600)
+        _expect(execute(engine, handle.id), Outcome.SUSPENDED)  # waiting for "approved"
+        engine.signal(handle.id, "approved", True)
+        _expect(execute(engine, handle.id), Outcome.SUSPENDED)  # waiting for "comment"
+        clock.advance(300)
+        _expect(execute(engine, handle.id), Outcome.COMPLETED)
+        return handle.id
+
     def approval_rejected(self, engine: fluxo.Engine, clock: FakeClock) -> str:
         handle = engine.start(wf.approval.options(id="golden-approval-rejected"), "o-5")
         _expect(execute(engine, handle.id), Outcome.SUSPENDED)  # the one-hour timer
@@ -210,6 +225,7 @@ HISTORIES: dict[str, tuple[str, fluxo.Workflow[Any, Any]]] = {
     "approval": ("approval", wf.approval),
     "approval-waiting": ("approval_waiting", wf.approval),
     "approval-rejected": ("approval_rejected", wf.approval),
+    "approval-resumed": ("approval_resumed", wf.approval),
     "cancellable": ("cancellable", wf.cancellable),
     "failing": ("failing", wf.failing),
     "retried": ("retried", wf.retried),
