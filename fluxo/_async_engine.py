@@ -255,8 +255,9 @@ class AsyncEngine:
         See :meth:`fluxo.Engine.get_event`. The wait takes one of this engine's
         threads a second at a time, so a cancelled wait gives it back within one.
         """
-        reader = await self._events(run_id, key, timeout, type, "get_event")
-        return await reader.latest(_run_events.seconds(timeout, "get_event()"))
+        wait = _run_events.seconds(timeout, "get_event()")
+        reader = await self._events(run_id, key, type, "get_event")
+        return await reader.latest(wait)
 
     async def watch_event(
         self, run_id: str, key: str, *, timeout: timedelta | float | None = None, type: Any = Any
@@ -265,14 +266,16 @@ class AsyncEngine:
 
         See :meth:`fluxo.Engine.watch_event`; each wait is as :meth:`get_event`'s.
         """
-        reader = await self._events(run_id, key, timeout, type, "watch_event")
-        async for value in reader.each(_run_events.seconds(timeout, "watch_event()")):
+        wait = _run_events.seconds(timeout, "watch_event()")
+        reader = await self._events(run_id, key, type, "watch_event")
+        await self._call(self.engine.store.get_run, run_id)  # RunNotFoundError before any value
+        async for value in reader.each(wait):
             yield value
 
     async def _events(
-        self, run_id: str, key: str, timeout: object, type: Any, what: str
+        self, run_id: str, key: str, type: Any, what: str
     ) -> _run_events.AsyncEventReader:
-        reader = await self._call(self.engine._events, run_id, key, timeout, type, what)
+        reader = await self._call(self.engine._events, run_id, key, type, what)
         return _run_events.AsyncEventReader(reader, self.engine.store, self._call)
 
     # -- results -------------------------------------------------------------------------

@@ -596,9 +596,8 @@ class Engine:
             RunStateError: the run ended without setting ``key``.
             RunNotFoundError: no such run.
         """
-        return self._events(run_id, key, timeout, type, "get_event").latest(
-            _run_events.seconds(timeout, "get_event()")
-        )
+        wait = _run_events.seconds(timeout, "get_event()")
+        return self._events(run_id, key, type, "get_event").latest(wait)
 
     def watch_event(
         self, run_id: str, key: str, *, timeout: timedelta | float | None = None, type: Any = Any
@@ -610,16 +609,15 @@ class Engine:
         are read from the history. ``timeout`` bounds each wait for a next value
         (``EventTimeout``); see :meth:`get_event`.
         """
-        reader = self._events(run_id, key, timeout, type, "watch_event")
-        return reader.each(_run_events.seconds(timeout, "watch_event()"))
+        wait = _run_events.seconds(timeout, "watch_event()")
+        reader = self._events(run_id, key, type, "watch_event")
+        self.store.get_run(run_id)  # RunNotFoundError now, not at the first value
+        return reader.each(wait)
 
-    def _events(
-        self, run_id: str, key: str, timeout: object, type: Any, what: str
-    ) -> _run_events.EventReader:
+    def _events(self, run_id: str, key: str, type: Any, what: str) -> _run_events.EventReader:
         self._check_open()
         _names.check_run_id(run_id)
         _run_events.check_key(key, f"engine.{what}()")
-        self.store.get_run(run_id)  # RunNotFoundError now, not at the first value
         return _run_events.EventReader(self.store, self.codec, run_id, key, type)
 
     def history(self, run_id: str) -> list[_history.Event]:
