@@ -29,6 +29,7 @@ import click
 from fluxo import (
     _cli_apps,
     _cli_schedules,
+    _cli_ui,
     _cli_worker,
     _engine,
     _errors,
@@ -493,6 +494,7 @@ def replay(ctx: click.Context, paths: tuple[Path, ...], app: str | None) -> None
 
 
 cli.add_command(_cli_schedules.schedules)
+cli.add_command(_cli_ui.ui)
 
 
 @cli.group()

@@ -1,0 +1,313 @@
+"""The dashboard's pages and actions, written against :mod:`fluxo.ui._http`'s request.
+
+``GET /``             the runs: counts, filters, one page, a link to the next
+``GET /counts``       the counts per status, as JSON (the runs page fetches them)
+``GET /run?id=``      one run: its record, input and outcome, timeline and events
+``GET /event?id=&seq=`` one event of a run, whole, as JSON
+``GET /live``         Server-Sent Events: ``change`` when the page's data may have moved
+``POST /run/signal``  ``/run/cancel``, ``/run/retry``, ``/run/resume``: act, then show the run
+``GET /static/...``   the stylesheet and script, shipped in the package
+
+Every page also answers with ``fragment=1``: only the part that live refresh replaces.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import mimetypes
+import time
+from collections.abc import Callable
+from importlib import resources
+from typing import Any
+
+from fluxo import _cli_format, _engine, _errors, _names, history
+from fluxo.ui import _guard, _http, _listing, _live, _timeline
+
+log = logging.getLogger(__name__)
+
+EVENT_TEXT = 240
+"""Characters of an event's data shown in the events table (the rest: ``/event``)."""
+
+_ACTIONS = ("signal", "cancel", "retry", "resume")
+_DONE = {
+    "signal": "Signal sent.",
+    "cancel": "Cancellation requested.",
+    "retry": "Run retried: a worker picks it up.",
+    "resume": "Run resumed: a worker picks it up.",
+}
+
+SECURITY_HEADERS = [
+    (
+        "content-security-policy",
+        "default-src 'none'; script-src 'self'; style-src 'self'; "
+        "style-src-attr 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    ),
+    ("x-content-type-options", "nosniff"),
+    ("x-frame-options", "DENY"),
+    ("referrer-policy", "same-origin"),
+]
+
+
+class Pages:
+    """Answers the dashboard's requests for one engine."""
+
+    def __init__(
+        self,
+        engine: _engine.Engine,
+        *,
+        guard: _guard.Guard,
+        changes: _live.Changes,
+        render: Callable[..., str],
+        run_blocking: Callable[[Callable[[], object]], Any] | None,
+        title: str,
+    ) -> None:
+        self.engine = engine
+        self.guard = guard
+        self.changes = changes
+        self.render = render
+        self.run_blocking = run_blocking
+        self.title = title
+        self.counts = _listing.Counts(engine.count_runs)
+
+    def __call__(self, request: _http.Request) -> _http.Response | _http.Stream:
+        """Answer ``request``: the guard's refusal, a page, or a stream."""
+        refusal = self.guard.admit(request)
+        if refusal is not None:
+            refusal.headers.extend(SECURITY_HEADERS)
+            return refusal
+        try:
+            reply = self._route(request)
+        except _errors.FluxoError as exc:
+            reply = self._page(request, "error.html", 503, message=_cli_format.one_line(str(exc)))
+        except Exception:
+            log.exception("the dashboard failed to answer %s %s", request.method, request.path)
+            reply = self._page(
+                request, "error.html", 500, message="the dashboard failed; its log says why"
+            )
+        if isinstance(reply, _http.Response):
+            reply.headers.extend(SECURITY_HEADERS)
+        return reply
+
+    # -- routing -----------------------------------------------------------------------------
+
+    def _route(self, request: _http.Request) -> _http.Response | _http.Stream:
+        path, method = request.path, request.method
+        if path.startswith("/static/") and method in ("GET", "HEAD"):
+            return _static(path.removeprefix("/static/"))
+        if method == "POST" and path.startswith("/run/"):
+            action = path.removeprefix("/run/")
+            if action in _ACTIONS:
+                return self._act(request, action)
+        if method not in ("GET", "HEAD"):
+            return _http.Response.text(f"{method} is not served at {path}", 405)
+        if path == "/":
+            return self._runs(request)
+        if path == "/counts":
+            workflow = request.arg("workflow")
+            return _http.Response.json(self.counts.get(workflow))
+        if path == "/run":
+            return self._run(request)
+        if path == "/event":
+            return self._event(request)
+        if path == "/live":
+            return self._live(request)
+        return self._page(request, "error.html", 404, message=f"no page at {path}")
+
+    # -- pages -------------------------------------------------------------------------------
+
+    def _page(
+        self, request: _http.Request, template: str, status: int = 200, **values: Any
+    ) -> _http.Response:
+        csrf, new_cookie = _guard.csrf_value(request)
+        text = self.render(
+            template,
+            base=request.base,
+            title=self.title,
+            csrf=csrf,
+            fragment=request.arg("fragment") == "1",
+            request=request,
+            **values,
+        )
+        reply = _http.Response.html(text, status)
+        reply.headers.append(("cache-control", "no-store"))
+        if new_cookie is not None:
+            reply.headers.append(("set-cookie", new_cookie))
+        return reply
+
+    def _runs(self, request: _http.Request) -> _http.Response:
+        now = time.time()
+        try:
+            filters = _listing.read_filters(request, now)
+        except _listing.FilterError as exc:
+            return self._page(
+                request,
+                "runs.html",
+                400,
+                filters=_listing.Filters(),
+                page=None,
+                error=str(exc),
+                statuses=_listing.STATUSES,
+                sizes=_listing.PAGE_SIZES,
+            )
+        page = _listing.read_page(self.engine, filters)
+        return self._page(
+            request,
+            "runs.html",
+            filters=filters,
+            page=page,
+            error=None,
+            statuses=_listing.STATUSES,
+            sizes=_listing.PAGE_SIZES,
+            iso=_cli_format.iso,
+            status_text=_cli_format.status_text,
+        )
+
+    def _load(self, run_id: str) -> history.RunState:
+        _checked_id(run_id)
+        return self.engine.store.load(run_id)
+
+    def _run(self, request: _http.Request, *, status: int = 200, **extra: Any) -> _http.Response:
+        run_id = request.arg("id") or request.form().get("id", "")
+        try:
+            state = self._load(run_id)
+        except _errors.RunNotFoundError:
+            return self._page(request, "error.html", 404, message=f"no run {run_id!r}")
+        except _errors.DefinitionError as exc:
+            return self._page(request, "error.html", 400, message=str(exc))
+        described = _cli_format.describe_run(state, self.engine.codec)
+        run = state.run
+        return self._page(
+            request,
+            "run.html",
+            status,
+            run=run,
+            described=described,
+            timeline=_timeline.build(state, self.engine.codec, now=time.time()),
+            events=_event_rows(described["timeline"]),
+            done=_DONE.get(request.arg("done"), ""),
+            can_cancel=not run.status.is_terminal and not run.cancel_requested,
+            can_retry=run.status in history.RETRYABLE_STATUSES,
+            can_resume=run.status is history.RunStatus.CANCELLED,
+            pretty=_pretty,
+            status_text=_cli_format.status_text,
+            **extra,
+        )
+
+    def _event(self, request: _http.Request) -> _http.Response:
+        run_id, seq_text = request.arg("id"), request.arg("seq")
+        try:
+            state = self._load(run_id)
+        except _errors.RunNotFoundError:
+            return _http.Response.json({"error": f"no run {run_id!r}"}, 404)
+        except _errors.DefinitionError as exc:
+            return _http.Response.json({"error": str(exc)}, 400)
+        if not seq_text.isdigit() or int(seq_text) >= len(state.events):
+            return _http.Response.json(
+                {"error": f"seq: run {run_id!r} has events 0 to {len(state.events) - 1}"}, 400
+            )
+        seq = int(seq_text)
+        event = state.events[seq]
+        return _http.Response.json(
+            {
+                "seq": seq,
+                "kind": event.kind,
+                "name": event.name,
+                "recorded_at": _cli_format.iso(state.recorded_at[seq], precise=True)
+                if len(state.recorded_at) == len(state.events)
+                else None,
+                "data": _cli_format.event_value(self.engine.codec, event),
+            }
+        )
+
+    def _live(self, request: _http.Request) -> _http.Stream:
+        run_id = request.arg("id")
+        version: Callable[[], object] | None = None
+        if run_id:
+            store = self.engine.store
+
+            def version() -> object:
+                run = store.get_run(run_id)
+                return (run.status, run.updated_at, run.cancel_requested)
+
+        return _live.PageStream(self.changes, version, run_blocking=self.run_blocking)
+
+    # -- actions -----------------------------------------------------------------------------
+
+    def _act(self, request: _http.Request, action: str) -> _http.Response:
+        form = request.form()
+        why = _guard.check_post(request, form)
+        if why is not None:
+            return _http.Response.text(
+                f"refused: {why}; reload the dashboard's page and try again", 403
+            )
+        run_id = form.get("id", "")
+        try:
+            _checked_id(run_id)
+            if action == "signal":
+                name = form.get("name", "").strip()
+                if not name:
+                    raise _errors.DefinitionError("signal: give the signal's name")
+                self.engine.signal(run_id, name, _payload(form.get("payload", "")))
+            elif action == "cancel":
+                self.engine.cancel(run_id)
+            elif action == "retry":
+                self.engine.retry(run_id)
+            else:
+                self.engine.resume(run_id)
+        except _errors.FluxoError as exc:
+            message = _cli_format.one_line(str(exc))
+            if isinstance(exc, _errors.RunNotFoundError):
+                return self._page(request, "error.html", 404, message=message)
+            query = {"id": [run_id]}
+            again = _http.Request("GET", "/run", request.base, query, request.headers)
+            return self._run(again, status=409, action_error=message, form=form)
+        log.info("dashboard: %s on run %s", action, run_id)
+        return _http.Response.redirect(request.url("/run", id=run_id, done=action))
+
+
+def _checked_id(run_id: str) -> None:
+    if not run_id:
+        raise _errors.DefinitionError("id: give the run's id (…/run?id=<run id>)")
+    _names.check_run_id(run_id)
+
+
+def _payload(text: str) -> Any:
+    """A signal's payload as typed in the form: JSON, or nothing for ``None``."""
+    if not text.strip():
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _errors.DefinitionError(
+            f"payload: not JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); "
+            'write it as JSON, for example {"approved": true} or "yes"'
+        ) from None
+
+
+def _pretty(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+
+
+def _event_rows(timeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for entry in timeline:
+        text = json.dumps(entry["data"], ensure_ascii=False, default=str)
+        rows.append({**entry, "text": text[:EVENT_TEXT], "cut": len(text) > EVENT_TEXT})
+    return rows
+
+
+_STATIC = {"fluxo.css", "fluxo.js", "timeline.css", "favicon.svg"}
+
+
+def _static(name: str) -> _http.Response:
+    if name not in _STATIC:
+        return _http.Response.text(f"no file {name!r}", 404)
+    body = resources.files("fluxo.ui").joinpath("static", name).read_bytes()
+    kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    if kind.startswith("text/") or kind.endswith("javascript"):
+        kind += "; charset=utf-8"
+    return _http.Response(
+        200, body, [("content-type", kind), ("cache-control", "public, max-age=3600")]
+    )
