@@ -82,6 +82,9 @@ def read_filters(request: _http.Request, now: float) -> Filters:
         _filters.id_prefix(prefix)
     except _errors.FluxoError as exc:
         raise FilterError(f"id: {exc}") from None
+    cursor = request.arg("after")
+    if cursor:
+        decode_cursor(cursor)  # a damaged link is named now, not half way through the page
     return Filters(
         statuses=tuple(chosen),
         workflow=request.arg("workflow").strip(),
@@ -89,7 +92,7 @@ def read_filters(request: _http.Request, now: float) -> Filters:
         since=since,
         until=until,
         size=int(size_text),
-        cursor=request.arg("after"),
+        cursor=cursor,
         created_after=after,
         created_before=before,
     )
