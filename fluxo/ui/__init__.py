@@ -1,0 +1,1 @@
+"""The ``fluxo ui`` web dashboard."""
