@@ -266,7 +266,9 @@ def test_retry_from_the_page(client: Client, engine: fluxo.Engine) -> None:
     assert "run_retried" in kinds
 
 
-def test_an_action_the_run_refuses_shows_fluxos_message(client: Client, engine: fluxo.Engine) -> None:
+def test_an_action_the_run_refuses_shows_fluxos_message(
+    client: Client, engine: fluxo.Engine
+) -> None:
     engine.start(adder.options(id="v-1"), 1).result(timeout=10)
     csrf = _csrf(client.get("/run", params={"id": "v-1"}))
     refused = client.post("/run/cancel", data={"id": "v-1", "csrf": csrf})
@@ -335,13 +337,15 @@ def test_an_async_engine_is_taken(engine: fluxo.Engine) -> None:
         ({"allowed_hosts": "localhost"}, "takes a list of host names"),
     ],
 )
-def test_bad_arguments_are_named(engine: fluxo.Engine, kwargs: dict[str, Any], message: str) -> None:
+def test_bad_arguments_are_named(
+    engine: fluxo.Engine, kwargs: dict[str, Any], message: str
+) -> None:
     with pytest.raises(fluxo.DefinitionError, match=message):
         Dashboard(engine, **kwargs)
 
 
 def test_not_an_engine_is_refused() -> None:
-    with pytest.raises(fluxo.DefinitionError, match="takes a fluxo.Engine"):
+    with pytest.raises(fluxo.DefinitionError, match=r"takes a fluxo\.Engine"):
         Dashboard("memory://")  # type: ignore[arg-type]
 
 
