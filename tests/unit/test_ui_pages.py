@@ -311,9 +311,12 @@ def test_mounted_under_a_prefix_links_carry_it(engine: fluxo.Engine) -> None:
     engine.start(adder.options(id="p-1"), 1).result(timeout=10)
     dashboard = Dashboard(engine)
     try:
+        from werkzeug.exceptions import NotFound
+        from werkzeug.middleware.dispatcher import DispatcherMiddleware
+
+        mounted = DispatcherMiddleware(NotFound(), {"/ops/fluxo": dashboard.wsgi})
         client = httpx.Client(
-            transport=httpx.WSGITransport(app=dashboard.wsgi, script_name="/ops/fluxo"),
-            base_url="http://127.0.0.1",
+            transport=httpx.WSGITransport(app=mounted), base_url="http://127.0.0.1"
         )
         page = client.get("/ops/fluxo/")
         assert 'href="/ops/fluxo/run?id=p-1"' in page.text
