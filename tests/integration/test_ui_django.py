@@ -78,6 +78,13 @@ def test_a_staff_user_sees_the_runs_with_links_under_the_prefix(run_id: str) -> 
     assert (cookie["path"], cookie["httponly"], cookie["samesite"]) == ("/fluxo", True, "Strict")
 
 
+def test_the_urlconf_has_a_namespace() -> None:
+    from django.urls import reverse
+
+    assert reverse("fluxo_dashboard:home") == "/fluxo/"
+    assert reverse("fluxo_dashboard:page", kwargs={"path": "run"}) == "/fluxo/run"
+
+
 def test_the_prefix_without_its_slash_is_sent_to_the_dashboards_home() -> None:
     moved = client_for(staff=True).get("/fluxo")
 

@@ -113,6 +113,9 @@ def test_the_prefix_without_its_slash_is_sent_to_the_dashboards_home(
 
     assert moved.status_code == 308
     assert moved.location.endswith("/fluxo/")
+    with app.test_request_context():
+        assert flask.url_for("fluxo_dashboard.page", path="") == "/fluxo/"
+        assert flask.url_for("fluxo_dashboard.page", path="run") == "/fluxo/run"
 
 
 def test_under_a_script_root_the_links_carry_it(shop: tuple[flask.Flask, str]) -> None:
