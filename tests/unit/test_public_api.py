@@ -177,13 +177,15 @@ def test_only_a_cron_schedule_imports_the_cron_library() -> None:
     assert "croniter" in loaded
 
 
-def test_no_module_of_fluxo_imports_fastapi() -> None:
-    """FastAPI apps use fluxo.AsyncEngine as it is (docs/fastapi.md): Fluxo has no FastAPI code."""
+def test_only_the_dashboards_router_imports_fastapi() -> None:
+    """FastAPI apps use fluxo.AsyncEngine as it is (docs/fastapi.md); only the dashboard's
+    router, ``fluxo.contrib.fastapi`` (docs/ui-mounting.md), is FastAPI code."""
     web = re.compile(r"^\s*(?:from|import)\s+(?:fastapi|starlette)\b", re.MULTILINE)
     package = Path(fluxo.__file__).parent
     modules = sorted(package.rglob("*.py"))
     assert package / "_async_engine.py" in modules
-    assert [path for path in modules if web.search(path.read_text())] == []
+    found = [path for path in modules if web.search(path.read_text())]
+    assert found == [package / "contrib" / "fastapi.py"]
 
 
 # -- errors -----------------------------------------------------------------------------

@@ -9,6 +9,7 @@ optional::
         "WORKFLOWS": ["shop.flows.checkout"],  # workflows autodiscovery does not find
         "AUTODISCOVER": True,  # import workflows.py of every installed app
         "START": "transaction",  # or "on_commit"
+        "DASHBOARD_DECORATOR": "myproject.auth.admins_only",  # guards the dashboard's pages
     }
 
 Anything else, or a value of the wrong kind, is refused with
@@ -31,7 +32,10 @@ StartMode = Literal["transaction", "on_commit"]
 START_MODES: Final[tuple[StartMode, ...]] = ("transaction", "on_commit")
 """The values of ``FLUXO["START"]``."""
 
-KEYS: Final = ("DATABASE", "STORE", "WORKFLOWS", "AUTODISCOVER", "START")
+KEYS: Final = ("DATABASE", "STORE", "WORKFLOWS", "AUTODISCOVER", "START", "DASHBOARD_DECORATOR")
+
+STAFF_ONLY: Final = "django.contrib.admin.views.decorators.staff_member_required"
+"""The default of ``FLUXO["DASHBOARD_DECORATOR"]``: the dashboard is for staff users."""
 """Every key ``FLUXO`` may hold."""
 
 
@@ -54,6 +58,10 @@ class FluxoSettings:
             back); ``"on_commit"``: the run is created after the commit. ``None``
             (not set): ``"transaction"`` when the store is the Django database,
             ``"on_commit"`` otherwise.
+        dashboard_decorator: the dotted path of the view decorator that guards the
+            dashboard's pages (``fluxo.contrib.django.dashboard``), by default
+            Django admin's ``staff_member_required``; ``None``: none (the project
+            guards them otherwise, with a middleware say).
     """
 
     database: str = "default"
@@ -61,6 +69,7 @@ class FluxoSettings:
     workflows: tuple[str, ...] = ()
     autodiscover: bool = True
     start: StartMode | None = None
+    dashboard_decorator: str | None = STAFF_ONLY
 
     def __repr__(self) -> str:
         """The settings, with any password in ``store`` masked (tracebacks show this)."""
@@ -68,7 +77,7 @@ class FluxoSettings:
         return (
             f"FluxoSettings(database={self.database!r}, store={store!r}, "
             f"workflows={self.workflows!r}, autodiscover={self.autodiscover!r}, "
-            f"start={self.start!r})"
+            f"start={self.start!r}, dashboard_decorator={self.dashboard_decorator!r})"
         )
 
     @property
@@ -111,6 +120,7 @@ def read(raw: object) -> FluxoSettings:
         workflows=_workflows(raw.get("WORKFLOWS", ())),
         autodiscover=_autodiscover(raw.get("AUTODISCOVER", True)),
         start=_start(raw.get("START")),
+        dashboard_decorator=_decorator(raw.get("DASHBOARD_DECORATOR", STAFF_ONLY)),
     )
     if found.store is not None and found.start == "transaction":
         raise ImproperlyConfigured(
@@ -163,6 +173,18 @@ def _autodiscover(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ImproperlyConfigured(
             f"settings.FLUXO['AUTODISCOVER'] must be True or False, not {value!r}"
+        )
+    return value
+
+
+def _decorator(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or "." not in value.strip("."):
+        raise ImproperlyConfigured(
+            f"settings.FLUXO['DASHBOARD_DECORATOR'] must be the dotted path of a view "
+            f"decorator, such as 'django.contrib.auth.decorators.login_required', or None for "
+            f"none, not {value!r}"
         )
     return value
 

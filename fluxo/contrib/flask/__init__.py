@@ -15,17 +15,27 @@
   commits, never if it rolls back. After reads only, it is a plain start.
 * ``flask fluxo worker``, ``flask fluxo runs list``... run Fluxo's command line
   with the app's engine.
+* ``app.register_blueprint(dashboard_blueprint(), url_prefix="/fluxo")`` serves
+  the Fluxo dashboard behind the app's own login (docs/ui-mounting.md).
 
 See docs/flask.md for the configuration keys, transactions, deployment and tests.
 """
 
 from fluxo.contrib.flask._config import KEYS
+from fluxo.contrib.flask._dashboard import dashboard_blueprint
 from fluxo.contrib.flask._extension import Fluxo, FluxoState
 from fluxo.contrib.flask._http import STATUSES, register_error_handlers
 
-__all__ = ["KEYS", "STATUSES", "Fluxo", "FluxoState", "register_error_handlers"]
+__all__ = [
+    "KEYS",
+    "STATUSES",
+    "Fluxo",
+    "FluxoState",
+    "dashboard_blueprint",
+    "register_error_handlers",
+]
 
 # Shown where users find them: fluxo.contrib.flask.Fluxo, not the private modules.
-for _value in (Fluxo, FluxoState, register_error_handlers):
+for _value in (Fluxo, FluxoState, dashboard_blueprint, register_error_handlers):
     _value.__module__ = __name__
 del _value
