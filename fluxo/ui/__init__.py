@@ -1,16 +1,14 @@
 """The Fluxo dashboard: see runs, read their histories as timelines, and steer them.
 
-``fluxo ui --app myapp:engine`` serves it on 127.0.0.1. In an application, mount the
-same dashboard behind the application's own login::
+``fluxo ui --app myapp:engine`` serves it on 127.0.0.1 (docs/ui.md). The same
+:class:`Dashboard` is a WSGI app (``dashboard.wsgi``) and an ASGI app
+(``dashboard.asgi``); inside a Flask, Django or FastAPI application, behind its own
+login, use that framework's adapter (docs/ui-mounting.md):
+``fluxo.contrib.flask.dashboard_blueprint``, ``fluxo.contrib.django.dashboard``,
+``fluxo.contrib.fastapi.dashboard_router``.
 
-    from fluxo.ui import Dashboard
-
-    dashboard = Dashboard(engine)
-    fastapi_app.mount("/fluxo", dashboard.asgi)            # ASGI: FastAPI, Starlette
-    flask_app.wsgi_app = DispatcherMiddleware(...)          # WSGI: see docs/ui.md
-
-It needs Jinja2 (``pip install 'fluxo[ui]'``, which also brings the server
-``fluxo ui`` runs on). Its pages are in docs/ui.md.
+It needs Jinja2 (``pip install 'fluxo[ui]'``, which also brings the server that
+``fluxo ui`` runs on).
 """
 
 from __future__ import annotations
