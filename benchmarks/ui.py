@@ -56,8 +56,10 @@ and every run of the benchmark (a fixed random seed):
   fails first and is retried at once), so the newest run.
 
 SQLite is seeded with ``?synchronous=normal`` (the same rows, fewer flushes) and
-served as a file with the store's defaults; PostgreSQL is seeded from 4 threads,
-then ``ANALYZE``d (as autovacuum would be within a minute of that many inserts).
+served as a file with the store's defaults. PostgreSQL is seeded from 4 threads
+with ``synchronous_commit = off`` on the scratch database (reset before anything
+is measured), then ``ANALYZE``d (as autovacuum would be within a minute of that
+many inserts).
 
     python benchmarks/ui.py [--stores sqlite,postgres] [--runs 100000]
         [--events 5000] [--repeat 20] [--json]
