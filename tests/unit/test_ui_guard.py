@@ -33,7 +33,7 @@ def waiter(text: str) -> str:
 
 @pytest.fixture
 def engine() -> Iterator[fluxo.Engine]:
-    with fluxo.Engine("memory://", workflows=[waiter]) as engine, engine.worker():
+    with fluxo.Engine("memory://", workflows=[waiter]) as engine, engine.worker(idle_timeout=0.1):
         yield engine
 
 

@@ -51,7 +51,7 @@ WORKFLOWS = [adder, approval, failing]
 
 @pytest.fixture
 def engine() -> Iterator[fluxo.Engine]:
-    with fluxo.Engine("memory://", workflows=WORKFLOWS) as engine, engine.worker():
+    with fluxo.Engine("memory://", workflows=WORKFLOWS) as engine, engine.worker(idle_timeout=0.1):
         yield engine
 
 
