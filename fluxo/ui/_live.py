@@ -41,6 +41,11 @@ class Changes:
         self._closed = False
 
     @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` stopped the watching."""
+        return self._closed
+
+    @property
     def generation(self) -> int:
         """The number of changes seen (starts the watching thread)."""
         self._start()
@@ -157,6 +162,8 @@ class PageStream:
         seen = self._read()
         while time.monotonic() - started < self._lifetime:
             now = self._changes.wait(generation, PING_EVERY)
+            if self._changes.closed:  # the dashboard was closed: the page reconnects
+                return
             if now == generation:
                 yield b": ping\n\n"
                 continue
@@ -176,6 +183,8 @@ class PageStream:
         seen = await self._aread()
         while time.monotonic() - started < self._lifetime:
             now = await self._changes.wait_async(generation, PING_EVERY)
+            if self._changes.closed:  # the dashboard was closed: the page reconnects
+                return
             if now == generation:
                 yield b": ping\n\n"
                 continue
