@@ -32,8 +32,9 @@ STREAM_LIFETIME = 300.0
 class Changes:
     """The generation counter of the store's changes, and the thread that moves it."""
 
-    def __init__(self, store: stores.Store) -> None:
+    def __init__(self, store: stores.Store, *, ended: Callable[[], bool] = lambda: False) -> None:
         self._store = store
+        self._ended = ended
         self._cond = threading.Condition()
         self._generation = 0
         self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()
@@ -42,7 +43,7 @@ class Changes:
 
     @property
     def closed(self) -> bool:
-        """Whether :meth:`close` stopped the watching."""
+        """Whether watching stopped: :meth:`close`, or the engine was closed."""
         return self._closed
 
     @property
@@ -63,6 +64,9 @@ class Changes:
         failing = False
         delay = 1.0
         while not self._closed:
+            if self._ended():  # the engine was closed: its store answers every wait at once
+                self.close()
+                return
             try:
                 token = self._store.change_token(None)
                 changed = self._store.wait_for_change(None, PING_EVERY, since=token)

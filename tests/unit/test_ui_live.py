@@ -56,3 +56,19 @@ def test_a_stream_opened_after_close_ends_at_once(engine: fluxo.Engine) -> None:
     dashboard.close()
     stream = _live.PageStream(dashboard._changes, None, min_interval=0)
     assert list(itertools.islice(stream.chunks(), 50)) == [b"retry: 3000\n\n"]
+
+
+def test_the_watcher_stops_when_the_engine_is_closed() -> None:
+    engine = fluxo.Engine("memory://", workflows=[])
+    dashboard = Dashboard(engine)
+    changes = dashboard._changes
+    assert changes.generation == 0  # starts the watching thread
+    thread = changes._thread
+    assert thread is not None
+    engine.close()  # a closed store answers every wait at once
+    thread.join(10)
+    assert not thread.is_alive(), "the watcher went on, waking without a pause"
+    assert changes.closed
+    stream = _live.PageStream(changes, None, min_interval=0)
+    assert list(itertools.islice(stream.chunks(), 50)) == [b"retry: 3000\n\n"]
+    dashboard.close()
