@@ -87,9 +87,9 @@ class Guard:
                 return self._unauthorized("the token in the address is not this dashboard's")
             kept = {k: v for k, v in request.query.items() if k != "token"}
             query = urlencode(kept, doseq=True)
-            reply = _http.Response.redirect(
-                request.base + request.path + ("?" + query if query else "")
-            )
+            # One leading slash: browsers read //host and /\host as another site's address.
+            path = "/" + request.path.lstrip("/\\")
+            reply = _http.Response.redirect(request.base + path + ("?" + query if query else ""))
             reply.headers.append(("set-cookie", cookie(TOKEN_COOKIE, self.token, request)))
             return reply
         bearer = request.headers.get("authorization", "")
