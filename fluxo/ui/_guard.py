@@ -16,7 +16,7 @@ from __future__ import annotations
 import hmac
 import secrets
 from collections.abc import Collection
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from fluxo.ui import _http
 
@@ -88,7 +88,7 @@ class Guard:
             kept = {k: v for k, v in request.query.items() if k != "token"}
             query = urlencode(kept, doseq=True)
             # One leading slash: browsers read //host and /\host as another site's address.
-            path = "/" + request.path.lstrip("/\\")
+            path = quote("/" + request.path.lstrip("/\\"))
             reply = _http.Response.redirect(request.base + path + ("?" + query if query else ""))
             reply.headers.append(("set-cookie", cookie(TOKEN_COOKIE, self.token, request)))
             return reply
