@@ -9,7 +9,9 @@ from __future__ import annotations
 import ipaddress
 import logging
 import secrets
+import signal
 import socket
+from types import FrameType
 
 import click
 
@@ -90,13 +92,28 @@ def ui(app: str | None, store: str | None, host: str, port: int, token: str | No
             lifespan="off",
             timeout_graceful_shutdown=2,
         )
-        server = uvicorn.Server(config)
+
+        class Server(uvicorn.Server):
+            async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+                dashboard.close()  # open pages' live streams end, so they hold no shutdown
+                await super().shutdown(sockets)
+
+        server = Server(config)
+        # uvicorn raises the signal that stopped it again once it has stopped; a handler
+        # of ours takes it, so the dashboard and the store are closed before the exit.
+        previous = {sig: signal.signal(sig, _stopped) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             server.run(sockets=[sock])
         finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             dashboard.close()
             sock.close()
         logging.getLogger(__name__).info("fluxo ui stopped")
+
+
+def _stopped(signum: int, frame: FrameType | None) -> None:
+    """Take the stopping signal uvicorn raises again after it stopped: the exit is ours."""
 
 
 def _bind(host: str, port: int) -> socket.socket:
