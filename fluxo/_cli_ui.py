@@ -76,13 +76,13 @@ def ui(app: str | None, store: str | None, host: str, port: int, token: str | No
     from fluxo import ui as dashboard_module
 
     with _cli_apps.connect(store, app) as engine:
+        shown = f"[{host.strip('[]')}]" if ":" in host else host
         dashboard = dashboard_module.Dashboard(
             engine,
-            token=token,
-            allowed_hosts=None if token else dashboard_module.LOOPBACK_HOSTS,
+            token=token,  # the address bound is a loopback name too (127.0.0.2, [::1])
+            allowed_hosts=None if token else dashboard_module.LOOPBACK_HOSTS | {shown.lower()},
         )
         sock = _bind(host, port)
-        shown = f"[{host}]" if ":" in host else host
         address = f"http://{shown}:{sock.getsockname()[1]}/"
         click.echo(f"fluxo ui: serving {address}" + ("?token=<your token>" if token else ""))
         config = uvicorn.Config(

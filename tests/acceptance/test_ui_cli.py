@@ -130,6 +130,24 @@ def test_on_loopback_it_answers_loopback_names_only(store_file: str, tmp_path: P
         processes.stop()
 
 
+def test_on_another_loopback_address_it_answers_that_address(
+    store_file: str, tmp_path: Path
+) -> None:
+    processes, port = _ui(tmp_path, store_file, "--host", "127.0.0.2")
+    try:
+        _servers.wait_for(
+            lambda: httpx.get(f"http://127.0.0.2:{port}/static/fluxo.css"),
+            30,
+            "fluxo ui to answer",
+            tmp_path,
+        )
+        assert httpx.get(f"http://127.0.0.2:{port}/").status_code == 200
+        rebound = httpx.get(f"http://127.0.0.2:{port}/", headers={"host": f"a.example:{port}"})
+        assert rebound.status_code == 421
+    finally:
+        processes.stop()
+
+
 def test_the_live_stream_tells_of_a_change_made_elsewhere(store_file: str, tmp_path: Path) -> None:
     processes, port = _ui(tmp_path, store_file)
     try:
