@@ -161,7 +161,7 @@ def _value(codec: _codec.Codec, data: bytes | None) -> Any:
         return None
     try:
         value = codec.decode(data, Any)
-    except (_errors.FluxoError, ValueError, TypeError):
+    except Exception:  # a codec may raise anything (a key gone, a payload of another codec)
         try:
             return data.decode()
         except UnicodeDecodeError:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import ipaddress
 import logging
 import secrets
+import signal
 import socket
+from types import FrameType
 
 import click
 
@@ -74,13 +76,13 @@ def ui(app: str | None, store: str | None, host: str, port: int, token: str | No
     from fluxo import ui as dashboard_module
 
     with _cli_apps.connect(store, app) as engine:
+        shown = f"[{host.strip('[]')}]" if ":" in host else host
         dashboard = dashboard_module.Dashboard(
             engine,
-            token=token,
-            allowed_hosts=None if token else dashboard_module.LOOPBACK_HOSTS,
+            token=token,  # the address bound is a loopback name too (127.0.0.2, [::1])
+            allowed_hosts=None if token else dashboard_module.LOOPBACK_HOSTS | {shown.lower()},
         )
         sock = _bind(host, port)
-        shown = f"[{host}]" if ":" in host else host
         address = f"http://{shown}:{sock.getsockname()[1]}/"
         click.echo(f"fluxo ui: serving {address}" + ("?token=<your token>" if token else ""))
         config = uvicorn.Config(
@@ -90,13 +92,28 @@ def ui(app: str | None, store: str | None, host: str, port: int, token: str | No
             lifespan="off",
             timeout_graceful_shutdown=2,
         )
-        server = uvicorn.Server(config)
+
+        class Server(uvicorn.Server):
+            async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+                dashboard.close()  # open pages' live streams end, so they hold no shutdown
+                await super().shutdown(sockets)
+
+        server = Server(config)
+        # uvicorn raises the signal that stopped it again once it has stopped; a handler
+        # of ours takes it, so the dashboard and the store are closed before the exit.
+        previous = {sig: signal.signal(sig, _stopped) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             server.run(sockets=[sock])
         finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             dashboard.close()
             sock.close()
         logging.getLogger(__name__).info("fluxo ui stopped")
+
+
+def _stopped(signum: int, frame: FrameType | None) -> None:
+    """Take the stopping signal uvicorn raises again after it stopped: the exit is ours."""
 
 
 def _bind(host: str, port: int) -> socket.socket:

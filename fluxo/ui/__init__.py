@@ -87,7 +87,7 @@ class Dashboard:
         env = _templates()
         self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
-        self._changes = _live.Changes(engine.store)
+        self._changes = _live.Changes(engine.store, ended=lambda: engine._closed)
         self._pages = _pages.Pages(
             engine,
             guard=_guard.Guard(token=token, allowed_hosts=allowed_hosts),

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hmac
 import secrets
 from collections.abc import Collection
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from fluxo.ui import _http
 
@@ -87,9 +87,9 @@ class Guard:
                 return self._unauthorized("the token in the address is not this dashboard's")
             kept = {k: v for k, v in request.query.items() if k != "token"}
             query = urlencode(kept, doseq=True)
-            reply = _http.Response.redirect(
-                request.base + request.path + ("?" + query if query else "")
-            )
+            # One leading slash: browsers read //host and /\host as another site's address.
+            path = quote("/" + request.path.lstrip("/\\"))
+            reply = _http.Response.redirect(request.base + path + ("?" + query if query else ""))
             reply.headers.append(("set-cookie", cookie(TOKEN_COOKIE, self.token, request)))
             return reply
         bearer = request.headers.get("authorization", "")

@@ -32,13 +32,19 @@ STREAM_LIFETIME = 300.0
 class Changes:
     """The generation counter of the store's changes, and the thread that moves it."""
 
-    def __init__(self, store: stores.Store) -> None:
+    def __init__(self, store: stores.Store, *, ended: Callable[[], bool] = lambda: False) -> None:
         self._store = store
+        self._ended = ended
         self._cond = threading.Condition()
         self._generation = 0
         self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()
         self._thread: threading.Thread | None = None
         self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        """Whether watching stopped: :meth:`close`, or the engine was closed."""
+        return self._closed
 
     @property
     def generation(self) -> int:
@@ -58,6 +64,9 @@ class Changes:
         failing = False
         delay = 1.0
         while not self._closed:
+            if self._ended():  # the engine was closed: its store answers every wait at once
+                self.close()
+                return
             try:
                 token = self._store.change_token(None)
                 changed = self._store.wait_for_change(None, PING_EVERY, since=token)
@@ -157,6 +166,8 @@ class PageStream:
         seen = self._read()
         while time.monotonic() - started < self._lifetime:
             now = self._changes.wait(generation, PING_EVERY)
+            if self._changes.closed:  # the dashboard was closed: the page reconnects
+                return
             if now == generation:
                 yield b": ping\n\n"
                 continue
@@ -176,6 +187,8 @@ class PageStream:
         seen = await self._aread()
         while time.monotonic() - started < self._lifetime:
             now = await self._changes.wait_async(generation, PING_EVERY)
+            if self._changes.closed:  # the dashboard was closed: the page reconnects
+                return
             if now == generation:
                 yield b": ping\n\n"
                 continue

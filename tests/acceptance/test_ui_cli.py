@@ -7,6 +7,8 @@ stream tells an open page when another process changes the store.
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import subprocess
 import sys
 import threading
@@ -128,6 +130,24 @@ def test_on_loopback_it_answers_loopback_names_only(store_file: str, tmp_path: P
         processes.stop()
 
 
+def test_on_another_loopback_address_it_answers_that_address(
+    store_file: str, tmp_path: Path
+) -> None:
+    processes, port = _ui(tmp_path, store_file, "--host", "127.0.0.2")
+    try:
+        _servers.wait_for(
+            lambda: httpx.get(f"http://127.0.0.2:{port}/static/fluxo.css"),
+            30,
+            "fluxo ui to answer",
+            tmp_path,
+        )
+        assert httpx.get(f"http://127.0.0.2:{port}/").status_code == 200
+        rebound = httpx.get(f"http://127.0.0.2:{port}/", headers={"host": f"a.example:{port}"})
+        assert rebound.status_code == 421
+    finally:
+        processes.stop()
+
+
 def test_the_live_stream_tells_of_a_change_made_elsewhere(store_file: str, tmp_path: Path) -> None:
     processes, port = _ui(tmp_path, store_file)
     try:
@@ -176,3 +196,35 @@ def test_a_taken_port_is_a_one_line_error(store_file: str, tmp_path: Path) -> No
         assert "Traceback" not in done.stderr
     finally:
         processes.stop()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_with_a_stream_open_closes_the_store_and_exits_0(
+    store_file: str, tmp_path: Path, signum: int
+) -> None:
+    processes, port = _ui(tmp_path, store_file)
+    try:
+        _wait_up(port, tmp_path)
+        opened = threading.Event()
+
+        def listen() -> None:
+            with contextlib.suppress(httpx.HTTPError):
+                url = f"http://127.0.0.1:{port}/live"
+                with httpx.stream("GET", url, timeout=60) as reply:
+                    for _ in reply.iter_lines():
+                        opened.set()
+
+        listener = threading.Thread(target=listen, daemon=True)
+        listener.start()
+        assert opened.wait(30), "the stream never opened"
+        processes.current.send_signal(signum)
+        assert processes.current.wait(timeout=30) == 0, _servers.logs(tmp_path)
+        listener.join(30)
+        assert not listener.is_alive(), "the stream was left open"
+    finally:
+        processes.stop()
+    log = _servers.logs(tmp_path)
+    assert "Traceback" not in log, log
+    assert "ERROR" not in log, log
+    wal = Path(store_file.removeprefix("sqlite:///") + "-wal")
+    assert not wal.exists(), "the store was not closed: SQLite's write-ahead log is left"

@@ -117,6 +117,28 @@ def test_the_token_in_the_address_becomes_a_cookie_and_leaves_the_address(
     dashboard.close()
 
 
+@pytest.mark.parametrize("path", ["/%2F%2Fattacker.example/", "/\\attacker.example/"])
+def test_the_token_redirect_stays_on_the_dashboard(engine: fluxo.Engine, path: str) -> None:
+    dashboard = Dashboard(engine, token=TOKEN)
+    with _client(dashboard) as client:
+        reply = client.get(path, params={"token": TOKEN})
+        assert reply.status_code == 303
+        location = reply.headers["location"]
+        # Browsers read //host, ///host and /\host as the address of another site.
+        assert location[1:2] not in ("/", "\\"), location
+        assert location == "/attacker.example/"
+    dashboard.close()
+
+
+def test_the_token_redirect_of_a_path_out_of_latin_1_is_quoted(engine: fluxo.Engine) -> None:
+    dashboard = Dashboard(engine, token=TOKEN)
+    with _client(dashboard) as client:
+        reply = client.get("/run/€", params={"token": TOKEN, "id": "w-1"})
+        assert reply.status_code == 303
+        assert reply.headers["location"] == "/run/%E2%82%AC?id=w-1"
+    dashboard.close()
+
+
 def test_the_token_must_be_long_enough(engine: fluxo.Engine) -> None:
     with pytest.raises(fluxo.DefinitionError, match="at least 16 characters"):
         Dashboard(engine, token="1234")

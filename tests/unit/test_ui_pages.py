@@ -199,6 +199,36 @@ def test_run_page_shows_the_error_with_its_traceback(client: Client, engine: flu
     assert 'name="cancel"' not in page.text
 
 
+class _KeyGone(Exception):
+    """What an encrypting codec raises when the key that wrote a payload is gone."""
+
+
+class _LockedCodec:
+    def encode(self, value: Any) -> bytes:
+        raise TypeError("this codec only reads")
+
+    def decode(self, data: bytes, type: Any = Any) -> Any:
+        raise _KeyGone("no key for this payload")
+
+
+def test_payloads_the_codec_cannot_read_do_not_break_the_run_page(engine: fluxo.Engine) -> None:
+    engine.start(adder.options(id="r-1"), 41).result(timeout=10)
+    locked = fluxo.Engine(engine.store, workflows=WORKFLOWS, codec=_LockedCodec())
+    dashboard = Dashboard(locked)
+    client = Client(dashboard, "wsgi")
+    try:
+        page = client.get("/run", params={"id": "r-1"})
+        assert page.status_code == 200, page.text
+        assert 'data-status="completed"' in page.text
+        event = client.get("/event", params={"id": "r-1", "seq": "1"})
+        assert event.status_code == 200
+        assert event.json()["kind"] == "step_completed"
+    finally:
+        client.close()
+        dashboard.close()
+        locked.close()
+
+
 def test_unknown_run_and_page_are_404(client: Client) -> None:
     assert client.get("/run", params={"id": "nope"}).status_code == 404
     assert "no run &#39;nope&#39;" in client.get("/run", params={"id": "nope"}).text
