@@ -70,9 +70,14 @@ class Changes:
             try:
                 token = self._store.change_token(None)
                 changed = self._store.wait_for_change(None, PING_EVERY, since=token)
-            except _errors.FluxoError as exc:
+            except Exception as exc:  # a store's own error or a driver's: live refresh waits
                 if not failing:
-                    log.warning("the dashboard cannot watch the store for changes: %s", exc)
+                    log.warning(
+                        "the dashboard cannot watch the store for changes (open pages stop "
+                        "refreshing until it can): %s",
+                        exc,
+                        exc_info=not isinstance(exc, _errors.FluxoError),
+                    )
                 failing = True
                 time.sleep(delay)
                 delay = min(delay * 2, 30.0)

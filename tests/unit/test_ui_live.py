@@ -72,3 +72,48 @@ def test_the_watcher_stops_when_the_engine_is_closed() -> None:
     stream = _live.PageStream(changes, None, min_interval=0)
     assert list(itertools.islice(stream.chunks(), 50)) == [b"retry: 3000\n\n"]
     dashboard.close()
+
+
+class FlakyStore:
+    """A store whose change feed fails twice with a driver's own error, then works."""
+
+    def __init__(self, store: fluxo.Store) -> None:
+        self.store = store
+        self.failures = 2
+
+    def change_token(self, run_id: str | None) -> object:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionResetError("the driver lost its socket")
+        return self.store.change_token(run_id)
+
+    def wait_for_change(self, *args: object, **kwargs: object) -> bool:
+        return self.store.wait_for_change(*args, **kwargs)  # type: ignore[arg-type]
+
+
+def test_the_watcher_outlives_a_drivers_error_and_says_so_once(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_live.time, "sleep", lambda seconds: None)  # no back-off wait here
+    engine = fluxo.Engine("memory://", workflows=[_echo])
+    flaky = FlakyStore(engine.store)
+    changes = _live.Changes(flaky)  # type: ignore[arg-type]
+    with caplog.at_level("INFO", logger="fluxo.ui._live"):
+        before = changes.generation  # starts the thread
+        for attempt in range(50):  # a change made while it still fails is not one it waits on
+            engine.start(_echo.options(id=f"after-the-errors-{attempt}"), 1)
+            if changes.wait(before, 0.2) != before:
+                break
+        else:
+            raise AssertionError("the watcher never saw a change after its errors")
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert "cannot watch the store for changes" in warnings[0].getMessage()
+    assert any("watches the store for changes again" in r.getMessage() for r in caplog.records)
+    changes.close()
+    engine.close()
+
+
+@fluxo.workflow(name="live.echo")
+def _echo(n: int) -> int:
+    return n

@@ -305,6 +305,8 @@ def test_an_action_the_run_refuses_shows_fluxos_message(
     assert refused.status_code == 409
     assert "already finished (completed); there is nothing to cancel" in refused.text
     assert 'data-status="completed"' in refused.text
+    # The page's address is now the form's: live refresh reads the run's own page.
+    assert 'data-refresh="/run?id=v-1"' in refused.text
 
 
 def test_an_action_on_an_unknown_run_is_404(client: Client, engine: fluxo.Engine) -> None:

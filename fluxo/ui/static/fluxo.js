@@ -37,7 +37,9 @@
   function refresh() {
     if (busy) { again = true; return; }
     busy = true;
-    var url = new URL(window.location.href);
+    // The page's own address, unless it names another (after a refused action the
+    // address is the form's, which only takes POST).
+    var url = new URL(region.getAttribute("data-refresh") || window.location.href, window.location.href);
     url.searchParams.set("fragment", "1");
     fetch(url.toString(), { credentials: "same-origin" })
       .then(function (reply) { return reply.ok ? reply.text() : null; })
