@@ -79,8 +79,11 @@ class Pages:
             return refusal
         try:
             reply = self._route(request)
-        except _errors.FluxoError as exc:
-            reply = self._page(request, "error.html", 503, message=_cli_format.one_line(str(exc)))
+        except _errors.FluxoError as exc:  # the store is away, or a record is damaged
+            status = 503 if isinstance(exc, _errors.StoreUnavailableError) else 500
+            reply = self._page(
+                request, "error.html", status, message=_cli_format.one_line(str(exc))
+            )
         except Exception:
             log.exception("the dashboard failed to answer %s %s", request.method, request.path)
             reply = self._page(

@@ -398,3 +398,23 @@ def test_a_store_failure_is_a_page_not_a_crash(engine: fluxo.Engine) -> None:
     assert page.status_code == 503
     assert "the database went away" in page.text
     dashboard.close()
+
+
+def test_a_damaged_run_shows_fluxos_message(tmp_path: Any) -> None:
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path / 'damaged.db'}"
+    with fluxo.Engine(url, workflows=WORKFLOWS) as engine:
+        engine.run(adder.options(id="broken"), 1)
+        with sqlite3.connect(tmp_path / "damaged.db") as db:
+            db.execute("UPDATE fluxo_runs SET status = 'bogus'")
+        dashboard = Dashboard(engine)
+        client = httpx.Client(
+            transport=httpx.WSGITransport(app=dashboard.wsgi), base_url="http://127.0.0.1"
+        )
+        listed = client.get("/")
+        assert '<span class="badge st-damaged">damaged</span>' in listed.text
+        page = client.get("/run", params={"id": "broken"})
+        assert page.status_code == 500
+        assert "the stored record of run &#39;broken&#39; is damaged" in page.text
+        dashboard.close()
