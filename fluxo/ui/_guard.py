@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import secrets
 from collections.abc import Collection
@@ -65,6 +66,10 @@ class Guard:
 
     def __init__(self, *, token: str | None, allowed_hosts: Collection[str] | None) -> None:
         self.token = token
+        # Cookies are not kept per port: two dashboards of one host, each with its own
+        # token, keep a cookie each.
+        digest = hashlib.sha256(token.encode()).hexdigest()[:10] if token else ""
+        self.token_cookie = f"{TOKEN_COOKIE}_{digest}"
         self.allowed_hosts = (
             None if allowed_hosts is None else frozenset(h.lower() for h in allowed_hosts)
         )
@@ -90,12 +95,12 @@ class Guard:
             # One leading slash: browsers read //host and /\host as another site's address.
             path = quote("/" + request.path.lstrip("/\\"))
             reply = _http.Response.redirect(request.base + path + ("?" + query if query else ""))
-            reply.headers.append(("set-cookie", cookie(TOKEN_COOKIE, self.token, request)))
+            reply.headers.append(("set-cookie", cookie(self.token_cookie, self.token, request)))
             return reply
         bearer = request.headers.get("authorization", "")
         if bearer.lower().startswith("bearer ") and _same(bearer[7:].strip(), self.token):
             return None
-        kept_token = request.cookies.get(TOKEN_COOKIE, "")
+        kept_token = request.cookies.get(self.token_cookie, "")
         if kept_token and _same(kept_token, self.token):
             return None
         return self._unauthorized("this dashboard needs its token")

@@ -107,7 +107,7 @@ def test_the_token_in_the_address_becomes_a_cookie_and_leaves_the_address(
         assert first.status_code == 303
         assert first.headers["location"] == "/?status=waiting"
         cookie = first.headers["set-cookie"]
-        assert "fluxo_ui_token=" in cookie
+        assert re.match(r"fluxo_ui_token_[0-9a-f]{10}=", cookie)
         assert "HttpOnly" in cookie
         assert "SameSite=Strict" in cookie
         assert client.get("/").status_code == 200  # the client kept the cookie
@@ -137,6 +137,16 @@ def test_the_token_redirect_of_a_path_out_of_latin_1_is_quoted(engine: fluxo.Eng
         assert reply.status_code == 303
         assert reply.headers["location"] == "/run/%E2%82%AC?id=w-1"
     dashboard.close()
+
+
+def test_two_dashboards_of_one_host_keep_a_cookie_each(engine: fluxo.Engine) -> None:
+    first, second = Dashboard(engine, token=TOKEN), Dashboard(engine, token=TOKEN[::-1])
+    with _client(first) as one, _client(second) as other:
+        one_cookie = one.get("/", params={"token": TOKEN}).headers["set-cookie"].split("=")[0]
+        other_cookie = other.get("/", params={"token": TOKEN[::-1]}).headers["set-cookie"]
+        assert one_cookie != other_cookie.split("=")[0]
+    first.close()
+    second.close()
 
 
 def test_the_token_must_be_long_enough(engine: fluxo.Engine) -> None:
