@@ -7,7 +7,9 @@ pages' streams (:class:`PageStream`) wait for the number to move, then tell the
 browser, which fetches the part of the page that shows data again.
 
 A busy store changes all the time, so the streams tell a browser at most once per
-``min_interval``, and a run page only when that run's record changed.
+``min_interval``, and a run page only when that run's record changed. A run page names
+the version of the record it shows (``shown``): a change made between the page and its
+stream, a run completing just after the page was read, is told as soon as the stream opens.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ PING_EVERY = 15.0
 """Seconds between keep-alive comments on a quiet stream."""
 STREAM_LIFETIME = 300.0
 """A stream ends after this long; the browser reconnects (frees a stuck WSGI thread)."""
+CHANGE = b"event: change\ndata: {}\n\n"
+"""What a stream sends when the page's data may have moved."""
 
 
 class Changes:
@@ -138,7 +142,8 @@ class PageStream:
 
     ``version`` reads what the page shows cheaply (a run's record), or is ``None`` for
     the runs list, which any change may touch; it runs in the calling thread (WSGI)
-    or in ``executor`` (ASGI).
+    or in ``executor`` (ASGI). ``shown`` is the version the page was made from, when the
+    page tells it: a stream that opens on another version tells the page at once.
     """
 
     status = 200
@@ -148,6 +153,7 @@ class PageStream:
         changes: Changes,
         version: Callable[[], object] | None,
         *,
+        shown: object = None,
         min_interval: float = 1.0,
         lifetime: float = STREAM_LIFETIME,
         run_blocking: Callable[[Callable[[], object]], Any] | None = None,
@@ -159,6 +165,7 @@ class PageStream:
         ]
         self._changes = changes
         self._version = version
+        self._shown = shown
         self._min_interval = min_interval
         self._lifetime = lifetime
         self._run_blocking = run_blocking
@@ -169,6 +176,9 @@ class PageStream:
         started = time.monotonic()
         generation = self._changes.generation
         seen = self._read()
+        if self._moved_since_shown(seen):
+            yield CHANGE
+            time.sleep(self._min_interval)
         while time.monotonic() - started < self._lifetime:
             now = self._changes.wait(generation, PING_EVERY)
             if self._changes.closed:  # the dashboard was closed: the page reconnects
@@ -181,7 +191,7 @@ class PageStream:
             if self._version is not None and current == seen:
                 continue
             seen = current
-            yield b"event: change\ndata: {}\n\n"
+            yield CHANGE
             time.sleep(self._min_interval)
 
     async def achunks(self) -> AsyncIterator[bytes]:
@@ -190,6 +200,9 @@ class PageStream:
         started = time.monotonic()
         generation = self._changes.generation
         seen = await self._aread()
+        if self._moved_since_shown(seen):
+            yield CHANGE
+            await asyncio.sleep(self._min_interval)
         while time.monotonic() - started < self._lifetime:
             now = await self._changes.wait_async(generation, PING_EVERY)
             if self._changes.closed:  # the dashboard was closed: the page reconnects
@@ -202,8 +215,12 @@ class PageStream:
             if self._version is not None and current == seen:
                 continue
             seen = current
-            yield b"event: change\ndata: {}\n\n"
+            yield CHANGE
             await asyncio.sleep(self._min_interval)
+
+    def _moved_since_shown(self, current: object) -> bool:
+        """Whether the page's data changed between the page and this stream."""
+        return self._version is not None and self._shown is not None and current != self._shown
 
     def _read(self) -> object:
         if self._version is None:

@@ -193,6 +193,7 @@ class Pages:
             can_cancel=not run.status.is_terminal and not run.cancel_requested,
             can_retry=run.status in history.RETRYABLE_STATUSES,
             can_resume=run.status is history.RunStatus.CANCELLED,
+            live_version=live_version(run),
             pretty=_pretty,
             status_text=_cli_format.status_text,
             **extra,
@@ -231,10 +232,11 @@ class Pages:
             store = self.engine.store
 
             def version() -> object:
-                run = store.get_run(run_id)
-                return (run.status, run.updated_at, run.cancel_requested)
+                return live_version(store.get_run(run_id))
 
-        return _live.PageStream(self.changes, version, run_blocking=self.run_blocking)
+        return _live.PageStream(
+            self.changes, version, shown=request.arg("v") or None, run_blocking=self.run_blocking
+        )
 
     # -- actions -----------------------------------------------------------------------------
 
@@ -268,6 +270,11 @@ class Pages:
             return self._run(again, status=409, action_error=message, form=form)
         log.info("dashboard: %s on run %s", action, run_id)
         return _http.Response.redirect(request.url("/run", id=run_id, done=action))
+
+
+def live_version(run: history.RunInfo) -> str:
+    """What a run page shows of the run's record, as its live stream compares it."""
+    return f"{run.status.value} {run.updated_at!r} {int(run.cancel_requested)}"
 
 
 def _checked_id(run_id: str) -> None:

@@ -9,6 +9,9 @@ Screenshots go to ``$FLUXO_TEST_ARTIFACTS/screenshots``, else to
 a label: ``browser.test_browser_harness.test_confirm--01-after-confirm.png``. A test's
 screenshots from earlier runs are removed when it starts, so the directory shows the last
 run. Test ids are unique within a run, so pytest-xdist's processes never write the same file.
+
+A test whose page comes from servers of its own puts a function in its item's stash
+under :data:`SERVER_LOGS`; a failed test's report then ends with what it returns.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import os
 import re
 import signal
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -32,6 +35,20 @@ from tests.browser import helpers
 
 ARTIFACTS_ENV = "FLUXO_TEST_ARTIFACTS"
 REPO = Path(__file__).resolve().parents[2]
+SERVER_LOGS = pytest.StashKey[Callable[[], str]]()
+"""The test's servers' logs, added to the report of a test that fails."""
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item,
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Add the servers' logs (:data:`SERVER_LOGS`) to a failed test's report."""
+    report = yield
+    logs = item.stash.get(SERVER_LOGS, None)
+    if logs is not None and report.failed:
+        report.sections.append(("servers' logs", logs()))
+    return report
 
 
 def artifacts_dir() -> Path:

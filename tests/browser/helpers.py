@@ -20,6 +20,7 @@ from typing import TypeVar
 
 from PIL import Image, ImageStat
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -106,11 +107,13 @@ def wait_for(
     Args:
         driver: the browser.
         condition: called with the driver every half second; exceptions Selenium raises for
-            elements not found yet count as falsy.
+            elements not found yet, or replaced (stale) since they were found, as a live
+            page does, count as falsy.
         timeout: seconds to wait before raising ``TimeoutException``.
         message: what was awaited, for the failure message.
     """
-    return WebDriverWait(driver, timeout).until(condition, message)
+    waiting = WebDriverWait(driver, timeout, ignored_exceptions=(StaleElementReferenceException,))
+    return waiting.until(condition, message)
 
 
 def accept_confirm(driver: WebDriver, *, timeout: float = WAIT) -> str:
@@ -217,8 +220,9 @@ def inspect_screenshot(path: Path, labels: Collection[str], driver: WebDriver) -
         count, dominant = len(colours), max(n for n, _ in colours) / pixels
     stddev = ImageStat.Stat(rgb.convert("L")).stddev[0]
     missing = tuple(label for label in labels if not label_visible(driver, label))
-    body = driver.find_elements(By.TAG_NAME, "body")
-    text = re.sub(r"\s+", " ", body[0].text).strip() if body else ""
+    # the browser's own rendered text: WebDriver's element text takes minutes on a big page
+    rendered = driver.execute_script("return document.body ? document.body.innerText : '';")
+    text = re.sub(r"\s+", " ", str(rendered or "")).strip()
     return ScreenshotCheck(
         path=path,
         colours=count,
