@@ -67,13 +67,18 @@ class Changes:
     def _watch(self) -> None:
         failing = False
         delay = 1.0
+        token: object = None
         while not self._closed:
             if self._ended():  # the engine was closed: its store answers every wait at once
                 self.close()
                 return
             try:
-                token = self._store.change_token(None)
+                if token is None:
+                    token = self._store.change_token(None)
                 changed = self._store.wait_for_change(None, PING_EVERY, since=token)
+                # The next wait starts from here, before the pages are told: a change
+                # made while they read is one that next wait sees.
+                token = self._store.change_token(None)
             except Exception as exc:  # a store's own error or a driver's: live refresh waits
                 if not failing:
                     log.warning(
@@ -82,7 +87,7 @@ class Changes:
                         exc,
                         exc_info=not isinstance(exc, _errors.FluxoError),
                     )
-                failing = True
+                failing, token = True, None
                 time.sleep(delay)
                 delay = min(delay * 2, 30.0)
                 continue

@@ -13,6 +13,7 @@ Every page also answers with ``fragment=1``: only the part that live refresh rep
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import mimetypes
@@ -160,6 +161,7 @@ class Pages:
             "runs.html",
             filters=filters,
             page=page,
+            live_version=page_version(page),
             error=None,
             statuses=_listing.STATUSES,
             sizes=_listing.PAGE_SIZES,
@@ -228,7 +230,19 @@ class Pages:
     def _live(self, request: _http.Request) -> _http.Stream:
         run_id = request.arg("id")
         version: Callable[[], object] | None = None
-        if run_id:
+        if not run_id:
+            # The runs page's stream: a change is one when the page's rows changed (the
+            # workers' heartbeats, say, change the store, not the page).
+            try:
+                filters = _listing.read_filters(request, time.time())
+            except _listing.FilterError:
+                filters = _listing.Filters()
+            engine = self.engine
+
+            def version() -> object:
+                return page_version(_listing.read_page(engine, filters))
+
+        else:
             store = self.engine.store
 
             def version() -> object:
@@ -270,6 +284,16 @@ class Pages:
             return self._run(again, status=409, action_error=message, form=form)
         log.info("dashboard: %s on run %s", action, run_id)
         return _http.Response.redirect(request.url("/run", id=run_id, done=action))
+
+
+def page_version(page: _listing.Page) -> str:
+    """What a runs page shows of its runs, as its live stream compares it (a digest)."""
+    shown = hashlib.sha256()
+    for run in page.runs:
+        shown.update(f"{run.id}\0{run.status.value}\0{run.updated_at!r}\0".encode())
+        shown.update(b"1" if run.cancel_requested else b"0")
+    shown.update(page.next_cursor.encode())
+    return shown.hexdigest()[:24]
 
 
 def live_version(run: history.RunInfo) -> str:

@@ -117,3 +117,39 @@ def test_the_watcher_outlives_a_drivers_error_and_says_so_once(
 @fluxo.workflow(name="live.echo")
 def _echo(n: int) -> int:
     return n
+
+
+def test_the_runs_page_hears_of_changes_to_its_own_rows_only() -> None:
+    import threading
+    import time
+
+    from fluxo.ui import _http
+
+    engine = fluxo.Engine("memory://", workflows=[_echo])
+    dashboard = Dashboard(engine)
+    request = _http.Request("GET", "/live", query={"status": ["completed"]})
+    stream = dashboard.handle(request)
+    assert not isinstance(stream, _http.Response)
+    chunks: list[bytes] = []
+
+    def read() -> None:
+        for chunk in stream.chunks():
+            chunks.append(chunk)
+            if chunk == _live.CHANGE:
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 10
+    while not chunks:  # the stream has read the page it compares with
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    time.sleep(0.2)
+    engine.start(_echo.options(id="not-on-the-page"), 1)  # pending: the page shows completed
+    time.sleep(1.0)
+    assert _live.CHANGE not in chunks
+    engine.run(_echo.options(id="on-the-page"), 2)  # runs here and completes
+    reader.join(10)
+    assert chunks[-1] == _live.CHANGE
+    dashboard.close()
+    engine.close()

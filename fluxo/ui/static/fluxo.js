@@ -85,4 +85,8 @@
     source.addEventListener("change", refresh);
   }
   fillCounts();
+  // The counts change with runs the page does not show: read them again now and then.
+  window.setInterval(function () {
+    if (document.visibilityState === "visible") { fillCounts(); }
+  }, 15000);
 })();
