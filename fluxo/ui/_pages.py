@@ -196,6 +196,7 @@ class Pages:
             can_retry=run.status in history.RETRYABLE_STATUSES,
             can_resume=run.status is history.RunStatus.CANCELLED,
             live_version=live_version(run),
+            cause=_step_cause(state, described, self.engine.codec),
             pretty=_pretty,
             status_text=_cli_format.status_text,
             **extra,
@@ -284,6 +285,27 @@ class Pages:
             return self._run(again, status=409, action_error=message, form=form)
         log.info("dashboard: %s on run %s", action, run_id)
         return _http.Response.redirect(request.url("/run", id=run_id, done=action))
+
+
+def _step_cause(
+    state: history.RunState, described: dict[str, Any], codec: Any
+) -> dict[str, Any] | None:
+    """The step error a failed run's error wraps: the user's own code raised it there.
+
+    A run that failed because a step (or a branch) failed records ``fluxo.StepError``
+    with the workflow's traceback; the step's own error and traceback are in the last
+    ``step_failed`` or ``branch_failed`` event, which is what a reader looks for.
+    """
+    error = described.get("error")
+    if not isinstance(error, dict) or "fluxo.StepError" not in (error.get("types") or ()):
+        return None
+    for event in reversed(state.events):
+        if isinstance(event, (history.StepFailed, history.BranchFailed)):
+            value = _cli_format.event_value(codec, event)
+            if isinstance(value, dict):
+                return {"step": event.name, **value}
+            return None
+    return None
 
 
 def page_version(page: _listing.Page) -> str:

@@ -194,7 +194,12 @@ def test_run_page_shows_the_error_with_its_traceback(client: Client, engine: flu
     page = client.get("/run", params={"id": "f-1"})
     assert "<h2>Error</h2>" in page.text
     assert "no &lt;luck&gt;" in page.text
-    assert "Traceback" in page.text
+    assert re.search(
+        r"Raised in step <code>[\w.]*explode</code>: <strong>builtins.ValueError", page.text
+    )
+    assert "The step's traceback" in page.text
+    assert "raise ValueError(text)" in page.text  # the user's own line
+    assert "The workflow's traceback" in page.text
     assert 'name="retry"' in page.text
     assert 'name="cancel"' not in page.text
 
