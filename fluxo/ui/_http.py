@@ -275,25 +275,37 @@ async def asgi_call(
 
 
 async def _stream(reply: Stream, receive: Receive, send: Send) -> None:
-    """Send a stream's chunks until it ends or the client goes away."""
+    """Send a stream's chunks until it ends or the client goes away, whichever is first.
+
+    The stream waits between chunks (for a change, or up to a keep-alive ping), so the
+    client's going away is watched beside it: a closed page frees its stream at once.
+    """
 
     async def until_gone() -> None:
         while (await receive())["type"] != "http.disconnect":
             pass
 
-    watcher = asyncio.ensure_future(until_gone())
+    gone = asyncio.ensure_future(until_gone())
     chunks = reply.achunks()
     try:
-        async for chunk in chunks:
-            if watcher.done():
+        while True:
+            following = asyncio.ensure_future(chunks.__anext__())
+            await asyncio.wait({following, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if gone.done():
+                following.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await following
+                return
+            try:
+                chunk = following.result()
+            except StopAsyncIteration:
                 break
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        if not watcher.done():
-            await send({"type": "http.response.body", "body": b""})
+        await send({"type": "http.response.body", "body": b""})
     finally:
-        watcher.cancel()
+        gone.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+            await gone
         await chunks.aclose()
 
 

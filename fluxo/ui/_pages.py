@@ -90,6 +90,8 @@ class Pages:
             reply = self._page(
                 request, "error.html", 500, message="the dashboard failed; its log says why"
             )
+        if request.method == "HEAD":  # the headers a GET would have, and no body
+            reply = _http.Response(reply.status, b"", list(reply.headers))
         if isinstance(reply, _http.Response):
             reply.headers.extend(SECURITY_HEADERS)
         return reply

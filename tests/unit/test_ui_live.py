@@ -153,3 +153,53 @@ def test_the_runs_page_hears_of_changes_to_its_own_rows_only() -> None:
     assert chunks[-1] == _live.CHANGE
     dashboard.close()
     engine.close()
+
+
+def test_an_asgi_stream_ends_as_soon_as_its_page_goes_away(engine: fluxo.Engine) -> None:
+    dashboard = Dashboard(engine)
+    sent: list[dict[str, object]] = []
+
+    async def visit() -> None:
+        leave = asyncio.Event()
+        requested = False
+
+        async def receive() -> dict[str, object]:
+            nonlocal requested
+            if not requested:
+                requested = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await leave.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, object]) -> None:
+            sent.append(message)
+            if message.get("body") == b"retry: 3000\n\n":
+                leave.set()  # the page is closed once its stream has opened
+
+        scope = {"type": "http", "method": "GET", "path": "/live", "query_string": b"",
+                 "headers": [(b"host", b"127.0.0.1")], "root_path": ""}  # fmt: skip
+        # The next keep-alive ping is 15 s away: the stream must not wait for it.
+        await asyncio.wait_for(dashboard.asgi(scope, receive, send), 10)
+
+    asyncio.run(visit())
+    assert sent[0]["type"] == "http.response.start"
+    assert sent[1]["body"] == b"retry: 3000\n\n"
+    dashboard.close()
+
+
+def test_head_answers_headers_without_a_body_or_a_stream(engine: fluxo.Engine) -> None:
+    import httpx
+
+    dashboard = Dashboard(engine)
+    client = httpx.Client(
+        transport=httpx.WSGITransport(app=dashboard.wsgi), base_url="http://127.0.0.1"
+    )
+    page = client.head("/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert page.content == b""
+    live = client.head("/live")
+    assert live.status_code == 200
+    assert live.headers["content-type"] == "text/event-stream"
+    assert live.content == b""
+    dashboard.close()
