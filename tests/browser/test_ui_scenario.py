@@ -6,7 +6,8 @@ PostgreSQL database of the module's own; a ``fluxo ui`` process serves the dashb
 with the confirm dialogs accepted. What the pages claim is checked against the store.
 
 With ``FLUXO_UPDATE_DOCS_SCREENSHOTS=1`` the SQLite run also writes the screenshots the
-dashboard's docs page shows (``docs/images/ui-runs.png``, ``ui-run.png``).
+dashboard's docs page shows (``docs/images/ui-runs.png``, ``ui-run.png``,
+``ui-run-failed.png``).
 """
 
 from __future__ import annotations
@@ -495,7 +496,9 @@ def test_a_failed_run_is_retried_from_the_page_after_a_fix(
     assert "push_catalog" in traceback
     assert "Traceback" in traceback
     assert [row.get_attribute("data-status") for row in _rows(browser, "end")] == ["failed"]
-    _checked(browser, screenshots.take("failed"), ["failed", "Error", "Traceback", "Retry run"])
+    failed_shot = screenshots.take("failed")
+    _checked(browser, failed_shot, ["failed", "Error", "Raised in step", "Traceback", "Retry run"])
+    _docs_screenshot(dashboard, failed_shot, "ui-run-failed.png")
 
     (dashboard.fixes / "eu").touch()  # the fix, as deployed: the worker reads it at the attempt
     with _navigation(browser, "the page after the retry"):
