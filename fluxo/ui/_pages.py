@@ -231,7 +231,8 @@ class Pages:
         )
 
     def _live(self, request: _http.Request) -> _http.Stream:
-        run_id = request.arg("id")
+        # A run page's stream names its run with ``run``; ``id`` is the runs page's filter.
+        run_id = request.arg("run")
         version: Callable[[], object] | None = None
         if not run_id:
             # The runs page's stream: a change is one when the page's rows changed (the
