@@ -236,14 +236,15 @@ class Pages:
         version: Callable[[], object] | None = None
         if not run_id:
             # The runs page's stream: a change is one when the page's rows changed (the
-            # workers' heartbeats, say, change the store, not the page).
-            try:
-                filters = _listing.read_filters(request, time.time())
-            except _listing.FilterError:
-                filters = _listing.Filters()
+            # workers' heartbeats, say, change the store, not the page). Ages (since=2h)
+            # count back from each reading, as the page's refresh counts them.
             engine = self.engine
 
             def version() -> object:
+                try:  # the page shows the same error: nothing of it moves
+                    filters = _listing.read_filters(request, time.time())
+                except _listing.FilterError as exc:
+                    return str(exc)
                 return page_version(_listing.read_page(engine, filters))
 
         else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -70,3 +71,22 @@ def test_a_runs_page_filtered_by_id_prefix_hears_of_its_rows(
     assert next(chunks) == b": ping\n\n"
     engine.cancel("order-1")
     assert _until_change(stream)[-1] == _live.CHANGE
+
+
+def test_a_runs_page_up_to_an_age_hears_of_a_run_that_aged_into_it(
+    engine: fluxo.Engine, dashboard: Dashboard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_live, "PING_EVERY", 0.05)
+    engine.start(_echo.options(id="young"), 1)
+    stream = _stream_of(dashboard, "/?until=1s")  # runs older than a second: none yet
+    chunks = stream.chunks()
+    assert next(chunks) == b"retry: 3000\n\n"
+    client = httpx.Client(
+        transport=httpx.WSGITransport(app=dashboard.wsgi), base_url="http://127.0.0.1"
+    )
+    with client:
+        while "young" not in client.get("/?until=1s&fragment=1").text:
+            time.sleep(0.05)  # the page, refreshed now, shows the run
+    engine.cancel("young")  # a change of a row the page shows now
+    seen = [b"retry: 3000\n\n", *_until_change(stream)]
+    assert seen[-1] == _live.CHANGE, seen
