@@ -203,3 +203,40 @@ def test_head_answers_headers_without_a_body_or_a_stream(engine: fluxo.Engine) -
     assert live.headers["content-type"] == "text/event-stream"
     assert live.content == b""
     dashboard.close()
+
+
+def test_an_asgi_stream_cancelled_by_its_server_ends_cancelled(engine: fluxo.Engine) -> None:
+    # A server's shutdown (uvicorn --timeout-graceful-shutdown) or a framework's task
+    # group cancels the stream's task while the stream waits for a change.
+    dashboard = Dashboard(engine)
+
+    async def visit() -> None:
+        opened = asyncio.Event()
+        requested = False
+
+        async def receive() -> dict[str, object]:
+            nonlocal requested
+            if not requested:
+                requested = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await asyncio.Event().wait()  # the page stays open
+            raise AssertionError("unreachable")
+
+        async def send(message: dict[str, object]) -> None:
+            if message.get("body") == b"retry: 3000\n\n":
+                opened.set()
+
+        scope = {"type": "http", "method": "GET", "path": "/live", "query_string": b"",
+                 "headers": [(b"host", b"127.0.0.1")], "root_path": ""}  # fmt: skip
+        task = asyncio.ensure_future(dashboard.asgi(scope, receive, send))
+        await opened.wait()
+        for _ in range(20):  # the stream is past its first chunk, waiting
+            await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        assert not others, others  # the stream's own tasks were ended, not left pending
+
+    asyncio.run(visit())
+    dashboard.close()
