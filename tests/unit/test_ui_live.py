@@ -240,3 +240,36 @@ def test_an_asgi_stream_cancelled_by_its_server_ends_cancelled(engine: fluxo.Eng
 
     asyncio.run(visit())
     dashboard.close()
+
+
+class ChangeAfterAQuietWait:
+    """A store where a run starts just as the watcher's wait ends quietly."""
+
+    def __init__(self, engine: fluxo.Engine) -> None:
+        self.engine = engine
+        self.store = engine.store
+        self.started = False
+
+    def change_token(self, run_id: str | None) -> object:
+        return self.store.change_token(run_id)
+
+    def wait_for_change(self, *args: object, **kwargs: object) -> bool:
+        changed = self.store.wait_for_change(*args, **kwargs)  # type: ignore[arg-type]
+        if not changed and not self.started:
+            self.started = True
+            self.engine.start(_echo.options(id="between-two-waits"), 1)
+        return changed
+
+
+def test_a_change_right_after_a_quiet_wait_is_seen(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_live, "PING_EVERY", 0.05)
+    engine = fluxo.Engine("memory://", workflows=[_echo])
+    store = ChangeAfterAQuietWait(engine)
+    changes = _live.Changes(store)  # type: ignore[arg-type]
+    before = changes.generation  # starts the thread
+    while not store.started:
+        changes.wait(before, 0.05)
+    # The change came after the wait ended and before the next one: that next wait sees it.
+    assert changes.wait(before, 10) != before
+    changes.close()
+    engine.close()
