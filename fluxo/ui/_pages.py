@@ -74,27 +74,26 @@ class Pages:
 
     def __call__(self, request: _http.Request) -> _http.Response | _http.Stream:
         """Answer ``request``: the guard's refusal, a page, or a stream."""
-        refusal = self.guard.admit(request)
-        if refusal is not None:
-            refusal.headers.extend(SECURITY_HEADERS)
-            return refusal
-        try:
-            reply = self._route(request)
-        except _errors.FluxoError as exc:  # the store is away, or a record is damaged
-            status = 503 if isinstance(exc, _errors.StoreUnavailableError) else 500
-            reply = self._page(
-                request, "error.html", status, message=_cli_format.one_line(str(exc))
-            )
-        except Exception:
-            log.exception("the dashboard failed to answer %s %s", request.method, request.path)
-            reply = self._page(
-                request, "error.html", 500, message="the dashboard failed; its log says why"
-            )
+        reply: _http.Response | _http.Stream | None = self.guard.admit(request)
+        if reply is None:
+            reply = self._answer(request)
         if request.method == "HEAD":  # the headers a GET would have, and no body
             reply = _http.Response(reply.status, b"", list(reply.headers))
         if isinstance(reply, _http.Response):
             reply.headers.extend(SECURITY_HEADERS)
         return reply
+
+    def _answer(self, request: _http.Request) -> _http.Response | _http.Stream:
+        try:
+            return self._route(request)
+        except _errors.FluxoError as exc:  # the store is away, or a record is damaged
+            status = 503 if isinstance(exc, _errors.StoreUnavailableError) else 500
+            return self._page(request, "error.html", status, message=_cli_format.one_line(str(exc)))
+        except Exception:
+            log.exception("the dashboard failed to answer %s %s", request.method, request.path)
+            return self._page(
+                request, "error.html", 500, message="the dashboard failed; its log says why"
+            )
 
     # -- routing -----------------------------------------------------------------------------
 

@@ -273,3 +273,17 @@ def test_a_change_right_after_a_quiet_wait_is_seen(monkeypatch: pytest.MonkeyPat
     assert changes.wait(before, 10) != before
     changes.close()
     engine.close()
+
+
+def test_head_of_a_refused_request_has_no_body_either(engine: fluxo.Engine) -> None:
+    import httpx
+
+    dashboard = Dashboard(engine, token="a-token-of-twenty-chars")
+    client = httpx.Client(
+        transport=httpx.WSGITransport(app=dashboard.wsgi), base_url="http://127.0.0.1"
+    )
+    refused = client.head("/")
+    assert refused.status_code == 401
+    assert refused.content == b""  # a WSGI server such as wsgiref sends what it is given
+    assert refused.headers["x-frame-options"] == "DENY"
+    dashboard.close()
