@@ -287,14 +287,12 @@ async def _stream(reply: Stream, receive: Receive, send: Send) -> None:
 
     gone = asyncio.ensure_future(until_gone())
     chunks = reply.achunks()
+    following: asyncio.Future[bytes] | None = None
     try:
         while True:
             following = asyncio.ensure_future(chunks.__anext__())
             await asyncio.wait({following, gone}, return_when=asyncio.FIRST_COMPLETED)
             if gone.done():
-                following.cancel()
-                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                    await following
                 return
             try:
                 chunk = following.result()
@@ -303,6 +301,12 @@ async def _stream(reply: Stream, receive: Receive, send: Send) -> None:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
     finally:
+        # The page went away, or the server cancelled this task (its shutdown, a
+        # framework's task group): the stream's wait is ended before the stream is closed.
+        if following is not None:  # a no-op once it is done; its error, if any, is raised
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await following
         gone.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await gone

@@ -76,9 +76,11 @@ class Changes:
                 if token is None:
                     token = self._store.change_token(None)
                 changed = self._store.wait_for_change(None, PING_EVERY, since=token)
-                # The next wait starts from here, before the pages are told: a change
-                # made while they read is one that next wait sees.
-                token = self._store.change_token(None)
+                if changed:
+                    # The next wait starts from here, before the pages are told: a change
+                    # made while they read is one that next wait sees. A quiet wait keeps
+                    # its mark: a change made as it ended is one the next wait sees too.
+                    token = self._store.change_token(None)
             except Exception as exc:  # a store's own error or a driver's: live refresh waits
                 if not failing:
                     log.warning(

@@ -74,27 +74,26 @@ class Pages:
 
     def __call__(self, request: _http.Request) -> _http.Response | _http.Stream:
         """Answer ``request``: the guard's refusal, a page, or a stream."""
-        refusal = self.guard.admit(request)
-        if refusal is not None:
-            refusal.headers.extend(SECURITY_HEADERS)
-            return refusal
-        try:
-            reply = self._route(request)
-        except _errors.FluxoError as exc:  # the store is away, or a record is damaged
-            status = 503 if isinstance(exc, _errors.StoreUnavailableError) else 500
-            reply = self._page(
-                request, "error.html", status, message=_cli_format.one_line(str(exc))
-            )
-        except Exception:
-            log.exception("the dashboard failed to answer %s %s", request.method, request.path)
-            reply = self._page(
-                request, "error.html", 500, message="the dashboard failed; its log says why"
-            )
+        reply: _http.Response | _http.Stream | None = self.guard.admit(request)
+        if reply is None:
+            reply = self._answer(request)
         if request.method == "HEAD":  # the headers a GET would have, and no body
             reply = _http.Response(reply.status, b"", list(reply.headers))
         if isinstance(reply, _http.Response):
             reply.headers.extend(SECURITY_HEADERS)
         return reply
+
+    def _answer(self, request: _http.Request) -> _http.Response | _http.Stream:
+        try:
+            return self._route(request)
+        except _errors.FluxoError as exc:  # the store is away, or a record is damaged
+            status = 503 if isinstance(exc, _errors.StoreUnavailableError) else 500
+            return self._page(request, "error.html", status, message=_cli_format.one_line(str(exc)))
+        except Exception:
+            log.exception("the dashboard failed to answer %s %s", request.method, request.path)
+            return self._page(
+                request, "error.html", 500, message="the dashboard failed; its log says why"
+            )
 
     # -- routing -----------------------------------------------------------------------------
 
@@ -231,18 +230,20 @@ class Pages:
         )
 
     def _live(self, request: _http.Request) -> _http.Stream:
-        run_id = request.arg("id")
+        # A run page's stream names its run with ``run``; ``id`` is the runs page's filter.
+        run_id = request.arg("run")
         version: Callable[[], object] | None = None
         if not run_id:
             # The runs page's stream: a change is one when the page's rows changed (the
-            # workers' heartbeats, say, change the store, not the page).
-            try:
-                filters = _listing.read_filters(request, time.time())
-            except _listing.FilterError:
-                filters = _listing.Filters()
+            # workers' heartbeats, say, change the store, not the page). Ages (since=2h)
+            # count back from each reading, as the page's refresh counts them.
             engine = self.engine
 
             def version() -> object:
+                try:  # the page shows the same error: nothing of it moves
+                    filters = _listing.read_filters(request, time.time())
+                except _listing.FilterError as exc:
+                    return str(exc)
                 return page_version(_listing.read_page(engine, filters))
 
         else:

@@ -105,7 +105,7 @@ def walk_through(http: httpx.Client, prefix: str, run_id: str) -> None:
         assert kind in static.headers["content-type"]
         assert static.content
 
-    with http.stream("GET", f"{prefix}/live", params={"id": run_id}) as live:
+    with http.stream("GET", f"{prefix}/live", params={"run": run_id}) as live:
         assert live.status_code == 200
         assert live.headers["content-type"] == "text/event-stream"
         first = next(live.iter_raw())

@@ -203,3 +203,87 @@ def test_head_answers_headers_without_a_body_or_a_stream(engine: fluxo.Engine) -
     assert live.headers["content-type"] == "text/event-stream"
     assert live.content == b""
     dashboard.close()
+
+
+def test_an_asgi_stream_cancelled_by_its_server_ends_cancelled(engine: fluxo.Engine) -> None:
+    # A server's shutdown (uvicorn --timeout-graceful-shutdown) or a framework's task
+    # group cancels the stream's task while the stream waits for a change.
+    dashboard = Dashboard(engine)
+
+    async def visit() -> None:
+        opened = asyncio.Event()
+        requested = False
+
+        async def receive() -> dict[str, object]:
+            nonlocal requested
+            if not requested:
+                requested = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await asyncio.Event().wait()  # the page stays open
+            raise AssertionError("unreachable")
+
+        async def send(message: dict[str, object]) -> None:
+            if message.get("body") == b"retry: 3000\n\n":
+                opened.set()
+
+        scope = {"type": "http", "method": "GET", "path": "/live", "query_string": b"",
+                 "headers": [(b"host", b"127.0.0.1")], "root_path": ""}  # fmt: skip
+        task = asyncio.ensure_future(dashboard.asgi(scope, receive, send))
+        await opened.wait()
+        for _ in range(20):  # the stream is past its first chunk, waiting
+            await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        assert not others, others  # the stream's own tasks were ended, not left pending
+
+    asyncio.run(visit())
+    dashboard.close()
+
+
+class ChangeAfterAQuietWait:
+    """A store where a run starts just as the watcher's wait ends quietly."""
+
+    def __init__(self, engine: fluxo.Engine) -> None:
+        self.engine = engine
+        self.store = engine.store
+        self.started = False
+
+    def change_token(self, run_id: str | None) -> object:
+        return self.store.change_token(run_id)
+
+    def wait_for_change(self, *args: object, **kwargs: object) -> bool:
+        changed = self.store.wait_for_change(*args, **kwargs)  # type: ignore[arg-type]
+        if not changed and not self.started:
+            self.started = True
+            self.engine.start(_echo.options(id="between-two-waits"), 1)
+        return changed
+
+
+def test_a_change_right_after_a_quiet_wait_is_seen(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_live, "PING_EVERY", 0.05)
+    engine = fluxo.Engine("memory://", workflows=[_echo])
+    store = ChangeAfterAQuietWait(engine)
+    changes = _live.Changes(store)  # type: ignore[arg-type]
+    before = changes.generation  # starts the thread
+    while not store.started:
+        changes.wait(before, 0.05)
+    # The change came after the wait ended and before the next one: that next wait sees it.
+    assert changes.wait(before, 10) != before
+    changes.close()
+    engine.close()
+
+
+def test_head_of_a_refused_request_has_no_body_either(engine: fluxo.Engine) -> None:
+    import httpx
+
+    dashboard = Dashboard(engine, token="a-token-of-twenty-chars")
+    client = httpx.Client(
+        transport=httpx.WSGITransport(app=dashboard.wsgi), base_url="http://127.0.0.1"
+    )
+    refused = client.head("/")
+    assert refused.status_code == 401
+    assert refused.content == b""  # a WSGI server such as wsgiref sends what it is given
+    assert refused.headers["x-frame-options"] == "DENY"
+    dashboard.close()

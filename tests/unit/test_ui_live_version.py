@@ -111,4 +111,4 @@ def test_the_run_page_names_the_version_it_shows_in_its_stream_address(
     assert found, page[:500]
     address = httpx.URL(found.group(1).replace("&amp;", "&"))
     assert address.path == "/live"
-    assert dict(address.params) == {"id": "named", "v": shown}
+    assert dict(address.params) == {"run": "named", "v": shown}
