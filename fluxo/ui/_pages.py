@@ -296,19 +296,27 @@ def _step_cause(
     """The step error a failed run's error wraps: the user's own code raised it there.
 
     A run that failed because a step (or a branch) failed records ``fluxo.StepError``
-    with the workflow's traceback; the step's own error and traceback are in the last
-    ``step_failed`` or ``branch_failed`` event, which is what a reader looks for.
+    with the workflow's traceback; the step's own error and traceback are in a
+    ``step_failed`` or ``branch_failed`` event, which is what a reader looks for: the
+    latest whose error the run's message names (several branches of a block may have
+    failed), else the latest.
     """
     error = described.get("error")
     if not isinstance(error, dict) or "fluxo.StepError" not in (error.get("types") or ()):
         return None
+    said = str(error.get("message", ""))
+    latest: dict[str, Any] | None = None
     for event in reversed(state.events):
         if isinstance(event, (history.StepFailed, history.BranchFailed)):
             value = _cli_format.event_value(codec, event)
-            if isinstance(value, dict):
-                return {"step": event.name, **value}
-            return None
-    return None
+            if not isinstance(value, dict):
+                continue
+            cause = {"step": event.name, **value}
+            named = f"{value.get('type', '')}: {value.get('message', '')}"
+            if named in said or named.removeprefix("builtins.") in said:
+                return cause
+            latest = latest or cause
+    return latest
 
 
 def page_version(page: _listing.Page) -> str:

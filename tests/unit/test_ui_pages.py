@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -423,3 +424,42 @@ def test_a_damaged_run_shows_fluxos_message(tmp_path: Any) -> None:
         assert page.status_code == 500
         assert "the stored record of run &#39;broken&#39; is damaged" in page.text
         dashboard.close()
+
+
+@fluxo.step(name="ui.refuse", retry=fluxo.Retry(max_attempts=1))
+def refuse(text: str) -> None:
+    if not text.startswith("first"):
+        time.sleep(0.2)  # the first branch fails first: the last to fail is another
+    raise ValueError(text)
+
+
+@fluxo.workflow(name="ui.fan_out")
+def fan_out(texts: list[str]) -> None:
+    fluxo.map(refuse, texts)
+
+
+def test_a_failed_block_names_the_branch_whose_error_failed_the_run() -> None:
+    with fluxo.Engine("memory://", workflows=[fan_out]) as engine:
+        with pytest.raises(fluxo.WorkflowFailedError):
+            engine.run(fan_out.options(id="fan"), ["first <one>", "second <two>", "third"])
+        said = engine.get_run("fan")
+        assert said.status is fluxo.RunStatus.FAILED
+        message = json_error_message(engine, "fan")
+        raised = next(text for text in ("first <one>", "second <two>", "third") if text in message)
+        dashboard = Dashboard(engine)
+        client = httpx.Client(
+            transport=httpx.WSGITransport(app=dashboard.wsgi), base_url="http://127.0.0.1"
+        )
+        page = client.get("/run", params={"id": "fan"}).text
+        cause = re.search(r'<p class="cause">(.*?)</p>', page, re.S)
+        assert cause is not None
+        escaped = raised.replace("<", "&lt;").replace(">", "&gt;")
+        assert escaped in cause.group(1), (raised, cause.group(1))
+        dashboard.close()
+
+
+def json_error_message(engine: fluxo.Engine, run_id: str) -> str:
+    from fluxo import _cli_format
+
+    described = _cli_format.describe_run(engine.store.load(run_id), engine.codec)
+    return str(described["error"]["message"])
