@@ -107,8 +107,6 @@ def _csrf(page: httpx.Response) -> str:
 
 
 def _wait(check: Callable[[], bool], what: str) -> None:
-    import time
-
     deadline = time.monotonic() + 10
     while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
@@ -138,8 +136,6 @@ def test_counts_are_per_status_and_per_workflow(client: Client, engine: fluxo.En
     assert counts["completed"] == 1
     assert counts["waiting"] == 1
     assert set(counts) == {s.value for s in fluxo.RunStatus}
-    import time
-
     time.sleep(2.1)  # past the counts' cache
     assert client.get("/counts", params={"workflow": "ui.adder"}).json()["waiting"] == 0
 
