@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import http
 import io
 import json
@@ -127,6 +128,23 @@ class Stream(Protocol):
 
 
 Handler = Callable[[Request], "Response | Stream"]
+
+COMPRESS_OVER = 32 * 1024
+"""Bodies larger than this go gzipped to a client that takes it (a long run page: a
+history of 5,000 events is megabytes of HTML, a twentieth of that once compressed)."""
+
+
+def compressed(reply: Response, request: Request) -> Response:
+    """``reply`` gzipped when it is large, of text, and the client accepts gzip."""
+    if len(reply.body) <= COMPRESS_OVER or "gzip" not in request.headers.get("accept-encoding", ""):
+        return reply
+    names = {name for name, _ in reply.headers}
+    kind = next((value for name, value in reply.headers if name == "content-type"), "")
+    if "content-encoding" in names or not kind.startswith(("text/", "application/json")):
+        return reply
+    body = gzip.compress(reply.body, compresslevel=4)
+    headers = [*reply.headers, ("content-encoding", "gzip"), ("vary", "accept-encoding")]
+    return Response(reply.status, body, headers)
 
 
 # -- WSGI ------------------------------------------------------------------------------------

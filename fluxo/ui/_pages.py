@@ -81,6 +81,7 @@ class Pages:
             reply = _http.Response(reply.status, b"", list(reply.headers))
         if isinstance(reply, _http.Response):
             reply.headers.extend(SECURITY_HEADERS)
+            reply = _http.compressed(reply, request)
         return reply
 
     def _answer(self, request: _http.Request) -> _http.Response | _http.Stream:

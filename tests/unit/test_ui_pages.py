@@ -459,3 +459,37 @@ def json_error_message(engine: fluxo.Engine, run_id: str) -> str:
 
     described = _cli_format.describe_run(engine.store.load(run_id), engine.codec)
     return str(described["error"]["message"])
+
+
+@fluxo.workflow(name="ui.long")
+def long_run(n: int) -> int:
+    total = 0
+    for i in range(n):
+        total = add(total, i)
+    return total
+
+
+def test_a_large_page_goes_gzipped_to_a_client_that_takes_it() -> None:
+    import gzip
+
+    with fluxo.Engine("memory://", workflows=[long_run]) as engine:
+        engine.run(long_run.options(id="long"), 400)
+        dashboard = Dashboard(engine)
+        client = httpx.Client(
+            transport=httpx.WSGITransport(app=dashboard.wsgi), base_url="http://127.0.0.1"
+        )
+        plain = client.get("/run", params={"id": "long"}, headers={"accept-encoding": "identity"})
+        assert "content-encoding" not in plain.headers
+        assert len(plain.content) > 32 * 1024
+        with client.stream(
+            "GET", "/run", params={"id": "long"}, headers={"accept-encoding": "gzip"}
+        ) as packed:
+            raw = b"".join(packed.iter_raw())
+            assert packed.headers["content-encoding"] == "gzip"
+            assert packed.headers["vary"] == "accept-encoding"
+        assert len(raw) < len(plain.content) / 5
+        shown = gzip.decompress(raw).decode()
+        assert shown.count("<tr data-seq=") == 402
+        small = client.get("/static/fluxo.js", headers={"accept-encoding": "gzip"})
+        assert "content-encoding" not in small.headers  # a few kilobytes: sent as they are
+        dashboard.close()
