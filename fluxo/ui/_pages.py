@@ -13,6 +13,7 @@ Every page also answers with ``fragment=1``: only the part that live refresh rep
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -26,6 +27,10 @@ from fluxo import _cli_format, _engine, _errors, _names, history
 from fluxo.ui import _guard, _http, _listing, _live, _timeline
 
 log = logging.getLogger(__name__)
+
+SHOWN_ROWS = 5_000
+"""The most timeline rows and events a run page draws unless asked for all (``all=1``):
+the latest ones. A browser draws 5,000 of each in about a second; 50,000 would freeze it."""
 
 EVENT_TEXT = 240
 """Characters of an event's data shown in the events table (the rest: ``/event``)."""
@@ -185,14 +190,21 @@ class Pages:
             return self._page(request, "error.html", 400, message=str(exc))
         described = _cli_format.describe_run(state, self.engine.codec)
         run = state.run
+        timeline = _timeline.build(state, self.engine.codec, now=time.time())
+        shown = None if request.arg("all") == "1" else SHOWN_ROWS
+        hidden = max(len(timeline.rows) - shown, len(state.events) - shown, 0) if shown else 0
+        if shown is not None and len(timeline.rows) > shown:
+            timeline = dataclasses.replace(timeline, rows=timeline.rows[-shown:])
         return self._page(
             request,
             "run.html",
             status,
             run=run,
             described=described,
-            timeline=_timeline.build(state, self.engine.codec, now=time.time()),
-            events=_event_rows(described["timeline"]),
+            timeline=timeline,
+            events=_event_rows(described["timeline"][-shown:] if shown else described["timeline"]),
+            shown_rows=shown if hidden else None,
+            show_all="1" if request.arg("all") == "1" else "",
             done=_DONE.get(request.arg("done"), ""),
             can_cancel=not run.status.is_terminal and not run.cancel_requested,
             can_retry=run.status in history.RETRYABLE_STATUSES,

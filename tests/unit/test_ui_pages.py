@@ -493,3 +493,31 @@ def test_a_large_page_goes_gzipped_to_a_client_that_takes_it() -> None:
         small = client.get("/static/fluxo.js", headers={"accept-encoding": "gzip"})
         assert "content-encoding" not in small.headers  # a few kilobytes: sent as they are
         dashboard.close()
+
+
+def test_a_huge_history_draws_its_latest_rows_unless_asked_for_all(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from fluxo.ui import _pages
+
+    monkeypatch.setattr(_pages, "SHOWN_ROWS", 50)  # as 5,000 of 50,000 events
+    with fluxo.Engine("memory://", workflows=[long_run]) as engine:
+        engine.run(long_run.options(id="huge"), 120)  # 122 events
+        dashboard = Dashboard(engine)
+        client = httpx.Client(
+            transport=httpx.WSGITransport(app=dashboard.wsgi), base_url="http://127.0.0.1"
+        )
+        page = client.get("/run", params={"id": "huge"}).text
+        assert "This history has 122 events: the latest 50 timeline rows" in page
+        assert page.count("<tr data-seq=") == 50
+        assert page.count('class="tl-row ') == 50
+        assert '<tr data-seq="121"' in page  # the latest ones
+        assert '<tr data-seq="0"' not in page
+        assert 'href="/run?id=huge&amp;all=1"' in page
+        whole = client.get("/run", params={"id": "huge", "all": "1"}).text
+        assert "This history has" not in whole
+        assert whole.count("<tr data-seq=") == 122
+        assert 'data-refresh="/run?id=huge&amp;all=1"' in whole  # live refresh keeps it whole
+        small = client.get("/run", params={"id": "huge"}).text
+        assert small.count("<tr data-seq=") == 50
+        dashboard.close()
