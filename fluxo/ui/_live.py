@@ -195,10 +195,11 @@ class PageStream:
                 continue
             generation = now
             current = self._read()
-            if self._version is not None and current == seen:
-                continue
-            seen = current
-            yield CHANGE
+            if self._version is None or current != seen:
+                seen = current
+                yield CHANGE
+            # At most one reading per interval, however busy the store (its changes
+            # meanwhile move the generation, so the next wait returns at once).
             time.sleep(self._min_interval)
 
     async def achunks(self) -> AsyncIterator[bytes]:
@@ -219,10 +220,11 @@ class PageStream:
                 continue
             generation = now
             current = await self._aread()
-            if self._version is not None and current == seen:
-                continue
-            seen = current
-            yield CHANGE
+            if self._version is None or current != seen:
+                seen = current
+                yield CHANGE
+            # At most one reading per interval, however busy the store (its changes
+            # meanwhile move the generation, so the next wait returns at once).
             await asyncio.sleep(self._min_interval)
 
     def _moved_since_shown(self, current: object) -> bool:

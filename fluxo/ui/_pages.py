@@ -245,7 +245,7 @@ class Pages:
     def _live(self, request: _http.Request) -> _http.Stream:
         # A run page's stream names its run with ``run``; ``id`` is the runs page's filter.
         run_id = request.arg("run")
-        version: Callable[[], object] | None = None
+        version: Callable[[], object]
         if not run_id:
             # The runs page's stream: a change is one when the page's rows changed (the
             # workers' heartbeats, say, change the store, not the page). Ages (since=2h)

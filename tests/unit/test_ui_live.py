@@ -287,3 +287,31 @@ def test_head_of_a_refused_request_has_no_body_either(engine: fluxo.Engine) -> N
     assert refused.content == b""  # a WSGI server such as wsgiref sends what it is given
     assert refused.headers["x-frame-options"] == "DENY"
     dashboard.close()
+
+
+def test_a_busy_store_is_read_at_most_once_per_interval(
+    engine: fluxo.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    changes = _live.Changes(engine.store)
+    reads: list[int] = []
+    pauses: list[float] = []
+
+    def version() -> object:
+        reads.append(len(reads))
+        if len(reads) == 1:  # the stream's first reading: the store changes right after
+            changes._bump()
+        return "the same rows"  # the store changes, the page does not
+
+    def pause(seconds: float) -> None:  # each pause, the store has changed again
+        pauses.append(seconds)
+        if len(reads) >= 5:
+            changes.close()
+        else:
+            changes._bump()
+
+    monkeypatch.setattr(_live.time, "sleep", pause)
+    stream = _live.PageStream(changes, version, min_interval=0.75)
+    chunks = list(itertools.islice(stream.chunks(), 20))
+    assert _live.CHANGE not in chunks
+    assert len(reads) == 5
+    assert pauses == [0.75] * 4  # a pause after every reading that a change caused
